@@ -1,0 +1,39 @@
+"""Outputs the live runtime acts on: the contract between the fold and the I/O shell.
+
+Reducers keep their own output classes beside them (book outputs in the book
+module, alerts in the anomaly module ...).  The few outputs here are *actions*:
+the live runtime (``engine run``) watches for them and answers with I/O whose
+results are journaled as frames, so a replay sees exactly what live saw.
+Replay ignores them (it already has the answers in the journal).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["SnapshotRequest", "SendRequest"]
+
+
+@attrs.frozen(slots=True)
+class SnapshotRequest:
+    """Fetch a REST depth snapshot for ``symbol`` (after a gap, at start-up, or to verify).
+
+    ``purpose`` is ``"sync"`` (the book has no valid state) or ``"verify"``
+    (periodic drift check against a synced book).
+    """
+
+    seq: int
+    recv_ns: int
+    symbol: str
+    purpose: str
+    reason: str
+
+
+@attrs.frozen(slots=True)
+class SendRequest:
+    """A control message the rate limiter released: the runtime sends ``payload`` on ``conn``."""
+
+    seq: int
+    recv_ns: int
+    conn: int
+    payload: bytes

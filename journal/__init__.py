@@ -1,0 +1,1 @@
+"""The Arrow frame journal: writer, reader, torn-tail recovery, schema."""

@@ -1,0 +1,117 @@
+"""The journal's on-disk schema: one Arrow IPC stream of frames per segment.
+
+A segment is a plain Arrow IPC *stream* (``pyarrow.ipc.open_stream`` and
+``polars.read_ipc_stream`` read it without our code) with these columns:
+
+========  =============================  =============================================
+column    type                           meaning
+========  =============================  =============================================
+seq       uint64                         strictly increasing across the whole journal
+recv_ns   int64                          local wall-clock receive/emit time, ns
+conn      uint32                         connection id (0 = the engine itself)
+dir       dictionary<int8, utf8>         ``in`` / ``out`` / ``local``
+kind      dictionary<int8, utf8>         see :class:`Kind`
+source    dictionary<int32, utf8>        URL or stream key the frame belongs to
+code      int32 (nullable)               close code, HTTP status, error code
+payload   binary                         the exact bytes (frame, body, reason text)
+========  =============================  =============================================
+
+Journal-level metadata (schema version, engine version, exchange, symbols,
+config, start time) is in each segment's schema metadata *and* in the
+directory's ``journal.json`` manifest, so a lone segment is self-describing.
+
+This module owns names and types only; no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+import pyarrow as pa
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Kind",
+    "Dir",
+    "KINDS",
+    "DIRS",
+    "Frame",
+    "frame_schema",
+    "SEGMENT_SUFFIX",
+    "PARTIAL_SUFFIX",
+    "MANIFEST",
+]
+
+SCHEMA_VERSION = 1
+SEGMENT_SUFFIX = ".arrows"
+PARTIAL_SUFFIX = ".arrows.partial"
+MANIFEST = "journal.json"
+
+
+class Kind:
+    """Frame kinds (plain strings: they are what users see in Polars/DuckDB)."""
+
+    TEXT = "text"  #: WebSocket text frame
+    BINARY = "binary"  #: WebSocket binary frame
+    REST = "rest"  #: HTTP response body for GET ``source``; ``code`` = status
+    OPEN = "open"  #: connection opened to ``source``
+    CLOSE = "close"  #: connection closed; ``code`` = close code, payload = reason
+    ERROR = "error"  #: connect failure, timeout, invalid data ...; payload = message
+    MARKER = "marker"  #: engine note (resync, drift, seal ...); payload = text
+
+
+class Dir:
+    IN = "in"
+    OUT = "out"
+    LOCAL = "local"
+
+
+KINDS: tuple[str, ...] = (
+    Kind.TEXT,
+    Kind.BINARY,
+    Kind.REST,
+    Kind.OPEN,
+    Kind.CLOSE,
+    Kind.ERROR,
+    Kind.MARKER,
+)
+DIRS: tuple[str, ...] = (Dir.IN, Dir.OUT, Dir.LOCAL)
+
+
+@attrs.frozen(slots=True)
+class Frame:
+    """One journaled frame, for convenience (use record batches for speed)."""
+
+    seq: int
+    recv_ns: int
+    conn: int
+    dir: str
+    kind: str
+    source: str
+    payload: bytes
+    code: int | None = None
+
+    @property
+    def text(self) -> str:
+        """The payload as text (close reasons, error messages, JSON frames)."""
+        return self.payload.decode("utf-8", "replace")
+
+
+def frame_schema(metadata: dict[str, Any] | None = None) -> pa.Schema:
+    """The Arrow schema of a segment, with journal metadata JSON-encoded under ``wiretape``."""
+    fields = [
+        pa.field("seq", pa.uint64(), nullable=False),
+        pa.field("recv_ns", pa.int64(), nullable=False),
+        pa.field("conn", pa.uint32(), nullable=False),
+        pa.field("dir", pa.dictionary(pa.int8(), pa.utf8()), nullable=False),
+        pa.field("kind", pa.dictionary(pa.int8(), pa.utf8()), nullable=False),
+        pa.field("source", pa.dictionary(pa.int32(), pa.utf8()), nullable=False),
+        pa.field("code", pa.int32(), nullable=True),
+        pa.field("payload", pa.binary(), nullable=False),
+    ]
+    md = None
+    if metadata is not None:
+        md = {b"wiretape": json.dumps(metadata, sort_keys=True).encode()}
+    return pa.schema(fields, metadata=md)

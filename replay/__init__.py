@@ -1,0 +1,1 @@
+"""Replay: deterministic replay, time travel, the replay server, import and export."""
