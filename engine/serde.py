@@ -1,0 +1,68 @@
+"""Lossless (un)structuring of events, outputs and reducer state: one converter for the engine.
+
+``dump(obj)`` turns any registered attrs object into a JSON-safe dict tagged
+with its class name (``{"type": "Trade", ...}``); ``load(d)`` turns it back.
+Bytes become base64 text, tuples become lists and come back as tuples: what
+``load(dump(x)) == x`` needs.  Checkpoints, output streams and exports all go
+through here, so there is one encoding of every event in the engine.
+
+Register output/state classes with :func:`register` (a class decorator).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+
+from engine import events as _events
+
+__all__ = ["converter", "register", "dump", "load", "TYPES"]
+
+T = TypeVar("T")
+
+converter = cattrs.Converter()
+converter.register_unstructure_hook(bytes, lambda b: base64.b64encode(b).decode("ascii"))
+converter.register_structure_hook(
+    bytes, lambda v, _: v if isinstance(v, bytes) else base64.b64decode(v)
+)
+
+#: class name → class, for every type :func:`load` can rebuild.
+TYPES: dict[str, type] = {}
+
+
+def register(cls: type[T]) -> type[T]:
+    """Class decorator: make an attrs class loadable by name."""
+    if not attrs.has(cls):
+        raise TypeError(f"{cls.__name__} is not an attrs class")
+    other = TYPES.get(cls.__name__)
+    if other is not None and other is not cls:
+        raise TypeError(f"two serde types named {cls.__name__}: {other} and {cls}")
+    TYPES[cls.__name__] = cls
+    return cls
+
+
+for _name in _events.__all__:
+    _obj = getattr(_events, _name)
+    if isinstance(_obj, type) and attrs.has(_obj):
+        register(_obj)
+
+
+def dump(obj: Any) -> dict[str, Any]:
+    """A registered attrs object → JSON-safe dict with a ``"type"`` tag."""
+    d: dict[str, Any] = converter.unstructure(obj)
+    d["type"] = type(obj).__name__
+    return d
+
+
+def load(d: dict[str, Any]) -> Any:
+    """Inverse of :func:`dump`."""
+    d = dict(d)
+    name = d.pop("type")
+    try:
+        cls = TYPES[name]
+    except KeyError:
+        raise ValueError(f"unknown serde type {name!r} (register the class)") from None
+    return converter.structure(d, cls)
