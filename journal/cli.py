@@ -1,0 +1,114 @@
+"""``engine journal inspect|verify|recover``: look at and check journals without our other code."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+
+import click
+
+from engine.journal.inspect import inspect_journal, verify_journal
+from engine.journal.reader import JournalError
+
+__all__ = ["journal"]
+
+
+def _ts(ns: int | None) -> str:
+    if ns is None:
+        return "-"
+    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def _size(n: int) -> str:
+    f = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if f < 1024 or unit == "GiB":
+            return f"{f:.1f} {unit}" if unit != "B" else f"{n} B"
+        f /= 1024
+    return f"{n} B"
+
+
+@click.group()
+def journal() -> None:
+    """Inspect, verify and recover journal directories."""
+
+
+@journal.command()
+@click.argument("directory", type=click.Path(file_okay=True, dir_okay=True))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--top", default=10, show_default=True, help="How many sources to list.")
+def inspect(directory: str, as_json: bool, top: int) -> None:
+    """Segments, frames, bytes on disk vs payload, time span, kinds, sources, recovered tails."""
+    try:
+        st = inspect_journal(directory)
+    except JournalError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(st.to_json(), indent=2, default=str))
+        return
+    md = st.metadata
+    click.echo(f"journal   {st.path}")
+    if md:
+        keys = ("exchange", "symbols", "engine_version", "schema_version")
+        click.echo("metadata  " + "  ".join(f"{k}={md[k]}" for k in keys if k in md))
+    ratio = f"{st.disk_bytes / st.payload_bytes:.1%}" if st.payload_bytes else "-"
+    click.echo(
+        f"segments  {len(st.segments)}  ({sum(s.partial for s in st.segments)} partial)"
+    )
+    click.echo(f"frames    {st.frames}")
+    click.echo(
+        f"bytes     {_size(st.disk_bytes)} on disk for {_size(st.payload_bytes)} of payload ({ratio})"
+    )
+    click.echo(f"span      {_ts(st.first_ns)} → {_ts(st.last_ns)}  ({st.span_s:.3f} s)")
+    click.echo("kinds     " + "  ".join(f"{k}={v}" for k, v in st.kinds.items()))
+    click.echo("sources")
+    for i, (src, n) in enumerate(st.sources.items()):
+        if i == top:
+            click.echo(f"  … {len(st.sources) - top} more")
+            break
+        click.echo(f"  {n:>9}  {src if len(src) <= 100 else src[:97] + '...'}")
+    for s in st.segments:
+        click.echo(
+            f"  {s.name:32} {s.frames:>9} frames  seq {s.first_seq}..{s.last_seq}  {_size(s.bytes)}"
+        )
+    for t in st.tails:
+        click.echo(
+            f"recovered {t['segment']}: kept {t['kept_frames']} frames in {t['kept_batches']} "
+            f"batches, dropped a torn tail of {t['dropped_bytes']} bytes ({t['error']})"
+        )
+    for f in st.foreign:
+        click.echo(f"ignored   {f} (not a segment)")
+
+
+@journal.command()
+@click.argument("directory", type=click.Path())
+def verify(directory: str) -> None:
+    """Exit 0 if every segment reads (after tail recovery) and seq strictly increases."""
+    problems, st = verify_journal(directory)
+    if problems:
+        for p in problems:
+            click.echo(f"FAIL {p}", err=True)
+        sys.exit(1)
+    assert st is not None
+    tails = f", {len(st.tails)} torn tail(s) recovered" if st.tails else ""
+    click.echo(f"OK {st.path}: {len(st.segments)} segments, {st.frames} frames{tails}")
+
+
+@journal.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+def recover(directory: str) -> None:
+    """Seal partial segments left by a crash (drops torn tails, keeps every whole batch)."""
+    from pathlib import Path
+
+    from engine.journal.recovery import seal_partials
+
+    try:
+        state = seal_partials(Path(directory))
+    except JournalError as exc:
+        raise click.ClickException(str(exc)) from None
+    for t in state.tails:
+        click.echo(f"{t.segment}: dropped {t.dropped_bytes} torn bytes, kept {t.kept_frames} frames")
+    click.echo(
+        f"sealed {len(state.sealed)} partial segment(s); journal ends at seq {state.last_seq}"
+    )
