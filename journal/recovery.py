@@ -38,6 +38,10 @@ def seal_partials(path: Path) -> RecoveryState:
     sealed: list[str] = []
     removed: list[str] = []
     tails: list[TailReport] = []
+    # an unfinished compaction (crash before its rename): the partial is still there
+    for tmp in path.glob("seg-*.arrows.tmp"):
+        os.unlink(tmp)
+        removed.append(tmp.name)
     # a partial shadowed by a sealed twin (crash after rename, before unlink) is garbage
     for f in foreign:
         if f.name.endswith(".arrows.partial"):

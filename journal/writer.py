@@ -20,6 +20,16 @@ Durability policy (the numbers users need to know, all in :class:`WriterConfig`)
   the directory.  Segments rotate at ``segment_bytes`` (default 64 MiB) or
   ``segment_age_s`` (default 1 h).
 * Record batches are zstd-compressed (Arrow IPC buffer compression).
+* **Compaction on seal** (default on): live traffic makes small batches (a
+  quiet stream flushes 1-2 frames every 50 ms, and a tiny compressed batch
+  costs more than its payload).  Sealing therefore rewrites the closed
+  ``.partial`` into large batches (``compact_rows`` frames) on a worker
+  thread, while the next segment is being written: ``.partial`` is the
+  crash-safe log, the sealed ``.arrows`` is the compact archive.  The
+  rewrite goes to ``seg-N.arrows.tmp`` → fsync → rename → fsync dir → unlink
+  the partial; a crash at any step leaves either the partial or the sealed
+  segment readable (the reader ignores ``*.tmp``; a partial shadowed by its
+  sealed twin is ignored and removed by recovery).
 
 The writer is synchronous and single-threaded (the trio runtime calls it from
 its one thread; ``fsync`` may be pushed to a worker thread with
@@ -33,6 +43,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +83,8 @@ class WriterConfig:
     segment_bytes: int = attrs.field(default=64 << 20, validator=attrs.validators.ge(1))
     segment_age_s: float = attrs.field(default=3600.0, validator=attrs.validators.gt(0))
     compression: str | None = "zstd"
+    compact_on_seal: bool = True
+    compact_rows: int = attrs.field(default=16384, validator=attrs.validators.ge(1))
 
 
 def segment_name(index: int, partial: bool) -> str:
@@ -162,6 +175,8 @@ class JournalWriter:
         self._last_fsync = 0
         self._dirty = False
         self.closed = False
+        self._compactor: ThreadPoolExecutor | None = None
+        self._compactions: list[Future[None]] = []
         #: totals since this writer started (for status displays)
         self.frames_written = 0
         self.bytes_written = 0
@@ -363,8 +378,19 @@ class JournalWriter:
         self._ipc = None
         self._dirty = False
         partial = self.path / segment_name(self._index, partial=True)
-        os.rename(partial, self.path / segment_name(self._index, partial=False))
-        fsync_dir(self.path)
+        final = self.path / segment_name(self._index, partial=False)
+        if self.config.compact_on_seal:
+            if self._compactor is None:
+                self._compactor = ThreadPoolExecutor(1, thread_name_prefix="journal-compact")
+            self._reap_compactions()
+            self._compactions.append(
+                self._compactor.submit(
+                    compact_segment, partial, final, self._options, self.config.compact_rows
+                )
+            )
+        else:
+            os.rename(partial, final)
+            fsync_dir(self.path)
         self._index += 1
         # The next segment is a new IPC stream: its source dictionary starts afresh
         # (nothing is buffered here: sealing follows a flush).
@@ -381,12 +407,70 @@ class JournalWriter:
         self.flush()
         self._seal_segment()
         self.closed = True
+        if self._compactor is not None:
+            self._compactor.shutdown(wait=True)
+            self._reap_compactions()
+
+    def _reap_compactions(self) -> None:
+        """Surface errors of finished compactions (a failed one leaves the readable partial)."""
+        pending = []
+        for fut in self._compactions:
+            if fut.done():
+                fut.result()
+            else:
+                pending.append(fut)
+        self._compactions = pending
 
     def __enter__(self) -> JournalWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def compact_segment(
+    partial: Path, final: Path, options: pa.ipc.IpcWriteOptions, rows: int
+) -> None:
+    """Rewrite a sealed-but-unrenamed partial segment into large batches, then swap it in.
+
+    Memory stays bounded by ``rows`` frames.  Crash-safe at every step (see the
+    module docstring).
+    """
+    from engine.journal.reader import Segment, read_segment
+
+    tmp = final.with_name(final.name + ".tmp")
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    with pa.OSFile(str(tmp), "wb") as sink:
+        writer = None
+
+        def emit() -> None:
+            nonlocal writer, pending, pending_rows
+            table = pa.Table.from_batches(pending).unify_dictionaries().combine_chunks()
+            if writer is None:
+                writer = pa.ipc.new_stream(sink, table.schema, options=options)
+            for b in table.to_batches(max_chunksize=rows):
+                writer.write_batch(b)
+            pending, pending_rows = [], 0
+
+        for batch in read_segment(Segment(partial, 0, True)):
+            pending.append(batch)
+            pending_rows += batch.num_rows
+            if pending_rows >= rows:
+                emit()
+        if pending:
+            emit()
+        if writer is not None:
+            writer.close()
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, final)
+    fsync_dir(final.parent)
+    os.unlink(partial)
+    fsync_dir(final.parent)
 
 
 def _write_manifest(path: Path, metadata: dict[str, Any]) -> None:
