@@ -1,0 +1,401 @@
+"""Trade aggregator: per-symbol last price, VWAP (session + rolling windows), volume split, count.
+
+Owns: the :class:`TradeAggregator` reducer, its state and its :class:`TradeStats`
+output; and the one rule every trade-consuming reducer (candles, anomaly
+detector) shares for *which* trades count (:func:`accept_trade`).  Must not:
+read the clock, do I/O, use floats, or raise on any event.
+
+Which trades count
+    A Binance journal may carry both ``@trade`` and ``@aggTrade`` for a symbol;
+    counting both would double every volume.  ``source`` picks one:
+    ``"trade"`` (raw trades only), ``"aggTrade"`` (aggregates only) or
+    ``"auto"`` (default): per symbol, the kind of the *first* trade event seen
+    wins and the other kind is ignored (counted in ``state.skipped``).  Both
+    kinds give identical totals (an aggTrade is trades ``first_id..last_id``
+    at one price and one taker side, so its trade count is
+    ``last_id - first_id + 1``), hence "first seen wins" is exact, not a guess.
+    Exchange trade ids (> 0) are increasing per symbol: an event whose
+    ``first_id`` is not above the highest id already counted is a duplicate
+    (e.g. two connections carrying the same stream across a reconnect) and is
+    dropped (``state.duplicates``).  Ids <= 0 mean "no id" and are not checked.
+
+Time
+    Exchange trade time (``txn_ms``, else ``exch_ms``); a trade with neither is
+    ignored (``state.untimed``).  A symbol's clock is the running maximum of its
+    trade times: a trade stamped earlier than one already seen is counted at
+    the current time (Binance sends per-symbol trades in id order, so this is
+    rare and only ever a few ms).
+
+Rolling windows, O(1) amortized
+    Trades accumulate in the current *bucket* (``bucket_ms``, default 1 s,
+    aligned to UTC epoch multiples).  When a trade opens a new bucket the
+    finished bucket is pushed onto each window's deque and added to its running
+    sums, and buckets that left the window are popped and subtracted.  So per
+    trade the work is four integer additions; the deques hold at most
+    ``window_ms / bucket_ms`` entries.  A window of ``W`` ms at a time in
+    bucket ``C`` covers the trades whose (clamped) time lies in buckets
+    ``C - W + bucket .. C``, i.e. the last ``W / bucket`` buckets including the
+    current one.  ``bucket_ms=1`` makes windows exact to the millisecond.
+
+Exactness
+    Volume in qty units (1e-8); notional ``Σ price·qty`` in units of 1e-16
+    (exact); VWAP = notional / volume, which is in price units (1e-8).  VWAP is
+    kept as the exact pair (``vwap_num``, ``vwap_den``) — see
+    :attr:`TradeStats.vwap_exact` for a :class:`~fractions.Fraction` — and shown
+    rounded half-to-even to an int at 1e-8 (``vwap``).
+
+Outputs
+    No per-trade output (it would allocate on the hot path and flood the
+    output stream).  When a trade opens a new bucket, one :class:`TradeStats`
+    per symbol reports the state *as of the end of the finished bucket*
+    (``emit_stats=False`` turns this off).  :func:`current_stats` answers the
+    same question at any moment from the state.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import Any, Literal
+
+import attrs
+
+from engine import serde
+from engine.events import BUY, Trade
+from engine.reducer import NO_OUTPUTS
+
+__all__ = [
+    "TradeAggregator",
+    "TradesState",
+    "SymbolTrades",
+    "TradeWindow",
+    "TradeStats",
+    "WindowStats",
+    "TradeSelect",
+    "accept_trade",
+    "trade_time",
+    "current_stats",
+    "round_div",
+]
+
+SOURCES = ("auto", "trade", "aggTrade")
+
+
+def round_div(num: int, den: int) -> int:
+    """``num / den`` rounded half to even (exact ints; ``den > 0``)."""
+    q, r = divmod(num, den)
+    r2 = 2 * r
+    if r2 > den or (r2 == den and q & 1):
+        q += 1
+    return q
+
+
+def trade_time(ev: Trade) -> int | None:
+    """The exchange time a trade is placed at: trade time ``T``, else event time ``E``."""
+    t = ev.txn_ms
+    return ev.exch_ms if t is None else t
+
+
+# --------------------------------------------------------------------------- trade selection
+
+
+@serde.register
+@attrs.define(slots=True)
+class TradeSelect:
+    """Per-symbol memory of the trade-selection rule: locked kind and highest counted id.
+
+    ``agg`` is None until the first trade of the symbol (``source="auto"``).
+    """
+
+    agg: bool | None = None
+    hi: int = 0
+
+
+# verdicts of accept_trade
+ACCEPT, SKIP_KIND, DUPLICATE = 0, 1, 2
+
+
+def accept_trade(sel: TradeSelect, ev: Trade, source: str) -> int:
+    """Apply the module's selection rule to ``ev``; update ``sel`` when accepted.
+
+    Returns ACCEPT, SKIP_KIND (the other trade kind) or DUPLICATE (ids already counted).
+    """
+    agg = sel.agg
+    if agg is None:
+        agg = sel.agg = (source == "aggTrade") if source != "auto" else ev.agg
+    if ev.agg is not agg:
+        return SKIP_KIND
+    fid = ev.first_id
+    if fid > 0:
+        if fid <= sel.hi:
+            return DUPLICATE
+        sel.hi = ev.last_id
+    return ACCEPT
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+@serde.register
+@attrs.frozen(slots=True)
+class WindowStats:
+    """One rolling window's totals; VWAP exact as ``vwap_num / vwap_den`` (None if no volume)."""
+
+    window_ms: int
+    count: int
+    volume: int
+    buy_volume: int
+    notional: int
+    vwap: int | None
+
+    @property
+    def vwap_exact(self) -> Fraction | None:
+        return Fraction(self.notional, self.volume) if self.volume else None
+
+
+@serde.register
+@attrs.frozen(slots=True)
+class TradeStats:
+    """A symbol's trade statistics as of exchange time ``as_of_ms`` (inclusive).
+
+    ``seq``/``recv_ns`` are the event that caused the report.  Session totals
+    cover every accepted trade since the start of the replay/run (or restore).
+    ``notional`` is Σ price·qty in units of 1e-16; ``vwap`` = notional/volume
+    rounded half-even to 1e-8 units (exact value: :attr:`vwap_exact`).
+    """
+
+    seq: int
+    recv_ns: int
+    symbol: str
+    as_of_ms: int
+    last_price: int
+    count: int
+    volume: int
+    buy_volume: int
+    sell_volume: int
+    notional: int
+    vwap: int | None
+    windows: tuple[WindowStats, ...]
+
+    @property
+    def vwap_exact(self) -> Fraction | None:
+        return Fraction(self.notional, self.volume) if self.volume else None
+
+
+# --------------------------------------------------------------------------- state
+
+
+@serde.register
+@attrs.define(slots=True)
+class TradeWindow:
+    """Finished buckets inside one rolling window, and their running sums.
+
+    ``buckets`` holds ``(start_ms, count, volume, buy_volume, notional)``.
+    """
+
+    window_ms: int
+    buckets: deque[tuple[int, int, int, int, int]] = attrs.Factory(deque)
+    count: int = 0
+    volume: int = 0
+    buy_volume: int = 0
+    notional: int = 0
+
+
+@serde.register
+@attrs.define(slots=True)
+class SymbolTrades:
+    """One symbol's running aggregate: session sums of finished buckets plus the current bucket."""
+
+    sel: TradeSelect
+    windows: list[TradeWindow]
+    last_ms: int = 0
+    last_price: int = 0
+    # session totals over finished buckets
+    count: int = 0
+    volume: int = 0
+    buy_volume: int = 0
+    notional: int = 0
+    # the current (unfinished) bucket
+    cur_start: int = -1
+    cur_count: int = 0
+    cur_volume: int = 0
+    cur_buy: int = 0
+    cur_notional: int = 0
+
+
+@serde.register
+@attrs.define(slots=True)
+class TradesState:
+    symbols: dict[str, SymbolTrades] = attrs.Factory(dict)
+    skipped: int = 0
+    duplicates: int = 0
+    untimed: int = 0
+
+
+# --------------------------------------------------------------------------- the reducer
+
+
+def _sums(x: TradeWindow | SymbolTrades, s: SymbolTrades, with_current: bool) -> tuple[int, ...]:
+    """(count, volume, buy volume, notional) of ``x``, plus ``s``'s unfinished bucket if asked."""
+    if with_current:
+        return (
+            x.count + s.cur_count,
+            x.volume + s.cur_volume,
+            x.buy_volume + s.cur_buy,
+            x.notional + s.cur_notional,
+        )
+    return x.count, x.volume, x.buy_volume, x.notional
+
+
+def _window_stats(w: TradeWindow, s: SymbolTrades, with_current: bool) -> WindowStats:
+    count, vol, buy, notional = _sums(w, s, with_current)
+    return WindowStats(
+        w.window_ms, count, vol, buy, notional, round_div(notional, vol) if vol else None
+    )
+
+
+def _stats(
+    symbol: str, s: SymbolTrades, as_of_ms: int, seq: int, recv_ns: int, with_current: bool
+) -> TradeStats:
+    count, vol, buy, notional = _sums(s, s, with_current)
+    return TradeStats(
+        seq,
+        recv_ns,
+        symbol,
+        as_of_ms,
+        s.last_price,
+        count,
+        vol,
+        buy,
+        vol - buy,
+        notional,
+        round_div(notional, vol) if vol else None,
+        tuple(_window_stats(w, s, with_current) for w in s.windows),
+    )
+
+
+def current_stats(state: TradesState, symbol: str) -> TradeStats | None:
+    """The symbol's statistics including the unfinished bucket (None if no trade yet).
+
+    Windows are as of the symbol's latest trade time (buckets that left them
+    were evicted when the current bucket opened).  Read-only.
+    """
+    s = state.symbols.get(symbol)
+    if s is None or s.cur_start < 0:
+        return None
+    return _stats(symbol, s, s.last_ms, -1, -1, True)
+
+
+def _evict(w: TradeWindow, upto: int) -> None:
+    """Drop buckets starting at or before ``upto`` (they left the window)."""
+    b = w.buckets
+    while b and b[0][0] <= upto:
+        _, n, v, buy, notional = b.popleft()
+        w.count -= n
+        w.volume -= v
+        w.buy_volume -= buy
+        w.notional -= notional
+
+
+@attrs.frozen
+class TradeAggregator:
+    """Reducer: per-symbol trade statistics (see the module docstring for every rule).
+
+    Args:
+        source: ``"auto"`` | ``"trade"`` | ``"aggTrade"`` — which trade events count.
+        windows_ms: rolling VWAP/volume windows, each a multiple of ``bucket_ms``.
+        bucket_ms: window granularity and :class:`TradeStats` cadence.
+        emit_stats: emit :class:`TradeStats` when a bucket finishes.
+    """
+
+    name: str = "trades"
+    source: Literal["auto", "trade", "aggTrade"] = attrs.field(
+        default="auto", validator=attrs.validators.in_(SOURCES)
+    )
+    windows_ms: tuple[int, ...] = (60_000, 300_000)
+    bucket_ms: int = 1000
+    emit_stats: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        if self.bucket_ms <= 0:
+            raise ValueError(f"bucket_ms must be > 0, got {self.bucket_ms}")
+        for w in self.windows_ms:
+            if w <= 0 or w % self.bucket_ms:
+                raise ValueError(
+                    f"window {w} ms is not a positive multiple of bucket_ms={self.bucket_ms}"
+                )
+
+    def initial(self) -> TradesState:
+        return TradesState()
+
+    def step(self, state: TradesState, event: Any) -> tuple[TradesState, Sequence[Any]]:
+        if type(event) is not Trade:
+            return state, NO_OUTPUTS
+        t = event.txn_ms
+        if t is None:
+            t = event.exch_ms
+            if t is None:
+                state.untimed += 1
+                return state, NO_OUTPUTS
+        sym = event.symbol
+        s = state.symbols.get(sym)
+        if s is None:
+            s = state.symbols[sym] = SymbolTrades(
+                TradeSelect(), [TradeWindow(w) for w in self.windows_ms]
+            )
+        verdict = accept_trade(s.sel, event, self.source)
+        if verdict:
+            if verdict == SKIP_KIND:
+                state.skipped += 1
+            else:
+                state.duplicates += 1
+            return state, NO_OUTPUTS
+        if t < s.last_ms:
+            t = s.last_ms
+        else:
+            s.last_ms = t
+        out: Sequence[Any] = NO_OUTPUTS
+        start = t - t % self.bucket_ms
+        if start != s.cur_start:
+            out = self._roll(sym, s, start, event)
+        p, q = event.price, event.qty
+        s.last_price = p
+        s.cur_count += event.last_id - event.first_id + 1 if event.agg else 1
+        s.cur_volume += q
+        s.cur_notional += p * q
+        if event.side == BUY:
+            s.cur_buy += q
+        return state, out
+
+    def _roll(self, sym: str, s: SymbolTrades, start: int, event: Trade) -> Sequence[Any]:
+        """Finish the current bucket: fold it into session and windows; maybe report."""
+        prev = s.cur_start
+        out: Sequence[Any] = NO_OUTPUTS
+        if prev >= 0:
+            n, v, buy, notional = s.cur_count, s.cur_volume, s.cur_buy, s.cur_notional
+            s.count += n
+            s.volume += v
+            s.buy_volume += buy
+            s.notional += notional
+            entry = (prev, n, v, buy, notional)
+            for w in s.windows:
+                w.buckets.append(entry)
+                w.count += n
+                w.volume += v
+                w.buy_volume += buy
+                w.notional += notional
+            if self.emit_stats:
+                as_of = prev + self.bucket_ms - 1
+                out = (_stats(sym, s, as_of, event.seq, event.recv_ns, False),)
+        for w in s.windows:
+            _evict(w, start - w.window_ms)
+        s.cur_start = start
+        s.cur_count = s.cur_volume = s.cur_buy = s.cur_notional = 0
+        return out
+
+    def snapshot(self, state: TradesState) -> Any:
+        return serde.converter.unstructure(state)
+
+    def restore(self, data: Any) -> TradesState:
+        return serde.converter.structure(data, TradesState)
