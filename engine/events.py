@@ -43,6 +43,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionFailed",
     "Marker",
+    "ControlSent",
     "MarketEvent",
     "Event",
     "EXCERPT_BYTES",
@@ -293,6 +294,17 @@ class Marker:
     text: str
 
 
+@event
+class ControlSent:
+    """A control message we sent (journaled dir=out): the rate limiter audits these on replay."""
+
+    seq: int
+    recv_ns: int
+    conn: int
+    source: str
+    payload: bytes
+
+
 MarketEvent: TypeAlias = Trade | DepthDiff | BookSnapshot | BookTicker | Ticker24h | Kline
 Event: TypeAlias = (
     MarketEvent
@@ -304,4 +316,5 @@ Event: TypeAlias = (
     | ConnectionClosed
     | ConnectionFailed
     | Marker
+    | ControlSent
 )

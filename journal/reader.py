@@ -40,6 +40,9 @@ __all__ = [
     "read_segment",
 ]
 
+#: Sub-directories a journal directory may hold beside its segments (not frames).
+COMPANION_DIRS = frozenset({"outputs", "checkpoints"})
+
 _SEGMENT_RE = re.compile(r"^seg-(\d{6,})\.arrows(\.partial)?$")
 
 
@@ -88,6 +91,8 @@ def list_segments(path: Path) -> tuple[list[Segment], list[Path]]:
     foreign: list[Path] = []
     for entry in sorted(path.iterdir()):
         if entry.name in (MANIFEST,) or entry.name.endswith(".tmp"):
+            continue
+        if entry.name in COMPANION_DIRS and entry.is_dir():
             continue
         m = _SEGMENT_RE.match(entry.name)
         if not m or not entry.is_file():

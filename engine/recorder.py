@@ -1,0 +1,65 @@
+"""The outputs stream: what the pipeline computed, recorded beside the journal, keyed by frame seq.
+
+``engine run`` records every output it produced live into ``<journal>/outputs/``
+so that ``engine replay --check`` can prove replay computes exactly the same.
+The outputs stream is itself a journal (same writer, same crash safety): one
+frame per output, ``kind=marker``, ``source`` = the output's type name,
+``recv_ns`` = the receive time of the frame that caused it, payload = JSON
+``{"frame_seq": N, "output": <engine.serde.dump(output)>}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from engine import serde
+from engine.journal.reader import JournalReader
+from engine.journal.schema import Dir, Kind
+from engine.journal.writer import JournalWriter, WriterConfig
+
+__all__ = ["OUTPUTS_DIR", "OutputRecorder", "read_outputs", "encode_output"]
+
+OUTPUTS_DIR = "outputs"
+
+
+def encode_output(frame_seq: int, output: Any) -> bytes:
+    return orjson.dumps({"frame_seq": frame_seq, "output": serde.dump(output)})
+
+
+class OutputRecorder:
+    """Append pipeline outputs to ``<journal_dir>/outputs``."""
+
+    def __init__(self, journal_dir: str | Path, config: WriterConfig | None = None) -> None:
+        self._w = JournalWriter.create(
+            Path(journal_dir) / OUTPUTS_DIR, {"content": "pipeline outputs"}, config
+        )
+        self.count = 0
+
+    def record(self, recv_ns: int, outputs: list[tuple[int, Any]]) -> None:
+        append = self._w.append
+        for frame_seq, out in outputs:
+            append(
+                recv_ns, 0, Dir.LOCAL, Kind.MARKER, type(out).__name__, encode_output(frame_seq, out)
+            )
+        self.count += len(outputs)
+
+    def tick(self) -> None:
+        self._w.tick()
+
+    def close(self) -> None:
+        self._w.close()
+
+
+def read_outputs(journal_dir: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(frame_seq, dumped_output)`` pairs in recorded order (empty if none were recorded)."""
+    path = Path(journal_dir) / OUTPUTS_DIR
+    if not path.exists():
+        return
+    for batch in JournalReader(path).batches():
+        for payload in batch.column(7).to_pylist():
+            d = orjson.loads(payload)
+            yield d["frame_seq"], d["output"]
