@@ -1,0 +1,31 @@
+"""Which codec and reducers a capture or a replay runs: one place, so live and replay agree.
+
+``engine run``, ``engine replay``, ``engine book`` and ``engine export`` all
+build their pipeline here from the journal's exchange name, so the same
+journal always folds through the same reducers with the same configuration.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.pipeline import Pipeline
+
+__all__ = ["standard_reducers", "build_pipeline"]
+
+
+def standard_reducers(codec: Any) -> list[Any]:
+    """The reducer set of a capture: order book, trades, candles, anomalies, outbound rate audit."""
+    from engine.book_reducer import BookReducer
+    from engine.trades import TradeAggregator
+
+    reducers: list[Any] = [BookReducer(sync_rule=codec.sync_rule), TradeAggregator()]
+    return reducers
+
+
+def build_pipeline(exchange: str) -> Pipeline:
+    """The standard pipeline for a journal of ``exchange`` ("sim", "binance", "binance-futures")."""
+    from engine.codecs.registry import get_codec
+
+    codec = get_codec(exchange)
+    return Pipeline(codec, standard_reducers(codec))
