@@ -29,6 +29,17 @@ converter.register_structure_hook(
     bytes, lambda v, _: v if isinstance(v, bytes) else base64.b64decode(v)
 )
 
+
+
+def _scalar_id(v: Any, _: Any) -> int | str | None:
+    """Control-reply ids (``int | str | None``): cattrs has no hook for that union; keep as is."""
+    if v is None or (isinstance(v, int | str) and not isinstance(v, bool)):
+        return v
+    raise ValueError(f"expected an int, a string or null, got {v!r:.40}")
+
+
+converter.register_structure_hook(int | str | None, _scalar_id)
+
 #: class name → class, for every type :func:`load` can rebuild.
 TYPES: dict[str, type] = {}
 
