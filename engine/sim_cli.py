@@ -1,0 +1,139 @@
+"""``engine simulate`` and the embedding API of the exchange simulator.
+
+This module owns the simulator's front doors: :func:`open_simulator` (an async
+context manager that runs a :class:`engine.sim_server.SimServer` in its own
+nursery — what ``engine run`` with no arguments uses) and the click command.
+It must not hold protocol rules or market logic (those live in
+:mod:`engine.sim_server` and :mod:`engine.sim_model`).
+
+The command's first stdout line is machine-readable, for tests and scripts
+that start it as a subprocess::
+
+    listening ws://127.0.0.1:PORT rest=http://127.0.0.1:PORT
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import click
+import trio
+
+from engine.sim_model import DEFAULT_START_MS, DEFAULT_SYMBOLS
+from engine.sim_server import FAULTS, SimConfig, SimServer
+
+__all__ = ["Simulator", "open_simulator", "simulate"]
+
+
+@attrs.define
+class Simulator:
+    """A running simulator: where to connect, its counters, and fault injection."""
+
+    server: SimServer
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def ws_url(self) -> str:
+        """Base WebSocket URL: append ``/ws/<stream>`` or ``/stream?streams=a/b``."""
+        return f"ws://{self.server.config.host}:{self.port}"
+
+    @property
+    def rest_url(self) -> str:
+        """Base REST URL: append ``/api/v3/depth?symbol=BTCUSDT&limit=1000``."""
+        return f"http://{self.server.config.host}:{self.port}"
+
+    @property
+    def market(self) -> Any:
+        """The live :class:`engine.sim_model.Market` (read-only use: the pump advances it)."""
+        return self.server.market
+
+    def stats(self) -> dict[str, Any]:
+        return self.server.stats()
+
+    def inject(self, fault: str, conn_id: int | None = None, **kw: Any) -> list[int]:
+        """See :meth:`engine.sim_server.SimServer.inject`."""
+        return self.server.inject(fault, conn_id, **kw)
+
+
+@asynccontextmanager
+async def open_simulator(config: SimConfig | None = None, **kw: Any) -> AsyncIterator[Simulator]:
+    """Run a simulator for the duration of the block (``config`` or SimConfig(**kw)).
+
+    The server listens once the block is entered; leaving the block cancels
+    every simulator task and closes every socket.
+    """
+    cfg = config if config is not None else SimConfig(**kw)
+    server = SimServer(cfg)
+    async with trio.open_nursery() as nursery:
+        await server.start(nursery)
+        try:
+            yield Simulator(server)
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+@click.command("simulate")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=0, show_default=True, help="TCP port (0 = pick a free one).")
+@click.option("--seed", default=0, show_default=True, help="Market seed: same seed, same streams.")
+@click.option("--symbols", default=",".join(s.lower() for s in DEFAULT_SYMBOLS), show_default=True,
+              help="Comma-separated symbols (known grids for btcusdt, ethusdt, bnbusdt, solusdt, shibusdt).")
+@click.option("--rate", type=float, default=None, help="Target frames/s over all streams (load tests).")
+@click.option("--faults", default="", help=f"Comma-separated faults to inject: {','.join(FAULTS)}.")
+@click.option("--fault-every", type=float, default=None, help="Seconds between injected faults.")
+@click.option("--ping-interval", type=float, default=20.0, show_default=True)
+@click.option("--pong-timeout", type=float, default=60.0, show_default=True)
+@click.option("--max-streams", type=int, default=1024, show_default=True)
+@click.option("--lifetime", type=float, default=86_400.0, show_default=True, help="Connection lifetime (s).")
+@click.option("--start-ms", default=str(DEFAULT_START_MS), show_default=True,
+              help="Simulated start time in epoch ms, or 'now' (then streams vary per run).")
+def simulate(
+    host: str, port: int, seed: int, symbols: str, rate: float | None, faults: str,
+    fault_every: float | None, ping_interval: float, pong_timeout: float, max_streams: int,
+    lifetime: float, start_ms: str,
+) -> None:
+    """Run the Binance-compatible exchange simulator on loopback until Ctrl-C / SIGTERM."""
+    try:
+        cfg = SimConfig(
+            host=host, port=port, seed=seed, symbols=[s.upper() for s in _csv(symbols)], rate=rate,
+            faults=_csv(faults), fault_every=fault_every, ping_interval=ping_interval,
+            pong_timeout=pong_timeout, max_streams=max_streams, lifetime=lifetime,
+            start_ms=None if start_ms == "now" else int(start_ms),
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    summary = trio.run(_serve, cfg)
+    click.echo(summary, err=True)
+
+
+async def _serve(cfg: SimConfig) -> str:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with open_simulator(cfg) as sim:
+            print(f"listening {sim.ws_url} rest={sim.rest_url}", flush=True)
+            print(
+                f"streams: {sim.ws_url}/stream?streams=" + "/".join(sim.market.streams()[:3])
+                + f"  snapshot: {sim.rest_url}/api/v3/depth?symbol={sim.market.symbols[0]}&limit=100"
+                + f"  stats: {sim.rest_url}/sim/stats",
+                flush=True,
+            )
+            async for _sig in signals:
+                break
+            st = sim.stats()
+    frames = sum(c["frames"] for c in st["connections"])
+    sys.stdout.flush()
+    return json.dumps(
+        {"stopped": True, "connections": len(st["connections"]), "frames_sent": frames, "sim_ms": st["sim_ms"]}
+    )
