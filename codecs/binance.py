@@ -392,7 +392,7 @@ class _Binance:
                         dec, handler, depth = route
                         try:
                             w = dec.decode(payload)
-                        except msgspec.DecodeError:
+                        except (msgspec.DecodeError, UnicodeDecodeError):
                             pass  # the generic path gives the definitive error
                         else:
                             return handler(seq, recv_ns, w.data, w.stream, depth, _clean(payload))
@@ -431,7 +431,7 @@ class _Binance:
     def _decode_generic(self, seq: int, recv_ns: int, source: str, payload: bytes) -> list[Any]:
         try:
             obj = self._generic.decode(payload)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise _Bad(f"invalid JSON: {exc}") from None
         if not isinstance(obj, dict):
             raise _Bad(f"expected a JSON object, got {type(obj).__name__}")
@@ -511,10 +511,10 @@ class _Binance:
         except msgspec.ValidationError as exc:
             try:
                 err = msgspec.json.decode(payload, type=_Err)
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, UnicodeDecodeError):
                 raise _Bad(f"REST depth body: {exc}") from None
             raise _Bad(f"REST error {err.code}: {err.msg[:200]}") from None
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise _Bad(f"REST depth body: invalid JSON: {exc}") from None
         fast = _clean(payload)
         return [

@@ -1,0 +1,138 @@
+"""Fuzzing: mutated real Binance frames never make a codec raise; bad ones become DecodeErrors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+from engine.codecs.binance import BinanceFutures, BinanceSpot
+from engine.journal.reader import JournalReader
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.events import EXCERPT_BYTES, DecodeError
+
+FIX = Path(__file__).resolve().parent.parent / "fixtures" / "journals"
+
+
+def _frames(name):
+    out = []
+    seen = set()
+    for f in JournalReader(FIX / name).frames():
+        if f.dir == "in" and f.kind in ("text", "rest"):
+            key = (f.kind, f.payload[:40])  # a few of each shape, not all 1500 frames
+            if key not in seen or len(out) < 60:
+                seen.add(key)
+                out.append((f.kind, f.source, f.payload))
+    return out
+
+
+REAL = [(BinanceSpot(), *x) for x in _frames("binance-spot")] + [
+    (BinanceFutures(), *x) for x in _frames("binance-futures")
+]
+frames = st.sampled_from(REAL)
+
+WEIRD = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=2**63, max_value=2**70),
+    st.integers(max_value=-1),
+    st.floats(allow_nan=False),
+    st.text(max_size=30),
+    st.sampled_from(
+        ["-1", "1e9", "0.123456789", "١٢", " 1", "1_0", "+1", "", ".", "1.2.3", "9" * 40]
+    ),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+def check(codec, kind, source, payload):
+    evs = codec.decode(1, 2, kind, source, payload)
+    assert isinstance(evs, list) and len(evs) >= 1
+    for e in evs:
+        assert (e.seq, e.recv_ns) == (1, 2)
+        if isinstance(e, DecodeError):
+            assert e.reason and len(e.excerpt) <= EXCERPT_BYTES
+            assert not e.reason.startswith("internal error"), e.reason
+    return evs
+
+
+@given(frames, st.data())
+def test_byte_flips(frame, data):
+    codec, kind, source, payload = frame
+    b = bytearray(payload)
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(b) - 1))
+        b[i] = data.draw(st.integers(0, 255))
+    check(codec, kind, source, bytes(b))
+
+
+@given(frames, st.data())
+def test_truncation(frame, data):
+    codec, kind, source, payload = frame
+    n = data.draw(st.integers(0, len(payload) - 1))
+    (e,) = check(codec, kind, source, payload[:n])
+    assert isinstance(e, DecodeError)
+
+
+def _paths(obj, prefix=()):
+    """Every (path) into nested dicts/lists of a decoded frame."""
+    yield prefix
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _paths(v, (*prefix, k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _paths(v, (*prefix, i))
+
+
+def _set(obj, path, value, delete=False):
+    for k in path[:-1]:
+        obj = obj[k]
+    if delete:
+        del obj[path[-1]]
+    else:
+        obj[path[-1]] = value
+
+
+@given(frames, st.data())
+def test_field_deletion_and_type_swaps(frame, data):
+    codec, kind, source, payload = frame
+    obj = orjson.loads(payload)
+    paths = [p for p in _paths(obj) if p]
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(paths))
+        try:
+            if data.draw(st.booleans()):
+                _set(obj, path, None, delete=True)
+            else:
+                _set(obj, path, data.draw(WEIRD))
+        except (KeyError, IndexError, TypeError):
+            pass  # an earlier mutation removed or replaced the parent
+        paths = [p for p in _paths(obj) if p] or [("x",)]
+    try:
+        mutated = orjson.dumps(obj)
+    except TypeError:  # orjson refuses ints beyond 64 bits: spell them out ourselves
+        mutated = repr(obj).replace("'", '"').replace("None", "null").encode()
+    check(codec, kind, source, mutated)
+
+
+@given(st.binary(max_size=300), st.sampled_from(["text", "rest", "binary", "open"]))
+def test_random_bytes(payload, kind):
+    for codec in (BinanceSpot(), BinanceFutures()):
+        check(codec, kind, "https://api.binance.com/api/v3/depth?symbol=X&limit=5", payload)
+
+
+def test_required_field_deletion_is_an_error():
+    """Deleting any required field of a real depth frame gives a DecodeError naming it."""
+    codec = BinanceFutures()
+    kind, source, payload = next(
+        (k, s, p) for c, k, s, p in REAL if isinstance(c, BinanceFutures) and b"depthUpdate" in p
+    )
+    obj = orjson.loads(payload)
+    for field in ("E", "s", "U", "u", "pu", "b", "a"):
+        data = {k: v for k, v in obj["data"].items() if k != field}
+        (e,) = check(codec, kind, source, orjson.dumps({**obj, "data": data}))
+        assert isinstance(e, DecodeError) and f"'{field}'" in e.reason.replace("`", "'"), e.reason
