@@ -190,11 +190,14 @@ class TopOfBookMismatch:
     """The exchange's bookTicker at ``update_id`` disagrees with our book at that same id (drift).
 
     ``ours``/``theirs`` are (bid price, bid qty, ask price, ask qty); 0 = side empty.
+    ``seq``/``recv_ns`` are the event that brought the book to ``update_id`` (the
+    bookTicker itself was held since ``ticker_seq``).
     """
 
     seq: int
     recv_ns: int
     symbol: str
+    ticker_seq: int
     update_id: int
     ours: tuple[int, int, int, int]
     theirs: tuple[int, int, int, int]
@@ -392,7 +395,10 @@ class BookReducer:
         elif sb.requested_ns is not None and ev.recv_ns - sb.requested_ns >= self._retry_ns:
             self._request_sync(sb, ev, "no snapshot came: asking again", out)
 
-    def _main_diff(self, sb: SymbolBook, ev: DepthDiff, out: list[Any]) -> None:
+    def _main_diff(self, sb: SymbolBook, ev: DepthDiff, out: list[Any], at: Any = None) -> None:
+        """Feed one diff to the main book.  Outputs are stamped with ``at`` (the event being
+        stepped: a snapshot when its buffer is replayed), defaulting to the diff itself."""
+        at = ev if at is None else at
         main = sb.main
         book_id = main.book.last_id if main.book is not None else -1
         action, dropped = feed_diff(self._rule, main, ev, self.max_buffer)
@@ -400,36 +406,36 @@ class BookReducer:
         if action == A_APPLY:
             if main.phase in HAS_BOOK:
                 c.diffs_applied += 1
-                self._after_update(sb, ev, out)
+                self._after_update(sb, at, out)
             else:  # applied, then the exchange checksum rejected the book
-                self._gap(sb, ev, book_id, "checksum mismatch", out)
+                self._gap(sb, ev, at, book_id, "checksum mismatch", out)
         elif action == A_DROP:
             c.stale_diffs += 1
         elif action == A_REQUEST:
-            self._request_sync(sb, ev, "first diff: need a snapshot", out)
+            self._request_sync(sb, at, "first diff: need a snapshot", out)
         elif action == A_REFETCH:
             c.snapshots_too_old += 1
-            self._request_sync(sb, ev, f"snapshot {book_id} older than diff U={ev.first_id}", out)
+            self._request_sync(sb, at, f"snapshot {book_id} older than diff U={ev.first_id}", out)
         elif action == A_RESYNC:
-            self._gap(sb, ev, book_id, "diff does not chain onto the book", out)
+            self._gap(sb, ev, at, book_id, "diff does not chain onto the book", out)
         if dropped:
             c.buffer_dropped += dropped
             if not sb.overflowing:
                 sb.overflowing = True
-                out.append(BufferOverflow(ev.seq, ev.recv_ns, ev.symbol, self.max_buffer))
+                out.append(BufferOverflow(at.seq, at.recv_ns, ev.symbol, self.max_buffer))
 
     def _gap(
-        self, sb: SymbolBook, ev: DepthDiff, book_id: int, reason: str, out: list[Any]
+        self, sb: SymbolBook, ev: DepthDiff, at: Any, book_id: int, reason: str, out: list[Any]
     ) -> None:
         sb.counts.gaps += 1
         sb.crossed = False
         out.append(
             GapDetected(
-                ev.seq, ev.recv_ns, ev.symbol, book_id, ev.first_id, ev.last_id, ev.prev_id, reason
+                at.seq, at.recv_ns, ev.symbol, book_id, ev.first_id, ev.last_id, ev.prev_id, reason
             )
         )
         sb.resync = True
-        self._request_sync(sb, ev, f"gap: {reason}", out)
+        self._request_sync(sb, at, f"gap: {reason}", out)
 
     def _request_sync(self, sb: SymbolBook, ev: Any, reason: str, out: list[Any]) -> None:
         sb.requested_ns = ev.recv_ns
@@ -478,7 +484,7 @@ class BookReducer:
         self._after_update(sb, ev, out)
         for d in replay:
             if main.phase in HAS_BOOK:
-                self._main_diff(sb, d, out)
+                self._main_diff(sb, d, out, ev)
             else:  # a gap/refetch during the replay: the rest goes back to the buffer
                 feed_diff(self._rule, main, d, self.max_buffer)
         book = main.book
@@ -611,7 +617,7 @@ class BookReducer:
                 return NO_OUTPUTS
             if ev.update_id == book.last_id:
                 out: list[Any] = []
-                self._compare_ticker(sb, ev, book, out)
+                self._compare_ticker(sb, ev, book, out, ev)
                 return out
         pending = sb.pending
         pending.append(ev)
@@ -635,14 +641,16 @@ class BookReducer:
         while i < n and pending[i].update_id <= bid:
             t = pending[i]
             if t.update_id == bid:
-                self._compare_ticker(sb, t, book, out)
+                self._compare_ticker(sb, t, book, out, ev)
             else:
                 sb.counts.tickers_uncomparable += 1
             i += 1
         if i:
             del pending[:i]
 
-    def _compare_ticker(self, sb: SymbolBook, t: BookTicker, book: Book, out: list[Any]) -> None:
+    def _compare_ticker(
+        self, sb: SymbolBook, t: BookTicker, book: Book, out: list[Any], at: Any
+    ) -> None:
         c = sb.counts
         c.tickers_compared += 1
         b = book.best_bid() or (0, 0)
@@ -653,6 +661,8 @@ class BookReducer:
             c.tickers_matched += 1
             return
         c.tickers_mismatched += 1
-        out.append(TopOfBookMismatch(t.seq, t.recv_ns, t.symbol, t.update_id, ours, theirs))
+        out.append(
+            TopOfBookMismatch(at.seq, at.recv_ns, t.symbol, t.seq, t.update_id, ours, theirs)
+        )
         if sb.shadow is None:
-            self._start_verify(sb, t, f"bookTicker mismatch at u={t.update_id}", out)
+            self._start_verify(sb, at, f"bookTicker mismatch at u={t.update_id}", out)
