@@ -1,0 +1,354 @@
+"""Import other tools' raw captures into ordinary wiretape journals (``engine import ...``).
+
+Owns the cryptofeed raw-capture and Tardis line formats and their mapping onto
+journal frames; the journal files themselves are the writer's business.  Must
+not decode payloads (the codecs do that on replay) or invent times: every frame
+keeps the receive time the capture recorded, converted to integer ns exactly
+from its decimal text, and the capture's order.
+
+cryptofeed (``<EXCHANGE>.ws.<conn>.<n>`` / ``<EXCHANGE>.http.<conn>.<n>``)::
+
+    <url> <-> <ts>              connection opened     → kind=open,  dir=local, source=url
+    <url> <- <ts>: <text>       message sent          → kind=text,  dir=out
+    <ts>: <frame>               frame received        → kind=text,  dir=in, source=connection url
+    <url> -> <ts>: <body>       REST response body    → kind=rest,  dir=in, code=200, conn=0
+
+cryptofeed records neither HTTP status (only successful bodies are written, so
+we journal 200) nor closes: a second ``<->`` in one file means a reconnect, so
+the previous connection gets a close frame (code None = dropped) at the new
+open's time.  Files are merged by receive time, keeping each file's own order
+(a k-way merge, ties go to the file given first), so the REST snapshot lands
+between the diffs it was fetched among.
+
+Tardis (one message per line): ``<ISO-8601 UTC time> <raw JSON>``; an empty
+line marks a disconnect (close frame, then an open before the next message).
+
+Bad lines never stop an import: they are counted and their line numbers reported.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import re
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import attrs
+import click
+from engine.journal.schema import Dir, Frame, Kind
+from engine.journal.writer import JournalWriter
+
+__all__ = [
+    "ImportReport",
+    "parse_ts",
+    "parse_iso_ns",
+    "read_cryptofeed",
+    "import_cryptofeed",
+    "read_tardis",
+    "import_tardis",
+    "import_group",
+]
+
+#: cryptofeed file-name prefix → our exchange name (others: the prefix lower-cased).
+EXCHANGES = {"BINANCE": "binance", "BINANCE_FUTURES": "binance-futures"}
+
+_MAX_REPORTED_LINES = 50
+
+
+def _frame(
+    recv_ns: int,
+    conn: int,
+    dir: str,
+    kind: str,
+    source: str,
+    payload: bytes,
+    code: int | None = None,
+) -> Frame:
+    """A frame to journal; ``seq`` is 0 here because the writer assigns it."""
+    return Frame(0, recv_ns, conn, dir, kind, source, payload, code)
+
+
+@attrs.define
+class ImportReport:
+    """What an import did: frames written, bad lines (count and where), the journal's metadata."""
+
+    frames: int = 0
+    bad: int = 0
+    bad_lines: list[str] = attrs.field(factory=list)
+    metadata: dict[str, object] = attrs.field(factory=dict)
+
+    def note_bad(self, file: str, lineno: int, why: str) -> None:
+        self.bad += 1
+        if len(self.bad_lines) < _MAX_REPORTED_LINES:
+            self.bad_lines.append(f"{file}:{lineno}: {why}")
+
+
+# --------------------------------------------------------------------------- times
+
+
+def parse_ts(text: str) -> int:
+    """cryptofeed's float-seconds text ("1633998512.0633569") → ns, exactly (no float).
+
+    Digits beyond ns are truncated.  Raises ValueError on anything else.
+    """
+    whole, dot, frac = text.strip().partition(".")
+    if (
+        not whole.isascii()
+        or not whole.isdigit()
+        or (dot and not (frac.isascii() and frac.isdigit()))
+    ):
+        raise ValueError(f"not a timestamp: {text[:40]!r}")
+    return int(whole) * 1_000_000_000 + int((frac[:9] or "0").ljust(9, "0"))
+
+
+_ISO = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)?")
+
+
+def parse_iso_ns(text: str) -> int:
+    """ISO-8601 time ("2021-10-12T00:00:00.1234567Z") → ns since the epoch, exactly.
+
+    No zone means UTC (what Tardis writes).  Raises ValueError on anything else.
+    """
+    m = _ISO.fullmatch(text)
+    if m is None:
+        raise ValueError(f"not an ISO-8601 time: {text[:40]!r}")
+    zone = m.group(3) or "Z"
+    base = datetime.fromisoformat(m.group(1) + ("+00:00" if zone == "Z" else zone))
+    return int(base.timestamp()) * 1_000_000_000 + int((m.group(2) or "0").ljust(9, "0"))
+
+
+# --------------------------------------------------------------------------- cryptofeed
+
+
+def _capture_prefix(path: Path) -> str:
+    """``BINANCE_FUTURES.ws.1.0`` → ``BINANCE_FUTURES``."""
+    return path.name.split(".", 1)[0]
+
+
+def read_cryptofeed(path: Path, report: ImportReport, conn_ids: Iterator[int]) -> Iterator[Frame]:
+    """The records of one cryptofeed file, in file order (bad lines go to ``report``)."""
+    conn = 0
+    url: str | None = None
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = raw.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError:
+                report.note_bad(path.name, lineno, "not UTF-8")
+                continue
+            try:
+                head, sep, body = text.partition(": ")
+                if " <-> " in head and not sep:
+                    new_url, _, ts = head.rpartition(" <-> ")
+                    t = parse_ts(ts)
+                    if url is not None:
+                        yield _frame(
+                            t,
+                            conn,
+                            Dir.LOCAL,
+                            Kind.CLOSE,
+                            url,
+                            b"reconnected (implied by the capture)",
+                        )
+                    url, conn = new_url, next(conn_ids)
+                    yield _frame(t, conn, Dir.LOCAL, Kind.OPEN, url, b"")
+                elif not sep:
+                    raise ValueError("no ': ' separator")
+                elif " -> " in head:
+                    rest_url, _, ts = head.rpartition(" -> ")
+                    yield _frame(parse_ts(ts), 0, Dir.IN, Kind.REST, rest_url, body.encode(), 200)
+                elif " <- " in head:
+                    out_url, _, ts = head.rpartition(" <- ")
+                    out_conn = conn if out_url == url else 0
+                    yield _frame(parse_ts(ts), out_conn, Dir.OUT, Kind.TEXT, out_url, body.encode())
+                else:
+                    t = parse_ts(head)
+                    if url is None:
+                        raise ValueError("frame before any connection line")
+                    yield _frame(t, conn, Dir.IN, Kind.TEXT, url, body.encode())
+            except ValueError as exc:
+                report.note_bad(path.name, lineno, str(exc))
+
+
+def _symbols(records: Iterable[Frame]) -> list[str]:
+    """Symbols named by stream URLs (``streams=btcusdt@...``, ``/ws/btcusdt@...``) and REST ``symbol=``."""
+    found: set[str] = set()
+    for r in records:
+        if r.kind not in (Kind.OPEN, Kind.REST):
+            continue
+        u = urlsplit(r.source)
+        q = parse_qs(u.query)
+        for s in q.get("symbol", []):
+            found.add(s.upper())
+        names = [n for v in q.get("streams", []) for n in v.split("/")]
+        if "/ws/" in u.path:
+            names.append(u.path.rsplit("/ws/", 1)[1])
+        for n in names:
+            sym, at, _ = n.partition("@")
+            if at and sym:
+                found.add(sym.upper())
+    return sorted(found)
+
+
+def _write(
+    out: Path, records: Sequence[Frame], metadata: dict[str, object], report: ImportReport
+) -> None:
+    with JournalWriter.create(out, metadata=metadata) as w:
+        for r in records:
+            w.append(r.recv_ns, r.conn, r.dir, r.kind, r.source, r.payload, r.code)
+            report.frames += 1
+    report.metadata = metadata
+
+
+def import_cryptofeed(
+    files: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
+) -> ImportReport:
+    """Convert the cryptofeed files of one capture into a journal at ``out``.
+
+    Raises:
+        ValueError: the files belong to different exchanges (import them separately).
+    """
+    paths = [Path(f) for f in files]
+    prefixes = sorted({_capture_prefix(p) for p in paths})
+    if len(prefixes) != 1:
+        raise ValueError(f"files of different captures {prefixes}: import each exchange separately")
+    exchange = EXCHANGES.get(prefixes[0], prefixes[0].lower())
+    report = ImportReport()
+    counter = iter(range(1, 1 << 31))
+    # Parse each file fully first (connection ids in file order), then k-way merge by time.
+    per_file = [list(read_cryptofeed(p, report, counter)) for p in paths]
+    merged = list(heapq.merge(*per_file, key=lambda r: r.recv_ns))
+    metadata: dict[str, object] = {
+        "exchange": exchange,
+        "symbols": _symbols(merged),
+        "source_files": [p.name for p in paths],
+        "importer": "cryptofeed",
+    }
+    _write(Path(out), merged, metadata, report)
+    return report
+
+
+# --------------------------------------------------------------------------- tardis
+
+
+def read_tardis(
+    path: Path, source: str, report: ImportReport, conn_ids: Iterator[int]
+) -> Iterator[Frame]:
+    """Records of one Tardis file: open before the first message, close+open around empty lines."""
+    conn = 0
+    last_ns: int | None = None
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = raw.rstrip(b"\r\n")
+            if not line.strip():
+                if conn and last_ns is not None:
+                    yield _frame(
+                        last_ns,
+                        conn,
+                        Dir.LOCAL,
+                        Kind.CLOSE,
+                        source,
+                        b"disconnect (tardis empty line)",
+                    )
+                conn = 0
+                continue
+            ts, sep, body = line.partition(b" ")
+            try:
+                if not sep or not body:
+                    raise ValueError("expected '<ISO time> <message>'")
+                t = parse_iso_ns(ts.decode("ascii"))
+            except (ValueError, UnicodeDecodeError) as exc:
+                report.note_bad(path.name, lineno, str(exc))
+                continue
+            if not conn:
+                conn = next(conn_ids)
+                yield _frame(t, conn, Dir.LOCAL, Kind.OPEN, source, b"")
+            last_ns = t
+            yield _frame(t, conn, Dir.IN, Kind.TEXT, source, body)
+    if conn and last_ns is not None:
+        yield _frame(last_ns, conn, Dir.LOCAL, Kind.CLOSE, source, b"end of capture")
+
+
+def import_tardis(
+    files: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    exchange: str = "binance",
+    source: str | None = None,
+) -> ImportReport:
+    """Convert Tardis one-message-per-line files (in the order given) into a journal at ``out``."""
+    src = source or f"tardis://{exchange}"
+    report = ImportReport()
+    counter = iter(range(1, 1 << 31))
+    records = [r for f in files for r in read_tardis(Path(f), src, report, counter)]
+    found: set[str] = set()
+    for r in records:
+        m = re.match(rb'\{"stream":"([a-z0-9_]+)@', r.payload)
+        if m:
+            found.add(m.group(1).decode().upper())
+    metadata: dict[str, object] = {
+        "exchange": exchange,
+        "symbols": sorted(found),
+        "source_files": [Path(f).name for f in files],
+        "importer": "tardis",
+    }
+    _write(Path(out), records, metadata, report)
+    return report
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _finish(report: ImportReport, out: str) -> None:
+    click.echo(f"wrote {report.frames} frames to {out}")
+    if report.bad:
+        click.echo(f"{report.bad} bad line(s) skipped:", err=True)
+        for s in report.bad_lines:
+            click.echo(f"  {s}", err=True)
+        if report.bad > len(report.bad_lines):
+            click.echo(f"  ... and {report.bad - len(report.bad_lines)} more", err=True)
+    if report.frames == 0:
+        sys.exit(1)
+
+
+@click.group("import")
+def import_group() -> None:
+    """Convert other tools' raw captures into wiretape journals."""
+
+
+@import_group.command("cryptofeed")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False), help="new journal directory"
+)
+def cryptofeed_cmd(files: tuple[str, ...], out: str) -> None:
+    """Import cryptofeed raw captures (the .ws and .http files of one capture)."""
+    try:
+        report = import_cryptofeed(files, out)
+    except (ValueError, FileExistsError) as exc:
+        raise click.UsageError(str(exc)) from None
+    _finish(report, out)
+
+
+@import_group.command("tardis")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False), help="new journal directory"
+)
+@click.option("--exchange", default="binance", show_default=True, help="codec to replay it with")
+@click.option(
+    "--source", default=None, help="connection URL to journal (default tardis://<exchange>)"
+)
+def tardis_cmd(files: tuple[str, ...], out: str, exchange: str, source: str | None) -> None:
+    """Import Tardis one-message-per-line files (ISO time, a space, the raw JSON)."""
+    try:
+        report = import_tardis(files, out, exchange, source)
+    except (ValueError, FileExistsError) as exc:
+        raise click.UsageError(str(exc)) from None
+    _finish(report, out)
