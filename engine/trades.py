@@ -10,18 +10,18 @@ Which trades count
     counting both would double every volume.  ``source`` picks one:
     ``"trade"`` (raw trades only), ``"aggTrade"`` (aggregates only) or
     ``"auto"`` (default): per symbol, the kind of the *first* trade event seen
-    wins and the other kind is ignored (counted in ``state.skipped``).  Both
+    wins and the other kind is ignored (counted in ``state.counts.skipped``).  Both
     kinds give identical totals (an aggTrade is trades ``first_id..last_id``
     at one price and one taker side, so its trade count is
     ``last_id - first_id + 1``), hence "first seen wins" is exact, not a guess.
     Exchange trade ids (> 0) are increasing per symbol: an event whose
     ``first_id`` is not above the highest id already counted is a duplicate
     (e.g. two connections carrying the same stream across a reconnect) and is
-    dropped (``state.duplicates``).  Ids <= 0 mean "no id" and are not checked.
+    dropped (``state.counts.duplicates``).  Ids <= 0 mean "no id" and are not checked.
 
 Time
     Exchange trade time (``txn_ms``, else ``exch_ms``); a trade with neither is
-    ignored (``state.untimed``).  A symbol's clock is the running maximum of its
+    ignored (``state.counts.untimed``).  A symbol's clock is the running maximum of its
     trade times: a trade stamped earlier than one already seen is counted at
     the current time (Binance sends per-symbol trades in id order, so this is
     rare and only ever a few ms).
@@ -74,6 +74,8 @@ __all__ = [
     "WindowStats",
     "TradeSelect",
     "accept_trade",
+    "select_trade",
+    "SelectCounts",
     "trade_time",
     "current_stats",
     "round_div",
@@ -112,6 +114,16 @@ class TradeSelect:
     hi: int = 0
 
 
+@serde.register
+@attrs.define(slots=True)
+class SelectCounts:
+    """Trades the selection rule set aside: other kind, duplicate ids, no exchange time."""
+
+    skipped: int = 0
+    duplicates: int = 0
+    untimed: int = 0
+
+
 # verdicts of accept_trade
 ACCEPT, SKIP_KIND, DUPLICATE = 0, 1, 2
 
@@ -132,6 +144,24 @@ def accept_trade(sel: TradeSelect, ev: Trade, source: str) -> int:
             return DUPLICATE
         sel.hi = ev.last_id
     return ACCEPT
+
+
+def select_trade(counts: SelectCounts, sel: TradeSelect, ev: Trade, source: str) -> int | None:
+    """The exchange time to place ``ev`` at if it counts, else None (and count why)."""
+    t = ev.txn_ms
+    if t is None:
+        t = ev.exch_ms
+        if t is None:
+            counts.untimed += 1
+            return None
+    verdict = accept_trade(sel, ev, source)
+    if verdict:
+        if verdict == SKIP_KIND:
+            counts.skipped += 1
+        else:
+            counts.duplicates += 1
+        return None
+    return t
 
 
 # --------------------------------------------------------------------------- outputs
@@ -228,9 +258,7 @@ class SymbolTrades:
 @attrs.define(slots=True)
 class TradesState:
     symbols: dict[str, SymbolTrades] = attrs.Factory(dict)
-    skipped: int = 0
-    duplicates: int = 0
-    untimed: int = 0
+    counts: SelectCounts = attrs.Factory(SelectCounts)
 
 
 # --------------------------------------------------------------------------- the reducer
@@ -332,24 +360,14 @@ class TradeAggregator:
     def step(self, state: TradesState, event: Any) -> tuple[TradesState, Sequence[Any]]:
         if type(event) is not Trade:
             return state, NO_OUTPUTS
-        t = event.txn_ms
-        if t is None:
-            t = event.exch_ms
-            if t is None:
-                state.untimed += 1
-                return state, NO_OUTPUTS
         sym = event.symbol
         s = state.symbols.get(sym)
         if s is None:
             s = state.symbols[sym] = SymbolTrades(
                 TradeSelect(), [TradeWindow(w) for w in self.windows_ms]
             )
-        verdict = accept_trade(s.sel, event, self.source)
-        if verdict:
-            if verdict == SKIP_KIND:
-                state.skipped += 1
-            else:
-                state.duplicates += 1
+        t = select_trade(state.counts, s.sel, event, self.source)
+        if t is None:
             return state, NO_OUTPUTS
         if t < s.last_ms:
             t = s.last_ms

@@ -154,7 +154,7 @@ def test_aggtrade_counts_trade_ids_and_aggressor_split() -> None:
     assert s is not None
     assert (s.count, s.volume, s.buy_volume, s.sell_volume) == (6, 4 * 10**8, 10**8, 3 * 10**8)
     assert s.vwap_exact == Fraction(2 * 3 + 4 * 1, 4) * 10**8
-    assert (state.skipped, state.duplicates) == (1, 1)
+    assert (state.counts.skipped, state.counts.duplicates) == (1, 1)
 
 
 def test_ignores_non_trades_and_untimed() -> None:
@@ -166,7 +166,7 @@ def test_ignores_non_trades_and_untimed() -> None:
         Trade(4, 4, "X", 1, 10, 10, "buy", None, None, 1, 1),
     ]
     state, outs = run(agg, evs)
-    assert outs == [] and state.untimed == 1 and current_stats(state, "X") is None
+    assert outs == [] and state.counts.untimed == 1 and current_stats(state, "X") is None
 
 
 def test_round_div_half_even() -> None:
