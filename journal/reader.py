@@ -27,7 +27,7 @@ import attrs
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.journal.schema import MANIFEST, PARTIAL_SUFFIX, SEGMENT_SUFFIX, Frame
+from engine.journal.schema import MANIFEST, Frame
 
 __all__ = [
     "JournalError",

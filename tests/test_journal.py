@@ -189,7 +189,7 @@ def test_segments_are_plain_arrow_streams_readable_by_pyarrow_and_polars(tmp_pat
 def test_empty_and_schema_only_segments_are_tolerated(tmp_path):
     write(tmp_path, [(1, 1, "in", "text", "s", b"a", None)])
     (tmp_path / "seg-000002.arrows").write_bytes(b"")
-    with JournalWriter.resume(tmp_path) as w:  # seals nothing, next index 3
+    with JournalWriter.resume(tmp_path):  # seals nothing, next index 3
         pass
     assert [f.payload for f in JournalReader(tmp_path).frames()] == [b"a"]
 
