@@ -236,32 +236,59 @@ class Backoff:
 
 
 class ControlLimiter:
-    """At most ``rate`` sends in any sliding ``window`` (per connection), waiting when full.
+    """At most ``rate`` control messages in any sliding ``window`` on one connection; waits when full.
 
-    A minimal limiter for the live shell: the replayable reducer version
-    (engine.ratelimit) should replace it when it lands.
+    The I/O shell around :class:`engine.ratelimit.RateLimiter` (the pure
+    sliding-window-log reducer): this class only supplies the time and does
+    the sleeping.  Concurrent senders (SUBSCRIBE chunks, our pings) are served
+    FIFO.  The window is widened by ``margin`` because the server measures it
+    with its own clock on arrival, and network jitter can squeeze two sends
+    that left exactly one window apart.
     """
 
-    def __init__(self, rate: int, window: float = 1.0, clock: Callable[[], float] | None = None):
-        self.rate, self.window = rate, window
-        self._sent: deque[float] = deque()
-        self._clock = clock or trio.current_time
+    def __init__(
+        self,
+        rate: int,
+        window: float = 1.0,
+        clock: Callable[[], float] | None = None,
+        margin: float = 0.05,
+    ) -> None:
+        from engine.ratelimit import RateLimiter
 
-    def delay(self) -> float:
-        """Seconds to wait before the next send is allowed (0 if now)."""
-        now = self._clock()
-        q = self._sent
-        while q and q[0] <= now - self.window:
-            q.popleft()
-        if len(q) < self.rate:
-            return 0.0
-        # a small margin: the server's window boundary is half-open and its clock is not ours
-        return q[0] + self.window - now + 0.02
+        self._reducer = RateLimiter(limit=rate, window_ns=int((window + margin) * 1e9), max_queue=1 << 30)
+        self._state = self._reducer.initial()
+        self._clock = clock or trio.current_time
+        self._next_id = 0
+        self._released: set[int] = set()
+        self._wake_at: float | None = None
+
+    def _now_ns(self) -> int:
+        return int(self._clock() * 1e9)
+
+    def _apply(self, outs: Sequence[Any]) -> None:
+        from engine.outputs import SendRequest
+        from engine.ratelimit import NextRelease
+
+        self._wake_at = None
+        for o in outs:
+            if o.__class__ is SendRequest:
+                self._released.add(o.seq)
+            elif o.__class__ is NextRelease:
+                self._wake_at = o.at_ns / 1e9
 
     async def acquire(self) -> None:
-        while (d := self.delay()) > 0:  # noqa: ASYNC110 - waiting for time, not an event
-            await trio.sleep(d)
-        self._sent.append(self._clock())
+        """Return when this sender may send now (the send is counted as of now)."""
+        from engine.ratelimit import Request, Tick
+
+        my = self._next_id
+        self._next_id += 1
+        self._state, outs = self._reducer.step(self._state, Request(self._now_ns(), 0, b"", my))
+        self._apply(outs)
+        while my not in self._released:
+            await trio.sleep_until(self._wake_at if self._wake_at is not None else self._clock())
+            self._state, outs = self._reducer.step(self._state, Tick(self._now_ns()))
+            self._apply(outs)
+        self._released.discard(my)
 
 
 class WeightBudget:

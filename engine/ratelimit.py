@@ -1,0 +1,328 @@
+"""Outbound rate limiting: a pure scheduler for control messages, and an audit of journaled sends.
+
+Owns: :class:`RateLimiter` (the live runtime asks it *when* it may send),
+:class:`SendAudit` (replay checks that what *was* sent kept the limit), their
+inputs (:class:`Request`, :class:`Tick`), outputs (:class:`NextRelease`,
+:class:`RequestRejected`, :class:`RateViolation`; releases are
+:class:`engine.outputs.SendRequest`) and the exchange presets.  Must not: read
+the clock, sleep, send, or raise on any event — time is the ``t_ns`` the caller
+passes, and the caller does the sending and the sleeping.
+
+Why a sliding-window log and not a token bucket
+    Exchanges state their limit as "at most N messages per window" (Binance
+    spot: 5 per second per connection, pings and pongs included; exceeding it
+    disconnects, repeat offenders are banned).  A token bucket of capacity N
+    can release N at once and then refill one every W/N, which puts up to
+    2N-1 messages into some window of length W — a violation.  The log keeps the
+    times of the last N releases per connection: a message may go at ``t`` only
+    if fewer than N releases lie in ``(t - W, t]``.  That is exactly the
+    guarantee wanted — *in any window of length W, at most N releases* — for
+    O(N) memory per connection and O(1) work per message.
+
+Live use (one code path with tests)::
+
+    state, outs = limiter.step(state, Request(now_ns, conn, payload))
+    # outs: SendRequest (send now), NextRelease(conn, at_ns) (sleep until then,
+    # then step a Tick(at_ns)), RequestRejected (queue full / connection gone)
+
+    Requests that cannot go now wait in a FIFO queue per connection, at most
+    ``max_queue``; when it is full the **newest** request is rejected
+    (:class:`RequestRejected`, ``reason="queue full"``) — older requests (the
+    subscribe that came first) keep their place.  A ``ConnectionClosed`` for the
+    connection drops its queue the same way (``reason="connection closed"``).
+    Time never runs backwards: ``t_ns`` earlier than one already seen counts
+    as the latest time seen, so a stepped-back wall clock cannot break the limit.
+
+Audit use (replay)
+    :class:`SendAudit` is fed the journal's outbound frames (``dir == "out"``,
+    as :class:`engine.journal.schema.Frame`; :func:`audit_frames` runs it over an
+    iterable) and reports every send that made some window hold more than N
+    sends (:class:`RateViolation`).
+
+Pongs: the WebSocket library answers server pings itself, outside this
+limiter; Binance spot pings every 20 s, so one pong in 20 s shares the budget.
+The presets keep the published numbers; pass ``limit=4`` for a strict margin.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import attrs
+
+from engine import serde
+from engine.events import ConnectionClosed
+from engine.journal.schema import Dir, Frame, Kind
+from engine.outputs import SendRequest
+from engine.reducer import NO_OUTPUTS
+
+__all__ = [
+    "Request",
+    "Tick",
+    "NextRelease",
+    "RequestRejected",
+    "RateViolation",
+    "RateLimiter",
+    "LimiterState",
+    "ConnLimit",
+    "SendAudit",
+    "AuditState",
+    "audit_frames",
+    "BINANCE_SPOT",
+    "BINANCE_FUTURES",
+    "SECOND_NS",
+]
+
+SECOND_NS = 1_000_000_000
+
+# --------------------------------------------------------------------------- inputs / outputs
+
+
+@serde.register
+@attrs.frozen(slots=True)
+class Request:
+    """The runtime wants to send ``payload`` on connection ``conn``; ``t_ns`` is now.
+
+    ``seq`` is carried to the :class:`SendRequest` (-1 if the request has none).
+    """
+
+    t_ns: int
+    conn: int
+    payload: bytes
+    seq: int = -1
+
+
+@serde.register
+@attrs.frozen(slots=True)
+class Tick:
+    """Time has reached ``t_ns`` (the runtime woke up at a :class:`NextRelease`)."""
+
+    t_ns: int
+
+
+@serde.register
+@attrs.frozen(slots=True)
+class NextRelease:
+    """Connection ``conn`` has queued requests; the next may go at ``at_ns``: step a Tick then."""
+
+    conn: int
+    at_ns: int
+    queued: int
+
+
+@serde.register
+@attrs.frozen(slots=True)
+class RequestRejected:
+    """A request that will never be sent: ``reason`` is "queue full" or "connection closed"."""
+
+    seq: int
+    t_ns: int
+    conn: int
+    payload: bytes
+    reason: str
+
+
+@serde.register
+@attrs.frozen(slots=True)
+class RateViolation:
+    """A journaled send (``seq``) made ``count`` sends within ``window_ns`` on ``conn`` (> limit).
+
+    ``count`` saturates at :data:`AUDIT_CAP`.
+    """
+
+    seq: int
+    recv_ns: int
+    conn: int
+    count: int
+    limit: int
+    window_ns: int
+
+
+# --------------------------------------------------------------------------- the limiter
+
+
+@serde.register
+@attrs.define(slots=True)
+class ConnLimit:
+    """One connection: times of its last ``limit`` releases and its waiting requests."""
+
+    sent: deque[int] = attrs.Factory(deque)
+    queue: deque[Request] = attrs.Factory(deque)
+
+
+@serde.register
+@attrs.define(slots=True)
+class LimiterState:
+    now: int = 0
+    conns: dict[int, ConnLimit] = attrs.Factory(dict)
+    released: int = 0
+    rejected: int = 0
+
+
+@attrs.frozen
+class RateLimiter:
+    """Reducer: at most ``limit`` releases per ``window_ns`` per connection (sliding-window log).
+
+    Args:
+        limit: N, the most releases in any window.
+        window_ns: W, the window length in ns.
+        max_queue: waiting requests per connection before the newest is rejected.
+    """
+
+    name: str = "ratelimit"
+    limit: int = 5
+    window_ns: int = SECOND_NS
+    max_queue: int = 64
+
+    def __attrs_post_init__(self) -> None:
+        if self.limit <= 0 or self.window_ns <= 0 or self.max_queue < 0:
+            raise ValueError("limit and window_ns must be > 0 and max_queue >= 0")
+
+    def initial(self) -> LimiterState:
+        return LimiterState()
+
+    def next_release_ns(self, state: LimiterState, conn: int) -> int | None:
+        """When connection ``conn``'s next queued request may go (None: nothing queued)."""
+        c = state.conns.get(conn)
+        if c is None or not c.queue:
+            return None
+        return self._free_at(c, state.now)
+
+    def _free_at(self, c: ConnLimit, now: int) -> int:
+        if len(c.sent) < self.limit:
+            return now
+        return max(now, c.sent[0] + self.window_ns)
+
+    def step(self, state: LimiterState, event: Any) -> tuple[LimiterState, Sequence[Any]]:
+        tp = type(event)
+        if tp is Request:
+            return state, self._request(state, event)
+        if tp is Tick:
+            t = state.now = max(state.now, event.t_ns)
+            out: list[Any] = []
+            for conn, c in state.conns.items():
+                if c.queue:
+                    self._drain(state, conn, c, t, out)
+            return state, out
+        if tp is ConnectionClosed:
+            c = state.conns.pop(event.conn, None)
+            if c is not None and c.queue:
+                state.rejected += len(c.queue)
+                return state, [
+                    RequestRejected(r.seq, r.t_ns, r.conn, r.payload, "connection closed")
+                    for r in c.queue
+                ]
+        return state, NO_OUTPUTS
+
+    def _request(self, state: LimiterState, r: Request) -> list[Any]:
+        t = state.now = max(state.now, r.t_ns)
+        c = state.conns.get(r.conn)
+        if c is None:
+            c = state.conns[r.conn] = ConnLimit(deque(maxlen=self.limit))
+        out: list[Any] = []
+        if len(c.queue) >= self.max_queue and self._free_at(c, t) > t:
+            state.rejected += 1
+            out.append(RequestRejected(r.seq, r.t_ns, r.conn, r.payload, "queue full"))
+            out.append(NextRelease(r.conn, self._free_at(c, t), len(c.queue)))
+            return out
+        c.queue.append(r)
+        self._drain(state, r.conn, c, t, out)
+        return out
+
+    def _drain(self, state: LimiterState, conn: int, c: ConnLimit, t: int, out: list) -> None:
+        """Release queued requests in FIFO order while the window allows; say when to retry."""
+        q, sent, w = c.queue, c.sent, self.window_ns
+        while q and (len(sent) < self.limit or sent[0] + w <= t):
+            r = q.popleft()
+            sent.append(t)
+            state.released += 1
+            out.append(SendRequest(r.seq, t, r.conn, r.payload))
+        if q:
+            out.append(NextRelease(conn, sent[0] + w, len(q)))
+
+    def snapshot(self, state: LimiterState) -> Any:
+        return serde.converter.unstructure(state)
+
+    def restore(self, data: Any) -> LimiterState:
+        state = serde.converter.structure(data, LimiterState)
+        for c in state.conns.values():
+            c.sent = deque(c.sent, maxlen=self.limit)
+        return state
+
+
+#: Binance spot: 5 control messages per second per connection.
+BINANCE_SPOT = RateLimiter(limit=5, window_ns=SECOND_NS)
+#: Binance USD-M futures: 10 per second per connection.
+BINANCE_FUTURES = RateLimiter(limit=10, window_ns=SECOND_NS)
+
+
+# --------------------------------------------------------------------------- the audit
+
+#: The most send times an audit keeps per connection (a flood cannot grow memory).
+AUDIT_CAP = 1024
+
+
+@serde.register
+@attrs.define(slots=True)
+class AuditState:
+    #: conn → times of its sends still inside the window
+    conns: dict[int, deque[int]] = attrs.Factory(dict)
+    sends: int = 0
+    violations: int = 0
+
+
+@attrs.frozen
+class SendAudit:
+    """Reducer over journaled outbound frames: reports sends that broke ``limit`` per ``window_ns``."""
+
+    name: str = "send_audit"
+    limit: int = 5
+    window_ns: int = SECOND_NS
+
+    def initial(self) -> AuditState:
+        return AuditState()
+
+    def step(self, state: AuditState, event: Any) -> tuple[AuditState, Sequence[Any]]:
+        tp = type(event)
+        if tp is Frame:
+            if event.dir != Dir.OUT or event.kind not in (Kind.TEXT, Kind.BINARY):
+                return state, NO_OUTPUTS
+            t, conn, seq = event.recv_ns, event.conn, event.seq
+        elif tp is Request:
+            t, conn, seq = event.t_ns, event.conn, event.seq
+        else:
+            if tp is ConnectionClosed:
+                state.conns.pop(event.conn, None)
+            return state, NO_OUTPUTS
+        d = state.conns.get(conn)
+        if d is None:
+            d = state.conns[conn] = deque(maxlen=AUDIT_CAP)
+        edge = t - self.window_ns
+        while d and d[0] <= edge:
+            d.popleft()
+        d.append(t)
+        state.sends += 1
+        if len(d) > self.limit:
+            state.violations += 1
+            return state, (RateViolation(seq, t, conn, len(d), self.limit, self.window_ns),)
+        return state, NO_OUTPUTS
+
+    def snapshot(self, state: AuditState) -> Any:
+        return serde.converter.unstructure(state)
+
+    def restore(self, data: Any) -> AuditState:
+        state = serde.converter.structure(data, AuditState)
+        state.conns = {k: deque(v, maxlen=AUDIT_CAP) for k, v in state.conns.items()}
+        return state
+
+
+def audit_frames(frames: Iterable[Frame], audit: SendAudit = SendAudit()) -> list[RateViolation]:
+    """Every violation in a journal's frames (e.g. ``JournalReader(path).frames()``)."""
+    state = audit.initial()
+    out: list[RateViolation] = []
+    for f in frames:
+        state, o = audit.step(state, f)
+        out.extend(o)
+    return out
