@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 from fractions import Fraction
 
-from engine.codecs.base import SyncRule
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -34,6 +33,7 @@ from engine.book_reducer import (
     GapDetected,
     TopOfBookMismatch,
 )
+from engine.codecs.base import SyncRule
 from engine.events import BookSnapshot, BookTicker, DepthDiff
 from engine.outputs import SnapshotRequest
 
