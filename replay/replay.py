@@ -1,0 +1,520 @@
+"""Deterministic replay of a journal: the fold, time travel, the determinism check, the summary.
+
+Owns the library side of ``engine replay`` / ``engine book``: streaming a
+journal's record batches through the standard pipeline (built by
+:func:`engine.assembly.build_pipeline` from the manifest's exchange, exactly
+as ``engine run`` builds it), the prefix rule for "state at time T", output
+filtering by report window, comparing replayed outputs with the outputs
+recorded live, and turning the final state into a per-symbol summary
+(plain data; rendering is the CLI's business).  Must not: print, parse
+command lines, or hold more than one record batch of frames at a time.
+
+State depends on history
+    ``--from``/``--to`` only choose what is *reported*.  The fold always
+    starts at the journal's beginning or at a checkpoint (which is the exact
+    state of such a fold), never at ``--from``: a book, a VWAP or a candle at
+    ``--from`` is the product of every frame before it.
+
+State "at T"
+    The fold of the journal's frames in seq order up to, not including, the
+    first frame whose ``recv_ns > T``.  (Receive times are monotonic in a
+    capture; if a clock stepped back, the prefix rule still gives one exact,
+    reproducible answer.)
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine import serde
+from engine.assembly import build_pipeline
+from engine.journal.reader import JournalReader
+from engine.num import SCALE, render
+from engine.pipeline import Pipeline
+from engine.recorder import read_outputs
+from engine.replay.checkpoints import (
+    CheckpointInfo,
+    CheckpointPolicy,
+    CheckpointWriter,
+    restore_nearest,
+)
+
+__all__ = [
+    "CHUNK_ROWS",
+    "parse_time",
+    "open_journal",
+    "pipeline_for",
+    "chunks",
+    "Replay",
+    "state_at",
+    "Mismatch",
+    "check",
+    "plain",
+    "summarize",
+    "symbols_of",
+]
+
+#: Record batches are cut to at most this many frames: checkpoint and progress granularity.
+CHUNK_ROWS = 4096
+_ALERTS_KEPT = 5
+
+
+# =============================================================== inputs
+
+
+def parse_time(text: str) -> int:
+    """A time given on the command line → epoch ns.
+
+    ISO-8601 (``2024-01-01T00:00:05.123``, UTC if no zone; a trailing ``Z``
+    is fine), or an epoch integer whose magnitude picks the unit: < 1e11 s,
+    < 1e14 ms, < 1e17 µs, else ns.
+
+    Raises:
+        ValueError: neither form; the message shows both.
+    """
+    s = text.strip()
+    if s.lstrip("-").isdigit():
+        v = int(s)
+        a = abs(v)
+        if a < 10**11:
+            return v * 1_000_000_000
+        if a < 10**14:
+            return v * 1_000_000
+        if a < 10**17:
+            return v * 1_000
+        return v
+    try:
+        dt = datetime.fromisoformat(s.replace("Z", "+00:00") if s.endswith("Z") else s)
+    except ValueError:
+        raise ValueError(
+            f"not a time: {text!r} (use ISO-8601 like 2024-01-01T00:00:05.123 (UTC unless a zone"
+            " is given) or epoch seconds/ms/ns like 1704067205123)"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    # exact: whole seconds via timestamp of the truncated value, microseconds added as ints
+    whole = dt.replace(microsecond=0)
+    return int(whole.timestamp()) * 1_000_000_000 + dt.microsecond * 1_000
+
+
+def open_journal(journal_dir: str | os.PathLike[str]) -> JournalReader:
+    """A reader of the journal (raises :class:`engine.journal.reader.NotAJournal`)."""
+    return JournalReader(journal_dir)
+
+
+def pipeline_for(metadata: dict[str, Any]) -> Pipeline:
+    """The standard pipeline for a journal's manifest (``exchange``; "sim" if absent)."""
+    return build_pipeline(str(metadata.get("exchange") or "sim"))
+
+
+def chunks(
+    reader: JournalReader, after_seq: int = 0, until_ns: int | None = None
+) -> Iterator[pa.RecordBatch]:
+    """The journal's frames with ``seq > after_seq`` as batches of at most :data:`CHUNK_ROWS`.
+
+    Stops before the first frame whose ``recv_ns > until_ns`` (the prefix rule).
+    Batches wholly at or before ``after_seq`` are skipped without decoding.
+    """
+    for batch in reader.batches():
+        n = batch.num_rows
+        if not n:
+            continue
+        seqs = batch.column(0)
+        if seqs[n - 1].as_py() <= after_seq:
+            continue
+        if seqs[0].as_py() <= after_seq:
+            first = pc.index(pc.greater(seqs, after_seq), True).as_py()
+            batch = batch.slice(first)
+            n = batch.num_rows
+        stop = False
+        if until_ns is not None:
+            late = pc.index(pc.greater(batch.column(1), until_ns), True).as_py()
+            if late >= 0:
+                batch = batch.slice(0, late)
+                n = late
+                stop = True
+        for i in range(0, n, CHUNK_ROWS):
+            yield batch.slice(i, CHUNK_ROWS)
+        if stop:
+            return
+
+
+# =============================================================== the fold
+
+
+class Replay:
+    """One replay of a journal through the standard pipeline.
+
+    Iterate :meth:`outputs` to run it; afterwards :attr:`pipeline` holds the
+    final state.  Memory: one record batch of frames plus the outputs of one
+    chunk at a time.
+
+    Args:
+        journal_dir: the journal.
+        start_ns: first receive time to *report* outputs for; the fold may start at
+            the nearest checkpoint before it (``use_checkpoints``), else at the beginning.
+        end_ns: stop the fold at this time (state at ``end_ns``, see the module docstring).
+        checkpoints: write checkpoints with this policy while folding (None: don't).
+        use_checkpoints: allow starting from a checkpoint.
+        on_chunk: called after each chunk with ``(frames_in_chunk, pipeline)`` (progress).
+    """
+
+    def __init__(
+        self,
+        journal_dir: str | os.PathLike[str],
+        *,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        checkpoints: CheckpointPolicy | None = None,
+        use_checkpoints: bool = True,
+        on_chunk: Callable[[int, Pipeline], None] | None = None,
+    ) -> None:
+        self.dir = Path(journal_dir)
+        self.reader = open_journal(self.dir)
+        self.metadata = self.reader.metadata
+        self.pipeline = pipeline_for(self.metadata)
+        self.start_ns = start_ns
+        self.end_ns = end_ns
+        self.restored: CheckpointInfo | None = None
+        if use_checkpoints and start_ns is not None:
+            self.restored = restore_nearest(self.dir, self.pipeline, self.metadata, start_ns - 1)
+        self.writer = (
+            CheckpointWriter(self.dir, self.metadata, checkpoints) if checkpoints else None
+        )
+        self.on_chunk = on_chunk
+        self.frames = 0
+
+    def outputs(self) -> Iterator[tuple[int, Any]]:
+        """Run the fold; yield ``(frame_seq, output)`` for frames inside the report window."""
+        p = self.pipeline
+        writer = self.writer
+        if writer is not None:
+            writer.start(p)
+        start = self.start_ns
+        after = p.counters.last_seq
+        for batch in chunks(self.reader, after, self.end_ns):
+            outs = p.feed_batch(batch)
+            self.frames += batch.num_rows
+            if writer is not None:
+                writer.maybe_checkpoint(p, pc.max(batch.column(1)).as_py())
+            if outs:
+                if start is None:
+                    yield from outs
+                else:
+                    yield from _in_window(outs, batch, start)
+            if self.on_chunk is not None:
+                self.on_chunk(batch.num_rows, p)
+
+    def run(self) -> Pipeline:
+        """Fold to the end (or ``end_ns``), discarding outputs; returns the pipeline."""
+        for _ in self.outputs():
+            pass
+        return self.pipeline
+
+
+def _in_window(
+    outs: list[tuple[int, Any]], batch: pa.RecordBatch, start_ns: int
+) -> Iterator[tuple[int, Any]]:
+    """Outputs whose *frame* was received at or after ``start_ns``."""
+    recv = batch.column(1)
+    if pc.min(recv).as_py() >= start_ns:
+        yield from outs
+        return
+    recv_of = dict(zip(batch.column(0).to_pylist(), recv.to_pylist(), strict=True))
+    for seq, o in outs:
+        if recv_of[seq] >= start_ns:
+            yield seq, o
+
+
+def state_at(
+    journal_dir: str | os.PathLike[str],
+    at_ns: int,
+    *,
+    use_checkpoints: bool = True,
+    checkpoints: CheckpointPolicy | None = None,
+) -> tuple[Pipeline, CheckpointInfo | None, int]:
+    """The pipeline state at ``at_ns``: nearest checkpoint at or before it, then fold forward.
+
+    Returns ``(pipeline, checkpoint used or None, frames folded after it)``.
+    Equal, reducer state for reducer state, to a full replay stopped at the
+    same time (the tests prove it).
+    """
+    r = Replay(
+        journal_dir,
+        end_ns=at_ns,
+        checkpoints=checkpoints,
+        use_checkpoints=False,
+    )
+    if use_checkpoints:
+        r.restored = restore_nearest(r.dir, r.pipeline, r.metadata, at_ns)
+    r.run()
+    return r.pipeline, r.restored, r.frames
+
+
+# =============================================================== determinism check
+
+
+def plain(x: Any) -> Any:
+    """A dumped output as the JSON round trip gives it back (tuples → lists), for comparison."""
+    if isinstance(x, dict):
+        return {k: plain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [plain(v) for v in x]
+    return x
+
+
+@attrs.frozen
+class Mismatch:
+    """The first place where replay and the recorded live outputs differ.
+
+    ``index`` counts outputs from 0; ``recorded``/``replayed`` are the dumped
+    outputs (None when that side had ended); ``*_seq`` their frame seqs.
+    """
+
+    index: int
+    recorded_seq: int | None
+    replayed_seq: int | None
+    recorded: dict[str, Any] | None
+    replayed: dict[str, Any] | None
+
+    @property
+    def seq(self) -> int:
+        """The frame seq to look at: the earlier of the two sides'."""
+        seqs = [s for s in (self.recorded_seq, self.replayed_seq) if s is not None]
+        return min(seqs)
+
+
+def check(
+    journal_dir: str | os.PathLike[str],
+    on_chunk: Callable[[int, Pipeline], None] | None = None,
+) -> tuple[Mismatch | None, int]:
+    """Replay from the beginning and compare output by output with ``<journal>/outputs``.
+
+    Returns ``(first mismatch or None, outputs compared)``.  Outputs recorded
+    live for frames the journal does not hold (a crash lost the journal's
+    tail but not the outputs') count as a mismatch too: the proof must cover
+    what was recorded.
+    """
+    recorded = iter(read_outputs(journal_dir))
+    r = Replay(journal_dir, use_checkpoints=False, on_chunk=on_chunk)
+    n = 0
+    for seq, out in r.outputs():
+        mine = plain(serde.dump(out))
+        theirs = next(recorded, None)
+        if theirs is None:
+            return Mismatch(n, None, seq, None, mine), n
+        if theirs[0] != seq or plain(theirs[1]) != mine:
+            return Mismatch(n, theirs[0], seq, plain(theirs[1]), mine), n
+        n += 1
+    extra = next(recorded, None)
+    if extra is not None:
+        return Mismatch(n, extra[0], None, plain(extra[1]), None), n
+    return None, n
+
+
+# =============================================================== summary
+
+
+@attrs.define
+class Tally:
+    """What the reported outputs said, per symbol (filled while replaying)."""
+
+    by_type: Counter[str] = attrs.Factory(Counter)
+    alerts: deque[dict[str, Any]] = attrs.Factory(lambda: deque(maxlen=_ALERTS_KEPT))
+    alert_count: int = 0
+
+
+def is_alert(output: Any) -> bool:
+    """Alerts are the anomaly detector's outputs (module ``engine.anomaly``)."""
+    return type(output).__module__ == "engine.anomaly"
+
+
+def tally_output(tallies: dict[str, Tally], output: Any) -> None:
+    sym = getattr(output, "symbol", None) or "*"
+    t = tallies.get(sym)
+    if t is None:
+        t = tallies[sym] = Tally()
+    t.by_type[type(output).__name__] += 1
+    if is_alert(output):
+        t.alert_count += 1
+        t.alerts.append(plain(serde.dump(output)))
+
+
+def symbols_of(pipeline: Pipeline) -> list[str]:
+    """Every symbol any reducer holds state for, sorted."""
+    names: set[str] = set()
+    for r in pipeline.reducers:
+        syms = getattr(pipeline.state(r.name), "symbols", None)
+        if isinstance(syms, dict):
+            names.update(syms)
+    return sorted(names)
+
+
+def _units(v: int | None) -> str | None:
+    """Exact decimal text of 1e-8 units, trailing zeros dropped ("42000.5")."""
+    return None if v is None else _trim(render(v, 8))
+
+
+def _half_units(v2: int | None) -> str | None:
+    """Exact text of ``v2 / 2`` units (a mid price may fall between two units)."""
+    if v2 is None:
+        return None
+    return _trim(format((Decimal(v2) / 2).scaleb(-SCALE), "f"))
+
+
+def _trim(s: str) -> str:
+    if "." in s:
+        s = s.rstrip("0")
+        if s.endswith("."):
+            s = s[:-1]
+    return s
+
+
+def _ratio(f: Any) -> str | None:
+    return None if f is None else f"{float(f):.6f}"
+
+
+def book_summary(pipeline: Pipeline, symbol: str, depth: int = 5) -> dict[str, Any] | None:
+    """Top of book, spread, mid, imbalance and health counters for one symbol (None: no book reducer)."""
+    try:
+        red = pipeline.reducer("book")
+    except KeyError:
+        return None
+    state = pipeline.state("book")
+    sb = state.symbols.get(symbol)
+    book = red.book(state, symbol)
+    out: dict[str, Any] = {"synced": book is not None}
+    if book is not None:
+        bb, ba = book.best_bid(), book.best_ask()
+        bids, asks = book.top(depth)
+        out.update(
+            last_id=book.last_id,
+            best_bid=None if bb is None else [_units(bb[0]), _units(bb[1])],
+            best_ask=None if ba is None else [_units(ba[0]), _units(ba[1])],
+            spread=_units(book.spread()),
+            mid=_half_units(book.mid_x2()),
+            imbalance=_ratio(book.imbalance(depth)),
+            bids=[[_units(p), _units(q)] for p, q in bids],
+            asks=[[_units(p), _units(q)] for p, q in asks],
+            bid_levels=len(book.bids),
+            ask_levels=len(book.asks),
+        )
+    if sb is not None:
+        c = sb.counts
+        out.update(
+            gaps=c.gaps,
+            resyncs=c.resyncs,
+            drift=c.drift,
+            syncs=c.syncs,
+            crossed=c.crossed,
+            diffs_applied=c.diffs_applied,
+        )
+    return out
+
+
+def trades_summary(pipeline: Pipeline, symbol: str) -> dict[str, Any] | None:
+    """Last price, VWAP, volumes, count (session and rolling windows) for one symbol."""
+    from engine.trades import current_stats
+
+    try:
+        state = pipeline.state("trades")
+    except KeyError:
+        return None
+    st = current_stats(state, symbol)
+    if st is None:
+        return None
+    return {
+        "as_of_ms": st.as_of_ms,
+        "last_price": _units(st.last_price),
+        "vwap": _units(st.vwap),
+        "count": st.count,
+        "volume": _units(st.volume),
+        "buy_volume": _units(st.buy_volume),
+        "sell_volume": _units(st.sell_volume),
+        "windows": [
+            {"window_s": w.window_ms // 1000, "vwap": _units(w.vwap), "volume": _units(w.volume)}
+            for w in st.windows
+        ],
+    }
+
+
+def candles_summary(pipeline: Pipeline, symbol: str) -> list[dict[str, Any]] | None:
+    """Per interval: the open candle and the latest closed one with its SMA/EMA (None: no candles)."""
+    try:
+        state = pipeline.state("candles")
+    except KeyError:
+        return None
+    sc = state.symbols.get(symbol)
+    if sc is None:
+        return []
+    out = []
+    for ser in sc.series:
+        d: dict[str, Any] = {"interval": ser.interval}
+        if ser.start >= 0:
+            d["open_candle"] = {
+                "start_ms": ser.start,
+                "open": _units(ser.open),
+                "high": _units(ser.high),
+                "low": _units(ser.low),
+                "close": _units(ser.close),
+                "volume": _units(ser.volume),
+                "trades": ser.trades,
+            }
+        if ser.recent:
+            c = ser.recent[-1]
+            d["last_closed"] = {
+                "start_ms": c.start_ms,
+                "open": _units(c.open),
+                "high": _units(c.high),
+                "low": _units(c.low),
+                "close": _units(c.close),
+                "volume": _units(c.volume),
+                "trades": c.trades,
+                "sma": {str(p): _units(v) for p, v in c.sma},
+                "ema": {str(p): _units(v) for p, v in c.ema},
+            }
+        out.append(d)
+    return out
+
+
+def summarize(
+    pipeline: Pipeline,
+    tallies: dict[str, Tally],
+    symbols: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The replay summary as one JSON-safe object: per symbol, plus totals."""
+    c = pipeline.counters
+    wanted = [s.upper() for s in symbols] if symbols else symbols_of(pipeline)
+    per: dict[str, Any] = {}
+    for sym in wanted:
+        t = tallies.get(sym, Tally())
+        per[sym] = {
+            "trades": trades_summary(pipeline, sym),
+            "candles": candles_summary(pipeline, sym),
+            "book": book_summary(pipeline, sym),
+            "alerts": {"count": t.alert_count, "latest": list(t.alerts)},
+            "outputs": dict(sorted(t.by_type.items())),
+        }
+    g = tallies.get("*", Tally())
+    return {
+        **(extra or {}),
+        "frames": c.frames,
+        "events": c.events,
+        "decode_errors": c.decode_errors,
+        "outputs": c.outputs,
+        "last_seq": c.last_seq,
+        "last_recv_ns": c.last_recv_ns,
+        "other_outputs": dict(sorted(g.by_type.items())),
+        "symbols": per,
+    }
