@@ -17,10 +17,25 @@ __all__ = ["standard_reducers", "build_pipeline"]
 def standard_reducers(codec: Any) -> list[Any]:
     """The reducer set of a capture: order book, trades, candles, anomalies, outbound rate audit."""
     from engine.book_reducer import BookReducer
+    from engine.candles import Candles
+    from engine.ratelimit import SendAudit
     from engine.trades import TradeAggregator
 
-    reducers: list[Any] = [BookReducer(sync_rule=codec.sync_rule), TradeAggregator()]
+    reducers: list[Any] = [
+        BookReducer(sync_rule=codec.sync_rule),
+        TradeAggregator(),
+        Candles(),
+        # replay-side audit of what live sent: the exchange's published control-message limit
+        SendAudit(limit=control_limit(codec)),
+    ]
     return reducers
+
+
+def control_limit(codec: Any) -> int:
+    """The exchange's published control messages per second per connection."""
+    from engine.ratelimit import CONTROL_LIMITS
+
+    return CONTROL_LIMITS.get(getattr(codec, "name", ""), 5)
 
 
 def build_pipeline(exchange: str) -> Pipeline:

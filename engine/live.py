@@ -152,8 +152,7 @@ class ServerClosed(CaptureError):
 # =============================================================== configuration
 
 
-#: Binance control messages per second and per connection (pings/pongs count).
-CONTROL_LIMITS = {"binance": 5, "sim": 5, "binance-futures": 10}
+from engine.ratelimit import CONTROL_LIMITS  # noqa: E402 - the published limits live with the limiter
 
 
 @attrs.frozen

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import attrs
 
+from engine import serde
+
 __all__ = ["SnapshotRequest", "SendRequest"]
 
 
+@serde.register
 @attrs.frozen(slots=True)
 class SnapshotRequest:
     """Fetch a REST depth snapshot for ``symbol`` (after a gap, at start-up, or to verify).
@@ -29,6 +32,7 @@ class SnapshotRequest:
     reason: str
 
 
+@serde.register
 @attrs.frozen(slots=True)
 class SendRequest:
     """A control message the rate limiter released: the runtime sends ``payload`` on ``conn``."""

@@ -53,7 +53,7 @@ from typing import Any
 import attrs
 
 from engine import serde
-from engine.events import ConnectionClosed
+from engine.events import ConnectionClosed, ControlSent
 from engine.journal.schema import Dir, Frame, Kind
 from engine.outputs import SendRequest
 from engine.reducer import NO_OUTPUTS
@@ -73,9 +73,13 @@ __all__ = [
     "BINANCE_SPOT",
     "BINANCE_FUTURES",
     "SECOND_NS",
+    "CONTROL_LIMITS",
 ]
 
 SECOND_NS = 1_000_000_000
+
+#: Published control messages per second per connection (pings and pongs count), by exchange.
+CONTROL_LIMITS = {"binance": 5, "sim": 5, "binance-futures": 10}
 
 # --------------------------------------------------------------------------- inputs / outputs
 
@@ -200,28 +204,52 @@ class RateLimiter:
         if tp is Request:
             return state, self._request(state, event)
         if tp is Tick:
-            t = state.now = max(state.now, event.t_ns)
             out: list[Any] = []
-            for conn, c in state.conns.items():
-                if c.queue:
-                    self._drain(state, conn, c, t, out)
+            self._advance(state, event.t_ns, out)
             return state, out
         if tp is ConnectionClosed:
-            c = state.conns.pop(event.conn, None)
-            if c is not None and c.queue:
-                state.rejected += len(c.queue)
-                return state, [
-                    RequestRejected(r.seq, r.t_ns, r.conn, r.payload, "connection closed")
-                    for r in c.queue
-                ]
+            return state, self._closed(state, event)
         return state, NO_OUTPUTS
 
+    def _closed(self, state: LimiterState, event: ConnectionClosed) -> list[Any]:
+        """Reject the closed connection's queue; forget connections whose sends left the window.
+
+        The closed connection's send times are kept until they leave the window:
+        a request that (wrongly) reuses its id must still respect them.
+        """
+        now = state.now  # the close's own time is not ours to advance to (queues would stall)
+        c = state.conns.get(event.conn)
+        out: list[Any] = []
+        if c is not None and c.queue:
+            state.rejected += len(c.queue)
+            out = [
+                RequestRejected(r.seq, r.t_ns, r.conn, r.payload, "connection closed")
+                for r in c.queue
+            ]
+            c.queue.clear()
+        for k in [k for k, v in state.conns.items() if not v.queue and not v.sent]:
+            del state.conns[k]
+        for k in [
+            k for k, v in state.conns.items() if not v.queue and v.sent[-1] + self.window_ns <= now
+        ]:
+            del state.conns[k]
+        return out
+
+    def _advance(self, state: LimiterState, t_ns: int, out: list[Any]) -> int:
+        """Move time to ``t_ns`` (never back) and release whatever the new time allows."""
+        if t_ns > state.now:
+            state.now = t_ns
+            for conn, c in state.conns.items():
+                if c.queue:
+                    self._drain(state, conn, c, t_ns, out)
+        return state.now
+
     def _request(self, state: LimiterState, r: Request) -> list[Any]:
-        t = state.now = max(state.now, r.t_ns)
+        out: list[Any] = []
+        t = self._advance(state, r.t_ns, out)
         c = state.conns.get(r.conn)
         if c is None:
             c = state.conns[r.conn] = ConnLimit(deque(maxlen=self.limit))
-        out: list[Any] = []
         if len(c.queue) >= self.max_queue and self._free_at(c, t) > t:
             state.rejected += 1
             out.append(RequestRejected(r.seq, r.t_ns, r.conn, r.payload, "queue full"))
@@ -286,7 +314,9 @@ class SendAudit:
 
     def step(self, state: AuditState, event: Any) -> tuple[AuditState, Sequence[Any]]:
         tp = type(event)
-        if tp is Frame:
+        if tp is ControlSent:  # the pipeline's form of a journaled outbound frame
+            t, conn, seq = event.recv_ns, event.conn, event.seq
+        elif tp is Frame:
             if event.dir != Dir.OUT or event.kind not in (Kind.TEXT, Kind.BINARY):
                 return state, NO_OUTPUTS
             t, conn, seq = event.recv_ns, event.conn, event.seq
