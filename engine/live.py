@@ -444,6 +444,9 @@ class Capture:
         codec: the exchange codec (stream names, URLs, subscribe bytes, decoding).
         reducers: reducer configurations for the pipeline; ``None`` journals only.
         recorder: optional :class:`engine.recorder.OutputRecorder` (closed on exit).
+        checkpointer: optional :class:`engine.replay.checkpoints.CheckpointWriter`, asked
+            after every fed frame (a checkpoint is written synchronously on its cadence:
+            the read loop pauses for that long, a few ms for a small state).
         rng: randomness for backoff jitter (inject a seeded one in tests).
         on_status: called once a second with the status (for displays/logs).
     """
@@ -456,6 +459,7 @@ class Capture:
         reducers: Sequence[Any] | None = None,
         *,
         recorder: Any = None,
+        checkpointer: Any = None,
         rng: random.Random | None = None,
         on_status: Callable[[CaptureStatus], None] | None = None,
     ) -> None:
@@ -465,6 +469,7 @@ class Capture:
         self.writer = writer
         self.codec = codec
         self.recorder = recorder
+        self.checkpointer = checkpointer
         self.rng = rng or random.Random()
         self.on_status = on_status
         self.status = CaptureStatus()
@@ -538,6 +543,8 @@ class Capture:
         outs = self.pipeline.feed(seq, recv_ns, conn, dir, kind, source, payload, code)
         if outs:
             self._on_outputs(recv_ns, outs)
+        if self.checkpointer is not None:
+            self.checkpointer.maybe_checkpoint(self.pipeline)
         return seq
 
     def _marker(self, text: str) -> None:
@@ -767,6 +774,7 @@ class Capture:
         cid, src = c.id, c.url
         text, binary, dir_in = Kind.TEXT, Kind.BINARY, Dir.IN
         get = ws.get_message
+        ckpt = self.checkpointer
         try:
             msg = await get()
         except WsClosed as exc:
@@ -790,6 +798,8 @@ class Capture:
             outs = feed(seq, recv_ns, cid, dir_in, kind, src, payload, None)
             if outs:
                 self._on_outputs(recv_ns, outs)
+            if ckpt is not None:
+                ckpt.maybe_checkpoint(self.pipeline)
             if self._shutdowns:
                 self._after_feed()
             try:
