@@ -11,18 +11,31 @@ from typing import Any
 
 from engine.pipeline import Pipeline
 
-__all__ = ["standard_reducers", "build_pipeline"]
+__all__ = ["standard_reducers", "build_pipeline", "pipeline_from_manifest", "OPTIONS"]
 
 
-def standard_reducers(codec: Any) -> list[Any]:
-    """The reducer set of a capture: order book, trades, candles, anomalies, outbound rate audit."""
+#: Reducer options a capture may set (recorded in the manifest's ``"pipeline"``).
+OPTIONS = frozenset({"verify_interval_s"})
+
+
+def standard_reducers(codec: Any, options: dict[str, Any] | None = None) -> list[Any]:
+    """The reducer set of a capture: order book, trades, candles, anomalies, outbound rate audit.
+
+    ``options`` (see :data:`OPTIONS`) come from ``engine run``'s flags and are
+    stored in the journal's manifest, so a replay builds the very same set.
+    """
+    options = dict(options or {})
+    unknown = set(options) - OPTIONS
+    if unknown:
+        raise ValueError(f"unknown pipeline options {sorted(unknown)}; known: {sorted(OPTIONS)}")
+    book_kw = {k: options[k] for k in ("verify_interval_s",) if k in options}
     from engine.book_reducer import BookReducer
     from engine.candles import Candles
     from engine.ratelimit import SendAudit
     from engine.trades import TradeAggregator
 
     reducers: list[Any] = [
-        BookReducer(sync_rule=codec.sync_rule),
+        BookReducer(sync_rule=codec.sync_rule, **book_kw),
         TradeAggregator(),
         Candles(),
         # replay-side audit of what live sent: the exchange's published control-message limit
@@ -38,9 +51,14 @@ def control_limit(codec: Any) -> int:
     return CONTROL_LIMITS.get(getattr(codec, "name", ""), 5)
 
 
-def build_pipeline(exchange: str) -> Pipeline:
+def build_pipeline(exchange: str, options: dict[str, Any] | None = None) -> Pipeline:
     """The standard pipeline for a journal of ``exchange`` ("sim", "binance", "binance-futures")."""
     from engine.codecs.registry import get_codec
 
     codec = get_codec(exchange)
-    return Pipeline(codec, standard_reducers(codec))
+    return Pipeline(codec, standard_reducers(codec, options))
+
+
+def pipeline_from_manifest(metadata: dict[str, Any]) -> Pipeline:
+    """The pipeline a journal was captured with (its manifest's ``exchange`` and ``pipeline``)."""
+    return build_pipeline(str(metadata.get("exchange") or "sim"), metadata.get("pipeline"))

@@ -14,8 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from engine import serde
 from engine.journal.reader import JournalReader
 from engine.journal.schema import Dir, Kind
@@ -27,7 +25,7 @@ OUTPUTS_DIR = "outputs"
 
 
 def encode_output(frame_seq: int, output: Any) -> bytes:
-    return orjson.dumps({"frame_seq": frame_seq, "output": serde.dump(output)})
+    return serde.dumps_json({"frame_seq": frame_seq, "output": serde.dump(output)})
 
 
 class OutputRecorder:
@@ -61,5 +59,5 @@ def read_outputs(journal_dir: str | Path) -> Iterator[tuple[int, dict[str, Any]]
         return
     for batch in JournalReader(path).batches():
         for payload in batch.column(7).to_pylist():
-            d = orjson.loads(payload)
+            d = serde.loads_json(payload)
             yield d["frame_seq"], d["output"]

@@ -12,14 +12,16 @@ Register output/state classes with :func:`register` (a class decorator).
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any, TypeVar
 
 import attrs
 import cattrs
+import orjson
 
 from engine import events as _events
 
-__all__ = ["converter", "register", "dump", "load", "TYPES"]
+__all__ = ["converter", "register", "dump", "load", "TYPES", "dumps_json", "loads_json"]
 
 T = TypeVar("T")
 
@@ -77,3 +79,31 @@ def load(d: dict[str, Any]) -> Any:
     except KeyError:
         raise ValueError(f"unknown serde type {name!r} (register the class)") from None
     return converter.structure(d, cls)
+
+
+_BIG = b'{"bigints":true,'
+
+
+def dumps_json(doc: dict[str, Any]) -> bytes:
+    """Compact JSON of a dict, exact for every int.
+
+    orjson (fast) when every int fits in 64 bits.  Exact products such as a
+    trade notional (price × qty in 1e-16 units) can exceed that; orjson cannot
+    write them and would read them back as floats, so such a document is
+    written by the stdlib encoder with a leading ``"bigints": true`` key that
+    :func:`loads_json` recognises by prefix.
+    """
+    try:
+        return orjson.dumps(doc)
+    except TypeError:
+        return json.dumps({"bigints": True, **doc}, separators=(",", ":")).encode()
+
+
+def loads_json(raw: bytes) -> dict[str, Any]:
+    """Inverse of :func:`dumps_json` (the ``bigints`` marker key is removed)."""
+    if raw.startswith(_BIG):
+        d: dict[str, Any] = json.loads(raw)
+        del d["bigints"]
+        return d
+    out: dict[str, Any] = orjson.loads(raw)
+    return out

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine import serde
-from engine.assembly import build_pipeline
+from engine.assembly import pipeline_from_manifest
 from engine.journal.reader import JournalReader
 from engine.num import SCALE, render
 from engine.pipeline import Pipeline
@@ -113,8 +113,8 @@ def open_journal(journal_dir: str | os.PathLike[str]) -> JournalReader:
 
 
 def pipeline_for(metadata: dict[str, Any]) -> Pipeline:
-    """The standard pipeline for a journal's manifest (``exchange``; "sim" if absent)."""
-    return build_pipeline(str(metadata.get("exchange") or "sim"))
+    """The pipeline the journal was captured with (manifest ``exchange``, "sim" if absent, and ``pipeline``)."""
+    return pipeline_from_manifest(metadata)
 
 
 def chunks(

@@ -1,0 +1,364 @@
+"""``engine run``: capture into a new journal, from the embedded simulator (default) or an exchange.
+
+Owns the command line of a live capture and the wiring around
+:class:`engine.live.Capture`: picking the endpoints (an embedded simulator on
+127.0.0.1 unless ``--exchange`` names a real venue or ``--url`` points
+elsewhere), creating the journal with its manifest, the outputs recorder
+(for ``engine replay --check``), the checkpoint writer (for ``engine book
+--at``), the display (dashboard on a terminal, plain status lines otherwise),
+and the way out: Ctrl-C, SIGTERM or ``--duration`` stop reading, the journal is
+flushed and sealed, a summary is printed and the exit status is 0.
+
+Must not: hold capture logic (that is :mod:`engine.live`) or market logic
+(codecs and reducers).  Everything that shapes state goes through the journal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+import click
+import trio
+
+__all__ = ["run", "RunOptions", "capture_main", "default_journal_dir"]
+
+log = logging.getLogger("engine.run")
+
+EXCHANGES = ("sim", "binance", "binance-futures")
+DEFAULT_CHANNELS = "trade,depth,bookTicker,ticker,kline_1m"
+
+
+@attrs.frozen
+class RunOptions:
+    """Everything ``engine run`` was asked for (the command line, parsed)."""
+
+    exchange: str = "sim"
+    symbols: tuple[str, ...] = ("btcusdt", "ethusdt")
+    channels: tuple[str, ...] = tuple(DEFAULT_CHANNELS.split(","))
+    journal: Path | None = None
+    duration: float | None = None
+    dashboard: bool = True
+    url: str | None = None
+    rest_url: str | None = None
+    sim_faults: tuple[str, ...] = ()
+    sim_fault_every: float | None = None
+    sim_seed: int = 0
+    sim_rate: float | None = None
+    checkpoint_every_s: float = 60.0
+    verify_every_s: float | None = None
+    max_streams_per_conn: int = 1024
+    insecure: bool = False
+
+
+def default_journal_dir(exchange: str, now_ns: int | None = None) -> Path:
+    """``journals/<exchange>-<UTC time>`` under the current directory (a new one each run)."""
+    t = datetime.fromtimestamp((now_ns or time.time_ns()) / 1e9, tz=UTC)
+    return Path("journals") / f"{exchange}-{t:%Y%m%dT%H%M%S}-{t.microsecond // 1000:03d}"
+
+
+@asynccontextmanager
+async def _endpoints(opts: RunOptions, codec: Any) -> AsyncIterator[tuple[str, str, Any]]:
+    """(ws base URL, REST base URL, simulator or None) for the capture, for as long as it runs."""
+    if opts.exchange == "sim" and not opts.url:
+        from engine.sim_cli import open_simulator
+        from engine.sim_server import SimConfig
+
+        cfg = SimConfig(
+            port=0,
+            seed=opts.sim_seed,
+            symbols=[s.upper() for s in opts.symbols],
+            faults=list(opts.sim_faults),
+            fault_every=opts.sim_fault_every,
+            rate=opts.sim_rate,
+        )
+        async with open_simulator(cfg) as sim:
+            yield sim.ws_url, opts.rest_url or sim.rest_url, sim
+        return
+    ws = opts.url or getattr(codec, "ws_base", "")
+    rest = opts.rest_url or getattr(codec, "rest_base", "")
+    if opts.url and not opts.rest_url:
+        # a local endpoint (replay server, simulator) serves REST on the same host:port
+        rest = "http" + opts.url[2:] if opts.url.startswith("ws") else rest
+    yield ws, rest, None
+
+
+def _live_config(opts: RunOptions, ws: str, rest: str) -> Any:
+    from engine.live import LiveConfig
+
+    kw: dict[str, Any] = {}
+    if opts.exchange == "sim" and not opts.url:
+        # loopback: a stall or a dead simulator is known within seconds, not tens of seconds
+        kw.update(ping_interval_s=5.0, ping_timeout_s=5.0, stale_after_s=10.0, backoff_cap_s=5.0)
+    return LiveConfig(
+        exchange=opts.exchange,
+        symbols=tuple(s.lower() for s in opts.symbols),
+        channels=opts.channels,
+        ws_url=ws,
+        rest_url=rest,
+        max_streams_per_conn=opts.max_streams_per_conn,
+        verify_tls=not opts.insecure,
+        **kw,
+    )
+
+
+def pipeline_options(opts: RunOptions) -> dict[str, Any]:
+    """Reducer options of this capture (kept in the manifest so replay builds the same pipeline)."""
+    return {} if opts.verify_every_s is None else {"verify_interval_s": opts.verify_every_s}
+
+
+async def capture_main(opts: RunOptions, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> dict:
+    """Run one capture to its end (signal, ``duration`` or cancellation); returns the summary."""
+    from engine.assembly import standard_reducers
+    from engine.codecs.registry import get_codec
+    from engine.journal.writer import JournalWriter
+    from engine.live import Capture
+    from engine.recorder import OutputRecorder
+    from engine.replay.checkpoints import CheckpointPolicy, CheckpointWriter
+
+    codec = get_codec(opts.exchange)
+    jdir = opts.journal or default_journal_dir(opts.exchange)
+    async with _endpoints(opts, codec) as (ws, rest, sim):
+        config = _live_config(opts, ws, rest)
+        options = pipeline_options(opts)
+        reducers = standard_reducers(codec, options)
+        metadata = {
+            "pipeline": options,
+            "exchange": opts.exchange,
+            "symbols": [s.upper() for s in config.symbols],
+            "channels": list(config.channels),
+            "ws_url": ws,
+            "rest_url": rest,
+            "simulator": None
+            if sim is None
+            else {"seed": opts.sim_seed, "faults": list(opts.sim_faults)},
+            "config": json.loads(json.dumps(attrs.asdict(config), default=str)),
+        }
+        writer = JournalWriter.create(jdir, metadata)
+        recorder = OutputRecorder(jdir)
+        checkpointer = CheckpointWriter(
+            jdir, writer.metadata, CheckpointPolicy(every_s=opts.checkpoint_every_s)
+        )
+        capture = Capture(
+            config, writer, codec, reducers, recorder=recorder, checkpointer=checkpointer
+        )
+        log.info("capturing %d streams from %s into %s", len(capture.streams), ws, jdir)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as n:
+
+                async def run_capture(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                    try:
+                        await capture.run(task_status=task_status)
+                    finally:  # the capture sealed its journal: the helpers below go too
+                        n.cancel_scope.cancel()
+
+                async def stop_on_signal() -> None:
+                    async for sig in signals:
+                        log.info("%s: stopping", signal.Signals(sig).name)
+                        capture.stop()
+                        return
+
+                async def stop_after(seconds: float) -> None:
+                    await trio.sleep(seconds)
+                    log.info("duration of %gs reached: stopping", seconds)
+                    capture.stop()
+
+                await n.start(run_capture)
+                task_status.started(capture)
+                n.start_soon(stop_on_signal)
+                n.start_soon(_display, capture, list(config.symbols), opts.dashboard)
+                if opts.duration is not None:
+                    n.start_soon(stop_after, opts.duration)
+        if capture.pipeline.counters.frames:
+            checkpointer.write(capture.pipeline)  # the final state: time travel to the very end
+        st = capture.status
+        summary = {
+            "journal": str(jdir),
+            "frames_in": st.frames_in,
+            "frames_out": st.frames_out,
+            "journal_frames": st.journal_frames,
+            "journal_bytes": st.journal_bytes,
+            "connects": st.connects,
+            "reconnects": st.reconnects,
+            "rotations": st.rotations,
+            "rest_responses": st.rest_responses,
+            "decode_errors": st.decode_errors,
+            "errors": dict(st.errors),
+            "outputs": dict(st.outputs),
+            "checkpoints": len(checkpointer.written),
+        }
+        if sim is not None:
+            summary["simulator_frames_sent"] = sum(c["frames"] for c in sim.stats()["connections"])
+        return summary
+
+
+async def _display(capture: Any, symbols: list[str], dashboard: bool) -> None:
+    """The dashboard on a terminal; otherwise a status line on stderr every 5 s."""
+    if dashboard and sys.stdout.isatty():
+        try:
+            from engine.dashboard import run_dashboard
+        except ImportError:  # pragma: no cover - the dashboard module is optional
+            pass
+        else:
+            await run_dashboard(capture, symbols)
+            return
+    while True:
+        await trio.sleep(5.0)
+        print(capture.status.line(), file=sys.stderr, flush=True)
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+@click.command("run")
+@click.option(
+    "--exchange",
+    type=click.Choice(EXCHANGES),
+    default="sim",
+    show_default=True,
+    help="Where to capture from: the embedded simulator (no internet) or Binance.",
+)
+@click.option(
+    "--symbols", default="btcusdt,ethusdt", show_default=True, help="Comma-separated symbols."
+)
+@click.option(
+    "--channels",
+    default=DEFAULT_CHANNELS,
+    show_default=True,
+    help="Comma-separated channels: trade, aggTrade, depth, bookTicker, ticker, kline_1m …",
+)
+@click.option(
+    "--journal",
+    "journal",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Journal directory to create (default: journals/<exchange>-<UTC time>).",
+)
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--no-dashboard", is_flag=True, help="Plain status lines instead of the dashboard.")
+@click.option("--url", default=None, help="WebSocket base URL (a replay server, a simulator …).")
+@click.option("--rest-url", default=None, help="REST base URL for depth snapshots.")
+@click.option(
+    "--sim-faults",
+    default="",
+    help="Faults the embedded simulator injects: drop,stall,garbage,gap,close,shutdown,drift.",
+)
+@click.option(
+    "--sim-fault-every", type=float, default=None, help="Seconds between injected faults."
+)
+@click.option(
+    "--sim-seed", type=int, default=0, show_default=True, help="Seed of the embedded simulator."
+)
+@click.option(
+    "--sim-rate", type=float, default=None, help="Embedded simulator frame rate (frames/s)."
+)
+@click.option(
+    "--checkpoint-every",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds of journal time between state checkpoints (time travel).",
+)
+@click.option(
+    "--verify-every",
+    type=float,
+    default=None,
+    help="Seconds between drift-verification snapshots (default: the book reducer's, 300).",
+)
+@click.option("--max-streams-per-conn", type=int, default=1024, show_default=True)
+@click.option(
+    "--insecure", is_flag=True, help="Do not verify TLS certificates (never for real use)."
+)
+@click.option("-v", "--verbose", count=True, help="More logging (-vv: debug).")
+def run(
+    exchange: str,
+    symbols: str,
+    channels: str,
+    journal: Path | None,
+    duration: float | None,
+    no_dashboard: bool,
+    url: str | None,
+    rest_url: str | None,
+    sim_faults: str,
+    sim_fault_every: float | None,
+    sim_seed: int,
+    sim_rate: float | None,
+    checkpoint_every: float,
+    verify_every: float | None,
+    max_streams_per_conn: int,
+    insecure: bool,
+    verbose: int,
+) -> None:
+    """Capture market data into a new journal until Ctrl-C / SIGTERM (or --duration).
+
+    With no arguments: starts the embedded Binance-compatible simulator on
+    127.0.0.1 and captures from it.  The journal is sealed on exit; replay it
+    with `engine replay DIR`.
+    """
+    from engine.sim_server import FAULTS
+
+    logging.basicConfig(
+        level=logging.DEBUG
+        if verbose > 1
+        else logging.INFO
+        if verbose or no_dashboard or not sys.stdout.isatty()
+        else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per REST request is noise
+    faults = _csv(sim_faults)
+    bad = [f for f in faults if f not in FAULTS]
+    if bad:
+        raise click.BadParameter(
+            f"unknown fault(s) {bad}; choose from {','.join(FAULTS)}", param_hint="--sim-faults"
+        )
+    if faults and exchange != "sim":
+        raise click.BadParameter(
+            "only the embedded simulator injects faults", param_hint="--sim-faults"
+        )
+    opts = RunOptions(
+        exchange=exchange,
+        symbols=_csv(symbols),
+        channels=_csv(channels),
+        journal=journal,
+        duration=duration,
+        dashboard=not no_dashboard,
+        url=url,
+        rest_url=rest_url,
+        sim_faults=faults,
+        sim_fault_every=sim_fault_every,
+        sim_seed=sim_seed,
+        sim_rate=sim_rate,
+        checkpoint_every_s=checkpoint_every,
+        verify_every_s=verify_every,
+        max_streams_per_conn=max_streams_per_conn,
+        insecure=insecure,
+    )
+    if not opts.symbols or not opts.channels:
+        raise click.BadParameter("give at least one symbol and one channel")
+    target = opts.journal or default_journal_dir(exchange)
+    if (target / "journal.json").exists():
+        raise click.ClickException(
+            f"{target} already holds a journal: choose a new --journal directory"
+        )
+    opts = attrs.evolve(opts, journal=target)
+    try:
+        summary = trio.run(capture_main, opts)
+    except OSError as exc:
+        raise click.ClickException(f"capture could not start: {exc}") from exc
+    click.echo(json.dumps(summary, indent=2))
+    click.echo(
+        f"journal sealed: {summary['journal']}  (replay: engine replay {summary['journal']})",
+        err=True,
+    )
