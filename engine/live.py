@@ -254,7 +254,9 @@ class ControlLimiter:
     ) -> None:
         from engine.ratelimit import RateLimiter
 
-        self._reducer = RateLimiter(limit=rate, window_ns=int((window + margin) * 1e9), max_queue=1 << 30)
+        self._reducer = RateLimiter(
+            limit=rate, window_ns=int((window + margin) * 1e9), max_queue=1 << 30
+        )
         self._state = self._reducer.initial()
         self._clock = clock or trio.current_time
         self._next_id = 0
@@ -508,7 +510,9 @@ class Capture:
 
         st = self.status
         st.started_mono = trio.current_time()
-        self._marker(f"capture start: {len(self.streams)} streams on {len(self.shards)} connections")
+        self._marker(
+            f"capture start: {len(self.streams)} streams on {len(self.shards)} connections"
+        )
         try:
             with self.cancel_scope:
                 async with httpx.AsyncClient(
@@ -691,7 +695,9 @@ class Capture:
                             receive_buffer_size=65536,
                         )
                 except trio.TooSlowError:
-                    raise ConnectFailed(f"connect timed out after {cfg.connect_timeout_s} s") from None
+                    raise ConnectFailed(
+                        f"connect timed out after {cfg.connect_timeout_s} s"
+                    ) from None
                 except (OSError, trio_websocket.HandshakeError, trio.BrokenResourceError) as exc:
                     raise ConnectFailed(f"{type(exc).__name__}: {exc}") from None
                 c.ws = ws
@@ -708,7 +714,10 @@ class Capture:
                     await self._session(c, ws, prev)
                 finally:
                     if c.error is None:
-                        close_code, close_reason = 1000, "rotated" if c.rotating else "capture stopped"
+                        close_code, close_reason = (
+                            1000,
+                            "rotated" if c.rotating else "capture stopped",
+                        )
                     elif isinstance(c.error, ServerClosed):
                         close_code, close_reason = c.error.code, c.error.reason
                     else:
@@ -734,9 +743,7 @@ class Capture:
                 self.status.last_error = str(c.error)
                 log.warning("conn %d %s", c.id, c.error)
             if c.ws is not None:
-                self._journal(
-                    c.id, Dir.LOCAL, Kind.CLOSE, c.url, close_reason.encode(), close_code
-                )
+                self._journal(c.id, Dir.LOCAL, Kind.CLOSE, c.url, close_reason.encode(), close_code)
             c.ws = None
             c.done = True
             c.signal.set()
@@ -822,7 +829,9 @@ class Capture:
         rest = c.streams[c.url_streams :]
         for i in range(0, len(rest), chunk):
             rid = c.id * 10_000 + i // chunk + 1
-            await self._send_control(c, ws, self._limiter(c), self.codec.subscribe(rest[i : i + chunk], rid))
+            await self._send_control(
+                c, ws, self._limiter(c), self.codec.subscribe(rest[i : i + chunk], rid)
+            )
 
     def _limiter(self, c: _Conn) -> ControlLimiter:
         if c.limiter is None:
@@ -905,7 +914,9 @@ class Capture:
                 self._journal(0, Dir.IN, Kind.REST, url, body, resp.status_code)
                 if resp.status_code in (418, 429):
                     retry = float(resp.headers.get("Retry-After", "60") or 60)
-                    log.warning("REST %s: HTTP %d, backing off %.0f s", url, resp.status_code, retry)
+                    log.warning(
+                        "REST %s: HTTP %d, backing off %.0f s", url, resp.status_code, retry
+                    )
                     await trio.sleep(min(retry, 300.0))
                 return
         finally:

@@ -89,28 +89,57 @@ def _csv(value: str | None) -> list[str]:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=0, show_default=True, help="TCP port (0 = pick a free one).")
 @click.option("--seed", default=0, show_default=True, help="Market seed: same seed, same streams.")
-@click.option("--symbols", default=",".join(s.lower() for s in DEFAULT_SYMBOLS), show_default=True,
-              help="Comma-separated symbols (known grids for btcusdt, ethusdt, bnbusdt, solusdt, shibusdt).")
-@click.option("--rate", type=float, default=None, help="Target frames/s over all streams (load tests).")
+@click.option(
+    "--symbols",
+    default=",".join(s.lower() for s in DEFAULT_SYMBOLS),
+    show_default=True,
+    help="Comma-separated symbols (known grids for btcusdt, ethusdt, bnbusdt, solusdt, shibusdt).",
+)
+@click.option(
+    "--rate", type=float, default=None, help="Target frames/s over all streams (load tests)."
+)
 @click.option("--faults", default="", help=f"Comma-separated faults to inject: {','.join(FAULTS)}.")
 @click.option("--fault-every", type=float, default=None, help="Seconds between injected faults.")
 @click.option("--ping-interval", type=float, default=20.0, show_default=True)
 @click.option("--pong-timeout", type=float, default=60.0, show_default=True)
 @click.option("--max-streams", type=int, default=1024, show_default=True)
-@click.option("--lifetime", type=float, default=86_400.0, show_default=True, help="Connection lifetime (s).")
-@click.option("--start-ms", default=str(DEFAULT_START_MS), show_default=True,
-              help="Simulated start time in epoch ms, or 'now' (then streams vary per run).")
+@click.option(
+    "--lifetime", type=float, default=86_400.0, show_default=True, help="Connection lifetime (s)."
+)
+@click.option(
+    "--start-ms",
+    default=str(DEFAULT_START_MS),
+    show_default=True,
+    help="Simulated start time in epoch ms, or 'now' (then streams vary per run).",
+)
 def simulate(
-    host: str, port: int, seed: int, symbols: str, rate: float | None, faults: str,
-    fault_every: float | None, ping_interval: float, pong_timeout: float, max_streams: int,
-    lifetime: float, start_ms: str,
+    host: str,
+    port: int,
+    seed: int,
+    symbols: str,
+    rate: float | None,
+    faults: str,
+    fault_every: float | None,
+    ping_interval: float,
+    pong_timeout: float,
+    max_streams: int,
+    lifetime: float,
+    start_ms: str,
 ) -> None:
     """Run the Binance-compatible exchange simulator on loopback until Ctrl-C / SIGTERM."""
     try:
         cfg = SimConfig(
-            host=host, port=port, seed=seed, symbols=[s.upper() for s in _csv(symbols)], rate=rate,
-            faults=_csv(faults), fault_every=fault_every, ping_interval=ping_interval,
-            pong_timeout=pong_timeout, max_streams=max_streams, lifetime=lifetime,
+            host=host,
+            port=port,
+            seed=seed,
+            symbols=[s.upper() for s in _csv(symbols)],
+            rate=rate,
+            faults=_csv(faults),
+            fault_every=fault_every,
+            ping_interval=ping_interval,
+            pong_timeout=pong_timeout,
+            max_streams=max_streams,
+            lifetime=lifetime,
             start_ms=None if start_ms == "now" else int(start_ms),
         )
     except ValueError as exc:
@@ -124,7 +153,8 @@ async def _serve(cfg: SimConfig) -> str:
         async with open_simulator(cfg) as sim:
             print(f"listening {sim.ws_url} rest={sim.rest_url}", flush=True)
             print(
-                f"streams: {sim.ws_url}/stream?streams=" + "/".join(sim.market.streams()[:3])
+                f"streams: {sim.ws_url}/stream?streams="
+                + "/".join(sim.market.streams()[:3])
                 + f"  snapshot: {sim.rest_url}/api/v3/depth?symbol={sim.market.symbols[0]}&limit=100"
                 + f"  stats: {sim.rest_url}/sim/stats",
                 flush=True,
@@ -135,5 +165,10 @@ async def _serve(cfg: SimConfig) -> str:
     frames = sum(c["frames"] for c in st["connections"])
     sys.stdout.flush()
     return json.dumps(
-        {"stopped": True, "connections": len(st["connections"]), "frames_sent": frames, "sim_ms": st["sim_ms"]}
+        {
+            "stopped": True,
+            "connections": len(st["connections"]),
+            "frames_sent": frames,
+            "sim_ms": st["sim_ms"],
+        }
     )

@@ -162,7 +162,9 @@ def spec_for(name: str, seed: int = 0) -> SymbolSpec:
     if known is not None:
         return known
     r = random.Random(f"spec:{seed}:{name}")
-    return SymbolSpec(name, parse("0.01"), parse("0.001"), r.randrange(1_000, 100_000) * parse("0.01"), 1_000)
+    return SymbolSpec(
+        name, parse("0.01"), parse("0.001"), r.randrange(1_000, 100_000) * parse("0.01"), 1_000
+    )
 
 
 # --------------------------------------------------------------------------- rendering
@@ -318,7 +320,12 @@ class _Symbol:
             self.fair += jump if rng.random() < 0.5 else -jump
             if self.fair < 50:
                 self.fair = 50
-        top = (self.best_bid, self.bids.get(self.best_bid), self.best_ask, self.asks.get(self.best_ask))
+        top = (
+            self.best_bid,
+            self.bids.get(self.best_bid),
+            self.best_ask,
+            self.asks.get(self.best_ask),
+        )
         k = rng.random()
         if k < 0.5:
             changed = self._limit(rng)
@@ -422,7 +429,9 @@ class _Symbol:
                 left -= q
                 self.trade_id += 1
                 tid = self.trade_id
-                self.candle.add(tid, tick * tick_u, q * step_u, tick * tick_u * q * step_u // ONE, buy)
+                self.candle.add(
+                    tid, tick * tick_u, q * step_u, tick * tick_u * q * step_u // ONE, buy
+                )
                 out.append(
                     (
                         f"{low}@trade",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from itertools import pairwise
 
 import pytest
 from hypothesis import given
@@ -81,7 +82,7 @@ def test_depth_batches_chain_and_replay_to_the_models_book() -> None:
     assert (uid, rb, ra) == (prev_u, bids, asks)
     # the 1 s diff stream chains too, and book tickers share the id space and are never crossed
     slow = [d for s, d in fr if s == "shibusdt@depth"]
-    for a, b in zip(slow, slow[1:]):
+    for a, b in pairwise(slow):
         assert b["U"] == a["u"] + 1
     tickers = [d for s, d in fr if s == "shibusdt@bookTicker"]
     assert tickers and all(parse(t["b"]) < parse(t["a"]) for t in tickers)
@@ -145,13 +146,20 @@ def kline_of(trades: list[dict], t: int, prev_close: int) -> dict:
         return dict(o=p, h=p, l=p, c=p, v=0, q=0, V=0, Q=0, n=0, f=-1, L=-1)
     ps = [parse(x["p"]) for x in trades]
     qs = [parse(x["q"]) for x in trades]
-    quote = [p * q // 10**8 for p, q in zip(ps, qs)]
+    quote = [p * q // 10**8 for p, q in zip(ps, qs, strict=True)]
     taker_buy = [not x["m"] for x in trades]
     return dict(
-        o=ps[0], h=max(ps), l=min(ps), c=ps[-1], v=sum(qs), q=sum(quote),
-        V=sum(q for q, b in zip(qs, taker_buy) if b),
-        Q=sum(q for q, b in zip(quote, taker_buy) if b),
-        n=len(trades), f=trades[0]["t"], L=trades[-1]["t"],
+        o=ps[0],
+        h=max(ps),
+        l=min(ps),
+        c=ps[-1],
+        v=sum(qs),
+        q=sum(quote),
+        V=sum(q for q, b in zip(qs, taker_buy, strict=True) if b),
+        Q=sum(q for q, b in zip(quote, taker_buy, strict=True) if b),
+        n=len(trades),
+        f=trades[0]["t"],
+        L=trades[-1]["t"],
     )
 
 
@@ -205,7 +213,7 @@ def test_inject_gap_skips_ids_between_batches() -> None:
     m.inject_gap("BTCUSDT", 7)
     after = by_stream(frames(m, 1_000), "depth@100ms")
     assert after[0]["U"] == before[-1]["u"] + 1 + 7
-    assert all(b["U"] == a["u"] + 1 for a, b in zip(after, after[1:]))
+    assert all(b["U"] == a["u"] + 1 for a, b in pairwise(after))
 
 
 def test_frames_per_event_calibration_holds() -> None:
