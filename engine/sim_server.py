@@ -200,7 +200,9 @@ def _wrap_prefix(stream: str) -> bytes:
 
 
 def _error(code: int, msg: str, rid: Any) -> bytes:
-    return json.dumps({"error": {"code": code, "msg": msg}, "id": rid}, separators=(",", ":")).encode()
+    return json.dumps(
+        {"error": {"code": code, "msg": msg}, "id": rid}, separators=(",", ":")
+    ).encode()
 
 
 def _result(result: Any, rid: Any) -> bytes:
@@ -218,8 +220,15 @@ class _WsConn:
     """One WebSocket client: reader, writer, pinger, lifetime and fault tasks in one nursery."""
 
     def __init__(
-        self, server: SimServer, stream: trio.SocketStream, ws: wsproto.WSConnection,
-        cid: int, path: str, peer: str, combined: bool, streams: list[str],
+        self,
+        server: SimServer,
+        stream: trio.SocketStream,
+        ws: wsproto.WSConnection,
+        cid: int,
+        path: str,
+        peer: str,
+        combined: bool,
+        streams: list[str],
     ) -> None:
         self.server = server
         self.cfg = server.config
@@ -364,6 +373,8 @@ class _WsConn:
                 self._end("protocol_error", 1002, str(exc)[:120])
                 return
             for ev in events:
+                if self.closing and not isinstance(ev, we.CloseConnection):
+                    continue  # closing: only the client's close reply matters now
                 if isinstance(ev, we.TextMessage):
                     text_parts.append(ev.data)
                     size += len(ev.data)
@@ -373,24 +384,24 @@ class _WsConn:
                 if isinstance(ev, we.Message):
                     if size > self.cfg.max_message:
                         self.begin_close("too_big", 1009, "Message too big")
-                        return
+                        continue
                     if not ev.message_finished:
                         continue
                     text = "".join(text_parts) if text_parts else None
                     text_parts, bin_parts, size = [], [], 0
                     if not self._count_control():
-                        return
+                        continue
                     self._handle_request(text)
                 elif isinstance(ev, we.Ping):
                     if not self._count_control():
-                        return
+                        continue
                     self.push_control(ws.send(ev.response()))
                     self.stats.pongs_sent += 1
                 elif isinstance(ev, we.Pong):
                     self.stats.pongs_received += 1
                     self.ping_outstanding = None
                     if not self._count_control():
-                        return
+                        continue
                 elif isinstance(ev, we.CloseConnection):
                     if self.stats.close_kind is None:
                         self.stats.close_kind = "client_close"
@@ -434,7 +445,10 @@ class _WsConn:
                 next_ping = trio.current_time() + cfg.ping_interval
                 continue
             now = trio.current_time()
-            if self.ping_outstanding is not None and now >= self.ping_outstanding + cfg.pong_timeout:
+            if (
+                self.ping_outstanding is not None
+                and now >= self.ping_outstanding + cfg.pong_timeout
+            ):
                 self.begin_close("pong_timeout", 1008, "Pong timeout")
                 return
             if now >= next_ping and not self.closing:
@@ -484,9 +498,8 @@ class _WsConn:
             self._cancel()
             return
         await self._drain()
-        with trio.move_on_after(self.cfg.close_timeout):
-            while self.ws.state is not wsproto.connection.ConnectionState.CLOSED:
-                await trio.sleep(0.01)
+        # the reader cancels everything when the client's close reply arrives
+        await trio.sleep(self.cfg.close_timeout)
         self._cancel()
 
     async def _drain(self) -> None:
@@ -505,7 +518,9 @@ class _WsConn:
         if fault == "drop":
             self.abort("drop", None, "simulated TCP drop")
         elif fault == "stall":
-            self.stalled_until = trio.current_time() + float(kw.get("duration", self.cfg.stall_duration))
+            self.stalled_until = trio.current_time() + float(
+                kw.get("duration", self.cfg.stall_duration)
+            )
             self.nursery.start_soon(self._unstall)
         elif fault == "garbage":
             for kind, data, op in self.server._garbage(self.subs, self.combined, kw.get("kind")):
@@ -553,11 +568,21 @@ class _WsConn:
         if "id" not in req:
             return _error(2, "Invalid request: missing field `id`", None)
         rid = req["id"]
-        ok_id = rid is None or (
-            isinstance(rid, int) and not isinstance(rid, bool) and 0 <= rid < 2**63
-        ) or (isinstance(rid, str) and 0 < len(rid) <= 36 and rid.replace("-", "").replace("_", "").isalnum())
+        ok_id = (
+            rid is None
+            or (isinstance(rid, int) and not isinstance(rid, bool) and 0 <= rid < 2**63)
+            or (
+                isinstance(rid, str)
+                and 0 < len(rid) <= 36
+                and rid.replace("-", "").replace("_", "").isalnum()
+            )
+        )
         if not ok_id:
-            return _error(2, "Invalid request: request ID must be an unsigned integer or a string of up to 36 alphanumerics", None)
+            return _error(
+                2,
+                "Invalid request: request ID must be an unsigned integer or a string of up to 36 alphanumerics",
+                None,
+            )
         if "method" not in req:
             return _error(2, "Invalid request: missing field `method`", rid)
         method = req["method"]
@@ -587,7 +612,9 @@ class _WsConn:
             new = [p for p in dict.fromkeys(params) if p not in self.subs]
             if len(self.subs) + len(new) > self.cfg.max_streams:
                 return _error(
-                    2, f"Invalid request: too many streams (max {self.cfg.max_streams} per connection)", rid
+                    2,
+                    f"Invalid request: too many streams (max {self.cfg.max_streams} per connection)",
+                    rid,
                 )
             for p in new:
                 self.subs[p] = None
@@ -622,9 +649,7 @@ class SimServer:
 
     def __init__(self, config: SimConfig) -> None:
         self.config = config
-        self.start_ms = (
-            config.start_ms if config.start_ms is not None else int(time.time() * 1000)
-        )
+        self.start_ms = config.start_ms if config.start_ms is not None else int(time.time() * 1000)
         self.market = Market(
             seed=config.seed,
             symbols=list(config.symbols),
@@ -738,7 +763,9 @@ class SimServer:
             self.inject(faults[i % len(faults)])
             i += 1
 
-    def _garbage(self, subs: dict[str, None], combined: bool, only: str | None) -> list[tuple[str, bytes, int]]:
+    def _garbage(
+        self, subs: dict[str, None], combined: bool, only: str | None
+    ) -> list[tuple[str, bytes, int]]:
         """The invalid frames of one ``garbage`` fault: (kind, bytes, opcode)."""
         rng = self._rng
         stream = next(iter(subs), next(iter(sorted(self.valid_streams))))
@@ -813,7 +840,12 @@ class SimServer:
                 headers = {k.lower(): v for k, v in ev.headers}
                 if headers.get(b"upgrade", b"").lower() == b"websocket":
                     if not first:
-                        await self._respond(conn, stream, 400, {"code": -1, "msg": "Upgrade must be the first request"})
+                        await self._respond(
+                            conn,
+                            stream,
+                            400,
+                            {"code": -1, "msg": "Upgrade must be the first request"},
+                        )
                         return
                     await self._websocket(stream, bytes(raw))
                     return
@@ -840,7 +872,12 @@ class SimServer:
             return  # ConnectionClosed or anything unexpected
 
     async def _respond(
-        self, conn: h11.Connection, stream: trio.SocketStream, status: int, body: Any, raw: bytes | None = None
+        self,
+        conn: h11.Connection,
+        stream: trio.SocketStream,
+        status: int,
+        body: Any,
+        raw: bytes | None = None,
     ) -> None:
         data = raw if raw is not None else json.dumps(body, separators=(",", ":")).encode()
         headers = [
@@ -851,7 +888,9 @@ class SimServer:
         out += conn.send(h11.Data(data=data)) + conn.send(h11.EndOfMessage())
         await stream.send_all(out)
 
-    async def _rest(self, conn: h11.Connection, stream: trio.SocketStream, req: h11.Request) -> None:
+    async def _rest(
+        self, conn: h11.Connection, stream: trio.SocketStream, req: h11.Request
+    ) -> None:
         url = urlsplit(req.target.decode("latin-1"))
         q = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         self.rest[url.path] += 1
@@ -885,12 +924,26 @@ class SimServer:
         """``/api/v3/depth`` with Binance's parameter errors; limit capped at 5000."""
         symbol = q.get("symbol")
         if not symbol:
-            return 400, {"code": -1102, "msg": "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."}, None
+            return (
+                400,
+                {
+                    "code": -1102,
+                    "msg": "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.",
+                },
+                None,
+            )
         if symbol not in self.symbols_upper:
             return 400, {"code": -1121, "msg": "Invalid symbol."}, None
         limit_s = q.get("limit", "100")
         if not limit_s.isdigit() or len(limit_s) > 20:
-            return 400, {"code": -1100, "msg": "Illegal characters found in parameter 'limit'; legal range is '^[0-9]{1,20}$'."}, None
+            return (
+                400,
+                {
+                    "code": -1100,
+                    "msg": "Illegal characters found in parameter 'limit'; legal range is '^[0-9]{1,20}$'.",
+                },
+                None,
+            )
         limit = min(max(int(limit_s), 1), 5000)
         self.rest["snapshots"] += 1
         body = self.market.snapshot(symbol, limit)
@@ -936,7 +989,7 @@ class SimServer:
         await stream.send_all(ws.send(we.AcceptConnection()))
         self._next_id += 1
         try:
-            peer = "%s:%s" % stream.socket.getpeername()[:2]
+            peer = "{}:{}".format(*stream.socket.getpeername()[:2])
         except OSError:
             peer = "?"
         conn = _WsConn(self, stream, ws, self._next_id, req.target, peer, combined, streams)
@@ -945,12 +998,17 @@ class SimServer:
             self._index_add(s, conn)
         await conn.run()
 
-    async def _reject(self, stream: trio.SocketStream, ws: wsproto.WSConnection, status: int, msg: str) -> None:
+    async def _reject(
+        self, stream: trio.SocketStream, ws: wsproto.WSConnection, status: int, msg: str
+    ) -> None:
         body = json.dumps({"code": -1, "msg": msg}).encode()
         out = ws.send(
             we.RejectConnection(
                 status_code=status,
-                headers=[(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                headers=[
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
                 has_body=True,
             )
         )
@@ -966,4 +1024,3 @@ def _drift(body: bytes, step: int) -> bytes:
         p, qty = side[0]
         side[0] = [p, render(parse(qty) + step, 8)]
     return json.dumps(snap, separators=(",", ":")).encode()
-
