@@ -1,0 +1,774 @@
+"""The live terminal dashboard of ``engine run``: what the pipeline holds, drawn with rich.
+
+Owns: :class:`Dashboard` (the notable outputs it was shown, and
+:meth:`Dashboard.render`, a pure function of the pipeline, the capture status
+and that memory), :func:`run_dashboard` (the trio task that redraws it),
+:func:`status_line` (the plain-log alternative), and :class:`TradeTape`, the
+small reducer that keeps each symbol's last trades (the other reducers keep
+aggregates only, and the pipeline emits no per-trade output).
+
+Must not: read a clock (the time shown is the pipeline's last receive time),
+change reducer state, or ever take the capture down: a render error is logged
+and the next refresh tries again.
+
+Numbers are exact: every price and quantity is an ``int`` of 1e-8 units
+rendered with :func:`engine.num.render`, each column padded to the decimals
+its values need (zeros only, so the text stays exact).  The only floats are
+bar lengths, frames/s and the imbalance ratio.
+
+::
+
+    Capture._on_outputs ─► recorder (tee) ─► Dashboard.on_outputs ─► notable deque
+    run_dashboard: every refresh_s ─► Dashboard.render(capture.pipeline, capture.status, symbols)
+                                          ├─ header: connections, reconnects, frames/s, journal, errors
+                                          ├─ per symbol: summary │ ladder │ trades + VWAP │ candles + SMA/EMA
+                                          └─ recent alerts
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections import Counter, deque
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import attrs
+import trio
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.live import Live
+from rich.measure import Measurement
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from engine import serde
+from engine.events import Trade
+from engine.num import ONE, SCALE, render
+from engine.reducer import NO_OUTPUTS
+from engine.trades import SOURCES, SelectCounts, TradeSelect, select_trade
+
+__all__ = [
+    "Dashboard",
+    "Notable",
+    "TradeTape",
+    "TapeState",
+    "SymbolTape",
+    "ALERT_KINDS",
+    "INFO_KINDS",
+    "describe",
+    "run_dashboard",
+    "status_line",
+]
+
+log = logging.getLogger("engine.dashboard")
+
+
+# =============================================================== the trade tape (a reducer)
+
+
+@serde.register
+@attrs.define(slots=True)
+class SymbolTape:
+    """One symbol's last accepted trades, oldest first: ``(time_ms, price, qty, side, trades)``.
+
+    ``trades`` counts exchange trades (an aggTrade covers ``last_id - first_id + 1``).
+    """
+
+    sel: TradeSelect
+    recent: deque[tuple[int, int, int, str, int]]
+
+
+@serde.register
+@attrs.define(slots=True)
+class TapeState:
+    symbols: dict[str, SymbolTape] = attrs.Factory(dict)
+    counts: SelectCounts = attrs.Factory(SelectCounts)
+
+
+@attrs.frozen
+class TradeTape:
+    """Reducer: each symbol's last ``size`` trades (time and sales), no outputs.
+
+    The same trades count as for the aggregator and the candles
+    (:func:`engine.trades.select_trade`: one trade kind per symbol, duplicate
+    ids dropped).  A trade is placed at its own exchange time (not clamped).
+    """
+
+    name: str = "tape"
+    size: int = attrs.field(default=32, validator=attrs.validators.ge(1))
+    source: Literal["auto", "trade", "aggTrade"] = attrs.field(
+        default="auto", validator=attrs.validators.in_(SOURCES)
+    )
+
+    def initial(self) -> TapeState:
+        return TapeState()
+
+    def step(self, state: TapeState, event: Any) -> tuple[TapeState, Sequence[Any]]:
+        if type(event) is not Trade:
+            return state, NO_OUTPUTS
+        s = state.symbols.get(event.symbol)
+        if s is None:
+            s = state.symbols[event.symbol] = SymbolTape(TradeSelect(), deque(maxlen=self.size))
+        t = select_trade(state.counts, s.sel, event, self.source)
+        if t is not None:
+            n = event.last_id - event.first_id + 1 if event.agg else 1
+            s.recent.append((t, event.price, event.qty, event.side, n))
+        return state, NO_OUTPUTS
+
+    def snapshot(self, state: TapeState) -> Any:
+        return serde.converter.unstructure(state)
+
+    def restore(self, data: Any) -> TapeState:
+        state = serde.converter.structure(data, TapeState)
+        for s in state.symbols.values():  # the bound is configuration, not data
+            s.recent = deque(s.recent, maxlen=self.size)
+        return state
+
+
+# =============================================================== exact text
+
+
+def _decimals(units: int) -> int:
+    """Decimals ``units`` needs to print exactly (``4200050000000`` → 1)."""
+    frac = abs(units) % ONE
+    if not frac:
+        return 0
+    d = SCALE
+    while frac % 10 == 0:
+        frac //= 10
+        d -= 1
+    return d
+
+
+def _column(values: Sequence[int | None]) -> list[str]:
+    """Exact decimal text of a column of units, all with the decimals the most precise needs."""
+    d = max((_decimals(v) for v in values if v is not None), default=0)
+    return ["—" if v is None else render(v, d) for v in values]
+
+
+def _num(units: int | None) -> str:
+    return _column([units])[0]
+
+
+def _utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms // 1000, UTC)
+
+
+def _clock(ms: int) -> str:
+    """``HH:MM:SS.mmm`` UTC of epoch ms."""
+    return f"{_utc(ms):%H:%M:%S}.{ms % 1000:03d}"
+
+
+def _stamp(ns: int) -> str:
+    """``YYYY-MM-DD HH:MM:SS.mmm UTC`` of epoch ns (``—`` for 0: nothing received yet)."""
+    if ns <= 0:
+        return "—"
+    ms = ns // 1_000_000
+    return f"{_utc(ms):%Y-%m-%d %H:%M:%S}.{ms % 1000:03d} UTC"
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+# =============================================================== notable outputs
+
+#: Outputs shown as alerts: the anomaly detector's ``Alert`` and the book/candle health outputs.
+ALERT_KINDS = frozenset(
+    {
+        "Alert",
+        "GapDetected",
+        "DriftDetected",
+        "CrossedBook",
+        "TopOfBookMismatch",
+        "KlineMismatch",
+        "BufferOverflow",
+        "VerificationAbandoned",
+    }
+)
+#: Outputs shown dimmed beside the alerts: things going right that an operator wants to see.
+INFO_KINDS = frozenset({"BookSynced", "BookVerified"})
+
+
+def _tob(t: tuple[int, int, int, int]) -> str:
+    bp, bq, ap, aq = t
+    return f"{_num(bp)}×{_num(bq)} / {_num(ap)}×{_num(aq)}"
+
+
+_DESCRIBE: dict[str, Any] = {
+    "GapDetected": lambda o: (
+        f"gap: book at {o.book_id}, diff {o.first_id}..{o.last_id} ({o.reason}); resyncing"
+    ),
+    "DriftDetected": lambda o: (
+        f"drift vs snapshot {o.snapshot_id}: {len(o.bids)} bid, {len(o.asks)} ask levels differ"
+    ),
+    "CrossedBook": lambda o: f"crossed book: bid {_num(o.bid)} ≥ ask {_num(o.ask)}",
+    "TopOfBookMismatch": lambda o: (
+        f"bookTicker at {o.update_id}: ours {_tob(o.ours)}, theirs {_tob(o.theirs)}"
+    ),
+    "KlineMismatch": lambda o: (
+        f"kline {o.interval} {_clock(o.start_ms)}: "
+        + ", ".join(
+            f"{f} ours {_num(a) if f != 'trades' else a} exch {_num(b) if f != 'trades' else b}"
+            for f, a, b in o.fields
+        )
+    ),
+    "BufferOverflow": lambda o: f"diff buffer full ({o.limit}): dropping oldest",
+    "VerificationAbandoned": lambda o: f"verification abandoned: {o.reason}",
+    "BookSynced": lambda o: (
+        f"{'re' if o.resync else ''}synced at {o.last_id} from snapshot {o.snapshot_id} "
+        f"({o.replayed} diffs replayed, {o.bid_levels}/{o.ask_levels} levels)"
+    ),
+    "BookVerified": lambda o: f"verified at {o.last_id}: {o.levels} levels agree",
+}
+
+
+def describe(output: Any) -> str:
+    """One line saying what an output reports (``Alert.line()`` for the anomaly detector's)."""
+    line = getattr(output, "line", None)
+    if callable(line):
+        return str(line())
+    f = _DESCRIBE.get(type(output).__name__)
+    if f is not None:
+        return str(f(output))
+    return repr(output)
+
+
+@attrs.frozen
+class Notable:
+    """One output worth showing: when (frame receive ns), which symbol, what kind, what it said."""
+
+    recv_ns: int
+    symbol: str
+    kind: str
+    text: str
+    alert: bool
+
+
+# =============================================================== the dashboard
+
+
+class Dashboard:
+    """What the terminal shows; feed it the pipeline's outputs, then :meth:`render`.
+
+    Args:
+        depth: ladder levels per side (also the imbalance depth).
+        trades_shown: last trades listed per symbol (needs :class:`TradeTape` in the pipeline).
+        candles_shown: closed candles listed per symbol, before the open one.
+        candle_interval: which interval's candles to list (None: the reducer's first).
+        alerts_kept: notable outputs remembered (the oldest are forgotten).
+        alerts_shown: notable outputs listed, newest last.
+        bar_width: ladder bar width in characters.
+    """
+
+    def __init__(
+        self,
+        *,
+        depth: int = 5,
+        trades_shown: int = 6,
+        candles_shown: int = 3,
+        candle_interval: str | None = None,
+        alerts_kept: int = 100,
+        alerts_shown: int = 6,
+        bar_width: int = 16,
+    ) -> None:
+        self.depth = depth
+        self.trades_shown = trades_shown
+        self.candles_shown = candles_shown
+        self.candle_interval = candle_interval
+        self.alerts_shown = alerts_shown
+        self.bar_width = bar_width
+        self.notable: deque[Notable] = deque(maxlen=alerts_kept)
+        #: every alert seen, by kind (not bounded by ``alerts_kept``)
+        self.alert_counts: Counter[str] = Counter()
+        self.render_errors = 0
+
+    # ------------------------------------------------------------------ input
+
+    def on_outputs(self, outputs: Sequence[tuple[int, Any]]) -> None:
+        """Remember the notable ones among ``[(frame_seq, output), ...]`` (the pipeline's outputs)."""
+        for _, o in outputs:
+            kind = type(o).__name__
+            alert = kind in ALERT_KINDS or type(o).__module__ == "engine.anomaly"
+            if not alert and kind not in INFO_KINDS:
+                continue
+            if alert:
+                self.alert_counts[kind] += 1
+            try:
+                text = describe(o)
+            except Exception as exc:  # a malformed output must not stop the capture
+                text = f"(cannot describe {kind}: {exc})"
+            sym = getattr(o, "symbol", None) or "*"
+            self.notable.append(Notable(getattr(o, "recv_ns", 0) or 0, sym, kind, text, alert))
+
+    def recorder(self, inner: Any = None) -> _Tee:
+        """An output recorder for :class:`engine.live.Capture` that feeds this dashboard.
+
+        Wraps ``inner`` (an :class:`engine.recorder.OutputRecorder`, or None):
+        every call is passed on, and outputs also go to :meth:`on_outputs`.
+        """
+        return _Tee(inner, self)
+
+    # ------------------------------------------------------------------ output
+
+    def render(self, pipeline: Any, status: Any, symbols: Sequence[str]) -> RenderableType:
+        """The whole screen: header, one panel per symbol, recent alerts.
+
+        Pure: reads ``pipeline`` (a :class:`engine.pipeline.Pipeline`, or a
+        capture's journal-only stand-in), ``status`` (an
+        :class:`engine.live.CaptureStatus`) and this dashboard's memory; never
+        a clock.  ``symbols`` are matched case-insensitively; empty means every
+        symbol a reducer holds.
+        """
+        wanted = [s.upper() for s in symbols] or _symbols_of(pipeline)
+        parts: list[RenderableType] = [_header(pipeline, status)]
+        parts.extend(self._symbol(pipeline, sym) for sym in wanted)
+        parts.append(self._alerts())
+        return Group(*parts)
+
+    def _symbol(self, pipeline: Any, sym: str) -> RenderableType:
+        from engine.replay.replay import book_summary
+
+        book = book_summary(pipeline, sym, self.depth) if _has(pipeline, "book") else None
+        title = Text.assemble((sym, "bold"), "  ", _phase_text(_phase(pipeline, sym)))
+        if book and "gaps" in book:
+            title.append(
+                f"  gaps {book['gaps']}  resyncs {book['resyncs']}  drift {book['drift']}"
+                f"  crossed {book['crossed']}",
+                style="red" if book["gaps"] or book["drift"] or book["crossed"] else "dim",
+            )
+        panes = _Panes(
+            self._ladder(pipeline, sym), self._trades(pipeline, sym), self._candles(pipeline, sym)
+        )
+        body = Group(_book_line(book, self.depth), panes)
+        return Panel(body, title=title, title_align="left", border_style="blue")
+
+    def _ladder(self, pipeline: Any, sym: str) -> RenderableType:
+        book = None
+        if _has(pipeline, "book"):
+            book = pipeline.reducer("book").book(pipeline.state("book"), sym)
+        if book is None:
+            return Text("no book yet", style="dim")
+        bids, asks = book.top(self.depth)
+        rows = [*reversed(asks), *bids]
+        spread = book.spread()
+        # the spread shares the price column, so it gets the same decimals
+        prices = _column([p for p, _ in rows] + [spread])
+        qtys = _column([q for _, q in rows])
+        biggest = max([q for _, q in rows] + [1])
+        t = Table(box=None, pad_edge=False, show_header=True, header_style="dim")
+        t.add_column("")
+        t.add_column("price", justify="right")
+        t.add_column("qty", justify="right")
+        t.add_column("", width=self.bar_width, no_wrap=True)
+        n_asks = len(asks)
+        for i, (_, q) in enumerate(rows):
+            ask = i < n_asks
+            style = "red" if ask else "green"
+            bar = "█" * max(1, round(self.bar_width * q / biggest))  # float: a length only
+            t.add_row(
+                Text("ask" if ask else "bid", style),
+                Text(prices[i], style),
+                qtys[i],
+                Text(bar, style),
+            )
+            if i == n_asks - 1 and bids:
+                t.add_row(Text("sprd", "dim"), Text(prices[-1], "dim"), "", "")
+        return t
+
+    def _trades(self, pipeline: Any, sym: str) -> RenderableType:
+        from engine.replay.replay import trades_summary
+
+        rows: list[RenderableType] = []
+        ts = trades_summary(pipeline, sym) if _has(pipeline, "trades") else None
+        if ts is None:
+            rows.append(Text("no trades yet", style="dim"))
+        else:
+            rows.append(Text(f"last {ts['last_price']}  trades {ts['count']}"))
+            rows.append(Text(f"taker buy {ts['buy_volume']}  sell {ts['sell_volume']}"))
+            v = Table(box=None, pad_edge=False, show_header=False)
+            v.add_column("")
+            v.add_column("", justify="left")
+            v.add_column("vwap", justify="right")
+            v.add_column("", justify="left")
+            v.add_column("vol", justify="right")
+            names = ["session"] + [f"{w['window_s']}s" for w in ts["windows"]]
+            vwaps = [ts["vwap"]] + [w["vwap"] for w in ts["windows"]]
+            vols = [ts["volume"]] + [w["volume"] for w in ts["windows"]]
+            for i, name in enumerate(names):
+                v.add_row("VWAP" if i == 0 else "", name, vwaps[i] or "—", "vol", vols[i])
+            rows.append(v)
+        tape = pipeline.state("tape").symbols.get(sym) if _has(pipeline, "tape") else None
+        if tape is not None and tape.recent:
+            last = list(tape.recent)[-self.trades_shown :][::-1]  # newest first
+            prices = _column([e[1] for e in last])
+            qtys = _column([e[2] for e in last])
+            t = Table(box=None, pad_edge=False, show_header=True, header_style="dim")
+            t.add_column("time")
+            t.add_column("side")
+            t.add_column("price", justify="right")
+            t.add_column("qty", justify="right")
+            for i, (ms, _, _, side, _) in enumerate(last):
+                style = "green" if side == "buy" else "red"
+                t.add_row(_clock(ms), Text(side, style=style), Text(prices[i], style), qtys[i])
+            rows.append(t)
+        elif not _has(pipeline, "tape"):
+            rows.append(Text("(last trades: add engine.dashboard.TradeTape)", style="dim"))
+        return Group(*rows)
+
+    def _candles(self, pipeline: Any, sym: str) -> RenderableType:
+        from engine.candles import live_indicators
+
+        if not _has(pipeline, "candles"):
+            return Text("")
+        cfg = pipeline.reducer("candles")
+        sc = pipeline.state("candles").symbols.get(sym)
+        ser = None
+        if sc is not None:
+            want = self.candle_interval
+            ser = next((s for s in sc.series if want is None or s.interval == want), None)
+        if ser is None or (ser.start < 0 and not ser.recent):
+            return Text("no candles yet", style="dim")
+        sma_p, ema_p = tuple(cfg.sma_periods), tuple(cfg.ema_periods)
+        # rows: (start, o, h, l, c, volume, trades, sma..., ema..., open?)
+        rows: list[tuple[Any, ...]] = []
+        for c in list(ser.recent)[-self.candles_shown :] if self.candles_shown > 0 else []:
+            sma, ema = dict(c.sma), dict(c.ema)
+            rows.append(
+                (
+                    c.start_ms,
+                    c.open,
+                    c.high,
+                    c.low,
+                    c.close,
+                    c.volume,
+                    c.trades,
+                    *(sma.get(p) for p in sma_p),
+                    *(ema.get(p) for p in ema_p),
+                    False,
+                )
+            )
+        if ser.start >= 0:
+            ind = live_indicators(cfg, pipeline.state("candles"), sym, ser.interval)
+            sma_f, ema_i = ind if ind is not None else ({}, {})
+            rows.append(
+                (
+                    ser.start,
+                    ser.open,
+                    ser.high,
+                    ser.low,
+                    ser.close,
+                    ser.volume,
+                    ser.trades,
+                    *(None if p not in sma_f else round(sma_f[p]) for p in sma_p),
+                    *(ema_i.get(p) for p in ema_p),
+                    True,
+                )
+            )
+        t = Table(box=None, pad_edge=False, show_header=True, header_style="dim")
+        heads = ["open", "high", "low", "close", "vol", "n"]
+        heads += [f"sma{p}" for p in sma_p] + [f"ema{p}" for p in ema_p]
+        t.add_column(ser.interval)
+        for h in heads:
+            t.add_column(h, justify="right")
+        cols = [_column([r[k] for r in rows]) for k in range(1, 6)]
+        cols.append([str(r[6]) for r in rows])
+        cols += [_column([r[k] for r in rows]) for k in range(7, 7 + len(sma_p) + len(ema_p))]
+        for i, r in enumerate(rows):
+            start = f"{_utc(r[0]):%H:%M:%S}" + ("*" if r[-1] else " ")
+            t.add_row(start, *(c[i] for c in cols), style="bold" if r[-1] else None)
+        return t
+
+    def _alerts(self) -> RenderableType:
+        total = sum(self.alert_counts.values())
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.alert_counts.items()))
+        title = f"alerts: {total}" + (f" ({kinds})" if kinds else "")
+        shown = list(self.notable)[-self.alerts_shown :] if self.alerts_shown > 0 else []
+        if not shown:
+            body: RenderableType = Text("nothing notable yet", style="dim")
+        else:
+            t = Table(box=None, pad_edge=False, show_header=False)
+            for _ in range(4):
+                t.add_column("")
+            for n in shown:
+                style = "yellow" if n.alert else "dim"
+                t.add_row(
+                    _clock(n.recv_ns // 1_000_000) if n.recv_ns else "—",
+                    n.symbol,
+                    Text(n.kind, style=style),
+                    Text(n.text, style=style, no_wrap=True, overflow="ellipsis"),
+                )
+            body = t
+        return Panel(
+            body, title=title, title_align="left", border_style="yellow" if total else "dim"
+        )
+
+
+class _Tee:
+    """Output recorder that also feeds a dashboard (the :class:`engine.recorder.OutputRecorder` API)."""
+
+    def __init__(self, inner: Any, dashboard: Dashboard) -> None:
+        self.inner = inner
+        self.dashboard = dashboard
+
+    def record(self, recv_ns: int, outputs: list[tuple[int, Any]]) -> None:
+        if self.inner is not None:
+            self.inner.record(recv_ns, outputs)
+        try:
+            self.dashboard.on_outputs(outputs)
+        except Exception:  # the display must never cost the capture its outputs stream
+            log.exception("dashboard: could not take %d outputs", len(outputs))
+
+    def tick(self) -> None:
+        if self.inner is not None:
+            self.inner.tick()
+
+    def close(self) -> None:
+        if self.inner is not None:
+            self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:  # e.g. OutputRecorder.count
+        return getattr(self.inner, name)
+
+
+# =============================================================== pieces of the screen
+
+
+def _has(pipeline: Any, name: str) -> bool:
+    return any(r.name == name for r in getattr(pipeline, "reducers", ()))
+
+
+def _symbols_of(pipeline: Any) -> list[str]:
+    if not getattr(pipeline, "reducers", None):
+        return []
+    from engine.replay.replay import symbols_of
+
+    return symbols_of(pipeline)
+
+
+def _phase(pipeline: Any, sym: str) -> tuple[str, int]:
+    """(sync phase, buffered diffs) of ``sym``'s book ("—" without a book reducer)."""
+    if not _has(pipeline, "book"):
+        return "—", 0
+    sb = pipeline.state("book").symbols.get(sym)
+    if sb is None:
+        return "waiting", 0
+    return sb.main.phase, len(sb.main.buffer)
+
+
+def _phase_text(phase: tuple[str, int]) -> Text:
+    name, buffered = phase
+    style = {"synced": "green", "primed": "green", "resyncing": "red"}.get(name, "yellow")
+    extra = f" ({buffered} diffs buffered)" if buffered else ""
+    return Text(f"{name}{extra}", style=style)
+
+
+def _book_line(book: dict[str, Any] | None, depth: int) -> RenderableType:
+    if not book or not book.get("synced"):
+        return Text("book not synced", style="dim")
+    bb, ba = book["best_bid"], book["best_ask"]
+    imb = book["imbalance"]
+    if imb is not None and not imb.startswith("-"):
+        imb = "+" + imb
+    return Text.assemble(
+        ("bid ", "dim"),
+        ("—" if bb is None else f"{bb[0]} × {bb[1]}", "green"),
+        ("   ask ", "dim"),
+        ("—" if ba is None else f"{ba[0]} × {ba[1]}", "red"),
+        ("   spread ", "dim"),
+        str(book["spread"] or "—"),
+        ("   mid ", "dim"),
+        str(book["mid"] or "—"),
+        (f"   imbalance(top {depth}) ", "dim"),
+        str(imb or "—"),
+        ("   levels ", "dim"),
+        f"{book['bid_levels']}/{book['ask_levels']}",
+    )
+
+
+class _Panes:
+    """Ladder, trades and candles side by side if the width allows, else candles below."""
+
+    def __init__(self, *panes: RenderableType, gap: int = 3) -> None:
+        self.panes = panes
+        self.gap = gap
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        widths = [Measurement.get(console, options, p).maximum for p in self.panes]
+        fit = len(self.panes)
+        while fit > 1 and sum(widths[:fit]) + self.gap * (fit - 1) > options.max_width:
+            fit -= 1
+        grid = Table.grid(padding=(0, self.gap))
+        for _ in range(fit):
+            grid.add_column()
+        grid.add_row(*self.panes[:fit])
+        yield grid
+        yield from self.panes[fit:]
+
+
+def _connection(status: Any) -> Text:
+    if status.connections_open > 0:
+        return Text(f"● connected ({status.connections_open})", style="bold green")
+    if status.connects == 0:
+        return Text("○ connecting", style="bold yellow")
+    return Text("✕ disconnected", style="bold red")
+
+
+def _header(pipeline: Any, status: Any) -> RenderableType:
+    c = getattr(pipeline, "counters", None)
+    last_ns = getattr(c, "last_recv_ns", 0) or 0
+    codec = getattr(getattr(pipeline, "codec", None), "name", None)
+    title = "wiretape" + (f" · {codec}" if codec else "") + f" · {_stamp(last_ns)}"
+    errs = sum(status.errors.values())
+    line1 = Text.assemble(
+        _connection(status),
+        ("   connects ", "dim"),
+        str(status.connects),
+        ("   reconnects ", "dim"),
+        (str(status.reconnects), "yellow" if status.reconnects else ""),
+        ("   rotations ", "dim"),
+        str(status.rotations),
+        "   ",
+        (f"{status.frames_per_s:,.0f}", "bold"),
+        (" frames/s   ", "dim"),
+        f"{status.frames_in:,}",
+        (" frames in (", "dim"),
+        _bytes(status.bytes_in),
+        (")", "dim"),
+    )
+    line2 = Text.assemble(
+        ("journal ", "dim"),
+        _bytes(status.journal_bytes),
+        (", ", "dim"),
+        f"{status.journal_frames:,}",
+        (" frames   decode errors ", "dim"),
+        (str(status.decode_errors), "red" if status.decode_errors else ""),
+        ("   errors ", "dim"),
+        (str(errs), "red" if errs else ""),
+        (
+            " (" + ", ".join(f"{k} {n}" for k, n in sorted(status.errors.items())) + ")"
+            if errs
+            else "",
+            "red",
+        ),
+        ("   REST ", "dim"),
+        f"{status.rest_responses}/{status.rest_requests}",
+        ("   outputs ", "dim"),
+        f"{getattr(c, 'outputs', 0):,}",
+    )
+    lines: list[RenderableType] = [line1, line2]
+    if status.last_error:
+        lines.append(Text(f"last error: {status.last_error}", style="red", overflow="ellipsis"))
+    return Panel(Group(*lines), title=title, title_align="left", border_style="cyan")
+
+
+def status_line(status: Any, pipeline: Any = None) -> str:
+    """One plain log line (``engine run --no-dashboard``): the status, data time, books in sync.
+
+    :meth:`engine.live.CaptureStatus.line` plus what only the pipeline knows
+    (the receive time of the last frame folded, how many books are synced) and
+    the last error.
+    """
+    parts = [status.line().strip()]
+    if pipeline is not None:
+        c = getattr(pipeline, "counters", None)
+        ns = getattr(c, "last_recv_ns", 0) or 0
+        parts.append(f"data {_stamp(ns)}")
+        if _has(pipeline, "book"):
+            syms = pipeline.state("book").symbols
+            synced = sum(1 for sb in syms.values() if sb.main.phase == "synced")
+            parts.append(f"books {synced}/{len(syms)} synced")
+    if status.last_error:
+        parts.append(f"last error: {status.last_error}")
+    return "  ".join(parts)
+
+
+# =============================================================== the live task
+
+
+class _LogToConsole(logging.Handler):
+    """Prints log records above the live display (a plain stream write would tear it)."""
+
+    def __init__(self, console: Console, formatter: logging.Formatter | None) -> None:
+        super().__init__()
+        self.console = console
+        self.setFormatter(formatter or logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.console.print(Text(self.format(record)), soft_wrap=True)
+        except Exception:
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _logs_through(console: Console) -> Iterator[None]:
+    """While the display runs, root handlers writing to the terminal print through ``console``."""
+    root = logging.getLogger()
+    moved = [
+        h
+        for h in root.handlers
+        if type(h) is logging.StreamHandler and getattr(h.stream, "isatty", lambda: False)()
+    ]
+    if not moved:
+        yield
+        return
+    repl = _LogToConsole(console, moved[0].formatter)
+    repl.setLevel(min(h.level for h in moved))
+    for h in moved:
+        root.removeHandler(h)
+    root.addHandler(repl)
+    try:
+        yield
+    finally:
+        root.removeHandler(repl)
+        for h in moved:
+            root.addHandler(h)
+
+
+async def run_dashboard(
+    capture: Any,
+    symbols: Sequence[str],
+    refresh_s: float = 0.5,
+    *,
+    dashboard: Dashboard | None = None,
+    console: Console | None = None,
+) -> None:
+    """Redraw the dashboard of ``capture`` every ``refresh_s`` until cancelled.
+
+    Run it as a task in the capture's nursery.  It installs a tee on
+    ``capture.recorder`` so the dashboard sees the outputs (unless a
+    ``dashboard`` is given: then the caller feeds it).  Rendering happens in
+    this trio task between frames (never in a thread: the pipeline is not
+    locked), and an exception while rendering is logged once per distinct
+    message and skipped — the display must never stop the capture.
+    """
+    dash = dashboard
+    if dash is None:
+        dash = Dashboard()
+        rec = getattr(capture, "recorder", None)
+        if not isinstance(rec, _Tee):
+            capture.recorder = dash.recorder(rec)
+    con = console or Console(file=sys.stdout)
+    seen: set[str] = set()
+    with (
+        _logs_through(con),
+        Live(console=con, auto_refresh=False, redirect_stdout=False, redirect_stderr=False) as live,
+    ):
+        while True:
+            try:
+                view = dash.render(capture.pipeline, capture.status, symbols)
+                live.update(view, refresh=True)
+            except Exception as exc:
+                dash.render_errors += 1
+                key = f"{type(exc).__name__}: {exc}"
+                if key not in seen and len(seen) < 100:
+                    seen.add(key)
+                    log.exception("dashboard: render failed (skipped; capture unaffected)")
+            await trio.sleep(refresh_s)
