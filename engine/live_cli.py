@@ -182,7 +182,7 @@ async def capture_main(opts: RunOptions, *, task_status: Any = trio.TASK_STATUS_
             checkpointer.write(capture.pipeline)  # the final state: time travel to the very end
         st = capture.status
         summary = {
-            "journal": str(jdir),
+            "journal": str(Path(jdir).resolve()),
             "frames_in": st.frames_in,
             "frames_out": st.frames_out,
             "journal_frames": st.journal_frames,
