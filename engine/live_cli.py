@@ -182,7 +182,7 @@ async def capture_main(opts: RunOptions, *, task_status: Any = trio.TASK_STATUS_
             checkpointer.write(capture.pipeline)  # the final state: time travel to the very end
         st = capture.status
         summary = {
-            "journal": str(Path(jdir).resolve()),
+            "journal": str(jdir),
             "frames_in": st.frames_in,
             "frames_out": st.frames_out,
             "journal_frames": st.journal_frames,
@@ -352,7 +352,7 @@ def run(
         raise click.ClickException(
             f"{target} already holds a journal: choose a new --journal directory"
         )
-    opts = attrs.evolve(opts, journal=target)
+    opts = attrs.evolve(opts, journal=target.absolute())
     try:
         summary = trio.run(capture_main, opts)
     except OSError as exc:
