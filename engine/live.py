@@ -23,12 +23,19 @@ REST responses (``kind=rest``, ``code`` = HTTP status).
                             │                         └─ _conn_task (conn k+1) ← during a gap-free rotation
                             └─ _fetch_snapshot  (one per symbol in flight, on SnapshotRequest)
 
-    _conn_task ── nursery ─┬─ trio-websocket's reader
-                           └─ session nursery ─┬─ _read     (journal → pipeline)
-                                               ├─ _subscribe (SUBSCRIBE chunks through the limiter)
-                                               ├─ _pinger   (own pings under fail_after: stall)
-                                               ├─ _watchdog (no data for N s: stale)
-                                               └─ _rotation (lifetime / serverShutdown hand-over)
+    _conn_task ── nursery ─┬─ trio-websocket's reader   (we own the TCP/TLS stream under it)
+                           └─ _session ─┬─ _read     (journal → pipeline)
+                                        ├─ _helpers ─┬─ _subscribe (SUBSCRIBE chunks through the limiter)
+                                        │            ├─ _pinger   (own pings under fail_after: stall)
+                                        │            ├─ _watchdog (no data for N s: stale)
+                                        │            └─ _rotation (lifetime / serverShutdown hand-over)
+                                        └─ _closer   (clean close: our close frame, read to the peer's)
+
+Closing without loss (stop, rotation): the helpers are cancelled, our close
+frame goes out, and ``_read`` keeps journaling until the server's close frame
+arrives (bounded by ``disconnect_timeout_s``), so every frame the server sent
+before it saw our close is journaled.  trio-websocket's own ``aclose()`` would
+drop those (it closes its queue first); see :func:`_send_close`.
 
 Errors (:class:`CaptureError` and subclasses) end one connection: they are
 journaled as a local ``error`` frame, counted in ``status.errors`` by kind,
@@ -53,12 +60,15 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 import orjson
 import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed as WsClosed
+from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection
 
 from engine.events import ServerShutdown
 from engine.journal.schema import Dir, Kind
@@ -398,6 +408,15 @@ class _Conn:
     rotate: trio.Event = attrs.Factory(trio.Event)
     limiter: Any = None
     done: bool = False
+    #: the TCP (or TLS) stream under ``ws``: ours to close, whatever trio-websocket did
+    stream: Any = None
+    #: the session's nursery and the cancel scope of its helper tasks (all but the reader)
+    session: trio.Nursery | None = None
+    helpers: trio.CancelScope | None = None
+    #: why we are closing it cleanly (our close frame sent, still reading until the peer's)
+    closing: str | None = None
+    #: set when the reader saw the peer's close after ours: nothing it sent is lost
+    read_done: trio.Event = attrs.Factory(trio.Event)
 
 
 class _ShutdownWatch:
@@ -497,6 +516,9 @@ class Capture:
         self._http: Any = None
         self._fsync_errors = 0
         self.cancel_scope = trio.CancelScope()
+        self._stopping = False
+        self._stop_requested: trio.Event | None = None
+        self._all_closed: trio.Event | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -523,6 +545,9 @@ class Capture:
                     self._http = http
                     async with trio.open_nursery() as n:
                         self._nursery = n
+                        self._stop_requested = trio.Event()
+                        self._all_closed = trio.Event()
+                        n.start_soon(self._stopper)
                         n.start_soon(self._ticker)
                         n.start_soon(self._status_loop)
                         for i, shard in enumerate(self.shards):
@@ -533,7 +558,27 @@ class Capture:
         return st
 
     def stop(self) -> None:
-        """Stop reading and wind down (the journal is sealed when :meth:`run` returns)."""
+        """Close every connection cleanly, then wind down (the journal is sealed when :meth:`run` returns).
+
+        Each connection sends its close frame and keeps journaling until the
+        server's close arrives (bounded by ``disconnect_timeout_s``): every frame
+        the server sent before it saw our close is in the journal.  Call it from
+        the trio thread; cancelling :attr:`cancel_scope` instead stops at once.
+        """
+        if self._stop_requested is None:  # not running (yet): nothing to close
+            self.cancel_scope.cancel()
+            return
+        self._stopping = True
+        self._stop_requested.set()
+
+    async def _stopper(self) -> None:
+        assert self._stop_requested is not None and self._all_closed is not None
+        await self._stop_requested.wait()
+        for c in list(self.conns.values()):
+            self._close(c, "capture stopped")
+        if self.conns:
+            with trio.move_on_after(self.config.disconnect_timeout_s + 0.5):
+                await self._all_closed.wait()
         self.cancel_scope.cancel()
 
     # ------------------------------------------------------------------ journaling helpers
@@ -648,14 +693,18 @@ class Capture:
         prev: _Conn | None = None
         first = True
         async with trio.open_nursery() as n:
-            while True:
+            rotating = False
+            while not self._stopping:
                 c = self._new_conn(index, streams)
-                if not first:
+                if not first and not rotating:
                     self.status.reconnects += 1
                 first = False
                 n.start_soon(self._conn_task, c, prev)
                 await c.signal.wait()
-                if c.rotating and not c.done:
+                if self._stopping:
+                    break
+                rotating = c.rotating and not c.done
+                if rotating:
                     self.status.rotations += 1
                     backoff.reset()
                     prev = c
@@ -676,30 +725,44 @@ class Capture:
         c.rotate.set()
         c.signal.set()
 
+    async def _open(self, c: _Conn, nursery: trio.Nursery) -> Any:
+        """TCP (+TLS), then the WebSocket handshake; the stream is kept so we can always close it."""
+        cfg = self.config
+        parts = urlsplit(c.url)
+        tls = parts.scheme == "wss"
+        host = parts.hostname or ""
+        port = parts.port or (443 if tls else 80)
+        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        try:
+            with trio.fail_after(cfg.connect_timeout_s):
+                if tls:
+                    c.stream = await trio.open_ssl_over_tcp_stream(
+                        host, port, ssl_context=self._ssl, https_compatible=True
+                    )
+                else:
+                    c.stream = await trio.open_tcp_stream(host, port)
+                return await trio_websocket.wrap_client_stream(
+                    nursery,
+                    c.stream,
+                    host if port in (80, 443) else f"{host}:{port}",
+                    resource,
+                    message_queue_size=cfg.message_queue,
+                    max_message_size=cfg.max_message_bytes,
+                    receive_buffer_size=65536,
+                )
+        except trio.TooSlowError:
+            raise ConnectFailed(f"connect timed out after {cfg.connect_timeout_s} s") from None
+        except (OSError, trio.BrokenResourceError) as exc:
+            raise ConnectFailed(f"{type(exc).__name__}: {exc}") from None
+
     async def _conn_task(self, c: _Conn, prev: _Conn | None) -> None:
         """One connection from connect to close; every ending is journaled, none raises."""
-        cfg = self.config
         self.conns[c.id] = c
         close_code: int | None = None
         close_reason = ""
         try:
             async with _single_errors(), trio.open_nursery() as n:
-                try:
-                    with trio.fail_after(cfg.connect_timeout_s):
-                        ws = await trio_websocket.connect_websocket_url(
-                            n,
-                            c.url,
-                            self._ssl if c.url.startswith("wss:") else None,
-                            message_queue_size=cfg.message_queue,
-                            max_message_size=cfg.max_message_bytes,
-                            receive_buffer_size=65536,
-                        )
-                except trio.TooSlowError:
-                    raise ConnectFailed(
-                        f"connect timed out after {cfg.connect_timeout_s} s"
-                    ) from None
-                except (OSError, trio_websocket.HandshakeError, trio.BrokenResourceError) as exc:
-                    raise ConnectFailed(f"{type(exc).__name__}: {exc}") from None
+                ws = await self._open(c, n)
                 c.ws = ws
                 c.opened_at = trio.current_time()
                 self.status.connects += 1
@@ -713,29 +776,20 @@ class Capture:
                 try:
                     await self._session(c, ws, prev)
                 finally:
-                    if c.error is None:
-                        close_code, close_reason = (
-                            1000,
-                            "rotated" if c.rotating else "capture stopped",
-                        )
-                    elif isinstance(c.error, ServerClosed):
-                        close_code, close_reason = c.error.code, c.error.reason
-                    else:
-                        close_code, close_reason = 1000, c.error.kind
-                    with trio.move_on_after(cfg.disconnect_timeout_s) as cs:
-                        cs.shield = True
-                        try:
-                            await ws.aclose(1000, close_reason[:100])
-                        except Exception:  # noqa: BLE001 - closing a broken socket may fail any way
-                            pass
+                    close_code, close_reason = await self._end_ws(c, ws)
                     n.cancel_scope.cancel()
         except CaptureError as exc:
             c.error = exc
+        except trio_websocket.HandshakeError as exc:  # raised in trio-websocket's reader task
+            c.error = ConnectFailed(f"handshake: {exc}")
         except Exception as exc:  # noqa: BLE001 - a bug in one connection must not stop the capture
             c.error = CaptureError(f"internal {type(exc).__name__}: {exc}")
             log.exception("conn %d: unexpected error", c.id)
         finally:
-            # journal the ending (sync: works under cancellation too)
+            if c.stream is not None:
+                with trio.CancelScope(shield=True):
+                    await trio.aclose_forcefully(c.stream)
+            # journal the ending (sync from here: works under cancellation too)
             if c.error is not None and not isinstance(c.error, ServerClosed):
                 self._record_error(c.id, c.url, c.error, "connect" if c.ws is None else "session")
             elif isinstance(c.error, ServerClosed):
@@ -748,13 +802,69 @@ class Capture:
             c.done = True
             c.signal.set()
             self.conns.pop(c.id, None)
+            if self._stopping and not self.conns and self._all_closed is not None:
+                self._all_closed.set()
+
+    async def _end_ws(self, c: _Conn, ws: Any) -> tuple[int | None, str]:
+        """Finish the WebSocket after the session; returns the (code, reason) to journal.
+
+        A clean close already happened in :meth:`_closer`.  A stalled peer gets no
+        close handshake (it would not answer): 1006, as for any abort.  Other
+        errors get a bounded close handshake (never trio-websocket's 60 s).
+        """
+        err = c.error
+        if err is None:
+            return 1000, c.closing or ("rotated" if c.rotating else "capture stopped")
+        if isinstance(err, ServerClosed):
+            return err.code, err.reason
+        if isinstance(err, StalledConnection):
+            return 1006, err.kind
+        with trio.move_on_after(self.config.disconnect_timeout_s) as cs:
+            cs.shield = True
+            try:
+                await ws.aclose(1000, err.kind)
+            except Exception:  # noqa: BLE001 - closing a broken socket may fail any way
+                pass
+        return 1000, err.kind
+
+    def _close(self, c: _Conn, reason: str) -> None:
+        """Begin a clean close of ``c``: stop its helpers, send our close frame, keep journaling."""
+        if c.closing is not None or c.done or c.ws is None or c.session is None:
+            return
+        c.closing = reason
+        if c.helpers is not None:
+            c.helpers.cancel()
+        c.session.start_soon(self._closer, c, c.ws)
+
+    async def _closer(self, c: _Conn, ws: Any) -> None:
+        """Send the close frame; the reader journals until the peer's close (bounded), then end."""
+        with trio.move_on_after(self.config.disconnect_timeout_s):
+            try:
+                await _send_close(ws, 1000, c.closing or "")
+            except WsClosed:
+                pass  # closed meanwhile: the reader ends by itself
+            await c.read_done.wait()
+        assert c.scope is not None
+        c.scope.cancel()
 
     async def _session(self, c: _Conn, ws: Any, prev: _Conn | None) -> None:
-        """Run reader, subscriber, pinger, watchdog and rotation until one ends the connection."""
+        """Run the reader and the helpers (subscriber, pinger, watchdog, rotation) until the end."""
+        try:
+            with trio.CancelScope() as scope:
+                c.scope = scope
+                async with trio.open_nursery() as n:
+                    c.session = n
+                    n.start_soon(self._guard, c, self._read, c, ws, prev)
+                    n.start_soon(self._helpers, c, ws)
+                    if self._stopping:
+                        self._close(c, "capture stopped")
+        finally:
+            c.session = None
+
+    async def _helpers(self, c: _Conn, ws: Any) -> None:
         with trio.CancelScope() as scope:
-            c.scope = scope
+            c.helpers = scope
             async with trio.open_nursery() as n:
-                n.start_soon(self._guard, c, self._read, c, ws, prev)
                 if c.url_streams < len(c.streams):
                     n.start_soon(self._guard, c, self._subscribe, c, ws)
                 n.start_soon(self._guard, c, self._pinger, c, ws)
@@ -785,7 +895,8 @@ class Capture:
         try:
             msg = await get()
         except WsClosed as exc:
-            raise _closed_error(exc) from None
+            self._read_closed(c, exc)
+            return
         c.ready.set()
         if prev is not None:
             prev.release.set()
@@ -812,7 +923,14 @@ class Capture:
             try:
                 msg = await get()
             except WsClosed as exc:
-                raise _closed_error(exc) from None
+                self._read_closed(c, exc)
+                return
+
+    def _read_closed(self, c: _Conn, exc: WsClosed) -> None:
+        """The peer's close: the end of a clean close we began, or an error."""
+        if c.closing is None:
+            raise _closed_error(exc) from None
+        c.read_done.set()
 
     async def _send_control(self, c: _Conn, ws: Any, limiter: ControlLimiter, data: bytes) -> None:
         await limiter.acquire()
@@ -876,8 +994,7 @@ class Capture:
             self._start_rotation(c, f"lifetime {cfg.lifetime_s} s")
         with trio.move_on_after(cfg.handoff_timeout_s):
             await c.release.wait()
-        assert c.scope is not None
-        c.scope.cancel()
+        self._close(c, "rotated")
 
     # ------------------------------------------------------------------ REST snapshots
 
@@ -960,6 +1077,24 @@ def _leaves(eg: BaseExceptionGroup[Any]) -> list[BaseException]:
     for e in eg.exceptions:
         out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
     return out
+
+
+async def _send_close(ws: Any, code: int, reason: str) -> None:
+    """Send our close frame and leave the connection *readable* until the peer's close arrives.
+
+    trio-websocket's ``aclose()`` closes its message queue first: frames the
+    server sent before it saw our close would be discarded, unjournaled.  RFC 6455
+    lets an endpoint keep receiving after sending its close, so this sends the
+    frame through the connection's own send path (the one internal we rely on;
+    without it we fall back to ``aclose()`` and lose that tail).
+    """
+    send = getattr(ws, "_send", None)
+    proto = getattr(ws, "_wsproto", None)
+    if send is None or proto is None:
+        await ws.aclose(code, reason)
+        return
+    if proto.state is ConnectionState.OPEN:
+        await send(CloseConnection(code=code, reason=reason))
 
 
 def _closed_error(exc: WsClosed) -> CaptureError:
