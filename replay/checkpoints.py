@@ -11,7 +11,7 @@ is skipped; the fold then starts further back, possibly at the beginning).
 
 File: ``ckpt-<last_seq:012d>-<max_recv_ns>.json.zst`` (or ``.json`` with
 ``compress=False``): a standard zstd stream (``zstd -d`` reads it) of one JSON
-object ``{"format", "bigints", "journal", "fingerprint", "last_seq",
+object ``{"format", "journal", "fingerprint", "last_seq",
 "max_recv_ns", "pipeline"}`` where ``pipeline`` is :meth:`Pipeline.snapshot`.
 ``max_recv_ns`` (the largest receive time folded so far) is in the file name
 too, so picking the checkpoint for a time needs no decompression.
@@ -28,10 +28,11 @@ hash of the codec name and every reducer's configuration ``repr``: a
 checkpoint from another journal or another reducer set/configuration is never
 restored (it would silently give a different state).
 
-JSON: orjson when every int fits in 64 bits; the trade notional (price×qty at
-1e-16) can exceed that, and orjson reads big ints back as *floats*, so such a
-checkpoint is written with the stdlib encoder and flagged ``"bigints": true``
-(the second key, checked by prefix before choosing the decoder).
+JSON: :func:`engine.serde.dumps_json` — orjson when every int fits in 64 bits;
+the trade notional (price×qty at 1e-16) can exceed that, and orjson reads big
+ints back as *floats*, so such a checkpoint is written with the stdlib encoder
+behind a leading ``"bigints": true`` marker that :func:`engine.serde.loads_json`
+recognises.
 
 Retention (bounded count, documented for users): the newest ``keep_recent``
 checkpoints are always kept; older ones are thinned to at most ``keep_old`` by
@@ -44,16 +45,15 @@ the cadence) after the restore.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 import attrs
-import orjson
 import pyarrow as pa
 
+from engine import serde
 from engine.pipeline import Pipeline
 
 __all__ = [
@@ -69,10 +69,9 @@ __all__ = [
 ]
 
 CHECKPOINTS_DIR = "checkpoints"
-FORMAT = 1
+#: 2: JSON through engine.serde.dumps_json (its ``bigints`` marker); format-1 files are skipped.
+FORMAT = 2
 _NAME_RE = re.compile(r"^ckpt-(\d{12,})-(-?\d+)\.json(\.zst)?$")
-_BIG_PREFIX = b'{"format":1,"bigints":true'
-_I64 = 2**63
 
 
 @attrs.frozen
@@ -129,21 +128,6 @@ def list_checkpoints(journal_dir: str | os.PathLike[str]) -> list[CheckpointInfo
     return out
 
 
-def _encode(doc: dict[str, Any]) -> bytes:
-    try:
-        return orjson.dumps(doc)
-    except TypeError:  # an int outside 64 bits (orjson cannot write it)
-        doc = {"format": doc["format"], "bigints": True, **doc}
-        return json.dumps(doc, separators=(",", ":")).encode()
-
-
-def _decode(raw: bytes) -> dict[str, Any]:
-    if raw.startswith(_BIG_PREFIX):
-        d: dict[str, Any] = json.loads(raw)
-        return d
-    return orjson.loads(raw)  # type: ignore[no-any-return]
-
-
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The JSON document of one checkpoint file.
 
@@ -157,7 +141,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
                 raw = f.read()
         else:
             raw = p.read_bytes()
-        doc = _decode(raw)
+        doc = serde.loads_json(raw)
     except (OSError, pa.ArrowException, ValueError) as exc:
         raise ValueError(f"{p}: unreadable checkpoint ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
@@ -237,7 +221,7 @@ class CheckpointWriter:
             "max_recv_ns": max_ns,
             "pipeline": pipeline.snapshot(),
         }
-        raw = _encode(doc)
+        raw = serde.dumps_json(doc)
         if self.policy.compress:
             sink = pa.BufferOutputStream()
             with pa.CompressedOutputStream(sink, "zstd") as z:

@@ -52,6 +52,8 @@ from engine.replay.checkpoints import (
 __all__ = [
     "CHUNK_ROWS",
     "parse_time",
+    "format_ns",
+    "seq_span",
     "open_journal",
     "pipeline_for",
     "chunks",
@@ -107,6 +109,39 @@ def parse_time(text: str) -> int:
     return int(whole.timestamp()) * 1_000_000_000 + dt.microsecond * 1_000
 
 
+def format_ns(ns: int) -> str:
+    """Epoch ns → exact ISO-8601 UTC text with nanoseconds (``2024-01-01T00:00:05.123456789Z``)."""
+    secs, frac = divmod(ns, 1_000_000_000)
+    return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
+
+
+def seq_span(reader: JournalReader) -> tuple[int, int] | None:
+    """``(first_seq, last_seq)`` of a journal, reading its first batch and its last segment only.
+
+    For progress bars: seqs increase by one per frame, so the span estimates
+    the frame count without reading the whole journal.  None if it is empty.
+    """
+    from engine.journal.reader import read_segment
+
+    first = last = None
+    for seg in reader.segments:
+        for batch in read_segment(seg):
+            if batch.num_rows:
+                first = batch.column(0)[0].as_py()
+                break
+        if first is not None:
+            break
+    if first is None:
+        return None
+    for seg in reversed(reader.segments):
+        for batch in read_segment(seg):
+            if batch.num_rows:
+                last = batch.column(0)[batch.num_rows - 1].as_py()
+        if last is not None:
+            return first, last
+    return None
+
+
 def open_journal(journal_dir: str | os.PathLike[str]) -> JournalReader:
     """A reader of the journal (raises :class:`engine.journal.reader.NotAJournal`)."""
     return JournalReader(journal_dir)
@@ -118,9 +153,12 @@ def pipeline_for(metadata: dict[str, Any]) -> Pipeline:
 
 
 def chunks(
-    reader: JournalReader, after_seq: int = 0, until_ns: int | None = None
+    reader: JournalReader,
+    after_seq: int = 0,
+    until_ns: int | None = None,
+    rows: int = CHUNK_ROWS,
 ) -> Iterator[pa.RecordBatch]:
-    """The journal's frames with ``seq > after_seq`` as batches of at most :data:`CHUNK_ROWS`.
+    """The journal's frames with ``seq > after_seq`` as batches of at most ``rows`` frames.
 
     Stops before the first frame whose ``recv_ns > until_ns`` (the prefix rule).
     Batches wholly at or before ``after_seq`` are skipped without decoding.
@@ -143,8 +181,8 @@ def chunks(
                 batch = batch.slice(0, late)
                 n = late
                 stop = True
-        for i in range(0, n, CHUNK_ROWS):
-            yield batch.slice(i, CHUNK_ROWS)
+        for i in range(0, n, rows):
+            yield batch.slice(i, rows)
         if stop:
             return
 
@@ -202,7 +240,9 @@ class Replay:
             writer.start(p)
         start = self.start_ns
         after = p.counters.last_seq
-        for batch in chunks(self.reader, after, self.end_ns):
+        # a frame cadence finer than a chunk needs finer chunks to be honoured
+        rows = CHUNK_ROWS if writer is None else min(CHUNK_ROWS, writer.policy.every_frames)
+        for batch in chunks(self.reader, after, self.end_ns, rows):
             outs = p.feed_batch(batch)
             self.frames += batch.num_rows
             if writer is not None:
@@ -242,6 +282,7 @@ def state_at(
     *,
     use_checkpoints: bool = True,
     checkpoints: CheckpointPolicy | None = None,
+    on_chunk: Callable[[int, Pipeline], None] | None = None,
 ) -> tuple[Pipeline, CheckpointInfo | None, int]:
     """The pipeline state at ``at_ns``: nearest checkpoint at or before it, then fold forward.
 
@@ -254,6 +295,7 @@ def state_at(
         end_ns=at_ns,
         checkpoints=checkpoints,
         use_checkpoints=False,
+        on_chunk=on_chunk,
     )
     if use_checkpoints:
         r.restored = restore_nearest(r.dir, r.pipeline, r.metadata, at_ns)
@@ -335,8 +377,9 @@ class Tally:
 
 
 def is_alert(output: Any) -> bool:
-    """Alerts are the anomaly detector's outputs (module ``engine.anomaly``)."""
-    return type(output).__module__ == "engine.anomaly"
+    """Alerts: the anomaly detector's outputs (module ``engine.anomaly``) or any ``*Alert`` class."""
+    cls = type(output)
+    return cls.__module__ == "engine.anomaly" or cls.__name__.endswith("Alert")
 
 
 def tally_output(tallies: dict[str, Tally], output: Any) -> None:
