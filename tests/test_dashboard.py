@@ -1,0 +1,342 @@
+"""The dashboard: exact text of known states (real fixture journals), empty states, the trade tape
+reducer (hypothesis against the trade-selection rule), and the live task against a real capture
+from the simulator on 127.0.0.1."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from pathlib import Path
+
+import attrs
+import pytest
+import trio
+from hypothesis import given
+from hypothesis import strategies as st
+from rich.console import Console
+
+from engine import serde
+from engine.assembly import build_pipeline, standard_reducers
+from engine.book_reducer import BookSynced, CrossedBook, GapDetected
+from engine.candles import Candles
+from engine.codecs.registry import get_codec
+from engine.dashboard import Dashboard, TradeTape, describe, run_dashboard, status_line
+from engine.events import Trade
+from engine.journal.reader import JournalReader
+from engine.journal.writer import JournalWriter
+from engine.live import Capture, CaptureStatus, LiveConfig, _NullPipeline
+from engine.num import parse
+from engine.pipeline import Pipeline
+from engine.sim_cli import open_simulator
+from engine.trades import TradeAggregator
+from tests.test_trades import accepted, trade_streams
+
+JOURNALS = Path(__file__).resolve().parent.parent / "fixtures" / "journals"
+
+
+def fold(journal: str, extra: list | None = None, reducers: list | None = None):
+    """(pipeline, dashboard) after folding a fixture journal, the dashboard fed its outputs."""
+    reader = JournalReader(JOURNALS / journal)
+    codec = get_codec(reader.metadata["exchange"])
+    p = Pipeline(codec, (reducers or standard_reducers(codec)) + (extra or []))
+    d = Dashboard()
+    for batch in reader.batches():
+        d.on_outputs(p.feed_batch(batch))
+    return p, d
+
+
+def status() -> CaptureStatus:
+    return CaptureStatus(
+        frames_in=1540,
+        bytes_in=2_345_678,
+        frames_per_s=1234.4,
+        connections_open=2,
+        connects=3,
+        reconnects=1,
+        errors=Counter(stale=1),
+        journal_bytes=12_345_678,
+        journal_frames=1541,
+        rest_requests=4,
+        rest_responses=4,
+        last_error="stale in conn 1: no data for 30 s",
+    )
+
+
+def text(renderable, width: int = 120) -> str:
+    c = Console(record=True, width=width, force_terminal=False)
+    c.print(renderable)
+    return c.export_text()
+
+
+# =============================================================== known states
+
+
+def test_spot_fixture_renders_exact_book_and_header() -> None:
+    p, d = fold("binance-spot")
+    out = text(d.render(p, status(), ["nknusdt"]))
+    lines = out.splitlines()
+    assert lines[0].startswith("╭─ wiretape · binance · 2021-10-12 00:29:02.077 UTC ─")
+    assert "● connected (2)   connects 3   reconnects 1   rotations 0   1,234 frames/s" in lines[1]
+    assert "1,540 frames in (2.3 MB)" in lines[1]
+    assert "journal 12.3 MB, 1,541 frames   decode errors 0   errors 1 (stale 1)   REST 4/4" in out
+    assert "last error: stale in conn 1: no data for 30 s" in out
+    assert "─ NKNUSDT  synced  gaps 0  resyncs 0  drift 0  crossed 0 ─" in out
+    assert (
+        "│ bid 0.3527 × 9602   ask 0.3531 × 152   spread 0.0004   mid 0.3529   "
+        "imbalance(top 5) +0.381636   levels 614/994" in out
+    )
+    # the ladder: asks above (worst first), spread, bids; bars scaled to the largest qty shown
+    ladder = [ln[2:38].rstrip() for ln in lines if ln[2:].startswith(("ask  ", "bid  ", "sprd"))]
+    assert ladder == [
+        "ask   0.3535  4229  ███████",
+        "ask   0.3534  3116  █████",
+        "ask   0.3533  2713  █████",
+        "ask   0.3532   949  ██",
+        "ask   0.3531   152  █",
+        "sprd  0.0004",
+        "bid   0.3527  9602  ████████████████",
+        "bid   0.3526  2829  █████",
+        "bid   0.3525  1850  ███",
+        "bid   0.3524  3421  ██████",
+        "bid   0.3522  7231  ████████████",
+    ]
+    # the one trade of NKNUSDT in the capture, its VWAP and the open 1m candle
+    assert "last 0.3528  trades 1" in out
+    assert "VWAP  session  0.3528  vol  58" in out
+    assert "00:28:00*  0.3528  0.3528  0.3528  0.3528   58  1      —      —      —" in out
+    # notable outputs: the four syncs, newest last, with the time of their frame
+    assert "00:28:32.320  NKNUSDT  BookSynced  synced at 499869752 from snapshot 499869752" in out
+    assert "alerts: 0" in out
+
+
+def test_ladder_prices_padded_to_one_precision_stay_exact() -> None:
+    p, d = fold("binance-spot")
+    out = text(d.render(p, status(), ["BLZETH"]))
+    # the book holds 0.0000656 and 0.00006547: both shown with 8 decimals, spread too
+    assert "ask   0.00006560   1528  ██" in out
+    assert "sprd  0.00000013" in out
+    assert "bid   0.00006547    100  █" in out
+    assert "spread 0.00000013   mid 0.000065535" in out  # the mid is exact in half units
+
+
+def test_futures_fixture_last_trades_vwap_and_candles() -> None:
+    p, d = fold("binance-futures", [TradeTape()])
+    out = text(d.render(p, status(), ["SUSHIUSDT"]), width=160)
+    assert "taker buy 1619  sell 593" in out
+    for row in (
+        "VWAP  session  7.61488427  vol  2212",
+        "      60s      7.61488427  vol  2212",
+        "      300s     7.61488427  vol  2212",
+    ):
+        assert row in out
+    # the six newest trades, newest first, with their exchange time
+    assert "22:26:07.990  sell  7.611    1" in out
+    assert "22:26:03.257  sell  7.616   13" in out
+    assert "22:26:02.920" not in out  # the seventh newest is not shown
+    assert "22:25:00   7.612  7.618  7.610  7.617  1713  63      —      —      —" in out
+    assert "22:26:00*  7.618  7.620  7.611  7.611   499  18      —      —      —" in out
+    # at 160 columns the three panes sit side by side: the ladder row carries the candle header
+    assert any("ask   7.620  2662" in ln and "22:25:00" in ln for ln in out.splitlines())
+
+
+def test_candle_indicators_shown_exactly() -> None:
+    codec = get_codec("binance-futures")
+    candles = Candles(intervals=("1s",), sma_periods=(3,), ema_periods=(2,))
+    reducers = [r for r in standard_reducers(codec) if r.name != "candles"] + [candles]
+    p, d = fold("binance-futures", reducers=reducers)
+    d.candles_shown = 4
+    out = text(d.render(p, status(), ["CTKUSDT"]), width=160)
+    assert "1s          open   high    low  close   vol   n        sma3        ema2" in out
+    # closes 1.011, 1.011, 1.011 -> SMA3 1.011; EMA2 = 1.01108276 + 2/3 (1.011 - 1.01108276)
+    assert "22:26:09   1.011  1.011  1.011  1.011    10   1  1.01100000  1.01102759" in out
+    # the open candle, provisional: (1.011 + 1.011 + 1.012) / 3 = 1.0113333.. -> 1.01133333
+    assert "22:26:10*  1.011  1.012  1.011  1.012    90   2  1.01133333  1.01167586" in out
+    # an empty interval is a flat candle with no volume (Binance's definition)
+    assert "22:26:08   1.011  1.011  1.011  1.011     0   0  1.01133333  1.01108276" in out
+
+
+def test_alerts_kept_bounded_described_and_counted() -> None:
+    @attrs.frozen
+    class Alert:  # the anomaly detector's output is picked by class name
+        seq: int
+        recv_ns: int
+        symbol: str
+        kind: str
+
+        def line(self) -> str:
+            return f"{self.kind} on {self.symbol}"
+
+    d = Dashboard(alerts_kept=3, alerts_shown=3)
+    t = 1_700_000_000_123_000_000
+    d.on_outputs(
+        [
+            (1, GapDetected(1, t, "BTCUSDT", 100, 105, 110, None, "first id past book")),
+            (2, Trade(2, t, "BTCUSDT", 1, 1, 1, "buy", 1, 1, 1, 1)),  # not notable
+            (3, CrossedBook(3, t + 1_000_000, "ETHUSDT", 7, parse("3200.5"), parse("3200.25"))),
+            (4, Alert(4, t + 2_000_000, "ETHUSDT", "spread_spike")),
+        ]
+    )
+    assert [n.kind for n in d.notable] == ["GapDetected", "CrossedBook", "Alert"]
+    out = text(d._alerts())
+    assert "alerts: 3 (Alert 1, CrossedBook 1, GapDetected 1)" in out
+    assert "22:13:20.123  BTCUSDT  GapDetected  gap: book at 100, diff 105..110 (first id" in out
+    assert "22:13:20.124  ETHUSDT  CrossedBook  crossed book: bid 3200.5 ≥ ask 3200.25" in out
+    assert "22:13:20.125  ETHUSDT  Alert        spread_spike on ETHUSDT" in out
+    sync = BookSynced(5, t, "BTCUSDT", 9, 9, 10, 10, 0, True)
+    d.on_outputs([(5, sync)] * 5)
+    assert len(d.notable) == 3  # bounded
+    assert d.alert_counts == Counter(GapDetected=1, CrossedBook=1, Alert=1)  # infos not counted
+    assert describe(sync) == "resynced at 9 from snapshot 9 (0 diffs replayed, 10/10 levels)"
+
+
+def test_status_line_adds_data_time_books_and_last_error() -> None:
+    p, _ = fold("binance-spot")
+    line = status_line(status(), p)
+    assert line.startswith("1234 frames/s  1540 frames  conns 2  reconnects 1")
+    assert line.endswith(
+        "data 2021-10-12 00:29:02.077 UTC  books 4/4 synced  "
+        "last error: stale in conn 1: no data for 30 s"
+    )
+    assert status_line(CaptureStatus()) == CaptureStatus().line().strip()
+
+
+# =============================================================== nothing yet
+
+
+@pytest.mark.parametrize("symbols", [["btcusdt"], []])
+def test_render_never_raises_before_anything_synced(symbols: list[str]) -> None:
+    st0 = CaptureStatus()
+    for pipeline in (build_pipeline("binance"), _NullPipeline()):
+        out = text(Dashboard().render(pipeline, st0, symbols))
+        assert "○ connecting" in out and "nothing notable yet" in out
+        assert "journal 0 B, 0 frames" in out
+        if symbols:
+            assert "BTCUSDT" in out and "book not synced" in out and "no book yet" in out
+
+
+def test_render_while_buffering_shows_the_phase() -> None:
+    """Every frame but the REST snapshots: the books wait, diffs buffered, trades go on."""
+    p = build_pipeline("binance")
+    for batch in JournalReader(JOURNALS / "binance-spot").batches():
+        for row in batch.to_pylist():
+            if row["kind"] != "rest":
+                p.feed(
+                    *(row[k] for k in ("seq", "recv_ns", "conn", "dir", "kind", "source")),
+                    row["payload"],
+                    row["code"],
+                )
+    out = text(Dashboard().render(p, CaptureStatus(connections_open=1, connects=1), ["NKNUSDT"]))
+    assert "─ NKNUSDT  buffering (150 diffs buffered)  gaps 0  resyncs 0" in out
+    assert "book not synced" in out and "no book yet" in out
+    assert "last 0.3528  trades 1" in out
+
+
+# =============================================================== the tape reducer
+
+
+@given(
+    trades=trade_streams(),
+    size=st.integers(1, 12),
+    source=st.sampled_from(["auto", "trade", "aggTrade"]),
+)
+def test_tape_holds_the_last_accepted_trades(trades: list[Trade], size: int, source: str) -> None:
+    tape = TradeTape(size=size, source=source)
+    agg = TradeAggregator(source=source)
+    s, a = tape.initial(), agg.initial()
+    for ev in trades:
+        s, outs = tape.step(s, ev)
+        assert outs == ()
+        a, _ = agg.step(a, ev)
+    acc = accepted(trades, source)
+    for sym in {e.symbol for e in trades}:
+        want = [
+            (e.txn_ms, e.price, e.qty, e.side, e.last_id - e.first_id + 1)
+            for e, _ in acc
+            if e.symbol == sym
+        ][-size:]
+        assert list(s.symbols[sym].recent) == want
+    assert s.counts == a.counts  # the aggregator's selection rule, to the count
+
+
+@given(trades=trade_streams(), cut=st.integers(0, 120))
+def test_tape_snapshot_restore_continues_identically(trades: list[Trade], cut: int) -> None:
+    tape = TradeTape(size=5)
+
+    def run(events, state):
+        for ev in events:
+            state, _ = tape.step(state, ev)
+        return state
+
+    whole = run(trades, tape.initial())
+    data = json.loads(json.dumps(tape.snapshot(run(trades[:cut], tape.initial()))))
+    resumed = run(trades[cut:], tape.restore(data))
+    assert tape.snapshot(resumed) == tape.snapshot(whole)
+    assert all(s.recent.maxlen == 5 for s in resumed.symbols.values())
+    assert serde.TYPES["TapeState"] is type(whole)
+
+
+# =============================================================== the live task
+
+
+def capture_for(sim, tmp_path: Path) -> Capture:
+    codec = get_codec("sim")
+    cfg = LiveConfig(exchange="sim", symbols=("btcusdt",), ws_url=sim.ws_url, rest_url=sim.rest_url)
+    writer = JournalWriter.create(tmp_path / "j", {"exchange": "sim"})
+    return Capture(cfg, writer, codec, standard_reducers(codec) + [TradeTape()])
+
+
+def synced_with_trades(cap: Capture) -> bool:
+    st = cap.status  # connections_open is refreshed once a second by the capture
+    return (
+        st.outputs["BookSynced"] >= 1
+        and st.connections_open >= 1
+        and bool(cap.pipeline.state("tape").symbols)
+    )
+
+
+async def test_run_dashboard_draws_a_real_capture_and_sees_its_outputs(tmp_path: Path) -> None:
+    buf = io.StringIO()
+    console = Console(file=buf, width=120, force_terminal=True, color_system=None)
+    async with open_simulator(seed=3, symbols=["BTCUSDT"], tick=0.005) as sim:
+        cap = capture_for(sim, tmp_path)
+        async with trio.open_nursery() as n:
+            await n.start(cap.run)
+            n.start_soon(lambda: run_dashboard(cap, ["btcusdt"], 0.1, console=console))
+            with trio.fail_after(10):
+                while not synced_with_trades(cap):  # noqa: ASYNC110 - the capture's counters
+                    await trio.sleep(0.05)
+            await trio.sleep(0.3)  # a few refreshes after the sync
+            cap.stop()
+            n.cancel_scope.cancel()
+    tee = cap.recorder
+    assert any(x.kind == "BookSynced" and x.symbol == "BTCUSDT" for x in tee.dashboard.notable)
+    out = buf.getvalue()
+    assert "BTCUSDT  synced" in out and "sprd" in out and "BookSynced" in out
+    assert "frames/s" in out and "connected (1)" in out
+
+
+async def test_render_errors_are_logged_once_and_never_stop_the_capture(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken(Dashboard):
+        def render(self, pipeline, status, symbols):
+            raise RuntimeError("render exploded")
+
+    dash = Broken()
+    console = Console(file=io.StringIO(), width=100)
+    async with open_simulator(seed=4, symbols=["BTCUSDT"], tick=0.005) as sim:
+        cap = capture_for(sim, tmp_path)
+        async with trio.open_nursery() as n:
+            await n.start(cap.run)
+            n.start_soon(lambda: run_dashboard(cap, [], 0.02, dashboard=dash, console=console))
+            await trio.sleep(0.3)
+            frames = cap.status.frames_in
+            await trio.sleep(0.5)
+            assert cap.status.frames_in > frames  # still capturing
+            cap.stop()
+            n.cancel_scope.cancel()
+    assert dash.render_errors >= 5
+    logged = [r for r in caplog.records if "render failed" in r.getMessage()]
+    assert len(logged) == 1
+    assert JournalReader(tmp_path / "j").metadata["exchange"] == "sim"  # sealed and readable
