@@ -229,14 +229,35 @@ _DESCRIBE: dict[str, Any] = {
 }
 
 
+def _alert_text(o: Any) -> str:
+    """An anomaly ``Alert`` without what the dashboard's other columns already say."""
+    unit = getattr(o, "unit", "")
+    fmt = _num if unit == "1e-8" else str
+    text = f"value {fmt(o.value)} ≥ threshold {fmt(o.threshold)}"
+    if unit and unit != "1e-8":
+        text += f" {unit}"
+    detail = getattr(o, "detail", "")
+    return f"{text}  {detail}" if detail else text
+
+
+def _kind(output: Any) -> str:
+    """What the alert column says: an anomaly's own kind ("large_trade"), else the class name."""
+    name = type(output).__name__
+    kind = getattr(output, "kind", None) if name == "Alert" else None
+    return kind if isinstance(kind, str) and kind else name
+
+
 def describe(output: Any) -> str:
-    """One line saying what an output reports (``Alert.line()`` for the anomaly detector's)."""
+    """One line saying what an output reports (time, symbol and kind are shown beside it)."""
+    name = type(output).__name__
+    if name == "Alert" and hasattr(output, "value") and hasattr(output, "threshold"):
+        return _alert_text(output)
+    f = _DESCRIBE.get(name)
+    if f is not None:
+        return str(f(output))
     line = getattr(output, "line", None)
     if callable(line):
         return str(line())
-    f = _DESCRIBE.get(type(output).__name__)
-    if f is not None:
-        return str(f(output))
     return repr(output)
 
 
@@ -294,16 +315,17 @@ class Dashboard:
     def on_outputs(self, outputs: Sequence[tuple[int, Any]]) -> None:
         """Remember the notable ones among ``[(frame_seq, output), ...]`` (the pipeline's outputs)."""
         for _, o in outputs:
-            kind = type(o).__name__
-            alert = kind in ALERT_KINDS or type(o).__module__ == "engine.anomaly"
-            if not alert and kind not in INFO_KINDS:
+            name = type(o).__name__
+            alert = name in ALERT_KINDS or type(o).__module__ == "engine.anomaly"
+            if not alert and name not in INFO_KINDS:
                 continue
+            kind = _kind(o)
             if alert:
                 self.alert_counts[kind] += 1
             try:
                 text = describe(o)
             except Exception as exc:  # a malformed output must not stop the capture
-                text = f"(cannot describe {kind}: {exc})"
+                text = f"(cannot describe {name}: {exc})"
             sym = getattr(o, "symbol", None) or "*"
             self.notable.append(Notable(getattr(o, "recv_ns", 0) or 0, sym, kind, text, alert))
 

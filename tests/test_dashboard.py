@@ -26,7 +26,7 @@ from engine.events import Trade
 from engine.journal.reader import JournalReader
 from engine.journal.writer import JournalWriter
 from engine.live import Capture, CaptureStatus, LiveConfig, _NullPipeline
-from engine.num import parse
+from engine.num import ONE, parse
 from engine.pipeline import Pipeline
 from engine.sim_cli import open_simulator
 from engine.trades import TradeAggregator
@@ -158,14 +158,15 @@ def test_candle_indicators_shown_exactly() -> None:
 
 def test_alerts_kept_bounded_described_and_counted() -> None:
     @attrs.frozen
-    class Alert:  # the anomaly detector's output is picked by class name
+    class Alert:  # the anomaly detector's output is picked by class name (fields as it has them)
         seq: int
         recv_ns: int
-        symbol: str
         kind: str
-
-        def line(self) -> str:
-            return f"{self.kind} on {self.symbol}"
+        symbol: str
+        value: int
+        threshold: int
+        unit: str
+        detail: str
 
     d = Dashboard(alerts_kept=3, alerts_shown=3)
     t = 1_700_000_000_123_000_000
@@ -174,19 +175,23 @@ def test_alerts_kept_bounded_described_and_counted() -> None:
             (1, GapDetected(1, t, "BTCUSDT", 100, 105, 110, None, "first id past book")),
             (2, Trade(2, t, "BTCUSDT", 1, 1, 1, "buy", 1, 1, 1, 1)),  # not notable
             (3, CrossedBook(3, t + 1_000_000, "ETHUSDT", 7, parse("3200.5"), parse("3200.25"))),
-            (4, Alert(4, t + 2_000_000, "ETHUSDT", "spread_spike")),
+            (4, Alert(4, t + 2_000_000, "spread_bps", "ETHUSDT", 42, 25, "bps", "mid 3200.375")),
+            (5, Alert(5, t + 3_000_000, "large_trade", "ETHUSDT", parse("2.5"), ONE, "1e-8", "")),
         ]
     )
-    assert [n.kind for n in d.notable] == ["GapDetected", "CrossedBook", "Alert"]
+    assert [n.kind for n in d.notable] == ["CrossedBook", "spread_bps", "large_trade"]
     out = text(d._alerts())
-    assert "alerts: 3 (Alert 1, CrossedBook 1, GapDetected 1)" in out
-    assert "22:13:20.123  BTCUSDT  GapDetected  gap: book at 100, diff 105..110 (first id" in out
+    assert "alerts: 4 (CrossedBook 1, GapDetected 1, large_trade 1, spread_bps 1)" in out
+    assert "22:13:20.123" not in out  # the gap was the oldest of four: forgotten
     assert "22:13:20.124  ETHUSDT  CrossedBook  crossed book: bid 3200.5 ≥ ask 3200.25" in out
-    assert "22:13:20.125  ETHUSDT  Alert        spread_spike on ETHUSDT" in out
-    sync = BookSynced(5, t, "BTCUSDT", 9, 9, 10, 10, 0, True)
-    d.on_outputs([(5, sync)] * 5)
+    assert "22:13:20.125  ETHUSDT  spread_bps   value 42 ≥ threshold 25 bps  mid 3200.375" in out
+    assert "22:13:20.126  ETHUSDT  large_trade  value 2.5 ≥ threshold 1" in out
+    gap = GapDetected(1, t, "BTCUSDT", 100, 105, 110, None, "first id past book")
+    assert describe(gap) == "gap: book at 100, diff 105..110 (first id past book); resyncing"
+    sync = BookSynced(6, t, "BTCUSDT", 9, 9, 10, 10, 0, True)
+    d.on_outputs([(6, sync)] * 5)
     assert len(d.notable) == 3  # bounded
-    assert d.alert_counts == Counter(GapDetected=1, CrossedBook=1, Alert=1)  # infos not counted
+    assert d.alert_counts["large_trade"] == 1 and sum(d.alert_counts.values()) == 4  # no infos
     assert describe(sync) == "resynced at 9 from snapshot 9 (0 diffs replayed, 10/10 levels)"
 
 
