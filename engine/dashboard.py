@@ -499,7 +499,11 @@ class Dashboard:
         t.add_column(ser.interval)
         for h in heads:
             t.add_column(h, justify="right")
-        cols = [_column([r[k] for r in rows]) for k in range(1, 6)]
+        # open/high/low/close share one precision (one price scale), the rest one each
+        ohlc = _column([r[k] for k in range(1, 5) for r in rows])
+        n = len(rows)
+        cols = [ohlc[k * n : (k + 1) * n] for k in range(4)]
+        cols.append(_column([r[5] for r in rows]))
         cols.append([str(r[6]) for r in rows])
         cols += [_column([r[k] for r in rows]) for k in range(7, 7 + len(sma_p) + len(ema_p))]
         for i, r in enumerate(rows):
