@@ -204,6 +204,13 @@ class CheckpointWriter:
             return self.write(pipeline)
         return None
 
+    def finish(self, pipeline: Pipeline) -> Path | None:
+        """Checkpoint the final state unless the last checkpoint already holds it (end of a fold)."""
+        c = pipeline.counters
+        if not c.frames or c.last_seq == self._last_seq:
+            return None
+        return self.write(pipeline)
+
     def write(self, pipeline: Pipeline) -> Path:
         """Write a checkpoint now (atomically: temp file, fsync, rename), then apply retention."""
         c = pipeline.counters

@@ -29,9 +29,9 @@ float, no rounding); times are ``int64`` (``*_ns`` epoch nanoseconds,
 ``*_ms`` the exchange's epoch milliseconds).  ``seq`` is the journal frame.
 
 ``book_top`` at time T is the state "at T" of :mod:`engine.replay.replay`
-(every frame with ``recv_ns <= T`` folded); a boundary is written once a
-later frame proves it passed (or at the last frame), so quiet stretches
-repeat the unchanged book at every boundary.
+(every frame with ``recv_ns <= T`` folded), for every boundary T from the
+first frame (or ``--from``) to the last frame (or ``--until`` if the journal
+goes on): quiet stretches repeat the unchanged book at every boundary.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
-from decimal import Decimal
+from decimal import Context, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,8 @@ DECIMAL = pa.decimal128(38, 8)
 _UNSCALED = pa.decimal128(38, 0)
 ROW_GROUP_ROWS = 65_536
 _IPC_SUFFIXES = (".arrow", ".arrows", ".ipc", ".feather")
+#: enough digits for any decimal128 value: no rounding when scaling units to a Decimal
+_EXACT = Context(prec=40)
 
 
 def decimals(values: Sequence[int | None]) -> pa.Array:
@@ -303,7 +305,7 @@ TABLES: dict[str, pa.Schema] = {
 
 
 def _ma(pairs: Iterable[tuple[int, int]]) -> list[dict[str, Any]]:
-    return [{"period": p, "value": Decimal(v).scaleb(-8)} for p, v in pairs]
+    return [{"period": p, "value": Decimal(v).scaleb(-8, _EXACT)} for p, v in pairs]
 
 
 def _alert_number(v: Any, unit: Any) -> int | None:
@@ -400,17 +402,28 @@ class _Exporter:
 
     def run(self) -> None:
         p = self.p
-        for batch in chunks(self.r.reader, p.counters.last_seq, self.r.end_ns):
-            if self.interval_ns is None:
-                self.feed(batch)
-            else:
-                self.feed_with_boundaries(batch)
-            self.r.frames += batch.num_rows
-            if self.r.on_chunk is not None:
-                self.r.on_chunk(batch.num_rows, p)
+        end = self.r.end_ns
+        beyond = False  # a frame after --until exists: boundaries up to --until are final
+        for batch in chunks(self.r.reader, p.counters.last_seq):
+            if end is not None:
+                late = pc.index(pc.greater(batch.column(1), end), True).as_py()
+                if late >= 0:
+                    batch, beyond = batch.slice(0, late), True
+            if batch.num_rows:
+                if self.interval_ns is None:
+                    self.feed(batch)
+                else:
+                    self.feed_with_boundaries(batch)
+                self.r.frames += batch.num_rows
+                if self.r.on_chunk is not None:
+                    self.r.on_chunk(batch.num_rows, p)
+            if beyond:
+                break
         if self.interval_ns is not None and self.last_recv is not None:
-            # boundaries at or before the last frame (and within --until) are final now
-            last = self.last_recv if self.r.end_ns is None else min(self.last_recv, self.r.end_ns)
+            # boundaries the journal has passed are final now
+            last = end if beyond else self.last_recv
+            if end is not None:
+                last = min(last, end)  # type: ignore[type-var]
             while self.next_t is not None and self.next_t <= last:
                 self.book_top(self.next_t)
                 self.next_t += self.interval_ns

@@ -202,7 +202,8 @@ class Replay:
         start_ns: first receive time to *report* outputs for; the fold may start at
             the nearest checkpoint before it (``use_checkpoints``), else at the beginning.
         end_ns: stop the fold at this time (state at ``end_ns``, see the module docstring).
-        checkpoints: write checkpoints with this policy while folding (None: don't).
+        checkpoints: write checkpoints with this policy while folding, and one of the
+            final state (None: don't).
         use_checkpoints: allow starting from a checkpoint.
         on_chunk: called after each chunk with ``(frames_in_chunk, pipeline)`` (progress).
     """
@@ -254,6 +255,8 @@ class Replay:
                     yield from _in_window(outs, batch, start)
             if self.on_chunk is not None:
                 self.on_chunk(batch.num_rows, p)
+        if writer is not None:
+            writer.finish(p)  # the end state too: time travel to the very end is instant
 
     def run(self) -> Pipeline:
         """Fold to the end (or ``end_ns``), discarding outputs; returns the pipeline."""

@@ -1,0 +1,272 @@
+"""``engine export``: Parquet tables read back with pyarrow and Polars equal the replayed events exactly.
+
+Expected rows are computed independently of the exporter: the journal's
+frames decoded with the codec (trades, depth diffs), the outputs of a plain
+:class:`Replay` (candles), and :func:`state_at` (book_top at its timestamps).
+The journal is the simulator's market model over 150 s (closes 1m candles),
+plus the real Binance capture in fixtures/.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import attrs
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.codecs.registry import get_codec
+from engine.events import DepthDiff, Trade
+from engine.journal.reader import JournalReader
+from engine.replay.export import (
+    DECIMAL,
+    TABLES,
+    OutputsWriter,
+    TableWriter,
+    _alert_row,
+    decimals,
+    export_journal,
+)
+from engine.replay.replay import Replay, state_at
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers.sim_journal import write_sim_journal  # noqa: E402
+
+SPOT = Path(__file__).resolve().parent.parent / "fixtures" / "journals" / "binance-spot"
+
+
+def dec(units: int) -> Decimal:
+    return Decimal(f"{units}e-8")  # exact (Decimal arithmetic would round past 28 digits)
+
+
+@pytest.fixture(scope="module")
+def journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_sim_journal(tmp_path_factory.mktemp("ex") / "j")
+
+
+@pytest.fixture(scope="module")
+def exported(journal: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ex") / "out"
+    p = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "export", str(journal), "--to", str(out),
+         "--top", "5", "--interval", "2", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["rows"]["trades"] > 100
+    return out
+
+
+def decoded(journal: Path) -> list:
+    reader = JournalReader(journal)
+    codec = get_codec(reader.metadata["exchange"])
+    return [
+        ev
+        for f in reader.frames()
+        if f.dir == "in"
+        for ev in codec.decode(f.seq, f.recv_ns, f.kind, f.source, f.payload)
+    ]
+
+
+def test_tables_exist_with_their_schemas_and_no_partial_files(exported: Path) -> None:
+    assert sorted(p.name for p in exported.iterdir()) == sorted(
+        [f"{n}.parquet" for n in TABLES] + ["export.json"]
+    )
+    for name, schema in TABLES.items():
+        t = pq.read_table(exported / f"{name}.parquet")
+        assert t.schema.remove_metadata() == schema.remove_metadata()
+    meta = json.loads((exported / "export.json").read_text())
+    assert meta["exchange"] == "sim" and meta["book_top"] == {"levels": 5, "interval_ns": 2 * 10**9}
+    assert meta["rows"] == {n: pq.read_metadata(exported / f"{n}.parquet").num_rows for n in TABLES}
+
+
+def test_trades_equal_the_decoded_trades_exactly(journal: Path, exported: Path) -> None:
+    seen: set[tuple[str, bool, int]] = set()
+    want = []
+    for t in decoded(journal):
+        if type(t) is Trade and (t.symbol, t.agg, t.first_id) not in seen:
+            seen.add((t.symbol, t.agg, t.first_id))
+            want.append(
+                {
+                    "seq": t.seq, "recv_ns": t.recv_ns, "exch_ms": t.exch_ms,
+                    "txn_ms": t.txn_ms, "symbol": t.symbol, "trade_id": t.trade_id,
+                    "first_id": t.first_id, "last_id": t.last_id, "agg": t.agg,
+                    "side": t.side, "price": dec(t.price), "qty": dec(t.qty),
+                }
+            )  # fmt: skip
+    assert {w["agg"] for w in want} == {True, False}  # both trade kinds, each kept
+    got = pq.read_table(exported / "trades.parquet").to_pylist()
+    assert got == want
+    df = pl.read_parquet(exported / "trades.parquet")
+    assert df.schema["price"] == pl.Decimal(38, 8) and df.schema["recv_ns"] == pl.Int64
+    assert df.to_dicts() == want
+
+
+def test_book_diffs_are_every_level_of_every_diff(journal: Path, exported: Path) -> None:
+    want = []
+    for d in decoded(journal):
+        if type(d) is DepthDiff:
+            for side, levels in (("bid", d.bids), ("ask", d.asks)):
+                for p, q in levels:
+                    want.append((d.seq, d.symbol, d.first_id, d.last_id, side, dec(p), dec(q)))
+    df = pl.read_parquet(exported / "book_diffs.parquet")
+    got = df.select("seq", "symbol", "first_id", "last_id", "side", "price", "qty").rows()
+    assert got == want
+    assert df.filter(pl.col("qty") == 0).height > 0  # removals are rows with qty 0
+
+
+def test_candles_equal_the_replayed_outputs(journal: Path, exported: Path) -> None:
+    want = [o for _, o in Replay(journal, use_checkpoints=False).outputs()]
+    want = [o for o in want if type(o).__name__ == "CandleClosed"]
+    assert len(want) >= 2
+    got = pq.read_table(exported / "candles.parquet").to_pylist()
+    assert len(got) == len(want)
+    for row, c in zip(got, want, strict=True):
+        fields = attrs.asdict(c, recurse=False)
+        for k in ("open", "high", "low", "close", "volume", "taker_buy_volume"):
+            assert row[k] == dec(fields[k])
+        for k in ("seq", "recv_ns", "symbol", "interval", "start_ms", "trades", "complete"):
+            assert row[k] == fields[k]
+        assert row["sma"] == [{"period": p, "value": dec(v)} for p, v in c.sma]
+        assert row["ema"] == [{"period": p, "value": dec(v)} for p, v in c.ema]
+
+
+def test_book_top_is_the_book_at_each_timestamp(journal: Path, exported: Path) -> None:
+    df = pl.read_parquet(exported / "book_top.parquet")
+    stamps = df["ts_ns"].unique().sort().to_list()
+    assert all(t % (2 * 10**9) == 0 for t in stamps) and len(stamps) >= 70
+    assert stamps == list(range(stamps[0], stamps[-1] + 1, 2 * 10**9))  # a regular grid
+    for t in (stamps[0], stamps[len(stamps) // 2], stamps[-1]):
+        p, _, _ = state_at(journal, t, use_checkpoints=False)
+        red, state = p.reducer("book"), p.state("book")
+        for sym in ("BTCUSDT", "ETHUSDT"):
+            book = red.book(state, sym)
+            bids, asks = book.top(5)
+            want = [("bid", i, dec(px), dec(q)) for i, (px, q) in enumerate(bids)]
+            want += [("ask", i, dec(px), dec(q)) for i, (px, q) in enumerate(asks)]
+            rows = df.filter((pl.col("ts_ns") == t) & (pl.col("symbol") == sym))
+            assert rows.select("side", "level", "price", "qty").rows() == want
+            assert set(rows["update_id"]) == {book.last_id}
+            assert set(rows["seq"]) == {p.counters.last_seq}
+
+
+def test_symbols_and_window_filter(journal: Path, tmp_path: Path) -> None:
+    t0 = 1_704_067_200_000_000_000
+    res = export_journal(
+        journal, tmp_path, symbols=["ethusdt"], interval_s=5.0, start_ns=t0 + 30 * 10**9,
+        end_ns=t0 + 60 * 10**9,
+    )  # fmt: skip
+    for name in ("trades", "book_diffs", "book_top"):
+        df = pl.read_parquet(tmp_path / f"{name}.parquet")
+        assert df.height == res.rows[name] > 0
+        assert set(df["symbol"]) == {"ETHUSDT"}
+        col = "ts_ns" if name == "book_top" else "recv_ns"
+        assert df[col].min() >= t0 + 30 * 10**9 and df[col].max() <= t0 + 60 * 10**9
+    top = pl.read_parquet(tmp_path / "book_top.parquet")
+    assert top["ts_ns"].unique().sort().to_list() == [t0 + k * 5 * 10**9 for k in range(6, 13)]
+
+
+def test_real_binance_capture_exports(tmp_path: Path) -> None:
+    res = export_journal(SPOT, tmp_path)
+    assert res.frames == 270 and res.decode_errors == 0
+    df = pl.read_parquet(tmp_path / "book_diffs.parquet")
+    assert set(df["symbol"]) == {"BLZETH", "LRCBTC", "NKNUSDT", "RUNEEUR"}
+    # an exact 8-decimal price survives: 0.00006547 BLZETH
+    assert Decimal("0.00006547") in set(pl.read_parquet(tmp_path / "book_top.parquet")["price"])
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+@given(st.lists(st.one_of(st.none(), st.integers(-(10**29), 10**29)), max_size=40))
+def test_decimals_are_exact_for_any_int(values: list) -> None:
+    arr = decimals(values)
+    assert arr.type == DECIMAL
+    assert arr.to_pylist() == [None if v is None else dec(v) for v in values]
+
+
+@attrs.frozen
+class SpikeAlert:
+    seq: int
+    recv_ns: int
+    kind: str
+    symbol: str
+    exch_ms: int | None
+    value: int
+    threshold: int
+    unit: str
+    detail: str
+    notional: int = 2**70  # >64-bit ints stay exact in the JSON column
+
+
+def test_alert_rows_are_generic_and_exact(tmp_path: Path) -> None:
+    a = SpikeAlert(7, 123, "large_trade", "BTCUSDT", 99, 250_000_000, 100_000_000, "1e-8", "x")
+    b = SpikeAlert(8, 124, "spread", "BTCUSDT", None, 35, 20, "bps", "y")
+    w = TableWriter(tmp_path / "alerts.parquet", TABLES["alerts"], row_group_rows=1)
+    w.add(_alert_row(7, a))
+    w.add(_alert_row(8, b))
+    assert w.close() == 2
+    rows = pl.read_parquet(tmp_path / "alerts.parquet").to_dicts()
+    assert [r["value"] for r in rows] == [Decimal("2.5"), Decimal(35)]
+    assert [r["threshold"] for r in rows] == [Decimal(1), Decimal(20)]
+    assert rows[0]["type"] == "SpikeAlert" and rows[0]["kind"] == "large_trade"
+    assert json.loads(rows[0]["output"])["notional"] == 2**70
+
+
+def test_outputs_writer_parquet_and_arrow(tmp_path: Path) -> None:
+    outs = list(Replay(SPOT, use_checkpoints=False).outputs())
+    for name in ("o.parquet", "o.arrow"):
+        w = OutputsWriter(tmp_path / name, row_group_rows=3)
+        for seq, o in outs:
+            w.write(seq, o)
+        assert w.close() == len(outs)
+        if name.endswith(".arrow"):
+            with pa.ipc.open_file(tmp_path / name) as f:
+                t = f.read_all()
+        else:
+            t = pq.read_table(tmp_path / name)
+        assert t.column("frame_seq").to_pylist() == [s for s, _ in outs]
+        assert t.column("type").to_pylist() == [type(o).__name__ for _, o in outs]
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_an_aborted_table_leaves_nothing(tmp_path: Path) -> None:
+    w = TableWriter(tmp_path / "t.parquet", TABLES["trades"])
+    w.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_overlapping_connections_export_each_trade_and_diff_once(tmp_path: Path) -> None:
+    """A gap-free rotation journals the overlap from both connections: the export dedups it."""
+    from engine.journal.writer import JournalWriter
+
+    reader = JournalReader(SPOT)
+    w = JournalWriter.create(tmp_path / "dup", reader.metadata)
+    doubled = 0
+    for f in reader.frames():
+        w.append(f.recv_ns, f.conn, f.dir, f.kind, f.source, f.payload, f.code)
+        if f.kind == "text":
+            w.append(f.recv_ns, f.conn + 1, f.dir, f.kind, f.source, f.payload, f.code)
+            doubled += 1
+    w.close()
+    once = export_journal(SPOT, tmp_path / "once")
+    twice = export_journal(tmp_path / "dup", tmp_path / "twice")
+    assert twice.rows == once.rows
+    evs = decoded(SPOT)
+    assert twice.duplicate_trades == sum(type(e) is Trade for e in evs) > 0
+    assert twice.duplicate_diffs == sum(type(e) is DepthDiff for e in evs) > 100
+    assert once.duplicate_trades == once.duplicate_diffs == 0 and doubled > 200
+    for name in ("trades", "book_diffs"):
+        a = pl.read_parquet(tmp_path / "once" / f"{name}.parquet").drop("seq")
+        b = pl.read_parquet(tmp_path / "twice" / f"{name}.parquet").drop("seq")
+        assert a.equals(b)
