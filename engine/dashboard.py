@@ -21,8 +21,8 @@ bar lengths, frames/s and the imbalance ratio.
     Capture._on_outputs ─► recorder (tee) ─► Dashboard.on_outputs ─► notable deque
     run_dashboard: every refresh_s ─► Dashboard.render(capture.pipeline, capture.status, symbols)
                                           ├─ header: connections, reconnects, frames/s, journal, errors
-                                          ├─ per symbol: summary │ ladder │ trades + VWAP │ candles + SMA/EMA
-                                          └─ recent alerts
+                                          ├─ recent alerts (and syncs)
+                                          └─ per symbol: summary │ ladder │ trades + VWAP │ candles + SMA/EMA
 """
 
 from __future__ import annotations
@@ -340,7 +340,7 @@ class Dashboard:
     # ------------------------------------------------------------------ output
 
     def render(self, pipeline: Any, status: Any, symbols: Sequence[str]) -> RenderableType:
-        """The whole screen: header, one panel per symbol, recent alerts.
+        """The whole screen: header, recent alerts, one panel per symbol.
 
         Pure: reads ``pipeline`` (a :class:`engine.pipeline.Pipeline`, or a
         capture's journal-only stand-in), ``status`` (an
@@ -349,9 +349,9 @@ class Dashboard:
         symbol a reducer holds.
         """
         wanted = [s.upper() for s in symbols] or _symbols_of(pipeline)
-        parts: list[RenderableType] = [_header(pipeline, status)]
+        # alerts under the header: a short terminal crops the bottom, and they matter most
+        parts: list[RenderableType] = [_header(pipeline, status), self._alerts()]
         parts.extend(self._symbol(pipeline, sym) for sym in wanted)
-        parts.append(self._alerts())
         return Group(*parts)
 
     def _symbol(self, pipeline: Any, sym: str) -> RenderableType:
@@ -359,6 +359,8 @@ class Dashboard:
 
         book = book_summary(pipeline, sym, self.depth) if _has(pipeline, "book") else None
         title = Text.assemble((sym, "bold"), "  ", _phase_text(_phase(pipeline, sym)))
+        if book and book.get("synced"):
+            title.append(f"  levels {book['bid_levels']}/{book['ask_levels']}", style="dim")
         if book and "gaps" in book:
             title.append(
                 f"  gaps {book['gaps']}  resyncs {book['resyncs']}  drift {book['drift']}"
@@ -613,8 +615,6 @@ def _book_line(book: dict[str, Any] | None, depth: int) -> RenderableType:
         str(book["mid"] or "—"),
         (f"   imbalance(top {depth}) ", "dim"),
         str(imb or "—"),
-        ("   levels ", "dim"),
-        f"{book['bid_levels']}/{book['ask_levels']}",
     )
 
 
@@ -658,18 +658,20 @@ def _header(pipeline: Any, status: Any) -> RenderableType:
         str(status.connects),
         ("   reconnects ", "dim"),
         (str(status.reconnects), "yellow" if status.reconnects else ""),
-        ("   rotations ", "dim"),
-        str(status.rotations),
+        ("   rotations " if status.rotations else "", "dim"),
+        str(status.rotations) if status.rotations else "",
+        ("   REST ", "dim"),
+        f"{status.rest_responses}/{status.rest_requests}",
         "   ",
         (f"{status.frames_per_s:,.0f}", "bold"),
-        (" frames/s   ", "dim"),
+        (" frames/s   outputs ", "dim"),
+        f"{getattr(c, 'outputs', 0):,}",
+    )
+    line2 = Text.assemble(
         f"{status.frames_in:,}",
         (" frames in (", "dim"),
         _bytes(status.bytes_in),
-        (")", "dim"),
-    )
-    line2 = Text.assemble(
-        ("journal ", "dim"),
+        (")   journal ", "dim"),
         _bytes(status.journal_bytes),
         (", ", "dim"),
         f"{status.journal_frames:,}",
@@ -683,10 +685,6 @@ def _header(pipeline: Any, status: Any) -> RenderableType:
             else "",
             "red",
         ),
-        ("   REST ", "dim"),
-        f"{status.rest_responses}/{status.rest_requests}",
-        ("   outputs ", "dim"),
-        f"{getattr(c, 'outputs', 0):,}",
     )
     lines: list[RenderableType] = [line1, line2]
     if status.last_error:

@@ -77,14 +77,19 @@ def test_spot_fixture_renders_exact_book_and_header() -> None:
     out = text(d.render(p, status(), ["nknusdt"]))
     lines = out.splitlines()
     assert lines[0].startswith("╭─ wiretape · binance · 2021-10-12 00:29:02.077 UTC ─")
-    assert "● connected (2)   connects 3   reconnects 1   rotations 0   1,234 frames/s" in lines[1]
-    assert "1,540 frames in (2.3 MB)" in lines[1]
-    assert "journal 12.3 MB, 1,541 frames   decode errors 0   errors 1 (stale 1)   REST 4/4" in out
+    assert (
+        "│ ● connected (2)   connects 3   reconnects 1   REST 4/4   1,234 frames/s   outputs 8  "
+        in lines[1]
+    )
+    assert (
+        "│ 1,540 frames in (2.3 MB)   journal 12.3 MB, 1,541 frames   decode errors 0   "
+        "errors 1 (stale 1)  " in lines[2]
+    )
     assert "last error: stale in conn 1: no data for 30 s" in out
-    assert "─ NKNUSDT  synced  gaps 0  resyncs 0  drift 0  crossed 0 ─" in out
+    assert "─ NKNUSDT  synced  levels 614/994  gaps 0  resyncs 0  drift 0  crossed 0 ─" in out
     assert (
         "│ bid 0.3527 × 9602   ask 0.3531 × 152   spread 0.0004   mid 0.3529   "
-        "imbalance(top 5) +0.381636   levels 614/994" in out
+        "imbalance(top 5) +0.381636  " in out
     )
     # the ladder: asks above (worst first), spread, bids; bars scaled to the largest qty shown
     ladder = [ln[2:38].rstrip() for ln in lines if ln[2:].startswith(("ask  ", "bid  ", "sprd"))]
