@@ -14,6 +14,7 @@ at all (no recorded outputs, unreadable journal), like ``cmp``.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -67,8 +68,13 @@ def _csv(value: str | None) -> list[str] | None:
     return items or None
 
 
-def _policy(enabled: bool, every_s: float, every_frames: int) -> CheckpointPolicy | None:
+def _policy(
+    directory: Path, enabled: bool, every_s: float, every_frames: int
+) -> CheckpointPolicy | None:
     if not enabled:
+        return None
+    if directory.is_dir() and not os.access(directory, os.W_OK):
+        click.echo(f"note: {directory} is read-only: no checkpoints written", err=True)
         return None
     try:
         return CheckpointPolicy(every_frames=every_frames, every_s=every_s)
@@ -190,6 +196,20 @@ def replay(
     epoch seconds/ms/µs/ns.  --from/--to choose what is reported; state always
     comes from the journal's beginning (or an exact checkpoint).
     """
+    modes = [name for name, on in (("--serve", serve is not None), ("--check", check)) if on]
+    others = [
+        name
+        for name, on in (
+            ("--from", from_ is not None),
+            ("--to", to is not None),
+            ("--symbols", symbols is not None),
+            ("--json", as_json),
+            ("--out", out is not None),
+        )
+        if on
+    ]
+    if len(modes) > 1 or (modes and others):
+        raise click.UsageError(f"{' and '.join(modes + others)} cannot be combined")
     if serve is not None:
         _serve(directory, serve, speed)
         return
@@ -202,7 +222,7 @@ def replay(
     from engine.replay.replay import Replay, summarize
 
     wanted = _csv(symbols)
-    policy = _policy(checkpoints, checkpoint_every, checkpoint_frames)
+    policy = _policy(directory, checkpoints, checkpoint_every, checkpoint_frames)
     started = time.perf_counter()
     writer = None
     try:
@@ -439,7 +459,7 @@ def book(
     from engine.replay.replay import book_summary, candles_summary, state_at, trades_summary
 
     sym = symbol.strip().upper()
-    policy = _policy(checkpoints, checkpoint_every, checkpoint_frames)
+    policy = _policy(directory, checkpoints, checkpoint_every, checkpoint_frames)
     started = time.perf_counter()
     try:
         with _progress(str(directory), "book") as on_chunk:

@@ -202,8 +202,8 @@ class Replay:
         start_ns: first receive time to *report* outputs for; the fold may start at
             the nearest checkpoint before it (``use_checkpoints``), else at the beginning.
         end_ns: stop the fold at this time (state at ``end_ns``, see the module docstring).
-        checkpoints: write checkpoints with this policy while folding, and one of the
-            final state (None: don't).
+        checkpoints: write checkpoints with this policy while folding (None: don't).
+        final_checkpoint: with ``checkpoints``, also checkpoint the state the fold ends in.
         use_checkpoints: allow starting from a checkpoint.
         on_chunk: called after each chunk with ``(frames_in_chunk, pipeline)`` (progress).
     """
@@ -217,6 +217,7 @@ class Replay:
         checkpoints: CheckpointPolicy | None = None,
         use_checkpoints: bool = True,
         on_chunk: Callable[[int, Pipeline], None] | None = None,
+        final_checkpoint: bool = True,
     ) -> None:
         self.dir = Path(journal_dir)
         self.reader = open_journal(self.dir)
@@ -231,6 +232,7 @@ class Replay:
             CheckpointWriter(self.dir, self.metadata, checkpoints) if checkpoints else None
         )
         self.on_chunk = on_chunk
+        self.final_checkpoint = final_checkpoint
         self.frames = 0
 
     def outputs(self) -> Iterator[tuple[int, Any]]:
@@ -255,7 +257,7 @@ class Replay:
                     yield from _in_window(outs, batch, start)
             if self.on_chunk is not None:
                 self.on_chunk(batch.num_rows, p)
-        if writer is not None:
+        if writer is not None and self.final_checkpoint:
             writer.finish(p)  # the end state too: time travel to the very end is instant
 
     def run(self) -> Pipeline:
@@ -299,6 +301,7 @@ def state_at(
         checkpoints=checkpoints,
         use_checkpoints=False,
         on_chunk=on_chunk,
+        final_checkpoint=False,  # on the cadence only: a query must not litter its T
     )
     if use_checkpoints:
         r.restored = restore_nearest(r.dir, r.pipeline, r.metadata, at_ns)

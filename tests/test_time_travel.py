@@ -201,3 +201,16 @@ def test_replay_from_uses_a_checkpoint_and_reports_the_same(journal: Path, times
     assert fast["frames_folded"] < slow["frames_folded"]
     for key in ("symbols", "frames", "events", "outputs", "last_seq"):
         assert fast[key] == slow[key]
+
+
+def test_book_queries_checkpoint_on_the_cadence_only(journal: Path, times, tmp_path: Path) -> None:
+    d = tmp_path / "j"
+    shutil.copytree(journal, d, ignore=shutil.ignore_patterns("checkpoints"))
+    t = times[1234]
+    args = [str(d), "--symbol", "BTCUSDT", "--at", str(t), "--checkpoint-frames", "500", "--json"]
+    first = json.loads(CliRunner().invoke(book_cmd, args).output)
+    assert first["checkpoint"] is None and first["frames_folded"] == 1235
+    assert [c.last_seq for c in list_checkpoints(d)] == [500, 1000]  # none at the queried T
+    again = json.loads(CliRunner().invoke(book_cmd, args).output)
+    assert again["checkpoint"]["last_seq"] == 1000 and again["frames_folded"] == 235
+    assert again["book"] == first["book"] and again["trades"] == first["trades"]
