@@ -33,6 +33,7 @@ import sys
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal
 
 import attrs
@@ -45,9 +46,11 @@ from rich.table import Table
 from rich.text import Text
 
 from engine import serde
+from engine.candles import live_indicators
 from engine.events import Trade
 from engine.num import ONE, SCALE, render
 from engine.reducer import NO_OUTPUTS
+from engine.replay.replay import book_summary, symbols_of, trades_summary
 from engine.trades import SOURCES, SelectCounts, TradeSelect, select_trade
 
 __all__ = [
@@ -355,8 +358,6 @@ class Dashboard:
         return Group(*parts)
 
     def _symbol(self, pipeline: Any, sym: str) -> RenderableType:
-        from engine.replay.replay import book_summary
-
         book = book_summary(pipeline, sym, self.depth) if _has(pipeline, "book") else None
         title = Text.assemble((sym, "bold"), "  ", _phase_text(_phase(pipeline, sym)))
         if book and book.get("synced"):
@@ -407,8 +408,6 @@ class Dashboard:
         return t
 
     def _trades(self, pipeline: Any, sym: str) -> RenderableType:
-        from engine.replay.replay import trades_summary
-
         rows: list[RenderableType] = []
         ts = trades_summary(pipeline, sym) if _has(pipeline, "trades") else None
         if ts is None:
@@ -447,8 +446,6 @@ class Dashboard:
         return Group(*rows)
 
     def _candles(self, pipeline: Any, sym: str) -> RenderableType:
-        from engine.candles import live_indicators
-
         if not _has(pipeline, "candles"):
             return Text("")
         cfg = pipeline.reducer("candles")
@@ -575,8 +572,6 @@ def _has(pipeline: Any, name: str) -> bool:
 def _symbols_of(pipeline: Any) -> list[str]:
     if not getattr(pipeline, "reducers", None):
         return []
-    from engine.replay.replay import symbols_of
-
     return symbols_of(pipeline)
 
 
@@ -768,9 +763,10 @@ async def run_dashboard(
 
     Run it as a task in the capture's nursery.  It installs a tee on
     ``capture.recorder`` so the dashboard sees the outputs (unless a
-    ``dashboard`` is given: then the caller feeds it).  Rendering happens in
-    this trio task between frames (never in a thread: the pipeline is not
-    locked), and an exception while rendering is logged once per distinct
+    ``dashboard`` is given: then the caller feeds it).  :meth:`Dashboard.render`
+    runs in this trio task between frames (the pipeline is not locked; what it
+    returns holds plain text only), the layout and the terminal write in a
+    worker thread.  An exception while rendering is logged once per distinct
     message and skipped — the display must never stop the capture.
     """
     dash = dashboard
@@ -787,8 +783,11 @@ async def run_dashboard(
     ):
         while True:
             try:
+                # reading the pipeline takes ~1 ms and must happen here (it is not locked);
+                # laying out and writing the screen takes ~50 ms: a worker thread does it, so
+                # the read loop keeps stamping receive times (the GIL is handed over every 5 ms)
                 view = dash.render(capture.pipeline, capture.status, symbols)
-                live.update(view, refresh=True)
+                await trio.to_thread.run_sync(partial(live.update, view, refresh=True))
             except Exception as exc:
                 dash.render_errors += 1
                 key = f"{type(exc).__name__}: {exc}"

@@ -18,8 +18,15 @@ from rich.console import Console
 
 from engine import serde
 from engine.assembly import build_pipeline, standard_reducers
-from engine.book_reducer import BookSynced, CrossedBook, GapDetected
-from engine.candles import Candles
+from engine.book_reducer import (
+    BookSynced,
+    CrossedBook,
+    DriftDetected,
+    GapDetected,
+    TopOfBookMismatch,
+    VerificationAbandoned,
+)
+from engine.candles import Candles, KlineMismatch
 from engine.codecs.registry import get_codec
 from engine.dashboard import Dashboard, TradeTape, describe, run_dashboard, status_line
 from engine.events import Trade
@@ -198,6 +205,33 @@ def test_alerts_kept_bounded_described_and_counted() -> None:
     assert len(d.notable) == 3  # bounded
     assert d.alert_counts["large_trade"] == 1 and sum(d.alert_counts.values()) == 4  # no infos
     assert describe(sync) == "resynced at 9 from snapshot 9 (0 diffs replayed, 10/10 levels)"
+
+
+@pytest.mark.parametrize(
+    ("output", "line"),
+    [
+        (
+            DriftDetected(1, 0, "X", 9, 8, [(1, 2, 3)], [(4, 5, 6), (7, 8, 9)]),
+            "drift vs snapshot 8: 1 bid, 2 ask levels differ",
+        ),
+        (
+            TopOfBookMismatch(1, 0, "X", 1, 7, (parse("1.5"), ONE, parse("1.75"), 0), (0,) * 4),
+            "bookTicker at 7: ours 1.5×1 / 1.75×0, theirs 0×0 / 0×0",
+        ),
+        (
+            KlineMismatch(
+                1, 0, "X", "1m", 60_000, (("close", parse("2.5"), ONE), ("trades", 3, 4))
+            ),
+            "kline 1m 00:01:00.000: close ours 2.5 exch 1, trades ours 3 exch 4",
+        ),
+        (VerificationAbandoned(1, 0, "X", "timeout"), "verification abandoned: timeout"),
+    ],
+)
+def test_describe_book_and_candle_alerts_exactly(output: object, line: str) -> None:
+    assert describe(output) == line
+    d = Dashboard()
+    d.on_outputs([(1, output)])
+    assert d.alert_counts[type(output).__name__] == 1
 
 
 def test_status_line_adds_data_time_books_and_last_error() -> None:
