@@ -32,11 +32,12 @@ def standard_reducers(codec: Any, options: dict[str, Any] | None = None) -> list
     from engine.book_reducer import BookReducer
     from engine.candles import Candles
     from engine.ratelimit import SendAudit
-    from engine.trades import TradeAggregator
+    from engine.trades import TradeAggregator, TradeTape
 
     reducers: list[Any] = [
         BookReducer(sync_rule=codec.sync_rule, **book_kw),
         TradeAggregator(),
+        TradeTape(),
         Candles(),
         # replay-side audit of what live sent: the exchange's published control-message limit
         SendAudit(limit=control_limit(codec)),

@@ -3,9 +3,8 @@
 Owns: :class:`Dashboard` (the notable outputs it was shown, and
 :meth:`Dashboard.render`, a pure function of the pipeline, the capture status
 and that memory), :func:`run_dashboard` (the trio task that redraws it),
-:func:`status_line` (the plain-log alternative), and :class:`TradeTape`, the
-small reducer that keeps each symbol's last trades (the other reducers keep
-aggregates only, and the pipeline emits no per-trade output).
+:func:`status_line` (the plain-log alternative).  Last trades come from the
+:class:`engine.trades.TradeTape` reducer of the standard pipeline.
 
 Must not: read a clock (the time shown is the pipeline's last receive time),
 change reducer state, or ever take the capture down: a render error is logged
@@ -34,7 +33,7 @@ from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 import trio
@@ -45,20 +44,13 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from engine import serde
 from engine.candles import live_indicators
-from engine.events import Trade
 from engine.num import ONE, SCALE, render
-from engine.reducer import NO_OUTPUTS
 from engine.replay.replay import book_summary, symbols_of, trades_summary
-from engine.trades import SOURCES, SelectCounts, TradeSelect, select_trade
 
 __all__ = [
     "Dashboard",
     "Notable",
-    "TradeTape",
-    "TapeState",
-    "SymbolTape",
     "ALERT_KINDS",
     "INFO_KINDS",
     "describe",
@@ -67,68 +59,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("engine.dashboard")
-
-
-# =============================================================== the trade tape (a reducer)
-
-
-@serde.register
-@attrs.define(slots=True)
-class SymbolTape:
-    """One symbol's last accepted trades, oldest first: ``(time_ms, price, qty, side, trades)``.
-
-    ``trades`` counts exchange trades (an aggTrade covers ``last_id - first_id + 1``).
-    """
-
-    sel: TradeSelect
-    recent: deque[tuple[int, int, int, str, int]]
-
-
-@serde.register
-@attrs.define(slots=True)
-class TapeState:
-    symbols: dict[str, SymbolTape] = attrs.Factory(dict)
-    counts: SelectCounts = attrs.Factory(SelectCounts)
-
-
-@attrs.frozen
-class TradeTape:
-    """Reducer: each symbol's last ``size`` trades (time and sales), no outputs.
-
-    The same trades count as for the aggregator and the candles
-    (:func:`engine.trades.select_trade`: one trade kind per symbol, duplicate
-    ids dropped).  A trade is placed at its own exchange time (not clamped).
-    """
-
-    name: str = "tape"
-    size: int = attrs.field(default=32, validator=attrs.validators.ge(1))
-    source: Literal["auto", "trade", "aggTrade"] = attrs.field(
-        default="auto", validator=attrs.validators.in_(SOURCES)
-    )
-
-    def initial(self) -> TapeState:
-        return TapeState()
-
-    def step(self, state: TapeState, event: Any) -> tuple[TapeState, Sequence[Any]]:
-        if type(event) is not Trade:
-            return state, NO_OUTPUTS
-        s = state.symbols.get(event.symbol)
-        if s is None:
-            s = state.symbols[event.symbol] = SymbolTape(TradeSelect(), deque(maxlen=self.size))
-        t = select_trade(state.counts, s.sel, event, self.source)
-        if t is not None:
-            n = event.last_id - event.first_id + 1 if event.agg else 1
-            s.recent.append((t, event.price, event.qty, event.side, n))
-        return state, NO_OUTPUTS
-
-    def snapshot(self, state: TapeState) -> Any:
-        return serde.converter.unstructure(state)
-
-    def restore(self, data: Any) -> TapeState:
-        state = serde.converter.structure(data, TapeState)
-        for s in state.symbols.values():  # the bound is configuration, not data
-            s.recent = deque(s.recent, maxlen=self.size)
-        return state
 
 
 # =============================================================== exact text
@@ -283,7 +213,7 @@ class Dashboard:
 
     Args:
         depth: ladder levels per side (also the imbalance depth).
-        trades_shown: last trades listed per symbol (needs :class:`TradeTape` in the pipeline).
+        trades_shown: last trades listed per symbol (needs :class:`engine.trades.TradeTape` in the pipeline).
         candles_shown: closed candles listed per symbol, before the open one.
         candle_interval: which interval's candles to list (None: the reducer's first).
         alerts_kept: notable outputs remembered (the oldest are forgotten).
@@ -442,7 +372,7 @@ class Dashboard:
                 t.add_row(_clock(ms), Text(side, style=style), Text(prices[i], style), qtys[i])
             rows.append(t)
         elif not _has(pipeline, "tape"):
-            rows.append(Text("(last trades: add engine.dashboard.TradeTape)", style="dim"))
+            rows.append(Text("(no trade tape in this pipeline)", style="dim"))
         return Group(*rows)
 
     def _candles(self, pipeline: Any, sym: str) -> RenderableType:

@@ -203,17 +203,14 @@ async def capture_main(opts: RunOptions, *, task_status: Any = trio.TASK_STATUS_
 
 async def _display(capture: Any, symbols: list[str], dashboard: bool) -> None:
     """The dashboard on a terminal; otherwise a status line on stderr every 5 s."""
+    from engine.dashboard import run_dashboard, status_line
+
     if dashboard and sys.stdout.isatty():
-        try:
-            from engine.dashboard import run_dashboard
-        except ImportError:  # pragma: no cover - the dashboard module is optional
-            pass
-        else:
-            await run_dashboard(capture, symbols)
-            return
+        await run_dashboard(capture, symbols)
+        return
     while True:
         await trio.sleep(5.0)
-        print(capture.status.line(), file=sys.stderr, flush=True)
+        print(status_line(capture.status, capture.pipeline), file=sys.stderr, flush=True)
 
 
 def _csv(value: str) -> tuple[str, ...]:

@@ -1,7 +1,8 @@
 """Trade aggregator: per-symbol last price, VWAP (session + rolling windows), volume split, count.
 
 Owns: the :class:`TradeAggregator` reducer, its state and its :class:`TradeStats`
-output; and the one rule every trade-consuming reducer (candles, anomaly
+output; the :class:`TradeTape` reducer (each symbol's last trades, for displays:
+the aggregator keeps totals only and no output is emitted per trade); and the one rule every trade-consuming reducer (candles, anomaly
 detector) shares for *which* trades count (:func:`accept_trade`).  Must not:
 read the clock, do I/O, use floats, or raise on any event.
 
@@ -79,6 +80,9 @@ __all__ = [
     "trade_time",
     "current_stats",
     "round_div",
+    "TradeTape",
+    "TapeState",
+    "SymbolTape",
 ]
 
 SOURCES = ("auto", "trade", "aggTrade")
@@ -417,3 +421,65 @@ class TradeAggregator:
 
     def restore(self, data: Any) -> TradesState:
         return serde.converter.structure(data, TradesState)
+
+
+# --------------------------------------------------------------------------- the trade tape
+
+
+@serde.register
+@attrs.define(slots=True)
+class SymbolTape:
+    """One symbol's last accepted trades, oldest first: ``(time_ms, price, qty, side, trades)``.
+
+    ``trades`` counts exchange trades (an aggTrade covers ``last_id - first_id + 1``).
+    """
+
+    sel: TradeSelect
+    recent: deque[tuple[int, int, int, str, int]]
+
+
+@serde.register
+@attrs.define(slots=True)
+class TapeState:
+    symbols: dict[str, SymbolTape] = attrs.Factory(dict)
+    counts: SelectCounts = attrs.Factory(SelectCounts)
+
+
+@attrs.frozen
+class TradeTape:
+    """Reducer: each symbol's last ``size`` trades (time and sales), no outputs.
+
+    The same trades count as for the aggregator and the candles
+    (:func:`engine.trades.select_trade`: one trade kind per symbol, duplicate
+    ids dropped).  A trade is placed at its own exchange time (not clamped).
+    """
+
+    name: str = "tape"
+    size: int = attrs.field(default=32, validator=attrs.validators.ge(1))
+    source: Literal["auto", "trade", "aggTrade"] = attrs.field(
+        default="auto", validator=attrs.validators.in_(SOURCES)
+    )
+
+    def initial(self) -> TapeState:
+        return TapeState()
+
+    def step(self, state: TapeState, event: Any) -> tuple[TapeState, Sequence[Any]]:
+        if type(event) is not Trade:
+            return state, NO_OUTPUTS
+        s = state.symbols.get(event.symbol)
+        if s is None:
+            s = state.symbols[event.symbol] = SymbolTape(TradeSelect(), deque(maxlen=self.size))
+        t = select_trade(state.counts, s.sel, event, self.source)
+        if t is not None:
+            n = event.last_id - event.first_id + 1 if event.agg else 1
+            s.recent.append((t, event.price, event.qty, event.side, n))
+        return state, NO_OUTPUTS
+
+    def snapshot(self, state: TapeState) -> Any:
+        return serde.converter.unstructure(state)
+
+    def restore(self, data: Any) -> TapeState:
+        state = serde.converter.structure(data, TapeState)
+        for s in state.symbols.values():  # the bound is configuration, not data
+            s.recent = deque(s.recent, maxlen=self.size)
+        return state

@@ -28,7 +28,7 @@ from engine.book_reducer import (
 )
 from engine.candles import Candles, KlineMismatch
 from engine.codecs.registry import get_codec
-from engine.dashboard import Dashboard, TradeTape, describe, run_dashboard, status_line
+from engine.dashboard import Dashboard, describe, run_dashboard, status_line
 from engine.events import Trade
 from engine.journal.reader import JournalReader
 from engine.journal.writer import JournalWriter
@@ -36,7 +36,7 @@ from engine.live import Capture, CaptureStatus, LiveConfig, _NullPipeline
 from engine.num import ONE, parse
 from engine.pipeline import Pipeline
 from engine.sim_cli import open_simulator
-from engine.trades import TradeAggregator
+from engine.trades import TradeAggregator, TradeTape
 from tests.test_trades import accepted, trade_streams
 
 JOURNALS = Path(__file__).resolve().parent.parent / "fixtures" / "journals"
@@ -133,7 +133,7 @@ def test_ladder_prices_padded_to_one_precision_stay_exact() -> None:
 
 
 def test_futures_fixture_last_trades_vwap_and_candles() -> None:
-    p, d = fold("binance-futures", [TradeTape()])
+    p, d = fold("binance-futures")
     out = text(d.render(p, status(), ["SUSHIUSDT"]), width=160)
     assert "taker buy 1619  sell 593" in out
     for row in (
@@ -327,7 +327,7 @@ def capture_for(sim, tmp_path: Path) -> Capture:
     codec = get_codec("sim")
     cfg = LiveConfig(exchange="sim", symbols=("btcusdt",), ws_url=sim.ws_url, rest_url=sim.rest_url)
     writer = JournalWriter.create(tmp_path / "j", {"exchange": "sim"})
-    return Capture(cfg, writer, codec, standard_reducers(codec) + [TradeTape()])
+    return Capture(cfg, writer, codec, standard_reducers(codec))
 
 
 def synced_with_trades(cap: Capture) -> bool:
