@@ -135,7 +135,8 @@ def _evidence(fault: str, journal: Path, status, outputs: Counter) -> None:
     elif fault == "shutdown":
         assert status.rotations >= 1
     elif fault == "drift":
-        assert outputs["DriftDetected"] == 1
+        # >= 1: the drifted snapshot is adopted, so the next honest one may report drift back
+        assert outputs["DriftDetected"] >= 1
 
 
 @pytest.mark.parametrize("fault", FAULTS)
