@@ -1017,10 +1017,15 @@ class SimServer:
 
 
 def _drift(body: bytes, step: int) -> bytes:
-    """A snapshot that disagrees with the stream: the best bid's quantity grows by one lot step."""
+    """A snapshot that disagrees with the stream: the deepest bid's quantity grows by one lot step.
+
+    The deepest level, because the market rarely touches it: a verification that
+    compares this snapshot with the book a few updates later still sees the drift
+    (a drifted best level would usually be overwritten by the next diffs).
+    """
     snap = json.loads(body)
     side = snap["bids"] or snap["asks"]
     if side:
-        p, qty = side[0]
-        side[0] = [p, render(parse(qty) + step, 8)]
+        p, qty = side[-1]
+        side[-1] = [p, render(parse(qty) + step, 8)]
     return json.dumps(snap, separators=(",", ":")).encode()

@@ -1,0 +1,401 @@
+"""The live capture runtime against the simulator, over real sockets on 127.0.0.1.
+
+Each test runs :func:`engine.sim_cli.open_simulator` and a :class:`engine.live.Capture`
+in one trio nursery for a second or two, then reads the journal back and holds
+it against the simulator's own counters: every frame the simulator sent on a
+connection is journaled on that connection (zero loss), every fault is
+journaled and followed by a reconnect or a resync, a rotation leaves no hole
+in the depth update ids, subscribing 1000 streams never trips the 5 messages/s
+disconnect, and the journal verifies.  The last test stops ``engine run`` with
+SIGTERM in a real subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+from engine.assembly import standard_reducers
+from engine.codecs.registry import get_codec
+from engine.journal.inspect import verify_journal
+from engine.journal.reader import JournalReader
+from engine.journal.schema import Frame
+from engine.journal.writer import JournalWriter
+from engine.live import Backoff, Capture, CaptureStatus, ControlLimiter, LiveConfig
+from engine.pipeline import Pipeline
+from engine.sim_cli import Simulator, open_simulator
+
+SIM = dict(tick=0.005, close_timeout=0.5, shutdown_grace=0.3, stall_duration=1.5)
+LIVE = dict(
+    ping_interval_s=0.3,
+    ping_timeout_s=0.3,
+    stale_after_s=2.0,
+    connect_timeout_s=2.0,
+    disconnect_timeout_s=0.5,
+    backoff_base_s=0.05,
+    backoff_cap_s=0.2,
+    handoff_timeout_s=1.0,
+    rest_timeout_s=2.0,
+)
+OPTIONS = {"verify_interval_s": 0.5}
+
+
+@attrs.frozen
+class Run:
+    """What one capture left behind: its journal, the simulator's counters, the final status."""
+
+    jdir: Path
+    frames: list[Frame]
+    sim: dict[str, Any]
+    status: CaptureStatus
+    #: monotonic-to-wall offsets of the script's marks (``time.time_ns()`` when they happened)
+    marks: dict[str, int]
+
+    def inbound(self) -> list[Frame]:
+        return [f for f in self.frames if f.dir == "in" and f.kind in ("text", "binary")]
+
+    def of_kind(self, kind: str, conn: int | None = None) -> list[Frame]:
+        return [f for f in self.frames if f.kind == kind and (conn is None or f.conn == conn)]
+
+    def outputs(self) -> list[tuple[int, Any]]:
+        """The capture's outputs, rebuilt by folding the journal (the one pipeline)."""
+        codec = get_codec("sim")
+        p = Pipeline(codec, standard_reducers(codec, OPTIONS))
+        out: list[tuple[int, Any]] = []
+        for batch in JournalReader(self.jdir).batches():
+            out.extend(p.feed_batch(batch))
+        return out
+
+
+async def capture(
+    tmp_path: Path,
+    script: Any,
+    *,
+    sim: dict[str, Any] | None = None,
+    live: dict[str, Any] | None = None,
+    reducers: bool = True,
+) -> Run:
+    """Capture from a fresh simulator while ``script(sim, capture, marks)`` runs; then stop cleanly."""
+    codec = get_codec("sim")
+    jdir = tmp_path / "journal"
+    marks: dict[str, int] = {}
+    async with open_simulator(**{"seed": 1, "rate": 2000, **SIM, **(sim or {})}) as s:
+        cfg = LiveConfig(ws_url=s.ws_url, rest_url=s.rest_url, **{**LIVE, **(live or {})})
+        writer = JournalWriter.create(jdir, {"exchange": "sim"})
+        cap = Capture(
+            cfg,
+            writer,
+            codec,
+            standard_reducers(codec, OPTIONS) if reducers else None,
+            rng=random.Random(7),
+        )
+        async with trio.open_nursery() as n:
+            await n.start(cap.run)
+            await script(s, cap, marks)
+            cap.stop()
+        stats = s.stats()
+    return Run(jdir, list(JournalReader(jdir).frames()), stats, cap.status, marks)
+
+
+def assert_zero_loss_and_sound(run: Run) -> None:
+    """Every frame the simulator sent on a connection is journaled on it; the journal verifies."""
+    opened = {
+        json.loads(f.payload)["local"]: f.conn for f in run.frames if f.kind == "open"
+    }  # our local address is the simulator's peer address
+    sent = {opened[c["peer"]]: c["frames"] for c in run.sim["connections"]}
+    got = Counter(f.conn for f in run.inbound())
+    assert sent and dict(got) == {k: v for k, v in sent.items() if v}, (sent, got)
+    problems, stats = verify_journal(run.jdir)
+    assert problems == [] and stats is not None
+    assert not list(run.jdir.glob("*.partial"))
+    assert [f.seq for f in run.frames] == list(range(1, len(run.frames) + 1))
+    assert run.status.frames_in == len(run.inbound())
+
+
+def depth_ids(run: Run) -> dict[str, list[tuple[int, int]]]:
+    """(U, u) of every journaled diff-depth update, per symbol, over all connections."""
+    out: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for f in run.inbound():
+        if b"depthUpdate" in f.payload and b"@depth@100ms" in f.payload:
+            d = json.loads(f.payload)["data"]
+            out[d["s"]].append((d["U"], d["u"]))
+    return out
+
+
+def holes(ids: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Update ids missing between the first and the last journaled update (union of [U, u])."""
+    missing = []
+    covered = None
+    for lo, hi in sorted(set(ids)):
+        if covered is not None and lo > covered + 1:
+            missing.append((covered + 1, lo - 1))
+        covered = hi if covered is None else max(covered, hi)
+    return missing
+
+
+async def settle(s: Simulator, cap: Capture, marks: dict[str, int]) -> None:
+    """Wait until every symbol's book synced and chained live diffs (where faults start)."""
+    with trio.fail_after(5):
+        while cap.status.outputs["BookSynced"] < len(cap.config.symbols):  # noqa: ASYNC110
+            await trio.sleep(0.02)
+    # a gap right after the snapshot, before any diff chained on it, is a refetch, not a gap
+    await trio.sleep(0.3)
+
+
+# --------------------------------------------------------------------------- zero loss
+
+
+async def test_capture_journals_every_frame_the_simulator_sent(tmp_path: Path) -> None:
+    async def script(s: Simulator, cap: Capture, marks: dict[str, int]) -> None:
+        await settle(s, cap, marks)
+        await trio.sleep(0.8)
+
+    run = await capture(tmp_path, script)
+    assert_zero_loss_and_sound(run)
+    assert len(run.inbound()) > 1000 and run.status.errors == Counter()
+    assert [(f.kind, f.code) for f in run.of_kind("close")] == [("close", 1000)]
+    assert run.of_kind("close")[0].payload == b"capture stopped"
+    # every REST response is journaled, with its status
+    rest = run.of_kind("rest")
+    assert len(rest) == run.sim["rest"]["snapshots"] and {f.code for f in rest} == {200}
+    outs = Counter(type(o).__name__ for _, o in run.outputs())
+    assert outs["BookSynced"] == 2 and outs["BookVerified"] >= 1 and not outs["GapDetected"]
+    assert dict(outs) == dict(run.status.outputs)  # live and replay folded the same outputs
+    assert all(not h for h in map(holes, depth_ids(run).values()))
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def _reconnected_after(run: Run, seq: int) -> None:
+    """A new connection opened after ``seq`` and carried data."""
+    later = [f for f in run.of_kind("open") if f.seq > seq]
+    assert later, "no reconnect after the fault"
+    assert any(f.conn == later[0].conn for f in run.inbound())
+
+
+@pytest.mark.parametrize("fault", ["drop", "stall", "garbage", "gap", "close", "shutdown", "drift"])
+async def test_each_fault_is_survived_and_journaled(tmp_path: Path, fault: str) -> None:
+    async def script(s: Simulator, cap: Capture, marks: dict[str, int]) -> None:
+        await settle(s, cap, marks)
+        marks["inject"] = time.time_ns()
+        s.inject(fault)
+        await trio.sleep(1.2)
+
+    run = await capture(tmp_path, script)
+    assert_zero_loss_and_sound(run)
+    t0 = run.marks["inject"]
+    first = run.of_kind("open")[0].conn
+    after = [f for f in run.frames if f.recv_ns >= t0]
+    outs = run.outputs()
+    names = [(seq, type(o).__name__) for seq, o in outs]
+
+    if fault == "drop":
+        (close,) = [f for f in run.of_kind("close", first)]
+        assert close.code == 1006 and close.recv_ns >= t0
+        _reconnected_after(run, close.seq)
+        assert run.status.reconnects == 1 and run.status.errors["server_close"] == 1
+    elif fault == "stall":
+        (err,) = run.of_kind("error", first)
+        assert b"stalled" in err.payload
+        # detected within one ping interval + the ping timeout (+ scheduling margin)
+        assert (err.recv_ns - t0) / 1e9 < LIVE["ping_interval_s"] + LIVE["ping_timeout_s"] + 0.4
+        (close,) = run.of_kind("close", first)
+        assert close.code == 1006  # aborted: a stalled peer gets no close handshake
+        _reconnected_after(run, close.seq)
+    elif fault == "garbage":
+        bad = [f for f in after if f.kind == "binary" or b'"U":"x"' in f.payload]
+        assert len(bad) == 2 and run.status.decode_errors == 4
+        assert len(run.of_kind("open")) == 1  # the connection survives bad content
+        assert [f for f in after if f.dir == "in" and f.seq > bad[-1].seq]
+    elif fault == "gap":
+        gaps = [seq for seq, n in names if n == "GapDetected"]
+        assert len(gaps) == 1
+        resynced = [
+            o for seq, o in outs if type(o).__name__ == "BookSynced" and seq > gaps[0] and o.resync
+        ]
+        assert resynced, "no resync after the gap"
+        assert len(run.of_kind("open")) == 1
+    elif fault == "close":
+        (close,) = run.of_kind("close", first)
+        assert (close.code, close.payload) == (1011, b"Simulated close")
+        _reconnected_after(run, close.seq)
+    elif fault == "shutdown":
+        notice = [f for f in after if f.dir == "in" and b"serverShutdown" in f.payload]
+        assert len(notice) == 1
+        (close,) = run.of_kind("close", first)
+        (successor,) = [f for f in run.of_kind("open") if f.conn != first]
+        # the successor opened (and got data) before the old connection closed: no gap
+        assert notice[0].seq < successor.seq < close.seq and close.payload == b"rotated"
+        assert any(f.conn == successor.conn and f.seq < close.seq for f in run.inbound())
+        assert run.status.rotations == 1 and run.status.reconnects == 0
+        assert all(not h for h in map(holes, depth_ids(run).values()))
+        assert "GapDetected" not in {n for _, n in names}
+    elif fault == "drift":
+        drifts = [o for _, o in outs if type(o).__name__ == "DriftDetected"]
+        assert drifts and len(drifts[0].bids) + len(drifts[0].asks) == 1
+        # the book took the (lying) snapshot; the next verification moves it back to the stream
+        for later in drifts[1:]:
+            assert [(p, b, a) for p, a, b in later.bids] == drifts[0].bids
+        assert run.sim["rest"]["drifted_snapshots"] == 1
+        assert len(run.of_kind("open")) == 1
+
+
+async def test_lifetime_rotation_leaves_no_gap(tmp_path: Path) -> None:
+    async def script(s: Simulator, cap: Capture, marks: dict[str, int]) -> None:
+        await trio.sleep(2.2)
+
+    run = await capture(tmp_path, script, live={"lifetime_s": 0.6})
+    assert_zero_loss_and_sound(run)
+    assert run.status.rotations >= 2 and run.status.reconnects == 0
+    closes = run.of_kind("close")
+    assert [f.payload for f in closes[:-1]] == [b"rotated"] * (len(closes) - 1)
+    ids = depth_ids(run)
+    assert set(ids) == {"BTCUSDT", "ETHUSDT"}
+    assert all(not holes(v) for v in ids.values()), {k: holes(v) for k, v in ids.items()}
+    assert "GapDetected" not in {type(o).__name__ for _, o in run.outputs()}
+
+
+async def test_stale_connection_is_detected_and_replaced(tmp_path: Path) -> None:
+    # kline_1m is pushed every 2 s: more than stale_after_s of silence, pings answered
+    async def script(s: Simulator, cap: Capture, marks: dict[str, int]) -> None:
+        with trio.fail_after(5):
+            while not cap.status.errors["stale"]:  # noqa: ASYNC110 - polling a counter
+                await trio.sleep(0.05)
+        await trio.sleep(0.3)
+
+    live = {"stale_after_s": 0.8, "ping_interval_s": 0.2, "channels": ("kline_1m",)}
+    run = await capture(tmp_path, script, live=live, reducers=False)
+    assert_zero_loss_and_sound(run)
+    first = run.of_kind("open")[0].conn
+    (err,) = run.of_kind("error", first)
+    assert err.payload.startswith(b"stale")
+    last_data = max([f.recv_ns for f in run.inbound() if f.conn == first] + [run.frames[1].recv_ns])
+    assert 0.8 <= (err.recv_ns - last_data) / 1e9 < 0.8 + 0.2 + 0.3  # watchdog step 0.2 s
+    assert len(run.of_kind("open")) >= 2
+
+
+async def test_1000_streams_by_subscribe_never_trip_the_control_rate_limit(tmp_path: Path) -> None:
+    symbols = [f"S{i:03d}USDT" for i in range(200)]  # × 5 channels = 1000 streams
+
+    async def script(s: Simulator, cap: Capture, marks: dict[str, int]) -> None:
+        with trio.fail_after(15):
+            while cap.status.frames_out < 10:  # noqa: ASYNC110 - polling a counter
+                await trio.sleep(0.05)
+        await trio.sleep(0.5)  # the last replies
+
+    live = {
+        "symbols": tuple(s.lower() for s in symbols),
+        "max_url_len": 300,  # a few streams in the URL, the rest by SUBSCRIBE
+        "subscribe_chunk": 100,
+        "ping_interval_s": 0.1,  # our pings compete for the same 5/s
+        "ping_timeout_s": 1.0,
+    }
+    sim = {"symbols": symbols, "rate": None, "activity": 0.5}
+    run = await capture(tmp_path, script, sim=sim, live=live, reducers=False)
+    assert_zero_loss_and_sound(run)
+    (conn,) = run.sim["connections"]
+    assert conn["close_kind"] == "client_close" and len(conn["subscriptions"]) == 1000
+    assert run.status.errors == Counter() and len(run.of_kind("open")) == 1
+    subs = [json.loads(f.payload) for f in run.frames if f.dir == "out"]
+    assert len(subs) == 10 and sum(len(m["params"]) for m in subs) + 5 <= 1000 + 5
+    replies = [json.loads(f.payload) for f in run.inbound() if b'"result"' in f.payload]
+    assert sorted(r["id"] for r in replies) == sorted(m["id"] for m in subs)
+    assert all(r["result"] is None for r in replies)
+    # our pings took turns with the SUBSCRIBEs in the limiter (at most 4 a second in all)
+    assert conn["control_received"] > len(subs)
+
+
+# --------------------------------------------------------------------------- policies
+
+
+def test_backoff_is_capped_full_jitter_and_resets() -> None:
+    b = Backoff(0.5, 4.0, random.Random(3))
+    delays = [b.next_delay() for _ in range(8)]
+    ceilings = [min(4.0, 0.5 * 2**i) for i in range(8)]
+    assert all(0 <= d <= c for d, c in zip(delays, ceilings, strict=True))
+    assert max(delays[4:]) > 2.0  # full jitter over [0, cap], not stuck low
+    b.reset()
+    assert b.next_delay() <= 0.5
+
+
+async def test_control_limiter_never_exceeds_the_rate_in_any_window(autojump_clock: Any) -> None:
+    lim = ControlLimiter(4)
+    times: list[float] = []
+
+    async def sender() -> None:
+        for _ in range(5):
+            await lim.acquire()
+            times.append(trio.current_time())
+
+    async with trio.open_nursery() as n:
+        for _ in range(4):
+            n.start_soon(sender)
+    assert len(times) == 20
+    for i, t in enumerate(times):
+        assert sum(1 for u in times[i:] if u - t < 1.0) <= 4
+    assert times[-1] - times[0] < 5.0  # and it does not dawdle
+
+
+async def test_unreachable_exchange_is_retried_with_backoff(tmp_path: Path) -> None:
+    with trio.socket.socket() as sock:  # a port nobody listens on
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cfg = LiveConfig(ws_url=f"ws://127.0.0.1:{port}", **LIVE)
+    cap = Capture(cfg, JournalWriter.create(tmp_path / "j", {"exchange": "sim"}), get_codec("sim"))
+    async with trio.open_nursery() as n:
+        await n.start(cap.run)
+        await trio.sleep(1.0)
+        cap.stop()
+    errors = [f for f in JournalReader(tmp_path / "j").frames() if f.kind == "error"]
+    assert len(errors) >= 3 and all(b"connect_failed" in f.payload for f in errors)
+    assert cap.status.errors["connect_failed"] == len(errors) and cap.status.connects == 0
+    assert verify_journal(tmp_path / "j")[0] == []
+
+
+# --------------------------------------------------------------------------- SIGTERM
+
+
+def test_engine_run_sigterm_leaves_a_sealed_verifiable_journal(tmp_path: Path) -> None:
+    jdir = tmp_path / "j"
+    engine = [sys.executable, "-m", "engine.cli"]
+    proc = subprocess.Popen(
+        [*engine, "run", "--duration", "30", "--journal", str(jdir), "--no-dashboard"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not list(jdir.glob("seg-*")):
+            time.sleep(0.1)
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGTERM)
+        t = time.monotonic()
+        out, err = proc.communicate(timeout=20)
+        stopped_in = time.monotonic() - t
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    assert stopped_in < 5.0, stopped_in
+    assert "Traceback" not in err
+    assert not list(jdir.glob("*.partial")) and list(jdir.glob("seg-*.arrows"))
+    summary = json.loads(out[out.index("{") :])
+    assert summary["frames_in"] > 0 and summary["simulator_frames_sent"] == summary["frames_in"]
+    verify = subprocess.run(
+        [*engine, "journal", "verify", str(jdir)], capture_output=True, text=True, timeout=60
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
