@@ -37,9 +37,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 import orjson
-from engine.codecs.base import SyncRule
 
 from engine import num
+from engine.codecs.base import SyncRule
 from engine.events import (
     BUY,
     EXCERPT_BYTES,
@@ -93,7 +93,7 @@ FUTURES_PATHS: dict[str, str] = {
 # --------------------------------------------------------------------------- wire shapes
 
 
-class _Depth(msgspec.Struct):
+class _Depth(msgspec.Struct, gc=False):
     e: str
     E: Ms
     s: str
@@ -105,7 +105,7 @@ class _Depth(msgspec.Struct):
     pu: OptId | None = None
 
 
-class _Partial(msgspec.Struct):  # spot @depthN and REST depth bodies
+class _Partial(msgspec.Struct, gc=False):  # spot @depthN and REST depth bodies
     lastUpdateId: Id
     bids: RawLevels
     asks: RawLevels
@@ -113,7 +113,7 @@ class _Partial(msgspec.Struct):  # spot @depthN and REST depth bodies
     T: Ms | None = None
 
 
-class _BookTicker(msgspec.Struct):
+class _BookTicker(msgspec.Struct, gc=False):
     u: Id
     s: str
     b: str
@@ -125,7 +125,7 @@ class _BookTicker(msgspec.Struct):
     T: Ms | None = None
 
 
-class _Trade(msgspec.Struct):
+class _Trade(msgspec.Struct, gc=False):
     e: str
     E: Ms
     s: str
@@ -136,7 +136,7 @@ class _Trade(msgspec.Struct):
     m: bool
 
 
-class _AggTrade(msgspec.Struct):
+class _AggTrade(msgspec.Struct, gc=False):
     e: str
     E: Ms
     s: str
@@ -149,7 +149,7 @@ class _AggTrade(msgspec.Struct):
     m: bool
 
 
-class _K(msgspec.Struct):
+class _K(msgspec.Struct, gc=False):
     t: Ms
     T: Ms
     s: str
@@ -168,14 +168,14 @@ class _K(msgspec.Struct):
     Q: str
 
 
-class _Kline(msgspec.Struct):
+class _Kline(msgspec.Struct, gc=False):
     e: str
     E: Ms
     s: str
     k: _K
 
 
-class _Ticker(msgspec.Struct):
+class _Ticker(msgspec.Struct, gc=False):
     e: str
     E: Ms
     s: str
@@ -197,12 +197,12 @@ class _Ticker(msgspec.Struct):
     a: str | None = None
 
 
-class _Shutdown(msgspec.Struct):
+class _Shutdown(msgspec.Struct, gc=False):
     e: str
     E: Ms | None = None
 
 
-class _Err(msgspec.Struct):
+class _Err(msgspec.Struct, gc=False):
     code: int
     msg: str
 
@@ -250,19 +250,39 @@ def _levels_strict(raw: RawLevels, side: str) -> list[tuple[int, int]]:
     ]
 
 
-def _levels(raw: RawLevels, side: str, fast: bool) -> list[tuple[int, int]]:
-    """Parse ``[[price, qty], ...]`` strings into unit tuples (the hot loop of the engine)."""
+#: Bound of a codec's price memo (see :func:`_levels`); it is emptied when full.
+PRICE_MEMO_MAX = 1 << 16
+
+
+def _levels(raw: RawLevels, side: str, fast: bool, prices: dict[str, int]) -> list[tuple[int, int]]:
+    """Parse ``[[price, qty], ...]`` strings into unit tuples (the hot loop of the engine).
+
+    ``prices`` memoizes price strings the fast parser has read (a book's
+    updates keep hitting the same few hundred prices near the top: on the real
+    captures 78 % (spot) and 91 % (futures) of the prices of a 31 s window had
+    been seen before in it).  A pure memo: an entry is the exact value of its
+    string, so it cannot change what a frame decodes to.  Quantities repeat
+    far less and are always parsed.
+    """
     if fast:
         out = []
         ap = out.append
         mul = _MUL
+        get = prices.get
         try:
             for p, q in raw:
-                pa, _, pb = p.partition(".")
+                pv = get(p)
+                if pv is None:
+                    pa, _, pb = p.partition(".")
+                    pv = int(pa + pb) * mul[len(pb)]
+                    if pv > _MAX:
+                        break
+                    if len(prices) >= PRICE_MEMO_MAX:
+                        prices.clear()
+                    prices[p] = pv
                 qa, _, qb = q.partition(".")
-                pv = int(pa + pb) * mul[len(pb)]
                 qv = int(qa + qb) * mul[len(qb)]
-                if pv > _MAX or qv > _MAX:
+                if qv > _MAX:
                     break
                 ap((pv, qv))
             else:
@@ -353,7 +373,12 @@ class _Binance:
             "kline": _Kline,
         }
         for kind, typ in self._plain.items():
-            wrapper = msgspec.defstruct(f"_W_{kind}", [("stream", str), ("data", typ)])
+            # Only partial depth reads the stream name from the decoded frame (its symbol);
+            # the others skip it unallocated and get the peeked name (see decode()).
+            fields: list[Any] = [("data", typ)]
+            if kind == "partial":
+                fields.insert(0, ("stream", str))
+            wrapper = msgspec.defstruct(f"_W_{kind}", fields, gc=False)
             self._wrapped[kind] = msgspec.json.Decoder(wrapper)
         self._handlers: dict[str, Callable[..., Any]] = {
             "depth": self._depth,
@@ -364,10 +389,12 @@ class _Binance:
             "ticker": self._ticker,
             "kline": self._kline,
         }
-        # stream name (bytes, as peeked) → (decoder, handler, partial depth).  A pure memo
-        # of _route_of: bounded, and it cannot change what a frame decodes to.
-        self._routes: dict[bytes, tuple[Any, Callable[..., Any], int | None]] = {}
+        # stream name (bytes, as peeked) → (decoder, handler, partial depth, stream name or
+        # None: read it from the frame).  A pure memo of _route_of: bounded, and it cannot
+        # change what a frame decodes to.
+        self._routes: dict[bytes, tuple[Any, Callable[..., Any], int | None, str | None]] = {}
         self._generic = msgspec.json.Decoder()
+        self._prices: dict[str, int] = {}  # price string → units: a pure memo (see _levels)
         self._rest = msgspec.json.Decoder(_Partial)
 
     # ..................................................................... decode
@@ -384,13 +411,15 @@ class _Binance:
                     if route is None:
                         route = self._learn(payload[11:end])
                     if route is not None:
-                        dec, handler, depth = route
+                        dec, handler, depth, name = route
                         try:
                             w = dec.decode(payload)
                         except (msgspec.DecodeError, UnicodeDecodeError):
                             pass  # the generic path gives the definitive error
                         else:
-                            return handler(seq, recv_ns, w.data, w.stream, depth, _clean(payload))
+                            if name is None:
+                                name = w.stream
+                            return handler(seq, recv_ns, w.data, name, depth, _clean(payload))
                 return self._decode_generic(seq, recv_ns, source, payload)
             if kind == "rest":
                 return self._decode_rest(seq, recv_ns, source, payload)
@@ -406,13 +435,24 @@ class _Binance:
         excerpt = bytes(payload[:EXCERPT_BYTES]) if isinstance(payload, bytes | bytearray) else b""
         return DecodeError(seq, recv_ns, source, reason[:500], excerpt)
 
-    def _learn(self, raw_name: bytes) -> tuple[Any, Callable[..., Any], int | None] | None:
+    def _learn(
+        self, raw_name: bytes
+    ) -> tuple[Any, Callable[..., Any], int | None, str | None] | None:
         if b"\\" in raw_name:
             return None
-        r = _route_of(raw_name.decode("ascii", "replace"))
+        try:
+            name = raw_name.decode()  # no escapes: exactly the string the JSON holds
+        except UnicodeDecodeError:
+            return None
+        r = _route_of(name)
         if r is None:
             return None
-        route = (self._wrapped[r[0]], self._handlers[r[0]], r[1])
+        route = (
+            self._wrapped[r[0]],
+            self._handlers[r[0]],
+            r[1],
+            None if r[0] == "partial" else name,
+        )
         if len(self._routes) < _ROUTE_CACHE_MAX:
             self._routes[raw_name] = route
         return route
@@ -518,8 +558,8 @@ class _Binance:
                 recv_ns,
                 symbol,
                 body.lastUpdateId,
-                _levels(body.bids, "bids", fast),
-                _levels(body.asks, "asks", fast),
+                _levels(body.bids, "bids", fast, {}),
+                _levels(body.asks, "asks", fast, {}),
                 limit,
                 "rest",
                 body.E,
@@ -547,8 +587,8 @@ class _Binance:
                 d.pu,
                 d.E,
                 d.T,
-                _levels(d.b, "b", fast),
-                _levels(d.a, "a", fast),
+                _levels(d.b, "b", fast, self._prices),
+                _levels(d.a, "a", fast, self._prices),
             )
         ]
 
@@ -562,8 +602,8 @@ class _Binance:
                     recv_ns,
                     d.s,
                     d.u,
-                    _levels(d.b, "b", fast),
-                    _levels(d.a, "a", fast),
+                    _levels(d.b, "b", fast, {}),
+                    _levels(d.a, "a", fast, {}),
                     depth,
                     "stream",
                     d.E,
@@ -579,8 +619,8 @@ class _Binance:
                 recv_ns,
                 symbol,
                 d.lastUpdateId,
-                _levels(d.bids, "bids", fast),
-                _levels(d.asks, "asks", fast),
+                _levels(d.bids, "bids", fast, {}),
+                _levels(d.asks, "asks", fast, {}),
                 depth,
                 "stream",
                 d.E,

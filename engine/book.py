@@ -84,30 +84,6 @@ class LevelDiff:
     theirs: int
 
 
-def _apply(
-    d: dict[int, int], keys: list[int], levels: Iterable[tuple[int, int]], neg: bool
-) -> None:
-    # kept separate from Book.apply so the two hot loops stay branch-light
-    if neg:
-        for p, q in levels:
-            if q:
-                if p not in d:
-                    insort(keys, -p)
-                d[p] = q
-            elif p in d:
-                del d[p]
-                del keys[bisect_left(keys, -p)]
-    else:
-        for p, q in levels:
-            if q:
-                if p not in d:
-                    insort(keys, p)
-                d[p] = q
-            elif p in d:
-                del d[p]
-                del keys[bisect_left(keys, p)]
-
-
 class Book:
     """Price levels of one symbol at update id ``last_id``.
 
@@ -148,13 +124,40 @@ class Book:
 
     def apply(
         self, bids: Iterable[tuple[int, int]], asks: Iterable[tuple[int, int]], last_id: int
-    ) -> None:
-        """Set each level's absolute quantity (0 removes; removing an absent level is normal)."""
+    ) -> bool:
+        """Set each level's absolute quantity (0 removes; removing an absent level is normal).
+
+        Returns whether the book is crossed afterwards (:meth:`crossed`), the
+        check every update is followed by, for free here.
+        """
+        # The engine's hottest loop, so one inlined loop per side (asks keyed by -price):
+        # a level already present is one dict store; only new/removed levels touch the list.
         if bids:
-            _apply(self.bids, self._bk, bids, False)
+            d = self.bids
+            keys = self._bk
+            for p, q in bids:
+                if q:
+                    if p not in d:
+                        insort(keys, p)
+                    d[p] = q
+                elif p in d:
+                    del d[p]
+                    del keys[bisect_left(keys, p)]
         if asks:
-            _apply(self.asks, self._ak, asks, True)
+            d = self.asks
+            keys = self._ak
+            for p, q in asks:
+                if q:
+                    if p not in d:
+                        insort(keys, -p)
+                    d[p] = q
+                elif p in d:
+                    del d[p]
+                    del keys[bisect_left(keys, -p)]
         self.last_id = last_id
+        bk = self._bk
+        ak = self._ak
+        return bool(bk and ak and bk[-1] >= -ak[-1])
 
     # ------------------------------------------------------------------ top of book
 

@@ -331,6 +331,27 @@ class BookReducer:
     def step(self, state: BookState, event: Any) -> tuple[BookState, Sequence[Any]]:
         t = type(event)
         if t is DepthDiff:
+            # The steady state, inlined (the engine's hottest path): synced, nothing else
+            # in flight, the diff chains.  Everything else goes through _diff.
+            sb = state.symbols.get(event.symbol)
+            if sb is not None:
+                main = sb.main
+                if (
+                    main.phase == SYNCED
+                    and sb.shadow is None
+                    and not sb.pending
+                    and self._rule.next(main.book.last_id, event) == APPLY  # type: ignore[union-attr]
+                ):
+                    crossed = main.book.apply(event.bids, event.asks, event.last_id)  # type: ignore[union-attr]
+                    sb.counts.diffs_applied += 1
+                    if crossed is not sb.crossed:
+                        return state, self._crossed_changed(sb, event)
+                    v = self._verify_ns
+                    if v is not None and event.recv_ns - sb.last_verify_ns >= v:  # type: ignore[operator]
+                        out: list[Any] = []
+                        self._start_verify(sb, event, "periodic", out)
+                        return state, out
+                    return state, NO_OUTPUTS
             return state, self._diff(state, event)
         if t is BookTicker:
             return state, self._ticker(state, event)
@@ -347,30 +368,9 @@ class BookReducer:
         return sb
 
     def _diff(self, state: BookState, ev: DepthDiff) -> Sequence[Any]:
-        sb = state.symbols.get(ev.symbol)
-        if sb is None:
-            sb = self._symbol(state, ev.symbol)
-        main = sb.main
-        book = main.book
-        # Fast path (the steady state): synced, chaining, nothing else in flight.
-        if (
-            main.phase == SYNCED
-            and sb.shadow is None
-            and not sb.pending
-            and self._rule.next(book.last_id, ev) == APPLY  # type: ignore[union-attr]
-        ):
-            book.apply(ev.bids, ev.asks, ev.last_id)  # type: ignore[union-attr]
-            sb.counts.diffs_applied += 1
-            if book.crossed() != sb.crossed:  # type: ignore[union-attr]
-                return self._crossed_changed(sb, ev)
-            v = self._verify_ns
-            if v is not None and ev.recv_ns - sb.last_verify_ns >= v:  # type: ignore[operator]
-                out: list[Any] = []
-                self._start_verify(sb, ev, "periodic", out)
-                return out
-            return NO_OUTPUTS
-        out = []
-        self._diff_slow(sb, ev, out)
+        """Every diff that is not the steady case :meth:`step` handles inline."""
+        out: list[Any] = []
+        self._diff_slow(self._symbol(state, ev.symbol), ev, out)
         return out
 
     def _diff_slow(self, sb: SymbolBook, ev: DepthDiff, out: list[Any]) -> None:
