@@ -447,6 +447,10 @@ async def test_counters_match_what_the_client_received() -> None:
                 json.dumps({"method": "SUBSCRIBE", "params": ["ethusdt@ticker"], "id": 1})
             )
             got += await collect(c, 1.2)
+            # the server ends it: a client-side aclose() would drop frames still in flight
+            sim.inject("close", code=1000)
+            more, _ = await drain_until_closed(c)
+            got += more
         conn = sim.stats()["connections"][0]
         keys = Counter(json.loads(m).get("stream", "!reply") for m in got)
         assert keys == Counter(conn["frames_by_stream"]) and keys["ethusdt@ticker"] >= 1
