@@ -112,6 +112,28 @@ def test_trades_equal_the_decoded_trades_exactly(journal: Path, exported: Path) 
     assert df.to_dicts() == want
 
 
+def test_duckdb_reads_the_tables_with_exact_decimals(exported: Path) -> None:
+    """DuckDB (a third, independent Parquet reader) sees the same rows and exact decimals."""
+    import duckdb
+
+    want = pq.read_table(exported / "trades.parquet").to_pylist()
+    con = duckdb.connect()
+    path = str(exported / "trades.parquet").replace("'", "''")
+    rows = con.execute(
+        f"SELECT seq, symbol, price, qty, recv_ns FROM read_parquet('{path}') ORDER BY seq"
+    ).fetchall()
+    assert [(r["seq"], r["symbol"], r["price"], r["qty"], r["recv_ns"]) for r in want] == rows
+    types = {
+        r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{path}')").fetchall()
+    }
+    assert types["price"] == "DECIMAL(38,8)" and types["recv_ns"] == "BIGINT"
+    for name in TABLES:
+        n = con.execute(
+            f"SELECT count(*) FROM read_parquet('{exported / (name + '.parquet')}')"
+        ).fetchone()
+        assert n is not None and n[0] == pq.read_metadata(exported / f"{name}.parquet").num_rows
+
+
 def test_book_diffs_are_every_level_of_every_diff(journal: Path, exported: Path) -> None:
     want = []
     for d in decoded(journal):
