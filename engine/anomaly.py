@@ -1,0 +1,621 @@
+"""Anomaly detector: volume spikes, wide spreads, large trades, price jumps, crossed quotes, stale streams.
+
+Owns: the :class:`AnomalyDetector` reducer, its state, and the one alert output
+class :class:`Alert`.  Must not: read the clock, do I/O, use floats, keep
+unbounded per-symbol history, or raise on any event (events that do not
+concern it are ignored, but every event still advances journal time).
+
+Every rule below is exact integer arithmetic.  Each alert carries ``value``
+and ``threshold`` as ints in the unit named by ``Alert.unit``, with one
+convention for every kind: **the alert fired because value ≥ threshold**.
+Where a threshold is a ratio of a baseline (e.g. 5 × a mean), ``threshold``
+is the exact ratio rounded *up* to the unit, and a measured value is rounded
+*down* to the unit; for integers both roundings keep ``value ≥ threshold``
+equivalent to the exact rational comparison, so the printed pair never
+contradicts the decision.
+
+Which trades count, and trade time
+    The shared rule of :mod:`engine.trades` (:func:`~engine.trades.select_trade`):
+    one trade kind per symbol, duplicate ids dropped, untimed trades ignored.
+    A symbol's trade clock is the running maximum of its trade times (a trade
+    stamped earlier than one already seen counts at the current time).
+
+volume_spike (unit 1e-8 qty)
+    Trades are bucketed into UTC-aligned intervals of ``volume_interval_ms``.
+    The baseline of an interval is the mean volume of the ``volume_baseline``
+    intervals before it, *empty intervals counting as zero*.  It fires at the
+    first trade that brings its interval's volume to ≥ ``volume_ratio_pct``% of
+    that mean, at most once per interval.  No alert while the symbol has not
+    been watched for the whole baseline (its first bucket is later than the
+    oldest baseline interval) or while the baseline is zero.  State: a deque of
+    the non-empty finished intervals inside the baseline and their running sum
+    — O(1) amortized per trade, at most ``volume_baseline`` entries.
+
+large_trade
+    ``notional`` (unit 1e-8 quote): price × qty ≥ ``large_notional``.
+    ``vs recent`` (unit 1e-8 qty): qty ≥ ``large_ratio_pct``% of the mean qty
+    of the symbol's previous ``large_window`` accepted trades (only once that
+    many were seen and their sum is > 0).  Deque + running sum, O(1).
+
+price_jump (unit bps)
+    ``|p - p_prev| / p_prev ≥ price_jump_bps`` between consecutive accepted
+    trades of a symbol, however far apart in time.
+
+crossed_book (unit 1e-8 price) and wide_spread
+    Quotes are the exchange's own top of book: ``BookTicker`` events and the
+    best levels of ``BookSnapshot`` events (REST or in-stream partial depth).
+    The diff-built book lives in :mod:`engine.book_reducer`, which reports its
+    own crossing as ``CrossedBook``; this module does not keep a second book.
+    A quote with an empty side (price 0 / no level) is ignored.
+    ``crossed_book``: bid ≥ ask (locked counts), value ``bid - ask``, threshold 0.
+    ``wide_spread`` has three criteria, each with its own *episode*: an alert
+    when a quote meets the criterion and the symbol's previous quote did not
+    (a crossed quote ends every wide episode; a non-crossed one ends the
+    crossed episode): ``abs`` spread ≥ ``spread_abs`` (1e-8 price); ``bps``
+    spread / mid ≥ ``spread_bps`` (bps); ``vs median`` spread ≥
+    ``spread_median_ratio_pct``% of the *lower median* (element ``(M-1)//2``
+    of the sorted window, an exact int) of the previous ``spread_window``
+    non-crossed spreads, once the window is full and its median > 0.
+    Rolling median: the window is kept twice, in arrival order (a deque) and
+    sorted (a list); each quote does one ``bisect`` to remove the oldest and
+    one ``insort`` to add the newest: O(log M) comparisons plus an O(M)
+    memmove of pointers — about a microsecond for M = 200.
+
+stale_stream (unit ms)
+    A *stream* is (symbol, kind), kind being ``trade``, ``aggTrade``,
+    ``depth``, ``bookTicker``, ``partialDepth`` (in-stream BookSnapshot),
+    ``ticker`` or ``kline_<interval>``; REST snapshots are answers, not
+    streams.  *Journal time* is the running maximum of every event's
+    ``recv_ns`` — any event, connection events and DecodeErrors included, so
+    time advances whenever anything at all is journaled.  A stream's last-seen
+    time is the journal time of its latest event.  After each event (its own
+    stream refreshed first), every watched stream silent for ≥
+    ``stale_after_ms`` of journal time that is not already stale gets one
+    alert, and is stale until its next event (one alert per stale episode).
+    Only streams seen at least once can go stale; if nothing at all is
+    journaled, journal time stands still and nothing fires (the live
+    runtime's watchdog covers a silent connection).  Cost: the state keeps a
+    lower bound ``next_check`` of the earliest deadline; streams are scanned
+    only when journal time reaches it, so the per-event cost is one dict store.
+
+Order of alerts within one event: stale streams first (by last-seen time,
+then symbol, then kind), then the event's own: volume_spike, large_trade
+(notional, vs recent), price_jump; for quotes crossed_book, or wide_spread
+(abs, bps, vs median).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from collections import deque
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import attrs
+
+from engine import num, serde
+from engine.events import (
+    BookSnapshot,
+    BookTicker,
+    DepthDiff,
+    Kline,
+    Ticker24h,
+    Trade,
+)
+from engine.num import ONE
+from engine.reducer import NO_OUTPUTS
+from engine.trades import SOURCES, SelectCounts, TradeSelect, select_trade
+
+__all__ = [
+    "AnomalyDetector",
+    "AnomalyState",
+    "SymbolWatch",
+    "Alert",
+    "KINDS",
+    "VOLUME_SPIKE",
+    "WIDE_SPREAD",
+    "LARGE_TRADE",
+    "PRICE_JUMP",
+    "CROSSED_BOOK",
+    "STALE_STREAM",
+    "lower_median",
+]
+
+VOLUME_SPIKE = "volume_spike"
+WIDE_SPREAD = "wide_spread"
+LARGE_TRADE = "large_trade"
+PRICE_JUMP = "price_jump"
+CROSSED_BOOK = "crossed_book"
+STALE_STREAM = "stale_stream"
+KINDS = (VOLUME_SPIKE, WIDE_SPREAD, LARGE_TRADE, PRICE_JUMP, CROSSED_BOOK, STALE_STREAM)
+
+#: ``next_check`` when no stream can go stale (int64 max: checkpoints stay 64-bit).
+NEVER = 2**63 - 1
+#: journal time before the first event (int64 min, below any receive time)
+BEFORE = -(2**63)
+_MS = 1_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# wide-spread criteria, as bits of SymbolWatch.wide
+_ABS, _BPS, _MEDIAN = 1, 2, 4
+
+
+def lower_median(sorted_values: Sequence[int]) -> int:
+    """Element ``(n-1)//2`` of a non-empty sorted sequence: an exact int, never a half."""
+    return sorted_values[(len(sorted_values) - 1) // 2]
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _utc(t: int, per_second: int = 1_000_000_000) -> str:
+    """Epoch ns (or ms with ``per_second=1000``) → ``2024-05-01T12:03:05.123456789Z``.
+
+    Out of the calendar's range (fuzzed times): the raw number, never an exception.
+    """
+    s, frac = divmod(t, per_second)
+    try:
+        when = _EPOCH + timedelta(seconds=s)
+    except OverflowError:
+        return f"{t}{'ns' if per_second == 1_000_000_000 else 'ms'}"
+    return f"{when:%Y-%m-%dT%H:%M:%S}.{frac:0{len(str(per_second)) - 1}d}Z"
+
+
+@serde.register
+@attrs.frozen(slots=True, weakref_slot=False)
+class Alert:
+    """One anomaly: it fired because ``value ≥ threshold`` (exact ints in ``unit``).
+
+    ``seq``/``recv_ns`` are the event that revealed it (for a stale stream,
+    whatever event moved journal time past the deadline); ``exch_ms`` is that
+    event's exchange time (trade time for trades), None where there is none
+    and always None for a stale stream (silence has no exchange time).
+    ``unit``: ``"1e-8"`` (price, qty or quote notional in engine units),
+    ``"bps"`` (1/10000 of the reference price) or ``"ms"``.  ``detail`` names
+    the criterion and the numbers behind the threshold.
+    """
+
+    seq: int
+    recv_ns: int
+    kind: str
+    symbol: str
+    exch_ms: int | None
+    value: int
+    threshold: int
+    unit: str
+    detail: str
+
+    def line(self) -> str:
+        """One loggable line, receive time first::
+
+        2024-05-01T12:03:05.123456789Z ALERT large_trade BTCUSDT value=2.50000000 >=
+        threshold=1.00000000 [1e-8] exch=2024-05-01T12:03:05.120Z seq=42 notional ...
+        """
+        if self.unit == "1e-8":
+            v, t = num.render(self.value), num.render(self.threshold)
+        else:
+            v, t = str(self.value), str(self.threshold)
+        exch = "-" if self.exch_ms is None else _utc(self.exch_ms, 1000)
+        return (
+            f"{_utc(self.recv_ns)} ALERT {self.kind} {self.symbol} value={v} >= threshold={t} "
+            f"[{self.unit}] exch={exch} seq={self.seq} {self.detail}"
+        )
+
+
+# --------------------------------------------------------------------------- state
+
+
+@serde.register
+@attrs.define(slots=True)
+class SymbolWatch:
+    """Everything the detector keeps for one symbol (all of it bounded by configuration)."""
+
+    sel: TradeSelect = attrs.Factory(TradeSelect)
+    # trades
+    last_ms: int = -1  # trade clock (running max of trade times)
+    last_price: int = 0  # 0 = no trade yet
+    first_start: int = -1  # first volume interval seen
+    cur_start: int = -1  # current volume interval
+    cur_vol: int = 0
+    vol_thr: int = 0  # volume that fires in the current interval; 0 = none (fired / no baseline)
+    buckets: deque[tuple[int, int]] = attrs.Factory(deque)  # (start, volume), non-empty, finished
+    base_sum: int = 0
+    recent: deque[int] = attrs.Factory(deque)  # qty of the last large_window trades
+    recent_sum: int = 0
+    # quotes
+    crossed: bool = False
+    wide: int = 0  # bits of the wide-spread criteria met by the previous quote
+    spreads: deque[int] = attrs.Factory(deque)  # arrival order
+    spreads_sorted: list[int] = attrs.Factory(list)
+    # streams: kind -> journal time of its latest event; stale ones -> when they went silent
+    seen: dict[str, int] = attrs.Factory(dict)
+    stale: dict[str, int] = attrs.Factory(dict)
+
+
+@serde.register
+@attrs.define(slots=True)
+class AnomalyState:
+    symbols: dict[str, SymbolWatch] = attrs.Factory(dict)
+    counts: SelectCounts = attrs.Factory(SelectCounts)
+    now: int = BEFORE  # journal time: max recv_ns of every event so far
+    next_check: int = NEVER  # lower bound of the earliest stale deadline
+    alerts: dict[str, int] = attrs.Factory(dict)  # kind -> alerts emitted
+
+
+# --------------------------------------------------------------------------- the reducer
+
+
+def _pos(name: str, v: int | None) -> None:
+    if v is not None and v <= 0:
+        raise ValueError(f"{name} must be a positive int or None, got {v}")
+
+
+@attrs.frozen
+class AnomalyDetector:
+    """Reducer: typed :class:`Alert` outputs (every rule in the module docstring).
+
+    Every threshold is a field; ``None`` turns that check off.  Defaults are
+    meant to flag genuinely unusual moments on liquid USDT-quoted spot pairs
+    without flooding; tune them per deployment.
+
+    Args:
+        source: which trade events count (see :mod:`engine.trades`).
+        volume_interval_ms: volume-spike interval (10 s).
+        volume_baseline: intervals in the rolling baseline (30: five minutes).
+        volume_ratio_pct: spike when interval volume ≥ this % of the baseline mean (500 = 5×).
+        large_notional: large trade when price × qty ≥ this, 1e-8 quote units (1,000,000 quote).
+        large_window: recent trades the relative large-trade test compares with (100).
+        large_ratio_pct: large trade when qty ≥ this % of their mean qty (2000 = 20×).
+        price_jump_bps: consecutive-trade price change that is a jump (100 bps = 1 %).
+        spread_abs: wide spread in 1e-8 price units (None: price-dependent, off by default).
+        spread_bps: wide spread relative to the mid (50 bps).
+        spread_window: quotes in the rolling median (200).
+        spread_median_ratio_pct: wide when spread ≥ this % of the rolling median (500 = 5×).
+        stale_after_ms: a stream silent this long in journal time is stale (60 s).
+        stale_kinds: stream kinds watched for staleness; None: every kind.  Trades of a
+            quiet symbol legitimately pause for minutes: leave them out where that is noise.
+    """
+
+    name: str = "anomaly"
+    source: Literal["auto", "trade", "aggTrade"] = attrs.field(
+        default="auto", validator=attrs.validators.in_(SOURCES)
+    )
+    volume_interval_ms: int | None = 10_000
+    volume_baseline: int = 30
+    volume_ratio_pct: int = 500
+    large_notional: int | None = 1_000_000 * ONE
+    large_window: int | None = 100
+    large_ratio_pct: int = 2000
+    price_jump_bps: int | None = 100
+    spread_abs: int | None = None
+    spread_bps: int | None = 50
+    spread_window: int | None = 200
+    spread_median_ratio_pct: int = 500
+    stale_after_ms: int | None = 60_000
+    stale_kinds: tuple[str, ...] | None = None
+
+    def __attrs_post_init__(self) -> None:
+        for f in (
+            "volume_interval_ms",
+            "volume_baseline",
+            "volume_ratio_pct",
+            "large_notional",
+            "large_window",
+            "large_ratio_pct",
+            "price_jump_bps",
+            "spread_abs",
+            "spread_bps",
+            "spread_window",
+            "spread_median_ratio_pct",
+            "stale_after_ms",
+        ):
+            _pos(f, getattr(self, f))
+
+    def initial(self) -> AnomalyState:
+        return AnomalyState()
+
+    # ----------------------------------------------------------------- dispatch
+
+    def step(self, state: AnomalyState, event: Any) -> tuple[AnomalyState, Sequence[Any]]:
+        tp = type(event)
+        if tp is Trade:
+            return state, self._trade(state, event)
+        r = getattr(event, "recv_ns", None)
+        if type(r) is not int:
+            return state, NO_OUTPUTS
+        if r > state.now:
+            state.now = r
+        out: list[Any] = []
+        if tp is BookTicker:
+            self._touch(state, event.symbol, "bookTicker", event, out)
+            self._quote(state, event, event.bid_price, event.ask_price, out)
+        elif tp is BookSnapshot:
+            if event.origin == "stream":
+                self._touch(state, event.symbol, "partialDepth", event, out)
+            else:
+                self._check_stale(state, event, out)
+            bid = max((p for p, q in event.bids if q > 0), default=0)
+            ask = min((p for p, q in event.asks if q > 0), default=0)
+            self._quote(state, event, bid, ask, out)
+        elif tp is DepthDiff:
+            self._touch(state, event.symbol, "depth", event, out)
+        elif tp is Ticker24h:
+            self._touch(state, event.symbol, "ticker", event, out)
+        elif tp is Kline:
+            self._touch(state, event.symbol, "kline_" + event.interval, event, out)
+        else:
+            self._check_stale(state, event, out)
+        return state, out if out else NO_OUTPUTS
+
+    def _alert(
+        self,
+        state: AnomalyState,
+        out: list[Any],
+        ev: Any,
+        kind: str,
+        symbol: str,
+        exch_ms: int | None,
+        value: int,
+        threshold: int,
+        unit: str,
+        detail: str,
+    ) -> None:
+        out.append(Alert(ev.seq, ev.recv_ns, kind, symbol, exch_ms, value, threshold, unit, detail))
+        a = state.alerts
+        a[kind] = a.get(kind, 0) + 1
+
+    # ----------------------------------------------------------------- streams
+
+    def _watch(self, symbols: dict[str, SymbolWatch], symbol: str) -> SymbolWatch:
+        s = symbols.get(symbol)
+        if s is None:
+            s = symbols[symbol] = SymbolWatch()
+        return s
+
+    def _touch(self, state: AnomalyState, symbol: str, kind: str, ev: Any, out: list[Any]) -> None:
+        """Refresh the stream (symbol, kind) at journal time, then look for stale streams."""
+        s = self._watch(state.symbols, symbol)
+        if self.stale_after_ms is None:
+            return
+        seen = s.seen
+        if kind in seen and not s.stale:
+            seen[kind] = state.now
+        else:
+            self._refresh(state, s, kind)
+        if state.now >= state.next_check:
+            self._scan(state, ev, out)
+
+    def _refresh(self, state: AnomalyState, s: SymbolWatch, kind: str) -> None:
+        """A new stream, or an event on a symbol that has a stale stream (ends its episode).
+
+        A stream that (again) has a deadline may lower the ``next_check`` bound.
+        """
+        s.stale.pop(kind, None)
+        now = state.now
+        s.seen[kind] = now
+        kinds = self.stale_kinds
+        if kinds is None or kind in kinds:
+            assert self.stale_after_ms is not None
+            d = now + self.stale_after_ms * _MS
+            if d < state.next_check:
+                state.next_check = d
+
+    def _check_stale(self, state: AnomalyState, ev: Any, out: list[Any]) -> None:
+        if state.now >= state.next_check and self.stale_after_ms is not None:
+            self._scan(state, ev, out)
+
+    def _scan(self, state: AnomalyState, ev: Any, out: list[Any]) -> None:
+        """Alert every watched stream silent for ≥ stale_after_ms; recompute the deadline bound.
+
+        Runs only when journal time reached ``next_check``; ``next_check`` only
+        ever *under*-estimates the earliest deadline (a stream's deadline moves
+        later with each of its events), so no stale stream is ever missed.
+        """
+        lim = self.stale_after_ms
+        assert lim is not None
+        lim_ns = lim * _MS
+        now = state.now
+        kinds = self.stale_kinds
+        nxt = NEVER
+        found = []
+        for sym, s in state.symbols.items():
+            stale = s.stale
+            for k, last in s.seen.items():
+                if k in stale or (kinds is not None and k not in kinds):
+                    continue
+                if now - last >= lim_ns:
+                    found.append((last, sym, k))
+                elif last + lim_ns < nxt:
+                    nxt = last + lim_ns
+        state.next_check = nxt
+        found.sort()
+        for last, sym, k in found:
+            state.symbols[sym].stale[k] = last
+            self._alert(
+                state, out, ev, STALE_STREAM, sym, None, (now - last) // _MS, lim, "ms",
+                f"{k} stream silent since {_utc(last)}",
+            )  # fmt: skip
+
+    # ----------------------------------------------------------------- trades
+
+    def _trade(self, state: AnomalyState, ev: Trade) -> Sequence[Any]:
+        r = ev.recv_ns
+        if r > state.now:
+            state.now = r
+        symbols = state.symbols
+        sym = ev.symbol
+        s = symbols.get(sym)
+        if s is None:
+            s = symbols[sym] = SymbolWatch()
+        out: list[Any] | None = None
+        if self.stale_after_ms is not None:
+            kind = "aggTrade" if ev.agg else "trade"
+            seen = s.seen
+            if kind in seen and not s.stale:
+                seen[kind] = state.now
+            else:
+                self._refresh(state, s, kind)
+            if state.now >= state.next_check:
+                out = []
+                self._scan(state, ev, out)
+        t = select_trade(state.counts, s.sel, ev, self.source)
+        if t is None:
+            return out if out else NO_OUTPUTS
+        tc = s.last_ms
+        if t > tc:
+            s.last_ms = tc = t
+        p, q = ev.price, ev.qty
+        # ---- volume spike
+        length = self.volume_interval_ms
+        if length is not None:
+            start = tc - tc % length
+            if start != s.cur_start:
+                self._roll(s, start, length)
+            v = s.cur_vol = s.cur_vol + q
+            thr = s.vol_thr
+            if thr and v >= thr:
+                s.vol_thr = 0
+                if out is None:
+                    out = []
+                self._alert(
+                    state, out, ev, VOLUME_SPIKE, sym, t, v, thr, "1e-8",
+                    f"interval {_utc(start, 1000)} +{length}ms vs {self.volume_ratio_pct}% of "
+                    f"the mean of {self.volume_baseline} prior intervals "
+                    f"({num.render(s.base_sum)} total)",
+                )  # fmt: skip
+        # ---- large trade: absolute notional
+        big = self.large_notional
+        if big is not None and p * q >= big * ONE:
+            if out is None:
+                out = []
+            self._alert(
+                state, out, ev, LARGE_TRADE, sym, t, p * q // ONE, big, "1e-8",
+                f"notional {ev.side} {num.render(q)} @ {num.render(p)}",
+            )  # fmt: skip
+        # ---- large trade: relative to recent trades
+        k = self.large_window
+        if k is not None:
+            rec = s.recent
+            if len(rec) == k:
+                total = s.recent_sum
+                ratio = self.large_ratio_pct
+                if total and q * 100 * k >= ratio * total:
+                    if out is None:
+                        out = []
+                    self._alert(
+                        state, out, ev, LARGE_TRADE, sym, t, q,
+                        _ceil_div(ratio * total, 100 * k), "1e-8",
+                        f"vs recent: {ev.side} qty vs {ratio}% of the mean of the last {k} trades",
+                    )  # fmt: skip
+                s.recent_sum = total + q - rec.popleft()
+            else:
+                s.recent_sum += q
+            rec.append(q)
+        # ---- price jump
+        bps = self.price_jump_bps
+        if bps is not None:
+            pp = s.last_price
+            if pp:
+                d = p - pp if p >= pp else pp - p
+                if d * 10_000 >= bps * pp:
+                    if out is None:
+                        out = []
+                    self._alert(
+                        state, out, ev, PRICE_JUMP, sym, t, d * 10_000 // pp, bps, "bps",
+                        f"{'up' if p > pp else 'down'} {num.render(pp)} -> {num.render(p)}",
+                    )  # fmt: skip
+            s.last_price = p
+        return out if out else NO_OUTPUTS
+
+    def _roll(self, s: SymbolWatch, start: int, length: int) -> None:
+        """Open the volume interval ``start``: finish the current one, slide the baseline."""
+        if s.cur_start < 0:
+            s.first_start = start
+        elif s.cur_vol:
+            s.buckets.append((s.cur_start, s.cur_vol))
+            s.base_sum += s.cur_vol
+        n = self.volume_baseline
+        lo = start - n * length
+        b = s.buckets
+        while b and b[0][0] < lo:
+            s.base_sum -= b.popleft()[1]
+        total = s.base_sum
+        if total and s.first_start <= lo:
+            s.vol_thr = _ceil_div(self.volume_ratio_pct * total, 100 * n)
+        else:
+            s.vol_thr = 0
+        s.cur_start = start
+        s.cur_vol = 0
+
+    # ----------------------------------------------------------------- quotes
+
+    def _quote(self, state: AnomalyState, ev: Any, bid: int, ask: int, out: list[Any]) -> None:
+        if bid <= 0 or ask <= 0:
+            return
+        s = self._watch(state.symbols, ev.symbol)
+        sym = ev.symbol
+        exch = ev.exch_ms
+        if bid >= ask:
+            s.wide = 0
+            if not s.crossed:
+                s.crossed = True
+                self._alert(
+                    state, out, ev, CROSSED_BOOK, sym, exch, bid - ask, 0, "1e-8",
+                    f"{type(ev).__name__} bid {num.render(bid)} >= ask {num.render(ask)}",
+                )  # fmt: skip
+            return
+        s.crossed = False
+        spread = ask - bid
+        met = 0
+        a = self.spread_abs
+        if a is not None and spread >= a:
+            met = _ABS
+        b = self.spread_bps
+        if b is not None and spread * 20_000 >= b * (ask + bid):
+            met |= _BPS
+        m = self.spread_window
+        med_thr = 0
+        if m is not None:
+            srt = s.spreads_sorted
+            win = s.spreads
+            if len(win) == m:
+                med = srt[(m - 1) // 2]
+                if med:
+                    med_thr = _ceil_div(self.spread_median_ratio_pct * med, 100)
+                    if spread >= med_thr:
+                        met |= _MEDIAN
+                del srt[bisect_left(srt, win.popleft())]
+            win.append(spread)
+            insort(srt, spread)
+        new = met & ~s.wide
+        s.wide = met
+        if new:
+            where = f"{type(ev).__name__} {num.render(bid)} / {num.render(ask)}"
+            if new & _ABS:
+                self._alert(
+                    state, out, ev, WIDE_SPREAD, sym, exch, spread, a or 0, "1e-8", f"abs: {where}"
+                )
+            if new & _BPS:
+                self._alert(
+                    state, out, ev, WIDE_SPREAD, sym, exch, spread * 20_000 // (ask + bid), b or 0,
+                    "bps", f"bps of mid: {where}",
+                )  # fmt: skip
+            if new & _MEDIAN:
+                self._alert(
+                    state, out, ev, WIDE_SPREAD, sym, exch, spread, med_thr, "1e-8",
+                    f"vs median: {self.spread_median_ratio_pct}% of the median of the last "
+                    f"{m} spreads: {where}",
+                )  # fmt: skip
+
+    # ----------------------------------------------------------------- snapshot
+
+    def snapshot(self, state: AnomalyState) -> Any:
+        return serde.converter.unstructure(state)
+
+    def restore(self, data: Any) -> AnomalyState:
+        return serde.converter.structure(data, AnomalyState)
