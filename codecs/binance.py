@@ -220,14 +220,16 @@ def _clean(payload: bytes) -> bool:
     """True if the fast number parser is exact on this payload.
 
     ``int()`` also accepts signs, underscores, surrounding whitespace and
-    non-ASCII digits; a payload without any of those bytes (and without JSON
-    escapes that could encode them) can only hold plain ASCII digit strings.
+    non-ASCII digits.  Every number we parse sits inside a JSON string, where
+    a raw control character (tab, newline ...) is invalid JSON: the only such
+    bytes a decoded string can hold are ``-``, ``+``, ``_``, space and
+    non-ASCII ones, or anything at all written as an escape (backslash).  A
+    payload without those bytes can only hold plain ASCII digit strings.
+    (``int in bytes`` is a memchr: five of them cost less than one copying pass.)
     """
-    return payload.isascii() and len(payload.translate(None, _UNSAFE)) == len(payload)
-
-
-#: bytes that could make ``int()`` accept a non-plain-decimal string (one C pass deletes them).
-_UNSAFE = b"-_+\\ \t\n\r\x0b\x0c"
+    return payload.isascii() and not (
+        45 in payload or 43 in payload or 95 in payload or 32 in payload or 92 in payload
+    )  # - + _ space backslash
 
 
 def _strict(s: str, where: str, signed: bool = False) -> int:

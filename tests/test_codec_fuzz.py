@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import orjson
-from engine.codecs.binance import BinanceFutures, BinanceSpot
-from engine.journal.reader import JournalReader
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine import num
+from engine.codecs.binance import BinanceFutures, BinanceSpot
 from engine.events import EXCERPT_BYTES, DecodeError
+from engine.journal.reader import JournalReader
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "journals"
 
@@ -136,3 +138,64 @@ def test_required_field_deletion_is_an_error():
         data = {k: v for k, v in obj["data"].items() if k != field}
         (e,) = check(codec, kind, source, orjson.dumps({**obj, "data": data}))
         assert isinstance(e, DecodeError) and f"'{field}'" in e.reason.replace("`", "'"), e.reason
+
+
+# Raw (unescaped) text for a level string: a decimal number with a piece of junk in three places
+# (signs, separators, spaces, control characters, quotes, escapes, non-ASCII digits, any ASCII).
+_JUNK = st.sampled_from(
+    ["", "", "-", "+", "_", " ", "\t", "\\u0031", "\\", '"', "١", "\xa0", "\x85", "e"]
+) | st.characters(max_codepoint=0x7F)
+LEVEL_TEXT = st.tuples(
+    _JUNK,
+    st.text("0123456789", min_size=1, max_size=3),
+    _JUNK,
+    st.sampled_from([".", ""]),
+    st.text("0123456789", max_size=9),
+    _JUNK,
+).map("".join)
+
+
+def _level_frame(price: str, qty: str) -> bytes:
+    return (
+        b'{"stream":"bnbbtc@depth@100ms","data":{"e":"depthUpdate","E":1,"s":"BNBBTC",'
+        b'"U":1,"u":2,"pu":0,"b":[["' + price.encode() + b'","' + qty.encode() + b'"]],"a":[]}}'
+    )
+
+
+def _agrees_with_strict_parser(codec, price: str, qty: str) -> None:
+    """The codec's levels equal engine.num.parse of what the JSON really holds, or it's an error."""
+    payload = _level_frame(price, qty)
+    (ev,) = check(codec, "text", "wss://x/stream", payload)
+    try:  # what the JSON really holds (quotes and escapes in the text change it)
+        levels = msgspec.json.decode(payload)["data"]["b"]
+    except (msgspec.DecodeError, KeyError, TypeError):
+        assert isinstance(ev, DecodeError)
+        return
+    if len(levels) != 1 or len(levels[0]) != 2 or not all(isinstance(x, str) for x in levels[0]):
+        return  # a different shape: the other tests cover those
+    try:
+        want = [(num.parse(levels[0][0]), num.parse(levels[0][1]))]
+    except num.PrecisionError:
+        want = None
+    if want is None or not all(0 <= v < 2**63 for v in want[0]):
+        assert isinstance(ev, DecodeError), (levels, ev)
+    else:
+        assert ev.bids == want, (levels, ev)
+
+
+def test_fast_number_parser_is_exact_with_any_character_anywhere():
+    """Every ASCII character (and non-ASCII digits/spaces) at every place of a price or qty:
+    the fast parser (engine.codecs.binance._clean decides where it runs) is never inexact."""
+    chars = [chr(i) for i in range(128)] + ["١", "\xa0", "\x85", "\u2003", "\\u0031"]
+    chars += ["\\u0020", "\\u002d", "\\t", "\\u0661"]  # escapes of a space, "-", a tab, "١"
+    for codec in (BinanceSpot(), BinanceFutures()):
+        for c in chars:
+            for text in (c + "12.5", "1" + c + "2.5", "12" + c + ".5", "12." + c + "5", "12.5" + c):
+                _agrees_with_strict_parser(codec, text, "3")
+                _agrees_with_strict_parser(codec, "3", text)
+
+
+@given(st.sampled_from([BinanceSpot(), BinanceFutures()]), LEVEL_TEXT, LEVEL_TEXT)
+def test_fast_number_parser_is_exact_on_any_level_string(codec, price, qty):
+    """Random junk in prices and quantities: the codec agrees with engine.num.parse."""
+    _agrees_with_strict_parser(codec, price, qty)
