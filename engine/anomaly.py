@@ -220,7 +220,8 @@ class SymbolWatch:
     last_ms: int = -1  # trade clock (running max of trade times)
     last_price: int = 0  # 0 = no trade yet
     first_start: int = -1  # first volume interval seen
-    cur_start: int = -1  # current volume interval
+    cur_start: int = -1  # current volume interval [cur_start, cur_end)
+    cur_end: int = BEFORE  # BEFORE: no interval yet
     cur_vol: int = 0
     vol_thr: int = 0  # volume that fires in the current interval; 0 = none (fired / no baseline)
     buckets: deque[tuple[int, int]] = attrs.Factory(deque)  # (start, volume), non-empty, finished
@@ -298,6 +299,10 @@ class AnomalyDetector:
     spread_median_ratio_pct: int = 500
     stale_after_ms: int | None = 60_000
     stale_kinds: tuple[str, ...] | None = None
+    # derived constants of the trade hot path (0 = check off)
+    _big: int = attrs.field(init=False, default=0, eq=False, repr=False)
+    _k100: int = attrs.field(init=False, default=0, eq=False, repr=False)
+    _stale_ns: int = attrs.field(init=False, default=0, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         for f in (
@@ -315,6 +320,10 @@ class AnomalyDetector:
             "stale_after_ms",
         ):
             _pos(f, getattr(self, f))
+        k, big, stale = self.large_window, self.large_notional, self.stale_after_ms
+        object.__setattr__(self, "_big", 0 if big is None else big * ONE)
+        object.__setattr__(self, "_k100", 0 if k is None else 100 * k)
+        object.__setattr__(self, "_stale_ns", 0 if stale is None else stale * _MS)
 
     def initial(self) -> AnomalyState:
         return AnomalyState()
@@ -322,12 +331,84 @@ class AnomalyDetector:
     # ----------------------------------------------------------------- dispatch
 
     def step(self, state: AnomalyState, event: Any) -> tuple[AnomalyState, Sequence[Any]]:
+        """Trades are the hot path, inline here: a few integer comparisons per trade."""
+        if type(event) is not Trade:
+            return state, self._other(state, event)
+        ev: Trade = event
+        now = ev.recv_ns
+        if now > state.now:
+            state.now = now
+        else:
+            now = state.now
+        s = state.symbols.get(ev.symbol)
+        if s is None:
+            s = self._watch(state.symbols, ev.symbol)
+        out: list[Any] | None = None
+        if self._stale_ns:
+            kind = "aggTrade" if ev.agg else "trade"
+            seen = s.seen
+            if kind in seen and not s.stale:
+                seen[kind] = now
+            else:
+                self._refresh(state, s, kind)
+            if now >= state.next_check:
+                out = []
+                self._scan(state, ev, out)
+        t = select_trade(state.counts, s.sel, ev, self.source)
+        if t is None:
+            return state, out if out else NO_OUTPUTS
+        tc = s.last_ms
+        if t > tc:
+            s.last_ms = tc = t
+        p, q = ev.price, ev.qty
+        # volume spike: the current interval ends at cur_end (the clock never goes back)
+        if tc >= s.cur_end:
+            length = self.volume_interval_ms
+            if length is not None:
+                self._roll(s, tc - tc % length, length)
+        v = s.cur_vol = s.cur_vol + q
+        thr = s.vol_thr
+        if thr and v >= thr:
+            s.vol_thr = 0
+            out = self._fire(state, out, ev, VOLUME_SPIKE, t, v, thr, "1e-8", s)
+        # large trade: absolute notional
+        big = self._big
+        if big and p * q >= big:
+            out = self._fire(
+                state, out, ev, LARGE_TRADE, t, p * q // ONE, big // ONE, "1e-8", "notional"
+            )
+        # large trade: relative to the previous large_window trades
+        k100 = self._k100
+        if k100:
+            rec = s.recent
+            if len(rec) == self.large_window:
+                total = s.recent_sum
+                if total and q * k100 >= self.large_ratio_pct * total:
+                    thr = _ceil_div(self.large_ratio_pct * total, k100)
+                    out = self._fire(state, out, ev, LARGE_TRADE, t, q, thr, "1e-8", "vs recent")
+                s.recent_sum = total + q - rec.popleft()
+            else:
+                s.recent_sum += q
+            rec.append(q)
+        # price jump between consecutive trades
+        pp = s.last_price
+        if p != pp:
+            s.last_price = p
+            bps = self.price_jump_bps
+            if pp and bps is not None:
+                d = p - pp if p > pp else pp - p
+                if d * 10_000 >= bps * pp:
+                    out = self._fire(
+                        state, out, ev, PRICE_JUMP, t, d * 10_000 // pp, bps, "bps", pp
+                    )
+        return state, out if out else NO_OUTPUTS
+
+    def _other(self, state: AnomalyState, event: Any) -> Sequence[Any]:
+        """Every event but trades: quotes, stream activity, and journal time."""
         tp = type(event)
-        if tp is Trade:
-            return state, self._trade(state, event)
         r = getattr(event, "recv_ns", None)
         if type(r) is not int:
-            return state, NO_OUTPUTS
+            return NO_OUTPUTS
         if r > state.now:
             state.now = r
         out: list[Any] = []
@@ -350,7 +431,7 @@ class AnomalyDetector:
             self._touch(state, event.symbol, "kline_" + event.interval, event, out)
         else:
             self._check_stale(state, event, out)
-        return state, out if out else NO_OUTPUTS
+        return out if out else NO_OUTPUTS
 
     def _alert(
         self,
@@ -443,94 +524,38 @@ class AnomalyDetector:
 
     # ----------------------------------------------------------------- trades
 
-    def _trade(self, state: AnomalyState, ev: Trade) -> Sequence[Any]:
-        r = ev.recv_ns
-        if r > state.now:
-            state.now = r
-        symbols = state.symbols
-        sym = ev.symbol
-        s = symbols.get(sym)
-        if s is None:
-            s = symbols[sym] = SymbolWatch()
-        out: list[Any] | None = None
-        if self.stale_after_ms is not None:
-            kind = "aggTrade" if ev.agg else "trade"
-            seen = s.seen
-            if kind in seen and not s.stale:
-                seen[kind] = state.now
-            else:
-                self._refresh(state, s, kind)
-            if state.now >= state.next_check:
-                out = []
-                self._scan(state, ev, out)
-        t = select_trade(state.counts, s.sel, ev, self.source)
-        if t is None:
-            return out if out else NO_OUTPUTS
-        tc = s.last_ms
-        if t > tc:
-            s.last_ms = tc = t
-        p, q = ev.price, ev.qty
-        # ---- volume spike
-        length = self.volume_interval_ms
-        if length is not None:
-            start = tc - tc % length
-            if start != s.cur_start:
-                self._roll(s, start, length)
-            v = s.cur_vol = s.cur_vol + q
-            thr = s.vol_thr
-            if thr and v >= thr:
-                s.vol_thr = 0
-                if out is None:
-                    out = []
-                self._alert(
-                    state, out, ev, VOLUME_SPIKE, sym, t, v, thr, "1e-8",
-                    f"interval {_utc(start, 1000)} +{length}ms vs {self.volume_ratio_pct}% of "
-                    f"the mean of {self.volume_baseline} prior intervals "
-                    f"({num.render(s.base_sum)} total)",
-                )  # fmt: skip
-        # ---- large trade: absolute notional
-        big = self.large_notional
-        if big is not None and p * q >= big * ONE:
-            if out is None:
-                out = []
-            self._alert(
-                state, out, ev, LARGE_TRADE, sym, t, p * q // ONE, big, "1e-8",
-                f"notional {ev.side} {num.render(q)} @ {num.render(p)}",
-            )  # fmt: skip
-        # ---- large trade: relative to recent trades
-        k = self.large_window
-        if k is not None:
-            rec = s.recent
-            if len(rec) == k:
-                total = s.recent_sum
-                ratio = self.large_ratio_pct
-                if total and q * 100 * k >= ratio * total:
-                    if out is None:
-                        out = []
-                    self._alert(
-                        state, out, ev, LARGE_TRADE, sym, t, q,
-                        _ceil_div(ratio * total, 100 * k), "1e-8",
-                        f"vs recent: {ev.side} qty vs {ratio}% of the mean of the last {k} trades",
-                    )  # fmt: skip
-                s.recent_sum = total + q - rec.popleft()
-            else:
-                s.recent_sum += q
-            rec.append(q)
-        # ---- price jump
-        bps = self.price_jump_bps
-        if bps is not None:
-            pp = s.last_price
-            if pp:
-                d = p - pp if p >= pp else pp - p
-                if d * 10_000 >= bps * pp:
-                    if out is None:
-                        out = []
-                    self._alert(
-                        state, out, ev, PRICE_JUMP, sym, t, d * 10_000 // pp, bps, "bps",
-                        f"{'up' if p > pp else 'down'} {num.render(pp)} -> {num.render(p)}",
-                    )  # fmt: skip
-            s.last_price = p
-        return out if out else NO_OUTPUTS
+    def _fire(
+        self,
+        state: AnomalyState,
+        out: list[Any] | None,
+        ev: Trade,
+        kind: str,
+        t: int,
+        value: int,
+        threshold: int,
+        unit: str,
+        about: Any,
+    ) -> list[Any]:
+        """Emit a trade alert (off the hot path: detail strings are built only here)."""
+        if out is None:
+            out = []
+        if kind == VOLUME_SPIKE:
+            detail = (
+                f"interval {_utc(about.cur_start, 1000)} +{self.volume_interval_ms}ms vs "
+                f"{self.volume_ratio_pct}% of the mean of {self.volume_baseline} prior intervals "
+                f"({num.render(about.base_sum)} total)"
+            )
+        elif kind == PRICE_JUMP:
+            detail = f"{'up' if ev.price > about else 'down'} {num.render(about)} -> {num.render(ev.price)}"
+        elif about == "vs recent":
+            detail = (
+                f"vs recent: {ev.side} qty vs {self.large_ratio_pct}% of the mean of the last "
+                f"{self.large_window} trades"
+            )
+        else:
+            detail = f"notional {ev.side} {num.render(ev.qty)} @ {num.render(ev.price)}"
+        self._alert(state, out, ev, kind, ev.symbol, t, value, threshold, unit, detail)
+        return out
 
     def _roll(self, s: SymbolWatch, start: int, length: int) -> None:
         """Open the volume interval ``start``: finish the current one, slide the baseline."""
@@ -550,6 +575,7 @@ class AnomalyDetector:
         else:
             s.vol_thr = 0
         s.cur_start = start
+        s.cur_end = start + length
         s.cur_vol = 0
 
     # ----------------------------------------------------------------- quotes

@@ -15,6 +15,7 @@ import statistics
 from fractions import Fraction
 from pathlib import Path
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -357,7 +358,7 @@ def test_price_jumps_fire_where_naive_scan_says(events) -> None:
 @pytest.mark.parametrize("window", [3, 4])
 @given(events=streams())
 def test_spread_alerts_fire_where_naive_scan_says(window: int, events) -> None:
-    cfg = CFG if window == 3 else AnomalyDetector(**{**_fields(CFG), "spread_window": window})
+    cfg = CFG if window == 3 else attrs.evolve(CFG, spread_window=window)
     assert ours(cfg, events, CROSSED_BOOK) == naive_quotes(cfg, events, "crossed")
     for criterion, prefix in (("abs", "abs"), ("bps", "bps"), ("median", "vs median")):
         assert ours(cfg, events, WIDE_SPREAD, detail=prefix) == naive_quotes(cfg, events, criterion)
@@ -366,7 +367,7 @@ def test_spread_alerts_fire_where_naive_scan_says(window: int, events) -> None:
 @pytest.mark.parametrize("kinds", [None, ("trade", "bookTicker")])
 @given(events=streams())
 def test_stale_streams_fire_where_naive_scan_says(kinds, events) -> None:
-    cfg = AnomalyDetector(**{**_fields(CFG), "stale_kinds": kinds})
+    cfg = attrs.evolve(CFG, stale_kinds=kinds)
     assert ours(cfg, events, STALE_STREAM) == naive_stale(cfg, events)
 
 
@@ -392,12 +393,6 @@ def test_never_raises_on_arbitrary_events(events) -> None:
     for a in outs:
         assert isinstance(a.line(), str)
     run(AnomalyDetector(), events)
-
-
-def _fields(cfg: AnomalyDetector) -> dict:
-    import attrs
-
-    return attrs.asdict(cfg, recurse=False)
 
 
 # --------------------------------------------------------------------------- worked examples
