@@ -1,4 +1,4 @@
-"""Anomaly detector: volume spikes, wide spreads, large trades, price jumps, crossed quotes, stale streams.
+"""Anomaly detector: volume and price spikes, large trades, wide or crossed quotes, stale streams.
 
 Owns: the :class:`AnomalyDetector` reducer, its state, and the one alert output
 class :class:`Alert`.  Must not: read the clock, do I/O, use floats, keep
@@ -12,7 +12,9 @@ Where a threshold is a ratio of a baseline (e.g. 5 × a mean), ``threshold``
 is the exact ratio rounded *up* to the unit, and a measured value is rounded
 *down* to the unit; for integers both roundings keep ``value ≥ threshold``
 equivalent to the exact rational comparison, so the printed pair never
-contradicts the decision.
+contradicts the decision.  Alerts depend only on event fields (exchange
+trade times, receive times) and on the state, which snapshots whole: a replay,
+or a restore from a checkpoint, alerts at exactly the same events.
 
 Which trades count, and trade time
     The shared rule of :mod:`engine.trades` (:func:`~engine.trades.select_trade`):
@@ -46,7 +48,10 @@ crossed_book (unit 1e-8 price) and wide_spread
     best levels of ``BookSnapshot`` events (REST or in-stream partial depth).
     The diff-built book lives in :mod:`engine.book_reducer`, which reports its
     own crossing as ``CrossedBook``; this module does not keep a second book.
-    A quote with an empty side (price 0 / no level) is ignored.
+    A symbol's quotes are its BookTickers and BookSnapshots in event order;
+    a quote with an empty side (price 0 / no level) is ignored.  Spread
+    alerts are per episode (a wide book stays wide for many updates, one
+    alert says it); trade alerts are per trade (each trade is its own event).
     ``crossed_book``: bid ≥ ask (locked counts), value ``bid - ask``, threshold 0.
     ``wide_spread`` has three criteria, each with its own *episode*: an alert
     when a quote meets the criterion and the symbol's previous quote did not
@@ -59,7 +64,9 @@ crossed_book (unit 1e-8 price) and wide_spread
     Rolling median: the window is kept twice, in arrival order (a deque) and
     sorted (a list); each quote does one ``bisect`` to remove the oldest and
     one ``insort`` to add the newest: O(log M) comparisons plus an O(M)
-    memmove of pointers — about a microsecond for M = 200.
+    memmove of pointers — about half a microsecond for M = 200, and nothing
+    when the spread leaving the window equals the one entering it (the common
+    case on a liquid book, whose spread is one tick most of the time).
 
 stale_stream (unit ms)
     A *stream* is (symbol, kind), kind being ``trade``, ``aggTrade``,
@@ -119,7 +126,6 @@ __all__ = [
     "PRICE_JUMP",
     "CROSSED_BOOK",
     "STALE_STREAM",
-    "lower_median",
 ]
 
 VOLUME_SPIKE = "volume_spike"
@@ -137,13 +143,16 @@ BEFORE = -(2**63)
 _MS = 1_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+#: the stream kind of each event class that is one stream per symbol (klines and
+#: in-stream snapshots are handled beside it: their kind depends on a field)
+_STREAM_KINDS: dict[type, str] = {
+    DepthDiff: "depth",
+    BookTicker: "bookTicker",
+    Ticker24h: "ticker",
+}
+
 # wide-spread criteria, as bits of SymbolWatch.wide
 _ABS, _BPS, _MEDIAN = 1, 2, 4
-
-
-def lower_median(sorted_values: Sequence[int]) -> int:
-    """Element ``(n-1)//2`` of a non-empty sorted sequence: an exact int, never a half."""
-    return sorted_values[(len(sorted_values) - 1) // 2]
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -404,33 +413,39 @@ class AnomalyDetector:
         return state, out if out else NO_OUTPUTS
 
     def _other(self, state: AnomalyState, event: Any) -> Sequence[Any]:
-        """Every event but trades: quotes, stream activity, and journal time."""
-        tp = type(event)
+        """Every event but trades: stream activity, journal time, and quotes."""
         r = getattr(event, "recv_ns", None)
         if type(r) is not int:
             return NO_OUTPUTS
         if r > state.now:
             state.now = r
-        out: list[Any] = []
+        tp = type(event)
+        kind = _STREAM_KINDS.get(tp)
+        if kind is None:
+            if tp is Kline:
+                kind = "kline_" + event.interval
+            elif tp is BookSnapshot and event.origin == "stream":
+                kind = "partialDepth"
+        out: list[Any] | None = None
+        if self._stale_ns:
+            if kind is not None:
+                s = state.symbols.get(event.symbol)
+                if s is None:
+                    s = self._watch(state.symbols, event.symbol)
+                seen = s.seen
+                if kind in seen and not s.stale:
+                    seen[kind] = state.now
+                else:
+                    self._refresh(state, s, kind)
+            if state.now >= state.next_check:
+                out = []
+                self._scan(state, event, out)
         if tp is BookTicker:
-            self._touch(state, event.symbol, "bookTicker", event, out)
-            self._quote(state, event, event.bid_price, event.ask_price, out)
-        elif tp is BookSnapshot:
-            if event.origin == "stream":
-                self._touch(state, event.symbol, "partialDepth", event, out)
-            else:
-                self._check_stale(state, event, out)
+            return self._quote(state, event, event.bid_price, event.ask_price, out)
+        if tp is BookSnapshot:
             bid = max((p for p, q in event.bids if q > 0), default=0)
             ask = min((p for p, q in event.asks if q > 0), default=0)
-            self._quote(state, event, bid, ask, out)
-        elif tp is DepthDiff:
-            self._touch(state, event.symbol, "depth", event, out)
-        elif tp is Ticker24h:
-            self._touch(state, event.symbol, "ticker", event, out)
-        elif tp is Kline:
-            self._touch(state, event.symbol, "kline_" + event.interval, event, out)
-        else:
-            self._check_stale(state, event, out)
+            return self._quote(state, event, bid, ask, out)
         return out if out else NO_OUTPUTS
 
     def _alert(
@@ -458,19 +473,6 @@ class AnomalyDetector:
             s = symbols[symbol] = SymbolWatch()
         return s
 
-    def _touch(self, state: AnomalyState, symbol: str, kind: str, ev: Any, out: list[Any]) -> None:
-        """Refresh the stream (symbol, kind) at journal time, then look for stale streams."""
-        s = self._watch(state.symbols, symbol)
-        if self.stale_after_ms is None:
-            return
-        seen = s.seen
-        if kind in seen and not s.stale:
-            seen[kind] = state.now
-        else:
-            self._refresh(state, s, kind)
-        if state.now >= state.next_check:
-            self._scan(state, ev, out)
-
     def _refresh(self, state: AnomalyState, s: SymbolWatch, kind: str) -> None:
         """A new stream, or an event on a symbol that has a stale stream (ends its episode).
 
@@ -485,10 +487,6 @@ class AnomalyDetector:
             d = now + self.stale_after_ms * _MS
             if d < state.next_check:
                 state.next_check = d
-
-    def _check_stale(self, state: AnomalyState, ev: Any, out: list[Any]) -> None:
-        if state.now >= state.next_check and self.stale_after_ms is not None:
-            self._scan(state, ev, out)
 
     def _scan(self, state: AnomalyState, ev: Any, out: list[Any]) -> None:
         """Alert every watched stream silent for ≥ stale_after_ms; recompute the deadline bound.
@@ -580,21 +578,28 @@ class AnomalyDetector:
 
     # ----------------------------------------------------------------- quotes
 
-    def _quote(self, state: AnomalyState, ev: Any, bid: int, ask: int, out: list[Any]) -> None:
+    def _quote(
+        self, state: AnomalyState, ev: Any, bid: int, ask: int, out: list[Any] | None
+    ) -> Sequence[Any]:
+        """Crossed and wide-spread checks of one top of book; returns ``out`` plus its alerts."""
         if bid <= 0 or ask <= 0:
-            return
-        s = self._watch(state.symbols, ev.symbol)
+            return out if out else NO_OUTPUTS
         sym = ev.symbol
+        s = state.symbols.get(sym)
+        if s is None:
+            s = self._watch(state.symbols, sym)
         exch = ev.exch_ms
         if bid >= ask:
             s.wide = 0
             if not s.crossed:
                 s.crossed = True
+                if out is None:
+                    out = []
                 self._alert(
                     state, out, ev, CROSSED_BOOK, sym, exch, bid - ask, 0, "1e-8",
                     f"{type(ev).__name__} bid {num.render(bid)} >= ask {num.render(ask)}",
                 )  # fmt: skip
-            return
+            return out if out else NO_OUTPUTS
         s.crossed = False
         spread = ask - bid
         met = 0
@@ -615,12 +620,19 @@ class AnomalyDetector:
                     med_thr = _ceil_div(self.spread_median_ratio_pct * med, 100)
                     if spread >= med_thr:
                         met |= _MEDIAN
-                del srt[bisect_left(srt, win.popleft())]
-            win.append(spread)
-            insort(srt, spread)
+                old = win.popleft()
+                win.append(spread)
+                if old != spread:  # the common case on a liquid book: same spread in and out
+                    del srt[bisect_left(srt, old)]
+                    insort(srt, spread)
+            else:
+                win.append(spread)
+                insort(srt, spread)
         new = met & ~s.wide
         s.wide = met
         if new:
+            if out is None:
+                out = []
             where = f"{type(ev).__name__} {num.render(bid)} / {num.render(ask)}"
             if new & _ABS:
                 self._alert(
@@ -637,6 +649,7 @@ class AnomalyDetector:
                     f"vs median: {self.spread_median_ratio_pct}% of the median of the last "
                     f"{m} spreads: {where}",
                 )  # fmt: skip
+        return out if out else NO_OUTPUTS
 
     # ----------------------------------------------------------------- snapshot
 
