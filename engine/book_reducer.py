@@ -415,7 +415,13 @@ class BookReducer:
             self._request_sync(sb, at, "first diff: need a snapshot", out)
         elif action == A_REFETCH:
             c.snapshots_too_old += 1
-            self._request_sync(sb, at, f"snapshot {book_id} older than diff U={ev.first_id}", out)
+            reason = f"snapshot {book_id} older than diff U={ev.first_id}"
+            if at is ev:
+                # a live diff: the snapshot's book was already published (BookSynced), so
+                # for its consumers this is a gap and the next sync a resync
+                self._gap(sb, ev, at, book_id, reason, out)
+            else:  # replaying the buffer inside the snapshot's step: Binance's "fetch again"
+                self._request_sync(sb, at, reason, out)
         elif action == A_RESYNC:
             self._gap(sb, ev, at, book_id, "diff does not chain onto the book", out)
         if dropped:

@@ -265,3 +265,15 @@ def test_fault_scenario_restores_mid_way_to_identical_outputs():
     assert not any(isinstance(o, BufferOverflow | BookVerified) for o in a)
     assert any(isinstance(o, GapDetected) for o in a)
     assert [o.purpose for o in a if isinstance(o, SnapshotRequest)] == ["sync", "verify", "sync"]
+
+
+def test_gap_right_after_a_published_snapshot_is_a_gap_and_the_next_sync_a_resync():
+    """No diff had chained yet, but BookSynced was out: consumers saw that book, so say so."""
+    f = Feed(BookReducer(SyncRule.BINANCE_SPOT))
+    out = f.snap(200, [(100, 1)], [(110, 1)])
+    assert kinds(out) == ["BookSynced"]
+    out = f.diff(205, 207, bids=[(100, 2)])  # 201..204 never seen
+    assert kinds(out) == ["GapDetected", "SnapshotRequest"] and out[0].book_id == 200
+    assert f.book is None and f.counts.gaps == 1 and f.counts.snapshots_too_old == 1
+    out = f.snap(207, [(100, 3)], [(110, 1)])
+    assert kinds(out) == ["BookSynced"] and out[0].resync

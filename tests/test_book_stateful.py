@@ -76,7 +76,7 @@ class NaiveSync:
                 self.overflowed = True
                 out.append(("BufferOverflow",))
 
-    def diff(self, d: DepthDiff, out: list) -> None:
+    def diff(self, d: DepthDiff, out: list, live: bool = True) -> None:
         if self.book_id is None:
             if not self.buffer and not self.requested:
                 out.append(("SnapshotRequest",))
@@ -90,7 +90,7 @@ class NaiveSync:
             self.book_id = d.last_id
             self.first = False
             return
-        if not self.first:
+        if not self.first or live:  # a published book (live diff after BookSynced) had a gap
             out.append(("GapDetected", self.book_id))
         out.append(("SnapshotRequest",))
         self.requested = True
@@ -114,7 +114,7 @@ class NaiveSync:
             if self.book_id is None:
                 self._buffer(d, out)
             else:
-                self.diff(d, out)
+                self.diff(d, out, live=False)
         if self.book_id is not None:
             out.insert(mark, ("BookSynced", self.book_id))
 
