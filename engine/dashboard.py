@@ -17,7 +17,7 @@ bar lengths, frames/s and the imbalance ratio.
 
 ::
 
-    Capture._on_outputs ─► recorder (tee) ─► Dashboard.on_outputs ─► notable deque
+    Capture._on_outputs ─► Capture.output_listeners ─► Dashboard.on_outputs ─► notable deque
     run_dashboard: every refresh_s ─► Dashboard.render(capture.pipeline, capture.status, symbols)
                                           ├─ header: connections, reconnects, frames/s, journal, errors
                                           ├─ recent alerts (and syncs)
@@ -262,14 +262,6 @@ class Dashboard:
             sym = getattr(o, "symbol", None) or "*"
             self.notable.append(Notable(getattr(o, "recv_ns", 0) or 0, sym, kind, text, alert))
 
-    def recorder(self, inner: Any = None) -> _Tee:
-        """An output recorder for :class:`engine.live.Capture` that feeds this dashboard.
-
-        Wraps ``inner`` (an :class:`engine.recorder.OutputRecorder`, or None):
-        every call is passed on, and outputs also go to :meth:`on_outputs`.
-        """
-        return _Tee(inner, self)
-
     # ------------------------------------------------------------------ output
 
     def render(self, pipeline: Any, status: Any, symbols: Sequence[str]) -> RenderableType:
@@ -463,33 +455,6 @@ class Dashboard:
         return Panel(
             body, title=title, title_align="left", border_style="yellow" if total else "dim"
         )
-
-
-class _Tee:
-    """Output recorder that also feeds a dashboard (the :class:`engine.recorder.OutputRecorder` API)."""
-
-    def __init__(self, inner: Any, dashboard: Dashboard) -> None:
-        self.inner = inner
-        self.dashboard = dashboard
-
-    def record(self, recv_ns: int, outputs: list[tuple[int, Any]]) -> None:
-        if self.inner is not None:
-            self.inner.record(recv_ns, outputs)
-        try:
-            self.dashboard.on_outputs(outputs)
-        except Exception:  # the display must never cost the capture its outputs stream
-            log.exception("dashboard: could not take %d outputs", len(outputs))
-
-    def tick(self) -> None:
-        if self.inner is not None:
-            self.inner.tick()
-
-    def close(self) -> None:
-        if self.inner is not None:
-            self.inner.close()
-
-    def __getattr__(self, name: str) -> Any:  # e.g. OutputRecorder.count
-        return getattr(self.inner, name)
 
 
 # =============================================================== pieces of the screen
@@ -691,9 +656,9 @@ async def run_dashboard(
 ) -> None:
     """Redraw the dashboard of ``capture`` every ``refresh_s`` until cancelled.
 
-    Run it as a task in the capture's nursery.  It installs a tee on
-    ``capture.recorder`` so the dashboard sees the outputs (unless a
-    ``dashboard`` is given: then the caller feeds it).  :meth:`Dashboard.render`
+    Run it as a task in the capture's nursery.  It listens to the capture's
+    outputs (``capture.output_listeners``) unless a ``dashboard`` is given:
+    then the caller feeds it.  :meth:`Dashboard.render`
     runs in this trio task between frames (the pipeline is not locked; what it
     returns holds plain text only), the layout and the terminal write in a
     worker thread.  An exception while rendering is logged once per distinct
@@ -702,9 +667,7 @@ async def run_dashboard(
     dash = dashboard
     if dash is None:
         dash = Dashboard()
-        rec = getattr(capture, "recorder", None)
-        if not isinstance(rec, _Tee):
-            capture.recorder = dash.recorder(rec)
+        capture.output_listeners.append(dash.on_outputs)
     con = console or Console(file=sys.stdout)
     seen: set[str] = set()
     with (

@@ -491,6 +491,9 @@ class Capture:
         self.codec = codec
         self.recorder = recorder
         self.checkpointer = checkpointer
+        #: called with each frame's outputs, after the recorder (displays, alerting);
+        #: a listener that raises is logged and skipped, never stops the capture
+        self.output_listeners: list[Callable[[list[tuple[int, Any]]], None]] = []
         self.rng = rng or random.Random()
         self.on_status = on_status
         self.status = CaptureStatus()
@@ -609,6 +612,11 @@ class Capture:
     def _on_outputs(self, recv_ns: int, outs: list[tuple[int, Any]]) -> None:
         if self.recorder is not None:
             self.recorder.record(recv_ns, outs)
+        for listener in self.output_listeners:
+            try:
+                listener(outs)
+            except Exception:
+                log.exception("output listener %r failed (skipped)", listener)
         counts = self.status.outputs
         for _, o in outs:
             counts[o.__class__.__name__] += 1

@@ -353,8 +353,9 @@ async def test_run_dashboard_draws_a_real_capture_and_sees_its_outputs(tmp_path:
             await trio.sleep(0.3)  # a few refreshes after the sync
             cap.stop()
             n.cancel_scope.cancel()
-    tee = cap.recorder
-    assert any(x.kind == "BookSynced" and x.symbol == "BTCUSDT" for x in tee.dashboard.notable)
+    (listener,) = cap.output_listeners
+    dash = listener.__self__
+    assert any(x.kind == "BookSynced" and x.symbol == "BTCUSDT" for x in dash.notable)
     out = buf.getvalue()
     assert "BTCUSDT  synced" in out and "sprd" in out and "BookSynced" in out
     assert "frames/s" in out and "connected (1)" in out
