@@ -285,7 +285,8 @@ class AnomalyDetector:
         spread_abs: wide spread in 1e-8 price units (None: price-dependent, off by default).
         spread_bps: wide spread relative to the mid (50 bps).
         spread_window: quotes in the rolling median (200).
-        spread_median_ratio_pct: wide when spread ≥ this % of the rolling median (500 = 5×).
+        spread_median_ratio_pct: wide when spread ≥ this % of the rolling median (1000 = 10×;
+            a one-tick median makes 5× an everyday few ticks on an active book).
         stale_after_ms: a stream silent this long in journal time is stale (60 s).
         stale_kinds: stream kinds watched for staleness; None: every kind.  Trades of a
             quiet symbol legitimately pause for minutes: leave them out where that is noise.
@@ -305,7 +306,7 @@ class AnomalyDetector:
     spread_abs: int | None = None
     spread_bps: int | None = 50
     spread_window: int | None = 200
-    spread_median_ratio_pct: int = 500
+    spread_median_ratio_pct: int = 1000
     stale_after_ms: int | None = 60_000
     stale_kinds: tuple[str, ...] | None = None
     # derived constants of the trade hot path (0 = check off)
