@@ -285,6 +285,10 @@ class AnomalyDetector:
         spread_abs: wide spread in 1e-8 price units (None: price-dependent, off by default).
         spread_bps: wide spread relative to the mid (50 bps).
         spread_window: quotes in the rolling median (200).
+        spread_median_min_bps: the vs-median criterion also needs the spread to be at least
+            this many bps of the mid (2; None: no floor).  A book whose spread is one tick
+            most of the time is "10× its median" at ten ticks, which on BTCUSDT is
+            0.02 bps: noise, not an anomaly worth a trader's attention.
         spread_median_ratio_pct: wide when spread ≥ this % of the rolling median (1000 = 10×;
             a one-tick median makes 5× an everyday few ticks on an active book).
         stale_after_ms: a stream silent this long in journal time is stale (60 s).
@@ -307,6 +311,7 @@ class AnomalyDetector:
     spread_bps: int | None = 50
     spread_window: int | None = 200
     spread_median_ratio_pct: int = 1000
+    spread_median_min_bps: int | None = 2
     stale_after_ms: int | None = 60_000
     stale_kinds: tuple[str, ...] | None = None
     # derived constants of the trade hot path (0 = check off)
@@ -619,7 +624,8 @@ class AnomalyDetector:
                 med = srt[(m - 1) // 2]
                 if med:
                     med_thr = _ceil_div(self.spread_median_ratio_pct * med, 100)
-                    if spread >= med_thr:
+                    f = self.spread_median_min_bps
+                    if spread >= med_thr and (f is None or spread * 20_000 >= f * (ask + bid)):
                         met |= _MEDIAN
                 old = win.popleft()
                 win.append(spread)

@@ -24,21 +24,23 @@ def standard_reducers(codec: Any, options: dict[str, Any] | None = None) -> list
     ``options`` (see :data:`OPTIONS`) come from ``engine run``'s flags and are
     stored in the journal's manifest, so a replay builds the very same set.
     """
-    options = dict(options or {})
-    unknown = set(options) - OPTIONS
-    if unknown:
-        raise ValueError(f"unknown pipeline options {sorted(unknown)}; known: {sorted(OPTIONS)}")
-    book_kw = {k: options[k] for k in ("verify_interval_s",) if k in options}
+    from engine.anomaly import AnomalyDetector
     from engine.book_reducer import BookReducer
     from engine.candles import Candles
     from engine.ratelimit import SendAudit
     from engine.trades import TradeAggregator, TradeTape
 
+    options = dict(options or {})
+    unknown = set(options) - OPTIONS
+    if unknown:
+        raise ValueError(f"unknown pipeline options {sorted(unknown)}; known: {sorted(OPTIONS)}")
+    book_kw = {k: options[k] for k in ("verify_interval_s",) if k in options}
     reducers: list[Any] = [
         BookReducer(sync_rule=codec.sync_rule, **book_kw),
         TradeAggregator(),
         TradeTape(),
         Candles(),
+        AnomalyDetector(),
         # replay-side audit of what live sent: the exchange's published control-message limit
         SendAudit(limit=control_limit(codec)),
     ]

@@ -61,6 +61,7 @@ CFG = AnomalyDetector(
     spread_bps=4000,
     spread_window=3,
     spread_median_ratio_pct=250,
+    spread_median_min_bps=None,
     stale_after_ms=5,
 )
 
@@ -283,6 +284,9 @@ def naive_quotes(cfg: AnomalyDetector, events, criterion: str) -> list[tuple]:
             return None
         median = statistics.median_low(prior[-cfg.spread_window :])
         limit = Fraction(median * cfg.spread_median_ratio_pct, 100)
+        floor = cfg.spread_median_min_bps
+        if floor is not None and Fraction(spread * 10_000) / Fraction(ask + bid, 2) < floor:
+            return None
         return (spread, math.ceil(limit), "1e-8") if median and spread >= limit else None
 
     out = []
@@ -355,10 +359,10 @@ def test_price_jumps_fire_where_naive_scan_says(events) -> None:
     assert ours(CFG, events, PRICE_JUMP) == naive_jump(CFG, events)
 
 
-@pytest.mark.parametrize("window", [3, 4])
+@pytest.mark.parametrize("window,floor_bps", [(3, None), (4, None), (3, 3000)])
 @given(events=streams())
-def test_spread_alerts_fire_where_naive_scan_says(window: int, events) -> None:
-    cfg = CFG if window == 3 else attrs.evolve(CFG, spread_window=window)
+def test_spread_alerts_fire_where_naive_scan_says(window: int, floor_bps, events) -> None:
+    cfg = attrs.evolve(CFG, spread_window=window, spread_median_min_bps=floor_bps)
     assert ours(cfg, events, CROSSED_BOOK) == naive_quotes(cfg, events, "crossed")
     for criterion, prefix in (("abs", "abs"), ("bps", "bps"), ("median", "vs median")):
         assert ours(cfg, events, WIDE_SPREAD, detail=prefix) == naive_quotes(cfg, events, criterion)
