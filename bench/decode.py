@@ -8,8 +8,11 @@ decoding them all into validated DepthDiff events with:
 
 * ``json``     stdlib json.loads + dict access + engine.num.parse per value
 * ``orjson``   orjson.loads + the same conversion
-* ``msgspec``  the codec itself (BinanceSpot/BinanceFutures.decode): one typed
-               Struct decode of the combined wrapper + the fast level parser
+* ``msgspec``  the codec itself (BinanceSpot/BinanceFutures.decode) in pure
+               Python: one typed Struct decode of the combined wrapper + the
+               fast level parser (the C fast path switched off)
+* ``C``        the codec with its optional C fast path (engine._depthscan),
+               if the extension is built
 
 Prints frames/s (best of ``--repeat`` runs) and µs/frame.  Target: ≥ 300k
 depth frames/s on one core (≥ 400k spot).
@@ -26,6 +29,7 @@ from pathlib import Path
 import orjson
 
 from engine import num
+from engine.codecs import binance
 from engine.codecs.binance import BinanceFutures, BinanceSpot
 from engine.events import DepthDiff
 from engine.journal.reader import JournalReader
@@ -85,6 +89,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
 
+    scan = binance.scan_depth
+    if scan is None:
+        print("engine._depthscan is not built: no C column")
     sets = {
         "spot": (depth_frames("binance-spot"), BinanceSpot()),
         "futures": (depth_frames("binance-futures"), BinanceFutures()),
@@ -98,13 +105,19 @@ def main() -> None:
         # every candidate must produce the very same events
         ref = [codec.decode(*f) for f in base[:200]]
         decoders = {
-            "json": dict_decoder(json.loads),
-            "orjson": dict_decoder(orjson.loads),
-            "msgspec": codec.decode,
+            "json": (dict_decoder(json.loads), None),
+            "orjson": (dict_decoder(orjson.loads), None),
+            "msgspec": (codec.decode, None),
         }
-        for name, dec in decoders.items():
-            assert [dec(*f) for f in base[:200]] == ref, name
-            best = min(run(dec, frames) for _ in range(args.repeat))
+        if scan is not None:
+            decoders["C"] = (codec.decode, scan)
+        for name, (dec, c_path) in decoders.items():
+            binance.scan_depth = c_path
+            try:
+                assert [dec(*f) for f in base[:200]] == ref, name
+                best = min(run(dec, frames) for _ in range(args.repeat))
+            finally:
+                binance.scan_depth = scan
             print(
                 f"{dialect:8} {name:8} {len(frames):>9} {levels:>12.1f} "
                 f"{len(frames) / best:>10,.0f} {best / len(frames) * 1e6:>9.2f}"

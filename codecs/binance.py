@@ -24,7 +24,13 @@ Decisions worth knowing:
   backslash, whitespace or non-ASCII byte, which one cheap scan of the payload
   checks; any other frame takes the strict path (``engine.num.parse`` per
   value, with field names in the errors).  Both paths give identical events.
-* **Validation** (both paths): wrong JSON types, missing fields, non-decimal
+* **C fast path.**  When the optional extension ``engine._depthscan`` is
+  built, a ``depthUpdate`` frame of the exact shape Binance sends (combined or
+  raw, fixed key order, no whitespace, escapes, signs or exponents, at most 8
+  decimals) is scanned by :func:`scan_depth` straight into its DepthDiff; on
+  anything else it answers None and the paths above decide, so it cannot change
+  what a frame decodes to (tests/test_depthscan.py compares both).
+* **Validation** (all paths): wrong JSON types, missing fields, non-decimal
   strings, more than 8 significant decimals, negative prices or quantities,
   values or ids outside int64, ``U > u`` → DecodeError.
 """
@@ -55,6 +61,14 @@ from engine.events import (
     Ticker24h,
     Trade,
 )
+
+try:  # optional C fast path for depthUpdate frames (engine/_depthscan.c); None: pure Python
+    from engine._depthscan import configure as _configure_scan
+    from engine._depthscan import scan_depth
+except ImportError:  # pragma: no cover - the extension is optional
+    scan_depth = None
+else:
+    _configure_scan(DepthDiff)
 
 __all__ = ["BinanceSpot", "BinanceFutures", "CHANNELS", "FUTURES_PATHS"]
 
@@ -396,6 +410,8 @@ class _Binance:
         # change what a frame decodes to.
         self._routes: dict[bytes, tuple[Any, Callable[..., Any], int | None, str | None]] = {}
         self._generic = msgspec.json.Decoder()
+        self._depth_handler = self._handlers["depth"]  # routes holding it may take the C path
+        self._raw_diffs: dict[str, bool] = {}  # raw connection URL → not partial depth (a memo)
         self._prices: dict[str, int] = {}  # price string → units: a pure memo (see _levels)
         self._rest = msgspec.json.Decoder(_Partial)
 
@@ -414,6 +430,10 @@ class _Binance:
                         route = self._learn(payload[11:end])
                     if route is not None:
                         dec, handler, depth, name = route
+                        if handler is self._depth_handler and scan_depth is not None:
+                            ev = scan_depth(payload, seq, recv_ns, self.futures)
+                            if ev is not None:
+                                return [ev]
                         try:
                             w = dec.decode(payload)
                         except (msgspec.DecodeError, UnicodeDecodeError):
@@ -422,6 +442,14 @@ class _Binance:
                             if name is None:
                                 name = w.stream
                             return handler(seq, recv_ns, w.data, name, depth, _clean(payload))
+                elif (
+                    payload[:19] == b'{"e":"depthUpdate",'
+                    and scan_depth is not None
+                    and self._raw_diff(source)
+                ):
+                    ev = scan_depth(payload, seq, recv_ns, self.futures)
+                    if ev is not None:
+                        return [ev]
                 return self._decode_generic(seq, recv_ns, source, payload)
             if kind == "rest":
                 return self._decode_rest(seq, recv_ns, source, payload)
@@ -458,6 +486,17 @@ class _Binance:
         if len(self._routes) < _ROUTE_CACHE_MAX:
             self._routes[raw_name] = route
         return route
+
+    def _raw_diff(self, source: str) -> bool:
+        """True unless a raw connection's URL names a partial depth stream (a memo, as _learn)."""
+        diff = self._raw_diffs.get(source)
+        if diff is None:
+            stream = _stream_of_url(source)
+            r = _route_of(stream) if stream else None
+            diff = r is None or r[0] != "partial"
+            if len(self._raw_diffs) < _ROUTE_CACHE_MAX:
+                self._raw_diffs[source] = diff
+        return diff
 
     def _convert(self, obj: Any, typ: type, what: str) -> Any:
         try:
