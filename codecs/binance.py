@@ -41,6 +41,7 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlsplit
 
+import attrs
 import msgspec
 import orjson
 
@@ -68,7 +69,13 @@ try:  # optional C fast path for depthUpdate frames (engine/_depthscan.c); None:
 except ImportError:  # pragma: no cover - the extension is optional
     scan_depth = None
 else:
-    _configure_scan(DepthDiff)
+    # the scanner fills DepthDiff's slots directly: only right while __init__ just stores them
+    if hasattr(DepthDiff, "__attrs_post_init__") or any(
+        a.validator is not None or a.converter is not None for a in attrs.fields(DepthDiff)
+    ):  # pragma: no cover - a guard for a future change of DepthDiff
+        scan_depth = None
+    else:
+        _configure_scan(DepthDiff)
 
 __all__ = ["BinanceSpot", "BinanceFutures", "CHANNELS", "FUTURES_PATHS"]
 

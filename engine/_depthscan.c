@@ -20,10 +20,11 @@
  * Must not: allocate anything but the result objects, recurse, or read past
  * the payload (every read goes through the bounds-checked cursor below).
  *
- * configure(cls) hands over the DepthDiff class once: it must be a slotted
- * class whose slots are exactly the DepthDiff fields; the result is allocated
- * with the type's tp_alloc and its slots filled directly (what attrs' __init__
- * does, without ten object.__setattr__ calls).
+ * configure(cls) hands over the DepthDiff class once: each DepthDiff field must
+ * be an object slot of it; the result is allocated with the type's tp_alloc and
+ * its slots filled directly: what attrs' __init__ does (the codec only calls
+ * configure while DepthDiff has no validators, converters or post-init), without
+ * ten object.__setattr__ calls.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -134,8 +135,8 @@ static int plain_str(Cur *c, const unsigned char **s, Py_ssize_t *n) {
     return 1;
 }
 
-/* [["p","q"],...] → a new list of (int, int) tuples; NULL without an exception: no match;
- * NULL with one: out of memory. */
+/* [["p","q"],...] → a new list of (int, int) tuples; NULL: no match, or (with an exception
+ * set) out of memory. */
 static PyObject *levels(Cur *c) {
     if (!LIT(c, "["))
         return NULL;
@@ -148,7 +149,7 @@ static PyObject *levels(Cur *c) {
         int64_t pv, qv;
         if (!LIT(c, "[") || !decimal(c, &pv) || !LIT(c, ",") || !decimal(c, &qv) ||
             !LIT(c, "]"))
-            goto nomatch;
+            goto fail;
         PyObject *t = PyTuple_New(2);
         if (t == NULL)
             goto fail;
@@ -167,11 +168,8 @@ static PyObject *levels(Cur *c) {
         if (LIT(c, "]"))
             return out;
         if (!LIT(c, ","))
-            goto nomatch;
+            goto fail;
     }
-nomatch:
-    Py_DECREF(out);
-    return NULL;
 fail:
     Py_DECREF(out);
     return NULL;
