@@ -57,7 +57,7 @@ from engine.book_sync import (
     feed_snapshot,
     rule_for,
 )
-from engine.events import BookSnapshot, BookTicker, DepthDiff
+from engine.events import BookSnapshot, BookTicker, DepthDiff, event
 from engine.outputs import SnapshotRequest
 from engine.reducer import NO_OUTPUTS
 
@@ -77,7 +77,7 @@ __all__ = [
 ]
 
 SECOND_NS = 1_000_000_000
-output = attrs.frozen(slots=True, weakref_slot=False)
+output = event  # outputs are values like events: frozen, slotted attrs classes
 
 
 # =============================================================== outputs

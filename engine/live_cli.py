@@ -84,8 +84,8 @@ async def _endpoints(opts: RunOptions, codec: Any) -> AsyncIterator[tuple[str, s
         async with open_simulator(cfg) as sim:
             yield sim.ws_url, opts.rest_url or sim.rest_url, sim
         return
-    ws: str = opts.url or getattr(codec, "ws_base", "")
-    rest: str = opts.rest_url or getattr(codec, "rest_base", "")
+    ws = str(opts.url or getattr(codec, "ws_base", ""))
+    rest = str(opts.rest_url or getattr(codec, "rest_base", ""))
     if opts.url and not opts.rest_url:
         # a local endpoint (replay server, simulator) serves REST on the same host:port
         rest = "http" + opts.url[2:] if opts.url.startswith("ws") else rest

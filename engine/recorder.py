@@ -10,6 +10,7 @@ frame per output, ``kind=marker``, ``source`` = the output's type name,
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ class OutputRecorder:
         self._w.close()
 
 
-def read_outputs(journal_dir: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_outputs(journal_dir: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(frame_seq, dumped_output)`` pairs in recorded order (empty if none were recorded)."""
     path = Path(journal_dir) / OUTPUTS_DIR
     if not path.exists():

@@ -57,20 +57,20 @@ def seal_partials(path: Path) -> RecoveryState:
             continue
         tails.extend(seg_tails)
         size = seg.path.stat().st_size
-        with open(seg.path, "r+b") as f:
+        with open(seg.path, "r+b") as fh:
             if seg_tails:
                 good = seg_tails[0].good_bytes
-                f.truncate(good)
+                fh.truncate(good)
             else:  # ended on a message boundary: keep it all, add EOS unless present
                 good = size
-                f.seek(max(0, size - len(EOS)))
-                if f.read() == EOS:
+                fh.seek(max(0, size - len(EOS)))
+                if fh.read() == EOS:
                     good = 0  # already terminated
             if good:
-                f.seek(good)
-                f.write(EOS)
-            f.flush()
-            os.fsync(f.fileno())
+                fh.seek(good)
+                fh.write(EOS)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.rename(seg.path, path / segment_name(seg.index, partial=False))
         sealed.append(seg.name)
     if sealed or removed:
