@@ -661,6 +661,11 @@ class SimServer:
         )
         self.valid_streams = frozenset(self.market.streams())
         self.symbols_upper = frozenset(self.market.symbols)
+        self._init_connections(config)
+
+    def _init_connections(self, config: SimConfig) -> None:
+        """The connection machinery's state (what a server with another market reuses)."""
+        self.config = config
         self.port = 0
         self._t0 = 0.0
         self._index: dict[str, list[_WsConn]] = {}
@@ -712,6 +717,10 @@ class SimServer:
             if conns:
                 for c in conns:
                     c.push_data(stream, payload)
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        """Wake the writer of every connection with something to send."""
         for c in self._conns.values():
             if c.out:
                 c.wake.set()

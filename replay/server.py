@@ -60,9 +60,8 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import re
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,6 +70,7 @@ from urllib.parse import parse_qs, urlsplit
 import attrs
 import h11
 import trio
+import trio.lowlevel
 
 from engine.journal.reader import JournalReader
 from engine.journal.schema import Dir, Kind
@@ -90,8 +90,9 @@ DEPTH_PATHS = ("/api/v3/depth", "/fapi/v1/depth")
 _PING_PATHS = ("/api/v3/ping", "/fapi/v1/ping")
 _TIME_PATHS = ("/api/v3/time", "/fapi/v1/time")
 
-#: Back-pressure at ``--speed max``: stop reading the journal while a client has this much unsent.
-HIGH_WATER = 1 << 20
+#: Back-pressure at ``--speed max``: stop reading the journal while a client has more than this
+#: share of the slow-consumer limit (``SimConfig.max_buffer``) unsent.
+HIGH_WATER_SHARE = 4
 #: Frames handed out between two checks of the clock / back-pressure.
 CHUNK = 256
 
@@ -224,8 +225,7 @@ class StreamNamer:
             c.streams.extend(p for p in params if p not in c.streams)
         elif msg.get("method") == "UNSUBSCRIBE":
             c.streams[:] = [s for s in c.streams if s not in params]
-        elif msg.get("method") == "SET_PROPERTY" and params[:1] == ["combined"]:
-            pass  # the wrapper on the frames themselves tells us
+        # SET_PROPERTY combined needs nothing: the wrapper on the frames themselves tells us
 
     def name(self, conn: int, source: str, payload: bytes) -> tuple[str, bytes] | None:
         """``(stream, data bytes)`` of an inbound text frame, or None (a reply, a notice, junk)."""
@@ -340,28 +340,16 @@ class ReplayServer(SimServer):
     def __init__(
         self, journal_dir: str | Path, speed: float | None = None, config: SimConfig | None = None
     ) -> None:
-        # Not SimServer.__init__: that builds a market model; set exactly what the
-        # connection machinery uses (config, index, counters, sim_now).
-        self.config = config or SimConfig()
+        # Not SimServer.__init__: that builds a market model; only its connection machinery.
+        self._init_connections(config or SimConfig())
         self.journal_dir = Path(journal_dir)
         self.speed = speed
-        self.rest_index, self.recorded, self.first_ns, self.last_ns, self.metadata = (
-            _index_journal(self.journal_dir)
+        self.rest_index, self.recorded, self.first_ns, self.last_ns, self.metadata = _index_journal(
+            self.journal_dir
         )
         self.valid_streams = AnyStreamName(self.recorded)
         self.symbols_upper = frozenset()
         self.start_ms = max(self.first_ns, 0) // 1_000_000
-        self.port = 0
-        self._t0 = 0.0
-        self._index = {}
-        self._conns = {}
-        self._closed = deque(maxlen=self.config.keep_closed)
-        self._next_id = 0
-        self._drift_pending = 0
-        self._rng = random.Random(f"faults:{self.config.seed}")
-        self.rest = Counter[str]()
-        self.fault_log = []
-        self.lag_ms = 0
         self.market = _JournalMarket(sorted({s.split("@", 1)[0].upper() for s in self.recorded}))
         #: the recv_ns of the last frame handed out (the replay position)
         self.pos_ns = self.first_ns if self.first_ns >= 0 else 0
@@ -372,13 +360,6 @@ class ReplayServer(SimServer):
         self.finished = trio.Event()
 
     # ---------------------------------------------------------------- lifecycle
-
-    async def start(self, nursery: trio.Nursery) -> None:
-        listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
-        self.port = listeners[0].socket.getsockname()[1]
-        self._t0 = trio.current_time()
-        nursery.start_soon(trio.serve_listeners, self._handle_tcp, listeners)
-        nursery.start_soon(self._pump)
 
     def sim_now(self) -> int:
         """The replay position in ms (recorded receive time of the last frame sent)."""
@@ -415,7 +396,8 @@ class ReplayServer(SimServer):
         base = self.first_ns
         speed = self.speed
         index = self._index
-        n = 0
+        high = self.config.max_buffer // HIGH_WATER_SHARE
+        n = pending = 0  # frames and bytes handed out since the last back-pressure check
         for recv_ns, stream, data in self._frames():
             if speed is not None:
                 due = t0 + (recv_ns - base) / 1e9 / speed
@@ -429,24 +411,22 @@ class ReplayServer(SimServer):
                     c.push_data(stream, data)
             self.sent += 1
             n += 1
-            if n >= CHUNK:
-                n = 0
+            pending += len(data)
+            if n >= CHUNK or pending >= high:  # a client's backlog stays under 2 * high + a frame
+                n = pending = 0
                 self._wake_all()
-                await trio.sleep(0)
-                while any(c.out_len > HIGH_WATER for c in self._conns.values()):
+                await trio.lowlevel.checkpoint()
+                while any(c.out_len > high for c in self._conns.values()):
                     self._wake_all()
                     await trio.sleep(0.001)
         self._wake_all()
         self.finished.set()
 
-    def _wake_all(self) -> None:
-        for c in self._conns.values():
-            if c.out:
-                c.wake.set()
-
     # ---------------------------------------------------------------- REST
 
-    async def _rest(self, conn: h11.Connection, stream: trio.SocketStream, req: h11.Request) -> None:
+    async def _rest(
+        self, conn: h11.Connection, stream: trio.SocketStream, req: h11.Request
+    ) -> None:
         url = urlsplit(req.target.decode("latin-1"))
         q = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         path = url.path
@@ -456,10 +436,15 @@ class ReplayServer(SimServer):
         elif path in DEPTH_PATHS:
             symbol = q.get("symbol", "")
             if not symbol:
-                await self._respond(conn, stream, 400, {
-                    "code": -1102,
-                    "msg": "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.",
-                })
+                await self._respond(
+                    conn,
+                    stream,
+                    400,
+                    {
+                        "code": -1102,
+                        "msg": "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.",
+                    },
+                )
                 return
             hit = self.rest_index.lookup(path, symbol, self.pos_ns)
             if hit is None:
@@ -545,7 +530,9 @@ def run_server(
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            server: ReplayServer = await nursery.start(serve_journal, journal_dir, host, port, speed)
+            server: ReplayServer = await nursery.start(
+                serve_journal, journal_dir, host, port, speed
+            )
             s = parse_speed(speed)
             label = "max" if s is None else f"{s:g}x"
             echo(
