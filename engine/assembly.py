@@ -27,7 +27,7 @@ def standard_reducers(codec: Any, options: dict[str, Any] | None = None) -> list
     from engine.anomaly import AnomalyDetector
     from engine.book_reducer import BookReducer
     from engine.candles import Candles
-    from engine.ratelimit import SendAudit
+    from engine.ratelimit import SendAudit, control_limit
     from engine.trades import TradeAggregator, TradeTape
 
     options = dict(options or {})
@@ -42,16 +42,9 @@ def standard_reducers(codec: Any, options: dict[str, Any] | None = None) -> list
         Candles(),
         AnomalyDetector(),
         # replay-side audit of what live sent: the exchange's published control-message limit
-        SendAudit(limit=control_limit(codec)),
+        SendAudit(limit=control_limit(getattr(codec, "name", ""))),
     ]
     return reducers
-
-
-def control_limit(codec: Any) -> int:
-    """The exchange's published control messages per second per connection."""
-    from engine.ratelimit import CONTROL_LIMITS
-
-    return CONTROL_LIMITS.get(getattr(codec, "name", ""), 5)
 
 
 def build_pipeline(exchange: str, options: dict[str, Any] | None = None) -> Pipeline:

@@ -162,7 +162,7 @@ class ServerClosed(CaptureError):
 # =============================================================== configuration
 
 
-from engine.ratelimit import CONTROL_LIMITS  # noqa: E402 - the published limits live with the limiter
+from engine.ratelimit import control_limit  # noqa: E402 - the published limits live with the limiter
 
 
 @attrs.frozen
@@ -218,7 +218,7 @@ class LiveConfig:
     def control_rate(self) -> int:
         if self.control_per_s is not None:
             return max(1, self.control_per_s)
-        return max(1, CONTROL_LIMITS.get(self.exchange, 5) - 1)
+        return max(1, control_limit(self.exchange) - 1)
 
 
 # =============================================================== small policies (pure-ish)

@@ -4,7 +4,7 @@ Owns: :class:`RateLimiter` (the live runtime asks it *when* it may send),
 :class:`SendAudit` (replay checks that what *was* sent kept the limit), their
 inputs (:class:`Request`, :class:`Tick`), outputs (:class:`NextRelease`,
 :class:`RequestRejected`, :class:`RateViolation`; releases are
-:class:`engine.outputs.SendRequest`) and the exchange presets.  Must not: read
+:class:`engine.outputs.SendRequest`) and the published limits.  Must not: read
 the clock, sleep, send, or raise on any event — time is the ``t_ns`` the caller
 passes, and the caller does the sending and the sleeping.
 
@@ -41,7 +41,7 @@ Audit use (replay)
 
 Pongs: the WebSocket library answers server pings itself, outside this
 limiter; Binance spot pings every 20 s, so one pong in 20 s shares the budget.
-The presets keep the published numbers; pass ``limit=4`` for a strict margin.
+``CONTROL_LIMITS`` keeps the published numbers; the live runtime uses one less (room for the pong).
 """
 
 from __future__ import annotations
@@ -70,16 +70,21 @@ __all__ = [
     "SendAudit",
     "AuditState",
     "audit_frames",
-    "BINANCE_SPOT",
-    "BINANCE_FUTURES",
     "SECOND_NS",
     "CONTROL_LIMITS",
+    "control_limit",
 ]
 
 SECOND_NS = 1_000_000_000
 
 #: Published control messages per second per connection (pings and pongs count), by exchange.
 CONTROL_LIMITS = {"binance": 5, "sim": 5, "binance-futures": 10}
+
+
+def control_limit(exchange: str) -> int:
+    """The exchange's published control messages per second per connection (5 if unknown)."""
+    return CONTROL_LIMITS.get(exchange, 5)
+
 
 # --------------------------------------------------------------------------- inputs / outputs
 
@@ -280,12 +285,6 @@ class RateLimiter:
         return state
 
 
-#: Binance spot: 5 control messages per second per connection.
-BINANCE_SPOT = RateLimiter(limit=5, window_ns=SECOND_NS)
-#: Binance USD-M futures: 10 per second per connection.
-BINANCE_FUTURES = RateLimiter(limit=10, window_ns=SECOND_NS)
-
-
 # --------------------------------------------------------------------------- the audit
 
 #: The most send times an audit keeps per connection (a flood cannot grow memory).
@@ -320,8 +319,6 @@ class SendAudit:
             if event.dir != Dir.OUT or event.kind not in (Kind.TEXT, Kind.BINARY):
                 return state, NO_OUTPUTS
             t, conn, seq = event.recv_ns, event.conn, event.seq
-        elif tp is Request:
-            t, conn, seq = event.t_ns, event.conn, event.seq
         else:
             if tp is ConnectionClosed:
                 state.conns.pop(event.conn, None)

@@ -9,12 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine import serde
-from engine.events import ConnectionClosed
+from engine.events import ConnectionClosed, ControlSent
 from engine.journal.schema import Frame
 from engine.outputs import SendRequest
 from engine.ratelimit import (
-    BINANCE_FUTURES,
-    BINANCE_SPOT,
     NextRelease,
     RateLimiter,
     RateViolation,
@@ -23,6 +21,7 @@ from engine.ratelimit import (
     SendAudit,
     Tick,
     audit_frames,
+    control_limit,
 )
 
 W = 1000
@@ -130,11 +129,25 @@ def test_closed_connection_drops_its_queue() -> None:
     assert outs == [RequestRejected(2, 0, 1, b"b", "connection closed")]
 
 
-def test_presets() -> None:
-    assert (BINANCE_SPOT.limit, BINANCE_SPOT.window_ns) == (5, 1_000_000_000)
-    assert (BINANCE_FUTURES.limit, BINANCE_FUTURES.window_ns) == (10, 1_000_000_000)
+def test_published_limits_and_bad_configuration() -> None:
+    assert (control_limit("binance"), control_limit("sim"), control_limit("binance-futures")) == (
+        5,
+        5,
+        10,
+    )
     with pytest.raises(ValueError):
         RateLimiter(limit=0)
+
+
+def test_audit_of_the_pipeline_events_equals_the_audit_of_the_frames() -> None:
+    """The standard pipeline feeds the audit ControlSent events (journaled dir=out frames)."""
+    frames = [Frame(i, i * 150, 1 + i % 2, "out", "text", "wss://x", b"{}") for i in range(40)]
+    audit = SendAudit(limit=3, window_ns=W)
+    state, got = audit.initial(), []
+    for f in frames:
+        state, o = audit.step(state, ControlSent(f.seq, f.recv_ns, f.conn, f.source, f.payload))
+        got.extend(o)
+    assert got == audit_frames(frames, audit) != []
 
 
 @st.composite
