@@ -30,11 +30,12 @@ import attrs
 import click
 import trio
 
+from engine.codecs.registry import CODECS
+
 __all__ = ["run", "RunOptions", "capture_main", "default_journal_dir"]
 
 log = logging.getLogger("engine.run")
 
-EXCHANGES = ("sim", "binance", "binance-futures")
 DEFAULT_CHANNELS = "trade,depth,bookTicker,ticker,kline_1m"
 
 
@@ -178,22 +179,10 @@ async def capture_main(opts: RunOptions, *, task_status: Any = trio.TASK_STATUS_
                 n.start_soon(_display, capture, list(config.symbols), opts.dashboard)
                 if opts.duration is not None:
                     n.start_soon(stop_after, opts.duration)
-        if capture.pipeline.counters.frames:
-            checkpointer.write(capture.pipeline)  # the final state: time travel to the very end
-        st = capture.status
+        checkpointer.finish(capture.pipeline)  # the final state: time travel to the very end
         summary = {
             "journal": str(jdir),
-            "frames_in": st.frames_in,
-            "frames_out": st.frames_out,
-            "journal_frames": st.journal_frames,
-            "journal_bytes": st.journal_bytes,
-            "connects": st.connects,
-            "reconnects": st.reconnects,
-            "rotations": st.rotations,
-            "rest_responses": st.rest_responses,
-            "decode_errors": st.decode_errors,
-            "errors": dict(st.errors),
-            "outputs": dict(st.outputs),
+            **capture.status.summary(),
             "checkpoints": len(checkpointer.written),
         }
         if sim is not None:
@@ -220,7 +209,7 @@ def _csv(value: str) -> tuple[str, ...]:
 @click.command("run")
 @click.option(
     "--exchange",
-    type=click.Choice(EXCHANGES),
+    type=click.Choice(sorted(CODECS)),
     default="sim",
     show_default=True,
     help="Where to capture from: the embedded simulator (no internet) or Binance.",

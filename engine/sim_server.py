@@ -23,8 +23,8 @@ Time: the pump maps wall time to simulated time (``start_ms`` + elapsed) every
 If the model cannot keep up, simulated time lags instead of spiralling (at most
 ``max_catchup_ms`` of simulated time per tick; ``stats()["lag_ms"]``).  The cap
 is small (20 ms) on purpose: the writers only get the CPU between pump ticks,
-and each turn sends about one socket buffer, so long catch-up ticks starved
-them (an overloaded simulator pushed 21k frames/s instead of 90k).
+and each turn sends about one socket buffer, so long catch-up ticks starve them
+(``bench/simulate.py`` prints the push rate an overloaded simulator keeps).
 
 Rules, as implemented (Binance spot, see shared/protocols.md):
 
@@ -403,8 +403,7 @@ class _WsConn:
                 elif isinstance(ev, we.Pong):
                     self.stats.pongs_received += 1
                     self.ping_outstanding = None
-                    if not self._count_control():
-                        continue
+                    self._count_control()
                 elif isinstance(ev, we.CloseConnection):
                     if self.stats.close_kind is None:
                         self.stats.close_kind = "client_close"

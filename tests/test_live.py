@@ -247,6 +247,7 @@ async def test_each_fault_is_survived_and_journaled(tmp_path: Path, fault: str) 
         drifts = [o for _, o in outs if type(o).__name__ == "DriftDetected"]
         assert drifts and len(drifts[0].bids) + len(drifts[0].asks) == 1
         # the book took the (lying) snapshot; the next verification moves it back to the stream
+        assert len(drifts) >= 2
         for later in drifts[1:]:
             assert [(p, b, a) for p, a, b in later.bids] == drifts[0].bids
         assert run.sim["rest"]["drifted_snapshots"] == 1
@@ -310,7 +311,7 @@ async def test_1000_streams_by_subscribe_never_trip_the_control_rate_limit(tmp_p
     assert conn["close_kind"] == "client_close" and len(conn["subscriptions"]) == 1000
     assert run.status.errors == Counter() and len(run.of_kind("open")) == 1
     subs = [json.loads(f.payload) for f in run.frames if f.dir == "out"]
-    assert len(subs) == 10 and sum(len(m["params"]) for m in subs) + 5 <= 1000 + 5
+    assert len(subs) == 10 and sum(len(m["params"]) for m in subs) <= 1000
     replies = [json.loads(f.payload) for f in run.inbound() if b'"result"' in f.payload]
     assert sorted(r["id"] for r in replies) == sorted(m["id"] for m in subs)
     assert all(r["result"] is None for r in replies)
