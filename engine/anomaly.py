@@ -52,7 +52,11 @@ crossed_book (unit 1e-8 price) and wide_spread
     a quote with an empty side (price 0 / no level) is ignored.  Spread
     alerts are per episode (a wide book stays wide for many updates, one
     alert says it); trade alerts are per trade (each trade is its own event).
-    ``crossed_book``: bid ≥ ask (locked counts), value ``bid - ask``, threshold 0.
+    ``crossed_book``: a BookTicker with bid ≥ ask (locked counts) after one that was not,
+    value ``bid - ask``, threshold 0.  Only BookTickers: a crossed BookSnapshot is the
+    book reducer's to report (it loads that snapshot and says ``CrossedBook``); counting
+    it here too would report one crossing twice.  A crossed snapshot still ends every
+    wide episode.
     ``wide_spread`` has three criteria, each with its own *episode*: an alert
     when a quote meets the criterion and the symbol's previous quote did not
     (a crossed quote ends every wide episode; a non-crossed one ends the
@@ -64,9 +68,9 @@ crossed_book (unit 1e-8 price) and wide_spread
     Rolling median: the window is kept twice, in arrival order (a deque) and
     sorted (a list); each quote does one ``bisect`` to remove the oldest and
     one ``insort`` to add the newest: O(log M) comparisons plus an O(M)
-    memmove of pointers — about half a microsecond for M = 200, and nothing
-    when the spread leaving the window equals the one entering it (the common
-    case on a liquid book, whose spread is one tick most of the time).
+    memmove of pointers, and nothing when the spread leaving the window equals
+    the one entering it (the common case on a liquid book, whose spread is one
+    tick most of the time).
 
 stale_stream (unit ms)
     A *stream* is (symbol, kind), kind being ``trade``, ``aggTrade``,
@@ -595,9 +599,11 @@ class AnomalyDetector:
         if s is None:
             s = self._watch(state.symbols, sym)
         exch = ev.exch_ms
+        ticker = type(ev) is BookTicker
         if bid >= ask:
             s.wide = 0
-            if not s.crossed:
+            # a crossed snapshot is the book reducer's to report (CrossedBook when it loads it)
+            if ticker and not s.crossed:
                 s.crossed = True
                 if out is None:
                     out = []
@@ -606,7 +612,8 @@ class AnomalyDetector:
                     f"{type(ev).__name__} bid {num.render(bid)} >= ask {num.render(ask)}",
                 )  # fmt: skip
             return out if out else NO_OUTPUTS
-        s.crossed = False
+        if ticker:
+            s.crossed = False
         spread = ask - bid
         met = 0
         a = self.spread_abs

@@ -44,9 +44,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from engine.book_sync import HAS_BOOK
 from engine.candles import live_indicators
 from engine.num import ONE, SCALE, render
-from engine.replay.replay import book_summary, symbols_of, trades_summary
+from engine.replay.replay import book_summary, is_alert, symbols_of, trades_summary
 
 __all__ = [
     "Dashboard",
@@ -112,10 +113,10 @@ def _bytes(n: int) -> str:
 
 # =============================================================== notable outputs
 
-#: Outputs shown as alerts: the anomaly detector's ``Alert`` and the book/candle health outputs.
+#: Shown as alerts beside the anomaly alerts (:func:`engine.replay.replay.is_alert`, the one
+#: definition replay and export use): the book/candle/outbound health outputs.
 ALERT_KINDS = frozenset(
     {
-        "Alert",
         "GapDetected",
         "DriftDetected",
         "CrossedBook",
@@ -123,6 +124,7 @@ ALERT_KINDS = frozenset(
         "KlineMismatch",
         "BufferOverflow",
         "VerificationAbandoned",
+        "RateViolation",
     }
 )
 #: Outputs shown dimmed beside the alerts: things going right that an operator wants to see.
@@ -249,7 +251,7 @@ class Dashboard:
         """Remember the notable ones among ``[(frame_seq, output), ...]`` (the pipeline's outputs)."""
         for _, o in outputs:
             name = type(o).__name__
-            alert = name in ALERT_KINDS or type(o).__module__ == "engine.anomaly"
+            alert = name in ALERT_KINDS or is_alert(o)
             if not alert and name not in INFO_KINDS:
                 continue
             kind = _kind(o)
@@ -596,7 +598,7 @@ def status_line(status: Any, pipeline: Any = None) -> str:
         parts.append(f"data {_stamp(ns)}")
         if _has(pipeline, "book"):
             syms = pipeline.state("book").symbols
-            synced = sum(1 for sb in syms.values() if sb.main.phase == "synced")
+            synced = sum(1 for sb in syms.values() if sb.main.phase in HAS_BOOK)
             parts.append(f"books {synced}/{len(syms)} synced")
     if status.last_error:
         parts.append(f"last error: {status.last_error}")
@@ -676,9 +678,9 @@ async def run_dashboard(
     ):
         while True:
             try:
-                # reading the pipeline takes ~1 ms and must happen here (it is not locked);
-                # laying out and writing the screen takes ~50 ms: a worker thread does it, so
-                # the read loop keeps stamping receive times (the GIL is handed over every 5 ms)
+                # reading the pipeline (cheap) must happen here: it is not locked; laying out
+                # and writing the screen (the slow part) goes to a worker thread, so the read
+                # loop keeps stamping receive times (the GIL is handed over every 5 ms)
                 view = dash.render(capture.pipeline, capture.status, symbols)
                 await trio.to_thread.run_sync(partial(live.update, view, refresh=True))
             except Exception as exc:

@@ -264,8 +264,13 @@ def quotes(events) -> list[tuple]:
 
 
 def naive_quotes(cfg: AnomalyDetector, events, criterion: str) -> list[tuple]:
-    """Alerts of one criterion (crossed, abs, bps, median): met now and not on the previous quote."""
+    """Alerts of one criterion (crossed, abs, bps, median): met now and not on the previous quote.
+
+    Crossing is judged on BookTickers alone (crossed snapshots are the book reducer's).
+    """
     qs = quotes(events)
+    if criterion == "crossed":
+        qs = [q for q in qs if type(q[0]) is BookTicker]
 
     def met(i: int) -> tuple[int, int, str] | None:
         e, bid, ask = qs[i]

@@ -9,7 +9,6 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import attrs
 import pytest
 import trio
 from hypothesis import given
@@ -17,6 +16,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from engine import serde
+from engine.anomaly import Alert
 from engine.assembly import build_pipeline, standard_reducers
 from engine.book_reducer import (
     BookSynced,
@@ -169,17 +169,6 @@ def test_candle_indicators_shown_exactly() -> None:
 
 
 def test_alerts_kept_bounded_described_and_counted() -> None:
-    @attrs.frozen
-    class Alert:  # the anomaly detector's output is picked by class name (fields as it has them)
-        seq: int
-        recv_ns: int
-        kind: str
-        symbol: str
-        value: int
-        threshold: int
-        unit: str
-        detail: str
-
     d = Dashboard(alerts_kept=3, alerts_shown=3)
     t = 1_700_000_000_123_000_000
     d.on_outputs(
@@ -187,16 +176,26 @@ def test_alerts_kept_bounded_described_and_counted() -> None:
             (1, GapDetected(1, t, "BTCUSDT", 100, 105, 110, None, "first id past book")),
             (2, Trade(2, t, "BTCUSDT", 1, 1, 1, "buy", 1, 1, 1, 1)),  # not notable
             (3, CrossedBook(3, t + 1_000_000, "ETHUSDT", 7, parse("3200.5"), parse("3200.25"))),
-            (4, Alert(4, t + 2_000_000, "spread_bps", "ETHUSDT", 42, 25, "bps", "mid 3200.375")),
-            (5, Alert(5, t + 3_000_000, "large_trade", "ETHUSDT", parse("2.5"), ONE, "1e-8", "")),
+            (
+                4,
+                Alert(
+                    4, t + 2_000_000, "wide_spread", "ETHUSDT", None, 42, 25, "bps", "mid 3200.375"
+                ),
+            ),
+            (
+                5,
+                Alert(
+                    5, t + 3_000_000, "large_trade", "ETHUSDT", None, parse("2.5"), ONE, "1e-8", ""
+                ),
+            ),
         ]
     )
-    assert [n.kind for n in d.notable] == ["CrossedBook", "spread_bps", "large_trade"]
+    assert [n.kind for n in d.notable] == ["CrossedBook", "wide_spread", "large_trade"]
     out = text(d._alerts())
-    assert "alerts: 4 (CrossedBook 1, GapDetected 1, large_trade 1, spread_bps 1)" in out
+    assert "alerts: 4 (CrossedBook 1, GapDetected 1, large_trade 1, wide_spread 1)" in out
     assert "22:13:20.123" not in out  # the gap was the oldest of four: forgotten
     assert "22:13:20.124  ETHUSDT  CrossedBook  crossed book: bid 3200.5 ≥ ask 3200.25" in out
-    assert "22:13:20.125  ETHUSDT  spread_bps   value 42 ≥ threshold 25 bps  mid 3200.375" in out
+    assert "22:13:20.125  ETHUSDT  wide_spread  value 42 ≥ threshold 25 bps  mid 3200.375" in out
     assert "22:13:20.126  ETHUSDT  large_trade  value 2.5 ≥ threshold 1" in out
     gap = GapDetected(1, t, "BTCUSDT", 100, 105, 110, None, "first id past book")
     assert describe(gap) == "gap: book at 100, diff 105..110 (first id past book); resyncing"
