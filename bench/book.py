@@ -1,7 +1,10 @@
 """Order-book benchmark: decode + book fold of real Binance depth frames, read back from a journal.
 
 Usage:  python bench/book.py [--frames 1000000] [--venue spot|futures|both] [--repeat 1]
-                             [--naive-frames 50000]
+                             [--naive-frames 50000] [--no-c]
+
+``--no-c`` switches off the optional C depth scanner (``engine._depthscan``):
+run with and without it for the ratio the C path buys.
 
 What it measures (issue 5), per venue:
 
@@ -394,7 +397,15 @@ def main() -> None:
     ap.add_argument("--venue", choices=["spot", "futures", "both"], default="both")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--naive-frames", type=int, default=50_000)
+    ap.add_argument(
+        "--no-c", action="store_true", help="pure Python: switch off the C depth scanner"
+    )
     args = ap.parse_args()
+    if args.no_c:
+        from engine.codecs import binance
+
+        binance.scan_depth = None
+    print(f"depth decoding: {'pure Python' if args.no_c else 'C scanner where built'}")
     for venue in ("spot", "futures") if args.venue == "both" else (args.venue,):
         bench_venue(venue, args.frames, args.repeat, args.naive_frames)
 

@@ -69,9 +69,25 @@ try:  # optional C fast path for depthUpdate frames (engine/_depthscan.c); None:
 except ImportError:  # pragma: no cover - the extension is optional
     scan_depth = None
 else:
-    # the scanner fills DepthDiff's slots directly: only right while __init__ just stores them
-    if hasattr(DepthDiff, "__attrs_post_init__") or any(
-        a.validator is not None or a.converter is not None for a in attrs.fields(DepthDiff)
+    # the scanner fills DepthDiff's slots directly: only right while __init__ just stores
+    # exactly the ten fields it knows (no other field, validator, converter or hook)
+    if (
+        tuple(a.name for a in attrs.fields(DepthDiff))
+        != (
+            "seq",
+            "recv_ns",
+            "symbol",
+            "first_id",
+            "last_id",
+            "prev_id",
+            "exch_ms",
+            "txn_ms",
+            "bids",
+            "asks",
+        )
+        or hasattr(DepthDiff, "__attrs_post_init__")
+        or hasattr(DepthDiff, "__attrs_pre_init__")
+        or any(a.validator is not None or a.converter is not None for a in attrs.fields(DepthDiff))
     ):  # pragma: no cover - a guard for a future change of DepthDiff
         scan_depth = None
     else:
@@ -281,9 +297,8 @@ def _levels(raw: RawLevels, side: str, fast: bool, prices: dict[str, int]) -> li
     """Parse ``[[price, qty], ...]`` strings into unit tuples (the hot loop of the engine).
 
     ``prices`` memoizes price strings the fast parser has read (a book's
-    updates keep hitting the same few hundred prices near the top: on the real
-    captures 78 % (spot) and 91 % (futures) of the prices of a 31 s window had
-    been seen before in it).  A pure memo: an entry is the exact value of its
+    updates keep hitting the same few hundred prices near the top, so most
+    prices of a live stream were seen moments before).  A pure memo: an entry is the exact value of its
     string, so it cannot change what a frame decodes to.  Quantities repeat
     far less and are always parsed.
     """
