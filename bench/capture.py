@@ -9,7 +9,8 @@ process, one after the other on fresh connections to that same simulator:
 * **capture**: :class:`engine.live.Capture` journal-only (receive → ``recv_ns`` →
   journal append, batching, zstd, writes; no codec or reducers);
 * **capture+pipeline**: the same with the standard pipeline (decode, book,
-  trades, candles, send audit), as ``engine run`` does.
+  trades, tape, candles, anomaly detector, send audit), the outputs recorder and
+  the checkpoint writer, as ``engine run`` does.
 
 On a shared 2-core machine, driving every mode into saturation measures the
 neighbours (and the simulator, which needs a core of its own): so the offered
@@ -101,8 +102,22 @@ async def capture(
     cfg = LiveConfig(ws_url=ws_url, rest_url="", symbols=SYMBOLS, channels=CHANNELS)
     writer = TimedWriter.create(tmp / f"j-{time.time_ns()}", {"exchange": "sim"})
     writer.lat_ns = []
+    extra: dict[str, Any] = {}
+    if pipeline:  # what engine run adds around the pipeline (engine.live_cli.capture_main)
+        from engine.recorder import OutputRecorder
+        from engine.replay.checkpoints import CheckpointWriter
+
+        extra = {
+            "recorder": OutputRecorder(writer.path),
+            "checkpointer": CheckpointWriter(writer.path, writer.metadata),
+        }
     cap = Capture(
-        cfg, writer, codec, standard_reducers(codec) if pipeline else None, rng=random.Random(1)
+        cfg,
+        writer,
+        codec,
+        standard_reducers(codec) if pipeline else None,
+        rng=random.Random(1),
+        **extra,
     )
     async with trio.open_nursery() as n:
         await n.start(cap.run)
