@@ -29,14 +29,13 @@ from bisect import bisect_left, insort
 from collections.abc import Iterable
 from fractions import Fraction
 
-import attrs
-
+from engine.frozen import frozen
 from engine.num import render
 
 __all__ = ["Book", "Execution", "DepthWithin", "LevelDiff"]
 
 
-@attrs.frozen(slots=True)
+@frozen
 class Execution:
     """What walking the book for ``qty`` would cost (``execution_price``).
 
@@ -62,7 +61,7 @@ class Execution:
     slippage_bps: Fraction | None
 
 
-@attrs.frozen(slots=True)
+@frozen
 class DepthWithin:
     """Levels and volume whose price lies within ``distance`` of mid (inclusive), per side."""
 
@@ -74,7 +73,7 @@ class DepthWithin:
     ask_volume: int
 
 
-@attrs.frozen(slots=True)
+@frozen
 class LevelDiff:
     """One level where two books disagree: ``ours``/``theirs`` qty (0 = absent)."""
 

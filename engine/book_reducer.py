@@ -57,7 +57,8 @@ from engine.book_sync import (
     feed_snapshot,
     rule_for,
 )
-from engine.events import BookSnapshot, BookTicker, DepthDiff, event
+from engine.events import BookSnapshot, BookTicker, DepthDiff
+from engine.frozen import frozen
 from engine.outputs import SnapshotRequest
 from engine.reducer import NO_OUTPUTS
 
@@ -77,7 +78,7 @@ __all__ = [
 ]
 
 SECOND_NS = 1_000_000_000
-output = event  # outputs are values like events: frozen, slotted attrs classes
+output = frozen  # outputs are values like events: frozen, slotted attrs classes
 
 
 # =============================================================== outputs

@@ -9,15 +9,14 @@ Replay ignores them (it already has the answers in the journal).
 
 from __future__ import annotations
 
-import attrs
-
 from engine import serde
+from engine.frozen import frozen
 
 __all__ = ["SnapshotRequest", "SendRequest"]
 
 
 @serde.register
-@attrs.frozen(slots=True)
+@frozen
 class SnapshotRequest:
     """Fetch a REST depth snapshot for ``symbol`` (after a gap, at start-up, or to verify).
 
@@ -33,7 +32,7 @@ class SnapshotRequest:
 
 
 @serde.register
-@attrs.frozen(slots=True)
+@frozen
 class SendRequest:
     """A control message the rate limiter released: the runtime sends ``payload`` on ``conn``."""
 

@@ -54,6 +54,7 @@ import attrs
 
 from engine import serde
 from engine.events import ConnectionClosed, ControlSent
+from engine.frozen import frozen
 from engine.journal.schema import Dir, Frame, Kind
 from engine.outputs import SendRequest
 from engine.reducer import NO_OUTPUTS
@@ -90,7 +91,7 @@ def control_limit(exchange: str) -> int:
 
 
 @serde.register
-@attrs.frozen(slots=True)
+@frozen
 class Request:
     """The runtime wants to send ``payload`` on connection ``conn``; ``t_ns`` is now.
 
@@ -104,7 +105,7 @@ class Request:
 
 
 @serde.register
-@attrs.frozen(slots=True)
+@frozen
 class Tick:
     """Time has reached ``t_ns`` (the runtime woke up at a :class:`NextRelease`)."""
 
@@ -112,7 +113,7 @@ class Tick:
 
 
 @serde.register
-@attrs.frozen(slots=True)
+@frozen
 class NextRelease:
     """Connection ``conn`` has queued requests; the next may go at ``at_ns``: step a Tick then."""
 
@@ -122,7 +123,7 @@ class NextRelease:
 
 
 @serde.register
-@attrs.frozen(slots=True)
+@frozen
 class RequestRejected:
     """A request that will never be sent: ``reason`` is "queue full" or "connection closed"."""
 
@@ -134,7 +135,7 @@ class RequestRejected:
 
 
 @serde.register
-@attrs.frozen(slots=True)
+@frozen
 class RateViolation:
     """A journaled send (``seq``) made ``count`` sends within ``window_ns`` on ``conn`` (> limit).
 

@@ -42,7 +42,12 @@ class OutputRecorder:
         append = self._w.append
         for frame_seq, out in outputs:
             append(
-                recv_ns, 0, Dir.LOCAL, Kind.MARKER, type(out).__name__, encode_output(frame_seq, out)
+                recv_ns,
+                0,
+                Dir.LOCAL,
+                Kind.MARKER,
+                type(out).__name__,
+                encode_output(frame_seq, out),
             )
         self.count += len(outputs)
 

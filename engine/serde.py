@@ -32,7 +32,6 @@ converter.register_structure_hook(
 )
 
 
-
 def _scalar_id(v: Any, _: Any) -> int | str | None:
     """Control-reply ids (``int | str | None``): cattrs has no hook for that union; keep as is."""
     if v is None or (isinstance(v, int | str) and not isinstance(v, bool)):
