@@ -114,6 +114,7 @@ from engine.events import (
     Ticker24h,
     Trade,
 )
+from engine.frozen import frozen
 from engine.num import ONE
 from engine.reducer import NO_OUTPUTS
 from engine.trades import SOURCES, SelectCounts, TradeSelect, select_trade
@@ -180,7 +181,7 @@ def _utc(t: int, per_second: int = 1_000_000_000) -> str:
 
 
 @serde.register
-@attrs.frozen(slots=True, weakref_slot=False)
+@frozen
 class Alert:
     """One anomaly: it fired because ``value ≥ threshold`` (exact ints in ``unit``).
 
@@ -350,18 +351,28 @@ class AnomalyDetector:
     # ----------------------------------------------------------------- dispatch
 
     def step(self, state: AnomalyState, event: Any) -> tuple[AnomalyState, Sequence[Any]]:
-        """Trades are the hot path, inline here: a few integer comparisons per trade."""
         if type(event) is not Trade:
             return state, self._other(state, event)
-        ev: Trade = event
+        s = self.trade_record(state, event.symbol)
+        t = select_trade(state.counts, s.sel, event, self.source)
+        return state, self.on_trade(state, s, event, t)
+
+    def trade_record(self, state: AnomalyState, symbol: str) -> SymbolWatch:
+        return self._watch(state.symbols, symbol)
+
+    def on_trade(
+        self, state: AnomalyState, s: SymbolWatch, ev: Trade, t: int | None
+    ) -> Sequence[Any]:
+        """Trades are the hot path: a few integer comparisons per trade.
+
+        Every trade event is stream activity and journal time, counted or not
+        (``t`` is None when the selection rule set it aside).
+        """
         now = ev.recv_ns
         if now > state.now:
             state.now = now
         else:
             now = state.now
-        s = state.symbols.get(ev.symbol)
-        if s is None:
-            s = self._watch(state.symbols, ev.symbol)
         out: list[Any] | None = None
         if self._stale_ns:
             kind = "aggTrade" if ev.agg else "trade"
@@ -373,9 +384,8 @@ class AnomalyDetector:
             if now >= state.next_check:
                 out = []
                 self._scan(state, ev, out)
-        t = select_trade(state.counts, s.sel, ev, self.source)
         if t is None:
-            return state, out if out else NO_OUTPUTS
+            return out if out else NO_OUTPUTS
         tc = s.last_ms
         if t > tc:
             s.last_ms = tc = t
@@ -420,7 +430,7 @@ class AnomalyDetector:
                     out = self._fire(
                         state, out, ev, PRICE_JUMP, t, d * 10_000 // pp, bps, "bps", pp
                     )
-        return state, out if out else NO_OUTPUTS
+        return out if out else NO_OUTPUTS
 
     def _other(self, state: AnomalyState, event: Any) -> Sequence[Any]:
         """Every event but trades: stream activity, journal time, and quotes."""

@@ -3,7 +3,7 @@
 Owns: the :class:`Candles` reducer, its state, and its outputs
 (:class:`CandleClosed`, :class:`KlineMismatch`).  Must not: read the clock, do
 I/O, use floats, or raise on any event.  Which trades count (trade vs
-aggTrade, duplicate ids) is :func:`engine.trades.accept_trade`'s rule, shared
+aggTrade, duplicate ids) is :func:`engine.trades.select_trade`'s rule, shared
 with the trade aggregator so both see the same trades.
 
 Alignment
@@ -82,6 +82,7 @@ import attrs
 
 from engine import serde
 from engine.events import BUY, ConnectionClosed, ConnectionFailed, Kline, Trade
+from engine.frozen import frozen
 from engine.num import ONE
 from engine.reducer import NO_OUTPUTS
 from engine.trades import SOURCES, SelectCounts, TradeSelect, round_div, select_trade
@@ -118,7 +119,7 @@ def interval_ms(interval: str) -> int:
 
 
 @serde.register
-@attrs.frozen(slots=True)
+@frozen
 class CandleClosed:
     """A finished candle ``[start_ms, end_ms]`` (``end_ms`` inclusive, like Binance ``T``).
 
@@ -152,7 +153,7 @@ class CandleClosed:
 
 
 @serde.register
-@attrs.frozen(slots=True)
+@frozen
 class KlineMismatch:
     """The exchange's closed kline disagrees with our complete candle of the same start.
 
@@ -327,7 +328,9 @@ class Candles:
     def step(self, state: CandlesState, event: Any) -> tuple[CandlesState, Sequence[Any]]:
         tp = type(event)
         if tp is Trade:
-            return state, self._trade(state, event)
+            sc = self.trade_record(state, event.symbol)
+            t = select_trade(state.counts, sc.sel, event, self.source)
+            return state, self.on_trade(state, sc, event, t)
         if tp is Kline:
             return state, self._kline(state, event)
         if (tp is ConnectionClosed or tp is ConnectionFailed) and event.source.startswith("ws"):
@@ -337,11 +340,15 @@ class Candles:
 
     # ----------------------------------------------------------------- trades
 
-    def _trade(self, state: CandlesState, ev: Trade) -> Sequence[Any]:
-        sc = state.symbols.get(ev.symbol)
+    def trade_record(self, state: CandlesState, symbol: str) -> SymbolCandles:
+        sc = state.symbols.get(symbol)
         if sc is None:
-            sc = state.symbols[ev.symbol] = self._new_symbol()
-        t = select_trade(state.counts, sc.sel, ev, self.source)
+            sc = state.symbols[symbol] = self._new_symbol()
+        return sc
+
+    def on_trade(
+        self, state: CandlesState, sc: SymbolCandles, ev: Trade, t: int | None
+    ) -> Sequence[Any]:
         if t is None:
             return NO_OUTPUTS
         broken = sc.broken

@@ -13,7 +13,11 @@ journal are identical (``engine replay --check`` proves it).
        events; out: ControlSent)
 
 Every event goes to every reducer in order; each reducer ignores what does
-not concern it.  The pipeline owns reducer *states* (the reducers are
+not concern it.  Adjacent trade consumers (aggregator, tape, candles, anomaly
+detector) are folded as one stage that looks each trade's symbol up and
+applies the shared selection rule once for all of them
+(:class:`engine.tradefan.TradeFan`); ``fuse=False`` folds them one by one,
+with identical outputs and states (tested).  The pipeline owns reducer *states* (the reducers are
 immutable configurations) and can snapshot/restore them all (time travel).
 
 This module must stay free of I/O and clocks: it is part of the fold.
@@ -27,6 +31,7 @@ from typing import Any
 import attrs
 import pyarrow as pa
 
+from engine import tradefan
 from engine.events import (
     ConnectionClosed,
     ConnectionFailed,
@@ -62,9 +67,10 @@ class Pipeline:
     Args:
         codec: the exchange codec (see :mod:`engine.codecs.base`).
         reducers: reducer configurations; names must be unique.
+        fuse: fold adjacent trade consumers as one stage (module docstring).
     """
 
-    def __init__(self, codec: Any, reducers: Sequence[Reducer[Any]]) -> None:
+    def __init__(self, codec: Any, reducers: Sequence[Reducer[Any]], *, fuse: bool = True) -> None:
         names = [r.name for r in reducers]
         if len(set(names)) != len(names):
             raise ValueError(f"reducer names must be unique, got {names}")
@@ -72,6 +78,9 @@ class Pipeline:
         self.reducers: list[Reducer[Any]] = list(reducers)
         self.states: list[Any] = [r.initial() for r in self.reducers]
         self.counters = Counters()
+        #: the fold's stages (engine.tradefan.plan); they hold ``self.states``, so
+        #: it is only ever updated in place
+        self._stages = tradefan.plan(self.reducers, self.states, fuse)
 
     # ------------------------------------------------------------------ queries
 
@@ -141,17 +150,26 @@ class Pipeline:
 
     def _fold(self, seq: int, events: Iterable[Any], out: list[tuple[int, Any]]) -> None:
         c = self.counters
-        reducers = self.reducers
+        stages = self._stages
         states = self.states
         for ev in events:
             c.events += 1
             if type(ev) is DecodeError:
                 c.decode_errors += 1
-            for i, r in enumerate(reducers):
-                states[i], outs = r.step(states[i], ev)
+            for i, step, fan in stages:
+                if fan is None:
+                    states[i], outs = step(states[i], ev)
+                else:
+                    outs = fan(ev)
                 if outs:
                     c.outputs += len(outs)
                     out.extend((seq, o) for o in outs)
+
+    def fold_events(self, seq: int, events: Iterable[Any]) -> list[tuple[int, Any]]:
+        """Fold already-decoded ``events`` of frame ``seq`` (benchmarks, tests): no frame counted."""
+        out: list[tuple[int, Any]] = []
+        self._fold(seq, events, out)
+        return out
 
     def feed_batch(self, batch: pa.RecordBatch) -> list[tuple[int, Any]]:
         """Fold every frame of a journal record batch (the replay path).
@@ -182,8 +200,7 @@ class Pipeline:
         codes: list[Any] | None = None
         decode = self.codec.decode
         states = self.states
-        steps = [r.step for r in self.reducers]
-        rng = range(len(steps))
+        stages = self._stages
         extend = out.extend
         n_events = n_errors = n_outputs = 0
         for i in range(n):
@@ -210,8 +227,11 @@ class Pipeline:
                 n_events += 1
                 if type(ev) is DecodeError:
                     n_errors += 1
-                for j in rng:
-                    states[j], outs = steps[j](states[j], ev)
+                for j, step, fan in stages:
+                    if fan is None:
+                        states[j], outs = step(states[j], ev)
+                    else:
+                        outs = fan(ev)
                     if outs:
                         n_outputs += len(outs)
                         extend([(seq, o) for o in outs])
@@ -245,5 +265,8 @@ class Pipeline:
         missing = [r.name for r in self.reducers if r.name not in saved]
         if missing:
             raise ValueError(f"snapshot has no state for reducers {missing}")
-        self.states = [r.restore(saved[r.name]) for r in self.reducers]
+        self.states[:] = [r.restore(saved[r.name]) for r in self.reducers]
+        for _, _, fan in self._stages:
+            if fan is not None:
+                fan.reset()
         self.counters = Counters(**data["counters"])

@@ -3,7 +3,7 @@
 Owns: the :class:`TradeAggregator` reducer, its state and its :class:`TradeStats`
 output; the :class:`TradeTape` reducer (each symbol's last trades, for displays:
 the aggregator keeps totals only and no output is emitted per trade); and the one rule every trade-consuming reducer (candles, anomaly
-detector) shares for *which* trades count (:func:`accept_trade`).  Must not:
+detector) shares for *which* trades count (:func:`select_trade`).  Must not:
 read the clock, do I/O, use floats, or raise on any event.
 
 Which trades count
@@ -64,6 +64,7 @@ import attrs
 
 from engine import serde
 from engine.events import BUY, Trade
+from engine.frozen import frozen
 from engine.reducer import NO_OUTPUTS
 
 __all__ = [
@@ -74,7 +75,6 @@ __all__ = [
     "TradeStats",
     "WindowStats",
     "TradeSelect",
-    "accept_trade",
     "select_trade",
     "SelectCounts",
     "trade_time",
@@ -128,75 +128,81 @@ class SelectCounts:
     untimed: int = 0
 
 
-# verdicts of accept_trade
-ACCEPT, SKIP_KIND, DUPLICATE = 0, 1, 2
-
-
-def accept_trade(sel: TradeSelect, ev: Trade, source: str) -> int:
-    """Apply the module's selection rule to ``ev``; update ``sel`` when accepted.
-
-    Returns ACCEPT, SKIP_KIND (the other trade kind) or DUPLICATE (ids already counted).
-    """
-    agg = sel.agg
-    if agg is None:
-        agg = sel.agg = (source == "aggTrade") if source != "auto" else ev.agg
-    if ev.agg is not agg:
-        return SKIP_KIND
-    fid = ev.first_id
-    if fid > 0:
-        if fid <= sel.hi:
-            return DUPLICATE
-        sel.hi = ev.last_id
-    return ACCEPT
-
-
 def select_trade(counts: SelectCounts, sel: TradeSelect, ev: Trade, source: str) -> int | None:
-    """The exchange time to place ``ev`` at if it counts, else None (and count why)."""
+    """The exchange time to place ``ev`` at if it counts under the module's rule, else None.
+
+    Updates ``sel`` when the trade counts and ``counts`` when it does not (why).
+    Every trade-consuming reducer calls this once per trade: it is one flat
+    function on purpose (no helper calls on the hot path).
+    """
     t = ev.txn_ms
     if t is None:
         t = ev.exch_ms
         if t is None:
             counts.untimed += 1
             return None
-    verdict = accept_trade(sel, ev, source)
-    if verdict:
-        if verdict == SKIP_KIND:
-            counts.skipped += 1
-        else:
-            counts.duplicates += 1
+    agg = sel.agg
+    if agg is None:
+        agg = sel.agg = (source == "aggTrade") if source != "auto" else ev.agg
+    if ev.agg is not agg:
+        counts.skipped += 1
         return None
+    fid = ev.first_id
+    if fid > 0:
+        if fid <= sel.hi:
+            counts.duplicates += 1
+            return None
+        sel.hi = ev.last_id
     return t
 
 
 # --------------------------------------------------------------------------- outputs
 
 
+class _Vwap:
+    """VWAP and sell volume, derived on demand (the hot path builds only the sums)."""
+
+    __slots__ = ()
+    volume: int
+    buy_volume: int
+    notional: int
+
+    @property
+    def vwap(self) -> int | None:
+        """notional / volume rounded half-even to 1e-8 price units (None without volume)."""
+        return round_div(self.notional, self.volume) if self.volume else None
+
+    @property
+    def vwap_exact(self) -> Fraction | None:
+        return Fraction(self.notional, self.volume) if self.volume else None
+
+    @property
+    def sell_volume(self) -> int:
+        return self.volume - self.buy_volume
+
+
 @serde.register
-@attrs.frozen(slots=True)
-class WindowStats:
-    """One rolling window's totals; VWAP exact as ``vwap_num / vwap_den`` (None if no volume)."""
+@frozen
+class WindowStats(_Vwap):
+    """One rolling window's totals; ``vwap`` / ``vwap_exact`` derive from notional and volume."""
 
     window_ms: int
     count: int
     volume: int
     buy_volume: int
     notional: int
-    vwap: int | None
-
-    @property
-    def vwap_exact(self) -> Fraction | None:
-        return Fraction(self.notional, self.volume) if self.volume else None
 
 
 @serde.register
-@attrs.frozen(slots=True)
-class TradeStats:
+@frozen
+class TradeStats(_Vwap):
     """A symbol's trade statistics as of exchange time ``as_of_ms`` (inclusive).
 
     ``seq``/``recv_ns`` are the event that caused the report.  Session totals
     cover every accepted trade since the start of the replay/run (or restore).
-    ``notional`` is Σ price·qty in units of 1e-16; ``vwap`` = notional/volume
-    rounded half-even to 1e-8 units (exact value: :attr:`vwap_exact`).
+    ``notional`` is Σ price·qty in units of 1e-16; ``vwap`` (a property, like
+    ``sell_volume``) = notional/volume rounded half-even to 1e-8 units, exact
+    value :attr:`vwap_exact`.
     """
 
     seq: int
@@ -207,14 +213,8 @@ class TradeStats:
     count: int
     volume: int
     buy_volume: int
-    sell_volume: int
     notional: int
-    vwap: int | None
     windows: tuple[WindowStats, ...]
-
-    @property
-    def vwap_exact(self) -> Fraction | None:
-        return Fraction(self.notional, self.volume) if self.volume else None
 
 
 # --------------------------------------------------------------------------- state
@@ -268,43 +268,26 @@ class TradesState:
 # --------------------------------------------------------------------------- the reducer
 
 
-def _sums(x: TradeWindow | SymbolTrades, s: SymbolTrades, with_current: bool) -> tuple[int, ...]:
-    """(count, volume, buy volume, notional) of ``x``, plus ``s``'s unfinished bucket if asked."""
-    if with_current:
-        return (
-            x.count + s.cur_count,
-            x.volume + s.cur_volume,
-            x.buy_volume + s.cur_buy,
-            x.notional + s.cur_notional,
-        )
-    return x.count, x.volume, x.buy_volume, x.notional
-
-
-def _window_stats(w: TradeWindow, s: SymbolTrades, with_current: bool) -> WindowStats:
-    count, vol, buy, notional = _sums(w, s, with_current)
-    return WindowStats(
-        w.window_ms, count, vol, buy, notional, round_div(notional, vol) if vol else None
-    )
-
-
 def _stats(
     symbol: str, s: SymbolTrades, as_of_ms: int, seq: int, recv_ns: int, with_current: bool
 ) -> TradeStats:
-    count, vol, buy, notional = _sums(s, s, with_current)
+    """The symbol's report: finished buckets, plus the unfinished one if ``with_current``."""
+    if with_current:
+        n, v, b, x = s.cur_count, s.cur_volume, s.cur_buy, s.cur_notional
+        return TradeStats(
+            seq, recv_ns, symbol, as_of_ms, s.last_price, s.count + n, s.volume + v,
+            s.buy_volume + b, s.notional + x,
+            tuple(
+                WindowStats(w.window_ms, w.count + n, w.volume + v, w.buy_volume + b, w.notional + x)
+                for w in s.windows
+            ),
+        )  # fmt: skip
     return TradeStats(
-        seq,
-        recv_ns,
-        symbol,
-        as_of_ms,
-        s.last_price,
-        count,
-        vol,
-        buy,
-        vol - buy,
-        notional,
-        round_div(notional, vol) if vol else None,
-        tuple(_window_stats(w, s, with_current) for w in s.windows),
-    )
+        seq, recv_ns, symbol, as_of_ms, s.last_price, s.count, s.volume, s.buy_volume, s.notional,
+        tuple(
+            [WindowStats(w.window_ms, w.count, w.volume, w.buy_volume, w.notional) for w in s.windows]
+        ),
+    )  # fmt: skip
 
 
 def current_stats(state: TradesState, symbol: str) -> TradeStats | None:
@@ -364,15 +347,23 @@ class TradeAggregator:
     def step(self, state: TradesState, event: Any) -> tuple[TradesState, Sequence[Any]]:
         if type(event) is not Trade:
             return state, NO_OUTPUTS
-        sym = event.symbol
-        s = state.symbols.get(sym)
+        s = self.trade_record(state, event.symbol)
+        t = select_trade(state.counts, s.sel, event, self.source)
+        return state, self.on_trade(state, s, event, t)
+
+    def trade_record(self, state: TradesState, symbol: str) -> SymbolTrades:
+        s = state.symbols.get(symbol)
         if s is None:
-            s = state.symbols[sym] = SymbolTrades(
+            s = state.symbols[symbol] = SymbolTrades(
                 TradeSelect(), [TradeWindow(w) for w in self.windows_ms]
             )
-        t = select_trade(state.counts, s.sel, event, self.source)
+        return s
+
+    def on_trade(
+        self, state: TradesState, s: SymbolTrades, event: Trade, t: int | None
+    ) -> Sequence[Any]:
         if t is None:
-            return state, NO_OUTPUTS
+            return NO_OUTPUTS
         if t < s.last_ms:
             t = s.last_ms
         else:
@@ -380,7 +371,7 @@ class TradeAggregator:
         out: Sequence[Any] = NO_OUTPUTS
         start = t - t % self.bucket_ms
         if start != s.cur_start:
-            out = self._roll(sym, s, start, event)
+            out = self._roll(event.symbol, s, start, event)
         p, q = event.price, event.qty
         s.last_price = p
         s.cur_count += event.last_id - event.first_id + 1 if event.agg else 1
@@ -388,7 +379,7 @@ class TradeAggregator:
         s.cur_notional += p * q
         if event.side == BUY:
             s.cur_buy += q
-        return state, out
+        return out
 
     def _roll(self, sym: str, s: SymbolTrades, start: int, event: Trade) -> Sequence[Any]:
         """Finish the current bucket: fold it into session and windows; maybe report."""
@@ -466,14 +457,23 @@ class TradeTape:
     def step(self, state: TapeState, event: Any) -> tuple[TapeState, Sequence[Any]]:
         if type(event) is not Trade:
             return state, NO_OUTPUTS
-        s = state.symbols.get(event.symbol)
-        if s is None:
-            s = state.symbols[event.symbol] = SymbolTape(TradeSelect(), deque(maxlen=self.size))
+        s = self.trade_record(state, event.symbol)
         t = select_trade(state.counts, s.sel, event, self.source)
+        return state, self.on_trade(state, s, event, t)
+
+    def trade_record(self, state: TapeState, symbol: str) -> SymbolTape:
+        s = state.symbols.get(symbol)
+        if s is None:
+            s = state.symbols[symbol] = SymbolTape(TradeSelect(), deque(maxlen=self.size))
+        return s
+
+    def on_trade(
+        self, state: TapeState, s: SymbolTape, event: Trade, t: int | None
+    ) -> Sequence[Any]:
         if t is not None:
             n = event.last_id - event.first_id + 1 if event.agg else 1
             s.recent.append((t, event.price, event.qty, event.side, n))
-        return state, NO_OUTPUTS
+        return NO_OUTPUTS
 
     def snapshot(self, state: TapeState) -> Any:
         return serde.converter.unstructure(state)

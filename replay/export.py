@@ -52,7 +52,6 @@ from engine import __version__, serde
 from engine.events import DepthDiff, Trade
 from engine.pipeline import Pipeline
 from engine.replay.replay import Replay, chunks, is_alert
-from engine.trades import ACCEPT, TradeSelect, accept_trade
 
 __all__ = [
     "DECIMAL",
@@ -390,7 +389,9 @@ class _Exporter:
         self.top = top
         self.interval_ns = interval_ns
         self.start = replay.start_ns
-        self.selects: dict[tuple[str, bool], TradeSelect] = {}
+        #: highest exchange trade id exported per (symbol, agg): the duplicate rule of
+        #: engine.trades.select_trade, per kind (both kinds are exported, each once)
+        self.hi_ids: dict[tuple[str, bool], int] = {}
         self.diff_hi: dict[str, int] = {}
         self.dup_trades = 0
         self.dup_diffs = 0
@@ -476,13 +477,12 @@ class _Exporter:
                 self.w["alerts"].add(_alert_row(seq, o))
 
     def trade(self, t: Trade) -> None:
-        key = (t.symbol, t.agg)
-        sel = self.selects.get(key)
-        if sel is None:
-            sel = self.selects[key] = TradeSelect()
-        if accept_trade(sel, t, "auto") != ACCEPT:
-            self.dup_trades += 1
-            return
+        if t.first_id > 0:  # ids <= 0 mean "no id"
+            key = (t.symbol, t.agg)
+            if t.first_id <= self.hi_ids.get(key, 0):
+                self.dup_trades += 1
+                return
+            self.hi_ids[key] = t.last_id
         self.w["trades"].add(
             (
                 t.seq,

@@ -1,0 +1,173 @@
+"""The fused trade fold: a run of trade consumers, one symbol lookup and one selection per trade.
+
+Why: the standard pipeline has four reducers that consume trades under the
+one selection rule of :mod:`engine.trades` (aggregator, tape, candles,
+anomaly detector).  Folded one by one, each trade costs four reducer calls,
+four symbol lookups and four runs of :func:`~engine.trades.select_trade`
+over four copies of the same selection state; that overhead was a third of
+the trade path.  Those copies always hold equal values (same rule, same
+events, same start), so a :class:`TradeFan` keeps *one*: it links the
+members' per-symbol ``sel`` records and their states' ``counts`` to a single
+shared object, selects once, and calls each member's ``on_trade``.
+
+It is an optimisation, never a second definition: for any event that is not
+a trade it calls each member's ``step``; for a trade it performs exactly
+the steps ``TradeConsumer.step`` is defined as (:mod:`engine.reducer`),
+in member order, so outputs and states equal the one-by-one fold (a
+hypothesis test in ``tests/test_tradefan.py`` pins that, snapshots
+included).  Links are made only between records whose values are equal and
+are rebuilt after a restore or when a member returns a new state object; if
+the members ever disagree (a state no single pipeline produces: one member
+restored or stepped on its own), every link is undone and the fan folds one
+by one until the next restore.  Records are never replaced once created
+(the :class:`~engine.reducer.TradeConsumer` contract), so a link stays valid.
+
+Must not: read the clock, do I/O, or raise on any event (it is part of the fold).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+from engine.events import Trade
+from engine.reducer import NO_OUTPUTS, TradeConsumer
+from engine.trades import select_trade
+
+__all__ = ["TradeFan", "plan"]
+
+
+class TradeFan:
+    """Fold the trade consumers at ``indices`` of a pipeline's ``states`` list as one stage.
+
+    ``states`` is the pipeline's list (shared, updated in place); the fan
+    reads and writes only its members' slots.
+    """
+
+    __slots__ = ("members", "indices", "states", "source", "_records", "_counts", "_apart")
+
+    def __init__(
+        self, members: Sequence[TradeConsumer[Any]], indices: Sequence[int], states: list[Any]
+    ) -> None:
+        sources = {m.source for m in members}
+        if len(sources) != 1:
+            raise ValueError(f"a TradeFan needs one selection source, got {sorted(sources)}")
+        self.members = tuple(members)
+        self.indices = tuple(indices)
+        self.states = states
+        self.source = sources.pop()
+        #: symbol -> (shared sel, ((on_trade, state, record), ...))
+        self._records: dict[str, Any] = {}
+        #: the SelectCounts every member's state shares; None until linked
+        self._counts: Any = None
+        #: the members' states disagree: fold everything one by one until reset()
+        self._apart = False
+
+    def reset(self) -> None:
+        """Forget every link (after a restore, or when a member replaced its state object)."""
+        self._records.clear()
+        self._counts = None
+        self._apart = False
+
+    def __call__(self, ev: Any) -> Sequence[Any]:
+        """Fold ``ev`` through every member, in order; their outputs, concatenated."""
+        if type(ev) is Trade and not self._apart:
+            entry = self._records.get(ev.symbol)
+            if entry is None:
+                entry = self._link(ev.symbol)
+            if entry is not None:
+                sel, calls = entry
+                t = select_trade(self._counts, sel, ev, self.source)
+                out: list[Any] | None = None
+                for on_trade, state, rec in calls:
+                    o = on_trade(state, rec, ev, t)
+                    if o:
+                        if out is None:
+                            out = list(o)
+                        else:
+                            out.extend(o)
+                return out if out else NO_OUTPUTS
+        return self._one_by_one(ev)
+
+    def _one_by_one(self, ev: Any) -> Sequence[Any]:
+        states = self.states
+        out: list[Any] = []
+        for i, m in zip(self.indices, self.members, strict=True):
+            before = states[i]
+            states[i], o = m.step(before, ev)
+            out += o
+            if states[i] is not before:  # its records and counts are new objects: relink
+                self._records.clear()
+                self._counts = None
+        return out or NO_OUTPUTS
+
+    def _link(self, symbol: str) -> Any:
+        """Share one ``sel`` among the members' records of ``symbol`` (and one ``counts``).
+
+        Returns the entry for :meth:`__call__`, or None when the members'
+        values differ (a state no single pipeline produces): then every link
+        is undone and the fan folds one by one from here on.
+        """
+        states = [self.states[i] for i in self.indices]
+        counts = states[0].counts
+        recs = [m.trade_record(s, symbol) for m, s in zip(self.members, states, strict=True)]
+        sel = recs[0].sel
+        if any(s.counts != counts for s in states) or any(r.sel != sel for r in recs):
+            self._unlink(states)
+            return None
+        for s in states:
+            s.counts = counts
+        self._counts = counts
+        for r in recs:
+            r.sel = sel
+        entry = (
+            sel,
+            tuple((m.on_trade, s, r) for m, s, r in zip(self.members, states, recs, strict=True)),
+        )
+        self._records[symbol] = entry
+        return entry
+
+    def _unlink(self, states: list[Any]) -> None:
+        """Give every member its own ``counts`` and ``sel`` objects again; stop fusing."""
+        for k, s in enumerate(states):
+            if k:
+                s.counts = copy.copy(s.counts)
+        for symbol in self._records:
+            for k, (m, s) in enumerate(zip(self.members, states, strict=True)):
+                if k:
+                    rec = m.trade_record(s, symbol)
+                    rec.sel = copy.copy(rec.sel)
+        self._records.clear()
+        self._counts = None
+        self._apart = True
+
+
+def plan(reducers: Sequence[Any], states: list[Any], fuse: bool = True) -> list[tuple[Any, ...]]:
+    """The pipeline's fold stages: ``(index, step, None)`` per reducer, or ``(-1, None, fan)``.
+
+    With ``fuse``, each maximal run of two or more adjacent trade consumers
+    with the same ``source`` becomes one :class:`TradeFan` (adjacency keeps
+    the output order of the one-by-one fold).
+    """
+    stages: list[tuple[Any, ...]] = []
+    run: list[int] = []
+
+    def close_run() -> None:
+        if len(run) >= 2:
+            fan = TradeFan([reducers[i] for i in run], run.copy(), states)
+            stages.append((-1, None, fan))
+        else:
+            stages.extend((i, reducers[i].step, None) for i in run)
+        run.clear()
+
+    for i, r in enumerate(reducers):
+        if fuse and isinstance(r, TradeConsumer):
+            if run and reducers[run[0]].source != r.source:
+                close_run()
+            run.append(i)
+        else:
+            close_run()
+            stages.append((i, r.step, None))
+    close_run()
+    return stages
