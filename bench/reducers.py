@@ -3,9 +3,11 @@
 Usage:  python bench/reducers.py [--trades 1000000] [--symbols 40] [--repeat 5] [--real]
                                  [--diagnose]
 
-What it measures (issue 6): trades/s on one core through each reducer's
-``step`` alone, and through all three folded the way ``Pipeline._fold`` folds
-(every event to every reducer in order), on
+What it measures (issue 6): trades/s on one core through each reducer alone,
+and through all three, folded by the real :class:`engine.pipeline.Pipeline`
+(``fold_events``, in chunks of 1,000 events like a journal record batch), so
+the trio runs as the pipeline runs it: one fused trade stage
+(:mod:`engine.tradefan`), on
 
 * ``synthetic``: Binance-like aggTrades of ``--symbols`` USDT pairs with a
   skewed activity (symbol k trades ∝ 1/(k+1), so the top pair takes ~25 %),
@@ -18,10 +20,13 @@ What it measures (issue 6): trades/s on one core through each reducer's
   ``--trades`` with every pass shifted past the previous one in time and ids
   (so the selection rule accepts each copy instead of dropping duplicates).
 
-``--diagnose`` adds rows that locate the trio's cost: the trio with
+``--diagnose`` adds rows that locate the trio's cost: the trio folded one
+reducer at a time (``fuse=False``: what the fused stage saves), with
 ``TradeAggregator(emit_stats=False)`` (no TradeStats built when a 1 s bucket
 closes), with ``Candles(intervals=("1m",))`` (one series per trade instead of
-three), both, and the bare fold loop with a reducer that does nothing.
+three), both, and the bare fold loop with a reducer that does nothing; then
+the cost of building one Trade event with attrs' own frozen ``__init__``
+against :mod:`engine.frozen`'s (what every event and output construction saves).
 
 Events are built before timing; each figure is the median of ``--repeat``
 runs on fresh states (gc collected before, on during the run).  Each reducer
@@ -41,6 +46,7 @@ import math
 import random
 import statistics
 import time
+import timeit
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,6 +57,8 @@ import attrs
 from engine.anomaly import AnomalyDetector
 from engine.candles import Candles
 from engine.events import BUY, SELL, Trade
+from engine.frozen import _fast_init
+from engine.pipeline import Pipeline
 from engine.trades import TradeAggregator
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "journals"
@@ -130,20 +138,47 @@ class Null:
     def step(self, state: None, event: Any) -> tuple[None, tuple[()]]:
         return state, ()
 
+    def snapshot(self, state: None) -> None:
+        return None
 
-def fold(reducers: Sequence[Any], events: Sequence[Any]) -> tuple[float, list[Any], int]:
-    """Fold ``events`` through fresh states of ``reducers`` (Pipeline._fold's loop): seconds."""
-    states = [r.initial() for r in reducers]
+    def restore(self, data: None) -> None:
+        return None
+
+
+CHUNK = 1000
+
+
+def fold(
+    reducers: Sequence[Any], events: Sequence[Any], fuse: bool = True
+) -> tuple[float, list[Any], int]:
+    """Fold ``events`` through a fresh Pipeline of ``reducers``: seconds, states, outputs."""
+    p = Pipeline(None, reducers, fuse=fuse)
+    chunks = [events[i : i + CHUNK] for i in range(0, len(events), CHUNK)]
     outputs = 0
-    indexed = list(enumerate(reducers))
     gc.collect()
     t0 = time.perf_counter()
-    for ev in events:
-        for i, r in indexed:
-            states[i], outs = r.step(states[i], ev)
-            if outs:
-                outputs += len(outs)
-    return time.perf_counter() - t0, states, outputs
+    for chunk in chunks:
+        outputs += len(p.fold_events(0, chunk))
+    return time.perf_counter() - t0, p.states, outputs
+
+
+def construction() -> list[tuple[str, float]]:
+    """µs to build one Trade: attrs' frozen __init__ vs engine.frozen's (C filler or descriptors)."""
+    fields = {a.name: a.type for a in attrs.fields(Trade)}
+    plain = attrs.frozen(slots=True, weakref_slot=False)(
+        type("PlainTrade", (), {"__annotations__": fields, "agg": False})
+    )
+    descr = attrs.frozen(slots=True, weakref_slot=False)(
+        type("DescrTrade", (), {"__annotations__": fields, "agg": False})
+    )
+    _fast_init(descr, use_c=False)
+    args = (1, 2, "BTCUSDT", 3, 4, 5, BUY, 6, 7, 3, 3)
+    rows = []
+    for label, cls in (("attrs", plain), ("descriptors", descr), ("engine.frozen", Trade)):
+        n = 200_000
+        best = min(timeit.repeat(lambda c=cls: c(*args), number=n, repeat=5))
+        rows.append((label, best / n * 1e6))
+    return rows
 
 
 def main() -> None:
@@ -168,6 +203,7 @@ def main() -> None:
     if args.diagnose:
         quiet, one = TradeAggregator(emit_stats=False), Candles(intervals=("1m",))
         configs |= {
+            "trio-unfused": [agg, candles, anomaly],
             "trio-nostats": [quiet, candles, anomaly],
             "trio-1m": [agg, one, anomaly],
             "trio-both": [quiet, one, anomaly],
@@ -178,7 +214,7 @@ def main() -> None:
     )
     for name, events in sets.items():
         for label, reducers in configs.items():
-            runs = [fold(reducers, events) for _ in range(args.repeat)]
+            runs = [fold(reducers, events, label != "trio-unfused") for _ in range(args.repeat)]
             secs = statistics.median(r[0] for r in runs)
             outputs = runs[0][2]
             print(
@@ -188,6 +224,9 @@ def main() -> None:
         _, states, _ = fold([anomaly], events)
         alerts = Counter(states[0].alerts)
         print(f"{name:10} alerts: {dict(sorted(alerts.items())) or 'none'}")
+    if args.diagnose:
+        for label, us in construction():
+            print(f"build one Trade, {label:14} {us:6.3f} µs")
 
 
 if __name__ == "__main__":
