@@ -68,9 +68,18 @@ class Pipeline:
         codec: the exchange codec (see :mod:`engine.codecs.base`).
         reducers: reducer configurations; names must be unique.
         fuse: fold adjacent trade consumers as one stage (module docstring).
+        native: that stage's optional C common case: None = when built, False = never
+            (tests compare both).
     """
 
-    def __init__(self, codec: Any, reducers: Sequence[Reducer[Any]], *, fuse: bool = True) -> None:
+    def __init__(
+        self,
+        codec: Any,
+        reducers: Sequence[Reducer[Any]],
+        *,
+        fuse: bool = True,
+        native: bool | None = None,
+    ) -> None:
         names = [r.name for r in reducers]
         if len(set(names)) != len(names):
             raise ValueError(f"reducer names must be unique, got {names}")
@@ -80,7 +89,7 @@ class Pipeline:
         self.counters = Counters()
         #: the fold's stages (engine.tradefan.plan); they hold ``self.states``, so
         #: it is only ever updated in place
-        self._stages = tradefan.plan(self.reducers, self.states, fuse)
+        self._stages = tradefan.plan(self.reducers, self.states, fuse, native)
 
     # ------------------------------------------------------------------ queries
 

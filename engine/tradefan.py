@@ -22,6 +22,19 @@ restored or stepped on its own), every link is undone and the fan folds one
 by one until the next restore.  Records are never replaced once created
 (the :class:`~engine.reducer.TradeConsumer` contract), so a link stays valid.
 
+The common case in C
+    When the optional extension :mod:`engine._tradepath` is built, a trade
+    that is the common case of the selection rule goes to it first with the
+    records of the members it knows (exactly ``TradeAggregator``,
+    ``TradeTape``, ``Candles`` and ``AnomalyDetector``: trade inside the
+    current bucket / every open candle, nothing fires).  It applies what those
+    members' ``on_trade`` would and declines everything else (new bucket,
+    candle close, late trade, broken connection, an alert, a new or stale
+    stream, first trade of a symbol, duplicates ...), which then runs in
+    Python as above; other members always run in Python.  The
+    Python ``on_trade`` stays the definition: ``tests/test_tradefan.py`` folds
+    with the C path, without it and one by one and requires equal results.
+
 Must not: read the clock, do I/O, or raise on any event (it is part of the fold).
 """
 
@@ -31,9 +44,56 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
+from engine.anomaly import AnomalyDetector, AnomalyState, SymbolWatch
+from engine.candles import Candles, CandleSeries, SymbolCandles
 from engine.events import Trade
 from engine.reducer import NO_OUTPUTS, TradeConsumer
-from engine.trades import select_trade
+from engine.trades import (
+    SymbolTape,
+    SymbolTrades,
+    TradeAggregator,
+    TradeSelect,
+    TradeTape,
+    select_trade,
+)
+
+try:  # optional C common case (engine/_tradepath.c); None: all Python
+    from engine import _tradepath
+except ImportError:  # pragma: no cover - the extension is optional
+    _tradepath = None  # type: ignore[assignment]
+else:
+    _tradepath.configure(
+        {
+            "Trade": Trade,
+            "TradeSelect": TradeSelect,
+            "SymbolTrades": SymbolTrades,
+            "SymbolTape": SymbolTape,
+            "SymbolCandles": SymbolCandles,
+            "CandleSeries": CandleSeries,
+            "AnomalyState": AnomalyState,
+            "SymbolWatch": SymbolWatch,
+        }
+    )
+
+
+def _c_member(m: Any) -> tuple[Any, ...] | None:
+    """What the C path does for member ``m`` (exact classes only: a subclass may differ)."""
+    tp = type(m)
+    if tp is TradeAggregator:
+        return ("agg", m.bucket_ms)
+    if tp is TradeTape:
+        return ("tape",)
+    if tp is Candles:
+        return ("candles",)
+    if tp is AnomalyDetector and m._big < 2**124:
+        big = m._big
+        return (
+            "anomaly", 1 if m._stale_ns else 0, 0 if m.volume_interval_ms is None else 1,
+            big >> 62, big & (2**62 - 1), m._k100, m.large_window or 0, m.large_ratio_pct,
+            -1 if m.price_jump_bps is None else m.price_jump_bps,
+        )  # fmt: skip
+    return None
+
 
 __all__ = ["TradeFan", "plan"]
 
@@ -45,10 +105,16 @@ class TradeFan:
     reads and writes only its members' slots.
     """
 
-    __slots__ = ("members", "indices", "states", "source", "_records", "_counts", "_apart")
+    __slots__ = (
+        "members", "indices", "states", "source", "_records", "_counts", "_apart", "_cspec"
+    )  # fmt: skip
 
     def __init__(
-        self, members: Sequence[TradeConsumer[Any]], indices: Sequence[int], states: list[Any]
+        self,
+        members: Sequence[TradeConsumer[Any]],
+        indices: Sequence[int],
+        states: list[Any],
+        native: bool | None = None,
     ) -> None:
         sources = {m.source for m in members}
         if len(sources) != 1:
@@ -57,8 +123,16 @@ class TradeFan:
         self.indices = tuple(indices)
         self.states = states
         self.source = sources.pop()
-        #: symbol -> (shared sel, ((on_trade, state, record), ...))
+        #: symbol -> (shared sel, ((bit, on_trade, state, record), ...), C records or None)
         self._records: dict[str, Any] = {}
+        #: the C path's view of the members (None: all Python); native=None: when built
+        c_members = tuple(_c_member(m) for m in self.members)
+        use_c = (_tradepath is not None) if native is None else native
+        if use_c and _tradepath is None:
+            raise RuntimeError("native=True but engine._tradepath was not built")
+        self._cspec = (
+            _tradepath.spec(c_members) if use_c and any(c_members) else None  # type: ignore[union-attr]
+        )
         #: the SelectCounts every member's state shares; None until linked
         self._counts: Any = None
         #: the members' states disagree: fold everything one by one until reset()
@@ -77,16 +151,28 @@ class TradeFan:
             if entry is None:
                 entry = self._link(ev.symbol)
             if entry is not None:
-                sel, calls = entry
-                t = select_trade(self._counts, sel, ev, self.source)
+                sel, calls, crecs = entry
+                left = -1  # bits of the members still to fold in Python (-1: all of them)
+                if crecs is not None:
+                    left = _tradepath.run(self._cspec, ev, sel, crecs)  # type: ignore[union-attr]
+                    if left == 0:  # selected, and C applied every member: the common case
+                        return NO_OUTPUTS
+                if left > 0:  # selected by C, which applied the members whose bit is clear
+                    t = ev.txn_ms
+                    if t is None:
+                        t = ev.exch_ms
+                else:
+                    t = select_trade(self._counts, sel, ev, self.source)
+                    left = -1
                 out: list[Any] | None = None
-                for on_trade, state, rec in calls:
-                    o = on_trade(state, rec, ev, t)
-                    if o:
-                        if out is None:
-                            out = list(o)
-                        else:
-                            out.extend(o)
+                for bit, on_trade, state, rec in calls:
+                    if left & bit:
+                        o = on_trade(state, rec, ev, t)
+                        if o:
+                            if out is None:
+                                out = list(o)
+                            else:
+                                out.extend(o)
                 return out if out else NO_OUTPUTS
         return self._one_by_one(ev)
 
@@ -121,10 +207,17 @@ class TradeFan:
         self._counts = counts
         for r in recs:
             r.sel = sel
-        entry = (
-            sel,
-            tuple((m.on_trade, s, r) for m, s, r in zip(self.members, states, recs, strict=True)),
+        calls = tuple(
+            (1 << k, m.on_trade, s, r)
+            for k, (m, s, r) in enumerate(zip(self.members, states, recs, strict=True))
         )
+        crecs = None
+        if self._cspec is not None:  # the anomaly detector's C member needs its state too
+            crecs = tuple(
+                (s, r) if type(m) is AnomalyDetector else r
+                for m, s, r in zip(self.members, states, recs, strict=True)
+            )
+        entry = (sel, calls, crecs)
         self._records[symbol] = entry
         return entry
 
@@ -143,19 +236,21 @@ class TradeFan:
         self._apart = True
 
 
-def plan(reducers: Sequence[Any], states: list[Any], fuse: bool = True) -> list[tuple[Any, ...]]:
+def plan(
+    reducers: Sequence[Any], states: list[Any], fuse: bool = True, native: bool | None = None
+) -> list[tuple[Any, ...]]:
     """The pipeline's fold stages: ``(index, step, None)`` per reducer, or ``(-1, None, fan)``.
 
     With ``fuse``, each maximal run of two or more adjacent trade consumers
     with the same ``source`` becomes one :class:`TradeFan` (adjacency keeps
-    the output order of the one-by-one fold).
+    the output order of the one-by-one fold); ``native`` as for TradeFan.
     """
     stages: list[tuple[Any, ...]] = []
     run: list[int] = []
 
     def close_run() -> None:
         if len(run) >= 2:
-            fan = TradeFan([reducers[i] for i in run], run.copy(), states)
+            fan = TradeFan([reducers[i] for i in run], run.copy(), states, native)
             stages.append((-1, None, fan))
         else:
             stages.extend((i, reducers[i].step, None) for i in run)
