@@ -19,9 +19,14 @@ the trio runs as the pipeline runs it: one fused trade stage
   capture (fixtures/journals/binance-futures), decoded once, repeated to
   ``--trades`` with every pass shifted past the previous one in time and ids
   (so the selection rule accepts each copy instead of dropping duplicates).
+  A sparse stream (a few trades per second per symbol): most trades finish a
+  1 s aggregator bucket (a TradeStats report) or a volume interval, so this
+  set measures the boundary work, which runs in Python.
 
-``--diagnose`` adds rows that locate the trio's cost: the trio folded one
-reducer at a time (``fuse=False``: what the fused stage saves), with
+``--diagnose`` adds rows that locate the trio's cost: the fused trio without
+its optional C common case (``native=False``: what engine._tradepath buys),
+the trio folded one reducer at a time in Python (``fuse=False``: what the
+fused stage saves), with
 ``TradeAggregator(emit_stats=False)`` (no TradeStats built when a 1 s bucket
 closes), with ``Candles(intervals=("1m",))`` (one series per trade instead of
 three), both, and the bare fold loop with a reducer that does nothing; then
@@ -35,7 +40,8 @@ alert counts printed after the table show the synthetic stream does not keep
 the detector on its slow (alerting) paths.
 
 Target (issue 6): ≥ 500k trades/s for the trio.  On a shared 2-core machine
-timings are noisy: compare ratios, rerun.
+timings are noisy: compare ratios, rerun.  Without the optional C extensions
+(a failed compile) the trio runs in pure Python (the ``trio-python`` row).
 """
 
 from __future__ import annotations
@@ -149,10 +155,10 @@ CHUNK = 1000
 
 
 def fold(
-    reducers: Sequence[Any], events: Sequence[Any], fuse: bool = True
+    reducers: Sequence[Any], events: Sequence[Any], fuse: bool = True, native: bool | None = None
 ) -> tuple[float, list[Any], int]:
     """Fold ``events`` through a fresh Pipeline of ``reducers``: seconds, states, outputs."""
-    p = Pipeline(None, reducers, fuse=fuse)
+    p = Pipeline(None, reducers, fuse=fuse, native=native)
     chunks = [events[i : i + CHUNK] for i in range(0, len(events), CHUNK)]
     outputs = 0
     gc.collect()
@@ -203,6 +209,7 @@ def main() -> None:
     if args.diagnose:
         quiet, one = TradeAggregator(emit_stats=False), Candles(intervals=("1m",))
         configs |= {
+            "trio-python": [agg, candles, anomaly],
             "trio-unfused": [agg, candles, anomaly],
             "trio-nostats": [quiet, candles, anomaly],
             "trio-1m": [agg, one, anomaly],
@@ -214,7 +221,8 @@ def main() -> None:
     )
     for name, events in sets.items():
         for label, reducers in configs.items():
-            runs = [fold(reducers, events, label != "trio-unfused") for _ in range(args.repeat)]
+            fuse, native = label != "trio-unfused", False if label == "trio-python" else None
+            runs = [fold(reducers, events, fuse, native) for _ in range(args.repeat)]
             secs = statistics.median(r[0] for r in runs)
             outputs = runs[0][2]
             print(
