@@ -361,6 +361,8 @@ class CaptureStatus:
     journal_bytes: int = 0
     journal_frames: int = 0
     decode_errors: int = 0
+    checkpoints_written: int = 0
+    checkpoints_skipped: int = 0
     last_error: str = ""
 
     def line(self) -> str:
@@ -466,8 +468,12 @@ class Capture:
         reducers: reducer configurations for the pipeline; ``None`` journals only.
         recorder: optional :class:`engine.recorder.OutputRecorder` (closed on exit).
         checkpointer: optional :class:`engine.replay.checkpoints.CheckpointWriter`, asked
-            after every fed frame (a checkpoint is written synchronously on its cadence:
-            the read loop pauses for that long, a few ms for a small state).
+            after every fed frame.  When its cadence is due the state is taken at once
+            (``prepare``: a plain-data snapshot, in the read loop) and written by a worker
+            thread (``store``: encoding, compression, fsync), so frame reading never waits
+            for the disk.  One write at a time: a checkpoint due while the previous one is
+            still being written is skipped (``status.checkpoints_skipped``); a failed
+            write is logged and counted (``errors["checkpoint"]``), never fatal.
         rng: randomness for backoff jitter (inject a seeded one in tests).
         on_status: called once a second with the status (for displays/logs).
     """
@@ -522,6 +528,8 @@ class Capture:
         self._stopping = False
         self._stop_requested: trio.Event | None = None
         self._all_closed: trio.Event | None = None
+        #: prepared checkpoints on their way to the writer thread (room for one)
+        self._ckpt_send: trio.MemorySendChannel[Any] | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -553,6 +561,10 @@ class Capture:
                         n.start_soon(self._stopper)
                         n.start_soon(self._ticker)
                         n.start_soon(self._status_loop)
+                        if self.checkpointer is not None:
+                            send, recv = trio.open_memory_channel[Any](1)
+                            self._ckpt_send = send
+                            n.start_soon(self._checkpoint_writer, recv)
                         for i, shard in enumerate(self.shards):
                             n.start_soon(self._shard, i, shard)
                         task_status.started(self)
@@ -595,9 +607,40 @@ class Capture:
         outs = self.pipeline.feed(seq, recv_ns, conn, dir, kind, source, payload, code)
         if outs:
             self._on_outputs(recv_ns, outs)
-        if self.checkpointer is not None:
-            self.checkpointer.maybe_checkpoint(self.pipeline)
+        if self.checkpointer is not None and self.checkpointer.due(self.pipeline):
+            self._checkpoint()
         return seq
+
+    def _checkpoint(self) -> None:
+        """Take a checkpoint now and queue it for the writer thread (or skip: one at a time)."""
+        assert self.checkpointer is not None
+        pending = self.checkpointer.prepare(self.pipeline)
+        if self._ckpt_send is None:  # not running yet: nothing to hand it to
+            self._store_checkpoint(pending)
+            return
+        try:
+            self._ckpt_send.send_nowait(pending)
+        except trio.WouldBlock:
+            self.status.checkpoints_skipped += 1
+            log.warning("checkpoint at seq %d skipped: the previous one is still being written",
+                        pending.doc["last_seq"])  # fmt: skip
+
+    async def _checkpoint_writer(self, recv: trio.MemoryReceiveChannel[Any]) -> None:
+        """Write prepared checkpoints in a worker thread (not abandoned on cancel: no torn file)."""
+        async with recv:
+            async for pending in recv:
+                await trio.to_thread.run_sync(self._store_checkpoint, pending)
+
+    def _store_checkpoint(self, pending: Any) -> None:
+        assert self.checkpointer is not None
+        try:
+            self.checkpointer.store(pending)
+        except OSError as exc:  # disk full, permissions ...: the capture goes on
+            self.status.errors["checkpoint"] += 1
+            self.status.last_error = f"checkpoint write failed: {exc}"
+            log.warning("checkpoint write failed: %s", exc)
+        else:
+            self.status.checkpoints_written += 1
 
     def _marker(self, text: str) -> None:
         self._journal(0, Dir.LOCAL, Kind.MARKER, "engine", text.encode())
@@ -924,8 +967,8 @@ class Capture:
             outs = feed(seq, recv_ns, cid, dir_in, kind, src, payload, None)
             if outs:
                 self._on_outputs(recv_ns, outs)
-            if ckpt is not None:
-                ckpt.maybe_checkpoint(self.pipeline)
+            if ckpt is not None and ckpt.due(self.pipeline):
+                self._checkpoint()
             if self._shutdowns:
                 self._after_feed()
             try:

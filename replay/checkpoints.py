@@ -20,8 +20,11 @@ Which checkpoint serves time T: the state "at T" is the fold of the journal's
 frames in seq order up to (excluding) the first frame whose ``recv_ns > T``.
 A checkpoint is usable iff ``max_recv_ns <= T``: every frame it folded is in
 that prefix.  The writer tracks the running maximum itself, so it must see
-every frame: call :meth:`CheckpointWriter.maybe_checkpoint` after each fed
-frame (live) or pass the batch's max ``recv_ns`` (replay).
+every frame: call :meth:`CheckpointWriter.maybe_checkpoint` (or
+:meth:`~CheckpointWriter.due`) after each fed frame (live) or pass the batch's
+max ``recv_ns`` (replay).  The live runtime splits a write in two:
+:meth:`~CheckpointWriter.prepare` in its read loop (the state as plain data),
+:meth:`~CheckpointWriter.store` in a worker thread (encode, compress, fsync).
 
 Identity: ``journal`` is the manifest's ``created_ns`` and ``fingerprint`` a
 hash of the codec name and every reducer's configuration ``repr``: a
@@ -61,6 +64,7 @@ __all__ = [
     "CheckpointPolicy",
     "CheckpointInfo",
     "CheckpointWriter",
+    "PendingCheckpoint",
     "list_checkpoints",
     "load_checkpoint",
     "restore_nearest",
@@ -149,6 +153,14 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return doc
 
 
+@attrs.frozen
+class PendingCheckpoint:
+    """A checkpoint taken (:meth:`CheckpointWriter.prepare`) but not yet written."""
+
+    path: Path
+    doc: dict[str, Any]
+
+
 class CheckpointWriter:
     """Write checkpoints of a pipeline beside a journal, on a frame/journal-time cadence.
 
@@ -182,8 +194,8 @@ class CheckpointWriter:
         self._last_seq = c.last_seq
         self._last_ns = self._max_ns = c.last_recv_ns if c.frames else None
 
-    def maybe_checkpoint(self, pipeline: Pipeline, max_recv_ns: int | None = None) -> Path | None:
-        """Checkpoint if the cadence says so; returns the file written, else None.
+    def due(self, pipeline: Pipeline, max_recv_ns: int | None = None) -> bool:
+        """Does the cadence ask for a checkpoint now?  (Call after every frame or batch fed.)
 
         ``max_recv_ns``: the largest receive time among the frames fed since the
         previous call (a batch); default: the pipeline's last frame's.
@@ -197,12 +209,14 @@ class CheckpointWriter:
             self._last_ns = m
         if self._last_seq is None:  # first call on a fresh pipeline: the cadence starts at 0
             self._last_seq, self._last_ns = c.last_seq - c.frames, m
-        if (
+        return (
             c.last_seq - self._last_seq >= self.policy.every_frames
             or m - self._last_ns >= self._every_ns  # type: ignore[operator]
-        ):
-            return self.write(pipeline)
-        return None
+        )
+
+    def maybe_checkpoint(self, pipeline: Pipeline, max_recv_ns: int | None = None) -> Path | None:
+        """Checkpoint if the cadence says so (:meth:`due`); returns the file written, else None."""
+        return self.write(pipeline) if self.due(pipeline, max_recv_ns) else None
 
     def finish(self, pipeline: Pipeline) -> Path | None:
         """Checkpoint the final state unless the last checkpoint already holds it (end of a fold)."""
@@ -213,22 +227,39 @@ class CheckpointWriter:
 
     def write(self, pipeline: Pipeline) -> Path:
         """Write a checkpoint now (atomically: temp file, fsync, rename), then apply retention."""
+        return self.store(self.prepare(pipeline))
+
+    def prepare(self, pipeline: Pipeline) -> PendingCheckpoint:
+        """Take the pipeline's state now, as plain data detached from it; advance the cadence.
+
+        The cheap half of :meth:`write`: the live runtime calls it in its read
+        loop and hands the result to :meth:`store` in a worker thread, so the
+        encoding, compression and fsync never pause frame reading.
+        """
         c = pipeline.counters
         max_ns = self._max_ns if self._max_ns is not None else c.last_recv_ns
         max_ns = max(max_ns, c.last_recv_ns)
         self._last_seq, self._last_ns = c.last_seq, max_ns
-        self.dir.mkdir(parents=True, exist_ok=True)
         suffix = ".json.zst" if self.policy.compress else ".json"
-        path = self.dir / f"ckpt-{c.last_seq:012d}-{max_ns}{suffix}"
         doc = {
             "format": FORMAT,
             "journal": self.journal,
             "fingerprint": fingerprint(pipeline),
             "last_seq": c.last_seq,
             "max_recv_ns": max_ns,
-            "pipeline": pipeline.snapshot(),
+            "pipeline": pipeline.snapshot(),  # fresh containers, immutable leaves: detached
         }
-        raw = serde.dumps_json(doc)
+        return PendingCheckpoint(self.dir / f"ckpt-{c.last_seq:012d}-{max_ns}{suffix}", doc)
+
+    def store(self, pending: PendingCheckpoint) -> Path:
+        """Encode, compress and write a prepared checkpoint atomically; apply retention.
+
+        Touches only ``pending`` and the checkpoint folder, so it may run in a
+        worker thread while the pipeline goes on (one store at a time).
+        """
+        path = pending.path
+        self.dir.mkdir(parents=True, exist_ok=True)
+        raw = serde.dumps_json(pending.doc)
         if self.policy.compress:
             sink = pa.BufferOutputStream()
             with pa.CompressedOutputStream(sink, "zstd") as z:

@@ -18,6 +18,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -35,6 +36,13 @@ from engine.journal.schema import Frame
 from engine.journal.writer import JournalWriter
 from engine.live import Backoff, Capture, CaptureStatus, ControlLimiter, LiveConfig
 from engine.pipeline import Pipeline
+from engine.replay.checkpoints import (
+    CheckpointPolicy,
+    CheckpointWriter,
+    PendingCheckpoint,
+    list_checkpoints,
+    load_checkpoint,
+)
 from engine.sim_cli import Simulator, open_simulator
 
 SIM = dict(tick=0.005, close_timeout=0.5, shutdown_grace=0.3, stall_duration=1.5)
@@ -86,6 +94,7 @@ async def capture(
     sim: dict[str, Any] | None = None,
     live: dict[str, Any] | None = None,
     reducers: bool = True,
+    checkpointer: Any = None,
 ) -> Run:
     """Capture from a fresh simulator while ``script(sim, capture, marks)`` runs; then stop cleanly."""
     codec = get_codec("sim")
@@ -100,6 +109,7 @@ async def capture(
             codec,
             standard_reducers(codec, OPTIONS) if reducers else None,
             rng=random.Random(7),
+            checkpointer=checkpointer(jdir, writer.metadata) if checkpointer else None,
         )
         async with trio.open_nursery() as n:
             await n.start(cap.run)
@@ -174,6 +184,51 @@ async def test_capture_journals_every_frame_the_simulator_sent(tmp_path: Path) -
     assert outs["BookSynced"] == 2 and outs["BookVerified"] >= 1 and not outs["GapDetected"]
     assert dict(outs) == dict(run.status.outputs)  # live and replay folded the same outputs
     assert all(not h for h in map(holes, depth_ids(run).values()))
+
+
+class ThreadNotingWriter(CheckpointWriter):
+    """The real checkpoint writer, noting which thread each store ran on."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.threads: list[bool] = []  # True: the trio (main) thread
+
+    def store(self, pending: PendingCheckpoint) -> Path:
+        self.threads.append(threading.current_thread() is threading.main_thread())
+        return super().store(pending)
+
+
+async def test_checkpoints_are_written_off_the_read_loop_and_restore_exactly(
+    tmp_path: Path,
+) -> None:
+    writers: list[ThreadNotingWriter] = []
+
+    def make(jdir: Path, metadata: dict[str, Any]) -> ThreadNotingWriter:
+        writers.append(ThreadNotingWriter(jdir, metadata, CheckpointPolicy(every_frames=400)))
+        return writers[-1]
+
+    async def script(s: Simulator, cap: Capture, marks: dict[str, int]) -> None:
+        await settle(s, cap, marks)
+        await trio.sleep(0.8)
+
+    run = await capture(tmp_path, script, checkpointer=make)
+    assert_zero_loss_and_sound(run)
+    (w,) = writers
+    assert run.status.checkpoints_written >= 2 and run.status.errors == Counter()
+    assert w.threads and not any(w.threads), "a checkpoint was written on the trio thread"
+    assert run.status.checkpoints_written + run.status.checkpoints_skipped >= len(w.threads)
+    # each checkpoint is the state of folding the journal up to its seq, exactly
+    codec = get_codec("sim")
+    for info in list_checkpoints(run.jdir):
+        doc = load_checkpoint(info.path)
+        fold = Pipeline(codec, standard_reducers(codec, OPTIONS))
+        for f in run.frames:
+            if f.seq > info.last_seq:
+                break
+            fold.feed(f.seq, f.recv_ns, f.conn, f.dir, f.kind, f.source, f.payload, f.code)
+        restored = Pipeline(codec, standard_reducers(codec, OPTIONS))
+        restored.restore(doc["pipeline"])
+        assert restored.snapshot() == fold.snapshot(), info
 
 
 # --------------------------------------------------------------------------- faults
