@@ -186,6 +186,8 @@ class CheckpointWriter:
         self._last_seq: int | None = None
         self._last_ns: int | None = None
         self._max_ns: int | None = None
+        #: seq of the newest state known to be in a checkpoint (stored, or restored from)
+        self._done_seq: int | None = None
         self.written: list[Path] = []
 
     def start(self, pipeline: Pipeline) -> None:
@@ -193,6 +195,7 @@ class CheckpointWriter:
         c = pipeline.counters
         self._last_seq = c.last_seq
         self._last_ns = self._max_ns = c.last_recv_ns if c.frames else None
+        self._done_seq = c.last_seq if c.frames else None
 
     def due(self, pipeline: Pipeline, max_recv_ns: int | None = None) -> bool:
         """Does the cadence ask for a checkpoint now?  (Call after every frame or batch fed.)
@@ -219,9 +222,13 @@ class CheckpointWriter:
         return self.write(pipeline) if self.due(pipeline, max_recv_ns) else None
 
     def finish(self, pipeline: Pipeline) -> Path | None:
-        """Checkpoint the final state unless the last checkpoint already holds it (end of a fold)."""
+        """Checkpoint the final state unless a checkpoint already holds it (end of a fold).
+
+        Call it once nothing else is storing (after the live capture's worker
+        thread is done): a checkpoint prepared but skipped does not count.
+        """
         c = pipeline.counters
-        if not c.frames or c.last_seq == self._last_seq:
+        if not c.frames or c.last_seq == self._done_seq:
             return None
         return self.write(pipeline)
 
@@ -275,6 +282,9 @@ class CheckpointWriter:
         finally:
             os.close(fd)
         os.replace(tmp, path)
+        seq = pending.doc["last_seq"]
+        if self._done_seq is None or seq > self._done_seq:
+            self._done_seq = seq
         self.written.append(path)
         self._retain()
         return path

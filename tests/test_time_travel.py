@@ -214,3 +214,20 @@ def test_book_queries_checkpoint_on_the_cadence_only(journal: Path, times, tmp_p
     again = json.loads(CliRunner().invoke(book_cmd, args).output)
     assert again["checkpoint"]["last_seq"] == 1000 and again["frames_folded"] == 235
     assert again["book"] == first["book"] and again["trades"] == first["trades"]
+
+
+def test_finish_writes_the_final_state_unless_a_stored_checkpoint_holds_it(
+    journal: Path, tmp_path: Path
+) -> None:
+    """A checkpoint prepared but never stored (live: skipped while one was writing) does not count."""
+    jdir = tmp_path / "j"
+    shutil.copytree(journal, jdir, ignore=shutil.ignore_patterns("checkpoints"))
+    reader = JournalReader(jdir)
+    p = pipeline_for(reader.metadata)
+    w = CheckpointWriter(jdir, reader.metadata, CheckpointPolicy(every_frames=10**9))
+    for batch in reader.batches():
+        p.feed_batch(batch)
+    w.prepare(p)  # taken, never stored
+    final = w.finish(p)
+    assert final is not None and list_checkpoints(jdir)[-1].path == final
+    assert w.finish(p) is None  # now a stored checkpoint holds it
