@@ -39,6 +39,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import attrs
 import click
+
 from engine.journal.schema import Dir, Frame, Kind
 from engine.journal.writer import JournalWriter
 

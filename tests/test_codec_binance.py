@@ -8,12 +8,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+
+from engine import num
 from engine.codecs.base import Codec, SyncRule
 from engine.codecs.binance import BinanceFutures, BinanceSpot
 from engine.codecs.registry import get_codec
-from engine.journal.reader import JournalReader
-
-from engine import num
 from engine.events import (
     BookSnapshot,
     BookTicker,
@@ -25,6 +24,7 @@ from engine.events import (
     SubscriptionError,
     Trade,
 )
+from engine.journal.reader import JournalReader
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "journals"
 SPOT_URL = "wss://stream.binance.com:9443/stream?streams=bnbbtc@depth@100ms"

@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from engine.codecs.registry import get_codec
+from engine.events import DecodeError
 from engine.journal.reader import JournalReader
 from engine.replay.importers import import_cryptofeed, import_tardis, parse_iso_ns, parse_ts
-
-from engine.events import DecodeError
 
 RAW = Path(__file__).resolve().parent.parent / "fixtures" / "raw"
 JOURNALS = Path(__file__).resolve().parent.parent / "fixtures" / "journals"

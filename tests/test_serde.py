@@ -7,11 +7,11 @@ import json
 import attrs
 import orjson
 import pytest
-from engine.codecs.registry import get_codec
 from hypothesis import given
 
 from engine import events as ev
 from engine import serde
+from engine.codecs.registry import get_codec
 from tests.strategies import STRATEGIES, event_classes, events, strategy_for
 
 
