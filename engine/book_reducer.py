@@ -58,7 +58,7 @@ from engine.book_sync import (
     rule_for,
 )
 from engine.events import BookSnapshot, BookTicker, DepthDiff
-from engine.frozen import frozen
+from engine.frozen import frozen as output  # outputs are values like events (engine.frozen)
 from engine.outputs import SnapshotRequest
 from engine.reducer import NO_OUTPUTS
 
@@ -78,7 +78,6 @@ __all__ = [
 ]
 
 SECOND_NS = 1_000_000_000
-output = frozen  # outputs are values like events: frozen, slotted attrs classes
 
 
 # =============================================================== outputs

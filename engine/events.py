@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Literal, TypeAlias
 
-from engine.frozen import frozen
+from engine.frozen import frozen as event  # (an import alias: type checkers see the transform)
 
 __all__ = [
     "BUY",
@@ -57,10 +57,6 @@ Levels: TypeAlias = list[tuple[int, int]]
 
 #: How many bytes of an undecodable frame a DecodeError keeps (the frame itself stays in the journal).
 EXCERPT_BYTES = 200
-
-#: The event class decorator: frozen, slotted attrs with a fast ``__init__`` (engine.frozen).
-event = frozen
-
 
 # --------------------------------------------------------------------------- market data
 

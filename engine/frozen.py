@@ -28,7 +28,7 @@ from typing import TypeVar, dataclass_transform
 import attrs
 
 try:  # optional C slot filler (engine/_slots.c); None: Python descriptor stores
-    from engine import _slots
+    import engine._slots as _slots
 except ImportError:  # pragma: no cover - the extension is optional
     _slots = None  # type: ignore[assignment]
 

@@ -58,7 +58,7 @@ from engine.trades import (
 )
 
 try:  # optional C common case (engine/_tradepath.c); None: all Python
-    from engine import _tradepath
+    import engine._tradepath as _tradepath
 except ImportError:  # pragma: no cover - the extension is optional
     _tradepath = None  # type: ignore[assignment]
 else:
@@ -154,7 +154,7 @@ class TradeFan:
                 sel, calls, crecs = entry
                 left = -1  # bits of the members still to fold in Python (-1: all of them)
                 if crecs is not None:
-                    left = _tradepath.run(self._cspec, ev, sel, crecs)  # type: ignore[union-attr]
+                    left = _tradepath.run(self._cspec, ev, sel, crecs)  # type: ignore[union-attr, arg-type]
                     if left == 0:  # selected, and C applied every member: the common case
                         return NO_OUTPUTS
                 if left > 0:  # selected by C, which applied the members whose bit is clear
