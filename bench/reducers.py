@@ -4,7 +4,8 @@ Usage:  python bench/reducers.py [--trades 1000000] [--symbols 40] [--repeat 5] 
                                  [--diagnose]
 
 What it measures (issue 6): trades/s on one core through each reducer alone,
-and through all three, folded by the real :class:`engine.pipeline.Pipeline`
+through all three (``trio``) and with the trade tape too (``trio+tape``: the
+trade consumers ``engine run`` and ``engine replay`` fold), folded by the real :class:`engine.pipeline.Pipeline`
 (``fold_events``, in chunks of 1,000 events like a journal record batch), so
 the trio runs as the pipeline runs it: one fused trade stage
 (:mod:`engine.tradefan`), on
@@ -65,7 +66,7 @@ from engine.candles import Candles
 from engine.events import BUY, SELL, Trade
 from engine.frozen import _fast_init
 from engine.pipeline import Pipeline
-from engine.trades import TradeAggregator
+from engine.trades import TradeAggregator, TradeTape
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "journals"
 START_MS = 1_714_521_600_000  # 2024-05-01T00:00:00Z
@@ -205,6 +206,8 @@ def main() -> None:
         "candles": [candles],
         "anomaly": [anomaly],
         "trio": [agg, candles, anomaly],
+        # what engine run / engine replay fold: the trio plus the trade tape
+        "trio+tape": [agg, TradeTape(), candles, anomaly],
     }
     if args.diagnose:
         quiet, one = TradeAggregator(emit_stats=False), Candles(intervals=("1m",))
