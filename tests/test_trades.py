@@ -179,3 +179,28 @@ def test_config_validation() -> None:
         TradeAggregator(windows_ms=(1500,), bucket_ms=1000)
     with pytest.raises(ValueError):
         TradeAggregator(source="both")  # type: ignore[arg-type]
+
+
+def test_recorded_stats_keep_the_format_of_stored_vwap_fields() -> None:
+    """vwap / sell_volume became properties; recorded outputs still carry them (replay --check)."""
+    agg = TradeAggregator(windows_ms=(2000,))
+    state = agg.initial()
+    outs: list = []
+    for i, t in enumerate((1000, 1500, 2100)):
+        state, o = agg.step(state, Trade(i, i, "X", i + 1, 3 * 10**8 + i, 10**8, "buy" if i else "sell",
+                                         t, t, i + 1, i + 1))  # fmt: skip
+        outs += o
+    (stats,) = outs
+    d = serde.dump(stats)
+    assert set(d) == {"type", "seq", "recv_ns", "symbol", "as_of_ms", "last_price", "count",
+                      "volume", "buy_volume", "sell_volume", "notional", "vwap", "windows"}  # fmt: skip
+    assert d["vwap"] == stats.vwap and d["sell_volume"] == stats.sell_volume == 10**8
+    assert set(d["windows"][0]) == {
+        "window_ms",
+        "count",
+        "volume",
+        "buy_volume",
+        "notional",
+        "vwap",
+    }
+    assert serde.load(json.loads(json.dumps(d))) == stats
