@@ -131,7 +131,9 @@ class TradeFan:
         if use_c and _tradepath is None:
             raise RuntimeError("native=True but engine._tradepath was not built")
         self._cspec = (
-            _tradepath.spec(c_members) if use_c and any(c_members) else None  # type: ignore[union-attr]
+            _tradepath.spec(c_members)  # type: ignore[union-attr]
+            if use_c and any(c_members) and len(c_members) <= 32  # the C mask's width
+            else None
         )
         #: the SelectCounts every member's state shares; None until linked
         self._counts: Any = None
