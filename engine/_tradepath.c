@@ -29,6 +29,10 @@
  * and its running sums, which the codecs bound to int64 anyway; products are
  * compared in 128 bits.  A value outside int64 is a decline, never an error.
  *
+ * runner(spec, records, resume) wraps run() as the pipeline's stage: a C callable that
+ * looks the trade's symbol up in the fan's records and, when C applies every member,
+ * returns () without entering Python; anything else goes to resume(ev, code).
+ *
  * tests/test_tradefan.py compares the fused stage with and without this module
  * against the one-by-one Python fold, and checks that it is actually taken.
  */
@@ -68,7 +72,7 @@ enum {
     N_NOW, N_NEXT_CHECK,
     /* SymbolWatch */
     W_LAST_MS, W_LAST_PRICE, W_CUR_END, W_CUR_VOL, W_VOL_THR, W_RECENT, W_RECENT_SUM, W_SEEN,
-    W_STALE, T_RECV,
+    W_STALE, T_RECV, T_SYMBOL,
     N_FIELDS
 };
 
@@ -86,7 +90,7 @@ static Field fields[N_FIELDS] = {
     {C_ASTATE, "next_check"},    {C_WATCH, "last_ms"},     {C_WATCH, "last_price"},
     {C_WATCH, "cur_end"},        {C_WATCH, "cur_vol"},     {C_WATCH, "vol_thr"},
     {C_WATCH, "recent"},         {C_WATCH, "recent_sum"},  {C_WATCH, "seen"},
-    {C_WATCH, "stale"},          {C_TRADE, "recv_ns"},
+    {C_WATCH, "stale"},          {C_TRADE, "recv_ns"},     {C_TRADE, "symbol"},
 };
 
 static int configured = 0;
@@ -423,19 +427,15 @@ static int anomaly_member(PyObject *pair, const Watch *w, PyObject *ev, PyObject
 
 /* --------------------------------------------------------------- run */
 
-static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4 || !Py_IS_TYPE(args[0], &SpecType) || !PyTuple_CheckExact(args[3])) {
-        PyErr_SetString(PyExc_TypeError, "run(spec, ev, sel, records: tuple)");
-        return NULL;
-    }
-    Spec *s = (Spec *)args[0];
-    PyObject *ev = args[1], *sel = args[2], *recs = args[3];
+/* One trade: -1 (selection not the common case, nothing touched), a mask >= 0 (see the
+ * header), or -2 with an exception set. */
+static long run_core(Spec *s, PyObject *ev, PyObject *sel, PyObject *recs) {
     if (PyTuple_GET_SIZE(recs) != s->n) {
         PyErr_SetString(PyExc_TypeError, "run(): one record per spec member");
-        return NULL;
+        return -2;
     }
     if (!Py_IS_TYPE(ev, classes[C_TRADE]) || !Py_IS_TYPE(sel, classes[C_SEL]))
-        return PyLong_FromLong(-1);
+        return -1;
     /* the selection rule's common case (engine.trades.select_trade) */
     PyObject *t_obj = GET(ev, T_TXN);
     if (t_obj == Py_None)
@@ -444,24 +444,24 @@ static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     int64_t t, fid, lid, hi;
     if (!i64(t_obj, &t) || (agg != Py_True && agg != Py_False) || ev_agg != agg ||
         !i64(GET(ev, T_FIRST), &fid) || !i64(GET(ev, T_LAST), &lid) || !i64(GET(sel, S_HI), &hi))
-        return PyLong_FromLong(-1);
+        return -1;
     if (fid > 0 && fid <= hi)
-        return PyLong_FromLong(-1); /* a duplicate: counted in Python */
+        return -1; /* a duplicate: counted in Python */
     PyObject *side = GET(ev, T_SIDE), *price = GET(ev, T_PRICE), *qty = GET(ev, T_QTY);
     if (side == NULL || price == NULL || qty == NULL)
-        return PyLong_FromLong(-1);
+        return -1;
     /* trades an event covers: last_id - first_id + 1 for an aggTrade, else 1 */
     int64_t count = 1;
     if (ev_agg == Py_True) {
         if (__builtin_sub_overflow(lid, fid, &count) || __builtin_add_overflow(count, 1, &count))
-            return PyLong_FromLong(-1);
+            return -1;
     }
     int is_buy = PyObject_RichCompareBool(side, BUY, Py_EQ);
     if (is_buy < 0)
-        return NULL;
+        return -2;
     PyObject *n = PyLong_FromLongLong(count);
     if (n == NULL)
-        return NULL;
+        return -2;
     if (fid > 0 && put(sel, S_HI, Py_NewRef(GET(ev, T_LAST))) < 0)
         goto fail;
     long mask = 0;
@@ -488,10 +488,111 @@ static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
             mask |= 1L << k;
     }
     Py_DECREF(n);
-    return PyLong_FromLong(mask);
+    return mask;
 fail:
     Py_DECREF(n);
-    return NULL;
+    return -2;
+}
+
+/* run(spec, ev, sel, records) -> int (see the header) */
+static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !Py_IS_TYPE(args[0], &SpecType) || !PyTuple_CheckExact(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "run(spec, ev, sel, records: tuple)");
+        return NULL;
+    }
+    long r = run_core((Spec *)args[0], args[1], args[2], args[3]);
+    return r == -2 ? NULL : PyLong_FromLong(r);
+}
+
+/* --------------------------------------------------------------- the stage runner */
+
+/* Runner(spec, records, resume): the fused stage as one C callable, runner(ev) -> outputs.
+ * records is the fan's dict symbol -> (sel, calls, C records | None); a trade whose entry
+ * has C records and that C applies to every member returns () without entering Python;
+ * anything else returns resume(ev, code): code -2 = not handled at all (not a trade, no
+ * entry, no C records), -1 = the selection was declined, > 0 = the mask of run(). */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    Spec *spec;
+    PyObject *records;
+    PyObject *resume;
+} Runner;
+
+static PyObject *EMPTY = NULL; /* () */
+
+static PyObject *resume(Runner *r, PyObject *ev, long code) {
+    PyObject *c = PyLong_FromLong(code);
+    if (c == NULL)
+        return NULL;
+    PyObject *args[2] = {ev, c};
+    PyObject *out = PyObject_Vectorcall(r->resume, args, 2, NULL);
+    Py_DECREF(c);
+    return out;
+}
+
+static PyObject *runner_call(PyObject *self, PyObject *const *args, size_t nargsf,
+                             PyObject *kwnames) {
+    Runner *r = (Runner *)self;
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "runner(ev)");
+        return NULL;
+    }
+    PyObject *ev = args[0];
+    if (!Py_IS_TYPE(ev, classes[C_TRADE]))
+        return resume(r, ev, -2);
+    PyObject *sym = GET(ev, T_SYMBOL);
+    PyObject *entry = sym ? PyDict_GetItemWithError(r->records, sym) : NULL; /* borrowed */
+    if (entry == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        return resume(r, ev, -2);
+    }
+    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3 ||
+        !PyTuple_CheckExact(PyTuple_GET_ITEM(entry, 2)))
+        return resume(r, ev, -2);
+    Py_INCREF(entry); /* the dict may change under the Python calls below */
+    long left = run_core(r->spec, ev, PyTuple_GET_ITEM(entry, 0), PyTuple_GET_ITEM(entry, 2));
+    Py_DECREF(entry);
+    if (left == -2)
+        return NULL;
+    if (left == 0)
+        return Py_NewRef(EMPTY);
+    return resume(r, ev, left);
+}
+
+static void runner_dealloc(Runner *r) {
+    Py_XDECREF(r->spec);
+    Py_XDECREF(r->records);
+    Py_XDECREF(r->resume);
+    Py_TYPE(r)->tp_free((PyObject *)r);
+}
+
+static PyTypeObject RunnerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "engine._tradepath.Runner",
+    .tp_basicsize = sizeof(Runner),
+    .tp_dealloc = (destructor)runner_dealloc,
+    .tp_vectorcall_offset = offsetof(Runner, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "runner(spec, records, resume): the fused trade stage (see the C source)",
+};
+
+/* runner(spec, records: dict, resume: callable) -> Runner */
+static PyObject *runner(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !Py_IS_TYPE(args[0], &SpecType) || !PyDict_CheckExact(args[1]) ||
+        !PyCallable_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "runner(spec, records: dict, resume: callable)");
+        return NULL;
+    }
+    Runner *r = PyObject_New(Runner, &RunnerType);
+    if (r == NULL)
+        return NULL;
+    r->vectorcall = runner_call;
+    r->spec = (Spec *)Py_NewRef(args[0]);
+    r->records = Py_NewRef(args[1]);
+    r->resume = Py_NewRef(args[2]);
+    return (PyObject *)r;
 }
 
 /* configure(classes: dict[str, type]): the classes above; checks every field is an object slot. */
@@ -535,6 +636,8 @@ static PyMethodDef methods[] = {
     {"spec", spec, METH_O, "spec(members) -> Spec"},
     {"run", (PyCFunction)(void (*)(void))run, METH_FASTCALL,
      "run(spec, ev, sel, records) -> -1 (all Python) | mask of members left to Python"},
+    {"runner", (PyCFunction)(void (*)(void))runner, METH_FASTCALL,
+     "runner(spec, records, resume) -> the fused stage as one C callable"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -544,14 +647,15 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__tradepath(void) {
-    if (PyType_Ready(&SpecType) < 0)
+    if (PyType_Ready(&SpecType) < 0 || PyType_Ready(&RunnerType) < 0)
         return NULL;
+    EMPTY = PyTuple_New(0);
     BUY = PyUnicode_InternFromString("buy");
     STR_APPEND = PyUnicode_InternFromString("append");
     STR_POPLEFT = PyUnicode_InternFromString("popleft");
     KIND_AGG = PyUnicode_InternFromString("aggTrade");
     KIND_TRADE = PyUnicode_InternFromString("trade");
-    if (BUY == NULL || STR_APPEND == NULL || STR_POPLEFT == NULL || KIND_AGG == NULL ||
+    if (EMPTY == NULL || BUY == NULL || STR_APPEND == NULL || STR_POPLEFT == NULL || KIND_AGG == NULL ||
         KIND_TRADE == NULL)
         return NULL;
     return PyModule_Create(&module);

@@ -165,11 +165,11 @@ class Pipeline:
             c.events += 1
             if type(ev) is DecodeError:
                 c.decode_errors += 1
-            for i, step, fan in stages:
-                if fan is None:
+            for i, step, stage in stages:
+                if stage is None:
                     states[i], outs = step(states[i], ev)
                 else:
-                    outs = fan(ev)
+                    outs = stage(ev)
                 if outs:
                     c.outputs += len(outs)
                     out.extend((seq, o) for o in outs)
@@ -236,11 +236,11 @@ class Pipeline:
                 n_events += 1
                 if type(ev) is DecodeError:
                     n_errors += 1
-                for j, step, fan in stages:
-                    if fan is None:
+                for j, step, stage in stages:
+                    if stage is None:
                         states[j], outs = step(states[j], ev)
                     else:
-                        outs = fan(ev)
+                        outs = stage(ev)
                     if outs:
                         n_outputs += len(outs)
                         extend([(seq, o) for o in outs])
@@ -275,7 +275,7 @@ class Pipeline:
         if missing:
             raise ValueError(f"snapshot has no state for reducers {missing}")
         self.states[:] = [r.restore(saved[r.name]) for r in self.reducers]
-        for _, _, fan in self._stages:
-            if fan is not None:
+        for _, fan, stage in self._stages:
+            if stage is not None:
                 fan.reset()
         self.counters = Counters(**data["counters"])

@@ -31,7 +31,9 @@ The common case in C
     members' ``on_trade`` would and declines everything else (new bucket,
     candle close, late trade, broken connection, an alert, a new or stale
     stream, first trade of a symbol, duplicates ...), which then runs in
-    Python as above; other members always run in Python.  The
+    Python as above; other members always run in Python.  The pipeline then
+    calls the fan through a C runner (:attr:`TradeFan.stage`): a trade that C
+    applies to every member never enters Python at all.  The
     Python ``on_trade`` stays the definition: ``tests/test_tradefan.py`` folds
     with the C path, without it and one by one and requires equal results.
 
@@ -159,24 +161,46 @@ class TradeFan:
                     left = _tradepath.run(self._cspec, ev, sel, crecs)  # type: ignore[union-attr, arg-type]
                     if left == 0:  # selected, and C applied every member: the common case
                         return NO_OUTPUTS
-                if left > 0:  # selected by C, which applied the members whose bit is clear
-                    t = ev.txn_ms
-                    if t is None:
-                        t = ev.exch_ms
-                else:
-                    t = select_trade(self._counts, sel, ev, self.source)
-                    left = -1
-                out: list[Any] | None = None
-                for bit, on_trade, state, rec in calls:
-                    if left & bit:
-                        o = on_trade(state, rec, ev, t)
-                        if o:
-                            if out is None:
-                                out = list(o)
-                            else:
-                                out.extend(o)
-                return out if out else NO_OUTPUTS
+                return self._finish(ev, sel, calls, left)
         return self._one_by_one(ev)
+
+    def _finish(self, ev: Trade, sel: Any, calls: Any, left: int) -> Sequence[Any]:
+        """The Python part of a trade: select (unless C did), then the members left to Python."""
+        if left > 0:  # selected by C, which applied the members whose bit is clear
+            t = ev.txn_ms
+            if t is None:
+                t = ev.exch_ms
+        else:
+            t = select_trade(self._counts, sel, ev, self.source)
+            left = -1
+        out: list[Any] | None = None
+        for bit, on_trade, state, rec in calls:
+            if left & bit:
+                o = on_trade(state, rec, ev, t)
+                if o:
+                    if out is None:
+                        out = list(o)
+                    else:
+                        out.extend(o)
+        return out if out else NO_OUTPUTS
+
+    def _resume(self, ev: Any, code: int) -> Sequence[Any]:
+        """The C runner's way back: -2 it did nothing (fold as :meth:`__call__`), else finish."""
+        if code == -2:
+            return self(ev)
+        sel, calls, _ = self._records[ev.symbol]
+        return self._finish(ev, sel, calls, code)
+
+    @property
+    def stage(self) -> Any:
+        """What the pipeline calls per event: the C runner when there is a C path, else self.
+
+        The runner looks the symbol up and runs the C common case without entering
+        Python at all; whatever it does not finish comes back through :meth:`_resume`.
+        """
+        if self._cspec is None:
+            return self
+        return _tradepath.runner(self._cspec, self._records, self._resume)  # type: ignore[union-attr]
 
     def _one_by_one(self, ev: Any) -> Sequence[Any]:
         states = self.states
@@ -241,7 +265,9 @@ class TradeFan:
 def plan(
     reducers: Sequence[Any], states: list[Any], fuse: bool = True, native: bool | None = None
 ) -> list[tuple[Any, ...]]:
-    """The pipeline's fold stages: ``(index, step, None)`` per reducer, or ``(-1, None, fan)``.
+    """The pipeline's fold stages: ``(index, step, None)`` per reducer, or ``(-1, fan, stage)``.
+
+    ``stage`` is the callable the fold calls per event (:attr:`TradeFan.stage`).
 
     With ``fuse``, each maximal run of two or more adjacent trade consumers
     with the same ``source`` becomes one :class:`TradeFan` (adjacency keeps
@@ -253,7 +279,7 @@ def plan(
     def close_run() -> None:
         if len(run) >= 2:
             fan = TradeFan([reducers[i] for i in run], run.copy(), states, native)
-            stages.append((-1, None, fan))
+            stages.append((-1, fan, fan.stage))
         else:
             stages.extend((i, reducers[i].step, None) for i in run)
         run.clear()

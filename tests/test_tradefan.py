@@ -59,17 +59,22 @@ def interleave(stream: list, extra: list) -> list:
 
 def test_plan_fuses_adjacent_consumers_of_one_source_only() -> None:
     p = Pipeline(None, reducers())
-    fans = [fan for _, _, fan in p._stages if fan is not None]
+    fans = [fan for _, fan, stage in p._stages if stage is not None]
     assert len(fans) == 1 and [m.name for m in fans[0].members] == [
         "trades", "tape", "candles", "anomaly"
     ]  # fmt: skip
-    assert [i for i, _, fan in p._stages if fan is None] == [0, 5]
+    assert [i for i, _, stage in p._stages if stage is None] == [0, 5]
+    (stage,) = [stage for _, _, stage in p._stages if stage is not None]
+    if _tradepath is not None:  # the fold calls the C runner, which returns through the fan
+        assert type(stage).__name__ == "Runner"
+    _, fan, stage = Pipeline(None, reducers(), native=False)._stages[1]
+    assert stage is fan  # no C path: the fold calls the fan itself
     # a reducer between two consumers splits the run; fuse=False makes no fan at all
     split = Pipeline(
         None, [TradeAggregator(), BookReducer(SyncRule.BINANCE_SPOT), Candles(), AnomalyDetector()]
     )
-    assert [len(f.members) for _, _, f in split._stages if f is not None] == [2]
-    assert all(f is None for _, _, f in Pipeline(None, reducers(), fuse=False)._stages)
+    assert [len(f.members) for _, f, stage in split._stages if stage is not None] == [2]
+    assert all(stage is None for _, _, stage in Pipeline(None, reducers(), fuse=False)._stages)
 
 
 @pytest.mark.parametrize("native", natives)
@@ -149,7 +154,7 @@ def test_members_that_disagree_are_folded_one_by_one() -> None:
     for t in (t1, t2):
         assert fused.fold_events(t.seq, [t]) == plain.fold_events(t.seq, [t])
     assert fused.snapshot() == plain.snapshot()
-    fan = next(f for _, _, f in fused._stages if isinstance(f, TradeFan))
+    fan = next(f for _, f, _ in fused._stages if isinstance(f, TradeFan))
     assert fan._apart and not fan._records  # nothing linked: folded one by one
     fused.restore(plain.snapshot())
     assert not fan._apart  # a restore is a fresh start
