@@ -29,7 +29,7 @@
  * and its running sums, which the codecs bound to int64 anyway; products are
  * compared in 128 bits.  A value outside int64 is a decline, never an error.
  *
- * runner(spec, records, resume) wraps run() as the pipeline's stage: a C callable that
+ * runner(spec, records, resume, other) wraps run() as the pipeline's stage: a C callable that
  * looks the trade's symbol up in the fan's records and, when C applies every member,
  * returns () without entering Python; anything else goes to resume(ev, code).
  *
@@ -506,17 +506,19 @@ static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
 
 /* --------------------------------------------------------------- the stage runner */
 
-/* Runner(spec, records, resume): the fused stage as one C callable, runner(ev) -> outputs.
- * records is the fan's dict symbol -> (sel, calls, C records | None); a trade whose entry
- * has C records and that C applies to every member returns () without entering Python;
- * anything else returns resume(ev, code): code -2 = not handled at all (not a trade, no
- * entry, no C records), -1 = the selection was declined, > 0 = the mask of run(). */
+/* Runner(spec, records, resume, other): the fused stage as one C callable, runner(ev) ->
+ * outputs.  An event that is not a trade returns other(ev).  records is the fan's dict
+ * symbol -> (sel, calls, C records | None); a trade whose entry has C records and that C
+ * applies to every member returns () without entering Python; any other trade returns
+ * resume(ev, code): code -2 = not handled at all (no entry, no C records), -1 = the
+ * selection was declined, > 0 = the mask of run(). */
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     Spec *spec;
     PyObject *records;
     PyObject *resume;
+    PyObject *other; /* other(ev): every event that is not a trade */
 } Runner;
 
 static PyObject *EMPTY = NULL; /* () */
@@ -540,7 +542,7 @@ static PyObject *runner_call(PyObject *self, PyObject *const *args, size_t nargs
     }
     PyObject *ev = args[0];
     if (!Py_IS_TYPE(ev, classes[C_TRADE]))
-        return resume(r, ev, -2);
+        return PyObject_Vectorcall(r->other, args, 1, NULL);
     PyObject *sym = GET(ev, T_SYMBOL);
     PyObject *entry = sym ? PyDict_GetItemWithError(r->records, sym) : NULL; /* borrowed */
     if (entry == NULL) {
@@ -565,6 +567,7 @@ static void runner_dealloc(Runner *r) {
     Py_XDECREF(r->spec);
     Py_XDECREF(r->records);
     Py_XDECREF(r->resume);
+    Py_XDECREF(r->other);
     Py_TYPE(r)->tp_free((PyObject *)r);
 }
 
@@ -575,14 +578,14 @@ static PyTypeObject RunnerType = {
     .tp_vectorcall_offset = offsetof(Runner, vectorcall),
     .tp_call = PyVectorcall_Call,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "runner(spec, records, resume): the fused trade stage (see the C source)",
+    .tp_doc = "runner(spec, records, resume, other): the fused trade stage (see the C source)",
 };
 
-/* runner(spec, records: dict, resume: callable) -> Runner */
+/* runner(spec, records: dict, resume: callable, other: callable) -> Runner */
 static PyObject *runner(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3 || !Py_IS_TYPE(args[0], &SpecType) || !PyDict_CheckExact(args[1]) ||
-        !PyCallable_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "runner(spec, records: dict, resume: callable)");
+    if (nargs != 4 || !Py_IS_TYPE(args[0], &SpecType) || !PyDict_CheckExact(args[1]) ||
+        !PyCallable_Check(args[2]) || !PyCallable_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "runner(spec, records: dict, resume, other)");
         return NULL;
     }
     Runner *r = PyObject_New(Runner, &RunnerType);
@@ -592,6 +595,7 @@ static PyObject *runner(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     r->spec = (Spec *)Py_NewRef(args[0]);
     r->records = Py_NewRef(args[1]);
     r->resume = Py_NewRef(args[2]);
+    r->other = Py_NewRef(args[3]);
     return (PyObject *)r;
 }
 
@@ -637,7 +641,7 @@ static PyMethodDef methods[] = {
     {"run", (PyCFunction)(void (*)(void))run, METH_FASTCALL,
      "run(spec, ev, sel, records) -> -1 (all Python) | mask of members left to Python"},
     {"runner", (PyCFunction)(void (*)(void))runner, METH_FASTCALL,
-     "runner(spec, records, resume) -> the fused stage as one C callable"},
+     "runner(spec, records, resume, other) -> the fused stage as one C callable"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -185,7 +185,7 @@ class TradeFan:
         return out if out else NO_OUTPUTS
 
     def _resume(self, ev: Any, code: int) -> Sequence[Any]:
-        """The C runner's way back: -2 it did nothing (fold as :meth:`__call__`), else finish."""
+        """The C runner's way back for a trade: -2 it did nothing (fold as :meth:`__call__`), else finish."""
         if code == -2:
             return self(ev)
         sel, calls, _ = self._records[ev.symbol]
@@ -196,11 +196,14 @@ class TradeFan:
         """What the pipeline calls per event: the C runner when there is a C path, else self.
 
         The runner looks the symbol up and runs the C common case without entering
-        Python at all; whatever it does not finish comes back through :meth:`_resume`.
+        Python at all; whatever it does not finish comes back through :meth:`_resume`,
+        and every other event goes straight to :meth:`_one_by_one`.
         """
         if self._cspec is None:
             return self
-        return _tradepath.runner(self._cspec, self._records, self._resume)  # type: ignore[union-attr]
+        return _tradepath.runner(  # type: ignore[union-attr]
+            self._cspec, self._records, self._resume, self._one_by_one
+        )
 
     def _one_by_one(self, ev: Any) -> Sequence[Any]:
         states = self.states
