@@ -117,7 +117,7 @@ from engine.events import (
 from engine.frozen import frozen
 from engine.num import ONE
 from engine.reducer import NO_OUTPUTS
-from engine.trades import SOURCES, SelectCounts, TradeSelect, select_trade
+from engine.trades import SOURCES, SelectCounts, TradeSelect, fold_trade
 
 __all__ = [
     "AnomalyDetector",
@@ -353,9 +353,7 @@ class AnomalyDetector:
     def step(self, state: AnomalyState, event: Any) -> tuple[AnomalyState, Sequence[Any]]:
         if type(event) is not Trade:
             return state, self._other(state, event)
-        s = self.trade_record(state, event.symbol)
-        t = select_trade(state.counts, s.sel, event, self.source)
-        return state, self.on_trade(state, s, event, t)
+        return state, fold_trade(self, state, event)
 
     def trade_record(self, state: AnomalyState, symbol: str) -> SymbolWatch:
         return self._watch(state.symbols, symbol)

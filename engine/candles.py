@@ -85,7 +85,7 @@ from engine.events import BUY, ConnectionClosed, ConnectionFailed, Kline, Trade
 from engine.frozen import frozen
 from engine.num import ONE
 from engine.reducer import NO_OUTPUTS
-from engine.trades import SOURCES, SelectCounts, TradeSelect, round_div, select_trade
+from engine.trades import SOURCES, SelectCounts, TradeSelect, fold_trade, round_div
 
 __all__ = [
     "Candles",
@@ -328,9 +328,7 @@ class Candles:
     def step(self, state: CandlesState, event: Any) -> tuple[CandlesState, Sequence[Any]]:
         tp = type(event)
         if tp is Trade:
-            sc = self.trade_record(state, event.symbol)
-            t = select_trade(state.counts, sc.sel, event, self.source)
-            return state, self.on_trade(state, sc, event, t)
+            return state, fold_trade(self, state, event)
         if tp is Kline:
             return state, self._kline(state, event)
         if (tp is ConnectionClosed or tp is ConnectionFailed) and event.source.startswith("ws"):

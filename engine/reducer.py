@@ -68,11 +68,8 @@ class TradeConsumer(Reducer[S], Protocol[S]):
     state's :class:`~engine.trades.SelectCounts`, each symbol record has a
     ``sel`` (:class:`~engine.trades.TradeSelect`), ``step`` returns the state
     object it was given for every event (updates are in place), and
-    ``step(state, trade)`` is exactly::
-
-        rec = self.trade_record(state, trade.symbol)
-        t = select_trade(state.counts, rec.sel, trade, self.source)
-        return state, self.on_trade(state, rec, trade, t)
+    ``step(state, trade)`` is exactly ``state, engine.trades.fold_trade(self, state, trade)``
+    (record, selection rule, ``on_trade``).
     """
 
     #: which trades count: "auto" | "trade" | "aggTrade" (engine.trades)

@@ -76,6 +76,7 @@ __all__ = [
     "WindowStats",
     "TradeSelect",
     "select_trade",
+    "fold_trade",
     "SelectCounts",
     "trade_time",
     "current_stats",
@@ -154,6 +155,15 @@ def select_trade(counts: SelectCounts, sel: TradeSelect, ev: Trade, source: str)
             return None
         sel.hi = ev.last_id
     return t
+
+
+def fold_trade(consumer: Any, state: Any, ev: Trade) -> Sequence[Any]:
+    """A trade consumer's whole ``step`` for a trade (the one definition; engine.reducer):
+    its symbol record, this module's selection rule, then its ``on_trade``."""
+    rec = consumer.trade_record(state, ev.symbol)
+    return consumer.on_trade(
+        state, rec, ev, select_trade(state.counts, rec.sel, ev, consumer.source)
+    )
 
 
 # --------------------------------------------------------------------------- outputs
@@ -356,9 +366,7 @@ class TradeAggregator:
     def step(self, state: TradesState, event: Any) -> tuple[TradesState, Sequence[Any]]:
         if type(event) is not Trade:
             return state, NO_OUTPUTS
-        s = self.trade_record(state, event.symbol)
-        t = select_trade(state.counts, s.sel, event, self.source)
-        return state, self.on_trade(state, s, event, t)
+        return state, fold_trade(self, state, event)
 
     def trade_record(self, state: TradesState, symbol: str) -> SymbolTrades:
         s = state.symbols.get(symbol)
@@ -473,9 +481,7 @@ class TradeTape:
     def step(self, state: TapeState, event: Any) -> tuple[TapeState, Sequence[Any]]:
         if type(event) is not Trade:
             return state, NO_OUTPUTS
-        s = self.trade_record(state, event.symbol)
-        t = select_trade(state.counts, s.sel, event, self.source)
-        return state, self.on_trade(state, s, event, t)
+        return state, fold_trade(self, state, event)
 
     def trade_record(self, state: TapeState, symbol: str) -> SymbolTape:
         s = state.symbols.get(symbol)
