@@ -4,18 +4,19 @@ Events and outputs are built on the hot path (one ``Trade`` per trade in the
 codec, one ``TradeStats`` per symbol and second in the aggregator ...), and
 attrs' frozen ``__init__`` is slow there: it stores each field through
 ``object.__setattr__`` bound to the new instance (a generic attribute lookup
-by name per field), about 0.1 µs a field, so a 12-field event costs over a
-microsecond to build — as much as the whole reducer step that consumes it.
+by name per field), so building a 12-field ``Trade`` costs about as much as
+the whole fused reducer step that consumes it (``bench/reducers.py
+--diagnose`` prints both).
 
 :func:`frozen` keeps everything attrs gives (``__eq__``, ``__hash__``,
 ``__repr__``, ``attrs.fields``, ``attrs.evolve``, cattrs, pickling,
 ``FrozenInstanceError`` on assignment) and replaces only ``__init__`` with
 one that stores the fields straight into their slots: one call of the
 optional C helper :mod:`engine._slots` for the whole object, or, without it,
-one member-descriptor store per field (no name lookup, about twice as fast as
+one member-descriptor store per field (no name lookup: a little faster than
 attrs).  ``tests/test_frozen.py`` pins that the result is indistinguishable
-either way; ``bench/reducers.py --diagnose`` prints the construction costs.  Classes whose fields need more than a
-plain store (validators, converters, factory defaults, ``init=False``,
+either way; ``bench/reducers.py --diagnose`` prints the cost of one ``Trade``
+under each.  Classes whose fields need more than a plain store (validators, converters, factory defaults, ``init=False``,
 aliases, a post-init hook) keep attrs' own ``__init__``.
 """
 
