@@ -361,7 +361,6 @@ class CaptureStatus:
     journal_bytes: int = 0
     journal_frames: int = 0
     decode_errors: int = 0
-    checkpoints_written: int = 0
     checkpoints_skipped: int = 0
     last_error: str = ""
 
@@ -639,8 +638,6 @@ class Capture:
             self.status.errors["checkpoint"] += 1
             self.status.last_error = f"checkpoint write failed: {exc}"
             log.warning("checkpoint write failed: %s", exc)
-        else:
-            self.status.checkpoints_written += 1
 
     def _marker(self, text: str) -> None:
         self._journal(0, Dir.LOCAL, Kind.MARKER, "engine", text.encode())
