@@ -158,21 +158,27 @@ class Pipeline:
         return out
 
     def _fold(self, seq: int, events: Iterable[Any], out: list[tuple[int, Any]]) -> None:
-        c = self.counters
+        """Every event of frame ``seq`` through every stage, in order (the one fold loop)."""
         stages = self._stages
         states = self.states
+        n_events = n_errors = n_outputs = 0
         for ev in events:
-            c.events += 1
+            n_events += 1
             if type(ev) is DecodeError:
-                c.decode_errors += 1
+                n_errors += 1
             for i, step, stage in stages:
                 if stage is None:
                     states[i], outs = step(states[i], ev)
                 else:
                     outs = stage(ev)
                 if outs:
-                    c.outputs += len(outs)
-                    out.extend((seq, o) for o in outs)
+                    n_outputs += len(outs)
+                    out.extend([(seq, o) for o in outs])
+        if n_events:
+            c = self.counters
+            c.events += n_events
+            c.decode_errors += n_errors
+            c.outputs += n_outputs
 
     def fold_events(self, seq: int, events: Iterable[Any]) -> list[tuple[int, Any]]:
         """Fold already-decoded ``events`` of frame ``seq`` (benchmarks, tests): no frame counted."""
@@ -185,8 +191,8 @@ class Pipeline:
 
         The same fold as :meth:`feed` frame by frame (a test pins that), written
         for speed: dictionary columns are read as indices into their (tiny)
-        dictionaries, inbound data frames go straight to the codec, the reducer
-        loop is inlined and the counters are added once per batch.
+        dictionaries and inbound data frames go straight to the codec; every
+        frame's events go through the one fold loop (:meth:`_fold`).
         """
         out: list[tuple[int, Any]] = []
         n = batch.num_rows
@@ -208,10 +214,7 @@ class Pipeline:
         conns: list[Any] | None = None
         codes: list[Any] | None = None
         decode = self.codec.decode
-        states = self.states
-        stages = self._stages
-        extend = out.extend
-        n_events = n_errors = n_outputs = 0
+        fold = self._fold
         for i in range(n):
             seq = seqs[i]
             d = dirs[i]
@@ -232,23 +235,9 @@ class Pipeline:
                     payloads[i],
                     codes[i],  # type: ignore[index]
                 )
-            for ev in events:
-                n_events += 1
-                if type(ev) is DecodeError:
-                    n_errors += 1
-                for j, step, stage in stages:
-                    if stage is None:
-                        states[j], outs = step(states[j], ev)
-                    else:
-                        outs = stage(ev)
-                    if outs:
-                        n_outputs += len(outs)
-                        extend([(seq, o) for o in outs])
+            fold(seq, events, out)
         c = self.counters
         c.frames += n
-        c.events += n_events
-        c.decode_errors += n_errors
-        c.outputs += n_outputs
         c.last_seq = seqs[-1]
         c.last_recv_ns = recvs[-1]
         return out
