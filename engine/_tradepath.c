@@ -510,7 +510,7 @@ static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
  * outputs.  An event that is not a trade returns other(ev).  records is the fan's dict
  * symbol -> (sel, calls, C records | None); a trade whose entry has C records and that C
  * applies to every member returns () without entering Python; any other trade returns
- * resume(ev, code): code -2 = not handled at all (no entry, no C records), -1 = the
+ * resume(ev, code, entry): code -2 = not handled at all (no entry, no C records), -1 = the
  * selection was declined, > 0 = the mask of run(). */
 typedef struct {
     PyObject_HEAD
@@ -523,12 +523,13 @@ typedef struct {
 
 static PyObject *EMPTY = NULL; /* () */
 
-static PyObject *resume(Runner *r, PyObject *ev, long code) {
+/* resume(ev, code, entry): entry is the symbol's records entry (None for code -2) */
+static PyObject *resume(Runner *r, PyObject *ev, long code, PyObject *entry) {
     PyObject *c = PyLong_FromLong(code);
     if (c == NULL)
         return NULL;
-    PyObject *args[2] = {ev, c};
-    PyObject *out = PyObject_Vectorcall(r->resume, args, 2, NULL);
+    PyObject *args[3] = {ev, c, entry};
+    PyObject *out = PyObject_Vectorcall(r->resume, args, 3, NULL);
     Py_DECREF(c);
     return out;
 }
@@ -548,19 +549,22 @@ static PyObject *runner_call(PyObject *self, PyObject *const *args, size_t nargs
     if (entry == NULL) {
         if (PyErr_Occurred())
             return NULL;
-        return resume(r, ev, -2);
+        return resume(r, ev, -2, Py_None);
     }
     if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3 ||
         !PyTuple_CheckExact(PyTuple_GET_ITEM(entry, 2)))
-        return resume(r, ev, -2);
-    Py_INCREF(entry); /* the dict may change under the Python calls below */
+        return resume(r, ev, -2, Py_None);
+    Py_INCREF(entry); /* held across the Python call below (it may change the dict) */
     long left = run_core(r->spec, ev, PyTuple_GET_ITEM(entry, 0), PyTuple_GET_ITEM(entry, 2));
-    Py_DECREF(entry);
+    PyObject *out;
     if (left == -2)
-        return NULL;
-    if (left == 0)
-        return Py_NewRef(EMPTY);
-    return resume(r, ev, left);
+        out = NULL;
+    else if (left == 0)
+        out = Py_NewRef(EMPTY);
+    else
+        out = resume(r, ev, left, entry);
+    Py_DECREF(entry);
+    return out;
 }
 
 static void runner_dealloc(Runner *r) {

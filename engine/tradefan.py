@@ -109,7 +109,8 @@ class TradeFan:
     """
 
     __slots__ = (
-        "members", "indices", "states", "source", "_records", "_counts", "_apart", "_cspec"
+        "members", "indices", "states", "source", "_records", "_counts", "_apart", "_cspec",
+        "_paired",
     )  # fmt: skip
 
     def __init__(
@@ -130,6 +131,8 @@ class TradeFan:
         self._records: dict[str, Any] = {}
         #: the C path's view of the members (None: all Python); native=None: when built
         c_members = tuple(_c_member(m) for m in self.members)
+        #: members whose C record is the pair (state, record): the anomaly detector's
+        self._paired = tuple(c is not None and c[0] == "anomaly" for c in c_members)
         use_c = (_tradepath is not None) if native is None else native
         if use_c and _tradepath is None:
             raise RuntimeError("native=True but engine._tradepath was not built")
@@ -185,12 +188,12 @@ class TradeFan:
                         out.extend(o)
         return out if out else NO_OUTPUTS
 
-    def _resume(self, ev: Any, code: int) -> Sequence[Any]:
-        """The C runner's way back for a trade: -2 it did nothing (fold as :meth:`__call__`), else finish."""
+    def _resume(self, ev: Any, code: int, entry: Any) -> Sequence[Any]:
+        """The C runner's way back for a trade: -2 it did nothing (fold as :meth:`__call__`),
+        else finish with the symbol's ``entry`` the runner already looked up."""
         if code == -2:
             return self(ev)
-        sel, calls, _ = self._records[ev.symbol]
-        return self._finish(ev, sel, calls, code)
+        return self._finish(ev, entry[0], entry[1], code)
 
     @property
     def stage(self) -> Any:
@@ -242,10 +245,10 @@ class TradeFan:
             for k, (m, s, r) in enumerate(zip(self.members, states, recs, strict=True))
         )
         crecs = None
-        if self._cspec is not None:  # the anomaly detector's C member needs its state too
+        if self._cspec is not None:
             crecs = tuple(
-                (s, r) if type(m) is AnomalyDetector else r
-                for m, s, r in zip(self.members, states, recs, strict=True)
+                (s, r) if paired else r
+                for paired, s, r in zip(self._paired, states, recs, strict=True)
             )
         entry = (sel, calls, crecs)
         self._records[symbol] = entry
