@@ -227,23 +227,9 @@ class TradeStats(_Vwap):
     windows: tuple[WindowStats, ...]
 
 
-def _recorded_with(cls: type, derived: tuple[str, ...]) -> None:
-    """Serialize ``cls`` with its ``derived`` properties too: recorded outputs keep the format
-    they had when these were stored fields, so ``engine replay --check`` of a journal recorded
-    by an earlier build still compares equal (loading ignores the extra keys)."""
-    base = serde.converter.get_unstructure_hook(cls)
-
-    def unstructure(obj: Any) -> dict[str, Any]:
-        d = base(obj)
-        for name in derived:
-            d[name] = getattr(obj, name)
-        return d
-
-    serde.converter.register_unstructure_hook(cls, unstructure)
-
-
-_recorded_with(WindowStats, ("vwap",))  # before TradeStats: its hook nests this one
-_recorded_with(TradeStats, ("sell_volume", "vwap"))
+# recorded outputs keep the format they had when these were stored fields (replay --check)
+serde.dump_derived(WindowStats, "vwap")  # before TradeStats: its hook nests this one
+serde.dump_derived(TradeStats, "sell_volume", "vwap")
 
 
 # --------------------------------------------------------------------------- state
