@@ -43,7 +43,7 @@ from simulate import start_simulator, stop  # noqa: E402 - bench scripts are run
 from engine.assembly import standard_reducers  # noqa: E402
 from engine.codecs.registry import get_codec  # noqa: E402
 from engine.journal.writer import JournalWriter  # noqa: E402
-from engine.live import Capture, LiveConfig  # noqa: E402
+from engine.live.runtime import Capture, LiveConfig  # noqa: E402
 
 CHANNELS = ("trade", "aggTrade", "depth", "bookTicker", "ticker", "kline_1m")
 SYMBOLS = ("btcusdt", "ethusdt", "shibusdt")
@@ -103,8 +103,8 @@ async def capture(
     writer = TimedWriter.create(tmp / f"j-{time.time_ns()}", {"exchange": "sim"})
     writer.lat_ns = []
     extra: dict[str, Any] = {}
-    if pipeline:  # what engine run adds around the pipeline (engine.live_cli.capture_main)
-        from engine.recorder import OutputRecorder
+    if pipeline:  # what engine run adds around the pipeline (engine.live.cli.capture_main)
+        from engine.journal.recorder import OutputRecorder
         from engine.replay.checkpoints import CheckpointWriter
 
         extra = {

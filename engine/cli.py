@@ -15,8 +15,8 @@ from engine import __version__
 
 #: name → "module:attribute" of a click command.  The contract other issues rely on.
 COMMANDS: dict[str, str] = {
-    "run": "engine.live_cli:run",
-    "simulate": "engine.sim_cli:simulate",
+    "run": "engine.live.cli:run",
+    "simulate": "engine.sim.cli:simulate",
     "replay": "engine.replay.cli:replay",
     "book": "engine.replay.cli:book",
     "export": "engine.replay.cli:export",

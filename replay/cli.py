@@ -290,7 +290,7 @@ def _serve(directory: Path, where: str, speed: str) -> None:
 
 
 def _check(directory: Path) -> None:
-    from engine.recorder import OUTPUTS_DIR
+    from engine.journal.recorder import OUTPUTS_DIR
     from engine.replay.replay import check as run_check
 
     try:

@@ -41,7 +41,7 @@ from engine.assembly import pipeline_from_manifest
 from engine.journal.reader import JournalReader
 from engine.num import SCALE, render
 from engine.pipeline import Pipeline
-from engine.recorder import read_outputs
+from engine.journal.recorder import read_outputs
 from engine.replay.checkpoints import (
     CheckpointInfo,
     CheckpointPolicy,

@@ -23,8 +23,8 @@ What it reuses and must not duplicate
     ``/ws/<stream>``, ``/ws`` and ``/stream?streams=`` paths, SUBSCRIBE /
     UNSUBSCRIBE / LIST_SUBSCRIPTIONS / SET_PROPERTY with Binance's replies and
     error codes, keep-alive pings, the control-message rate limit, hand-framed
-    unmasked data frames — is :mod:`engine.sim_server`'s.  :class:`ReplayServer`
-    subclasses :class:`~engine.sim_server.SimServer` and replaces only the
+    unmasked data frames — is :mod:`engine.sim.server`'s.  :class:`ReplayServer`
+    subclasses :class:`~engine.sim.server.SimServer` and replaces only the
     *content* (journal instead of the market model), the REST routes and the
     pump.  It must not modify the journal, nor decode frames with the engine's
     codecs: it serves bytes, it does not interpret markets.
@@ -74,7 +74,7 @@ import trio.lowlevel
 
 from engine.journal.reader import JournalReader
 from engine.journal.schema import Dir, Kind
-from engine.sim_server import SimConfig, SimServer
+from engine.sim.server import SimConfig, SimServer
 
 __all__ = [
     "ReplayServer",

@@ -246,7 +246,7 @@ def test_kline_before_or_after_our_close_and_uncomparable() -> None:
 
 def sim_events(minutes: float, source: str):
     """Simulator payloads → Binance codec → events (in-process, no sockets)."""
-    sim = pytest.importorskip("engine.sim_model")
+    sim = pytest.importorskip("engine.sim.model")
     binance = pytest.importorskip("engine.codecs.binance")
     start = sim.DEFAULT_START_MS + 23_000  # starts mid-minute: the first candle is uncomparable
     m = sim.Market(seed=11, symbols=["BTCUSDT", "ETHUSDT"], activity=15, start_ms=start)

@@ -28,14 +28,14 @@ from engine.book_reducer import (
 )
 from engine.candles import Candles, KlineMismatch
 from engine.codecs.registry import get_codec
-from engine.dashboard import Dashboard, describe, run_dashboard, status_line
+from engine.live.dashboard import Dashboard, describe, run_dashboard, status_line
 from engine.events import Trade
 from engine.journal.reader import JournalReader
 from engine.journal.writer import JournalWriter
-from engine.live import Capture, CaptureStatus, LiveConfig, _NullPipeline
+from engine.live.runtime import Capture, CaptureStatus, LiveConfig, _NullPipeline
 from engine.num import ONE, parse
 from engine.pipeline import Pipeline
-from engine.sim_cli import open_simulator
+from engine.sim.cli import open_simulator
 from engine.trades import TradeAggregator, TradeTape
 from tests.test_trades import accepted, trade_streams
 

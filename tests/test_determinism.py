@@ -1,8 +1,8 @@
 """Live outputs == replay outputs: captures from the embedded simulator, clean and with every fault.
 
 Each capture runs :class:`engine.live.Capture` in-process against a real
-:class:`engine.sim_server.SimServer` on 127.0.0.1 (port 0) for about 1.5 s,
-with the :class:`engine.recorder.OutputRecorder` recording what the pipeline
+:class:`engine.sim.server.SimServer` on 127.0.0.1 (port 0) for about 1.5 s,
+with the :class:`engine.journal.recorder.OutputRecorder` recording what the pipeline
 produced live and a :class:`CheckpointWriter` checkpointing live state.  Then
 ``engine replay --check`` (library and CLI) must find every recorded output
 reproduced, in order, frame seq for frame seq.  A tampered outputs stream
@@ -28,13 +28,13 @@ from engine.codecs.registry import get_codec
 from engine.journal.reader import JournalReader
 from engine.journal.schema import Dir, Kind
 from engine.journal.writer import JournalWriter
-from engine.live import Capture, LiveConfig
-from engine.recorder import OUTPUTS_DIR, OutputRecorder, read_outputs
+from engine.live.runtime import Capture, LiveConfig
+from engine.journal.recorder import OUTPUTS_DIR, OutputRecorder, read_outputs
 from engine.replay.checkpoints import CheckpointPolicy, CheckpointWriter, list_checkpoints
 from engine.replay.cli import replay as replay_cmd
 from engine.replay.replay import check, state_at
-from engine.sim_cli import open_simulator
-from engine.sim_server import FAULTS
+from engine.sim.cli import open_simulator
+from engine.sim.server import FAULTS
 
 #: verification snapshots every 0.4 s of journal time, so drift is found within a short capture
 OPTIONS = {"verify_interval_s": 0.4}

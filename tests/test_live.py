@@ -1,6 +1,6 @@
 """The live capture runtime against the simulator, over real sockets on 127.0.0.1.
 
-Each test runs :func:`engine.sim_cli.open_simulator` and a :class:`engine.live.Capture`
+Each test runs :func:`engine.sim.cli.open_simulator` and a :class:`engine.live.Capture`
 in one trio nursery for a second or two, then reads the journal back and holds
 it against the simulator's own counters: every frame the simulator sent on a
 connection is journaled on that connection (zero loss), every fault is
@@ -34,7 +34,7 @@ from engine.journal.inspect import verify_journal
 from engine.journal.reader import JournalReader
 from engine.journal.schema import Frame
 from engine.journal.writer import JournalWriter
-from engine.live import Backoff, Capture, CaptureStatus, ControlLimiter, LiveConfig
+from engine.live.runtime import Backoff, Capture, CaptureStatus, ControlLimiter, LiveConfig
 from engine.pipeline import Pipeline
 from engine.replay.checkpoints import (
     CheckpointPolicy,
@@ -43,7 +43,7 @@ from engine.replay.checkpoints import (
     list_checkpoints,
     load_checkpoint,
 )
-from engine.sim_cli import Simulator, open_simulator
+from engine.sim.cli import Simulator, open_simulator
 
 SIM = dict(tick=0.005, close_timeout=0.5, shutdown_grace=0.3, stall_duration=1.5)
 LIVE = dict(

@@ -13,7 +13,7 @@ from engine.events import ConnectionClosed, ConnectionOpened, ControlSent, Decod
 from engine.journal.reader import JournalReader
 from engine.journal.writer import JournalWriter, WriterConfig
 from engine.pipeline import Pipeline
-from engine.recorder import OutputRecorder, read_outputs
+from engine.journal.recorder import OutputRecorder, read_outputs
 
 
 @serde.register

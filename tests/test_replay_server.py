@@ -25,7 +25,7 @@ from engine.replay.server import (
     parse_speed,
     serve_journal,
 )
-from engine.sim_server import SimConfig
+from engine.sim.server import SimConfig
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "journals"
 SPOT = FIX / "binance-spot"

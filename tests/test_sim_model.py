@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.num import parse
-from engine.sim_model import (
+from engine.sim.model import (
     FIXED_FRAMES_PER_S,
     FRAMES_PER_EVENT,
     Market,

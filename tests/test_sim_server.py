@@ -20,8 +20,8 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_
 from wsproto import ConnectionType
 
 from engine.num import parse
-from engine.sim_cli import Simulator, open_simulator
-from engine.sim_model import Market
+from engine.sim.cli import Simulator, open_simulator
+from engine.sim.model import Market
 
 FAST = dict(tick=0.005, close_timeout=0.5)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from engine.journal.schema import Dir, Kind
 from engine.journal.writer import JournalWriter, WriterConfig
-from engine.sim_model import Market
+from engine.sim.model import Market
 
 WS = "ws://127.0.0.1:9/stream?streams="
 REST = "http://127.0.0.1:9/api/v3/depth?symbol={}&limit=100"

@@ -9,7 +9,7 @@ elsewhere), creating the journal with its manifest, the outputs recorder
 and the way out: Ctrl-C, SIGTERM or ``--duration`` stop reading, the journal is
 flushed and sealed, a summary is printed and the exit status is 0.
 
-Must not: hold capture logic (that is :mod:`engine.live`) or market logic
+Must not: hold capture logic (that is :mod:`engine.live.runtime`) or market logic
 (codecs and reducers).  Everything that shapes state goes through the journal.
 """
 
@@ -71,8 +71,8 @@ def default_journal_dir(exchange: str, now_ns: int | None = None) -> Path:
 async def _endpoints(opts: RunOptions, codec: Any) -> AsyncIterator[tuple[str, str, Any]]:
     """(ws base URL, REST base URL, simulator or None) for the capture, for as long as it runs."""
     if opts.exchange == "sim" and not opts.url:
-        from engine.sim_cli import open_simulator
-        from engine.sim_server import SimConfig
+        from engine.sim.cli import open_simulator
+        from engine.sim.server import SimConfig
 
         cfg = SimConfig(
             port=0,
@@ -94,7 +94,7 @@ async def _endpoints(opts: RunOptions, codec: Any) -> AsyncIterator[tuple[str, s
 
 
 def _live_config(opts: RunOptions, ws: str, rest: str) -> Any:
-    from engine.live import LiveConfig
+    from engine.live.runtime import LiveConfig
 
     kw: dict[str, Any] = {}
     if opts.exchange == "sim" and not opts.url:
@@ -122,8 +122,8 @@ async def capture_main(opts: RunOptions, *, task_status: Any = trio.TASK_STATUS_
     from engine.assembly import standard_reducers
     from engine.codecs.registry import get_codec
     from engine.journal.writer import JournalWriter
-    from engine.live import Capture
-    from engine.recorder import OutputRecorder
+    from engine.live.runtime import Capture
+    from engine.journal.recorder import OutputRecorder
     from engine.replay.checkpoints import CheckpointPolicy, CheckpointWriter
 
     codec = get_codec(opts.exchange)
@@ -192,7 +192,7 @@ async def capture_main(opts: RunOptions, *, task_status: Any = trio.TASK_STATUS_
 
 async def _display(capture: Any, symbols: list[str], dashboard: bool) -> None:
     """The dashboard on a terminal; otherwise a status line on stderr every 5 s."""
-    from engine.dashboard import run_dashboard, status_line
+    from engine.live.dashboard import run_dashboard, status_line
 
     if dashboard and sys.stdout.isatty():
         await run_dashboard(capture, symbols)
@@ -291,7 +291,7 @@ def run(
     127.0.0.1 and captures from it.  The journal is sealed on exit; replay it
     with `engine replay DIR`.
     """
-    from engine.sim_server import FAULTS
+    from engine.sim.server import FAULTS
 
     logging.basicConfig(
         level=logging.DEBUG

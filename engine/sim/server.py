@@ -8,7 +8,7 @@ error codes, keep-alive pings, the control-message rate limit, the stream limit,
 the connection lifetime, ``serverShutdown``, fault injection, and per-connection
 counters.  REST on the same port: ``GET /api/v3/depth``, ``/api/v3/ping``,
 ``/api/v3/time`` and the debug endpoints ``/sim/stats`` and ``/sim/inject``.
-The *content* of the streams comes from :class:`engine.sim_model.Market`; this
+The *content* of the streams comes from :class:`engine.sim.model.Market`; this
 module must not invent market data, and must not depend on the engine's codecs
 or reducers.
 
@@ -89,7 +89,7 @@ import wsproto.events as we
 from wsproto import ConnectionType
 
 from engine.num import parse, render
-from engine.sim_model import DEFAULT_START_MS, DEFAULT_SYMBOLS, Market, activity_for_rate
+from engine.sim.model import DEFAULT_START_MS, DEFAULT_SYMBOLS, Market, activity_for_rate
 
 __all__ = ["FAULTS", "SimConfig", "SimServer", "ConnStats"]
 
@@ -104,7 +104,7 @@ class SimConfig:
     """Everything that shapes a simulator run; the defaults are Binance's real limits.
 
     ``rate`` (frames/s over all streams of all symbols) sets the market's
-    activity via :func:`engine.sim_model.activity_for_rate`; ``None`` keeps a
+    activity via :func:`engine.sim.model.activity_for_rate`; ``None`` keeps a
     calm market (``activity`` order-flow events/s per symbol).  ``start_ms``
     ``None`` means "now" (wall clock, then the streams' bytes vary per run).
     """
@@ -645,7 +645,7 @@ class _WsConn:
 class SimServer:
     """The simulator: a market, a pump, the listeners, and every connection's state.
 
-    Use :func:`engine.sim_cli.open_simulator` to run one; this class is the
+    Use :func:`engine.sim.cli.open_simulator` to run one; this class is the
     engine room (``start`` needs a nursery).
     """
 

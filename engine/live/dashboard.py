@@ -59,7 +59,7 @@ __all__ = [
     "status_line",
 ]
 
-log = logging.getLogger("engine.dashboard")
+log = logging.getLogger("engine.live.dashboard")
 
 
 # =============================================================== exact text

@@ -93,7 +93,7 @@ __all__ = [
     "depth_weight",
 ]
 
-log = logging.getLogger("engine.live")
+log = logging.getLogger("engine.live.runtime")
 
 time_ns = time.time_ns
 
@@ -465,7 +465,7 @@ class Capture:
         writer: the journal (this object ticks it and closes/seals it on exit).
         codec: the exchange codec (stream names, URLs, subscribe bytes, decoding).
         reducers: reducer configurations for the pipeline; ``None`` journals only.
-        recorder: optional :class:`engine.recorder.OutputRecorder` (closed on exit).
+        recorder: optional :class:`engine.journal.recorder.OutputRecorder` (closed on exit).
         checkpointer: optional :class:`engine.replay.checkpoints.CheckpointWriter`, asked
             after every fed frame.  When its cadence is due the state is taken at once
             (``prepare``: a plain-data snapshot, in the read loop) and written by a worker

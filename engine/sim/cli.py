@@ -1,10 +1,10 @@
 """``engine simulate`` and the embedding API of the exchange simulator.
 
 This module owns the simulator's front doors: :func:`open_simulator` (an async
-context manager that runs a :class:`engine.sim_server.SimServer` in its own
+context manager that runs a :class:`engine.sim.server.SimServer` in its own
 nursery — what ``engine run`` with no arguments uses) and the click command.
 It must not hold protocol rules or market logic (those live in
-:mod:`engine.sim_server` and :mod:`engine.sim_model`).
+:mod:`engine.sim.server` and :mod:`engine.sim.model`).
 
 The command's first stdout line is machine-readable, for tests and scripts
 that start it as a subprocess::
@@ -25,8 +25,8 @@ import attrs
 import click
 import trio
 
-from engine.sim_model import DEFAULT_START_MS, DEFAULT_SYMBOLS
-from engine.sim_server import FAULTS, SimConfig, SimServer
+from engine.sim.model import DEFAULT_START_MS, DEFAULT_SYMBOLS
+from engine.sim.server import FAULTS, SimConfig, SimServer
 
 __all__ = ["Simulator", "open_simulator", "simulate"]
 
@@ -53,14 +53,14 @@ class Simulator:
 
     @property
     def market(self) -> Any:
-        """The live :class:`engine.sim_model.Market` (read-only use: the pump advances it)."""
+        """The live :class:`engine.sim.model.Market` (read-only use: the pump advances it)."""
         return self.server.market
 
     def stats(self) -> dict[str, Any]:
         return self.server.stats()
 
     def inject(self, fault: str, conn_id: int | None = None, **kw: Any) -> list[int]:
-        """See :meth:`engine.sim_server.SimServer.inject`."""
+        """See :meth:`engine.sim.server.SimServer.inject`."""
         return self.server.inject(fault, conn_id, **kw)
 
 
