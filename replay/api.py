@@ -146,7 +146,10 @@ class Journal:
 
     @property
     def span(self) -> Span | None:
-        """First and last frame (receive time, seq); None for a journal without frames."""
+        """First and last frame (receive time, seq); None for a journal without frames.
+
+        Read once: of a journal still being captured, open it again to see what came since.
+        """
         if self._span is False:
             self._span = _edges(JournalReader(self.path))
         return self._span  # type: ignore[return-value]
@@ -476,10 +479,10 @@ class _Filter:
 
 def _edges(reader: JournalReader) -> Span | None:
     """The first and last frame of a journal, reading its first batch and its last segment only."""
-    first: tuple[int, int] | None = None
+    first: pa.RecordBatch | None = None
     for batch in (b for seg in reader.segments for b in read_segment(seg)):
         if batch.num_rows:
-            first = (batch.column(1)[0].as_py(), batch.column(0)[0].as_py())
+            first = batch.slice(0, 1)
             break
     if first is None:
         return None
@@ -489,5 +492,6 @@ def _edges(reader: JournalReader) -> Span | None:
             if batch.num_rows:
                 last = batch.slice(batch.num_rows - 1)
         if last is not None:
-            return Span(first[0], last.column(1)[0].as_py(), first[1], last.column(0)[0].as_py())
+            ns, seq = ([b.column(c)[0].as_py() for b in (first, last)] for c in ("recv_ns", "seq"))
+            return Span(ns[0], ns[1], seq[0], seq[1])
     return None  # pragma: no cover - a first frame implies a last one

@@ -36,6 +36,7 @@ from engine.book_reducer import BookSynced
 from engine.candles import CandleClosed
 from engine.events import BookSnapshot, DepthDiff, Trade
 from engine.journal.reader import NotAJournal
+from engine.journal.writer import JournalWriter
 from engine.replay.checkpoints import CheckpointPolicy, list_checkpoints
 from engine.replay.export import export_journal
 from engine.replay.replay import CHUNK_ROWS, Replay, format_ns
@@ -53,8 +54,13 @@ def raw_table(journal: Path) -> pa.Table:
     """Every frame of a journal, read with pyarrow alone (no engine code)."""
     batches = []
     for seg in sorted(journal.glob("seg-*.arrows")):
-        with pa.OSFile(str(seg)) as f:
-            batches.extend(pa.ipc.open_stream(f))
+        try:
+            with pa.OSFile(str(seg)) as f:
+                batches.extend(pa.ipc.open_stream(f))
+        except pa.ArrowInvalid:  # an Arrow IPC file rather than a stream
+            with pa.OSFile(str(seg)) as f:
+                r = pa.ipc.open_file(f)
+                batches.extend(r.get_batch(i) for i in range(r.num_record_batches))
     return pa.Table.from_batches(batches)
 
 
@@ -166,6 +172,17 @@ def test_not_a_journal(tmp_path: Path) -> None:
         engine.open(tmp_path / "empty")
 
 
+def test_a_journal_without_frames(tmp_path: Path) -> None:
+    JournalWriter.create(tmp_path / "j", {"exchange": "sim", "symbols": ["BTCUSDT"]}).close()
+    j = engine.open(tmp_path / "j")
+    assert j.span is None and j.symbols == ["BTCUSDT"]
+    assert list(j.batches()) == [] and list(j.events(symbols="btcusdt")) == []
+    assert list(j.replay(start=0)) == []
+    with pytest.raises(ValueError, match="holds no frames"):
+        j.book_at("BTCUSDT", 0)
+    assert all(t.num_rows == 0 for t in j.tables().values())
+
+
 def test_symbols_come_from_the_frames_when_the_manifest_has_none(tmp_path: Path) -> None:
     d = tmp_path / "j"
     shutil.copytree(SPOT, d)
@@ -248,6 +265,12 @@ def test_replay_gives_the_replays_outputs(sim: Path) -> None:
     assert rec.seq == rec[0] and rec.output is rec[1]
     eth = _dumped(j.replay(symbols="ethusdt"))
     assert eth == [(s, o) for s, o in full if o.get("symbol") in (None, "ETHUSDT")]
+    # from a checkpoint: the same outputs for frames received from `start` on
+    recv_of = {f.seq: f.recv_ns for f in j.frames()}
+    start = j.span.first_ns + (j.span.last_ns - j.span.first_ns) * 3 // 4
+    late = [(s, o) for s, o in full if recv_of[s] >= start]
+    assert late and late != full
+    assert _dumped(j.replay(start)) == late
     assert list(j.replay(types=Trade)) == []  # outputs are never events
     closed = list(j.replay(types=(CandleClosed, BookSynced)))
     assert {type(r.output) for r in closed} == {CandleClosed, BookSynced}
