@@ -172,8 +172,8 @@ class Journal:
 
         ``kinds`` ("text", "rest", "open", "close", "error", "marker" ...) and
         ``dirs`` ("in", "out", "local") keep frames whose column is in the set.
-        ``pa.Table.from_batches(j.batches(), schema=...)`` or
-        ``pl.from_arrow(...)`` make a table of them.
+        ``pl.from_arrow(j.batches(...))`` or ``pa.Table.from_batches(j.batches(...))``
+        make one table of them (whole, in memory).
         """
         return self._batches(self._filter(start, end, symbols), kinds, dirs)
 
