@@ -4,9 +4,10 @@ Owns :class:`Journal`, a read-only handle on one journal that answers what the
 commands answer, as Python objects: frames (Arrow record batches or
 :class:`~engine.journal.schema.Frame` objects), typed events, replayed outputs,
 the book and every reducer's state at an instant (the value classes are in
-:mod:`engine.replay.api_types`), and the export tables as pyarrow Tables.  Must not: write into the journal it reads (no checkpoints, no
-exports there: the export tables are built in a temporary directory elsewhere),
-fold, decode or export by itself (that is :class:`engine.replay.replay.Replay`,
+:mod:`engine.replay.api_types`), and the export tables as pyarrow Tables.
+Must not: write into the journal it reads (no checkpoints, no exports there:
+the export tables are built in a temporary directory elsewhere), fold, decode
+or export by itself (that is :class:`engine.replay.replay.Replay`,
 :func:`~engine.replay.replay.state_at`, the pipeline and
 :func:`~engine.replay.export.export_journal`), or hold more than one record
 batch of frames at a time in the streaming methods.
@@ -58,7 +59,7 @@ from datetime import datetime
 from decimal import Decimal
 from numbers import Integral
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import attrs
 import pyarrow as pa
@@ -73,6 +74,11 @@ from engine.replay.export import TABLES, export_journal
 from engine.replay.replay import Replay, chunks, format_ns, parse_time, pipeline_for, state_at
 
 __all__ = ["open", "Journal", "Span", "OutputRecord", "StateAt", "BookAt", "TABLE_NAMES"]
+
+#: A time: ISO-8601 text, epoch ns (int), epoch seconds (float) or a datetime (naive = UTC).
+Time: TypeAlias = str | int | float | datetime
+#: Symbols: one, comma-separated ("BTCUSDT,ETHUSDT"), or an iterable; None: all.
+Symbols: TypeAlias = str | Iterable[str] | None
 
 #: The tables :meth:`Journal.table` builds (those of ``engine export``).
 TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
@@ -161,10 +167,10 @@ class Journal:
 
     def batches(
         self,
-        start: Any = None,
-        end: Any = None,
+        start: Time | None = None,
+        end: Time | None = None,
         *,
-        symbols: str | Iterable[str] | None = None,
+        symbols: Symbols = None,
         kinds: Iterable[str] | None = None,
         dirs: Iterable[str] | None = None,
     ) -> Iterator[pa.RecordBatch]:
@@ -179,10 +185,10 @@ class Journal:
 
     def frames(
         self,
-        start: Any = None,
-        end: Any = None,
+        start: Time | None = None,
+        end: Time | None = None,
         *,
-        symbols: str | Iterable[str] | None = None,
+        symbols: Symbols = None,
         kinds: Iterable[str] | None = None,
         dirs: Iterable[str] | None = None,
     ) -> Iterator[Frame]:
@@ -192,10 +198,10 @@ class Journal:
 
     def events(
         self,
-        start: Any = None,
-        end: Any = None,
+        start: Time | None = None,
+        end: Time | None = None,
         *,
-        symbols: str | Iterable[str] | None = None,
+        symbols: Symbols = None,
         types: type | tuple[type, ...] = (),
     ) -> Iterator[Any]:
         """The typed events of the frames in the window, as the pipeline's reducers see them.
@@ -211,10 +217,10 @@ class Journal:
 
     def replay(
         self,
-        start: Any = None,
-        end: Any = None,
+        start: Time | None = None,
+        end: Time | None = None,
         *,
-        symbols: str | Iterable[str] | None = None,
+        symbols: Symbols = None,
         types: type | tuple[type, ...] = (),
     ) -> Iterator[OutputRecord]:
         """Replay through the journal's pipeline: ``(seq, output)`` for frames in the window.
@@ -225,7 +231,7 @@ class Journal:
         """
         return self._replay(self._filter(start, end, symbols, types))
 
-    def state_at(self, t: Any, *, symbols: str | Iterable[str] | None = None) -> StateAt:
+    def state_at(self, t: Time, *, symbols: Symbols = None) -> StateAt:
         """Every reducer's state at instant ``t`` (nearest checkpoint at or before it, then fold).
 
         ``symbols`` only narrows :attr:`StateAt.symbols` (what ``summary``
@@ -237,7 +243,7 @@ class Journal:
         syms = tuple(sorted(wanted)) if wanted else tuple(self.symbols)
         return StateAt(at, pipeline, used, folded, syms)
 
-    def book_at(self, symbol: str, t: Any, *, depth: int = 10) -> BookAt:
+    def book_at(self, symbol: str, t: Time, *, depth: int = 10) -> BookAt:
         """The order book of ``symbol`` at instant ``t``, like ``engine book --symbol S --at T``."""
         sym = self._one_symbol(symbol)
         return self.state_at(t, symbols=sym).book(sym, depth)
@@ -247,10 +253,10 @@ class Journal:
     def table(
         self,
         name: str,
-        start: Any = None,
-        end: Any = None,
+        start: Time | None = None,
+        end: Time | None = None,
         *,
-        symbols: str | Iterable[str] | None = None,
+        symbols: Symbols = None,
         top: int = 10,
         interval: float = 1.0,
     ) -> pa.Table:
@@ -268,10 +274,10 @@ class Journal:
 
     def tables(
         self,
-        start: Any = None,
-        end: Any = None,
+        start: Time | None = None,
+        end: Time | None = None,
         *,
-        symbols: str | Iterable[str] | None = None,
+        symbols: Symbols = None,
         top: int = 10,
         interval: float = 1.0,
     ) -> dict[str, pa.Table]:
@@ -297,9 +303,9 @@ class Journal:
 
     def _filter(
         self,
-        start: Any,
-        end: Any,
-        symbols: str | Iterable[str] | None,
+        start: Time | None,
+        end: Time | None,
+        symbols: Symbols,
         types: type | tuple[type, ...] = (),
     ) -> _Filter:
         """The arguments every method shares, checked (raises before any item is produced)."""
@@ -353,7 +359,7 @@ class Journal:
         self._exports[key] = out
         return out
 
-    def _window(self, start: Any, end: Any) -> tuple[int | None, int | None]:
+    def _window(self, start: Time | None, end: Time | None) -> tuple[int | None, int | None]:
         """Both ends as epoch ns; refuses an empty window or one that misses the journal."""
         lo = None if start is None else _instant(start, "start")
         hi = None if end is None else _instant(end, "end")
@@ -373,7 +379,7 @@ class Journal:
                 )
         return lo, hi
 
-    def _instant(self, t: Any, name: str) -> int:
+    def _instant(self, t: Time, name: str) -> int:
         """An instant inside the journal's span, as epoch ns."""
         at = _instant(t, name)
         span = self.span
@@ -386,7 +392,7 @@ class Journal:
             )
         return at
 
-    def _wanted(self, symbols: str | Iterable[str] | None) -> frozenset[str] | None:
+    def _wanted(self, symbols: Symbols) -> frozenset[str] | None:
         """The symbols asked for, upper-cased; None: all.  Unknown ones raise, listing the known."""
         if symbols is None:
             return None
