@@ -291,7 +291,7 @@ def _serve(directory: Path, where: str, speed: str) -> None:
 
 def _check(directory: Path) -> None:
     from engine.journal.recorder import OUTPUTS_DIR
-    from engine.replay.replay import check as run_check
+    from engine.replay.replay import check_report
 
     try:
         open_journal(directory)
@@ -304,12 +304,32 @@ def _check(directory: Path) -> None:
         )
     try:
         with _progress(str(directory), "check") as on_chunk:
-            mismatch, compared = run_check(directory, on_chunk=on_chunk)
+            rep = check_report(directory, on_chunk=on_chunk)
     except JournalError as exc:
         raise CheckFailed(str(exc)) from None
-    if mismatch is None:
+    mismatch, compared = rep.mismatch, rep.compared
+    if mismatch is None and rep.unmatched_side is None:
         click.echo(f"OK: replay reproduced all {compared} recorded outputs of {directory}")
         return
+    if mismatch is None:
+        # the capture did not stop cleanly: each journal lost its own unflushed tail
+        click.echo(
+            f"OK: replay reproduced the {compared} recorded outputs both sides hold of {directory}"
+        )
+        if rep.unmatched_side == "replayed":
+            click.echo(
+                f"  the capture did not stop cleanly: recorded outputs end after frame seq"
+                f" {_opt(rep.recorded_end)}; the journal goes on to frame seq {rep.replayed_end}"
+                f" ({rep.unmatched} replayed outputs not recorded: lost with the recorder's tail)"
+            )
+        else:
+            click.echo(
+                f"  the capture did not stop cleanly: the journal ends at frame seq"
+                f" {_opt(rep.replayed_end)}; {rep.unmatched} recorded outputs (up to frame seq"
+                f" {rep.recorded_end}) are of frames the journal lost with its tail"
+            )
+        return
+    assert mismatch is not None
     click.echo(
         f"DIFFERENT: first difference at frame seq {mismatch.seq} (output #{mismatch.index}, "
         f"after {compared} identical outputs)"
