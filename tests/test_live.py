@@ -232,6 +232,52 @@ async def test_checkpoints_are_written_off_the_read_loop_and_restore_exactly(
         assert restored.snapshot() == fold.snapshot(), info
 
 
+def assert_final_checkpoint_is_the_whole_fold(run: Run) -> None:
+    """The newest checkpoint holds the state after the journal's last frame, exactly."""
+    infos = list_checkpoints(run.jdir)
+    assert infos, "no final checkpoint"
+    assert infos[-1].last_seq == run.frames[-1].seq
+    codec = get_codec("sim")
+    fold = Pipeline(codec, standard_reducers(codec, OPTIONS))
+    for f in run.frames:
+        fold.feed(f.seq, f.recv_ns, f.conn, f.dir, f.kind, f.source, f.payload, f.code)
+    restored = Pipeline(codec, standard_reducers(codec, OPTIONS))
+    restored.restore(load_checkpoint(infos[-1].path)["pipeline"])
+    assert restored.snapshot() == fold.snapshot()
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_stopping_at_any_moment_with_a_checkpoint_due_on_every_frame(
+    tmp_path: Path, seed: int
+) -> None:
+    """Regression: a checkpoint due on the final "capture stop" marker crashed the shutdown.
+
+    Every frame makes a checkpoint due (most are skipped: one write at a time);
+    the capture is stopped at a random moment, cleanly (``stop``) or at once
+    (its cancel scope), and must still end with a sealed journal and a final
+    checkpoint of the whole fold.
+    """
+    rng = random.Random(seed)
+    stop_at = rng.uniform(0.0, 0.8)
+    hard = rng.random() < 0.5
+
+    def every_frame(jdir: Path, metadata: dict[str, Any]) -> CheckpointWriter:
+        return CheckpointWriter(jdir, metadata, CheckpointPolicy(every_frames=1, keep_old=2))
+
+    async def script(s: Simulator, cap: Capture, marks: dict[str, int]) -> None:
+        await trio.sleep(stop_at)
+        if hard:
+            cap.cancel_scope.cancel()
+
+    run = await capture(tmp_path, script, sim={"rate": 500}, checkpointer=every_frame)
+    assert not list(run.jdir.glob("*.partial")), (seed, stop_at, hard)
+    problems, _ = verify_journal(run.jdir)
+    assert problems == []
+    assert run.frames[-1].kind == "marker" and run.frames[-1].payload.startswith(b"capture stop")
+    assert run.status.errors["checkpoint"] == 0
+    assert_final_checkpoint_is_the_whole_fold(run)
+
+
 # --------------------------------------------------------------------------- faults
 
 

@@ -179,7 +179,6 @@ async def capture_main(opts: RunOptions, *, task_status: Any = trio.TASK_STATUS_
                 n.start_soon(_display, capture, list(config.symbols), opts.dashboard)
                 if opts.duration is not None:
                     n.start_soon(stop_after, opts.duration)
-        checkpointer.finish(capture.pipeline)  # the final state: time travel to the very end
         summary = {
             "journal": str(jdir),
             **capture.status.summary(),

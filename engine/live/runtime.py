@@ -537,39 +537,65 @@ class Capture:
 
         Returns the final status.  Never raises for exchange or network
         trouble; an unexpected bug propagates after the journal is sealed.
+
+        The end, in this order (whatever stopped the capture): the connections
+        close, the "capture stop" marker is journaled and folded, the checkpoint
+        writer finishes what is queued, the final state is checkpointed (unless a
+        checkpoint already holds it), then the journal and the outputs are sealed.
         """
-        import httpx
 
         st = self.status
         st.started_mono = trio.current_time()
-        self._marker(
-            f"capture start: {len(self.streams)} streams on {len(self.shards)} connections"
-        )
+        send: trio.MemorySendChannel[Any] | None = None
         try:
-            with self.cancel_scope:
-                async with httpx.AsyncClient(
-                    verify=self.config.verify_tls,
-                    timeout=self.config.rest_timeout_s,
-                    follow_redirects=False,
-                ) as http:
-                    self._http = http
-                    async with trio.open_nursery() as n:
-                        self._nursery = n
-                        self._stop_requested = trio.Event()
-                        self._all_closed = trio.Event()
-                        n.start_soon(self._stopper)
-                        n.start_soon(self._ticker)
-                        n.start_soon(self._status_loop)
-                        if self.checkpointer is not None:
-                            send, recv = trio.open_memory_channel[Any](1)
-                            self._ckpt_send = send
-                            n.start_soon(self._checkpoint_writer, recv)
-                        for i, shard in enumerate(self.shards):
-                            n.start_soon(self._shard, i, shard)
-                        task_status.started(self)
+            # The checkpoint writer lives outside the capture's cancel scope: the final
+            # "capture stop" marker is folded (and may make a checkpoint due) after the
+            # connections are gone, and the writer must still be there to take it.
+            async with trio.open_nursery() as keeper:
+                if self.checkpointer is not None:
+                    send, recv = trio.open_memory_channel[Any](1)
+                    self._ckpt_send = send
+                    keeper.start_soon(self._checkpoint_writer, recv)
+                try:
+                    self._marker(
+                        f"capture start: {len(self.streams)} streams on {len(self.shards)} connections"
+                    )
+                    await self._capture(task_status)
+                finally:
+                    self._nursery = None
+                    try:
+                        self._refresh_status()
+                        self._marker(
+                            f"capture stop: {st.frames_in} frames in, {st.reconnects} reconnects"
+                        )
+                    finally:
+                        if send is not None:  # the writer drains what is queued, then ends
+                            send.close()
+                        self._ckpt_send = None
         finally:
             self._finish()
         return st
+
+    async def _capture(self, task_status: Any) -> None:
+        import httpx
+
+        with self.cancel_scope:
+            async with httpx.AsyncClient(
+                verify=self.config.verify_tls,
+                timeout=self.config.rest_timeout_s,
+                follow_redirects=False,
+            ) as http:
+                self._http = http
+                async with trio.open_nursery() as n:
+                    self._nursery = n
+                    self._stop_requested = trio.Event()
+                    self._all_closed = trio.Event()
+                    n.start_soon(self._stopper)
+                    n.start_soon(self._ticker)
+                    n.start_soon(self._status_loop)
+                    for i, shard in enumerate(self.shards):
+                        n.start_soon(self._shard, i, shard)
+                    task_status.started(self)
 
     def stop(self) -> None:
         """Close every connection cleanly, then wind down (the journal is sealed when :meth:`run` returns).
@@ -625,19 +651,38 @@ class Capture:
                         pending.doc["last_seq"])  # fmt: skip
 
     async def _checkpoint_writer(self, recv: trio.MemoryReceiveChannel[Any]) -> None:
-        """Write prepared checkpoints in a worker thread (not abandoned on cancel: no torn file)."""
-        async with recv:
-            async for pending in recv:
-                await trio.to_thread.run_sync(self._store_checkpoint, pending)
+        """Write prepared checkpoints in a worker thread until the send side closes.
+
+        Shielded: a write is never abandoned (no torn file) and a queued
+        checkpoint is never dropped; :meth:`run` closes the send side at the end,
+        and the final checkpoint follows.
+        """
+        with trio.CancelScope(shield=True):
+            async with recv:
+                async for pending in recv:
+                    await trio.to_thread.run_sync(self._store_checkpoint, pending)
+            # the capture has ended (the stop marker is folded): the final state, off this thread
+            await trio.to_thread.run_sync(self._final_checkpoint)
 
     def _store_checkpoint(self, pending: Any) -> None:
         assert self.checkpointer is not None
         try:
             self.checkpointer.store(pending)
         except OSError as exc:  # disk full, permissions ...: the capture goes on
-            self.status.errors["checkpoint"] += 1
-            self.status.last_error = f"checkpoint write failed: {exc}"
-            log.warning("checkpoint write failed: %s", exc)
+            self._checkpoint_failed(exc)
+
+    def _final_checkpoint(self) -> None:
+        """Checkpoint the final state unless a checkpoint already holds it."""
+        if self.checkpointer is not None:
+            try:
+                self.checkpointer.finish(self.pipeline)
+            except OSError as exc:
+                self._checkpoint_failed(exc)
+
+    def _checkpoint_failed(self, exc: OSError) -> None:
+        self.status.errors["checkpoint"] += 1
+        self.status.last_error = f"checkpoint write failed: {exc}"
+        log.warning("checkpoint write failed: %s", exc)
 
     def _marker(self, text: str) -> None:
         self._journal(0, Dir.LOCAL, Kind.MARKER, "engine", text.encode())
@@ -1090,13 +1135,9 @@ class Capture:
     # ------------------------------------------------------------------ the end
 
     def _finish(self) -> None:
-        """Seal everything (sync: runs under cancellation)."""
+        """The final checkpoint, then seal the journal and the outputs (sync: runs under cancellation)."""
         try:
-            self._refresh_status()
-            self._marker(
-                f"capture stop: {self.status.frames_in} frames in, "
-                f"{self.status.reconnects} reconnects"
-            )
+            self._final_checkpoint()  # normally done by the writer task already: a no-op then
         finally:
             self.writer.close()
             if self.recorder is not None:
