@@ -1,6 +1,6 @@
 """Live outputs == replay outputs: captures from the embedded simulator, clean and with every fault.
 
-Each capture runs :class:`engine.live.Capture` in-process against a real
+Each capture runs :class:`engine.live.capture.Capture` in-process against a real
 :class:`engine.sim.server.SimServer` on 127.0.0.1 (port 0) for about 1.5 s,
 with the :class:`engine.journal.recorder.OutputRecorder` recording what the pipeline
 produced live and a :class:`CheckpointWriter` checkpointing live state.  Then
@@ -26,10 +26,11 @@ from engine import serde
 from engine.assembly import standard_reducers
 from engine.codecs.registry import get_codec
 from engine.journal.reader import JournalReader
+from engine.journal.recorder import OUTPUTS_DIR, OutputRecorder, read_outputs
 from engine.journal.schema import Dir, Kind
 from engine.journal.writer import JournalWriter
-from engine.live.runtime import Capture, LiveConfig
-from engine.journal.recorder import OUTPUTS_DIR, OutputRecorder, read_outputs
+from engine.live.capture import Capture
+from engine.live.config import LiveConfig
 from engine.replay.checkpoints import CheckpointPolicy, CheckpointWriter, list_checkpoints
 from engine.replay.cli import replay as replay_cmd
 from engine.replay.replay import check, state_at
@@ -133,7 +134,7 @@ def _evidence(fault: str, journal: Path, status, outputs: Counter) -> None:
     elif fault == "gap":
         assert outputs["GapDetected"] >= 1
     elif fault == "shutdown":
-        assert status.rotations >= 1
+        assert status.rotations >= 1 and outputs["RotateRequest"] >= 1
     elif fault == "drift":
         # >= 1: the drifted snapshot is adopted, so the next honest one may report drift back
         assert outputs["DriftDetected"] >= 1

@@ -1,6 +1,6 @@
 """The live capture runtime against the simulator, over real sockets on 127.0.0.1.
 
-Each test runs :func:`engine.sim.cli.open_simulator` and a :class:`engine.live.Capture`
+Each test runs :func:`engine.sim.cli.open_simulator` and a :class:`engine.live.capture.Capture`
 in one trio nursery for a second or two, then reads the journal back and holds
 it against the simulator's own counters: every frame the simulator sent on a
 connection is journaled on that connection (zero loss), every fault is
@@ -34,7 +34,11 @@ from engine.journal.inspect import verify_journal
 from engine.journal.reader import JournalReader
 from engine.journal.schema import Frame
 from engine.journal.writer import JournalWriter
-from engine.live.runtime import Backoff, Capture, CaptureStatus, ControlLimiter, LiveConfig
+from engine.live.capture import Capture
+from engine.live.config import LiveConfig
+from engine.live.connection import Backoff
+from engine.live.status import CaptureStatus
+from engine.live.throttle import ControlLimiter, WeightBudget
 from engine.pipeline import Pipeline
 from engine.replay.checkpoints import (
     CheckpointPolicy,
@@ -341,6 +345,9 @@ async def test_each_fault_is_survived_and_journaled(tmp_path: Path, fault: str) 
         (successor,) = [f for f in run.of_kind("open") if f.conn != first]
         # the successor opened (and got data) before the old connection closed: no gap
         assert notice[0].seq < successor.seq < close.seq and close.payload == b"rotated"
+        # the fold asked for it: a RotateRequest for the notice's frame (the runtime knew its conn)
+        assert [seq for seq, n in names if n == "RotateRequest"] == [notice[0].seq]
+        assert notice[0].conn == first
         assert any(f.conn == successor.conn and f.seq < close.seq for f in run.inbound())
         assert run.status.rotations == 1 and run.status.reconnects == 0
         assert all(not h for h in map(holes, depth_ids(run).values()))
@@ -450,6 +457,17 @@ async def test_control_limiter_never_exceeds_the_rate_in_any_window(autojump_clo
     for i, t in enumerate(times):
         assert sum(1 for u in times[i:] if u - t < 1.0) <= 4
     assert times[-1] - times[0] < 5.0  # and it does not dawdle
+
+
+async def test_weight_budget_waits_for_weight_to_leave_the_minute(autojump_clock: Any) -> None:
+    budget = WeightBudget(10)
+    times: list[float] = []
+    for w in (4, 4, 4, 50, 1):
+        await budget.acquire(w)
+        times.append(trio.current_time())
+    t0 = times[0]
+    # 4+4 fit; the 3rd waits for the 1st to leave; the heavy one takes a whole (empty) minute
+    assert [round(t - t0, 6) for t in times] == [0.0, 0.0, 60.0, 120.0, 180.0]
 
 
 async def test_unreachable_exchange_is_retried_with_backoff(tmp_path: Path) -> None:

@@ -271,7 +271,7 @@ class Dashboard:
 
         Pure: reads ``pipeline`` (a :class:`engine.pipeline.Pipeline`, or a
         capture's journal-only stand-in), ``status`` (an
-        :class:`engine.live.CaptureStatus`) and this dashboard's memory; never
+        :class:`engine.live.status.CaptureStatus`) and this dashboard's memory; never
         a clock.  ``symbols`` are matched case-insensitively; empty means every
         symbol a reducer holds.
         """
@@ -587,7 +587,7 @@ def _header(pipeline: Any, status: Any) -> RenderableType:
 def status_line(status: Any, pipeline: Any = None) -> str:
     """One plain log line (``engine run --no-dashboard``): the status, data time, books in sync.
 
-    :meth:`engine.live.CaptureStatus.line` plus what only the pipeline knows
+    :meth:`engine.live.status.CaptureStatus.line` plus what only the pipeline knows
     (the receive time of the last frame folded, how many books are synced) and
     the last error.
     """
