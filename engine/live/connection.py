@@ -104,14 +104,11 @@ class Backoff:
         self.attempt = 0
 
 
-
 def shard_streams(codec: Any, streams: Sequence[str], per_conn: int) -> list[list[str]]:
     """Split streams into connection shards: by URL path first (futures), then ``per_conn`` each."""
     by_path = getattr(codec, "streams_by_path", None)
     groups = list(by_path(streams).values()) if by_path is not None else [list(streams)]
     return [g[i : i + per_conn] for g in groups for i in range(0, len(g), per_conn)]
-
-
 
 
 @attrs.define(eq=False)
@@ -573,5 +570,3 @@ async def _send_close(ws: Any, code: int, reason: str) -> None:
         return
     if proto.state is ConnectionState.OPEN:
         await send(CloseConnection(code=code, reason=reason))
-
-

@@ -28,9 +28,7 @@ class Throttle:
     (so a ``MockClock`` drives it in tests).
     """
 
-    def __init__(
-        self, limit: int, window: float, clock: Callable[[], float] | None = None
-    ) -> None:
+    def __init__(self, limit: int, window: float, clock: Callable[[], float] | None = None) -> None:
         self._reducer = RateLimiter(limit=limit, window_ns=int(window * 1e9), max_queue=1 << 30)
         self._state = self._reducer.initial()
         self._clock = clock or trio.current_time
