@@ -1,7 +1,9 @@
 """Live outputs == replay outputs: captures from the embedded simulator, clean and with every fault.
 
 Each capture runs :class:`engine.live.capture.Capture` in-process against a real
-:class:`engine.sim.server.SimServer` on 127.0.0.1 (port 0) for about 1.5 s,
+:class:`engine.sim.server.SimServer` on 127.0.0.1 (port 0) until the books
+synced and verified and the injected fault was seen and answered (waiting on
+the capture's counters, never for a fixed time: the machine may be loaded),
 with the :class:`engine.journal.recorder.OutputRecorder` recording what the pipeline
 produced live and a :class:`CheckpointWriter` checkpointing live state.  Then
 ``engine replay --check`` (library and CLI) must find every recorded output
@@ -36,6 +38,7 @@ from engine.replay.cli import replay as replay_cmd
 from engine.replay.replay import check, state_at
 from engine.sim.cli import open_simulator
 from engine.sim.server import FAULTS
+from tests.test_live import fault_seen, until
 
 #: verification snapshots every 0.4 s of journal time, so drift is found within a short capture
 OPTIONS = {"verify_interval_s": 0.4}
@@ -43,7 +46,7 @@ OPTIONS = {"verify_interval_s": 0.4}
 
 async def _capture(journal: Path, fault: str | None, seed: int) -> dict:
     async with open_simulator(
-        seed=seed, rate=400, tick=0.005, close_timeout=0.5, stall_duration=0.5, shutdown_grace=0.2
+        seed=seed, rate=400, tick=0.005, close_timeout=0.5, stall_duration=2.0, shutdown_grace=0.2
     ) as sim:
         cfg = LiveConfig(
             exchange="sim",
@@ -51,7 +54,8 @@ async def _capture(journal: Path, fault: str | None, seed: int) -> dict:
             rest_url=sim.rest_url,
             ping_interval_s=0.2,
             ping_timeout_s=0.3,
-            stale_after_s=0.5,
+            # well above ping interval + timeout: a stall is found by the pinger, not as stale
+            stale_after_s=1.5,
             backoff_base_s=0.05,
             backoff_cap_s=0.1,
             connect_timeout_s=2,
@@ -73,12 +77,20 @@ async def _capture(journal: Path, fault: str | None, seed: int) -> dict:
         )
         async with trio.open_nursery() as n:
             await n.start(cap.run)
-            await trio.sleep(0.6)
+            # wait for what must have happened, never for a fixed time: a loaded machine is slow
+            await until(lambda: _synced_and_verified(cap))
+            await trio.sleep(0.2)  # a gap right after a sync is a refetch, not a gap
             if fault is not None:
                 sim.inject(fault)
-            await trio.sleep(0.9)
+                await until(lambda: fault_seen(fault, cap))
+            await trio.sleep(0.3)
             cap.stop()
         return {"status": cap.status, "sim": sim.stats()}
+
+
+def _synced_and_verified(cap: Capture) -> bool:
+    outs = cap.status.outputs
+    return outs["BookSynced"] >= 2 and outs["BookVerified"] >= 1 and outs["TradeStats"] >= 1
 
 
 def capture(journal: Path, fault: str | None = None, seed: int = 3) -> dict:

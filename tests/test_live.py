@@ -159,11 +159,35 @@ def holes(ids: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return missing
 
 
+async def until(condition: Any) -> None:
+    """Wait for what must happen, never for a fixed time (a loaded machine is slow, not wrong)."""
+    with trio.fail_after(30):
+        while not condition():  # noqa: ASYNC110 - polling the capture's counters
+            await trio.sleep(0.02)
+
+
+def fault_seen(fault: str, cap: Capture) -> bool:
+    """The capture's counters show that ``fault`` happened and was answered."""
+    st, outs = cap.status, cap.status.outputs
+
+    def replaced() -> bool:  # a later connection than the first delivers data
+        return st.reconnects >= 1 and any(c.id > 1 and c.frames for c in cap.conns.values())
+
+    return {
+        "drop": replaced,
+        "close": replaced,
+        "stall": lambda: st.errors["stalled"] >= 1 and replaced(),
+        "garbage": lambda: cap.pipeline.counters.decode_errors >= 4,
+        "gap": lambda: outs["GapDetected"] >= 1 and outs["BookSynced"] > len(cap.config.symbols),
+        "shutdown": lambda: st.rotations >= 1 and 1 not in cap.conns,
+        # the drifted snapshot is adopted; the next verification finds the stream's book again
+        "drift": lambda: outs["DriftDetected"] >= 2,
+    }[fault]()
+
+
 async def settle(s: Simulator, cap: Capture, marks: dict[str, int]) -> None:
     """Wait until every symbol's book synced and chained live diffs (where faults start)."""
-    with trio.fail_after(5):
-        while cap.status.outputs["BookSynced"] < len(cap.config.symbols):  # noqa: ASYNC110
-            await trio.sleep(0.02)
+    await until(lambda: cap.status.outputs["BookSynced"] >= len(cap.config.symbols))
     # a gap right after the snapshot, before any diff chained on it, is a refetch, not a gap
     await trio.sleep(0.3)
 
@@ -298,7 +322,8 @@ async def test_each_fault_is_survived_and_journaled(tmp_path: Path, fault: str) 
         await settle(s, cap, marks)
         marks["inject"] = time.time_ns()
         s.inject(fault)
-        await trio.sleep(1.2)
+        await until(lambda: fault_seen(fault, cap))
+        await trio.sleep(0.3)
 
     run = await capture(tmp_path, script)
     assert_zero_loss_and_sound(run)
@@ -316,8 +341,10 @@ async def test_each_fault_is_survived_and_journaled(tmp_path: Path, fault: str) 
     elif fault == "stall":
         (err,) = run.of_kind("error", first)
         assert b"stalled" in err.payload
-        # detected within one ping interval + the ping timeout (+ scheduling margin)
-        assert (err.recv_ns - t0) / 1e9 < LIVE["ping_interval_s"] + LIVE["ping_timeout_s"] + 0.4
+        # detected by the pinger (one interval + the timeout), well before the stale watchdog
+        # would have called it stale (a margin that holds on a loaded machine)
+        assert (err.recv_ns - t0) / 1e9 < LIVE["ping_interval_s"] + LIVE["ping_timeout_s"] + 1.0
+        assert LIVE["ping_interval_s"] + LIVE["ping_timeout_s"] + 1.0 < LIVE["stale_after_s"]
         (close,) = run.of_kind("close", first)
         assert close.code == 1006  # aborted: a stalled peer gets no close handshake
         _reconnected_after(run, close.seq)
@@ -381,9 +408,7 @@ async def test_lifetime_rotation_leaves_no_gap(tmp_path: Path) -> None:
 async def test_stale_connection_is_detected_and_replaced(tmp_path: Path) -> None:
     # kline_1m is pushed every 2 s: more than stale_after_s of silence, pings answered
     async def script(s: Simulator, cap: Capture, marks: dict[str, int]) -> None:
-        with trio.fail_after(5):
-            while not cap.status.errors["stale"]:  # noqa: ASYNC110 - polling a counter
-                await trio.sleep(0.05)
+        await until(lambda: cap.status.errors["stale"] >= 1)
         await trio.sleep(0.3)
 
     live = {"stale_after_s": 0.8, "ping_interval_s": 0.2, "channels": ("kline_1m",)}
@@ -393,7 +418,9 @@ async def test_stale_connection_is_detected_and_replaced(tmp_path: Path) -> None
     (err,) = run.of_kind("error", first)
     assert err.payload.startswith(b"stale")
     last_data = max([f.recv_ns for f in run.inbound() if f.conn == first] + [run.frames[1].recv_ns])
-    assert 0.8 <= (err.recv_ns - last_data) / 1e9 < 0.8 + 0.2 + 0.3  # watchdog step 0.2 s
+    # not before the limit; after it within the watchdog's step (0.2 s) plus a margin for a
+    # loaded machine, and before the next kline (2 s) would have made the stream live again
+    assert 0.8 <= (err.recv_ns - last_data) / 1e9 < 0.8 + 0.2 + 0.8
     assert len(run.of_kind("open")) >= 2
 
 
@@ -401,9 +428,7 @@ async def test_1000_streams_by_subscribe_never_trip_the_control_rate_limit(tmp_p
     symbols = [f"S{i:03d}USDT" for i in range(200)]  # × 5 channels = 1000 streams
 
     async def script(s: Simulator, cap: Capture, marks: dict[str, int]) -> None:
-        with trio.fail_after(15):
-            while cap.status.frames_out < 10:  # noqa: ASYNC110 - polling a counter
-                await trio.sleep(0.05)
+        await until(lambda: cap.status.frames_out >= 10)
         await trio.sleep(0.5)  # the last replies
 
     live = {
@@ -511,7 +536,7 @@ def test_engine_run_sigterm_leaves_a_sealed_verifiable_journal(tmp_path: Path) -
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, err
-    assert stopped_in < 5.0, stopped_in
+    assert stopped_in < 10.0, stopped_in  # the close handshake is bounded (2 s), not 60 s
     assert "Traceback" not in err
     assert not list(jdir.glob("*.partial")) and list(jdir.glob("seg-*.arrows"))
     summary = json.loads(out[out.index("{") :])

@@ -133,7 +133,11 @@ def test_run_with_a_checkpoint_due_on_every_frame_exits_cleanly(tmp_path: Path) 
     jdir = tmp_path / "j"
     args = [*ENGINE, "run", "--journal", str(jdir), "--duration", "3", "--no-dashboard"]
     done = subprocess.run(
-        [*args, "--checkpoint-every", "0.001"], capture_output=True, text=True, timeout=60, env=_env()
+        [*args, "--checkpoint-every", "0.001"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(),
     )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
