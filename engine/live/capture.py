@@ -2,8 +2,8 @@
 
 Owns :class:`Capture`: the one journal-then-feed function (:meth:`Capture.journal`),
 what hangs off each fold (recording the outputs, telling listeners, answering
-the outputs that ask for I/O through a dispatch table, checkpointing on the
-cadence), the journal writer's clock (tick, fsync in a worker thread), the
+the outputs that ask for I/O through a dispatch table, then the after-fold
+hooks: checkpointing on the cadence), the journal writer's clock (tick, fsync in a worker thread), the
 status loop and the order of the end.  Must not: talk to sockets (that is
 :mod:`engine.live.connection` and :mod:`engine.live.rest`), interpret market
 data (codecs and reducers, via :class:`engine.pipeline.Pipeline`) or make a
@@ -131,6 +131,10 @@ class Capture:
             SnapshotRequest: self.rest.request,
             RotateRequest: self._rotate,
         }
+        #: called after every frame's fold and actions (the checkpoint cadence)
+        self._after_fold: list[Callable[[], None]] = []
+        if checkpointer is not None:
+            self._after_fold.append(self._maybe_checkpoint)
         self.streams = self.links.streams
         self.shards = self.links.shards
         self._fsync_errors = 0
@@ -244,9 +248,8 @@ class Capture:
         outs = self.pipeline.feed(seq, recv_ns, conn, dir, kind, source, payload, code)
         if outs:
             self._on_outputs(conn, recv_ns, outs)
-        ckpt = self.checkpointer
-        if ckpt is not None and ckpt.due(self.pipeline):
-            self._checkpoint()
+        for hook in self._after_fold:
+            hook()
         return seq
 
     def _on_outputs(self, conn: int, recv_ns: int, outs: list[tuple[int, Any]]) -> None:
@@ -282,9 +285,11 @@ class Capture:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _checkpoint(self) -> None:
-        """Take a checkpoint now and queue it for the writer thread (or skip: one at a time)."""
+    def _maybe_checkpoint(self) -> None:
+        """When the cadence is due: take a checkpoint now, queue it for the writer thread (or skip)."""
         assert self.checkpointer is not None
+        if not self.checkpointer.due(self.pipeline):
+            return
         pending = self.checkpointer.prepare(self.pipeline)
         if self._ckpt_send is None:  # no writer task (not running): write it here
             self._store_checkpoint(pending)
