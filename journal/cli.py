@@ -84,7 +84,12 @@ def inspect(directory: str, as_json: bool, top: int) -> None:
 @journal.command()
 @click.argument("directory", type=click.Path())
 def verify(directory: str) -> None:
-    """Exit 0 if every segment reads (after tail recovery) and seq strictly increases."""
+    """Exit 0 if the journal is sound; else exit 1 with one FAIL line per problem.
+
+    Checks every batch's structure and checksum, every sealed segment's footer
+    against its content and journal.json, seq continuity across segments (no
+    missing, duplicated or reordered segment), and the outputs journal.
+    """
     problems, st = verify_journal(directory)
     if problems:
         for p in problems:
@@ -92,7 +97,12 @@ def verify(directory: str) -> None:
         sys.exit(1)
     assert st is not None
     tails = f", {len(st.tails)} torn tail(s) recovered" if st.tails else ""
-    click.echo(f"OK {st.path}: {len(st.segments)} segments, {st.frames} frames{tails}")
+    how = (
+        "legacy: no checksums (written before schema 2); structure and seq order verified"
+        if st.legacy
+        else "checksums, footers and seq continuity verified"
+    )
+    click.echo(f"OK {st.path}: {len(st.segments)} segments, {st.frames} frames{tails} ({how})")
 
 
 @journal.command()
