@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from engine.journal.reader import JournalReader
 from engine.journal.recorder import OUTPUTS_DIR
 
-__all__ = ["SegmentStats", "JournalStats", "inspect_journal", "verify_journal"]
+__all__ = ["SegmentStats", "JournalStats", "inspect_journal", "scan_journal", "verify_journal"]
 
 
 @attrs.define
@@ -69,6 +69,11 @@ def inspect_journal(path: str | Path) -> JournalStats:
         JournalError: not a journal, or a damaged one (``verify`` lists every problem).
     """
     return _scan(JournalReader(path, skip_damaged=False))
+
+
+def scan_journal(path: str | Path) -> JournalStats:
+    """:func:`inspect_journal`, skipping damage if :func:`~engine.journal.reader.skipping_damaged` says so."""
+    return _scan(JournalReader(path))
 
 
 def _scan(reader: JournalReader) -> JournalStats:

@@ -69,6 +69,7 @@ __all__ = [
 COMPANION_DIRS = frozenset({"outputs", "checkpoints"})
 
 _SEGMENT_RE = re.compile(r"^seg-(\d{6,})\.arrows(\.partial)?$")
+_HINT = " (engine journal verify lists every problem; --skip-damaged reads past them)"
 _READ_ERRORS = (pa.ArrowException, OSError, ValueError, EOFError)
 
 
@@ -200,7 +201,7 @@ class _SegmentRead:
         self.damaged = True
         d = Damage(self.seg.name, batch, what)
         if self.damage is None:
-            raise JournalCorrupt(f"{self.seg.path.parent / str(d)}")
+            raise JournalCorrupt(f"{self.seg.path.parent / str(d)}{_HINT}")
         self.damage.append(d)
 
     def __iter__(self) -> Iterator[tuple[int, pa.RecordBatch]]:
@@ -351,6 +352,8 @@ def read_segment(
     Raises:
         JournalCorrupt: a damaged segment, when ``damage`` is None.
     """
+    if damage is None and _SKIP_SINK.get() is not None:
+        damage = []  # skipping: the JournalReader this serves lists what was skipped
     for _i, batch in _SegmentRead(seg, required=required, tails=tails, damage=damage):
         yield batch
 
@@ -427,7 +430,7 @@ class JournalReader:
 
     def _skip(self, d: Damage, hint: str = "") -> None:
         if not self.skip_damaged:
-            raise JournalCorrupt(f"{self.path / str(d)}{hint}")
+            raise JournalCorrupt(f"{self.path / str(d)}{hint or _HINT}")
         self.skipped.append(d)
         if self._sink is not None:
             self._sink.append(d)

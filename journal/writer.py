@@ -214,11 +214,12 @@ class JournalWriter:
                 f"{p} already holds a journal: choose a new directory, or resume it"
             )
         md = {
-            "schema_version": SCHEMA_VERSION,
             "engine_version": __version__,
             "created_ns": time.time_ns(),
             **(metadata or {}),
+            "schema_version": SCHEMA_VERSION,  # the format this writer writes, whatever was copied
         }
+        md.pop("segments", None)
         _write_manifest(p, {**md, "segments": []})
         return cls(p, md, config or WriterConfig(), next_seq=1, next_index=1, clock=clock)
 
