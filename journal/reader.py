@@ -417,9 +417,8 @@ class JournalReader:
         for i, summary in self.index.items():
             if i not in listed:
                 seqs = f"seq {summary.first_seq}..{summary.last_seq}" if summary.frames else "empty"
-                self._skip(
-                    Damage(f"seg-{i:06d}.arrows", None, f"missing ({MANIFEST} lists it: {summary.frames} frames, {seqs})")
-                )
+                what = f"missing ({MANIFEST} lists it: {summary.frames} frames, {seqs})"
+                self._skip(Damage(f"seg-{i:06d}.arrows", None, what))
         self.start_ns = start_ns
         self.end_ns = end_ns
         self.kinds = frozenset(kinds) if kinds is not None else None
@@ -461,7 +460,9 @@ class JournalReader:
         """Journal metadata from the first segment whose schema carries it (no manifest)."""
         for seg in self.segments:
             try:
-                opener = pa.ipc.open_file if seg.path.read_bytes()[:6] == FILE_MAGIC else pa.ipc.open_stream
+                with open(seg.path, "rb") as f:
+                    sealed = f.read(len(FILE_MAGIC)) == FILE_MAGIC
+                opener = pa.ipc.open_file if sealed else pa.ipc.open_stream
                 md = opener(str(seg.path)).schema.metadata or {}
                 return dict(json.loads(md[b"wiretape"]))
             except (*_READ_ERRORS, KeyError, TypeError):

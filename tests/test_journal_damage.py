@@ -257,9 +257,10 @@ def test_a_missing_manifest(j: Path, pristine: Path) -> None:
         engine_cli, ["replay", str(j), "--no-checkpoints", "--skip-damaged", "--json"]
     )
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output[res.output.index("{") : res.output.rindex("}") + 1])[
-        "exchange"
-    ] == "binance"
+    assert (
+        json.loads(res.output[res.output.index("{") : res.output.rindex("}") + 1])["exchange"]
+        == "binance"
+    )
 
 
 def test_an_unknown_schema_version(j: Path) -> None:
@@ -337,8 +338,7 @@ def test_random_flips_and_cuts_are_reported_and_never_crash_a_reader(
 
     base = tmp_path_factory.mktemp("fuzz")
     original = [
-        hashlib.sha256(repr(f).encode()).hexdigest()[:16]
-        for f in JournalReader(pristine).frames()
+        hashlib.sha256(repr(f).encode()).hexdigest()[:16] for f in JournalReader(pristine).frames()
     ]
     paths = []
     for k, damages in enumerate(variants):
