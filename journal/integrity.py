@@ -152,7 +152,10 @@ def batch_metadata(batch: pa.RecordBatch) -> dict[bytes, bytes]:
 
 def schema_problem(schema: pa.Schema) -> str | None:
     """Why ``schema`` is not a frame segment's (None if it is one)."""
-    got = [(f.name, f.type) for f in schema]
+    try:
+        got = [(f.name, f.type) for f in schema]
+    except (ValueError, pa.ArrowException) as exc:  # e.g. a field name that is not UTF-8
+        return f"not a wiretape segment (unreadable schema: {exc})"
     if got == _FRAME_FIELDS:
         return None
     return "not a wiretape segment (columns " + ", ".join(f"{n}:{t}" for n, t in got)[:200] + ")"
