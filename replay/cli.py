@@ -24,6 +24,7 @@ from typing import Any
 
 import click
 
+from engine.journal.cli import skip_damaged_option
 from engine.journal.reader import JournalError
 from engine.pipeline import Pipeline
 from engine.replay.checkpoints import CheckpointPolicy
@@ -176,6 +177,7 @@ def _fail(exc: Exception) -> click.ClickException:
     "--speed", default="1", show_default=True, help="With --serve: 1, 10, any factor, or max."
 )
 @_checkpoint_options
+@skip_damaged_option
 def replay(
     directory: Path,
     from_: int | None,
@@ -461,6 +463,7 @@ def _candle_lines(candles: list[dict[str, Any]] | None) -> list[str]:
 @click.option("--depth", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_checkpoint_options
+@skip_damaged_option
 def book(
     directory: Path,
     symbol: str,
@@ -577,6 +580,7 @@ def render_book(doc: dict[str, Any]) -> str:
 @click.option("--from", "from_", type=TIME, default=None, help="Export from this time (TIME).")
 @click.option("--until", type=TIME, default=None, help="Export up to this time (TIME).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@skip_damaged_option
 def export(
     directory: Path,
     out_dir: Path,
