@@ -117,7 +117,7 @@ from engine.events import (
 from engine.frozen import frozen
 from engine.num import ONE
 from engine.reducer import NO_OUTPUTS
-from engine.trades import SOURCES, SelectCounts, TradeSelect, fold_trade
+from engine.trades import SOURCES
 
 __all__ = [
     "AnomalyDetector",
@@ -229,7 +229,6 @@ class Alert:
 class SymbolWatch:
     """Everything the detector keeps for one symbol (all of it bounded by configuration)."""
 
-    sel: TradeSelect = attrs.Factory(TradeSelect)
     # trades
     last_ms: int = -1  # trade clock (running max of trade times)
     last_price: int = 0  # 0 = no trade yet
@@ -256,7 +255,6 @@ class SymbolWatch:
 @attrs.define(slots=True)
 class AnomalyState:
     symbols: dict[str, SymbolWatch] = attrs.Factory(dict)
-    counts: SelectCounts = attrs.Factory(SelectCounts)
     now: int = BEFORE  # journal time: max recv_ns of every event so far
     next_check: int = NEVER  # lower bound of the earliest stale deadline
     alerts: dict[str, int] = attrs.Factory(dict)  # kind -> alerts emitted
@@ -351,21 +349,22 @@ class AnomalyDetector:
     # ----------------------------------------------------------------- dispatch
 
     def step(self, state: AnomalyState, event: Any) -> tuple[AnomalyState, Sequence[Any]]:
-        if type(event) is not Trade:
-            return state, self._other(state, event)
-        return state, fold_trade(self, state, event)
-
-    def trade_record(self, state: AnomalyState, symbol: str) -> SymbolWatch:
-        return self._watch(state.symbols, symbol)
+        """Every event but trades, which arrive selected through :meth:`on_trade`."""
+        return state, self._other(state, event)
 
     def on_trade(
-        self, state: AnomalyState, s: SymbolWatch, ev: Trade, t: int | None
-    ) -> Sequence[Any]:
+        self, state: AnomalyState, ev: Trade, t: int | None
+    ) -> tuple[AnomalyState, Sequence[Any]]:
         """Trades are the hot path: a few integer comparisons per trade.
 
         Every trade event is stream activity and journal time, counted or not
         (``t`` is None when the selection rule set it aside).
         """
+        return state, self._trade(state, self._watch(state.symbols, ev.symbol), ev, t)
+
+    def _trade(
+        self, state: AnomalyState, s: SymbolWatch, ev: Trade, t: int | None
+    ) -> Sequence[Any]:
         now = ev.recv_ns
         if now > state.now:
             state.now = now
