@@ -104,6 +104,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import attrs
+from attrs import frozen
 
 from engine import num, serde
 from engine.events import (
@@ -114,7 +115,6 @@ from engine.events import (
     Ticker24h,
     Trade,
 )
-from engine.frozen import frozen
 from engine.num import ONE
 from engine.reducer import NO_OUTPUTS
 from engine.trades import SOURCES

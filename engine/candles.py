@@ -79,10 +79,10 @@ from fractions import Fraction
 from typing import Any, Literal
 
 import attrs
+from attrs import frozen
 
 from engine import serde
 from engine.events import BUY, ConnectionClosed, ConnectionFailed, Kline, Trade
-from engine.frozen import frozen
 from engine.num import ONE
 from engine.reducer import NO_OUTPUTS
 from engine.trades import SOURCES, round_div

@@ -61,10 +61,10 @@ from fractions import Fraction
 from typing import Any, Literal
 
 import attrs
+from attrs import frozen
 
 from engine import serde
 from engine.events import BUY, Trade
-from engine.frozen import frozen
 from engine.reducer import NO_OUTPUTS
 
 __all__ = [
