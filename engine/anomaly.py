@@ -18,8 +18,10 @@ trade times, receive times) and on the state, which snapshots whole: a replay,
 or a restore from a checkpoint, alerts at exactly the same events.
 
 Which trades count, and trade time
-    The shared rule of :mod:`engine.trades` (:func:`~engine.trades.select_trade`):
-    one trade kind per symbol, duplicate ids dropped, untimed trades ignored.
+    The shared rule of :mod:`engine.trades` (:func:`~engine.trades.select_trade`,
+    applied by the pipeline, which hands each trade and its selected time to
+    ``on_trade``): one trade kind per symbol, duplicate ids dropped, untimed
+    trades ignored (a set-aside trade is still stream activity).
     A symbol's trade clock is the running maximum of its trade times (a trade
     stamped earlier than one already seen counts at the current time).
 
@@ -326,7 +328,10 @@ class AnomalyDetector:
         Every trade event is stream activity and journal time, counted or not
         (``t`` is None when the selection rule set it aside).
         """
-        return state, self._trade(state, self._watch(state.symbols, ev.symbol), ev, t)
+        s = state.symbols.get(ev.symbol)
+        if s is None:
+            s = self._watch(state.symbols, ev.symbol)
+        return state, self._trade(state, s, ev, t)
 
     def _trade(
         self, state: AnomalyState, s: SymbolWatch, ev: Trade, t: int | None

@@ -3,8 +3,9 @@
 Owns: the :class:`Candles` reducer, its state, and its outputs
 (:class:`CandleClosed`, :class:`KlineMismatch`).  Must not: read the clock, do
 I/O, use floats, or raise on any event.  Which trades count (trade vs
-aggTrade, duplicate ids) is :func:`engine.trades.select_trade`'s rule, shared
-with the trade aggregator so both see the same trades.
+aggTrade, duplicate ids) is :func:`engine.trades.select_trade`'s rule, applied
+by the pipeline's selection stage, which hands each trade and its selected
+time to :meth:`Candles.on_trade`: the aggregator sees the same trades.
 
 Alignment
     Intervals ("1s", "1m", "5m", "15m", "1h", "4h", "1d" …: units s/m/h/d) are

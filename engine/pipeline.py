@@ -127,11 +127,19 @@ class Pipeline:
             else:
                 sel_of.append(-1)
         self.selections: list[SelectState] = [s.initial() for s in self.selectors]
+        #: (select, its state) per selector, rebuilt whenever ``selections`` changes
+        self._selects: list[tuple[Callable[[SelectState, Trade], int | None], SelectState]] = []
+        self._bind()
         # the handlers: every reducer's step; for trades, on_trade of the consumers
         self._steps = [(i, r.step) for i, r in enumerate(self.reducers)]
         self._trade_steps = [
             (i, r.on_trade if k >= 0 else r.step, k)  # type: ignore[attr-defined]
             for (i, r), k in zip(enumerate(self.reducers), sel_of, strict=True)
+        ]
+
+    def _bind(self) -> None:
+        self._selects = [
+            (s.select, st) for s, st in zip(self.selectors, self.selections, strict=True)
         ]
 
     # ------------------------------------------------------------------ queries
@@ -220,14 +228,18 @@ class Pipeline:
             tp = type(ev)
             if tp is Trade:
                 # the selection stage: the rule once per source, then each handler
-                ts = [
-                    s.select(st, ev) for s, st in zip(self.selectors, self.selections, strict=True)
-                ]
+                selects = self._selects
+                if len(selects) == 1:  # the common case: every consumer has the same source
+                    select, st = selects[0]
+                    t = select(st, ev)
+                    ts = None
+                else:
+                    ts = [select(st, ev) for select, st in selects]
                 for i, handle, k in self._trade_steps:
                     if k < 0:
                         states[i], outs = handle(states[i], ev)
                     else:
-                        states[i], outs = handle(states[i], ev, ts[k])
+                        states[i], outs = handle(states[i], ev, t if ts is None else ts[k])
                     if outs:
                         n_outputs += len(outs)
                         out.extend([(seq, o) for o in outs])
@@ -334,5 +346,5 @@ class Pipeline:
         selections = [s.restore(chosen[s.source]) for s in self.selectors]
         self.states[:] = states
         self.selections[:] = selections
+        self._bind()
         self.counters = Counters(**data["counters"])
-

@@ -2,27 +2,31 @@
 
 Owns: the :class:`TradeAggregator` reducer, its state and its :class:`TradeStats`
 output; the :class:`TradeTape` reducer (each symbol's last trades, for displays:
-the aggregator keeps totals only and no output is emitted per trade); and the one rule every trade-consuming reducer (candles, anomaly
-detector) shares for *which* trades count (:func:`select_trade`).  Must not:
-read the clock, do I/O, use floats, or raise on any event.
+the aggregator keeps totals only and no output is emitted per trade); and the
+one rule for *which* trades count (:func:`select_trade`, folded per ``source``
+by :class:`TradeSelector`).  The rule is applied by the pipeline's selection
+stage, once per trade and source, never by a consumer: every trade consumer
+(these two, candles, the anomaly detector) receives each trade with the time
+the rule gave it through ``on_trade`` (:class:`engine.reducer.TradeConsumer`).
+Must not: read the clock, do I/O, use floats, or raise on any event.
 
 Which trades count
     A Binance journal may carry both ``@trade`` and ``@aggTrade`` for a symbol;
     counting both would double every volume.  ``source`` picks one:
     ``"trade"`` (raw trades only), ``"aggTrade"`` (aggregates only) or
     ``"auto"`` (default): per symbol, the kind of the *first* trade event seen
-    wins and the other kind is ignored (counted in ``state.counts.skipped``).  Both
+    wins and the other kind is set aside (counted in ``SelectState.counts.skipped``).  Both
     kinds give identical totals (an aggTrade is trades ``first_id..last_id``
     at one price and one taker side, so its trade count is
     ``last_id - first_id + 1``), hence "first seen wins" is exact, not a guess.
     Exchange trade ids (> 0) are increasing per symbol: an event whose
     ``first_id`` is not above the highest id already counted is a duplicate
     (e.g. two connections carrying the same stream across a reconnect) and is
-    dropped (``state.counts.duplicates``).  Ids <= 0 mean "no id" and are not checked.
+    dropped (``counts.duplicates``).  Ids <= 0 mean "no id" and are not checked.
 
 Time
     Exchange trade time (``txn_ms``, else ``exch_ms``); a trade with neither is
-    ignored (``state.counts.untimed``).  A symbol's clock is the running maximum of its
+    set aside (``counts.untimed``).  A symbol's clock is the running maximum of its
     trade times: a trade stamped earlier than one already seen is counted at
     the current time (Binance sends per-symbol trades in id order, so this is
     rare and only ever a few ms).
