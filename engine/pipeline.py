@@ -122,7 +122,7 @@ class Pipeline:
                 k = by_source.get(r.source)
                 if k is None:
                     k = by_source[r.source] = len(self.selectors)
-                    self.selectors.append(TradeSelector(r.source))
+                    self.selectors.append(TradeSelector(r.source))  # type: ignore[arg-type]
                 sel_of.append(k)
             else:
                 sel_of.append(-1)
@@ -132,7 +132,7 @@ class Pipeline:
         self._bind()
         # the handlers: every reducer's step; for trades, on_trade of the consumers
         self._steps = [(i, r.step) for i, r in enumerate(self.reducers)]
-        self._trade_steps = [
+        self._trade_steps: list[tuple[int, Any, int]] = [
             (i, r.on_trade if k >= 0 else r.step, k)  # type: ignore[attr-defined]
             for (i, r), k in zip(enumerate(self.reducers), sel_of, strict=True)
         ]
