@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
+from attrs import frozen as output  # outputs are frozen, slotted attrs values like events
 
 from engine import serde
 from engine.book import Book
@@ -58,7 +59,6 @@ from engine.book_sync import (
     rule_for,
 )
 from engine.events import BookSnapshot, BookTicker, DepthDiff
-from engine.frozen import frozen as output  # outputs are values like events (engine.frozen)
 from engine.outputs import SnapshotRequest
 from engine.reducer import NO_OUTPUTS
 

@@ -52,6 +52,7 @@ __all__ = [
     "Dir",
     "KINDS",
     "DIRS",
+    "Col",
     "Frame",
     "frame_schema",
     "SEGMENT_SUFFIX",
@@ -97,6 +98,19 @@ KINDS: tuple[str, ...] = (
 DIRS: tuple[str, ...] = (Dir.IN, Dir.OUT, Dir.LOCAL)
 
 
+class Col:
+    """The segment's column names (``batch.column(Col.PAYLOAD)``), in schema order."""
+
+    SEQ = "seq"
+    RECV_NS = "recv_ns"
+    CONN = "conn"
+    DIR = "dir"
+    KIND = "kind"
+    SOURCE = "source"
+    CODE = "code"
+    PAYLOAD = "payload"
+
+
 @attrs.frozen(slots=True)
 class Frame:
     """One journaled frame, for convenience (use record batches for speed)."""
@@ -119,14 +133,14 @@ class Frame:
 def frame_schema(metadata: dict[str, Any] | None = None) -> pa.Schema:
     """The Arrow schema of a segment, with journal metadata JSON-encoded under ``wiretape``."""
     fields = [
-        pa.field("seq", pa.uint64(), nullable=False),
-        pa.field("recv_ns", pa.int64(), nullable=False),
-        pa.field("conn", pa.uint32(), nullable=False),
-        pa.field("dir", pa.dictionary(pa.int8(), pa.utf8()), nullable=False),
-        pa.field("kind", pa.dictionary(pa.int8(), pa.utf8()), nullable=False),
-        pa.field("source", pa.dictionary(pa.int32(), pa.utf8()), nullable=False),
-        pa.field("code", pa.int32(), nullable=True),
-        pa.field("payload", pa.binary(), nullable=False),
+        pa.field(Col.SEQ, pa.uint64(), nullable=False),
+        pa.field(Col.RECV_NS, pa.int64(), nullable=False),
+        pa.field(Col.CONN, pa.uint32(), nullable=False),
+        pa.field(Col.DIR, pa.dictionary(pa.int8(), pa.utf8()), nullable=False),
+        pa.field(Col.KIND, pa.dictionary(pa.int8(), pa.utf8()), nullable=False),
+        pa.field(Col.SOURCE, pa.dictionary(pa.int32(), pa.utf8()), nullable=False),
+        pa.field(Col.CODE, pa.int32(), nullable=True),
+        pa.field(Col.PAYLOAD, pa.binary(), nullable=False),
     ]
     md = None
     if metadata is not None:
