@@ -54,7 +54,7 @@ class SpotOutbound:
         Raises:
             ValueError: an unknown channel (the message lists the valid ones).
         """
-        out = []
+        out: list[str] = []
         for ch in channels:
             suffix = CHANNELS.get(ch)
             if suffix is None and ch.startswith("kline_") and len(ch) > 6:

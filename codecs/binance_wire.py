@@ -190,7 +190,7 @@ def levels(raw: RawLevels, side: str, prices: dict[str, int]) -> list[tuple[int,
     Raises:
         Bad: a price or quantity is not an exact non-negative int64 decimal.
     """
-    out = []
+    out: list[tuple[int, int]] = []
     ap = out.append
     get = prices.get
     parse = num.parse
