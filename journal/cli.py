@@ -1,4 +1,4 @@
-"""``engine journal inspect|verify|recover``: look at and check journals without our other code."""
+"""``engine journal inspect|verify|recover``: look at and check journals without decoding them."""
 
 from __future__ import annotations
 
