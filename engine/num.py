@@ -59,10 +59,10 @@ def parse(s: str) -> int:
         digits = a + b
         n = len(b)
         # the common case (unsigned, at most SCALE decimals): two C-level checks and int()
-        if n <= SCALE and digits.isdigit() and digits.isascii():
+        if n <= SCALE and digits.isascii() and digits.isdigit():
             return int(digits) * _MUL[n]
         body = digits[1:] if digits[:1] in ("+", "-") else digits
-        if not (body.isdigit() and body.isascii()):
+        if not (body.isascii() and body.isdigit()):
             raise PrecisionError(f"not a decimal number: {s[:40]!r}")
         if n > SCALE:
             extra = n - SCALE
