@@ -6,7 +6,7 @@ Starts ``engine simulate --port 0 --rate R`` in another process, then in this
 process, one after the other on fresh connections to that same simulator:
 
 * **bare**: a trio-websocket ``get_message()`` loop that only counts (the ceiling);
-* **capture**: :class:`engine.live.Capture` journal-only (receive → ``recv_ns`` →
+* **capture**: :class:`engine.live.capture.Capture` journal-only (receive → ``recv_ns`` →
   journal append, batching, zstd, writes; no codec or reducers);
 * **capture+pipeline**: the same with the standard pipeline (decode, book,
   trades, tape, candles, anomaly detector, send audit), the outputs recorder and
@@ -43,7 +43,8 @@ from simulate import start_simulator, stop  # noqa: E402 - bench scripts are run
 from engine.assembly import standard_reducers  # noqa: E402
 from engine.codecs.registry import get_codec  # noqa: E402
 from engine.journal.writer import JournalWriter  # noqa: E402
-from engine.live.runtime import Capture, LiveConfig  # noqa: E402
+from engine.live.capture import Capture  # noqa: E402
+from engine.live.config import LiveConfig  # noqa: E402
 
 CHANNELS = ("trade", "aggTrade", "depth", "bookTicker", "ticker", "kline_1m")
 SYMBOLS = ("btcusdt", "ethusdt", "shibusdt")

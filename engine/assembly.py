@@ -19,7 +19,7 @@ OPTIONS = frozenset({"verify_interval_s"})
 
 
 def standard_reducers(codec: Any, options: dict[str, Any] | None = None) -> list[Any]:
-    """The reducer set of a capture: order book, trades, candles, anomalies, outbound rate audit.
+    """The reducer set of a capture: order book, trades, candles, anomalies, outbound rate audit, actions.
 
     ``options`` (see :data:`OPTIONS`) come from ``engine run``'s flags and are
     stored in the journal's manifest, so a replay builds the very same set.
@@ -27,6 +27,7 @@ def standard_reducers(codec: Any, options: dict[str, Any] | None = None) -> list
     from engine.anomaly import AnomalyDetector
     from engine.book_reducer import BookReducer
     from engine.candles import Candles
+    from engine.connection_actions import ConnectionActions
     from engine.ratelimit import SendAudit, control_limit
     from engine.trades import TradeAggregator, TradeTape
 
@@ -43,6 +44,8 @@ def standard_reducers(codec: Any, options: dict[str, Any] | None = None) -> list
         AnomalyDetector(),
         # replay-side audit of what live sent: the exchange's published control-message limit
         SendAudit(limit=control_limit(getattr(codec, "name", ""))),
+        # what the live runtime must do on a connection (rotate on serverShutdown)
+        ConnectionActions(),
     ]
     return reducers
 

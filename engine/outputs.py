@@ -12,7 +12,7 @@ from __future__ import annotations
 from engine import serde
 from engine.frozen import frozen
 
-__all__ = ["SnapshotRequest", "SendRequest"]
+__all__ = ["SnapshotRequest", "SendRequest", "RotateRequest"]
 
 
 @serde.register
@@ -40,3 +40,18 @@ class SendRequest:
     recv_ns: int
     conn: int
     payload: bytes
+
+
+@serde.register
+@frozen
+class RotateRequest:
+    """Replace the connection that delivered frame ``seq``: open a successor, then close it.
+
+    From :class:`engine.connection_actions.ConnectionActions` (``reason`` =
+    ``"serverShutdown"``: the server announced it will close the connection).
+    The runtime rotates without a gap; the rotation is journaled as frames.
+    """
+
+    seq: int
+    recv_ns: int
+    reason: str

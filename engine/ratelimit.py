@@ -19,6 +19,10 @@ Why a sliding-window log and not a token bucket
     guarantee wanted — *in any window of length W, at most N releases* — for
     O(N) memory per connection and O(1) work per message.
 
+Weighted requests: ``Request.weight`` lets one reducer keep a weight budget
+too (Binance REST: request weight per minute); the live runtime's REST
+snapshots go through it the same way as its control messages.
+
 Live use (one code path with tests)::
 
     state, outs = limiter.step(state, Request(now_ns, conn, payload))
@@ -102,6 +106,8 @@ class Request:
     conn: int
     payload: bytes
     seq: int = -1
+    #: what the request costs in the window (REST request weight); counted as at most ``limit``
+    weight: int = 1
 
 
 @serde.register
@@ -156,7 +162,7 @@ class RateViolation:
 @serde.register
 @attrs.define(slots=True)
 class ConnLimit:
-    """One connection: times of its last ``limit`` releases and its waiting requests."""
+    """One connection: its release log (one time per unit of weight, the last ``limit``) and its queue."""
 
     sent: deque[int] = attrs.Factory(deque)
     queue: deque[Request] = attrs.Factory(deque)
@@ -173,10 +179,16 @@ class LimiterState:
 
 @attrs.frozen
 class RateLimiter:
-    """Reducer: at most ``limit`` releases per ``window_ns`` per connection (sliding-window log).
+    """Reducer: at most ``limit`` weight released per ``window_ns`` per connection (sliding-window log).
+
+    Each request weighs ``Request.weight`` (1 for a control message; a REST
+    request's published weight), counted as at most ``limit`` so that a request
+    heavier than the whole budget still goes, alone in its window.  The log
+    holds one release time per unit of weight, so weight 1 is the plain
+    "at most N messages per window" rule, and the memory stays N per connection.
 
     Args:
-        limit: N, the most releases in any window.
+        limit: N, the most weight released in any window.
         window_ns: W, the window length in ns.
         max_queue: waiting requests per connection before the newest is rejected.
     """
@@ -198,12 +210,19 @@ class RateLimiter:
         c = state.conns.get(conn)
         if c is None or not c.queue:
             return None
-        return self._free_at(c, state.now)
+        return self._free_at(c, state.now, c.queue[0].weight)
 
-    def _free_at(self, c: ConnLimit, now: int) -> int:
-        if len(c.sent) < self.limit:
+    def _free_at(self, c: ConnLimit, now: int, weight: int) -> int:
+        """When a request of ``weight`` fits: once the log's oldest surplus entries left the window.
+
+        ``sent`` holds one time per unit of weight (at most ``limit``, oldest first);
+        ``weight`` more fit at ``t`` when all but ``limit - weight`` of them are
+        older than ``t - W``, i.e. when the ``k``-th oldest left the window.
+        """
+        k = len(c.sent) + min(weight, self.limit) - self.limit
+        if k <= 0:
             return now
-        return max(now, c.sent[0] + self.window_ns)
+        return max(now, c.sent[k - 1] + self.window_ns)
 
     def step(self, state: LimiterState, event: Any) -> tuple[LimiterState, Sequence[Any]]:
         tp = type(event)
@@ -256,10 +275,12 @@ class RateLimiter:
         c = state.conns.get(r.conn)
         if c is None:
             c = state.conns[r.conn] = ConnLimit(deque(maxlen=self.limit))
-        if len(c.queue) >= self.max_queue and self._free_at(c, t) > t:
+        # a non-empty queue (after the advance) means its head cannot go yet: nor can r (FIFO)
+        if len(c.queue) >= self.max_queue and (c.queue or self._free_at(c, t, r.weight) > t):
             state.rejected += 1
             out.append(RequestRejected(r.seq, r.t_ns, r.conn, r.payload, "queue full"))
-            out.append(NextRelease(r.conn, self._free_at(c, t), len(c.queue)))
+            head = c.queue[0].weight if c.queue else r.weight
+            out.append(NextRelease(r.conn, self._free_at(c, t, head), len(c.queue)))
             return out
         c.queue.append(r)
         self._drain(state, r.conn, c, t, out)
@@ -267,14 +288,17 @@ class RateLimiter:
 
     def _drain(self, state: LimiterState, conn: int, c: ConnLimit, t: int, out: list) -> None:
         """Release queued requests in FIFO order while the window allows; say when to retry."""
-        q, sent, w = c.queue, c.sent, self.window_ns
-        while q and (len(sent) < self.limit or sent[0] + w <= t):
+        q, sent, free_at = c.queue, c.sent, self._free_at
+        while q and free_at(c, t, q[0].weight) <= t:
             r = q.popleft()
-            sent.append(t)
+            if r.weight == 1:
+                sent.append(t)  # the log's maxlen drops the oldest entry
+            else:
+                sent.extend([t] * min(r.weight, self.limit))
             state.released += 1
             out.append(SendRequest(r.seq, t, r.conn, r.payload))
         if q:
-            out.append(NextRelease(conn, sent[0] + w, len(q)))
+            out.append(NextRelease(conn, free_at(c, t, q[0].weight), len(q)))
 
     def snapshot(self, state: LimiterState) -> Any:
         return serde.converter.unstructure(state)

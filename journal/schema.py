@@ -20,6 +20,20 @@ Journal-level metadata (schema version, engine version, exchange, symbols,
 config, start time) is in each segment's schema metadata *and* in the
 directory's ``journal.json`` manifest, so a lone segment is self-describing.
 
+Integrity (schema version 2; :mod:`engine.journal.integrity` owns the formats):
+
+* the open segment ``seg-NNNNNN.arrows.partial`` is an Arrow IPC **stream**; a
+  sealed ``seg-NNNNNN.arrows`` is an Arrow IPC **file** (``pyarrow.ipc.open_file``,
+  ``pyarrow.dataset(format="ipc")``, ``polars.read_ipc``/``scan_ipc`` read it)
+  whose footer metadata ``wiretape.segment`` holds its index, frame count and
+  seq range;
+* every record batch carries ``wiretape.crc32c`` (CRC-32C of its content) in
+  its IPC custom metadata;
+* ``journal.json`` lists every sealed segment's summary under ``segments``.
+
+Version 1 journals (legacy: stream-format sealed segments, no checksums, no
+segment list) still read.
+
 This module owns names and types only; no I/O.
 """
 
@@ -33,6 +47,7 @@ import pyarrow as pa
 
 __all__ = [
     "SCHEMA_VERSION",
+    "SCHEMA_VERSIONS",
     "Kind",
     "Dir",
     "KINDS",
@@ -44,7 +59,9 @@ __all__ = [
     "MANIFEST",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: versions this engine reads (1: legacy, no checksums)
+SCHEMA_VERSIONS = (1, 2)
 SEGMENT_SUFFIX = ".arrows"
 PARTIAL_SUFFIX = ".arrows.partial"
 MANIFEST = "journal.json"

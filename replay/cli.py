@@ -24,6 +24,7 @@ from typing import Any
 
 import click
 
+from engine.journal.cli import skip_damaged_option
 from engine.journal.reader import JournalError
 from engine.pipeline import Pipeline
 from engine.replay.checkpoints import CheckpointPolicy
@@ -179,6 +180,7 @@ def _fail(exc: Exception) -> click.ClickException:
     "--speed", default="1", show_default=True, help="With --serve: 1, 10, any factor, or max."
 )
 @_checkpoint_options
+@skip_damaged_option
 def replay(
     directory: Path,
     from_: int | None,
@@ -295,7 +297,7 @@ def _serve(directory: Path, where: str, speed: str) -> None:
 
 def _check(directory: Path) -> None:
     from engine.journal.recorder import OUTPUTS_DIR
-    from engine.replay.replay import check as run_check
+    from engine.replay.replay import check_report
 
     try:
         open_journal(directory)
@@ -308,12 +310,32 @@ def _check(directory: Path) -> None:
         )
     try:
         with _progress(str(directory), "check") as on_chunk:
-            mismatch, compared = run_check(directory, on_chunk=on_chunk)
+            rep = check_report(directory, on_chunk=on_chunk)
     except JournalError as exc:
         raise CheckFailed(str(exc)) from None
-    if mismatch is None:
+    mismatch, compared = rep.mismatch, rep.compared
+    if mismatch is None and rep.unmatched_side is None:
         click.echo(f"OK: replay reproduced all {compared} recorded outputs of {directory}")
         return
+    if mismatch is None:
+        # the capture did not stop cleanly: each journal lost its own unflushed tail
+        click.echo(
+            f"OK: replay reproduced the {compared} recorded outputs both sides hold of {directory}"
+        )
+        if rep.unmatched_side == "replayed":
+            click.echo(
+                f"  the capture did not stop cleanly: recorded outputs end after frame seq"
+                f" {_opt(rep.recorded_end)}; the journal goes on to frame seq {rep.replayed_end}"
+                f" ({rep.unmatched} replayed outputs not recorded: lost with the recorder's tail)"
+            )
+        else:
+            click.echo(
+                f"  the capture did not stop cleanly: the journal ends at frame seq"
+                f" {_opt(rep.replayed_end)}; {rep.unmatched} recorded outputs (up to frame seq"
+                f" {rep.recorded_end}) are of frames the journal lost with its tail"
+            )
+        return
+    assert mismatch is not None
     click.echo(
         f"DIFFERENT: first difference at frame seq {mismatch.seq} (output #{mismatch.index}, "
         f"after {compared} identical outputs)"
@@ -445,6 +467,7 @@ def _candle_lines(candles: list[dict[str, Any]] | None) -> list[str]:
 @click.option("--depth", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_checkpoint_options
+@skip_damaged_option
 def book(
     directory: Path,
     symbol: str,
@@ -561,6 +584,7 @@ def render_book(doc: dict[str, Any]) -> str:
 @click.option("--from", "from_", type=TIME, default=None, help=f"Export from this time ({_TIME}).")
 @click.option("--until", type=TIME, default=None, help=f"Export up to this time ({_TIME}).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@skip_damaged_option
 def export(
     directory: Path,
     out_dir: Path,

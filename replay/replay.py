@@ -58,6 +58,9 @@ __all__ = [
     "state_at",
     "Mismatch",
     "check",
+    "check_report",
+    "CheckReport",
+    "stopped_cleanly",
     "plain",
     "summarize",
     "symbols_of",
@@ -298,32 +301,91 @@ class Mismatch:
         return min(seqs)
 
 
+#: The text the live runtime's last frame starts with when a capture stops cleanly.
+STOP_MARKER = "capture stop"
+
+
+def stopped_cleanly(journal_dir: str | os.PathLike[str]) -> bool:
+    """Did the capture end with its "capture stop" marker (not a kill, a crash or a power loss)?"""
+    from engine.journal.reader import frames_of, read_segment
+
+    reader = JournalReader(journal_dir)
+    for seg in reversed(reader.segments):
+        last = None
+        for batch in read_segment(seg):
+            if batch.num_rows:
+                last = batch
+        if last is not None:
+            frame = list(frames_of(last.slice(last.num_rows - 1)))[0]
+            return frame.kind == "marker" and frame.payload.startswith(STOP_MARKER.encode())
+    return False
+
+
+@attrs.frozen
+class CheckReport:
+    """What ``engine replay --check`` found.
+
+    ``mismatch`` is the first difference (None: identical).  A capture that
+    did not stop cleanly (``clean=False``: killed, crashed, power lost) loses
+    the unflushed tail of its frames journal and of its outputs journal
+    independently, so one side may end before the other: then only the
+    common prefix is compared, and ``recorded_end``/``replayed_end`` say
+    where each side ended (frame seqs) and ``unmatched`` how many outputs of
+    the longer side had nothing to compare with.  After a clean stop both
+    sides must end together, and a missing or extra output is a mismatch.
+    """
+
+    mismatch: Mismatch | None
+    compared: int
+    clean: bool
+    recorded_end: int | None = None
+    replayed_end: int | None = None
+    unmatched: int = 0
+    unmatched_side: str | None = None  # "recorded" | "replayed": which side went on
+
+
+def check_report(
+    journal_dir: str | os.PathLike[str],
+    on_chunk: Callable[[int, Pipeline], None] | None = None,
+) -> CheckReport:
+    """Replay from the beginning and compare output by output with ``<journal>/outputs``."""
+    clean = stopped_cleanly(journal_dir)
+    recorded = iter(read_outputs(journal_dir))
+    r = Replay(journal_dir, use_checkpoints=False, on_chunk=on_chunk)
+    n = 0
+    last_rec = None
+    replayed = r.outputs()
+    for seq, out in replayed:
+        mine = plain(serde.dump(out))
+        theirs = next(recorded, None)
+        if theirs is None:
+            if clean:
+                return CheckReport(Mismatch(n, None, seq, None, mine), n, clean)
+            rest = 1 + sum(1 for _ in replayed)
+            end = r.pipeline.counters.last_seq
+            return CheckReport(None, n, clean, last_rec, end, rest, "replayed")
+        if theirs[0] != seq or plain(theirs[1]) != mine:
+            return CheckReport(Mismatch(n, theirs[0], seq, plain(theirs[1]), mine), n, clean)
+        last_rec = seq
+        n += 1
+    extra = next(recorded, None)
+    if extra is not None:
+        if clean:
+            return CheckReport(Mismatch(n, extra[0], None, plain(extra[1]), None), n, clean)
+        rest, end = 1, extra[0]
+        for seq, _ in recorded:
+            rest, end = rest + 1, seq
+        return CheckReport(None, n, clean, end, r.pipeline.counters.last_seq, rest, "recorded")
+    return CheckReport(None, n, clean)
+
+
 def check(
     journal_dir: str | os.PathLike[str],
     on_chunk: Callable[[int, Pipeline], None] | None = None,
 ) -> tuple[Mismatch | None, int]:
-    """Replay from the beginning and compare output by output with ``<journal>/outputs``.
-
-    Returns ``(first mismatch or None, outputs compared)``.  Outputs recorded
-    live for frames the journal does not hold (a crash lost the journal's
-    tail but not the outputs') count as a mismatch too: the proof must cover
-    what was recorded.
-    """
-    recorded = iter(read_outputs(journal_dir))
-    r = Replay(journal_dir, use_checkpoints=False, on_chunk=on_chunk)
-    n = 0
-    for seq, out in r.outputs():
-        mine = plain(serde.dump(out))
-        theirs = next(recorded, None)
-        if theirs is None:
-            return Mismatch(n, None, seq, None, mine), n
-        if theirs[0] != seq or plain(theirs[1]) != mine:
-            return Mismatch(n, theirs[0], seq, plain(theirs[1]), mine), n
-        n += 1
-    extra = next(recorded, None)
-    if extra is not None:
-        return Mismatch(n, extra[0], None, plain(extra[1]), None), n
-    return None, n
+    """:func:`check_report` as ``(first mismatch or None, outputs compared)``."""
+    rep = check_report(journal_dir, on_chunk)
+    return rep.mismatch, rep.compared
 
 
 # =============================================================== summary

@@ -28,11 +28,14 @@ from engine.book_reducer import (
 )
 from engine.candles import Candles, KlineMismatch
 from engine.codecs.registry import get_codec
-from engine.live.dashboard import Dashboard, describe, run_dashboard, status_line
 from engine.events import Trade
 from engine.journal.reader import JournalReader
 from engine.journal.writer import JournalWriter
-from engine.live.runtime import Capture, CaptureStatus, LiveConfig, _NullPipeline
+from engine.live.capture import Capture, _NullPipeline
+from engine.live.config import LiveConfig
+from engine.live.dashboard import Dashboard, run_dashboard, status_line
+from engine.live.notable import describe
+from engine.live.status import CaptureStatus
 from engine.num import ONE, parse
 from engine.pipeline import Pipeline
 from engine.sim.cli import open_simulator

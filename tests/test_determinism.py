@@ -1,7 +1,9 @@
 """Live outputs == replay outputs: captures from the embedded simulator, clean and with every fault.
 
-Each capture runs :class:`engine.live.Capture` in-process against a real
-:class:`engine.sim.server.SimServer` on 127.0.0.1 (port 0) for about 1.5 s,
+Each capture runs :class:`engine.live.capture.Capture` in-process against a real
+:class:`engine.sim.server.SimServer` on 127.0.0.1 (port 0) until the books
+synced and verified and the injected fault was seen and answered (waiting on
+the capture's counters, never for a fixed time: the machine may be loaded),
 with the :class:`engine.journal.recorder.OutputRecorder` recording what the pipeline
 produced live and a :class:`CheckpointWriter` checkpointing live state.  Then
 ``engine replay --check`` (library and CLI) must find every recorded output
@@ -26,15 +28,17 @@ from engine import serde
 from engine.assembly import standard_reducers
 from engine.codecs.registry import get_codec
 from engine.journal.reader import JournalReader
+from engine.journal.recorder import OUTPUTS_DIR, OutputRecorder, read_outputs
 from engine.journal.schema import Dir, Kind
 from engine.journal.writer import JournalWriter
-from engine.live.runtime import Capture, LiveConfig
-from engine.journal.recorder import OUTPUTS_DIR, OutputRecorder, read_outputs
+from engine.live.capture import Capture
+from engine.live.config import LiveConfig
 from engine.replay.checkpoints import CheckpointPolicy, CheckpointWriter, list_checkpoints
 from engine.replay.cli import replay as replay_cmd
 from engine.replay.replay import check, state_at
 from engine.sim.cli import open_simulator
 from engine.sim.server import FAULTS
+from tests.test_live import fault_seen, until
 
 #: verification snapshots every 0.4 s of journal time, so drift is found within a short capture
 OPTIONS = {"verify_interval_s": 0.4}
@@ -42,7 +46,7 @@ OPTIONS = {"verify_interval_s": 0.4}
 
 async def _capture(journal: Path, fault: str | None, seed: int) -> dict:
     async with open_simulator(
-        seed=seed, rate=400, tick=0.005, close_timeout=0.5, stall_duration=0.5, shutdown_grace=0.2
+        seed=seed, rate=400, tick=0.005, close_timeout=0.5, stall_duration=2.0, shutdown_grace=0.2
     ) as sim:
         cfg = LiveConfig(
             exchange="sim",
@@ -50,7 +54,8 @@ async def _capture(journal: Path, fault: str | None, seed: int) -> dict:
             rest_url=sim.rest_url,
             ping_interval_s=0.2,
             ping_timeout_s=0.3,
-            stale_after_s=0.5,
+            # well above ping interval + timeout: a stall is found by the pinger, not as stale
+            stale_after_s=1.5,
             backoff_base_s=0.05,
             backoff_cap_s=0.1,
             connect_timeout_s=2,
@@ -72,12 +77,20 @@ async def _capture(journal: Path, fault: str | None, seed: int) -> dict:
         )
         async with trio.open_nursery() as n:
             await n.start(cap.run)
-            await trio.sleep(0.6)
+            # wait for what must have happened, never for a fixed time: a loaded machine is slow
+            await until(lambda: _synced_and_verified(cap))
+            await trio.sleep(0.2)  # a gap right after a sync is a refetch, not a gap
             if fault is not None:
                 sim.inject(fault)
-            await trio.sleep(0.9)
+                await until(lambda: fault_seen(fault, cap))
+            await trio.sleep(0.3)
             cap.stop()
         return {"status": cap.status, "sim": sim.stats()}
+
+
+def _synced_and_verified(cap: Capture) -> bool:
+    outs = cap.status.outputs
+    return outs["BookSynced"] >= 2 and outs["BookVerified"] >= 1 and outs["TradeStats"] >= 1
 
 
 def capture(journal: Path, fault: str | None = None, seed: int = 3) -> dict:
@@ -133,7 +146,7 @@ def _evidence(fault: str, journal: Path, status, outputs: Counter) -> None:
     elif fault == "gap":
         assert outputs["GapDetected"] >= 1
     elif fault == "shutdown":
-        assert status.rotations >= 1
+        assert status.rotations >= 1 and outputs["RotateRequest"] >= 1
     elif fault == "drift":
         # >= 1: the drifted snapshot is adopted, so the next honest one may report drift back
         assert outputs["DriftDetected"] >= 1

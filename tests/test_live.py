@@ -1,6 +1,6 @@
 """The live capture runtime against the simulator, over real sockets on 127.0.0.1.
 
-Each test runs :func:`engine.sim.cli.open_simulator` and a :class:`engine.live.Capture`
+Each test runs :func:`engine.sim.cli.open_simulator` and a :class:`engine.live.capture.Capture`
 in one trio nursery for a second or two, then reads the journal back and holds
 it against the simulator's own counters: every frame the simulator sent on a
 connection is journaled on that connection (zero loss), every fault is
@@ -34,7 +34,11 @@ from engine.journal.inspect import verify_journal
 from engine.journal.reader import JournalReader
 from engine.journal.schema import Frame
 from engine.journal.writer import JournalWriter
-from engine.live.runtime import Backoff, Capture, CaptureStatus, ControlLimiter, LiveConfig
+from engine.live.capture import Capture
+from engine.live.config import LiveConfig
+from engine.live.connection import Backoff
+from engine.live.status import CaptureStatus
+from engine.live.throttle import ControlLimiter, WeightBudget
 from engine.pipeline import Pipeline
 from engine.replay.checkpoints import (
     CheckpointPolicy,
@@ -155,11 +159,35 @@ def holes(ids: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return missing
 
 
+async def until(condition: Any) -> None:
+    """Wait for what must happen, never for a fixed time (a loaded machine is slow, not wrong)."""
+    with trio.fail_after(30):
+        while not condition():  # noqa: ASYNC110 - polling the capture's counters
+            await trio.sleep(0.02)
+
+
+def fault_seen(fault: str, cap: Capture) -> bool:
+    """The capture's counters show that ``fault`` happened and was answered."""
+    st, outs = cap.status, cap.status.outputs
+
+    def replaced() -> bool:  # a later connection than the first delivers data
+        return st.reconnects >= 1 and any(c.id > 1 and c.frames for c in cap.conns.values())
+
+    return {
+        "drop": replaced,
+        "close": replaced,
+        "stall": lambda: st.errors["stalled"] >= 1 and replaced(),
+        "garbage": lambda: cap.pipeline.counters.decode_errors >= 4,
+        "gap": lambda: outs["GapDetected"] >= 1 and outs["BookSynced"] > len(cap.config.symbols),
+        "shutdown": lambda: st.rotations >= 1 and 1 not in cap.conns,
+        # the drifted snapshot is adopted; the next verification finds the stream's book again
+        "drift": lambda: outs["DriftDetected"] >= 2,
+    }[fault]()
+
+
 async def settle(s: Simulator, cap: Capture, marks: dict[str, int]) -> None:
     """Wait until every symbol's book synced and chained live diffs (where faults start)."""
-    with trio.fail_after(5):
-        while cap.status.outputs["BookSynced"] < len(cap.config.symbols):  # noqa: ASYNC110
-            await trio.sleep(0.02)
+    await until(lambda: cap.status.outputs["BookSynced"] >= len(cap.config.symbols))
     # a gap right after the snapshot, before any diff chained on it, is a refetch, not a gap
     await trio.sleep(0.3)
 
@@ -232,6 +260,52 @@ async def test_checkpoints_are_written_off_the_read_loop_and_restore_exactly(
         assert restored.snapshot() == fold.snapshot(), info
 
 
+def assert_final_checkpoint_is_the_whole_fold(run: Run) -> None:
+    """The newest checkpoint holds the state after the journal's last frame, exactly."""
+    infos = list_checkpoints(run.jdir)
+    assert infos, "no final checkpoint"
+    assert infos[-1].last_seq == run.frames[-1].seq
+    codec = get_codec("sim")
+    fold = Pipeline(codec, standard_reducers(codec, OPTIONS))
+    for f in run.frames:
+        fold.feed(f.seq, f.recv_ns, f.conn, f.dir, f.kind, f.source, f.payload, f.code)
+    restored = Pipeline(codec, standard_reducers(codec, OPTIONS))
+    restored.restore(load_checkpoint(infos[-1].path)["pipeline"])
+    assert restored.snapshot() == fold.snapshot()
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_stopping_at_any_moment_with_a_checkpoint_due_on_every_frame(
+    tmp_path: Path, seed: int
+) -> None:
+    """Regression: a checkpoint due on the final "capture stop" marker crashed the shutdown.
+
+    Every frame makes a checkpoint due (most are skipped: one write at a time);
+    the capture is stopped at a random moment, cleanly (``stop``) or at once
+    (its cancel scope), and must still end with a sealed journal and a final
+    checkpoint of the whole fold.
+    """
+    rng = random.Random(seed)
+    stop_at = rng.uniform(0.0, 0.8)
+    hard = rng.random() < 0.5
+
+    def every_frame(jdir: Path, metadata: dict[str, Any]) -> CheckpointWriter:
+        return CheckpointWriter(jdir, metadata, CheckpointPolicy(every_frames=1, keep_old=2))
+
+    async def script(s: Simulator, cap: Capture, marks: dict[str, int]) -> None:
+        await trio.sleep(stop_at)
+        if hard:
+            cap.cancel_scope.cancel()
+
+    run = await capture(tmp_path, script, sim={"rate": 500}, checkpointer=every_frame)
+    assert not list(run.jdir.glob("*.partial")), (seed, stop_at, hard)
+    problems, _ = verify_journal(run.jdir)
+    assert problems == []
+    assert run.frames[-1].kind == "marker" and run.frames[-1].payload.startswith(b"capture stop")
+    assert run.status.errors["checkpoint"] == 0
+    assert_final_checkpoint_is_the_whole_fold(run)
+
+
 # --------------------------------------------------------------------------- faults
 
 
@@ -248,7 +322,8 @@ async def test_each_fault_is_survived_and_journaled(tmp_path: Path, fault: str) 
         await settle(s, cap, marks)
         marks["inject"] = time.time_ns()
         s.inject(fault)
-        await trio.sleep(1.2)
+        await until(lambda: fault_seen(fault, cap))
+        await trio.sleep(0.3)
 
     run = await capture(tmp_path, script)
     assert_zero_loss_and_sound(run)
@@ -266,8 +341,10 @@ async def test_each_fault_is_survived_and_journaled(tmp_path: Path, fault: str) 
     elif fault == "stall":
         (err,) = run.of_kind("error", first)
         assert b"stalled" in err.payload
-        # detected within one ping interval + the ping timeout (+ scheduling margin)
-        assert (err.recv_ns - t0) / 1e9 < LIVE["ping_interval_s"] + LIVE["ping_timeout_s"] + 0.4
+        # detected by the pinger (one interval + the timeout), well before the stale watchdog
+        # would have called it stale (a margin that holds on a loaded machine)
+        assert (err.recv_ns - t0) / 1e9 < LIVE["ping_interval_s"] + LIVE["ping_timeout_s"] + 1.0
+        assert LIVE["ping_interval_s"] + LIVE["ping_timeout_s"] + 1.0 < LIVE["stale_after_s"]
         (close,) = run.of_kind("close", first)
         assert close.code == 1006  # aborted: a stalled peer gets no close handshake
         _reconnected_after(run, close.seq)
@@ -295,6 +372,9 @@ async def test_each_fault_is_survived_and_journaled(tmp_path: Path, fault: str) 
         (successor,) = [f for f in run.of_kind("open") if f.conn != first]
         # the successor opened (and got data) before the old connection closed: no gap
         assert notice[0].seq < successor.seq < close.seq and close.payload == b"rotated"
+        # the fold asked for it: a RotateRequest for the notice's frame (the runtime knew its conn)
+        assert [seq for seq, n in names if n == "RotateRequest"] == [notice[0].seq]
+        assert notice[0].conn == first
         assert any(f.conn == successor.conn and f.seq < close.seq for f in run.inbound())
         assert run.status.rotations == 1 and run.status.reconnects == 0
         assert all(not h for h in map(holes, depth_ids(run).values()))
@@ -328,9 +408,7 @@ async def test_lifetime_rotation_leaves_no_gap(tmp_path: Path) -> None:
 async def test_stale_connection_is_detected_and_replaced(tmp_path: Path) -> None:
     # kline_1m is pushed every 2 s: more than stale_after_s of silence, pings answered
     async def script(s: Simulator, cap: Capture, marks: dict[str, int]) -> None:
-        with trio.fail_after(5):
-            while not cap.status.errors["stale"]:  # noqa: ASYNC110 - polling a counter
-                await trio.sleep(0.05)
+        await until(lambda: cap.status.errors["stale"] >= 1)
         await trio.sleep(0.3)
 
     live = {"stale_after_s": 0.8, "ping_interval_s": 0.2, "channels": ("kline_1m",)}
@@ -340,7 +418,9 @@ async def test_stale_connection_is_detected_and_replaced(tmp_path: Path) -> None
     (err,) = run.of_kind("error", first)
     assert err.payload.startswith(b"stale")
     last_data = max([f.recv_ns for f in run.inbound() if f.conn == first] + [run.frames[1].recv_ns])
-    assert 0.8 <= (err.recv_ns - last_data) / 1e9 < 0.8 + 0.2 + 0.3  # watchdog step 0.2 s
+    # not before the limit; after it within the watchdog's step (0.2 s) plus a margin for a
+    # loaded machine, and before the next kline (2 s) would have made the stream live again
+    assert 0.8 <= (err.recv_ns - last_data) / 1e9 < 0.8 + 0.2 + 0.8
     assert len(run.of_kind("open")) >= 2
 
 
@@ -348,9 +428,7 @@ async def test_1000_streams_by_subscribe_never_trip_the_control_rate_limit(tmp_p
     symbols = [f"S{i:03d}USDT" for i in range(200)]  # × 5 channels = 1000 streams
 
     async def script(s: Simulator, cap: Capture, marks: dict[str, int]) -> None:
-        with trio.fail_after(15):
-            while cap.status.frames_out < 10:  # noqa: ASYNC110 - polling a counter
-                await trio.sleep(0.05)
+        await until(lambda: cap.status.frames_out >= 10)
         await trio.sleep(0.5)  # the last replies
 
     live = {
@@ -406,6 +484,17 @@ async def test_control_limiter_never_exceeds_the_rate_in_any_window(autojump_clo
     assert times[-1] - times[0] < 5.0  # and it does not dawdle
 
 
+async def test_weight_budget_waits_for_weight_to_leave_the_minute(autojump_clock: Any) -> None:
+    budget = WeightBudget(10)
+    times: list[float] = []
+    for w in (4, 4, 4, 50, 1):
+        await budget.acquire(w)
+        times.append(trio.current_time())
+    t0 = times[0]
+    # 4+4 fit; the 3rd waits for the 1st to leave; the heavy one takes a whole (empty) minute
+    assert [round(t - t0, 6) for t in times] == [0.0, 0.0, 60.0, 120.0, 180.0]
+
+
 async def test_unreachable_exchange_is_retried_with_backoff(tmp_path: Path) -> None:
     with trio.socket.socket() as sock:  # a port nobody listens on
         await sock.bind(("127.0.0.1", 0))
@@ -447,7 +536,7 @@ def test_engine_run_sigterm_leaves_a_sealed_verifiable_journal(tmp_path: Path) -
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, err
-    assert stopped_in < 5.0, stopped_in
+    assert stopped_in < 10.0, stopped_in  # the close handshake is bounded (2 s), not 60 s
     assert "Traceback" not in err
     assert not list(jdir.glob("*.partial")) and list(jdir.glob("seg-*.arrows"))
     summary = json.loads(out[out.index("{") :])

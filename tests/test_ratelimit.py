@@ -28,7 +28,7 @@ W = 1000
 
 
 @st.composite
-def schedules(draw: st.DrawFn) -> list:
+def schedules(draw: st.DrawFn, weights: tuple[int, ...] = (1,)) -> list:
     """Requests on two connections and ticks; time mostly forward, sometimes a step back."""
     t = 0
     out: list = []
@@ -37,7 +37,8 @@ def schedules(draw: st.DrawFn) -> list:
         ts = t - draw(st.sampled_from([0, 0, 0, 0, 700]))
         what = draw(st.integers(0, 9))
         if what < 6:
-            out.append(Request(ts, draw(st.sampled_from([1, 2])), b"m%d" % seq, seq))
+            conn, weight = draw(st.sampled_from([1, 2])), draw(st.sampled_from(weights))
+            out.append(Request(ts, conn, b"m%d" % seq, seq, weight))
         elif what < 9:
             out.append(Tick(ts))
         else:
@@ -59,15 +60,28 @@ def drive(lim: RateLimiter, events, state=None, follow: bool = True):
 
 
 def check_work_conserving(lim: RateLimiter, state) -> None:
-    """Nothing waits that could go now: a queue is non-empty only while its window is full."""
+    """Nothing waits that could go now: a queue's head waits only while it does not fit the window."""
     for c in state.conns.values():
         if c.queue:
-            assert len(c.sent) == lim.limit and c.sent[0] + lim.window_ns > state.now
+            in_window = sum(1 for u in c.sent if u + lim.window_ns > state.now)
+            assert in_window + min(c.queue[0].weight, lim.limit) > lim.limit
 
 
-@pytest.mark.parametrize("limit,max_queue", [(1, 0), (3, 2), (5, 64)])
-@given(events=schedules())
-def test_never_more_than_n_in_any_window(limit: int, max_queue: int, events: list) -> None:
+def released_weight(outs: list, events: list, limit: int) -> dict[int, int]:
+    """seq → the weight its release counted (at most ``limit``)."""
+    w = {e.seq: min(e.weight, limit) for e in events if isinstance(e, Request)}
+    return {o.seq: w[o.seq] for o in outs if isinstance(o, SendRequest)}
+
+
+@pytest.mark.parametrize(
+    "limit,max_queue,weights",
+    [(1, 0, (1,)), (3, 2, (1,)), (5, 64, (1,)), (5, 3, (1, 2, 5, 8)), (10, 64, (1, 3, 4, 10))],
+)
+@given(data=st.data())
+def test_never_more_than_n_in_any_window(
+    limit: int, max_queue: int, weights: tuple[int, ...], data: st.DataObject
+) -> None:
+    events = data.draw(schedules(weights))
     lim = RateLimiter(limit=limit, window_ns=W, max_queue=max_queue)
     state, outs = drive(lim, events)
     # then wake up as told until every queue is empty
@@ -80,11 +94,13 @@ def test_never_more_than_n_in_any_window(limit: int, max_queue: int, events: lis
     assert not any(c.queue for c in state.conns.values())
     sends = [o for o in outs if isinstance(o, SendRequest)]
     rejected = [o for o in outs if isinstance(o, RequestRejected)]
+    weight = released_weight(outs, events, limit)
     for conn in (1, 2):
-        times = [s.recv_ns for s in sends if s.conn == conn]
+        mine = [(s.recv_ns, weight[s.seq]) for s in sends if s.conn == conn]
+        times = [t for t, _ in mine]
         assert times == sorted(times)
         for t in times:  # every window (t - W, t] ending at a release — hence every window
-            assert sum(t - W < u <= t for u in times) <= limit
+            assert sum(w for u, w in mine if t - W < u <= t) <= limit
     # each request is sent exactly once or rejected exactly once, FIFO per connection
     reqs = [e for e in events if isinstance(e, Request)]
     assert sorted(o.seq for o in sends + rejected) == sorted(r.seq for r in reqs)
@@ -94,9 +110,9 @@ def test_never_more_than_n_in_any_window(limit: int, max_queue: int, events: lis
     assert state.released == len(sends) and state.rejected == len(rejected)
 
 
-@given(events=schedules(), cut=st.integers(0, 80))
+@given(events=schedules((1, 1, 2, 3)), cut=st.integers(0, 80))
 def test_snapshot_restore_continues_identically(events: list, cut: int) -> None:
-    lim = RateLimiter(limit=2, window_ns=W, max_queue=3)
+    lim = RateLimiter(limit=3, window_ns=W, max_queue=3)
     _, whole = drive(lim, events)
     half, o1 = drive(lim, events[:cut])
     restored = lim.restore(json.loads(json.dumps(lim.snapshot(half))))
@@ -191,3 +207,19 @@ def test_limiter_output_passes_audit() -> None:
     assert len(frames) == 300
     assert audit_frames(frames, SendAudit(limit=5, window_ns=W)) == []
     assert audit_frames(frames, SendAudit(limit=4, window_ns=W)) != []
+
+
+def test_weights_share_one_budget_and_a_heavy_request_goes_alone() -> None:
+    """A weight budget (REST: 10 per window): 4+4 go at once, the next 4 when the first left."""
+    lim = RateLimiter(limit=10, window_ns=W, max_queue=10)
+    reqs = [Request(0, 0, b"", 1, 4), Request(0, 0, b"", 2, 4), Request(10, 0, b"", 3, 4)]
+    state, outs = drive(lim, reqs)
+    assert [o.seq for o in outs if isinstance(o, SendRequest)] == [1, 2]
+    assert outs[-1] == NextRelease(0, W, 1)  # the 3rd fits once the first 4 left the window
+    state, outs = lim.step(state, Tick(W))
+    assert outs == [SendRequest(3, W, 0, b"")]
+    # heavier than the whole budget: counted as the whole budget, so it waits for an empty window
+    state, outs = lim.step(state, Request(W + 1, 0, b"", 4, 50))
+    assert outs == [NextRelease(0, 2 * W, 1)]
+    state, outs = lim.step(state, Tick(2 * W))
+    assert outs == [SendRequest(4, 2 * W, 0, b"")]

@@ -126,3 +126,23 @@ def test_run_refuses_an_existing_journal_and_bad_flags(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert done.returncode == 2 and "meteor" in done.stderr
+
+
+def test_run_with_a_checkpoint_due_on_every_frame_exits_cleanly(tmp_path: Path) -> None:
+    """Regression: a checkpoint falling due on the final marker raised BrokenResourceError."""
+    jdir = tmp_path / "j"
+    args = [*ENGINE, "run", "--journal", str(jdir), "--duration", "3", "--no-dashboard"]
+    done = subprocess.run(
+        [*args, "--checkpoint-every", "0.001"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    summary = _summary(done.stdout)
+    _assert_sound(jdir, summary)
+    last = list(JournalReader(jdir).frames())[-1]
+    assert last.payload.startswith(b"capture stop")
+    assert list_checkpoints(jdir)[-1].last_seq == last.seq  # the final state is checkpointed

@@ -1,7 +1,7 @@
 """``engine run``: capture into a new journal, from the embedded simulator (default) or an exchange.
 
 Owns the command line of a live capture and the wiring around
-:class:`engine.live.Capture`: picking the endpoints (an embedded simulator on
+:class:`engine.live.capture.Capture`: picking the endpoints (an embedded simulator on
 127.0.0.1 unless ``--exchange`` names a real venue or ``--url`` points
 elsewhere), creating the journal with its manifest, the outputs recorder
 (for ``engine replay --check``), the checkpoint writer (for ``engine book
@@ -9,7 +9,7 @@ elsewhere), creating the journal with its manifest, the outputs recorder
 and the way out: Ctrl-C, SIGTERM or ``--duration`` stop reading, the journal is
 flushed and sealed, a summary is printed and the exit status is 0.
 
-Must not: hold capture logic (that is :mod:`engine.live.runtime`) or market logic
+Must not: hold capture logic (that is :mod:`engine.live.capture` and its modules) or market logic
 (codecs and reducers).  Everything that shapes state goes through the journal.
 """
 
@@ -94,7 +94,7 @@ async def _endpoints(opts: RunOptions, codec: Any) -> AsyncIterator[tuple[str, s
 
 
 def _live_config(opts: RunOptions, ws: str, rest: str) -> Any:
-    from engine.live.runtime import LiveConfig
+    from engine.live.config import LiveConfig
 
     kw: dict[str, Any] = {}
     if opts.exchange == "sim" and not opts.url:
@@ -121,9 +121,9 @@ async def capture_main(opts: RunOptions, *, task_status: Any = trio.TASK_STATUS_
     """Run one capture to its end (signal, ``duration`` or cancellation); returns the summary."""
     from engine.assembly import standard_reducers
     from engine.codecs.registry import get_codec
-    from engine.journal.writer import JournalWriter
-    from engine.live.runtime import Capture
     from engine.journal.recorder import OutputRecorder
+    from engine.journal.writer import JournalWriter
+    from engine.live.capture import Capture
     from engine.replay.checkpoints import CheckpointPolicy, CheckpointWriter
 
     codec = get_codec(opts.exchange)
@@ -179,7 +179,6 @@ async def capture_main(opts: RunOptions, *, task_status: Any = trio.TASK_STATUS_
                 n.start_soon(_display, capture, list(config.symbols), opts.dashboard)
                 if opts.duration is not None:
                     n.start_soon(stop_after, opts.duration)
-        checkpointer.finish(capture.pipeline)  # the final state: time travel to the very end
         summary = {
             "journal": str(jdir),
             **capture.status.summary(),

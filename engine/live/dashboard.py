@@ -31,11 +31,9 @@ import logging
 import sys
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-import attrs
 import trio
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
@@ -46,165 +44,23 @@ from rich.text import Text
 
 from engine.book_sync import HAS_BOOK
 from engine.candles import live_indicators
-from engine.num import ONE, SCALE, render
+from engine.live.notable import (
+    ALERT_KINDS,
+    INFO_KINDS,
+    Notable,
+    clock,
+    column,
+    describe,
+    kind_of,
+    size,
+    stamp,
+    utc,
+)
 from engine.replay.replay import book_summary, is_alert, symbols_of, trades_summary
 
-__all__ = [
-    "Dashboard",
-    "Notable",
-    "ALERT_KINDS",
-    "INFO_KINDS",
-    "describe",
-    "run_dashboard",
-    "status_line",
-]
+__all__ = ["Dashboard", "run_dashboard", "status_line"]
 
 log = logging.getLogger("engine.live.dashboard")
-
-
-# =============================================================== exact text
-
-
-def _decimals(units: int) -> int:
-    """Decimals ``units`` needs to print exactly (``4200050000000`` → 1)."""
-    frac = abs(units) % ONE
-    if not frac:
-        return 0
-    d = SCALE
-    while frac % 10 == 0:
-        frac //= 10
-        d -= 1
-    return d
-
-
-def _column(values: Sequence[int | None]) -> list[str]:
-    """Exact decimal text of a column of units, all with the decimals the most precise needs."""
-    d = max((_decimals(v) for v in values if v is not None), default=0)
-    return ["—" if v is None else render(v, d) for v in values]
-
-
-def _num(units: int | None) -> str:
-    return _column([units])[0]
-
-
-def _utc(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms // 1000, UTC)
-
-
-def _clock(ms: int) -> str:
-    """``HH:MM:SS.mmm`` UTC of epoch ms."""
-    return f"{_utc(ms):%H:%M:%S}.{ms % 1000:03d}"
-
-
-def _stamp(ns: int) -> str:
-    """``YYYY-MM-DD HH:MM:SS.mmm UTC`` of epoch ns (``—`` for 0: nothing received yet)."""
-    if ns <= 0:
-        return "—"
-    ms = ns // 1_000_000
-    return f"{_utc(ms):%Y-%m-%d %H:%M:%S}.{ms % 1000:03d} UTC"
-
-
-def _bytes(n: int) -> str:
-    for unit, size in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
-
-
-# =============================================================== notable outputs
-
-#: Shown as alerts beside the anomaly alerts (:func:`engine.replay.replay.is_alert`, the one
-#: definition replay and export use): the book/candle/outbound health outputs.
-ALERT_KINDS = frozenset(
-    {
-        "GapDetected",
-        "DriftDetected",
-        "CrossedBook",
-        "TopOfBookMismatch",
-        "KlineMismatch",
-        "BufferOverflow",
-        "VerificationAbandoned",
-        "RateViolation",
-    }
-)
-#: Outputs shown dimmed beside the alerts: things going right that an operator wants to see.
-INFO_KINDS = frozenset({"BookSynced", "BookVerified"})
-
-
-def _tob(t: tuple[int, int, int, int]) -> str:
-    bp, bq, ap, aq = t
-    return f"{_num(bp)}×{_num(bq)} / {_num(ap)}×{_num(aq)}"
-
-
-_DESCRIBE: dict[str, Any] = {
-    "GapDetected": lambda o: (
-        f"gap: book at {o.book_id}, diff {o.first_id}..{o.last_id} ({o.reason}); resyncing"
-    ),
-    "DriftDetected": lambda o: (
-        f"drift vs snapshot {o.snapshot_id}: {len(o.bids)} bid, {len(o.asks)} ask levels differ"
-    ),
-    "CrossedBook": lambda o: f"crossed book: bid {_num(o.bid)} ≥ ask {_num(o.ask)}",
-    "TopOfBookMismatch": lambda o: (
-        f"bookTicker at {o.update_id}: ours {_tob(o.ours)}, theirs {_tob(o.theirs)}"
-    ),
-    "KlineMismatch": lambda o: (
-        f"kline {o.interval} {_clock(o.start_ms)}: "
-        + ", ".join(
-            f"{f} ours {_num(a) if f != 'trades' else a} exch {_num(b) if f != 'trades' else b}"
-            for f, a, b in o.fields
-        )
-    ),
-    "BufferOverflow": lambda o: f"diff buffer full ({o.limit}): dropping oldest",
-    "VerificationAbandoned": lambda o: f"verification abandoned: {o.reason}",
-    "BookSynced": lambda o: (
-        f"{'re' if o.resync else ''}synced at {o.last_id} from snapshot {o.snapshot_id} "
-        f"({o.replayed} diffs replayed, {o.bid_levels}/{o.ask_levels} levels)"
-    ),
-    "BookVerified": lambda o: f"verified at {o.last_id}: {o.levels} levels agree",
-}
-
-
-def _alert_text(o: Any) -> str:
-    """An anomaly ``Alert`` without what the dashboard's other columns already say."""
-    unit = getattr(o, "unit", "")
-    fmt = _num if unit == "1e-8" else str
-    text = f"value {fmt(o.value)} ≥ threshold {fmt(o.threshold)}"
-    if unit and unit != "1e-8":
-        text += f" {unit}"
-    detail = getattr(o, "detail", "")
-    return f"{text}  {detail}" if detail else text
-
-
-def _kind(output: Any) -> str:
-    """What the alert column says: an anomaly's own kind ("large_trade"), else the class name."""
-    name = type(output).__name__
-    kind = getattr(output, "kind", None) if name == "Alert" else None
-    return kind if isinstance(kind, str) and kind else name
-
-
-def describe(output: Any) -> str:
-    """One line saying what an output reports (time, symbol and kind are shown beside it)."""
-    name = type(output).__name__
-    if name == "Alert" and hasattr(output, "value") and hasattr(output, "threshold"):
-        return _alert_text(output)
-    f = _DESCRIBE.get(name)
-    if f is not None:
-        return str(f(output))
-    line = getattr(output, "line", None)
-    if callable(line):
-        return str(line())
-    return repr(output)
-
-
-@attrs.frozen
-class Notable:
-    """One output worth showing: when (frame receive ns), which symbol, what kind, what it said."""
-
-    recv_ns: int
-    symbol: str
-    kind: str
-    text: str
-    alert: bool
 
 
 # =============================================================== the dashboard
@@ -254,7 +110,7 @@ class Dashboard:
             alert = name in ALERT_KINDS or is_alert(o)
             if not alert and name not in INFO_KINDS:
                 continue
-            kind = _kind(o)
+            kind = kind_of(o)
             if alert:
                 self.alert_counts[kind] += 1
             try:
@@ -271,7 +127,7 @@ class Dashboard:
 
         Pure: reads ``pipeline`` (a :class:`engine.pipeline.Pipeline`, or a
         capture's journal-only stand-in), ``status`` (an
-        :class:`engine.live.CaptureStatus`) and this dashboard's memory; never
+        :class:`engine.live.status.CaptureStatus`) and this dashboard's memory; never
         a clock.  ``symbols`` are matched case-insensitively; empty means every
         symbol a reducer holds.
         """
@@ -308,8 +164,8 @@ class Dashboard:
         rows = [*reversed(asks), *bids]
         spread = book.spread()
         # the spread shares the price column, so it gets the same decimals
-        prices = _column([p for p, _ in rows] + [spread])
-        qtys = _column([q for _, q in rows])
+        prices = column([p for p, _ in rows] + [spread])
+        qtys = column([q for _, q in rows])
         biggest = max([q for _, q in rows] + [1])
         t = Table(box=None, pad_edge=False, show_header=True, header_style="dim")
         t.add_column("")
@@ -354,8 +210,8 @@ class Dashboard:
         tape = pipeline.state("tape").symbols.get(sym) if _has(pipeline, "tape") else None
         if tape is not None and tape.recent:
             last = list(tape.recent)[-self.trades_shown :][::-1]  # newest first
-            prices = _column([e[1] for e in last])
-            qtys = _column([e[2] for e in last])
+            prices = column([e[1] for e in last])
+            qtys = column([e[2] for e in last])
             t = Table(box=None, pad_edge=False, show_header=True, header_style="dim")
             t.add_column("time")
             t.add_column("side")
@@ -363,7 +219,7 @@ class Dashboard:
             t.add_column("qty", justify="right")
             for i, (ms, _, _, side, _) in enumerate(last):
                 style = "green" if side == "buy" else "red"
-                t.add_row(_clock(ms), Text(side, style=style), Text(prices[i], style), qtys[i])
+                t.add_row(clock(ms), Text(side, style=style), Text(prices[i], style), qtys[i])
             rows.append(t)
         elif not _has(pipeline, "tape"):
             rows.append(Text("(no trade tape in this pipeline)", style="dim"))
@@ -423,14 +279,14 @@ class Dashboard:
         for h in heads:
             t.add_column(h, justify="right")
         # open/high/low/close share one precision (one price scale), the rest one each
-        ohlc = _column([r[k] for k in range(1, 5) for r in rows])
+        ohlc = column([r[k] for k in range(1, 5) for r in rows])
         n = len(rows)
         cols = [ohlc[k * n : (k + 1) * n] for k in range(4)]
-        cols.append(_column([r[5] for r in rows]))
+        cols.append(column([r[5] for r in rows]))
         cols.append([str(r[6]) for r in rows])
-        cols += [_column([r[k] for r in rows]) for k in range(7, 7 + len(sma_p) + len(ema_p))]
+        cols += [column([r[k] for r in rows]) for k in range(7, 7 + len(sma_p) + len(ema_p))]
         for i, r in enumerate(rows):
-            start = f"{_utc(r[0]):%H:%M:%S}" + ("*" if r[-1] else " ")
+            start = f"{utc(r[0]):%H:%M:%S}" + ("*" if r[-1] else " ")
             t.add_row(start, *(c[i] for c in cols), style="bold" if r[-1] else None)
         return t
 
@@ -448,7 +304,7 @@ class Dashboard:
             for n in shown:
                 style = "yellow" if n.alert else "dim"
                 t.add_row(
-                    _clock(n.recv_ns // 1_000_000) if n.recv_ns else "—",
+                    clock(n.recv_ns // 1_000_000) if n.recv_ns else "—",
                     n.symbol,
                     Text(n.kind, style=style),
                     Text(n.text, style=style, no_wrap=True, overflow="ellipsis"),
@@ -542,7 +398,7 @@ def _header(pipeline: Any, status: Any) -> RenderableType:
     c = getattr(pipeline, "counters", None)
     last_ns = getattr(c, "last_recv_ns", 0) or 0
     codec = getattr(getattr(pipeline, "codec", None), "name", None)
-    title = "wiretape" + (f" · {codec}" if codec else "") + f" · {_stamp(last_ns)}"
+    title = "wiretape" + (f" · {codec}" if codec else "") + f" · {stamp(last_ns)}"
     errs = sum(status.errors.values())
     line1 = Text.assemble(
         _connection(status),
@@ -562,9 +418,9 @@ def _header(pipeline: Any, status: Any) -> RenderableType:
     line2 = Text.assemble(
         f"{status.frames_in:,}",
         (" frames in (", "dim"),
-        _bytes(status.bytes_in),
+        size(status.bytes_in),
         (")   journal ", "dim"),
-        _bytes(status.journal_bytes),
+        size(status.journal_bytes),
         (", ", "dim"),
         f"{status.journal_frames:,}",
         (" frames   decode errors ", "dim"),
@@ -587,7 +443,7 @@ def _header(pipeline: Any, status: Any) -> RenderableType:
 def status_line(status: Any, pipeline: Any = None) -> str:
     """One plain log line (``engine run --no-dashboard``): the status, data time, books in sync.
 
-    :meth:`engine.live.CaptureStatus.line` plus what only the pipeline knows
+    :meth:`engine.live.status.CaptureStatus.line` plus what only the pipeline knows
     (the receive time of the last frame folded, how many books are synced) and
     the last error.
     """
@@ -595,7 +451,7 @@ def status_line(status: Any, pipeline: Any = None) -> str:
     if pipeline is not None:
         c = getattr(pipeline, "counters", None)
         ns = getattr(c, "last_recv_ns", 0) or 0
-        parts.append(f"data {_stamp(ns)}")
+        parts.append(f"data {stamp(ns)}")
         if _has(pipeline, "book"):
             syms = pipeline.state("book").symbols
             synced = sum(1 for sb in syms.values() if sb.main.phase in HAS_BOOK)

@@ -1,0 +1,572 @@
+"""Connection lifecycle and liveness: connect, read, ping/stall, stale watchdog, rotation, close, backoff.
+
+Owns: :class:`Connections` (one task per shard keeps its streams connected;
+one task per connection from connect to close), the per-connection state
+(:class:`Conn`), :class:`Backoff` and :func:`shard_streams`.  Every frame a
+connection receives, sends or experiences is handed to the capture's one
+journal-then-feed function (``journal``) the moment it happens: this module
+never appends to the journal or feeds the pipeline itself, and must not
+interpret market data (it only asks the codec for URLs and SUBSCRIBE bytes).
+
+::
+
+    Connections.run ── nursery ── _shard × N ── nursery ─┬─ _conn_task (conn k)    ← reconnect loop in _shard
+                                                        └─ _conn_task (conn k+1)  ← during a gap-free rotation
+
+    _conn_task ── nursery ─┬─ trio-websocket's reader   (we own the TCP/TLS stream under it)
+                           └─ _session ─┬─ _read     (receive → recv_ns → journal, nothing else first)
+                                        ├─ _helpers ─┬─ _subscribe (SUBSCRIBE chunks through the limiter)
+                                        │            ├─ _pinger   (own pings under fail_after: stall)
+                                        │            ├─ _watchdog (no data for N s: stale)
+                                        │            └─ _rotation (lifetime / RotateRequest hand-over)
+                                        └─ _closer   (clean close: our close frame, read to the peer's)
+
+Closing without loss (stop, rotation): the helpers are cancelled, our close
+frame goes out, and ``_read`` keeps journaling until the server's close frame
+arrives (bounded by ``disconnect_timeout_s``), so every frame the server sent
+before it saw our close is journaled.  trio-websocket's own ``aclose()`` would
+drop those (it closes its queue first); see :func:`_send_close`.
+
+Errors (:mod:`engine.live.errors`) end one connection: they are journaled as a
+local ``error`` frame, counted by kind, logged, and the shard reconnects
+(exponential backoff, full jitter, capped, reset after a stable period).
+
+Rotation without a gap: when a connection nears its lifetime or the fold asks
+for it (:class:`engine.outputs.RotateRequest`, on ``serverShutdown``), the
+shard opens the successor *first*; the old connection keeps reading (and
+journaling) until the successor has received its first frame, then closes
+with 1000.  The overlap is journaled from both connections (replay sees both;
+reducers ignore depth they already have).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import ssl
+import struct
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+import orjson
+import trio
+import trio_websocket
+from trio_websocket import ConnectionClosed as WsClosed
+from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection
+
+from engine.journal.schema import Dir, Kind
+from engine.live.config import LiveConfig
+from engine.live.errors import (
+    CaptureError,
+    ConnectFailed,
+    ServerClosed,
+    StaleConnection,
+    StalledConnection,
+    closed_error,
+)
+from engine.live.status import CaptureStatus
+from engine.live.throttle import ControlLimiter
+
+__all__ = ["Connections", "Conn", "Backoff", "shard_streams", "Journal", "RecordError"]
+
+log = logging.getLogger("engine.live.connection")
+
+time_ns = time.time_ns
+
+#: the capture's journal-then-feed: ``(conn, dir, kind, source, payload, code=None, recv_ns=None) → seq``
+Journal = Callable[..., int]
+#: journal a CaptureError as a local error frame and count it: ``(conn, source, exc, where)``
+RecordError = Callable[[int, str, CaptureError, str], None]
+
+
+class Backoff:
+    """Exponential backoff with full jitter: ``uniform(0, min(cap, base·2^attempt))``.
+
+    Randomness is fine here (the I/O shell, not a reducer); the generator is
+    injected so tests can pin it.
+    """
+
+    def __init__(self, base: float, cap: float, rng: random.Random) -> None:
+        self.base, self.cap, self.rng = base, cap, rng
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap, self.base * (2 ** min(self.attempt, 30)))
+        self.attempt += 1
+        return self.rng.uniform(0.0, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def shard_streams(codec: Any, streams: Sequence[str], per_conn: int) -> list[list[str]]:
+    """Split streams into connection shards: by URL path first (futures), then ``per_conn`` each."""
+    by_path = getattr(codec, "streams_by_path", None)
+    groups = list(by_path(streams).values()) if by_path is not None else [list(streams)]
+    return [g[i : i + per_conn] for g in groups for i in range(0, len(g), per_conn)]
+
+
+@attrs.define(eq=False)
+class Conn:
+    """The runtime's state of one WebSocket connection (one journal ``conn`` id)."""
+
+    id: int
+    shard: int
+    url: str
+    streams: list[str]
+    url_streams: int
+    ws: Any = None
+    opened_at: float = 0.0
+    frames: int = 0
+    scope: trio.CancelScope | None = None
+    error: CaptureError | None = None
+    rotating: bool = False
+    #: set once the first frame arrived (a predecessor may close then)
+    ready: trio.Event = attrs.Factory(trio.Event)
+    #: set by the successor when it is ready: close now
+    release: trio.Event = attrs.Factory(trio.Event)
+    #: set when rotation starts or the connection ended: the shard loop acts
+    signal: trio.Event = attrs.Factory(trio.Event)
+    #: set when rotation starts (the session's rotation task waits on it)
+    rotate: trio.Event = attrs.Factory(trio.Event)
+    limiter: Any = None
+    done: bool = False
+    #: the TCP (or TLS) stream under ``ws``: ours to close, whatever trio-websocket did
+    stream: Any = None
+    #: the session's nursery and the cancel scope of its helper tasks (all but the reader)
+    session: trio.Nursery | None = None
+    helpers: trio.CancelScope | None = None
+    #: why we are closing it cleanly (our close frame sent, still reading until the peer's)
+    closing: str | None = None
+    #: set when the reader saw the peer's close after ours: nothing it sent is lost
+    read_done: trio.Event = attrs.Factory(trio.Event)
+
+
+class Connections:
+    """Every connection of one capture: keeps each shard's streams connected until :meth:`stop`.
+
+    Args:
+        config: endpoints and timing knobs.
+        codec: stream names, URLs and SUBSCRIBE bytes.
+        status: counters updated in place (connects, reconnects, rotations, errors ...).
+        rng: randomness for backoff jitter.
+        journal: the capture's journal-then-feed function (every frame goes through it).
+        record_error: journals and counts a connection's error.
+    """
+
+    def __init__(
+        self,
+        config: LiveConfig,
+        codec: Any,
+        status: CaptureStatus,
+        rng: random.Random,
+        journal: Journal,
+        record_error: RecordError,
+    ) -> None:
+        self.config = config
+        self.codec = codec
+        self.status = status
+        self.rng = rng
+        self._journal = journal
+        self._record_error = record_error
+        self.streams = codec.streams(list(config.symbols), list(config.channels))
+        self.shards = shard_streams(codec, self.streams, config.max_streams_per_conn)
+        self.conns: dict[int, Conn] = {}
+        self._next_conn = 1
+        self._ssl = ssl.create_default_context()
+        if not config.verify_tls:
+            self._ssl.check_hostname = False
+            self._ssl.verify_mode = ssl.CERT_NONE
+        self.stopping = False
+        self._all_closed: trio.Event | None = None
+
+    # ------------------------------------------------------------------ public
+
+    async def run(self) -> None:
+        """Keep every shard connected until :meth:`stop` (then return once all closed) or cancellation."""
+        self._all_closed = trio.Event()
+        async with trio.open_nursery() as n:
+            for i, shard in enumerate(self.shards):
+                n.start_soon(self._shard, i, shard)
+
+    async def stop(self) -> None:
+        """Close every connection cleanly; return when all are closed (bounded by the close timeout)."""
+        self.stopping = True
+        for c in list(self.conns.values()):
+            self._close(c, "capture stopped")
+        if self.conns and self._all_closed is not None:
+            with trio.move_on_after(self.config.disconnect_timeout_s + 0.5):
+                await self._all_closed.wait()
+
+    def rotate(self, conn: int, why: str) -> None:
+        """Open a successor for connection ``conn`` and close it once the successor delivers."""
+        c = self.conns.get(conn)
+        if c is not None and not c.rotating and not c.done:
+            log.info("conn %d: %s, rotating", c.id, why)
+            self._start_rotation(c, why)
+
+    def open_count(self) -> int:
+        return sum(1 for c in self.conns.values() if c.ws is not None)
+
+    def _marker(self, text: str) -> None:
+        self._journal(0, Dir.LOCAL, Kind.MARKER, "engine", text.encode())
+
+    # ------------------------------------------------------------------ shards and reconnects
+
+    def _new_conn(self, shard: int, streams: list[str]) -> Conn:
+        cfg = self.config
+        # as many streams in the URL as fit; the rest are SUBSCRIBEd
+        k = len(streams)
+        url = self.codec.ws_url(cfg.ws_url, streams)
+        while len(url) > cfg.max_url_len and k > 1:
+            k = max(1, k // 2)
+            url = self.codec.ws_url(cfg.ws_url, streams[:k])
+        c = Conn(self._next_conn, shard, url, streams, k)
+        self._next_conn += 1
+        return c
+
+    async def _shard(self, index: int, streams: list[str]) -> None:
+        """Keep one shard's streams connected: reconnect with backoff, rotate without a gap."""
+        cfg = self.config
+        backoff = Backoff(cfg.backoff_base_s, cfg.backoff_cap_s, self.rng)
+        prev: Conn | None = None
+        first = True
+        async with trio.open_nursery() as n:
+            rotating = False
+            while not self.stopping:
+                c = self._new_conn(index, streams)
+                if not first and not rotating:
+                    self.status.reconnects += 1
+                first = False
+                n.start_soon(self._conn_task, c, prev)
+                await c.signal.wait()
+                if self.stopping:
+                    break
+                rotating = c.rotating and not c.done
+                if rotating:
+                    self.status.rotations += 1
+                    backoff.reset()
+                    prev = c
+                    continue
+                if prev is not None and prev.done:
+                    prev = None
+                if c.opened_at and trio.current_time() - c.opened_at >= cfg.stable_after_s:
+                    backoff.reset()
+                delay = backoff.next_delay()
+                log.info("shard %d: reconnecting in %.2f s", index, delay)
+                await trio.sleep(delay)
+
+    def _start_rotation(self, c: Conn, why: str) -> None:
+        if c.rotating or c.done:
+            return
+        c.rotating = True
+        self._marker(f"rotate conn {c.id}: {why}")
+        c.rotate.set()
+        c.signal.set()
+
+    async def _open(self, c: Conn, nursery: trio.Nursery) -> Any:
+        """TCP (+TLS), then the WebSocket handshake; the stream is kept so we can always close it."""
+        cfg = self.config
+        parts = urlsplit(c.url)
+        tls = parts.scheme == "wss"
+        host = parts.hostname or ""
+        port = parts.port or (443 if tls else 80)
+        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        try:
+            with trio.fail_after(cfg.connect_timeout_s):
+                if tls:
+                    c.stream = await trio.open_ssl_over_tcp_stream(
+                        host, port, ssl_context=self._ssl, https_compatible=True
+                    )
+                else:
+                    c.stream = await trio.open_tcp_stream(host, port)
+                return await trio_websocket.wrap_client_stream(
+                    nursery,
+                    c.stream,
+                    host if port in (80, 443) else f"{host}:{port}",
+                    resource,
+                    message_queue_size=cfg.message_queue,
+                    max_message_size=cfg.max_message_bytes,
+                    receive_buffer_size=65536,
+                )
+        except trio.TooSlowError:
+            raise ConnectFailed(f"connect timed out after {cfg.connect_timeout_s} s") from None
+        except (OSError, trio.BrokenResourceError) as exc:
+            raise ConnectFailed(f"{type(exc).__name__}: {exc}") from None
+
+    async def _conn_task(self, c: Conn, prev: Conn | None) -> None:
+        """One connection from connect to close; every ending is journaled, none raises."""
+        self.conns[c.id] = c
+        close_code: int | None = None
+        close_reason = ""
+        try:
+            async with _single_errors(), trio.open_nursery() as n:
+                ws = await self._open(c, n)
+                c.ws = ws
+                c.opened_at = trio.current_time()
+                self.status.connects += 1
+                info = {
+                    "local": f"{ws.local.address}:{ws.local.port}",
+                    "remote": f"{ws.remote.address}:{ws.remote.port}",
+                    "streams": len(c.streams),
+                    "shard": c.shard,
+                }
+                self._journal(c.id, Dir.LOCAL, Kind.OPEN, c.url, orjson.dumps(info))
+                try:
+                    await self._session(c, ws, prev)
+                finally:
+                    close_code, close_reason = await self._end_ws(c, ws)
+                    n.cancel_scope.cancel()
+        except CaptureError as exc:
+            c.error = exc
+        except trio_websocket.HandshakeError as exc:  # raised in trio-websocket's reader task
+            c.error = ConnectFailed(f"handshake: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a bug in one connection must not stop the capture
+            c.error = CaptureError(f"internal {type(exc).__name__}: {exc}")
+            log.exception("conn %d: unexpected error", c.id)
+        finally:
+            if c.stream is not None:
+                with trio.CancelScope(shield=True):
+                    await trio.aclose_forcefully(c.stream)
+            # journal the ending (sync from here: works under cancellation too)
+            if c.error is not None and not isinstance(c.error, ServerClosed):
+                self._record_error(c.id, c.url, c.error, "connect" if c.ws is None else "session")
+            elif isinstance(c.error, ServerClosed):
+                self.status.errors[c.error.kind] += 1
+                self.status.last_error = str(c.error)
+                log.warning("conn %d %s", c.id, c.error)
+            if c.ws is not None:
+                self._journal(c.id, Dir.LOCAL, Kind.CLOSE, c.url, close_reason.encode(), close_code)
+            c.ws = None
+            c.done = True
+            c.signal.set()
+            self.conns.pop(c.id, None)
+            if self.stopping and not self.conns and self._all_closed is not None:
+                self._all_closed.set()
+
+    async def _end_ws(self, c: Conn, ws: Any) -> tuple[int | None, str]:
+        """Finish the WebSocket after the session; returns the (code, reason) to journal.
+
+        A clean close already happened in :meth:`_closer`.  A stalled peer gets no
+        close handshake (it would not answer): 1006, as for any abort.  Other
+        errors get a bounded close handshake (never trio-websocket's 60 s).
+        """
+        err = c.error
+        if err is None:
+            return 1000, c.closing or ("rotated" if c.rotating else "capture stopped")
+        if isinstance(err, ServerClosed):
+            return err.code, err.reason
+        if isinstance(err, StalledConnection):
+            return 1006, err.kind
+        with trio.move_on_after(self.config.disconnect_timeout_s) as cs:
+            cs.shield = True
+            try:
+                await ws.aclose(1000, err.kind)
+            except Exception:  # noqa: BLE001 - closing a broken socket may fail any way
+                pass
+        return 1000, err.kind
+
+    def _close(self, c: Conn, reason: str) -> None:
+        """Begin a clean close of ``c``: stop its helpers, send our close frame, keep journaling."""
+        if c.closing is not None or c.done or c.ws is None or c.session is None:
+            return
+        c.closing = reason
+        if c.helpers is not None:
+            c.helpers.cancel()
+        c.session.start_soon(self._closer, c, c.ws)
+
+    async def _closer(self, c: Conn, ws: Any) -> None:
+        """Send the close frame; the reader journals until the peer's close (bounded), then end."""
+        with trio.move_on_after(self.config.disconnect_timeout_s):
+            try:
+                await _send_close(ws, 1000, c.closing or "")
+            except WsClosed:
+                pass  # closed meanwhile: the reader ends by itself
+            await c.read_done.wait()
+        assert c.scope is not None
+        c.scope.cancel()
+
+    async def _session(self, c: Conn, ws: Any, prev: Conn | None) -> None:
+        """Run the reader and the helpers (subscriber, pinger, watchdog, rotation) until the end."""
+        try:
+            with trio.CancelScope() as scope:
+                c.scope = scope
+                async with trio.open_nursery() as n:
+                    c.session = n
+                    n.start_soon(self._guard, c, self._read, c, ws, prev)
+                    n.start_soon(self._helpers, c, ws)
+                    if self.stopping:
+                        self._close(c, "capture stopped")
+        finally:
+            c.session = None
+
+    async def _helpers(self, c: Conn, ws: Any) -> None:
+        with trio.CancelScope() as scope:
+            c.helpers = scope
+            async with trio.open_nursery() as n:
+                if c.url_streams < len(c.streams):
+                    n.start_soon(self._guard, c, self._subscribe, c, ws)
+                n.start_soon(self._guard, c, self._pinger, c, ws)
+                n.start_soon(self._guard, c, self._watchdog, c)
+                n.start_soon(self._guard, c, self._rotation, c)
+
+    async def _guard(self, c: Conn, fn: Callable[..., Any], *args: Any) -> None:
+        """Run one session task; a CaptureError records the connection's error and ends the session."""
+        try:
+            await fn(*args)
+        except CaptureError as exc:
+            if c.error is None:
+                c.error = exc
+            assert c.scope is not None
+            c.scope.cancel()
+
+    # ------------------------------------------------------------------ session tasks
+
+    async def _read(self, c: Conn, ws: Any, prev: Conn | None) -> None:
+        """THE hot loop: receive → recv_ns → journal (then the pipeline).  Nothing else comes first."""
+        journal = self._journal
+        st = self.status
+        cid, src = c.id, c.url
+        text, binary, dir_in = Kind.TEXT, Kind.BINARY, Dir.IN
+        get = ws.get_message
+        try:
+            msg = await get()
+        except WsClosed as exc:
+            self._read_closed(c, exc)
+            return
+        c.ready.set()
+        if prev is not None:
+            prev.release.set()
+        while True:
+            recv_ns = time_ns()
+            if msg.__class__ is str:
+                payload = msg.encode()
+                kind = text
+            else:
+                payload = bytes(msg)
+                kind = binary
+            c.frames += 1
+            st.frames_in += 1
+            st.bytes_in += len(payload)
+            journal(cid, dir_in, kind, src, payload, None, recv_ns)
+            try:
+                msg = await get()
+            except WsClosed as exc:
+                self._read_closed(c, exc)
+                return
+
+    def _read_closed(self, c: Conn, exc: WsClosed) -> None:
+        """The peer's close: the end of a clean close we began, or an error."""
+        if c.closing is None:
+            raise closed_error(exc) from None
+        c.read_done.set()
+
+    async def _send_control(self, c: Conn, ws: Any, limiter: ControlLimiter, data: bytes) -> None:
+        await limiter.acquire()
+        try:
+            await ws.send_message(data.decode())
+        except WsClosed as exc:
+            raise closed_error(exc) from None
+        self._journal(c.id, Dir.OUT, Kind.TEXT, c.url, data)
+        self.status.frames_out += 1
+
+    async def _subscribe(self, c: Conn, ws: Any) -> None:
+        """SUBSCRIBE the streams that did not fit the URL, in chunks, through the rate limiter."""
+        chunk = self.config.subscribe_chunk
+        rest = c.streams[c.url_streams :]
+        for i in range(0, len(rest), chunk):
+            rid = c.id * 10_000 + i // chunk + 1
+            await self._send_control(
+                c, ws, self._limiter(c), self.codec.subscribe(rest[i : i + chunk], rid)
+            )
+
+    def _limiter(self, c: Conn) -> ControlLimiter:
+        if c.limiter is None:
+            c.limiter = ControlLimiter(self.config.control_rate())
+        return c.limiter
+
+    async def _pinger(self, c: Conn, ws: Any) -> None:
+        """Own pings (through the limiter: pings count) under fail_after: a stall is detected in time."""
+        cfg = self.config
+        n = 0
+        while True:
+            await trio.sleep(cfg.ping_interval_s)
+            await self._limiter(c).acquire()
+            n += 1
+            try:
+                with trio.fail_after(cfg.ping_timeout_s):
+                    await ws.ping(struct.pack("!Q", n))
+            except trio.TooSlowError:
+                raise StalledConnection(f"ping unanswered for {cfg.ping_timeout_s} s") from None
+            except WsClosed as exc:
+                raise closed_error(exc) from None
+
+    async def _watchdog(self, c: Conn) -> None:
+        """No data frame for ``stale_after_s`` ⇒ stale (server pings do not reach get_message)."""
+        limit = self.config.stale_after_s
+        step = min(1.0, limit / 4)
+        seen, since = c.frames, trio.current_time()
+        while True:
+            await trio.sleep(step)
+            now = trio.current_time()
+            if c.frames != seen:
+                seen, since = c.frames, now
+            elif now - since >= limit:
+                raise StaleConnection(f"no data for {now - since:.1f} s")
+
+    async def _rotation(self, c: Conn) -> None:
+        """Rotate before the lifetime; after a rotation starts, close once the successor is ready."""
+        cfg = self.config
+        with trio.move_on_after(cfg.lifetime_s):
+            await c.rotate.wait()
+        if not c.rotating:
+            self._start_rotation(c, f"lifetime {cfg.lifetime_s} s")
+        with trio.move_on_after(cfg.handoff_timeout_s):
+            await c.release.wait()
+        self._close(c, "rotated")
+
+
+@contextlib.asynccontextmanager
+async def _single_errors() -> Any:
+    """Unwrap an exception group holding one real error (trio wraps nursery-body errors).
+
+    ``Cancelled`` leaves next to it are dropped: the enclosing scope is
+    cancelled anyway and the next checkpoint raises again.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as eg:
+        real = [e for e in _leaves(eg) if not isinstance(e, trio.Cancelled)]
+        if len(real) == 1:
+            raise real[0] from None
+        raise
+
+
+def _leaves(eg: BaseExceptionGroup[Any]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in eg.exceptions:
+        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out
+
+
+async def _send_close(ws: Any, code: int, reason: str) -> None:
+    """Send our close frame and leave the connection *readable* until the peer's close arrives.
+
+    trio-websocket's ``aclose()`` closes its message queue first: frames the
+    server sent before it saw our close would be discarded, unjournaled.  RFC 6455
+    lets an endpoint keep receiving after sending its close, so this sends the
+    frame through the connection's own send path (the one internal we rely on;
+    without it we fall back to ``aclose()`` and lose that tail).
+    """
+    send = getattr(ws, "_send", None)
+    proto = getattr(ws, "_wsproto", None)
+    if send is None or proto is None:
+        await ws.aclose(code, reason)
+        return
+    if proto.state is ConnectionState.OPEN:
+        await send(CloseConnection(code=code, reason=reason))

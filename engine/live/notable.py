@@ -1,0 +1,180 @@
+"""What the live display says about numbers and outputs: exact text, alerts, one-line descriptions.
+
+Owns: exact decimal text of 1e-8 units (:func:`column`, :func:`num`: every
+value of a column with the decimals the most precise needs, zeros only, so
+the text stays exact), the short time and size texts of the screen, which
+outputs are shown as alerts or as good news (:data:`ALERT_KINDS`,
+:data:`INFO_KINDS`), :func:`describe` (one line per output) and
+:class:`Notable` (one remembered line).  Must not: read a clock, touch the
+pipeline, or raise on a malformed output (the dashboard catches, but should
+rarely need to).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+
+from engine.num import ONE, SCALE, render
+
+__all__ = [
+    "ALERT_KINDS",
+    "INFO_KINDS",
+    "Notable",
+    "clock",
+    "column",
+    "describe",
+    "kind_of",
+    "num",
+    "size",
+    "stamp",
+    "utc",
+]
+
+
+# =============================================================== exact text
+
+
+def decimals(units: int) -> int:
+    """Decimals ``units`` needs to print exactly (``4200050000000`` → 1)."""
+    frac = abs(units) % ONE
+    if not frac:
+        return 0
+    d = SCALE
+    while frac % 10 == 0:
+        frac //= 10
+        d -= 1
+    return d
+
+
+def column(values: Sequence[int | None]) -> list[str]:
+    """Exact decimal text of a column of units, all with the decimals the most precise needs."""
+    d = max((decimals(v) for v in values if v is not None), default=0)
+    return ["—" if v is None else render(v, d) for v in values]
+
+
+def num(units: int | None) -> str:
+    return column([units])[0]
+
+
+def utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms // 1000, UTC)
+
+
+def clock(ms: int) -> str:
+    """``HH:MM:SS.mmm`` UTC of epoch ms."""
+    return f"{utc(ms):%H:%M:%S}.{ms % 1000:03d}"
+
+
+def stamp(ns: int) -> str:
+    """``YYYY-MM-DD HH:MM:SS.mmm UTC`` of epoch ns (``—`` for 0: nothing received yet)."""
+    if ns <= 0:
+        return "—"
+    ms = ns // 1_000_000
+    return f"{utc(ms):%Y-%m-%d %H:%M:%S}.{ms % 1000:03d} UTC"
+
+
+def size(n: int) -> str:
+    for unit, size in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+# =============================================================== notable outputs
+
+#: Shown as alerts beside the anomaly alerts (:func:`engine.replay.replay.is_alert`, the one
+#: definition replay and export use): the book/candle/outbound health outputs.
+ALERT_KINDS = frozenset(
+    {
+        "GapDetected",
+        "DriftDetected",
+        "CrossedBook",
+        "TopOfBookMismatch",
+        "KlineMismatch",
+        "BufferOverflow",
+        "VerificationAbandoned",
+        "RateViolation",
+    }
+)
+#: Outputs shown dimmed beside the alerts: things going right that an operator wants to see.
+INFO_KINDS = frozenset({"BookSynced", "BookVerified"})
+
+
+def _tob(t: tuple[int, int, int, int]) -> str:
+    bp, bq, ap, aq = t
+    return f"{num(bp)}×{num(bq)} / {num(ap)}×{num(aq)}"
+
+
+_DESCRIBE: dict[str, Any] = {
+    "GapDetected": lambda o: (
+        f"gap: book at {o.book_id}, diff {o.first_id}..{o.last_id} ({o.reason}); resyncing"
+    ),
+    "DriftDetected": lambda o: (
+        f"drift vs snapshot {o.snapshot_id}: {len(o.bids)} bid, {len(o.asks)} ask levels differ"
+    ),
+    "CrossedBook": lambda o: f"crossed book: bid {num(o.bid)} ≥ ask {num(o.ask)}",
+    "TopOfBookMismatch": lambda o: (
+        f"bookTicker at {o.update_id}: ours {_tob(o.ours)}, theirs {_tob(o.theirs)}"
+    ),
+    "KlineMismatch": lambda o: (
+        f"kline {o.interval} {clock(o.start_ms)}: "
+        + ", ".join(
+            f"{f} ours {num(a) if f != 'trades' else a} exch {num(b) if f != 'trades' else b}"
+            for f, a, b in o.fields
+        )
+    ),
+    "BufferOverflow": lambda o: f"diff buffer full ({o.limit}): dropping oldest",
+    "VerificationAbandoned": lambda o: f"verification abandoned: {o.reason}",
+    "BookSynced": lambda o: (
+        f"{'re' if o.resync else ''}synced at {o.last_id} from snapshot {o.snapshot_id} "
+        f"({o.replayed} diffs replayed, {o.bid_levels}/{o.ask_levels} levels)"
+    ),
+    "BookVerified": lambda o: f"verified at {o.last_id}: {o.levels} levels agree",
+}
+
+
+def _alert_text(o: Any) -> str:
+    """An anomaly ``Alert`` without what the dashboard's other columns already say."""
+    unit = getattr(o, "unit", "")
+    fmt = num if unit == "1e-8" else str
+    text = f"value {fmt(o.value)} ≥ threshold {fmt(o.threshold)}"
+    if unit and unit != "1e-8":
+        text += f" {unit}"
+    detail = getattr(o, "detail", "")
+    return f"{text}  {detail}" if detail else text
+
+
+def kind_of(output: Any) -> str:
+    """What the alert column says: an anomaly's own kind ("large_trade"), else the class name."""
+    name = type(output).__name__
+    kind = getattr(output, "kind", None) if name == "Alert" else None
+    return kind if isinstance(kind, str) and kind else name
+
+
+def describe(output: Any) -> str:
+    """One line saying what an output reports (time, symbol and kind are shown beside it)."""
+    name = type(output).__name__
+    if name == "Alert" and hasattr(output, "value") and hasattr(output, "threshold"):
+        return _alert_text(output)
+    f = _DESCRIBE.get(name)
+    if f is not None:
+        return str(f(output))
+    line = getattr(output, "line", None)
+    if callable(line):
+        return str(line())
+    return repr(output)
+
+
+@attrs.frozen
+class Notable:
+    """One output worth showing: when (frame receive ns), which symbol, what kind, what it said."""
+
+    recv_ns: int
+    symbol: str
+    kind: str
+    text: str
+    alert: bool
