@@ -91,6 +91,7 @@ TYPE_MODULES = (
     "engine.candles",
     "engine.anomaly",
     "engine.ratelimit",
+    "engine.connection_actions",
 )
 
 

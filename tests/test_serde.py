@@ -140,3 +140,21 @@ def test_load_knows_every_registered_type_in_a_fresh_interpreter():
             [sys.executable, "-c", code, text], capture_output=True, text=True, check=True
         ).stdout
         assert out.strip() == module
+
+
+def test_the_build_knows_every_registered_class_of_the_engine():
+    """Importing every engine module registers no class that serde alone would not know."""
+    every = (
+        "import importlib, pkgutil, engine; from engine import serde\n"
+        "for m in pkgutil.walk_packages(engine.__path__, 'engine.'):\n"
+        "    if not m.name.endswith('__main__'): importlib.import_module(m.name)\n"
+        "print(sorted(serde.TYPES))"
+    )
+    alone = "from engine import serde; serde.converter; print(sorted(serde.TYPES))"
+    got = [
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+        for code in (every, alone)
+    ]
+    assert got[0] == got[1] and "RotateRequest" in got[0]
