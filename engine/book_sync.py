@@ -235,20 +235,6 @@ def rule_for(name: str) -> ChainRule:
 # ---------------------------------------------------------------- the driver
 
 
-def _dump_book(b: Book) -> dict[str, object]:
-    bids, asks = b.levels()
-    return {"last_id": b.last_id, "bids": bids, "asks": asks}
-
-
-def _load_book(d: dict[str, object], _: object) -> Book:
-    return Book.from_levels(d["last_id"], d["bids"], d["asks"])  # type: ignore[arg-type]
-
-
-# A Book is state, not an attrs class: checkpoints store it as its levels, best first.
-serde.converter.register_unstructure_hook(Book, _dump_book)
-serde.converter.register_structure_hook(Book, _load_book)
-
-
 @serde.register
 @attrs.define(slots=True, eq=True)
 class Sync:

@@ -264,11 +264,6 @@ class TradeStats(_Vwap):
     windows: tuple[WindowStats, ...]
 
 
-# recorded outputs keep the format they had when these were stored fields (replay --check)
-serde.dump_derived(WindowStats, "vwap")  # before TradeStats: its hook nests this one
-serde.dump_derived(TradeStats, "sell_volume", "vwap")
-
-
 # --------------------------------------------------------------------------- state
 
 

@@ -1,4 +1,4 @@
-"""``engine journal inspect|verify|recover``: look at and check journals without our other code."""
+"""``engine journal inspect|verify|recover``: look at and check journals without decoding them."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import click
 
 from engine.journal.inspect import scan_journal, verify_journal
 from engine.journal.reader import JournalError, skipping_damaged
+from engine.timefmt import format_ns
 
 __all__ = ["journal", "skip_damaged_option"]
 
@@ -45,7 +45,7 @@ def skip_damaged_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _ts(ns: int | None) -> str:
     if ns is None:
         return "-"
-    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+    return format_ns(ns, 3)
 
 
 def _size(n: int) -> str:
@@ -82,9 +82,7 @@ def inspect(directory: str, as_json: bool, top: int) -> None:
         keys = ("exchange", "symbols", "engine_version", "schema_version")
         click.echo("metadata  " + "  ".join(f"{k}={md[k]}" for k in keys if k in md))
     ratio = f"{st.disk_bytes / st.payload_bytes:.1%}" if st.payload_bytes else "-"
-    click.echo(
-        f"segments  {len(st.segments)}  ({sum(s.partial for s in st.segments)} partial)"
-    )
+    click.echo(f"segments  {len(st.segments)}  ({sum(s.partial for s in st.segments)} partial)")
     click.echo(f"frames    {st.frames}")
     click.echo(
         f"bytes     {_size(st.disk_bytes)} on disk for {_size(st.payload_bytes)} of payload ({ratio})"
@@ -147,7 +145,9 @@ def recover(directory: str) -> None:
     except JournalError as exc:
         raise click.ClickException(str(exc)) from None
     for t in state.tails:
-        click.echo(f"{t.segment}: dropped {t.dropped_bytes} torn bytes, kept {t.kept_frames} frames")
+        click.echo(
+            f"{t.segment}: dropped {t.dropped_bytes} torn bytes, kept {t.kept_frames} frames"
+        )
     click.echo(
         f"sealed {len(state.sealed)} partial segment(s); journal ends at seq {state.last_seq}"
     )

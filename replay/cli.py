@@ -30,19 +30,18 @@ from engine.pipeline import Pipeline
 from engine.replay.checkpoints import CheckpointPolicy
 from engine.replay.replay import (
     Tally,
-    format_ns,
     open_journal,
-    parse_time,
     seq_span,
     symbols_of,
     tally_output,
 )
+from engine.timefmt import format_ms, format_ns, parse_time
 
 __all__ = ["replay", "book", "export"]
 
 
 class TimeParam(click.ParamType):
-    """A time on the command line (ISO-8601, or epoch s/ms/µs/ns) → epoch ns."""
+    """A time on the command line → epoch ns (:func:`engine.timefmt.parse_time`)."""
 
     name = "TIME"
 
@@ -56,6 +55,8 @@ class TimeParam(click.ParamType):
 
 
 TIME = TimeParam()
+#: The TIME rule in one line, for option help texts (the full rule: engine.timefmt.ACCEPTED).
+_TIME = "TIME: ISO-8601 UTC unless zoned, integer epoch ns, or epoch s with a fraction"
 
 
 class CheckFailed(click.ClickException):
@@ -155,8 +156,10 @@ def _fail(exc: Exception) -> click.ClickException:
 
 @click.command("replay")
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--from", "from_", type=TIME, default=None, help="Report from this time (TIME).")
-@click.option("--to", "to", type=TIME, default=None, help="Stop the replay at this time (TIME).")
+@click.option("--from", "from_", type=TIME, default=None, help=f"Report from this time ({_TIME}).")
+@click.option(
+    "--to", "to", type=TIME, default=None, help=f"Stop the replay at this time ({_TIME})."
+)
 @click.option("--symbols", default=None, help="Comma-separated symbols to report (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option(
@@ -194,8 +197,9 @@ def replay(
 ) -> None:
     """Fold a journal through the same pipeline as `engine run` and summarize it per symbol.
 
-    TIME is ISO-8601 (2024-01-01T00:00:05.123, UTC unless a zone is given) or
-    epoch seconds/ms/µs/ns.  --from/--to choose what is reported; state always
+    TIME is ISO-8601 (2024-01-01T00:00:05.123456789Z: up to 9 fractional digits, UTC
+    unless a zone is given), integer epoch nanoseconds (1704067205123456789), or epoch
+    seconds with a fraction (1704067205.123).  --from/--to choose what is reported; state always
     comes from the journal's beginning (or an exact checkpoint).
     """
     modes = [name for name, on in (("--serve", serve is not None), ("--check", check)) if on]
@@ -434,7 +438,7 @@ def _trade_lines(t: dict[str, Any] | None) -> list[str]:
 
 
 def _ohlcv(c: dict[str, Any]) -> str:
-    start = format_ns(c["start_ms"] * 1_000_000)[:19]
+    start = format_ms(c["start_ms"])[:19]
     return f"{start} O {c['open']} H {c['high']} L {c['low']} C {c['close']} V {c['volume']}"
 
 
@@ -459,7 +463,7 @@ def _candle_lines(candles: list[dict[str, Any]] | None) -> list[str]:
 @click.command("book")
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--symbol", required=True, help="The symbol, e.g. BTCUSDT.")
-@click.option("--at", "at", type=TIME, required=True, help="The instant (TIME).")
+@click.option("--at", "at", type=TIME, required=True, help=f"The instant ({_TIME}).")
 @click.option("--depth", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_checkpoint_options
@@ -577,8 +581,8 @@ def render_book(doc: dict[str, Any]) -> str:
     show_default=True,
     help="Seconds between book_top snapshots (receive time).",
 )
-@click.option("--from", "from_", type=TIME, default=None, help="Export from this time (TIME).")
-@click.option("--until", type=TIME, default=None, help="Export up to this time (TIME).")
+@click.option("--from", "from_", type=TIME, default=None, help=f"Export from this time ({_TIME}).")
+@click.option("--until", type=TIME, default=None, help=f"Export up to this time ({_TIME}).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @skip_damaged_option
 def export(

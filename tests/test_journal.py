@@ -272,3 +272,12 @@ def test_inspect_json_counts(tmp_path):
     assert d["frames"] == 10 and d["payload_bytes"] == 50
     assert d["kinds"] == {"text": 10} and d["sources"] == {"a": 5, "b": 5}
     assert d["span_s"] == 9.0
+
+
+def test_inspect_prints_the_exact_utc_span_truncated_to_ms(tmp_path):
+    # a float of these ns rounds up to .124 s and 00:00:00.000 of the next day
+    first, last = 1_704_067_205_123_999_999, 1_704_153_599_999_999_999
+    write(tmp_path, [(t, 1, "in", "text", "a", b"x", None) for t in (first, last)])
+    r = run_cli("journal", "inspect", str(tmp_path))
+    (span,) = [line for line in r.stdout.splitlines() if line.startswith("span")]
+    assert "2024-01-01T00:00:05.123Z → 2024-01-01T23:59:59.999Z" in span
