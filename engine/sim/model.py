@@ -86,7 +86,9 @@ __all__ = [
 #: Stream suffixes the model produces for every symbol ("btcusdt@" + channel).
 CHANNELS = ("trade", "aggTrade", "depth@100ms", "depth", "bookTicker", "ticker", "kline_1m")
 
-#: 2024-01-01T00:00:00Z: a fixed default so the streams' bytes (E, t, ...) are reproducible.
+#: 2024-01-01T00:00:00Z: the fixed epoch a :class:`Market` built without one starts at.  The
+#: pure model reads no clock, so its default must be a constant (tests and benches get the same
+#: bytes every run); the simulator's server passes the wall clock (``SimConfig.epoch``).
 DEFAULT_START_MS = 1_704_067_200_000
 
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SHIBUSDT")
@@ -552,7 +554,9 @@ class Market:
             cancels, market orders).  Each event yields about
             :data:`FRAMES_PER_EVENT` frames over all channels of its symbol, plus
             :data:`FIXED_FRAMES_PER_S` boundary frames per second (depth, ticker, kline).
-        start_ms: the simulated epoch time (ms) the market starts at.
+        start_ms: the simulated epoch time (ms) the market starts at (a constant by default:
+            the model reads no clock; :class:`engine.sim.server.SimServer` passes the wall clock
+            unless ``SimConfig.epoch`` fixes it).
     """
 
     def __init__(

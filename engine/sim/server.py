@@ -89,7 +89,7 @@ import wsproto.events as we
 from wsproto import ConnectionType
 
 from engine.num import parse, render
-from engine.sim.model import DEFAULT_START_MS, DEFAULT_SYMBOLS, Market, activity_for_rate
+from engine.sim.model import DEFAULT_SYMBOLS, Market, activity_for_rate
 
 __all__ = ["FAULTS", "SimConfig", "SimServer", "ConnStats"]
 
@@ -105,8 +105,11 @@ class SimConfig:
 
     ``rate`` (frames/s over all streams of all symbols) sets the market's
     activity via :func:`engine.sim.model.activity_for_rate`; ``None`` keeps a
-    calm market (``activity`` order-flow events/s per symbol).  ``start_ms``
-    ``None`` means "now" (wall clock, then the streams' bytes vary per run).
+    calm market (``activity`` order-flow events/s per symbol).  ``epoch`` is the
+    simulated exchange time (epoch ms) the market starts at; ``None`` (the default)
+    means the wall clock when the server is built, so exchange times (``E``, ``T``,
+    kline ``t``) read like the receive times a client stamps.  Pass a fixed epoch
+    for reproducible bytes (tests, benches).
     """
 
     host: str = "127.0.0.1"
@@ -115,7 +118,7 @@ class SimConfig:
     symbols: Sequence[str] = DEFAULT_SYMBOLS
     rate: float | None = None
     activity: float = 20.0
-    start_ms: int | None = DEFAULT_START_MS
+    epoch: int | None = None
     ping_interval: float = 20.0
     pong_timeout: float = 60.0
     max_streams: int = 1024
@@ -651,7 +654,7 @@ class SimServer:
 
     def __init__(self, config: SimConfig) -> None:
         self.config = config
-        self.start_ms = config.start_ms if config.start_ms is not None else int(time.time() * 1000)
+        self.start_ms = config.epoch if config.epoch is not None else int(time.time() * 1000)
         self.market = Market(
             seed=config.seed,
             symbols=list(config.symbols),
