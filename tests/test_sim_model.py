@@ -11,13 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.num import parse
-from engine.sim.model import (
-    FIXED_FRAMES_PER_S,
-    FRAMES_PER_EVENT,
-    Market,
-    SymbolSpec,
-    spec_for,
-)
+from engine.sim.instruments import SymbolSpec, spec_for
+from engine.sim.model import FIXED_FRAMES_PER_S, FRAMES_PER_EVENT, Market
 
 T0 = 1_704_067_200_000  # a minute boundary
 
