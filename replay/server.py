@@ -19,15 +19,20 @@ What this module owns
       client reads (back-pressure, never the slow-consumer abort).
 
 What it reuses and must not duplicate
-    The connection machinery — HTTP via h11, the wsproto handshake, the
-    ``/ws/<stream>``, ``/ws`` and ``/stream?streams=`` paths, SUBSCRIBE /
-    UNSUBSCRIBE / LIST_SUBSCRIPTIONS / SET_PROPERTY with Binance's replies and
-    error codes, keep-alive pings, the control-message rate limit, hand-framed
-    unmasked data frames — is :mod:`engine.sim.server`'s.  :class:`ReplayServer`
-    subclasses :class:`~engine.sim.server.SimServer` and replaces only the
-    *content* (journal instead of the market model), the REST routes and the
-    pump.  It must not modify the journal, nor decode frames with the engine's
-    codecs: it serves bytes, it does not interpret markets.
+    The connection machinery (:mod:`engine.sim.transport`,
+    :mod:`engine.sim.connection`: HTTP via h11, the wsproto handshake,
+    keep-alive pings, the control-message rate limit, hand-framed unmasked data
+    frames, the fan-out to subscribers), Binance's dialect
+    (:mod:`engine.sim.binance`: the ``/ws/<stream>``, ``/ws`` and
+    ``/stream?streams=`` paths, SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS /
+    SET_PROPERTY replies, the REST routes of spot and USD-M, the depth
+    parameter errors) and fault injection are the simulator's.
+    :class:`ReplayServer` subclasses :class:`~engine.sim.server.SimServer` and
+    replaces only the *content*: the pump (journal instead of the market
+    model), the depth answer (recorded bodies), the debug route
+    (``/replay/stats``) and the clock (the replay position).  It must not
+    modify the journal, nor decode frames with the engine's codecs: it serves
+    bytes, it does not interpret markets.
 
 Byte exactness
     A recorded combined frame ``{"stream":"<s>","data":<d>}`` (Binance's exact

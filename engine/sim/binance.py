@@ -15,7 +15,7 @@ This module owns, for Binance spot (``/api/v3``) and USD-M futures (``/fapi/v1``
   (:func:`server_shutdown`, :func:`garbage`, :func:`drift`).
 
 The market payloads themselves (trade, depthUpdate, kline, ...) are rendered by
-:class:`engine.sim.model.Market`'s encoder, :mod:`engine.sim.binance_encode`.
+:class:`engine.sim.model.Market`'s encoder, :mod:`engine.sim.binance_frames`.
 
 Pure functions and constants: no I/O, no clock, no market state.  It must not
 depend on the engine's codecs or reducers (the server must not interpret what

@@ -19,7 +19,7 @@ open WebSocket connection):
 
 This module owns the decisions (which connection, when, in what order) and
 the log of what was injected.  It must not frame or send bytes itself (it
-queues through :class:`engine.sim.transport.WsConn`) nor spell Binance's
+queues through :class:`engine.sim.connection.WsConn`) nor spell Binance's
 shapes (:mod:`engine.sim.binance` does).  Its randomness (garbage bytes) comes
 from its own ``Random`` seeded from the simulator's seed.
 """
@@ -33,7 +33,7 @@ from typing import Any
 import trio
 
 from engine.sim import binance
-from engine.sim.transport import WsConn
+from engine.sim.connection import WsConn
 
 __all__ = ["FAULTS", "Faults", "check_faults"]
 

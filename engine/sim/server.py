@@ -2,10 +2,12 @@
 
 This module owns the simulator's assembly and its run: :class:`SimConfig`
 (everything that shapes a run), and :class:`SimServer`, which joins the
-transport (:mod:`engine.sim.transport`: HTTP, WebSocket, limits), the Binance
-dialect (:mod:`engine.sim.binance`: paths, control replies, REST routes) and
-fault injection (:mod:`engine.sim.faults`) around a
-:class:`engine.sim.model.Market`.  It runs the pump and answers the REST routes:
+transport (:mod:`engine.sim.transport`, :mod:`engine.sim.connection`: HTTP,
+WebSocket, back-pressure, limits), the Binance dialect (:mod:`engine.sim.binance`:
+paths, control replies, REST routes) and fault injection
+(:mod:`engine.sim.faults`) around a :class:`engine.sim.model.Market` (whose
+encoder, :mod:`engine.sim.binance_frames`, spells its frames).  It runs the
+pump and answers the REST routes:
 ``GET /api/v3/depth``, ``/api/v3/ping``, ``/api/v3/time`` and the debug
 endpoints ``/sim/stats`` and ``/sim/inject``.  It must not invent market data
 (the model does), spell Binance's messages (the dialect does), nor depend on
@@ -37,7 +39,7 @@ are the transport's):
 * Lifetime: after ``lifetime`` seconds (24 h) the server closes with 1001.
 
 Counters (``stats()``, ``GET /sim/stats``): per connection (see
-:mod:`engine.sim.transport` for when a frame counts).  Keys of
+:mod:`engine.sim.connection` for when a frame counts).  Keys of
 ``frames_by_stream``: stream names for data, ``"!reply"`` for replies to
 control messages, ``"!serverShutdown"`` and ``"!garbage"``.  Pings, pongs and
 close frames are not frames; they have their own counters.
@@ -53,9 +55,10 @@ import attrs
 import trio
 
 from engine.sim import binance
+from engine.sim.connection import ConnStats, WsConn
 from engine.sim.faults import FAULTS, Faults, check_faults
 from engine.sim.model import DEFAULT_SYMBOLS, Market, activity_for_rate
-from engine.sim.transport import ConnStats, Transport, WsConn
+from engine.sim.transport import Transport
 
 __all__ = ["FAULTS", "SimConfig", "SimServer", "ConnStats"]
 
@@ -133,7 +136,7 @@ class SimServer(Transport):
         )
         self._setup(config, market, frozenset(market.streams()), start_ms)
 
-    def _setup(self, config: SimConfig, market: Any, valid: Any, start_ms: int) -> None:
+    def _setup(self, config: SimConfig, market: Any, valid: frozenset[str], start_ms: int) -> None:
         """The state every server with this transport and these faults has, whatever its content."""
         Transport.__init__(self, config)
         self.market = market
@@ -142,7 +145,11 @@ class SimServer(Transport):
         self._t0 = 0.0
         self.lag_ms = 0
         self.faults = Faults(
-            config.seed, self.conns, self.sim_now, lambda: min(self.valid_streams), config
+            config.seed,
+            self.conns,
+            self.sim_now,
+            lambda: min(self.valid_streams, default="btcusdt@trade"),
+            config,
         )
 
     # ---------------------------------------------------------------- lifecycle
