@@ -407,7 +407,7 @@ class ReplayServer(SimServer):
                     self.wake_all()
                     await trio.sleep_until(due)
             self.pos_ns = recv_ns
-            distribute(stream, data)
+            distribute(((stream, data),))
             self.sent += 1
             n += 1
             pending += len(data)

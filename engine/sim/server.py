@@ -183,8 +183,7 @@ class SimServer(Transport):
             self.lag_ms = target - to
             events = market.advance(to)
             if events:
-                for stream, payload in events:
-                    distribute(stream, payload)
+                distribute(events)
                 self.wake_all()
 
     def inject(self, fault: str, conn_id: int | None = None, **kw: Any) -> list[int]:
@@ -196,8 +195,7 @@ class SimServer(Transport):
     def ws_route(self, path: str, query: str) -> tuple[bool, list[str]] | None:
         return binance.ws_route(path, query)
 
-    def wrap(self, stream: str, payload: bytes) -> bytes:
-        return binance.wrap(stream, payload)
+    wrap = staticmethod(binance.wrap)
 
     def on_message(self, conn: WsConn, text: str | None) -> bytes:
         return binance.control_reply(conn, text, self.valid_streams, self.config.max_streams)

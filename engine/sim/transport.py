@@ -17,6 +17,7 @@ or decide faults.
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -84,12 +85,14 @@ class Transport:
         self.port = listeners[0].socket.getsockname()[1]
         nursery.start_soon(trio.serve_listeners, self._handle_tcp, listeners)
 
-    def distribute(self, stream: str, payload: bytes) -> None:
-        """Queue one data frame for every connection subscribed to ``stream`` (no wake-up)."""
-        conns = self.index.get(stream)
-        if conns:
-            for c in conns:
-                c.push_data(stream, payload)
+    def distribute(self, frames: Iterable[tuple[str, bytes]]) -> None:
+        """Queue ``(stream, payload)`` data frames for the connections subscribed to each (no wake-up)."""
+        index = self.index
+        for stream, payload in frames:
+            conns = index.get(stream)
+            if conns:
+                for c in conns:
+                    c.push_data(stream, payload)
 
     def wake_all(self) -> None:
         """Wake the writer of every connection with something to send."""
