@@ -14,41 +14,24 @@ Binance's wire: stream names (``btcusdt@trade``), the raw payloads of
 * the 24h ticker's ``p = c - o``, ``P`` = 100·p/o truncated to 3 decimals,
   ``w`` = q/v truncated to 8 decimals, ``O = E - 24 h``, ``C = E``.
 
-It is the seam between the model and a venue: the model decides *what*
-happens (ids, times, sums, which levels changed) and calls one method of an
-encoder per frame; other venues' encoders (and, later, the codecs' own
-encoders) implement the same methods.  Pure: no I/O, no clock, no state but a
+It implements :class:`engine.sim.frames.FrameEncoder`, the seam between the
+model and a venue: the model decides *what* happens (ids, times, sums, which
+levels changed) and calls one method of an encoder per frame; other venues'
+encoders (and, later, the codecs' own encoders) implement the same methods.  Pure: no I/O, no clock, no state but a
 bounded cache of rendered prices.  It must not decide market content.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
 
 from engine.num import ONE, render
+from engine.sim.frames import CandleSums
 
-__all__ = ["BinanceSpotFrames", "CandleSums"]
+__all__ = ["BinanceSpotFrames"]
 
 _DAY_MS = 86_400_000
 _MINUTE_MS = 60_000
-
-
-class CandleSums(Protocol):
-    """What the kline and the ticker read of one minute's aggregates (units of 1e-8)."""
-
-    t: int
-    o: int
-    h: int
-    l: int  # noqa: E741 - Binance's field name
-    c: int
-    v: int
-    q: int
-    bv: int
-    bq: int
-    n: int
-    f: int
-    L: int
 
 
 def _r8(units: int) -> str:

@@ -72,6 +72,7 @@ from collections.abc import Sequence
 
 from engine.num import ONE
 from engine.sim.binance_frames import BinanceSpotFrames
+from engine.sim.frames import FrameEncoder
 from engine.sim.instruments import SymbolSpec, spec_for
 
 __all__ = [
@@ -146,7 +147,7 @@ class _Symbol:
     """State and order flow of one symbol.  Book keys are ticks, values lot steps."""
 
     def __init__(
-        self, spec: SymbolSpec, seed: int, activity: float, start_ms: int, enc: BinanceSpotFrames
+        self, spec: SymbolSpec, seed: int, activity: float, start_ms: int, enc: FrameEncoder
     ) -> None:
         self.spec = spec
         self.name = spec.name
@@ -453,7 +454,7 @@ class Market:
         symbols: Sequence[str | SymbolSpec] = DEFAULT_SYMBOLS,
         activity: float = 20.0,
         start_ms: int = DEFAULT_START_MS,
-        encoder: BinanceSpotFrames | None = None,
+        encoder: FrameEncoder | None = None,
     ) -> None:
         if activity <= 0:
             raise ValueError("activity must be > 0 events per second")
@@ -467,7 +468,7 @@ class Market:
         self.activity = activity
         self.start_ms = start_ms
         self.now_ms = start_ms
-        self.encoder = encoder if encoder is not None else BinanceSpotFrames()
+        self.encoder: FrameEncoder = encoder if encoder is not None else BinanceSpotFrames()
         self._syms = [_Symbol(s, seed, activity, start_ms, self.encoder) for s in specs]
         self._by_name = {s.name: s for s in self._syms}
         self._next_boundary = start_ms - start_ms % 100 + 100
