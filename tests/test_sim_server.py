@@ -495,12 +495,13 @@ async def test_a_fixed_epoch_gives_the_same_streams_every_run() -> None:
     ("text", "ms"),
     [
         ("now", None),
-        ("1704067200000", 1_704_067_200_000),
+        ("1704067200000000000", 1_704_067_200_000),
+        ("1704067200.25", 1_704_067_200_250),
         ("2024-01-01T00:00:05.5Z", 1_704_067_205_500),
         ("2024-01-01T01:00:00+01:00", 1_704_067_200_000),
     ],
 )
-def test_epoch_option_reads_ms_and_iso(text: str, ms: int | None) -> None:
+def test_epoch_option_reads_the_engine_time_grammar(text: str, ms: int | None) -> None:
     assert parse_epoch(text) == ms
 
 

@@ -84,15 +84,15 @@ async def open_simulator(config: SimConfig | None = None, **kw: Any) -> AsyncIte
 def parse_epoch(text: str) -> int | None:
     """``--epoch`` → epoch ms, or None for ``now`` (the server then takes the wall clock).
 
-    ISO-8601 (UTC unless a zone is given) or an epoch integer (seconds, ms, µs or
-    ns by magnitude, the engine's one reading of command-line times).
+    Any TIME the engine reads (:func:`engine.timefmt.parse_time`: ISO-8601, UTC
+    unless a zone is given; integer epoch ns; epoch seconds with a fraction).
 
     Raises:
-        ValueError: neither form.
+        ValueError: none of those forms.
     """
     if text.strip().lower() == "now":
         return None
-    from engine.replay.replay import parse_time  # the CLI's time parser (pulls in pyarrow)
+    from engine.timefmt import parse_time
 
     return parse_time(text) // 1_000_000
 
@@ -126,8 +126,8 @@ def _csv(value: str | None) -> list[str]:
     "--epoch",
     default="now",
     show_default=True,
-    help="Exchange time the market starts at: ISO-8601 UTC (2024-01-01T00:00:00Z), epoch ms,"
-    " or 'now' (the wall clock). A fixed epoch with a fixed --seed gives the same bytes every run.",
+    help="Exchange time the market starts at: a TIME (2024-01-01T00:00:00Z, epoch ns, epoch"
+    " seconds with a fraction) or 'now' (the wall clock). A fixed epoch with a fixed --seed gives the same bytes every run.",
 )
 def simulate(
     host: str,
