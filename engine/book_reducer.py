@@ -269,14 +269,16 @@ class BookReducer:
                 ):
                     crossed = main.book.apply(event.bids, event.asks, event.last_id)  # type: ignore[union-attr]
                     sb.counts.diffs_applied += 1
-                    if crossed is not sb.crossed:
-                        return state, self._crossed_changed(sb, event)
                     v = self._verify_ns
-                    if v is not None and event.recv_ns - sb.last_verify_ns >= v:  # type: ignore[operator]
-                        out: list[Any] = []
+                    due = v is not None and event.recv_ns - sb.last_verify_ns >= v  # type: ignore[operator]
+                    if crossed is sb.crossed and not due:
+                        return state, NO_OUTPUTS
+                    out: list[Any] = (
+                        self._crossed_changed(sb, event) if crossed is not sb.crossed else []
+                    )
+                    if due:
                         self._start_verify(sb, event, "periodic", out)
-                        return state, out
-                    return state, NO_OUTPUTS
+                    return state, out
             return state, self._diff(state, event)
         if t is BookTicker:
             return state, self._ticker(state, event)
