@@ -5,10 +5,11 @@ Owns: per-symbol sync (every phase change is a transition of
 into outputs and counts, and never sets a phase itself), the bounded diff
 buffer's overflow policy, snapshot requests (sync and periodic verify, timed
 by *event* time ``recv_ns``), drift verification with a shadow book, the
-bookTicker cross-check, crossed-book detection, the counts, the queries
-(``book``, ``sync_state``, ``counts``) and the book output classes.  Must
-not: read a clock, do I/O, use randomness or globals, or raise on any event
-(unknown events are ignored).
+bookTicker cross-check, crossed-book detection, the counts and the queries
+(``book``, ``sync_state``, ``counts``); the output classes it emits live in
+:mod:`engine.book_outputs` (re-exported here).  Must not: read a clock, do
+I/O, use randomness or globals, or raise on any event (unknown events are
+ignored).
 
 How the pieces fit, per symbol::
 

@@ -542,7 +542,7 @@ class _Exporter:
 
     def book_top(self, ts_ns: int) -> None:
         try:
-            red = self.p.reducer("book")
+            red: Any = self.p.reducer("book")  # a BookReducer
         except KeyError:
             return
         state = self.p.state("book")

@@ -442,7 +442,7 @@ def book_summary(pipeline: Pipeline, symbol: str, depth: int = 5) -> dict[str, A
     None: no book reducer.
     """
     try:
-        red = pipeline.reducer("book")
+        red: Any = pipeline.reducer("book")  # a BookReducer
     except KeyError:
         return None
     state = pipeline.state("book")
