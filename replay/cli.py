@@ -399,14 +399,15 @@ def _symbol_lines(d: dict[str, Any]) -> list[str]:
     out = _trade_lines(d.get("trades")) + _candle_lines(d.get("candles"))
     b = d.get("book")
     if b is not None:
-        if b.get("synced"):
+        out.append(f"sync     {_sync_text(b)}")
+        if "last_id" in b:  # published: primed or synced
             out.append(
                 f"book     bid {_pair(b['best_bid'])}  ask {_pair(b['best_ask'])}  spread"
                 f" {b['spread']}  mid {b['mid']}  imbalance {b['imbalance']}"
                 f"  levels {b['bid_levels']}/{b['ask_levels']}  update id {b['last_id']}"
             )
         else:
-            out.append("book     not synced")
+            out.append("book     none")
         out.extend(_health_lines(b))
     alerts = d["alerts"]
     out.append(f"alerts   {alerts['count']}")
@@ -414,6 +415,13 @@ def _symbol_lines(d: dict[str, Any]) -> list[str]:
         out.append(f"         {json.dumps(a, sort_keys=True)}")
     out.append("outputs  " + _counts(d["outputs"]))
     return out
+
+
+def _sync_text(b: dict[str, Any]) -> str:
+    """A book summary's sync state in words (a primed book is published but not yet synced)."""
+    if b["state"] == "primed":
+        return "primed (the snapshot is the book; no diff has chained onto it yet)"
+    return str(b["state"])
 
 
 def _health_lines(b: dict[str, Any]) -> list[str]:
@@ -534,9 +542,10 @@ def render_book(doc: dict[str, Any]) -> str:
         f" {doc['elapsed_s']:.3f} s)"
     ]
     b = doc["book"]
-    if b is None or not b.get("synced"):
-        lines.append("book not synced at that time")
+    if b is None or "last_id" not in b:
+        lines.append(f"book {_sync_text(b)} at that time: no book" if b else "no book kept")
     else:
+        lines.append(f"book {_sync_text(b)}")
         w = max([len(p) for p, _ in b["bids"] + b["asks"]] + [5])
         lines.append(f"  {'price':>{w}}  qty")
         for p, q in reversed(b["asks"]):

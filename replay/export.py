@@ -17,9 +17,11 @@ Tables (one ``<name>.parquet`` each, plus ``export.json`` describing the run)::
                 connections dropped: a diff whose last_id is not above the
                 symbol's highest seen is skipped): seq, recv_ns, exch_ms, symbol,
                 first_id, last_id, prev_id, side, price, qty (0 = level removed)
-    book_top    the top ``top`` levels per side of every *synced* book at every
-                multiple of ``interval`` (UTC-aligned receive time), long form:
-                ts_ns, seq (last frame folded), symbol, update_id, side, level, price, qty
+    book_top    the top ``top`` levels per side of every *published* book (primed or
+                synced) at every multiple of ``interval`` (UTC-aligned receive time),
+                long form: ts_ns, seq (last frame folded), symbol, update_id,
+                sync_state ("primed": a snapshot no diff has chained onto yet, or
+                "synced"), side, level, price, qty
     candles     every closed candle (CandleClosed outputs) with its SMA/EMA
     alerts      every alert output (:func:`engine.replay.replay.is_alert`):
                 seq, recv_ns, type, kind, symbol, exch_ms, value, threshold, unit,
@@ -257,6 +259,7 @@ TABLES: dict[str, pa.Schema] = {
             ("seq", _I64),
             ("symbol", _STR),
             ("update_id", _I64),
+            ("sync_state", _STR),
             ("side", _STR),
             ("level", pa.int32()),
             ("price", DECIMAL),
@@ -528,7 +531,7 @@ class _Exporter:
 
     def book_top(self, ts_ns: int) -> None:
         try:
-            red = self.p.reducer("book")
+            red: Any = self.p.reducer("book")  # a BookReducer
         except KeyError:
             return
         state = self.p.state("book")
@@ -540,10 +543,11 @@ class _Exporter:
             book = red.book(state, sym)
             if book is None:
                 continue
+            sync = red.sync_state(state, sym)
             bids, asks = book.top(self.top)
             for side, levels in (("bid", bids), ("ask", asks)):
                 for i, (price, qty) in enumerate(levels):
-                    add((ts_ns, seq, sym, book.last_id, side, i, price, qty))
+                    add((ts_ns, seq, sym, book.last_id, sync, side, i, price, qty))
 
 
 def export_journal(

@@ -452,15 +452,22 @@ def _ratio(f: Any) -> str | None:
 
 
 def book_summary(pipeline: Pipeline, symbol: str, depth: int = 5) -> dict[str, Any] | None:
-    """Top of book, spread, mid, imbalance and health counters for one symbol (None: no book reducer)."""
+    """Sync state, top of book, spread, mid, imbalance and health counters for one symbol.
+
+    ``state`` is the book's sync state (``BookReducer.sync_state``); ``synced``
+    is true only in "synced": a "primed" book (a snapshot no diff has chained
+    onto yet) is published, so its levels are here, but it is not synced.
+    None: no book reducer.
+    """
     try:
-        red = pipeline.reducer("book")
+        red: Any = pipeline.reducer("book")  # a BookReducer
     except KeyError:
         return None
     state = pipeline.state("book")
     sb = state.symbols.get(symbol)
     book = red.book(state, symbol)
-    out: dict[str, Any] = {"synced": book is not None}
+    sync = red.sync_state(state, symbol)
+    out: dict[str, Any] = {"state": sync, "synced": sync == "synced"}
     if book is not None:
         bb, ba = book.best_bid(), book.best_ask()
         bids, asks = book.top(depth)
