@@ -63,25 +63,31 @@ def journal_holding(path: Path) -> Path | None:
     return None
 
 
-def guard_output(path: Path, *, force: bool, option: str = "--out") -> None:
+def guard_output(path: Path, *, force: bool, option: str = "--out", forceable: bool = True) -> None:
     """Refuse to write ``path`` if it exists or lies inside a journal, unless ``--force``.
 
-    A directory output (export) "exists" when it holds anything: an earlier export
-    would be silently mixed with or replaced by the new one.
+    A directory output (export, import) "exists" when it holds anything: an
+    earlier result would be silently mixed with or replaced by the new one.
+    ``forceable=False``: the command has no ``--force`` (it never replaces).
 
     Raises:
         UsageFailure: what is refused and how to go on.
     """
     if force:
         return
+    hint = " (or --force to write there anyway)" if forceable else ""
     inside = journal_holding(path)
+    if inside is not None and inside == path.absolute():
+        raise UsageFailure(f"{option} {path} already holds a journal: choose a new path{hint}")
     if inside is not None:
         raise UsageFailure(
-            f"{option} {path} is inside the journal {inside}: choose a path outside it"
-            " (or --force to write there anyway)"
+            f"{option} {path} is inside the journal {inside}: choose a path outside it{hint}"
         )
     if path.is_dir() and any(path.iterdir()) or (path.exists() and not path.is_dir()):
-        raise UsageFailure(f"{option} {path} already exists: choose a new path or give --force")
+        raise UsageFailure(
+            f"{option} {path} already exists: choose a new path"
+            + (" or give --force" if forceable else "")
+        )
 
 
 def deprecated(old: str, new: str) -> None:

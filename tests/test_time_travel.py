@@ -2,9 +2,8 @@
 
 The journal is the simulator's market model over 150 s of simulated time
 (tests/helpers/sim_journal.py, ~3000 frames); checkpoints are written by a
-real ``engine replay --save-checkpoints --checkpoint-frames`` subprocess.  The reference
-state at
-T is computed independently: one pass over the journal's frames fed one by
+real ``engine replay --save-checkpoints --checkpoint-frames`` subprocess.  The
+reference state at T is computed independently: one pass over the journal's frames fed one by
 one (``Pipeline.feed``, not the batch path) with a pipeline snapshot taken
 just before the first frame received after each T.
 """
