@@ -95,6 +95,14 @@ def deprecated(old: str, new: str) -> None:
     click.echo(f"note: {old} is deprecated; use {new}", err=True)
 
 
+def _leaf(group: BaseExceptionGroup) -> BaseException:
+    """The first error of an exception group that is not itself a group (what went wrong)."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup) and first.exceptions:
+        first = first.exceptions[0]
+    return first
+
+
 class LazyGroup(click.Group):
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         """Run a command; turn every failure into one stderr line and the exit-code rule."""
@@ -103,7 +111,10 @@ class LazyGroup(click.Group):
         from engine.journal.reader import JournalError
 
         try:
-            rv = super().main(*args, standalone_mode=False, **kwargs)
+            try:
+                rv = super().main(*args, standalone_mode=False, **kwargs)
+            except BaseExceptionGroup as group:  # trio nurseries wrap what a task raised
+                raise _leaf(group) from None
         except click.exceptions.Abort:
             _fail("aborted", 130)
         except click.UsageError as exc:
@@ -111,7 +122,10 @@ class LazyGroup(click.Group):
             _fail(exc.format_message() + where, 2)
         except click.ClickException as exc:
             _fail(exc.format_message(), exc.exit_code)
-        except (OSError, JournalError) as exc:
+        except OSError as exc:
+            where = f": {exc.filename}" if exc.filename else ""
+            _fail(f"{exc.strerror}{where}" if exc.strerror else str(exc), 1)
+        except JournalError as exc:
             _fail(str(exc), 1)
         except Exception as exc:  # noqa: BLE001 - a bug still gets one line, not a traceback
             if os.environ.get("ENGINE_TRACEBACK"):

@@ -370,9 +370,14 @@ def _serve(directory: Path, where: str, speed: str) -> None:
     try:
         parse_speed(speed)
         open_journal(directory)
-        run_server(directory, host.strip("[]"), int(port_text), speed, echo=click.echo)
-    except (JournalError, ValueError, OSError) as exc:
+    except (JournalError, ValueError) as exc:
         raise _fail(exc) from None
+    try:
+        run_server(directory, host.strip("[]"), int(port_text), speed, echo=click.echo)
+    except* OSError as group:
+        exc = group.exceptions[0]
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise DataFailure(f"cannot serve on {where}: {why}") from None
 
 
 def _check(directory: Path) -> None:
