@@ -95,7 +95,7 @@ def deprecated(old: str, new: str) -> None:
     click.echo(f"note: {old} is deprecated; use {new}", err=True)
 
 
-def _leaf(group: BaseExceptionGroup) -> BaseException:
+def leaf_error(group: BaseExceptionGroup) -> BaseException:
     """The first error of an exception group that is not itself a group (what went wrong)."""
     first: BaseException = group
     while isinstance(first, BaseExceptionGroup) and first.exceptions:
@@ -114,7 +114,7 @@ class LazyGroup(click.Group):
             try:
                 rv = super().main(*args, standalone_mode=False, **kwargs)
             except BaseExceptionGroup as group:  # trio nurseries wrap what a task raised
-                raise _leaf(group) from None
+                raise leaf_error(group) from None
         except click.exceptions.Abort:
             _fail("aborted", 130)
         except click.UsageError as exc:

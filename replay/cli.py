@@ -28,7 +28,7 @@ from typing import Any
 
 import click
 
-from engine.cli import DataFailure, UsageFailure, deprecated, guard_output
+from engine.cli import DataFailure, UsageFailure, deprecated, guard_output, leaf_error
 from engine.journal.cli import skip_damaged_option
 from engine.journal.reader import JournalError
 from engine.pipeline import Pipeline
@@ -375,7 +375,7 @@ def _serve(directory: Path, where: str, speed: str) -> None:
     try:
         run_server(directory, host.strip("[]"), int(port_text), speed, echo=click.echo)
     except* OSError as group:
-        exc = group.exceptions[0]
+        exc = leaf_error(group)
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise DataFailure(f"cannot serve on {where}: {why}") from None
 

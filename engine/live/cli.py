@@ -387,9 +387,9 @@ def run(
     except BaseException as exc:
         if not existed:
             _remove_if_empty(target)
-        leaf = exc
-        while isinstance(leaf, BaseExceptionGroup) and leaf.exceptions:
-            leaf = leaf.exceptions[0]
+        from engine.cli import leaf_error
+
+        leaf = leaf_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
         if isinstance(leaf, OSError):
             why = f"{leaf.strerror}: {leaf.filename}" if leaf.filename else leaf.strerror or leaf
             raise click.ClickException(f"capture could not start: {why}") from None
