@@ -157,3 +157,25 @@ def test_a_failed_import_leaves_no_directory(tmp_path):
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert p.returncode == 0, p.stderr  # the retry is not refused
+
+
+def test_venue_codecs_speak_their_base_protocol_on_their_own_hosts():
+    from engine.codecs.base import SyncRule
+    from engine.codecs.registry import get_codec
+
+    us, tr, dm = get_codec("binance-us"), get_codec("binance-tr"), get_codec("binance-delivery")
+    assert us.sync_rule == tr.sync_rule == SyncRule.BINANCE_SPOT
+    assert dm.sync_rule == SyncRule.BINANCE_FUTURES  # the pu chain
+    assert us.snapshot_url(us.rest_base, "btcusd", 100) == (
+        "https://api.binance.us/api/v3/depth?symbol=BTCUSD&limit=100"
+    )
+    assert tr.ws_url(tr.ws_base, ["btctry@trade"]).startswith("wss://stream-cloud.trbinance.com/")
+    streams = dm.streams(["btcusd_perp"], ["depth", "aggTrade", "kline_1m"])
+    assert dm.ws_url(dm.ws_base, streams) == (
+        "wss://dstream.binance.com/stream?streams=" + "/".join(streams)
+    )  # COIN-M serves every stream kind on one path: one connection, not /public + /market
+    assert dm.snapshot_url(dm.rest_base, "BTCUSD_PERP", 1000) == (
+        "https://dapi.binance.com/dapi/v1/depth?symbol=BTCUSD_PERP&limit=1000"
+    )
+    futures_only = get_codec("binance-futures")
+    assert len(futures_only.streams_by_path(streams)) == 2 and len(dm.streams_by_path(streams)) == 1
