@@ -453,13 +453,9 @@ def render_summary(s: dict[str, Any]) -> str:
         f"  outputs {s['outputs']}  (last seq {s['last_seq']}"
         + (f", at {format_ns(s['last_recv_ns'])})" if s["frames"] else ")"),
     ]
-    window = []
-    if s.get("from_ns") is not None:
-        window.append(f"from {format_ns(s['from_ns'])}")
-    if s.get("to_ns") is not None:
-        window.append(f"to {format_ns(s['to_ns'])}")
+    window = _window_text(s.get("from_ns"), s.get("to_ns"))
     if window:
-        lines.append("window    " + "  ".join(window))
+        lines.append("window    " + window)
     ck = s.get("checkpoint")
     if ck:
         lines.append(
@@ -474,6 +470,12 @@ def render_summary(s: dict[str, Any]) -> str:
         lines.append(sym)
         lines.extend("  " + x for x in _symbol_lines(d))
     return "\n".join(lines)
+
+
+def _window_text(from_ns: int | None, to_ns: int | None) -> str:
+    """The instants ``--from``/``--to`` resolved to, as ISO text and epoch ns."""
+    ends = [(name, ns) for name, ns in (("from", from_ns), ("to", to_ns)) if ns is not None]
+    return "  ".join(f"{name} {format_ns(ns)} (epoch ns {ns})" for name, ns in ends)
 
 
 def _counts(d: dict[str, int]) -> str:
@@ -801,6 +803,8 @@ def export(
     if as_json:
         click.echo(json.dumps(res.to_json(), indent=2))
         return
+    if from_ is not None or to_ns is not None:
+        click.echo(f"window     {_window_text(from_, to_ns)}")
     for name, n in res.rows.items():
         click.echo(f"{n:>10} rows  {out_dir / (name + '.parquet')}")
     click.echo(

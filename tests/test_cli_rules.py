@@ -262,3 +262,14 @@ def test_run_failures_leave_no_directory_and_the_summary_speaks_plainly(tmp_path
     assert s["journal_frames"] == sum(1 for _ in JournalReader(j).frames())
     # the retry of a finished capture is refused, and says what to do
     failed(engine("run", "--journal", str(j), "--duration", "1"), 2, "choose a new --journal")
+
+
+def test_replay_prints_the_window_it_resolved(spot: Path) -> None:
+    p = engine(
+        "replay", str(spot), "--from", "1633998520.5", "--to", "2021-10-12T00:28:45.123456789Z"
+    )
+    assert p.returncode == 0, p.stderr
+    assert (
+        "window    from 2021-10-12T00:28:40.500000000Z (epoch ns 1633998520500000000)"
+        "  to 2021-10-12T00:28:45.123456789Z (epoch ns 1633998525123456789)"
+    ) in p.stdout.splitlines()
