@@ -43,6 +43,7 @@ import heapq
 import os
 import re
 import shutil
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -198,14 +199,22 @@ def _symbols(records: Iterable[Frame]) -> list[str]:
     return sorted(found)
 
 
+#: Wraps the frames being written (a progress bar); identity when None.
+Progress = Callable[[Sequence[Frame]], Iterable[Frame]] | None
+
+
 def _write(
-    out: Path, records: Iterable[Frame], metadata: dict[str, object], report: ImportReport
+    out: Path,
+    records: Sequence[Frame],
+    metadata: dict[str, object],
+    report: ImportReport,
+    progress: Progress = None,
 ) -> None:
     """Write the journal; on any failure, or when nothing was imported, remove what was made."""
     existed = out.exists()
     try:
         with JournalWriter.create(out, metadata=metadata) as w:
-            for r in records:
+            for r in records if progress is None else progress(records):
                 w.append(r.recv_ns, r.conn, r.dir, r.kind, r.source, r.payload, r.code)
                 report.frames += 1
         if report.frames == 0:
@@ -225,6 +234,7 @@ def import_cryptofeed(
     files: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
     exchange: str | None = None,
+    progress: Progress = None,
 ) -> ImportReport:
     """Convert the cryptofeed files of one capture into a journal at ``out``.
 
@@ -257,7 +267,7 @@ def import_cryptofeed(
         "source_files": [p.name for p in paths],
         "importer": "cryptofeed",
     }
-    _write(Path(out), merged, metadata, report)
+    _write(Path(out), merged, metadata, report, progress)
     return report
 
 
@@ -341,6 +351,7 @@ def import_tardis(
     out: str | os.PathLike[str],
     exchange: str = "binance",
     source: str | None = None,
+    progress: Progress = None,
 ) -> ImportReport:
     """Convert Tardis one-message-per-line files (in the order given) into a journal at ``out``.
 
@@ -367,7 +378,7 @@ def import_tardis(
         "source_files": [Path(f).name for f in files],
         "importer": "tardis",
     }
-    _write(Path(out), records, metadata, report)
+    _write(Path(out), records, metadata, report, progress)
     return report
 
 
@@ -400,6 +411,22 @@ def _run(do: Callable[[], ImportReport], out: str) -> None:
     _finish(report, out)
 
 
+def _bar(records: Sequence[Frame]) -> Iterable[Frame]:
+    """A progress bar on stderr when it is a terminal; quiet otherwise."""
+    if not sys.stderr.isatty():
+        return records
+    from rich.console import Console
+    from rich.progress import track
+
+    return track(
+        records,
+        description="import",
+        console=Console(stderr=True),
+        transient=True,
+        total=len(records),
+    )
+
+
 _EXCHANGE_HELP = "the venue (its codec replays the journal): " + ", ".join(sorted(CODECS))
 
 
@@ -426,7 +453,7 @@ def import_group() -> None:
 def cryptofeed_cmd(files: tuple[str, ...], out: str, exchange: str | None) -> None:
     """Import cryptofeed raw captures (the .ws and .http files of one capture)."""
     exchange = _exchange_checked(exchange)
-    _run(lambda: import_cryptofeed(files, out, exchange), out)
+    _run(lambda: import_cryptofeed(files, out, exchange, _bar), out)
 
 
 @import_group.command("tardis")
@@ -441,4 +468,4 @@ def cryptofeed_cmd(files: tuple[str, ...], out: str, exchange: str | None) -> No
 def tardis_cmd(files: tuple[str, ...], out: str, exchange: str, source: str | None) -> None:
     """Import Tardis one-message-per-line files (ISO time, a space, the raw JSON)."""
     _exchange_checked(exchange)
-    _run(lambda: import_tardis(files, out, exchange, source), out)
+    _run(lambda: import_tardis(files, out, exchange, source, _bar), out)

@@ -273,3 +273,38 @@ def test_replay_prints_the_window_it_resolved(spot: Path) -> None:
         "window    from 2021-10-12T00:28:40.500000000Z (epoch ns 1633998520500000000)"
         "  to 2021-10-12T00:28:45.123456789Z (epoch ns 1633998525123456789)"
     ) in p.stdout.splitlines()
+
+
+def _on_a_terminal(args: list[str]) -> tuple[subprocess.CompletedProcess[bytes], bytes]:
+    """Run ``engine *args`` with stderr on a pseudo-terminal; returns (process, terminal bytes)."""
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "100"}
+    env.pop("NO_COLOR", None)
+    p = subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args],
+        stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL, timeout=120, env=env,
+    )  # fmt: skip
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal's other side is closed and drained
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    return p, seen
+
+
+def test_import_shows_progress_on_a_terminal_and_is_quiet_otherwise(tmp_path: Path) -> None:
+    raw = ROOT / "fixtures" / "raw"
+    files = [str(raw / "BINANCE.ws.1.0"), str(raw / "BINANCE.http.0.0")]
+    p, seen = _on_a_terminal(["import", "cryptofeed", *files, "--out", str(tmp_path / "a")])
+    assert p.returncode == 0 and b"import" in seen and "━".encode() in seen
+    q = engine("import", "cryptofeed", *files, "--out", str(tmp_path / "b"))
+    assert q.returncode == 0 and q.stderr == ""
