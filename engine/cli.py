@@ -32,8 +32,8 @@ COMMANDS: dict[str, str] = {
     "run": "engine.live.cli:run",
     "simulate": "engine.sim.cli:simulate",
     "replay": "engine.replay.cli:replay",
-    "book": "engine.replay.cli:book",
-    "export": "engine.replay.cli:export",
+    "book": "engine.replay.cli_book:book",
+    "export": "engine.replay.cli_export:export",
     "import": "engine.replay.importers:import_group",
     "journal": "engine.journal.cli:journal",
 }

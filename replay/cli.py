@@ -1,4 +1,9 @@
-"""``engine replay``, ``engine book`` and ``engine export``: the command lines of replay.
+"""``engine replay``: the command line of replay, and what ``engine book`` / ``engine export`` share.
+
+``engine book`` is :mod:`engine.replay.cli_book`, ``engine export``
+:mod:`engine.replay.cli_export`; both take their time type, checkpoint
+options, journal checks (times and symbols against the journal) and summary
+lines from here.
 
 Owns parsing, rendering (text or ``--json``), the progress bar (rich, on a
 terminal only), exit codes and turning our errors into one-line messages.
@@ -18,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -37,12 +41,11 @@ from engine.replay.replay import (
     Tally,
     open_journal,
     seq_span,
-    symbols_of,
     tally_output,
 )
 from engine.timefmt import format_ms, format_ns, parse_time
 
-__all__ = ["replay", "book", "export"]
+__all__ = ["replay", "render_summary", "TIME"]
 
 
 class TimeParam(click.ParamType):
@@ -550,264 +553,3 @@ def _candle_lines(candles: list[dict[str, Any]] | None) -> list[str]:
         if oc:
             out.append(f"candle   {c['interval']} open   {_ohlcv(oc)}")
     return out
-
-
-# =============================================================== engine book
-
-
-@click.command("book")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--symbol", required=True, help="The symbol, e.g. BTCUSDT.")
-@click.option("--at", "at", type=TIME, required=True, help=f"The instant ({_TIME}).")
-@click.option(
-    "--depth",
-    type=click.IntRange(min=1),
-    default=10,
-    show_default=True,
-    help="Levels per side shown; the imbalance is over these levels too.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@_checkpoint_options
-@skip_damaged_option
-@click.pass_context
-def book(
-    ctx: click.Context,
-    directory: Path,
-    symbol: str,
-    at: int,
-    depth: int,
-    as_json: bool,
-    save_checkpoints: bool,
-    checkpoint_every: float | None,
-    checkpoint_frames: int | None,
-) -> None:
-    """The order book (and trade/candle state) of SYMBOL at an instant.
-
-    Restores the nearest checkpoint at or before --at and folds forward: the
-    state after every frame received at or before that time.  Prints the
-    instant TIME resolved to; a time outside the journal is an error naming its span.
-    """
-    from engine.replay.replay import book_summary, candles_summary, state_at, trades_summary
-
-    policy = _policy(directory, _save(ctx, save_checkpoints), checkpoint_every, checkpoint_frames)
-    j = _open_checked(directory)
-    if "," in symbol:
-        raise UsageFailure(f"--symbol takes one symbol, not {symbol!r}")
-    sym = (_symbols_checked(j, symbol) or [symbol.strip().upper()])[0]
-
-    def inside() -> None:
-        try:
-            j._instant(at, "--at")
-        except ValueError as exc:
-            raise DataFailure(str(exc)) from None
-
-    span = j.span
-    if span is None or at < span.first_ns:
-        inside()
-    started = time.perf_counter()
-    try:
-        with _progress(str(directory), "book") as on_chunk:
-            pipeline, used, folded = state_at(directory, at, checkpoints=policy, on_chunk=on_chunk)
-    except (JournalError, ValueError, OSError) as exc:
-        raise _fail(exc) from None
-    inside()  # after the last frame: said once the fold proved the journal sound to its end
-    elapsed = time.perf_counter() - started
-    known = symbols_of(pipeline)
-    if sym not in known:
-        raise DataFailure(
-            f"no state for {sym} in {directory} at {format_ns(at)} (nothing of it received by"
-            f" then); symbols with state: {', '.join(known) or 'none'}"
-        )
-    doc = {
-        "symbol": sym,
-        "at_ns": at,
-        "at": format_ns(at),
-        "last_seq": pipeline.counters.last_seq,
-        "last_recv_ns": pipeline.counters.last_recv_ns,
-        "checkpoint": None
-        if used is None
-        else {"last_seq": used.last_seq, "max_recv_ns": used.max_recv_ns},
-        "frames_folded": folded,
-        "elapsed_s": round(elapsed, 3),
-        "book": book_summary(pipeline, sym, depth),
-        "trades": trades_summary(pipeline, sym),
-        "candles": candles_summary(pipeline, sym),
-    }
-    if as_json:
-        click.echo(json.dumps(doc, indent=2))
-    else:
-        click.echo(render_book(doc))
-
-
-def render_book(doc: dict[str, Any]) -> str:
-    """``engine book`` as text: header, an aligned ladder (asks above bids), then the rest.
-
-    Levels are ``price × qty`` as everywhere else (the replay summary, the
-    dashboard); the imbalance line names the depth it was taken over.
-    """
-    ck = doc["checkpoint"]
-    src = (
-        f"checkpoint at seq {ck['last_seq']} + {doc['frames_folded']} frames"
-        if ck
-        else f"{doc['frames_folded']} frames from the start"
-    )
-    lines = [
-        f"{doc['symbol']} at {doc['at']} (epoch ns {doc['at_ns']})  (state after seq"
-        f" {doc['last_seq']}; {src}; {doc['elapsed_s']:.3f} s)"
-    ]
-    b = doc["book"]
-    if b is None or "last_id" not in b:
-        lines.append(f"book {_sync_text(b)} at that time: no book" if b else "no book kept")
-    else:
-        lines.append(
-            f"book {_sync_text(b)}; top {b['depth']} of {b['bid_levels']} bid /"
-            f" {b['ask_levels']} ask levels"
-        )
-        lines.extend(ladder(b["bids"], b["asks"]))
-        lines.append(
-            f"spread {b['spread']}  mid {b['mid']}  imbalance (top {b['depth']} levels)"
-            f" {b['imbalance']}  update id {b['last_id']}"
-        )
-    if b is not None:
-        lines.extend(_health_lines(b))
-    lines.extend(_trade_lines(doc["trades"]) + _candle_lines(doc["candles"]))
-    return "\n".join(lines)
-
-
-def ladder(bids: list[list[str]], asks: list[list[str]]) -> list[str]:
-    """Asks (highest first) above bids, ``side  price × qty``, each column aligned on its point."""
-    rows = [("ask", p, q) for p, q in reversed(asks)] + [("bid", p, q) for p, q in bids]
-    prices = _aligned([p for _, p, _ in rows], "price")
-    qtys = _aligned([q for _, _, q in rows], "qty")
-    out = [f"       {prices[0]}   {qtys[0]}"]
-    out.extend(
-        f"  {side}  {p} × {q}"
-        for (side, _, _), p, q in zip(rows, prices[1:], qtys[1:], strict=True)
-    )
-    return out
-
-
-def _aligned(numbers: list[str], title: str) -> list[str]:
-    """``title`` then the decimal texts, padded to one width with their points in one column."""
-    parts = [n.partition(".") for n in numbers]
-    iw = max([len(i) for i, _, _ in parts] + [1])
-    fw = max([len(f) for _, _, f in parts] + [0])
-    cells = [
-        f"{i:>{iw}}" + (f".{f:<{fw}}" if f else " " * (fw + 1) if fw else "") for i, _, f in parts
-    ]
-    width = max([len(c) for c in cells] + [len(title)])
-    return [f"{title:>{width}}"] + [f"{c:>{width}}" for c in cells]
-
-
-# =============================================================== engine export
-
-
-@click.command("export")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--out",
-    "out_dir",
-    default=None,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="New directory for the Parquet tables (an existing non-empty one, or one inside a"
-    " journal, needs --force).",
-)
-@click.option(
-    "--force", is_flag=True, help="Allow --out to be an existing or in-journal directory."
-)
-@click.option(
-    "--symbols",
-    default=None,
-    help="Comma-separated symbols (default: all; unknown ones are an error).",
-)
-@click.option(
-    "--top",
-    type=click.IntRange(min=1),
-    default=10,
-    show_default=True,
-    help="Levels per side in book_top.",
-)
-@click.option(
-    "--interval",
-    type=click.FloatRange(min=0, min_open=True),
-    default=1.0,
-    show_default=True,
-    help="Seconds between book_top snapshots (receive time).",
-)
-@click.option("--from", "from_", type=TIME, default=None, help=f"Export from this time ({_TIME}).")
-@click.option("--to", "to", default=None, metavar="TIME", help=f"Export up to this time ({_TIME}).")
-@click.option("--until", type=TIME, default=None, hidden=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-@skip_damaged_option
-def export(
-    directory: Path,
-    out_dir: Path | None,
-    force: bool,
-    symbols: str | None,
-    top: int,
-    interval: float,
-    from_: int | None,
-    to: str | None,
-    until: int | None,
-    as_json: bool,
-) -> None:
-    """Write normalized Parquet tables: trades, book_diffs, book_top, candles, alerts.
-
-    Prices and quantities are exact decimal128(38, 8) columns, times int64
-    epoch ns (*_ns) or the exchange's ms (*_ms).  Readable by pyarrow, Polars
-    and DuckDB; export.json in the --out directory describes the run.
-    """
-    to_ns: int | None = None
-    if to is not None:
-        try:
-            to_ns = parse_time(to)
-        except ValueError as exc:
-            if out_dir is not None:
-                raise click.BadParameter(str(exc), param_hint="--to") from None
-            deprecated("--to OUTDIR", "--out OUTDIR (--to is a time, as on every command)")
-            out_dir = Path(to)
-    if until is not None:
-        deprecated("--until", "--to")
-        if to_ns is not None:
-            raise UsageFailure("--until and --to are the same option: give --to only")
-        to_ns = until
-    if out_dir is None:
-        raise UsageFailure("Missing option '--out' (the directory for the tables)")
-    if from_ is not None and to_ns is not None and to_ns < from_:
-        raise click.BadParameter("--to is before --from", param_hint="--to")
-    guard_output(out_dir, force=force)
-    j = _open_checked(directory)
-    wanted = _symbols_checked(j, symbols)
-    _window(j, from_, to_ns)
-    from engine.replay.export import export_journal
-
-    created = not out_dir.exists()
-    try:
-        with _progress(str(directory), "export") as on_chunk:
-            res = export_journal(
-                directory,
-                out_dir,
-                symbols=wanted,
-                top=top,
-                interval_s=interval,
-                start_ns=from_,
-                end_ns=to_ns,
-                on_chunk=on_chunk,
-            )
-    except BaseException as exc:
-        if created:  # a failed export leaves no directory behind
-            shutil.rmtree(out_dir, ignore_errors=True)
-        if isinstance(exc, (JournalError, ValueError, OSError)):
-            raise _fail(exc) from None
-        raise
-    if as_json:
-        click.echo(json.dumps(res.to_json(), indent=2))
-        return
-    if from_ is not None or to_ns is not None:
-        click.echo(f"window     {_window_text(from_, to_ns)}")
-    for name, n in res.rows.items():
-        click.echo(f"{n:>10} rows  {out_dir / (name + '.parquet')}")
-    click.echo(
-        f"{res.frames} frames replayed; {res.decode_errors} decode errors; dropped duplicates:"
-        f" {res.duplicate_trades} trades, {res.duplicate_diffs} depth diffs"
-    )

@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 
 from engine.journal.reader import JournalReader
 from engine.replay.checkpoints import CheckpointPolicy, CheckpointWriter, list_checkpoints
-from engine.replay.cli import book as book_cmd
 from engine.replay.cli import replay as replay_cmd
+from engine.replay.cli_book import book as book_cmd
 from engine.replay.replay import book_summary, pipeline_for, state_at
 from engine.timefmt import format_ns
 
