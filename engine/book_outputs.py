@@ -9,7 +9,7 @@ header and :mod:`engine.book_sync`).  Import them from either module.
 from __future__ import annotations
 
 from engine import serde
-from engine.frozen import frozen as output  # outputs are values like events (engine.frozen)
+from attrs import frozen as output  # outputs are frozen slotted attrs values, like events
 
 __all__ = [
     "BookSynced",
