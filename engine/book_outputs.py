@@ -8,8 +8,9 @@ header and :mod:`engine.book_sync`).  Import them from either module.
 
 from __future__ import annotations
 
-from engine import serde
 from attrs import frozen as output  # outputs are frozen slotted attrs values, like events
+
+from engine import serde
 
 __all__ = [
     "BookSynced",

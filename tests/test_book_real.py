@@ -34,7 +34,7 @@ from engine.codecs.registry import get_codec
 from engine.events import BookSnapshot, DepthDiff
 from engine.journal.reader import JournalReader
 from engine.live.dashboard import Dashboard, status_line
-from engine.live.runtime import CaptureStatus
+from engine.live.status import CaptureStatus
 from engine.outputs import SnapshotRequest
 from engine.replay.export import export_journal
 from engine.replay.replay import book_summary, state_at
