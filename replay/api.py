@@ -64,13 +64,12 @@ from typing import Any, TypeAlias
 import attrs
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from engine.journal.reader import JournalReader, frames_of, read_segment
 from engine.journal.schema import Frame
 from engine.pipeline import Pipeline
 from engine.replay.api_types import BookAt, OutputRecord, Span, StateAt
-from engine.replay.export import TABLES, export_journal
+from engine.replay.export import TABLES, export_journal, read_table
 from engine.replay.replay import Replay, chunks, pipeline_for, state_at
 from engine.timefmt import format_ns, parse_time
 
@@ -285,7 +284,7 @@ class Journal:
         """Every table of ``engine export`` (name → pyarrow Table); see :meth:`table`."""
         out = self._export(self._filter(start, end, symbols), top, interval)
         files = json.loads((out / "export.json").read_text())["tables"]
-        return {name: pq.read_table(out / file) for name, file in files.items()}
+        return {name: read_table(out, name) for name in files}
 
     def close(self) -> None:
         """Remove the temporary export directory (the journal itself is never touched)."""

@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 
 from engine import serde
 from engine.assembly import pipeline_from_manifest
+from engine.events import DecodeError
 from engine.journal.reader import JournalReader
 from engine.journal.recorder import read_outputs
 from engine.num import SCALE, render
@@ -47,6 +48,7 @@ from engine.replay.checkpoints import (
     CheckpointWriter,
     restore_nearest,
 )
+from engine.timefmt import format_ns
 
 __all__ = [
     "CHUNK_ROWS",
@@ -55,6 +57,7 @@ __all__ = [
     "pipeline_for",
     "chunks",
     "Replay",
+    "DecodeErrorLog",
     "state_at",
     "Mismatch",
     "check",
@@ -149,6 +152,29 @@ def chunks(
 # =============================================================== the fold
 
 
+@attrs.define
+class DecodeErrorLog:
+    """Decode errors of the report window: how many, and the first ``limit`` (pipeline listener)."""
+
+    start_ns: int | None = None
+    limit: int = 20
+    count: int = 0
+    first: list[dict[str, Any]] = attrs.Factory(list)
+
+    def listen(self, seq: int, events: Any) -> None:
+        for ev in events:
+            if type(ev) is DecodeError and (self.start_ns is None or ev.recv_ns >= self.start_ns):
+                self.count += 1
+                if len(self.first) < self.limit:
+                    self.first.append(
+                        {"seq": ev.seq, "time": format_ns(ev.recv_ns), "recv_ns": ev.recv_ns,
+                         "source": ev.source, "reason": ev.reason}
+                    )  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        return {"count": self.count, "listed": len(self.first), "first": self.first}
+
+
 class Replay:
     """One replay of a journal through the standard pipeline.
 
@@ -193,6 +219,9 @@ class Replay:
         self.on_chunk = on_chunk
         self.final_checkpoint = final_checkpoint
         self.frames = 0
+        #: the report window's decode errors (seq, source, reason of the first ones)
+        self.decode_errors = DecodeErrorLog(start_ns)
+        self.pipeline.listeners.append(self.decode_errors.listen)
 
     def outputs(self) -> Iterator[tuple[int, Any]]:
         """Run the fold; yield ``(frame_seq, output)`` for frames inside the report window."""
@@ -566,8 +595,14 @@ def summarize(
     tallies: dict[str, Tally],
     symbols: list[str] | None = None,
     extra: dict[str, Any] | None = None,
+    errors: DecodeErrorLog | None = None,
 ) -> dict[str, Any]:
-    """The replay summary as one JSON-safe object: per symbol, plus totals."""
+    """The replay summary as one JSON-safe object: per symbol, plus totals.
+
+    ``decode_errors`` counts every decode error the fold met (a checkpoint's
+    too); ``errors`` adds ``decode_error_list``: those of the report window,
+    their count and the first ones with seq, time, source and reason.
+    """
     c = pipeline.counters
     wanted = [s.upper() for s in symbols] if symbols else symbols_of(pipeline)
     per: dict[str, Any] = {}
@@ -586,6 +621,7 @@ def summarize(
         "frames": c.frames,
         "events": c.events,
         "decode_errors": c.decode_errors,
+        **({} if errors is None else {"decode_error_list": errors.to_json()}),
         "outputs": c.outputs,
         "last_seq": c.last_seq,
         "last_recv_ns": c.last_recv_ns,
