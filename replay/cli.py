@@ -297,7 +297,7 @@ def _serve(directory: Path, where: str, speed: str) -> None:
 
 def _check(directory: Path) -> None:
     from engine.journal.recorder import OUTPUTS_DIR
-    from engine.replay.replay import check_report
+    from engine.replay.check import check_report
 
     try:
         open_journal(directory)

@@ -33,9 +33,10 @@ from engine.journal.schema import Dir, Kind
 from engine.journal.writer import JournalWriter
 from engine.live.capture import Capture
 from engine.live.config import LiveConfig
+from engine.replay.check import check
 from engine.replay.checkpoints import CheckpointPolicy, CheckpointWriter, list_checkpoints
 from engine.replay.cli import replay as replay_cmd
-from engine.replay.replay import check, state_at
+from engine.replay.replay import state_at
 from engine.sim.cli import open_simulator
 from engine.sim.server import FAULTS
 from tests.test_live import fault_seen, until
