@@ -8,7 +8,7 @@ header and :mod:`engine.book_sync`).  Import them from either module.
 
 from __future__ import annotations
 
-from attrs import frozen as output  # outputs are plain attrs frozen values, like events
+from attrs import frozen as output  # outputs are frozen slotted attrs values, like events
 
 from engine import serde
 

@@ -355,7 +355,7 @@ def replay(
         else {"file": str(out), "format": OUT_FORMATS[out.suffix.lower()], "outputs": written},
         "elapsed_s": round(elapsed, 3),
     }
-    summary = summarize(r.pipeline, tallies, wanted, extra)
+    summary = summarize(r.pipeline, tallies, wanted, extra, r.decode_errors)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
@@ -385,7 +385,7 @@ def _serve(directory: Path, where: str, speed: str) -> None:
 
 def _check(directory: Path) -> None:
     from engine.journal.recorder import OUTPUTS_DIR
-    from engine.replay.replay import check_report
+    from engine.replay.check import check_report
 
     try:
         open_journal(directory)

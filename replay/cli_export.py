@@ -40,12 +40,10 @@ __all__ = ["export"]
     "out_dir",
     default=None,
     type=click.Path(file_okay=False, path_type=Path),
-    help="New directory for the Parquet tables (an existing non-empty one, or one inside a"
-    " journal, needs --force).",
+    help="New directory for the Parquet dataset (never inside a journal; an earlier"
+    " export there is replaced only with --force).",
 )
-@click.option(
-    "--force", is_flag=True, help="Allow --out to be an existing or in-journal directory."
-)
+@click.option("--force", is_flag=True, help="Replace an earlier export in --out.")
 @click.option(
     "--symbols",
     default=None,
@@ -82,11 +80,12 @@ def export(
     until: int | None,
     as_json: bool,
 ) -> None:
-    """Write normalized Parquet tables: trades, book_diffs, book_top, candles, alerts.
+    """Write normalized Parquet tables as one hive-partitioned dataset (table/symbol/date).
 
-    Prices and quantities are exact decimal128(38, 8) columns, times int64
-    epoch ns (*_ns) or the exchange's ms (*_ms).  Readable by pyarrow, Polars
-    and DuckDB; export.json in the --out directory describes the run.
+    Tables: trades, book_diffs, book_top, book_events, candles, alerts, errors,
+    book_ticker, ticker, kline.  Prices and quantities are exact decimal128(38, 8)
+    columns, times timestamp[ns, UTC].  Read by pyarrow.dataset, Polars, DuckDB
+    and Spark in one call; export.json in the --out directory describes the run.
     """
     to_ns: int | None = None
     if to is not None:
@@ -124,6 +123,7 @@ def export(
                 start_ns=from_,
                 end_ns=to_ns,
                 on_chunk=on_chunk,
+                replace=force,
             )
     except BaseException as exc:
         if created:  # a failed export leaves no directory behind
@@ -137,7 +137,7 @@ def export(
     if from_ is not None or to_ns is not None:
         click.echo(f"window     {_window_text(from_, to_ns)}")
     for name, n in res.rows.items():
-        click.echo(f"{n:>10} rows  {out_dir / (name + '.parquet')}")
+        click.echo(f"{n:>10} rows  {out_dir / f'table={name}'}")
     click.echo(
         f"{res.frames} frames replayed; {res.decode_errors} decode errors; dropped duplicates:"
         f" {res.duplicate_trades} trades, {res.duplicate_diffs} depth diffs"
