@@ -73,7 +73,9 @@ async def test_combined_path_sends_the_recorded_frames_byte_exact(nursery):
         assert got == [w[1] for w in want]
         assert await nothing_more(ws) == []
     assert srv.finished.is_set()
-    assert srv.stats()["frames_sent"] == 265  # every recorded data frame was named
+    st = srv.stats()
+    assert st["named_frames"] == 265  # every recorded data frame was named
+    assert st["frames_sent"] == len(want)  # and this connection got those of its streams
 
 
 async def test_raw_path_sends_the_bare_data_bytes(nursery):
