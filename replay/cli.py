@@ -35,6 +35,7 @@ from engine.replay.replay import (
     symbols_of,
     tally_output,
 )
+from engine.sim.cli import limit_options, limits
 from engine.timefmt import format_ms, format_ns, parse_time
 
 __all__ = ["replay", "book", "export"]
@@ -177,8 +178,10 @@ def _fail(exc: Exception) -> click.ClickException:
     "--serve", metavar="HOST:PORT", default=None, help="Serve the journal as an exchange."
 )
 @click.option(
-    "--speed", default="1", show_default=True, help="With --serve: 1, 10, any factor, or max."
+    "--speed", default=None, help="With --serve: 1 (the default), 10, any factor, or max."
 )
+@click.option("--loop", is_flag=True, help="With --serve: every connection's replay starts over.")
+@limit_options(only_with="With --serve: ")
 @_checkpoint_options
 @skip_damaged_option
 def replay(
@@ -190,7 +193,10 @@ def replay(
     out: Path | None,
     check: bool,
     serve: str | None,
-    speed: str,
+    speed: str | None,
+    loop: bool,
+    max_connections: int | None,
+    max_buffered_mb: float | None,
     checkpoints: bool,
     checkpoint_every: float,
     checkpoint_frames: int,
@@ -214,10 +220,34 @@ def replay(
         )
         if on
     ]
+    serving = [
+        name
+        for name, on in (
+            ("--speed", speed is not None),
+            ("--loop", loop),
+            ("--max-connections", max_connections is not None),
+            ("--max-buffered-mb", max_buffered_mb is not None),
+        )
+        if on
+    ]
+    if serve is None and serving:
+        raise click.UsageError(f"{serving[0]} needs --serve")
+    if serve is not None:
+        # the window options choose what every connection replays
+        others = [o for o in others if o not in ("--from", "--to", "--symbols")]
     if len(modes) > 1 or (modes and others):
         raise click.UsageError(f"{' and '.join(modes + others)} cannot be combined")
     if serve is not None:
-        _serve(directory, serve, speed)
+        _serve(
+            directory,
+            serve,
+            speed or "1",
+            start_ns=from_,
+            end_ns=to,
+            symbols=_csv(symbols) or None,
+            loop=loop,
+            limits=limits(max_connections, max_buffered_mb),
+        )
         return
     if check:
         _check(directory)
@@ -279,7 +309,7 @@ def replay(
         click.echo(render_summary(summary))
 
 
-def _serve(directory: Path, where: str, speed: str) -> None:
+def _serve(directory: Path, where: str, speed: str, **options: Any) -> None:
     from engine.replay.server import parse_speed, run_server
 
     host, sep, port_text = where.rpartition(":")
@@ -290,7 +320,7 @@ def _serve(directory: Path, where: str, speed: str) -> None:
     try:
         parse_speed(speed)
         open_journal(directory)
-        run_server(directory, host.strip("[]"), int(port_text), speed, echo=click.echo)
+        run_server(directory, host.strip("[]"), int(port_text), speed, echo=click.echo, **options)
     except (JournalError, ValueError, OSError) as exc:
         raise _fail(exc) from None
 
