@@ -276,21 +276,24 @@ class ReplayServer(SimServer):
         await self._subscribed_event(conn).wait()
         self.replays["started"] += 1
         while True:
-            played = await self._play(conn, w)
+            pushed = await self._play(conn, w)
             if conn.closing:
                 return
             self.replays["finished"] += 1
             self.finished.set()
-            if not (w.loop and played):
+            if not w.loop:
                 return
             self.replays["looped"] += 1
+            if not pushed:  # nothing of its streams in the window: wait for a new subscription
+                ev = self._subscribed[conn.id] = trio.Event()
+                await ev.wait()
 
     async def _play(self, conn: Any, w: Window) -> int:
-        """Hand ``conn`` the window's frames of its streams once; returns the frames in the window."""
+        """Hand ``conn`` the window's frames of its streams once; returns how many it was given."""
         speed = w.speed
         high = min(self.config.max_buffer // HIGH_WATER_SHARE, HIGH_WATER)
         t0 = base = 0.0
-        n = pending = total = 0  # frames and bytes queued since the last check; frames seen
+        n = pending = total = pushed = 0  # queued since the last check; frames seen; queued
         for recv_ns, stream, data in self.timeline.cursor(w.from_ns, w.to_ns):
             if not w.keeps(stream):
                 continue
@@ -310,6 +313,7 @@ class ReplayServer(SimServer):
                 continue
             conn.push_data(stream, data)
             self.sent += 1
+            pushed += 1
             n += 1
             pending += len(data)
             if n >= CHUNK or pending >= high:
@@ -322,7 +326,8 @@ class ReplayServer(SimServer):
                     self._flush(conn)
                     await trio.sleep(0.001)
         self._flush(conn)
-        return total
+        await trio.lowlevel.checkpoint()
+        return pushed
 
     def _flush(self, conn: Any) -> None:
         self.enforce_budget()

@@ -11,8 +11,8 @@ This module owns that sharing:
   the stream-naming state at their start (:meth:`StreamNamer.snapshot`, kept
   only when a SUBSCRIBE changed it).
 * :meth:`Timeline.cursor` walks the pieces of a window ``[from, to]``.  A
-  piece is ``(recv_ns, stream, data)`` tuples; pieces live in a weak cache, so
-  connections at the same place share one copy.  A cursor that finds its
+  piece is ``(recv_ns, stream, data)`` tuples; pieces live in a weak cache (and
+  the last ``RECENT`` read are held), so connections at the same place share one copy.  A cursor that finds its
   piece gone reads it from its own journal reader (which holds one record
   batch), so memory is one piece per place a connection is at, plus one
   record batch per connection ahead of every other.
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import bisect
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,8 @@ __all__ = ["SLICE", "Piece", "Timeline"]
 
 #: Rows of a record batch in one piece.
 SLICE = 1024
+#: Pieces kept even when no connection is at them.
+RECENT = 4
 
 _DIRS = (Dir.IN, Dir.OUT)
 _KINDS = (Kind.TEXT, Kind.REST)
@@ -69,6 +71,8 @@ class Timeline:
         #: (piece, namer state at its start), whenever the state changed
         self._states: list[tuple[int, Any]] = [(0, {})]
         self._cache: weakref.WeakValueDictionary[int, Piece] = weakref.WeakValueDictionary()
+        #: the last pieces read, held strongly: a short looped window is read once
+        self._recent: deque[Piece] = deque(maxlen=RECENT)
 
     def _reader(self) -> JournalReader:
         return JournalReader(self.path, dirs=_DIRS, kinds=_KINDS)
@@ -120,6 +124,7 @@ class Timeline:
             piece = self._cache.get(k)
             if piece is None:
                 piece = self._cache[k] = own.piece(k)
+                self._recent.append(piece)
             for item in piece:
                 t = item[0]
                 if lo is not None and t < lo:
