@@ -62,7 +62,7 @@ import json
 import math
 import signal
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -432,7 +432,7 @@ async def serve_journal(
     end_ns: int | None = None,
     symbols: Iterable[str] | None = None,
     loop: bool = False,
-    limits: dict[str, int] | None = None,
+    limits: Mapping[str, Any] | None = None,
     task_status: trio.TaskStatus[ReplayServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``journal_dir`` on ``host:port`` until cancelled.
@@ -451,7 +451,7 @@ async def serve_journal(
     server = ReplayServer(
         journal_dir,
         parse_speed(speed),
-        SimConfig(host=host, port=port, **(limits or {})),
+        attrs.evolve(SimConfig(host=host, port=port), **(limits or {})),
         start_ns=start_ns,
         end_ns=end_ns,
         symbols=symbols,

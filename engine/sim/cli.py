@@ -111,8 +111,8 @@ def limit_options(only_with: str = "") -> Callable[[Callable[..., Any]], Callabl
     Both default to None: :class:`SimConfig`'s defaults (:func:`limits` maps them).
     ``only_with`` prefixes the help (``"With --serve: "``).
     """
-    cfg = attrs.fields(SimConfig)
-    conns, budget = cfg.max_connections.default, cfg.max_buffered.default // (1024 * 1024)
+    defaults = SimConfig()
+    conns, budget = defaults.max_connections, defaults.max_buffered // (1024 * 1024)
 
     def add(fn: Callable[..., Any]) -> Callable[..., Any]:
         fn = click.option(
