@@ -76,7 +76,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import attrs
@@ -94,6 +93,7 @@ from engine.events import (
 from engine.num import ONE
 from engine.quotes import CROSSED_BOOK, WIDE_SPREAD, ceil_div, quote_alerts
 from engine.reducer import NO_OUTPUTS
+from engine.timefmt import format_ms, format_ns
 from engine.trades import SOURCES
 
 __all__ = [
@@ -121,7 +121,6 @@ NEVER = 2**63 - 1
 #: journal time before the first event (int64 min, below any receive time)
 BEFORE = -(2**63)
 _MS = 1_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: the stream kind of each event class that is one stream per symbol (klines and
 #: in-stream snapshots are handled beside it: their kind depends on a field)
@@ -133,19 +132,6 @@ _STREAM_KINDS: dict[type, str] = {
 
 
 # --------------------------------------------------------------------------- output
-
-
-def _utc(t: int, per_second: int = 1_000_000_000) -> str:
-    """Epoch ns (or ms with ``per_second=1000``) → ``2024-05-01T12:03:05.123456789Z``.
-
-    Out of the calendar's range (fuzzed times): the raw number, never an exception.
-    """
-    s, frac = divmod(t, per_second)
-    try:
-        when = _EPOCH + timedelta(seconds=s)
-    except OverflowError:
-        return f"{t}{'ns' if per_second == 1_000_000_000 else 'ms'}"
-    return f"{when:%Y-%m-%dT%H:%M:%S}.{frac:0{len(str(per_second)) - 1}d}Z"
 
 
 @serde.register
@@ -182,9 +168,9 @@ class Alert:
             v, t = num.render(self.value), num.render(self.threshold)
         else:
             v, t = str(self.value), str(self.threshold)
-        exch = "-" if self.exch_ms is None else _utc(self.exch_ms, 1000)
+        exch = "-" if self.exch_ms is None else format_ms(self.exch_ms)
         return (
-            f"{_utc(self.recv_ns)} ALERT {self.kind} {self.symbol} value={v} >= threshold={t} "
+            f"{format_ns(self.recv_ns)} ALERT {self.kind} {self.symbol} value={v} >= threshold={t} "
             f"[{self.unit}] exch={exch} seq={self.seq} {self.detail}"
         )
 
@@ -505,7 +491,7 @@ class AnomalyDetector:
             state.symbols[sym].stale[k] = last
             self.alert(
                 state, out, ev, STALE_STREAM, sym, None, (now - last) // _MS, lim, "ms",
-                f"{k} stream silent since {_utc(last)}",
+                f"{k} stream silent since {format_ns(last)}",
             )  # fmt: skip
 
     # ----------------------------------------------------------------- trades
@@ -527,7 +513,7 @@ class AnomalyDetector:
             out = []
         if kind == VOLUME_SPIKE:
             detail = (
-                f"interval {_utc(about.cur_start, 1000)} +{self.volume_interval_ms}ms vs "
+                f"interval {format_ms(about.cur_start)} +{self.volume_interval_ms}ms vs "
                 f"{self.volume_ratio_pct}% of the mean of {self.volume_baseline} prior intervals "
                 f"({num.render(about.base_sum)} total)"
             )

@@ -302,7 +302,7 @@ def replay(
         "out": None if out is None else {"file": str(out), "outputs": written},
         "elapsed_s": round(elapsed, 3),
     }
-    summary = summarize(r.pipeline, tallies, wanted, extra)
+    summary = summarize(r.pipeline, tallies, wanted, extra, r.decode_errors)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
@@ -327,7 +327,7 @@ def _serve(directory: Path, where: str, speed: str, **options: Any) -> None:
 
 def _check(directory: Path) -> None:
     from engine.journal.recorder import OUTPUTS_DIR
-    from engine.replay.replay import check_report
+    from engine.replay.check import check_report
 
     try:
         open_journal(directory)
@@ -429,14 +429,15 @@ def _symbol_lines(d: dict[str, Any]) -> list[str]:
     out = _trade_lines(d.get("trades")) + _candle_lines(d.get("candles"))
     b = d.get("book")
     if b is not None:
-        if b.get("synced"):
+        out.append(f"sync     {_sync_text(b)}")
+        if "last_id" in b:  # published: primed or synced
             out.append(
                 f"book     bid {_pair(b['best_bid'])}  ask {_pair(b['best_ask'])}  spread"
                 f" {b['spread']}  mid {b['mid']}  imbalance {b['imbalance']}"
                 f"  levels {b['bid_levels']}/{b['ask_levels']}  update id {b['last_id']}"
             )
         else:
-            out.append("book     not synced")
+            out.append("book     none")
         out.extend(_health_lines(b))
     alerts = d["alerts"]
     out.append(f"alerts   {alerts['count']}")
@@ -444,6 +445,13 @@ def _symbol_lines(d: dict[str, Any]) -> list[str]:
         out.append(f"         {json.dumps(a, sort_keys=True)}")
     out.append("outputs  " + _counts(d["outputs"]))
     return out
+
+
+def _sync_text(b: dict[str, Any]) -> str:
+    """A book summary's sync state in words (a primed book is published but not yet synced)."""
+    if b["state"] == "primed":
+        return "primed (the snapshot is the book; no diff has chained onto it yet)"
+    return str(b["state"])
 
 
 def _health_lines(b: dict[str, Any]) -> list[str]:
@@ -564,9 +572,10 @@ def render_book(doc: dict[str, Any]) -> str:
         f" {doc['elapsed_s']:.3f} s)"
     ]
     b = doc["book"]
-    if b is None or not b.get("synced"):
-        lines.append("book not synced at that time")
+    if b is None or "last_id" not in b:
+        lines.append(f"book {_sync_text(b)} at that time: no book" if b else "no book kept")
     else:
+        lines.append(f"book {_sync_text(b)}")
         w = max([len(p) for p, _ in b["bids"] + b["asks"]] + [5])
         lines.append(f"  {'price':>{w}}  qty")
         for p, q in reversed(b["asks"]):
@@ -625,11 +634,12 @@ def export(
     until: int | None,
     as_json: bool,
 ) -> None:
-    """Write normalized Parquet tables: trades, book_diffs, book_top, candles, alerts.
+    """Write normalized Parquet tables as one hive-partitioned dataset (table/symbol/date).
 
-    Prices and quantities are exact decimal128(38, 8) columns, times int64
-    epoch ns (*_ns) or the exchange's ms (*_ms).  Readable by pyarrow, Polars
-    and DuckDB; export.json in OUTDIR describes the run.
+    Tables: trades, book_diffs, book_top, book_events, candles, alerts, errors,
+    book_ticker, ticker, kline.  Prices and quantities are exact decimal128(38, 8)
+    columns, times timestamp[ns, UTC].  Read by pyarrow.dataset, Polars, DuckDB
+    and Spark in one call; export.json in OUTDIR describes the run.
     """
     from engine.replay.export import export_journal
 
@@ -651,7 +661,7 @@ def export(
         click.echo(json.dumps(res.to_json(), indent=2))
         return
     for name, n in res.rows.items():
-        click.echo(f"{n:>10} rows  {out_dir / (name + '.parquet')}")
+        click.echo(f"{n:>10} rows  {out_dir / f'table={name}'}")
     click.echo(
         f"{res.frames} frames replayed; {res.decode_errors} decode errors; dropped duplicates:"
         f" {res.duplicate_trades} trades, {res.duplicate_diffs} depth diffs"
