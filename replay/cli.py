@@ -43,6 +43,7 @@ from engine.replay.replay import (
     seq_span,
     tally_output,
 )
+from engine.sim.cli import limit_options, limits
 from engine.timefmt import format_ms, format_ns, parse_time
 
 __all__ = ["replay", "render_summary", "TIME"]
@@ -252,7 +253,11 @@ def _fail(exc: Exception) -> click.ClickException:
 @click.option(
     "--serve", metavar="HOST:PORT", default=None, help="Serve the journal as an exchange."
 )
-@click.option("--speed", default=None, help="With --serve: 1, 10, any factor, or max [1].")
+@click.option(
+    "--speed", default=None, help="With --serve: 1 (the default), 10, any factor, or max."
+)
+@click.option("--loop", is_flag=True, help="With --serve: every connection's replay starts over.")
+@limit_options(only_with="With --serve: ")
 @_checkpoint_options
 @skip_damaged_option
 @click.pass_context
@@ -268,6 +273,9 @@ def replay(
     check: bool,
     serve: str | None,
     speed: str | None,
+    loop: bool,
+    max_connections: int | None,
+    max_buffered_mb: float | None,
     save_checkpoints: bool,
     checkpoint_every: float | None,
     checkpoint_frames: int | None,
@@ -294,12 +302,38 @@ def replay(
         )
         if on
     ]
+    serving = [
+        name
+        for name, on in (
+            ("--speed", speed is not None),
+            ("--loop", loop),
+            ("--max-connections", max_connections is not None),
+            ("--max-buffered-mb", max_buffered_mb is not None),
+        )
+        if on
+    ]
+    if serve is None and serving:
+        raise UsageFailure(
+            f"{serving[0]} only applies to --serve (a replay folds as fast as it can)"
+        )
+    if serve is not None:
+        # the window options choose what every connection replays
+        others = [o for o in others if o not in ("--from", "--to", "--symbols")]
     if len(modes) > 1 or (modes and others):
         raise UsageFailure(f"{' and '.join(modes + others)} cannot be combined")
-    if speed is not None and serve is None:
-        raise UsageFailure("--speed only applies to --serve (a replay folds as fast as it can)")
     if serve is not None:
-        _serve(directory, serve, speed or "1")
+        j = _open_checked(directory)
+        _window(j, from_, to)
+        _serve(
+            directory,
+            serve,
+            speed or "1",
+            start_ns=from_,
+            end_ns=to,
+            symbols=_symbols_checked(j, symbols),
+            loop=loop,
+            limits=limits(max_connections, max_buffered_mb),
+        )
         return
     if check:
         _check(directory)
@@ -362,7 +396,7 @@ def replay(
         click.echo(render_summary(summary))
 
 
-def _serve(directory: Path, where: str, speed: str) -> None:
+def _serve(directory: Path, where: str, speed: str, **options: Any) -> None:
     from engine.replay.server import parse_speed, run_server
 
     host, sep, port_text = where.rpartition(":")
@@ -376,11 +410,13 @@ def _serve(directory: Path, where: str, speed: str) -> None:
     except (JournalError, ValueError) as exc:
         raise _fail(exc) from None
     try:
-        run_server(directory, host.strip("[]"), int(port_text), speed, echo=click.echo)
+        run_server(directory, host.strip("[]"), int(port_text), speed, echo=click.echo, **options)
     except* OSError as group:
         exc = leaf_error(group)
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise DataFailure(f"cannot serve on {where}: {why}") from None
+    except* (JournalError, ValueError) as group:  # unknown symbols, a window outside the journal
+        raise _fail(leaf_error(group)) from None
 
 
 def _check(directory: Path) -> None:

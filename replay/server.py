@@ -1,73 +1,69 @@
 """The replay server: a journal served back as a Binance-compatible WebSocket + REST endpoint.
 
-``engine replay DIR --serve HOST:PORT --speed 1|10|max`` runs :func:`run_server`.
-Any WebSocket client (``engine run --exchange binance --url ws://HOST:PORT
---rest-url http://HOST:PORT``, a notebook, a trading bot under test) can
-consume the recording as if it were the exchange.
+``engine replay DIR --serve HOST:PORT [--from T] [--to T] [--symbols ..]
+[--loop] [--speed 1|10|max]`` runs :func:`run_server`.  Any WebSocket client
+(``engine run --exchange binance --url ws://HOST:PORT --rest-url
+http://HOST:PORT``, a notebook, a trading bot under test) can consume the
+recording as if it were the exchange.
 
 What this module owns
-    * naming the Binance stream of each recorded inbound frame
-      (:class:`StreamNamer`): the combined wrapper's ``"stream"``, else the
-      recorded connection's URL (``/ws/<stream>``) and the SUBSCRIBE messages
-      the recorder sent on that connection (matched to the payload's event
-      type and symbol when a raw connection carried several streams);
-    * the REST index (:class:`RestIndex`): recorded ``/api/v3/depth`` and
-      ``/fapi/v1/depth`` bodies per symbol, served "latest at or before the
-      replay position, else the first one";
-    * pacing: frame ``i`` goes out ``(recv_ns[i] - recv_ns[0]) / speed`` after
-      the replay started; ``speed=None`` ("max") sends as fast as the slowest
-      client reads (back-pressure, never the slow-consumer abort).
+    * every connection's own replay (:class:`Window`, :meth:`ReplayServer._replay`):
+      from its first subscription (a URL naming streams, or a SUBSCRIBE), the
+      recorded frames of its streams with receive times in ``[from, to]``
+      (``--symbols`` narrows them), frame ``i`` due ``(recv_ns[i] -
+      recv_ns[0]) / speed`` after that start; ``loop`` starts over at the end.
+      So a client that connects after another has finished still gets the
+      whole window.  The URL query overrides the server's window per
+      connection (``/stream?streams=a/b&from=TIME&to=TIME&speed=10&loop=true``,
+      also on ``/ws/<stream>?...``); a bad override refuses the upgrade (400);
+    * pacing and back-pressure: at ``speed`` "max" a connection goes as fast as
+      its client reads (its replay waits while more than ``HIGH_WATER`` is
+      unsent, never the slow-consumer close); at a paced speed a client that
+      falls behind is a slow consumer like on the simulator (its own
+      ``max_buffer``, the server's ``max_buffered`` budget: closed 1008);
+    * the REST answers: the recorded depth body latest at or before the replay
+      position (the receive time any connection's replay last reached), else
+      the first one, cut to the request's ``limit`` (default 100);
+    * ``/replay/stats`` and the CLI entry (:func:`run_server`: SIGINT and
+      SIGTERM stop it cleanly, exit 0).
 
 What it reuses and must not duplicate
-    The connection machinery (:mod:`engine.sim.transport`,
+    Naming streams and indexing REST bodies (:mod:`engine.replay.recorded`);
+    the connection machinery (:mod:`engine.sim.transport`,
     :mod:`engine.sim.connection`: HTTP via h11, the wsproto handshake,
     keep-alive pings, the control-message rate limit, hand-framed unmasked data
-    frames, the fan-out to subscribers), Binance's dialect
+    frames, the connection limit and the buffer budget), Binance's dialect
     (:mod:`engine.sim.binance`: the ``/ws/<stream>``, ``/ws`` and
     ``/stream?streams=`` paths, SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS /
     SET_PROPERTY replies, the REST routes of spot and USD-M, the depth
     parameter errors) and fault injection are the simulator's.
     :class:`ReplayServer` subclasses :class:`~engine.sim.server.SimServer` and
-    replaces only the *content*: the pump (journal instead of the market
-    model), the depth answer (recorded bodies), the debug route
-    (``/replay/stats``) and the clock (the replay position).  It must not
-    modify the journal, nor decode frames with the engine's codecs: it serves
-    bytes, it does not interpret markets.
-
-Byte exactness
-    A recorded combined frame ``{"stream":"<s>","data":<d>}`` (Binance's exact
-    compact form) is split into ``<s>`` and the *byte slice* ``<d>``; the
-    simulator's framing re-wraps ``<d>`` with the same prefix on combined
-    connections, so both raw and combined clients get the recorded bytes.  A
-    wrapper in any other form (extra spaces, other key order) is parsed and
-    its data re-serialized compactly: equal as JSON, not as bytes (counted in
-    ``stats()["reserialized"]``).
-
-When the replay starts
-    At the first subscription (a connection URL naming streams, or a
-    SUBSCRIBE), so a client that connects first and subscribes after does not
-    miss the beginning even at ``--speed max``.  Later clients join the one
-    shared timeline, like clients of a real exchange.  When the journal ends,
-    connections stay open and silent and REST keeps answering;
-    :attr:`ReplayServer.finished` is set.
+    replaces only the *content*: the pump (one replay per connection instead
+    of the market model), the depth answer (recorded bodies), the debug route
+    and the clock (the replay position).  It must not modify the journal, nor
+    decode frames with the engine's codecs: it serves bytes, it does not
+    interpret markets.
 
 Unknown stream names are accepted and stay silent (real Binance's behaviour,
 unlike the simulator's strictness): a capture client asking for streams the
 recording does not hold must still connect.
 
 Memory: the REST bodies are held in memory (a capture fetches snapshots
-rarely: ~0.1-1 MB each); frames are streamed batch by batch from the journal.
-The journal is read twice (an index pass for REST and stream names, then the
-paced pass).
+rarely: ~0.1-1 MB each).  Frames are streamed: each connection's replay holds
+one record batch of the journal (a sealed segment's batches are ~16k frames)
+and ``SLICE`` frames of it as Python objects, plus what its client has not
+read (bounded as above).  Frames before a window's start are read only for
+the recorder's SUBSCRIBEs, and reading stops after its end.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
+import signal
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -76,10 +72,13 @@ import attrs
 import trio
 import trio.lowlevel
 
-from engine.journal.reader import JournalReader
-from engine.journal.schema import Dir, Frame, Kind
+from engine.journal.reader import JournalError
+from engine.replay.recorded import AnyStreamName, RestIndex, StreamNamer
+from engine.replay.timeline import Timeline
 from engine.sim import binance
+from engine.sim.cli import plain_errors
 from engine.sim.server import SimConfig, SimServer
+from engine.timefmt import format_ns, parse_time
 
 __all__ = [
     "ReplayServer",
@@ -90,18 +89,14 @@ __all__ = [
     "run_server",
 ]
 
-#: REST paths whose recorded bodies are served per ``symbol``.
-DEPTH_PATHS = (binance.SPOT.depth, binance.USDM.depth)
 
 #: Back-pressure at ``--speed max``: stop reading the journal while a client has more than this
 #: share of the slow-consumer limit (``SimConfig.max_buffer``) unsent.
 HIGH_WATER_SHARE = 4
-#: Frames handed out between two checks of the clock / back-pressure.
+#: ... and never more than this many bytes (a client that never reads holds no more).
+HIGH_WATER = 1024 * 1024
+#: Frames handed out between two checks of the clock / back-pressure / the budget.
 CHUNK = 256
-
-_PREFIX = b'{"stream":"'
-_MID = b'","data":'
-_STREAM_NAME = re.compile(r"^[A-Za-z0-9!_@.\-]{1,200}$")
 
 
 def parse_speed(value: str | float | int | None) -> float | None:
@@ -121,317 +116,243 @@ def parse_speed(value: str | float | int | None) -> float | None:
     return speed
 
 
-# =========================================================================== stream names
-
-
-class AnyStreamName(frozenset[str]):
-    """The recorded stream names, but *membership* accepts any well-formed name.
-
-    The simulator checks ``name in server.valid_streams`` on URLs and
-    SUBSCRIBE; Binance itself accepts unknown names and sends nothing for them,
-    which is what a replay must do too (iteration still lists what was recorded).
-    """
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and bool(_STREAM_NAME.match(name))
-
-
-def _url_streams(url: str) -> tuple[bool, list[str]]:
-    """(combined?, streams named in the URL) of a recorded connection URL."""
-    parts = urlsplit(url)
-    path = parts.path.rstrip("/")
-    if path.endswith("/stream"):
-        qs = parse_qs(parts.query)
-        names = qs.get("streams", [""])[-1]
-        return True, [s for s in names.split("/") if s]
-    i = path.find("/ws")
-    if i >= 0 and (len(path) == i + 3 or path[i + 3] == "/"):
-        return False, [s for s in path[i + 4 :].split("/") if s]
-    return False, []
-
-
-_EVENT_STREAM = {
-    "depthUpdate": ("@depth",),
-    "trade": ("@trade",),
-    "aggTrade": ("@aggTrade",),
-    "kline": ("@kline_",),
-    "24hrTicker": ("@ticker",),
-    "24hrMiniTicker": ("@miniTicker",),
-    "bookTicker": ("@bookTicker",),
-    "markPriceUpdate": ("@markPrice",),
-    "forceOrder": ("@forceOrder",),
-}
-
-
-def _matches(stream: str, obj: dict[str, Any]) -> bool:
-    """Could ``obj`` (a raw payload) be an event of ``stream``?"""
-    sym, _, rest = stream.partition("@")
-    s = obj.get("s")
-    if isinstance(s, str) and s.lower() != sym:
-        return False
-    e = obj.get("e")
-    if isinstance(e, str):
-        kinds = _EVENT_STREAM.get(e)
-        if kinds is None:
-            return False
-        at = "@" + rest
-        # "@depth" must not match "@depth5" (a partial-depth stream): the kind ends the
-        # name, or is followed by an "@<speed>" suffix, or is a prefix ending in "_"
-        return any(
-            at.startswith(k) and (k.endswith("_") or len(at) == len(k) or at[len(k)] == "@")
-            for k in kinds
-        )
-    if "lastUpdateId" in obj:  # partial depth: @depth5/10/20
-        return rest.startswith("depth") and rest[5:6].isdigit()
-    if "u" in obj and "b" in obj and "a" in obj:  # spot bookTicker has no "e"
-        return rest == "bookTicker"
-    return False
-
-
-@attrs.define
-class _Conn:
-    combined: bool
-    streams: list[str]
-
-
-class StreamNamer:
-    """Which Binance stream each recorded inbound frame belongs to, and its bare data bytes.
-
-    Fed every frame in journal order (:meth:`observe` for outbound SUBSCRIBE /
-    UNSUBSCRIBE, :meth:`name` for inbound text).  Pure: no I/O, no clock.
-    """
-
-    def __init__(self) -> None:
-        self._conns: dict[tuple[int, str], _Conn] = {}
-        self.reserialized = 0
-        self.unnamed = 0
-
-    def _conn(self, conn: int, source: str) -> _Conn:
-        key = (conn, source)
-        c = self._conns.get(key)
-        if c is None:
-            combined, streams = _url_streams(source)
-            c = self._conns[key] = _Conn(combined, streams)
-        return c
-
-    def observe(self, conn: int, source: str, payload: bytes) -> None:
-        """An outbound control message on ``conn``: track (UN)SUBSCRIBE params."""
-        try:
-            msg = json.loads(payload)
-        except ValueError:
-            return
-        if not isinstance(msg, dict) or not isinstance(msg.get("params"), list):
-            return
-        c = self._conn(conn, source)
-        params = [p for p in msg["params"] if isinstance(p, str)]
-        if msg.get("method") == "SUBSCRIBE":
-            c.streams.extend(p for p in params if p not in c.streams)
-        elif msg.get("method") == "UNSUBSCRIBE":
-            c.streams[:] = [s for s in c.streams if s not in params]
-        # SET_PROPERTY combined needs nothing: the wrapper on the frames themselves tells us
-
-    def name(self, conn: int, source: str, payload: bytes) -> tuple[str, bytes] | None:
-        """``(stream, data bytes)`` of an inbound text frame, or None (a reply, a notice, junk)."""
-        if payload.startswith(_PREFIX):
-            end = payload.find(_MID, len(_PREFIX))
-            if end > 0 and payload.endswith(b"}"):
-                stream = payload[len(_PREFIX) : end].decode("utf-8", "replace")
-                if _STREAM_NAME.match(stream):
-                    return stream, payload[end + len(_MID) : -1]
-        obj: Any
-        try:
-            obj = json.loads(payload)
-        except ValueError:
-            self.unnamed += 1
-            return None
-        if not isinstance(obj, dict):
-            self.unnamed += 1
-            return None
-        if isinstance(obj.get("stream"), str) and "data" in obj:
-            self.reserialized += 1
-            data = json.dumps(obj["data"], separators=(",", ":"), ensure_ascii=False)
-            return obj["stream"], data.encode()
-        if "result" in obj or "error" in obj or obj.get("e") == "serverShutdown":
-            return None  # a reply to the recorder's control message, or a notice
-        c = self._conn(conn, source)
-        if len(c.streams) == 1:
-            return c.streams[0], payload
-        hits = [s for s in c.streams if _matches(s, obj)]
-        if len(hits) == 1:
-            return hits[0], payload
-        self.unnamed += 1
-        return None
-
-
-# =========================================================================== REST
-
-
-@attrs.define
-class _Body:
-    recv_ns: int
-    status: int
-    body: bytes
-
-
-class RestIndex:
-    """Recorded depth snapshots per (path, SYMBOL), in receive order."""
-
-    def __init__(self) -> None:
-        self._bodies: dict[tuple[str, str], list[_Body]] = {}
-
-    def add(self, recv_ns: int, source: str, status: int | None, body: bytes) -> None:
-        url = urlsplit(source)
-        path = url.path
-        if path not in DEPTH_PATHS:
-            return
-        sym = parse_qs(url.query).get("symbol", [""])[-1].upper()
-        if sym:
-            self._bodies.setdefault((path, sym), []).append(_Body(recv_ns, status or 200, body))
-
-    def symbols(self, path: str) -> list[str]:
-        return sorted(s for p, s in self._bodies if p == path)
-
-    def lookup(self, path: str, symbol: str, at_ns: int) -> tuple[int, bytes] | None:
-        """(status, body) of the latest snapshot received at or before ``at_ns``, else the first."""
-        bodies = self._bodies.get((path, symbol.upper()))
-        if not bodies:
-            return None
-        best = bodies[0]
-        for b in bodies:  # few per symbol; a bisect is not worth the index
-            if b.recv_ns <= at_ns:
-                best = b
-            else:
-                break
-        return best.status, best.body
-
-    def __len__(self) -> int:
-        return sum(len(v) for v in self._bodies.values())
-
-
 # =========================================================================== the server
 
 
-def _stream_frames(
-    frames: Iterable[Frame], namer: StreamNamer, rest: RestIndex | None = None
-) -> Iterator[tuple[int, str, bytes]]:
-    """``(recv_ns, stream, data)`` of every nameable inbound text frame, in journal order.
+def _symbol(stream: str) -> str:
+    return stream.split("@", 1)[0].upper()
 
-    Outbound frames feed ``namer`` (SUBSCRIBE / UNSUBSCRIBE); inbound REST bodies
-    go to ``rest`` if given.
+
+@attrs.frozen
+class Window:
+    """What one connection replays: recorded receive times ``from_ns <= t <= to_ns``, paced, looped.
+
+    ``speed`` None is "max".  ``symbols`` None is every symbol; a stream of no
+    single symbol (``!miniTicker@arr``) is always kept.
     """
-    for f in frames:
-        if f.dir == Dir.OUT:
-            namer.observe(f.conn, f.source, f.payload)
-        elif f.dir == Dir.IN and f.kind == Kind.TEXT:
-            named = namer.name(f.conn, f.source, f.payload)
-            if named is not None:
-                yield f.recv_ns, named[0], named[1]
-        elif rest is not None and f.dir == Dir.IN and f.kind == Kind.REST:
-            rest.add(f.recv_ns, f.source, f.code, f.payload)
+
+    from_ns: int | None = None
+    to_ns: int | None = None
+    speed: float | None = 1.0
+    loop: bool = False
+    symbols: frozenset[str] | None = None
+
+    def keeps(self, stream: str) -> bool:
+        return self.symbols is None or stream.startswith("!") or _symbol(stream) in self.symbols
 
 
-def _index_journal(path: Path) -> tuple[RestIndex, Counter[str], int, int, dict[str, Any]]:
-    """One pass: REST bodies, frames per stream, first/last data recv_ns, metadata."""
-    reader = JournalReader(path)
-    rest = RestIndex()
-    per_stream: Counter[str] = Counter()
-    first = last = -1
-    for recv_ns, stream, _data in _stream_frames(reader.frames(), StreamNamer(), rest):
-        per_stream[stream] += 1
-        if first < 0:
-            first = recv_ns
-        last = recv_ns
-    return rest, per_stream, first, last, reader.metadata
+#: the URL query parameters a WebSocket client may override its window with
+OVERRIDES = ("from", "to", "speed", "loop")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 class ReplayServer(SimServer):
     """The simulator's server with a journal as its market (see the module docstring).
 
     ``start(nursery)`` binds and serves; :attr:`port` is the bound port;
-    :attr:`finished` is set when every frame has been handed out.
+    :attr:`finished` is set when a connection's replay has reached the end of
+    its window (the first time).  ``window`` is every connection's default.
+
+    Raises:
+        engine.journal.reader.JournalError: not a (sound) journal.
+        ValueError: a symbol the journal does not hold, or a window outside it.
     """
 
     rest_paths = (binance.SPOT, binance.USDM)
 
     def __init__(
-        self, journal_dir: str | Path, speed: float | None = None, config: SimConfig | None = None
+        self,
+        journal_dir: str | Path,
+        speed: float | None = None,
+        config: SimConfig | None = None,
+        *,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        symbols: Iterable[str] | None = None,
+        loop: bool = False,
     ) -> None:
         # Not SimServer.__init__: that builds a market model; the same setup around a journal.
         self.journal_dir = Path(journal_dir)
+        tl = self.timeline = Timeline.build(self.journal_dir)
+        self.rest_index, self.recorded, self.metadata = tl.rest, tl.per_stream, tl.metadata
+        self.first_ns, self.last_ns = tl.first_ns, tl.last_ns
+        self.unnamed, self.reserialized = tl.unnamed, tl.reserialized
+        held = sorted({_symbol(s) for s in self.recorded if not s.startswith("!")})
+        wanted = None
+        if symbols is not None:
+            wanted = frozenset(s.strip().upper() for s in symbols if s.strip())
+            unknown = sorted(wanted - set(held))
+            if unknown:
+                raise ValueError(
+                    f"{self.journal_dir} holds no stream of {', '.join(unknown)};"
+                    f" its symbols: {', '.join(held) or '(none)'}"
+                )
+        self.window = self._checked(Window(start_ns, end_ns, speed, loop, wanted))
         self.speed = speed
-        self.rest_index, self.recorded, self.first_ns, self.last_ns, self.metadata = _index_journal(
-            self.journal_dir
-        )
-        market = _JournalMarket(sorted({s.split("@", 1)[0].upper() for s in self.recorded}))
+        market = _JournalMarket(held)
         start_ms = max(self.first_ns, 0) // 1_000_000
         self._setup(config or SimConfig(), market, AnyStreamName(self.recorded), start_ms)
-        #: the recv_ns of the last frame handed out (the replay position)
-        self.pos_ns = self.first_ns if self.first_ns >= 0 else 0
+        #: the recorded receive time the replay last reached (any connection's: the REST clock)
+        self.pos_ns = start_ns if start_ns is not None else max(self.first_ns, 0)
         self.sent = 0
-        self.unnamed = 0
-        self.reserialized = 0
+        self.replays = Counter[str]()
+        self._subscribed: dict[int, trio.Event] = {}
         self.started = trio.Event()
         self.finished = trio.Event()
+
+    def _checked(self, w: Window) -> Window:
+        if w.from_ns is not None and w.to_ns is not None and w.to_ns < w.from_ns:
+            raise ValueError(f"to ({format_ns(w.to_ns)}) is before from ({format_ns(w.from_ns)})")
+        if self.first_ns >= 0 and (
+            (w.from_ns is not None and w.from_ns > self.last_ns)
+            or (w.to_ns is not None and w.to_ns < self.first_ns)
+        ):
+            raise ValueError(
+                f"the window is outside the journal's data, which spans"
+                f" {format_ns(self.first_ns)} .. {format_ns(self.last_ns)}"
+            )
+        return w
+
+    def window_for(self, query: str) -> Window:
+        """The default window with a WebSocket URL's overrides (``?from=&to=&speed=&loop=``).
+
+        Raises:
+            ValueError: an override that does not parse, or a window outside the journal.
+        """
+        q = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+        if not any(k in q for k in OVERRIDES):
+            return self.window
+        changes: dict[str, Any] = {}
+        for key, field in (("from", "from_ns"), ("to", "to_ns")):
+            if key in q:
+                try:
+                    changes[field] = parse_time(q[key])
+                except ValueError as exc:
+                    raise ValueError(f"{key}={q[key]!r}: {exc}") from None
+        if "speed" in q:
+            changes["speed"] = parse_speed(q["speed"])
+        if "loop" in q:
+            v = q["loop"].strip().lower()
+            if v not in _TRUE + _FALSE:
+                raise ValueError(f"loop={q['loop']!r}: expected true or false")
+            changes["loop"] = v in _TRUE
+        return self._checked(attrs.evolve(self.window, **changes))
 
     def sim_now(self) -> int:
         """The replay position in ms (recorded receive time of the last frame sent)."""
         return self.pos_ns // 1_000_000
 
+    # ---------------------------------------------------------------- connections
+
+    def ws_route(self, path: str, query: str) -> tuple[bool, list[str]] | None:
+        route = super().ws_route(path, query)
+        if route is not None:
+            self.window_for(query)  # a bad override refuses the upgrade (HTTP 400)
+        return route
+
+    def _subscribed_event(self, conn: Any) -> trio.Event:
+        ev = self._subscribed.get(conn.id)
+        if ev is None:
+            ev = self._subscribed[conn.id] = trio.Event()
+        return ev
+
     def index_add(self, stream: str, conn: Any) -> None:
         super().index_add(stream, conn)
+        self._subscribed_event(conn).set()
         self.started.set()
 
-    # ---------------------------------------------------------------- the pump
+    def unregister(self, conn: Any) -> None:
+        super().unregister(conn)
+        self._subscribed.pop(conn.id, None)
 
-    def _frames(self) -> Iterator[tuple[int, str, bytes]]:
-        """(recv_ns, stream, data) of every nameable inbound text frame, in journal order."""
-        namer = StreamNamer()
-        reader = JournalReader(self.journal_dir, dirs=(Dir.IN, Dir.OUT), kinds=(Kind.TEXT,))
-        for item in _stream_frames(reader.frames(), namer):
-            self.unnamed, self.reserialized = namer.unnamed, namer.reserialized
-            yield item
-        self.unnamed, self.reserialized = namer.unnamed, namer.reserialized
+    def connection_task(self, conn: Any) -> Any:
+        window = self.window_for(urlsplit(conn.stats.path).query)
+        return partial(self._replay, conn, window)
 
-    async def _pump(self) -> None:
-        await self.started.wait()
-        t0 = trio.current_time()
-        base = self.first_ns
-        speed = self.speed
-        distribute = self.distribute
-        high = self.config.max_buffer // HIGH_WATER_SHARE
-        n = pending = 0  # frames and bytes handed out since the last back-pressure check
-        for recv_ns, stream, data in self._frames():
+    # ---------------------------------------------------------------- one connection's replay
+
+    async def _replay(self, conn: Any, w: Window) -> None:
+        """``conn``'s own replay of ``w``, from its first subscription (again and again if looped)."""
+        await self._subscribed_event(conn).wait()
+        self.replays["started"] += 1
+        while True:
+            pushed = await self._play(conn, w)
+            if conn.closing:
+                return
+            self.replays["finished"] += 1
+            self.finished.set()
+            if not w.loop:
+                return
+            self.replays["looped"] += 1
+            if not pushed:  # nothing of its streams in the window: wait for a new subscription
+                ev = self._subscribed[conn.id] = trio.Event()
+                await ev.wait()
+
+    async def _play(self, conn: Any, w: Window) -> int:
+        """Hand ``conn`` the window's frames of its streams once; returns how many it was given."""
+        speed = w.speed
+        high = min(self.config.max_buffer // HIGH_WATER_SHARE, HIGH_WATER)
+        t0 = base = 0.0
+        n = pending = total = pushed = 0  # queued since the last check; frames seen; queued
+        for recv_ns, stream, data in self.timeline.cursor(w.from_ns, w.to_ns):
+            if not w.keeps(stream):
+                continue
+            if not total:
+                t0, base = trio.current_time(), recv_ns
+            total += 1
             if speed is not None:
                 due = t0 + (recv_ns - base) / 1e9 / speed
                 if due > trio.current_time():
-                    self.wake_all()
+                    n = pending = 0
+                    self._flush(conn)
                     await trio.sleep_until(due)
+            if conn.closing:
+                return total
             self.pos_ns = recv_ns
-            distribute(((stream, data),))
+            if stream not in conn.subs:
+                continue
+            conn.push_data(stream, data)
             self.sent += 1
+            pushed += 1
             n += 1
             pending += len(data)
-            if n >= CHUNK or pending >= high:  # a client's backlog stays under 2 * high + a frame
+            if n >= CHUNK or pending >= high:
                 n = pending = 0
-                self.wake_all()
+                self._flush(conn)
                 await trio.lowlevel.checkpoint()
-                while any(c.out_len > high for c in self.conns.values()):
-                    self.wake_all()
+                # "max": as fast as this client reads (a paced client that falls behind is
+                # a slow consumer instead: its own limit and the budget close it)
+                while speed is None and conn.out_len > high and not conn.closing:
+                    self._flush(conn)
                     await trio.sleep(0.001)
-        self.wake_all()
-        self.finished.set()
+        self._flush(conn)
+        await trio.lowlevel.checkpoint()
+        return pushed
+
+    def _flush(self, conn: Any) -> None:
+        self.enforce_budget()
+        if conn.out:
+            conn.wake.set()
+
+    async def _pump(self) -> None:
+        """No shared timeline: every connection runs its own replay (:meth:`connection_task`)."""
 
     # ---------------------------------------------------------------- REST
 
     def depth(self, path: str, query: dict[str, str]) -> tuple[int, bytes]:
-        """The recorded snapshot latest at or before the replay position, else the first."""
+        """The recorded snapshot latest at or before the replay position (else the first), cut to ``limit``.
+
+        ``limit`` (default 100, as on Binance) keeps the best levels of each side;
+        a body already within it is served as recorded, byte for byte.
+        """
         query = dict(query, symbol=query.get("symbol", "").upper())
-        symbol, _limit = binance.depth_request(query, self.rest_index.symbols(path))
+        symbol, limit = binance.depth_request(query, self.rest_index.symbols(path))
         hit = self.rest_index.lookup(path, symbol, self.pos_ns)
         if hit is None:  # not reached: depth_request accepts only symbols with a recorded body
             raise binance.RestError(400, -1121, "Invalid symbol.")
         self.rest["snapshots"] += 1
-        return hit
+        status, body = hit
+        return status, cut_depth(body, limit)
 
     def debug_rest(self, path: str, query: dict[str, str]) -> tuple[int, bytes]:
         """``/replay/stats``; anything else (including ``/sim/...``) is 404."""
@@ -442,23 +363,52 @@ class ReplayServer(SimServer):
     # ---------------------------------------------------------------- stats
 
     def stats(self) -> dict[str, Any]:
-        """The simulator's counters (connections, REST) plus the replay's progress."""
+        """The simulator's counters (connections, REST, limits) plus the replays' progress."""
         d = super().stats()
+        w = self.window
         d.update(
             journal=str(self.journal_dir),
-            speed=self.speed,
+            speed=w.speed,
+            window={
+                "from_ns": w.from_ns,
+                "to_ns": w.to_ns,
+                "loop": w.loop,
+                "symbols": None if w.symbols is None else sorted(w.symbols),
+            },
             started=self.started.is_set(),
             finished=self.finished.is_set(),
+            replays=dict(self.replays),
             position_ns=self.pos_ns,
             first_ns=self.first_ns,
             last_ns=self.last_ns,
             frames_sent=self.sent,
+            named_frames=sum(self.recorded.values()),
             unnamed=self.unnamed,
             reserialized=self.reserialized,
             recorded_streams=dict(self.recorded),
             rest_snapshots=len(self.rest_index),
         )
         return d
+
+
+def cut_depth(body: bytes, limit: int) -> bytes:
+    """A depth body with at most ``limit`` levels a side (the recorded bytes if already within it).
+
+    Prices and quantities stay the recorded strings; a body that is not a
+    depth snapshot (an error answer) is served as recorded.
+    """
+    try:
+        snap = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(snap, dict):
+        return body
+    sides = [k for k in ("bids", "asks") if isinstance(snap.get(k), list)]
+    if not any(len(snap[k]) > limit for k in sides):
+        return body
+    for k in sides:
+        del snap[k][limit:]
+    return json.dumps(snap, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 @attrs.frozen
@@ -478,19 +428,35 @@ async def serve_journal(
     port: int = 0,
     speed: float | str | None = None,
     *,
+    start_ns: int | None = None,
+    end_ns: int | None = None,
+    symbols: Iterable[str] | None = None,
+    loop: bool = False,
+    limits: Mapping[str, Any] | None = None,
     task_status: trio.TaskStatus[ReplayServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``journal_dir`` on ``host:port`` until cancelled.
 
     Reports the started :class:`ReplayServer` (``.port`` is the bound port, so
-    ``port=0`` works) via ``task_status`` for ``nursery.start``.
+    ``port=0`` works) via ``task_status`` for ``nursery.start``.  ``start_ns``,
+    ``end_ns``, ``symbols``, ``loop`` and ``speed`` are every connection's
+    default window; ``limits`` sets :class:`SimConfig`'s limits against
+    hostile clients (``max_connections``, ``max_buffered`` bytes, ``max_buffer``).
 
     Raises:
-        engine.journal.reader.NotAJournal: ``journal_dir`` is not a journal.
-        ValueError: bad ``speed``.
+        engine.journal.reader.JournalError: ``journal_dir`` is not a (sound) journal.
+        ValueError: bad ``speed``, an unknown symbol, a window outside the journal.
         OSError: the address cannot be bound.
     """
-    server = ReplayServer(journal_dir, parse_speed(speed), SimConfig(host=host, port=port))
+    server = ReplayServer(
+        journal_dir,
+        parse_speed(speed),
+        attrs.evolve(SimConfig(host=host, port=port), **(limits or {})),
+        start_ns=start_ns,
+        end_ns=end_ns,
+        symbols=symbols,
+        loop=loop,
+    )
     async with trio.open_nursery() as nursery:
         await server.start(nursery)
         task_status.started(server)
@@ -503,29 +469,48 @@ def run_server(
     speed: float | str | None = 1.0,
     *,
     echo: Any = print,
+    **options: Any,
 ) -> None:
-    """The CLI entry (``engine replay DIR --serve HOST:PORT --speed S``): serve until Ctrl-C."""
+    """The CLI entry (``engine replay DIR --serve HOST:PORT``): serve until SIGINT / SIGTERM.
 
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            server: ReplayServer = await nursery.start(
-                serve_journal, journal_dir, host, port, speed
-            )
-            s = parse_speed(speed)
-            label = "max" if s is None else f"{s:g}x"
-            echo(
-                f"replaying {journal_dir} on ws://{host}:{server.port} "
-                f"(REST http://{host}:{server.port}) at speed {label}"
-            )
-            echo(
-                "streams: "
-                + ", ".join(f"{k} ({v})" for k, v in sorted(server.recorded.items()))
-                + " — the replay starts at the first subscription"
-            )
-            await server.finished.wait()
-            echo(f"replay finished: {server.sent} frames; still serving REST (Ctrl-C to stop)")
+    ``options`` are :func:`serve_journal`'s.  The first line printed names the
+    URLs (``replaying DIR on ws://HOST:PORT (REST http://HOST:PORT) ...``);
+    a signal stops the server, prints its counters as one JSON line and
+    returns (exit 0), never a traceback.
+    """
 
-    try:
-        trio.run(main)
-    except KeyboardInterrupt:
-        echo("stopped")
+    async def main() -> dict[str, Any]:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                server: ReplayServer = await nursery.start(
+                    partial(serve_journal, journal_dir, host, port, speed, **options)
+                )
+                w = server.window
+                label = "max" if w.speed is None else f"{w.speed:g}x"
+                echo(
+                    f"replaying {journal_dir} on ws://{host}:{server.port} "
+                    f"(REST http://{host}:{server.port}) at speed {label}"
+                    + (", looped" if w.loop else "")
+                )
+                echo(
+                    "streams: "
+                    + ", ".join(f"{k} ({v})" for k, v in sorted(server.recorded.items()))
+                    + " — every connection gets its own replay from its first subscription"
+                    " (URL overrides: ?from=TIME&to=TIME&speed=S&loop=true)"
+                )
+                async for _sig in signals:
+                    break
+                st = server.stats()
+                nursery.cancel_scope.cancel()
+        return {
+            "stopped": True,
+            "connections": len(st["connections"]),
+            "frames_sent": st["frames_sent"],
+            "replays": st["replays"],
+            "slow_consumers": st["limits"]["slow_consumers"],
+            "refused_connections": st["limits"]["refused_connections"],
+        }
+
+    with plain_errors(ValueError, JournalError):  # a bad window or symbol, a port in use
+        summary = trio.run(main)
+    echo(json.dumps(summary))

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
-from trio_websocket import open_websocket_url
+from trio_websocket import ConnectionRejected, open_websocket_url
 
 from engine.journal.reader import JournalReader
 from engine.journal.schema import Dir, Kind
@@ -73,7 +73,9 @@ async def test_combined_path_sends_the_recorded_frames_byte_exact(nursery):
         assert got == [w[1] for w in want]
         assert await nothing_more(ws) == []
     assert srv.finished.is_set()
-    assert srv.stats()["frames_sent"] == 265  # every recorded data frame was named
+    st = srv.stats()
+    assert st["named_frames"] == 265  # every recorded data frame was named
+    assert st["frames_sent"] == len(want)  # and this connection got those of its streams
 
 
 async def test_raw_path_sends_the_bare_data_bytes(nursery):
@@ -287,3 +289,176 @@ async def test_speed_max_back_pressure_keeps_every_frame_for_a_slow_reader(nurse
         got = await receive_n(ws, len(want))
     assert got == [w[1] for w in want]
     assert srv.stats()["connections"][0]["close_kind"] != "slow_consumer"
+
+
+# --------------------------------------------------------------------------- every connection's own replay
+
+
+SPOT_STREAMS = {"nknusdt@depth@100ms", "lrcbtc@bookTicker", "blzeth@depth@100ms"}
+
+
+def combined_url(port: int, streams: set[str], query: str = "") -> str:
+    return f"ws://127.0.0.1:{port}/stream?streams=" + "/".join(sorted(streams)) + query
+
+
+async def test_a_client_that_connects_after_another_finished_gets_the_whole_replay(nursery):
+    want = [w[1] for w in recorded(SPOT, SPOT_STREAMS)]
+    srv = await nursery.start(serve_journal, SPOT, "127.0.0.1", 0, "max")
+    for _ in range(2):  # the second client comes after the first one's replay has ended
+        async with open_websocket_url(combined_url(srv.port, SPOT_STREAMS)) as ws:
+            assert await receive_n(ws, len(want)) == want
+            assert await nothing_more(ws) == []
+        assert srv.finished.is_set()
+    assert srv.stats()["replays"] == {"started": 2, "finished": 2}
+
+
+async def test_the_window_and_the_symbols_choose_what_every_connection_replays(nursery):
+    every = recorded(SPOT, SPOT_STREAMS)
+    t1, t2 = every[len(every) // 4][0], every[3 * len(every) // 4][0]
+    want = [w[1] for w in every if t1 <= w[0] <= t2 and not w[1].startswith(b'{"stream":"lrc')]
+    srv = ReplayServer(SPOT, None, start_ns=t1, end_ns=t2, symbols=["nknusdt", "BLZETH"])
+    await srv.start(nursery)
+    async with open_websocket_url(combined_url(srv.port, SPOT_STREAMS)) as ws:
+        assert await receive_n(ws, len(want)) == want
+        assert await nothing_more(ws) == []
+    with pytest.raises(ValueError, match="holds no stream of BTCUSDT; its symbols: BLZETH"):
+        ReplayServer(SPOT, symbols=["BTCUSDT"])
+    with pytest.raises(ValueError, match="outside the journal's data, which spans 2021-10-12T"):
+        ReplayServer(SPOT, start_ns=every[-1][0] + 10**9)
+
+
+async def test_url_overrides_give_one_connection_its_own_window_speed_and_loop(nursery):
+    from engine.timefmt import format_ns
+
+    every = recorded(SPOT, SPOT_STREAMS)
+    t1, t2 = every[10][0], every[60][0]
+    want = [w[1] for w in every if t1 <= w[0] <= t2]
+    srv = await nursery.start(serve_journal, SPOT, "127.0.0.1", 0, 1)  # the default: real time
+    query = f"&from={format_ns(t1)}&to={t2}&speed=max&loop=true"
+    async with open_websocket_url(combined_url(srv.port, SPOT_STREAMS, query)) as ws:
+        # at "max" (not the server's 1x) and looped: the window twice, then more
+        assert await receive_n(ws, 2 * len(want)) == want + want
+    for bad, why in (
+        ("&from=yesterday", b"from='yesterday'"),
+        ("&speed=0", b"--speed must be a positive number"),
+        ("&loop=maybe", b"expected true or false"),
+        (f"&from={t2}&to={t1}", b"is before from"),
+        ("&from=2030-01-01", b"outside the journal"),
+    ):
+        with pytest.raises(ConnectionRejected) as refused:
+            async with open_websocket_url(combined_url(srv.port, SPOT_STREAMS, bad)):
+                pass
+        assert refused.value.status_code == 400
+        assert why in (refused.value.body or b""), refused.value.body
+
+
+async def test_rest_depth_honours_limit(nursery):
+    srv = await nursery.start(serve_journal, FUTURES, "127.0.0.1", 0, "max")
+    body = next(b for s, b in rest_bodies(FUTURES).items() if "SUSHIUSDT" in s)
+    full = json.loads(body)
+    assert len(full["bids"]) > 5 and len(full["asks"]) > 5
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.port}") as http:
+        r = await http.get("/fapi/v1/depth", params={"symbol": "SUSHIUSDT", "limit": 5})
+        cut = r.json()
+        assert cut["bids"] == full["bids"][:5] and cut["asks"] == full["asks"][:5]
+        assert {k: v for k, v in cut.items() if k not in ("bids", "asks")} == {
+            k: v for k, v in full.items() if k not in ("bids", "asks")
+        }
+        r = await http.get("/fapi/v1/depth", params={"symbol": "SUSHIUSDT"})
+        n = len(r.json()["bids"])
+        assert n == min(100, len(full["bids"]))  # Binance's default limit
+        r = await http.get("/fapi/v1/depth", params={"symbol": "SUSHIUSDT", "limit": 5000})
+        assert r.content == body  # within the limit: the recorded bytes
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--speed", "10"], ["--loop"], ["--max-connections", "5"], ["--max-buffered-mb", "8"]],
+    ids=lambda a: a[0],
+)
+def test_serve_options_without_serve_are_a_usage_error(args: list[str]) -> None:
+    from click.testing import CliRunner
+
+    from engine.cli import main
+
+    res = CliRunner().invoke(main, ["replay", str(SPOT), *args])
+    assert res.exit_code == 2
+    errors = [line for line in res.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and errors[0].startswith(f"Error: {args[0]} only applies to --serve")
+
+
+# --------------------------------------------------------------------------- the shared timeline
+
+
+def _subscribing_journal(path: Path) -> None:
+    """~3500 frames in batches of 1500 (so pieces of 1024 rows cross batches), a raw connection
+    whose SUBSCRIBEs change twice, and a combined one."""
+    import random
+
+    from engine.journal.writer import JournalWriter, WriterConfig
+
+    rng = random.Random(5)
+    raw, comb = "wss://h/ws", "wss://h/stream?streams=ethusdt@depth@100ms"
+    with JournalWriter.create(path, {"exchange": "binance"}, WriterConfig(compact_rows=1500)) as w:
+        t = 1_700_000_000_000_000_000
+        sub = b'{"method":"SUBSCRIBE","params":["btcusdt@trade","btcusdt@bookTicker"],"id":1}'
+        w.append(t, 1, Dir.OUT, Kind.TEXT, raw, sub, None)
+        for i in range(3500):
+            t += rng.randrange(1, 5_000_000)
+            if i == 1200:
+                msg = b'{"method":"SUBSCRIBE","params":["ethusdt@trade"],"id":2}'
+                w.append(t, 1, Dir.OUT, Kind.TEXT, raw, msg, None)
+            if i == 2500:
+                msg = b'{"method":"UNSUBSCRIBE","params":["btcusdt@bookTicker"],"id":3}'
+                w.append(t, 1, Dir.OUT, Kind.TEXT, raw, msg, None)
+            sym = rng.choice(["BTCUSDT", "ETHUSDT"])
+            r = rng.random()
+            if r < 0.4:
+                p = f'{{"e":"trade","E":{i},"s":"{sym}","t":{i},"p":"1","q":"1","T":{i}}}'
+                w.append(t, 1, Dir.IN, Kind.TEXT, raw, p.encode(), None)
+            elif r < 0.6:
+                p = f'{{"u":{i},"s":"{sym}","b":"1","B":"1","a":"2","A":"1"}}'
+                w.append(t, 1, Dir.IN, Kind.TEXT, raw, p.encode(), None)
+            else:
+                d = f'{{"e":"depthUpdate","E":{i},"s":"ETHUSDT","U":{i},"u":{i},"b":[],"a":[]}}'
+                p = '{"stream":"ethusdt@depth@100ms","data":' + d + "}"
+                w.append(t, 2, Dir.IN, Kind.TEXT, comb, p.encode(), None)
+
+
+@pytest.fixture(scope="module")
+def subscribing_journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("timeline") / "j"
+    _subscribing_journal(path)
+    return path
+
+
+def test_a_window_read_from_the_shared_pieces_names_every_frame_as_a_full_pass(subscribing_journal):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from engine.replay.recorded import stream_frames
+    from engine.replay.timeline import Timeline
+
+    full = list(stream_frames(JournalReader(subscribing_journal).frames(), StreamNamer()))
+    assert len({s for _, s, _ in full}) >= 4
+    tl = Timeline.build(subscribing_journal)
+    assert len(tl) >= 4  # pieces across several batches
+    times = [t for t, _, _ in full]
+
+    @settings(max_examples=40, deadline=None)
+    @given(a=st.integers(0, len(full) - 1), b=st.integers(0, len(full) - 1), none=st.booleans())
+    def check(a: int, b: int, none: bool) -> None:
+        lo, hi = (None, None) if none else (times[min(a, b)], times[max(a, b)])
+        want = [f for f in full if (lo is None or lo <= f[0]) and (hi is None or f[0] <= hi)]
+        one, two = tl.cursor(lo, hi), tl.cursor(lo, hi)
+        got1, got2 = [], []
+        for x in one:  # two cursors interleaved: the second reads what the first cached
+            got1.append(x)
+            got2.append(next(two))
+        got2.extend(two)
+        assert got1 == want and got2 == want
+
+    check()

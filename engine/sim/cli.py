@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import attrs
@@ -28,7 +28,15 @@ import trio
 from engine.sim.model import DEFAULT_SYMBOLS
 from engine.sim.server import FAULTS, SimConfig, SimServer
 
-__all__ = ["Simulator", "open_simulator", "parse_epoch", "simulate"]
+__all__ = [
+    "Simulator",
+    "limit_options",
+    "limits",
+    "plain_errors",
+    "open_simulator",
+    "parse_epoch",
+    "simulate",
+]
 
 
 @attrs.define
@@ -97,6 +105,66 @@ def parse_epoch(text: str) -> int | None:
     return parse_time(text) // 1_000_000
 
 
+def limit_options(only_with: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--max-connections`` and ``--max-buffered-mb`` (the limits against hostile clients).
+
+    Both default to None: :class:`SimConfig`'s defaults (:func:`limits` maps them).
+    ``only_with`` prefixes the help (``"With --serve: "``).
+    """
+    defaults = SimConfig()
+    conns, budget = defaults.max_connections, defaults.max_buffered // (1024 * 1024)
+
+    def add(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn = click.option(
+            "--max-buffered-mb",
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            help=f"{only_with}MiB held for all clients together (default {budget}); past it the"
+            " clients holding the most are closed with 1008.",
+        )(fn)
+        return click.option(
+            "--max-connections",
+            type=click.IntRange(min=1),
+            default=None,
+            help=f"{only_with}WebSocket clients at once (default {conns}); one more is refused"
+            " with HTTP 503.",
+        )(fn)
+
+    return add
+
+
+def limits(max_connections: int | None, max_buffered_mb: float | None) -> dict[str, int]:
+    """The :class:`SimConfig` fields the options of :func:`limit_options` set (none if not given)."""
+    out = {}
+    if max_connections is not None:
+        out["max_connections"] = max_connections
+    if max_buffered_mb is not None:
+        out["max_buffered"] = max(1, int(max_buffered_mb * 1024 * 1024))
+    return out
+
+
+@contextmanager
+def plain_errors(*types: type[BaseException]) -> Iterator[None]:
+    """Re-raise a lone ``OSError`` (or one of ``types``) out of trio's exception groups as itself.
+
+    A port in use fails inside a nursery, which wraps it (in groups within
+    groups); the commands report it as one line, not as a traceback.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if len(leaves) == 1 and isinstance(leaves[0], (OSError, *types)):
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
+    return [exc]
+
+
 def _csv(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
@@ -122,6 +190,7 @@ def _csv(value: str | None) -> list[str]:
 @click.option(
     "--lifetime", type=float, default=86_400.0, show_default=True, help="Connection lifetime (s)."
 )
+@limit_options()
 @click.option(
     "--epoch",
     default="now",
@@ -141,6 +210,8 @@ def simulate(
     pong_timeout: float,
     max_streams: int,
     lifetime: float,
+    max_connections: int | None,
+    max_buffered_mb: float | None,
     epoch: str,
 ) -> None:
     """Run the Binance-compatible exchange simulator on loopback until Ctrl-C / SIGTERM."""
@@ -158,10 +229,17 @@ def simulate(
             max_streams=max_streams,
             lifetime=lifetime,
             epoch=parse_epoch(epoch),
+            **limits(max_connections, max_buffered_mb),
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    summary = trio.run(_serve, cfg)
+    try:
+        with plain_errors():
+            summary = trio.run(_serve, cfg)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+        ) from None
     click.echo(summary, err=True)
 
 
@@ -186,6 +264,8 @@ async def _serve(cfg: SimConfig) -> str:
             "stopped": True,
             "connections": len(st["connections"]),
             "frames_sent": frames,
+            "slow_consumers": st["limits"]["slow_consumers"],
+            "refused_connections": st["limits"]["refused_connections"],
             "sim_ms": st["sim_ms"],
         }
     )

@@ -6,8 +6,11 @@ one nursery — and what happens on its socket:
 * the writer's wake loop sends everything queued in one ``send_all`` of
   hand-framed, unmasked server frames (:func:`frame`; no permessage-deflate is
   negotiated, so hand framing is exact: ≥ 50k frames/s, ``bench/simulate.py``);
-* back-pressure and limits: more than ``max_buffer`` bytes unsent aborts a slow
-  consumer; a message above ``max_message`` closes 1009; more than
+* back-pressure and limits: more than ``max_buffer`` bytes unsent (or the
+  server's global budget, :meth:`engine.sim.transport.Transport.enforce_budget`)
+  closes a slow consumer with 1008 "Slow consumer" (what was queued is
+  discarded; the close frame follows what the socket already holds, and the
+  TCP connection goes after ``close_timeout``); a message above ``max_message`` closes 1009; more than
   ``control_limit`` client messages (text, binary, ping, pong) in any sliding
   ``control_window`` (half-open ``(now-window, now]``) close 1008 "Too many
   requests"; no pong within ``pong_timeout`` of a ping (every
@@ -20,6 +23,10 @@ It must not know a venue: replies to client messages, the combined-frame
 wrapper and the ping payload come from its server
 (:class:`engine.sim.transport.Transport`'s hooks).  It decides no faults; it
 carries the state they set (``stalled_until``, ``withheld``).
+
+Memory: :meth:`WsConn.buffered` is what a connection holds for its client —
+queued frames (plus :data:`FRAME_OVERHEAD` each for their Python objects) and
+the chunk a ``send_all`` is writing — the figure the server's budget adds up.
 
 Counting: a frame counts when the ``send_all`` carrying it returned.  An abrupt
 end (drop fault, slow consumer) discards frames not yet handed to the socket:
@@ -42,7 +49,10 @@ import wsproto.events as we
 if TYPE_CHECKING:
     from engine.sim.transport import Transport
 
-__all__ = ["ConnStats", "WsConn", "frame"]
+__all__ = ["FRAME_OVERHEAD", "ConnStats", "WsConn", "frame"]
+
+#: bytes a queued frame costs beyond its wire bytes (its ``bytes`` object and list slot)
+FRAME_OVERHEAD = 64
 
 
 def _header(n: int, opcode: int) -> bytes:
@@ -117,6 +127,8 @@ class WsConn:
         self.stats = ConnStats(cid, path, peer, combined, time.time())
         self.out: list[bytes] = []
         self.out_len = 0
+        #: bytes of the chunk a send_all is writing now (0 when idle)
+        self.inflight = 0
         self.pend: dict[str, int] = {}
         self.pend_frames = 0
         self.pend_payload = 0
@@ -154,7 +166,7 @@ class WsConn:
         self.pend_frames += 1
         self.pend_payload += n
         if self.out_len > self.cfg.max_buffer:
-            self.abort("slow_consumer", None, f"more than {self.cfg.max_buffer} bytes unsent")
+            self.close_slow(f"more than {self.cfg.max_buffer} bytes unsent")
 
     def push_message(self, key: str, data: bytes, opcode: int = 0x1) -> None:
         """Queue a non-market frame (reply, notice, garbage), counted under ``key``."""
@@ -174,6 +186,19 @@ class WsConn:
         self.out.append(raw)
         self.out_len += len(raw)
         self.wake.set()
+
+    def buffered(self) -> int:
+        """Bytes held for this client: queued frames (with their overhead) and the chunk being sent."""
+        return self.out_len + self.pend_frames * FRAME_OVERHEAD + self.inflight
+
+    def close_slow(self, why: str) -> None:
+        """A client that does not keep up: drop what is queued, close with 1008, count it."""
+        if self.closing or self.ended:
+            return
+        self._discard_unsent()
+        self.begin_close("slow_consumer", 1008, "Slow consumer")
+        self.stats.close_reason = f"Slow consumer: {why}"
+        self.server.limits["slow_consumers"] += 1
 
     def _discard_unsent(self) -> None:
         self.out, self.out_len, self.pend, self.pend_frames, self.pend_payload = [], 0, {}, 0, 0
@@ -198,6 +223,9 @@ class WsConn:
                 nursery.start_soon(self._reader)
                 nursery.start_soon(self._pinger)
                 nursery.start_soon(self._lifetime)
+                task = self.server.connection_task(self)
+                if task is not None:
+                    nursery.start_soon(task)
         finally:
             self.ended = True
             self.server.unregister(self)
@@ -232,14 +260,18 @@ class WsConn:
             chunk = b"".join(self.out)
             pend, nf, npl = self.pend, self.pend_frames, self.pend_payload
             self._discard_unsent()
+            self.inflight = len(chunk)
             try:
                 await self.stream.send_all(chunk)
             except GONE:
                 self._end("reset", None, "client went away")
                 return
+            finally:
+                self.inflight = 0
+            wire, chunk = len(chunk), b""
             st.frames += nf
             st.payload_bytes += npl
-            st.wire_bytes += len(chunk)
+            st.wire_bytes += wire
             fbs = st.frames_by_stream
             for k, v in pend.items():
                 fbs[k] += v
@@ -390,14 +422,16 @@ class WsConn:
         except wsproto.utilities.LocalProtocolError:
             self._cancel()
             return
-        await self._drain()
-        # the reader cancels everything when the client's close reply arrives
-        await trio.sleep(self.cfg.close_timeout)
-        self._cancel()
+        if await self._drain():
+            # the reader cancels everything when the client's close reply arrives
+            await trio.sleep(self.cfg.close_timeout)
+        self._cancel()  # (a client that did not take the close frame will not answer it)
 
-    async def _drain(self) -> None:
+    async def _drain(self) -> bool:
+        """Wait (up to ``close_timeout``) until everything queued is sent; False if it was not."""
         with trio.move_on_after(self.cfg.close_timeout):
-            while self.out:
+            while self.out or self.inflight:
                 self.drained = trio.Event()
                 self.wake.set()
                 await self.drained.wait()
+        return not (self.out or self.inflight)

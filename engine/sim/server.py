@@ -37,6 +37,10 @@ are the transport's):
 * Unknown stream names are rejected (HTTP 400 on the URL, code 2 on SUBSCRIBE).
   Real Binance accepts and stays silent; strictness catches client typos.
 * Lifetime: after ``lifetime`` seconds (24 h) the server closes with 1001.
+* Hostile clients: at most ``max_connections`` (1000) WebSocket clients (HTTP
+  503 past it); a client with more than ``max_buffer`` (64 MiB) unsent, or the
+  ones holding the most when all together pass ``max_buffered`` (256 MiB),
+  are closed with 1008 "Slow consumer" (``stats()["limits"]``).
 
 Counters (``stats()``, ``GET /sim/stats``): per connection (see
 :mod:`engine.sim.connection` for when a frame counts).  Keys of
@@ -98,6 +102,8 @@ class SimConfig:
     tick: float = 0.005
     max_catchup_ms: int = 20
     max_buffer: int = 64 * 1024 * 1024
+    max_buffered: int = 256 * 1024 * 1024
+    max_connections: int = 1000
     max_message: int = 64 * 1024
     keep_closed: int = 1000
 
@@ -107,6 +113,8 @@ class SimConfig:
             raise ValueError("faults need fault_every (seconds between injections)")
         if self.max_streams < 1 or self.control_limit < 1:
             raise ValueError("max_streams and control_limit must be >= 1")
+        if self.max_connections < 1 or self.max_buffered < 1 or self.max_buffer < 1:
+            raise ValueError("max_connections, max_buffered and max_buffer must be >= 1")
 
     def market_activity(self) -> float:
         if self.rate is None:
@@ -184,6 +192,7 @@ class SimServer(Transport):
             events = market.advance(to)
             if events:
                 distribute(events)
+                self.enforce_budget()
                 self.wake_all()
 
     def inject(self, fault: str, conn_id: int | None = None, **kw: Any) -> list[int]:
@@ -263,5 +272,12 @@ class SimServer(Transport):
             "open_connections": len(self.conns),
             "connections": self.connection_stats(),
             "rest": dict(self.rest),
+            "buffered_bytes": self.buffered(),
+            "limits": {
+                "max_connections": self.config.max_connections,
+                "max_buffered": self.config.max_buffered,
+                "refused_connections": self.limits["refused_connections"],
+                "slow_consumers": self.limits["slow_consumers"],
+            },
             "faults": list(self.faults.log),
         }

@@ -8,6 +8,16 @@ and ``max_streams``), a later upgrade is refused; each accepted client becomes
 a :class:`engine.sim.connection.WsConn`.  It also owns the stream index (which
 connections receive which stream) and the fan-out of one data frame to them.
 
+Limits against hostile clients (``limits`` counts what they refused or closed):
+
+* ``max_connections`` WebSocket clients at once: one more is refused with
+  HTTP 503 before the upgrade (``limits["refused_connections"]``);
+* ``max_buffered`` bytes held for all clients together
+  (:meth:`Transport.enforce_budget`, called by whoever queues data after
+  each batch of it): past the budget, the clients holding the most are closed
+  with 1008 "Slow consumer" until the rest fit in 3/4 of it (``limits["slow_consumers"]``,
+  which also counts clients over their own ``max_buffer``).
+
 It must not know a venue: URL paths, control replies, REST routes, error
 bodies and the combined-frame wrapper are :class:`Transport`'s hooks,
 implemented by :class:`engine.sim.server.SimServer`; nor invent market data
@@ -51,6 +61,8 @@ class Transport:
         self.closed: deque[ConnStats] = deque(maxlen=config.keep_closed)
         self._next_id = 0
         self.rest = Counter[str]()
+        #: refused connections and slow consumers closed (see the module docstring)
+        self.limits = Counter[str]()
 
     # ---------------------------------------------------------------- hooks
 
@@ -77,6 +89,10 @@ class Transport:
     def ping_payload(self) -> bytes:
         return b""
 
+    def connection_task(self, conn: WsConn) -> Any:
+        """An async function run in ``conn``'s nursery beside its own tasks (None: nothing)."""
+        return None
+
     # ---------------------------------------------------------------- lifecycle
 
     async def listen(self, nursery: trio.Nursery) -> None:
@@ -99,6 +115,30 @@ class Transport:
         for c in self.conns.values():
             if c.out:
                 c.wake.set()
+
+    def buffered(self) -> int:
+        """Bytes held for every client together (:meth:`WsConn.buffered`)."""
+        return sum(c.buffered() for c in self.conns.values())
+
+    def enforce_budget(self) -> None:
+        """Past ``max_buffered``, close the clients holding the most (1008) until the rest fit in 3/4."""
+        budget = self.config.max_buffered
+        total = 0
+        held = []
+        for c in self.conns.values():
+            n = c.buffered()
+            total += n
+            if n and not c.closing:
+                held.append((n, c))
+        if total <= budget:
+            return
+        held.sort(key=lambda nc: -nc[0])
+        why = f"{total} bytes held for all clients, over the budget of {budget}"
+        for n, c in held:  # down to 3/4 of the budget: not one close per tick while it refills
+            c.close_slow(why)
+            total -= n
+            if total <= budget * 3 // 4:
+                return
 
     def index_add(self, stream: str, conn: WsConn) -> None:
         self.index.setdefault(stream, []).append(conn)
@@ -210,8 +250,18 @@ class Transport:
             return
         if req is None:
             return
+        if len(self.conns) >= self.config.max_connections:
+            self.limits["refused_connections"] += 1
+            await self._reject(
+                stream, ws, 503, f"Too many connections (at most {self.config.max_connections})"
+            )
+            return
         url = urlsplit(req.target)
-        route = self.ws_route(url.path.rstrip("/") or "/", url.query)
+        try:
+            route = self.ws_route(url.path.rstrip("/") or "/", url.query)
+        except ValueError as exc:
+            await self._reject(stream, ws, 400, str(exc))
+            return
         if route is None:
             await self._reject(stream, ws, 404, f"Unknown path {url.path}")
             return
