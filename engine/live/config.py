@@ -62,6 +62,9 @@ class LiveConfig:
     rest_weight_per_min: int = 1200
     verify_tls: bool = True
     tick_s: float = 0.010
+    #: Stop cleanly when the journal's filesystem has less than this free (checked once a
+    #: second; 0: never).  Sealing needs room: compaction rewrites the open segment.
+    min_free_bytes: int = attrs.field(default=256 << 20, validator=attrs.validators.ge(0))
     fsync_interval_s: float = 1.0
 
     def control_rate(self) -> int:
