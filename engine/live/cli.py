@@ -67,6 +67,7 @@ class RunOptions:
     max_streams_per_conn: int = 1024
     insecure: bool = False
     min_free_mb: float = 256.0
+    max_rest_bytes: int = 64 << 20
 
 
 def default_journal_dir(exchange: str, now_ns: int | None = None) -> Path:
@@ -117,6 +118,7 @@ def _live_config(opts: RunOptions, ws: str, rest: str) -> Any:
         max_streams_per_conn=opts.max_streams_per_conn,
         verify_tls=not opts.insecure,
         min_free_bytes=int(opts.min_free_mb * 2**20),
+        max_rest_bytes=opts.max_rest_bytes,
         **kw,
     )
 
@@ -280,6 +282,13 @@ def _csv(value: str) -> tuple[str, ...]:
     show_default=True,
     help="Stop cleanly (exit 4) when the journal's filesystem has less free space (0: never).",
 )
+@click.option(
+    "--max-rest-bytes",
+    type=click.IntRange(min=1),
+    default=64 << 20,
+    show_default=True,
+    help="Largest REST response body read; a longer one is aborted and journaled as an error.",
+)
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: debug).")
 def run(
     exchange: str,
@@ -299,6 +308,7 @@ def run(
     max_streams_per_conn: int,
     insecure: bool,
     min_free_mb: float,
+    max_rest_bytes: int,
     verbose: int,
 ) -> None:
     """Capture market data into a new journal until Ctrl-C / SIGTERM (or --duration).
@@ -349,6 +359,7 @@ def run(
         max_streams_per_conn=max_streams_per_conn,
         insecure=insecure,
         min_free_mb=min_free_mb,
+        max_rest_bytes=max_rest_bytes,
     )
     if not opts.symbols or not opts.channels:
         raise click.BadParameter("give at least one symbol and one channel")

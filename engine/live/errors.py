@@ -20,6 +20,7 @@ __all__ = [
     "StalledConnection",
     "InvalidData",
     "ServerClosed",
+    "ResponseTooLarge",
     "closed_error",
 ]
 
@@ -69,6 +70,12 @@ class InvalidData(CaptureError):
     """
 
     kind = "invalid_data"
+
+
+class ResponseTooLarge(CaptureError):
+    """A REST response body longer than ``LiveConfig.max_rest_bytes``: abandoned, not journaled."""
+
+    kind = "rest_too_large"
 
 
 class ServerClosed(CaptureError):
