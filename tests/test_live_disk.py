@@ -34,7 +34,9 @@ from engine.replay.replay import check
 from engine.sim.cli import open_simulator
 
 ENGINE = [sys.executable, "-m", "engine.cli"]
-LIVE = dict(ping_interval_s=0.3, ping_timeout_s=0.3, connect_timeout_s=2.0, disconnect_timeout_s=0.5)
+LIVE = dict(
+    ping_interval_s=0.3, ping_timeout_s=0.3, connect_timeout_s=2.0, disconnect_timeout_s=0.5
+)
 
 
 def engine(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -112,8 +114,18 @@ def tmpfs(where: Path, size: str) -> Iterator[Path]:
 
 def run_until_exit(jdir: Path, *flags: str) -> tuple[int, dict, str]:
     proc = subprocess.run(
-        [*ENGINE, "run", "--journal", str(jdir), "--no-dashboard", "--duration", "120",
-         "--sim-rate", "5000", *flags],  # fmt: skip
+        [
+            *ENGINE,
+            "run",
+            "--journal",
+            str(jdir),
+            "--no-dashboard",
+            "--duration",
+            "120",
+            "--sim-rate",
+            "5000",
+            *flags,
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         timeout=150,
@@ -151,7 +163,9 @@ def test_engine_run_stops_cleanly_before_the_disk_is_full(tmp_path: Path) -> Non
         verify = engine("journal", "verify", str(jdir))
         assert verify.returncode == 0, verify.stdout + verify.stderr
         frames = list(JournalReader(jdir).frames())
-        assert frames[-1].payload.startswith(b"capture stop") and b"(low_disk)" in frames[-1].payload
+        assert (
+            frames[-1].payload.startswith(b"capture stop") and b"(low_disk)" in frames[-1].payload
+        )
         assert summary["frames_in"] == summary["simulator_frames_sent"] > 0
         mismatch, compared = check(jdir)
         assert mismatch is None and compared > 0
