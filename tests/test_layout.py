@@ -68,7 +68,7 @@ def test_the_check_catches_a_violation() -> None:
     # the same probe on a module that does load trio must report it (the test can fail)
     code = (
         "import importlib, sys\n"
-        "importlib.import_module('engine.live.runtime')\n"
+        "importlib.import_module('engine.live.capture')\n"
         "print(any(m.split('.')[0] == 'trio' for m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
