@@ -35,11 +35,17 @@ The writer is synchronous and single-threaded (the trio runtime calls it from
 its one thread; ``fsync`` may be pushed to a worker thread with
 :meth:`JournalWriter.fsync`).  It owns the files of one journal directory; it
 never interprets payloads.
+
+A failed write, fsync or seal (disk full, I/O error) raises
+:class:`JournalWriteError` and closes the writer without writing anything more:
+the open segment stays a ``.partial`` (at most its last batch torn) for
+``engine journal recover``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -347,7 +353,8 @@ class JournalWriter:
             try:
                 os.fsync(fd)
             except OSError as exc:
-                if fd == self._fd:  # else: sealed (and fsynced) meanwhile by the writer's thread
+                # EBADF, or another fd now: sealed (and fsynced) meanwhile by the writer's thread
+                if exc.errno != errno.EBADF and fd == self._fd:
                     raise self._fail(exc) from exc
 
     # ------------------------------------------------------------------ writing batches
