@@ -44,7 +44,7 @@ from wsproto.utilities import RemoteProtocolError
 
 from engine.live.errors import ConnectFailed
 
-__all__ = ["INVALID_TEXT", "open_client", "send_close"]
+__all__ = ["INVALID_TEXT", "CaptureClient", "open_client", "send_close"]
 
 #: ``code`` of an inbound ``binary`` frame that arrived as a *text* frame whose bytes are
 #: not UTF-8 (the close code RFC 6455 would have failed the connection with); payload exact
@@ -69,7 +69,7 @@ class _LosslessText(MessageDecoder):
         self._lenient = value
 
 
-class _CaptureClient(WSConnection):
+class CaptureClient(WSConnection):
     """A client wsproto connection: typed handshake errors, no pong after our close, lossless text.
 
     :class:`_LosslessText` is installed in ``receive_data``, right when the
@@ -114,14 +114,14 @@ async def open_client(
     max_message_size: int,
     receive_buffer_size: int = 65536,
 ) -> Any:
-    """``trio_websocket.wrap_client_stream`` with :class:`_CaptureClient`; returns once the handshake is done.
+    """``trio_websocket.wrap_client_stream`` with :class:`CaptureClient`; returns once the handshake is done.
 
     Raises :class:`ConnectFailed` when the peer closes during the handshake (a
     protocol error in its answer raises it from the reader task, in ``nursery``).
     """
     ws = trio_websocket.WebSocketConnection(
         stream,
-        _CaptureClient(),
+        CaptureClient(),
         host=host,
         path=resource,
         message_queue_size=message_queue_size,
