@@ -9,8 +9,9 @@ decoding them all into validated DepthDiff events with:
 * ``json``     stdlib json.loads + dict access + engine.num.parse per value
 * ``orjson``   orjson.loads + the same conversion
 * ``msgspec``  the codec itself (BinanceSpot/BinanceFutures.decode) in pure
-               Python: one typed Struct decode of the combined wrapper + the
-               fast level parser (the C fast path switched off)
+               Python: one typed Struct decode of the combined wrapper, then
+               engine.num.parse per value behind the codec's price memo (the C
+               fast path switched off)
 * ``C``        the codec with its optional C fast path (engine._depthscan),
                if the extension is built
 

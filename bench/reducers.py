@@ -7,8 +7,8 @@ What it measures (issue 6): trades/s on one core through each reducer alone,
 through all three (``trio``) and with the trade tape too (``trio+tape``: the
 trade consumers ``engine run`` and ``engine replay`` fold), folded by the real :class:`engine.pipeline.Pipeline`
 (``fold_events``, in chunks of 1,000 events like a journal record batch), so
-the trio runs as the pipeline runs it: one fused trade stage
-(:mod:`engine.tradefan`), on
+the trio runs as the pipeline runs it: the trade-selection rule applied once
+per trade by the pipeline's selection stage, then each consumer's ``on_trade``, on
 
 * ``synthetic``: Binance-like aggTrades of ``--symbols`` USDT pairs with a
   skewed activity (symbol k trades ∝ 1/(k+1), so the top pair takes ~25 %),
@@ -22,17 +22,12 @@ the trio runs as the pipeline runs it: one fused trade stage
   (so the selection rule accepts each copy instead of dropping duplicates).
   A sparse stream (a few trades per second per symbol): most trades finish a
   1 s aggregator bucket (a TradeStats report) or a volume interval, so this
-  set measures the boundary work, which runs in Python.
+  set measures the boundary work.
 
-``--diagnose`` adds rows that locate the trio's cost: the fused trio without
-its optional C common case (``native=False``: what engine._tradepath buys),
-the trio folded one reducer at a time in Python (``fuse=False``: what the
-fused stage saves), with
+``--diagnose`` adds rows that locate the trio's cost: with
 ``TradeAggregator(emit_stats=False)`` (no TradeStats built when a 1 s bucket
 closes), with ``Candles(intervals=("1m",))`` (one series per trade instead of
-three), both, and the bare fold loop with a reducer that does nothing; then
-the cost of building one Trade event with attrs' own frozen ``__init__``
-against :mod:`engine.frozen`'s (what every event and output construction saves).
+three), both, and the bare fold loop with a reducer that does nothing.
 
 Events are built before timing; each figure is the median of ``--repeat``
 runs on fresh states (gc collected before, on during the run).  Each reducer
@@ -40,9 +35,9 @@ runs with its default configuration, as ``engine.assembly`` builds it.  The
 alert counts printed after the table show the synthetic stream does not keep
 the detector on its slow (alerting) paths.
 
-Target (issue 6): ≥ 500k trades/s for the trio.  On a shared 2-core machine
-timings are noisy: compare ratios, rerun.  Without the optional C extensions
-(a failed compile) the trio runs in pure Python (the ``trio-python`` row).
+Target (issue 6): ≥ 500k trades/s for the trio (met only by the C trade path
+that issue 11 removed: the reducers are their Python definition now).  On a
+shared 2-core machine timings are noisy: compare ratios, rerun.
 """
 
 from __future__ import annotations
@@ -53,7 +48,6 @@ import math
 import random
 import statistics
 import time
-import timeit
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,7 +58,6 @@ import attrs
 from engine.anomaly import AnomalyDetector
 from engine.candles import Candles
 from engine.events import BUY, SELL, Trade
-from engine.frozen import _fast_init
 from engine.pipeline import Pipeline
 from engine.trades import TradeAggregator, TradeTape
 
@@ -155,11 +148,9 @@ class Null:
 CHUNK = 1000
 
 
-def fold(
-    reducers: Sequence[Any], events: Sequence[Any], fuse: bool = True, native: bool | None = None
-) -> tuple[float, list[Any], int]:
+def fold(reducers: Sequence[Any], events: Sequence[Any]) -> tuple[float, list[Any], int]:
     """Fold ``events`` through a fresh Pipeline of ``reducers``: seconds, states, outputs."""
-    p = Pipeline(None, reducers, fuse=fuse, native=native)
+    p = Pipeline(None, reducers)
     chunks = [events[i : i + CHUNK] for i in range(0, len(events), CHUNK)]
     outputs = 0
     gc.collect()
@@ -167,25 +158,6 @@ def fold(
     for chunk in chunks:
         outputs += len(p.fold_events(0, chunk))
     return time.perf_counter() - t0, p.states, outputs
-
-
-def construction() -> list[tuple[str, float]]:
-    """µs to build one Trade: attrs' frozen __init__ vs engine.frozen's (C filler or descriptors)."""
-    fields = {a.name: a.type for a in attrs.fields(Trade)}
-    plain = attrs.frozen(slots=True, weakref_slot=False)(
-        type("PlainTrade", (), {"__annotations__": fields, "agg": False})
-    )
-    descr = attrs.frozen(slots=True, weakref_slot=False)(
-        type("DescrTrade", (), {"__annotations__": fields, "agg": False})
-    )
-    _fast_init(descr, use_c=False)
-    args = (1, 2, "BTCUSDT", 3, 4, 5, BUY, 6, 7, 3, 3)
-    rows = []
-    for label, cls in (("attrs", plain), ("descriptors", descr), ("engine.frozen", Trade)):
-        n = 200_000
-        best = min(timeit.repeat(lambda c=cls: c(*args), number=n, repeat=5))
-        rows.append((label, best / n * 1e6))
-    return rows
 
 
 def main() -> None:
@@ -212,8 +184,6 @@ def main() -> None:
     if args.diagnose:
         quiet, one = TradeAggregator(emit_stats=False), Candles(intervals=("1m",))
         configs |= {
-            "trio-python": [agg, candles, anomaly],
-            "trio-unfused": [agg, candles, anomaly],
             "trio-nostats": [quiet, candles, anomaly],
             "trio-1m": [agg, one, anomaly],
             "trio-both": [quiet, one, anomaly],
@@ -224,8 +194,7 @@ def main() -> None:
     )
     for name, events in sets.items():
         for label, reducers in configs.items():
-            fuse, native = label != "trio-unfused", False if label == "trio-python" else None
-            runs = [fold(reducers, events, fuse, native) for _ in range(args.repeat)]
+            runs = [fold(reducers, events) for _ in range(args.repeat)]
             secs = statistics.median(r[0] for r in runs)
             outputs = runs[0][2]
             print(
@@ -235,9 +204,6 @@ def main() -> None:
         _, states, _ = fold([anomaly], events)
         alerts = Counter(states[0].alerts)
         print(f"{name:10} alerts: {dict(sorted(alerts.items())) or 'none'}")
-    if args.diagnose:
-        for label, us in construction():
-            print(f"build one Trade, {label:14} {us:6.3f} µs")
 
 
 if __name__ == "__main__":

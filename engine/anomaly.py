@@ -1,7 +1,8 @@
 """Anomaly detector: volume and price spikes, large trades, wide or crossed quotes, stale streams.
 
 Owns: the :class:`AnomalyDetector` reducer, its state, and the one alert output
-class :class:`Alert`.  Must not: read the clock, do I/O, use floats, keep
+class :class:`Alert`; its quote checks (crossed and wide spreads) are applied
+by :mod:`engine.quotes`.  Must not: read the clock, do I/O, use floats, keep
 unbounded per-symbol history, or raise on any event (events that do not
 concern it are ignored, but every event still advances journal time).
 
@@ -17,8 +18,10 @@ trade times, receive times) and on the state, which snapshots whole: a replay,
 or a restore from a checkpoint, alerts at exactly the same events.
 
 Which trades count, and trade time
-    The shared rule of :mod:`engine.trades` (:func:`~engine.trades.select_trade`):
-    one trade kind per symbol, duplicate ids dropped, untimed trades ignored.
+    The shared rule of :mod:`engine.trades` (:func:`~engine.trades.select_trade`,
+    applied by the pipeline, which hands each trade and its selected time to
+    ``on_trade``): one trade kind per symbol, duplicate ids dropped, untimed
+    trades ignored (a set-aside trade is still stream activity).
     A symbol's trade clock is the running maximum of its trade times (a trade
     stamped earlier than one already seen counts at the current time).
 
@@ -44,33 +47,7 @@ price_jump (unit bps)
     trades of a symbol, however far apart in time.
 
 crossed_book (unit 1e-8 price) and wide_spread
-    Quotes are the exchange's own top of book: ``BookTicker`` events and the
-    best levels of ``BookSnapshot`` events (REST or in-stream partial depth).
-    The diff-built book lives in :mod:`engine.book_reducer`, which reports its
-    own crossing as ``CrossedBook``; this module does not keep a second book.
-    A symbol's quotes are its BookTickers and BookSnapshots in event order;
-    a quote with an empty side (price 0 / no level) is ignored.  Spread
-    alerts are per episode (a wide book stays wide for many updates, one
-    alert says it); trade alerts are per trade (each trade is its own event).
-    ``crossed_book``: a BookTicker with bid ≥ ask (locked counts) after one that was not,
-    value ``bid - ask``, threshold 0.  Only BookTickers: a crossed BookSnapshot is the
-    book reducer's to report (it loads that snapshot and says ``CrossedBook``); counting
-    it here too would report one crossing twice.  A crossed snapshot still ends every
-    wide episode.
-    ``wide_spread`` has three criteria, each with its own *episode*: an alert
-    when a quote meets the criterion and the symbol's previous quote did not
-    (a crossed quote ends every wide episode; a non-crossed one ends the
-    crossed episode): ``abs`` spread ≥ ``spread_abs`` (1e-8 price); ``bps``
-    spread / mid ≥ ``spread_bps`` (bps); ``vs median`` spread ≥
-    ``spread_median_ratio_pct``% of the *lower median* (element ``(M-1)//2``
-    of the sorted window, an exact int) of the previous ``spread_window``
-    non-crossed spreads, once the window is full and its median > 0.
-    Rolling median: the window is kept twice, in arrival order (a deque) and
-    sorted (a list); each quote does one ``bisect`` to remove the oldest and
-    one ``insort`` to add the newest: O(log M) comparisons plus an O(M)
-    memmove of pointers, and nothing when the spread leaving the window equals
-    the one entering it (the common case on a liquid book, whose spread is one
-    tick most of the time).
+    The quote checks, on the exchange's own top of book: :mod:`engine.quotes`.
 
 stale_stream (unit ms)
     A *stream* is (symbol, kind), kind being ``trade``, ``aggTrade``,
@@ -97,13 +74,12 @@ then symbol, then kind), then the event's own: volume_spike, large_trade
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import attrs
+from attrs import frozen
 
 from engine import num, serde
 from engine.events import (
@@ -114,10 +90,11 @@ from engine.events import (
     Ticker24h,
     Trade,
 )
-from engine.frozen import frozen
 from engine.num import ONE
+from engine.quotes import CROSSED_BOOK, WIDE_SPREAD, ceil_div, quote_alerts
 from engine.reducer import NO_OUTPUTS
-from engine.trades import SOURCES, SelectCounts, TradeSelect, fold_trade
+from engine.timefmt import format_ms, format_ns
+from engine.trades import SOURCES
 
 __all__ = [
     "AnomalyDetector",
@@ -134,10 +111,8 @@ __all__ = [
 ]
 
 VOLUME_SPIKE = "volume_spike"
-WIDE_SPREAD = "wide_spread"
 LARGE_TRADE = "large_trade"
 PRICE_JUMP = "price_jump"
-CROSSED_BOOK = "crossed_book"
 STALE_STREAM = "stale_stream"
 KINDS = (VOLUME_SPIKE, WIDE_SPREAD, LARGE_TRADE, PRICE_JUMP, CROSSED_BOOK, STALE_STREAM)
 
@@ -146,7 +121,6 @@ NEVER = 2**63 - 1
 #: journal time before the first event (int64 min, below any receive time)
 BEFORE = -(2**63)
 _MS = 1_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: the stream kind of each event class that is one stream per symbol (klines and
 #: in-stream snapshots are handled beside it: their kind depends on a field)
@@ -156,28 +130,8 @@ _STREAM_KINDS: dict[type, str] = {
     Ticker24h: "ticker",
 }
 
-# wide-spread criteria, as bits of SymbolWatch.wide
-_ABS, _BPS, _MEDIAN = 1, 2, 4
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
 
 # --------------------------------------------------------------------------- output
-
-
-def _utc(t: int, per_second: int = 1_000_000_000) -> str:
-    """Epoch ns (or ms with ``per_second=1000``) → ``2024-05-01T12:03:05.123456789Z``.
-
-    Out of the calendar's range (fuzzed times): the raw number, never an exception.
-    """
-    s, frac = divmod(t, per_second)
-    try:
-        when = _EPOCH + timedelta(seconds=s)
-    except OverflowError:
-        return f"{t}{'ns' if per_second == 1_000_000_000 else 'ms'}"
-    return f"{when:%Y-%m-%dT%H:%M:%S}.{frac:0{len(str(per_second)) - 1}d}Z"
 
 
 @serde.register
@@ -214,9 +168,9 @@ class Alert:
             v, t = num.render(self.value), num.render(self.threshold)
         else:
             v, t = str(self.value), str(self.threshold)
-        exch = "-" if self.exch_ms is None else _utc(self.exch_ms, 1000)
+        exch = "-" if self.exch_ms is None else format_ms(self.exch_ms)
         return (
-            f"{_utc(self.recv_ns)} ALERT {self.kind} {self.symbol} value={v} >= threshold={t} "
+            f"{format_ns(self.recv_ns)} ALERT {self.kind} {self.symbol} value={v} >= threshold={t} "
             f"[{self.unit}] exch={exch} seq={self.seq} {self.detail}"
         )
 
@@ -229,7 +183,6 @@ class Alert:
 class SymbolWatch:
     """Everything the detector keeps for one symbol (all of it bounded by configuration)."""
 
-    sel: TradeSelect = attrs.Factory(TradeSelect)
     # trades
     last_ms: int = -1  # trade clock (running max of trade times)
     last_price: int = 0  # 0 = no trade yet
@@ -256,7 +209,6 @@ class SymbolWatch:
 @attrs.define(slots=True)
 class AnomalyState:
     symbols: dict[str, SymbolWatch] = attrs.Factory(dict)
-    counts: SelectCounts = attrs.Factory(SelectCounts)
     now: int = BEFORE  # journal time: max recv_ns of every event so far
     next_check: int = NEVER  # lower bound of the earliest stale deadline
     alerts: dict[str, int] = attrs.Factory(dict)  # kind -> alerts emitted
@@ -351,21 +303,25 @@ class AnomalyDetector:
     # ----------------------------------------------------------------- dispatch
 
     def step(self, state: AnomalyState, event: Any) -> tuple[AnomalyState, Sequence[Any]]:
-        if type(event) is not Trade:
-            return state, self._other(state, event)
-        return state, fold_trade(self, state, event)
-
-    def trade_record(self, state: AnomalyState, symbol: str) -> SymbolWatch:
-        return self._watch(state.symbols, symbol)
+        """Every event but trades, which arrive selected through :meth:`on_trade`."""
+        return state, self._other(state, event)
 
     def on_trade(
-        self, state: AnomalyState, s: SymbolWatch, ev: Trade, t: int | None
-    ) -> Sequence[Any]:
+        self, state: AnomalyState, ev: Trade, t: int | None
+    ) -> tuple[AnomalyState, Sequence[Any]]:
         """Trades are the hot path: a few integer comparisons per trade.
 
         Every trade event is stream activity and journal time, counted or not
         (``t`` is None when the selection rule set it aside).
         """
+        s = state.symbols.get(ev.symbol)
+        if s is None:
+            s = self._watch(state.symbols, ev.symbol)
+        return state, self._trade(state, s, ev, t)
+
+    def _trade(
+        self, state: AnomalyState, s: SymbolWatch, ev: Trade, t: int | None
+    ) -> Sequence[Any]:
         now = ev.recv_ns
         if now > state.now:
             state.now = now
@@ -411,7 +367,7 @@ class AnomalyDetector:
             if len(rec) == self.large_window:
                 total = s.recent_sum
                 if total and q * k100 >= self.large_ratio_pct * total:
-                    thr = _ceil_div(self.large_ratio_pct * total, k100)
+                    thr = ceil_div(self.large_ratio_pct * total, k100)
                     out = self._fire(state, out, ev, LARGE_TRADE, t, q, thr, "1e-8", "vs recent")
                 s.recent_sum = total + q - rec.popleft()
             else:
@@ -466,7 +422,7 @@ class AnomalyDetector:
             return self._quote(state, event, bid, ask, out)
         return out if out else NO_OUTPUTS
 
-    def _alert(
+    def alert(
         self,
         state: AnomalyState,
         out: list[Any],
@@ -533,9 +489,9 @@ class AnomalyDetector:
         found.sort()
         for last, sym, k in found:
             state.symbols[sym].stale[k] = last
-            self._alert(
+            self.alert(
                 state, out, ev, STALE_STREAM, sym, None, (now - last) // _MS, lim, "ms",
-                f"{k} stream silent since {_utc(last)}",
+                f"{k} stream silent since {format_ns(last)}",
             )  # fmt: skip
 
     # ----------------------------------------------------------------- trades
@@ -557,7 +513,7 @@ class AnomalyDetector:
             out = []
         if kind == VOLUME_SPIKE:
             detail = (
-                f"interval {_utc(about.cur_start, 1000)} +{self.volume_interval_ms}ms vs "
+                f"interval {format_ms(about.cur_start)} +{self.volume_interval_ms}ms vs "
                 f"{self.volume_ratio_pct}% of the mean of {self.volume_baseline} prior intervals "
                 f"({num.render(about.base_sum)} total)"
             )
@@ -570,7 +526,7 @@ class AnomalyDetector:
             )
         else:
             detail = f"notional {ev.side} {num.render(ev.qty)} @ {num.render(ev.price)}"
-        self._alert(state, out, ev, kind, ev.symbol, t, value, threshold, unit, detail)
+        self.alert(state, out, ev, kind, ev.symbol, t, value, threshold, unit, detail)
         return out
 
     def _roll(self, s: SymbolWatch, start: int, length: int) -> None:
@@ -587,7 +543,7 @@ class AnomalyDetector:
             s.base_sum -= b.popleft()[1]
         total = s.base_sum
         if total and s.first_start <= lo:
-            s.vol_thr = _ceil_div(self.volume_ratio_pct * total, 100 * n)
+            s.vol_thr = ceil_div(self.volume_ratio_pct * total, 100 * n)
         else:
             s.vol_thr = 0
         s.cur_start = start
@@ -599,79 +555,13 @@ class AnomalyDetector:
     def _quote(
         self, state: AnomalyState, ev: Any, bid: int, ask: int, out: list[Any] | None
     ) -> Sequence[Any]:
-        """Crossed and wide-spread checks of one top of book; returns ``out`` plus its alerts."""
+        """Crossed and wide-spread checks of one top of book (:mod:`engine.quotes`)."""
         if bid <= 0 or ask <= 0:
             return out if out else NO_OUTPUTS
-        sym = ev.symbol
-        s = state.symbols.get(sym)
+        s = state.symbols.get(ev.symbol)
         if s is None:
-            s = self._watch(state.symbols, sym)
-        exch = ev.exch_ms
-        ticker = type(ev) is BookTicker
-        if bid >= ask:
-            s.wide = 0
-            # a crossed snapshot is the book reducer's to report (CrossedBook when it loads it)
-            if ticker and not s.crossed:
-                s.crossed = True
-                if out is None:
-                    out = []
-                self._alert(
-                    state, out, ev, CROSSED_BOOK, sym, exch, bid - ask, 0, "1e-8",
-                    f"{type(ev).__name__} bid {num.render(bid)} >= ask {num.render(ask)}",
-                )  # fmt: skip
-            return out if out else NO_OUTPUTS
-        if ticker:
-            s.crossed = False
-        spread = ask - bid
-        met = 0
-        a = self.spread_abs
-        if a is not None and spread >= a:
-            met = _ABS
-        b = self.spread_bps
-        if b is not None and spread * 20_000 >= b * (ask + bid):
-            met |= _BPS
-        m = self.spread_window
-        med_thr = 0
-        if m is not None:
-            srt = s.spreads_sorted
-            win = s.spreads
-            if len(win) == m:
-                med = srt[(m - 1) // 2]
-                if med:
-                    med_thr = _ceil_div(self.spread_median_ratio_pct * med, 100)
-                    f = self.spread_median_min_bps
-                    if spread >= med_thr and (f is None or spread * 20_000 >= f * (ask + bid)):
-                        met |= _MEDIAN
-                old = win.popleft()
-                win.append(spread)
-                if old != spread:  # the common case on a liquid book: same spread in and out
-                    del srt[bisect_left(srt, old)]
-                    insort(srt, spread)
-            else:
-                win.append(spread)
-                insort(srt, spread)
-        new = met & ~s.wide
-        s.wide = met
-        if new:
-            if out is None:
-                out = []
-            where = f"{type(ev).__name__} {num.render(bid)} / {num.render(ask)}"
-            if new & _ABS:
-                self._alert(
-                    state, out, ev, WIDE_SPREAD, sym, exch, spread, a or 0, "1e-8", f"abs: {where}"
-                )
-            if new & _BPS:
-                self._alert(
-                    state, out, ev, WIDE_SPREAD, sym, exch, spread * 20_000 // (ask + bid), b or 0,
-                    "bps", f"bps of mid: {where}",
-                )  # fmt: skip
-            if new & _MEDIAN:
-                self._alert(
-                    state, out, ev, WIDE_SPREAD, sym, exch, spread, med_thr, "1e-8",
-                    f"vs median: {self.spread_median_ratio_pct}% of the median of the last "
-                    f"{m} spreads: {where}",
-                )  # fmt: skip
-        return out if out else NO_OUTPUTS
+            s = self._watch(state.symbols, ev.symbol)
+        return quote_alerts(self, state, s, ev, bid, ask, out)
 
     # ----------------------------------------------------------------- snapshot
 

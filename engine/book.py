@@ -29,7 +29,8 @@ from bisect import bisect_left, insort
 from collections.abc import Iterable
 from fractions import Fraction
 
-from engine.frozen import frozen
+from attrs import frozen
+
 from engine.num import render
 
 __all__ = ["Book", "Execution", "DepthWithin", "LevelDiff"]

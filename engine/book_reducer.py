@@ -1,30 +1,49 @@
 """The order book reducer: every symbol's book as a pure fold over depth events.
 
-Owns: per-symbol sync (driven by :mod:`engine.book_sync`'s table), the
-bounded diff buffer's overflow policy, snapshot requests (sync and periodic
-verify, timed by *event* time ``recv_ns``), drift verification with a shadow
-book, the bookTicker cross-check, crossed-book detection, the counts, and the
-book output classes.  Must not: read a clock, do I/O, use randomness or
-globals, or raise on any event (unknown events are ignored).
+Owns: per-symbol sync (every phase change is a transition of
+:mod:`engine.book_sync`'s table: this module turns the table's *actions*
+into outputs and counts, and never sets a phase itself), the bounded diff
+buffer's overflow policy, snapshot requests (sync and periodic verify, timed
+by *event* time ``recv_ns``), drift verification with a shadow book, the
+bookTicker cross-check, crossed-book detection, the counts and the queries
+(``book``, ``sync_state``, ``counts``); the output classes it emits live in
+:mod:`engine.book_outputs` (re-exported here).  Must not: read a clock, do
+I/O, use randomness or globals, or raise on any event (unknown events are
+ignored).
 
 How the pieces fit, per symbol::
 
     DepthDiff ──▶ main Sync ──(apply)──▶ crossed? ─▶ pending bookTickers reached? ─▶ verify due?
         └──────▶ shadow Sync (only while a verification runs) ─▶ same id as main? ─▶ compare
-    BookSnapshot ─▶ main not synced: LOAD + replay buffer   |  synced: shadow LOAD + replay its buffer
+    BookSnapshot ─▶ table says LOAD: main loads, replays its buffer, PUBLISH → BookSynced
+                 └▶ table says VERIFY (main synced): shadow loads, replays its buffer, compare
     BookTicker ──▶ held until the book's id reaches its u: == u compare, jumped past → uncomparable
 
+Reported states (``sync_state``): "idle", "buffering", "resyncing" (no
+book), "primed" (a snapshot no diff has chained onto yet) and "synced".  A
+primed book is published (``book`` returns it, BookSynced announced it): why,
+in :mod:`engine.book_sync`.  ``BookSynced.resync`` is true when the snapshot
+ended a RESYNCING wait (the table's RELOADED).
+
+The steady case (synced, no verification or held bookTicker, the diff
+chains: ``book_sync.INLINE``) is inlined in :meth:`BookReducer.step`, the
+engine's hottest path; it is exactly TABLE's (SYNCED, APPLY) transition plus
+the counts and checks :meth:`BookReducer._main_diff` would do, and is off
+(``inline=False``, or a rule with a checksum) whenever that could differ.
+
 Drift verification: a SnapshotRequest(purpose="verify") starts a shadow
-``Sync`` that buffers the diffs from that moment, exactly like a first sync.
-When the snapshot comes the shadow loads it and replays its buffer; from then
-on both books take every diff.  As soon as both stand at the same update id
-they are compared over the price range the snapshot covers (bids ≥ its
-lowest bid, asks ≤ its highest ask, unless a side holds fewer levels than the
-requested depth: then that whole side).  A difference is a DriftDetected
-listing the levels, and the shadow replaces the main book.  A snapshot that
-arrives unrequested while synced gets the same treatment (empty buffer).
-If the shadow cannot chain (gap, snapshot older than its buffer) or waits too
-long, the verification is abandoned and counted, never guessed.
+``Sync`` (the table's ASK) that buffers the diffs from that moment, exactly
+like a first sync.  When the snapshot comes the shadow loads it and replays
+its buffer; from then on both books take every diff.  As soon as both stand
+at the same update id they are compared over the price range the snapshot
+covers (bids ≥ its lowest bid, asks ≤ its highest ask, unless a side holds
+fewer levels than the requested depth: then that whole side).  A difference
+is a DriftDetected listing the levels, and the main Sync ADOPTs the shadow's
+book (its phase stays: the stream position was right, the levels were not).
+A snapshot that arrives unrequested while synced gets the same treatment
+(empty buffer).  If the shadow cannot chain (the table's action loses its
+book: gap, snapshot older than its buffer) or waits too long, the
+verification is abandoned and counted, never guessed.
 
 The bookTicker check (see issue 5): a bookTicker is pushed in real time while
 diffs come in 100 ms batches, so it is held until the book reaches its ``u``:
@@ -38,169 +57,53 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
+from attrs import frozen as output  # outputs are frozen, slotted attrs values like events
 
-from engine import serde
+from engine import book_outputs, serde
 from engine.book import Book
+from engine.book_outputs import (
+    BookSynced,
+    BookVerified,
+    BufferOverflow,
+    CrossedBook,
+    DriftDetected,
+    GapDetected,
+    TopOfBookMismatch,
+    VerificationAbandoned,
+)
 from engine.book_sync import (
     A_APPLY,
     A_DROP,
-    A_LOAD,
+    A_PUBLISH,
     A_REFETCH,
+    A_REJECT,
     A_REQUEST,
     A_RESYNC,
+    A_RETRACT,
+    A_VERIFY,
     APPLY,
-    BUFFERING,
-    HAS_BOOK,
-    SYNCED,
+    IDLE,
+    INLINE,
+    LOSES_BOOK,
+    PUBLISHED,
+    RELOADED,
+    TABLE,
     Sync,
+    adopt,
+    ask,
     feed_diff,
+    feed_replayed,
     feed_snapshot,
     rule_for,
 )
 from engine.events import BookSnapshot, BookTicker, DepthDiff
-from engine.frozen import frozen as output  # outputs are values like events (engine.frozen)
 from engine.outputs import SnapshotRequest
 from engine.reducer import NO_OUTPUTS
 
-__all__ = [
-    "BookReducer",
-    "BookState",
-    "SymbolBook",
-    "BookCounts",
-    "BookSynced",
-    "GapDetected",
-    "BufferOverflow",
-    "DriftDetected",
-    "BookVerified",
-    "VerificationAbandoned",
-    "CrossedBook",
-    "TopOfBookMismatch",
-]
+__all__ = ["BookReducer", "BookState", "SymbolBook", "BookCounts"]
+__all__ += book_outputs.__all__  # re-exported: the reducer's outputs
 
 SECOND_NS = 1_000_000_000
-
-
-# =============================================================== outputs
-
-
-@serde.register
-@output
-class BookSynced:
-    """The book is valid and published from now on (a snapshot loaded and its buffer replayed)."""
-
-    seq: int
-    recv_ns: int
-    symbol: str
-    snapshot_id: int
-    last_id: int
-    bid_levels: int
-    ask_levels: int
-    replayed: int
-    resync: bool
-
-
-@serde.register
-@output
-class GapDetected:
-    """Updates were lost between the book (at ``book_id``) and this diff: the book is discarded."""
-
-    seq: int
-    recv_ns: int
-    symbol: str
-    book_id: int
-    first_id: int
-    last_id: int
-    prev_id: int | None
-    reason: str
-
-
-@serde.register
-@output
-class BufferOverflow:
-    """The diff buffer hit its limit while waiting for a snapshot: oldest diffs are being dropped.
-
-    Reported once per waiting episode; ``BookCounts.buffer_dropped`` counts every drop.
-    """
-
-    seq: int
-    recv_ns: int
-    symbol: str
-    limit: int
-
-
-@serde.register
-@output
-class DriftDetected:
-    """Our book differs from the exchange's: ``bids``/``asks`` list (price, ours, theirs).
-
-    ``source`` is ``"snapshot"`` (shadow-book verification).  The shadow
-    replaced the main book.
-    """
-
-    seq: int
-    recv_ns: int
-    symbol: str
-    last_id: int
-    snapshot_id: int
-    bids: list[tuple[int, int, int]]
-    asks: list[tuple[int, int, int]]
-    source: str = "snapshot"
-
-
-@serde.register
-@output
-class BookVerified:
-    """A verification snapshot agreed with our book over ``levels`` compared levels."""
-
-    seq: int
-    recv_ns: int
-    symbol: str
-    last_id: int
-    snapshot_id: int
-    levels: int
-
-
-@serde.register
-@output
-class VerificationAbandoned:
-    """A verification could not be completed (``reason``); nothing is known about drift."""
-
-    seq: int
-    recv_ns: int
-    symbol: str
-    reason: str
-
-
-@serde.register
-@output
-class CrossedBook:
-    """Best bid ≥ best ask after applying an update (reported once per episode)."""
-
-    seq: int
-    recv_ns: int
-    symbol: str
-    last_id: int
-    bid: int
-    ask: int
-
-
-@serde.register
-@output
-class TopOfBookMismatch:
-    """The exchange's bookTicker at ``update_id`` disagrees with our book at that same id (drift).
-
-    ``ours``/``theirs`` are (bid price, bid qty, ask price, ask qty); 0 = side empty.
-    ``seq``/``recv_ns`` are the event that brought the book to ``update_id`` (the
-    bookTicker itself was held since ``ticker_seq``).
-    """
-
-    seq: int
-    recv_ns: int
-    symbol: str
-    ticker_seq: int
-    update_id: int
-    ours: tuple[int, int, int, int]
-    theirs: tuple[int, int, int, int]
 
 
 # =============================================================== state
@@ -251,7 +154,6 @@ class SymbolBook:
     last_verify_ns: int | None = None
     crossed: bool = False
     overflowing: bool = False
-    resync: bool = False  # the current wait for a snapshot follows a gap or drift
     counts: BookCounts = attrs.Factory(BookCounts)
 
 
@@ -275,6 +177,10 @@ class BookReducer:
         verify_interval_s: ask for a verification snapshot this often (event time); None: never.
         sync_retry_s: re-ask for a sync snapshot if none came within this time (event time).
         verify_timeout_s: abandon a verification whose snapshot has not come within this time.
+        inline: fold the steady case (synced, no verification or bookTicker in flight, the
+            diff chains) inline in :meth:`step`; False sends every diff through
+            :mod:`engine.book_sync`'s driver.  Same states and outputs either way
+            (``tests/test_book_sync.py``); the inlined path is faster.
     """
 
     sync_rule: str
@@ -283,14 +189,21 @@ class BookReducer:
     verify_interval_s: float | None = 300.0
     sync_retry_s: float = 10.0
     verify_timeout_s: float = 30.0
+    inline: bool = True
     name: str = "book"
     _rule: Any = attrs.field(init=False, repr=False, eq=False)
+    #: the phase whose APPLY step() inlines (book_sync.INLINE), None: no inlining
+    _inline_phase: str | None = attrs.field(init=False, repr=False, eq=False)
     _verify_ns: int | None = attrs.field(init=False, repr=False, eq=False)
     _retry_ns: int = attrs.field(init=False, repr=False, eq=False)
     _vtimeout_ns: int = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        object.__setattr__(self, "_rule", rule_for(self.sync_rule))
+        rule = rule_for(self.sync_rule)
+        object.__setattr__(self, "_rule", rule)
+        phase, inp = INLINE
+        ok = self.inline and not rule.has_checksum and TABLE[phase][inp] == (phase, A_APPLY)
+        object.__setattr__(self, "_inline_phase", phase if ok else None)
         v = self.verify_interval_s
         object.__setattr__(self, "_verify_ns", None if v is None else int(v * SECOND_NS))
         object.__setattr__(self, "_retry_ns", int(self.sync_retry_s * SECOND_NS))
@@ -311,11 +224,24 @@ class BookReducer:
         return st
 
     def book(self, state: BookState, symbol: str) -> Book | None:
-        """The published book of ``symbol``: None unless synced.  Read-only for callers."""
+        """The published book of ``symbol`` (primed or synced), else None.  Read-only for callers.
+
+        A primed book is published: see :mod:`engine.book_sync` (a snapshot is
+        the exchange's book at its id); :meth:`sync_state` tells the two apart.
+        """
         sb = state.symbols.get(symbol)
-        if sb is None or sb.main.phase not in HAS_BOOK:
+        if sb is None or sb.main.phase not in PUBLISHED:
             return None
         return sb.main.book
+
+    def sync_state(self, state: BookState, symbol: str) -> str:
+        """``symbol``'s sync state: "idle", "buffering", "primed", "synced" or "resyncing".
+
+        "primed": the book is a snapshot no diff has chained onto yet (published,
+        not yet confirmed by the stream); "synced": live diffs chain onto it.
+        """
+        sb = state.symbols.get(symbol)
+        return IDLE if sb is None else sb.main.phase
 
     def counts(self, state: BookState) -> dict[str, BookCounts]:
         return {s: sb.counts for s, sb in state.symbols.items()}
@@ -331,27 +257,30 @@ class BookReducer:
     def step(self, state: BookState, event: Any) -> tuple[BookState, Sequence[Any]]:
         t = type(event)
         if t is DepthDiff:
-            # The steady state, inlined (the engine's hottest path): synced, nothing else
-            # in flight, the diff chains.  Everything else goes through _diff.
+            # The steady state, inlined (the engine's hottest path): book_sync.INLINE
+            # (synced, the diff chains: TABLE keeps it synced and applies it), nothing
+            # else in flight.  Everything else goes through _diff and the table's driver.
             sb = state.symbols.get(event.symbol)
             if sb is not None:
                 main = sb.main
                 if (
-                    main.phase == SYNCED
+                    main.phase == self._inline_phase
                     and sb.shadow is None
                     and not sb.pending
                     and self._rule.next(main.book.last_id, event) == APPLY  # type: ignore[union-attr]
                 ):
                     crossed = main.book.apply(event.bids, event.asks, event.last_id)  # type: ignore[union-attr]
                     sb.counts.diffs_applied += 1
-                    if crossed is not sb.crossed:
-                        return state, self._crossed_changed(sb, event)
                     v = self._verify_ns
-                    if v is not None and event.recv_ns - sb.last_verify_ns >= v:  # type: ignore[operator]
-                        out: list[Any] = []
+                    due = v is not None and event.recv_ns - sb.last_verify_ns >= v  # type: ignore[operator]
+                    if crossed is sb.crossed and not due:
+                        return state, NO_OUTPUTS
+                    out: list[Any] = (
+                        self._crossed_changed(sb, event) if crossed is not sb.crossed else []
+                    )
+                    if due:
                         self._start_verify(sb, event, "periodic", out)
-                        return state, out
-                    return state, NO_OUTPUTS
+                    return state, out
             return state, self._diff(state, event)
         if t is BookTicker:
             return state, self._ticker(state, event)
@@ -375,15 +304,15 @@ class BookReducer:
 
     def _diff_slow(self, sb: SymbolBook, ev: DepthDiff, out: list[Any]) -> None:
         """Every diff path but the steady one: buffering, gaps, shadow, pending tickers."""
-        was_synced = sb.main.phase in HAS_BOOK
+        was_published = sb.main.phase in PUBLISHED
         self._main_diff(sb, ev, out)
         shadow = sb.shadow
         if shadow is not None:
-            if not was_synced or sb.main.phase not in HAS_BOOK:
+            if not was_published or sb.main.phase not in PUBLISHED:
                 self._abandon(sb, ev, "main book lost sync", out)
             else:
                 self._shadow_diff(sb, ev, out)
-        if sb.main.phase in HAS_BOOK:
+        if sb.main.phase in PUBLISHED:
             v = self._verify_ns
             if (
                 v is not None
@@ -404,26 +333,23 @@ class BookReducer:
         action, dropped = feed_diff(self._rule, main, ev, self.max_buffer)
         c = sb.counts
         if action == A_APPLY:
-            if main.phase in HAS_BOOK:
-                c.diffs_applied += 1
-                self._after_update(sb, at, out)
-            else:  # applied, then the exchange checksum rejected the book
-                self._gap(sb, ev, at, book_id, "checksum mismatch", out)
+            c.diffs_applied += 1
+            self._after_update(sb, at, out)
         elif action == A_DROP:
             c.stale_diffs += 1
         elif action == A_REQUEST:
             self._request_sync(sb, at, "first diff: need a snapshot", out)
-        elif action == A_REFETCH:
+        elif action == A_REFETCH or action == A_RETRACT:
             c.snapshots_too_old += 1
             reason = f"snapshot {book_id} older than diff U={ev.first_id}"
-            if at is ev:
-                # a live diff: the snapshot's book was already published (BookSynced), so
-                # for its consumers this is a gap and the next sync a resync
-                self._gap(sb, ev, at, book_id, reason, out)
-            else:  # replaying the buffer inside the snapshot's step: Binance's "fetch again"
+            if action == A_REFETCH:  # a snapshot being loaded: Binance's "fetch again"
                 self._request_sync(sb, at, reason, out)
+            else:  # a primed book was published (BookSynced): for its consumers a gap
+                self._gap(sb, ev, at, book_id, reason, out)
         elif action == A_RESYNC:
             self._gap(sb, ev, at, book_id, "diff does not chain onto the book", out)
+        elif action == A_REJECT:  # applied, then the exchange checksum rejected the book
+            self._gap(sb, ev, at, book_id, "checksum mismatch", out)
         if dropped:
             c.buffer_dropped += dropped
             if not sb.overflowing:
@@ -440,7 +366,6 @@ class BookReducer:
                 at.seq, at.recv_ns, ev.symbol, book_id, ev.first_id, ev.last_id, ev.prev_id, reason
             )
         )
-        sb.resync = True
         self._request_sync(sb, at, f"gap: {reason}", out)
 
     def _request_sync(self, sb: SymbolBook, ev: Any, reason: str, out: list[Any]) -> None:
@@ -474,31 +399,29 @@ class BookReducer:
         sb = self._symbol(state, ev.symbol)
         out: list[Any] = []
         main = sb.main
-        if main.phase == SYNCED:
+        action, replay = feed_snapshot(self._rule, main, ev)
+        if action == A_VERIFY:
             self._verify_snapshot(sb, ev, out)
             return out
+        # A_LOAD: the snapshot is the main book; replay the buffer onto it
+        resync = main.phase == RELOADED
         if sb.shadow is not None:
             self._abandon(sb, ev, "main book reloaded", out)
-        action, replay = feed_snapshot(self._rule, main, ev)
-        if action != A_LOAD:  # pragma: no cover - the table maps every non-synced phase to LOAD
-            return out
         sb.requested_ns = None
         sb.overflowing = False
         sb.crossed = False
         sb.last_verify_ns = ev.recv_ns
         k = len(out)
         self._after_update(sb, ev, out)
-        for d in replay:
-            if main.phase in HAS_BOOK:
-                self._main_diff(sb, d, out, ev)
-            else:  # a gap/refetch during the replay: the rest goes back to the buffer
-                feed_diff(self._rule, main, d, self.max_buffer)
-        book = main.book
-        if book is None:  # the snapshot was older than the buffered stream: asked again
+        for d in replay:  # after a gap/refetch in the replay the rest goes back to the buffer
+            self._main_diff(sb, d, out, ev)
+        if feed_replayed(main) != A_PUBLISH:  # the replay asked for another snapshot
             return out
+        book = main.book
+        assert book is not None
         c = sb.counts
         c.syncs += 1
-        if sb.resync:
+        if resync:
             c.resyncs += 1
         out.insert(
             k,
@@ -511,17 +434,17 @@ class BookReducer:
                 len(book.bids),
                 len(book.asks),
                 len(replay),
-                sb.resync,
+                resync,
             ),
         )
-        sb.resync = False
         return out
 
     # ----------------------------------------------------------- verification (shadow book)
 
     def _start_verify(self, sb: SymbolBook, ev: Any, reason: str, out: list[Any]) -> None:
         sb.last_verify_ns = ev.recv_ns
-        sb.shadow = Sync(phase=BUFFERING)
+        shadow = sb.shadow = Sync()
+        ask(shadow)
         sb.shadow_snapshot_id = -1
         sb.shadow_since_ns = ev.recv_ns
         sb.counts.verify_requests += 1
@@ -534,9 +457,9 @@ class BookReducer:
 
     def _verify_snapshot(self, sb: SymbolBook, ev: BookSnapshot, out: list[Any]) -> None:
         shadow = sb.shadow
-        if shadow is None or shadow.phase in HAS_BOOK:
+        if shadow is None or shadow.phase in PUBLISHED:
             # unrequested (or a second answer): verify from here with an empty buffer
-            shadow = sb.shadow = Sync(phase=BUFFERING)
+            shadow = sb.shadow = Sync()
             sb.shadow_since_ns = ev.recv_ns
         depth = ev.depth
         sb.shadow_bid_floor = (
@@ -553,19 +476,20 @@ class BookReducer:
         _, replay = feed_snapshot(self._rule, shadow, ev)
         for d in replay:
             act, _ = feed_diff(self._rule, shadow, d, self.max_buffer)
-            if act in (A_REFETCH, A_RESYNC):
+            if act in LOSES_BOOK:
                 self._abandon(sb, ev, f"verification snapshot {ev.last_id} does not chain", out)
                 return
+        feed_replayed(shadow)
         self._maybe_compare(sb, ev, out)
 
     def _shadow_diff(self, sb: SymbolBook, ev: DepthDiff, out: list[Any]) -> None:
         shadow = sb.shadow
         assert shadow is not None
-        if shadow.phase not in HAS_BOOK and ev.recv_ns - sb.shadow_since_ns >= self._vtimeout_ns:
+        if shadow.phase not in PUBLISHED and ev.recv_ns - sb.shadow_since_ns >= self._vtimeout_ns:
             self._abandon(sb, ev, "no verification snapshot came", out)
             return
         act, dropped = feed_diff(self._rule, shadow, ev, self.max_buffer)
-        if act in (A_REFETCH, A_RESYNC):
+        if act in LOSES_BOOK:
             self._abandon(
                 sb, ev, f"verification snapshot {sb.shadow_snapshot_id} does not chain", out
             )
@@ -607,7 +531,7 @@ class BookReducer:
                 [(d.price, d.ours, d.theirs) for d in diffs if d.side == "ask"],
             )
         )
-        sb.main = Sync(phase=shadow.phase, book=theirs)
+        adopt(sb.main, shadow)
         sb.crossed = False
         self._after_update(sb, ev, out)
 
@@ -616,7 +540,7 @@ class BookReducer:
     def _ticker(self, state: BookState, ev: BookTicker) -> Sequence[Any]:
         sb = self._symbol(state, ev.symbol)
         sb.counts.tickers_seen += 1
-        book = sb.main.book if sb.main.phase in HAS_BOOK else None
+        book = sb.main.book if sb.main.phase in PUBLISHED else None
         if book is not None and not sb.pending:
             if ev.update_id < book.last_id:
                 sb.counts.tickers_uncomparable += 1

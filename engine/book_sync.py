@@ -3,34 +3,78 @@
 Every state-machine concern of book syncing lives in this file (h11
 ``_state.py`` style).  :mod:`engine.book_reducer` turns the *actions* this
 module returns into outputs and counts; this module emits nothing, reads no
-clock and does no I/O.
+clock and does no I/O.  Every change of ``Sync.phase`` is a lookup in
+:data:`TABLE` made by the driver functions at the bottom (``feed_diff``,
+``feed_snapshot``, ``feed_replayed``, ``ask``, ``adopt``); nothing else
+assigns a phase.
 
 States (``Sync.phase``)::
 
-    IDLE ──diff──▶ BUFFERING ──snapshot──▶ PRIMED ──chaining diff──▶ SYNCED
-                       ▲                     │ gap: snapshot too old    │ gap / bad checksum
-                       └─────── refetch ─────┘                          ▼
-                                PRIMED ◀────────── snapshot ───────── RESYNCING
+                    snapshot              replayed
+    IDLE ─diff─▶ BUFFERING ─────▶ LOADED ────────▶ PRIMED ──chaining diff──▶ SYNCED ─┐ snapshot: verify
+      └───ask───────▲  ▲ gap: refetch │               │ gap: retract          │     │ drift: adopt
+                       └──────────────┘               ▼                       │ ◀───┘
+                            RELOADED ◀──snapshot── RESYNCING ◀────────────────┘ gap / bad checksum
+                      replayed ─▶ PRIMED, gap: refetch ─▶ RESYNCING
+
+  A snapshot also loads from IDLE (none asked for), from PRIMED (a second
+  answer) and, if the rule's in-stream snapshots reset the book, from SYNCED.
+  A diff that chains while LOADED/RELOADED goes to SYNCED within the same step.
 
 * IDLE: nothing known; the first diff asks for a snapshot (REQUEST) and is buffered.
+  ``ask`` puts a fresh Sync into BUFFERING without a diff: a verification's
+  shadow book, whose snapshot the reducer has already requested.
 * BUFFERING / RESYNCING: a snapshot is wanted; diffs are buffered (bounded,
   oldest dropped first: a snapshot that arrives later is newer than them
-  anyway).  RESYNCING differs only in how we got here (a gap), for counts.
+  anyway).  RESYNCING means a book had been published and was lost (a gap or
+  a checksum failure): the sync its snapshot brings is a *resync*.
+* LOADED / RELOADED: the snapshot is the book and the buffered diffs are
+  being replayed onto it; transient, inside one snapshot's step (never seen
+  between events, never in a checkpoint).  Nothing has been published yet,
+  so a gap here is Binance's "snapshot too old, fetch again" (REFETCH), not a
+  lost update.  RELOADED is the same for a snapshot that ends a RESYNCING
+  wait.  ``feed_replayed`` ends the step: PUBLISH, or WAIT if the replay
+  asked again.
 * PRIMED: the book is a snapshot and no diff has chained onto it yet, so the
   rule's *first-diff* test applies.  A gap here means the snapshot is older
-  than the stream ("fetch again" in Binance's procedure), not a lost update.
-* SYNCED: live diffs chain by the rule's *next-diff* test.
+  than the stream (as in LOADED), but the book was published, so it is
+  RETRACTed: reported as a gap, and the next sync is a resync.
+* SYNCED: at least one live diff has chained, so the stream is known to
+  continue from the book; diffs chain by the rule's *next-diff* test.
+
+Publishing a PRIMED book (decided here, see issue 11): a PRIMED book *is*
+published (:data:`PUBLISHED`: ``BookReducer.book`` returns it, BookSynced
+announces it, the crossed and bookTicker checks run on it).  Binance's REST
+snapshot is the exchange's own book at ``lastUpdateId``, exactly right at
+that id; what is not yet known is only whether the stream carries on from
+it.  Withholding it would hide a correct book from consumers for up to one
+diff interval after every (re)sync, and would change the fold's outputs.
+What a PRIMED book must not be is *reported* as synced: every report of the
+state (``BookReducer.sync_state``, replay summaries, ``engine book``, export,
+dashboard) says ``primed`` until a diff chains onto it.  If the first diff
+reveals the snapshot was too old, the RETRACT is a GapDetected, which tells
+consumers to drop what they saw.
+
+Drift (see :mod:`engine.book_reducer`): when a verification finds our book
+wrong, ADOPT replaces the book by the verified shadow's (same update id) and
+keeps the phase: the stream position was right, only the levels were not.
 
 Invariants:
 
-* ``book`` is not None exactly in PRIMED and SYNCED, and only then may the
-  book be published; ``buffer`` is empty in PRIMED and SYNCED.
-* Diffs in the buffer keep their arrival order; LOAD replays them through the
-  same table, so a snapshot plus buffer ends in the same state as a snapshot
-  followed by the same diffs live.
-* Every transition is in :data:`TABLE`; an (phase, input) pair missing from
+* ``book`` is not None exactly in :data:`HAS_BOOK` (LOADED, RELOADED, PRIMED,
+  SYNCED), and only PRIMED and SYNCED books may be published; ``buffer`` is
+  empty whenever there is a book.
+* Between two events a Sync is IDLE, BUFFERING, RESYNCING, PRIMED or SYNCED
+  (:data:`STEADY_PHASES`): every snapshot step ends with ``feed_replayed``.
+* Diffs in the buffer keep their arrival order; the replay after a LOAD goes
+  through the same table, so a snapshot plus buffer ends in the same state as
+  a snapshot followed by the same diffs live.
+* Every transition is in :data:`TABLE`; a (phase, input) pair missing from
   it is a bug here, not bad exchange input (exchange input always maps to
-  one of the inputs below).
+  one of the inputs below).  The reducer may inline the steady case
+  (:data:`INLINE`: SYNCED, APPLY) only while the table says it stays SYNCED
+  with A_APPLY and the rule has no checksum; ``tests/test_book_sync.py``
+  checks the inlined path against the table for every case.
 
 Rules (one per :class:`engine.codecs.base.SyncRule` constant) classify a diff
 against the book's update id as STALE (drop), APPLY or GAP.  Binance spot and
@@ -58,6 +102,8 @@ __all__ = [
     "IDLE",
     "BUFFERING",
     "RESYNCING",
+    "LOADED",
+    "RELOADED",
     "PRIMED",
     "SYNCED",
     "DIFF",
@@ -67,21 +113,35 @@ __all__ = [
     "BAD_CHECKSUM",
     "SNAPSHOT",
     "RESET",
+    "REPLAYED",
+    "ASK",
+    "ADOPT",
     "TABLE",
+    "HAS_BOOK",
+    "PUBLISHED",
+    "STEADY_PHASES",
+    "LOSES_BOOK",
+    "INLINE",
     "ChainRule",
     "BinanceSpotRule",
     "BinanceFuturesRule",
     "RULES",
     "rule_for",
     "Sync",
+    "classify",
     "feed_diff",
     "feed_snapshot",
+    "feed_replayed",
+    "ask",
+    "adopt",
 ]
 
 # ---------------------------------------------------------------- states
 IDLE: Final = "idle"
 BUFFERING: Final = "buffering"
 RESYNCING: Final = "resyncing"
+LOADED: Final = "loaded"  # transient: inside a snapshot's step
+RELOADED: Final = "reloaded"  # transient: inside a snapshot's step, ending a RESYNCING wait
 PRIMED: Final = "primed"
 SYNCED: Final = "synced"
 
@@ -93,54 +153,95 @@ GAP: Final = "gap"  # rule: updates are missing between the book and this diff
 BAD_CHECKSUM: Final = "bad_checksum"  # rule: the book after applying fails the exchange checksum
 SNAPSHOT: Final = "snapshot"  # a REST snapshot (or an in-stream one that does not reset)
 RESET: Final = "reset"  # an in-stream snapshot that replaces the book (Bybit/OKX/Kraken)
+REPLAYED: Final = "replayed"  # the buffered diffs have been replayed after a LOAD
+ASK: Final = "ask"  # a snapshot was asked for before any diff (a verification's shadow)
+ADOPT: Final = "adopt"  # verification found drift: the verified shadow book replaces ours
 
 # ---------------------------------------------------------------- actions (what the caller must do)
 A_REQUEST: Final = "request"  # ask for a snapshot (purpose "sync"), buffer the diff
 A_BUFFER: Final = "buffer"
-A_LOAD: Final = "load"  # book := snapshot, then replay the buffer
+A_LOAD: Final = "load"  # book := snapshot; replay the buffer, then feed_replayed
 A_DROP: Final = "drop"  # stale diff
 A_APPLY: Final = "apply"
-A_REFETCH: Final = "refetch"  # snapshot older than the stream: ask again, buffer the diff
+A_REFETCH: Final = "refetch"  # unpublished snapshot older than the stream: ask again, buffer
+A_RETRACT: Final = "retract"  # published (PRIMED) snapshot older than the stream: report a gap,
+#                               ask again, buffer the diff
 A_RESYNC: Final = "resync"  # lost updates: report a gap, ask for a snapshot, buffer the diff
+A_REJECT: Final = "reject"  # checksum failed after applying: report a gap, ask (the diff is
+#                             part of the bad book, so it is not buffered)
 A_VERIFY: Final = "verify"  # a snapshot for a synced book: the caller runs the drift check
+A_PUBLISH: Final = "publish"  # the loaded book is valid from now on (BookSynced)
+A_WAIT: Final = "wait"  # nothing to do: a snapshot is (still) wanted
+A_ADOPT: Final = "adopt"  # the book is now the shadow's (DriftDetected)
 
 #: phase → input → (next phase, action).  The whole state machine.
 TABLE: Final[dict[str, dict[str, tuple[str, str]]]] = {
     IDLE: {
         DIFF: (BUFFERING, A_REQUEST),
-        SNAPSHOT: (PRIMED, A_LOAD),
-        RESET: (PRIMED, A_LOAD),
+        SNAPSHOT: (LOADED, A_LOAD),
+        RESET: (LOADED, A_LOAD),
+        ASK: (BUFFERING, A_WAIT),
     },
     BUFFERING: {
         DIFF: (BUFFERING, A_BUFFER),
-        SNAPSHOT: (PRIMED, A_LOAD),
-        RESET: (PRIMED, A_LOAD),
+        SNAPSHOT: (LOADED, A_LOAD),
+        RESET: (LOADED, A_LOAD),
+        REPLAYED: (BUFFERING, A_WAIT),  # the replay found the snapshot too old
     },
     RESYNCING: {
         DIFF: (RESYNCING, A_BUFFER),
-        SNAPSHOT: (PRIMED, A_LOAD),
-        RESET: (PRIMED, A_LOAD),
+        SNAPSHOT: (RELOADED, A_LOAD),
+        RESET: (RELOADED, A_LOAD),
+        REPLAYED: (RESYNCING, A_WAIT),  # the replay found a gap or the snapshot too old
+    },
+    LOADED: {
+        STALE: (LOADED, A_DROP),
+        APPLY: (SYNCED, A_APPLY),
+        GAP: (BUFFERING, A_REFETCH),
+        BAD_CHECKSUM: (RESYNCING, A_REJECT),
+        REPLAYED: (PRIMED, A_PUBLISH),
+    },
+    RELOADED: {
+        STALE: (RELOADED, A_DROP),
+        APPLY: (SYNCED, A_APPLY),
+        GAP: (RESYNCING, A_REFETCH),
+        BAD_CHECKSUM: (RESYNCING, A_REJECT),
+        REPLAYED: (PRIMED, A_PUBLISH),
     },
     PRIMED: {
         STALE: (PRIMED, A_DROP),
         APPLY: (SYNCED, A_APPLY),
-        GAP: (BUFFERING, A_REFETCH),
-        BAD_CHECKSUM: (RESYNCING, A_RESYNC),
+        GAP: (RESYNCING, A_RETRACT),
+        BAD_CHECKSUM: (RESYNCING, A_REJECT),
         # a second snapshot before any diff chained (a repeated request's answer): take it
-        SNAPSHOT: (PRIMED, A_LOAD),
-        RESET: (PRIMED, A_LOAD),
+        SNAPSHOT: (LOADED, A_LOAD),
+        RESET: (LOADED, A_LOAD),
+        ADOPT: (PRIMED, A_ADOPT),
     },
     SYNCED: {
         STALE: (SYNCED, A_DROP),
         APPLY: (SYNCED, A_APPLY),
         GAP: (RESYNCING, A_RESYNC),
-        BAD_CHECKSUM: (RESYNCING, A_RESYNC),
+        BAD_CHECKSUM: (RESYNCING, A_REJECT),
         SNAPSHOT: (SYNCED, A_VERIFY),
-        RESET: (PRIMED, A_LOAD),
+        RESET: (LOADED, A_LOAD),
+        REPLAYED: (SYNCED, A_PUBLISH),  # a buffered diff chained during the replay
+        ADOPT: (SYNCED, A_ADOPT),
     },
 }
 
-HAS_BOOK: Final = frozenset({PRIMED, SYNCED})
+#: phases whose Sync holds a book
+HAS_BOOK: Final = frozenset({LOADED, RELOADED, PRIMED, SYNCED})
+#: phases whose book may be published (read by consumers)
+PUBLISHED: Final = frozenset({PRIMED, SYNCED})
+#: the phases a Sync can be in between two events (what a sync state report shows)
+STEADY_PHASES: Final = (IDLE, BUFFERING, PRIMED, SYNCED, RESYNCING)
+#: actions after which the Sync holds no book any more
+LOSES_BOOK: Final = frozenset({A_REFETCH, A_RETRACT, A_RESYNC, A_REJECT})
+#: actions that put the diff into the buffer
+_BUFFERS: Final = frozenset({A_REQUEST, A_BUFFER, A_REFETCH, A_RETRACT, A_RESYNC})
+#: the (phase, input) case a reducer may inline: it must map to (phase, A_APPLY)
+INLINE: Final = (SYNCED, APPLY)
 
 
 # ---------------------------------------------------------------- rules
@@ -235,28 +336,24 @@ def rule_for(name: str) -> ChainRule:
 # ---------------------------------------------------------------- the driver
 
 
-def _dump_book(b: Book) -> dict[str, object]:
-    bids, asks = b.levels()
-    return {"last_id": b.last_id, "bids": bids, "asks": asks}
-
-
-def _load_book(d: dict[str, object], _: object) -> Book:
-    return Book.from_levels(d["last_id"], d["bids"], d["asks"])  # type: ignore[arg-type]
-
-
-# A Book is state, not an attrs class: checkpoints store it as its levels, best first.
-serde.converter.register_unstructure_hook(Book, _dump_book)
-serde.converter.register_structure_hook(Book, _load_book)
-
-
 @serde.register
 @attrs.define(slots=True, eq=True)
 class Sync:
-    """One book's sync state: phase, the book (PRIMED/SYNCED only) and the diff buffer."""
+    """One book's sync state: phase, the book (:data:`HAS_BOOK` only) and the diff buffer.
+
+    Create it as ``Sync()`` (IDLE); only the driver functions below change
+    its phase.
+    """
 
     phase: str = IDLE
     book: Book | None = None
     buffer: list[DepthDiff] = attrs.Factory(list)
+
+
+def _step(sync: Sync, inp: str) -> str:
+    """The one place a phase changes: look ``inp`` up in TABLE, move, return the action."""
+    sync.phase, action = TABLE[sync.phase][inp]
+    return action
 
 
 def classify(rule: ChainRule, sync: Sync, diff: DepthDiff) -> str:
@@ -273,46 +370,66 @@ def feed_diff(rule: ChainRule, sync: Sync, diff: DepthDiff, limit: int) -> tuple
     """Run one diff through the table; returns ``(action, dropped)``.
 
     ``dropped`` is how many old diffs the bounded buffer let go (0 or 1).
-    BAD_CHECKSUM is handled here: after an APPLY the rule may reject the book.
+    BAD_CHECKSUM is decided here: if the table says APPLY, the diff is applied
+    and a rule with a checksum may reject the resulting book, which turns the
+    input into BAD_CHECKSUM for the same phase.
     """
-    phase = sync.phase
     inp = classify(rule, sync, diff)
-    phase2, action = TABLE[phase][inp]
-    dropped = 0
-    if action == A_APPLY:
+    if TABLE[sync.phase][inp][1] == A_APPLY:
         book = sync.book
         assert book is not None
         book.apply(diff.bids, diff.asks, diff.last_id)
         if rule.has_checksum and not rule.checksum_ok(book, diff):
-            phase2, action = TABLE[phase2][BAD_CHECKSUM]
-            sync.book = None
-            # the diff is part of the bad book; the next snapshot starts after it
-    elif action in (A_REQUEST, A_BUFFER, A_REFETCH, A_RESYNC):
-        if action in (A_REFETCH, A_RESYNC):
-            sync.book = None
+            inp = BAD_CHECKSUM
+    action = _step(sync, inp)
+    if action in LOSES_BOOK:
+        sync.book = None
+    dropped = 0
+    if action in _BUFFERS:
         buf = sync.buffer
         buf.append(diff)
         if len(buf) > limit:
             del buf[0]
             dropped = 1
-    sync.phase = phase2
     return action, dropped
 
 
 def feed_snapshot(rule: ChainRule, sync: Sync, snap: BookSnapshot) -> tuple[str, list[DepthDiff]]:
     """Run a snapshot through the table.
 
-    Returns ``(action, replay)``: on A_LOAD the book is the snapshot and
-    ``replay`` holds the buffered diffs, which the caller must now feed back
-    through :func:`feed_diff` in order (with whatever it does per diff, e.g.
-    bookTicker checks at each intermediate id).  On A_VERIFY (a synced book)
-    nothing changed: the caller runs the drift check.
+    Returns ``(action, replay)``.  On A_LOAD the book is the snapshot (phase
+    LOADED or RELOADED) and ``replay`` holds the buffered diffs, which the
+    caller must now feed back through :func:`feed_diff` in order (with
+    whatever it does per diff, e.g. bookTicker checks at each intermediate
+    id), then end the step with :func:`feed_replayed`.  On A_VERIFY (a synced
+    book) nothing changed: the caller runs the drift check.
     """
     inp = RESET if (snap.origin == "stream" and rule.stream_snapshot_resets) else SNAPSHOT
-    phase2, action = TABLE[sync.phase][inp]
+    action = _step(sync, inp)
     if action != A_LOAD:
         return action, []
-    sync.phase = phase2
     sync.book = Book.from_levels(snap.last_id, snap.bids, snap.asks)
     replay, sync.buffer = sync.buffer, []
     return action, replay
+
+
+def feed_replayed(sync: Sync) -> str:
+    """End a snapshot's step after its buffer was replayed: A_PUBLISH (the book is valid)
+    or A_WAIT (the replay lost the book again and asked for another snapshot)."""
+    return _step(sync, REPLAYED)
+
+
+def ask(sync: Sync) -> str:
+    """A snapshot was requested for a fresh Sync (a verification's shadow): buffer from now on."""
+    return _step(sync, ASK)
+
+
+def adopt(sync: Sync, verified: Sync) -> str:
+    """Drift: ``verified`` (a shadow at the same update id) holds the right levels; take its book.
+
+    The phase follows the table (it keeps ``sync``'s stream position); ``verified``
+    must not be used afterwards (its book is now ``sync``'s).
+    """
+    action = _step(sync, ADOPT)
+    sync.book = verified.book
+    return action

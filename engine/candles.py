@@ -3,8 +3,9 @@
 Owns: the :class:`Candles` reducer, its state, and its outputs
 (:class:`CandleClosed`, :class:`KlineMismatch`).  Must not: read the clock, do
 I/O, use floats, or raise on any event.  Which trades count (trade vs
-aggTrade, duplicate ids) is :func:`engine.trades.select_trade`'s rule, shared
-with the trade aggregator so both see the same trades.
+aggTrade, duplicate ids) is :func:`engine.trades.select_trade`'s rule, applied
+by the pipeline's selection stage, which hands each trade and its selected
+time to :meth:`Candles.on_trade`: the aggregator sees the same trades.
 
 Alignment
     Intervals ("1s", "1m", "5m", "15m", "1h", "4h", "1d" …: units s/m/h/d) are
@@ -79,13 +80,13 @@ from fractions import Fraction
 from typing import Any, Literal
 
 import attrs
+from attrs import frozen
 
 from engine import serde
 from engine.events import BUY, ConnectionClosed, ConnectionFailed, Kline, Trade
-from engine.frozen import frozen
 from engine.num import ONE
 from engine.reducer import NO_OUTPUTS
-from engine.trades import SOURCES, SelectCounts, TradeSelect, fold_trade, round_div
+from engine.trades import SOURCES, round_div
 
 __all__ = [
     "Candles",
@@ -201,7 +202,6 @@ class CandleSeries:
 @serde.register
 @attrs.define(slots=True)
 class SymbolCandles:
-    sel: TradeSelect
     series: list[CandleSeries]
     #: a ws connection closed/failed since this symbol's last trade
     broken: bool = False
@@ -211,7 +211,6 @@ class SymbolCandles:
 @attrs.define(slots=True)
 class CandlesState:
     symbols: dict[str, SymbolCandles] = attrs.Factory(dict)
-    counts: SelectCounts = attrs.Factory(SelectCounts)
     late: int = 0
     unfilled: int = 0
     matches: int = 0
@@ -311,7 +310,6 @@ class Candles:
     def _new_symbol(self) -> SymbolCandles:
         keep = self._keep
         return SymbolCandles(
-            TradeSelect(),
             [
                 CandleSeries(
                     i,
@@ -326,9 +324,8 @@ class Candles:
         )
 
     def step(self, state: CandlesState, event: Any) -> tuple[CandlesState, Sequence[Any]]:
+        """Klines and connection events; trades arrive selected, through :meth:`on_trade`."""
         tp = type(event)
-        if tp is Trade:
-            return state, fold_trade(self, state, event)
         if tp is Kline:
             return state, self._kline(state, event)
         if (tp is ConnectionClosed or tp is ConnectionFailed) and event.source.startswith("ws"):
@@ -338,17 +335,15 @@ class Candles:
 
     # ----------------------------------------------------------------- trades
 
-    def trade_record(self, state: CandlesState, symbol: str) -> SymbolCandles:
-        sc = state.symbols.get(symbol)
-        if sc is None:
-            sc = state.symbols[symbol] = self._new_symbol()
-        return sc
-
     def on_trade(
-        self, state: CandlesState, sc: SymbolCandles, ev: Trade, t: int | None
-    ) -> Sequence[Any]:
+        self, state: CandlesState, ev: Trade, t: int | None
+    ) -> tuple[CandlesState, Sequence[Any]]:
+        """Fold one trade the selection rule gave time ``t`` (None: set aside, ignored)."""
+        sc = state.symbols.get(ev.symbol)
+        if sc is None:
+            sc = state.symbols[ev.symbol] = self._new_symbol()
         if t is None:
-            return NO_OUTPUTS
+            return state, NO_OUTPUTS
         broken = sc.broken
         if broken:  # trades of the open candles may have been missed
             sc.broken = False
@@ -376,7 +371,7 @@ class Candles:
             ser.buy += buy
             ser.trades += n
             ser.last_id = ev.last_id
-        return out if out else NO_OUTPUTS
+        return state, (out if out else NO_OUTPUTS)
 
     def _advance(
         self, state: CandlesState, ev: Trade, ser: CandleSeries, t: int, broken: bool, out: list

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Literal, TypeAlias
 
-from engine.frozen import frozen as event  # (an import alias: type checkers see the transform)
+from attrs import frozen as event  # events are small frozen, slotted attrs value classes
 
 __all__ = [
     "BUY",

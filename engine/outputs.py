@@ -9,8 +9,9 @@ Replay ignores them (it already has the answers in the journal).
 
 from __future__ import annotations
 
+from attrs import frozen
+
 from engine import serde
-from engine.frozen import frozen
 
 __all__ = ["SnapshotRequest", "SendRequest", "RotateRequest"]
 

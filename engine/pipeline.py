@@ -1,37 +1,53 @@
-"""The one pipeline: journaled frame → codec → every reducer → outputs.
+"""The one pipeline: journaled frame → codec → trade selection → every reducer → outputs.
 
 ``engine run`` feeds it each frame right after the journal accepted it (with
 the seq the journal gave); ``engine replay`` feeds it the journal's record
-batches.  Nothing else differs, so live outputs and replay outputs of one
-journal are identical (``engine replay --check`` proves it).
+batches.  Both go through the one frame→events dispatch (:func:`decoded`,
+:meth:`Pipeline.events_of`) and the one fold loop, so live outputs and replay
+outputs of one journal are identical (``engine replay --check`` proves it).
 
 ::
 
-    frame ──► events_of() ──► event ──► reducer 1 ──► outputs ─┐
-      (in: codec.decode;         │   └──► reducer 2 ──► outputs ─┼──► [(seq, output), ...]
-       local: connection          └──────► reducer N ──► outputs ─┘
-       events; out: ControlSent)
+    frame ──► events_of() ──► events ──► listeners (seq, events)      (watch only)
+      (in: codec.decode;        │
+       local: connection        ├─ Trade ──► selection, once per source ──► on_trade(state, trade, t)
+       events; out: ControlSent)│                                          of each trade consumer
+                                └─ other ──► step(state, event) of every reducer
+                                                     └──► outputs ──► [(seq, output), ...]
 
-Every event goes to every reducer in order; each reducer ignores what does
-not concern it.  Adjacent trade consumers (aggregator, tape, candles, anomaly
-detector) are folded as one stage that looks each trade's symbol up and
-applies the shared selection rule once for all of them
-(:class:`engine.tradefan.TradeFan`); ``fuse=False`` folds them one by one,
-with identical outputs and states (tested).  The pipeline owns reducer *states* (the reducers are
-immutable configurations) and can snapshot/restore them all (time travel).
+The fold is event-sourced: one generic loop, one handler per event type.
+Every event goes to every reducer, in order, so outputs keep the reducers'
+order.  A reducer's handler is ``step(state, event)``; a trade consumer's
+handler for a :class:`~engine.events.Trade` is ``on_trade(state, trade, t)``
+(:class:`engine.reducer.TradeConsumer`), where ``t`` is what the trade-selection
+rule of :mod:`engine.trades` gave the trade.  The pipeline owns that rule's
+state once per distinct ``source`` of its consumers (one
+:class:`~engine.trades.TradeSelector` each), not once per consumer, and
+selects each trade once per source, before any consumer sees it.
+
+The pipeline owns reducer *states* (the reducers are immutable
+configurations) and the selection states, and can snapshot/restore them all
+(time travel, checkpoints).
+
+Listeners: ``Pipeline(..., listeners=[f])`` or ``pipeline.listeners.append(f)``
+calls ``f(seq, events)`` with the decoded events of every frame, before the
+reducers fold them (frames that decode to nothing are not reported).  A
+listener watches: it must not mutate the events (frozen anyway), the pipeline
+or its states, and an exception it raises propagates out of ``feed``.  This is
+how consumers other than reducers see events (``engine export`` keeps trades
+and depth diffs this way); nothing wraps or replaces the codec.
 
 This module must stay free of I/O and clocks: it is part of the fold.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
 import pyarrow as pa
 
-from engine import tradefan
 from engine.events import (
     ConnectionClosed,
     ConnectionFailed,
@@ -39,14 +55,25 @@ from engine.events import (
     ControlSent,
     DecodeError,
     Marker,
+    Trade,
 )
-from engine.journal.schema import Dir, Kind
-from engine.reducer import Reducer
+from engine.journal.schema import Col, Dir, Kind
+from engine.reducer import Reducer, TradeConsumer
+from engine.trades import SelectState, TradeSelector
 
-__all__ = ["Pipeline", "Counters", "SNAPSHOT_VERSION"]
+__all__ = ["Pipeline", "Counters", "SNAPSHOT_VERSION", "Listener", "decoded"]
 
-SNAPSHOT_VERSION = 1
+#: 2: the trade-selection state moved from each consumer's state to the pipeline's
+SNAPSHOT_VERSION = 2
 _DECODED_KINDS = frozenset({Kind.TEXT, Kind.BINARY, Kind.REST})
+
+#: ``f(seq, events)``: sees every frame's decoded events (module docstring)
+Listener = Callable[[int, Sequence[Any]], None]
+
+
+def decoded(dir: str, kind: str) -> bool:
+    """Does a frame of this direction and kind go to the codec? (The one dispatch rule.)"""
+    return dir == Dir.IN and kind in _DECODED_KINDS
 
 
 @attrs.define
@@ -62,14 +89,12 @@ class Counters:
 
 
 class Pipeline:
-    """Fold frames through a codec and reducers.
+    """Fold frames through a codec, the trade selection and reducers.
 
     Args:
         codec: the exchange codec (see :mod:`engine.codecs.base`).
         reducers: reducer configurations; names must be unique.
-        fuse: fold adjacent trade consumers as one stage (module docstring).
-        native: that stage's optional C common case: None = when built, False = never
-            (tests compare both).
+        listeners: called with ``(seq, events)`` for every frame (module docstring).
     """
 
     def __init__(
@@ -77,8 +102,7 @@ class Pipeline:
         codec: Any,
         reducers: Sequence[Reducer[Any]],
         *,
-        fuse: bool = True,
-        native: bool | None = None,
+        listeners: Iterable[Listener] = (),
     ) -> None:
         names = [r.name for r in reducers]
         if len(set(names)) != len(names):
@@ -87,9 +111,36 @@ class Pipeline:
         self.reducers: list[Reducer[Any]] = list(reducers)
         self.states: list[Any] = [r.initial() for r in self.reducers]
         self.counters = Counters()
-        #: the fold's stages (engine.tradefan.plan); they hold ``self.states``, so
-        #: it is only ever updated in place
-        self._stages = tradefan.plan(self.reducers, self.states, fuse, native)
+        self.listeners: list[Listener] = list(listeners)
+        #: one selector per distinct source of the trade consumers, in order of first use
+        self.selectors: list[TradeSelector] = []
+        #: per reducer: the index of its selector, or -1 (not a trade consumer)
+        by_source: dict[str, int] = {}
+        sel_of: list[int] = []
+        for r in self.reducers:
+            if isinstance(r, TradeConsumer):
+                k = by_source.get(r.source)
+                if k is None:
+                    k = by_source[r.source] = len(self.selectors)
+                    self.selectors.append(TradeSelector(r.source))  # type: ignore[arg-type]
+                sel_of.append(k)
+            else:
+                sel_of.append(-1)
+        self.selections: list[SelectState] = [s.initial() for s in self.selectors]
+        #: (select, its state) per selector, rebuilt whenever ``selections`` changes
+        self._selects: list[tuple[Callable[[SelectState, Trade], int | None], SelectState]] = []
+        self._bind()
+        # the handlers: every reducer's step; for trades, on_trade of the consumers
+        self._steps = [(i, r.step) for i, r in enumerate(self.reducers)]
+        self._trade_steps: list[tuple[int, Any, int]] = [
+            (i, r.on_trade if k >= 0 else r.step, k)  # type: ignore[attr-defined]
+            for (i, r), k in zip(enumerate(self.reducers), sel_of, strict=True)
+        ]
+
+    def _bind(self) -> None:
+        self._selects = [
+            (s.select, st) for s, st in zip(self.selectors, self.selections, strict=True)
+        ]
 
     # ------------------------------------------------------------------ queries
 
@@ -106,6 +157,13 @@ class Pipeline:
                 return r
         raise KeyError(f"no reducer named {name!r}")
 
+    def selection(self, source: str = "auto") -> SelectState:
+        """The trade-selection state for consumers with ``source`` (counts of trades set aside)."""
+        for sel, st in zip(self.selectors, self.selections, strict=True):
+            if sel.source == source:
+                return st
+        raise KeyError(f"no trade consumer with source {source!r}")
+
     # ------------------------------------------------------------------ folding
 
     def events_of(
@@ -120,9 +178,9 @@ class Pipeline:
         code: int | None,
     ) -> Sequence[Any]:
         """The typed events of one frame (codec for inbound data, generic for the rest)."""
+        if decoded(dir, kind):
+            return self.codec.decode(seq, recv_ns, kind, source, payload)
         if dir == Dir.IN:
-            if kind in _DECODED_KINDS:
-                return self.codec.decode(seq, recv_ns, kind, source, payload)
             return ()
         if dir == Dir.OUT:
             return (ControlSent(seq, recv_ns, conn, source, payload),)
@@ -157,30 +215,48 @@ class Pipeline:
         c.last_recv_ns = recv_ns
         return out
 
-    def _fold(self, seq: int, events: Iterable[Any], out: list[tuple[int, Any]]) -> None:
-        """Every event of frame ``seq`` through every stage, in order (the one fold loop)."""
-        stages = self._stages
+    def _fold(self, seq: int, events: Sequence[Any], out: list[tuple[int, Any]]) -> None:
+        """Every event of frame ``seq`` through its handlers, in order (the one fold loop)."""
+        if not events:
+            return
+        for listen in self.listeners:
+            listen(seq, events)
         states = self.states
         n_events = n_errors = n_outputs = 0
         for ev in events:
             n_events += 1
-            if type(ev) is DecodeError:
-                n_errors += 1
-            for i, step, stage in stages:
-                if stage is None:
-                    states[i], outs = step(states[i], ev)
+            tp = type(ev)
+            if tp is Trade:
+                # the selection stage: the rule once per source, then each handler
+                selects = self._selects
+                if len(selects) == 1:  # the common case: every consumer has the same source
+                    select, st = selects[0]
+                    t = select(st, ev)
+                    ts = None
                 else:
-                    outs = stage(ev)
+                    ts = [select(st, ev) for select, st in selects]
+                for i, handle, k in self._trade_steps:
+                    if k < 0:
+                        states[i], outs = handle(states[i], ev)
+                    else:
+                        states[i], outs = handle(states[i], ev, t if ts is None else ts[k])
+                    if outs:
+                        n_outputs += len(outs)
+                        out.extend([(seq, o) for o in outs])
+                continue
+            if tp is DecodeError:
+                n_errors += 1
+            for i, step in self._steps:
+                states[i], outs = step(states[i], ev)
                 if outs:
                     n_outputs += len(outs)
                     out.extend([(seq, o) for o in outs])
-        if n_events:
-            c = self.counters
-            c.events += n_events
-            c.decode_errors += n_errors
-            c.outputs += n_outputs
+        c = self.counters
+        c.events += n_events
+        c.decode_errors += n_errors
+        c.outputs += n_outputs
 
-    def fold_events(self, seq: int, events: Iterable[Any]) -> list[tuple[int, Any]]:
+    def fold_events(self, seq: int, events: Sequence[Any]) -> list[tuple[int, Any]]:
         """Fold already-decoded ``events`` of frame ``seq`` (benchmarks, tests): no frame counted."""
         out: list[tuple[int, Any]] = []
         self._fold(seq, events, out)
@@ -189,52 +265,45 @@ class Pipeline:
     def feed_batch(self, batch: pa.RecordBatch) -> list[tuple[int, Any]]:
         """Fold every frame of a journal record batch (the replay path).
 
-        The same fold as :meth:`feed` frame by frame (a test pins that), written
-        for speed: dictionary columns are read as indices into their (tiny)
-        dictionaries and inbound data frames go straight to the codec; every
-        frame's events go through the one fold loop (:meth:`_fold`).
+        The same fold as :meth:`feed` frame by frame (a test pins that):
+        dictionary columns are read once per batch as indices into their
+        (tiny) dictionaries, and :func:`decoded` is asked once per (dir, kind)
+        pair of those dictionaries instead of once per frame.
         """
         out: list[tuple[int, Any]] = []
         n = batch.num_rows
         if not n:
             return out
-        seqs = batch.column(0).to_pylist()
-        recvs = batch.column(1).to_pylist()
-        dir_col, kind_col, src_col = batch.column(3), batch.column(4), batch.column(5)
+        seqs = batch.column(Col.SEQ).to_pylist()
+        recvs = batch.column(Col.RECV_NS).to_pylist()
+        dir_col, kind_col = batch.column(Col.DIR), batch.column(Col.KIND)
+        src_col = batch.column(Col.SOURCE)
         dir_names = dir_col.dictionary.to_pylist()
         kind_names = kind_col.dictionary.to_pylist()
         src_names = src_col.dictionary.to_pylist()
-        # per dictionary index: does this dir / kind go to the codec?
-        dir_in = [d == Dir.IN for d in dir_names]
-        kind_dec = [k in _DECODED_KINDS for k in kind_names]
+        to_codec = [[decoded(d, k) for k in kind_names] for d in dir_names]
         dirs = dir_col.indices.to_pylist()
         kinds = kind_col.indices.to_pylist()
         sources = src_col.indices.to_pylist()
-        payloads = batch.column(7).to_pylist()
+        payloads = batch.column(Col.PAYLOAD).to_pylist()
         conns: list[Any] | None = None
-        codes: list[Any] | None = None
+        codes: list[Any] = []
         decode = self.codec.decode
         fold = self._fold
         for i in range(n):
             seq = seqs[i]
             d = dirs[i]
             k = kinds[i]
-            if dir_in[d] and kind_dec[k]:
+            if to_codec[d][k]:
                 events = decode(seq, recvs[i], kind_names[k], src_names[sources[i]], payloads[i])
             else:
                 if conns is None:
-                    conns = batch.column(2).to_pylist()
-                    codes = batch.column(6).to_pylist()
+                    conns = batch.column(Col.CONN).to_pylist()
+                    codes = batch.column(Col.CODE).to_pylist()
                 events = self.events_of(
-                    seq,
-                    recvs[i],
-                    conns[i],
-                    dir_names[d],
-                    kind_names[k],
-                    src_names[sources[i]],
-                    payloads[i],
-                    codes[i],  # type: ignore[index]
-                )
+                    seq, recvs[i], conns[i], dir_names[d], kind_names[k], src_names[sources[i]],
+                    payloads[i], codes[i],
+                )  # fmt: skip
             fold(seq, events, out)
         c = self.counters
         c.frames += n
@@ -245,26 +314,37 @@ class Pipeline:
     # ------------------------------------------------------------------ snapshot / restore
 
     def snapshot(self) -> dict[str, Any]:
-        """Every reducer's state and the counters, as plain data (JSON-safe via engine.serde)."""
+        """Every reducer's state, the selection states and the counters, as plain data."""
         return {
             "version": SNAPSHOT_VERSION,
             "codec": getattr(self.codec, "name", None),
             "counters": attrs.asdict(self.counters),
+            "selection": {
+                s.source: s.snapshot(st)
+                for s, st in zip(self.selectors, self.selections, strict=True)
+            },
             "reducers": {
                 r.name: r.snapshot(s) for r, s in zip(self.reducers, self.states, strict=True)
             },
         }
 
     def restore(self, data: dict[str, Any]) -> None:
-        """Load a :meth:`snapshot`; the next frame fed must be the one after ``counters.last_seq``."""
+        """Load a :meth:`snapshot`; the next frame fed must be the one after ``counters.last_seq``.
+
+        Raises ValueError (and changes nothing) for another snapshot version or
+        a snapshot that lacks a reducer's or a selection's state.
+        """
         if data.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported pipeline snapshot version {data.get('version')!r}")
         saved = data["reducers"]
         missing = [r.name for r in self.reducers if r.name not in saved]
+        chosen = data.get("selection", {})
+        missing += [f"selection {s.source!r}" for s in self.selectors if s.source not in chosen]
         if missing:
-            raise ValueError(f"snapshot has no state for reducers {missing}")
-        self.states[:] = [r.restore(saved[r.name]) for r in self.reducers]
-        for _, fan, stage in self._stages:
-            if stage is not None:
-                fan.reset()
+            raise ValueError(f"snapshot has no state for {missing}")
+        states = [r.restore(saved[r.name]) for r in self.reducers]
+        selections = [s.restore(chosen[s.source]) for s in self.selectors]
+        self.states[:] = states
+        self.selections[:] = selections
+        self._bind()
         self.counters = Counters(**data["counters"])

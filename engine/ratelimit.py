@@ -55,10 +55,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
+from attrs import frozen
 
 from engine import serde
 from engine.events import ConnectionClosed, ControlSent
-from engine.frozen import frozen
 from engine.journal.schema import Dir, Frame, Kind
 from engine.outputs import SendRequest
 from engine.reducer import NO_OUTPUTS

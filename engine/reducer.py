@@ -20,11 +20,12 @@ Rules every reducer keeps (replay depends on them):
 
 Trade consumers (:class:`TradeConsumer`)
     Reducers that fold trades under the shared selection rule of
-    :mod:`engine.trades` (aggregator, tape, candles, anomaly detector) also
-    expose their per-trade update as ``on_trade``; the pipeline then folds a
-    run of them with one symbol lookup and one selection per trade instead of
-    one each (see :mod:`engine.tradefan`).  ``step`` stays the definition:
-    it is the lookup, the selection and ``on_trade``, nothing else.
+    :mod:`engine.trades` (aggregator, tape, candles, anomaly detector) do not
+    apply the rule themselves and keep none of its memory: the pipeline's
+    selection stage applies it once per trade and ``source`` and hands them
+    each trade with its selected time through ``on_trade`` (their handler for
+    trades; ``step`` handles every other event and ignores trades).  Both are
+    pure folds of the same shape.
 
 Outputs that ask the live runtime to *do* something (fetch a snapshot,
 reconnect) are ordinary outputs (see :mod:`engine.outputs`); what the runtime
@@ -62,23 +63,18 @@ class Reducer(Protocol[S]):
 
 @runtime_checkable
 class TradeConsumer(Reducer[S], Protocol[S]):
-    """A reducer whose trade handling is: symbol record → :func:`~engine.trades.select_trade` → update.
+    """A reducer that folds trades as the selection rule of :mod:`engine.trades` hands them over.
 
-    Conventions the pipeline's fused fold relies on: ``state.counts`` is the
-    state's :class:`~engine.trades.SelectCounts`, each symbol record has a
-    ``sel`` (:class:`~engine.trades.TradeSelect`), ``step`` returns the state
-    object it was given for every event (updates are in place), and
-    ``step(state, trade)`` is exactly ``state, engine.trades.fold_trade(self, state, trade)``
-    (record, selection rule, ``on_trade``).
+    ``on_trade(state, trade, t)`` is its handler for a trade: ``t`` is the
+    exchange time :class:`~engine.trades.TradeSelector` (for this consumer's
+    ``source``) placed it at, or None when the rule set it aside (other kind,
+    duplicate id, no time); a consumer may still look at a set-aside trade (the
+    anomaly detector counts it as stream activity).  ``step`` ignores trades.
     """
 
     #: which trades count: "auto" | "trade" | "aggTrade" (engine.trades)
     source: str
 
-    def trade_record(self, state: S, symbol: str) -> Any:
-        """The symbol's record in ``state``, created if new."""
-        ...
-
-    def on_trade(self, state: S, rec: Any, event: Any, t: int | None) -> Sequence[Any]:
-        """Fold one trade; ``t`` is its selected exchange time, None if the rule set it aside."""
+    def on_trade(self, state: S, event: Any, t: int | None) -> tuple[S, Sequence[Any]]:
+        """Fold one trade placed at selected time ``t`` (None: set aside)."""
         ...

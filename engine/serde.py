@@ -6,13 +6,22 @@ Bytes become base64 text, tuples become lists and come back as tuples: what
 ``load(dump(x)) == x`` needs.  Checkpoints, output streams and exports all go
 through here, so there is one encoding of every event in the engine.
 
-Register output/state classes with :func:`register` (a class decorator).
+Owns the converter, built by :func:`build_converter` from one explicit table,
+:data:`HOOKS` (every type whose encoding is not cattrs' default, and how), the
+first time ``serde.converter`` is used.  Nothing else registers hooks, so the
+encoding does not depend on which module was imported first.  Classes make
+themselves loadable by name with :func:`register` (a class decorator); the
+build imports :data:`TYPE_MODULES`, so :func:`load` knows every such class
+whatever has been imported.  Must not: do I/O (callers write the bytes).
 """
 
 from __future__ import annotations
 
 import base64
+import importlib
 import json
+import threading
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
@@ -20,18 +29,14 @@ import cattrs
 import orjson
 
 from engine import events as _events
+from engine.book import Book
 
 __all__ = [
-    "converter", "register", "dump", "load", "dump_derived", "TYPES", "dumps_json", "loads_json"
+    "converter", "build_converter", "HOOKS", "TYPE_MODULES", "register", "dump", "load", "TYPES",
+    "dumps_json", "loads_json",
 ]  # fmt: skip
 
 T = TypeVar("T")
-
-converter = cattrs.Converter()
-converter.register_unstructure_hook(bytes, lambda b: base64.b64encode(b).decode("ascii"))
-converter.register_structure_hook(
-    bytes, lambda v, _: v if isinstance(v, bytes) else base64.b64decode(v)
-)
 
 
 def _scalar_id(v: Any, _: Any) -> int | str | None:
@@ -41,7 +46,129 @@ def _scalar_id(v: Any, _: Any) -> int | str | None:
     raise ValueError(f"expected an int, a string or null, got {v!r:.40}")
 
 
-converter.register_structure_hook(int | str | None, _scalar_id)
+def _dump_book(b: Book) -> dict[str, object]:
+    bids, asks = b.levels()
+    return {"last_id": b.last_id, "bids": bids, "asks": asks}
+
+
+def _load_book(d: dict[str, Any], _: Any) -> Book:
+    return Book.from_levels(d["last_id"], d["bids"], d["asks"])
+
+
+@attrs.frozen
+class Hooks:
+    """How one type is (un)structured: ``dump(obj)`` / ``load(value, type)``; None: cattrs' default.
+
+    ``derived`` names properties written as extra keys after the fields (loading
+    ignores them): for a field that became a derived property, so outputs
+    recorded before the change keep their format and ``engine replay --check``
+    of such a journal still compares equal.
+    """
+
+    dump: Callable[[Any], Any] | None = None
+    load: Callable[[Any, Any], Any] | None = None
+    derived: tuple[str, ...] = ()
+
+
+#: The one table: type (or ``"module:Class"`` for a class whose module imports this one) →
+#: its hooks.  Order does not matter: every hook is registered before any is generated.
+HOOKS: tuple[tuple[Any, Hooks], ...] = (
+    (bytes, Hooks(dump=lambda b: base64.b64encode(b).decode("ascii"),
+                  load=lambda v, _: v if isinstance(v, bytes) else base64.b64decode(v))),
+    (int | str | None, Hooks(load=_scalar_id)),
+    # a Book is state, not an attrs class: checkpoints store it as its levels, best first
+    (Book, Hooks(dump=_dump_book, load=_load_book)),
+    ("engine.trades:WindowStats", Hooks(derived=("vwap",))),
+    ("engine.trades:TradeStats", Hooks(derived=("sell_volume", "vwap"))),
+)  # fmt: skip
+
+#: Modules whose classes use :func:`register`: imported by the build so :func:`load` knows them all.
+TYPE_MODULES = (
+    "engine.outputs",
+    "engine.book_sync",
+    "engine.book_reducer",
+    "engine.trades",
+    "engine.candles",
+    "engine.anomaly",
+    "engine.ratelimit",
+    "engine.connection_actions",
+)
+
+
+def _resolve(key: Any) -> Any:
+    if not isinstance(key, str):
+        return key
+    module, _, name = key.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _derived_factory(conv: cattrs.Converter, cls: type, names: tuple[str, ...]) -> None:
+    """Register ``cls``'s hook as cattrs' own for it plus the ``names`` keys, generated lazily.
+
+    A factory runs when the hook is first needed, i.e. after the whole table is in:
+    a class nesting this one (TradeStats holds WindowStats) gets the derived hook too.
+    """
+    conv.register_unstructure_hook_factory(
+        lambda t: t is cls, lambda t: _with_derived(conv, t, names)
+    )
+
+
+def _with_derived(
+    conv: cattrs.Converter, cls: type, names: tuple[str, ...]
+) -> Callable[[Any], dict[str, Any]]:
+    """cattrs' own hook for ``cls`` plus the ``names`` keys."""
+    base: Callable[[Any], dict[str, Any]] = conv.gen_unstructure_attrs_fromdict(cls)
+
+    def unstructure(obj: Any) -> dict[str, Any]:
+        d = base(obj)
+        for name in names:
+            d[name] = getattr(obj, name)
+        return d
+
+    return unstructure
+
+
+def build_converter() -> cattrs.Converter:
+    """The engine's converter, from :data:`HOOKS` alone (and the classes of :data:`TYPE_MODULES`)."""
+    for module in TYPE_MODULES:
+        importlib.import_module(module)
+    conv = cattrs.Converter()
+    for key, hooks in HOOKS:
+        cls = _resolve(key)
+        if hooks.dump is not None:
+            conv.register_unstructure_hook(cls, hooks.dump)
+        if hooks.load is not None:
+            conv.register_structure_hook(cls, hooks.load)
+        if hooks.derived:
+            _derived_factory(conv, cls, hooks.derived)
+    return conv
+
+
+#: The converter (an annotation only: the name is bound by the first use, see ``__getattr__``).
+converter: cattrs.Converter
+_build_lock = threading.Lock()
+_built: cattrs.Converter | None = None
+
+
+def _conv() -> cattrs.Converter:
+    """The converter, built on first use (not at import: the modules it imports import this one)."""
+    global _built
+    conv = _built
+    if conv is None:
+        with _build_lock:
+            if _built is None:
+                _built = build_converter()
+                globals()["converter"] = _built  # from now on a plain module attribute
+            conv = _built
+    return conv
+
+
+def __getattr__(name: str) -> Any:
+    """``serde.converter`` before its first use: build it."""
+    if name == "converter":
+        return _conv()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: class name → class, for every type :func:`load` can rebuild.
 TYPES: dict[str, type] = {}
@@ -58,25 +185,6 @@ def register(cls: type[T]) -> type[T]:
     return cls
 
 
-def dump_derived(cls: type, *names: str) -> None:
-    """Unstructure ``cls`` with the properties ``names`` as keys too (loading ignores them).
-
-    For a field that became a derived property: recorded outputs keep their
-    format, so ``engine replay --check`` of a journal recorded before the change
-    still compares equal.  Register a nested class before the class holding it
-    (cattrs builds the outer hook from the inner one).
-    """
-    base = converter.get_unstructure_hook(cls)
-
-    def unstructure(obj: Any) -> dict[str, Any]:
-        d = base(obj)
-        for name in names:
-            d[name] = getattr(obj, name)
-        return d
-
-    converter.register_unstructure_hook(cls, unstructure)
-
-
 for _name in _events.__all__:
     _obj = getattr(_events, _name)
     if isinstance(_obj, type) and attrs.has(_obj):
@@ -85,20 +193,21 @@ for _name in _events.__all__:
 
 def dump(obj: Any) -> dict[str, Any]:
     """A registered attrs object → JSON-safe dict with a ``"type"`` tag."""
-    d: dict[str, Any] = converter.unstructure(obj)
+    d: dict[str, Any] = _conv().unstructure(obj)
     d["type"] = type(obj).__name__
     return d
 
 
 def load(d: dict[str, Any]) -> Any:
     """Inverse of :func:`dump`."""
+    conv = _conv()  # built: every module of TYPE_MODULES is imported, its classes registered
     d = dict(d)
     name = d.pop("type")
     try:
         cls = TYPES[name]
     except KeyError:
         raise ValueError(f"unknown serde type {name!r} (register the class)") from None
-    return converter.structure(d, cls)
+    return conv.structure(d, cls)
 
 
 _BIG = b'{"bigints":true,'

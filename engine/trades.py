@@ -2,27 +2,31 @@
 
 Owns: the :class:`TradeAggregator` reducer, its state and its :class:`TradeStats`
 output; the :class:`TradeTape` reducer (each symbol's last trades, for displays:
-the aggregator keeps totals only and no output is emitted per trade); and the one rule every trade-consuming reducer (candles, anomaly
-detector) shares for *which* trades count (:func:`select_trade`).  Must not:
-read the clock, do I/O, use floats, or raise on any event.
+the aggregator keeps totals only and no output is emitted per trade); and the
+one rule for *which* trades count (:func:`select_trade`, folded per ``source``
+by :class:`TradeSelector`).  The rule is applied by the pipeline's selection
+stage, once per trade and source, never by a consumer: every trade consumer
+(these two, candles, the anomaly detector) receives each trade with the time
+the rule gave it through ``on_trade`` (:class:`engine.reducer.TradeConsumer`).
+Must not: read the clock, do I/O, use floats, or raise on any event.
 
 Which trades count
     A Binance journal may carry both ``@trade`` and ``@aggTrade`` for a symbol;
     counting both would double every volume.  ``source`` picks one:
     ``"trade"`` (raw trades only), ``"aggTrade"`` (aggregates only) or
     ``"auto"`` (default): per symbol, the kind of the *first* trade event seen
-    wins and the other kind is ignored (counted in ``state.counts.skipped``).  Both
+    wins and the other kind is set aside (counted in ``SelectState.counts.skipped``).  Both
     kinds give identical totals (an aggTrade is trades ``first_id..last_id``
     at one price and one taker side, so its trade count is
     ``last_id - first_id + 1``), hence "first seen wins" is exact, not a guess.
     Exchange trade ids (> 0) are increasing per symbol: an event whose
     ``first_id`` is not above the highest id already counted is a duplicate
     (e.g. two connections carrying the same stream across a reconnect) and is
-    dropped (``state.counts.duplicates``).  Ids <= 0 mean "no id" and are not checked.
+    dropped (``counts.duplicates``).  Ids <= 0 mean "no id" and are not checked.
 
 Time
     Exchange trade time (``txn_ms``, else ``exch_ms``); a trade with neither is
-    ignored (``state.counts.untimed``).  A symbol's clock is the running maximum of its
+    set aside (``counts.untimed``).  A symbol's clock is the running maximum of its
     trade times: a trade stamped earlier than one already seen is counted at
     the current time (Binance sends per-symbol trades in id order, so this is
     rare and only ever a few ms).
@@ -61,10 +65,10 @@ from fractions import Fraction
 from typing import Any, Literal
 
 import attrs
+from attrs import frozen
 
 from engine import serde
 from engine.events import BUY, Trade
-from engine.frozen import frozen
 from engine.reducer import NO_OUTPUTS
 
 __all__ = [
@@ -76,8 +80,9 @@ __all__ = [
     "WindowStats",
     "TradeSelect",
     "select_trade",
-    "fold_trade",
     "SelectCounts",
+    "SelectState",
+    "TradeSelector",
     "trade_time",
     "current_stats",
     "round_div",
@@ -133,8 +138,9 @@ def select_trade(counts: SelectCounts, sel: TradeSelect, ev: Trade, source: str)
     """The exchange time to place ``ev`` at if it counts under the module's rule, else None.
 
     Updates ``sel`` when the trade counts and ``counts`` when it does not (why).
-    Every trade-consuming reducer calls this once per trade: it is one flat
-    function on purpose (no helper calls on the hot path).
+    The one definition of the rule: :class:`TradeSelector` (the pipeline's
+    selection stage) and the export call it; it is one flat function on
+    purpose (no helper calls on the hot path).
     """
     t = ev.txn_ms
     if t is None:
@@ -157,13 +163,44 @@ def select_trade(counts: SelectCounts, sel: TradeSelect, ev: Trade, source: str)
     return t
 
 
-def fold_trade(consumer: Any, state: Any, ev: Trade) -> Sequence[Any]:
-    """A trade consumer's whole ``step`` for a trade (the one definition; engine.reducer):
-    its symbol record, this module's selection rule, then its ``on_trade``."""
-    rec = consumer.trade_record(state, ev.symbol)
-    return consumer.on_trade(
-        state, rec, ev, select_trade(state.counts, rec.sel, ev, consumer.source)
+@serde.register
+@attrs.define(slots=True)
+class SelectState:
+    """The selection rule's whole memory for one ``source``: per-symbol records and the counts."""
+
+    symbols: dict[str, TradeSelect] = attrs.Factory(dict)
+    counts: SelectCounts = attrs.Factory(SelectCounts)
+
+
+@attrs.frozen
+class TradeSelector:
+    """The selection rule as a fold over trades, for one ``source`` (module docstring).
+
+    The pipeline keeps one per distinct ``source`` of its trade consumers and
+    hands each consumer every trade with the time this selector gave it
+    (:meth:`engine.reducer.TradeConsumer.on_trade`), so the rule runs once per
+    trade and source, never once per consumer.  Pure: no clock, no I/O.
+    """
+
+    source: Literal["auto", "trade", "aggTrade"] = attrs.field(
+        default="auto", validator=attrs.validators.in_(SOURCES)
     )
+
+    def initial(self) -> SelectState:
+        return SelectState()
+
+    def select(self, state: SelectState, ev: Trade) -> int | None:
+        """``ev``'s selected exchange time, or None if the rule sets it aside (updates ``state``)."""
+        sel = state.symbols.get(ev.symbol)
+        if sel is None:
+            sel = state.symbols[ev.symbol] = TradeSelect()
+        return select_trade(state.counts, sel, ev, self.source)
+
+    def snapshot(self, state: SelectState) -> Any:
+        return serde.converter.unstructure(state)
+
+    def restore(self, data: Any) -> SelectState:
+        return serde.converter.structure(data, SelectState)
 
 
 # --------------------------------------------------------------------------- outputs
@@ -227,11 +264,6 @@ class TradeStats(_Vwap):
     windows: tuple[WindowStats, ...]
 
 
-# recorded outputs keep the format they had when these were stored fields (replay --check)
-serde.dump_derived(WindowStats, "vwap")  # before TradeStats: its hook nests this one
-serde.dump_derived(TradeStats, "sell_volume", "vwap")
-
-
 # --------------------------------------------------------------------------- state
 
 
@@ -256,7 +288,6 @@ class TradeWindow:
 class SymbolTrades:
     """One symbol's running aggregate: session sums of finished buckets plus the current bucket."""
 
-    sel: TradeSelect
     windows: list[TradeWindow]
     last_ms: int = 0
     last_price: int = 0
@@ -277,7 +308,6 @@ class SymbolTrades:
 @attrs.define(slots=True)
 class TradesState:
     symbols: dict[str, SymbolTrades] = attrs.Factory(dict)
-    counts: SelectCounts = attrs.Factory(SelectCounts)
 
 
 # --------------------------------------------------------------------------- the reducer
@@ -350,23 +380,20 @@ class TradeAggregator:
         return TradesState()
 
     def step(self, state: TradesState, event: Any) -> tuple[TradesState, Sequence[Any]]:
-        if type(event) is not Trade:
-            return state, NO_OUTPUTS
-        return state, fold_trade(self, state, event)
-
-    def trade_record(self, state: TradesState, symbol: str) -> SymbolTrades:
-        s = state.symbols.get(symbol)
-        if s is None:
-            s = state.symbols[symbol] = SymbolTrades(
-                TradeSelect(), [TradeWindow(w) for w in self.windows_ms]
-            )
-        return s
+        """No event but a selected trade (:meth:`on_trade`) concerns the aggregator."""
+        return state, NO_OUTPUTS
 
     def on_trade(
-        self, state: TradesState, s: SymbolTrades, event: Trade, t: int | None
-    ) -> Sequence[Any]:
+        self, state: TradesState, event: Trade, t: int | None
+    ) -> tuple[TradesState, Sequence[Any]]:
+        """Fold one trade the selection rule gave time ``t`` (None: set aside, ignored)."""
+        s = state.symbols.get(event.symbol)
+        if s is None:
+            s = state.symbols[event.symbol] = SymbolTrades(
+                [TradeWindow(w) for w in self.windows_ms]
+            )
         if t is None:
-            return NO_OUTPUTS
+            return state, NO_OUTPUTS
         if t < s.last_ms:
             t = s.last_ms
         else:
@@ -382,7 +409,7 @@ class TradeAggregator:
         s.cur_notional += p * q
         if event.side == BUY:
             s.cur_buy += q
-        return out
+        return state, out
 
     def _roll(self, sym: str, s: SymbolTrades, start: int, event: Trade) -> Sequence[Any]:
         """Finish the current bucket: fold it into session and windows; maybe report."""
@@ -435,7 +462,6 @@ class SymbolTape:
     ``trades`` counts exchange trades (an aggTrade covers ``last_id - first_id + 1``).
     """
 
-    sel: TradeSelect
     recent: deque[tuple[int, int, int, str, int]]
 
 
@@ -443,7 +469,6 @@ class SymbolTape:
 @attrs.define(slots=True)
 class TapeState:
     symbols: dict[str, SymbolTape] = attrs.Factory(dict)
-    counts: SelectCounts = attrs.Factory(SelectCounts)
 
 
 @attrs.frozen
@@ -465,23 +490,19 @@ class TradeTape:
         return TapeState()
 
     def step(self, state: TapeState, event: Any) -> tuple[TapeState, Sequence[Any]]:
-        if type(event) is not Trade:
-            return state, NO_OUTPUTS
-        return state, fold_trade(self, state, event)
-
-    def trade_record(self, state: TapeState, symbol: str) -> SymbolTape:
-        s = state.symbols.get(symbol)
-        if s is None:
-            s = state.symbols[symbol] = SymbolTape(TradeSelect(), deque(maxlen=self.size))
-        return s
+        """No event but a selected trade (:meth:`on_trade`) concerns the tape."""
+        return state, NO_OUTPUTS
 
     def on_trade(
-        self, state: TapeState, s: SymbolTape, event: Trade, t: int | None
-    ) -> Sequence[Any]:
+        self, state: TapeState, event: Trade, t: int | None
+    ) -> tuple[TapeState, Sequence[Any]]:
+        s = state.symbols.get(event.symbol)
+        if s is None:
+            s = state.symbols[event.symbol] = SymbolTape(deque(maxlen=self.size))
         if t is not None:
             n = event.last_id - event.first_id + 1 if event.agg else 1
             s.recent.append((t, event.price, event.qty, event.side, n))
-        return NO_OUTPUTS
+        return state, NO_OUTPUTS
 
     def snapshot(self, state: TapeState) -> Any:
         return serde.converter.unstructure(state)

@@ -1,23 +1,51 @@
-"""``engine journal inspect|verify|recover``: look at and check journals without our other code."""
+"""``engine journal inspect|verify|recover``: look at and check journals without decoding them."""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
-from datetime import UTC, datetime
+from collections.abc import Callable
+from typing import Any
 
 import click
 
-from engine.journal.inspect import inspect_journal, verify_journal
-from engine.journal.reader import JournalError
+from engine.journal.inspect import scan_journal, verify_journal
+from engine.journal.reader import JournalError, skipping_damaged
+from engine.timefmt import format_ns
 
-__all__ = ["journal"]
+__all__ = ["journal", "skip_damaged_option"]
+
+
+def skip_damaged_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--skip-damaged`` for a command that reads journals.
+
+    Every reader the command opens then skips damaged batches and segments
+    instead of refusing the journal, and what was skipped is listed on stderr
+    (one line each, naming segment and batch) when the command ends.
+    """
+
+    @functools.wraps(fn)
+    def run(*args: Any, skip_damaged: bool, **kwargs: Any) -> Any:
+        with skipping_damaged(skip_damaged) as skipped:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                for line in dict.fromkeys(map(str, skipped)):
+                    click.echo(f"skipped (damaged): {line}", err=True)
+
+    return click.option(
+        "--skip-damaged",
+        is_flag=True,
+        help="Read what is sound in a damaged journal and list what was skipped"
+        " (default: refuse it, naming the damaged segment and batch).",
+    )(run)
 
 
 def _ts(ns: int | None) -> str:
     if ns is None:
         return "-"
-    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+    return format_ns(ns, 3)
 
 
 def _size(n: int) -> str:
@@ -38,10 +66,11 @@ def journal() -> None:
 @click.argument("directory", type=click.Path(file_okay=True, dir_okay=True))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--top", default=10, show_default=True, help="How many sources to list.")
+@skip_damaged_option
 def inspect(directory: str, as_json: bool, top: int) -> None:
     """Segments, frames, bytes on disk vs payload, time span, kinds, sources, recovered tails."""
     try:
-        st = inspect_journal(directory)
+        st = scan_journal(directory)
     except JournalError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
@@ -53,9 +82,7 @@ def inspect(directory: str, as_json: bool, top: int) -> None:
         keys = ("exchange", "symbols", "engine_version", "schema_version")
         click.echo("metadata  " + "  ".join(f"{k}={md[k]}" for k in keys if k in md))
     ratio = f"{st.disk_bytes / st.payload_bytes:.1%}" if st.payload_bytes else "-"
-    click.echo(
-        f"segments  {len(st.segments)}  ({sum(s.partial for s in st.segments)} partial)"
-    )
+    click.echo(f"segments  {len(st.segments)}  ({sum(s.partial for s in st.segments)} partial)")
     click.echo(f"frames    {st.frames}")
     click.echo(
         f"bytes     {_size(st.disk_bytes)} on disk for {_size(st.payload_bytes)} of payload ({ratio})"
@@ -84,7 +111,12 @@ def inspect(directory: str, as_json: bool, top: int) -> None:
 @journal.command()
 @click.argument("directory", type=click.Path())
 def verify(directory: str) -> None:
-    """Exit 0 if every segment reads (after tail recovery) and seq strictly increases."""
+    """Exit 0 if the journal is sound; else exit 1 with one FAIL line per problem.
+
+    Checks every batch's structure and checksum, every sealed segment's footer
+    against its content and journal.json, seq continuity across segments (no
+    missing, duplicated or reordered segment), and the outputs journal.
+    """
     problems, st = verify_journal(directory)
     if problems:
         for p in problems:
@@ -92,7 +124,12 @@ def verify(directory: str) -> None:
         sys.exit(1)
     assert st is not None
     tails = f", {len(st.tails)} torn tail(s) recovered" if st.tails else ""
-    click.echo(f"OK {st.path}: {len(st.segments)} segments, {st.frames} frames{tails}")
+    how = (
+        "legacy: no checksums (written before schema 2); structure and seq order verified"
+        if st.legacy
+        else "checksums, footers and seq continuity verified"
+    )
+    click.echo(f"OK {st.path}: {len(st.segments)} segments, {st.frames} frames{tails} ({how})")
 
 
 @journal.command()
@@ -108,7 +145,9 @@ def recover(directory: str) -> None:
     except JournalError as exc:
         raise click.ClickException(str(exc)) from None
     for t in state.tails:
-        click.echo(f"{t.segment}: dropped {t.dropped_bytes} torn bytes, kept {t.kept_frames} frames")
+        click.echo(
+            f"{t.segment}: dropped {t.dropped_bytes} torn bytes, kept {t.kept_frames} frames"
+        )
     click.echo(
         f"sealed {len(state.sealed)} partial segment(s); journal ends at seq {state.last_seq}"
     )

@@ -1,6 +1,9 @@
 """What is in a journal (``engine journal inspect``) and whether it is sound (``verify``).
 
-Both stream the journal batch by batch (bounded memory) and never modify it.
+Both stream the journal batch by batch through :class:`JournalReader` (bounded
+memory, every batch validated and checksummed) and never modify it.
+``inspect`` refuses a damaged journal like every other reader; ``verify``
+reads past damage to list every problem.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from typing import Any
 import attrs
 import pyarrow.compute as pc
 
-from engine.journal.reader import JournalReader, read_segment
+from engine.journal.reader import JournalReader
+from engine.journal.recorder import OUTPUTS_DIR
 
-__all__ = ["SegmentStats", "JournalStats", "inspect_journal", "verify_journal"]
+__all__ = ["SegmentStats", "JournalStats", "inspect_journal", "scan_journal", "verify_journal"]
 
 
 @attrs.define
@@ -41,6 +45,7 @@ class JournalStats:
     sources: dict[str, int]
     tails: list[dict[str, Any]]
     foreign: list[str]
+    legacy: bool = False  #: schema_version 1: written before checksums
 
     @property
     def span_s(self) -> float:
@@ -58,40 +63,50 @@ class JournalStats:
 
 
 def inspect_journal(path: str | Path) -> JournalStats:
-    """Count segments, frames, bytes, kinds and sources of a journal (streams it once)."""
-    reader = JournalReader(path)
+    """Count segments, frames, bytes, kinds and sources of a journal (streams it once).
+
+    Raises:
+        JournalError: not a journal, or a damaged one (``verify`` lists every problem).
+    """
+    return _scan(JournalReader(path, skip_damaged=False))
+
+
+def scan_journal(path: str | Path) -> JournalStats:
+    """:func:`inspect_journal`, skipping damage if :func:`~engine.journal.reader.skipping_damaged` says so."""
+    return _scan(JournalReader(path))
+
+
+def _scan(reader: JournalReader) -> JournalStats:
     kinds: Counter[str] = Counter()
     sources: Counter[str] = Counter()
-    segs: list[SegmentStats] = []
-    frames = payload = 0
+    segs = {seg.name: SegmentStats(seg.name, seg.partial, seg.path.stat().st_size) for seg in reader.segments}
+    payload = 0
     first_ns: int | None = None
     last_ns: int | None = None
-    for seg in reader.segments:
-        st = SegmentStats(seg.name, seg.partial, seg.path.stat().st_size)
-        for batch in read_segment(seg, reader.tails):
-            n = batch.num_rows
-            if not n:
-                continue
-            seq = batch.column(0)
-            st.first_seq = seq[0].as_py() if st.first_seq is None else st.first_seq
-            st.last_seq = seq[-1].as_py()
-            st.frames += n
-            mm = pc.min_max(batch.column(1)).as_py()
-            first_ns = mm["min"] if first_ns is None else min(first_ns, mm["min"])
-            last_ns = mm["max"] if last_ns is None else max(last_ns, mm["max"])
-            payload += pc.sum(pc.binary_length(batch.column(7))).as_py() or 0
-            for name, counter in (("kind", kinds), ("source", sources)):
-                vc = batch.column(name).dictionary_decode().value_counts()
-                for item in vc.to_pylist():
-                    counter[item["values"]] += item["counts"]
-        frames += st.frames
-        segs.append(st)
+    for seg, batch in reader.raw_batches():
+        n = batch.num_rows
+        if not n:
+            continue
+        st = segs[seg.name]
+        seq = batch.column(0)
+        st.first_seq = seq[0].as_py() if st.first_seq is None else st.first_seq
+        st.last_seq = seq[-1].as_py()
+        st.frames += n
+        mm = pc.min_max(batch.column(1)).as_py()
+        first_ns = mm["min"] if first_ns is None else min(first_ns, mm["min"])
+        last_ns = mm["max"] if last_ns is None else max(last_ns, mm["max"])
+        payload += pc.sum(pc.binary_length(batch.column(7))).as_py() or 0
+        for name, counter in (("kind", kinds), ("source", sources)):
+            vc = batch.column(name).dictionary_decode().value_counts()
+            for item in vc.to_pylist():
+                counter[item["values"]] += item["counts"]
+    stats = list(segs.values())
     return JournalStats(
         path=str(reader.path),
         metadata=reader.metadata,
-        segments=segs,
-        frames=frames,
-        disk_bytes=sum(s.bytes for s in segs),
+        segments=stats,
+        frames=sum(s.frames for s in stats),
+        disk_bytes=sum(s.bytes for s in stats),
         payload_bytes=payload,
         first_ns=first_ns,
         last_ns=last_ns,
@@ -99,34 +114,30 @@ def inspect_journal(path: str | Path) -> JournalStats:
         sources=dict(sources.most_common()),
         tails=[attrs.asdict(t) for t in reader.tails],
         foreign=[p.name for p in reader.foreign],
+        legacy=reader.legacy,
     )
 
 
 def verify_journal(path: str | Path) -> tuple[list[str], JournalStats | None]:
-    """Problems found (empty list = sound): unreadable sealed segments, seq not strictly increasing.
+    """Problems found (empty list = sound), one line each naming the segment and batch.
 
-    Torn tails of partial segments are recovered, not problems (they are the
-    expected result of a crash); they are reported by ``inspect``.
+    Reads every batch (skipping damage, so that every problem is listed, not
+    only the first): structure, checksums, footers, ``journal.json``'s segment
+    list, seq continuity; then the same for the outputs journal
+    (``outputs/``) if there is one.  Torn tails of partial segments are
+    recovered, not problems (they are the expected result of a crash); they are
+    reported by ``inspect``.  A legacy journal (no checksums) is not a problem:
+    :attr:`JournalStats.legacy` says so.
     """
     from engine.journal.reader import JournalError
 
-    problems: list[str] = []
     try:
-        reader = JournalReader(path)
-        prev: int | None = None
-        for seg, batch in reader.raw_batches():
-            if not batch.num_rows:
-                continue
-            seq = batch.column(0)
-            first = seq[0].as_py()
-            if prev is not None and first <= prev:
-                problems.append(f"{seg.name}: seq {first} follows {prev} (not increasing)")
-            if batch.num_rows > 1:
-                steps = pc.subtract(seq.slice(1), seq.slice(0, batch.num_rows - 1))
-                if pc.min(steps).as_py() <= 0:
-                    problems.append(f"{seg.name}: seq not strictly increasing inside a batch")
-            prev = seq[-1].as_py()
-        stats = inspect_journal(path)
+        reader = JournalReader(path, skip_damaged=True)
+        stats = _scan(reader)
     except JournalError as exc:
         return [str(exc)], None
+    problems = [f"{reader.path / str(d)}" for d in reader.skipped]
+    outputs = Path(path) / OUTPUTS_DIR
+    if outputs.is_dir():
+        problems += verify_journal(outputs)[0]
     return problems, stats

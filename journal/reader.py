@@ -1,12 +1,26 @@
-"""The journal reader: frames in ``seq`` order across segments, batch by batch, bounded memory.
+"""The journal reader: frames in ``seq`` order across segments, batch by batch, bounded memory, verified.
 
 * Segments are read in index order, one record batch at a time (memory is
   bounded by the largest batch, not the journal).
+* Every batch is structurally validated, then its checksum verified, before
+  anything converts it (:mod:`.integrity`): no file, however damaged, can
+  crash the process.  Sealed segments (IPC files) must carry their footer
+  summary, match it and match ``journal.json``'s list of sealed segments; seq
+  must run on by exactly one per frame across the whole journal, from 1.  So a
+  truncated, emptied, deleted, duplicated, reordered, foreign or altered
+  segment, a missing manifest and an unknown ``schema_version`` are all
+  :class:`JournalCorrupt`, whose message names the segment and the batch.
+* Legacy journals (``schema_version`` 1, written before checksums) read as
+  before: stream-format sealed segments, no checksums; structure and seq
+  order are still checked (:attr:`JournalReader.legacy` says so).
+* ``skip_damaged``: instead of raising, skip what is damaged (a batch, or the
+  rest of a segment when its framing is gone), keep reading what is sound,
+  and list what was skipped in :attr:`JournalReader.skipped`.  Left unset, it
+  follows :func:`skipping_damaged` (how ``--skip-damaged`` reaches every
+  reader a command opens).
 * A ``.partial`` segment (the writer was killed, or is still writing) may end
   in a torn batch: every whole batch is kept, the torn tail is reported in
-  :attr:`JournalReader.tails` and never raises.  A *sealed* segment that does
-  not read is corruption: :class:`JournalCorrupt` names the file and offset.
-* Empty segments (0 bytes, or a schema and no batch) are fine.
+  :attr:`JournalReader.tails` and never raises.
 * Files that are not segments (``*.txt``, editor backups ...) are listed in
   :attr:`JournalReader.foreign` and otherwise ignored.
 * Filters: receive-time range ``[start_ns, end_ns)``, kinds, dirs, sources.
@@ -16,10 +30,12 @@ Read-only: this module never modifies a journal (see :mod:`.recovery`).
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import re
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,23 +43,34 @@ import attrs
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.journal.schema import MANIFEST, Frame
+from engine.journal.integrity import (
+    FILE_MAGIC,
+    FOOTER_KEY,
+    SegmentSummary,
+    check_batch,
+    schema_problem,
+)
+from engine.journal.schema import MANIFEST, SCHEMA_VERSIONS, Frame
 
 __all__ = [
     "JournalError",
     "JournalCorrupt",
     "NotAJournal",
+    "Damage",
     "Segment",
     "TailReport",
     "JournalReader",
     "list_segments",
     "read_segment",
+    "skipping_damaged",
 ]
 
 #: Sub-directories a journal directory may hold beside its segments (not frames).
 COMPANION_DIRS = frozenset({"outputs", "checkpoints"})
 
 _SEGMENT_RE = re.compile(r"^seg-(\d{6,})\.arrows(\.partial)?$")
+_HINT = " (engine journal verify lists every problem; --skip-damaged reads past them)"
+_READ_ERRORS = (pa.ArrowException, OSError, ValueError, EOFError)
 
 
 class JournalError(Exception):
@@ -55,7 +82,20 @@ class NotAJournal(JournalError):
 
 
 class JournalCorrupt(JournalError):
-    """A sealed segment (or the manifest) does not read: the bytes on disk are damaged or foreign."""
+    """A segment (or the manifest) is damaged, missing or foreign; the message names where."""
+
+
+@attrs.frozen
+class Damage:
+    """One problem found while reading: where (segment, batch) and what."""
+
+    segment: str  #: file name (``seg-000002.arrows``, ``journal.json``)
+    batch: int | None  #: batch index inside the segment; None: the whole segment
+    what: str
+
+    def __str__(self) -> str:
+        where = self.segment if self.batch is None else f"{self.segment} batch {self.batch}"
+        return f"{where}: {self.what}"
 
 
 @attrs.frozen
@@ -79,6 +119,26 @@ class TailReport:
     good_bytes: int
     dropped_bytes: int
     error: str
+
+
+_SKIP_SINK: contextvars.ContextVar[list[Damage] | None] = contextvars.ContextVar(
+    "wiretape_skip_damaged", default=None
+)
+
+
+@contextmanager
+def skipping_damaged(on: bool = True) -> Iterator[list[Damage]]:
+    """Readers opened inside this block (``skip_damaged`` unset) skip damage instead of raising.
+
+    Yields the list every such reader appends what it skipped to (a command may
+    open one journal several times: de-duplicate before printing).
+    """
+    sink: list[Damage] = []
+    token = _SKIP_SINK.set(sink if on else None)
+    try:
+        yield sink
+    finally:
+        _SKIP_SINK.reset(token)
 
 
 def list_segments(path: Path) -> tuple[list[Segment], list[Path]]:
@@ -111,66 +171,207 @@ def list_segments(path: Path) -> tuple[list[Segment], list[Path]]:
     return [segments[i] for i in sorted(segments)], foreign
 
 
-def read_segment(seg: Segment, tails: list[TailReport] | None = None) -> Iterator[pa.RecordBatch]:
-    """Record batches of one segment; a torn tail of a partial segment ends it quietly.
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
 
-    Raises:
-        JournalCorrupt: a sealed segment does not read.
-    """
-    size = seg.path.stat().st_size
-    if size == 0:
-        return
-    kept_batches = kept_frames = 0
-    good = 0
-    with pa.OSFile(str(seg.path)) as f:
+
+class _SegmentRead:
+    """Reading one segment: yields ``(batch_index, batch)`` of sound batches, reports the rest."""
+
+    def __init__(
+        self,
+        seg: Segment,
+        *,
+        required: bool,
+        tails: list[TailReport] | None,
+        damage: list[Damage] | None,
+        expect: SegmentSummary | None = None,
+    ) -> None:
+        self.seg = seg
+        self.required = required  # checksums required (not a legacy journal)
+        self.tails = tails
+        self.damage = damage  # None: raise on the first problem
+        self.expect = expect  # journal.json's record of this segment
+        self.summary: SegmentSummary | None = None
+        self.frames = 0
+        self.damaged = False
+
+    def problem(self, batch: int | None, what: str) -> None:
+        self.damaged = True
+        d = Damage(self.seg.name, batch, what)
+        if self.damage is None:
+            raise JournalCorrupt(f"{self.seg.path.parent / str(d)}{_HINT}")
+        self.damage.append(d)
+
+    def __iter__(self) -> Iterator[tuple[int, pa.RecordBatch]]:
+        seg = self.seg
+        size = seg.path.stat().st_size
+        if size == 0:
+            if not seg.partial:
+                self.problem(None, "0 bytes (emptied or truncated)")
+            return
+        with pa.OSFile(str(seg.path)) as f:
+            magic = f.read(len(FILE_MAGIC))
+            f.seek(0)
+            if magic == FILE_MAGIC:
+                yield from self._file(f, size)
+            else:
+                if not seg.partial and self.required:
+                    self.problem(None, "sealed segment is not an Arrow IPC file (foreign or damaged)")
+                    return
+                yield from self._stream(f, size, 0)
+        self._check_end()
+
+    def _check_end(self) -> None:
+        want = self.expect or self.summary
+        if want is None or self.damaged:
+            return
+        if self.frames != want.frames:
+            source = "journal.json" if self.expect else "its footer"
+            self.problem(None, f"holds {self.frames} frames, {source} says {want.frames}")
+
+    def _file(self, f: pa.NativeFile, size: int) -> Iterator[tuple[int, pa.RecordBatch]]:
+        seg = self.seg
+        try:
+            reader = pa.ipc.open_file(f)
+        except _READ_ERRORS as exc:
+            self.problem(None, f"truncated or damaged: no valid file footer ({_first_line(exc)})")
+            # skipping: whatever whole batches precede the damage are still sound
+            f.seek(8)
+            yield from self._stream(f, size, 8, salvage=True)
+            return
+        bad = schema_problem(reader.schema)
+        if bad:
+            self.problem(None, bad)
+            return
+        raw = (reader.metadata or {}).get(FOOTER_KEY)
+        try:
+            if raw is None:
+                raise ValueError("no wiretape footer summary")
+            summary = SegmentSummary.decode(raw)
+        except ValueError as exc:
+            self.problem(None, f"foreign or damaged footer ({exc})")
+            return
+        if summary.index != seg.index:
+            self.problem(
+                None,
+                f"its footer says it is segment {summary.index}: a copy or a renamed segment",
+            )
+            return
+        if self.expect is not None and self.expect != summary:
+            self.problem(None, f"footer {summary.to_json()} differs from journal.json's record")
+            return
+        self.summary = summary
+        for i in range(reader.num_record_batches):
+            try:
+                batch, md = reader.get_batch_with_custom_metadata(i)
+            except _READ_ERRORS as exc:
+                self.problem(i, f"unreadable ({_first_line(exc)})")
+                continue
+            bad = check_batch(batch, md, True)
+            if bad:
+                self.problem(i, bad)
+                continue
+            self.frames += batch.num_rows
+            yield i, batch
+
+    def _stream(
+        self, f: pa.NativeFile, size: int, start: int, salvage: bool = False
+    ) -> Iterator[tuple[int, pa.RecordBatch]]:
+        seg = self.seg
+        tolerant = seg.partial or salvage  # a torn end is expected, not a problem
+        kept_batches = kept_frames = 0
+        good = start
         try:
             reader = pa.ipc.open_stream(f)
-        except (pa.ArrowInvalid, pa.ArrowIOError, OSError, ValueError) as exc:
-            if seg.partial:
-                if tails is not None:
-                    tails.append(TailReport(seg.name, 0, 0, 0, size, f"torn schema: {exc}"))
+        except _READ_ERRORS as exc:
+            if tolerant:
+                self._tail(0, 0, start, size, f"torn schema: {_first_line(exc)}")
                 return
-            raise JournalCorrupt(f"{seg.path}: not an Arrow IPC stream ({exc})") from None
+            self.problem(None, f"not an Arrow IPC stream or file ({_first_line(exc)})")
+            return
+        bad = schema_problem(reader.schema)
+        if bad:
+            self.problem(None, bad)
+            return
+        i = 0
         while True:
             try:
-                batch = reader.read_next_batch()
+                batch, md = reader.read_next_batch_with_custom_metadata()
             except StopIteration:
                 break
-            except (pa.ArrowInvalid, pa.ArrowIOError, OSError, ValueError) as exc:
-                if seg.partial:
-                    if tails is not None:
-                        tails.append(
-                            TailReport(
-                                seg.name, kept_batches, kept_frames, good, size - good, str(exc)
-                            )
-                        )
+            except _READ_ERRORS as exc:
+                if tolerant:
+                    self._tail(kept_batches, kept_frames, good, size - good, _first_line(exc))
                     return
-                raise JournalCorrupt(
-                    f"{seg.path}: damaged after {kept_frames} frames at byte {good}: {exc}"
-                ) from None
+                self.problem(i, f"unreadable at byte {good} ({_first_line(exc)})")
+                return  # framing lost: nothing after it can be found
+            bad = check_batch(batch, md, self.required)
+            if bad:
+                if tolerant:  # a torn or damaged write at the end of the log
+                    self._tail(kept_batches, kept_frames, good, size - good, bad)
+                    return
+                self.problem(i, bad)
+                good = f.tell()
+                i += 1
+                continue
             good = f.tell()
             kept_batches += 1
             kept_frames += batch.num_rows
-            yield batch
-    if seg.partial and good < size and tails is not None:
-        # a partial that ended on a message boundary but has trailing bytes (e.g. a lone EOS)
-        tail = size - good
-        if tail > 8:
-            tails.append(
-                TailReport(seg.name, kept_batches, kept_frames, good, tail, "trailing bytes")
-            )
+            self.frames += batch.num_rows
+            yield i, batch
+            i += 1
+        if seg.partial and good < size and size - good > 8:
+            # a partial that ended on a message boundary but has trailing bytes
+            self._tail(kept_batches, kept_frames, good, size - good, "trailing bytes")
+
+    def _tail(self, batches: int, frames: int, good: int, dropped: int, error: str) -> None:
+        if self.seg.partial:
+            if self.tails is not None:
+                self.tails.append(
+                    TailReport(self.seg.name, batches, frames, good, dropped, error)
+                )
+        else:  # salvaging a sealed segment: the lost rest was already reported
+            self.problem(batches, f"{dropped} bytes after {frames} sound frames skipped ({error})")
+
+
+def read_segment(
+    seg: Segment,
+    tails: list[TailReport] | None = None,
+    *,
+    required: bool = False,
+    damage: list[Damage] | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Sound record batches of one segment (validated, checksums verified).
+
+    A torn tail of a partial segment ends it quietly (reported in ``tails``).
+    ``required``: batches without a checksum are damage.  ``damage``: collect
+    problems there and skip the damaged parts instead of raising.
+
+    Raises:
+        JournalCorrupt: a damaged segment, when ``damage`` is None.
+    """
+    if damage is None and _SKIP_SINK.get() is not None:
+        damage = []  # skipping: the JournalReader this serves lists what was skipped
+    for _i, batch in _SegmentRead(seg, required=required, tails=tails, damage=damage):
+        yield batch
 
 
 class JournalReader:
-    """Iterate a journal's frames, optionally filtered.
+    """Iterate a journal's frames, optionally filtered, verified on the way.
 
     Args:
         path: the journal directory.
         start_ns, end_ns: keep frames with ``start_ns <= recv_ns < end_ns``.
         kinds, dirs, sources: keep frames whose column value is in the set.
+        skip_damaged: skip damage (listed in :attr:`skipped`) instead of raising;
+            None: as set by :func:`skipping_damaged` (off by default).
 
     Raises:
         NotAJournal: ``path`` is not a journal directory.
+        JournalCorrupt: the manifest is missing, unreadable or of an unknown
+            version, or (while iterating) a segment is damaged.
     """
 
     def __init__(
@@ -182,22 +383,42 @@ class JournalReader:
         kinds: Iterable[str] | None = None,
         dirs: Iterable[str] | None = None,
         sources: Iterable[str] | None = None,
+        skip_damaged: bool | None = None,
     ) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise NotAJournal(f"{self.path}: no such directory")
         if not self.path.is_dir():
             raise NotAJournal(f"{self.path}: not a directory (a journal is a directory of segments)")
+        sink = _SKIP_SINK.get()
+        self._sink = sink if skip_damaged is None else None
+        self.skip_damaged = sink is not None if skip_damaged is None else skip_damaged
+        #: what was skipped (skip_damaged), in reading order
+        self.skipped: list[Damage] = []
         self.segments, self.foreign = list_segments(self.path)
         manifest = self.path / MANIFEST
         if not self.segments and not manifest.exists():
             raise NotAJournal(f"{self.path}: no {MANIFEST} and no seg-*.arrows files")
         self.metadata: dict[str, Any] = {}
+        #: journal.json's list of sealed segments (index → summary)
+        self.index: dict[int, SegmentSummary] = {}
         if manifest.exists():
-            try:
-                self.metadata = json.loads(manifest.read_text())
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise JournalCorrupt(f"{manifest}: not valid JSON ({exc})") from None
+            self._read_manifest(manifest)
+        else:
+            self._skip(
+                Damage(MANIFEST, None, "missing"),
+                "; --skip-damaged reads the segments with the first one's metadata",
+            )
+            self.metadata = self._embedded_metadata()
+        version = self.metadata.get("schema_version", 1)
+        #: written before checksums (schema_version 1): structure and seq order are checked
+        self.legacy = version == 1
+        listed = {s.index for s in self.segments}
+        for i, summary in self.index.items():
+            if i not in listed:
+                seqs = f"seq {summary.first_seq}..{summary.last_seq}" if summary.frames else "empty"
+                what = f"missing ({MANIFEST} lists it: {summary.frames} frames, {seqs})"
+                self._skip(Damage(f"seg-{i:06d}.arrows", None, what))
         self.start_ns = start_ns
         self.end_ns = end_ns
         self.kinds = frozenset(kinds) if kinds is not None else None
@@ -206,6 +427,48 @@ class JournalReader:
         #: torn tails dropped so far (filled while iterating)
         self.tails: list[TailReport] = []
 
+    def _skip(self, d: Damage, hint: str = "") -> None:
+        if not self.skip_damaged:
+            raise JournalCorrupt(f"{self.path / str(d)}{hint or _HINT}")
+        self.skipped.append(d)
+        if self._sink is not None:
+            self._sink.append(d)
+
+    def _read_manifest(self, manifest: Path) -> None:
+        try:
+            md = json.loads(manifest.read_text())
+            if not isinstance(md, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise JournalCorrupt(f"{manifest}: not valid JSON ({exc})") from None
+        version = md.get("schema_version", 1)
+        if version not in SCHEMA_VERSIONS:
+            raise JournalCorrupt(
+                f"{manifest}: schema_version {version!r} is not one this engine reads"
+                f" ({', '.join(map(str, SCHEMA_VERSIONS))}): written by a newer engine?"
+            )
+        listed = md.pop("segments", None)
+        for entry in listed if isinstance(listed, list) else []:
+            try:
+                s = SegmentSummary.from_json(entry)
+            except ValueError as exc:
+                raise JournalCorrupt(f"{manifest}: damaged segments list ({exc})") from None
+            self.index[s.index] = s
+        self.metadata = md
+
+    def _embedded_metadata(self) -> dict[str, Any]:
+        """Journal metadata from the first segment whose schema carries it (no manifest)."""
+        for seg in self.segments:
+            try:
+                with open(seg.path, "rb") as f:
+                    sealed = f.read(len(FILE_MAGIC)) == FILE_MAGIC
+                opener = pa.ipc.open_file if sealed else pa.ipc.open_stream
+                md = opener(str(seg.path)).schema.metadata or {}
+                return dict(json.loads(md[b"wiretape"]))
+            except (*_READ_ERRORS, KeyError, TypeError):
+                continue
+        return {}
+
     def _filtered(self) -> bool:
         return any(
             x is not None
@@ -213,11 +476,61 @@ class JournalReader:
         )
 
     def raw_batches(self) -> Iterator[tuple[Segment, pa.RecordBatch]]:
-        """Unfiltered batches with the segment they came from."""
+        """Unfiltered sound batches with the segment they came from, seq continuity checked."""
         self.tails = []
+        expected = 1
+        damage: list[Damage] | None = [] if self.skip_damaged else None
         for seg in self.segments:
-            for batch in read_segment(seg, self.tails):
+            read = _SegmentRead(
+                seg,
+                required=not self.legacy,
+                tails=self.tails,
+                damage=damage,
+                expect=self.index.get(seg.index),
+            )
+            for i, batch in self._tracked(read, damage):
+                rows = batch.num_rows
+                if not rows:
+                    continue
+                seq = batch.column(0)
+                first, last = seq[0].as_py(), seq[rows - 1].as_py()
+                if first < expected:
+                    self._seq_problem(
+                        read,
+                        i,
+                        f"seq {first} comes again (expected {expected}): a duplicated or"
+                        " reordered segment",
+                    )
+                    continue  # skipping: already read
+                if first > expected:
+                    self._seq_problem(
+                        read,
+                        i,
+                        f"frames seq {expected}..{first - 1} are missing before it (a deleted,"
+                        " emptied or truncated segment?)",
+                    )
+                if last - first + 1 != rows or (self.legacy and not _increasing(seq)):
+                    self._seq_problem(read, i, "seq does not run on by one inside the batch")
+                    continue
+                expected = last + 1
                 yield seg, batch
+            self._flush(damage)
+
+    def _tracked(
+        self, read: _SegmentRead, damage: list[Damage] | None
+    ) -> Iterator[tuple[int, pa.RecordBatch]]:
+        for item in read:
+            self._flush(damage)
+            yield item
+
+    def _flush(self, damage: list[Damage] | None) -> None:
+        if damage:
+            for d in damage:
+                self._skip(d)
+            damage.clear()
+
+    def _seq_problem(self, read: _SegmentRead, batch: int, what: str) -> None:
+        self._skip(Damage(read.seg.name, batch, what))
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         """Record batches in seq order, filters applied (empty batches skipped)."""
@@ -251,6 +564,14 @@ class JournalReader:
                 col = batch.column(name)
                 both(pc.is_in(col.dictionary_decode(), pa.array(sorted(wanted), pa.utf8())))
         return batch.filter(mask) if mask is not None else batch
+
+
+def _increasing(seq: pa.Array) -> bool:
+    n = len(seq)
+    if n < 2:
+        return True
+    steps = pc.subtract(seq.slice(1), seq.slice(0, n - 1))
+    return bool(pc.min(steps).as_py() == 1 and pc.max(steps).as_py() == 1)
 
 
 def frames_of(batch: pa.RecordBatch) -> Iterator[Frame]:

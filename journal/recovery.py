@@ -2,18 +2,25 @@
 
 Reading never needs this (the reader drops torn tails on the fly); it is for
 continuing a journal (:meth:`JournalWriter.resume`) and for ``engine journal
-recover``.  A partial segment is truncated to its last whole batch, given the
-end-of-stream marker, fsynced and renamed — the same steps as a normal seal.
+recover``.  A partial segment is cut at its last whole, sound batch and
+rewritten into a sealed segment with its footer summary, then listed in
+``journal.json`` — the same steps as a normal seal
+(:func:`engine.journal.writer.compact_segment`).  A partial that holds no
+whole batch (the writer died right after creating it) is removed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import attrs
+import pyarrow as pa
 
+from engine.journal.integrity import SegmentSummary
 from engine.journal.reader import TailReport, list_segments, read_segment
+from engine.journal.schema import MANIFEST
 
 __all__ = ["RecoveryState", "seal_partials", "EOS"]
 
@@ -30,10 +37,22 @@ class RecoveryState:
     removed: list[str]
 
 
-def seal_partials(path: Path) -> RecoveryState:
-    """Seal every partial segment of the journal at ``path``; return where the journal ends."""
-    from engine.journal.writer import fsync_dir, segment_name
+def seal_partials(path: Path, config: object | None = None) -> RecoveryState:
+    """Seal every partial segment of the journal at ``path``; return where the journal ends.
 
+    ``config``: the :class:`~engine.journal.writer.WriterConfig` whose compression
+    and batch size the sealed segments get (default: the defaults).
+    """
+    from engine.journal.writer import (
+        WriterConfig,
+        _write_manifest,
+        compact_segment,
+        fsync_dir,
+        segment_name,
+    )
+
+    cfg = config if isinstance(config, WriterConfig) else WriterConfig()
+    options = pa.ipc.IpcWriteOptions(compression=cfg.compression, emit_dictionary_deltas=False)
     segments, foreign = list_segments(path)
     sealed: list[str] = []
     removed: list[str] = []
@@ -48,32 +67,40 @@ def seal_partials(path: Path) -> RecoveryState:
             os.unlink(f)
             removed.append(f.name)
     last_seq = 0
+    last_index = 0
+    summaries = []
     for seg in segments:
         seg_tails: list[TailReport] = []
+        first = None
+        frames = 0
+        sources: pa.Array | None = None
         for batch in read_segment(seg, seg_tails):
             if batch.num_rows:
+                first = batch.column(0)[0].as_py() if first is None else first
                 last_seq = batch.column(0)[-1].as_py()
+                frames += batch.num_rows
+                sources = batch.column(5).dictionary
         if not seg.partial:
+            last_index = seg.index
             continue
         tails.extend(seg_tails)
-        size = seg.path.stat().st_size
-        with open(seg.path, "r+b") as fh:
-            if seg_tails:
-                good = seg_tails[0].good_bytes
-                fh.truncate(good)
-            else:  # ended on a message boundary: keep it all, add EOS unless present
-                good = size
-                fh.seek(max(0, size - len(EOS)))
-                if fh.read() == EOS:
-                    good = 0  # already terminated
-            if good:
-                fh.seek(good)
-                fh.write(EOS)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.rename(seg.path, path / segment_name(seg.index, partial=False))
+        if not frames:
+            os.unlink(seg.path)
+            removed.append(seg.name)
+            continue
+        summary = SegmentSummary(seg.index, frames, first, last_seq)
+        final = path / segment_name(seg.index, partial=False)
+        names = [] if sources is None else sources.to_pylist()
+        compact_segment(seg.path, final, options, cfg.compact_rows, summary, names)
+        summaries.append(summary.to_json())
         sealed.append(seg.name)
-    if sealed or removed:
+        last_index = seg.index
+    manifest = path / MANIFEST
+    if summaries and manifest.exists():
+        md = json.loads(manifest.read_text())
+        listed = md.get("segments")
+        md["segments"] = (listed if isinstance(listed, list) else []) + summaries
+        _write_manifest(path, md)
+    if removed:
         fsync_dir(path)
-    last_index = segments[-1].index if segments else 0
     return RecoveryState(last_seq, last_index, sealed, tails, removed)

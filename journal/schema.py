@@ -20,6 +20,20 @@ Journal-level metadata (schema version, engine version, exchange, symbols,
 config, start time) is in each segment's schema metadata *and* in the
 directory's ``journal.json`` manifest, so a lone segment is self-describing.
 
+Integrity (schema version 2; :mod:`engine.journal.integrity` owns the formats):
+
+* the open segment ``seg-NNNNNN.arrows.partial`` is an Arrow IPC **stream**; a
+  sealed ``seg-NNNNNN.arrows`` is an Arrow IPC **file** (``pyarrow.ipc.open_file``,
+  ``pyarrow.dataset(format="ipc")``, ``polars.read_ipc``/``scan_ipc`` read it)
+  whose footer metadata ``wiretape.segment`` holds its index, frame count and
+  seq range;
+* every record batch carries ``wiretape.crc32c`` (CRC-32C of its content) in
+  its IPC custom metadata;
+* ``journal.json`` lists every sealed segment's summary under ``segments``.
+
+Version 1 journals (legacy: stream-format sealed segments, no checksums, no
+segment list) still read.
+
 This module owns names and types only; no I/O.
 """
 
@@ -33,10 +47,12 @@ import pyarrow as pa
 
 __all__ = [
     "SCHEMA_VERSION",
+    "SCHEMA_VERSIONS",
     "Kind",
     "Dir",
     "KINDS",
     "DIRS",
+    "Col",
     "Frame",
     "frame_schema",
     "SEGMENT_SUFFIX",
@@ -44,7 +60,9 @@ __all__ = [
     "MANIFEST",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: versions this engine reads (1: legacy, no checksums)
+SCHEMA_VERSIONS = (1, 2)
 SEGMENT_SUFFIX = ".arrows"
 PARTIAL_SUFFIX = ".arrows.partial"
 MANIFEST = "journal.json"
@@ -80,6 +98,19 @@ KINDS: tuple[str, ...] = (
 DIRS: tuple[str, ...] = (Dir.IN, Dir.OUT, Dir.LOCAL)
 
 
+class Col:
+    """The segment's column names (``batch.column(Col.PAYLOAD)``), in schema order."""
+
+    SEQ = "seq"
+    RECV_NS = "recv_ns"
+    CONN = "conn"
+    DIR = "dir"
+    KIND = "kind"
+    SOURCE = "source"
+    CODE = "code"
+    PAYLOAD = "payload"
+
+
 @attrs.frozen(slots=True)
 class Frame:
     """One journaled frame, for convenience (use record batches for speed)."""
@@ -102,14 +133,14 @@ class Frame:
 def frame_schema(metadata: dict[str, Any] | None = None) -> pa.Schema:
     """The Arrow schema of a segment, with journal metadata JSON-encoded under ``wiretape``."""
     fields = [
-        pa.field("seq", pa.uint64(), nullable=False),
-        pa.field("recv_ns", pa.int64(), nullable=False),
-        pa.field("conn", pa.uint32(), nullable=False),
-        pa.field("dir", pa.dictionary(pa.int8(), pa.utf8()), nullable=False),
-        pa.field("kind", pa.dictionary(pa.int8(), pa.utf8()), nullable=False),
-        pa.field("source", pa.dictionary(pa.int32(), pa.utf8()), nullable=False),
-        pa.field("code", pa.int32(), nullable=True),
-        pa.field("payload", pa.binary(), nullable=False),
+        pa.field(Col.SEQ, pa.uint64(), nullable=False),
+        pa.field(Col.RECV_NS, pa.int64(), nullable=False),
+        pa.field(Col.CONN, pa.uint32(), nullable=False),
+        pa.field(Col.DIR, pa.dictionary(pa.int8(), pa.utf8()), nullable=False),
+        pa.field(Col.KIND, pa.dictionary(pa.int8(), pa.utf8()), nullable=False),
+        pa.field(Col.SOURCE, pa.dictionary(pa.int32(), pa.utf8()), nullable=False),
+        pa.field(Col.CODE, pa.int32(), nullable=True),
+        pa.field(Col.PAYLOAD, pa.binary(), nullable=False),
     ]
     md = None
     if metadata is not None:

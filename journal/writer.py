@@ -15,21 +15,29 @@ Durability policy (the numbers users need to know, all in :class:`WriterConfig`)
   to the OS with a single ``os.write``, so a crash can only tear the *last*
   batch of the open segment; the reader drops that torn tail and keeps every
   whole batch (:mod:`engine.journal.reader`).
-* The open segment is ``seg-NNNNNN.arrows.partial``.  Sealing writes the
-  end-of-stream marker, fsyncs, renames to ``seg-NNNNNN.arrows`` and fsyncs
-  the directory.  Segments rotate at ``segment_bytes`` (default 64 MiB) or
+* Every batch carries its CRC-32C in its IPC custom metadata
+  (:mod:`engine.journal.integrity`), verified on every read.
+* The open segment is ``seg-NNNNNN.arrows.partial``, an Arrow IPC *stream*
+  (appendable; a crash tears at most its last batch).  Sealing writes the
+  end-of-stream marker and fsyncs it, then rewrites it on a worker thread,
+  while the next segment is being written, into the sealed
+  ``seg-NNNNNN.arrows``: an Arrow IPC *file* whose footer indexes its batches
+  and records a :class:`~engine.journal.integrity.SegmentSummary` (index,
+  frame count, seq range).  The summary is then added to ``journal.json``'s
+  ``segments`` list.  Segments rotate at ``segment_bytes`` (default 64 MiB) or
   ``segment_age_s`` (default 1 h).
 * Record batches are zstd-compressed (Arrow IPC buffer compression).
 * **Compaction on seal** (default on): live traffic makes small batches (a
   quiet stream flushes 1-2 frames every 50 ms, and a tiny compressed batch
-  costs more than its payload).  Sealing therefore rewrites the closed
-  ``.partial`` into large batches (``compact_rows`` frames) on a worker
-  thread, while the next segment is being written: ``.partial`` is the
-  crash-safe log, the sealed ``.arrows`` is the compact archive.  The
-  rewrite goes to ``seg-N.arrows.tmp`` → fsync → rename → fsync dir → unlink
-  the partial; a crash at any step leaves either the partial or the sealed
-  segment readable (the reader ignores ``*.tmp``; a partial shadowed by its
-  sealed twin is ignored and removed by recovery).
+  costs more than its payload), so the rewrite merges them into batches of
+  about ``compact_rows`` frames (off: the live batches are kept as they are).
+  ``.partial`` is the crash-safe log, the sealed ``.arrows`` is the compact,
+  indexed archive.  The rewrite goes to ``seg-N.arrows.tmp`` → fsync → rename
+  → fsync dir → unlink the partial → update ``journal.json``; a crash at any
+  step leaves either the partial or the sealed segment readable (the reader
+  ignores ``*.tmp``; a partial shadowed by its sealed twin is ignored and
+  removed by recovery; a sealed segment not yet listed is checked by its seq
+  continuity alone).
 
 The writer is synchronous and single-threaded (the trio runtime calls it from
 its one thread; ``fsync`` may be pushed to a worker thread with
@@ -57,8 +65,10 @@ from typing import Any
 
 import attrs
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine import __version__
+from engine.journal.integrity import FOOTER_KEY, SegmentSummary, batch_metadata
 from engine.journal.schema import (
     DIRS,
     KINDS,
@@ -182,10 +192,13 @@ class JournalWriter:
         next_seq: int,
         next_index: int,
         clock: Callable[[], int] = time.monotonic_ns,
+        sealed: list[dict[str, Any]] | None = None,
     ) -> None:
         self.path = path
         self.config = config
         self.metadata = metadata
+        #: summaries of the sealed segments, as listed in journal.json (worker-thread owned)
+        self._sealed: list[dict[str, Any]] = sealed if sealed is not None else []
         self._clock = clock
         self._schema = frame_schema(metadata)
         self._options = pa.ipc.IpcWriteOptions(
@@ -214,6 +227,7 @@ class JournalWriter:
         self._source_dict = pa.array([], pa.utf8())
         self._segment_bytes = 0
         self._segment_opened = 0
+        self._segment_first_seq = 0
         self._last_fsync = 0
         self._dirty = False
         self.closed = False
@@ -244,12 +258,13 @@ class JournalWriter:
                 f"{p} already holds a journal: choose a new directory, or resume it"
             )
         md = {
-            "schema_version": SCHEMA_VERSION,
             "engine_version": __version__,
             "created_ns": time.time_ns(),
             **(metadata or {}),
+            "schema_version": SCHEMA_VERSION,  # the format this writer writes, whatever was copied
         }
-        _write_manifest(p, md)
+        md.pop("segments", None)
+        _write_manifest(p, {**md, "segments": []})
         return cls(p, md, config or WriterConfig(), next_seq=1, next_index=1, clock=clock)
 
     @classmethod
@@ -267,15 +282,18 @@ class JournalWriter:
         manifest = p / MANIFEST
         if not manifest.exists():
             raise FileNotFoundError(f"{p} holds no journal ({MANIFEST} missing)")
+        config = config or WriterConfig()
+        state = seal_partials(p, config)
         md = json.loads(manifest.read_text())
-        state = seal_partials(p)
+        sealed = md.pop("segments", None)
         return cls(
             p,
             md,
-            config or WriterConfig(),
+            config,
             next_seq=state.last_seq + 1,
             next_index=state.last_index + 1,
             clock=clock,
+            sealed=sealed if isinstance(sealed, list) else [],
         )
 
     # ------------------------------------------------------------------ appending
@@ -386,8 +404,9 @@ class JournalWriter:
         self._payload = []
         if self._ipc is None:
             self._open_segment()
+            self._segment_first_seq = first
         assert self._ipc is not None
-        self._ipc.write_batch(batch)
+        self._ipc.write_batch(batch, custom_metadata=batch_metadata(batch))
         self._write_all(self._collector.take())
         self.frames_written += n
         now = self._clock()
@@ -430,18 +449,21 @@ class JournalWriter:
         self._dirty = False
         partial = self.path / segment_name(self._index, partial=True)
         final = self.path / segment_name(self._index, partial=False)
-        if self.config.compact_on_seal:
-            if self._compactor is None:
-                self._compactor = ThreadPoolExecutor(1, thread_name_prefix="journal-compact")
-            self._reap_compactions()
-            self._compactions.append(
-                self._compactor.submit(
-                    compact_segment, partial, final, self._options, self.config.compact_rows
-                )
+        # nothing is buffered here (sealing follows a flush): the segment ends at next_seq - 1
+        first, last = self._segment_first_seq, self._next_seq - 1
+        summary = SegmentSummary(self._index, last - first + 1, first, last)
+        if self._compactor is None:
+            self._compactor = ThreadPoolExecutor(1, thread_name_prefix="journal-compact")
+        self._reap_compactions()
+        self._compactions.append(
+            self._compactor.submit(
+                self._seal_worker,
+                partial,
+                final,
+                summary,
+                list(self._source_list),
             )
-        else:
-            os.rename(partial, final)
-            fsync_dir(self.path)
+        )
         self._index += 1
         # The next segment is a new IPC stream: its source dictionary starts afresh
         # (nothing is buffered here: sealing follows a flush).
@@ -463,6 +485,14 @@ class JournalWriter:
         if self._compactor is not None:
             self._compactor.shutdown(wait=True)
             self._reap_compactions()
+
+    def _seal_worker(
+        self, partial: Path, final: Path, summary: SegmentSummary, sources: list[str]
+    ) -> None:
+        rows = self.config.compact_rows if self.config.compact_on_seal else None
+        compact_segment(partial, final, self._options, rows, summary, sources)
+        self._sealed.append(summary.to_json())
+        _write_manifest(self.path, {**self.metadata, "segments": self._sealed})
 
     def _fail(self, exc: OSError) -> JournalWriteError:
         """Record the first write failure: the writer is closed, nothing more is written."""
@@ -502,39 +532,58 @@ class JournalWriter:
 
 
 def compact_segment(
-    partial: Path, final: Path, options: pa.ipc.IpcWriteOptions, rows: int
+    partial: Path,
+    final: Path,
+    options: pa.ipc.IpcWriteOptions,
+    rows: int | None,
+    summary: SegmentSummary,
+    sources: list[str] | None = None,
 ) -> None:
-    """Rewrite a sealed-but-unrenamed partial segment into large batches, then swap it in.
+    """Rewrite a closed partial segment (an IPC stream) into the sealed IPC file ``final``.
 
-    Memory stays bounded by ``rows`` frames.  Crash-safe at every step (see the
-    module docstring).
+    ``rows``: merge batches up to about this many frames (None: keep them as
+    they are).  ``sources``: the segment's source dictionary (the writer's; None:
+    taken from the partial's last batch).  Every batch is read (and verified)
+    from the partial, given the one dictionary (an IPC file allows no
+    replacement) and a fresh checksum; the footer records ``summary``.  Memory
+    stays bounded by ``rows`` frames.  Crash-safe at every step (see the module
+    docstring).
     """
     from engine.journal.reader import Segment, read_segment
 
+    seg = Segment(partial, summary.index, True)
+    if sources is None:
+        sources = _last_sources(seg)
+    dictionary = pa.array(sources, pa.utf8())
     tmp = final.with_name(final.name + ".tmp")
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
+    footer = {FOOTER_KEY: summary.encode()}
     with pa.OSFile(str(tmp), "wb") as sink:
-        writer = None
+        writer: pa.ipc.RecordBatchFileWriter | None = None
+        schema: pa.Schema | None = None
 
         def emit() -> None:
             nonlocal writer, pending, pending_rows
-            table = pa.Table.from_batches(pending).unify_dictionaries().combine_chunks()
+            batch = pending[0] if len(pending) == 1 else pa.concat_batches(pending)
             if writer is None:
-                writer = pa.ipc.new_stream(sink, table.schema, options=options)
-            for b in table.to_batches(max_chunksize=rows):
-                writer.write_batch(b)
+                writer = pa.ipc.new_file(sink, batch.schema, options=options, metadata=footer)
+            writer.write_batch(batch, custom_metadata=batch_metadata(batch))
             pending, pending_rows = [], 0
 
-        for batch in read_segment(Segment(partial, 0, True)):
-            pending.append(batch)
+        for batch in read_segment(seg):
+            schema = batch.schema
+            pending.append(_with_sources(batch, dictionary))
             pending_rows += batch.num_rows
-            if pending_rows >= rows:
+            if rows is None or pending_rows >= rows:
                 emit()
         if pending:
             emit()
-        if writer is not None:
-            writer.close()
+        if writer is None:  # nothing to keep: still a valid (empty) sealed segment
+            writer = pa.ipc.new_file(
+                sink, schema or frame_schema(), options=options, metadata=footer
+            )
+        writer.close()
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -544,6 +593,33 @@ def compact_segment(
     fsync_dir(final.parent)
     os.unlink(partial)
     fsync_dir(final.parent)
+
+
+_SOURCE = 5  #: the source column (dictionary-encoded)
+
+
+def _last_sources(seg: Any) -> list[str]:
+    """The source dictionary of a partial's last whole batch (it extends every earlier one)."""
+    from engine.journal.reader import read_segment
+
+    last: pa.Array | None = None
+    for batch in read_segment(seg):
+        last = batch.column(_SOURCE).dictionary
+    return [] if last is None else last.to_pylist()
+
+
+def _with_sources(batch: pa.RecordBatch, dictionary: pa.Array) -> pa.RecordBatch:
+    """``batch`` with its source column re-expressed against ``dictionary``."""
+    col = batch.column(_SOURCE)
+    old = col.dictionary
+    if len(old) <= len(dictionary) and old.equals(dictionary.slice(0, len(old))):
+        indices = col.indices  # the writer's dictionaries only ever grow: same indices
+    else:
+        indices = pc.index_in(col.dictionary_decode(), value_set=dictionary).cast(pa.int32())
+    if indices.offset:
+        indices = pa.concat_arrays([indices])
+    new = pa.DictionaryArray.from_arrays(indices, dictionary)
+    return batch.set_column(_SOURCE, batch.schema.field(_SOURCE), new)
 
 
 def _write_manifest(path: Path, metadata: dict[str, Any]) -> None:

@@ -71,7 +71,8 @@ from engine.journal.schema import Frame
 from engine.pipeline import Pipeline
 from engine.replay.api_types import BookAt, OutputRecord, Span, StateAt
 from engine.replay.export import TABLES, export_journal
-from engine.replay.replay import Replay, chunks, format_ns, parse_time, pipeline_for, state_at
+from engine.replay.replay import Replay, chunks, pipeline_for, state_at
+from engine.timefmt import format_ns, parse_time
 
 __all__ = ["open", "Journal", "Span", "OutputRecord", "StateAt", "BookAt", "TABLE_NAMES"]
 
@@ -426,7 +427,7 @@ def _instant(value: Any, name: str) -> int:
     """A time in any of the accepted forms (module docstring) → epoch ns.
 
     Text and datetimes go through the command line's parser
-    (:func:`engine.replay.replay.parse_time`), so both accept the same forms.
+    (:func:`engine.timefmt.parse_time`), so both accept the same forms.
     """
     if isinstance(value, bool):
         raise TypeError(f"{name}: a time, not {value!r}")

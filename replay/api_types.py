@@ -20,7 +20,8 @@ from engine.book import Book
 from engine.pipeline import Pipeline
 from engine.replay.checkpoints import CheckpointInfo
 from engine.replay.export import decimals
-from engine.replay.replay import book_summary, candles_summary, format_ns, trades_summary
+from engine.replay.replay import book_summary, candles_summary, trades_summary
+from engine.timefmt import format_ns
 
 __all__ = ["Span", "OutputRecord", "BookAt", "StateAt"]
 

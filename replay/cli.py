@@ -24,24 +24,24 @@ from typing import Any
 
 import click
 
+from engine.journal.cli import skip_damaged_option
 from engine.journal.reader import JournalError
 from engine.pipeline import Pipeline
 from engine.replay.checkpoints import CheckpointPolicy
 from engine.replay.replay import (
     Tally,
-    format_ns,
     open_journal,
-    parse_time,
     seq_span,
     symbols_of,
     tally_output,
 )
+from engine.timefmt import format_ms, format_ns, parse_time
 
 __all__ = ["replay", "book", "export"]
 
 
 class TimeParam(click.ParamType):
-    """A time on the command line (ISO-8601, or epoch s/ms/µs/ns) → epoch ns."""
+    """A time on the command line → epoch ns (:func:`engine.timefmt.parse_time`)."""
 
     name = "TIME"
 
@@ -55,6 +55,8 @@ class TimeParam(click.ParamType):
 
 
 TIME = TimeParam()
+#: The TIME rule in one line, for option help texts (the full rule: engine.timefmt.ACCEPTED).
+_TIME = "TIME: ISO-8601 UTC unless zoned, integer epoch ns, or epoch s with a fraction"
 
 
 class CheckFailed(click.ClickException):
@@ -154,8 +156,10 @@ def _fail(exc: Exception) -> click.ClickException:
 
 @click.command("replay")
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--from", "from_", type=TIME, default=None, help="Report from this time (TIME).")
-@click.option("--to", "to", type=TIME, default=None, help="Stop the replay at this time (TIME).")
+@click.option("--from", "from_", type=TIME, default=None, help=f"Report from this time ({_TIME}).")
+@click.option(
+    "--to", "to", type=TIME, default=None, help=f"Stop the replay at this time ({_TIME})."
+)
 @click.option("--symbols", default=None, help="Comma-separated symbols to report (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option(
@@ -176,6 +180,7 @@ def _fail(exc: Exception) -> click.ClickException:
     "--speed", default="1", show_default=True, help="With --serve: 1, 10, any factor, or max."
 )
 @_checkpoint_options
+@skip_damaged_option
 def replay(
     directory: Path,
     from_: int | None,
@@ -192,8 +197,9 @@ def replay(
 ) -> None:
     """Fold a journal through the same pipeline as `engine run` and summarize it per symbol.
 
-    TIME is ISO-8601 (2024-01-01T00:00:05.123, UTC unless a zone is given) or
-    epoch seconds/ms/µs/ns.  --from/--to choose what is reported; state always
+    TIME is ISO-8601 (2024-01-01T00:00:05.123456789Z: up to 9 fractional digits, UTC
+    unless a zone is given), integer epoch nanoseconds (1704067205123456789), or epoch
+    seconds with a fraction (1704067205.123).  --from/--to choose what is reported; state always
     comes from the journal's beginning (or an exact checkpoint).
     """
     modes = [name for name, on in (("--serve", serve is not None), ("--check", check)) if on]
@@ -393,14 +399,15 @@ def _symbol_lines(d: dict[str, Any]) -> list[str]:
     out = _trade_lines(d.get("trades")) + _candle_lines(d.get("candles"))
     b = d.get("book")
     if b is not None:
-        if b.get("synced"):
+        out.append(f"sync     {_sync_text(b)}")
+        if "last_id" in b:  # published: primed or synced
             out.append(
                 f"book     bid {_pair(b['best_bid'])}  ask {_pair(b['best_ask'])}  spread"
                 f" {b['spread']}  mid {b['mid']}  imbalance {b['imbalance']}"
                 f"  levels {b['bid_levels']}/{b['ask_levels']}  update id {b['last_id']}"
             )
         else:
-            out.append("book     not synced")
+            out.append("book     none")
         out.extend(_health_lines(b))
     alerts = d["alerts"]
     out.append(f"alerts   {alerts['count']}")
@@ -408,6 +415,13 @@ def _symbol_lines(d: dict[str, Any]) -> list[str]:
         out.append(f"         {json.dumps(a, sort_keys=True)}")
     out.append("outputs  " + _counts(d["outputs"]))
     return out
+
+
+def _sync_text(b: dict[str, Any]) -> str:
+    """A book summary's sync state in words (a primed book is published but not yet synced)."""
+    if b["state"] == "primed":
+        return "primed (the snapshot is the book; no diff has chained onto it yet)"
+    return str(b["state"])
 
 
 def _health_lines(b: dict[str, Any]) -> list[str]:
@@ -432,7 +446,7 @@ def _trade_lines(t: dict[str, Any] | None) -> list[str]:
 
 
 def _ohlcv(c: dict[str, Any]) -> str:
-    start = format_ns(c["start_ms"] * 1_000_000)[:19]
+    start = format_ms(c["start_ms"])[:19]
     return f"{start} O {c['open']} H {c['high']} L {c['low']} C {c['close']} V {c['volume']}"
 
 
@@ -457,10 +471,11 @@ def _candle_lines(candles: list[dict[str, Any]] | None) -> list[str]:
 @click.command("book")
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--symbol", required=True, help="The symbol, e.g. BTCUSDT.")
-@click.option("--at", "at", type=TIME, required=True, help="The instant (TIME).")
+@click.option("--at", "at", type=TIME, required=True, help=f"The instant ({_TIME}).")
 @click.option("--depth", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_checkpoint_options
+@skip_damaged_option
 def book(
     directory: Path,
     symbol: str,
@@ -527,9 +542,10 @@ def render_book(doc: dict[str, Any]) -> str:
         f" {doc['elapsed_s']:.3f} s)"
     ]
     b = doc["book"]
-    if b is None or not b.get("synced"):
-        lines.append("book not synced at that time")
+    if b is None or "last_id" not in b:
+        lines.append(f"book {_sync_text(b)} at that time: no book" if b else "no book kept")
     else:
+        lines.append(f"book {_sync_text(b)}")
         w = max([len(p) for p, _ in b["bids"] + b["asks"]] + [5])
         lines.append(f"  {'price':>{w}}  qty")
         for p, q in reversed(b["asks"]):
@@ -574,9 +590,10 @@ def render_book(doc: dict[str, Any]) -> str:
     show_default=True,
     help="Seconds between book_top snapshots (receive time).",
 )
-@click.option("--from", "from_", type=TIME, default=None, help="Export from this time (TIME).")
-@click.option("--until", type=TIME, default=None, help="Export up to this time (TIME).")
+@click.option("--from", "from_", type=TIME, default=None, help=f"Export from this time ({_TIME}).")
+@click.option("--until", type=TIME, default=None, help=f"Export up to this time ({_TIME}).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@skip_damaged_option
 def export(
     directory: Path,
     out_dir: Path,

@@ -8,16 +8,20 @@ table under its final name before it is complete.
 
 Tables (one ``<name>.parquet`` each, plus ``export.json`` describing the run)::
 
-    trades      one row per trade (dedup by id, per symbol and trade kind, the
-                trade aggregator's rule): seq, recv_ns, exch_ms, txn_ms, symbol,
+    trades      one row per trade that the trade-selection rule of engine.trades
+                counts, applied per trade kind (both kinds are exported, each
+                once: duplicate ids and untimed trades are left out and counted):
+                seq, recv_ns, exch_ms, txn_ms, symbol,
                 trade_id, first_id, last_id, agg, side, price, qty
     book_diffs  one row per level of each depth diff (duplicates from overlapping
                 connections dropped: a diff whose last_id is not above the
                 symbol's highest seen is skipped): seq, recv_ns, exch_ms, symbol,
                 first_id, last_id, prev_id, side, price, qty (0 = level removed)
-    book_top    the top ``top`` levels per side of every *synced* book at every
-                multiple of ``interval`` (UTC-aligned receive time), long form:
-                ts_ns, seq (last frame folded), symbol, update_id, side, level, price, qty
+    book_top    the top ``top`` levels per side of every *published* book (primed or
+                synced) at every multiple of ``interval`` (UTC-aligned receive time),
+                long form: ts_ns, seq (last frame folded), symbol, update_id,
+                sync_state ("primed": a snapshot no diff has chained onto yet, or
+                "synced"), side, level, price, qty
     candles     every closed candle (CandleClosed outputs) with its SMA/EMA
     alerts      every alert output (:func:`engine.replay.replay.is_alert`):
                 seq, recv_ns, type, kind, symbol, exch_ms, value, threshold, unit,
@@ -52,6 +56,7 @@ from engine import __version__, serde
 from engine.events import DepthDiff, Trade
 from engine.pipeline import Pipeline
 from engine.replay.replay import Replay, chunks, is_alert
+from engine.trades import TradeSelector
 
 __all__ = [
     "DECIMAL",
@@ -254,6 +259,7 @@ TABLES: dict[str, pa.Schema] = {
             ("seq", _I64),
             ("symbol", _STR),
             ("update_id", _I64),
+            ("sync_state", _STR),
             ("side", _STR),
             ("level", pa.int32()),
             ("price", DECIMAL),
@@ -336,25 +342,6 @@ def _alert_row(frame_seq: int, o: Any) -> tuple[Any, ...]:
 # =============================================================== the export
 
 
-class _EventTap:
-    """Wraps the codec to keep the market events the fold decoded (trades, depth diffs)."""
-
-    def __init__(self, codec: Any) -> None:
-        self._codec = codec
-        self.events: list[Any] = []
-
-    def decode(self, seq: int, recv_ns: int, kind: str, source: str, payload: bytes) -> Any:
-        evs = self._codec.decode(seq, recv_ns, kind, source, payload)
-        keep = self.events.append
-        for ev in evs:
-            if type(ev) is Trade or type(ev) is DepthDiff:
-                keep(ev)
-        return evs
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._codec, name)
-
-
 @attrs.define
 class ExportResult:
     """What an export wrote (also saved as ``export.json`` beside the tables)."""
@@ -366,6 +353,8 @@ class ExportResult:
     duplicate_trades: int
     duplicate_diffs: int
     checkpoint_seq: int | None
+    #: trades with no exchange time (the selection rule sets them aside)
+    untimed_trades: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -382,21 +371,28 @@ class _Exporter:
     ) -> None:
         self.r = replay
         self.p: Pipeline = replay.pipeline
-        self.tap = _EventTap(self.p.codec)
-        self.p.codec = self.tap
+        #: the market events of the frames folded since the last feed (pipeline listener)
+        self.events: list[Any] = []
+        self.p.listeners.append(self._keep)
         self.w = writers
         self.symbols = symbols
         self.top = top
         self.interval_ns = interval_ns
         self.start = replay.start_ns
-        #: highest exchange trade id exported per (symbol, agg): the duplicate rule of
-        #: engine.trades.select_trade, per kind (both kinds are exported, each once)
-        self.hi_ids: dict[tuple[str, bool], int] = {}
+        #: the trade-selection rule per trade kind (agg: False / True): the table holds
+        #: both kinds, so a kind never sets the other aside, but each is deduplicated
+        self.select = {False: TradeSelector("trade"), True: TradeSelector("aggTrade")}
+        self.selections = {agg: sel.initial() for agg, sel in self.select.items()}
         self.diff_hi: dict[str, int] = {}
-        self.dup_trades = 0
         self.dup_diffs = 0
         self.next_t: int | None = None
         self.last_recv: int | None = None
+
+    def _keep(self, seq: int, events: Sequence[Any]) -> None:
+        keep = self.events.append
+        for ev in events:
+            if type(ev) is Trade or type(ev) is DepthDiff:
+                keep(ev)
 
     def wanted(self, symbol: str | None) -> bool:
         return self.symbols is None or symbol is None or symbol in self.symbols
@@ -458,7 +454,7 @@ class _Exporter:
         outs = self.p.feed_batch(batch)
         self.last_recv = self.p.counters.last_recv_ns
         start = self.start
-        events, self.tap.events = self.tap.events, []
+        events, self.events = self.events, []
         for ev in events:
             if (start is not None and ev.recv_ns < start) or not self.wanted(ev.symbol):
                 continue
@@ -477,12 +473,8 @@ class _Exporter:
                 self.w["alerts"].add(_alert_row(seq, o))
 
     def trade(self, t: Trade) -> None:
-        if t.first_id > 0:  # ids <= 0 mean "no id"
-            key = (t.symbol, t.agg)
-            if t.first_id <= self.hi_ids.get(key, 0):
-                self.dup_trades += 1
-                return
-            self.hi_ids[key] = t.last_id
+        if self.select[t.agg].select(self.selections[t.agg], t) is None:
+            return  # counted in the kind's selection state (duplicates, untimed)
         self.w["trades"].add(
             (
                 t.seq,
@@ -539,7 +531,7 @@ class _Exporter:
 
     def book_top(self, ts_ns: int) -> None:
         try:
-            red = self.p.reducer("book")
+            red: Any = self.p.reducer("book")  # a BookReducer
         except KeyError:
             return
         state = self.p.state("book")
@@ -551,10 +543,11 @@ class _Exporter:
             book = red.book(state, sym)
             if book is None:
                 continue
+            sync = red.sync_state(state, sym)
             bids, asks = book.top(self.top)
             for side, levels in (("bid", bids), ("ask", asks)):
                 for i, (price, qty) in enumerate(levels):
-                    add((ts_ns, seq, sym, book.last_id, side, i, price, qty))
+                    add((ts_ns, seq, sym, book.last_id, sync, side, i, price, qty))
 
 
 def export_journal(
@@ -610,7 +603,8 @@ def export_journal(
         rows=rows,
         frames=replay.frames,
         decode_errors=c.decode_errors,
-        duplicate_trades=ex.dup_trades,
+        duplicate_trades=sum(st.counts.duplicates for st in ex.selections.values()),
+        untimed_trades=sum(st.counts.untimed for st in ex.selections.values()),
         duplicate_diffs=ex.dup_diffs,
         checkpoint_seq=None if replay.restored is None else replay.restored.last_seq,
     )

@@ -4,7 +4,7 @@ Owns the cryptofeed raw-capture and Tardis line formats and their mapping onto
 journal frames; the journal files themselves are the writer's business.  Must
 not decode payloads (the codecs do that on replay) or invent times: every frame
 keeps the receive time the capture recorded, converted to integer ns exactly
-from its decimal text, and the capture's order.
+from its decimal text (by :mod:`engine.timefmt`), and the capture's order.
 
 cryptofeed (``<EXCHANGE>.ws.<conn>.<n>`` / ``<EXCHANGE>.http.<conn>.<n>``)::
 
@@ -33,7 +33,6 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -42,11 +41,10 @@ import click
 
 from engine.journal.schema import Dir, Frame, Kind
 from engine.journal.writer import JournalWriter
+from engine.timefmt import parse_epoch_s, parse_iso
 
 __all__ = [
     "ImportReport",
-    "parse_ts",
-    "parse_iso_ns",
     "read_cryptofeed",
     "import_cryptofeed",
     "read_tardis",
@@ -88,40 +86,6 @@ class ImportReport:
             self.bad_lines.append(f"{file}:{lineno}: {why}")
 
 
-# --------------------------------------------------------------------------- times
-
-
-def parse_ts(text: str) -> int:
-    """cryptofeed's float-seconds text ("1633998512.0633569") → ns, exactly (no float).
-
-    Digits beyond ns are truncated.  Raises ValueError on anything else.
-    """
-    whole, dot, frac = text.strip().partition(".")
-    if (
-        not whole.isascii()
-        or not whole.isdigit()
-        or (dot and not (frac.isascii() and frac.isdigit()))
-    ):
-        raise ValueError(f"not a timestamp: {text[:40]!r}")
-    return int(whole) * 1_000_000_000 + int((frac[:9] or "0").ljust(9, "0"))
-
-
-_ISO = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)?")
-
-
-def parse_iso_ns(text: str) -> int:
-    """ISO-8601 time ("2021-10-12T00:00:00.1234567Z") → ns since the epoch, exactly.
-
-    No zone means UTC (what Tardis writes).  Raises ValueError on anything else.
-    """
-    m = _ISO.fullmatch(text)
-    if m is None:
-        raise ValueError(f"not an ISO-8601 time: {text[:40]!r}")
-    zone = m.group(3) or "Z"
-    base = datetime.fromisoformat(m.group(1) + ("+00:00" if zone == "Z" else zone))
-    return int(base.timestamp()) * 1_000_000_000 + int((m.group(2) or "0").ljust(9, "0"))
-
-
 # --------------------------------------------------------------------------- cryptofeed
 
 
@@ -148,7 +112,7 @@ def read_cryptofeed(path: Path, report: ImportReport, conn_ids: Iterator[int]) -
                 head, sep, body = text.partition(": ")
                 if " <-> " in head and not sep:
                     new_url, _, ts = head.rpartition(" <-> ")
-                    t = parse_ts(ts)
+                    t = parse_epoch_s(ts)
                     if url is not None:
                         yield _frame(
                             t,
@@ -164,13 +128,17 @@ def read_cryptofeed(path: Path, report: ImportReport, conn_ids: Iterator[int]) -
                     raise ValueError("no ': ' separator")
                 elif " -> " in head:
                     rest_url, _, ts = head.rpartition(" -> ")
-                    yield _frame(parse_ts(ts), 0, Dir.IN, Kind.REST, rest_url, body.encode(), 200)
+                    yield _frame(
+                        parse_epoch_s(ts), 0, Dir.IN, Kind.REST, rest_url, body.encode(), 200
+                    )
                 elif " <- " in head:
                     out_url, _, ts = head.rpartition(" <- ")
                     out_conn = conn if out_url == url else 0
-                    yield _frame(parse_ts(ts), out_conn, Dir.OUT, Kind.TEXT, out_url, body.encode())
+                    yield _frame(
+                        parse_epoch_s(ts), out_conn, Dir.OUT, Kind.TEXT, out_url, body.encode()
+                    )
                 else:
-                    t = parse_ts(head)
+                    t = parse_epoch_s(head)
                     if url is None:
                         raise ValueError("frame before any connection line")
                     yield _frame(t, conn, Dir.IN, Kind.TEXT, url, body.encode())
@@ -264,7 +232,7 @@ def read_tardis(
             try:
                 if not sep or not body:
                     raise ValueError("expected '<ISO time> <message>'")
-                t = parse_iso_ns(ts.decode("ascii"))
+                t = parse_iso(ts.decode("ascii"))
             except (ValueError, UnicodeDecodeError) as exc:
                 report.note_bad(path.name, lineno, str(exc))
                 continue

@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -39,9 +38,9 @@ import pyarrow.compute as pc
 from engine import serde
 from engine.assembly import pipeline_from_manifest
 from engine.journal.reader import JournalReader
+from engine.journal.recorder import read_outputs
 from engine.num import SCALE, render
 from engine.pipeline import Pipeline
-from engine.journal.recorder import read_outputs
 from engine.replay.checkpoints import (
     CheckpointInfo,
     CheckpointPolicy,
@@ -51,8 +50,6 @@ from engine.replay.checkpoints import (
 
 __all__ = [
     "CHUNK_ROWS",
-    "parse_time",
-    "format_ns",
     "seq_span",
     "open_journal",
     "pipeline_for",
@@ -75,47 +72,6 @@ _ALERTS_KEPT = 5
 
 
 # =============================================================== inputs
-
-
-def parse_time(text: str) -> int:
-    """A time given on the command line → epoch ns.
-
-    ISO-8601 (``2024-01-01T00:00:05.123``, UTC if no zone; a trailing ``Z``
-    is fine), or an epoch integer whose magnitude picks the unit: < 1e11 s,
-    < 1e14 ms, < 1e17 µs, else ns.
-
-    Raises:
-        ValueError: neither form; the message shows both.
-    """
-    s = text.strip()
-    if s.lstrip("-").isdigit():
-        v = int(s)
-        a = abs(v)
-        if a < 10**11:
-            return v * 1_000_000_000
-        if a < 10**14:
-            return v * 1_000_000
-        if a < 10**17:
-            return v * 1_000
-        return v
-    try:
-        dt = datetime.fromisoformat(s.replace("Z", "+00:00") if s.endswith("Z") else s)
-    except ValueError:
-        raise ValueError(
-            f"not a time: {text!r} (use ISO-8601 like 2024-01-01T00:00:05.123 (UTC unless a zone"
-            " is given) or epoch seconds/ms/ns like 1704067205123)"
-        ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    # exact: whole seconds via timestamp of the truncated value, microseconds added as ints
-    whole = dt.replace(microsecond=0)
-    return int(whole.timestamp()) * 1_000_000_000 + dt.microsecond * 1_000
-
-
-def format_ns(ns: int) -> str:
-    """Epoch ns → exact ISO-8601 UTC text with nanoseconds (``2024-01-01T00:00:05.123456789Z``)."""
-    secs, frac = divmod(ns, 1_000_000_000)
-    return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
 
 
 def seq_span(reader: JournalReader) -> tuple[int, int] | None:
@@ -496,15 +452,22 @@ def _ratio(f: Any) -> str | None:
 
 
 def book_summary(pipeline: Pipeline, symbol: str, depth: int = 5) -> dict[str, Any] | None:
-    """Top of book, spread, mid, imbalance and health counters for one symbol (None: no book reducer)."""
+    """Sync state, top of book, spread, mid, imbalance and health counters for one symbol.
+
+    ``state`` is the book's sync state (``BookReducer.sync_state``); ``synced``
+    is true only in "synced": a "primed" book (a snapshot no diff has chained
+    onto yet) is published, so its levels are here, but it is not synced.
+    None: no book reducer.
+    """
     try:
-        red = pipeline.reducer("book")
+        red: Any = pipeline.reducer("book")  # a BookReducer
     except KeyError:
         return None
     state = pipeline.state("book")
     sb = state.symbols.get(symbol)
     book = red.book(state, symbol)
-    out: dict[str, Any] = {"synced": book is not None}
+    sync = red.sync_state(state, symbol)
+    out: dict[str, Any] = {"state": sync, "synced": sync == "synced"}
     if book is not None:
         bb, ba = book.best_bid(), book.best_ask()
         bids, asks = book.top(depth)

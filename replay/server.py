@@ -19,15 +19,20 @@ What this module owns
       client reads (back-pressure, never the slow-consumer abort).
 
 What it reuses and must not duplicate
-    The connection machinery — HTTP via h11, the wsproto handshake, the
-    ``/ws/<stream>``, ``/ws`` and ``/stream?streams=`` paths, SUBSCRIBE /
-    UNSUBSCRIBE / LIST_SUBSCRIPTIONS / SET_PROPERTY with Binance's replies and
-    error codes, keep-alive pings, the control-message rate limit, hand-framed
-    unmasked data frames — is :mod:`engine.sim.server`'s.  :class:`ReplayServer`
-    subclasses :class:`~engine.sim.server.SimServer` and replaces only the
-    *content* (journal instead of the market model), the REST routes and the
-    pump.  It must not modify the journal, nor decode frames with the engine's
-    codecs: it serves bytes, it does not interpret markets.
+    The connection machinery (:mod:`engine.sim.transport`,
+    :mod:`engine.sim.connection`: HTTP via h11, the wsproto handshake,
+    keep-alive pings, the control-message rate limit, hand-framed unmasked data
+    frames, the fan-out to subscribers), Binance's dialect
+    (:mod:`engine.sim.binance`: the ``/ws/<stream>``, ``/ws`` and
+    ``/stream?streams=`` paths, SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS /
+    SET_PROPERTY replies, the REST routes of spot and USD-M, the depth
+    parameter errors) and fault injection are the simulator's.
+    :class:`ReplayServer` subclasses :class:`~engine.sim.server.SimServer` and
+    replaces only the *content*: the pump (journal instead of the market
+    model), the depth answer (recorded bodies), the debug route
+    (``/replay/stats``) and the clock (the replay position).  It must not
+    modify the journal, nor decode frames with the engine's codecs: it serves
+    bytes, it does not interpret markets.
 
 Byte exactness
     A recorded combined frame ``{"stream":"<s>","data":<d>}`` (Binance's exact
@@ -62,18 +67,18 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
-import h11
 import trio
 import trio.lowlevel
 
 from engine.journal.reader import JournalReader
-from engine.journal.schema import Dir, Kind
+from engine.journal.schema import Dir, Frame, Kind
+from engine.sim import binance
 from engine.sim.server import SimConfig, SimServer
 
 __all__ = [
@@ -86,9 +91,7 @@ __all__ = [
 ]
 
 #: REST paths whose recorded bodies are served per ``symbol``.
-DEPTH_PATHS = ("/api/v3/depth", "/fapi/v1/depth")
-_PING_PATHS = ("/api/v3/ping", "/fapi/v1/ping")
-_TIME_PATHS = ("/api/v3/time", "/fapi/v1/time")
+DEPTH_PATHS = (binance.SPOT.depth, binance.USDM.depth)
 
 #: Back-pressure at ``--speed max``: stop reading the journal while a client has more than this
 #: share of the slow-consumer limit (``SimConfig.max_buffer``) unsent.
@@ -308,25 +311,36 @@ class RestIndex:
 # =========================================================================== the server
 
 
+def _stream_frames(
+    frames: Iterable[Frame], namer: StreamNamer, rest: RestIndex | None = None
+) -> Iterator[tuple[int, str, bytes]]:
+    """``(recv_ns, stream, data)`` of every nameable inbound text frame, in journal order.
+
+    Outbound frames feed ``namer`` (SUBSCRIBE / UNSUBSCRIBE); inbound REST bodies
+    go to ``rest`` if given.
+    """
+    for f in frames:
+        if f.dir == Dir.OUT:
+            namer.observe(f.conn, f.source, f.payload)
+        elif f.dir == Dir.IN and f.kind == Kind.TEXT:
+            named = namer.name(f.conn, f.source, f.payload)
+            if named is not None:
+                yield f.recv_ns, named[0], named[1]
+        elif rest is not None and f.dir == Dir.IN and f.kind == Kind.REST:
+            rest.add(f.recv_ns, f.source, f.code, f.payload)
+
+
 def _index_journal(path: Path) -> tuple[RestIndex, Counter[str], int, int, dict[str, Any]]:
     """One pass: REST bodies, frames per stream, first/last data recv_ns, metadata."""
     reader = JournalReader(path)
     rest = RestIndex()
     per_stream: Counter[str] = Counter()
-    namer = StreamNamer()
     first = last = -1
-    for f in reader.frames():
-        if f.dir == Dir.OUT:
-            namer.observe(f.conn, f.source, f.payload)
-        elif f.dir == Dir.IN and f.kind == Kind.REST:
-            rest.add(f.recv_ns, f.source, f.code, f.payload)
-        elif f.dir == Dir.IN and f.kind == Kind.TEXT:
-            named = namer.name(f.conn, f.source, f.payload)
-            if named is not None:
-                per_stream[named[0]] += 1
-                if first < 0:
-                    first = f.recv_ns
-                last = f.recv_ns
+    for recv_ns, stream, _data in _stream_frames(reader.frames(), StreamNamer(), rest):
+        per_stream[stream] += 1
+        if first < 0:
+            first = recv_ns
+        last = recv_ns
     return rest, per_stream, first, last, reader.metadata
 
 
@@ -337,20 +351,20 @@ class ReplayServer(SimServer):
     :attr:`finished` is set when every frame has been handed out.
     """
 
+    rest_paths = (binance.SPOT, binance.USDM)
+
     def __init__(
         self, journal_dir: str | Path, speed: float | None = None, config: SimConfig | None = None
     ) -> None:
-        # Not SimServer.__init__: that builds a market model; only its connection machinery.
-        self._init_connections(config or SimConfig())
+        # Not SimServer.__init__: that builds a market model; the same setup around a journal.
         self.journal_dir = Path(journal_dir)
         self.speed = speed
         self.rest_index, self.recorded, self.first_ns, self.last_ns, self.metadata = _index_journal(
             self.journal_dir
         )
-        self.valid_streams = AnyStreamName(self.recorded)
-        self.symbols_upper = frozenset()
-        self.start_ms = max(self.first_ns, 0) // 1_000_000
-        self.market = _JournalMarket(sorted({s.split("@", 1)[0].upper() for s in self.recorded}))
+        market = _JournalMarket(sorted({s.split("@", 1)[0].upper() for s in self.recorded}))
+        start_ms = max(self.first_ns, 0) // 1_000_000
+        self._setup(config or SimConfig(), market, AnyStreamName(self.recorded), start_ms)
         #: the recv_ns of the last frame handed out (the replay position)
         self.pos_ns = self.first_ns if self.first_ns >= 0 else 0
         self.sent = 0
@@ -359,14 +373,12 @@ class ReplayServer(SimServer):
         self.started = trio.Event()
         self.finished = trio.Event()
 
-    # ---------------------------------------------------------------- lifecycle
-
     def sim_now(self) -> int:
         """The replay position in ms (recorded receive time of the last frame sent)."""
         return self.pos_ns // 1_000_000
 
-    def _index_add(self, stream: str, conn: Any) -> None:
-        super()._index_add(stream, conn)
+    def index_add(self, stream: str, conn: Any) -> None:
+        super().index_add(stream, conn)
         self.started.set()
 
     # ---------------------------------------------------------------- the pump
@@ -375,91 +387,57 @@ class ReplayServer(SimServer):
         """(recv_ns, stream, data) of every nameable inbound text frame, in journal order."""
         namer = StreamNamer()
         reader = JournalReader(self.journal_dir, dirs=(Dir.IN, Dir.OUT), kinds=(Kind.TEXT,))
-        for batch in reader.batches():
-            recv = batch.column(1).to_pylist()
-            conns = batch.column(2).to_pylist()
-            dirs = batch.column(3).dictionary_decode().to_pylist()
-            sources = batch.column(5).dictionary_decode().to_pylist()
-            payloads = batch.column(7).to_pylist()
-            for i in range(batch.num_rows):
-                if dirs[i] == Dir.OUT:
-                    namer.observe(conns[i], sources[i], payloads[i])
-                    continue
-                named = namer.name(conns[i], sources[i], payloads[i])
-                if named is not None:
-                    yield recv[i], named[0], named[1]
+        for item in _stream_frames(reader.frames(), namer):
             self.unnamed, self.reserialized = namer.unnamed, namer.reserialized
+            yield item
+        self.unnamed, self.reserialized = namer.unnamed, namer.reserialized
 
     async def _pump(self) -> None:
         await self.started.wait()
         t0 = trio.current_time()
         base = self.first_ns
         speed = self.speed
-        index = self._index
+        distribute = self.distribute
         high = self.config.max_buffer // HIGH_WATER_SHARE
         n = pending = 0  # frames and bytes handed out since the last back-pressure check
         for recv_ns, stream, data in self._frames():
             if speed is not None:
                 due = t0 + (recv_ns - base) / 1e9 / speed
                 if due > trio.current_time():
-                    self._wake_all()
+                    self.wake_all()
                     await trio.sleep_until(due)
             self.pos_ns = recv_ns
-            conns = index.get(stream)
-            if conns:
-                for c in conns:
-                    c.push_data(stream, data)
+            distribute(((stream, data),))
             self.sent += 1
             n += 1
             pending += len(data)
             if n >= CHUNK or pending >= high:  # a client's backlog stays under 2 * high + a frame
                 n = pending = 0
-                self._wake_all()
+                self.wake_all()
                 await trio.lowlevel.checkpoint()
-                while any(c.out_len > high for c in self._conns.values()):
-                    self._wake_all()
+                while any(c.out_len > high for c in self.conns.values()):
+                    self.wake_all()
                     await trio.sleep(0.001)
-        self._wake_all()
+        self.wake_all()
         self.finished.set()
 
     # ---------------------------------------------------------------- REST
 
-    async def _rest(
-        self, conn: h11.Connection, stream: trio.SocketStream, req: h11.Request
-    ) -> None:
-        url = urlsplit(req.target.decode("latin-1"))
-        q = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
-        path = url.path
-        self.rest[path] += 1
-        if req.method != b"GET":
-            await self._respond(conn, stream, 405, {"code": -1, "msg": "Only GET is supported"})
-        elif path in DEPTH_PATHS:
-            symbol = q.get("symbol", "")
-            if not symbol:
-                await self._respond(
-                    conn,
-                    stream,
-                    400,
-                    {
-                        "code": -1102,
-                        "msg": "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.",
-                    },
-                )
-                return
-            hit = self.rest_index.lookup(path, symbol, self.pos_ns)
-            if hit is None:
-                await self._respond(conn, stream, 400, {"code": -1121, "msg": "Invalid symbol."})
-                return
-            self.rest["snapshots"] += 1
-            await self._respond(conn, stream, hit[0], None, hit[1])
-        elif path in _PING_PATHS:
-            await self._respond(conn, stream, 200, {})
-        elif path in _TIME_PATHS:
-            await self._respond(conn, stream, 200, {"serverTime": self.sim_now()})
-        elif path == "/replay/stats":
-            await self._respond(conn, stream, 200, self.stats())
-        else:
-            await self._respond(conn, stream, 404, {"code": -1, "msg": f"Unknown path {path}"})
+    def depth(self, path: str, query: dict[str, str]) -> tuple[int, bytes]:
+        """The recorded snapshot latest at or before the replay position, else the first."""
+        query = dict(query, symbol=query.get("symbol", "").upper())
+        symbol, _limit = binance.depth_request(query, self.rest_index.symbols(path))
+        hit = self.rest_index.lookup(path, symbol, self.pos_ns)
+        if hit is None:  # not reached: depth_request accepts only symbols with a recorded body
+            raise binance.RestError(400, -1121, "Invalid symbol.")
+        self.rest["snapshots"] += 1
+        return hit
+
+    def debug_rest(self, path: str, query: dict[str, str]) -> tuple[int, bytes]:
+        """``/replay/stats``; anything else (including ``/sim/...``) is 404."""
+        if path == "/replay/stats":
+            return 200, binance.json_body(self.stats())
+        return 404, binance.error_body(f"Unknown path {path}")
 
     # ---------------------------------------------------------------- stats
 

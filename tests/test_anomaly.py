@@ -43,6 +43,7 @@ from engine.events import (
     Trade,
 )
 from engine.num import ONE
+from tests.helpers import alone
 from tests.strategies import events as any_event
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -142,13 +143,10 @@ def streams(draw: st.DrawFn) -> list:
     return out
 
 
-def run(cfg: AnomalyDetector, events, state=None):
-    state = cfg.initial() if state is None else state
-    outs = []
-    for ev in events:
-        state, o = cfg.step(state, ev)
-        outs.extend(o)
-    return state, outs
+def run(cfg: AnomalyDetector, events):
+    """The detector's state and alerts after folding ``events`` through a pipeline of its own."""
+    a, outs = alone.run(cfg, events)
+    return a.state, outs
 
 
 def key(a: Alert) -> tuple:
@@ -382,14 +380,13 @@ def test_stale_streams_fire_where_naive_scan_says(kinds, events) -> None:
 
 @given(events=streams(), cut=st.integers(0, 120))
 def test_snapshot_restore_through_json_continues_identically(events, cut: int) -> None:
-    end, whole = run(CFG, events)
-    half, o1 = run(CFG, events[:cut])
-    data = json.loads(json.dumps(CFG.snapshot(half)))
-    restored = CFG.restore(data)
-    assert restored == half
-    end2, o2 = run(CFG, events[cut:], restored)
+    end, whole = alone.run(CFG, events)
+    half, o1 = alone.run(CFG, events[:cut])
+    restored = half.resumed()  # through JSON
+    assert restored.state == half.state
+    end2, o2 = alone.run(CFG, events[cut:], restored)
     assert o1 + o2 == whole
-    assert end2 == end
+    assert end2.state == end.state and end2.snapshot() == end.snapshot()
     for a in whole:
         assert serde.load(json.loads(json.dumps(serde.dump(a)))) == a
         assert a.value >= a.threshold  # the one convention of every kind
@@ -397,8 +394,8 @@ def test_snapshot_restore_through_json_continues_identically(events, cut: int) -
 
 @given(events=st.lists(any_event(), max_size=30))
 def test_never_raises_on_arbitrary_events(events) -> None:
-    state, outs = run(CFG, events)
-    state, outs = run(CFG, events, CFG.restore(json.loads(json.dumps(CFG.snapshot(state)))))
+    a, outs = alone.run(CFG, events)
+    _, outs = alone.run(CFG, events, a.resumed())
     for a in outs:
         assert isinstance(a.line(), str)
     run(AnomalyDetector(), events)
@@ -470,14 +467,14 @@ def test_real_captures_fold_quietly() -> None:
         if not journal.exists():
             pytest.skip(f"fixtures/journals/{name} not present")
         cfg = AnomalyDetector()
-        state = cfg.initial()
+        a = alone.Alone(cfg)
+        state = a.state
         alerts = []
         for f in JournalReader(journal).frames():
             if f.dir != "in" or f.kind not in ("text", "rest"):
                 continue
             for ev in codec.decode(f.seq, f.recv_ns, f.kind, f.source, f.payload):
-                state, outs = cfg.step(state, ev)
-                alerts += outs
+                alerts += a.feed([ev])
         kinds = {a.kind for a in alerts}
         assert CROSSED_BOOK not in kinds and STALE_STREAM not in kinds, alerts
         assert state.symbols

@@ -39,7 +39,8 @@ from engine.journal.reader import NotAJournal
 from engine.journal.writer import JournalWriter
 from engine.replay.checkpoints import CheckpointPolicy, list_checkpoints
 from engine.replay.export import export_journal
-from engine.replay.replay import CHUNK_ROWS, Replay, format_ns
+from engine.replay.replay import CHUNK_ROWS, Replay
+from engine.timefmt import format_ns
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers.sim_journal import write_sim_journal  # noqa: E402

@@ -3,17 +3,29 @@
 An "exchange" evolves a true book one diff at a time (update ids ascend,
 futures diffs carry ``pu``).  Rules deliver the next diff, lose one (gap),
 resend the last one (duplicate), resend an old one (stale), deliver a REST
-snapshot of the truth at some past or current id (stale or fresh), deliver a
-bookTicker, or checkpoint the reducer through JSON and restore it.
+snapshot of the truth at some past or current id (stale: the buffer replay
+or the first live diff finds it too old and it is fetched again; or fresh;
+while synced it is a verification), deliver a bookTicker, checkpoint the
+reducer through JSON and restore it, or corrupt the published book (a level
+the stream never set, as a lost update the chain cannot reveal would), which
+the next verification must find and repair by adopting the shadow book.
 
 Checked after every step:
 
 * whenever the reducer publishes a book, its levels are the truth at the
-  book's update id, and every query agrees with a naive recomputation;
+  book's update id overlaid with the corruption not yet repaired, and every
+  query agrees with a naive recomputation;
 * the sync-relevant outputs (SnapshotRequest "sync", GapDetected,
-  BookSynced, BufferOverflow) equal what a naive model of the Binance
-  procedure (written from ../shared/protocols.md, no table) predicts;
-* truthful data never yields DriftDetected, TopOfBookMismatch or CrossedBook.
+  BookSynced, BufferOverflow) and the reported sync state (idle, buffering,
+  primed, synced, resyncing) equal what a naive model of the Binance
+  procedure (written from ../shared/protocols.md, no table) predicts, drift
+  repairs included (they change levels, never the sync);
+* DriftDetected lists exactly the corrupted levels in the verified range,
+  BookVerified happens only when that range is clean, and truthful data never
+  yields DriftDetected, TopOfBookMismatch or CrossedBook;
+* a second reducer with ``inline=False`` (every diff through the table's
+  driver, none through the inlined steady case) gives the same outputs and
+  the same state at every step.
 """
 
 from __future__ import annotations
@@ -21,12 +33,14 @@ from __future__ import annotations
 import json
 from fractions import Fraction
 
+from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from engine.book_reducer import (
     BookReducer,
     BookSynced,
+    BookVerified,
     BufferOverflow,
     CrossedBook,
     DriftDetected,
@@ -54,6 +68,15 @@ class NaiveSync:
         self.first = False  # no diff chained onto the snapshot yet
         self.buffer: list[DepthDiff] = []
         self.overflowed = False
+        self.seen = False  # any diff or snapshot yet
+        self.resync = False  # a published book was lost: the next sync is a resync
+
+    def state(self) -> str:
+        if self.book_id is not None:
+            return "primed" if self.first else "synced"
+        if not self.seen:
+            return "idle"
+        return "resyncing" if self.resync else "buffering"
 
     def _judge(self, d: DepthDiff) -> str:
         i = self.book_id
@@ -76,34 +99,39 @@ class NaiveSync:
                 self.overflowed = True
                 out.append(("BufferOverflow",))
 
-    def diff(self, d: DepthDiff, out: list, live: bool = True) -> None:
+    def diff(self, d: DepthDiff, out: list, live: bool = True) -> str:
+        """Predict the outputs of one diff; returns the verdict ("apply" when it is applied)."""
+        self.seen = True
         if self.book_id is None:
             if not self.buffer and not self.requested:
                 out.append(("SnapshotRequest",))
                 self.requested = True
             self._buffer(d, out)
-            return
+            return "buffer"
         v = self._judge(d)
         if v == "stale":
-            return
+            return v
         if v == "apply":
             self.book_id = d.last_id
             self.first = False
-            return
+            return v
         if not self.first or live:  # a published book (live diff after BookSynced) had a gap
             out.append(("GapDetected", self.book_id))
+            self.resync = True
         out.append(("SnapshotRequest",))
         self.requested = True
         self.book_id = None
         self.overflowed = False
         self.buffer = []
         self._buffer(d, out)
+        return v
 
     requested = False
 
     def snapshot(self, last_id: int, out: list) -> None:
+        self.seen = True
         if self.book_id is not None and not self.first:
-            return  # a verification: never changes the main book on truthful data
+            return  # a verification: changes levels at most (drift), never the sync
         pending = self.buffer
         self.buffer = []
         self.overflowed = False
@@ -116,7 +144,14 @@ class NaiveSync:
             else:
                 self.diff(d, out, live=False)
         if self.book_id is not None:
-            out.insert(mark, ("BookSynced", self.book_id))
+            out.insert(mark, ("BookSynced", self.book_id, self.resync))
+            self.resync = False
+
+
+def _range(snapshot: tuple[dict, dict]) -> tuple[int | None, int | None]:
+    """The price range a full-depth verification snapshot covers: (lowest bid, highest ask)."""
+    b, a = snapshot
+    return (min(b) if b else None, max(a) if a else None)
 
 
 class BookMachine(RuleBasedStateMachine):
@@ -125,10 +160,11 @@ class BookMachine(RuleBasedStateMachine):
     @initialize()
     def setup(self):
         rule_name = SyncRule.BINANCE_FUTURES if self.futures else SyncRule.BINANCE_SPOT
-        self.reducer = BookReducer(
-            rule_name, max_buffer=LIMIT, verify_interval_s=None, sync_retry_s=1e9
-        )
+        kw = dict(max_buffer=LIMIT, verify_interval_s=None, sync_retry_s=1e9)
+        self.reducer = BookReducer(rule_name, **kw)
         self.state = self.reducer.initial()
+        self.table_driven = BookReducer(rule_name, inline=False, **kw)
+        self.td_state = self.table_driven.initial()
         self.model = NaiveSync(self.futures)
         self.truth_bids: dict[int, int] = {}
         self.truth_asks: dict[int, int] = {}
@@ -138,7 +174,9 @@ class BookMachine(RuleBasedStateMachine):
         self.next_i = 0  # next diff to deliver
         self.delivered: list[DepthDiff] = []
         self.seq = 0
-        self.last_outputs: list = []
+        #: levels of the published book that differ from the truth: (side, price) → our qty
+        self.corrupt: dict[tuple[str, int], int] = {}
+        self.ever_corrupt = False
 
     # ------------------------------------------------------------ the exchange
 
@@ -166,25 +204,62 @@ class BookMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ delivery
 
+    def _corrupt_in_range(self, snapshot_id: int, book_id: int) -> tuple[list, list]:
+        """The (price, ours, theirs) a verification against ``snapshot_id`` must list."""
+        floor, ceiling = _range(self.history[snapshot_id])
+        tb, ta = self.history[book_id]
+        bids = sorted(
+            (p, q, tb.get(p, 0))
+            for (side, p), q in self.corrupt.items()
+            if side == "bid" and (floor is None or p >= floor)
+        )
+        asks = sorted(
+            (p, q, ta.get(p, 0))
+            for (side, p), q in self.corrupt.items()
+            if side == "ask" and (ceiling is None or p <= ceiling)
+        )
+        return bids, asks
+
     def _feed(self, ev, model_call):
+        corrupt_before = bool(self.corrupt)
         want: list = []
         model_call(want)
         self.state, outs = self.reducer.step(self.state, ev)
         outs = list(outs)
+        # the same step with every diff through the table's driver: identical outputs and state
+        self.td_state, td_outs = self.table_driven.step(self.td_state, ev)
+        assert list(td_outs) == outs
+        assert self.td_state == self.state
         got = []
+        repaired = False
         for o in outs:
-            assert not isinstance(o, DriftDetected | TopOfBookMismatch | CrossedBook), o
+            assert not isinstance(o, CrossedBook), o
             assert o.seq == ev.seq and o.recv_ns == ev.recv_ns and o.symbol == SYM
             if isinstance(o, SnapshotRequest) and o.purpose == "sync":
                 got.append(("SnapshotRequest",))
+                if "older" in o.reason and "gap" not in o.reason:
+                    event("unpublished snapshot too old: fetched again")
             elif isinstance(o, GapDetected):
                 got.append(("GapDetected", o.book_id))
+                if "older" in o.reason:
+                    event("primed book retracted")
             elif isinstance(o, BookSynced):
-                got.append(("BookSynced", o.last_id))
+                got.append(("BookSynced", o.last_id, o.resync))
             elif isinstance(o, BufferOverflow):
                 got.append(("BufferOverflow",))
+            elif isinstance(o, DriftDetected):
+                bids, asks = self._corrupt_in_range(o.snapshot_id, o.last_id)
+                assert bids or asks
+                assert (o.bids, o.asks) == (bids, asks)
+                repaired = True
+                event("drift found, shadow book adopted")
+            elif isinstance(o, BookVerified):
+                assert self._corrupt_in_range(o.snapshot_id, o.last_id) == ([], [])
+            elif isinstance(o, TopOfBookMismatch):
+                assert corrupt_before or self.corrupt, o
         assert got == want
-        self.last_outputs = outs
+        if repaired or self.model.book_id is None:
+            self.corrupt = {}
 
     def _stamp(self, d):
         self.seq += 1
@@ -204,7 +279,14 @@ class BookMachine(RuleBasedStateMachine):
     def _deliver(self, d):
         ev = self._stamp(d)
         self.delivered.append(d)
-        self._feed(ev, lambda out: self.model.diff(ev, out))
+
+        def model_call(out):
+            if self.model.diff(ev, out) == "apply":  # absolute levels overwrite corruption
+                for side, levels in (("bid", d.bids), ("ask", d.asks)):
+                    for p, _ in levels:
+                        self.corrupt.pop((side, p), None)
+
+        self._feed(ev, model_call)
 
     @precondition(lambda self: self.next_i < len(self.sent))
     @rule()
@@ -238,7 +320,13 @@ class BookMachine(RuleBasedStateMachine):
         ev = BookSnapshot(
             self.seq, self.seq * 1000, SYM, L, list(b.items()), list(a.items()), None, "rest"
         )
-        self._feed(ev, lambda out: self.model.snapshot(L, out))
+
+        def model_call(out):
+            if self.model.book_id is None or self.model.first:  # loads: a new book
+                self.corrupt = {}
+            self.model.snapshot(L, out)
+
+        self._feed(ev, model_call)
 
     @rule(data=st.data())
     def book_ticker(self, data):
@@ -250,12 +338,30 @@ class BookMachine(RuleBasedStateMachine):
         ev = BookTicker(self.seq, self.seq * 1000, SYM, L, bb[0], bb[1], ba[0], ba[1])
         self._feed(ev, lambda out: None)
 
+    @precondition(lambda self: self.model.book_id is not None)
+    @rule(data=st.data())
+    def corrupt_book(self, data):
+        """Our book goes wrong at one level without a gap (what verification exists for)."""
+        side = data.draw(st.sampled_from(["bid", "ask"]))
+        p = data.draw(bid_px if side == "bid" else ask_px)
+        tb, ta = self.history[self.model.book_id]
+        truth = (tb if side == "bid" else ta).get(p, 0)
+        q = data.draw(st.sampled_from([x for x in range(5) if x != truth]))
+        for red, state in ((self.reducer, self.state), (self.table_driven, self.td_state)):
+            book = red.book(state, SYM)
+            book.apply(
+                [(p, q)] if side == "bid" else [], [(p, q)] if side == "ask" else [], book.last_id
+            )
+        self.corrupt[(side, p)] = q
+        self.ever_corrupt = True
+
     @rule()
     def checkpoint_and_restore(self):
         data = json.loads(json.dumps(self.reducer.snapshot(self.state)))
         restored = self.reducer.restore(data)
         assert restored == self.state
         self.state = restored
+        self.td_state = self.table_driven.restore(data)
 
     # ------------------------------------------------------------ invariants
 
@@ -265,10 +371,17 @@ class BookMachine(RuleBasedStateMachine):
             return
         book = self.reducer.book(self.state, SYM)
         assert (book is None) == (self.model.book_id is None)
+        assert self.reducer.sync_state(self.state, SYM) == self.model.state()
         if book is None:
             return
         assert book.last_id == self.model.book_id
-        tb, ta = self.history[book.last_id]
+        tb, ta = (dict(x) for x in self.history[book.last_id])
+        for (side, p), q in self.corrupt.items():
+            levels = tb if side == "bid" else ta
+            if q:
+                levels[p] = q
+            else:
+                levels.pop(p, None)
         assert book.bids == tb and book.asks == ta
         bids = sorted(tb.items(), reverse=True)
         asks = sorted(ta.items())
@@ -282,12 +395,14 @@ class BookMachine(RuleBasedStateMachine):
         if not hasattr(self, "reducer"):
             return
         c = self.reducer.totals(self.state)
-        assert c.tickers_mismatched == 0 and c.drift == 0 and c.crossed == 0
-        assert c.tickers_compared == c.tickers_matched
+        assert c.crossed == 0
+        if not self.ever_corrupt:
+            assert c.tickers_mismatched == 0 and c.drift == 0
+        assert c.tickers_compared == c.tickers_matched + c.tickers_mismatched
         pending = len(self.state.symbols[SYM].pending) if SYM in self.state.symbols else 0
         assert (
             c.tickers_seen
-            == c.tickers_matched + c.tickers_uncomparable + c.tickers_dropped + pending
+            == c.tickers_compared + c.tickers_uncomparable + c.tickers_dropped + pending
         )
 
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from engine import serde
 from engine.candles import CandleClosed, Candles, KlineMismatch, interval_ms, live_indicators
 from engine.events import ConnectionClosed, Kline, Trade
+from tests.helpers import alone
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -96,13 +97,10 @@ def candle_tuple(c: CandleClosed) -> tuple:
     )
 
 
-def run(cfg: Candles, events, state=None):
-    state = cfg.initial() if state is None else state
-    outs = []
-    for ev in events:
-        state, o = cfg.step(state, ev)
-        outs.extend(o)
-    return state, outs
+def run(cfg: Candles, events):
+    """The candles' state and outputs after folding ``events`` through a pipeline of their own."""
+    a, outs = alone.run(cfg, events)
+    return a.state, outs
 
 
 CFG = Candles(intervals=("1s", "5s", "1m"), sma_periods=(1, 3), ema_periods=(2, 4), max_fill=3)
@@ -152,11 +150,11 @@ def test_sma_exact_and_ema_within_one_unit(trades: list[Trade]) -> None:
 
 @given(trades=streams(), cut=st.integers(0, 150))
 def test_snapshot_restore_continues_identically(trades: list[Trade], cut: int) -> None:
-    _, whole = run(CFG, trades)
-    half, o1 = run(CFG, trades[:cut])
-    data = json.loads(json.dumps(CFG.snapshot(half)))
-    _, o2 = run(CFG, trades[cut:], CFG.restore(data))
+    end, whole = alone.run(CFG, trades)
+    half, o1 = alone.run(CFG, trades[:cut])
+    resumed, o2 = alone.run(CFG, trades[cut:], half.resumed())  # through JSON
     assert o1 + o2 == whole
+    assert resumed.snapshot() == end.snapshot()
     for o in whole:
         assert serde.load(json.loads(json.dumps(serde.dump(o)))) == o
 
@@ -299,13 +297,14 @@ def test_real_capture_partial_minute_is_consistent_with_exchange_klines() -> Non
 
     codec = BinanceSpot()
     cfg = Candles(intervals=("1m",))
-    state = cfg.initial()
+    a = alone.Alone(cfg)
+    state = a.state
     klines = 0
     for f in JournalReader(journal).frames():
         if f.kind != "text" or f.dir != "in":
             continue
         for ev in codec.decode(f.seq, f.recv_ns, f.kind, f.source, f.payload):
-            state, outs = cfg.step(state, ev)
+            outs = a.feed([ev])
             assert not outs  # nothing closes within 30 s
             if isinstance(ev, Kline) and ev.symbol in state.symbols:
                 ser = state.symbols[ev.symbol].series[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from pathlib import Path
 
 import msgspec
@@ -162,7 +164,7 @@ def _level_frame(price: str, qty: str) -> bytes:
     )
 
 
-def _agrees_with_strict_parser(codec, price: str, qty: str) -> None:
+def _agrees_with_num_parse(codec, price: str, qty: str) -> None:
     """The codec's levels equal engine.num.parse of what the JSON really holds, or it's an error."""
     payload = _level_frame(price, qty)
     (ev,) = check(codec, "text", "wss://x/stream", payload)
@@ -183,19 +185,63 @@ def _agrees_with_strict_parser(codec, price: str, qty: str) -> None:
         assert ev.bids == want, (levels, ev)
 
 
-def test_fast_number_parser_is_exact_with_any_character_anywhere():
+def test_level_numbers_are_exact_with_any_character_anywhere():
     """Every ASCII character (and non-ASCII digits/spaces) at every place of a price or qty:
-    the fast parser (engine.codecs.binance._clean decides where it runs) is never inexact."""
+    the codec's levels are what engine.num.parse reads from the JSON string, or an error."""
     chars = [chr(i) for i in range(128)] + ["١", "\xa0", "\x85", "\u2003", "\\u0031"]
     chars += ["\\u0020", "\\u002d", "\\t", "\\u0661"]  # escapes of a space, "-", a tab, "١"
     for codec in (BinanceSpot(), BinanceFutures()):
         for c in chars:
             for text in (c + "12.5", "1" + c + "2.5", "12" + c + ".5", "12." + c + "5", "12.5" + c):
-                _agrees_with_strict_parser(codec, text, "3")
-                _agrees_with_strict_parser(codec, "3", text)
+                _agrees_with_num_parse(codec, text, "3")
+                _agrees_with_num_parse(codec, "3", text)
 
 
 @given(st.sampled_from([BinanceSpot(), BinanceFutures()]), LEVEL_TEXT, LEVEL_TEXT)
-def test_fast_number_parser_is_exact_on_any_level_string(codec, price, qty):
+def test_level_numbers_are_exact_on_any_level_string(codec, price, qty):
     """Random junk in prices and quantities: the codec agrees with engine.num.parse."""
-    _agrees_with_strict_parser(codec, price, qty)
+    _agrees_with_num_parse(codec, price, qty)
+
+
+# ---------------------------------------------------------------- the one number parser
+
+_PLAIN = re.compile(r"[+-]?(?=\.?[0-9])[0-9]*\.?[0-9]*")
+
+
+def _reference(s: str) -> int | None:
+    """What a plain ASCII decimal string is worth in units, by Decimal; None if not exact."""
+    if not _PLAIN.fullmatch(s):
+        return None
+    units = Decimal(s).scaleb(num.SCALE)
+    return int(units) if units == units.to_integral_value() else None
+
+
+NUMBERISH = st.text("0123456789.+-_ e\t١\xa0", max_size=14) | st.decimals(
+    allow_nan=False, allow_infinity=False, places=10
+).map(str)
+
+
+@given(NUMBERISH)
+def test_num_parse_is_the_exact_decimal_value_or_a_precision_error(s):
+    """Digits, signs, dots, spaces, underscores, exponents, non-ASCII digits in any order."""
+    try:
+        got = num.parse(s)
+    except num.PrecisionError:
+        got = None
+    assert got == _reference(s), s
+
+
+def test_num_parse_rejects_non_strings_and_oversized_digit_runs():
+    for bad in (None, 5, 1.5, b"1.5", "9" * 5000, "1" * 3000 + "." + "1" * 3000):
+        try:
+            num.parse(bad)  # type: ignore[arg-type]
+        except num.PrecisionError:
+            continue
+        raise AssertionError(f"accepted {bad!r:.40}")
+
+
+@given(st.integers(-(2**63), 2**63 - 1), st.integers(0, 12))
+def test_render_then_parse_is_identity(units, decimals):
+    if decimals < num.SCALE and units % 10 ** (num.SCALE - decimals):
+        decimals = num.SCALE  # render refuses to drop digits
+    assert num.parse(num.render(units, decimals)) == units

@@ -5,7 +5,6 @@ from the simulator on 127.0.0.1."""
 from __future__ import annotations
 
 import io
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from engine.num import ONE, parse
 from engine.pipeline import Pipeline
 from engine.sim.cli import open_simulator
 from engine.trades import TradeAggregator, TradeTape
+from tests.helpers import alone
 from tests.test_trades import accepted, trade_streams
 
 JOURNALS = Path(__file__).resolve().parent.parent / "fixtures" / "journals"
@@ -289,11 +289,10 @@ def test_render_while_buffering_shows_the_phase() -> None:
 def test_tape_holds_the_last_accepted_trades(trades: list[Trade], size: int, source: str) -> None:
     tape = TradeTape(size=size, source=source)
     agg = TradeAggregator(source=source)
-    s, a = tape.initial(), agg.initial()
-    for ev in trades:
-        s, outs = tape.step(s, ev)
-        assert outs == ()
-        a, _ = agg.step(a, ev)
+    t_alone, a_alone = alone.Alone(tape), alone.Alone(agg)
+    assert t_alone.feed(trades) == []
+    a_alone.feed(trades)
+    s = t_alone.state
     acc = accepted(trades, source)
     for sym in {e.symbol for e in trades}:
         want = [
@@ -302,24 +301,19 @@ def test_tape_holds_the_last_accepted_trades(trades: list[Trade], size: int, sou
             if e.symbol == sym
         ][-size:]
         assert list(s.symbols[sym].recent) == want
-    assert s.counts == a.counts  # the aggregator's selection rule, to the count
+    assert t_alone.counts == a_alone.counts  # the aggregator's selection rule, to the count
 
 
 @given(trades=trade_streams(), cut=st.integers(0, 120))
 def test_tape_snapshot_restore_continues_identically(trades: list[Trade], cut: int) -> None:
     tape = TradeTape(size=5)
 
-    def run(events, state):
-        for ev in events:
-            state, _ = tape.step(state, ev)
-        return state
-
-    whole = run(trades, tape.initial())
-    data = json.loads(json.dumps(tape.snapshot(run(trades[:cut], tape.initial()))))
-    resumed = run(trades[cut:], tape.restore(data))
-    assert tape.snapshot(resumed) == tape.snapshot(whole)
-    assert all(s.recent.maxlen == 5 for s in resumed.symbols.values())
-    assert serde.TYPES["TapeState"] is type(whole)
+    whole, _ = alone.run(tape, trades)
+    half, _ = alone.run(tape, trades[:cut])
+    resumed, _ = alone.run(tape, trades[cut:], half.resumed())  # through JSON
+    assert resumed.snapshot() == whole.snapshot()
+    assert all(s.recent.maxlen == 5 for s in resumed.state.symbols.values())
+    assert serde.TYPES["TapeState"] is type(whole.state)
 
 
 # =============================================================== the live task

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.journal.inspect import verify_journal
 from engine.journal.reader import JournalCorrupt, JournalReader, NotAJournal
-from engine.journal.recovery import seal_partials
+from engine.journal.recovery import EOS, seal_partials
 from engine.journal.schema import DIRS, KINDS, Frame
 from engine.journal.writer import JournalExistsError, JournalWriter, WriterConfig
 
@@ -60,34 +62,45 @@ def test_any_frames_round_trip(tmp_path_factory, rows, batch, seg_bytes, compact
     assert [f.seq for f in written] == list(range(1, len(written) + 1))
 
 
-def _partial_copy(src: Path, dst: Path, cut: int) -> None:
-    """dst := journal src whose only segment is truncated at byte `cut` and left unsealed."""
+def crash_image(src: Path, rows, batch: int) -> tuple[list[Frame], bytes, bytes]:
+    """What a kill -9 leaves once every batch of ``rows`` was written: (frames, manifest, partial)."""
+    out = []
+    w = JournalWriter.create(src, {"exchange": "test"}, WriterConfig(batch_frames=batch))
+    for recv_ns, conn, d, kind, source, payload, code in rows:
+        seq = w.append(recv_ns, conn, d, kind, source, payload, code)
+        out.append(Frame(seq, recv_ns, conn, d, kind, source, payload, code))
+    w.flush()
+    manifest = (src / "journal.json").read_bytes()
+    partials = list(src.glob("seg-*.arrows.partial"))
+    data = partials[0].read_bytes() if partials else b""
+    w.close()
+    return out, manifest, data
+
+
+def _partial_copy(dst: Path, manifest: bytes, data: bytes) -> None:
+    """dst := a crashed journal whose only segment is the open (partial) one holding ``data``."""
     dst.mkdir()
-    shutil.copy(src / "journal.json", dst / "journal.json")
-    (seg,) = src.glob("seg-*.arrows")
-    data = seg.read_bytes()[:cut]
-    (dst / (seg.name + ".partial")).write_bytes(data)
+    (dst / "journal.json").write_bytes(manifest)
+    (dst / "seg-000001.arrows.partial").write_bytes(data)
 
 
 @settings(max_examples=25)
 @given(rows=frames_st.filter(bool), batch=st.integers(1, 5), data=st.data())
 def test_truncation_at_any_offset_yields_a_prefix(tmp_path_factory, rows, batch, data):
     src = tmp_path_factory.mktemp("src")
-    # compaction off: the segment keeps the live batching a crash would leave behind
-    written = write(src, rows, WriterConfig(batch_frames=batch, compact_on_seal=False))
-    (seg,) = src.glob("seg-*.arrows")
-    size = seg.stat().st_size
+    written, manifest, image = crash_image(src, rows, batch)
+    size = len(image)
     cuts = data.draw(st.lists(st.integers(0, size), min_size=1, max_size=8, unique=True))
     for cut in cuts:
         dst = tmp_path_factory.mktemp("cut")
         shutil.rmtree(dst)
-        _partial_copy(src, dst, cut)
+        _partial_copy(dst, manifest, image[:cut])
         r = JournalReader(dst)
         got = list(r.frames())  # never raises
         assert got == written[: len(got)]
         # a cut inside the data drops at most the batch it cut
-        assert len(got) >= len(written) - batch or cut < size - 8
-        if cut >= size - 8:  # only the end-of-stream marker missing: nothing lost
+        assert len(got) >= len(written) - batch or cut < size
+        if cut == size:
             assert got == written
         # recovery seals it into a journal that reads the same and continues seq
         state = seal_partials(dst)
@@ -98,16 +111,12 @@ def test_truncation_at_any_offset_yields_a_prefix(tmp_path_factory, rows, batch,
 def test_every_byte_offset_of_a_small_segment(tmp_path):
     """Exhaustive version of the property above for one journal: every offset, no exception."""
     rows = [(i, 1, "in", "text", "s", b"x" * (i % 9), None) for i in range(12)]
-    src = tmp_path / "src"
-    written = write(src, rows, WriterConfig(batch_frames=4, compact_on_seal=False))
-    (seg,) = src.glob("seg-*.arrows")
-    size = seg.stat().st_size
+    written, manifest, image = crash_image(tmp_path / "src", rows, 4)
     lengths = set()
     dst = tmp_path / "cut"
-    _partial_copy(src, dst, size)
-    data = seg.read_bytes()
-    for cut in range(0, size + 1):
-        (dst / (seg.name + ".partial")).write_bytes(data[:cut])
+    _partial_copy(dst, manifest, image)
+    for cut in range(0, len(image) + 1):
+        (dst / "seg-000001.arrows.partial").write_bytes(image[:cut])
         got = list(JournalReader(dst).frames())
         assert got == written[: len(got)]
         lengths.add(len(got))
@@ -139,16 +148,17 @@ def test_compaction_on_seal_makes_few_large_batches_with_the_same_frames(tmp_pat
 
 
 def test_recovery_after_a_crash_mid_compaction(tmp_path):
-    """Crash between writing seg.tmp and renaming it: the partial is still the truth."""
+    """Crash between writing seg.tmp and renaming it: the (closed) partial is still the truth."""
     rows = [(i, 1, "in", "text", "s", b"x%d" % i, None) for i in range(20)]
-    written = write(tmp_path, rows, WriterConfig(batch_frames=3, compact_on_seal=False))
-    (seg,) = tmp_path.glob("seg-*.arrows")
-    seg.rename(seg.with_name(seg.name + ".partial"))
-    (tmp_path / (seg.name + ".tmp")).write_bytes(b"half a compaction")
-    assert list(JournalReader(tmp_path).frames()) == written
-    state = seal_partials(tmp_path)
-    assert state.removed == [seg.name + ".tmp"] and state.last_seq == 20
-    assert list(JournalReader(tmp_path).frames()) == written
+    written, manifest, image = crash_image(tmp_path / "src", rows, 3)
+    j = tmp_path / "j"
+    _partial_copy(j, manifest, image + EOS)
+    (j / "seg-000001.arrows.tmp").write_bytes(b"half a compaction")
+    assert list(JournalReader(j).frames()) == written
+    state = seal_partials(j)
+    assert state.removed == ["seg-000001.arrows.tmp"] and state.last_seq == 20
+    assert list(JournalReader(j).frames()) == written
+    assert verify_journal(j)[0] == []
 
 
 def test_create_refuses_an_existing_journal(tmp_path):
@@ -172,26 +182,41 @@ def test_filters(tmp_path):
     assert list(JournalReader(tmp_path, sources={"https://r?s=X"}).frames()) == [written[2]]
 
 
-def test_segments_are_plain_arrow_streams_readable_by_pyarrow_and_polars(tmp_path):
+@pytest.mark.parametrize("compact", [True, False])
+def test_segments_are_plain_arrow_files_readable_by_pyarrow_and_polars(tmp_path, compact):
     rows = [(i, 1, "in", "text", f"s{i % 4}", b"p%d" % i, None) for i in range(50)]
-    write(tmp_path, rows, WriterConfig(batch_frames=7))
-    (seg,) = tmp_path.glob("seg-*.arrows")
-    table = pa.ipc.open_stream(seg).read_all()
+    # the open segment is a plain IPC stream ...
+    _, _, image = crash_image(tmp_path / "open", rows, 7)
+    assert pa.ipc.open_stream(image).read_all().num_rows == 50
+    assert pl.read_ipc_stream(image)["seq"].to_list() == list(range(1, 51))
+    # ... a sealed one a plain IPC file (with its batch index in the footer)
+    write(tmp_path / "j", rows, WriterConfig(batch_frames=7, compact_on_seal=compact))
+    (seg,) = (tmp_path / "j").glob("seg-*.arrows")
+    table = pa.ipc.open_file(seg).read_all()
     assert table.num_rows == 50
     assert table.column("source").to_pylist()[:5] == ["s0", "s1", "s2", "s3", "s0"]
     md = json.loads(table.schema.metadata[b"wiretape"])
-    assert md["exchange"] == "test" and md["schema_version"] == 1
-    df = pl.read_ipc_stream(seg)
+    assert md["exchange"] == "test" and md["schema_version"] == 2
+    df = pl.read_ipc(seg)
     assert df["payload"].to_list()[49] == b"p49"
     assert df["seq"].to_list() == list(range(1, 51))
+    assert pl.scan_ipc(seg).select(pl.len()).collect().item() == 50
+    assert ds.dataset(seg, format="ipc").to_table().num_rows == 50
 
 
-def test_empty_and_schema_only_segments_are_tolerated(tmp_path):
+def test_an_empty_open_segment_is_tolerated_and_removed_by_recovery(tmp_path):
+    """The writer died right after creating its next segment: nothing was in it."""
     write(tmp_path, [(1, 1, "in", "text", "s", b"a", None)])
-    (tmp_path / "seg-000002.arrows").write_bytes(b"")
-    with JournalWriter.resume(tmp_path):  # seals nothing, next index 3
-        pass
+    (tmp_path / "seg-000002.arrows.partial").write_bytes(b"")
     assert [f.payload for f in JournalReader(tmp_path).frames()] == [b"a"]
+    with JournalWriter.resume(tmp_path) as w:  # removes it, goes on in segment 2
+        w.append(2, 1, "in", "text", "s", b"b")
+    assert [f.payload for f in JournalReader(tmp_path).frames()] == [b"a", b"b"]
+    assert [p.name for p in sorted(tmp_path.glob("seg-*"))] == [
+        "seg-000001.arrows",
+        "seg-000002.arrows",
+    ]
+    assert verify_journal(tmp_path)[0] == []
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -247,3 +272,12 @@ def test_inspect_json_counts(tmp_path):
     assert d["frames"] == 10 and d["payload_bytes"] == 50
     assert d["kinds"] == {"text": 10} and d["sources"] == {"a": 5, "b": 5}
     assert d["span_s"] == 9.0
+
+
+def test_inspect_prints_the_exact_utc_span_truncated_to_ms(tmp_path):
+    # a float of these ns rounds up to .124 s and 00:00:00.000 of the next day
+    first, last = 1_704_067_205_123_999_999, 1_704_153_599_999_999_999
+    write(tmp_path, [(t, 1, "in", "text", "a", b"x", None) for t in (first, last)])
+    r = run_cli("journal", "inspect", str(tmp_path))
+    (span,) = [line for line in r.stdout.splitlines() if line.startswith("span")]
+    assert "2024-01-01T00:00:05.123Z → 2024-01-01T23:59:59.999Z" in span

@@ -1,19 +1,36 @@
-"""The pipeline: frame → events → every reducer; feed() and feed_batch() agree; snapshot/restore."""
+"""The pipeline: frame → events → every reducer; feed() and feed_batch() agree; snapshot/restore;
+one trade selection per source equals each consumer with its own; listeners see every frame."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine import serde
-from engine.events import ConnectionClosed, ConnectionOpened, ControlSent, DecodeError, Marker
+from engine.anomaly import AnomalyDetector
+from engine.candles import Candles
+from engine.events import (
+    BookTicker,
+    ConnectionClosed,
+    ConnectionOpened,
+    ControlSent,
+    DecodeError,
+    Kline,
+    Marker,
+    Trade,
+)
 from engine.journal.reader import JournalReader
+from engine.journal.recorder import OutputRecorder, read_outputs
 from engine.journal.writer import JournalWriter, WriterConfig
 from engine.pipeline import Pipeline
-from engine.journal.recorder import OutputRecorder, read_outputs
+from engine.trades import SelectCounts, TradeAggregator, TradeSelect, TradeTape, select_trade
+from tests.test_trades import trade_streams
 
 
 @serde.register
@@ -161,3 +178,161 @@ def test_outputs_recorded_beside_the_journal_read_back(tmp_path):
     # the outputs directory does not disturb the journal itself
     r = JournalReader(tmp_path / "j")
     assert r.foreign == [] and sum(1 for _ in r.frames()) == len(rows)
+
+
+# ----------------------------------------------------------------- the trade consumers
+
+
+def consumers(sources: Sequence[str]) -> list[Any]:
+    """The four trade consumers with the given sources (tuned so that they all fire), and a
+    non-consumer between them."""
+    a, t, c, d = sources
+    return [
+        TradeAggregator(source=a, bucket_ms=500, windows_ms=(1000, 5000)),
+        TradeTape(source=t, size=4),
+        CountingReducer(),
+        Candles(source=c, intervals=("1s", "5s"), sma_periods=(2,), ema_periods=(2,), max_fill=3),
+        AnomalyDetector(
+            source=d,
+            volume_interval_ms=1000,
+            volume_baseline=3,
+            large_notional=10**16,
+            large_window=4,
+            price_jump_bps=50,
+            stale_after_ms=2,
+            spread_window=3,
+        ),  # fmt: skip
+    ]
+
+
+@st.composite
+def market(draw: st.DrawFn) -> list[Any]:
+    """Trades of two symbols (both kinds, duplicates, some untimed) among connection events,
+    quotes and klines."""
+    out: list[Any] = []
+    for ev in draw(trade_streams()):
+        if draw(st.integers(0, 20)) == 0:
+            ev = attrs.evolve(ev, txn_ms=None, exch_ms=None)
+        out.append(ev)
+        roll = draw(st.integers(0, 30))
+        if roll == 0:
+            out.append(ConnectionClosed(ev.seq, ev.recv_ns, 1, "wss://x", 1006, ""))
+        elif roll == 1:
+            out.append(BookTicker(ev.seq, ev.recv_ns, ev.symbol, 1, ev.price, 1, ev.price + 9, 1))
+        elif roll == 2 and ev.txn_ms is not None:
+            start = ev.txn_ms - ev.txn_ms % 1000
+            out.append(
+                Kline(
+                    ev.seq,
+                    ev.recv_ns,
+                    ev.symbol,
+                    ev.txn_ms,
+                    "1s",
+                    start,
+                    start + 999,
+                    ev.price,
+                    ev.price,
+                    ev.price,
+                    ev.price,
+                    ev.qty,
+                    0,
+                    1,
+                    True,
+                    ev.first_id,
+                    ev.last_id,
+                    0,
+                    0,
+                )  # fmt: skip
+            )
+    return out
+
+
+def naive(reducers: Sequence[Any], events: Sequence[Any]) -> tuple[list, list, dict]:
+    """Each reducer folded on its own, a trade consumer with its own copy of the selection
+    rule's memory: the outputs (in the pipeline's order), the states, the counts per source."""
+    states = [r.initial() for r in reducers]
+    memory = [({}, SelectCounts()) for _ in reducers]
+    out = []
+    for ev in events:
+        for k, r in enumerate(reducers):
+            if type(ev) is Trade and hasattr(r, "on_trade"):
+                sels, counts = memory[k]
+                t = select_trade(counts, sels.setdefault(ev.symbol, TradeSelect()), ev, r.source)
+                states[k], o = r.on_trade(states[k], ev, t)
+            else:
+                states[k], o = r.step(states[k], ev)
+            out += [(ev.seq, x) for x in o]
+    counts = {r.source: memory[k][1] for k, r in enumerate(reducers) if hasattr(r, "on_trade")}
+    return out, [r.snapshot(s) for r, s in zip(reducers, states, strict=True)], counts
+
+
+@settings(max_examples=60)
+@given(
+    events=market(),
+    sources=st.lists(st.sampled_from(["auto", "trade", "aggTrade"]), min_size=4, max_size=4),
+    cut=st.integers(0, 200),
+)
+def test_pipeline_equals_each_consumer_alone_across_restore(events, sources, cut) -> None:
+    """One selection per source, shared by the consumers, is each consumer with its own."""
+    want_out, want_states, want_counts = naive(consumers(sources), events)
+    first = Pipeline(None, consumers(sources))
+    got = [o for ev in events[:cut] for o in first.fold_events(ev.seq, [ev])]
+    second = Pipeline(None, consumers(sources))
+    second.restore(json.loads(json.dumps(first.snapshot())))  # a checkpoint, through JSON
+    got += [o for ev in events[cut:] for o in second.fold_events(ev.seq, [ev])]
+    assert got == want_out
+    assert [r.snapshot(s) for r, s in zip(second.reducers, second.states, strict=True)] == (
+        want_states
+    )
+    assert {s: second.selection(s).counts for s in want_counts} == want_counts
+    assert len(second.selectors) == len(set(sources))
+
+
+def test_an_older_snapshot_version_is_refused_and_changes_nothing() -> None:
+    """A checkpoint written before the selection moved into the pipeline is not restored
+    (replay then folds from the start) rather than restored wrong."""
+    p = Pipeline(None, consumers(["auto"] * 4))
+    p.fold_events(1, [Trade(1, 1, "X", 1, 10**8, 10**8, "buy", 5, 5, 1, 1)])
+    before = p.snapshot()
+    old = json.loads(json.dumps(before))
+    old["version"] = 1
+    del old["selection"]
+    fresh = Pipeline(None, consumers(["auto"] * 4))
+    with pytest.raises(ValueError, match="version"):
+        fresh.restore(old)
+    assert fresh.snapshot() == Pipeline(None, consumers(["auto"] * 4)).snapshot()
+    old["version"] = before["version"]
+    with pytest.raises(ValueError, match="selection"):
+        fresh.restore(old)
+
+
+# ----------------------------------------------------------------- listeners
+
+
+def test_listeners_see_every_frames_events_before_the_reducers(tmp_path):
+    """feed and feed_batch report the same (seq, events), each before that frame's fold."""
+    rows = journal(tmp_path)
+    seen: list[tuple[int, list, int]] = []
+
+    def make():
+        p = Pipeline(EchoCodec(), [CountingReducer()])
+        p.listeners.append(lambda seq, evs: seen.append((seq, list(evs), p.counters.events)))
+        return p
+
+    live = make()
+    for seq, *f in rows:
+        live.feed(seq, *f)
+    live_seen, seen[:] = seen[:], []
+    replay = make()
+    for batch in JournalReader(tmp_path / "j").batches():
+        replay.feed_batch(batch)
+    assert seen == live_seen
+    assert [s for s, _, _ in seen] == [seq for seq, *_ in rows]  # every frame decodes to something
+    assert [evs for _, evs, _ in seen] == [
+        list(Pipeline(EchoCodec(), []).events_of(*r)) for r in rows
+    ]
+    # before the fold: the counters had not yet counted the frame's events
+    total = 0
+    for _, evs, counted in seen:
+        assert counted == total
+        total += len(evs)

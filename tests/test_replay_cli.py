@@ -28,7 +28,8 @@ from engine import serde
 from engine.journal.reader import JournalReader
 from engine.replay.checkpoints import list_checkpoints
 from engine.replay.cli import replay as replay_cmd
-from engine.replay.replay import Replay, format_ns
+from engine.replay.replay import Replay
+from engine.timefmt import format_ns
 
 SPOT = Path(__file__).resolve().parent.parent / "fixtures" / "journals" / "binance-spot"
 SYMBOLS = ["BLZETH", "LRCBTC", "NKNUSDT", "RUNEEUR"]

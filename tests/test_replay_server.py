@@ -184,12 +184,21 @@ async def test_rest_serves_the_recorded_snapshot(nursery):
         assert r.status_code == 400 and r.json()["code"] == -1121
         r = await http.get("/api/v3/depth")
         assert r.status_code == 400 and r.json()["code"] == -1102
+        sym = next(iter(bodies)).split("symbol=")[1].split("&")[0]
+        r = await http.get("/api/v3/depth", params={"symbol": sym.lower()})
+        assert r.status_code == 200  # any case: the recorded body is the answer
+        r = await http.get("/api/v3/depth", params={"symbol": sym, "limit": "ten"})
+        assert r.status_code == 400 and r.json()["code"] == -1100  # Binance's parameter rules
+        r = await http.post("/api/v3/depth", params={"symbol": sym})
+        assert r.status_code == 405
+        r = await http.get("/sim/inject", params={"fault": "drop"})
+        assert r.status_code == 404  # the simulator's debug routes are not the replay's
         r = await http.get("/api/v3/time")
         assert r.json() == {"serverTime": srv.first_ns // 1_000_000}
         r = await http.get("/nope")
         assert r.status_code == 404
         stats = (await http.get("/replay/stats")).json()
-        assert stats["rest_snapshots"] == 4 and stats["rest"]["snapshots"] == len(bodies)
+        assert stats["rest_snapshots"] == 4 and stats["rest"]["snapshots"] == len(bodies) + 1
 
 
 async def test_futures_journal_combined_and_fapi_depth(nursery):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import attrs
 import orjson
@@ -12,6 +14,7 @@ from hypothesis import given
 from engine import events as ev
 from engine import serde
 from engine.codecs.registry import get_codec
+from engine.trades import TradeStats, WindowStats
 from tests.strategies import STRATEGIES, event_classes, events, strategy_for
 
 
@@ -66,3 +69,92 @@ def test_decoded_real_shapes_roundtrip():
         (x,) = codec.decode(i + 1, 5, "text", "wss://x/stream", p)
         roundtrip(x)
     assert isinstance(x, ev.DecodeError) and x.excerpt == b"not json"
+
+
+# ---------------------------------------------------------------- one converter, one table
+
+# The encoding of a derived-field output, a nested one, a Book and bytes, exactly as recorded
+# outputs and checkpoints hold it (before and after the converter was built from one table).
+_PINNED = [
+    '{"bigints":true,"seq":5,"recv_ns":6,"symbol":"BTCUSDT","as_of_ms":1000,"last_price":4200000000,'
+    '"count":2,"volume":300000000,"buy_volume":100000000,"notional":7000000000000000000000000,'
+    '"windows":[{"window_ms":60000,"count":2,"volume":300000000,"buy_volume":100000000,'
+    '"notional":7000000000000000000000000,"vwap":23333333333333333}],"sell_volume":200000000,'
+    '"vwap":23333333333333333,"type":"TradeStats"}',
+    '{"phase":"synced","book":{"last_id":9,"bids":[[100,5],[99,1]],"asks":[[101,2]]},"buffer":[],'
+    '"type":"Sync"}',
+    '{"seq":1,"recv_ns":2,"source":"wss://x","reason":"bad","excerpt":"AP8=","type":"DecodeError"}',
+]
+
+_DUMP_SCRIPT = """
+import importlib, sys
+for m in sys.argv[1:]:
+    importlib.import_module(m)
+from engine import serde
+from engine.book import Book
+from engine.book_sync import Sync
+from engine.events import DecodeError
+from engine.trades import TradeStats, WindowStats
+w = WindowStats(60000, 2, 3 * 10**8, 10**8, 7 * 10**24)
+for o in (
+    TradeStats(5, 6, "BTCUSDT", 1000, 42 * 10**8, 2, 3 * 10**8, 10**8, 7 * 10**24, (w,)),
+    Sync("synced", Book.from_levels(9, [(100, 5), (99, 1)], [(101, 2)]), []),
+    DecodeError(1, 2, "wss://x", "bad", b"\\x00\\xff"),
+):
+    text = serde.dumps_json(serde.dump(o))
+    assert serde.load(serde.loads_json(text)) == o
+    print(text.decode())
+"""
+
+
+@pytest.mark.parametrize(
+    "first",
+    [[], ["engine.trades"], ["engine.book_sync", "engine.trades"], ["engine.replay.replay"]],
+    ids=lambda m: "+".join(m) or "serde-first",
+)
+def test_the_encoding_is_pinned_whatever_was_imported_first(first):
+    out = subprocess.run(
+        [sys.executable, "-c", _DUMP_SCRIPT, *first], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.splitlines() == _PINNED
+
+
+def test_the_order_of_the_hook_table_does_not_matter(monkeypatch):
+    w = WindowStats(60000, 2, 3 * 10**8, 10**8, 7 * 10**24)
+    stats = TradeStats(5, 6, "BTCUSDT", 1000, 42 * 10**8, 2, 3 * 10**8, 10**8, 7 * 10**24, (w,))
+    want = serde.build_converter().unstructure(stats)
+    monkeypatch.setattr(serde, "HOOKS", tuple(reversed(serde.HOOKS)))
+    conv = serde.build_converter()
+    assert conv.unstructure(stats) == want and want["windows"][0]["vwap"] == w.vwap
+    assert conv.structure(want, TradeStats) == stats
+
+
+def test_load_knows_every_registered_type_in_a_fresh_interpreter():
+    """Only engine.serde imported: loading a recorded reducer output still finds its class."""
+    code = (
+        "import sys, json; from engine import serde; "
+        "print(type(serde.load(json.loads(sys.argv[1]))).__module__)"
+    )
+    for text, module in ((_PINNED[0], "engine.trades"), (_PINNED[1], "engine.book_sync")):
+        out = subprocess.run(
+            [sys.executable, "-c", code, text], capture_output=True, text=True, check=True
+        ).stdout
+        assert out.strip() == module
+
+
+def test_the_build_knows_every_registered_class_of_the_engine():
+    """Importing every engine module registers no class that serde alone would not know."""
+    every = (
+        "import importlib, pkgutil, engine; from engine import serde\n"
+        "for m in pkgutil.walk_packages(engine.__path__, 'engine.'):\n"
+        "    if not m.name.endswith('__main__'): importlib.import_module(m.name)\n"
+        "print(sorted(serde.TYPES))"
+    )
+    alone = "from engine import serde; serde.converter; print(sorted(serde.TYPES))"
+    got = [
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+        for code in (every, alone)
+    ]
+    assert got[0] == got[1] and "RotateRequest" in got[0]

@@ -11,13 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.num import parse
-from engine.sim.model import (
-    FIXED_FRAMES_PER_S,
-    FRAMES_PER_EVENT,
-    Market,
-    SymbolSpec,
-    spec_for,
-)
+from engine.sim.binance_frames import BinanceSpotFrames
+from engine.sim.instruments import SymbolSpec, spec_for
+from engine.sim.model import FIXED_FRAMES_PER_S, FRAMES_PER_EVENT, Market
 
 T0 = 1_704_067_200_000  # a minute boundary
 
@@ -242,3 +238,32 @@ def test_memory_stays_bounded_on_a_long_busy_run() -> None:
         counts[s] += 1
     _, bids, asks = m.book("SHIBUSDT")
     assert len(bids) <= 300 and len(asks) <= 300
+
+
+class UnitsFrames(BinanceSpotFrames):
+    """Another wire: streams named ``SYMBOL/channel``, trades as JSON arrays of exact units."""
+
+    def stream(self, symbol: str, channel: str) -> str:
+        return f"{symbol}/{channel}"
+
+    def trade(
+        self, symbol: str, et: int, tid: int, price: int, qty: int, buyer_maker: bool
+    ) -> bytes:
+        return json.dumps([symbol, et, tid, price, qty, buyer_maker]).encode()
+
+
+def test_another_encoder_spells_the_same_market() -> None:
+    binance = Market(seed=4, activity=200, start_ms=T0).advance(T0 + 3_000)
+    market = Market(seed=4, activity=200, start_ms=T0, encoder=UnitsFrames())
+    other = market.advance(T0 + 3_000)
+    assert market.streams()[0] == "BTCUSDT/trade"
+    assert [s.replace("/", "@").lower() for s, _ in other] == [s.lower() for s, _ in binance]
+    trades = [json.loads(p) for s, p in binance if s.endswith("@trade")]
+    assert len(trades) > 20
+    assert [json.loads(p) for s, p in other if s.endswith("/trade")] == [
+        [t["s"], t["E"], t["t"], parse(t["p"]), parse(t["q"]), t["m"]] for t in trades
+    ]
+    # what the other encoder does not override is spelled as before, byte for byte
+    assert [p for s, p in other if not s.endswith("/trade")] == [
+        p for s, p in binance if not s.endswith("@trade")
+    ]

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from itertools import pairwise
 from typing import Any
@@ -16,11 +17,12 @@ import pytest
 import trio
 import wsproto
 import wsproto.events as we
+from click.testing import CliRunner
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 from wsproto import ConnectionType
 
 from engine.num import parse
-from engine.sim.cli import Simulator, open_simulator
+from engine.sim.cli import Simulator, open_simulator, parse_epoch, simulate
 from engine.sim.model import Market
 
 FAST = dict(tick=0.005, close_timeout=0.5)
@@ -430,7 +432,7 @@ async def test_scheduled_faults_hit_open_connections() -> None:
 async def test_same_seed_same_stream_content() -> None:
     trades: list[dict[int, str]] = []
     for _ in range(2):
-        async with open_simulator(seed=17, rate=2000, **FAST) as sim:
+        async with open_simulator(seed=17, rate=2000, epoch=1_704_067_200_000, **FAST) as sim:
             async with ws(f"{sim.ws_url}/ws/btcusdt@trade") as c:
                 got = await collect(c, 0.5)
             trades.append({json.loads(m)["t"]: m for m in got})
@@ -457,6 +459,57 @@ async def test_counters_match_what_the_client_received() -> None:
         assert conn["payload_bytes"] == sum(len(m.encode()) for m in got)
 
 
+# --------------------------------------------------------------------------- the exchange clock
+
+
+async def test_exchange_clock_starts_at_the_wall_clock_by_default() -> None:
+    before = int(time.time() * 1000)
+    async with (
+        open_simulator(seed=19, symbols=["BTCUSDT"], **FAST) as sim,
+        httpx.AsyncClient(base_url=sim.rest_url) as http,
+    ):
+        async with ws(f"{sim.ws_url}/ws/btcusdt@depth@100ms") as c:
+            first = json.loads(await c.get_message())["E"]
+        server_time = (await http.get("/api/v3/time")).json()["serverTime"]
+        after = int(time.time() * 1000)
+    # simulated time never runs ahead of the wall clock, and starts at it
+    assert before <= sim.market.start_ms <= first <= server_time <= after
+
+
+async def test_a_fixed_epoch_gives_the_same_streams_every_run() -> None:
+    epoch = 1_704_067_200_000
+    async with open_simulator(seed=20, symbols=["ETHUSDT"], epoch=epoch, **FAST) as sim:
+        assert sim.market.start_ms == epoch
+        async with ws(f"{sim.ws_url}/ws/ethusdt@depth@100ms") as c:
+            got = [json.loads(await c.get_message()) for _ in range(3)]
+    expected = {
+        e["E"]: e
+        for s, p in Market(seed=20, symbols=["ETHUSDT"], start_ms=epoch).advance(got[-1]["E"])
+        if s == "ethusdt@depth@100ms"
+        for e in [json.loads(p)]
+    }
+    assert got == [expected[g["E"]] for g in got]
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [
+        ("now", None),
+        ("1704067200000000000", 1_704_067_200_000),
+        ("1704067200.25", 1_704_067_200_250),
+        ("2024-01-01T00:00:05.5Z", 1_704_067_205_500),
+        ("2024-01-01T01:00:00+01:00", 1_704_067_200_000),
+    ],
+)
+def test_epoch_option_reads_the_engine_time_grammar(text: str, ms: int | None) -> None:
+    assert parse_epoch(text) == ms
+
+
+def test_a_bad_epoch_is_a_usage_error() -> None:
+    res = CliRunner().invoke(simulate, ["--epoch", "yesterday"])
+    assert res.exit_code == 2 and "not a time" in res.output
+
+
 # --------------------------------------------------------------------------- the CLI
 
 
@@ -471,6 +524,8 @@ async def test_engine_simulate_subprocess_prints_urls_serves_stats_and_exits_on_
             "3",
             "--symbols",
             "btcusdt,shibusdt",
+            "--epoch",
+            "2024-01-01T00:00:00Z",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -489,6 +544,7 @@ async def test_engine_simulate_subprocess_prints_urls_serves_stats_and_exits_on_
                 ] == [1]
                 st = (await http.get("/sim/stats")).json()
                 assert st["seed"] == 3 and st["symbols"] == ["BTCUSDT", "SHIBUSDT"]
+                assert st["start_ms"] == 1_704_067_200_000 <= st["sim_ms"]
             _, reason = await drain_until_closed(c)
             assert reason.code == 4002
         proc.send_signal(signal.SIGTERM)

@@ -25,7 +25,8 @@ from engine.journal.reader import JournalReader
 from engine.replay.checkpoints import CheckpointPolicy, CheckpointWriter, list_checkpoints
 from engine.replay.cli import book as book_cmd
 from engine.replay.cli import replay as replay_cmd
-from engine.replay.replay import book_summary, format_ns, pipeline_for, state_at
+from engine.replay.replay import book_summary, pipeline_for, state_at
+from engine.timefmt import format_ns
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers.sim_journal import write_sim_journal  # noqa: E402

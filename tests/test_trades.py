@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from engine import serde
 from engine.events import BookTicker, ConnectionClosed, DecodeError, Trade
 from engine.trades import TradeAggregator, TradeStats, current_stats, round_div
+from tests.helpers.alone import run
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
@@ -101,24 +102,15 @@ def check(stats: TradeStats, exp) -> None:
         assert ws.vwap_exact == (Fraction(wn, wv) if wv else None)
 
 
-def run(agg: TradeAggregator, events, state=None):
-    state = agg.initial() if state is None else state
-    outs = []
-    for ev in events:
-        state, o = agg.step(state, ev)
-        outs.extend(o)
-    return state, outs
-
-
 @pytest.mark.parametrize("source", ["auto", "trade", "aggTrade"])
 @given(trades=trade_streams())
 def test_vwap_and_totals_equal_brute_force(source: str, trades: list[Trade]) -> None:
     agg = TradeAggregator(source=source, windows_ms=(2000, 60_000), bucket_ms=1000)
-    state, outs = run(agg, trades)
+    a, outs = run(agg, trades)
     acc = accepted(trades, source)
     for sym in SYMBOLS:
         rows = [t for e, t in acc if e.symbol == sym]
-        stats = current_stats(state, sym)
+        stats = current_stats(a.state, sym)
         if not rows:
             assert stats is None
             continue
@@ -135,10 +127,9 @@ def test_snapshot_restore_continues_identically(trades: list[Trade], cut: int) -
     agg = TradeAggregator(bucket_ms=500, windows_ms=(1000, 5000))
     whole, outs_whole = run(agg, trades)
     half, outs1 = run(agg, trades[:cut])
-    data = json.loads(json.dumps(agg.snapshot(half)))  # must survive JSON
-    resumed, outs2 = run(agg, trades[cut:], agg.restore(data))
+    resumed, outs2 = run(agg, trades[cut:], half.resumed())  # through JSON
     assert outs1 + outs2 == outs_whole
-    assert agg.snapshot(resumed) == agg.snapshot(whole)
+    assert resumed.snapshot() == whole.snapshot()
     for o in outs_whole:
         assert serde.load(json.loads(json.dumps(serde.dump(o)))) == o
 
@@ -149,12 +140,12 @@ def test_aggtrade_counts_trade_ids_and_aggressor_split() -> None:
     t1 = Trade(1, 1, "X", 7, 2 * 10**8, 3 * 10**8, "sell", 1001, 1000, 100, 104, True)
     t2 = Trade(2, 2, "X", 8, 4 * 10**8, 1 * 10**8, "buy", 1001, 1000, 105, 105, True)
     raw = Trade(3, 3, "X", 106, 9 * 10**8, 1 * 10**8, "buy", 1001, 1000, 106, 106, False)
-    state, _ = run(agg, [t1, t2, raw, t1])  # raw skipped (kind), repeated t1 dropped (dup)
-    s = current_stats(state, "X")
+    a, _ = run(agg, [t1, t2, raw, t1])  # raw skipped (kind), repeated t1 dropped (dup)
+    s = current_stats(a.state, "X")
     assert s is not None
     assert (s.count, s.volume, s.buy_volume, s.sell_volume) == (6, 4 * 10**8, 10**8, 3 * 10**8)
     assert s.vwap_exact == Fraction(2 * 3 + 4 * 1, 4) * 10**8
-    assert (state.counts.skipped, state.counts.duplicates) == (1, 1)
+    assert (a.counts.skipped, a.counts.duplicates) == (1, 1)
 
 
 def test_ignores_non_trades_and_untimed() -> None:
@@ -165,8 +156,8 @@ def test_ignores_non_trades_and_untimed() -> None:
         ConnectionClosed(3, 3, 1, "wss://x", None, ""),
         Trade(4, 4, "X", 1, 10, 10, "buy", None, None, 1, 1),
     ]
-    state, outs = run(agg, evs)
-    assert outs == [] and state.counts.untimed == 1 and current_stats(state, "X") is None
+    a, outs = run(agg, evs)
+    assert outs == [] and a.counts.untimed == 1 and current_stats(a.state, "X") is None
 
 
 def test_round_div_half_even() -> None:
@@ -184,12 +175,10 @@ def test_config_validation() -> None:
 def test_recorded_stats_keep_the_format_of_stored_vwap_fields() -> None:
     """vwap / sell_volume became properties; recorded outputs still carry them (replay --check)."""
     agg = TradeAggregator(windows_ms=(2000,))
-    state = agg.initial()
-    outs: list = []
-    for i, t in enumerate((1000, 1500, 2100)):
-        state, o = agg.step(state, Trade(i, i, "X", i + 1, 3 * 10**8 + i, 10**8, "buy" if i else "sell",
-                                         t, t, i + 1, i + 1))  # fmt: skip
-        outs += o
+    _, outs = run(agg, [
+        Trade(i, i, "X", i + 1, 3 * 10**8 + i, 10**8, "buy" if i else "sell", t, t, i + 1, i + 1)
+        for i, t in enumerate((1000, 1500, 2100))
+    ])  # fmt: skip
     (stats,) = outs
     d = serde.dump(stats)
     assert set(d) == {"type", "seq", "recv_ns", "symbol", "as_of_ms", "last_price", "count",

@@ -42,7 +42,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from engine.book_sync import HAS_BOOK
+from engine.book_sync import PRIMED, SYNCED
 from engine.candles import live_indicators
 from engine.live.notable import (
     ALERT_KINDS,
@@ -140,7 +140,7 @@ class Dashboard:
     def _symbol(self, pipeline: Any, sym: str) -> RenderableType:
         book = book_summary(pipeline, sym, self.depth) if _has(pipeline, "book") else None
         title = Text.assemble((sym, "bold"), "  ", _phase_text(_phase(pipeline, sym)))
-        if book and book.get("synced"):
+        if book and "last_id" in book:  # published: primed or synced
             title.append(f"  levels {book['bid_levels']}/{book['ask_levels']}", style="dim")
         if book and "gaps" in book:
             title.append(
@@ -329,13 +329,14 @@ def _symbols_of(pipeline: Any) -> list[str]:
 
 
 def _phase(pipeline: Any, sym: str) -> tuple[str, int]:
-    """(sync phase, buffered diffs) of ``sym``'s book ("—" without a book reducer)."""
+    """(sync state, buffered diffs) of ``sym``'s book ("—" without a book reducer)."""
     if not _has(pipeline, "book"):
         return "—", 0
-    sb = pipeline.state("book").symbols.get(sym)
+    state = pipeline.state("book")
+    sb = state.symbols.get(sym)
     if sb is None:
         return "waiting", 0
-    return sb.main.phase, len(sb.main.buffer)
+    return pipeline.reducer("book").sync_state(state, sym), len(sb.main.buffer)
 
 
 def _phase_text(phase: tuple[str, int]) -> Text:
@@ -346,7 +347,7 @@ def _phase_text(phase: tuple[str, int]) -> Text:
 
 
 def _book_line(book: dict[str, Any] | None, depth: int) -> RenderableType:
-    if not book or not book.get("synced"):
+    if not book or "last_id" not in book:  # nothing published (a primed book is)
         return Text("book not synced", style="dim")
     bb, ba = book["best_bid"], book["best_ask"]
     imb = book["imbalance"]
@@ -453,9 +454,11 @@ def status_line(status: Any, pipeline: Any = None) -> str:
         ns = getattr(c, "last_recv_ns", 0) or 0
         parts.append(f"data {stamp(ns)}")
         if _has(pipeline, "book"):
-            syms = pipeline.state("book").symbols
-            synced = sum(1 for sb in syms.values() if sb.main.phase in HAS_BOOK)
-            parts.append(f"books {synced}/{len(syms)} synced")
+            state, red = pipeline.state("book"), pipeline.reducer("book")
+            states = [red.sync_state(state, sym) for sym in state.symbols]
+            books = f"books {states.count(SYNCED)}/{len(states)} synced"
+            primed = states.count(PRIMED)
+            parts.append(f"{books} ({primed} primed)" if primed else books)
     if status.last_error:
         parts.append(f"last error: {status.last_error}")
     return "  ".join(parts)

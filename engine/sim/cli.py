@@ -25,10 +25,10 @@ import attrs
 import click
 import trio
 
-from engine.sim.model import DEFAULT_START_MS, DEFAULT_SYMBOLS
+from engine.sim.model import DEFAULT_SYMBOLS
 from engine.sim.server import FAULTS, SimConfig, SimServer
 
-__all__ = ["Simulator", "open_simulator", "simulate"]
+__all__ = ["Simulator", "open_simulator", "parse_epoch", "simulate"]
 
 
 @attrs.define
@@ -81,6 +81,22 @@ async def open_simulator(config: SimConfig | None = None, **kw: Any) -> AsyncIte
             nursery.cancel_scope.cancel()
 
 
+def parse_epoch(text: str) -> int | None:
+    """``--epoch`` → epoch ms, or None for ``now`` (the server then takes the wall clock).
+
+    Any TIME the engine reads (:func:`engine.timefmt.parse_time`: ISO-8601, UTC
+    unless a zone is given; integer epoch ns; epoch seconds with a fraction).
+
+    Raises:
+        ValueError: none of those forms.
+    """
+    if text.strip().lower() == "now":
+        return None
+    from engine.timefmt import parse_time
+
+    return parse_time(text) // 1_000_000
+
+
 def _csv(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
@@ -107,10 +123,11 @@ def _csv(value: str | None) -> list[str]:
     "--lifetime", type=float, default=86_400.0, show_default=True, help="Connection lifetime (s)."
 )
 @click.option(
-    "--start-ms",
-    default=str(DEFAULT_START_MS),
+    "--epoch",
+    default="now",
     show_default=True,
-    help="Simulated start time in epoch ms, or 'now' (then streams vary per run).",
+    help="Exchange time the market starts at: a TIME (2024-01-01T00:00:00Z, epoch ns, epoch"
+    " seconds with a fraction) or 'now' (the wall clock). A fixed epoch with a fixed --seed gives the same bytes every run.",
 )
 def simulate(
     host: str,
@@ -124,7 +141,7 @@ def simulate(
     pong_timeout: float,
     max_streams: int,
     lifetime: float,
-    start_ms: str,
+    epoch: str,
 ) -> None:
     """Run the Binance-compatible exchange simulator on loopback until Ctrl-C / SIGTERM."""
     try:
@@ -140,7 +157,7 @@ def simulate(
             pong_timeout=pong_timeout,
             max_streams=max_streams,
             lifetime=lifetime,
-            start_ms=None if start_ms == "now" else int(start_ms),
+            epoch=parse_epoch(epoch),
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc

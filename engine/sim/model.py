@@ -2,9 +2,12 @@
 
 This module owns the *content* of the simulator's streams: a random-walk fair
 price on each symbol's tick grid, an order book fed by limit orders, cancels
-and market orders, and the Binance spot payloads those produce (``@trade``,
-``@aggTrade``, ``@depth@100ms``, ``@depth``, ``@bookTicker``, ``@ticker``,
-``@kline_1m``) plus REST depth snapshots.  It must not do I/O, read a clock or
+and market orders, and the events those produce (trades, aggregate trades,
+100 ms and 1 s diff batches, best bid/ask changes, the 24h ticker, 1m klines)
+plus depth snapshots.  Its encoder (:mod:`engine.sim.binance_frames`) spells
+them as Binance spot frames (``@trade``, ``@aggTrade``, ``@depth@100ms``,
+``@depth``, ``@bookTicker``, ``@ticker``, ``@kline_1m``); the model must not
+spell a venue's wire itself.  It must not do I/O, read a clock or
 touch global randomness: the caller passes simulated time and every random
 draw comes from a ``random.Random`` held per symbol, seeded from
 ``(seed, symbol)``.  So the bytes of a symbol's streams are a pure function of
@@ -21,10 +24,10 @@ Engineers build test journals from it directly (no sockets)::
 
 Conventions, chosen to match real Binance spot captures:
 
-* Prices and quantities are printed with 8 decimals ("0.35130000"), rendered
-  from integer units (:mod:`engine.num`); internally the book counts *ticks*
-  and *lot steps* (small ints).  Every spec has ``tick * step`` a multiple of
-  ``1e-8 * 1e8`` so a trade's quote quantity ``p * q`` is exact at 8 decimals.
+* Prices and quantities reach the encoder as integer units of 1e-8
+  (:mod:`engine.num`); internally the book counts *ticks* and *lot steps*
+  (small ints).  Every spec has ``tick * step`` a multiple of ``1e-8 * 1e8``
+  so a trade's quote quantity ``p * q`` is exact at 8 decimals.
 * Update ids: every order-flow event that changes the book takes the next
   update id (one id per event, even if it touches several levels).  Ids are
   contiguous, so each ``@depth@100ms`` batch has ``U`` = previous ``u`` + 1
@@ -65,11 +68,12 @@ from __future__ import annotations
 import heapq
 import random
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
-import attrs
-
-from engine.num import ONE, parse, render
+from engine.num import ONE
+from engine.sim.binance_frames import BinanceSpotFrames
+from engine.sim.frames import FrameEncoder
+from engine.sim.instruments import SymbolSpec, spec_for
 
 __all__ = [
     "CHANNELS",
@@ -78,15 +82,16 @@ __all__ = [
     "FIXED_FRAMES_PER_S",
     "FRAMES_PER_EVENT",
     "activity_for_rate",
-    "SymbolSpec",
     "Market",
-    "spec_for",
 ]
 
-#: Stream suffixes the model produces for every symbol ("btcusdt@" + channel).
+#: The channels the model produces for every symbol (the encoder names their streams:
+#: ``btcusdt@trade``).
 CHANNELS = ("trade", "aggTrade", "depth@100ms", "depth", "bookTicker", "ticker", "kline_1m")
 
-#: 2024-01-01T00:00:00Z: a fixed default so the streams' bytes (E, t, ...) are reproducible.
+#: 2024-01-01T00:00:00Z: the fixed epoch a :class:`Market` built without one starts at.  The
+#: pure model reads no clock, so its default must be a constant (tests and benches get the same
+#: bytes every run); the simulator's server passes the wall clock (``SimConfig.epoch``).
 DEFAULT_START_MS = 1_704_067_200_000
 
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SHIBUSDT")
@@ -100,83 +105,10 @@ _DAY_MS = 86_400_000
 _MINUTE_MS = 60_000
 
 
-@attrs.frozen
-class SymbolSpec:
-    """One instrument: its grid and typical sizes, all in units of 1e-8.
-
-    ``lot`` is the mean order size in lot steps.  ``tick * step`` must be a
-    multiple of ``ONE * ONE // ONE`` (i.e. of 1e8 units²) so every trade's
-    quote quantity is exact at 8 decimals.
-    """
-
-    name: str
-    tick: int
-    step: int
-    price: int
-    lot: int = 10
-
-    def __attrs_post_init__(self) -> None:
-        if not self.name.isalnum() or self.name != self.name.upper():
-            raise ValueError(f"symbol name must be upper-case alphanumeric, got {self.name!r}")
-        if self.tick <= 0 or self.step <= 0 or self.lot <= 0:
-            raise ValueError(f"{self.name}: tick, step and lot must be positive")
-        if self.price % self.tick or self.price < 100 * self.tick:
-            raise ValueError(f"{self.name}: price must be on the tick grid and >= 100 ticks")
-        if (self.tick * self.step) % ONE:
-            raise ValueError(
-                f"{self.name}: tick*step must be a multiple of 1e-8 so quote volumes are exact"
-            )
-
-
-def _spec(name: str, tick: str, step: str, price: str, lot: int) -> SymbolSpec:
-    return SymbolSpec(name, parse(tick), parse(step), parse(price), lot)
-
-
-#: Grids as on Binance spot; SHIBUSDT exercises 8-decimal prices.
-KNOWN_SPECS: dict[str, SymbolSpec] = {
-    s.name: s
-    for s in (
-        _spec("BTCUSDT", "0.01", "0.00001", "65000.00", 2_000),
-        _spec("ETHUSDT", "0.01", "0.0001", "3200.00", 1_000),
-        _spec("BNBUSDT", "0.01", "0.001", "580.00", 500),
-        _spec("SOLUSDT", "0.01", "0.001", "150.00", 2_000),
-        _spec("SHIBUSDT", "0.00000001", "1", "0.00001234", 2_000_000),
-    )
-}
-
-
 def activity_for_rate(rate: float, n_symbols: int) -> float:
     """Order-flow events/s per symbol so that all streams of ``n_symbols`` carry ~``rate`` frames/s."""
     per_symbol = rate / max(1, n_symbols) - FIXED_FRAMES_PER_S
     return max(0.5, per_symbol / FRAMES_PER_EVENT)
-
-
-def spec_for(name: str, seed: int = 0) -> SymbolSpec:
-    """The spec of ``name`` (any case): a known one, or a generic USDT-like grid.
-
-    Unknown names get tick 0.01, step 0.001 and a price between 10 and 1000
-    drawn from ``(seed, name)`` — deterministic, so ``--symbols xyzusdt`` works.
-    """
-    name = name.upper()
-    known = KNOWN_SPECS.get(name)
-    if known is not None:
-        return known
-    r = random.Random(f"spec:{seed}:{name}")
-    return SymbolSpec(
-        name, parse("0.01"), parse("0.001"), r.randrange(1_000, 100_000) * parse("0.01"), 1_000
-    )
-
-
-# --------------------------------------------------------------------------- rendering
-
-
-def _r8(units: int) -> str:
-    """units → Binance's 8-decimal string ("0.35130000"); non-negative fast path of num.render."""
-    return f"{units // ONE}.{units % ONE:08d}" if units >= 0 else render(units, 8)
-
-
-def _levels_json(side: Iterable[tuple[int, int]]) -> str:
-    return ",".join(f'["{p}","{q}"]' for p, q in side)
 
 
 # --------------------------------------------------------------------------- one symbol
@@ -214,10 +146,21 @@ class _Candle:
 class _Symbol:
     """State and order flow of one symbol.  Book keys are ticks, values lot steps."""
 
-    def __init__(self, spec: SymbolSpec, seed: int, activity: float, start_ms: int) -> None:
+    def __init__(
+        self, spec: SymbolSpec, seed: int, activity: float, start_ms: int, enc: FrameEncoder
+    ) -> None:
         self.spec = spec
         self.name = spec.name
-        self.low = spec.name.lower()
+        self.enc = enc
+        (
+            self.s_trade,
+            self.s_agg,
+            self.s_diff,
+            self.s_depth,
+            self.s_book,
+            self.s_ticker,
+            self.s_kline,
+        ) = (enc.stream(spec.name, c) for c in CHANNELS)
         self.rng = random.Random(f"{seed}:{spec.name}")
         rng = self.rng
         self.mean_gap_ms = 1000.0 / activity
@@ -236,27 +179,23 @@ class _Symbol:
         self.pend1000: tuple[dict[int, int], dict[int, int]] = ({}, {})
         self.first100 = 0
         self.first1000 = 0
-        self.last_flushed100 = self.update_id
         self.gap_pending = 0
         self.candle = _Candle(start_ms - start_ms % _MINUTE_MS, spec.price)
         self.day: deque[_Candle] = deque()  # closed minutes inside the last 24 h
         self.day_prev_close = spec.price
         self.last_qty = 0
-        self._pcache: dict[int, str] = {}
         self._seed_book()
 
     # ------------------------------------------------------------------ helpers
 
-    def px(self, tick: int) -> str:
-        s = self._pcache.get(tick)
-        if s is None:
-            if len(self._pcache) > 4096:
-                self._pcache.clear()
-            s = self._pcache[tick] = _r8(tick * self.spec.tick)
-        return s
+    def _top(self) -> tuple[int, int, int, int]:
+        """``(bid, bid qty, ask, ask qty)`` in units (0 for an empty side)."""
+        bb, ba, tu, su = self.best_bid, self.best_ask, self.spec.tick, self.spec.step
+        return bb * tu, self.bids.get(bb, 0) * su, ba * tu, self.asks.get(ba, 0) * su
 
-    def qx(self, steps: int) -> str:
-        return _r8(steps * self.spec.step)
+    def _side(self, levels: dict[int, int], ticks: list[int]) -> list[tuple[int, int]]:
+        tu, su = self.spec.tick, self.spec.step
+        return [(t * tu, levels[t] * su) for t in ticks]
 
     def _seed_book(self) -> None:
         """An initial book: 40 levels a side around the initial price (not a diff: state at start)."""
@@ -345,15 +284,8 @@ class _Symbol:
         if not self.first1000:
             self.first1000 = uid
         bb, ba = self.best_bid, self.best_ask
-        bq, aq = self.bids.get(bb, 0), self.asks.get(ba, 0)
-        if top != (bb, bq or None, ba, aq or None):
-            out.append(
-                (
-                    f"{self.low}@bookTicker",
-                    f'{{"u":{uid},"s":"{self.name}","b":"{self.px(bb)}","B":"{self.qx(bq)}",'
-                    f'"a":"{self.px(ba)}","A":"{self.qx(aq)}"}}'.encode(),
-                )
-            )
+        if top != (bb, self.bids.get(bb), ba, self.asks.get(ba)):
+            out.append((self.s_book, self.enc.book_ticker(self.name, uid, *self._top())))
 
     def _limit(self, rng: random.Random) -> bool:
         bid = rng.random() < 0.5
@@ -406,8 +338,8 @@ class _Symbol:
         book = self.asks if buy else self.bids
         if not book:
             return False
-        m = "false" if buy else "true"  # m: buyer is maker ⇒ true when the aggressor sells
-        name, low, tick_u, step_u = self.name, self.low, self.spec.tick, self.spec.step
+        maker = not buy  # Binance's m, "buyer is the maker": true when the aggressor sells
+        name, enc, tick_u, step_u = self.name, self.enc, self.spec.tick, self.spec.step
         levels = 0
         while want > 0 and book and levels < 5:
             tick = self.best_ask if buy else self.best_bid
@@ -418,7 +350,7 @@ class _Symbol:
             self._set(not buy, tick, have - fill)
             if fill == have:
                 self._rescan_best(not buy)
-            p = self.px(tick)
+            p = tick * tick_u
             makers = 1 + int(rng.random() * 3)
             if makers > fill:
                 makers = fill
@@ -429,26 +361,15 @@ class _Symbol:
                 left -= q
                 self.trade_id += 1
                 tid = self.trade_id
-                self.candle.add(
-                    tid, tick * tick_u, q * step_u, tick * tick_u * q * step_u // ONE, buy
-                )
-                out.append(
-                    (
-                        f"{low}@trade",
-                        f'{{"e":"trade","E":{et},"s":"{name}","t":{tid},"p":"{p}","q":"{self.qx(q)}",'
-                        f'"T":{et},"m":{m},"M":true}}'.encode(),
-                    )
-                )
-                self.last_qty = q * step_u
+                qty = q * step_u
+                self.candle.add(tid, p, qty, p * qty // ONE, buy)
+                out.append((self.s_trade, enc.trade(name, et, tid, p, qty, maker)))
+                self.last_qty = qty
             self.agg_id += 1
-            out.append(
-                (
-                    f"{low}@aggTrade",
-                    f'{{"e":"aggTrade","E":{et},"s":"{name}","a":{self.agg_id},"p":"{p}",'
-                    f'"q":"{self.qx(fill)}","f":{first},"l":{self.trade_id},"T":{et},'
-                    f'"m":{m},"M":true}}'.encode(),
-                )
+            frame = enc.agg_trade(
+                name, et, self.agg_id, p, fill * step_u, first, self.trade_id, maker
             )
+            out.append((self.s_agg, frame))
         return levels > 0
 
     # ------------------------------------------------------------------ boundaries
@@ -459,21 +380,18 @@ class _Symbol:
         bids, asks = pend
         if not first:
             return
-        su = self.spec.step
-        b_json = _levels_json((self.px(t), _r8(bids[t] * su)) for t in sorted(bids, reverse=True))
-        a_json = _levels_json((self.px(t), _r8(asks[t] * su)) for t in sorted(asks))
-        stream = f"{self.low}@depth@100ms" if fast else f"{self.low}@depth"
-        out.append(
-            (
-                stream,
-                f'{{"e":"depthUpdate","E":{b},"s":"{self.name}","U":{first},"u":{self.update_id},'
-                f'"b":[{b_json}],"a":[{a_json}]}}'.encode(),
-            )
+        frame = self.enc.depth_update(
+            self.name,
+            b,
+            first,
+            self.update_id,
+            self._side(bids, sorted(bids, reverse=True)),
+            self._side(asks, sorted(asks)),
         )
+        out.append((self.s_diff if fast else self.s_depth, frame))
         if fast:
             self.pend100 = ({}, {})
             self.first100 = 0
-            self.last_flushed100 = self.update_id
         else:
             self.pend1000 = ({}, {})
             self.first1000 = 0
@@ -482,61 +400,34 @@ class _Symbol:
         """The 2 s kline push, or the closing push (x true) at a minute boundary."""
         c = self.candle
         closed = b % _MINUTE_MS == 0 and b > c.t
-        out.append((f"{self.low}@kline_1m", self._kline_json(b, c, closed)))
+        out.append((self.s_kline, self.enc.kline(self.name, b, c, closed)))
         if closed:
             self.day.append(c)
             while self.day and self.day[0].t <= b - _DAY_MS:
                 self.day_prev_close = self.day.popleft().c
             self.candle = _Candle(b, c.c)
 
-    def _kline_json(self, e: int, c: _Candle, closed: bool) -> bytes:
-        return (
-            f'{{"e":"kline","E":{e},"s":"{self.name}","k":{{"t":{c.t},"T":{c.t + _MINUTE_MS - 1},'
-            f'"s":"{self.name}","i":"1m","f":{c.f},"L":{c.L},"o":"{_r8(c.o)}","c":"{_r8(c.c)}",'
-            f'"h":"{_r8(c.h)}","l":"{_r8(c.l)}","v":"{_r8(c.v)}","n":{c.n},'
-            f'"x":{"true" if closed else "false"},"q":"{_r8(c.q)}","V":"{_r8(c.bv)}",'
-            f'"Q":"{_r8(c.bq)}","B":"0"}}}}'
-        ).encode()
-
     def ticker(self, e: int, out: list[tuple[str, bytes]]) -> None:
         """The 24h rolling ticker at minute granularity (see the module docstring)."""
-        buckets = [*self.day, self.candle]
-        traded = [c for c in buckets if c.n]
+        traded = [c for c in (*self.day, self.candle) if c.n]
+        day = _Candle(0, self.candle.c)  # no trade in 24 h: o = h = l = c = the last close
         if traded:
-            o, c_last = traded[0].o, traded[-1].c
-            h = max(c.h for c in traded)
-            lo = min(c.l for c in traded)
-            f, last = traded[0].f, traded[-1].L
-        else:
-            o = c_last = h = lo = self.candle.c
-            f = last = -1
-        v = sum(c.v for c in traded)
-        q = sum(c.q for c in traded)
-        n = sum(c.n for c in traded)
-        p = c_last - o
-        pct = (abs(p) * 100_000) // o
-        pct_s = f"{'-' if p < 0 and pct else ''}{pct // 1000}.{pct % 1000:03d}"
-        w = q * ONE // v if v else 0
-        bb, ba = self.best_bid, self.best_ask
-        out.append(
-            (
-                f"{self.low}@ticker",
-                f'{{"e":"24hrTicker","E":{e},"s":"{self.name}","p":"{_r8(p)}","P":"{pct_s}",'
-                f'"w":"{_r8(w)}","x":"{_r8(self.day_prev_close)}","c":"{_r8(c_last)}",'
-                f'"Q":"{_r8(self.last_qty)}","b":"{self.px(bb)}","B":"{self.qx(self.bids.get(bb, 0))}",'
-                f'"a":"{self.px(ba)}","A":"{self.qx(self.asks.get(ba, 0))}","o":"{_r8(o)}",'
-                f'"h":"{_r8(h)}","l":"{_r8(lo)}","v":"{_r8(v)}","q":"{_r8(q)}","O":{e - _DAY_MS},'
-                f'"C":{e},"F":{f},"L":{last},"n":{n}}}'.encode(),
-            )
-        )
+            day.o, day.c = traded[0].o, traded[-1].c
+            day.h = max(c.h for c in traded)
+            day.l = min(c.l for c in traded)
+            day.f, day.L = traded[0].f, traded[-1].L
+            day.v = sum(c.v for c in traded)
+            day.q = sum(c.q for c in traded)
+            day.n = sum(c.n for c in traded)
+        frame = self.enc.ticker(self.name, e, day, self.day_prev_close, self.last_qty, self._top())
+        out.append((self.s_ticker, frame))
 
     def snapshot(self, limit: int) -> bytes:
-        su = self.spec.step
         bids = sorted(self.bids, reverse=True)[:limit]
         asks = sorted(self.asks)[:limit]
-        b_json = _levels_json((self.px(t), _r8(self.bids[t] * su)) for t in bids)
-        a_json = _levels_json((self.px(t), _r8(self.asks[t] * su)) for t in asks)
-        return f'{{"lastUpdateId":{self.update_id},"bids":[{b_json}],"asks":[{a_json}]}}'.encode()
+        return self.enc.snapshot(
+            self.update_id, self._side(self.bids, bids), self._side(self.asks, asks)
+        )
 
 
 # --------------------------------------------------------------------------- the market
@@ -552,7 +443,9 @@ class Market:
             cancels, market orders).  Each event yields about
             :data:`FRAMES_PER_EVENT` frames over all channels of its symbol, plus
             :data:`FIXED_FRAMES_PER_S` boundary frames per second (depth, ticker, kline).
-        start_ms: the simulated epoch time (ms) the market starts at.
+        start_ms: the simulated epoch time (ms) the market starts at (a constant by default:
+            the model reads no clock; :class:`engine.sim.server.SimServer` passes the wall clock
+            unless ``SimConfig.epoch`` fixes it).
     """
 
     def __init__(
@@ -561,6 +454,7 @@ class Market:
         symbols: Sequence[str | SymbolSpec] = DEFAULT_SYMBOLS,
         activity: float = 20.0,
         start_ms: int = DEFAULT_START_MS,
+        encoder: FrameEncoder | None = None,
     ) -> None:
         if activity <= 0:
             raise ValueError("activity must be > 0 events per second")
@@ -574,7 +468,8 @@ class Market:
         self.activity = activity
         self.start_ms = start_ms
         self.now_ms = start_ms
-        self._syms = [_Symbol(s, seed, activity, start_ms) for s in specs]
+        self.encoder: FrameEncoder = encoder if encoder is not None else BinanceSpotFrames()
+        self._syms = [_Symbol(s, seed, activity, start_ms, self.encoder) for s in specs]
         self._by_name = {s.name: s for s in self._syms}
         self._next_boundary = start_ms - start_ms % 100 + 100
         self._heap = [(s.next_t, i) for i, s in enumerate(self._syms)]
@@ -586,7 +481,7 @@ class Market:
 
     def streams(self) -> list[str]:
         """Every stream name the market produces."""
-        return [f"{s.low}@{c}" for s in self._syms for c in CHANNELS]
+        return [self.encoder.stream(s.name, c) for s in self._syms for c in CHANNELS]
 
     def spec(self, symbol: str) -> SymbolSpec:
         return self._sym(symbol).spec
@@ -651,10 +546,6 @@ class Market:
             {t * tu: q * su for t, q in s.bids.items()},
             {t * tu: q * su for t, q in s.asks.items()},
         )
-
-    def last_flushed_id(self, symbol: str) -> int:
-        """``u`` of the last ``@depth@100ms`` batch emitted (the id a synced client has reached)."""
-        return self._sym(symbol).last_flushed100
 
     def inject_gap(self, symbol: str, ids: int = 5) -> None:
         """Skip ``ids`` update ids: the next diff batch starts at previous ``u`` + 1 + ``ids``.

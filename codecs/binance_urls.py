@@ -1,0 +1,140 @@
+"""Binance outbound side: stream names, subscribe messages, WebSocket and REST URLs.
+
+Owns what the runtime sends to Binance and where: channel → stream names,
+combined-stream URLs, SUBSCRIBE/UNSUBSCRIBE messages, REST depth snapshot URLs,
+and the USD-M futures split of streams over the ``/public`` and ``/market``
+URL paths.  The codecs of :mod:`engine.codecs.binance` inherit these as
+:class:`SpotOutbound` / :class:`FuturesOutbound`.  Must not: do I/O or decode
+anything (inbound is :mod:`engine.codecs.binance_wire` and the codec).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+import orjson
+
+__all__ = ["CHANNELS", "FUTURES_PATHS", "SpotOutbound", "FuturesOutbound"]
+
+#: channel name (as given to :meth:`streams`) → stream suffix.
+CHANNELS: dict[str, str] = {
+    "trade": "trade",
+    "aggTrade": "aggTrade",
+    "depth": "depth@100ms",
+    "depth5": "depth5@100ms",
+    "depth10": "depth10@100ms",
+    "depth20": "depth20@100ms",
+    "bookTicker": "bookTicker",
+    "ticker": "ticker",
+    "kline_1m": "kline_1m",
+}
+
+#: USD-M futures, since 2026-04-23: which URL path serves which stream kind.
+FUTURES_PATHS: dict[str, str] = {
+    "depth": "/public",
+    "bookTicker": "/public",
+    "trade": "/public",
+    "aggTrade": "/market",
+    "kline": "/market",
+    "ticker": "/market",
+    "markPrice": "/market",
+    "forceOrder": "/market",
+}
+
+
+class SpotOutbound:
+    """Stream names, URLs and control messages of Binance spot (and the simulator)."""
+
+    depth_path = "/api/v3/depth"
+
+    def streams(self, symbols: Sequence[str], channels: Sequence[str]) -> list[str]:
+        """Stream names for symbols × channels, e.g. ``btcusdt@depth@100ms``.
+
+        Raises:
+            ValueError: an unknown channel (the message lists the valid ones).
+        """
+        out: list[str] = []
+        for ch in channels:
+            suffix = CHANNELS.get(ch)
+            if suffix is None and ch.startswith("kline_") and len(ch) > 6:
+                suffix = ch
+            if suffix is None:
+                raise ValueError(
+                    f"unknown Binance channel {ch!r}; valid: {', '.join(CHANNELS)} or kline_<interval>"
+                )
+            out.extend(f"{s.lower()}@{suffix}" for s in symbols)
+        return out
+
+    def ws_url(self, base_url: str, streams: Sequence[str]) -> str:
+        """Combined-stream URL ``<base>/stream?streams=a/b/c``."""
+        if not streams:
+            raise ValueError("ws_url needs at least one stream")
+        return f"{base_url.rstrip('/')}/stream?streams={'/'.join(streams)}"
+
+    def _control_msg(self, method: str, streams: Sequence[str], request_id: int) -> bytes:
+        return orjson.dumps({"method": method, "params": list(streams), "id": request_id})
+
+    def subscribe(self, streams: Sequence[str], request_id: int) -> bytes:
+        return self._control_msg("SUBSCRIBE", streams, request_id)
+
+    def unsubscribe(self, streams: Sequence[str], request_id: int) -> bytes:
+        return self._control_msg("UNSUBSCRIBE", streams, request_id)
+
+    def snapshot_url(self, rest_base: str, symbol: str, limit: int) -> str:
+        """REST depth snapshot URL (spot ``/api/v3/depth``, futures ``/fapi/v1/depth``)."""
+        return f"{rest_base.rstrip('/')}{self.depth_path}?symbol={symbol.upper()}&limit={limit}"
+
+
+class FuturesOutbound(SpotOutbound):
+    """USD-M futures: ``/fapi/v1/depth`` and one connection per ``/public`` or ``/market`` path."""
+
+    depth_path = "/fapi/v1/depth"
+
+    @staticmethod
+    def stream_path(stream: str) -> str:
+        """The URL path (``/public`` or ``/market``) that serves ``stream`` since 2026-04-23.
+
+        Raises:
+            ValueError: a stream kind we do not know the path of.
+        """
+        ch = stream.partition("@")[2].split("@", 1)[0]
+        key = (
+            "depth"
+            if ch.startswith("depth")
+            else "kline"
+            if ch.startswith("kline_")
+            else "markPrice"
+            if ch.startswith("markPrice")
+            else ch
+        )
+        path = FUTURES_PATHS.get(key)
+        if path is None:
+            raise ValueError(f"no known futures URL path for stream {stream!r}")
+        return path
+
+    def streams_by_path(self, streams: Sequence[str]) -> dict[str, list[str]]:
+        """Group streams by URL path: open one connection per key (order kept)."""
+        out: dict[str, list[str]] = {}
+        for s in streams:
+            out.setdefault(self.stream_path(s), []).append(s)
+        return out
+
+    def ws_url(self, base_url: str, streams: Sequence[str]) -> str:
+        """Combined-stream URL; appends ``/public`` or ``/market`` unless ``base_url`` has a path.
+
+        Raises:
+            ValueError: the streams need different paths (use :meth:`streams_by_path`).
+        """
+        if not streams:
+            raise ValueError("ws_url needs at least one stream")
+        base = base_url.rstrip("/")
+        if urlsplit(base).path in ("", "/"):
+            paths = self.streams_by_path(streams)
+            if len(paths) > 1:
+                raise ValueError(
+                    f"streams need different URL paths {sorted(paths)}: "
+                    "open one connection per path (BinanceFutures.streams_by_path)"
+                )
+            base += next(iter(paths))
+        return f"{base}/stream?streams={'/'.join(streams)}"

@@ -1,0 +1,303 @@
+"""engine.book_sync's table, case by case, and the reducer's inlined steady case against it.
+
+Every (phase, input) pair of TABLE is driven through the driver functions
+with a real Sync (for the spot and futures rules, and a rule with a checksum
+and resetting in-stream snapshots, so BAD_CHECKSUM and RESET happen): the
+phase and action that come out are the table's, and the Sync's invariants
+hold.  Then the reducer: for every phase a Sync can be in between events,
+every diff input that phase takes, with and without a verification or a
+bookTicker in flight, a verification falling due, a crossing diff, and every
+rule, ``BookReducer`` (with its inlined steady case) and
+``BookReducer(inline=False)`` (every diff through the driver) produce the
+same outputs and the same state, and the main book moves as TABLE says.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import pytest
+
+from engine import book_sync
+from engine.book import Book
+from engine.book_reducer import BookReducer, BookSynced, GapDetected
+from engine.book_sync import (
+    ADOPT,
+    APPLY,
+    ASK,
+    BAD_CHECKSUM,
+    DIFF,
+    GAP,
+    HAS_BOOK,
+    PRIMED,
+    REPLAYED,
+    RESET,
+    SNAPSHOT,
+    STALE,
+    STEADY_PHASES,
+    SYNCED,
+    TABLE,
+    BinanceSpotRule,
+    Sync,
+    classify,
+)
+from engine.codecs.base import SyncRule
+from engine.events import BookSnapshot, BookTicker, DepthDiff
+from engine.outputs import SnapshotRequest
+
+S = "BTCUSDT"
+SEC = 1_000_000_000
+BAD = 666  # a bid at this price fails the test rule's checksum
+
+
+class ChecksumRule(BinanceSpotRule):
+    """Spot chaining plus what other venues have: a checksum and resetting in-stream snapshots."""
+
+    name = "test-checksum"
+    has_checksum = True
+    stream_snapshot_resets = True
+
+    def checksum_ok(self, book: Book, diff: DepthDiff) -> bool:
+        return BAD not in book.bids
+
+
+@pytest.fixture(autouse=True)
+def checksum_rule(monkeypatch):
+    monkeypatch.setitem(book_sync.RULES, ChecksumRule.name, ChecksumRule())
+
+
+RULE_NAMES = [SyncRule.BINANCE_SPOT, SyncRule.BINANCE_FUTURES, ChecksumRule.name]
+
+
+def diff(U, u, pu=None, bids=(), asks=(), seq=0, ns=0):
+    return DepthDiff(seq, ns, S, U, u, pu, None, None, list(bids), list(asks))
+
+
+def candidates(book_id: int) -> list[DepthDiff]:
+    """Diffs around ``book_id`` that between them are STALE, APPLY and GAP for every rule."""
+    b = book_id
+    out = []
+    for U, u in ((b - 5, b - 1), (b - 1, b), (b, b + 2), (b + 1, b + 2), (b + 5, b + 7)):
+        for pu in (b - 6, b, b + 4, None):
+            out.append(diff(U, u, pu, bids=[(10, U % 7 + 1)]))
+    return out
+
+
+def diff_for(rule, sync: Sync, inp: str) -> DepthDiff | None:
+    """A diff that is ``inp`` for ``sync`` under ``rule`` (None: the rule cannot produce it)."""
+    if inp == DIFF:
+        return diff(1, 2, bids=[(10, 1)])
+    if inp == BAD_CHECKSUM:
+        if not rule.has_checksum:
+            return None
+        good = diff_for(rule, sync, APPLY)
+        return diff(good.first_id, good.last_id, good.prev_id, bids=[(BAD, 1)])
+    for d in candidates(sync.book.last_id):
+        if classify(rule, sync, d) == inp:
+            return d
+    return None
+
+
+def sync_in(phase: str) -> Sync:
+    """A Sync in ``phase`` as the invariants want it: a book in HAS_BOOK, else a buffer."""
+    s = Sync()
+    s.phase = phase  # the test builds every phase directly, the engine only through TABLE
+    if phase in HAS_BOOK:
+        s.book = Book.from_levels(100, [(10, 1), (9, 2)], [(11, 1)])
+    elif phase != "idle":
+        s.buffer = [diff(95, 96, 94), diff(97, 98, 96)]
+    return s
+
+
+def run(rule, s: Sync, inp: str) -> str | None:
+    """Drive ``inp`` into ``s`` through the matching driver function (None: not producible)."""
+    if inp in (DIFF, STALE, APPLY, GAP, BAD_CHECKSUM):
+        d = diff_for(rule, s, inp)
+        if d is None:
+            return None
+        assert book_sync.classify(rule, s, d) in (inp, APPLY)
+        return book_sync.feed_diff(rule, s, d, limit=10)[0]
+    if inp in (SNAPSHOT, RESET):
+        origin = "stream" if inp == RESET else "rest"
+        if inp == RESET and not rule.stream_snapshot_resets:
+            return None
+        snap = BookSnapshot(0, 0, S, 97, [(10, 3)], [(11, 3)], None, origin)
+        return book_sync.feed_snapshot(rule, s, snap)[0]
+    if inp == REPLAYED:
+        return book_sync.feed_replayed(s)
+    if inp == ASK:
+        return book_sync.ask(s)
+    if inp == ADOPT:
+        verified = sync_in(SYNCED)
+        verified.book.apply([(10, 5)], [], verified.book.last_id)
+        action = book_sync.adopt(s, verified)
+        assert s.book is verified.book
+        return action
+    raise AssertionError(f"no driver for input {inp!r}")
+
+
+CASES = [(phase, inp) for phase, row in TABLE.items() for inp in row]
+
+
+@pytest.mark.parametrize(("phase", "inp"), CASES)
+def test_every_table_case_is_what_the_driver_does(phase, inp):
+    want_phase, want_action = TABLE[phase][inp]
+    done = 0
+    for name in RULE_NAMES:
+        rule = book_sync.rule_for(name)
+        s = sync_in(phase)
+        action = run(rule, s, inp)
+        if action is None:
+            continue
+        done += 1
+        assert (s.phase, action) == (want_phase, want_action), name
+        assert (s.book is not None) == (s.phase in HAS_BOOK)
+        if s.book is not None:
+            assert s.buffer == []
+    assert done, f"no rule produces ({phase}, {inp})"
+
+
+def test_a_missing_case_is_a_bug_not_a_silent_default():
+    s = sync_in(SYNCED)
+    with pytest.raises(KeyError):
+        book_sync.ask(s)
+
+
+# ----------------------------------------------------------------- the reducer
+
+
+class Feed:
+    """One reducer and its state, with events stamped 1 ms apart."""
+
+    def __init__(self, reducer: BookReducer) -> None:
+        self.r = reducer
+        self.state = reducer.initial()
+        self.seq = 0
+        self.ns = 10 * SEC
+
+    def step(self, ev):
+        self.state, outs = self.r.step(self.state, ev)
+        return list(outs)
+
+    def stamp(self, advance_ns=1_000_000):
+        self.seq += 1
+        self.ns += advance_ns
+        return self.seq, self.ns
+
+    def diff(self, U, u, pu=None, bids=(), asks=(), advance_ns=1_000_000):
+        seq, ns = self.stamp(advance_ns)
+        return self.step(diff(U, u, pu, bids, asks, seq, ns))
+
+    def snap(self, last_id, bids=((10, 1), (9, 2)), asks=((20, 1),)):
+        seq, ns = self.stamp()
+        return self.step(BookSnapshot(seq, ns, S, last_id, list(bids), list(asks), None, "rest"))
+
+    def ticker(self, u):
+        seq, ns = self.stamp()
+        return self.step(BookTicker(seq, ns, S, u, 10, 1, 20, 1))
+
+    @property
+    def main(self) -> Sync:
+        return self.state.symbols[S].main
+
+
+def reach(f: Feed, phase: str, shadow: bool, pending: bool) -> bool:
+    """Drive ``f`` into ``phase`` with real events; False if that combination cannot exist."""
+    if phase == "idle":
+        return not (shadow or pending)  # a symbol never seen
+    if phase in ("buffering", "resyncing"):
+        if shadow:
+            return False  # a verification ends when the main book is lost
+        if phase == "resyncing":
+            f.snap(100)
+            f.diff(100, 101, 99)
+            f.diff(110, 111, 109)  # gap
+        else:
+            f.diff(101, 102, 100)
+    else:
+        f.snap(100)
+        if phase == SYNCED:
+            f.diff(100, 101, 99)
+    if shadow:  # a verification falls due (interval 60 s of event time) with a stale diff
+        f.diff(90, 91, 89, advance_ns=61 * SEC)
+        assert f.state.symbols[S].shadow is not None
+    if pending:
+        f.ticker(f.main.book.last_id + 50 if f.main.book else 500)
+    assert f.r.sync_state(f.state, S) == phase
+    return True
+
+
+@pytest.mark.parametrize("rule_name", RULE_NAMES)
+@pytest.mark.parametrize("phase", STEADY_PHASES)
+def test_inlined_steady_case_equals_the_table_for_every_case(rule_name, phase):
+    rule = book_sync.rule_for(rule_name)
+    tried = 0
+    for shadow, pending, due, crossing in itertools.product((False, True), repeat=4):
+        kw = dict(verify_interval_s=60.0)
+        fast, slow = (
+            Feed(BookReducer(rule_name, **kw)),
+            Feed(BookReducer(rule_name, inline=False, **kw)),
+        )
+        if not (reach(fast, phase, shadow, pending) and reach(slow, phase, shadow, pending)):
+            continue
+        assert fast.state == slow.state
+        main = copy.deepcopy(fast.main) if fast.state.symbols else Sync()
+        for inp in TABLE[phase]:
+            if inp not in (DIFF, STALE, APPLY, GAP, BAD_CHECKSUM):
+                continue  # not a diff: the inlined case never sees it
+            d = diff_for(rule, main, inp)
+            if d is None:
+                continue
+            bids = list(d.bids) + ([(20, 1)] if crossing else [])  # bid at the best ask: crossed
+            a, b = copy.deepcopy(fast), copy.deepcopy(slow)
+            advance = 61 * SEC if due else 1_000_000
+            got = a.diff(d.first_id, d.last_id, d.prev_id, bids, d.asks, advance_ns=advance)
+            want = b.diff(d.first_id, d.last_id, d.prev_id, bids, d.asks, advance_ns=advance)
+            assert got == want, (phase, inp, shadow, pending, due, crossing)
+            assert a.state == b.state, (phase, inp, shadow, pending, due, crossing)
+            assert a.main.phase == TABLE[phase][inp][0]
+            tried += 1
+    assert tried
+
+
+def test_a_primed_book_is_published_but_reported_primed_until_a_diff_chains():
+    f = Feed(BookReducer(SyncRule.BINANCE_SPOT))
+    assert f.r.sync_state(f.state, S) == "idle"
+    assert [type(o) for o in f.diff(101, 102)] == [SnapshotRequest]
+    assert f.r.sync_state(f.state, S) == "buffering" and f.r.book(f.state, S) is None
+    out = f.snap(105)  # newer than the buffered diff: nothing chains yet
+    assert [type(o) for o in out] == [BookSynced]
+    assert f.r.sync_state(f.state, S) == PRIMED
+    assert f.r.book(f.state, S).last_id == 105  # published: the exchange's book at its id
+    assert f.diff(105, 105) == []  # stale: still primed
+    assert f.r.sync_state(f.state, S) == PRIMED
+    assert f.diff(106, 107) == []
+    assert f.r.sync_state(f.state, S) == SYNCED
+    out = f.diff(110, 111)  # gap
+    assert [type(o) for o in out] == [GapDetected, SnapshotRequest]
+    assert f.r.sync_state(f.state, S) == "resyncing" and f.r.book(f.state, S) is None
+
+
+def test_checksum_failure_is_a_gap_with_its_reason_and_the_next_sync_a_resync():
+    f = Feed(BookReducer(ChecksumRule.name))
+    f.snap(100)
+    f.diff(101, 101)
+    out = f.diff(102, 102, bids=[(BAD, 1)])
+    assert [type(o) for o in out] == [GapDetected, SnapshotRequest]
+    assert out[0].reason == "checksum mismatch" and f.r.book(f.state, S) is None
+    assert f.r.sync_state(f.state, S) == "resyncing"
+    assert f.diff(103, 103) == []  # buffered (the rejected diff is not: it is in the bad book)
+    out = f.snap(102, bids=[(10, 1)])
+    assert [type(o) for o in out] == [BookSynced] and out[0].resync and out[0].replayed == 1
+    assert f.r.sync_state(f.state, S) == SYNCED
+
+
+def test_a_resetting_stream_snapshot_reloads_a_synced_book_instead_of_verifying_it():
+    f = Feed(BookReducer(ChecksumRule.name))
+    f.snap(100)
+    f.diff(101, 101)
+    seq, ns = f.stamp()
+    out = f.step(BookSnapshot(seq, ns, S, 300, [(10, 9)], [(20, 9)], None, "stream"))
+    assert [type(o) for o in out] == [BookSynced] and not out[0].resync
+    assert f.r.book(f.state, S).bids == {10: 9} and f.r.sync_state(f.state, S) == PRIMED
