@@ -147,6 +147,11 @@ def test_engine_run_on_a_full_filesystem_exits_3_with_its_summary(tmp_path: Path
         # never taken for a network error (a loaded machine may stall a ping: not this)
         assert not {"error", "connect_failed", "invalid_data"} & set(summary["errors"])
         assert f"engine journal recover {jdir}" in err
+        # what was written is sound as it stands (a crashed journal verifies) ...
+        verify = engine("journal", "verify", str(jdir))
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        # ... and once there is room again (sealing rewrites the segment), it recovers
+        subprocess.run(["mount", "-o", "remount,size=8m", str(mnt)], check=True)
         assert_recovers(jdir)
 
 

@@ -379,7 +379,8 @@ def run(
     if stopped_by == "journal_write_failed":
         click.echo(
             f"journal write failed: {summary['stop_detail']}\n"
-            f"the open segment is left as it was on disk; seal it with: engine journal recover {jdir}",
+            "the open segment is left as it was on disk; free some space (sealing rewrites the "
+            f"segment), then seal it with: engine journal recover {jdir}",
             err=True,
         )
     else:
