@@ -57,7 +57,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
-from attrs import frozen as output  # outputs are frozen, slotted attrs values like events
 
 from engine import book_outputs, serde
 from engine.book import Book

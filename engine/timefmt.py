@@ -23,13 +23,16 @@ Formatting (:func:`format_ns`, :func:`format_ms`) writes ISO-8601 UTC with a
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
 
 __all__ = [
     "NS_PER_S",
     "ACCEPTED",
     "parse_time",
+    "float_seconds_ns",
     "parse_iso",
     "parse_epoch_s",
     "format_ns",
@@ -99,6 +102,17 @@ def parse_epoch_s(text: str) -> int:
         )
     whole, frac = m.groups()
     return int(whole) * NS_PER_S + _frac_ns(frac)
+
+
+def float_seconds_ns(value: float) -> int:
+    """Epoch seconds as a Python float (the Python API) → ns: its shortest repr, rounded to the ns.
+
+    Raises:
+        ValueError: not finite.
+    """
+    if not math.isfinite(value):
+        raise ValueError(f"not a time: {value!r}")
+    return int((Decimal(repr(value)) * NS_PER_S).to_integral_value(ROUND_HALF_EVEN))
 
 
 def parse_time(text: str) -> int:

@@ -49,14 +49,12 @@ Example::
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
 import weakref
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from decimal import Decimal
 from numbers import Integral
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -64,15 +62,14 @@ from typing import Any, TypeAlias
 import attrs
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from engine.journal.reader import JournalReader, frames_of, read_segment
 from engine.journal.schema import Frame
 from engine.pipeline import Pipeline
 from engine.replay.api_types import BookAt, OutputRecord, Span, StateAt
-from engine.replay.export import TABLES, export_journal
+from engine.replay.export import TABLES, export_journal, read_table
 from engine.replay.replay import Replay, chunks, pipeline_for, state_at
-from engine.timefmt import format_ns, parse_time
+from engine.timefmt import float_seconds_ns, format_ns, parse_time
 
 __all__ = ["open", "Journal", "Span", "OutputRecord", "StateAt", "BookAt", "TABLE_NAMES"]
 
@@ -285,7 +282,7 @@ class Journal:
         """Every table of ``engine export`` (name → pyarrow Table); see :meth:`table`."""
         out = self._export(self._filter(start, end, symbols), top, interval)
         files = json.loads((out / "export.json").read_text())["tables"]
-        return {name: pq.read_table(out / file) for name, file in files.items()}
+        return {name: read_table(out, name) for name in files}
 
     def close(self) -> None:
         """Remove the temporary export directory (the journal itself is never touched)."""
@@ -434,10 +431,10 @@ def _instant(value: Any, name: str) -> int:
     if isinstance(value, Integral):
         return int(value)  # epoch ns
     if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{name}: not a time: {value!r}")
-        # epoch seconds, exactly as written (the shortest repr), rounded to the ns
-        return int((Decimal(repr(value)) * 1_000_000_000).to_integral_value())
+        try:
+            return float_seconds_ns(value)  # epoch seconds
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
     try:
         if isinstance(value, datetime):
             return parse_time(value.isoformat())

@@ -272,7 +272,7 @@ def replay(
         "out": None if out is None else {"file": str(out), "outputs": written},
         "elapsed_s": round(elapsed, 3),
     }
-    summary = summarize(r.pipeline, tallies, wanted, extra)
+    summary = summarize(r.pipeline, tallies, wanted, extra, r.decode_errors)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
@@ -297,7 +297,7 @@ def _serve(directory: Path, where: str, speed: str) -> None:
 
 def _check(directory: Path) -> None:
     from engine.journal.recorder import OUTPUTS_DIR
-    from engine.replay.replay import check_report
+    from engine.replay.check import check_report
 
     try:
         open_journal(directory)
@@ -604,11 +604,12 @@ def export(
     until: int | None,
     as_json: bool,
 ) -> None:
-    """Write normalized Parquet tables: trades, book_diffs, book_top, candles, alerts.
+    """Write normalized Parquet tables as one hive-partitioned dataset (table/symbol/date).
 
-    Prices and quantities are exact decimal128(38, 8) columns, times int64
-    epoch ns (*_ns) or the exchange's ms (*_ms).  Readable by pyarrow, Polars
-    and DuckDB; export.json in OUTDIR describes the run.
+    Tables: trades, book_diffs, book_top, book_events, candles, alerts, errors,
+    book_ticker, ticker, kline.  Prices and quantities are exact decimal128(38, 8)
+    columns, times timestamp[ns, UTC].  Read by pyarrow.dataset, Polars, DuckDB
+    and Spark in one call; export.json in OUTDIR describes the run.
     """
     from engine.replay.export import export_journal
 
@@ -630,7 +631,7 @@ def export(
         click.echo(json.dumps(res.to_json(), indent=2))
         return
     for name, n in res.rows.items():
-        click.echo(f"{n:>10} rows  {out_dir / (name + '.parquet')}")
+        click.echo(f"{n:>10} rows  {out_dir / f'table={name}'}")
     click.echo(
         f"{res.frames} frames replayed; {res.decode_errors} decode errors; dropped duplicates:"
         f" {res.duplicate_trades} trades, {res.duplicate_diffs} depth diffs"

@@ -1,36 +1,39 @@
-"""Export a journal as normalized Parquet tables, streaming: ``engine export DIR --to OUTDIR``.
+"""Export a journal as hive-partitioned Parquet tables, streaming: ``engine export DIR --to OUTDIR``.
 
-Owns the table layouts, exact-decimal columns, and the streaming table
-writer that ``engine replay --out`` uses too.  Must not: hold more than one
-row group per table in memory, change the fold (the pipeline is the one of
-:mod:`engine.replay.replay`; this module only *watches* it), or write a
-table under its final name before it is complete.
+Owns which rows each table gets: one replay of the journal (the pipeline of
+:mod:`engine.replay.replay`, which this module only *watches*: events through
+the pipeline's listener hook, outputs as the fold returns them), the export
+directory's life (built beside its final place, moved there complete) and
+``export.json``.  The columns, the partitioned files and reading them back
+are :mod:`engine.replay.export_tables`'.  Must not: change the fold, write
+into the journal (no checkpoints, no tables), or mix a new export into an
+old one.
 
-Tables (one ``<name>.parquet`` each, plus ``export.json`` describing the run)::
+Tables (``OUT/table=<name>/symbol=<S>/date=<YYYY-MM-DD>/part-<k>.parquet``)::
 
-    trades      one row per trade that the trade-selection rule of engine.trades
-                counts, applied per trade kind (both kinds are exported, each
-                once: duplicate ids and untimed trades are left out and counted):
-                seq, recv_ns, exch_ms, txn_ms, symbol,
-                trade_id, first_id, last_id, agg, side, price, qty
-    book_diffs  one row per level of each depth diff (duplicates from overlapping
-                connections dropped: a diff whose last_id is not above the
-                symbol's highest seen is skipped): seq, recv_ns, exch_ms, symbol,
-                first_id, last_id, prev_id, side, price, qty (0 = level removed)
-    book_top    the top ``top`` levels per side of every *published* book (primed or
-                synced) at every multiple of ``interval`` (UTC-aligned receive time),
-                long form: ts_ns, seq (last frame folded), symbol, update_id,
-                sync_state ("primed": a snapshot no diff has chained onto yet, or
-                "synced"), side, level, price, qty
-    candles     every closed candle (CandleClosed outputs) with its SMA/EMA
-    alerts      every alert output (:func:`engine.replay.replay.is_alert`):
-                seq, recv_ns, type, kind, symbol, exch_ms, value, threshold, unit,
-                detail, output (the full output as JSON)
-
-Exactness: prices, quantities, volumes are ``decimal128(38, 8)`` built from
-the engine's integer 1e-8 units (the ints *are* the unscaled values: no
-float, no rounding); times are ``int64`` (``*_ns`` epoch nanoseconds,
-``*_ms`` the exchange's epoch milliseconds).  ``seq`` is the journal frame.
+    trades       every trade the trade-selection rule of engine.trades counts,
+                 applied per trade kind (both kinds are exported, each once:
+                 duplicate ids and untimed trades are left out and counted)
+    book_diffs   one row per level of each depth diff (duplicates from overlapping
+                 connections dropped: a diff whose last_id is not above the
+                 symbol's highest seen is skipped); qty 0 = level removed
+    book_top     the top ``top`` levels per side of every *published* book (primed
+                 or synced) at every multiple of ``interval`` (UTC-aligned receive
+                 time), long form, with the book's sync_state ("primed": a snapshot
+                 no diff has chained onto yet, or "synced")
+    book_events  every output of the book reducer about the book's health: synced
+                 (a snapshot published: primed until a diff chains), gaps, buffer
+                 overflows, drift, verified, verification abandoned, crossed books,
+                 bookTicker mismatches; type, update id, a readable detail, JSON
+    candles      every closed candle (CandleClosed outputs) with its SMA/EMA
+    alerts       the anomaly detector's alerts (:func:`engine.replay.replay.is_alert`)
+                 and KlineMismatch (our candle vs the exchange's kline)
+    errors       every decode error (seq, source, reason, excerpt of the payload)
+                 and every local ``error`` frame of the journal (connection, REST)
+    book_ticker, ticker, kline
+                 the exchange's own streams (bookTicker, 24hrTicker, kline) as decoded,
+                 duplicates from overlapping connections dropped (a row whose update
+                 id, or event time, is not beyond its series' highest seen)
 
 ``book_top`` at time T is the state "at T" of :mod:`engine.replay.replay`
 (every frame with ``recv_ns <= T`` folded), for every boundary T from the
@@ -42,19 +45,40 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterable, Sequence
-from decimal import Context, Decimal
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from engine import __version__, serde
-from engine.events import DepthDiff, Trade
+from engine import __version__, book_outputs
+from engine.events import (
+    BookTicker,
+    ConnectionFailed,
+    DecodeError,
+    DepthDiff,
+    Kline,
+    Ticker24h,
+    Trade,
+)
+from engine.num import render
 from engine.pipeline import Pipeline
+from engine.replay.export_tables import (
+    DECIMAL,
+    ROW_GROUP_ROWS,
+    TABLES,
+    OutputsWriter,
+    PartitionedWriter,
+    TableWriter,
+    decimals,
+    json_text,
+    read_table,
+    row_maker,
+    table_dir,
+)
 from engine.replay.replay import Replay, chunks, is_alert
 from engine.trades import TradeSelector
 
@@ -66,251 +90,9 @@ __all__ = [
     "TABLES",
     "ExportResult",
     "export_journal",
+    "read_table",
+    "table_dir",
 ]
-
-#: Exact decimal type of engine 1e-8 units.
-DECIMAL = pa.decimal128(38, 8)
-_UNSCALED = pa.decimal128(38, 0)
-ROW_GROUP_ROWS = 65_536
-_IPC_SUFFIXES = (".arrow", ".arrows", ".ipc", ".feather")
-#: enough digits for any decimal128 value: no rounding when scaling units to a Decimal
-_EXACT = Context(prec=40)
-
-
-def decimals(values: Sequence[int | None]) -> pa.Array:
-    """Engine 1e-8 unit ints (or None) → ``decimal128(38, 8)``, exactly.
-
-    The ints are the unscaled decimal values: ``123`` → ``0.00000123``.
-    """
-    try:
-        ints = pa.array(values, pa.int64())
-    except OverflowError:  # beyond 64 bits (a huge volume): assemble the 128-bit values
-        raw = b"".join((v or 0).to_bytes(16, "little", signed=True) for v in values)
-        valid = pa.array([v is not None for v in values], pa.bool_())
-        mask = valid.buffers()[1] if None in values else None
-        return pa.Array.from_buffers(DECIMAL, len(values), [mask, pa.py_buffer(raw)])
-    return ints.cast(_UNSCALED).view(DECIMAL)
-
-
-def _json_text(output: Any) -> str:
-    """The output as plain JSON text: the stdlib encoder keeps >64-bit ints (notionals) exact."""
-    return json.dumps(serde.dump(output), separators=(",", ":"))
-
-
-# =============================================================== the streaming writer
-
-
-class TableWriter:
-    """Rows in, one Parquet (or Arrow IPC file) table out, a row group at a time.
-
-    The table is written to ``<path>.partial`` and renamed on :meth:`close`, so
-    a crashed or interrupted export never leaves a complete-looking table.
-
-    Args:
-        path: the final file; ``.arrow``/``.arrows``/``.ipc``/``.feather`` write the
-            Arrow IPC file format, anything else Parquet (zstd).
-        schema: the columns; ``DECIMAL`` columns take engine ints.
-        row_group_rows: rows buffered before a row group is written (bounded memory).
-    """
-
-    def __init__(
-        self, path: str | os.PathLike[str], schema: pa.Schema, row_group_rows: int = ROW_GROUP_ROWS
-    ) -> None:
-        self.path = Path(path)
-        self.schema = schema
-        self.row_group_rows = row_group_rows
-        self.tmp = self.path.with_name(self.path.name + ".partial")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.suffix.lower() in _IPC_SUFFIXES:
-            self._sink: Any = pa.OSFile(str(self.tmp), "wb")
-            self._w: Any = pa.ipc.new_file(self._sink, schema)
-        else:
-            self._sink = None
-            self._w = pq.ParquetWriter(str(self.tmp), schema, compression="zstd")
-        self.rows: list[tuple[Any, ...]] = []
-        self.total = 0
-
-    def add(self, row: tuple[Any, ...]) -> None:
-        """Append one row (values in schema order)."""
-        self.rows.append(row)
-        if len(self.rows) >= self.row_group_rows:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.rows:
-            return
-        columns = list(zip(*self.rows, strict=True))
-        arrays = [
-            decimals(col) if f.type == DECIMAL else pa.array(col, f.type)
-            for f, col in zip(self.schema, columns, strict=True)
-        ]
-        self._w.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
-        self.total += len(self.rows)
-        self.rows = []
-
-    def close(self) -> int:
-        """Write what is buffered, finish the file, move it to its name; returns the row count."""
-        self.flush()
-        self._w.close()
-        if self._sink is not None:
-            self._sink.close()
-        os.replace(self.tmp, self.path)
-        return self.total
-
-    def abort(self) -> None:
-        """Give up: close and delete the partial file."""
-        try:
-            self._w.close()
-            if self._sink is not None:
-                self._sink.close()
-        finally:
-            self.tmp.unlink(missing_ok=True)
-
-
-# =============================================================== engine replay --out
-
-OUTPUTS_SCHEMA = pa.schema(
-    [
-        ("frame_seq", pa.int64()),
-        ("recv_ns", pa.int64()),
-        ("type", pa.string()),
-        ("symbol", pa.string()),
-        ("output", pa.string()),
-    ],
-    metadata={
-        "wiretape.content": "pipeline outputs",
-        "wiretape.output": "JSON of engine.serde.dump(output); load with engine.serde.load",
-    },
-)
-
-
-class OutputsWriter(TableWriter):
-    """Every output of a replay, one row each: frame seq, receive time, type, symbol, JSON."""
-
-    def __init__(self, path: str | os.PathLike[str], row_group_rows: int = ROW_GROUP_ROWS) -> None:
-        super().__init__(path, OUTPUTS_SCHEMA, row_group_rows)
-
-    def write(self, frame_seq: int, output: Any) -> None:
-        self.add(
-            (
-                frame_seq,
-                getattr(output, "recv_ns", None),
-                type(output).__name__,
-                getattr(output, "symbol", None),
-                _json_text(output),
-            )
-        )
-
-
-# =============================================================== table layouts
-
-
-def _schema(name: str, fields: list[tuple[str, pa.DataType]]) -> pa.Schema:
-    return pa.schema(
-        fields,
-        metadata={
-            "wiretape.table": name,
-            "wiretape.units": "decimal columns exact (engine 1e-8 units); *_ns epoch ns, *_ms epoch ms",
-        },
-    )
-
-
-_I64 = pa.int64()
-_STR = pa.string()
-_MA = pa.list_(pa.struct([("period", pa.int32()), ("value", DECIMAL)]))
-
-TABLES: dict[str, pa.Schema] = {
-    "trades": _schema(
-        "trades",
-        [
-            ("seq", _I64),
-            ("recv_ns", _I64),
-            ("exch_ms", _I64),
-            ("txn_ms", _I64),
-            ("symbol", _STR),
-            ("trade_id", _I64),
-            ("first_id", _I64),
-            ("last_id", _I64),
-            ("agg", pa.bool_()),
-            ("side", _STR),
-            ("price", DECIMAL),
-            ("qty", DECIMAL),
-        ],
-    ),
-    "book_diffs": _schema(
-        "book_diffs",
-        [
-            ("seq", _I64),
-            ("recv_ns", _I64),
-            ("exch_ms", _I64),
-            ("symbol", _STR),
-            ("first_id", _I64),
-            ("last_id", _I64),
-            ("prev_id", _I64),
-            ("side", _STR),
-            ("price", DECIMAL),
-            ("qty", DECIMAL),
-        ],
-    ),
-    "book_top": _schema(
-        "book_top",
-        [
-            ("ts_ns", _I64),
-            ("seq", _I64),
-            ("symbol", _STR),
-            ("update_id", _I64),
-            ("sync_state", _STR),
-            ("side", _STR),
-            ("level", pa.int32()),
-            ("price", DECIMAL),
-            ("qty", DECIMAL),
-        ],
-    ),
-    "candles": _schema(
-        "candles",
-        [
-            ("seq", _I64),
-            ("recv_ns", _I64),
-            ("symbol", _STR),
-            ("interval", _STR),
-            ("start_ms", _I64),
-            ("end_ms", _I64),
-            ("open", DECIMAL),
-            ("high", DECIMAL),
-            ("low", DECIMAL),
-            ("close", DECIMAL),
-            ("volume", DECIMAL),
-            ("taker_buy_volume", DECIMAL),
-            ("trades", _I64),
-            ("first_id", _I64),
-            ("last_id", _I64),
-            ("complete", pa.bool_()),
-            ("filled", pa.bool_()),
-            ("sma", _MA),
-            ("ema", _MA),
-        ],
-    ),
-    "alerts": _schema(
-        "alerts",
-        [
-            ("seq", _I64),
-            ("recv_ns", _I64),
-            ("type", _STR),
-            ("kind", _STR),
-            ("symbol", _STR),
-            ("exch_ms", _I64),
-            ("value", DECIMAL),
-            ("threshold", DECIMAL),
-            ("unit", _STR),
-            ("detail", _STR),
-            ("output", _STR),
-        ],
-    ),
-}
-
-
-def _ma(pairs: Iterable[tuple[int, int]]) -> list[dict[str, Any]]:
-    return [{"period": p, "value": Decimal(v).scaleb(-8, _EXACT)} for p, v in pairs]
 
 
 def _alert_number(v: Any, unit: Any) -> int | None:
@@ -324,19 +106,56 @@ def _alert_row(frame_seq: int, o: Any) -> tuple[Any, ...]:
     unit = getattr(o, "unit", None)
     kind = getattr(o, "kind", None)
     detail = getattr(o, "detail", None)
+    exch = getattr(o, "exch_ms", None)
+    if detail is None and type(o).__name__ == "KlineMismatch":
+        detail = ", ".join(f"{f}: ours {a} exchange {b}" for f, a, b in o.fields)
     return (
         frame_seq,
         getattr(o, "recv_ns", None),
         type(o).__name__,
         kind if isinstance(kind, str) else None,
-        getattr(o, "symbol", None),
-        getattr(o, "exch_ms", None),
+        None if exch is None else exch * 1_000_000,
         _alert_number(getattr(o, "value", None), unit),
         _alert_number(getattr(o, "threshold", None), unit),
         unit if isinstance(unit, str) else None,
         detail if isinstance(detail, str) else None,
-        _json_text(o),
+        json_text(o),
     )
+
+
+#: book_events: per book output type, (the update id it is about, a readable detail).
+_BOOK_EVENT: dict[str, Callable[[Any], tuple[int | None, str]]] = {
+    "BookSynced": lambda o: (
+        o.last_id,
+        f"{'resync' if o.resync else 'sync'}: snapshot {o.snapshot_id}, book at {o.last_id},"
+        f" {o.bid_levels} bid / {o.ask_levels} ask levels, {o.replayed} buffered diffs replayed"
+        " (primed until a diff chains on)",
+    ),
+    "GapDetected": lambda o: (
+        o.book_id,
+        f"{o.reason}: book at {o.book_id}, diff {o.first_id}..{o.last_id}"
+        + ("" if o.prev_id is None else f" (prev {o.prev_id})"),
+    ),
+    "BufferOverflow": lambda o: (None, f"diff buffer full at {o.limit}: oldest diffs dropped"),
+    "DriftDetected": lambda o: (
+        o.last_id,
+        f"{len(o.bids)} bid / {len(o.asks)} ask levels differ from {o.source} {o.snapshot_id}",
+    ),
+    "BookVerified": lambda o: (o.last_id, f"{o.levels} levels agree with snapshot {o.snapshot_id}"),
+    "VerificationAbandoned": lambda o: (None, o.reason),
+    "CrossedBook": lambda o: (o.last_id, f"bid {render(o.bid)} >= ask {render(o.ask)}"),
+    "TopOfBookMismatch": lambda o: (
+        o.update_id,
+        f"bookTicker of seq {o.ticker_seq}: ours {'/'.join(render(v) for v in o.ours)},"
+        f" theirs {'/'.join(render(v) for v in o.theirs)}",
+    ),
+}
+
+
+def _book_event_row(frame_seq: int, o: Any) -> tuple[Any, ...]:
+    name = type(o).__name__
+    update_id, detail = _BOOK_EVENT.get(name, lambda o: (None, ""))(o)
+    return (frame_seq, o.recv_ns, name, update_id, detail or None, json_text(o))
 
 
 # =============================================================== the export
@@ -355,23 +174,46 @@ class ExportResult:
     checkpoint_seq: int | None
     #: trades with no exchange time (the selection rule sets them aside)
     untimed_trades: int = 0
+    #: book_ticker / ticker / kline rows dropped as duplicates of overlapping connections
+    duplicate_streams: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self)
+
+
+#: Events the exporter keeps (pipeline listener) → the table their rows go to.
+_EVENT_TABLE: dict[type, str] = {
+    Trade: "trades",
+    DepthDiff: "book_diffs",
+    BookTicker: "book_ticker",
+    Ticker24h: "ticker",
+    Kline: "kline",
+    DecodeError: "errors",
+    ConnectionFailed: "errors",
+}
+#: The exchange's streams: where each row sits in its series (symbol, and interval for
+#: klines) and the key that runs forward in it (a row not beyond the series' highest
+#: key is a duplicate from an overlapping connection).
+_STREAM_KEY: dict[type, Callable[[Any], tuple[tuple[Any, ...], int | None]]] = {
+    BookTicker: lambda e: ((BookTicker, e.symbol), e.update_id),
+    Ticker24h: lambda e: ((Ticker24h, e.symbol), e.exch_ms),
+    Kline: lambda e: ((Kline, e.symbol, e.interval), e.exch_ms),
+}
+_BOOK_OUTPUTS = frozenset(getattr(book_outputs, n) for n in book_outputs.__all__)
 
 
 class _Exporter:
     def __init__(
         self,
         replay: Replay,
-        writers: dict[str, TableWriter],
+        writers: dict[str, PartitionedWriter],
         symbols: frozenset[str] | None,
         top: int,
         interval_ns: int | None,
     ) -> None:
         self.r = replay
         self.p: Pipeline = replay.pipeline
-        #: the market events of the frames folded since the last feed (pipeline listener)
+        #: the events of the frames folded since the last feed (pipeline listener)
         self.events: list[Any] = []
         self.p.listeners.append(self._keep)
         self.w = writers
@@ -385,13 +227,18 @@ class _Exporter:
         self.selections = {agg: sel.initial() for agg, sel in self.select.items()}
         self.diff_hi: dict[str, int] = {}
         self.dup_diffs = 0
+        self.stream_hi: dict[tuple[Any, ...], int] = {}
+        self.dup_streams = 0
         self.next_t: int | None = None
         self.last_recv: int | None = None
+        self.first_recv: int | None = None
+        self.rows = {name: row_maker(name) for name in ("trades", "book_ticker", "ticker", "kline")}
+        self.candle_row = row_maker("candles")
 
     def _keep(self, seq: int, events: Sequence[Any]) -> None:
         keep = self.events.append
         for ev in events:
-            if type(ev) is Trade or type(ev) is DepthDiff:
+            if type(ev) in _EVENT_TABLE:
                 keep(ev)
 
     def wanted(self, symbol: str | None) -> bool:
@@ -453,44 +300,61 @@ class _Exporter:
     def feed(self, batch: pa.RecordBatch) -> None:
         outs = self.p.feed_batch(batch)
         self.last_recv = self.p.counters.last_recv_ns
+        if self.first_recv is None:
+            self.first_recv = max(batch.column(1)[0].as_py(), self.start or 0)
         start = self.start
         events, self.events = self.events, []
+        w = self.w
         for ev in events:
-            if (start is not None and ev.recv_ns < start) or not self.wanted(ev.symbol):
+            sym = getattr(ev, "symbol", None)
+            if (start is not None and ev.recv_ns < start) or not self.wanted(sym):
                 continue
-            if type(ev) is Trade:
-                self.trade(ev)
-            else:
+            tp = type(ev)
+            if tp is DepthDiff:
                 self.diff(ev)
+            elif tp is DecodeError:
+                w["errors"].add(
+                    None,
+                    ev.recv_ns,
+                    (ev.seq, ev.recv_ns, "decode", None, ev.source, ev.reason, ev.excerpt),
+                )
+            elif tp is ConnectionFailed:
+                w["errors"].add(
+                    None,
+                    ev.recv_ns,
+                    (ev.seq, ev.recv_ns, "connection", ev.conn, ev.source, ev.reason, None),
+                )
+            elif tp is Trade:
+                if self.select[ev.agg].select(self.selections[ev.agg], ev) is not None:
+                    w["trades"].add(sym, ev.recv_ns, self.rows["trades"](ev))
+                # else: counted in the kind's selection state (duplicates, untimed)
+            elif self.fresh(ev):
+                name = _EVENT_TABLE[tp]
+                w[name].add(sym, ev.recv_ns, self.rows[name](ev))
         for seq, o in outs:
-            if (start is not None and getattr(o, "recv_ns", start) < start) or not self.wanted(
-                getattr(o, "symbol", None)
-            ):
+            sym = getattr(o, "symbol", None)
+            recv = getattr(o, "recv_ns", None)
+            if (start is not None and recv is not None and recv < start) or not self.wanted(sym):
                 continue
-            if type(o).__name__ == "CandleClosed":
-                self.candle(o)
-            elif is_alert(o):
-                self.w["alerts"].add(_alert_row(seq, o))
+            tp = type(o)
+            if tp in _BOOK_OUTPUTS:
+                w["book_events"].add(sym, o.recv_ns, _book_event_row(seq, o))
+            elif tp.__name__ == "CandleClosed":
+                w["candles"].add(sym, o.recv_ns, self.candle_row(o))
+            elif is_alert(o) or tp.__name__ == "KlineMismatch":
+                w["alerts"].add(sym, o.recv_ns, _alert_row(seq, o))
 
-    def trade(self, t: Trade) -> None:
-        if self.select[t.agg].select(self.selections[t.agg], t) is None:
-            return  # counted in the kind's selection state (duplicates, untimed)
-        self.w["trades"].add(
-            (
-                t.seq,
-                t.recv_ns,
-                t.exch_ms,
-                t.txn_ms,
-                t.symbol,
-                t.trade_id,
-                t.first_id,
-                t.last_id,
-                t.agg,
-                t.side,
-                t.price,
-                t.qty,
-            )
-        )
+    def fresh(self, ev: Any) -> bool:
+        """Is this exchange-stream event beyond its series' highest key (not a duplicate)?"""
+        series, key = _STREAM_KEY[type(ev)](ev)
+        if key is None:
+            return True
+        hi = self.stream_hi.get(series)
+        if hi is not None and key <= hi:
+            self.dup_streams += 1
+            return False
+        self.stream_hi[series] = key
+        return True
 
     def diff(self, d: DepthDiff) -> None:
         hi = self.diff_hi.get(d.symbol)
@@ -499,35 +363,12 @@ class _Exporter:
             return
         self.diff_hi[d.symbol] = d.last_id
         add = self.w["book_diffs"].add
-        head = (d.seq, d.recv_ns, d.exch_ms, d.symbol, d.first_id, d.last_id, d.prev_id)
+        exch = None if d.exch_ms is None else d.exch_ms * 1_000_000
+        head = (d.seq, d.recv_ns, exch, d.first_id, d.last_id, d.prev_id)
+        sym, recv = d.symbol, d.recv_ns
         for side, levels in (("bid", d.bids), ("ask", d.asks)):
             for price, qty in levels:
-                add((*head, side, price, qty))
-
-    def candle(self, c: Any) -> None:
-        self.w["candles"].add(
-            (
-                c.seq,
-                c.recv_ns,
-                c.symbol,
-                c.interval,
-                c.start_ms,
-                c.end_ms,
-                c.open,
-                c.high,
-                c.low,
-                c.close,
-                c.volume,
-                c.taker_buy_volume,
-                c.trades,
-                c.first_id,
-                c.last_id,
-                c.complete,
-                c.filled,
-                _ma(c.sma),
-                _ma(c.ema),
-            )
-        )
+                add(sym, recv, (*head, side, price, qty))
 
     def book_top(self, ts_ns: int) -> None:
         try:
@@ -547,7 +388,29 @@ class _Exporter:
             bids, asks = book.top(self.top)
             for side, levels in (("bid", bids), ("ask", asks)):
                 for i, (price, qty) in enumerate(levels):
-                    add((ts_ns, seq, sym, book.last_id, sync, side, i, price, qty))
+                    add(sym, ts_ns, (ts_ns, seq, book.last_id, sync, side, i, price, qty))
+
+
+def _place(journal: Path, out: Path, replace: bool) -> None:
+    """Refuse an ``out`` that would write into the journal or mix into an existing directory."""
+    j, o = journal.resolve(), out.resolve()
+    if o == j or j in o.parents or o in j.parents:
+        raise ValueError(
+            f"{out}: an export must not be written into (or over) the journal {journal}"
+        )
+    if (o / "journal.json").exists():
+        raise ValueError(f"{out} holds a journal: choose another directory for the export")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not replace:
+            raise FileExistsError(
+                f"{out} is not empty: export into a new directory (or replace an earlier export)"
+            )
+        if not (out / "export.json").is_file():
+            raise FileExistsError(
+                f"{out} is not an earlier export (no export.json): not replacing it"
+            )
 
 
 def export_journal(
@@ -561,21 +424,29 @@ def export_journal(
     end_ns: int | None = None,
     row_group_rows: int = ROW_GROUP_ROWS,
     on_chunk: Callable[[int, Pipeline], None] | None = None,
+    replace: bool = False,
 ) -> ExportResult:
     """Replay ``journal_dir`` once and write the tables of the module docstring to ``out_dir``.
 
+    The export is built in a sibling directory and moved to ``out_dir`` when
+    complete: an interrupted export leaves nothing under ``out_dir``.
+
     Args:
+        out_dir: a new or empty directory; never inside the journal.
         symbols: only these symbols (upper-cased); None: all.
         top: levels per side in ``book_top``.
         interval_s: ``book_top`` boundary spacing (receive time); None: no book_top rows.
         start_ns, end_ns: report window (the fold starts at the beginning or at a
             checkpoint before ``start_ns``, and stops at ``end_ns``; see replay.py).
-        row_group_rows: rows per Parquet row group (memory bound per table).
+        row_group_rows: rows per Parquet row group (memory bound per open file).
         on_chunk: progress callback ``(frames, pipeline)``.
+        replace: replace an earlier export in ``out_dir`` (one with ``export.json``);
+            otherwise a non-empty ``out_dir`` is refused.
 
     Raises:
         engine.journal.reader.JournalError: not a journal, or a damaged one.
-        ValueError: bad arguments.
+        FileExistsError: ``out_dir`` is not empty (see ``replace``).
+        ValueError: bad arguments, or ``out_dir`` inside the journal.
     """
     if top < 1:
         raise ValueError(f"top must be >= 1, not {top}")
@@ -584,42 +455,63 @@ def export_journal(
         raise ValueError(f"interval must be > 0 seconds, not {interval_s}")
     out = Path(out_dir)
     replay = Replay(journal_dir, start_ns=start_ns, end_ns=end_ns, on_chunk=on_chunk)
+    _place(Path(journal_dir), out, replace)
     wanted = frozenset(s.upper() for s in symbols) if symbols else None
-    out.mkdir(parents=True, exist_ok=True)
-    writers: dict[str, TableWriter] = {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
     try:
-        for name, schema in TABLES.items():
-            writers[name] = TableWriter(out / f"{name}.parquet", schema, row_group_rows)
+        writers = {name: PartitionedWriter(stage, name, row_group_rows) for name in TABLES}
         ex = _Exporter(replay, writers, wanted, top, interval_ns)
-        ex.run()
+        try:
+            ex.run()
+        except BaseException:
+            for w in writers.values():
+                w.abort()
+            raise
+        day = ex.first_recv if ex.first_recv is not None else (start_ns or 0)
+        rows = {name: w.close(day) for name, w in writers.items()}
+        c = replay.pipeline.counters
+        result = ExportResult(
+            out_dir=str(out),
+            rows=rows,
+            frames=replay.frames,
+            decode_errors=c.decode_errors,
+            duplicate_trades=sum(st.counts.duplicates for st in ex.selections.values()),
+            untimed_trades=sum(st.counts.untimed for st in ex.selections.values()),
+            duplicate_diffs=ex.dup_diffs,
+            duplicate_streams=ex.dup_streams,
+            checkpoint_seq=None if replay.restored is None else replay.restored.last_seq,
+        )
+        manifest = {
+            "engine_version": __version__,
+            "journal": str(Path(journal_dir)),
+            "exchange": replay.metadata.get("exchange"),
+            "symbols": sorted(wanted) if wanted else replay.metadata.get("symbols"),
+            "from_ns": start_ns,
+            "until_ns": end_ns,
+            "book_top": {"levels": top, "interval_ns": interval_ns},
+            "layout": "hive: table=<name>/symbol=<symbol>/date=<UTC day>/part-<k>.parquet",
+            "tables": {name: table_dir(".", name).name for name in TABLES},
+            **result.to_json(),
+        }
+        (stage / "export.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        _move_into_place(stage, out)
     except BaseException:
-        for w in writers.values():
-            w.abort()
+        shutil.rmtree(stage, ignore_errors=True)
         raise
-    rows = {name: w.close() for name, w in writers.items()}
-    c = replay.pipeline.counters
-    result = ExportResult(
-        out_dir=str(out),
-        rows=rows,
-        frames=replay.frames,
-        decode_errors=c.decode_errors,
-        duplicate_trades=sum(st.counts.duplicates for st in ex.selections.values()),
-        untimed_trades=sum(st.counts.untimed for st in ex.selections.values()),
-        duplicate_diffs=ex.dup_diffs,
-        checkpoint_seq=None if replay.restored is None else replay.restored.last_seq,
-    )
-    manifest = {
-        "engine_version": __version__,
-        "journal": str(Path(journal_dir)),
-        "exchange": replay.metadata.get("exchange"),
-        "symbols": sorted(wanted) if wanted else replay.metadata.get("symbols"),
-        "from_ns": start_ns,
-        "until_ns": end_ns,
-        "book_top": {"levels": top, "interval_ns": interval_ns},
-        "tables": {name: f"{name}.parquet" for name in TABLES},
-        **result.to_json(),
-    }
-    tmp = out / "export.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, out / "export.json")
     return result
+
+
+def _move_into_place(stage: Path, out: Path) -> None:
+    """``stage`` becomes ``out``: over an empty directory, or over an earlier export (replace)."""
+    old = None
+    if out.is_dir() and any(out.iterdir()):
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    elif out.is_dir():
+        out.rmdir()
+    os.replace(stage, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

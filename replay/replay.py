@@ -37,8 +37,8 @@ import pyarrow.compute as pc
 
 from engine import serde
 from engine.assembly import pipeline_from_manifest
+from engine.events import DecodeError
 from engine.journal.reader import JournalReader
-from engine.journal.recorder import read_outputs
 from engine.num import SCALE, render
 from engine.pipeline import Pipeline
 from engine.replay.checkpoints import (
@@ -47,6 +47,7 @@ from engine.replay.checkpoints import (
     CheckpointWriter,
     restore_nearest,
 )
+from engine.timefmt import format_ns
 
 __all__ = [
     "CHUNK_ROWS",
@@ -55,12 +56,8 @@ __all__ = [
     "pipeline_for",
     "chunks",
     "Replay",
+    "DecodeErrorLog",
     "state_at",
-    "Mismatch",
-    "check",
-    "check_report",
-    "CheckReport",
-    "stopped_cleanly",
     "plain",
     "summarize",
     "symbols_of",
@@ -149,6 +146,29 @@ def chunks(
 # =============================================================== the fold
 
 
+@attrs.define
+class DecodeErrorLog:
+    """Decode errors of the report window: how many, and the first ``limit`` (pipeline listener)."""
+
+    start_ns: int | None = None
+    limit: int = 20
+    count: int = 0
+    first: list[dict[str, Any]] = attrs.Factory(list)
+
+    def listen(self, seq: int, events: Any) -> None:
+        for ev in events:
+            if type(ev) is DecodeError and (self.start_ns is None or ev.recv_ns >= self.start_ns):
+                self.count += 1
+                if len(self.first) < self.limit:
+                    self.first.append(
+                        {"seq": ev.seq, "time": format_ns(ev.recv_ns), "recv_ns": ev.recv_ns,
+                         "source": ev.source, "reason": ev.reason}
+                    )  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        return {"count": self.count, "listed": len(self.first), "first": self.first}
+
+
 class Replay:
     """One replay of a journal through the standard pipeline.
 
@@ -193,6 +213,9 @@ class Replay:
         self.on_chunk = on_chunk
         self.final_checkpoint = final_checkpoint
         self.frames = 0
+        #: the report window's decode errors (seq, source, reason of the first ones)
+        self.decode_errors = DecodeErrorLog(start_ns)
+        self.pipeline.listeners.append(self.decode_errors.listen)
 
     def outputs(self) -> Iterator[tuple[int, Any]]:
         """Run the fold; yield ``(frame_seq, output)`` for frames inside the report window."""
@@ -268,7 +291,7 @@ def state_at(
     return r.pipeline, r.restored, r.frames
 
 
-# =============================================================== determinism check
+# =============================================================== outputs as data
 
 
 def plain(x: Any) -> Any:
@@ -278,114 +301,6 @@ def plain(x: Any) -> Any:
     if isinstance(x, list | tuple):
         return [plain(v) for v in x]
     return x
-
-
-@attrs.frozen
-class Mismatch:
-    """The first place where replay and the recorded live outputs differ.
-
-    ``index`` counts outputs from 0; ``recorded``/``replayed`` are the dumped
-    outputs (None when that side had ended); ``*_seq`` their frame seqs.
-    """
-
-    index: int
-    recorded_seq: int | None
-    replayed_seq: int | None
-    recorded: dict[str, Any] | None
-    replayed: dict[str, Any] | None
-
-    @property
-    def seq(self) -> int:
-        """The frame seq to look at: the earlier of the two sides'."""
-        seqs = [s for s in (self.recorded_seq, self.replayed_seq) if s is not None]
-        return min(seqs)
-
-
-#: The text the live runtime's last frame starts with when a capture stops cleanly.
-STOP_MARKER = "capture stop"
-
-
-def stopped_cleanly(journal_dir: str | os.PathLike[str]) -> bool:
-    """Did the capture end with its "capture stop" marker (not a kill, a crash or a power loss)?"""
-    from engine.journal.reader import frames_of, read_segment
-
-    reader = JournalReader(journal_dir)
-    for seg in reversed(reader.segments):
-        last = None
-        for batch in read_segment(seg):
-            if batch.num_rows:
-                last = batch
-        if last is not None:
-            frame = list(frames_of(last.slice(last.num_rows - 1)))[0]
-            return frame.kind == "marker" and frame.payload.startswith(STOP_MARKER.encode())
-    return False
-
-
-@attrs.frozen
-class CheckReport:
-    """What ``engine replay --check`` found.
-
-    ``mismatch`` is the first difference (None: identical).  A capture that
-    did not stop cleanly (``clean=False``: killed, crashed, power lost) loses
-    the unflushed tail of its frames journal and of its outputs journal
-    independently, so one side may end before the other: then only the
-    common prefix is compared, and ``recorded_end``/``replayed_end`` say
-    where each side ended (frame seqs) and ``unmatched`` how many outputs of
-    the longer side had nothing to compare with.  After a clean stop both
-    sides must end together, and a missing or extra output is a mismatch.
-    """
-
-    mismatch: Mismatch | None
-    compared: int
-    clean: bool
-    recorded_end: int | None = None
-    replayed_end: int | None = None
-    unmatched: int = 0
-    unmatched_side: str | None = None  # "recorded" | "replayed": which side went on
-
-
-def check_report(
-    journal_dir: str | os.PathLike[str],
-    on_chunk: Callable[[int, Pipeline], None] | None = None,
-) -> CheckReport:
-    """Replay from the beginning and compare output by output with ``<journal>/outputs``."""
-    clean = stopped_cleanly(journal_dir)
-    recorded = iter(read_outputs(journal_dir))
-    r = Replay(journal_dir, use_checkpoints=False, on_chunk=on_chunk)
-    n = 0
-    last_rec = None
-    replayed = r.outputs()
-    for seq, out in replayed:
-        mine = plain(serde.dump(out))
-        theirs = next(recorded, None)
-        if theirs is None:
-            if clean:
-                return CheckReport(Mismatch(n, None, seq, None, mine), n, clean)
-            rest = 1 + sum(1 for _ in replayed)
-            end = r.pipeline.counters.last_seq
-            return CheckReport(None, n, clean, last_rec, end, rest, "replayed")
-        if theirs[0] != seq or plain(theirs[1]) != mine:
-            return CheckReport(Mismatch(n, theirs[0], seq, plain(theirs[1]), mine), n, clean)
-        last_rec = seq
-        n += 1
-    extra = next(recorded, None)
-    if extra is not None:
-        if clean:
-            return CheckReport(Mismatch(n, extra[0], None, plain(extra[1]), None), n, clean)
-        rest, end = 1, extra[0]
-        for seq, _ in recorded:
-            rest, end = rest + 1, seq
-        return CheckReport(None, n, clean, end, r.pipeline.counters.last_seq, rest, "recorded")
-    return CheckReport(None, n, clean)
-
-
-def check(
-    journal_dir: str | os.PathLike[str],
-    on_chunk: Callable[[int, Pipeline], None] | None = None,
-) -> tuple[Mismatch | None, int]:
-    """:func:`check_report` as ``(first mismatch or None, outputs compared)``."""
-    rep = check_report(journal_dir, on_chunk)
-    return rep.mismatch, rep.compared
 
 
 # =============================================================== summary
@@ -566,8 +481,14 @@ def summarize(
     tallies: dict[str, Tally],
     symbols: list[str] | None = None,
     extra: dict[str, Any] | None = None,
+    errors: DecodeErrorLog | None = None,
 ) -> dict[str, Any]:
-    """The replay summary as one JSON-safe object: per symbol, plus totals."""
+    """The replay summary as one JSON-safe object: per symbol, plus totals.
+
+    ``decode_errors`` counts every decode error the fold met (a checkpoint's
+    too); ``errors`` adds ``decode_error_list``: those of the report window,
+    their count and the first ones with seq, time, source and reason.
+    """
     c = pipeline.counters
     wanted = [s.upper() for s in symbols] if symbols else symbols_of(pipeline)
     per: dict[str, Any] = {}
@@ -586,6 +507,7 @@ def summarize(
         "frames": c.frames,
         "events": c.events,
         "decode_errors": c.decode_errors,
+        **({} if errors is None else {"decode_error_list": errors.to_json()}),
         "outputs": c.outputs,
         "last_seq": c.last_seq,
         "last_recv_ns": c.last_recv_ns,

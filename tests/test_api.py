@@ -24,7 +24,6 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -38,7 +37,7 @@ from engine.events import BookSnapshot, DepthDiff, Trade
 from engine.journal.reader import NotAJournal
 from engine.journal.writer import JournalWriter
 from engine.replay.checkpoints import CheckpointPolicy, list_checkpoints
-from engine.replay.export import export_journal
+from engine.replay.export import export_journal, read_table
 from engine.replay.replay import CHUNK_ROWS, Replay
 from engine.timefmt import format_ns
 
@@ -100,7 +99,10 @@ def test_exported_names() -> None:
     assert engine.__all__ == ["__version__", "open"]
     assert engine.open is api.open
     assert "open" in dir(engine)
-    assert api.TABLE_NAMES == ("trades", "book_diffs", "book_top", "candles", "alerts")
+    assert api.TABLE_NAMES == (
+        "trades", "book_diffs", "book_top", "book_events", "candles", "alerts", "errors",
+        "book_ticker", "ticker", "kline",
+    )  # fmt: skip
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         engine.nope  # noqa: B018
 
@@ -346,7 +348,7 @@ def test_tables_are_the_export(journal: Path, tmp_path: Path) -> None:
     tables = j.tables(start, symbols=sym, top=3, interval=2.0)
     assert list(tables) == list(api.TABLE_NAMES)
     for name, table in tables.items():
-        assert table.equals(pq.read_table(ref / f"{name}.parquet")), name
+        assert table.equals(read_table(ref, name)), name
         assert j.table(name, start, symbols=sym, top=3, interval=2.0).equals(table)
         frame = pl.from_arrow(table)
         assert frame.height == table.num_rows
@@ -455,7 +457,9 @@ def test_bad_arguments_are_clear_errors() -> None:
         j.events(types="Trade")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no symbol"):
         j.replay(symbols=[])
-    with pytest.raises(ValueError, match="trades, book_diffs, book_top, candles, alerts"):
+    with pytest.raises(
+        ValueError, match="trades, book_diffs, book_top, book_events, candles, alerts"
+    ):
         j.table("orders")
     with pytest.raises(ValueError, match="depth"):
         j.book_at("NKNUSDT", s_last(j), depth=0)

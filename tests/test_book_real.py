@@ -17,7 +17,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from rich.console import Console
 
@@ -36,7 +35,7 @@ from engine.journal.reader import JournalReader
 from engine.live.dashboard import Dashboard, status_line
 from engine.live.status import CaptureStatus
 from engine.outputs import SnapshotRequest
-from engine.replay.export import export_journal
+from engine.replay.export import export_journal, read_table
 from engine.replay.replay import book_summary, state_at
 
 JOURNALS = Path(__file__).parent.parent / "fixtures" / "journals"
@@ -188,7 +187,8 @@ def test_a_primed_book_is_reported_primed_everywhere_not_synced(tmp_path):
 
     # export: every book_top row carries the book's sync state at its timestamp
     export_journal(spot, tmp_path, symbols=["RUNEEUR", "NKNUSDT"], interval_s=1.0)
-    top = pq.read_table(tmp_path / "book_top.parquet").to_pylist()
+    t = read_table(tmp_path, "book_top")
+    top = t.append_column("ts_ns", t.column("time").cast("int64")).to_pylist()
     at = {(row["symbol"], row["sync_state"]) for row in top if row["ts_ns"] == PRIMED_NS}
     assert at == {("RUNEEUR", "primed"), ("NKNUSDT", "synced")}
     assert {row["sync_state"] for row in top if row["symbol"] == "RUNEEUR"} == {"primed", "synced"}

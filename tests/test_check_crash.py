@@ -23,7 +23,7 @@ from engine.journal.reader import JournalReader
 from engine.journal.recorder import OUTPUTS_DIR, read_outputs
 from engine.journal.schema import Dir, Kind
 from engine.journal.writer import JournalWriter
-from engine.replay.replay import check, check_report, stopped_cleanly
+from engine.replay.check import check, check_report, stopped_cleanly
 
 ENGINE = [sys.executable, "-m", "engine.cli"]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from pathlib import Path
 
 import msgspec
@@ -212,8 +212,9 @@ def _reference(s: str) -> int | None:
     """What a plain ASCII decimal string is worth in units, by Decimal; None if not exact."""
     if not _PLAIN.fullmatch(s):
         return None
-    units = Decimal(s).scaleb(num.SCALE)
-    return int(units) if units == units.to_integral_value() else None
+    with localcontext(Context(prec=len(s) + num.SCALE + 2)):  # exact: never round (prec 28 did)
+        units = Decimal(s).scaleb(num.SCALE)
+        return int(units) if units == units.to_integral_value() else None
 
 
 NUMBERISH = st.text("0123456789.+-_ e\t١\xa0", max_size=14) | st.decimals(

@@ -33,9 +33,10 @@ from engine.journal.schema import Dir, Kind
 from engine.journal.writer import JournalWriter
 from engine.live.capture import Capture
 from engine.live.config import LiveConfig
+from engine.replay.check import check
 from engine.replay.checkpoints import CheckpointPolicy, CheckpointWriter, list_checkpoints
 from engine.replay.cli import replay as replay_cmd
-from engine.replay.replay import check, state_at
+from engine.replay.replay import state_at
 from engine.sim.cli import open_simulator
 from engine.sim.server import FAULTS
 from tests.test_live import fault_seen, until
@@ -59,7 +60,7 @@ async def _capture(journal: Path, fault: str | None, seed: int) -> dict:
             backoff_base_s=0.05,
             backoff_cap_s=0.1,
             connect_timeout_s=2,
-            disconnect_timeout_s=0.3,
+            disconnect_timeout_s=5.0,  # takes ms; the bound only matters on a starved machine
             snapshot_limit=100,
         )
         codec = get_codec("sim")

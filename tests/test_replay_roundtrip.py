@@ -20,7 +20,7 @@ from pathlib import Path
 
 from engine.journal.reader import JournalReader
 from engine.journal.schema import Dir, Kind
-from engine.replay.replay import check
+from engine.replay.check import check
 
 ENGINE = [sys.executable, "-m", "engine.cli"]
 SPOT = Path(__file__).resolve().parent.parent / "fixtures" / "journals" / "binance-spot"

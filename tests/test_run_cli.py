@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from engine.journal.reader import JournalReader
+from engine.replay.check import check
 from engine.replay.checkpoints import list_checkpoints
-from engine.replay.replay import check
 
 ENGINE = [sys.executable, "-m", "engine.cli"]
 
