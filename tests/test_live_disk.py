@@ -30,7 +30,7 @@ from engine.journal.writer import JournalWriter
 from engine.live.capture import Capture
 from engine.live.cli import EXIT_CODES
 from engine.live.config import LiveConfig
-from engine.replay.replay import check
+from engine.replay.check import check
 from engine.sim.cli import open_simulator
 
 ENGINE = [sys.executable, "-m", "engine.cli"]
