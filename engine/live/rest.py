@@ -129,7 +129,7 @@ class SnapshotFetcher:
         delay = 0.25
         try:
             for attempt in range(1, cfg.rest_retries + 1):
-                await trio.sleep_until(self._resume_at)
+                await self._paused()
                 await self.budget.acquire(depth_weight(cfg.exchange, cfg.snapshot_limit))
                 self.status.rest_requests += 1
                 try:
@@ -159,6 +159,12 @@ class SnapshotFetcher:
                 self._resume_at = max(self._resume_at, trio.current_time() + wait)
         finally:
             self._inflight.discard(symbol)
+
+    async def _paused(self) -> None:
+        """Wait out the REST pause, also when a 418/429 extends it while we wait."""
+        while trio.current_time() < self._resume_at:  # noqa: ASYNC110 - a deadline that moves
+            await trio.sleep_until(self._resume_at)
+        await trio.lowlevel.checkpoint()
 
     async def _get(self, url: str) -> tuple[int, str | None, bytes]:
         """(HTTP status, Retry-After, body), the body read in chunks up to ``max_rest_bytes``."""
