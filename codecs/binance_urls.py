@@ -4,7 +4,8 @@ Owns what the runtime sends to Binance and where: channel → stream names,
 combined-stream URLs, SUBSCRIBE/UNSUBSCRIBE messages, REST depth snapshot URLs,
 and the USD-M futures split of streams over the ``/public`` and ``/market``
 URL paths.  The codecs of :mod:`engine.codecs.binance` inherit these as
-:class:`SpotOutbound` / :class:`FuturesOutbound`.  Must not: do I/O or decode
+:class:`SpotOutbound` / :class:`FuturesOutbound`; COIN-M futures (the
+``dapi``/``dstream`` hosts) as :class:`DeliveryOutbound`.  Must not: do I/O or decode
 anything (inbound is :mod:`engine.codecs.binance_wire` and the codec).
 """
 
@@ -15,7 +16,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-__all__ = ["CHANNELS", "FUTURES_PATHS", "SpotOutbound", "FuturesOutbound"]
+__all__ = ["CHANNELS", "FUTURES_PATHS", "SpotOutbound", "FuturesOutbound", "DeliveryOutbound"]
 
 #: channel name (as given to :meth:`streams`) → stream suffix.
 CHANNELS: dict[str, str] = {
@@ -138,3 +139,16 @@ class FuturesOutbound(SpotOutbound):
                 )
             base += next(iter(paths))
         return f"{base}/stream?streams={'/'.join(streams)}"
+
+
+class DeliveryOutbound(FuturesOutbound):
+    """COIN-M futures: ``/dapi/v1/depth``; every stream on one ``/stream`` path (no split)."""
+
+    depth_path = "/dapi/v1/depth"
+
+    def streams_by_path(self, streams: Sequence[str]) -> dict[str, list[str]]:
+        """One group: COIN-M serves every stream kind on the same URL path."""
+        return {"": list(streams)} if streams else {}
+
+    def ws_url(self, base_url: str, streams: Sequence[str]) -> str:
+        return SpotOutbound.ws_url(self, base_url, streams)

@@ -1,4 +1,8 @@
-"""``engine journal inspect|verify|recover``: look at and check journals without decoding them."""
+"""``engine journal inspect|verify|recover``: look at and check journals without decoding them.
+
+Exit codes are :mod:`engine.cli`'s one rule: a missing folder is a usage error
+(2); a folder that is not a journal, or an unsound one, is a data failure (1).
+"""
 
 from __future__ import annotations
 
@@ -62,8 +66,11 @@ def journal() -> None:
     """Inspect, verify and recover journal directories."""
 
 
+_DIR = click.Path(exists=True, file_okay=False, path_type=str)
+
+
 @journal.command()
-@click.argument("directory", type=click.Path(file_okay=True, dir_okay=True))
+@click.argument("directory", type=_DIR)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--top", default=10, show_default=True, help="How many sources to list.")
 @skip_damaged_option
@@ -109,7 +116,7 @@ def inspect(directory: str, as_json: bool, top: int) -> None:
 
 
 @journal.command()
-@click.argument("directory", type=click.Path())
+@click.argument("directory", type=_DIR)
 def verify(directory: str) -> None:
     """Exit 0 if the journal is sound; else exit 1 with one FAIL line per problem.
 
@@ -133,13 +140,18 @@ def verify(directory: str) -> None:
 
 
 @journal.command()
-@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.argument("directory", type=_DIR)
 def recover(directory: str) -> None:
     """Seal partial segments left by a crash (drops torn tails, keeps every whole batch)."""
     from pathlib import Path
 
+    from engine.cli import DataFailure
     from engine.journal.recovery import seal_partials
+    from engine.journal.schema import MANIFEST
 
+    d = Path(directory)
+    if not (d / MANIFEST).is_file() and not any(d.glob("seg-*.arrows*")):
+        raise DataFailure(f"{d}: not a journal (no {MANIFEST} and no seg-*.arrows files)")
     try:
         state = seal_partials(Path(directory))
     except JournalError as exc:

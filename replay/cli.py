@@ -1,4 +1,9 @@
-"""``engine replay``, ``engine book`` and ``engine export``: the command lines of replay.
+"""``engine replay``: the command line of replay, and what ``engine book`` / ``engine export`` share.
+
+``engine book`` is :mod:`engine.replay.cli_book`, ``engine export``
+:mod:`engine.replay.cli_export`; both take their time type, checkpoint
+options, journal checks (times and symbols against the journal) and summary
+lines from here.
 
 Owns parsing, rendering (text or ``--json``), the progress bar (rich, on a
 terminal only), exit codes and turning our errors into one-line messages.
@@ -6,9 +11,12 @@ Must not: fold, compare or write tables itself — that is
 :mod:`engine.replay.replay`, :mod:`engine.replay.export` and
 :mod:`engine.replay.server`.
 
-Exit codes: 0 success; 1 ``--check`` found a difference, or any error
-(a message, never a traceback); ``--check`` uses 2 when it could not compare
-at all (no recorded outputs, unreadable journal), like ``cmp``.
+Exit codes follow the one rule of :mod:`engine.cli` (0 success, 1 a data or
+check failure, 2 a usage error): this module raises its error classes and never
+exits with a code of its own, except ``--check``'s 1 for a difference.
+Replays never write into the journal they read unless asked
+(``--save-checkpoints``); ``--out`` never replaces a file or writes into a
+journal without ``--force``.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from typing import Any
 
 import click
 
+from engine.cli import DataFailure, UsageFailure, deprecated, guard_output, leaf_error
 from engine.journal.cli import skip_damaged_option
 from engine.journal.reader import JournalError
 from engine.pipeline import Pipeline
@@ -32,12 +41,11 @@ from engine.replay.replay import (
     Tally,
     open_journal,
     seq_span,
-    symbols_of,
     tally_output,
 )
 from engine.timefmt import format_ms, format_ns, parse_time
 
-__all__ = ["replay", "book", "export"]
+__all__ = ["replay", "render_summary", "TIME"]
 
 
 class TimeParam(click.ParamType):
@@ -59,55 +67,115 @@ TIME = TimeParam()
 _TIME = "TIME: ISO-8601 UTC unless zoned, integer epoch ns, or epoch s with a fraction"
 
 
-class CheckFailed(click.ClickException):
-    """``--check`` could not compare at all (exit 2, unlike a difference's 1)."""
-
-    exit_code = 2
-
-
-def _csv(value: str | None) -> list[str] | None:
-    items = [v.strip().upper() for v in (value or "").split(",") if v.strip()]
-    return items or None
+class CheckFailed(DataFailure):
+    """``--check`` could not compare at all (no recorded outputs, unreadable journal): exit 1."""
 
 
 def _policy(
-    directory: Path, enabled: bool, every_s: float, every_frames: int
+    directory: Path, save: bool, every_s: float | None, every_frames: int | None
 ) -> CheckpointPolicy | None:
-    if not enabled:
+    """The checkpoint policy asked for; None unless ``--save-checkpoints`` (never by default)."""
+    if not save:
+        if every_s is not None or every_frames is not None:
+            raise UsageFailure(
+                "--checkpoint-every/--checkpoint-frames need --save-checkpoints"
+                " (replays write nothing into the journal unless asked)"
+            )
         return None
     if directory.is_dir() and not os.access(directory, os.W_OK):
-        click.echo(f"note: {directory} is read-only: no checkpoints written", err=True)
-        return None
+        raise DataFailure(f"{directory} is read-only: --save-checkpoints cannot write there")
     try:
-        return CheckpointPolicy(every_frames=every_frames, every_s=every_s)
+        return CheckpointPolicy(
+            every_frames=50_000 if every_frames is None else every_frames,
+            every_s=60.0 if every_s is None else every_s,
+        )
     except ValueError as exc:
         raise click.BadParameter(
             str(exc), param_hint="--checkpoint-every/--checkpoint-frames"
         ) from None
 
 
+def _old_checkpoint_flag(ctx: click.Context, param: click.Parameter, value: bool | None) -> None:
+    if value is not None:
+        new = "--save-checkpoints" if value else "nothing (no checkpoints is the default)"
+        deprecated("--checkpoints" if value else "--no-checkpoints", new)
+        if value:
+            ctx.meta["save_checkpoints"] = True
+
+
 def _checkpoint_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The checkpoint flags shared by ``replay`` and ``book``."""
     fn = click.option(
+        "--checkpoints/--no-checkpoints",
+        "old_checkpoints",
+        default=None,
+        hidden=True,
+        expose_value=False,
+        callback=_old_checkpoint_flag,
+    )(fn)
+    fn = click.option(
         "--checkpoint-frames",
         type=click.IntRange(min=1),
-        default=50_000,
-        show_default=True,
-        help="...or after this many frames, whichever comes first.",
+        default=None,
+        help="With --save-checkpoints: ...or after this many frames, whichever first [50000].",
     )(fn)
     fn = click.option(
         "--checkpoint-every",
         type=click.FloatRange(min=0, min_open=True),
-        default=60.0,
-        show_default=True,
-        help="Write a state checkpoint beside the journal every this many seconds of journal time...",
+        default=None,
+        help="With --save-checkpoints: every this many seconds of journal time [60]...",
     )(fn)
     return click.option(
-        "--checkpoints/--no-checkpoints",
-        default=True,
-        show_default=True,
-        help="Write checkpoints while folding (they make later --from / engine book fast).",
+        "--save-checkpoints",
+        is_flag=True,
+        help="Write state checkpoints into the journal's checkpoints/ while folding (they make"
+        " later --from and engine book fast).  Off by default: a replay writes nothing.",
     )(fn)
+
+
+def _save(ctx: click.Context, flag: bool) -> bool:
+    return flag or bool(ctx.meta.get("save_checkpoints"))
+
+
+def _open_checked(directory: Path) -> Any:
+    """The journal through the Python API, whose rules check times and symbols against it."""
+    import engine
+
+    return engine.open(directory)
+
+
+def _window(j: Any, from_: int | None, to: int | None) -> None:
+    try:
+        j._window(from_, to)
+    except ValueError as exc:
+        raise DataFailure(
+            str(exc).replace("start ", "--from ", 1).replace("end ", "--to ", 1)
+        ) from None
+
+
+def _symbols_checked(j: Any, symbols: str | None) -> list[str] | None:
+    """The ``--symbols`` asked for, upper-cased (None: all); unknown ones list the journal's."""
+    if symbols is None:
+        return None
+    try:
+        return sorted(j._wanted(symbols))
+    except ValueError as exc:
+        raise UsageFailure(str(exc).replace("symbols=", "--symbols", 1)) from None
+
+
+#: ``--out`` suffix → what is written (anything else is refused, never guessed).
+OUT_FORMATS = {".parquet": "Parquet", ".arrow": "Arrow IPC file", ".feather": "Arrow IPC file"}
+
+
+def _out_checked(out: Path | None, force: bool) -> None:
+    if out is None:
+        return
+    if out.suffix.lower() not in OUT_FORMATS:
+        raise UsageFailure(
+            f"--out {out}: unknown format {out.suffix or '(no suffix)'!r}; the suffix chooses it:"
+            f" {', '.join(f'{k} ({v})' for k, v in OUT_FORMATS.items())}"
+        )
+    guard_output(out, force=force)
 
 
 @contextmanager
@@ -148,25 +216,33 @@ def _progress(journal_dir: str, label: str) -> Iterator[Callable[[int, Pipeline]
 
 
 def _fail(exc: Exception) -> click.ClickException:
-    return click.ClickException(str(exc))
+    return DataFailure(str(exc))
 
 
 # =============================================================== engine replay
 
 
 @click.command("replay")
-@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--from", "from_", type=TIME, default=None, help=f"Report from this time ({_TIME}).")
 @click.option(
     "--to", "to", type=TIME, default=None, help=f"Stop the replay at this time ({_TIME})."
 )
-@click.option("--symbols", default=None, help="Comma-separated symbols to report (default: all).")
+@click.option(
+    "--symbols",
+    default=None,
+    help="Comma-separated symbols to report (default: all; unknown ones are an error).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Write every reported output to FILE (Parquet; .arrow/.feather: Arrow IPC file).",
+    help="Write every reported output to FILE; the suffix chooses the format: .parquet,"
+    " .arrow/.feather (Arrow IPC file).  An existing file, or one inside a journal, needs --force.",
+)
+@click.option(
+    "--force", is_flag=True, help="Allow --out to replace a file or write into a journal."
 )
 @click.option(
     "--check",
@@ -176,32 +252,35 @@ def _fail(exc: Exception) -> click.ClickException:
 @click.option(
     "--serve", metavar="HOST:PORT", default=None, help="Serve the journal as an exchange."
 )
-@click.option(
-    "--speed", default="1", show_default=True, help="With --serve: 1, 10, any factor, or max."
-)
+@click.option("--speed", default=None, help="With --serve: 1, 10, any factor, or max [1].")
 @_checkpoint_options
 @skip_damaged_option
+@click.pass_context
 def replay(
+    ctx: click.Context,
     directory: Path,
     from_: int | None,
     to: int | None,
     symbols: str | None,
     as_json: bool,
     out: Path | None,
+    force: bool,
     check: bool,
     serve: str | None,
-    speed: str,
-    checkpoints: bool,
-    checkpoint_every: float,
-    checkpoint_frames: int,
+    speed: str | None,
+    save_checkpoints: bool,
+    checkpoint_every: float | None,
+    checkpoint_frames: int | None,
 ) -> None:
     """Fold a journal through the same pipeline as `engine run` and summarize it per symbol.
 
     TIME is ISO-8601 (2024-01-01T00:00:05.123456789Z: up to 9 fractional digits, UTC
     unless a zone is given), integer epoch nanoseconds (1704067205123456789), or epoch
     seconds with a fraction (1704067205.123).  --from/--to choose what is reported; state always
-    comes from the journal's beginning (or an exact checkpoint).
+    comes from the journal's beginning (or an exact checkpoint).  Nothing is written into the
+    journal unless --save-checkpoints is given.
     """
+    save = _save(ctx, save_checkpoints)
     modes = [name for name, on in (("--serve", serve is not None), ("--check", check)) if on]
     others = [
         name
@@ -211,13 +290,16 @@ def replay(
             ("--symbols", symbols is not None),
             ("--json", as_json),
             ("--out", out is not None),
+            ("--save-checkpoints", save),
         )
         if on
     ]
     if len(modes) > 1 or (modes and others):
-        raise click.UsageError(f"{' and '.join(modes + others)} cannot be combined")
+        raise UsageFailure(f"{' and '.join(modes + others)} cannot be combined")
+    if speed is not None and serve is None:
+        raise UsageFailure("--speed only applies to --serve (a replay folds as fast as it can)")
     if serve is not None:
-        _serve(directory, serve, speed)
+        _serve(directory, serve, speed or "1")
         return
     if check:
         _check(directory)
@@ -227,8 +309,11 @@ def replay(
     from engine.replay.export import OutputsWriter
     from engine.replay.replay import Replay, summarize
 
-    wanted = _csv(symbols)
-    policy = _policy(directory, checkpoints, checkpoint_every, checkpoint_frames)
+    policy = _policy(directory, save, checkpoint_every, checkpoint_frames)
+    _out_checked(out, force)
+    j = _open_checked(directory)
+    wanted = _symbols_checked(j, symbols)
+    _window(j, from_, to)
     started = time.perf_counter()
     writer = None
     try:
@@ -255,10 +340,6 @@ def replay(
             writer.abort()
         raise _fail(exc) from None
     elapsed = time.perf_counter() - started
-    if wanted:
-        unknown = sorted(set(wanted) - set(symbols_of(r.pipeline)))
-        if unknown:
-            click.echo(f"warning: no state for {', '.join(unknown)} in {directory}", err=True)
     extra = {
         "journal": str(directory),
         "exchange": r.metadata.get("exchange"),
@@ -269,7 +350,9 @@ def replay(
         else {"last_seq": r.restored.last_seq, "max_recv_ns": r.restored.max_recv_ns},
         "frames_folded": r.frames,
         "checkpoints_written": len(r.writer.written) if r.writer is not None else 0,
-        "out": None if out is None else {"file": str(out), "outputs": written},
+        "out": None
+        if out is None
+        else {"file": str(out), "format": OUT_FORMATS[out.suffix.lower()], "outputs": written},
         "elapsed_s": round(elapsed, 3),
     }
     summary = summarize(r.pipeline, tallies, wanted, extra, r.decode_errors)
@@ -290,9 +373,14 @@ def _serve(directory: Path, where: str, speed: str) -> None:
     try:
         parse_speed(speed)
         open_journal(directory)
-        run_server(directory, host.strip("[]"), int(port_text), speed, echo=click.echo)
-    except (JournalError, ValueError, OSError) as exc:
+    except (JournalError, ValueError) as exc:
         raise _fail(exc) from None
+    try:
+        run_server(directory, host.strip("[]"), int(port_text), speed, echo=click.echo)
+    except* OSError as group:
+        exc = leaf_error(group)
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise DataFailure(f"cannot serve on {where}: {why}") from None
 
 
 def _check(directory: Path) -> None:
@@ -357,7 +445,7 @@ def _js(d: Any) -> str:
 
 
 def _pair(level: list[str] | None) -> str:
-    return "-" if not level else f"{level[1]} @ {level[0]}"
+    return "-" if not level else f"{level[0]} × {level[1]}"
 
 
 def render_summary(s: dict[str, Any]) -> str:
@@ -368,13 +456,9 @@ def render_summary(s: dict[str, Any]) -> str:
         f"  outputs {s['outputs']}  (last seq {s['last_seq']}"
         + (f", at {format_ns(s['last_recv_ns'])})" if s["frames"] else ")"),
     ]
-    window = []
-    if s.get("from_ns") is not None:
-        window.append(f"from {format_ns(s['from_ns'])}")
-    if s.get("to_ns") is not None:
-        window.append(f"to {format_ns(s['to_ns'])}")
+    window = _window_text(s.get("from_ns"), s.get("to_ns"))
     if window:
-        lines.append("window    " + "  ".join(window))
+        lines.append("window    " + window)
     ck = s.get("checkpoint")
     if ck:
         lines.append(
@@ -391,6 +475,12 @@ def render_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _window_text(from_ns: int | None, to_ns: int | None) -> str:
+    """The instants ``--from``/``--to`` resolved to, as ISO text and epoch ns."""
+    ends = [(name, ns) for name, ns in (("from", from_ns), ("to", to_ns)) if ns is not None]
+    return "  ".join(f"{name} {format_ns(ns)} (epoch ns {ns})" for name, ns in ends)
+
+
 def _counts(d: dict[str, int]) -> str:
     return "  ".join(f"{k}={v}" for k, v in d.items()) or "-"
 
@@ -403,7 +493,7 @@ def _symbol_lines(d: dict[str, Any]) -> list[str]:
         if "last_id" in b:  # published: primed or synced
             out.append(
                 f"book     bid {_pair(b['best_bid'])}  ask {_pair(b['best_ask'])}  spread"
-                f" {b['spread']}  mid {b['mid']}  imbalance {b['imbalance']}"
+                f" {b['spread']}  mid {b['mid']}  imbalance (top {b['depth']}) {b['imbalance']}"
                 f"  levels {b['bid_levels']}/{b['ask_levels']}  update id {b['last_id']}"
             )
         else:
@@ -463,176 +553,3 @@ def _candle_lines(candles: list[dict[str, Any]] | None) -> list[str]:
         if oc:
             out.append(f"candle   {c['interval']} open   {_ohlcv(oc)}")
     return out
-
-
-# =============================================================== engine book
-
-
-@click.command("book")
-@click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--symbol", required=True, help="The symbol, e.g. BTCUSDT.")
-@click.option("--at", "at", type=TIME, required=True, help=f"The instant ({_TIME}).")
-@click.option("--depth", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@_checkpoint_options
-@skip_damaged_option
-def book(
-    directory: Path,
-    symbol: str,
-    at: int,
-    depth: int,
-    as_json: bool,
-    checkpoints: bool,
-    checkpoint_every: float,
-    checkpoint_frames: int,
-) -> None:
-    """The order book (and trade/candle state) of SYMBOL at an instant.
-
-    Restores the nearest checkpoint at or before --at and folds forward: the
-    state after every frame received at or before that time.
-    """
-    from engine.replay.replay import book_summary, candles_summary, state_at, trades_summary
-
-    sym = symbol.strip().upper()
-    policy = _policy(directory, checkpoints, checkpoint_every, checkpoint_frames)
-    started = time.perf_counter()
-    try:
-        with _progress(str(directory), "book") as on_chunk:
-            pipeline, used, folded = state_at(directory, at, checkpoints=policy, on_chunk=on_chunk)
-    except (JournalError, ValueError, OSError) as exc:
-        raise _fail(exc) from None
-    elapsed = time.perf_counter() - started
-    known = symbols_of(pipeline)
-    if sym not in known:
-        where = "at that time" if pipeline.counters.frames else "(nothing received by then)"
-        raise click.ClickException(
-            f"no state for {sym} in {directory} {where}; symbols: {', '.join(known) or 'none'}"
-        )
-    doc = {
-        "symbol": sym,
-        "at_ns": at,
-        "at": format_ns(at),
-        "last_seq": pipeline.counters.last_seq,
-        "last_recv_ns": pipeline.counters.last_recv_ns,
-        "checkpoint": None
-        if used is None
-        else {"last_seq": used.last_seq, "max_recv_ns": used.max_recv_ns},
-        "frames_folded": folded,
-        "elapsed_s": round(elapsed, 3),
-        "book": book_summary(pipeline, sym, depth),
-        "trades": trades_summary(pipeline, sym),
-        "candles": candles_summary(pipeline, sym),
-    }
-    if as_json:
-        click.echo(json.dumps(doc, indent=2))
-    else:
-        click.echo(render_book(doc))
-
-
-def render_book(doc: dict[str, Any]) -> str:
-    """``engine book`` as text: header, ladder (asks above bids), then the aggregator state."""
-    ck = doc["checkpoint"]
-    src = (
-        f"checkpoint at seq {ck['last_seq']} + {doc['frames_folded']} frames"
-        if ck
-        else f"{doc['frames_folded']} frames from the start"
-    )
-    lines = [
-        f"{doc['symbol']} at {doc['at']}  (state after seq {doc['last_seq']}; {src};"
-        f" {doc['elapsed_s']:.3f} s)"
-    ]
-    b = doc["book"]
-    if b is None or "last_id" not in b:
-        lines.append(f"book {_sync_text(b)} at that time: no book" if b else "no book kept")
-    else:
-        lines.append(f"book {_sync_text(b)}")
-        w = max([len(p) for p, _ in b["bids"] + b["asks"]] + [5])
-        lines.append(f"  {'price':>{w}}  qty")
-        for p, q in reversed(b["asks"]):
-            lines.append(f"  {p:>{w}}  {q}   ask")
-        lines.append(f"  {'-' * w}  spread {b['spread']}  mid {b['mid']}")
-        for p, q in b["bids"]:
-            lines.append(f"  {p:>{w}}  {q}   bid")
-        lines.append(
-            f"update id {b['last_id']}  levels {b['bid_levels']}/{b['ask_levels']}"
-            f"  imbalance {b['imbalance']}"
-        )
-    if b is not None:
-        lines.extend(_health_lines(b))
-    lines.extend(_trade_lines(doc["trades"]) + _candle_lines(doc["candles"]))
-    return "\n".join(lines)
-
-
-# =============================================================== engine export
-
-
-@click.command("export")
-@click.argument("directory", type=click.Path(path_type=Path))
-@click.option(
-    "--to",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Directory for the Parquet tables (created if missing).",
-)
-@click.option("--symbols", default=None, help="Comma-separated symbols (default: all).")
-@click.option(
-    "--top",
-    type=click.IntRange(min=1),
-    default=10,
-    show_default=True,
-    help="Levels per side in book_top.",
-)
-@click.option(
-    "--interval",
-    type=click.FloatRange(min=0, min_open=True),
-    default=1.0,
-    show_default=True,
-    help="Seconds between book_top snapshots (receive time).",
-)
-@click.option("--from", "from_", type=TIME, default=None, help=f"Export from this time ({_TIME}).")
-@click.option("--until", type=TIME, default=None, help=f"Export up to this time ({_TIME}).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-@skip_damaged_option
-def export(
-    directory: Path,
-    out_dir: Path,
-    symbols: str | None,
-    top: int,
-    interval: float,
-    from_: int | None,
-    until: int | None,
-    as_json: bool,
-) -> None:
-    """Write normalized Parquet tables as one hive-partitioned dataset (table/symbol/date).
-
-    Tables: trades, book_diffs, book_top, book_events, candles, alerts, errors,
-    book_ticker, ticker, kline.  Prices and quantities are exact decimal128(38, 8)
-    columns, times timestamp[ns, UTC].  Read by pyarrow.dataset, Polars, DuckDB
-    and Spark in one call; export.json in OUTDIR describes the run.
-    """
-    from engine.replay.export import export_journal
-
-    try:
-        with _progress(str(directory), "export") as on_chunk:
-            res = export_journal(
-                directory,
-                out_dir,
-                symbols=_csv(symbols),
-                top=top,
-                interval_s=interval,
-                start_ns=from_,
-                end_ns=until,
-                on_chunk=on_chunk,
-            )
-    except (JournalError, ValueError, OSError) as exc:
-        raise _fail(exc) from None
-    if as_json:
-        click.echo(json.dumps(res.to_json(), indent=2))
-        return
-    for name, n in res.rows.items():
-        click.echo(f"{n:>10} rows  {out_dir / f'table={name}'}")
-    click.echo(
-        f"{res.frames} frames replayed; {res.decode_errors} decode errors; dropped duplicates:"
-        f" {res.duplicate_trades} trades, {res.duplicate_diffs} depth diffs"
-    )

@@ -22,6 +22,17 @@ between the diffs it was fetched among.
 
 Tardis (one message per line): ``<ISO-8601 UTC time> <raw JSON>``; an empty
 line marks a disconnect (close frame, then an open before the next message).
+Tardis writes the REST snapshot it fetched at each (re)connect into the stream
+as a message of its own, ``{"stream":"<sym>@depthSnapshot","generated":true,
+"data":{<the REST body>}}``: it becomes what a capture journals for a REST
+snapshot, a ``rest`` frame (code 200) whose source is the venue's depth URL
+for that symbol and whose payload is the body, so books sync on replay as they
+do for our own captures.  That is the one payload an importer looks into.
+
+The venue (``--exchange``) is one of the codecs' names
+(:data:`engine.codecs.registry.CODECS`), checked before anything is written;
+cryptofeed's file prefix names it when it is not given.  A failed import
+leaves nothing behind (no half-made journal directory).
 
 Bad lines never stop an import: they are counted and their line numbers reported.
 """
@@ -31,14 +42,19 @@ from __future__ import annotations
 import heapq
 import os
 import re
+import shutil
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
 import click
+import orjson
 
+from engine.cli import DataFailure, UsageFailure, guard_output
+from engine.codecs.registry import CODECS, get_codec
 from engine.journal.schema import Dir, Frame, Kind
 from engine.journal.writer import JournalWriter
 from engine.timefmt import parse_epoch_s, parse_iso
@@ -52,8 +68,25 @@ __all__ = [
     "import_group",
 ]
 
-#: cryptofeed file-name prefix → our exchange name (others: the prefix lower-cased).
-EXCHANGES = {"BINANCE": "binance", "BINANCE_FUTURES": "binance-futures"}
+#: cryptofeed file-name prefix → our exchange name (a codec's name).
+EXCHANGES = {
+    "BINANCE": "binance",
+    "BINANCE_FUTURES": "binance-futures",
+    "BINANCE_US": "binance-us",
+    "BINANCE_TR": "binance-tr",
+    "BINANCE_DELIVERY": "binance-delivery",
+}
+
+
+def check_exchange(exchange: str) -> str:
+    """``exchange`` if a codec replays it; else ValueError listing the venues."""
+    if exchange not in CODECS:
+        raise ValueError(
+            f"unknown exchange {exchange!r}: no codec replays it; choose one of:"
+            f" {', '.join(sorted(CODECS))}"
+        )
+    return exchange
+
 
 _MAX_REPORTED_LINES = 50
 
@@ -166,29 +199,63 @@ def _symbols(records: Iterable[Frame]) -> list[str]:
     return sorted(found)
 
 
+#: Wraps the frames being written (a progress bar); identity when None.
+Progress = Callable[[Sequence[Frame]], Iterable[Frame]] | None
+
+
 def _write(
-    out: Path, records: Sequence[Frame], metadata: dict[str, object], report: ImportReport
+    out: Path,
+    records: Sequence[Frame],
+    metadata: dict[str, object],
+    report: ImportReport,
+    progress: Progress = None,
 ) -> None:
-    with JournalWriter.create(out, metadata=metadata) as w:
-        for r in records:
-            w.append(r.recv_ns, r.conn, r.dir, r.kind, r.source, r.payload, r.code)
-            report.frames += 1
+    """Write the journal; on any failure, or when nothing was imported, remove what was made."""
+    existed = out.exists()
+    try:
+        with JournalWriter.create(out, metadata=metadata) as w:
+            for r in records if progress is None else progress(records):
+                w.append(r.recv_ns, r.conn, r.dir, r.kind, r.source, r.payload, r.code)
+                report.frames += 1
+        if report.frames == 0:
+            first = f"; the first: {report.bad_lines[0]}" if report.bad_lines else ""
+            raise ValueError(f"no frame could be imported ({report.bad} bad lines{first})")
+    except BaseException:
+        if not existed:
+            shutil.rmtree(out, ignore_errors=True)
+        elif out.is_dir():  # an empty directory we were given: empty again
+            for child in out.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        raise
     report.metadata = metadata
 
 
 def import_cryptofeed(
-    files: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
+    files: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    exchange: str | None = None,
+    progress: Progress = None,
 ) -> ImportReport:
     """Convert the cryptofeed files of one capture into a journal at ``out``.
 
+    ``exchange``: the venue (a codec name); None: from the files' prefix.
+
     Raises:
-        ValueError: the files belong to different exchanges (import them separately).
+        ValueError: the files belong to different exchanges (import them separately),
+            or the venue is unknown (nothing is written).
     """
     paths = [Path(f) for f in files]
     prefixes = sorted({_capture_prefix(p) for p in paths})
     if len(prefixes) != 1:
         raise ValueError(f"files of different captures {prefixes}: import each exchange separately")
-    exchange = EXCHANGES.get(prefixes[0], prefixes[0].lower())
+    if exchange is None:
+        exchange = EXCHANGES.get(prefixes[0])
+        if exchange is None:
+            raise ValueError(
+                f"cannot tell the venue of {prefixes[0]!r} files; give --exchange, one of:"
+                f" {', '.join(sorted(CODECS))}"
+            )
+    check_exchange(exchange)
     report = ImportReport()
     counter = iter(range(1, 1 << 31))
     # Parse each file fully first (connection ids in file order), then k-way merge by time.
@@ -200,7 +267,7 @@ def import_cryptofeed(
         "source_files": [p.name for p in paths],
         "importer": "cryptofeed",
     }
-    _write(Path(out), merged, metadata, report)
+    _write(Path(out), merged, metadata, report, progress)
     return report
 
 
@@ -208,9 +275,17 @@ def import_cryptofeed(
 
 
 def read_tardis(
-    path: Path, source: str, report: ImportReport, conn_ids: Iterator[int]
+    path: Path,
+    source: str,
+    report: ImportReport,
+    conn_ids: Iterator[int],
+    snapshot_url: Callable[[str, int], str] | None = None,
 ) -> Iterator[Frame]:
-    """Records of one Tardis file: open before the first message, close+open around empty lines."""
+    """Records of one Tardis file: open before the first message, close+open around empty lines.
+
+    ``snapshot_url(symbol, levels)``: the REST source a ``depthSnapshot`` message is
+    journaled under (None: journaled as the text it is).
+    """
     conn = 0
     last_ns: int | None = None
     with open(path, "rb") as f:
@@ -233,6 +308,7 @@ def read_tardis(
                 if not sep or not body:
                     raise ValueError("expected '<ISO time> <message>'")
                 t = parse_iso(ts.decode("ascii"))
+                rest = _snapshot(body, snapshot_url) if snapshot_url is not None else None
             except (ValueError, UnicodeDecodeError) as exc:
                 report.note_bad(path.name, lineno, str(exc))
                 continue
@@ -240,9 +316,34 @@ def read_tardis(
                 conn = next(conn_ids)
                 yield _frame(t, conn, Dir.LOCAL, Kind.OPEN, source, b"")
             last_ns = t
-            yield _frame(t, conn, Dir.IN, Kind.TEXT, source, body)
+            if rest is not None:
+                yield _frame(t, 0, Dir.IN, Kind.REST, rest[0], rest[1], 200)
+            else:
+                yield _frame(t, conn, Dir.IN, Kind.TEXT, source, body)
     if conn and last_ns is not None:
         yield _frame(last_ns, conn, Dir.LOCAL, Kind.CLOSE, source, b"end of capture")
+
+
+_SNAPSHOT = re.compile(rb'^\{"stream":"([A-Za-z0-9_]+)@depthSnapshot"')
+
+
+def _snapshot(body: bytes, snapshot_url: Callable[[str, int], str]) -> tuple[str, bytes] | None:
+    """(REST source, REST body) of a Tardis ``depthSnapshot`` message; None for any other.
+
+    Raises:
+        ValueError: a depthSnapshot message without its ``data`` object.
+    """
+    m = _SNAPSHOT.match(body)
+    if m is None or b'"generated":true' not in body:
+        return None
+    try:
+        data = orjson.loads(body).get("data")
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"depthSnapshot: invalid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("depthSnapshot: no 'data' object")
+    levels = max(len(data.get("bids") or ()), len(data.get("asks") or ()), 1)
+    return snapshot_url(m.group(1).decode().upper(), levels), orjson.dumps(data)
 
 
 def import_tardis(
@@ -250,12 +351,22 @@ def import_tardis(
     out: str | os.PathLike[str],
     exchange: str = "binance",
     source: str | None = None,
+    progress: Progress = None,
 ) -> ImportReport:
-    """Convert Tardis one-message-per-line files (in the order given) into a journal at ``out``."""
+    """Convert Tardis one-message-per-line files (in the order given) into a journal at ``out``.
+
+    Raises:
+        ValueError: an unknown venue (nothing is written), or nothing to import.
+    """
+    codec: Any = get_codec(check_exchange(exchange))
     src = source or f"tardis://{exchange}"
+
+    def snapshot_url(symbol: str, levels: int) -> str:
+        return str(codec.snapshot_url(codec.rest_base, symbol, levels))
+
     report = ImportReport()
     counter = iter(range(1, 1 << 31))
-    records = [r for f in files for r in read_tardis(Path(f), src, report, counter)]
+    records = [r for f in files for r in read_tardis(Path(f), src, report, counter, snapshot_url)]
     found: set[str] = set()
     for r in records:
         m = re.match(rb'\{"stream":"([a-z0-9_]+)@', r.payload)
@@ -263,11 +374,11 @@ def import_tardis(
             found.add(m.group(1).decode().upper())
     metadata: dict[str, object] = {
         "exchange": exchange,
-        "symbols": sorted(found),
+        "symbols": sorted(found | set(_symbols(records))),
         "source_files": [Path(f).name for f in files],
         "importer": "tardis",
     }
-    _write(Path(out), records, metadata, report)
+    _write(Path(out), records, metadata, report, progress)
     return report
 
 
@@ -275,15 +386,57 @@ def import_tardis(
 
 
 def _finish(report: ImportReport, out: str) -> None:
-    click.echo(f"wrote {report.frames} frames to {out}")
+    click.echo(f"wrote {report.frames} frames to {out}  (exchange {report.metadata['exchange']})")
+    _bad_lines(report)
+
+
+def _bad_lines(report: ImportReport) -> None:
     if report.bad:
         click.echo(f"{report.bad} bad line(s) skipped:", err=True)
         for s in report.bad_lines:
             click.echo(f"  {s}", err=True)
         if report.bad > len(report.bad_lines):
             click.echo(f"  ... and {report.bad - len(report.bad_lines)} more", err=True)
-    if report.frames == 0:
-        sys.exit(1)
+
+
+def _run(do: Callable[[], ImportReport], out: str) -> None:
+    """Check ``--out``, import, report; a failure is one line and leaves nothing behind."""
+    guard_output(Path(out), force=False, forceable=False)
+    try:
+        report = do()
+    except ValueError as exc:
+        raise DataFailure(str(exc)) from None
+    except OSError as exc:
+        raise DataFailure(f"cannot write the journal {out}: {exc.strerror or exc}") from None
+    _finish(report, out)
+
+
+def _bar(records: Sequence[Frame]) -> Iterable[Frame]:
+    """A progress bar on stderr when it is a terminal; quiet otherwise."""
+    if not sys.stderr.isatty():
+        return records
+    from rich.console import Console
+    from rich.progress import track
+
+    return track(
+        records,
+        description="import",
+        console=Console(stderr=True),
+        transient=True,
+        total=len(records),
+    )
+
+
+_EXCHANGE_HELP = "the venue (its codec replays the journal): " + ", ".join(sorted(CODECS))
+
+
+def _exchange_checked(exchange: str | None) -> str | None:
+    if exchange is not None:
+        try:
+            check_exchange(exchange)
+        except ValueError as exc:
+            raise UsageFailure(str(exc)) from None
+    return exchange
 
 
 @click.group("import")
@@ -296,13 +449,11 @@ def import_group() -> None:
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False), help="new journal directory"
 )
-def cryptofeed_cmd(files: tuple[str, ...], out: str) -> None:
+@click.option("--exchange", default=None, help=_EXCHANGE_HELP + " [default: from the file names]")
+def cryptofeed_cmd(files: tuple[str, ...], out: str, exchange: str | None) -> None:
     """Import cryptofeed raw captures (the .ws and .http files of one capture)."""
-    try:
-        report = import_cryptofeed(files, out)
-    except (ValueError, FileExistsError) as exc:
-        raise click.UsageError(str(exc)) from None
-    _finish(report, out)
+    exchange = _exchange_checked(exchange)
+    _run(lambda: import_cryptofeed(files, out, exchange, _bar), out)
 
 
 @import_group.command("tardis")
@@ -310,14 +461,11 @@ def cryptofeed_cmd(files: tuple[str, ...], out: str) -> None:
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False), help="new journal directory"
 )
-@click.option("--exchange", default="binance", show_default=True, help="codec to replay it with")
+@click.option("--exchange", default="binance", show_default=True, help=_EXCHANGE_HELP)
 @click.option(
     "--source", default=None, help="connection URL to journal (default tardis://<exchange>)"
 )
 def tardis_cmd(files: tuple[str, ...], out: str, exchange: str, source: str | None) -> None:
     """Import Tardis one-message-per-line files (ISO time, a space, the raw JSON)."""
-    try:
-        report = import_tardis(files, out, exchange, source)
-    except (ValueError, FileExistsError) as exc:
-        raise click.UsageError(str(exc)) from None
-    _finish(report, out)
+    _exchange_checked(exchange)
+    _run(lambda: import_tardis(files, out, exchange, source, _bar), out)

@@ -392,6 +392,7 @@ def book_summary(pipeline: Pipeline, symbol: str, depth: int = 5) -> dict[str, A
             best_ask=None if ba is None else [_units(ba[0]), _units(ba[1])],
             spread=_units(book.spread()),
             mid=_half_units(book.mid_x2()),
+            depth=depth,
             imbalance=_ratio(book.imbalance(depth)),
             bids=[[_units(p), _units(q)] for p, q in bids],
             asks=[[_units(p), _units(q)] for p, q in asks],

@@ -1,7 +1,7 @@
 """``engine replay``: summary, --json, --symbols/--from/--to, --out, --serve, and its error messages.
 
 Runs on a copy of the real Binance spot capture in fixtures/journals (a
-replay may write checkpoints beside the journal; the fixture stays clean).
+replay writes checkpoints beside the journal only with --save-checkpoints).
 Expected numbers are computed from the journal with the reader and ``json``
 where they can be (frame counts, the trades in the window), not with the
 summary code under test.
@@ -127,18 +127,36 @@ def test_out_writes_every_output_as_parquet(spot: Path, tmp_path: Path) -> None:
 
 def test_checkpoint_flags(spot: Path) -> None:
     r = CliRunner()
-    assert r.invoke(replay_cmd, [str(spot), "--no-checkpoints"]).exit_code == 0
-    assert list_checkpoints(spot) == []
-    res = r.invoke(replay_cmd, [str(spot), "--checkpoint-frames", "100", "--json"])
+    res = r.invoke(replay_cmd, [str(spot), "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["checkpoints_written"] == 0
+    assert list_checkpoints(spot) == [] and not (spot / "checkpoints").exists()
+    res = r.invoke(replay_cmd, [str(spot), "--checkpoint-frames", "100"])
+    assert res.exit_code == 2 and "need --save-checkpoints" in res.output
+    assert not (spot / "checkpoints").exists()
+    res = r.invoke(
+        replay_cmd, [str(spot), "--save-checkpoints", "--checkpoint-frames", "100", "--json"]
+    )
     assert json.loads(res.output)["checkpoints_written"] == 3
+    assert [c.last_seq for c in list_checkpoints(spot)] == [100, 200, 270]
+
+
+def test_old_checkpoint_spellings_still_work_with_a_note(spot: Path) -> None:
+    p = engine("replay", str(spot), "--no-checkpoints")
+    assert p.returncode == 0 and "note: --no-checkpoints is deprecated" in p.stderr
+    assert not (spot / "checkpoints").exists()
+    p = engine("replay", str(spot), "--checkpoints", "--checkpoint-frames", "100")
+    assert (
+        p.returncode == 0
+        and "note: --checkpoints is deprecated; use --save-checkpoints" in p.stderr
+    )
     assert [c.last_seq for c in list_checkpoints(spot)] == [100, 200, 270]
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["{missing}"], "no such directory"),
-        (["{file}"], "not a directory"),
+        (["{missing}"], "does not exist"),
+        (["{file}"], "is a file"),
         (["{empty}"], "no journal.json and no seg-*.arrows files"),
         (["{spot}", "--from", "noon"], "Invalid value for '--from': not a time: 'noon'"),
         (["{spot}", "--serve", "nowhere"], "expected HOST:PORT"),

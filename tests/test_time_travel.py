@@ -2,8 +2,8 @@
 
 The journal is the simulator's market model over 150 s of simulated time
 (tests/helpers/sim_journal.py, ~3000 frames); checkpoints are written by a
-real ``engine replay --checkpoint-frames`` subprocess.  The reference state at
-T is computed independently: one pass over the journal's frames fed one by
+real ``engine replay --save-checkpoints --checkpoint-frames`` subprocess.  The
+reference state at T is computed independently: one pass over the journal's frames fed one by
 one (``Pipeline.feed``, not the batch path) with a pipeline snapshot taken
 just before the first frame received after each T.
 """
@@ -14,6 +14,7 @@ import json
 import shutil
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,8 @@ from hypothesis import strategies as st
 
 from engine.journal.reader import JournalReader
 from engine.replay.checkpoints import CheckpointPolicy, CheckpointWriter, list_checkpoints
-from engine.replay.cli import book as book_cmd
 from engine.replay.cli import replay as replay_cmd
+from engine.replay.cli_book import book as book_cmd
 from engine.replay.replay import book_summary, pipeline_for, state_at
 from engine.timefmt import format_ns
 
@@ -38,7 +39,16 @@ EVERY = 200
 def journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = write_sim_journal(tmp_path_factory.mktemp("tt") / "j")
     p = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "replay", str(d), "--checkpoint-frames", str(EVERY)],
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "replay",
+            str(d),
+            "--save-checkpoints",
+            "--checkpoint-frames",
+            str(EVERY),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -130,7 +140,6 @@ def test_engine_book_subprocess_json_equals_the_reference(journal: Path, times: 
             "--depth",
             "7",
             "--json",
-            "--no-checkpoints",
         ],
         capture_output=True,
         text=True,
@@ -152,20 +161,26 @@ def test_engine_book_text_and_iso_time(journal: Path, times: list[int]) -> None:
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
     assert lines[0].startswith("BTCUSDT at " + iso[:-4])
-    assert any(line.endswith("bid") for line in lines) and any(
-        line.endswith("ask") for line in lines
-    )
+    rows = [line for line in lines if line.startswith(("  ask  ", "  bid  "))]
+    assert [r[2:5] for r in rows] == ["ask"] * 10 + ["bid"] * 10  # --depth 10, stated:
+    assert "top 10 of" in lines[1] and "imbalance (top 10 levels)" in res.output
+    assert len({r.index("×") for r in rows}) == 1 and len({len(r) for r in rows}) == 1  # aligned
+    assert len({r.index(".") for r in rows}) == 1  # prices on one decimal point column
+    asks = [Decimal(r.split()[1]) for r in rows[:10]]
+    bids = [Decimal(r.split()[1]) for r in rows[10:]]
+    assert asks == sorted(asks, reverse=True) and bids == sorted(bids, reverse=True)
+    assert bids[0] < asks[-1]
     assert any(line.startswith("trades   last ") for line in lines)
 
 
 def test_book_errors_are_one_line(journal: Path, tmp_path: Path) -> None:
     r = CliRunner()
     res = r.invoke(book_cmd, [str(journal), "--symbol", "NOPE", "--at", "2024-01-01T00:01:00"])
-    assert res.exit_code == 1 and "no state for NOPE" in res.output and "BTCUSDT" in res.output
+    assert res.exit_code == 2 and "unknown symbol NOPE" in res.output and "BTCUSDT" in res.output
     res = r.invoke(book_cmd, [str(journal), "--symbol", "BTCUSDT", "--at", "yesterday"])
     assert res.exit_code == 2 and "not a time: 'yesterday'" in res.output
     res = r.invoke(book_cmd, [str(tmp_path / "nope"), "--symbol", "X", "--at", "0"])
-    assert res.exit_code == 1 and res.output.strip().endswith("no such directory")
+    assert res.exit_code == 2 and "does not exist" in res.output
 
 
 def test_bad_checkpoints_are_skipped_never_trusted(journal: Path, tmp_path: Path) -> None:
@@ -190,7 +205,7 @@ def test_bad_checkpoints_are_skipped_never_trusted(journal: Path, tmp_path: Path
 def test_replay_from_uses_a_checkpoint_and_reports_the_same(journal: Path, times) -> None:
     t = times[len(times) // 2]
     r = CliRunner()
-    args = [str(journal), "--from", str(t), "--json", "--no-checkpoints"]
+    args = [str(journal), "--from", str(t), "--json"]
     fast = json.loads(r.invoke(replay_cmd, args).output)
     shutil.rmtree(journal / "checkpoints.off", ignore_errors=True)
     (journal / "checkpoints").rename(journal / "checkpoints.off")
@@ -208,7 +223,17 @@ def test_book_queries_checkpoint_on_the_cadence_only(journal: Path, times, tmp_p
     d = tmp_path / "j"
     shutil.copytree(journal, d, ignore=shutil.ignore_patterns("checkpoints"))
     t = times[1234]
-    args = [str(d), "--symbol", "BTCUSDT", "--at", str(t), "--checkpoint-frames", "500", "--json"]
+    args = [
+        str(d),
+        "--symbol",
+        "BTCUSDT",
+        "--at",
+        str(t),
+        "--save-checkpoints",
+        "--checkpoint-frames",
+        "500",
+        "--json",
+    ]
     first = json.loads(CliRunner().invoke(book_cmd, args).output)
     assert first["checkpoint"] is None and first["frames_folded"] == 1235
     assert [c.last_seq for c in list_checkpoints(d)] == [500, 1000]  # none at the queried T

@@ -139,6 +139,7 @@ async def capture_main(opts: RunOptions, *, task_status: Any = trio.TASK_STATUS_
 
     codec = get_codec(opts.exchange)
     jdir = opts.journal or default_journal_dir(opts.exchange)
+    started_ns = time.time_ns()
     async with _endpoints(opts, codec) as (ws, rest, sim):
         config = _live_config(opts, ws, rest)
         options = pipeline_options(opts)
@@ -197,7 +198,38 @@ async def capture_main(opts: RunOptions, *, task_status: Any = trio.TASK_STATUS_
         }
         if sim is not None:
             summary["simulator_frames_sent"] = sum(c["frames"] for c in sim.stats()["connections"])
-        return summary
+        return _summary_fields(summary, jdir, started_ns)
+
+
+def _remove_if_empty(target: Path) -> None:
+    """Remove the journal directory of a capture that failed before it received anything."""
+    import shutil
+
+    from engine.journal.inspect import scan_journal
+    from engine.journal.reader import JournalError
+
+    try:
+        received = scan_journal(target).frames if (target / "journal.json").exists() else 0
+    except (JournalError, OSError):
+        received = 0
+    if not received:
+        shutil.rmtree(target, ignore_errors=True)
+
+
+def _summary_fields(summary: dict[str, Any], jdir: Path, started_ns: int) -> dict[str, Any]:
+    """What the summary's counters mean to a user: wall-clock times, both journal sizes."""
+    from engine.journal.inspect import scan_journal
+    from engine.timefmt import format_ns
+
+    summary.pop("started_mono", None)
+    stopped_ns = time.time_ns()
+    summary["started"] = format_ns(started_ns)
+    summary["stopped"] = format_ns(stopped_ns)
+    summary["duration_s"] = round((stopped_ns - started_ns) / 1e9, 3)
+    # bytes appended while capturing; sealing compacts segments, so the disk size differs
+    summary["journal_bytes_written"] = summary.pop("journal_bytes", 0)
+    summary["journal_bytes_on_disk"] = scan_journal(jdir).disk_bytes  # as `journal inspect`
+    return summary
 
 
 async def _display(capture: Any, symbols: list[str], dashboard: bool) -> None:
@@ -240,7 +272,12 @@ def _csv(value: str) -> tuple[str, ...]:
     default=None,
     help="Journal directory to create (default: journals/<exchange>-<UTC time>).",
 )
-@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop after this many seconds.",
+)
 @click.option("--no-dashboard", is_flag=True, help="Plain status lines instead of the dashboard.")
 @click.option("--url", default=None, help="WebSocket base URL (a replay server, a simulator …).")
 @click.option("--rest-url", default=None, help="REST base URL for depth snapshots.")
@@ -363,16 +400,31 @@ def run(
     )
     if not opts.symbols or not opts.channels:
         raise click.BadParameter("give at least one symbol and one channel")
+    from engine.codecs.registry import get_codec
+
+    try:  # the streams are named before anything is created: a bad channel makes nothing
+        get_codec(exchange).streams(list(opts.symbols), list(opts.channels))  # type: ignore[attr-defined]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--channels") from None
     target = opts.journal or default_journal_dir(exchange)
     if (target / "journal.json").exists():
-        raise click.ClickException(
+        raise click.UsageError(
             f"{target} already holds a journal: choose a new --journal directory"
         )
+    existed = target.exists()
     opts = attrs.evolve(opts, journal=target.absolute())
     try:
         summary = trio.run(capture_main, opts)
-    except OSError as exc:
-        raise click.ClickException(f"capture could not start: {exc}") from exc
+    except BaseException as exc:
+        if not existed:
+            _remove_if_empty(target)
+        from engine.cli import leaf_error
+
+        leaf = leaf_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
+        if isinstance(leaf, OSError):
+            why = f"{leaf.strerror}: {leaf.filename}" if leaf.filename else leaf.strerror or leaf
+            raise click.ClickException(f"capture could not start: {why}") from None
+        raise
     click.echo(json.dumps(summary, indent=2))
     jdir = summary["journal"]
     stopped_by = summary.get("stopped_by", "")
