@@ -43,10 +43,18 @@ The writer is synchronous and single-threaded (the trio runtime calls it from
 its one thread; ``fsync`` may be pushed to a worker thread with
 :meth:`JournalWriter.fsync`).  It owns the files of one journal directory; it
 never interprets payloads.
+
+A failed write, fsync or seal (disk full, I/O error) raises
+:class:`JournalWriteError` and closes the writer without writing anything more:
+the open segment stays a ``.partial`` (at most its last batch torn) for
+``engine journal recover``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
 import json
 import os
 import time
@@ -71,7 +79,14 @@ from engine.journal.schema import (
     frame_schema,
 )
 
-__all__ = ["WriterConfig", "JournalWriter", "JournalExistsError", "segment_name", "fsync_dir"]
+__all__ = [
+    "WriterConfig",
+    "JournalWriter",
+    "JournalExistsError",
+    "JournalWriteError",
+    "segment_name",
+    "fsync_dir",
+]
 
 _KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
 _DIR_INDEX = {d: i for i, d in enumerate(DIRS)}
@@ -81,6 +96,33 @@ _DIR_DICT = pa.array(DIRS, pa.utf8())
 
 class JournalExistsError(FileExistsError):
     """The target directory already holds a journal; pick a new directory (or resume it explicitly)."""
+
+
+class JournalWriteError(OSError):
+    """Writing the journal failed (disk full, I/O error: ``errno`` is the OS's); nothing more is written.
+
+    The writer that raised it is closed at once: its open segment stays a
+    ``.partial`` as it was on disk (at most its last batch torn, which the reader
+    drops) for ``engine journal recover`` to seal; every later ``append`` raises
+    it again and ``close`` is a no-op.
+    """
+
+
+def _write_failures(method: Callable[..., Any]) -> Callable[..., Any]:
+    """An ``OSError`` in ``method`` becomes the writer's :class:`JournalWriteError` and closes it."""
+
+    @functools.wraps(method)
+    def wrapper(self: JournalWriter, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except JournalWriteError:
+            raise
+        except OSError as exc:
+            err = self._fail(exc)
+            self._release()
+            raise err from exc
+
+    return wrapper
 
 
 @attrs.frozen
@@ -189,6 +231,8 @@ class JournalWriter:
         self._last_fsync = 0
         self._dirty = False
         self.closed = False
+        #: set by the first failed write (see :class:`JournalWriteError`)
+        self.failed: JournalWriteError | None = None
         self._compactor: ThreadPoolExecutor | None = None
         self._compactions: list[Future[None]] = []
         #: totals since this writer started (for status displays)
@@ -274,7 +318,7 @@ class JournalWriter:
     ) -> int:
         """Buffer one frame; returns its ``seq``.  May write a batch (count or age reached)."""
         if self.closed:
-            raise ValueError("append on a closed JournalWriter")
+            raise self.failed or ValueError("append on a closed JournalWriter")
         si = self._sources.get(source)
         if si is None:
             si = self._add_source(source)
@@ -305,6 +349,7 @@ class JournalWriter:
         self._source_dict = pa.array(self._source_list, pa.utf8())
         return si
 
+    @_write_failures
     def tick(self) -> None:
         """Apply the time-based policies: write an aged batch, fsync when due.  Call every ~10 ms."""
         now = self._clock()
@@ -323,10 +368,16 @@ class JournalWriter:
         if fd >= 0 and self._dirty:
             self._dirty = False
             self._last_fsync = self._clock()
-            os.fsync(fd)
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                # EBADF, or another fd now: sealed (and fsynced) meanwhile by the writer's thread
+                if exc.errno != errno.EBADF and fd == self._fd:
+                    raise self._fail(exc) from exc
 
     # ------------------------------------------------------------------ writing batches
 
+    @_write_failures
     def flush(self) -> None:
         """Write the buffered frames as one record batch (one ``os.write``); rotate if due."""
         n = len(self._payload)
@@ -422,9 +473,11 @@ class JournalWriter:
 
     # ------------------------------------------------------------------ closing
 
+    @_write_failures
     def close(self) -> None:
-        """Write what is buffered and seal the open segment (idempotent)."""
+        """Write what is buffered and seal the open segment (idempotent; no-op after a write failure)."""
         if self.closed:
+            self._release()  # after a write failure: the files as they are, nothing written
             return
         self.flush()
         self._seal_segment()
@@ -440,6 +493,26 @@ class JournalWriter:
         compact_segment(partial, final, self._options, rows, summary, sources)
         self._sealed.append(summary.to_json())
         _write_manifest(self.path, {**self.metadata, "segments": self._sealed})
+
+    def _fail(self, exc: OSError) -> JournalWriteError:
+        """Record the first write failure: the writer is closed, nothing more is written."""
+        if self.failed is None:
+            self.failed = JournalWriteError(
+                exc.errno, f"journal write failed in {self.path}: {exc.strerror or exc}"
+            )
+            self.closed = True
+            self._payload = []
+        return self.failed
+
+    def _release(self) -> None:
+        """After a write failure: let go of the open segment's file as it is, and of the compactor."""
+        fd, self._fd, self._ipc = self._fd, -1, None
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if self._compactor is not None:  # a failed compaction leaves its readable partial
+            self._compactor.shutdown(wait=True)
+            self._compactions = []
 
     def _reap_compactions(self) -> None:
         """Surface errors of finished compactions (a failed one leaves the readable partial)."""

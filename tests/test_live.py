@@ -166,8 +166,20 @@ async def until(condition: Any) -> None:
             await trio.sleep(0.02)
 
 
-def fault_seen(fault: str, cap: Capture) -> bool:
-    """The capture's counters show that ``fault`` happened and was answered."""
+def verifications(cap: Capture) -> int:
+    """Verifications concluded so far (agreeing or finding a drift), both symbols."""
+    return cap.status.outputs["BookVerified"] + cap.status.outputs["DriftDetected"]
+
+
+def fault_seen(fault: str, cap: Capture, verified_at_inject: int | None = None) -> bool:
+    """The capture's counters show that ``fault`` happened and was answered.
+
+    ``verified_at_inject``: :func:`verifications` when the fault was injected.  The
+    drifted snapshot is the first one served after it; four more conclusions (at
+    most two were already in flight, one per symbol) include its verification.
+    That one need not find the drift: the sim drifts the deepest bid, which the
+    market can overwrite before the comparison.  Without it, a detected drift.
+    """
     st, outs = cap.status, cap.status.outputs
 
     def replaced() -> bool:  # a later connection than the first delivers data
@@ -180,8 +192,10 @@ def fault_seen(fault: str, cap: Capture) -> bool:
         "garbage": lambda: cap.pipeline.counters.decode_errors >= 4,
         "gap": lambda: outs["GapDetected"] >= 1 and outs["BookSynced"] > len(cap.config.symbols),
         "shutdown": lambda: st.rotations >= 1 and 1 not in cap.conns,
-        # the drifted snapshot is adopted; the next verification finds the stream's book again
-        "drift": lambda: outs["DriftDetected"] >= 2,
+        # the drifted snapshot is adopted; the next verification of that symbol answers it
+        "drift": lambda: outs["DriftDetected"] >= 1
+        if verified_at_inject is None
+        else verifications(cap) >= verified_at_inject + 4,
     }[fault]()
 
 
@@ -321,8 +335,9 @@ async def test_each_fault_is_survived_and_journaled(tmp_path: Path, fault: str) 
     async def script(s: Simulator, cap: Capture, marks: dict[str, int]) -> None:
         await settle(s, cap, marks)
         marks["inject"] = time.time_ns()
+        base = verifications(cap)
         s.inject(fault)
-        await until(lambda: fault_seen(fault, cap))
+        await until(lambda: fault_seen(fault, cap, base))
         await trio.sleep(0.3)
 
     run = await capture(tmp_path, script)
@@ -381,9 +396,11 @@ async def test_each_fault_is_survived_and_journaled(tmp_path: Path, fault: str) 
         assert "GapDetected" not in {n for _, n in names}
     elif fault == "drift":
         drifts = [o for _, o in outs if type(o).__name__ == "DriftDetected"]
-        assert drifts and len(drifts[0].bids) + len(drifts[0].asks) == 1
-        # the book took the (lying) snapshot; the next verification moves it back to the stream
-        assert len(drifts) >= 2
+        assert all(len(d.bids) + len(d.asks) == 1 for d in drifts)
+        # usually detected (if the market overwrote the deepest bid first, the verification
+        # agrees: not the runtime's concern, the reducer's tests cover both); if so, the
+        # book took the (lying) snapshot, and a later verification moves it back to the stream
+        assert run.status.outputs["BookVerified"] + len(drifts) >= 4
         for later in drifts[1:]:
             assert [(p, b, a) for p, a, b in later.bids] == drifts[0].bids
         assert run.sim["rest"]["drifted_snapshots"] == 1

@@ -33,11 +33,21 @@ sees exactly what live saw.
 The end, whatever stopped it (:meth:`Capture.stop`, the cancel scope, a bug):
 connections closed → "capture stop" marker journaled and folded → queued
 checkpoints written → final checkpoint → journal and outputs sealed.
+
+The disk: when a journal write fails (:class:`engine.journal.writer.JournalWriteError`:
+disk full, I/O error) the capture stops reading at once, journals and folds
+nothing more (the rule holds: nothing is folded that is not journaled), writes
+no final checkpoint and leaves the open segment as a ``.partial`` for
+``engine journal recover``; ``status.stopped_by`` says ``journal_write_failed``.
+Before that, free space is checked once a second (``os.statvfs``, in the
+ticker, never per frame): below ``LiveConfig.min_free_bytes`` the capture stops
+cleanly (``stopped_by = "low_disk"``) while there is still room to seal.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -46,7 +56,7 @@ from typing import Any
 import trio
 
 from engine.journal.schema import Dir, Kind
-from engine.journal.writer import JournalWriter
+from engine.journal.writer import JournalWriteError, JournalWriter
 from engine.live.config import LiveConfig
 from engine.live.connection import Connections
 from engine.live.errors import CaptureError
@@ -137,7 +147,8 @@ class Capture:
             self._after_fold.append(self._maybe_checkpoint)
         self.streams = self.links.streams
         self.shards = self.links.shards
-        self._fsync_errors = 0
+        #: the first journal write failure (nothing is journaled or folded after it)
+        self.write_error: JournalWriteError | None = None
         self.cancel_scope = trio.CancelScope()
         self._stop_requested: trio.Event | None = None
         #: prepared checkpoints on their way to the writer thread (room for one)
@@ -153,8 +164,9 @@ class Capture:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> CaptureStatus:
         """Capture until :meth:`stop` (or cancellation); then flush and seal the journal.
 
-        Returns the final status.  Never raises for exchange or network
-        trouble; an unexpected bug propagates after the journal is sealed.
+        Returns the final status (``stopped_by`` says why it ended).  Never
+        raises for exchange, network or disk trouble; an unexpected bug
+        propagates after the journal is sealed.
         """
         st = self.status
         st.started_mono = trio.current_time()
@@ -177,8 +189,9 @@ class Capture:
                     self.rest.attach(None)
                     try:
                         self._refresh_status()
+                        why = f" ({st.stopped_by})" if st.stopped_by else ""
                         self._marker(
-                            f"capture stop: {st.frames_in} frames in, {st.reconnects} reconnects"
+                            f"capture stop: {st.frames_in} frames in, {st.reconnects} reconnects{why}"
                         )
                     finally:
                         if send is not None:  # the writer drains what is queued, then ends
@@ -242,9 +255,15 @@ class Capture:
 
         ``recv_ns``: the receive time (default: now).  Returns the frame's seq.
         """
+        if self.write_error is not None:
+            return 0
         if recv_ns is None:
             recv_ns = time_ns()
-        seq = self.writer.append(recv_ns, conn, dir, kind, source, payload, code)
+        try:
+            seq = self.writer.append(recv_ns, conn, dir, kind, source, payload, code)
+        except JournalWriteError as exc:
+            self._write_failed(exc)
+            return 0
         outs = self.pipeline.feed(seq, recv_ns, conn, dir, kind, source, payload, code)
         if outs:
             self._on_outputs(conn, recv_ns, outs)
@@ -255,7 +274,10 @@ class Capture:
     def _on_outputs(self, conn: int, recv_ns: int, outs: list[tuple[int, Any]]) -> None:
         """Record, tell the listeners, count, then answer the actions (which may journal more)."""
         if self.recorder is not None:
-            self.recorder.record(recv_ns, outs)
+            try:
+                self.recorder.record(recv_ns, outs)
+            except JournalWriteError as exc:
+                self._write_failed(exc)
         for listener in self.output_listeners:
             try:
                 listener(outs)
@@ -269,6 +291,21 @@ class Capture:
             act = actions.get(o.__class__)
             if act is not None:
                 act(conn, o)
+
+    def _write_failed(self, exc: JournalWriteError) -> None:
+        """A journal write failed: stop reading now; nothing more is journaled or folded."""
+        if self.write_error is not None:
+            return
+        self.write_error = exc
+        st = self.status
+        st.stopped_by = "journal_write_failed"
+        st.errors["journal_write"] += 1
+        st.last_error = st.stop_detail = str(exc)
+        log.error("%s: stopping the capture (the open segment is left for `engine journal recover`)",
+                  exc)  # fmt: skip
+        self.links.stopping = True
+        self.rest.attach(None)
+        self.cancel_scope.cancel()
 
     def _rotate(self, conn: int, req: RotateRequest) -> None:
         self.links.rotate(conn, req.reason)
@@ -323,8 +360,8 @@ class Capture:
             self._checkpoint_failed(exc)
 
     def _final_checkpoint(self) -> None:
-        """Checkpoint the final state unless a checkpoint already holds it."""
-        if self.checkpointer is not None:
+        """Checkpoint the final state unless a checkpoint already holds it (or the journal lacks it)."""
+        if self.checkpointer is not None and self.write_error is None:
             try:
                 self.checkpointer.finish(self.pipeline)
             except OSError as exc:
@@ -338,26 +375,46 @@ class Capture:
     # ------------------------------------------------------------------ writer clock, status
 
     async def _ticker(self) -> None:
-        """Age flushes every ``tick_s``; fsync every ``fsync_interval_s`` on a worker thread."""
+        """Age flushes every ``tick_s``; fsync every ``fsync_interval_s`` on a worker thread; free space once a second."""
         w = self.writer
         tick = self.config.tick_s
         fsync_every = self.config.fsync_interval_s
-        last_fsync = trio.current_time()
-        while True:
-            await trio.sleep(tick)
-            now = trio.current_time()
-            if now - last_fsync >= fsync_every:
-                last_fsync = now
-                await trio.to_thread.run_sync(self._fsync_quietly)
-            w.tick()  # age flush; its own fsync is not due right after ours
-            if self.recorder is not None:
-                self.recorder.tick()
-
-    def _fsync_quietly(self) -> None:
+        last_fsync = last_disk = trio.current_time()
+        self._check_free_space()
         try:
-            self.writer.fsync()
-        except OSError:  # the segment was sealed (and fsynced) meanwhile by the trio thread
-            self._fsync_errors += 1
+            while True:
+                await trio.sleep(tick)
+                now = trio.current_time()
+                if now - last_fsync >= fsync_every:
+                    last_fsync = now
+                    await trio.to_thread.run_sync(w.fsync)
+                w.tick()  # age flush; its own fsync is not due right after ours
+                if self.recorder is not None:
+                    self.recorder.tick()
+                if now - last_disk >= 1.0:
+                    last_disk = now
+                    self._check_free_space()
+        except JournalWriteError as exc:
+            self._write_failed(exc)
+
+    def _check_free_space(self) -> None:
+        """Below ``min_free_bytes`` free on the journal's filesystem: stop cleanly while sealing still fits."""
+        need = self.config.min_free_bytes
+        if not need or self.status.stopped_by:
+            return
+        try:
+            vfs = os.statvfs(self.writer.path)
+        except OSError:
+            return
+        free = vfs.f_bavail * vfs.f_frsize
+        if free < need:
+            self.status.stopped_by = "low_disk"
+            self.status.last_error = self.status.stop_detail = (
+                f"{free / 2**20:.1f} MiB free on the journal's filesystem, below the "
+                f"{need / 2**20:.0f} MiB minimum: stopping"
+            )
+            log.error("%s", self.status.last_error)
+            self.stop()
 
     async def _status_loop(self) -> None:
         st = self.status
@@ -385,7 +442,11 @@ class Capture:
         try:
             self._final_checkpoint()  # normally done by the writer task already: a no-op then
         finally:
-            self.writer.close()
-            if self.recorder is not None:
-                self.recorder.close()
+            for sink in (self.writer, self.recorder):
+                if sink is None:
+                    continue
+                try:
+                    sink.close()  # after a write failure: no-op (the partial stays as it is)
+                except JournalWriteError as exc:
+                    self._write_failed(exc)
             self._refresh_status()

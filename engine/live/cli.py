@@ -7,7 +7,11 @@ elsewhere), creating the journal with its manifest, the outputs recorder
 (for ``engine replay --check``), the checkpoint writer (for ``engine book
 --at``), the display (dashboard on a terminal, plain status lines otherwise),
 and the way out: Ctrl-C, SIGTERM or ``--duration`` stop reading, the journal is
-flushed and sealed, a summary is printed and the exit status is 0.
+flushed and sealed, a summary is printed and the exit status is 0.  The disk
+ends a capture with its own exit status (:data:`EXIT_CODES`), after the summary:
+3 when a journal write failed (disk full, I/O error; the open segment is left
+for ``engine journal recover``), 4 when free space fell below ``--min-free-mb``
+(stopped in time, sealed).  Never a traceback, never a reconnect.
 
 Must not: hold capture logic (that is :mod:`engine.live.capture` and its modules) or market logic
 (codecs and reducers).  Everything that shapes state goes through the journal.
@@ -38,6 +42,9 @@ log = logging.getLogger("engine.run")
 
 DEFAULT_CHANNELS = "trade,depth,bookTicker,ticker,kline_1m"
 
+#: ``engine run``'s exit status by ``CaptureStatus.stopped_by`` (0 otherwise; click uses 1 and 2)
+EXIT_CODES = {"journal_write_failed": 3, "low_disk": 4}
+
 
 @attrs.frozen
 class RunOptions:
@@ -59,6 +66,8 @@ class RunOptions:
     verify_every_s: float | None = None
     max_streams_per_conn: int = 1024
     insecure: bool = False
+    min_free_mb: float = 256.0
+    max_rest_bytes: int = 64 << 20
 
 
 def default_journal_dir(exchange: str, now_ns: int | None = None) -> Path:
@@ -108,6 +117,8 @@ def _live_config(opts: RunOptions, ws: str, rest: str) -> Any:
         rest_url=rest,
         max_streams_per_conn=opts.max_streams_per_conn,
         verify_tls=not opts.insecure,
+        min_free_bytes=int(opts.min_free_mb * 2**20),
+        max_rest_bytes=opts.max_rest_bytes,
         **kw,
     )
 
@@ -301,6 +312,20 @@ def _csv(value: str) -> tuple[str, ...]:
 @click.option(
     "--insecure", is_flag=True, help="Do not verify TLS certificates (never for real use)."
 )
+@click.option(
+    "--min-free-mb",
+    type=click.FloatRange(min=0),
+    default=256.0,
+    show_default=True,
+    help="Stop cleanly (exit 4) when the journal's filesystem has less free space (0: never).",
+)
+@click.option(
+    "--max-rest-bytes",
+    type=click.IntRange(min=1),
+    default=64 << 20,
+    show_default=True,
+    help="Largest REST response body read; a longer one is aborted and journaled as an error.",
+)
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: debug).")
 def run(
     exchange: str,
@@ -319,13 +344,17 @@ def run(
     verify_every: float | None,
     max_streams_per_conn: int,
     insecure: bool,
+    min_free_mb: float,
+    max_rest_bytes: int,
     verbose: int,
 ) -> None:
     """Capture market data into a new journal until Ctrl-C / SIGTERM (or --duration).
 
     With no arguments: starts the embedded Binance-compatible simulator on
     127.0.0.1 and captures from it.  The journal is sealed on exit; replay it
-    with `engine replay DIR`.
+    with `engine replay DIR`.  Exit status: 0 stopped as asked; 3 a journal
+    write failed (disk full, I/O error: run `engine journal recover DIR`);
+    4 free space fell below --min-free-mb (stopped in time, sealed).
     """
     from engine.sim.server import FAULTS
 
@@ -366,6 +395,8 @@ def run(
         verify_every_s=verify_every,
         max_streams_per_conn=max_streams_per_conn,
         insecure=insecure,
+        min_free_mb=min_free_mb,
+        max_rest_bytes=max_rest_bytes,
     )
     if not opts.symbols or not opts.channels:
         raise click.BadParameter("give at least one symbol and one channel")
@@ -395,7 +426,19 @@ def run(
             raise click.ClickException(f"capture could not start: {why}") from None
         raise
     click.echo(json.dumps(summary, indent=2))
-    click.echo(
-        f"journal sealed: {summary['journal']}  (replay: engine replay {summary['journal']})",
-        err=True,
-    )
+    jdir = summary["journal"]
+    stopped_by = summary.get("stopped_by", "")
+    if stopped_by == "journal_write_failed":
+        click.echo(
+            f"journal write failed: {summary['stop_detail']}\n"
+            "the open segment is left as it was on disk; free some space (sealing rewrites the "
+            f"segment), then seal it with: engine journal recover {jdir}",
+            err=True,
+        )
+    else:
+        if stopped_by == "low_disk":
+            click.echo(f"stopped: {summary['stop_detail']}", err=True)
+        click.echo(f"journal sealed: {jdir}  (replay: engine replay {jdir})", err=True)
+    code = EXIT_CODES.get(stopped_by, 0)
+    if code:
+        sys.exit(code)

@@ -58,10 +58,19 @@ class LiveConfig:
     snapshot_limit: int = 1000
     rest_timeout_s: float = 10.0
     rest_retries: int = 3
+    #: Largest REST body read (in chunks); a longer one is abandoned and journaled as an error.
+    max_rest_bytes: int = attrs.field(default=64 << 20, validator=attrs.validators.ge(1))
+    #: After a 418/429, every REST request waits for its Retry-After (this when unusable),
+    #: never longer than the cap.
+    rest_backoff_s: float = 60.0
+    rest_backoff_cap_s: float = 300.0
     #: REST request weight we allow ourselves per minute (Binance spot allows 6000).
     rest_weight_per_min: int = 1200
     verify_tls: bool = True
     tick_s: float = 0.010
+    #: Stop cleanly when the journal's filesystem has less than this free (checked once a
+    #: second; 0: never).  Sealing needs room: compaction rewrites the open segment.
+    min_free_bytes: int = attrs.field(default=256 << 20, validator=attrs.validators.ge(0))
     fsync_interval_s: float = 1.0
 
     def control_rate(self) -> int:

@@ -25,7 +25,7 @@ Closing without loss (stop, rotation): the helpers are cancelled, our close
 frame goes out, and ``_read`` keeps journaling until the server's close frame
 arrives (bounded by ``disconnect_timeout_s``), so every frame the server sent
 before it saw our close is journaled.  trio-websocket's own ``aclose()`` would
-drop those (it closes its queue first); see :func:`_send_close`.
+drop those (it closes its queue first); see :func:`engine.live.websocket.send_close`.
 
 Errors (:mod:`engine.live.errors`) end one connection: they are journaled as a
 local ``error`` frame, counted by kind, logged, and the shard reconnects
@@ -56,14 +56,14 @@ import orjson
 import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed as WsClosed
-from wsproto.connection import ConnectionState
-from wsproto.events import CloseConnection
+from wsproto.utilities import ProtocolError
 
 from engine.journal.schema import Dir, Kind
 from engine.live.config import LiveConfig
 from engine.live.errors import (
     CaptureError,
     ConnectFailed,
+    InvalidData,
     ServerClosed,
     StaleConnection,
     StalledConnection,
@@ -71,6 +71,7 @@ from engine.live.errors import (
 )
 from engine.live.status import CaptureStatus
 from engine.live.throttle import ControlLimiter
+from engine.live.websocket import INVALID_TEXT, open_client, send_close
 
 __all__ = ["Connections", "Conn", "Backoff", "shard_streams", "Journal", "RecordError"]
 
@@ -285,14 +286,13 @@ class Connections:
                     )
                 else:
                     c.stream = await trio.open_tcp_stream(host, port)
-                return await trio_websocket.wrap_client_stream(
+                return await open_client(
                     nursery,
                     c.stream,
                     host if port in (80, 443) else f"{host}:{port}",
                     resource,
                     message_queue_size=cfg.message_queue,
                     max_message_size=cfg.max_message_bytes,
-                    receive_buffer_size=65536,
                 )
         except trio.TooSlowError:
             raise ConnectFailed(f"connect timed out after {cfg.connect_timeout_s} s") from None
@@ -326,6 +326,12 @@ class Connections:
             c.error = exc
         except trio_websocket.HandshakeError as exc:  # raised in trio-websocket's reader task
             c.error = ConnectFailed(f"handshake: {exc}")
+        except ProtocolError as exc:  # wsproto refused what the peer (or trio-websocket) did
+            c.error = (
+                ConnectFailed(f"handshake: {exc}")
+                if c.ws is None
+                else InvalidData(f"protocol error: {exc}")
+            )
         except Exception as exc:  # noqa: BLE001 - a bug in one connection must not stop the capture
             c.error = CaptureError(f"internal {type(exc).__name__}: {exc}")
             log.exception("conn %d: unexpected error", c.id)
@@ -384,7 +390,7 @@ class Connections:
         """Send the close frame; the reader journals until the peer's close (bounded), then end."""
         with trio.move_on_after(self.config.disconnect_timeout_s):
             try:
-                await _send_close(ws, 1000, c.closing or "")
+                await send_close(ws, 1000, c.closing or "")
             except WsClosed:
                 pass  # closed meanwhile: the reader ends by itself
             await c.read_done.wait()
@@ -444,21 +450,40 @@ class Connections:
             prev.release.set()
         while True:
             recv_ns = time_ns()
+            code = None
             if msg.__class__ is str:
-                payload = msg.encode()
-                kind = text
+                try:
+                    payload = msg.encode()
+                    kind = text
+                except UnicodeEncodeError:  # invalid UTF-8, kept by _RawTextClient: the exact bytes
+                    payload = msg.encode("utf-8", "surrogateescape")
+                    kind, code = binary, INVALID_TEXT
+                    self._invalid_text(c, payload)
             else:
                 payload = bytes(msg)
                 kind = binary
             c.frames += 1
             st.frames_in += 1
             st.bytes_in += len(payload)
-            journal(cid, dir_in, kind, src, payload, None, recv_ns)
+            journal(cid, dir_in, kind, src, payload, code, recv_ns)
             try:
                 msg = await get()
             except WsClosed as exc:
                 self._read_closed(c, exc)
                 return
+
+    def _invalid_text(self, c: Conn, payload: bytes) -> None:
+        """Count (and log the first few of) the text frames that were not UTF-8."""
+        n = self.status.errors["invalid_utf8"] = self.status.errors["invalid_utf8"] + 1
+        if n <= 3 or not n & (n - 1):
+            try:
+                payload.decode()
+            except UnicodeDecodeError as exc:
+                log.warning(
+                    "conn %d: text frame of %d bytes is not UTF-8 (%s at byte %d): journaled as "
+                    "binary, code %d (%d so far)", c.id, len(payload), exc.reason, exc.start,
+                    INVALID_TEXT, n,
+                )  # fmt: skip
 
     def _read_closed(self, c: Conn, exc: WsClosed) -> None:
         """The peer's close: the end of a clean close we began, or an error."""
@@ -552,21 +577,3 @@ def _leaves(eg: BaseExceptionGroup[Any]) -> list[BaseException]:
     for e in eg.exceptions:
         out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
     return out
-
-
-async def _send_close(ws: Any, code: int, reason: str) -> None:
-    """Send our close frame and leave the connection *readable* until the peer's close arrives.
-
-    trio-websocket's ``aclose()`` closes its message queue first: frames the
-    server sent before it saw our close would be discarded, unjournaled.  RFC 6455
-    lets an endpoint keep receiving after sending its close, so this sends the
-    frame through the connection's own send path (the one internal we rely on;
-    without it we fall back to ``aclose()`` and lose that tail).
-    """
-    send = getattr(ws, "_send", None)
-    proto = getattr(ws, "_wsproto", None)
-    if send is None or proto is None:
-        await ws.aclose(code, reason)
-        return
-    if proto.state is ConnectionState.OPEN:
-        await send(CloseConnection(code=code, reason=reason))

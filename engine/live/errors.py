@@ -20,6 +20,7 @@ __all__ = [
     "StalledConnection",
     "InvalidData",
     "ServerClosed",
+    "ResponseTooLarge",
     "closed_error",
 ]
 
@@ -62,13 +63,20 @@ class StalledConnection(CaptureTimeout):
 
 
 class InvalidData(CaptureError):
-    """The peer broke the WebSocket protocol (bad UTF-8, oversized frame, bad framing).
+    """The peer broke the WebSocket protocol (oversized frame, bad framing, a frame wsproto refuses).
 
     Bad *content* in a well-formed frame is not this: it is journaled and becomes
-    a DecodeError event in the pipeline.
+    a DecodeError event in the pipeline.  Nor is a text frame that is not UTF-8:
+    its exact bytes are journaled (see :mod:`engine.live.websocket`).
     """
 
     kind = "invalid_data"
+
+
+class ResponseTooLarge(CaptureError):
+    """A REST response body longer than ``LiveConfig.max_rest_bytes``: abandoned, not journaled."""
+
+    kind = "rest_too_large"
 
 
 class ServerClosed(CaptureError):

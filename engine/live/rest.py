@@ -6,6 +6,12 @@ outputs: one fetch per symbol in flight, retries, 418/429 back-off) and
 whatever its HTTP status, is journaled as a ``rest`` frame through the
 capture's journal-then-feed function, so the book reducer (live and in replay)
 decides what it means; a failed request is journaled as a local error.
+
+Hostile answers cannot hurt the capture: a body is read in chunks and
+abandoned past ``LiveConfig.max_rest_bytes`` (a :class:`ResponseTooLarge`
+error is journaled instead of the body, and counted); a 418/429 pauses *every*
+REST request (the limit is per IP) for its ``Retry-After`` (:func:`retry_after_s`:
+delay-seconds or an HTTP-date; anything else is the default back-off; capped).
 Must not: parse or judge the snapshot (that is the codec's and the book
 reducer's job) or keep its own rate rule (the budget is
 :class:`engine.live.throttle.WeightBudget`, the one sliding-window reducer).
@@ -14,6 +20,11 @@ reducer's job) or keep its own rate rule (the budget is
 from __future__ import annotations
 
 import logging
+import math
+import re
+import time
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import trio
@@ -21,12 +32,12 @@ import trio
 from engine.journal.schema import Dir, Kind
 from engine.live.config import LiveConfig
 from engine.live.connection import Journal, RecordError
-from engine.live.errors import CaptureError, CaptureTimeout, ConnectFailed
+from engine.live.errors import CaptureError, CaptureTimeout, ConnectFailed, ResponseTooLarge
 from engine.live.status import CaptureStatus
 from engine.live.throttle import WeightBudget
 from engine.outputs import SnapshotRequest
 
-__all__ = ["SnapshotFetcher", "depth_weight"]
+__all__ = ["SnapshotFetcher", "depth_weight", "retry_after_s"]
 
 log = logging.getLogger("engine.live.rest")
 
@@ -36,6 +47,36 @@ def depth_weight(exchange: str, limit: int) -> int:
     if exchange == "binance-futures":
         return 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
     return 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
+
+
+_DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
+def retry_after_s(
+    value: str | None, *, now: float | None = None, default: float = 60.0, cap: float = 300.0
+) -> float:
+    """Seconds to wait for a ``Retry-After`` header (RFC 9110 §10.2.3), within ``[0, cap]``.
+
+    Delay-seconds (``120``; a decimal fraction is accepted) or an HTTP-date in any
+    of its three forms (IMF-fixdate, RFC 850, asctime; measured from ``now``,
+    default the wall clock; a past date is 0).  Absent, negative, ``nan``, text:
+    ``default``.
+    """
+    v = (value or "").strip()
+    if _DELAY_SECONDS.fullmatch(v):
+        wait = float(v)
+    else:
+        try:
+            when = parsedate_to_datetime(v)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            wait = default
+        else:
+            if when.tzinfo is None:  # asctime carries no zone: HTTP dates are UTC
+                when = when.replace(tzinfo=UTC)
+            wait = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(wait):
+        wait = cap if wait > 0 else default
+    return min(max(wait, 0.0), cap)
 
 
 class SnapshotFetcher:
@@ -66,6 +107,8 @@ class SnapshotFetcher:
         self._inflight: set[str] = set()
         self._nursery: trio.Nursery | None = None
         self._http: Any = None
+        #: trio time before which no request goes out (a 418/429's Retry-After)
+        self._resume_at = 0.0
 
     def attach(self, nursery: trio.Nursery | None, http: Any = None) -> None:
         """Fetch in ``nursery`` with the ``http`` client (httpx.AsyncClient); None: stop taking requests."""
@@ -86,15 +129,17 @@ class SnapshotFetcher:
         delay = 0.25
         try:
             for attempt in range(1, cfg.rest_retries + 1):
+                await self._paused()
                 await self.budget.acquire(depth_weight(cfg.exchange, cfg.snapshot_limit))
                 self.status.rest_requests += 1
                 try:
                     with trio.fail_after(cfg.rest_timeout_s):
-                        resp = await self._http.get(url)
-                        body = await resp.aread()
+                        status, retry_after, body = await self._get(url)
                 except Exception as exc:  # noqa: BLE001 - httpx/anyio raise many kinds
                     err: CaptureError = (
-                        CaptureTimeout(f"REST timed out after {cfg.rest_timeout_s} s")
+                        exc
+                        if isinstance(exc, CaptureError)
+                        else CaptureTimeout(f"REST timed out after {cfg.rest_timeout_s} s")
                         if isinstance(exc, trio.TooSlowError)
                         else ConnectFailed(f"REST {type(exc).__name__}: {exc}")
                     )
@@ -103,13 +148,41 @@ class SnapshotFetcher:
                     delay *= 2
                     continue
                 self.status.rest_responses += 1
-                self._journal(0, Dir.IN, Kind.REST, url, body, resp.status_code)
-                if resp.status_code in (418, 429):
-                    retry = float(resp.headers.get("Retry-After", "60") or 60)
-                    log.warning(
-                        "REST %s: HTTP %d, backing off %.0f s", url, resp.status_code, retry
-                    )
-                    await trio.sleep(min(retry, 300.0))
-                return
+                self._journal(0, Dir.IN, Kind.REST, url, body, status)
+                if status not in (418, 429):
+                    return
+                # rate limited (429) or banned (418): every request waits, then this one retries
+                wait = retry_after_s(
+                    retry_after, default=cfg.rest_backoff_s, cap=cfg.rest_backoff_cap_s
+                )
+                log.warning("REST %s: HTTP %d, pausing REST for %.1f s", url, status, wait)
+                self._resume_at = max(self._resume_at, trio.current_time() + wait)
         finally:
             self._inflight.discard(symbol)
+
+    async def _paused(self) -> None:
+        """Wait out the REST pause, also when a 418/429 extends it while we wait."""
+        while trio.current_time() < self._resume_at:  # noqa: ASYNC110 - a deadline that moves
+            await trio.sleep_until(self._resume_at)
+        await trio.lowlevel.checkpoint()
+
+    async def _get(self, url: str) -> tuple[int, str | None, bytes]:
+        """(HTTP status, Retry-After, body), the body read in chunks up to ``max_rest_bytes``."""
+        cap = self.config.max_rest_bytes
+        async with self._http.stream("GET", url) as resp:
+            length = resp.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > cap:
+                raise ResponseTooLarge(
+                    f"REST body of {length} bytes announced, over the {cap}-byte cap: not read"
+                )
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in resp.aiter_bytes():
+                size += len(chunk)
+                if size > cap:
+                    chunks.clear()  # the traceback keeps this frame alive until the next attempt
+                    raise ResponseTooLarge(
+                        f"REST body over the {cap}-byte cap: abandoned after {size} bytes"
+                    )
+                chunks.append(chunk)
+            return resp.status_code, resp.headers.get("Retry-After"), b"".join(chunks)

@@ -37,6 +37,11 @@ class CaptureStatus:
     decode_errors: int = 0
     checkpoints_skipped: int = 0
     last_error: str = ""
+    #: why the capture ended: "" (asked to stop), "low_disk" (free space fell below the
+    #: minimum; sealed), "journal_write_failed" (disk full / I/O error; left for recovery)
+    stopped_by: str = ""
+    #: what stopped it, in words (for the two disk cases)
+    stop_detail: str = ""
 
     def line(self) -> str:
         """One human line: what a terminal status bar or a periodic log shows."""
