@@ -39,7 +39,7 @@ from engine.replay.cli import replay as replay_cmd
 from engine.replay.replay import state_at
 from engine.sim.cli import open_simulator
 from engine.sim.server import FAULTS
-from tests.test_live import fault_seen, until
+from tests.test_live import books_synced, fault_seen, until, verifications
 
 #: verification snapshots every 0.4 s of journal time, so drift is found within a short capture
 OPTIONS = {"verify_interval_s": 0.4}
@@ -79,11 +79,11 @@ async def _capture(journal: Path, fault: str | None, seed: int) -> dict:
         async with trio.open_nursery() as n:
             await n.start(cap.run)
             # wait for what must have happened, never for a fixed time: a loaded machine is slow
-            await until(lambda: _synced_and_verified(cap))
-            await trio.sleep(0.2)  # a gap right after a sync is a refetch, not a gap
+            await until(lambda: _synced_and_verified(cap) and books_synced(cap))
             if fault is not None:
+                verified = verifications(cap)
                 sim.inject(fault)
-                await until(lambda: fault_seen(fault, cap))
+                await until(lambda: fault_seen(fault, cap, verified))
             await trio.sleep(0.3)
             cap.stop()
         return {"status": cap.status, "sim": sim.stats()}

@@ -199,11 +199,20 @@ def fault_seen(fault: str, cap: Capture, verified_at_inject: int | None = None) 
     }[fault]()
 
 
+def books_synced(cap: Capture) -> bool:
+    """Every symbol's book is *synced*: live diffs chain onto its snapshot (not merely primed)."""
+    red, state = cap.pipeline.reducer("book"), cap.pipeline.state("book")
+    return all(red.sync_state(state, sym.upper()) == "synced" for sym in cap.config.symbols)
+
+
 async def settle(s: Simulator, cap: Capture, marks: dict[str, int]) -> None:
-    """Wait until every symbol's book synced and chained live diffs (where faults start)."""
-    await until(lambda: cap.status.outputs["BookSynced"] >= len(cap.config.symbols))
-    # a gap right after the snapshot, before any diff chained on it, is a refetch, not a gap
-    await trio.sleep(0.3)
+    """Wait until every symbol's book is synced (where faults start).
+
+    Not merely primed: a gap right after the snapshot, before any diff chained on it, is a
+    refetch, not a gap, and the refetch's snapshot would take a drift meant for a verification
+    (the drift fault changes the next snapshot served, whatever asked for it).
+    """
+    await until(lambda: books_synced(cap))
 
 
 # --------------------------------------------------------------------------- zero loss
