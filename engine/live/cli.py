@@ -26,7 +26,6 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ import click
 import trio
 
 from engine.codecs.registry import CODECS
+from engine.timefmt import format_ns
 
 __all__ = ["run", "RunOptions", "capture_main", "default_journal_dir"]
 
@@ -72,8 +72,9 @@ class RunOptions:
 
 def default_journal_dir(exchange: str, now_ns: int | None = None) -> Path:
     """``journals/<exchange>-<UTC time>`` under the current directory (a new one each run)."""
-    t = datetime.fromtimestamp((now_ns or time.time_ns()) / 1e9, tz=UTC)
-    return Path("journals") / f"{exchange}-{t:%Y%m%dT%H%M%S}-{t.microsecond // 1000:03d}"
+    iso = format_ns(now_ns or time.time_ns(), 3)  # 2026-11-25T12:03:05.123Z
+    stamp = iso[:-1].replace("-", "").replace(":", "").replace(".", "-")
+    return Path("journals") / f"{exchange}-{stamp}"
 
 
 @asynccontextmanager

@@ -54,7 +54,6 @@ from engine.live.notable import (
     kind_of,
     size,
     stamp,
-    utc,
 )
 from engine.replay.replay import book_summary, is_alert, symbols_of, trades_summary
 
@@ -286,7 +285,7 @@ class Dashboard:
         cols.append([str(r[6]) for r in rows])
         cols += [column([r[k] for r in rows]) for k in range(7, 7 + len(sma_p) + len(ema_p))]
         for i, r in enumerate(rows):
-            start = f"{utc(r[0]):%H:%M:%S}" + ("*" if r[-1] else " ")
+            start = clock(r[0], 0) + ("*" if r[-1] else " ")
             t.add_row(start, *(c[i] for c in cols), style="bold" if r[-1] else None)
         return t
 

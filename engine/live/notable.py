@@ -13,12 +13,12 @@ rarely need to).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import attrs
 
 from engine.num import ONE, SCALE, render
+from engine.timefmt import format_ms, format_ns
 
 __all__ = [
     "ALERT_KINDS",
@@ -31,7 +31,6 @@ __all__ = [
     "num",
     "size",
     "stamp",
-    "utc",
 ]
 
 
@@ -60,21 +59,16 @@ def num(units: int | None) -> str:
     return column([units])[0]
 
 
-def utc(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms // 1000, UTC)
-
-
-def clock(ms: int) -> str:
-    """``HH:MM:SS.mmm`` UTC of epoch ms."""
-    return f"{utc(ms):%H:%M:%S}.{ms % 1000:03d}"
+def clock(ms: int, digits: int = 3) -> str:
+    """``HH:MM:SS.mmm`` UTC of epoch ms (``digits`` 0: ``HH:MM:SS``), from engine.timefmt."""
+    return format_ms(ms)[11 : 19 + (digits and digits + 1)]
 
 
 def stamp(ns: int) -> str:
     """``YYYY-MM-DD HH:MM:SS.mmm UTC`` of epoch ns (``—`` for 0: nothing received yet)."""
     if ns <= 0:
         return "—"
-    ms = ns // 1_000_000
-    return f"{utc(ms):%Y-%m-%d %H:%M:%S}.{ms % 1000:03d} UTC"
+    return format_ns(ns, 3)[:-1].replace("T", " ") + " UTC"
 
 
 def size(n: int) -> str:
