@@ -43,13 +43,8 @@ def seal_partials(path: Path, config: object | None = None) -> RecoveryState:
     ``config``: the :class:`~engine.journal.writer.WriterConfig` whose compression
     and batch size the sealed segments get (default: the defaults).
     """
-    from engine.journal.writer import (
-        WriterConfig,
-        _write_manifest,
-        compact_segment,
-        fsync_dir,
-        segment_name,
-    )
+    from engine.journal.seal import compact_segment
+    from engine.journal.writer import WriterConfig, _write_manifest, fsync_dir, segment_name
 
     cfg = config if isinstance(config, WriterConfig) else WriterConfig()
     options = pa.ipc.IpcWriteOptions(compression=cfg.compression, emit_dictionary_deltas=False)

@@ -65,10 +65,9 @@ from typing import Any
 
 import attrs
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from engine import __version__
-from engine.journal.integrity import FOOTER_KEY, SegmentSummary, batch_metadata
+from engine.journal.integrity import SegmentSummary, batch_metadata
 from engine.journal.schema import (
     DIRS,
     KINDS,
@@ -78,6 +77,7 @@ from engine.journal.schema import (
     SEGMENT_SUFFIX,
     frame_schema,
 )
+from engine.journal.seal import compact_segment, fsync_dir
 
 __all__ = [
     "WriterConfig",
@@ -141,15 +141,6 @@ class WriterConfig:
 
 def segment_name(index: int, partial: bool) -> str:
     return f"seg-{index:06d}" + (PARTIAL_SUFFIX if partial else SEGMENT_SUFFIX)
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so a rename in it is durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _Collector:
@@ -529,97 +520,6 @@ class JournalWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def compact_segment(
-    partial: Path,
-    final: Path,
-    options: pa.ipc.IpcWriteOptions,
-    rows: int | None,
-    summary: SegmentSummary,
-    sources: list[str] | None = None,
-) -> None:
-    """Rewrite a closed partial segment (an IPC stream) into the sealed IPC file ``final``.
-
-    ``rows``: merge batches up to about this many frames (None: keep them as
-    they are).  ``sources``: the segment's source dictionary (the writer's; None:
-    taken from the partial's last batch).  Every batch is read (and verified)
-    from the partial, given the one dictionary (an IPC file allows no
-    replacement) and a fresh checksum; the footer records ``summary``.  Memory
-    stays bounded by ``rows`` frames.  Crash-safe at every step (see the module
-    docstring).
-    """
-    from engine.journal.reader import Segment, read_segment
-
-    seg = Segment(partial, summary.index, True)
-    if sources is None:
-        sources = _last_sources(seg)
-    dictionary = pa.array(sources, pa.utf8())
-    tmp = final.with_name(final.name + ".tmp")
-    pending: list[pa.RecordBatch] = []
-    pending_rows = 0
-    footer = {FOOTER_KEY: summary.encode()}
-    with pa.OSFile(str(tmp), "wb") as sink:
-        writer: pa.ipc.RecordBatchFileWriter | None = None
-        schema: pa.Schema | None = None
-
-        def emit() -> None:
-            nonlocal writer, pending, pending_rows
-            batch = pending[0] if len(pending) == 1 else pa.concat_batches(pending)
-            if writer is None:
-                writer = pa.ipc.new_file(sink, batch.schema, options=options, metadata=footer)
-            writer.write_batch(batch, custom_metadata=batch_metadata(batch))
-            pending, pending_rows = [], 0
-
-        for batch in read_segment(seg):
-            schema = batch.schema
-            pending.append(_with_sources(batch, dictionary))
-            pending_rows += batch.num_rows
-            if rows is None or pending_rows >= rows:
-                emit()
-        if pending:
-            emit()
-        if writer is None:  # nothing to keep: still a valid (empty) sealed segment
-            writer = pa.ipc.new_file(
-                sink, schema or frame_schema(), options=options, metadata=footer
-            )
-        writer.close()
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, final)
-    fsync_dir(final.parent)
-    os.unlink(partial)
-    fsync_dir(final.parent)
-
-
-_SOURCE = 5  #: the source column (dictionary-encoded)
-
-
-def _last_sources(seg: Any) -> list[str]:
-    """The source dictionary of a partial's last whole batch (it extends every earlier one)."""
-    from engine.journal.reader import read_segment
-
-    last: pa.Array | None = None
-    for batch in read_segment(seg):
-        last = batch.column(_SOURCE).dictionary
-    return [] if last is None else last.to_pylist()
-
-
-def _with_sources(batch: pa.RecordBatch, dictionary: pa.Array) -> pa.RecordBatch:
-    """``batch`` with its source column re-expressed against ``dictionary``."""
-    col = batch.column(_SOURCE)
-    old = col.dictionary
-    if len(old) <= len(dictionary) and old.equals(dictionary.slice(0, len(old))):
-        indices = col.indices  # the writer's dictionaries only ever grow: same indices
-    else:
-        indices = pc.index_in(col.dictionary_decode(), value_set=dictionary).cast(pa.int32())
-    if indices.offset:
-        indices = pa.concat_arrays([indices])
-    new = pa.DictionaryArray.from_arrays(indices, dictionary)
-    return batch.set_column(_SOURCE, batch.schema.field(_SOURCE), new)
 
 
 def _write_manifest(path: Path, metadata: dict[str, Any]) -> None:
