@@ -98,7 +98,8 @@ def test_every_readme_example_runs_and_changes_nothing_under_fixtures(tmp_path: 
         p = run(args, repo)
         assert p.returncode == 0, (args, p.stdout[-2000:], p.stderr[-2000:])
         assert "Traceback" not in p.stderr
-        if args[1] == "run" and "--journal" in args:
-            journal = Path(args[args.index("--journal") + 1])
+        where = next((a for a in ("--out", "--journal") if a in args), None)
+        if args[1] == "run" and where is not None:
+            journal = Path(args[args.index(where) + 1])
             first_ns = next(iter(JournalReader(journal).frames())).recv_ns
     assert tree_hash(repo / "fixtures") == before

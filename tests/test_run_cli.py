@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.journal.inspect import verify_journal
 from engine.journal.reader import JournalReader
 from engine.replay.check import check
 from engine.replay.checkpoints import list_checkpoints
@@ -146,3 +147,18 @@ def test_run_with_a_checkpoint_due_on_every_frame_exits_cleanly(tmp_path: Path) 
     last = list(JournalReader(jdir).frames())[-1]
     assert last.payload.startswith(b"capture stop")
     assert list_checkpoints(jdir)[-1].last_seq == last.seq  # the final state is checkpointed
+
+
+def test_run_out_is_where_the_journal_goes(tmp_path: Path) -> None:
+    # one vocabulary on every command: --out is where output goes (--journal is the same option)
+    jdir = tmp_path / "captured"
+    done = subprocess.run(
+        [*ENGINE, "run", "--out", str(jdir), "--duration", "1", "--no-dashboard"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (jdir / "journal.json").is_file() and not (tmp_path / "journals").exists()
+    assert verify_journal(jdir)[0] == []

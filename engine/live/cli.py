@@ -267,11 +267,13 @@ def _csv(value: str) -> tuple[str, ...]:
     help="Comma-separated channels: trade, aggTrade, depth, bookTicker, ticker, kline_1m …",
 )
 @click.option(
+    "--out",
     "--journal",
     "journal",
     type=click.Path(path_type=Path),
     default=None,
-    help="Journal directory to create (default: journals/<exchange>-<UTC time>).",
+    help="Journal directory to create (default: journals/<exchange>-<UTC time>); --journal is"
+    " the same option.",
 )
 @click.option(
     "--duration",
