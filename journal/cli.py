@@ -6,10 +6,11 @@ Exit codes are :mod:`engine.cli`'s one rule: a missing folder is a usage error
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -115,6 +116,27 @@ def inspect(directory: str, as_json: bool, top: int) -> None:
         click.echo(f"ignored   {f} (not a segment)")
 
 
+@contextlib.contextmanager
+def _progress(label: str) -> Iterator[Callable[[int], None] | None]:
+    """A frame counter on stderr when it is a terminal (every batch read); quiet otherwise."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.completed:,} frames"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda frames: bar.advance(task, frames)
+
+
 @journal.command()
 @click.argument("directory", type=_DIR)
 def verify(directory: str) -> None:
@@ -124,7 +146,8 @@ def verify(directory: str) -> None:
     against its content and journal.json, seq continuity across segments (no
     missing, duplicated or reordered segment), and the outputs journal.
     """
-    problems, st = verify_journal(directory)
+    with _progress("verify") as on_batch:
+        problems, st = verify_journal(directory, on_batch)
     if problems:
         for p in problems:
             click.echo(f"FAIL {p}", err=True)

@@ -9,6 +9,7 @@ reads past damage to list every problem.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,7 @@ def scan_journal(path: str | Path) -> JournalStats:
     return _scan(JournalReader(path))
 
 
-def _scan(reader: JournalReader) -> JournalStats:
+def _scan(reader: JournalReader, on_batch: Callable[[int], None] | None = None) -> JournalStats:
     kinds: Counter[str] = Counter()
     sources: Counter[str] = Counter()
     segs = {seg.name: SegmentStats(seg.name, seg.partial, seg.path.stat().st_size) for seg in reader.segments}
@@ -85,6 +86,8 @@ def _scan(reader: JournalReader) -> JournalStats:
     last_ns: int | None = None
     for seg, batch in reader.raw_batches():
         n = batch.num_rows
+        if on_batch is not None:
+            on_batch(n)
         if not n:
             continue
         st = segs[seg.name]
@@ -118,7 +121,9 @@ def _scan(reader: JournalReader) -> JournalStats:
     )
 
 
-def verify_journal(path: str | Path) -> tuple[list[str], JournalStats | None]:
+def verify_journal(
+    path: str | Path, on_batch: Callable[[int], None] | None = None
+) -> tuple[list[str], JournalStats | None]:
     """Problems found (empty list = sound), one line each naming the segment and batch.
 
     Reads every batch (skipping damage, so that every problem is listed, not
@@ -127,17 +132,18 @@ def verify_journal(path: str | Path) -> tuple[list[str], JournalStats | None]:
     (``outputs/``) if there is one.  Torn tails of partial segments are
     recovered, not problems (they are the expected result of a crash); they are
     reported by ``inspect``.  A legacy journal (no checksums) is not a problem:
-    :attr:`JournalStats.legacy` says so.
+    :attr:`JournalStats.legacy` says so.  ``on_batch(frames)`` is called for
+    every batch read (a progress display).
     """
     from engine.journal.reader import JournalError
 
     try:
         reader = JournalReader(path, skip_damaged=True)
-        stats = _scan(reader)
+        stats = _scan(reader, on_batch)
     except JournalError as exc:
         return [str(exc)], None
     problems = [f"{reader.path / str(d)}" for d in reader.skipped]
     outputs = Path(path) / OUTPUTS_DIR
     if outputs.is_dir():
-        problems += verify_journal(outputs)[0]
+        problems += verify_journal(outputs, on_batch)[0]
     return problems, stats

@@ -314,3 +314,11 @@ def test_import_shows_progress_on_a_terminal_and_is_quiet_otherwise(tmp_path: Pa
     assert p.returncode == 0 and b"import" in seen and "━".encode() in seen
     q = engine("import", "cryptofeed", *files, "--out", str(tmp_path / "b"))
     assert q.returncode == 0 and q.stderr == ""
+
+
+def test_verify_shows_progress_on_a_terminal_and_is_quiet_otherwise(spot: Path) -> None:
+    p, seen = _on_a_terminal(["journal", "verify", str(spot)])
+    assert p.returncode == 0 and b"verify" in seen and b"frames" in seen
+    assert p.stdout.startswith(b"OK ")
+    q = engine("journal", "verify", str(spot))
+    assert q.returncode == 0 and q.stderr == "" and q.stdout.startswith("OK ")
