@@ -235,8 +235,8 @@ class Journal:
         ``symbols`` only narrows :attr:`StateAt.symbols` (what ``summary``
         covers and ``book`` accepts); the states are always whole.
         """
-        at = self._instant(t, "t")
-        wanted = self._wanted(symbols)
+        at = self.resolve_instant(t, "t")
+        wanted = self.resolve_symbols(symbols)
         pipeline, used, folded = state_at(self.path, at)  # checkpoints=None: nothing written
         syms = tuple(sorted(wanted)) if wanted else tuple(self.symbols)
         return StateAt(at, pipeline, used, folded, syms)
@@ -307,8 +307,8 @@ class Journal:
         types: type | tuple[type, ...] = (),
     ) -> _Filter:
         """The arguments every method shares, checked (raises before any item is produced)."""
-        lo, hi = self._window(start, end)
-        return _Filter(lo, hi, self._wanted(symbols), _types(types))
+        lo, hi = self.resolve_window(start, end)
+        return _Filter(lo, hi, self.resolve_symbols(symbols), _types(types))
 
     def _batches(
         self, f: _Filter, kinds: Iterable[str] | None, dirs: Iterable[str] | None
@@ -357,8 +357,8 @@ class Journal:
         self._exports[key] = out
         return out
 
-    def _window(self, start: Time | None, end: Time | None) -> tuple[int | None, int | None]:
-        """Both ends as epoch ns; refuses an empty window or one that misses the journal."""
+    def resolve_window(self, start: Time | None, end: Time | None) -> tuple[int | None, int | None]:
+        """Both ends as epoch ns; refuses an empty window or one that misses the journal (the CLI's rule too)."""
         lo = None if start is None else _instant(start, "start")
         hi = None if end is None else _instant(end, "end")
         if lo is not None and hi is not None and hi < lo:
@@ -377,8 +377,8 @@ class Journal:
                 )
         return lo, hi
 
-    def _instant(self, t: Time, name: str) -> int:
-        """An instant inside the journal's span, as epoch ns."""
+    def resolve_instant(self, t: Time, name: str) -> int:
+        """An instant inside the journal's span, as epoch ns (``engine book --at`` uses it too)."""
         at = _instant(t, name)
         span = self.span
         if span is None:
@@ -390,7 +390,7 @@ class Journal:
             )
         return at
 
-    def _wanted(self, symbols: Symbols) -> frozenset[str] | None:
+    def resolve_symbols(self, symbols: Symbols) -> frozenset[str] | None:
         """The symbols asked for, upper-cased; None: all.  Unknown ones raise, listing the known."""
         if symbols is None:
             return None
@@ -412,7 +412,7 @@ class Journal:
     def _one_symbol(self, symbol: str) -> str:
         if not isinstance(symbol, str) or "," in symbol:
             raise ValueError(f"one symbol, like {self.symbols[:1] or ['BTCUSDT']}, not {symbol!r}")
-        wanted = self._wanted(symbol)
+        wanted = self.resolve_symbols(symbol)
         assert wanted is not None and len(wanted) == 1
         return next(iter(wanted))
 

@@ -147,7 +147,7 @@ def _open_checked(directory: Path) -> Any:
 
 def _window(j: Any, from_: int | None, to: int | None) -> None:
     try:
-        j._window(from_, to)
+        j.resolve_window(from_, to)
     except ValueError as exc:
         raise DataFailure(
             str(exc).replace("start ", "--from ", 1).replace("end ", "--to ", 1)
@@ -159,7 +159,7 @@ def _symbols_checked(j: Any, symbols: str | None) -> list[str] | None:
     if symbols is None:
         return None
     try:
-        return sorted(j._wanted(symbols))
+        return sorted(j.resolve_symbols(symbols))
     except ValueError as exc:
         raise UsageFailure(str(exc).replace("symbols=", "--symbols", 1)) from None
 

@@ -82,7 +82,7 @@ def book(
 
     def inside() -> None:
         try:
-            j._instant(at, "--at")
+            j.resolve_instant(at, "--at")
         except ValueError as exc:
             raise DataFailure(str(exc)) from None
 
