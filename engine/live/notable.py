@@ -24,11 +24,15 @@ __all__ = [
     "ALERT_KINDS",
     "INFO_KINDS",
     "Notable",
+    "bps",
+    "book_decimals",
     "clock",
     "column",
     "describe",
     "kind_of",
     "num",
+    "price_text",
+    "quote",
     "size",
     "stamp",
 ]
@@ -59,6 +63,14 @@ def num(units: int | None) -> str:
     return column([units])[0]
 
 
+def bps(spread: int | None, mid_x2: int | None) -> str:
+    """Spread over mid in basis points, two decimals, truncated (``mid_x2`` is twice the mid)."""
+    if spread is None or not mid_x2:
+        return "—"
+    x = abs(spread) * 2_000_000 // mid_x2  # hundredths of a bp: spread / (mid_x2 / 2) * 1e4 * 100
+    return f"{'-' if spread < 0 else ''}{x // 100}.{x % 100:02d}"
+
+
 def clock(ms: int, digits: int = 3) -> str:
     """``HH:MM:SS.mmm`` UTC of epoch ms (``digits`` 0: ``HH:MM:SS``), from engine.timefmt."""
     return format_ms(ms)[11 : 19 + (digits and digits + 1)]
@@ -76,6 +88,44 @@ def size(n: int) -> str:
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return f"{n} B"
+
+
+# =============================================================== a book's texts
+
+
+def book_decimals(book: Any, depth: int) -> tuple[int, int]:
+    """(price, qty) decimals of a symbol's screen: what its shown levels need, one for all."""
+    bids, asks = book.top(depth)
+    rows = [*bids, *asks]
+    return (
+        max((decimals(p) for p, _ in rows), default=0),
+        max((decimals(q) for _, q in rows), default=0),
+    )
+
+
+def price_text(units: int | None, d: int) -> str:
+    return "—" if units is None else render(units, d)
+
+
+def quote(book: Any, depth: int) -> dict[str, str]:
+    """Bid, ask (price × qty), spread, spread in bps, mid: texts in the symbol's one precision."""
+    if book is None:
+        return {"bid": "—", "ask": "—", "spread": "—", "bps": "—", "mid": "—"}
+    dp, dq = book_decimals(book, depth)
+    bb, ba = book.best_bid(), book.best_ask()
+    mid_x2 = book.mid_x2()
+    # the mid is exact in half units: one more decimal only when it needs it
+    mid = "—"
+    if mid_x2 is not None:
+        m = mid_x2 // 2
+        mid = render(m, 8) + "5" if mid_x2 % 2 else render(m, max(dp, decimals(m)))
+    return {
+        "bid": "—" if bb is None else f"{render(bb[0], dp)} × {render(bb[1], dq)}",
+        "ask": "—" if ba is None else f"{render(ba[0], dp)} × {render(ba[1], dq)}",
+        "spread": price_text(book.spread(), dp),
+        "bps": bps(book.spread(), mid_x2),
+        "mid": mid,
+    }
 
 
 # =============================================================== notable outputs
