@@ -49,8 +49,10 @@ def fold(journal: str, extra: list | None = None, reducers: list | None = None):
     """(pipeline, dashboard) after folding a fixture journal, the dashboard fed its outputs."""
     reader = JournalReader(JOURNALS / journal)
     codec = get_codec(reader.metadata["exchange"])
-    p = Pipeline(codec, (reducers or standard_reducers(codec)) + (extra or []))
     d = Dashboard()
+    p = Pipeline(
+        codec, (reducers or standard_reducers(codec)) + (extra or []), listeners=[d.on_events]
+    )
     for batch in reader.batches():
         d.on_outputs(p.feed_batch(batch))
     return p, d
@@ -96,6 +98,8 @@ def test_spot_fixture_renders_exact_book_and_header() -> None:
         "errors 1 (stale 1)  " in lines[2]
     )
     assert "last error: stale in conn 1: no data for 30 s" in out
+    # the fixture's last NKNUSDT event came 5 ms "before" its exchange time (clock skew)
+    assert "feed latency (receive − exchange time) -5 ms   last update 0 ms ago" in out
     assert (
         "─ NKNUSDT  synced  book levels: 614 bids, 994 asks  gaps 0  resyncs 0  drift 0  crossed 0 ─"
         in out

@@ -48,6 +48,7 @@ from engine.live.notable import (
     ALERT_KINDS,
     INFO_KINDS,
     Notable,
+    ago,
     book_decimals,
     clock,
     column,
@@ -107,8 +108,32 @@ class Dashboard:
         #: every alert seen, by kind (not bounded by ``alerts_kept``)
         self.alert_counts: Counter[str] = Counter()
         self.render_errors = 0
+        #: per symbol: receive ns of its last event, and receive − exchange time (ms) of the
+        #: last one that carried an exchange time (fed by :meth:`on_events`)
+        self.last_recv_ns: dict[str, int] = {}
+        self.latency_ms: dict[str, int] = {}
 
     # ------------------------------------------------------------------ input
+
+    def on_events(self, seq: int, events: Sequence[Any]) -> None:
+        """A pipeline listener: remember when each symbol last updated and its feed latency."""
+        for e in events:
+            sym = getattr(e, "symbol", None)
+            recv = getattr(e, "recv_ns", None)
+            if not sym or not isinstance(recv, int):
+                continue
+            self.last_recv_ns[sym] = recv
+            exch = getattr(e, "exch_ms", None)
+            if isinstance(exch, int) and exch > 0:
+                self.latency_ms[sym] = recv // 1_000_000 - exch
+
+    def _freshness(self, pipeline: Any, sym: str) -> tuple[str, str]:
+        """(feed latency, last-update age) texts of ``sym``; the age is in data time (no clock)."""
+        lat = self.latency_ms.get(sym)
+        last = self.last_recv_ns.get(sym)
+        now = getattr(getattr(pipeline, "counters", None), "last_recv_ns", 0) or 0
+        age = "—" if last is None else ago(max(0, now - last))
+        return ("—" if lat is None else f"{lat:,} ms"), age
 
     def on_outputs(self, outputs: Sequence[tuple[int, Any]]) -> None:
         """Remember the notable ones among ``[(frame_seq, output), ...]`` (the pipeline's outputs)."""
@@ -148,8 +173,9 @@ class Dashboard:
     def _compact(self, pipeline: Any, wanted: Sequence[str]) -> RenderableType:
         """One line per symbol: what the full panels say first, for when they do not all fit."""
         t = Table(box=None, pad_edge=False, header_style="dim", title_justify="left")
-        for name in ("symbol", "book", "bid", "ask", "spread bps", "last trade", "trades"):
-            t.add_column(name, justify="left" if name in ("symbol", "book") else "right")
+        names = ("symbol", "book", "bid", "ask", "spread bps", "last trade", "latency", "age")
+        for name in names:
+            t.add_column(name, justify="left" if name in names[:2] else "right", no_wrap=True)
         for sym in wanted:
             book = self._book(pipeline, sym)
             q = quote(book, self.depth)
@@ -157,17 +183,15 @@ class Dashboard:
             t.add_row(
                 Text(sym, "bold"),
                 _phase_text(_phase(pipeline, sym)),
-                Text(q["bid"], "green"),
-                Text(q["ask"], "red"),
+                Text(q["bid_price"], "green"),
+                Text(q["ask_price"], "red"),
                 q["bps"],
                 self._last_trade(pipeline, sym, ts),
-                "—" if ts is None else str(ts["count"]),
+                *(x.removesuffix(" ago") for x in self._freshness(pipeline, sym)),
             )
-        note = Text(
-            f"{len(wanted)} symbols, one line each (the terminal is too small for their panels)",
-            style="dim",
-        )
-        return Panel(Group(t, note), title="symbols", title_align="left", border_style="blue")
+        note = Text("latency: receive − exchange time; age: since the symbol's last update", "dim")
+        title = f"{len(wanted)} symbols, one line each (too many for their panels)"
+        return Panel(Group(t, note), title=title, title_align="left", border_style="blue")
 
     def _last_trade(self, pipeline: Any, sym: str, ts: dict[str, Any] | None) -> str:
         """The last trade's price in the precision of the symbol's book (the tape's, else the summary's)."""
@@ -204,7 +228,11 @@ class Dashboard:
         panes = _Panes(
             self._ladder(pipeline, sym), self._trades(pipeline, sym), self._candles(pipeline, sym)
         )
-        body = Group(_book_line(book, self._book(pipeline, sym), self.depth), panes)
+        lat, age = self._freshness(pipeline, sym)
+        fresh = Text.assemble(
+            ("feed latency (receive − exchange time) ", "dim"), lat, ("   last update ", "dim"), age
+        )
+        body = Group(_book_line(book, self._book(pipeline, sym), self.depth), fresh, panes)
         return Panel(body, title=title, title_align="left", border_style="blue")
 
     def _ladder(self, pipeline: Any, sym: str) -> RenderableType:
@@ -514,7 +542,7 @@ def _header(pipeline: Any, status: Any, journal: str = "") -> RenderableType:
     )
     lines: list[RenderableType] = [line1, line2]
     if journal:
-        lines.append(Text.assemble(("journal path ", "dim"), journal))
+        lines.append(Text.assemble(("journal path ", "dim"), journal, overflow="fold"))
     if status.last_error:
         lines.append(Text(f"last error: {status.last_error}", style="red", overflow="ellipsis"))
     return Panel(Group(*lines), title=title, title_align="left", border_style="cyan")
@@ -608,6 +636,9 @@ async def run_dashboard(
     if dash is None:
         dash = Dashboard()
         capture.output_listeners.append(dash.on_outputs)
+        listeners = getattr(capture.pipeline, "listeners", None)
+        if isinstance(listeners, list):
+            listeners.append(dash.on_events)
     if not dash.journal:
         dash.journal = str(getattr(getattr(capture, "writer", None), "path", "") or "")
     con = console or Console(file=sys.stdout)

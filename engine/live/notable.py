@@ -24,6 +24,7 @@ __all__ = [
     "ALERT_KINDS",
     "INFO_KINDS",
     "Notable",
+    "ago",
     "bps",
     "book_decimals",
     "clock",
@@ -68,7 +69,19 @@ def bps(spread: int | None, mid_x2: int | None) -> str:
     if spread is None or not mid_x2:
         return "—"
     x = abs(spread) * 2_000_000 // mid_x2  # hundredths of a bp: spread / (mid_x2 / 2) * 1e4 * 100
+    if x == 0 and spread:
+        return "<0.01" if spread > 0 else ">-0.01"
     return f"{'-' if spread < 0 else ''}{x // 100}.{x % 100:02d}"
+
+
+def ago(ns: int) -> str:
+    """An age: ``"350 ms ago"`` below a second, ``"12.3 s ago"`` below a minute, then ``"4 min ago"``."""
+    ms = ns // 1_000_000
+    if ms < 1000:
+        return f"{ms} ms ago"
+    if ms < 60_000:
+        return f"{ms // 1000}.{ms % 1000 // 100} s ago"
+    return f"{ms // 60_000:,} min ago"
 
 
 def clock(ms: int, digits: int = 3) -> str:
@@ -108,9 +121,9 @@ def price_text(units: int | None, d: int) -> str:
 
 
 def quote(book: Any, depth: int) -> dict[str, str]:
-    """Bid, ask (price × qty), spread, spread in bps, mid: texts in the symbol's one precision."""
+    """Bid, ask (price × qty, and price alone), spread, spread in bps, mid: texts in one precision."""
     if book is None:
-        return {"bid": "—", "ask": "—", "spread": "—", "bps": "—", "mid": "—"}
+        return dict.fromkeys(("bid", "ask", "bid_price", "ask_price", "spread", "bps", "mid"), "—")
     dp, dq = book_decimals(book, depth)
     bb, ba = book.best_bid(), book.best_ask()
     mid_x2 = book.mid_x2()
@@ -122,6 +135,8 @@ def quote(book: Any, depth: int) -> dict[str, str]:
     return {
         "bid": "—" if bb is None else f"{render(bb[0], dp)} × {render(bb[1], dq)}",
         "ask": "—" if ba is None else f"{render(ba[0], dp)} × {render(ba[1], dq)}",
+        "bid_price": "—" if bb is None else render(bb[0], dp),
+        "ask_price": "—" if ba is None else render(ba[0], dp),
         "spread": price_text(book.spread(), dp),
         "bps": bps(book.spread(), mid_x2),
         "mid": mid,
