@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ from engine.journal.writer import JournalWriter
 from engine.live.capture import Capture, _NullPipeline
 from engine.live.config import LiveConfig
 from engine.live.dashboard import Dashboard, run_dashboard, status_line
-from engine.live.notable import describe
+from engine.live.notable import bps, describe
 from engine.live.status import CaptureStatus
 from engine.num import ONE, parse
 from engine.pipeline import Pipeline
@@ -392,3 +393,59 @@ async def test_render_errors_are_logged_once_and_never_stop_the_capture(
     logged = [r for r in caplog.records if "render failed" in r.getMessage()]
     assert len(logged) == 1
     assert JournalReader(tmp_path / "j").metadata["exchange"] == "sim"  # sealed and readable
+
+
+# =============================================================== what the screen says
+
+
+def test_alerts_panel_lists_alerts_only() -> None:
+    d = Dashboard()
+    t = 1_700_000_000_123_000_000
+    sync = BookSynced(1, t, "BTCUSDT", 9, 9, 10, 10, 0, False)
+    gap = GapDetected(2, t + 1_000_000, "ETHUSDT", 100, 105, 110, None, "first id past book")
+    d.on_outputs([(1, sync), (2, gap), (3, sync)])
+    out = text(d._alerts())
+    assert "alerts: 1 (GapDetected 1)" in out
+    assert "ETHUSDT  GapDetected  gap: book at 100" in out
+    assert "BookSynced" not in out and "BTCUSDT" not in out
+    assert [n.kind for n in d.notable] == ["BookSynced", "GapDetected", "BookSynced"]
+
+
+@given(spread=st.integers(-(10**12), 10**12), mid_x2=st.integers(1, 10**16))
+def test_spread_bps_is_spread_over_mid_truncated_to_hundredths(spread: int, mid_x2: int) -> None:
+    exact = abs(Fraction(spread) / Fraction(mid_x2, 2)) * 10_000
+    hundredths = int(exact * 100)
+    got = bps(spread, mid_x2)
+    if hundredths == 0 and spread:
+        assert got == ("<0.01" if spread > 0 else ">-0.01")
+    else:
+        assert got == f"{'-' if spread < 0 else ''}{hundredths // 100}.{hundredths % 100:02d}"
+
+
+def test_latency_and_age_per_symbol_from_the_events_in_data_time() -> None:
+    p, d = fold("binance-futures")
+    now = p.counters.last_recv_ns
+    ages = {sym: now - ns for sym, ns in d.last_recv_ns.items()}
+    stale = max(ages, key=lambda s: ages[s])
+    assert ages[stale] > 0
+    out = text(d.render(p, status(), [stale]), width=160)
+    ms = ages[stale] // 1_000_000
+    want = f"{ms} ms ago" if ms < 1000 else f"{ms // 1000}.{ms % 1000 // 100} s ago"
+    lat = d.latency_ms[stale]
+    assert f"feed latency (receive − exchange time) {lat:,} ms   last update {want}" in out
+
+
+def test_full_panels_on_a_tall_terminal_compact_rows_on_a_short_one() -> None:
+    p, d = fold("binance-futures")
+    syms = sorted(d.last_recv_ns)
+
+    def screen(height: int) -> str:
+        c = Console(record=True, width=120, height=height, force_terminal=True, color_system=None)
+        c.print(d.render(p, status(), syms))
+        return c.export_text()
+
+    tall, short = screen(500), screen(30)
+    assert "one line each" not in tall and "book levels: " in tall
+    assert f"{len(syms)} symbols, one line each" in short and "book levels: " not in short
+    for sym in syms:
+        assert sum(ln.lstrip("│ ").startswith(sym) for ln in short.splitlines()) == 1

@@ -1,9 +1,12 @@
 """The live terminal dashboard of ``engine run``: what the pipeline holds, drawn with rich.
 
-Owns: :class:`Dashboard` (the notable outputs it was shown, and
+Owns: :class:`Dashboard` (the notable outputs it was shown, each symbol's
+last receive time and feed latency from the events it watched, and
 :meth:`Dashboard.render`, a pure function of the pipeline, the capture status
-and that memory), :func:`run_dashboard` (the trio task that redraws it),
-:func:`status_line` (the plain-log alternative).  Last trades come from the
+and that memory), the choice between the full screen and the compact one (one
+line per symbol, when the panels do not fit the terminal's height),
+:func:`run_dashboard` (the trio task that redraws it), :func:`status_line`
+(the plain-log alternative).  Last trades come from the
 :class:`engine.trades.TradeTape` reducer of the standard pipeline.
 
 Must not: read a clock (the time shown is the pipeline's last receive time),
@@ -11,17 +14,24 @@ change reducer state, or ever take the capture down: a render error is logged
 and the next refresh tries again.
 
 Numbers are exact: every price and quantity is an ``int`` of 1e-8 units
-rendered with :func:`engine.num.render`, each column padded to the decimals
-its values need (zeros only, so the text stays exact).  The only floats are
-bar lengths, frames/s and the imbalance ratio.
+rendered with :func:`engine.num.render`.  A symbol's prices share one
+precision everywhere on its screen (summary line, ladder, trades, candles,
+compact row): the decimals its shown book levels need, more only where a
+value needs them (zeros only, so the text stays exact).  The only floats are
+bar lengths, frames/s and the imbalance ratio.  Feed latency is receive time
+minus the exchange's event time of a symbol's last event that carried one
+(ms; negative when the clocks disagree); the last-update age is measured
+against the pipeline's last receive time, never a clock.
 
 ::
 
     Capture._on_outputs ─► Capture.output_listeners ─► Dashboard.on_outputs ─► notable deque
+    Pipeline listeners (seq, events) ─► Dashboard.on_events ─► last receive ns, latency per symbol
     run_dashboard: every refresh_s ─► Dashboard.render(capture.pipeline, capture.status, symbols)
-                                          ├─ header: connections, reconnects, frames/s, journal, errors
-                                          ├─ recent alerts (and syncs)
+                                          ├─ header: connections, REST, frames/s, journal path, errors
+                                          ├─ recent alerts (alerts only: syncs are remembered, not listed)
                                           └─ per symbol: summary │ ladder │ trades + VWAP │ candles + SMA/EMA
+                                             or, when those do not fit: one line per symbol
 """
 
 from __future__ import annotations
@@ -50,11 +60,14 @@ from engine.live.notable import (
     Notable,
     ago,
     book_decimals,
+    book_line,
     clock,
     column,
+    connection_text,
     decimals,
     describe,
     kind_of,
+    phase_text,
     price_text,
     quote,
     size,
@@ -182,7 +195,7 @@ class Dashboard:
             ts = trades_summary(pipeline, sym) if _has(pipeline, "trades") else None
             t.add_row(
                 Text(sym, "bold"),
-                _phase_text(_phase(pipeline, sym)),
+                phase_text(_phase(pipeline, sym)),
                 Text(q["bid_price"], "green"),
                 Text(q["ask_price"], "red"),
                 q["bps"],
@@ -214,7 +227,7 @@ class Dashboard:
 
     def _symbol(self, pipeline: Any, sym: str) -> RenderableType:
         book = book_summary(pipeline, sym, self.depth) if _has(pipeline, "book") else None
-        title = Text.assemble((sym, "bold"), "  ", _phase_text(_phase(pipeline, sym)))
+        title = Text.assemble((sym, "bold"), "  ", phase_text(_phase(pipeline, sym)))
         if book and "last_id" in book:  # published: primed or synced
             title.append(
                 f"  book levels: {book['bid_levels']} bids, {book['ask_levels']} asks", style="dim"
@@ -232,7 +245,7 @@ class Dashboard:
         fresh = Text.assemble(
             ("feed latency (receive − exchange time) ", "dim"), lat, ("   last update ", "dim"), age
         )
-        body = Group(_book_line(book, self._book(pipeline, sym), self.depth), fresh, panes)
+        body = Group(book_line(book, self._book(pipeline, sym), self.depth), fresh, panes)
         return Panel(body, title=title, title_align="left", border_style="blue")
 
     def _ladder(self, pipeline: Any, sym: str) -> RenderableType:
@@ -420,36 +433,6 @@ def _phase(pipeline: Any, sym: str) -> tuple[str, int]:
     return pipeline.reducer("book").sync_state(state, sym), len(sb.main.buffer)
 
 
-def _phase_text(phase: tuple[str, int]) -> Text:
-    name, buffered = phase
-    style = {"synced": "green", "primed": "green", "resyncing": "red"}.get(name, "yellow")
-    extra = f" ({buffered} diffs buffered)" if buffered else ""
-    return Text(f"{name}{extra}", style=style)
-
-
-def _book_line(book: dict[str, Any] | None, live: Any, depth: int) -> RenderableType:
-    if not book or "last_id" not in book or live is None:  # nothing published (a primed book is)
-        return Text("book not synced", style="dim")
-    q = quote(live, depth)
-    imb = book["imbalance"]
-    if imb is not None and not imb.startswith("-"):
-        imb = "+" + imb
-    return Text.assemble(
-        ("best bid ", "dim"),
-        (q["bid"], "green"),
-        ("   best ask ", "dim"),
-        (q["ask"], "red"),
-        ("   spread ", "dim"),
-        q["spread"],
-        (" (", "dim"),
-        q["bps"],
-        (" bps)   mid ", "dim"),
-        q["mid"],
-        (f"   imbalance (top {depth}) ", "dim"),
-        str(imb or "—"),
-    )
-
-
 class _Fit:
     """The full screen if it fits the terminal's height, else the compact one (every symbol shown).
 
@@ -491,14 +474,6 @@ class _Panes:
         yield from self.panes[fit:]
 
 
-def _connection(status: Any) -> Text:
-    if status.connections_open > 0:
-        return Text(f"● connected ({status.connections_open})", style="bold green")
-    if status.connects == 0:
-        return Text("○ connecting", style="bold yellow")
-    return Text("✕ disconnected", style="bold red")
-
-
 def _header(pipeline: Any, status: Any, journal: str = "") -> RenderableType:
     c = getattr(pipeline, "counters", None)
     last_ns = getattr(c, "last_recv_ns", 0) or 0
@@ -506,7 +481,7 @@ def _header(pipeline: Any, status: Any, journal: str = "") -> RenderableType:
     title = "wiretape" + (f" · {codec}" if codec else "") + f" · {stamp(last_ns)}"
     errs = sum(status.errors.values())
     line1 = Text.assemble(
-        _connection(status),
+        connection_text(status),
         ("   connects ", "dim"),
         str(status.connects),
         ("   reconnects ", "dim"),

@@ -2,7 +2,9 @@
 
 Owns: exact decimal text of 1e-8 units (:func:`column`, :func:`num`: every
 value of a column with the decimals the most precise needs, zeros only, so
-the text stays exact), the short time and size texts of the screen, which
+the text stays exact), a book's texts in one precision (:func:`quote`,
+:func:`book_line`, spread in basis points :func:`bps`), the short time, age
+and size texts of the screen, the sync-state and connection texts, which
 outputs are shown as alerts or as good news (:data:`ALERT_KINDS`,
 :data:`INFO_KINDS`), :func:`describe` (one line per output) and
 :class:`Notable` (one remembered line).  Must not: read a clock, touch the
@@ -16,6 +18,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
+from rich.console import RenderableType
+from rich.text import Text
 
 from engine.num import ONE, SCALE, render
 from engine.timefmt import format_ms, format_ns
@@ -27,11 +31,14 @@ __all__ = [
     "ago",
     "bps",
     "book_decimals",
+    "book_line",
     "clock",
     "column",
+    "connection_text",
     "describe",
     "kind_of",
     "num",
+    "phase_text",
     "price_text",
     "quote",
     "size",
@@ -141,6 +148,44 @@ def quote(book: Any, depth: int) -> dict[str, str]:
         "bps": bps(book.spread(), mid_x2),
         "mid": mid,
     }
+
+
+def phase_text(phase: tuple[str, int]) -> Text:
+    name, buffered = phase
+    style = {"synced": "green", "primed": "green", "resyncing": "red"}.get(name, "yellow")
+    extra = f" ({buffered} diffs buffered)" if buffered else ""
+    return Text(f"{name}{extra}", style=style)
+
+
+def book_line(book: dict[str, Any] | None, live: Any, depth: int) -> RenderableType:
+    if not book or "last_id" not in book or live is None:  # nothing published (a primed book is)
+        return Text("book not synced", style="dim")
+    q = quote(live, depth)
+    imb = book["imbalance"]
+    if imb is not None and not imb.startswith("-"):
+        imb = "+" + imb
+    return Text.assemble(
+        ("best bid ", "dim"),
+        (q["bid"], "green"),
+        ("   best ask ", "dim"),
+        (q["ask"], "red"),
+        ("   spread ", "dim"),
+        q["spread"],
+        (" (", "dim"),
+        q["bps"],
+        (" bps)   mid ", "dim"),
+        q["mid"],
+        (f"   imbalance (top {depth}) ", "dim"),
+        str(imb or "—"),
+    )
+
+
+def connection_text(status: Any) -> Text:
+    if status.connections_open > 0:
+        return Text(f"● connected ({status.connections_open})", style="bold green")
+    if status.connects == 0:
+        return Text("○ connecting", style="bold yellow")
+    return Text("✕ disconnected", style="bold red")
 
 
 # =============================================================== notable outputs
