@@ -285,8 +285,8 @@ class Dashboard:
         if ts is None:
             rows.append(Text("no trades yet", style="dim"))
         else:
-            last = self._last_trade(pipeline, sym, ts)
-            rows.append(Text(f"last trade {last}  trades {ts['count']}"))
+            last_price = self._last_trade(pipeline, sym, ts)
+            rows.append(Text(f"last trade {last_price}  trades {ts['count']}"))
             rows.append(Text(f"taker volume: buy {ts['buy_volume']}  sell {ts['sell_volume']}"))
             v = Table(box=None, pad_edge=False, show_header=False)
             v.add_column("")
