@@ -5,6 +5,7 @@ size), the screen read back with ``tmux capture-pane`` and checked as text."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from engine.live.config import LiveConfig
 from engine.live.dashboard import run_dashboard
 from engine.sim.cli import open_simulator
 
-out, symbols = Path(sys.argv[1]), sys.argv[2].split(",")
+out, symbols, gap = Path(sys.argv[1]), sys.argv[2].split(","), sys.argv[3] == "gap"
 
 
 async def main():
@@ -53,6 +54,10 @@ async def main():
                 s in cap.pipeline.state("tape").symbols for s in symbols
             ):
                 await trio.sleep(0.05)
+            if gap:  # a withheld diff: the book reports the gap (an alert) and resyncs (not one)
+                sim.inject("gap")
+                while cap.status.outputs["BookSynced"] <= len(symbols):
+                    await trio.sleep(0.05)
             await trio.sleep(1.5)  # a capture refreshes its connection count once a second
             (out / "ready").write_text("ready")
             await trio.sleep_forever()
@@ -62,14 +67,14 @@ trio.run(main)
 """
 
 
-def screen(tmp_path: Path, width: int, height: int, symbols: list[str]) -> str:
+def screen(tmp_path: Path, width: int, height: int, symbols: list[str], gap: bool = False) -> str:
     """The pane's text once the dashboard has drawn every synced book."""
     script = tmp_path / "draw.py"
     script.write_text(SCRIPT)
     sock = f"wiretape-test-{uuid.uuid4().hex[:8]}"  # a private tmux server, ours alone
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "TMUX")}
     env["TERM"] = "xterm-256color"
-    cmd = f"{sys.executable} {script} {tmp_path} {','.join(symbols)} 2> {tmp_path / 'stderr'}"
+    cmd = f"{sys.executable} {script} {tmp_path} {','.join(symbols)} {'gap' if gap else '-'} 2> {tmp_path / 'stderr'}"
     tmux = ["tmux", "-L", sock, "-f", os.devnull]
     subprocess.run(
         [*tmux, "new-session", "-d", "-x", str(width), "-y", str(height), cmd],
@@ -95,7 +100,7 @@ def screen(tmp_path: Path, width: int, height: int, symbols: list[str]) -> str:
 
 @pytest.mark.parametrize(("width", "height"), [(80, 24), (160, 50)])
 def test_five_symbols_all_visible_one_line_each(tmp_path: Path, width: int, height: int) -> None:
-    out = screen(tmp_path, width, height, FIVE)
+    out = screen(tmp_path, width, height, FIVE, gap=True)
     lines = out.splitlines()
     assert len(lines) <= height and all(len(ln) <= width for ln in lines)
     # the header says where the journal is (a long path folds onto the next lines)
@@ -103,7 +108,10 @@ def test_five_symbols_all_visible_one_line_each(tmp_path: Path, width: int, heig
     joined = "".join(ln.strip("│ ") for ln in lines)
     assert str(tmp_path / "journal") in joined
     assert "● connected (1)" in out and "frames/s" in out
-    assert "alerts: " in out and "BookSynced" not in out  # syncs are not alerts
+    # the gap is listed with its symbol; the syncs and the resync are not alerts
+    (alert,) = [ln for ln in lines if "GapDetected" in ln and "alerts:" not in ln]
+    assert any(sym in alert for sym in FIVE) and "gap: book at " in alert
+    assert re.search(r"alerts: (\d+) \(GapDetected \1\)", out) and "BookSynced" not in out
     assert "5 symbols, one line each" in out
     (head,) = [ln for ln in lines if "spread bps" in ln]
     assert head.split() == [

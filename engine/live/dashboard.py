@@ -178,9 +178,11 @@ class Dashboard:
         """
         wanted = [s.upper() for s in symbols] or _symbols_of(pipeline)
         # alerts under the header: a short terminal crops the bottom, and they matter most
-        top = [_header(pipeline, status, self.journal), self._alerts()]
-        full = Group(*top, *(self._symbol(pipeline, sym) for sym in wanted))
-        compact = Group(*top, self._compact(pipeline, wanted))
+        head = _header(pipeline, status, self.journal)
+        full = Group(head, self._alerts(), *(self._symbol(pipeline, sym) for sym in wanted))
+        # a short terminal: fewer alerts too, so the symbols' rows stay on screen
+        few = min(self.alerts_shown, 3)
+        compact = Group(head, self._alerts(few), self._compact(pipeline, wanted))
         return _Fit(full, compact)
 
     def _compact(self, pipeline: Any, wanted: Sequence[str]) -> RenderableType:
@@ -383,12 +385,13 @@ class Dashboard:
             t.add_row(start, *(c[i] for c in cols), style="bold" if r[-1] else None)
         return t
 
-    def _alerts(self) -> RenderableType:
+    def _alerts(self, shown_max: int | None = None) -> RenderableType:
+        limit = self.alerts_shown if shown_max is None else shown_max
         total = sum(self.alert_counts.values())
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.alert_counts.items()))
         title = f"alerts: {total}" + (f" ({kinds})" if kinds else "")
         alerts = [n for n in self.notable if n.alert]
-        shown = alerts[-self.alerts_shown :] if self.alerts_shown > 0 else []
+        shown = alerts[-limit:] if limit > 0 else []
         if not shown:
             body: RenderableType = Text("no alerts yet", style="dim")
         else:
