@@ -196,5 +196,5 @@ def test_a_primed_book_is_reported_primed_everywhere_not_synced(tmp_path):
     # the dashboard: the panel title and the --no-dashboard status line
     out = Console(record=True, width=140, force_terminal=False)
     out.print(Dashboard().render(p, CaptureStatus(), ["runeeur"]))
-    assert "─ RUNEEUR  primed  levels 221/468" in out.export_text()
+    assert "─ RUNEEUR  primed  book levels: 221 bids, 468 asks" in out.export_text()
     assert "books 3/4 synced (1 primed)" in status_line(CaptureStatus(), p)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ from engine.journal.writer import JournalWriter
 from engine.live.capture import Capture, _NullPipeline
 from engine.live.config import LiveConfig
 from engine.live.dashboard import Dashboard, run_dashboard, status_line
-from engine.live.notable import describe
+from engine.live.notable import bps, describe
 from engine.live.status import CaptureStatus
 from engine.num import ONE, parse
 from engine.pipeline import Pipeline
@@ -49,8 +50,10 @@ def fold(journal: str, extra: list | None = None, reducers: list | None = None):
     """(pipeline, dashboard) after folding a fixture journal, the dashboard fed its outputs."""
     reader = JournalReader(JOURNALS / journal)
     codec = get_codec(reader.metadata["exchange"])
-    p = Pipeline(codec, (reducers or standard_reducers(codec)) + (extra or []))
     d = Dashboard()
+    p = Pipeline(
+        codec, (reducers or standard_reducers(codec)) + (extra or []), listeners=[d.on_events]
+    )
     for batch in reader.batches():
         d.on_outputs(p.feed_batch(batch))
     return p, d
@@ -88,18 +91,23 @@ def test_spot_fixture_renders_exact_book_and_header() -> None:
     lines = out.splitlines()
     assert lines[0].startswith("╭─ wiretape · binance · 2021-10-12 00:29:02.077 UTC ─")
     assert (
-        "│ ● connected (2)   connects 3   reconnects 1   REST 4/4   1,234 frames/s   outputs 8  "
-        in lines[1]
+        "│ ● connected (2)   connects 3   reconnects 1   REST snapshots answered 4 of 4   "
+        "1,234 frames/s   pipeline outputs 8  " in lines[1]
     )
     assert (
-        "│ 1,540 frames in (2.3 MB)   journal 12.3 MB, 1,541 frames   decode errors 0   "
+        "│ received 1,540 frames (2.3 MB)   journal 12.3 MB, 1,541 frames   decode errors 0   "
         "errors 1 (stale 1)  " in lines[2]
     )
     assert "last error: stale in conn 1: no data for 30 s" in out
-    assert "─ NKNUSDT  synced  levels 614/994  gaps 0  resyncs 0  drift 0  crossed 0 ─" in out
+    # the fixture's last NKNUSDT event came 5 ms "before" its exchange time (clock skew)
+    assert "feed latency (receive − exchange time) -5 ms   last update 0 ms ago" in out
     assert (
-        "│ bid 0.3527 × 9602   ask 0.3531 × 152   spread 0.0004   mid 0.3529   "
-        "imbalance(top 5) +0.381636  " in out
+        "─ NKNUSDT  synced  book levels: 614 bids, 994 asks  gaps 0  resyncs 0  drift 0  crossed 0 ─"
+        in out
+    )
+    assert (
+        "│ best bid 0.3527 × 9602   best ask 0.3531 × 152   spread 0.0004 (11.33 bps)   mid 0.3529   "
+        "imbalance (top 5) +0.381636  " in text(d.render(p, status(), ["nknusdt"]), width=160)
     )
     # the ladder: asks above (worst first), spread, bids; bars scaled to the largest qty shown
     ladder = [ln[2:38].rstrip() for ln in lines if ln[2:].startswith(("ask  ", "bid  ", "sprd"))]
@@ -117,12 +125,13 @@ def test_spot_fixture_renders_exact_book_and_header() -> None:
         "bid   0.3522  7231  ████████████",
     ]
     # the one trade of NKNUSDT in the capture, its VWAP and the open 1m candle
-    assert "last 0.3528  trades 1" in out
+    assert "last trade 0.3528  trades 1" in out
     assert "VWAP  session  0.3528  vol  58" in out
-    assert "00:28:00*  0.3528  0.3528  0.3528  0.3528   58  1      —      —      —" in out
-    # notable outputs: the four syncs, newest last, with the time of their frame
-    assert "00:28:32.320  NKNUSDT  BookSynced  synced at 499869752 from snapshot 499869752" in out
-    assert "alerts: 0" in out
+    assert "00:28:00 open  0.3528  0.3528  0.3528  0.3528   58       1      —      —      —" in out
+    # syncs are remembered but the alerts panel lists alerts only
+    assert any(n.kind == "BookSynced" and n.symbol == "NKNUSDT" for n in d.notable)
+    assert "BookSynced" not in out
+    assert "alerts: 0" in out and "no alerts yet" in out
 
 
 def test_ladder_prices_padded_to_one_precision_stay_exact() -> None:
@@ -132,13 +141,15 @@ def test_ladder_prices_padded_to_one_precision_stay_exact() -> None:
     assert "ask   0.00006560   1528  ██" in out
     assert "sprd  0.00000013" in out
     assert "bid   0.00006547    100  █" in out
-    assert "spread 0.00000013   mid 0.000065535" in out  # the mid is exact in half units
+    assert (
+        "spread 0.00000013 (19.83 bps)   mid 0.000065535" in out
+    )  # the mid is exact in half units
 
 
 def test_futures_fixture_last_trades_vwap_and_candles() -> None:
     p, d = fold("binance-futures")
     out = text(d.render(p, status(), ["SUSHIUSDT"]), width=160)
-    assert "taker buy 1619  sell 593" in out
+    assert "taker volume: buy 1619  sell 593" in out
     for row in (
         "VWAP  session  7.61488427  vol  2212",
         "      60s      7.61488427  vol  2212",
@@ -149,8 +160,8 @@ def test_futures_fixture_last_trades_vwap_and_candles() -> None:
     assert "22:26:07.990  sell  7.611    1" in out
     assert "22:26:03.257  sell  7.616   13" in out
     assert "22:26:02.920" not in out  # the seventh newest is not shown
-    assert "22:25:00   7.612  7.618  7.610  7.617  1713  63      —      —      —" in out
-    assert "22:26:00*  7.618  7.620  7.611  7.611   499  18      —      —      —" in out
+    assert "22:25:00       7.612  7.618  7.610  7.617  1713      63      —      —      —" in out
+    assert "22:26:00 open  7.618  7.620  7.611  7.611   499      18      —      —      —" in out
     # at 160 columns the three panes sit side by side: the ladder row carries the candle header
     assert any("ask   7.620  2662" in ln and "22:25:00" in ln for ln in out.splitlines())
 
@@ -162,13 +173,13 @@ def test_candle_indicators_shown_exactly() -> None:
     p, d = fold("binance-futures", reducers=reducers)
     d.candles_shown = 4
     out = text(d.render(p, status(), ["CTKUSDT"]), width=160)
-    assert "1s          open   high    low  close   vol   n        sma3        ema2" in out
+    assert "1s start        open   high    low  close   vol  trades        sma3        ema2" in out
     # closes 1.011, 1.011, 1.011 -> SMA3 1.011; EMA2 = 1.01108276 + 2/3 (1.011 - 1.01108276)
-    assert "22:26:09   1.011  1.011  1.011  1.011    10   1  1.01100000  1.01102759" in out
+    assert "22:26:09       1.011  1.011  1.011  1.011    10       1  1.01100000  1.01102759" in out
     # the open candle, provisional: (1.011 + 1.011 + 1.012) / 3 = 1.0113333.. -> 1.01133333
-    assert "22:26:10*  1.011  1.012  1.011  1.012    90   2  1.01133333  1.01167586" in out
+    assert "22:26:10 open  1.011  1.012  1.011  1.012    90       2  1.01133333  1.01167586" in out
     # an empty interval is a flat candle with no volume (Binance's definition)
-    assert "22:26:08   1.011  1.011  1.011  1.011     0   0  1.01133333  1.01108276" in out
+    assert "22:26:08       1.011  1.011  1.011  1.011     0       0  1.01133333  1.01108276" in out
 
 
 def test_alerts_kept_bounded_described_and_counted() -> None:
@@ -255,7 +266,7 @@ def test_render_never_raises_before_anything_synced(symbols: list[str]) -> None:
     st0 = CaptureStatus()
     for pipeline in (build_pipeline("binance"), _NullPipeline()):
         out = text(Dashboard().render(pipeline, st0, symbols))
-        assert "○ connecting" in out and "nothing notable yet" in out
+        assert "○ connecting" in out and "no alerts yet" in out
         assert "journal 0 B, 0 frames" in out
         if symbols:
             assert "BTCUSDT" in out and "book not synced" in out and "no book yet" in out
@@ -275,7 +286,7 @@ def test_render_while_buffering_shows_the_phase() -> None:
     out = text(Dashboard().render(p, CaptureStatus(connections_open=1, connects=1), ["NKNUSDT"]))
     assert "─ NKNUSDT  buffering (150 diffs buffered)  gaps 0  resyncs 0" in out
     assert "book not synced" in out and "no book yet" in out
-    assert "last 0.3528  trades 1" in out
+    assert "last trade 0.3528  trades 1" in out
 
 
 # =============================================================== the tape reducer
@@ -337,7 +348,7 @@ def synced_with_trades(cap: Capture) -> bool:
 
 async def test_run_dashboard_draws_a_real_capture_and_sees_its_outputs(tmp_path: Path) -> None:
     buf = io.StringIO()
-    console = Console(file=buf, width=120, force_terminal=True, color_system=None)
+    console = Console(file=buf, width=120, height=80, force_terminal=True, color_system=None)
     async with open_simulator(seed=3, symbols=["BTCUSDT"], tick=0.005) as sim:
         cap = capture_for(sim, tmp_path)
         async with trio.open_nursery() as n:
@@ -353,7 +364,8 @@ async def test_run_dashboard_draws_a_real_capture_and_sees_its_outputs(tmp_path:
     dash = listener.__self__
     assert any(x.kind == "BookSynced" and x.symbol == "BTCUSDT" for x in dash.notable)
     out = buf.getvalue()
-    assert "BTCUSDT  synced" in out and "sprd" in out and "BookSynced" in out
+    assert "BTCUSDT  synced" in out and "sprd" in out and "BookSynced" not in out
+    assert f"journal path {tmp_path / 'j'}" in out
     assert "frames/s" in out and "connected (1)" in out
 
 
@@ -381,3 +393,59 @@ async def test_render_errors_are_logged_once_and_never_stop_the_capture(
     logged = [r for r in caplog.records if "render failed" in r.getMessage()]
     assert len(logged) == 1
     assert JournalReader(tmp_path / "j").metadata["exchange"] == "sim"  # sealed and readable
+
+
+# =============================================================== what the screen says
+
+
+def test_alerts_panel_lists_alerts_only() -> None:
+    d = Dashboard()
+    t = 1_700_000_000_123_000_000
+    sync = BookSynced(1, t, "BTCUSDT", 9, 9, 10, 10, 0, False)
+    gap = GapDetected(2, t + 1_000_000, "ETHUSDT", 100, 105, 110, None, "first id past book")
+    d.on_outputs([(1, sync), (2, gap), (3, sync)])
+    out = text(d._alerts())
+    assert "alerts: 1 (GapDetected 1)" in out
+    assert "ETHUSDT  GapDetected  gap: book at 100" in out
+    assert "BookSynced" not in out and "BTCUSDT" not in out
+    assert [n.kind for n in d.notable] == ["BookSynced", "GapDetected", "BookSynced"]
+
+
+@given(spread=st.integers(-(10**12), 10**12), mid_x2=st.integers(1, 10**16))
+def test_spread_bps_is_spread_over_mid_truncated_to_hundredths(spread: int, mid_x2: int) -> None:
+    exact = abs(Fraction(spread) / Fraction(mid_x2, 2)) * 10_000
+    hundredths = int(exact * 100)
+    got = bps(spread, mid_x2)
+    if hundredths == 0 and spread:
+        assert got == ("<0.01" if spread > 0 else ">-0.01")
+    else:
+        assert got == f"{'-' if spread < 0 else ''}{hundredths // 100}.{hundredths % 100:02d}"
+
+
+def test_latency_and_age_per_symbol_from_the_events_in_data_time() -> None:
+    p, d = fold("binance-futures")
+    now = p.counters.last_recv_ns
+    ages = {sym: now - ns for sym, ns in d.last_recv_ns.items()}
+    stale = max(ages, key=lambda s: ages[s])
+    assert ages[stale] > 0
+    out = text(d.render(p, status(), [stale]), width=160)
+    ms = ages[stale] // 1_000_000
+    want = f"{ms} ms ago" if ms < 1000 else f"{ms // 1000}.{ms % 1000 // 100} s ago"
+    lat = d.latency_ms[stale]
+    assert f"feed latency (receive − exchange time) {lat:,} ms   last update {want}" in out
+
+
+def test_full_panels_on_a_tall_terminal_compact_rows_on_a_short_one() -> None:
+    p, d = fold("binance-futures")
+    syms = sorted(d.last_recv_ns)
+
+    def screen(height: int) -> str:
+        c = Console(record=True, width=120, height=height, force_terminal=True, color_system=None)
+        c.print(d.render(p, status(), syms))
+        return c.export_text()
+
+    tall, short = screen(500), screen(30)
+    assert "one line each" not in tall and "book levels: " in tall
+    assert f"{len(syms)} symbols, one line each" in short and "book levels: " not in short
+    for sym in syms:
+        assert sum(ln.lstrip("│ ").startswith(sym) for ln in short.splitlines()) == 1

@@ -1,9 +1,12 @@
 """The live terminal dashboard of ``engine run``: what the pipeline holds, drawn with rich.
 
-Owns: :class:`Dashboard` (the notable outputs it was shown, and
+Owns: :class:`Dashboard` (the notable outputs it was shown, each symbol's
+last receive time and feed latency from the events it watched, and
 :meth:`Dashboard.render`, a pure function of the pipeline, the capture status
-and that memory), :func:`run_dashboard` (the trio task that redraws it),
-:func:`status_line` (the plain-log alternative).  Last trades come from the
+and that memory), the choice between the full screen and the compact one (one
+line per symbol, when the panels do not fit the terminal's height),
+:func:`run_dashboard` (the trio task that redraws it), :func:`status_line`
+(the plain-log alternative).  Last trades come from the
 :class:`engine.trades.TradeTape` reducer of the standard pipeline.
 
 Must not: read a clock (the time shown is the pipeline's last receive time),
@@ -11,17 +14,24 @@ change reducer state, or ever take the capture down: a render error is logged
 and the next refresh tries again.
 
 Numbers are exact: every price and quantity is an ``int`` of 1e-8 units
-rendered with :func:`engine.num.render`, each column padded to the decimals
-its values need (zeros only, so the text stays exact).  The only floats are
-bar lengths, frames/s and the imbalance ratio.
+rendered with :func:`engine.num.render`.  A symbol's prices share one
+precision everywhere on its screen (summary line, ladder, trades, candles,
+compact row): the decimals its shown book levels need, more only where a
+value needs them (zeros only, so the text stays exact).  The only floats are
+bar lengths, frames/s and the imbalance ratio.  Feed latency is receive time
+minus the exchange's event time of a symbol's last event that carried one
+(ms; negative when the clocks disagree); the last-update age is measured
+against the pipeline's last receive time, never a clock.
 
 ::
 
     Capture._on_outputs ─► Capture.output_listeners ─► Dashboard.on_outputs ─► notable deque
+    Pipeline listeners (seq, events) ─► Dashboard.on_events ─► last receive ns, latency per symbol
     run_dashboard: every refresh_s ─► Dashboard.render(capture.pipeline, capture.status, symbols)
-                                          ├─ header: connections, reconnects, frames/s, journal, errors
-                                          ├─ recent alerts (and syncs)
+                                          ├─ header: connections, REST, frames/s, journal path, errors
+                                          ├─ recent alerts (alerts only: syncs are remembered, not listed)
                                           └─ per symbol: summary │ ladder │ trades + VWAP │ candles + SMA/EMA
+                                             or, when those do not fit: one line per symbol
 """
 
 from __future__ import annotations
@@ -48,13 +58,22 @@ from engine.live.notable import (
     ALERT_KINDS,
     INFO_KINDS,
     Notable,
+    ago,
+    book_decimals,
+    book_line,
     clock,
     column,
+    connection_text,
+    decimals,
     describe,
     kind_of,
+    phase_text,
+    price_text,
+    quote,
     size,
     stamp,
 )
+from engine.num import render
 from engine.replay.replay import book_summary, is_alert, symbols_of, trades_summary
 
 __all__ = ["Dashboard", "run_dashboard", "status_line"]
@@ -76,6 +95,7 @@ class Dashboard:
         alerts_kept: notable outputs remembered (the oldest are forgotten).
         alerts_shown: notable outputs listed, newest last.
         bar_width: ladder bar width in characters.
+        journal: the journal's path, shown in the header (:func:`run_dashboard` sets it).
     """
 
     def __init__(
@@ -88,7 +108,9 @@ class Dashboard:
         alerts_kept: int = 100,
         alerts_shown: int = 6,
         bar_width: int = 16,
+        journal: str = "",
     ) -> None:
+        self.journal = journal
         self.depth = depth
         self.trades_shown = trades_shown
         self.candles_shown = candles_shown
@@ -99,8 +121,32 @@ class Dashboard:
         #: every alert seen, by kind (not bounded by ``alerts_kept``)
         self.alert_counts: Counter[str] = Counter()
         self.render_errors = 0
+        #: per symbol: receive ns of its last event, and receive − exchange time (ms) of the
+        #: last one that carried an exchange time (fed by :meth:`on_events`)
+        self.last_recv_ns: dict[str, int] = {}
+        self.latency_ms: dict[str, int] = {}
 
     # ------------------------------------------------------------------ input
+
+    def on_events(self, seq: int, events: Sequence[Any]) -> None:
+        """A pipeline listener: remember when each symbol last updated and its feed latency."""
+        for e in events:
+            sym = getattr(e, "symbol", None)
+            recv = getattr(e, "recv_ns", None)
+            if not sym or not isinstance(recv, int):
+                continue
+            self.last_recv_ns[sym] = recv
+            exch = getattr(e, "exch_ms", None)
+            if isinstance(exch, int) and exch > 0:
+                self.latency_ms[sym] = recv // 1_000_000 - exch
+
+    def _freshness(self, pipeline: Any, sym: str) -> tuple[str, str]:
+        """(feed latency, last-update age) texts of ``sym``; the age is in data time (no clock)."""
+        lat = self.latency_ms.get(sym)
+        last = self.last_recv_ns.get(sym)
+        now = getattr(getattr(pipeline, "counters", None), "last_recv_ns", 0) or 0
+        age = "—" if last is None else ago(max(0, now - last))
+        return ("—" if lat is None else f"{lat:,} ms"), age
 
     def on_outputs(self, outputs: Sequence[tuple[int, Any]]) -> None:
         """Remember the notable ones among ``[(frame_seq, output), ...]`` (the pipeline's outputs)."""
@@ -132,15 +178,62 @@ class Dashboard:
         """
         wanted = [s.upper() for s in symbols] or _symbols_of(pipeline)
         # alerts under the header: a short terminal crops the bottom, and they matter most
-        parts: list[RenderableType] = [_header(pipeline, status), self._alerts()]
-        parts.extend(self._symbol(pipeline, sym) for sym in wanted)
-        return Group(*parts)
+        head = _header(pipeline, status, self.journal)
+        full = Group(head, self._alerts(), *(self._symbol(pipeline, sym) for sym in wanted))
+        # a short terminal: fewer alerts too, so the symbols' rows stay on screen
+        few = min(self.alerts_shown, 3)
+        compact = Group(head, self._alerts(few), self._compact(pipeline, wanted))
+        return _Fit(full, compact)
+
+    def _compact(self, pipeline: Any, wanted: Sequence[str]) -> RenderableType:
+        """One line per symbol: what the full panels say first, for when they do not all fit."""
+        t = Table(box=None, pad_edge=False, header_style="dim", title_justify="left")
+        names = ("symbol", "book", "bid", "ask", "spread bps", "last trade", "latency", "age")
+        for name in names:
+            t.add_column(name, justify="left" if name in names[:2] else "right", no_wrap=True)
+        for sym in wanted:
+            book = self._book(pipeline, sym)
+            q = quote(book, self.depth)
+            ts = trades_summary(pipeline, sym) if _has(pipeline, "trades") else None
+            t.add_row(
+                Text(sym, "bold"),
+                phase_text(_phase(pipeline, sym)),
+                Text(q["bid_price"], "green"),
+                Text(q["ask_price"], "red"),
+                q["bps"],
+                self._last_trade(pipeline, sym, ts),
+                *(x.removesuffix(" ago") for x in self._freshness(pipeline, sym)),
+            )
+        note = Text("latency: receive − exchange time; age: since the symbol's last update", "dim")
+        title = f"{len(wanted)} symbols, one line each (too many for their panels)"
+        return Panel(Group(t, note), title=title, title_align="left", border_style="blue")
+
+    def _last_trade(self, pipeline: Any, sym: str, ts: dict[str, Any] | None) -> str:
+        """The last trade's price in the precision of the symbol's book (the tape's, else the summary's)."""
+        tape = pipeline.state("tape").symbols.get(sym) if _has(pipeline, "tape") else None
+        if tape is not None and tape.recent:
+            return self._prices(pipeline, sym, [tape.recent[-1][1]])[0]
+        return "—" if ts is None else str(ts["last_price"])
+
+    def _prices(self, pipeline: Any, sym: str, values: Sequence[int | None]) -> list[str]:
+        """Prices of ``sym`` in its book's precision (more decimals only where a value needs them)."""
+        book = self._book(pipeline, sym)
+        dp = book_decimals(book, self.depth)[0] if book is not None else 0
+        d = max([dp] + [decimals(v) for v in values if v is not None])
+        return [price_text(v, d) for v in values]
+
+    def _book(self, pipeline: Any, sym: str) -> Any:
+        if not _has(pipeline, "book"):
+            return None
+        return pipeline.reducer("book").book(pipeline.state("book"), sym)
 
     def _symbol(self, pipeline: Any, sym: str) -> RenderableType:
         book = book_summary(pipeline, sym, self.depth) if _has(pipeline, "book") else None
-        title = Text.assemble((sym, "bold"), "  ", _phase_text(_phase(pipeline, sym)))
+        title = Text.assemble((sym, "bold"), "  ", phase_text(_phase(pipeline, sym)))
         if book and "last_id" in book:  # published: primed or synced
-            title.append(f"  levels {book['bid_levels']}/{book['ask_levels']}", style="dim")
+            title.append(
+                f"  book levels: {book['bid_levels']} bids, {book['ask_levels']} asks", style="dim"
+            )
         if book and "gaps" in book:
             title.append(
                 f"  gaps {book['gaps']}  resyncs {book['resyncs']}  drift {book['drift']}"
@@ -150,21 +243,23 @@ class Dashboard:
         panes = _Panes(
             self._ladder(pipeline, sym), self._trades(pipeline, sym), self._candles(pipeline, sym)
         )
-        body = Group(_book_line(book, self.depth), panes)
+        lat, age = self._freshness(pipeline, sym)
+        fresh = Text.assemble(
+            ("feed latency (receive − exchange time) ", "dim"), lat, ("   last update ", "dim"), age
+        )
+        body = Group(book_line(book, self._book(pipeline, sym), self.depth), fresh, panes)
         return Panel(body, title=title, title_align="left", border_style="blue")
 
     def _ladder(self, pipeline: Any, sym: str) -> RenderableType:
-        book = None
-        if _has(pipeline, "book"):
-            book = pipeline.reducer("book").book(pipeline.state("book"), sym)
+        book = self._book(pipeline, sym)
         if book is None:
             return Text("no book yet", style="dim")
         bids, asks = book.top(self.depth)
         rows = [*reversed(asks), *bids]
-        spread = book.spread()
-        # the spread shares the price column, so it gets the same decimals
-        prices = column([p for p, _ in rows] + [spread])
-        qtys = column([q for _, q in rows])
+        # one precision for every price of the symbol's screen (the summary line's too)
+        d_price, d_qty = book_decimals(book, self.depth)
+        prices = [render(p, d_price) for p, _ in rows] + [price_text(book.spread(), d_price)]
+        qtys = [render(q, d_qty) for _, q in rows]
         biggest = max([q for _, q in rows] + [1])
         t = Table(box=None, pad_edge=False, show_header=True, header_style="dim")
         t.add_column("")
@@ -192,8 +287,9 @@ class Dashboard:
         if ts is None:
             rows.append(Text("no trades yet", style="dim"))
         else:
-            rows.append(Text(f"last {ts['last_price']}  trades {ts['count']}"))
-            rows.append(Text(f"taker buy {ts['buy_volume']}  sell {ts['sell_volume']}"))
+            last_price = self._last_trade(pipeline, sym, ts)
+            rows.append(Text(f"last trade {last_price}  trades {ts['count']}"))
+            rows.append(Text(f"taker volume: buy {ts['buy_volume']}  sell {ts['sell_volume']}"))
             v = Table(box=None, pad_edge=False, show_header=False)
             v.add_column("")
             v.add_column("", justify="left")
@@ -209,7 +305,7 @@ class Dashboard:
         tape = pipeline.state("tape").symbols.get(sym) if _has(pipeline, "tape") else None
         if tape is not None and tape.recent:
             last = list(tape.recent)[-self.trades_shown :][::-1]  # newest first
-            prices = column([e[1] for e in last])
+            prices = self._prices(pipeline, sym, [e[1] for e in last])
             qtys = column([e[2] for e in last])
             t = Table(box=None, pad_edge=False, show_header=True, header_style="dim")
             t.add_column("time")
@@ -272,36 +368,38 @@ class Dashboard:
                 )
             )
         t = Table(box=None, pad_edge=False, show_header=True, header_style="dim")
-        heads = ["open", "high", "low", "close", "vol", "n"]
+        heads = ["open", "high", "low", "close", "vol", "trades"]
         heads += [f"sma{p}" for p in sma_p] + [f"ema{p}" for p in ema_p]
-        t.add_column(ser.interval)
+        t.add_column(f"{ser.interval} start")
         for h in heads:
             t.add_column(h, justify="right")
         # open/high/low/close share one precision (one price scale), the rest one each
-        ohlc = column([r[k] for k in range(1, 5) for r in rows])
+        ohlc = self._prices(pipeline, sym, [r[k] for k in range(1, 5) for r in rows])
         n = len(rows)
         cols = [ohlc[k * n : (k + 1) * n] for k in range(4)]
         cols.append(column([r[5] for r in rows]))
         cols.append([str(r[6]) for r in rows])
         cols += [column([r[k] for r in rows]) for k in range(7, 7 + len(sma_p) + len(ema_p))]
         for i, r in enumerate(rows):
-            start = clock(r[0], 0) + ("*" if r[-1] else " ")
+            start = clock(r[0], 0) + (" open" if r[-1] else "     ")
             t.add_row(start, *(c[i] for c in cols), style="bold" if r[-1] else None)
         return t
 
-    def _alerts(self) -> RenderableType:
+    def _alerts(self, shown_max: int | None = None) -> RenderableType:
+        limit = self.alerts_shown if shown_max is None else shown_max
         total = sum(self.alert_counts.values())
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.alert_counts.items()))
         title = f"alerts: {total}" + (f" ({kinds})" if kinds else "")
-        shown = list(self.notable)[-self.alerts_shown :] if self.alerts_shown > 0 else []
+        alerts = [n for n in self.notable if n.alert]
+        shown = alerts[-limit:] if limit > 0 else []
         if not shown:
-            body: RenderableType = Text("nothing notable yet", style="dim")
+            body: RenderableType = Text("no alerts yet", style="dim")
         else:
             t = Table(box=None, pad_edge=False, show_header=False)
             for _ in range(4):
                 t.add_column("")
             for n in shown:
-                style = "yellow" if n.alert else "dim"
+                style = "yellow"
                 t.add_row(
                     clock(n.recv_ns // 1_000_000) if n.recv_ns else "—",
                     n.symbol,
@@ -338,32 +436,25 @@ def _phase(pipeline: Any, sym: str) -> tuple[str, int]:
     return pipeline.reducer("book").sync_state(state, sym), len(sb.main.buffer)
 
 
-def _phase_text(phase: tuple[str, int]) -> Text:
-    name, buffered = phase
-    style = {"synced": "green", "primed": "green", "resyncing": "red"}.get(name, "yellow")
-    extra = f" ({buffered} diffs buffered)" if buffered else ""
-    return Text(f"{name}{extra}", style=style)
+class _Fit:
+    """The full screen if it fits the terminal's height, else the compact one (every symbol shown).
 
+    The height is the console's (a real terminal's rows); a console without
+    one (a pipe, a recording) has no limit: the full screen.
+    """
 
-def _book_line(book: dict[str, Any] | None, depth: int) -> RenderableType:
-    if not book or "last_id" not in book:  # nothing published (a primed book is)
-        return Text("book not synced", style="dim")
-    bb, ba = book["best_bid"], book["best_ask"]
-    imb = book["imbalance"]
-    if imb is not None and not imb.startswith("-"):
-        imb = "+" + imb
-    return Text.assemble(
-        ("bid ", "dim"),
-        ("—" if bb is None else f"{bb[0]} × {bb[1]}", "green"),
-        ("   ask ", "dim"),
-        ("—" if ba is None else f"{ba[0]} × {ba[1]}", "red"),
-        ("   spread ", "dim"),
-        str(book["spread"] or "—"),
-        ("   mid ", "dim"),
-        str(book["mid"] or "—"),
-        (f"   imbalance(top {depth}) ", "dim"),
-        str(imb or "—"),
-    )
+    def __init__(self, full: RenderableType, compact: RenderableType) -> None:
+        self.full = full
+        self.compact = compact
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        height = options.height or (console.height if console.is_terminal else None)
+        if height is not None:
+            lines = console.render_lines(self.full, options.update(height=None), pad=False)
+            if len(lines) > height:
+                yield self.compact
+                return
+        yield self.full
 
 
 class _Panes:
@@ -386,38 +477,31 @@ class _Panes:
         yield from self.panes[fit:]
 
 
-def _connection(status: Any) -> Text:
-    if status.connections_open > 0:
-        return Text(f"● connected ({status.connections_open})", style="bold green")
-    if status.connects == 0:
-        return Text("○ connecting", style="bold yellow")
-    return Text("✕ disconnected", style="bold red")
-
-
-def _header(pipeline: Any, status: Any) -> RenderableType:
+def _header(pipeline: Any, status: Any, journal: str = "") -> RenderableType:
     c = getattr(pipeline, "counters", None)
     last_ns = getattr(c, "last_recv_ns", 0) or 0
     codec = getattr(getattr(pipeline, "codec", None), "name", None)
     title = "wiretape" + (f" · {codec}" if codec else "") + f" · {stamp(last_ns)}"
     errs = sum(status.errors.values())
     line1 = Text.assemble(
-        _connection(status),
+        connection_text(status),
         ("   connects ", "dim"),
         str(status.connects),
         ("   reconnects ", "dim"),
         (str(status.reconnects), "yellow" if status.reconnects else ""),
-        ("   rotations " if status.rotations else "", "dim"),
+        ("   journal rotations " if status.rotations else "", "dim"),
         str(status.rotations) if status.rotations else "",
-        ("   REST ", "dim"),
-        f"{status.rest_responses}/{status.rest_requests}",
+        ("   REST snapshots answered ", "dim"),
+        f"{status.rest_responses} of {status.rest_requests}",
         "   ",
         (f"{status.frames_per_s:,.0f}", "bold"),
-        (" frames/s   outputs ", "dim"),
+        (" frames/s   pipeline outputs ", "dim"),
         f"{getattr(c, 'outputs', 0):,}",
     )
     line2 = Text.assemble(
+        ("received ", "dim"),
         f"{status.frames_in:,}",
-        (" frames in (", "dim"),
+        (" frames (", "dim"),
         size(status.bytes_in),
         (")   journal ", "dim"),
         size(status.journal_bytes),
@@ -435,6 +519,8 @@ def _header(pipeline: Any, status: Any) -> RenderableType:
         ),
     )
     lines: list[RenderableType] = [line1, line2]
+    if journal:
+        lines.append(Text.assemble(("journal path ", "dim"), journal, overflow="fold"))
     if status.last_error:
         lines.append(Text(f"last error: {status.last_error}", style="red", overflow="ellipsis"))
     return Panel(Group(*lines), title=title, title_align="left", border_style="cyan")
@@ -528,6 +614,11 @@ async def run_dashboard(
     if dash is None:
         dash = Dashboard()
         capture.output_listeners.append(dash.on_outputs)
+        listeners = getattr(capture.pipeline, "listeners", None)
+        if isinstance(listeners, list):
+            listeners.append(dash.on_events)
+    if not dash.journal:
+        dash.journal = str(getattr(getattr(capture, "writer", None), "path", "") or "")
     con = console or Console(file=sys.stdout)
     seen: set[str] = set()
     with (

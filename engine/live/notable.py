@@ -2,7 +2,9 @@
 
 Owns: exact decimal text of 1e-8 units (:func:`column`, :func:`num`: every
 value of a column with the decimals the most precise needs, zeros only, so
-the text stays exact), the short time and size texts of the screen, which
+the text stays exact), a book's texts in one precision (:func:`quote`,
+:func:`book_line`, spread in basis points :func:`bps`), the short time, age
+and size texts of the screen, the sync-state and connection texts, which
 outputs are shown as alerts or as good news (:data:`ALERT_KINDS`,
 :data:`INFO_KINDS`), :func:`describe` (one line per output) and
 :class:`Notable` (one remembered line).  Must not: read a clock, touch the
@@ -16,6 +18,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
+from rich.console import RenderableType
+from rich.text import Text
 
 from engine.num import ONE, SCALE, render
 from engine.timefmt import format_ms, format_ns
@@ -24,11 +28,19 @@ __all__ = [
     "ALERT_KINDS",
     "INFO_KINDS",
     "Notable",
+    "ago",
+    "bps",
+    "book_decimals",
+    "book_line",
     "clock",
     "column",
+    "connection_text",
     "describe",
     "kind_of",
     "num",
+    "phase_text",
+    "price_text",
+    "quote",
     "size",
     "stamp",
 ]
@@ -59,6 +71,26 @@ def num(units: int | None) -> str:
     return column([units])[0]
 
 
+def bps(spread: int | None, mid_x2: int | None) -> str:
+    """Spread over mid in basis points, two decimals, truncated (``mid_x2`` is twice the mid)."""
+    if spread is None or not mid_x2:
+        return "—"
+    x = abs(spread) * 2_000_000 // mid_x2  # hundredths of a bp: spread / (mid_x2 / 2) * 1e4 * 100
+    if x == 0 and spread:
+        return "<0.01" if spread > 0 else ">-0.01"
+    return f"{'-' if spread < 0 else ''}{x // 100}.{x % 100:02d}"
+
+
+def ago(ns: int) -> str:
+    """An age: ``"350 ms ago"`` below a second, ``"12.3 s ago"`` below a minute, then ``"4 min ago"``."""
+    ms = ns // 1_000_000
+    if ms < 1000:
+        return f"{ms} ms ago"
+    if ms < 60_000:
+        return f"{ms // 1000}.{ms % 1000 // 100} s ago"
+    return f"{ms // 60_000:,} min ago"
+
+
 def clock(ms: int, digits: int = 3) -> str:
     """``HH:MM:SS.mmm`` UTC of epoch ms (``digits`` 0: ``HH:MM:SS``), from engine.timefmt."""
     return format_ms(ms)[11 : 19 + (digits and digits + 1)]
@@ -76,6 +108,84 @@ def size(n: int) -> str:
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return f"{n} B"
+
+
+# =============================================================== a book's texts
+
+
+def book_decimals(book: Any, depth: int) -> tuple[int, int]:
+    """(price, qty) decimals of a symbol's screen: what its shown levels need, one for all."""
+    bids, asks = book.top(depth)
+    rows = [*bids, *asks]
+    return (
+        max((decimals(p) for p, _ in rows), default=0),
+        max((decimals(q) for _, q in rows), default=0),
+    )
+
+
+def price_text(units: int | None, d: int) -> str:
+    return "—" if units is None else render(units, d)
+
+
+def quote(book: Any, depth: int) -> dict[str, str]:
+    """Bid, ask (price × qty, and price alone), spread, spread in bps, mid: texts in one precision."""
+    if book is None:
+        return dict.fromkeys(("bid", "ask", "bid_price", "ask_price", "spread", "bps", "mid"), "—")
+    dp, dq = book_decimals(book, depth)
+    bb, ba = book.best_bid(), book.best_ask()
+    mid_x2 = book.mid_x2()
+    # the mid is exact in half units: one more decimal only when it needs it
+    mid = "—"
+    if mid_x2 is not None:
+        m = mid_x2 // 2
+        mid = render(m, 8) + "5" if mid_x2 % 2 else render(m, max(dp, decimals(m)))
+    return {
+        "bid": "—" if bb is None else f"{render(bb[0], dp)} × {render(bb[1], dq)}",
+        "ask": "—" if ba is None else f"{render(ba[0], dp)} × {render(ba[1], dq)}",
+        "bid_price": "—" if bb is None else render(bb[0], dp),
+        "ask_price": "—" if ba is None else render(ba[0], dp),
+        "spread": price_text(book.spread(), dp),
+        "bps": bps(book.spread(), mid_x2),
+        "mid": mid,
+    }
+
+
+def phase_text(phase: tuple[str, int]) -> Text:
+    name, buffered = phase
+    style = {"synced": "green", "primed": "green", "resyncing": "red"}.get(name, "yellow")
+    extra = f" ({buffered} diffs buffered)" if buffered else ""
+    return Text(f"{name}{extra}", style=style)
+
+
+def book_line(book: dict[str, Any] | None, live: Any, depth: int) -> RenderableType:
+    if not book or "last_id" not in book or live is None:  # nothing published (a primed book is)
+        return Text("book not synced", style="dim")
+    q = quote(live, depth)
+    imb = book["imbalance"]
+    if imb is not None and not imb.startswith("-"):
+        imb = "+" + imb
+    return Text.assemble(
+        ("best bid ", "dim"),
+        (q["bid"], "green"),
+        ("   best ask ", "dim"),
+        (q["ask"], "red"),
+        ("   spread ", "dim"),
+        q["spread"],
+        (" (", "dim"),
+        q["bps"],
+        (" bps)   mid ", "dim"),
+        q["mid"],
+        (f"   imbalance (top {depth}) ", "dim"),
+        str(imb or "—"),
+    )
+
+
+def connection_text(status: Any) -> Text:
+    if status.connections_open > 0:
+        return Text(f"● connected ({status.connections_open})", style="bold green")
+    if status.connects == 0:
+        return Text("○ connecting", style="bold yellow")
+    return Text("✕ disconnected", style="bold red")
 
 
 # =============================================================== notable outputs
