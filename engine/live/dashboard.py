@@ -36,18 +36,16 @@ against the pipeline's last receive time, never a clock.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
 import trio
-from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.measure import Measurement
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -73,6 +71,7 @@ from engine.live.notable import (
     size,
     stamp,
 )
+from engine.live.terminal import Fit, Panes, logs_through
 from engine.num import render
 from engine.replay.replay import book_summary, is_alert, symbols_of, trades_summary
 
@@ -183,7 +182,7 @@ class Dashboard:
         # a short terminal: fewer alerts too, so the symbols' rows stay on screen
         few = min(self.alerts_shown, 3)
         compact = Group(head, self._alerts(few), self._compact(pipeline, wanted))
-        return _Fit(full, compact)
+        return Fit(full, compact)
 
     def _compact(self, pipeline: Any, wanted: Sequence[str]) -> RenderableType:
         """One line per symbol: what the full panels say first, for when they do not all fit."""
@@ -240,7 +239,7 @@ class Dashboard:
                 f"  crossed {book['crossed']}",
                 style="red" if book["gaps"] or book["drift"] or book["crossed"] else "dim",
             )
-        panes = _Panes(
+        panes = Panes(
             self._ladder(pipeline, sym), self._trades(pipeline, sym), self._candles(pipeline, sym)
         )
         lat, age = self._freshness(pipeline, sym)
@@ -436,47 +435,6 @@ def _phase(pipeline: Any, sym: str) -> tuple[str, int]:
     return pipeline.reducer("book").sync_state(state, sym), len(sb.main.buffer)
 
 
-class _Fit:
-    """The full screen if it fits the terminal's height, else the compact one (every symbol shown).
-
-    The height is the console's (a real terminal's rows); a console without
-    one (a pipe, a recording) has no limit: the full screen.
-    """
-
-    def __init__(self, full: RenderableType, compact: RenderableType) -> None:
-        self.full = full
-        self.compact = compact
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        height = options.height or (console.height if console.is_terminal else None)
-        if height is not None:
-            lines = console.render_lines(self.full, options.update(height=None), pad=False)
-            if len(lines) > height:
-                yield self.compact
-                return
-        yield self.full
-
-
-class _Panes:
-    """Ladder, trades and candles side by side if the width allows, else candles below."""
-
-    def __init__(self, *panes: RenderableType, gap: int = 3) -> None:
-        self.panes = panes
-        self.gap = gap
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        widths = [Measurement.get(console, options, p).maximum for p in self.panes]
-        fit = len(self.panes)
-        while fit > 1 and sum(widths[:fit]) + self.gap * (fit - 1) > options.max_width:
-            fit -= 1
-        grid = Table.grid(padding=(0, self.gap))
-        for _ in range(fit):
-            grid.add_column()
-        grid.add_row(*self.panes[:fit])
-        yield grid
-        yield from self.panes[fit:]
-
-
 def _header(pipeline: Any, status: Any, journal: str = "") -> RenderableType:
     c = getattr(pipeline, "counters", None)
     last_ns = getattr(c, "last_recv_ns", 0) or 0
@@ -552,46 +510,6 @@ def status_line(status: Any, pipeline: Any = None) -> str:
 # =============================================================== the live task
 
 
-class _LogToConsole(logging.Handler):
-    """Prints log records above the live display (a plain stream write would tear it)."""
-
-    def __init__(self, console: Console, formatter: logging.Formatter | None) -> None:
-        super().__init__()
-        self.console = console
-        self.setFormatter(formatter or logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.console.print(Text(self.format(record)), soft_wrap=True)
-        except Exception:
-            self.handleError(record)
-
-
-@contextlib.contextmanager
-def _logs_through(console: Console) -> Iterator[None]:
-    """While the display runs, root handlers writing to the terminal print through ``console``."""
-    root = logging.getLogger()
-    moved = [
-        h
-        for h in root.handlers
-        if type(h) is logging.StreamHandler and getattr(h.stream, "isatty", lambda: False)()
-    ]
-    if not moved:
-        yield
-        return
-    repl = _LogToConsole(console, moved[0].formatter)
-    repl.setLevel(min(h.level for h in moved))
-    for h in moved:
-        root.removeHandler(h)
-    root.addHandler(repl)
-    try:
-        yield
-    finally:
-        root.removeHandler(repl)
-        for h in moved:
-            root.addHandler(h)
-
-
 async def run_dashboard(
     capture: Any,
     symbols: Sequence[str],
@@ -622,7 +540,7 @@ async def run_dashboard(
     con = console or Console(file=sys.stdout)
     seen: set[str] = set()
     with (
-        _logs_through(con),
+        logs_through(con),
         Live(console=con, auto_refresh=False, redirect_stdout=False, redirect_stderr=False) as live,
     ):
         while True:
