@@ -257,18 +257,27 @@ class Journal:
         symbols: Symbols = None,
         top: int = 10,
         interval: float = 1.0,
-    ) -> pa.Table:
-        """One table of ``engine export`` as a pyarrow Table (``pl.from_arrow`` makes it Polars).
+        polars: bool = False,
+    ) -> Any:
+        """One table of ``engine export`` as a pyarrow Table, or a Polars DataFrame with ``polars=True``.
 
         ``name`` is one of :data:`TABLE_NAMES`; ``top`` and ``interval``
         (seconds) shape ``book_top`` as ``engine export --top/--interval`` do.
+        ``polars=True`` needs the ``polars`` package (not a dependency of the engine).
         The export runs once per distinct set of arguments (all tables at
         once) into a temporary directory outside the journal; the table is read
         whole into memory, so narrow big journals with ``start``/``end``/``symbols``.
         """
         if name not in TABLES:
             raise ValueError(f"unknown table {name!r}; tables: {', '.join(TABLE_NAMES)}")
-        return self.tables(start, end, symbols=symbols, top=top, interval=interval)[name]
+        table = self.tables(start, end, symbols=symbols, top=top, interval=interval)[name]
+        if not polars:
+            return table
+        try:
+            import polars as pl
+        except ImportError:
+            raise ImportError("table(..., polars=True) needs polars: pip install polars") from None
+        return pl.from_arrow(table)
 
     def tables(
         self,

@@ -356,7 +356,8 @@ def test_tables_are_the_export(journal: Path, tmp_path: Path) -> None:
 
 def test_tables_work_in_polars_and_leave_no_temporary_files(private_tmp: Path) -> None:
     j = engine.open(FUTURES)
-    trades = pl.from_arrow(j.table("trades"))
+    trades = j.table("trades", polars=True)
+    assert isinstance(trades, pl.DataFrame) and trades.equals(pl.from_arrow(j.table("trades")))
     assert trades.height > 0 and trades.schema["price"] == pl.Decimal(38, 8)
     assert list(private_tmp.iterdir())  # the export lives outside the journal...
     j.close()
