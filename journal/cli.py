@@ -169,7 +169,7 @@ def recover(directory: str) -> None:
     from pathlib import Path
 
     from engine.cli import DataFailure
-    from engine.journal.recovery import seal_partials
+    from engine.journal.recovery import NoSpaceToSeal, seal_partials
     from engine.journal.schema import MANIFEST
 
     d = Path(directory)
@@ -179,6 +179,12 @@ def recover(directory: str) -> None:
         state = seal_partials(Path(directory))
     except JournalError as exc:
         raise click.ClickException(str(exc)) from None
+    except NoSpaceToSeal as exc:
+        # sealing rewrites the segment: it needs about the partial's size free
+        click.echo(
+            f"free space first: {exc.strerror}; the journal is unchanged, recover again", err=True
+        )
+        sys.exit(1)
     for t in state.tails:
         click.echo(
             f"{t.segment}: dropped {t.dropped_bytes} torn bytes, kept {t.kept_frames} frames"

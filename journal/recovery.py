@@ -11,6 +11,7 @@ whole batch (the writer died right after creating it) is removed.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -22,10 +23,23 @@ from engine.journal.integrity import SegmentSummary
 from engine.journal.reader import TailReport, list_segments, read_segment
 from engine.journal.schema import MANIFEST
 
-__all__ = ["RecoveryState", "seal_partials", "EOS"]
+__all__ = ["RecoveryState", "seal_partials", "EOS", "NoSpaceToSeal"]
 
 #: Arrow IPC end-of-stream marker (continuation token + zero length).
 EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+
+
+class NoSpaceToSeal(OSError):
+    """Sealing a partial needs room for its rewrite and the disk has none: nothing was changed.
+
+    The half-written sealed copy is removed; the partial stays as it was (it
+    still reads and verifies), so recovering again once there is room works.
+    """
+
+
+def _no_space(exc: OSError) -> bool:
+    # pyarrow's file writes raise OSError without errno on some versions: match its text too
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(exc)
 
 
 @attrs.frozen
@@ -86,7 +100,15 @@ def seal_partials(path: Path, config: object | None = None) -> RecoveryState:
         summary = SegmentSummary(seg.index, frames, first, last_seq)
         final = path / segment_name(seg.index, partial=False)
         names = [] if sources is None else sources.to_pylist()
-        compact_segment(seg.path, final, options, cfg.compact_rows, summary, names)
+        try:
+            compact_segment(seg.path, final, options, cfg.compact_rows, summary, names)
+        except OSError as exc:
+            if not _no_space(exc):
+                raise
+            final.with_name(final.name + ".tmp").unlink(missing_ok=True)
+            raise NoSpaceToSeal(
+                errno.ENOSPC, f"no space left to seal {seg.name} ({seg.path.stat().st_size} bytes)"
+            ) from None
         summaries.append(summary.to_json())
         sealed.append(seg.name)
         last_index = seg.index

@@ -150,6 +150,11 @@ def test_engine_run_on_a_full_filesystem_exits_3_with_its_summary(tmp_path: Path
         # what was written is sound as it stands (a crashed journal verifies) ...
         verify = engine("journal", "verify", str(jdir))
         assert verify.returncode == 0, verify.stdout + verify.stderr
+        # recovering while the disk is still full says so in one line and changes nothing
+        full = engine("journal", "recover", str(jdir))
+        assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr
+        assert full.stderr.startswith("free space first") and full.stderr.count("\n") == 1
+        assert engine("journal", "verify", str(jdir)).returncode == 0
         # ... and once there is room again (sealing rewrites the segment), it recovers
         subprocess.run(["mount", "-o", "remount,size=8m", str(mnt)], check=True)
         assert_recovers(jdir)
