@@ -191,8 +191,12 @@ class Journal:
         dirs: Iterable[str] | None = None,
     ) -> Iterator[Frame]:
         """The same frames as :meth:`batches`, one :class:`~engine.journal.schema.Frame` at a time."""
-        batches = self._batches(self._filter(start, end, symbols), kinds, dirs)
-        return (f for b in batches for f in frames_of(b))
+        # the outermost iterable is evaluated now: arguments are checked at the call, as in batches
+        return (
+            f
+            for b in self.batches(start, end, symbols=symbols, kinds=kinds, dirs=dirs)
+            for f in frames_of(b)
+        )
 
     def events(
         self,
