@@ -101,6 +101,9 @@ class DepthDiff:
     txn_ms: int | None
     bids: Levels
     asks: Levels
+    #: the exchange's checksum of its book after this update (Kraken, OKX), else None;
+    #: the sync rule (:mod:`engine.book_sync`) verifies it
+    checksum: int | None = None
 
 
 @event
@@ -123,6 +126,8 @@ class BookSnapshot:
     origin: Literal["rest", "stream"]
     exch_ms: int | None = None
     txn_ms: int | None = None
+    #: the exchange's checksum of this book (Kraken, OKX), else None
+    checksum: int | None = None
 
 
 @event

@@ -30,7 +30,7 @@ to this function.
 
 from __future__ import annotations
 
-__all__ = ["SCALE", "ONE", "PrecisionError", "parse", "render", "decimals_of"]
+__all__ = ["SCALE", "ONE", "PrecisionError", "parse", "parse_json_number", "render", "decimals_of"]
 
 SCALE = 8
 ONE = 10**SCALE
@@ -74,6 +74,44 @@ def parse(s: str) -> int:
         raise
     except Exception:  # not a str, or more digits than int() takes
         raise PrecisionError(f"not a decimal number: {s!r:.40}") from None
+
+
+def parse_json_number(s: str) -> int:
+    """Parse a JSON number token exactly (Kraken v2 sends prices as JSON numbers: ``45283.5``,
+    ``1e-05``, ``2.5E+3``) into units; never through float.
+
+    Decode with ``json.loads(payload, parse_float=str, parse_int=str)`` (or any
+    parser that hands over the number's text) and pass the token here.  The
+    exponent is applied by moving the decimal point in the digit string, then
+    :func:`parse` does the rest, so the precision rule is the same as for
+    strings.
+
+    Raises:
+        PrecisionError: not a JSON number, or more significant decimals than SCALE.
+    """
+    if not isinstance(s, str):
+        raise PrecisionError(f"not a decimal number: {s!r:.40}")
+    mant, e, exp = s.replace("E", "e").partition("e")
+    if not e:
+        return parse(s)
+    try:
+        shift = int(exp)
+    except ValueError:
+        raise PrecisionError(f"not a decimal number: {s[:40]!r}") from None
+    if not exp or exp.strip("+-") != exp.lstrip("+-") or abs(shift) > 64:
+        raise PrecisionError(f"not a decimal number: {s[:40]!r}")
+    sign = mant[:1] if mant[:1] in ("+", "-") else ""
+    a, _, b = mant[len(sign):].partition(".")
+    digits, point = a + b, len(a) + shift
+    if not digits:
+        raise PrecisionError(f"not a decimal number: {s[:40]!r}")
+    if point <= 0:
+        text = "0." + "0" * -point + digits
+    elif point >= len(digits):
+        text = digits + "0" * (point - len(digits))
+    else:
+        text = digits[:point] + "." + digits[point:]
+    return parse(sign + text)
 
 
 def render(units: int, decimals: int = SCALE) -> str:

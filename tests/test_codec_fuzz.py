@@ -246,3 +246,30 @@ def test_render_then_parse_is_identity(units, decimals):
     if decimals < num.SCALE and units % 10 ** (num.SCALE - decimals):
         decimals = num.SCALE  # render refuses to drop digits
     assert num.parse(num.render(units, decimals)) == units
+
+
+_JSON_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+JSON_NUMBERISH = (
+    st.text("0123456789.+-eE", max_size=12)
+    | st.decimals(allow_nan=False, allow_infinity=False, places=10).map(lambda d: f"{d:e}")
+    | st.floats(allow_nan=False, allow_infinity=False, width=32).map(repr)
+)
+
+
+@given(JSON_NUMBERISH)
+def test_json_number_parse_is_the_exact_decimal_value_or_a_precision_error(s):
+    """JSON number tokens (Kraken v2 prices): exact by Decimal, exponents included, or refused."""
+    try:
+        got = num.parse_json_number(s)
+    except num.PrecisionError:
+        got = None
+    want = None
+    if _JSON_NUMBER.fullmatch(s) and abs(int(s.lower().partition("e")[2] or 0)) <= 64:
+        with localcontext(Context(prec=len(s) + num.SCALE + 70)):
+            units = Decimal(s).scaleb(num.SCALE)
+            want = int(units) if units == units.to_integral_value() else None
+    if got is not None and want is None:
+        # accepted beyond JSON's grammar: only the forms parse() takes for strings ("+1", ".5", "5.")
+        assert num.parse(s.lower().partition("e")[0]) is not None
+        return
+    assert got == want, s
