@@ -13,7 +13,7 @@ Must not: read a clock (the time shown is the pipeline's last receive time),
 change reducer state, or ever take the capture down: a render error is logged
 and the next refresh tries again.
 
-Numbers are exact: every price and quantity is an ``int`` of 1e-8 units
+Numbers are exact: every price and quantity is an ``int`` of 1e-18 units
 rendered with :func:`engine.num.render`.  A symbol's prices share one
 precision everywhere on its screen (summary line, ladder, trades, candles,
 compact row): the decimals its shown book levels need, more only where a

@@ -2,8 +2,8 @@
 
 :class:`engine.sim.model.Market` decides what happens (ids, times, sums, which
 levels changed) and calls one :class:`FrameEncoder` method per frame, with
-prices and quantities as integer units of 1e-8; the encoder decides how that
-is spelled (:class:`engine.sim.binance_frames.BinanceSpotFrames` for Binance
+prices and quantities as the engine's integer units (:mod:`engine.num`); the
+encoder decides how that is spelled (:class:`engine.sim.binance_frames.BinanceSpotFrames` for Binance
 spot).  This module holds only the two protocols: no rendering, no market state.
 """
 
@@ -16,7 +16,7 @@ __all__ = ["CandleSums", "FrameEncoder"]
 
 
 class CandleSums(Protocol):
-    """What the kline and the ticker read of one minute's aggregates (units of 1e-8)."""
+    """What the kline and the ticker read of one minute's aggregates (engine units, :mod:`engine.num`)."""
 
     t: int
     o: int
