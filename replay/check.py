@@ -25,6 +25,7 @@ import attrs
 from engine import num, serde
 from engine.journal.reader import JournalError, JournalReader, frames_of, read_segment
 from engine.journal.recorder import OUTPUTS_DIR, outputs_scale, read_outputs
+from engine.journal.schema import STOP_MARKER
 from engine.pipeline import Pipeline
 from engine.replay.replay import Replay, plain
 
@@ -59,8 +60,6 @@ class Mismatch:
         return min(seqs)
 
 
-#: The text the live runtime's last frame starts with when a capture stops cleanly.
-STOP_MARKER = "capture stop"
 
 
 def stopped_cleanly(journal_dir: str | os.PathLike[str]) -> bool:
