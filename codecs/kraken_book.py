@@ -1,0 +1,187 @@
+"""Kraken's book checksum, and the instrument facts both Kraken dialects (v1, v2) share.
+
+Owns the one implementation of Kraken's CRC32 book checksum (the same rule for
+WebSocket v1 and v2, see ``../shared/protocols.md``): the top 10 asks, lowest
+first, then the top 10 bids, highest first; each level's price and quantity
+written as decimal strings at the *instrument's* precision, the ``.`` removed
+and the leading zeros stripped, concatenated; CRC32 of that text as an
+unsigned 32-bit int.  The strings are rendered from the book's exact ints by
+:func:`engine.num.render`, so the precision is an input: Kraken prints it on
+the wire (v1 strings such as ``"0.000022900"``, v2 JSON numbers "containing
+full precision"), the codecs read it from a book snapshot's numbers
+(:attr:`engine.events.BookSnapshot.price_decimals`) and the sync rule keeps it
+with the book (:class:`engine.book_sync.KrakenRule`).
+
+Also what the two codecs share beyond frames: the depths Kraken accepts,
+symbol normalization (``XBT/CHF`` → ``BTC-CHF``), the number and time helpers
+(every value through :func:`engine.num.parse` / :func:`~engine.num.parse_json_number`,
+every time through :mod:`engine.timefmt`) and the :class:`Bad` → DecodeError
+plumbing.  Must not: do I/O, keep state, or know a frame's layout (the codecs do).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterable
+
+from engine import num
+from engine.book import Book
+from engine.events import EXCERPT_BYTES, DecodeError
+from engine.num import decimals_of, render
+from engine.timefmt import format_ns, parse_epoch_s, parse_iso
+
+__all__ = [
+    "CHECKSUM_LEVELS",
+    "DEPTHS",
+    "checksum",
+    "checksum_of_levels",
+    "normalized",
+    "token_decimals",
+    "max_decimals",
+    "Bad",
+    "decode_error",
+    "number",
+    "json_number",
+    "epoch_s_ms",
+    "iso_ms",
+    "ms_epoch_s",
+    "ms_iso",
+]
+
+#: levels a side the checksum covers, whatever the subscribed depth
+CHECKSUM_LEVELS = 10
+#: the book depths Kraken accepts in a subscription (v1 and v2)
+DEPTHS = (10, 25, 100, 500, 1000)
+
+#: Kraken's own asset codes → the common ones (``XBT`` is bitcoin, ``XDG`` dogecoin)
+_ASSETS = {"XBT": "BTC", "XDG": "DOGE"}
+
+
+def _digits(units: int, decimals: int) -> str:
+    """``render(units, decimals)`` with the point removed and the leading zeros stripped."""
+    return render(units, decimals).replace(".", "").lstrip("0")
+
+
+def checksum_of_levels(
+    bids: Iterable[tuple[int, int]],
+    asks: Iterable[tuple[int, int]],
+    price_decimals: int,
+    qty_decimals: int,
+) -> int:
+    """The checksum of best-first ``bids`` and ``asks`` (only the first 10 a side count).
+
+    Raises:
+        ValueError: a value has more decimals than the precision given (not Kraken's book).
+    """
+    parts: list[str] = []
+    for side in (asks, bids):
+        for i, (p, q) in enumerate(side):
+            if i == CHECKSUM_LEVELS:
+                break
+            parts.append(_digits(p, price_decimals))
+            parts.append(_digits(q, qty_decimals))
+    return zlib.crc32("".join(parts).encode("ascii"))
+
+
+def checksum(book: Book, price_decimals: int, qty_decimals: int) -> int:
+    """The checksum of ``book`` as Kraken computes it at the instrument's precision."""
+    bids, asks = book.top(CHECKSUM_LEVELS)
+    return checksum_of_levels(bids, asks, price_decimals, qty_decimals)
+
+
+def normalized(symbol: str) -> str:
+    """``"XBT/CHF"`` → ``"BTC-CHF"``: Kraken's ``BASE/QUOTE`` in the engine's ``BASE-QUOTE`` form."""
+    base, sep, quote = symbol.upper().partition("/")
+    if not sep:
+        return symbol.upper()
+    return f"{_ASSETS.get(base, base)}-{_ASSETS.get(quote, quote)}"
+
+
+def token_decimals(token: str) -> int:
+    """Decimals a number token is written with (``"0.000022900"`` → 9, ``"1.5e-3"`` → 4)."""
+    mant, e, exp = token.replace("E", "e").partition("e")
+    d = decimals_of(mant)
+    if e:
+        try:
+            d -= int(exp)
+        except ValueError:
+            return d
+    return max(d, 0)
+
+
+def max_decimals(tokens: Iterable[str]) -> int | None:
+    """The most decimals among ``tokens`` (None if there are none): an instrument's precision."""
+    best: int | None = None
+    for t in tokens:
+        d = token_decimals(t)
+        if best is None or d > best:
+            best = d
+    return best
+
+
+# --------------------------------------------------------------------------- codec plumbing
+
+
+class Bad(Exception):
+    """A frame the codec cannot read; the message says what and where (becomes a DecodeError)."""
+
+
+def decode_error(seq: int, recv_ns: int, source: str, reason: str, payload: bytes) -> DecodeError:
+    excerpt = bytes(payload[:EXCERPT_BYTES]) if isinstance(payload, bytes | bytearray) else b""
+    return DecodeError(seq, recv_ns, source, reason[:500], excerpt)
+
+
+def _units(parse: Callable[[str], int], text: str, where: str) -> int:
+    try:
+        v = parse(text)
+    except num.PrecisionError as exc:
+        raise Bad(f"{where}: {exc}") from None
+    if v < 0:
+        raise Bad(f"{where}: negative value {text[:40]!r}")
+    return v
+
+
+def number(s: object, where: str) -> int:
+    """A decimal string (v1) → units, non-negative (:func:`engine.num.parse`)."""
+    if not isinstance(s, str):
+        raise Bad(f"{where}: expected a decimal string, got {type(s).__name__}")
+    return _units(num.parse, s, where)
+
+
+def json_number(tok: object, where: str) -> int:
+    """A JSON number token (v2; its text, as the decoder's float hook hands it over) → units."""
+    if isinstance(tok, int) and not isinstance(tok, bool):
+        tok = str(tok)
+    if not isinstance(tok, str):
+        raise Bad(f"{where}: expected a number, got {type(tok).__name__}")
+    return _units(num.parse_json_number, tok, where)
+
+
+def epoch_s_ms(s: object, where: str) -> int:
+    """v1 times (``"1618678123.481570"``, epoch seconds) → epoch ms, truncated."""
+    if not isinstance(s, str):
+        raise Bad(f"{where}: expected epoch seconds as a string, got {type(s).__name__}")
+    try:
+        return parse_epoch_s(s) // 1_000_000
+    except ValueError:
+        raise Bad(f"{where}: not epoch seconds: {s[:40]!r}") from None
+
+
+def iso_ms(s: object, where: str) -> int:
+    """v2 times (RFC 3339, ``"2023-09-25T07:49:37.708706Z"``) → epoch ms, truncated."""
+    if not isinstance(s, str):
+        raise Bad(f"{where}: expected an RFC 3339 time, got {type(s).__name__}")
+    try:
+        return parse_iso(s) // 1_000_000
+    except ValueError:
+        raise Bad(f"{where}: not an RFC 3339 time: {s[:40]!r}") from None
+
+
+def ms_epoch_s(ms: int) -> str:
+    """epoch ms → v1's time string (``"1618678123.481000"``); :func:`epoch_s_ms` reads it back."""
+    return f"{ms // 1000}.{ms % 1000:03d}000"
+
+
+def ms_iso(ms: int) -> str:
+    """epoch ms → v2's time string (``"2021-04-17T16:48:53.481000Z"``); :func:`iso_ms` reads it."""
+    return format_ns(ms * 1_000_000, 6)
