@@ -22,7 +22,10 @@ plumbing.  Must not: do I/O, keep state, or know a frame's layout (the codecs do
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import msgspec
 
 from engine import num
 from engine.book import Book
@@ -46,6 +49,9 @@ __all__ = [
     "iso_ms",
     "ms_epoch_s",
     "ms_iso",
+    "by_channel",
+    "one_message",
+    "KrakenCodec",
 ]
 
 #: levels a side the checksum covers, whatever the subscribed depth
@@ -185,3 +191,85 @@ def ms_epoch_s(ms: int) -> str:
 def ms_iso(ms: int) -> str:
     """epoch ms → v2's time string (``"2021-04-17T16:48:53.481000Z"``); :func:`iso_ms` reads it."""
     return format_ns(ms * 1_000_000, 6)
+
+
+def by_channel(streams: Sequence[str], channels: Sequence[str]) -> dict[str, list[str]]:
+    """``["book:A", "trade:A", "book:B"]`` → ``{"book": ["A", "B"], "trade": ["A"]}``."""
+    out: dict[str, list[str]] = {}
+    for s in streams:
+        ch, sep, sym = s.partition(":")
+        if not sep or ch not in channels or not sym:
+            raise ValueError(f"not a Kraken stream {s!r}: want channel:SYMBOL, e.g. book:BTC/USD")
+        out.setdefault(ch, []).append(sym)
+    return out
+
+
+def one_message(msgs: list[bytes]) -> bytes:
+    if len(msgs) != 1:
+        raise ValueError("Kraken subscribes one channel per message: use subscribe_messages")
+    return msgs[0]
+
+
+class KrakenCodec:
+    """What both dialects' codecs share: the never-raising ``decode`` around the dialect's
+    ``_message(seq, recv_ns, msg)`` (one decoded JSON value → events, :class:`Bad` if it
+    cannot), and the outbound methods; each supplies ``name``, ``channels``, ``depth``,
+    its JSON decoder ``_json``, ``subscribe_messages(streams, request_id, method)`` and
+    ``ping(request_id)``."""
+
+    name = "kraken"
+    channels: tuple[str, ...] = ()
+    depth: int = 10
+    _json: msgspec.json.Decoder[Any]
+
+    def decode(
+        self, seq: int, recv_ns: int, kind: str, source: str, payload: bytes
+    ) -> Sequence[Any]:
+        """Events of one journaled inbound frame; never raises (a bad one is a DecodeError)."""
+        try:
+            if kind != "text" and kind != "binary":
+                raise Bad(f"{self.name} codec decodes text frames, not {kind!r}")
+            try:
+                msg = self._json.decode(payload)
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                raise Bad(f"invalid JSON: {exc}") from None
+            return self._message(seq, recv_ns, msg)
+        except Bad as exc:
+            reason = str(exc)
+        except Exception as exc:  # never raise out of a codec: a bug here is still just an event
+            reason = f"internal error {type(exc).__name__}: {exc}"
+        return [decode_error(seq, recv_ns, source, reason, payload)]
+
+    def _message(self, seq: int, recv_ns: int, msg: Any) -> list[Any]:  # pragma: no cover
+        raise NotImplementedError
+
+    def subscribe_messages(
+        self, streams: Sequence[str], request_id: int, method: str = "subscribe"
+    ) -> list[bytes]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def streams(self, symbols: Sequence[str], channels: Sequence[str]) -> list[str]:
+        """``channel:PAIR`` names (``book:BTC/USD``) for symbols × channels."""
+        for ch in channels:
+            if ch not in self.channels:
+                raise ValueError(
+                    f"unknown Kraken channel {ch!r}; valid: {', '.join(self.channels)}"
+                )
+        return [f"{ch}:{s.upper()}" for ch in channels for s in symbols]
+
+    def ws_url(self, base_url: str, streams: Sequence[str]) -> str:
+        """Kraken takes subscriptions by message: the URL is the endpoint itself."""
+        return base_url
+
+    def subscribe(self, streams: Sequence[str], request_id: int) -> bytes:
+        return one_message(self.subscribe_messages(streams, request_id))
+
+    def unsubscribe(self, streams: Sequence[str], request_id: int) -> bytes:
+        return one_message(self.subscribe_messages(streams, request_id, "unsubscribe"))
+
+    def snapshot_url(self, rest_base: str, symbol: str, limit: int) -> str:
+        raise ValueError("Kraken books resync by resubscribing, not by a REST snapshot")
+
+    @staticmethod
+    def normalized(symbol: str) -> str:
+        return normalized(symbol)

@@ -42,11 +42,11 @@ from engine.codecs.base import SyncRule
 from engine.codecs.kraken_book import (
     DEPTHS,
     Bad,
-    decode_error,
+    KrakenCodec,
+    by_channel,
     epoch_s_ms,
     max_decimals,
     ms_epoch_s,
-    normalized,
     number,
 )
 from engine.events import (
@@ -79,12 +79,13 @@ CHANNELS = ("book", "trade", "ticker")
 _QUIET_EVENTS = frozenset({"heartbeat", "systemStatus", "pong"})
 
 
-class KrakenV1:
+class KrakenV1(KrakenCodec):
     """The Kraken v1 codec (exchange name ``kraken-v1``)."""
 
     name = "kraken-v1"
     sync_rule = SyncRule.KRAKEN
     ws_base = "wss://ws.kraken.com"
+    channels = CHANNELS
     #: the book depth this codec subscribes to (cryptofeed recorded ``book-1000``)
     depth = 1000
 
@@ -95,27 +96,12 @@ class KrakenV1:
 
     # ..................................................................... decode
 
-    def decode(
-        self, seq: int, recv_ns: int, kind: str, source: str, payload: bytes
-    ) -> Sequence[Any]:
-        """Events of one journaled inbound frame; never raises (see the module docstring)."""
-        try:
-            if kind != "text" and kind != "binary":
-                raise Bad(f"{self.name} codec decodes text frames, not {kind!r}")
-            try:
-                msg = self._json.decode(payload)
-            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-                raise Bad(f"invalid JSON: {exc}") from None
-            if isinstance(msg, list):
-                return self._channel(seq, recv_ns, msg)
-            if isinstance(msg, dict):
-                return self._event(seq, recv_ns, msg)
-            raise Bad(f"expected a JSON array or object, got {type(msg).__name__}")
-        except Bad as exc:
-            reason = str(exc)
-        except Exception as exc:  # never raise out of a codec: a bug here is still just an event
-            reason = f"internal error {type(exc).__name__}: {exc}"
-        return [decode_error(seq, recv_ns, source, reason, payload)]
+    def _message(self, seq: int, recv_ns: int, msg: Any) -> list[Any]:
+        if isinstance(msg, list):
+            return self._channel(seq, recv_ns, msg)
+        if isinstance(msg, dict):
+            return self._event(seq, recv_ns, msg)
+        raise Bad(f"expected a JSON array or object, got {type(msg).__name__}")
 
     def _event(self, seq: int, recv_ns: int, msg: dict[str, Any]) -> list[Any]:
         ev = msg.get("event")
@@ -269,23 +255,12 @@ class KrakenV1:
 
     # ..................................................................... outbound
 
-    def streams(self, symbols: Sequence[str], channels: Sequence[str]) -> list[str]:
-        """``channel:PAIR`` names (``book:XBT/USD``) for symbols × channels."""
-        for ch in channels:
-            if ch not in CHANNELS:
-                raise ValueError(f"unknown Kraken channel {ch!r}; valid: {', '.join(CHANNELS)}")
-        return [f"{ch}:{s.upper()}" for ch in channels for s in symbols]
-
-    def ws_url(self, base_url: str, streams: Sequence[str]) -> str:
-        """Kraken takes subscriptions by message: the URL is the endpoint itself."""
-        return base_url
-
     def subscribe_messages(
         self, streams: Sequence[str], request_id: int, method: str = "subscribe"
     ) -> list[bytes]:
         """One message per channel (v1 subscribes one channel at a time), ids from ``request_id``."""
         out: list[bytes] = []
-        for i, (ch, pairs) in enumerate(_by_channel(streams).items()):
+        for i, (ch, pairs) in enumerate(by_channel(streams, self.channels).items()):
             sub: dict[str, Any] = {"name": ch}
             if ch == "book":
                 sub["depth"] = self.depth
@@ -296,38 +271,9 @@ class KrakenV1:
             )
         return out
 
-    def subscribe(self, streams: Sequence[str], request_id: int) -> bytes:
-        return _one(self.subscribe_messages(streams, request_id))
-
-    def unsubscribe(self, streams: Sequence[str], request_id: int) -> bytes:
-        return _one(self.subscribe_messages(streams, request_id, "unsubscribe"))
-
     @staticmethod
     def ping(request_id: int) -> bytes:
         return orjson.dumps({"event": "ping", "reqid": request_id})
-
-    def snapshot_url(self, rest_base: str, symbol: str, limit: int) -> str:
-        raise ValueError("Kraken books resync by resubscribing, not by a REST snapshot")
-
-    @staticmethod
-    def normalized(symbol: str) -> str:
-        return normalized(symbol)
-
-
-def _by_channel(streams: Sequence[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for s in streams:
-        ch, sep, pair = s.partition(":")
-        if not sep or ch not in CHANNELS or not pair:
-            raise ValueError(f"not a Kraken stream {s!r}: want channel:PAIR, e.g. book:XBT/USD")
-        out.setdefault(ch, []).append(pair)
-    return out
-
-
-def _one(msgs: list[bytes]) -> bytes:
-    if len(msgs) != 1:
-        raise ValueError("Kraken subscribes one channel per message: use subscribe_messages")
-    return msgs[0]
 
 
 def _levels(
@@ -364,9 +310,10 @@ def _ts(exch_ms: int | None) -> str:
 
 def encode_snapshot(ev: BookSnapshot, channel_id: int) -> bytes:
     """The v1 frame of a book snapshot (``depth``, ``price_decimals``/``qty_decimals`` required)."""
-    if ev.depth is None or ev.price_decimals is None or ev.qty_decimals is None:
-        raise ValueError("a Kraken snapshot needs its depth and precision")
     pd, qd, ts = ev.price_decimals, ev.qty_decimals, _ts(ev.exch_ms)
+    if ev.depth is None or ((pd is None or qd is None) and (ev.bids or ev.asks)):
+        raise ValueError("a Kraken snapshot needs its depth, and its precision if it has levels")
+    pd, qd = pd or 0, qd or 0
     body = {"as": _rows(ev.asks, pd, qd, ts), "bs": _rows(ev.bids, pd, qd, ts)}
     return orjson.dumps([channel_id, body, f"book-{ev.depth}", ev.symbol])
 

@@ -369,8 +369,10 @@ class KrakenRule(ChainRule):
         if want is None or book is None:
             return True
         pd, qd = sync.price_decimals, sync.qty_decimals
-        if pd is None or qd is None:
-            return not (book.bids or book.asks)
+        if pd is None or qd is None:  # an empty snapshot: only an empty book can be checked
+            if book.bids or book.asks:
+                return False
+            pd = qd = 0
         try:
             return kraken_checksum(book, pd, qd) == want
         except ValueError:  # a level finer than the instrument's precision: not Kraken's book
