@@ -68,6 +68,43 @@ def _digits(units: int, decimals: int) -> str:
     return render(units, decimals).replace(".", "").lstrip("0")
 
 
+#: bound of each memo (:class:`_Pieces`); a full memo is emptied
+MEMO_MAX = 1 << 16
+
+
+class _Pieces(dict[tuple[int, int], str]):
+    """``(price, qty)`` → the level's piece of the checksum text at one precision: a pure,
+    bounded memo of :func:`_digits` (it cannot change a result).  The checksum runs after
+    every book message and nearly all of its 20 levels were rendered for the message
+    before, so a level costs one dict lookup instead of two renders."""
+
+    __slots__ = ("price_decimals", "qty_decimals")
+
+    def __init__(self, price_decimals: int, qty_decimals: int) -> None:
+        super().__init__()
+        self.price_decimals = price_decimals
+        self.qty_decimals = qty_decimals
+
+    def __missing__(self, level: tuple[int, int]) -> str:
+        if len(self) >= MEMO_MAX:
+            self.clear()
+        s = self[level] = _digits(level[0], self.price_decimals) + _digits(
+            level[1], self.qty_decimals
+        )
+        return s
+
+
+_MEMOS: dict[tuple[int, int], _Pieces] = {}
+
+
+def _pieces(price_decimals: int, qty_decimals: int) -> _Pieces:
+    key = (price_decimals, qty_decimals)
+    m = _MEMOS.get(key)
+    if m is None:
+        m = _MEMOS[key] = _Pieces(price_decimals, qty_decimals)
+    return m
+
+
 def checksum_of_levels(
     bids: Iterable[tuple[int, int]],
     asks: Iterable[tuple[int, int]],
@@ -79,20 +116,16 @@ def checksum_of_levels(
     Raises:
         ValueError: a value has more decimals than the precision given (not Kraken's book).
     """
-    parts: list[str] = []
-    for side in (asks, bids):
-        for i, (p, q) in enumerate(side):
-            if i == CHECKSUM_LEVELS:
-                break
-            parts.append(_digits(p, price_decimals))
-            parts.append(_digits(q, qty_decimals))
-    return zlib.crc32("".join(parts).encode("ascii"))
+    top = list(asks)[:CHECKSUM_LEVELS] + list(bids)[:CHECKSUM_LEVELS]
+    text = "".join(map(_pieces(price_decimals, qty_decimals).__getitem__, top))
+    return zlib.crc32(text.encode("ascii"))
 
 
 def checksum(book: Book, price_decimals: int, qty_decimals: int) -> int:
     """The checksum of ``book`` as Kraken computes it at the instrument's precision."""
     bids, asks = book.top(CHECKSUM_LEVELS)
-    return checksum_of_levels(bids, asks, price_decimals, qty_decimals)
+    text = "".join(map(_pieces(price_decimals, qty_decimals).__getitem__, asks + bids))
+    return zlib.crc32(text.encode("ascii"))
 
 
 def normalized(symbol: str) -> str:
