@@ -42,6 +42,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import book  # bench/book.py: its naive baseline book
+
 from engine import book_sync
 from engine.book_reducer import BookReducer
 from engine.book_sync import KrakenRule
@@ -110,21 +112,17 @@ def check(p: Pipeline, updates: int, checked: bool) -> str:
     return f"{verdict}; {t.syncs} snapshots loaded, {t.diffs_applied:,} updates applied"
 
 
-class NaiveBook:
+class NaiveBook(book.NaiveBook):
     """The baseline: dicts, sorted for the top 10 (and the truncation) on every message."""
 
+    __slots__ = ("pd", "qd", "depth")
+
     def __init__(self, snap: BookSnapshot) -> None:
-        self.bids = {p: q for p, q in snap.bids if q}
-        self.asks = {p: q for p, q in snap.asks if q}
+        super().__init__(snap)
         self.pd, self.qd, self.depth = snap.price_decimals, snap.qty_decimals, snap.depth
 
-    def apply(self, ev: DepthDiff) -> bool:
-        for side, levels in ((self.bids, ev.bids), (self.asks, ev.asks)):
-            for p, q in levels:
-                if q:
-                    side[p] = q
-                else:
-                    side.pop(p, None)
+    def apply(self, ev: DepthDiff) -> bool:  # type: ignore[override]
+        super().apply(ev)
         bids = sorted(self.bids, reverse=True)
         asks = sorted(self.asks)
         for p in bids[self.depth :]:
