@@ -46,7 +46,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from engine.codecs.base import SyncRule
+from engine.codecs.base import KeepAlive, SyncRule
 from engine.codecs.kraken_book import (
     DEPTHS,
     Bad,
@@ -63,6 +63,7 @@ from engine.events import (
     BookSnapshot,
     BookTicker,
     DepthDiff,
+    Heartbeat,
     SubscriptionAck,
     SubscriptionError,
     Trade,
@@ -80,8 +81,7 @@ __all__ = [
 
 #: v2 channel names as the codec's ``streams`` take them
 CHANNELS = ("book", "trade", "ticker")
-_QUIET_CHANNELS = frozenset({"heartbeat", "status", "instrument"})
-_QUIET_METHODS = frozenset({"pong"})
+_QUIET_CHANNELS = frozenset({"status", "instrument"})
 _SIDES = {"buy": BUY, "sell": SELL}
 
 
@@ -94,6 +94,7 @@ class KrakenV2(KrakenCodec):
     channels = CHANNELS
     #: the book depth this codec subscribes with and stamps on every snapshot
     depth = 100
+    keepalive = KeepAlive(b'{"method":"ping"}', 20.0)
 
     def __init__(self, name: str | None = None) -> None:
         if name is not None:
@@ -115,8 +116,8 @@ class KrakenV2(KrakenCodec):
         raise Bad(f"unknown message (no channel or method; keys {keys})")
 
     def _reply(self, seq: int, recv_ns: int, method: str, msg: dict[str, Any]) -> list[Any]:
-        if method in _QUIET_METHODS:
-            return []
+        if method == "pong":
+            return [Heartbeat(seq, recv_ns, "pong", None)]
         if method not in ("subscribe", "unsubscribe"):
             raise Bad(f"unknown method {method[:40]!r}")
         rid = msg.get("req_id")
@@ -132,6 +133,8 @@ class KrakenV2(KrakenCodec):
         return [SubscriptionAck(seq, recv_ns, rid, [f"{ch}:{sym}"])]
 
     def _channel(self, seq: int, recv_ns: int, channel: Any, msg: dict[str, Any]) -> list[Any]:
+        if channel == "heartbeat":
+            return [Heartbeat(seq, recv_ns, "heartbeat", None)]
         if channel in _QUIET_CHANNELS:
             return []
         data = msg.get("data")
@@ -240,10 +243,6 @@ class KrakenV2(KrakenCodec):
                 params["snapshot"] = True
             out.append(orjson.dumps({"method": method, "params": params, "req_id": request_id + i}))
         return out
-
-    @staticmethod
-    def ping(request_id: int) -> bytes:
-        return orjson.dumps({"method": "ping", "req_id": request_id})
 
 
 def _levels(raw: Any, texts: tuple[list[str], list[str]], where: str) -> list[tuple[int, int]]:

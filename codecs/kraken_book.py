@@ -29,6 +29,7 @@ import msgspec
 
 from engine import num
 from engine.book import Book
+from engine.codecs.base import ConnLimits, Resubscribe, VenueDefaults
 from engine.events import EXCERPT_BYTES, DecodeError
 from engine.num import decimals_of, render
 from engine.timefmt import format_ns, parse_epoch_s, parse_iso
@@ -50,7 +51,6 @@ __all__ = [
     "ms_epoch_s",
     "ms_iso",
     "by_channel",
-    "one_message",
     "KrakenCodec",
 ]
 
@@ -237,22 +237,28 @@ def by_channel(streams: Sequence[str], channels: Sequence[str]) -> dict[str, lis
     return out
 
 
-def one_message(msgs: list[bytes]) -> bytes:
-    if len(msgs) != 1:
-        raise ValueError("Kraken subscribes one channel per message: use subscribe_messages")
-    return msgs[0]
+class KrakenCodec(VenueDefaults):
+    """What both dialects' codecs share (:class:`engine.codecs.base.Codec`): the never-raising
+    ``decode`` around the dialect's ``_message(seq, recv_ns, msg)`` (one decoded JSON value →
+    events, :class:`Bad` if it cannot), and the outbound side.  Each dialect supplies
+    ``name``, ``channels``, ``depth``, ``keepalive``, its JSON decoder ``_json`` and
+    ``subscribe_messages(streams, request_id, method)``.
 
-
-class KrakenCodec:
-    """What both dialects' codecs share: the never-raising ``decode`` around the dialect's
-    ``_message(seq, recv_ns, msg)`` (one decoded JSON value → events, :class:`Bad` if it
-    cannot), and the outbound methods; each supplies ``name``, ``channels``, ``depth``,
-    its JSON decoder ``_json``, ``subscribe_messages(streams, request_id, method)`` and
-    ``ping(request_id)``."""
+    Kraken takes every subscription by message after connecting (one message per channel);
+    it has no REST snapshot the runtime could use, so a book is resynced by unsubscribing
+    and subscribing its ``book`` stream again (the fresh in-stream snapshot resets it), and
+    verification requests go unanswered: the checksum after every message vouches instead.
+    """
 
     name = "kraken"
     channels: tuple[str, ...] = ()
     depth: int = 10
+    default_channels: tuple[str, ...] = ("book", "trade")
+    rest_base = "https://api.kraken.com"
+    #: Kraken publishes no per-second control limit for public feeds; stay polite
+    limits = ConnLimits(
+        streams_in_url=False, max_per_subscribe=50, max_per_conn=200, control_per_window=5
+    )
     _json: msgspec.json.Decoder[Any]
 
     def decode(
@@ -294,15 +300,23 @@ class KrakenCodec:
         """Kraken takes subscriptions by message: the URL is the endpoint itself."""
         return base_url
 
-    def subscribe(self, streams: Sequence[str], request_id: int) -> bytes:
-        return one_message(self.subscribe_messages(streams, request_id))
+    def subscribe(self, streams: Sequence[str], request_id: int) -> list[bytes]:
+        """One message per channel, ids ``request_id``, ``request_id + 1`` …"""
+        return self.subscribe_messages(streams, request_id)
 
-    def unsubscribe(self, streams: Sequence[str], request_id: int) -> bytes:
-        return one_message(self.subscribe_messages(streams, request_id, "unsubscribe"))
+    def unsubscribe(self, streams: Sequence[str], request_id: int) -> list[bytes]:
+        return self.subscribe_messages(streams, request_id, "unsubscribe")
 
-    def snapshot_url(self, rest_base: str, symbol: str, limit: int) -> str:
-        raise ValueError("Kraken books resync by resubscribing, not by a REST snapshot")
+    def resync(
+        self, symbol: str, streams: Sequence[str], rest_base: str, limit: int, request_id: int
+    ) -> Resubscribe | None:
+        """Unsubscribe and subscribe ``symbol``'s book again: Kraken sends a fresh snapshot."""
+        book = [s for s in streams if s.upper() == f"BOOK:{symbol.upper()}"]
+        if not book:
+            return None
+        unsub = self.unsubscribe(book, request_id)
+        sub = self.subscribe(book, request_id + len(unsub))
+        return Resubscribe(tuple(book), tuple(unsub), tuple(sub))
 
-    @staticmethod
-    def normalized(symbol: str) -> str:
+    def normalized(self, symbol: str) -> str:
         return normalized(symbol)

@@ -38,7 +38,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from engine.codecs.base import SyncRule
+from engine.codecs.base import KeepAlive, SyncRule
 from engine.codecs.kraken_book import (
     DEPTHS,
     Bad,
@@ -55,6 +55,7 @@ from engine.events import (
     BookSnapshot,
     BookTicker,
     DepthDiff,
+    Heartbeat,
     SubscriptionAck,
     SubscriptionError,
     Trade,
@@ -76,7 +77,7 @@ TRADE_IDS_PER_FRAME = 10_000
 #: v1 channel names as the codec's ``streams`` take them (book depth: :attr:`KrakenV1.depth`)
 CHANNELS = ("book", "trade", "ticker")
 
-_QUIET_EVENTS = frozenset({"heartbeat", "systemStatus", "pong"})
+_HEARTBEATS = {"heartbeat": "heartbeat", "pong": "pong"}
 
 
 class KrakenV1(KrakenCodec):
@@ -88,6 +89,7 @@ class KrakenV1(KrakenCodec):
     channels = CHANNELS
     #: the book depth this codec subscribes to (cryptofeed recorded ``book-1000``)
     depth = 1000
+    keepalive = KeepAlive(b'{"event":"ping"}', 20.0)
 
     def __init__(self, name: str | None = None) -> None:
         if name is not None:
@@ -108,7 +110,10 @@ class KrakenV1(KrakenCodec):
         if not isinstance(ev, str):
             keys = ",".join(sorted(str(k)[:20] for k in msg)[:10])
             raise Bad(f"unknown message (no 'event'; keys {keys})")
-        if ev in _QUIET_EVENTS:
+        beat = _HEARTBEATS.get(ev)
+        if beat is not None:
+            return [Heartbeat(seq, recv_ns, beat, None)]
+        if ev == "systemStatus":
             return []
         rid = msg.get("reqid")
         if rid is not None and (isinstance(rid, bool) or not isinstance(rid, int | str)):
@@ -270,10 +275,6 @@ class KrakenV1(KrakenCodec):
                 )
             )
         return out
-
-    @staticmethod
-    def ping(request_id: int) -> bytes:
-        return orjson.dumps({"event": "ping", "reqid": request_id})
 
 
 def _levels(

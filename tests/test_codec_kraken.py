@@ -19,6 +19,7 @@ from engine import num
 from engine.book import Book
 from engine.codecs import kraken as v2
 from engine.codecs import kraken_v1 as v1
+from engine.codecs.base import Codec
 from engine.codecs.kraken_book import checksum, checksum_of_levels, normalized
 from engine.codecs.registry import get_codec
 from engine.events import (
@@ -26,6 +27,7 @@ from engine.events import (
     BookTicker,
     DecodeError,
     DepthDiff,
+    Heartbeat,
     SubscriptionAck,
     SubscriptionError,
     Trade,
@@ -120,7 +122,8 @@ def test_v1_two_dict_update_republish_and_control_messages():
         7, 99, "SC/EUR", 7, 7, None, 1618678145920, None,
         [(P("0.04299"), 0)], [(P("0.04299"), P("364630.28272081"))], 4105471083,
     )  # fmt: skip
-    assert dec1(b'{"event":"heartbeat"}') == []
+    assert dec1(b'{"event":"heartbeat"}') == [Heartbeat(7, 99, "heartbeat", None)]
+    assert dec1(b'{"event":"pong","reqid":3}') == [Heartbeat(7, 99, "pong", None)]
     assert dec1(b'{"event":"systemStatus","status":"online","version":"1.8.3"}') == []
     ack = (
         b'{"channelID":1664,"channelName":"book-1000","event":"subscriptionStatus","pair":'
@@ -168,29 +171,38 @@ def test_v1_bad_frames_are_decode_errors(payload, why):
     assert e.excerpt == payload[:200]
 
 
-def test_outbound_messages_and_normalized_symbols():
+def test_outbound_messages_resync_and_normalized_symbols():
     c1, c2 = v1.KrakenV1(), v2.KrakenV2()
+    for c in (c1, c2):
+        assert isinstance(c, Codec) and c.snapshot_url("https://x", "BTC/USD", 10) is None
+        assert not c.limits.streams_in_url and c.keepalive is not None
     streams = c2.streams(["BTC/USD", "ETH/USD"], ["book", "trade"])
     assert streams == ["book:BTC/USD", "book:ETH/USD", "trade:BTC/USD", "trade:ETH/USD"]
-    msgs = [json.loads(m) for m in c2.subscribe_messages(streams, 10)]
+    msgs = [json.loads(m) for m in c2.subscribe(streams, 10)]
     assert msgs == [
         {"method": "subscribe", "req_id": 10,
          "params": {"channel": "book", "symbol": ["BTC/USD", "ETH/USD"], "depth": 100, "snapshot": True}},
         {"method": "subscribe", "req_id": 11,
          "params": {"channel": "trade", "symbol": ["BTC/USD", "ETH/USD"]}},
     ]  # fmt: skip
-    assert json.loads(c2.unsubscribe(["book:BTC/USD"], 3)) == {
+    assert [json.loads(m) for m in c2.unsubscribe(["book:BTC/USD"], 3)] == [{
         "method": "unsubscribe", "req_id": 3,
         "params": {"channel": "book", "symbol": ["BTC/USD"], "depth": 100},
-    }  # fmt: skip
-    assert json.loads(c1.subscribe(["book:XBT/USD"], 1)) == {
+    }]  # fmt: skip
+    assert [json.loads(m) for m in c1.subscribe(["book:XBT/USD"], 1)] == [{
         "event": "subscribe", "pair": ["XBT/USD"], "reqid": 1,
         "subscription": {"name": "book", "depth": 1000},
-    }  # fmt: skip
-    assert json.loads(c2.ping(4)) == {"method": "ping", "req_id": 4}
-    assert json.loads(c1.ping(4)) == {"event": "ping", "reqid": 4}
-    with pytest.raises(ValueError, match="one channel per message"):
-        c2.subscribe(streams, 1)
+    }]  # fmt: skip
+    plan = c2.resync("ETH/USD", streams, "", 100, 7)
+    assert plan is not None and plan.streams == ("book:ETH/USD",)
+    assert [json.loads(m)["method"] for m in plan.unsubscribe + plan.subscribe] == [
+        "unsubscribe",
+        "subscribe",
+    ]
+    assert [json.loads(m)["req_id"] for m in plan.unsubscribe + plan.subscribe] == [7, 8]
+    assert c2.resync("SOL/USD", streams, "", 100, 1) is None  # no book stream of it here
+    assert json.loads(c2.keepalive.payload) == {"method": "ping"}
+    assert json.loads(c1.keepalive.payload) == {"event": "ping"}
     with pytest.raises(ValueError, match="unknown Kraken channel"):
         c2.streams(["BTC/USD"], ["depth"])
     assert normalized("XBT/CHF") == "BTC-CHF" and c2.normalized("xdg/usd") == "DOGE-USD"
@@ -231,9 +243,10 @@ def test_v2_control_replies_and_quiet_channels():
     ]
     (e,) = dec2(v2.encode_ack("subscribe", "book", "XBT/USDX", 4, "Currency pair not supported"))
     assert isinstance(e, SubscriptionError) and e.msg == "Currency pair not supported"
+    assert dec2(b'{"channel":"heartbeat"}') == [Heartbeat(7, 99, "heartbeat", None)]
+    pong = b'{"method":"pong","req_id":1,"time_in":"x","time_out":"y"}'
+    assert dec2(pong) == [Heartbeat(7, 99, "pong", None)]
     for quiet in (
-        b'{"channel":"heartbeat"}',
-        b'{"method":"pong","req_id":1,"time_in":"x","time_out":"y"}',
         b'{"channel":"status","type":"update","data":[{"system":"online"}]}',
         b'{"channel":"instrument","type":"snapshot","data":{"pairs":[]}}',
     ):
