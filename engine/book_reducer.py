@@ -216,7 +216,12 @@ class BookReducer:
         rule = rule_for(self.sync_rule)
         object.__setattr__(self, "_rule", rule)
         phase, inp = INLINE
-        ok = self.inline and not rule.has_checksum and TABLE[phase][inp] == (phase, A_APPLY)
+        ok = (
+            self.inline
+            and not rule.has_checksum
+            and not rule.truncates  # the inlined apply does not truncate
+            and TABLE[phase][inp] == (phase, A_APPLY)
+        )
         object.__setattr__(self, "_inline_phase", phase if ok else None)
         v = self.verify_interval_s
         object.__setattr__(self, "_verify_ns", None if v is None else int(v * SECOND_NS))

@@ -73,7 +73,7 @@ Invariants:
   it is a bug here, not bad exchange input (exchange input always maps to
   one of the inputs below).  The reducer may inline the steady case
   (:data:`INLINE`: SYNCED, APPLY) only while the table says it stays SYNCED
-  with A_APPLY and the rule has no checksum; ``tests/test_book_sync.py``
+  with A_APPLY and the rule has no checksum and does not truncate; ``tests/test_book_sync.py``
   checks the inlined path against the table for every case.
 
 Rules (one per :class:`engine.codecs.base.SyncRule` constant) classify a diff

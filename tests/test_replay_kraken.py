@@ -5,7 +5,7 @@ depth 1000) replays through the ordinary pipeline: every pair syncs on its
 in-stream snapshot, every update carries a checksum, and every one of them is
 verified against the book we rebuilt (``engine replay --json`` shows it).  A
 capture with one update taken out is caught by the next checksum: a
-GapDetected "checksum mismatch", after which the book is not published (a
+ChecksumMismatch, after which the book is not published (a
 capture holds no resubscription to bring a new snapshot).  Plus the commands
 and the Python API on a Kraken journal: ``engine book --at``, export and
 ``engine.open``.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import engine
 from engine.book import Book
-from engine.book_reducer import BookReducer, GapDetected
+from engine.book_reducer import BookReducer, ChecksumMismatch, GapDetected
 from engine.codecs.base import SyncRule
 from engine.codecs.registry import get_codec
 from engine.events import BookSnapshot, DepthDiff
@@ -50,8 +50,9 @@ def test_replay_verifies_every_checksum_of_the_capture():
         assert book["state"] == "synced" and book["gaps"] == 0 and book["resyncs"] == 0, sym
         assert book["syncs"] == 1 and book["crossed"] == 0, sym
         # every update carries a checksum, and an update is applied only if its checksum held
-        verified[sym] = book.get("checksums_verified", book["diffs_applied"])
-        assert book.get("checksum_mismatches", 0) == 0
+        assert book["checksums_verified"] == book["diffs_applied"], sym  # every update has one
+        assert book["checksum_mismatches"] == 0, sym
+        verified[sym] = book["checksums_verified"]
     assert verified == UPDATES
     print(
         f"\nKraken capture: {sum(verified.values())} checksums verified, 0 mismatches: {verified}"
@@ -89,13 +90,14 @@ def test_a_lost_update_is_a_checksum_mismatch_and_the_book_is_withdrawn(tmp_path
     codec = get_codec(reader.metadata["exchange"])
     reducer = BookReducer(SyncRule.KRAKEN)
     state = reducer.initial()
-    gaps = []
+    bad = []
     for f in reader.frames():
         if f.dir == "in" and f.kind == "text":
             for ev in codec.decode(f.seq, f.recv_ns, f.kind, f.source, f.payload):
                 state, outs = reducer.step(state, ev)
-                gaps += [o for o in outs if isinstance(o, GapDetected)]
-    assert [(g.symbol, g.reason) for g in gaps] == [("SC/EUR", "checksum mismatch")]
+                bad += [o for o in outs if isinstance(o, ChecksumMismatch | GapDetected)]
+    assert [(type(o), o.symbol) for o in bad] == [(ChecksumMismatch, "SC/EUR")]
+    assert reducer.counts(state)["SC/EUR"].checksum_mismatches == 1
     assert reducer.sync_state(state, "SC/EUR") == "resyncing"
     assert reducer.book(state, "SC/EUR") is None  # never published after the break
     for other in ("ETH/CHF", "OCEAN/XBT", "GRT/ETH"):

@@ -7,7 +7,7 @@ corrupts a checksum.  The book reducer (``SyncRule.KRAKEN``) is held to a
 naive model written independently of the engine: dicts re-sorted on every
 message, the checksum rendered through :class:`decimal.Decimal`.  After every
 step both agree on the sync state and on the published book; a checksum that
-failed is a GapDetected plus a sync SnapshotRequest, and no book is published
+failed is a ChecksumMismatch plus a sync SnapshotRequest, and no book is published
 until the next snapshot; a published book's top 10 levels are the exchange's.
 """
 
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from engine import num
-from engine.book_reducer import BookReducer, GapDetected
+from engine.book_reducer import BookReducer, ChecksumMismatch, GapDetected
 from engine.codecs.base import SyncRule
 from engine.events import BookSnapshot, DepthDiff
 from engine.outputs import SnapshotRequest
@@ -131,11 +131,11 @@ class KrakenFeed(RuleBasedStateMachine):
         checkable = self.precision_known or not (self.book[0] or self.book[1])
         if checkable and naive_checksum(*self.book, self.pd, self.qd) == check:
             self.phase = "synced"
-            assert not [o for o in outs if isinstance(o, GapDetected)]
+            assert not [o for o in outs if isinstance(o, ChecksumMismatch | GapDetected)]
         else:
             self.phase, self.book = "resyncing", None
-            gaps = [o for o in outs if isinstance(o, GapDetected)]
-            assert len(gaps) == 1 and "checksum" in gaps[0].reason
+            bad = [o for o in outs if isinstance(o, ChecksumMismatch)]
+            assert [(o.last_id, o.checksum) for o in bad] == [(self.seq, check)]
             assert [o.purpose for o in outs if isinstance(o, SnapshotRequest)] == ["sync"]
 
     @rule(changes=level_changes)
