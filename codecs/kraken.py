@@ -92,8 +92,9 @@ class KrakenV2(KrakenCodec):
     sync_rule = SyncRule.KRAKEN
     ws_base = "wss://ws.kraken.com/v2"
     channels = CHANNELS
-    #: the book depth this codec subscribes with and stamps on every snapshot
-    depth = 100
+    #: the book depth this codec subscribes with and stamps on every snapshot: Kraken's default,
+    #: the 10 levels its checksum covers, so every lost update within the book is a mismatch
+    depth = 10
     keepalive = KeepAlive(b'{"method":"ping"}', 20.0)
 
     def __init__(self, name: str | None = None) -> None:

@@ -181,13 +181,13 @@ def test_outbound_messages_resync_and_normalized_symbols():
     msgs = [json.loads(m) for m in c2.subscribe(streams, 10)]
     assert msgs == [
         {"method": "subscribe", "req_id": 10,
-         "params": {"channel": "book", "symbol": ["BTC/USD", "ETH/USD"], "depth": 100, "snapshot": True}},
+         "params": {"channel": "book", "symbol": ["BTC/USD", "ETH/USD"], "depth": 10, "snapshot": True}},
         {"method": "subscribe", "req_id": 11,
          "params": {"channel": "trade", "symbol": ["BTC/USD", "ETH/USD"]}},
     ]  # fmt: skip
     assert [json.loads(m) for m in c2.unsubscribe(["book:BTC/USD"], 3)] == [{
         "method": "unsubscribe", "req_id": 3,
-        "params": {"channel": "book", "symbol": ["BTC/USD"], "depth": 100},
+        "params": {"channel": "book", "symbol": ["BTC/USD"], "depth": 10},
     }]  # fmt: skip
     assert [json.loads(m) for m in c1.subscribe(["book:XBT/USD"], 1)] == [{
         "event": "subscribe", "pair": ["XBT/USD"], "reqid": 1,
@@ -226,7 +226,7 @@ def test_v2_numbers_are_exact_tokens_and_precision_comes_from_them():
     (s,) = dec2(frame)
     assert s.bids == [(P("45283.5"), P("0.1")), (P("45283.4"), P("0.00001"))]
     assert s.asks == [(P("45285.2"), P("0.001"))]
-    assert (s.price_decimals, s.qty_decimals, s.depth, s.origin) == (1, 8, 100, "stream")
+    assert (s.price_decimals, s.qty_decimals, s.depth, s.origin) == (1, 8, 10, "stream")
     assert s.checksum == 3310070434 and s.last_id == 7 and s.exch_ms == 1696613755440
     upd = (
         b'{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":'

@@ -136,11 +136,18 @@ def _binance_futures() -> Dialect:
     return BinanceFuturesDialect()
 
 
+def _kraken() -> Dialect:
+    from engine.sim.kraken import KrakenDialect
+
+    return KrakenDialect()
+
+
 #: venue name → dialect factory (``sim`` is the Binance spot dialect under the simulator's name).
 DIALECTS: dict[str, Callable[[], Dialect]] = {
     "sim": _binance_spot,
     "binance": _binance_spot,
     "binance-futures": _binance_futures,
+    "kraken": _kraken,
 }
 
 
