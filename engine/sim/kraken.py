@@ -117,6 +117,8 @@ class KrakenDialect:
     """Kraken v2's :class:`engine.sim.dialect.Dialect`."""
 
     name = "kraken"
+    #: its frames name no stream: the replay server serves a recording by connection
+    replays_by_stream = False
 
     def encoder(self) -> FrameEncoder:
         return KrakenFrames()  # type: ignore[return-value]
