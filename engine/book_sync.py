@@ -275,6 +275,8 @@ class ChainRule:
     has_checksum: bool = False
     #: Keep the book at the snapshot's depth after every message (Kraken; module docstring).
     truncates: bool = False
+    #: A snapshot's own checksum is tested too (Kraken v2 sends one): a failure loads nothing.
+    checks_snapshots: bool = False
 
     def first(self, book_id: int, diff: DepthDiff) -> str:  # pragma: no cover - interface
         raise NotImplementedError
@@ -286,13 +288,14 @@ class ChainRule:
         """After applying ``diff``: does the book match the exchange's checksum?"""
         return True
 
-    def verify(self, sync: Sync, diff: DepthDiff) -> bool:
-        """The driver's checksum test after ``diff`` was applied to ``sync.book``.
+    def verify(self, sync: Sync, diff: DepthDiff | BookSnapshot) -> bool:
+        """The driver's checksum test after ``diff`` was applied to ``sync.book`` (or the
+        snapshot ``diff`` loaded, for a rule that ``checks_snapshots``).
 
         :meth:`checksum_ok` of the book; a rule whose checksum needs what the
         snapshot told (Kraken: the instrument's precision) overrides this.
         """
-        assert sync.book is not None
+        assert sync.book is not None and isinstance(diff, DepthDiff)
         return self.checksum_ok(sync.book, diff)
 
 
@@ -345,7 +348,7 @@ class KrakenRule(ChainRule):
     diff newer than the book applies and an older one (buffered before the
     snapshot that covers it) is stale; nothing here can see a lost message:
     the checksum does.  Every book message of the stream carries one (v1:
-    updates; v2: snapshots too), tested after the book was truncated to the
+    updates; v2: snapshots too, ``checks_snapshots``), tested after the book was truncated to the
     subscribed depth, at the snapshot's precision
     (:func:`engine.codecs.kraken_book.checksum`).  A diff without a checksum
     cannot be tested and passes; a book whose precision is unknown (a
@@ -357,13 +360,14 @@ class KrakenRule(ChainRule):
     stream_snapshot_resets = True
     has_checksum = True
     truncates = True
+    checks_snapshots = True
 
     def first(self, book_id: int, diff: DepthDiff) -> str:
         return APPLY if diff.last_id > book_id else STALE
 
     next = first
 
-    def verify(self, sync: Sync, diff: DepthDiff) -> bool:
+    def verify(self, sync: Sync, diff: DepthDiff | BookSnapshot) -> bool:
         want = diff.checksum
         book = sync.book
         if want is None or book is None:
@@ -468,7 +472,9 @@ def feed_diff(rule: ChainRule, sync: Sync, diff: DepthDiff, limit: int) -> tuple
 def feed_snapshot(rule: ChainRule, sync: Sync, snap: BookSnapshot) -> tuple[str, list[DepthDiff]]:
     """Run a snapshot through the table.
 
-    Returns ``(action, replay)``.  On A_LOAD the book is the snapshot (phase
+    Returns ``(action, replay)``.  A_REJECT: a rule that ``checks_snapshots`` found the
+    snapshot's own checksum wrong (phase RESYNCING, no book, the buffer kept).  On A_LOAD
+    the book is the snapshot (phase
     LOADED or RELOADED) and ``replay`` holds the buffered diffs, which the
     caller must now feed back through :func:`feed_diff` in order (with
     whatever it does per diff, e.g. bookTicker checks at each intermediate
@@ -487,6 +493,9 @@ def feed_snapshot(rule: ChainRule, sync: Sync, snap: BookSnapshot) -> tuple[str,
     )
     if rule.truncates and snap.depth is not None:
         sync.book.truncate(snap.depth)
+    if rule.checks_snapshots and snap.checksum is not None and not rule.verify(sync, snap):
+        sync.book = None  # the exchange's own snapshot fails its checksum: load nothing
+        return _step(sync, BAD_CHECKSUM), []
     replay, sync.buffer = sync.buffer, []
     return action, replay
 

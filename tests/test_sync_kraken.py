@@ -3,7 +3,7 @@
 A hypothesis state machine plays a Kraken feed: the exchange keeps its own
 depth-limited book, sends snapshots (a subscription's answer) and updates
 with the checksum of its book after each, and sometimes loses an update or
-corrupts a checksum.  The book reducer (``SyncRule.KRAKEN``) is held to a
+corrupts a checksum (of an update or of a snapshot).  The book reducer (``SyncRule.KRAKEN``) is held to a
 naive model written independently of the engine: dicts re-sorted on every
 message, the checksum rendered through :class:`decimal.Decimal`.  After every
 step both agree on the sync state and on the published book; a checksum that
@@ -99,17 +99,28 @@ class KrakenFeed(RuleBasedStateMachine):
 
     # ------------------------------------------------------------- rules
 
-    @rule()
-    def snapshot(self):
-        """A (re)subscription's answer: the exchange's book as it stands."""
+    @rule(wrong=st.booleans())
+    def snapshot(self, wrong):
+        """A (re)subscription's answer: the exchange's book as it stands, with its checksum
+        (a v2 snapshot carries one; ``wrong``: it does not match the levels)."""
         self.seq += 1
         bids, asks = sorted(self.exchange[0].items()), sorted(self.exchange[1].items())
         known = bool(bids or asks)
+        check = naive_checksum(*self.exchange, self.pd, self.qd)
+        if wrong:
+            check = (check + 1) % 2**32
         ev = BookSnapshot(
-            self.seq, self.seq, S, self.seq, bids, asks, DEPTH, "stream", None, None, None,
+            self.seq, self.seq, S, self.seq, bids, asks, DEPTH, "stream", None, None, check,
             self.pd if known else None, self.qd if known else None,
         )  # fmt: skip
-        self._step(ev)
+        outs = self._step(ev)
+        bad = [o for o in outs if isinstance(o, ChecksumMismatch)]
+        if wrong:
+            assert [o.last_id for o in bad] == [self.seq]
+            assert [o.purpose for o in outs if isinstance(o, SnapshotRequest)] == ["sync"]
+            self.book, self.phase = None, "resyncing"
+            return
+        assert not bad
         self.book = (dict(self.exchange[0]), dict(self.exchange[1]))
         self.phase = "primed"
         self.precision_known = known  # an empty snapshot says nothing of the precision
