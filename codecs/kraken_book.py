@@ -29,7 +29,7 @@ import msgspec
 
 from engine import num
 from engine.book import Book
-from engine.codecs.base import ConnLimits, Resubscribe, VenueDefaults
+from engine.codecs.base import ConnLimits, Resubscribe, VenueDefaults, split_quote
 from engine.events import EXCERPT_BYTES, DecodeError
 from engine.num import decimals_of, render
 from engine.timefmt import format_ns, parse_epoch_s, parse_iso
@@ -129,10 +129,13 @@ def checksum(book: Book, price_decimals: int, qty_decimals: int) -> int:
 
 
 def normalized(symbol: str) -> str:
-    """``"XBT/CHF"`` → ``"BTC-CHF"``: Kraken's ``BASE/QUOTE`` in the engine's ``BASE-QUOTE`` form."""
+    """``"XBT/CHF"`` → ``"BTC-CHF"``: Kraken's ``BASE/QUOTE`` in the engine's ``BASE-QUOTE`` form
+    (a glued name, as the simulator's ``BTCUSDT``, is split by its quote suffix)."""
     base, sep, quote = symbol.upper().partition("/")
     if not sep:
-        return symbol.upper()
+        base, sep, quote = split_quote(symbol).partition("-")
+        if not sep:
+            return symbol.upper()
     return f"{_ASSETS.get(base, base)}-{_ASSETS.get(quote, quote)}"
 
 

@@ -206,6 +206,7 @@ def test_outbound_messages_resync_and_normalized_symbols():
     with pytest.raises(ValueError, match="unknown Kraken channel"):
         c2.streams(["BTC/USD"], ["depth"])
     assert normalized("XBT/CHF") == "BTC-CHF" and c2.normalized("xdg/usd") == "DOGE-USD"
+    assert c1.normalized("XBTUSDT") == "BTC-USDT" and c2.normalized("WHAT") == "WHAT"
     assert c2.ws_url("wss://ws.kraken.com/v2", streams) == "wss://ws.kraken.com/v2"
 
 
