@@ -64,6 +64,7 @@ from engine.events import (
     BookTicker,
     DepthDiff,
     Heartbeat,
+    Side,
     SubscriptionAck,
     SubscriptionError,
     Trade,
@@ -82,7 +83,7 @@ __all__ = [
 #: v2 channel names as the codec's ``streams`` take them
 CHANNELS = ("book", "trade", "ticker")
 _QUIET_CHANNELS = frozenset({"status", "instrument"})
-_SIDES = {"buy": BUY, "sell": SELL}
+_SIDES: dict[object, Side] = {"buy": BUY, "sell": SELL}
 
 
 class KrakenV2(KrakenCodec):
@@ -95,7 +96,7 @@ class KrakenV2(KrakenCodec):
     #: the book depth this codec subscribes with and stamps on every snapshot: Kraken's default,
     #: the 10 levels its checksum covers, so every lost update within the book is a mismatch
     depth = 10
-    keepalive = KeepAlive(b'{"method":"ping"}', 20.0)
+    keepalive: KeepAlive | None = KeepAlive(b'{"method":"ping"}', 20.0)
 
     def __init__(self, name: str | None = None) -> None:
         if name is not None:
@@ -192,7 +193,7 @@ class KrakenV2(KrakenCodec):
             raise Bad("trade: each data item is an object with a symbol")
         sym = d["symbol"]
         where = f"trade {sym[:20]}"
-        side = _SIDES.get(d.get("side"))  # type: ignore[arg-type]
+        side = _SIDES.get(d.get("side"))
         if side is None:
             raise Bad(f"{where}: side must be 'buy' or 'sell', got {d.get('side')!r:.20}")
         tid = d.get("trade_id")

@@ -56,6 +56,7 @@ from engine.events import (
     BookTicker,
     DepthDiff,
     Heartbeat,
+    Side,
     SubscriptionAck,
     SubscriptionError,
     Trade,
@@ -78,6 +79,8 @@ TRADE_IDS_PER_FRAME = 10_000
 CHANNELS = ("book", "trade", "ticker")
 
 _HEARTBEATS = {"heartbeat": "heartbeat", "pong": "pong"}
+#: a trade's side letter (the taker's) → the aggressor side
+_SIDES: dict[object, Side] = {"b": BUY, "s": SELL}
 
 
 class KrakenV1(KrakenCodec):
@@ -89,7 +92,7 @@ class KrakenV1(KrakenCodec):
     channels = CHANNELS
     #: the book depth this codec subscribes to (cryptofeed recorded ``book-1000``)
     depth = 1000
-    keepalive = KeepAlive(b'{"event":"ping"}', 20.0)
+    keepalive: KeepAlive | None = KeepAlive(b'{"event":"ping"}', 20.0)
 
     def __init__(self, name: str | None = None) -> None:
         if name is not None:
@@ -220,7 +223,7 @@ class KrakenV1(KrakenCodec):
             where = f"trade {pair[:20]} #{i}"
             if not isinstance(row, list) or len(row) < 4:
                 raise Bad(f"{where}: expected [price, volume, time, side, ...]")
-            side = {"b": BUY, "s": SELL}.get(row[3])
+            side = _SIDES.get(row[3])
             if side is None:
                 raise Bad(f"{where}: side must be 'b' or 's', got {row[3]!r:.20}")
             ms = epoch_s_ms(row[2], f"{where} time")
