@@ -152,6 +152,12 @@ def _kraken() -> Dialect:
     return KrakenDialect()
 
 
+def _kraken_v1() -> Dialect:
+    from engine.sim.kraken import KrakenV1Dialect
+
+    return KrakenV1Dialect()
+
+
 #: venue name → dialect factory (``sim`` is the Binance spot dialect under the simulator's
 #: name; Binance US and TR speak spot, COIN-M the USD-M dialect on ``/dapi/v1``).
 DIALECTS: dict[str, Callable[[], Dialect]] = {
@@ -162,6 +168,7 @@ DIALECTS: dict[str, Callable[[], Dialect]] = {
     "binance-futures": _binance_futures("binance-futures", "/fapi/v1"),
     "binance-delivery": _binance_futures("binance-delivery", "/dapi/v1"),
     "kraken": _kraken,
+    "kraken-v1": _kraken_v1,
 }
 
 

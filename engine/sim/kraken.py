@@ -17,6 +17,9 @@ This module owns, for ``engine simulate --venue kraken`` and ``engine run
 * the corruptions the ``garbage`` fault sends, in Kraken's shapes; there is no
   maintenance notice (``shutdown`` only closes).
 
+:class:`KrakenV1Dialect` (``kraken-v1``) is the same wire in v1's messages
+(``event``/``reqid``, a ``subscriptionStatus`` per pair, ``ping`` → ``pong``).
+
 The market frames themselves come from :mod:`engine.sim.kraken_frames` (the
 codec's encoders).  Pure functions and constants: no I/O, no clock, no market
 state; it does not decode what it serves.
@@ -31,11 +34,19 @@ from typing import Any
 
 from engine.codecs.kraken import CHANNELS, encode_ack
 from engine.codecs.kraken_book import ms_iso
+from engine.codecs.kraken_v1 import encode_status
 from engine.sim import dialect
 from engine.sim.frames import FrameEncoder
-from engine.sim.kraken_frames import KrakenFrames
+from engine.sim.kraken_frames import KrakenFrames, KrakenV1Frames, channel_id
 
-__all__ = ["KrakenDialect", "control_reply", "garbage", "error_body"]
+__all__ = [
+    "KrakenDialect",
+    "KrakenV1Dialect",
+    "control_reply",
+    "control_reply_v1",
+    "garbage",
+    "error_body",
+]
 
 
 def error_body(msg: str) -> bytes:
@@ -88,6 +99,55 @@ def control_reply(conn: Any, text: str | None, host: dialect.DialectHost) -> lis
             out.append(encode_ack(method, channel, sym, rid))
             if channel == "book":
                 out.append(host.snapshot(sym, KrakenFrames.depth, host.book(sym)))
+    return out
+
+
+def control_reply_v1(conn: Any, text: str | None, host: dialect.DialectHost) -> list[bytes]:
+    """One v1 client message → its replies: a ``subscriptionStatus`` per pair (then a book
+    subscription's snapshot), ``pong`` for ``ping``, an ``error`` event otherwise."""
+
+    def err(msg: str, rid: Any = None) -> bytes:
+        body: dict[str, Any] = {"event": "error", "errorMessage": msg}
+        if rid is not None:
+            body["reqid"] = rid
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    try:
+        req = json.loads(text) if text is not None else None
+    except ValueError:
+        req = None
+    if not isinstance(req, dict):
+        return [err("Malformed request")]
+    event, rid = req.get("event"), req.get("reqid")
+    if event == "ping":
+        body: dict[str, Any] = {"event": "pong"}
+        if rid is not None:
+            body["reqid"] = rid
+        return [json.dumps(body, separators=(",", ":")).encode()]
+    if event not in ("subscribe", "unsubscribe"):
+        return [err(f"Unsupported event {str(event)[:40]}", rid)]
+    sub = req.get("subscription")
+    name = sub.get("name") if isinstance(sub, dict) else None
+    pairs = req.get("pair")
+    if name not in CHANNELS or not isinstance(pairs, list) or not pairs:
+        return [err("Subscription name invalid or no pair", rid)]
+    depth = KrakenV1Frames.depth if name == "book" else None
+    out: list[bytes] = []
+    for pair in pairs:
+        stream = f"{name}:{pair}"
+        cid = channel_id(name, str(pair))
+        if not isinstance(pair, str) or stream not in host.valid_streams:
+            out.append(encode_status(cid, name, str(pair), rid, depth, status="error"))
+        elif event == "unsubscribe":
+            conn.unsubscribe(stream)
+            out.append(encode_status(cid, name, pair, rid, depth, status="unsubscribed"))
+        elif stream not in conn.subs and len(conn.subs) >= host.max_streams:
+            out.append(encode_status(cid, name, pair, rid, depth, status="error"))
+        else:
+            conn.subscribe(stream)
+            out.append(encode_status(cid, name, pair, rid, depth))
+            if name == "book":
+                out.append(host.snapshot(pair, KrakenV1Frames.depth, host.book(pair)))
     return out
 
 
@@ -154,3 +214,16 @@ class KrakenDialect:
     @staticmethod
     def diff_stream(symbol: str) -> str:
         return f"book:{symbol.upper()}"
+
+
+class KrakenV1Dialect(KrakenDialect):
+    """Kraken v1's dialect (``kraken-v1``, the recorded protocol): the same endpoint, book and
+    faults, v1's messages (``event``/``reqid``, ``subscriptionStatus``) and frames."""
+
+    name = "kraken-v1"
+
+    def encoder(self) -> FrameEncoder:
+        return KrakenV1Frames()  # type: ignore[return-value]
+
+    def control_reply(self, conn: Any, text: str | None, host: dialect.DialectHost) -> list[bytes]:
+        return control_reply_v1(conn, text, host)

@@ -19,20 +19,26 @@ Kraken prints volumes).  That last served top is the encoder's only state,
 the same for every subscriber (a fault that withholds an update from one
 connection makes that connection's book differ: its next checksum fails).
 Pure otherwise: no I/O, no clock; it must not decide market content.
+:class:`KrakenV1Frames` spells the same book in v1 (``kraken-v1``).
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
 
+import attrs
+
 from engine import num
+from engine.codecs import kraken_v1 as v1
 from engine.codecs.kraken import KrakenV2, encode_book, encode_ticker, encode_trades
 from engine.codecs.kraken_book import checksum_of_levels
+from engine.codecs.kraken_v1 import KrakenV1
 from engine.events import BUY, SELL, BookSnapshot, BookTicker, DepthDiff, Trade
 from engine.sim.frames import BookView, CandleSums
 from engine.sim.instruments import spec_for
 
-__all__ = ["KrakenFrames", "QTY_DECIMALS", "price_decimals"]
+__all__ = ["KrakenFrames", "KrakenV1Frames", "QTY_DECIMALS", "channel_id", "price_decimals"]
 
 #: Kraken prints volumes with 8 decimals
 QTY_DECIMALS = 8
@@ -82,7 +88,7 @@ class KrakenFrames:
     ) -> bytes:
         side = SELL if buyer_maker else BUY  # the aggressor
         t = Trade(0, 0, symbol, tid, price, qty, side, et, et, tid, tid)
-        return encode_trades([t], self._decimals(symbol), QTY_DECIMALS)
+        return self._trade_frame(t, self._decimals(symbol))
 
     def agg_trade(self, *args: object) -> None:
         return None
@@ -91,7 +97,7 @@ class KrakenFrames:
         self, symbol: str, uid: int, bid: int, bid_qty: int, ask: int, ask_qty: int
     ) -> bytes:
         t = BookTicker(0, 0, symbol, uid, bid, bid_qty, ask, ask_qty)
-        return encode_ticker(t, self._decimals(symbol), QTY_DECIMALS)
+        return self._ticker_frame(t, self._decimals(symbol))
 
     def depth_update(
         self,
@@ -123,18 +129,56 @@ class KrakenFrames:
         pd = self._decimals(symbol)
         check = checksum_of_levels(top_b, top_a, pd, QTY_DECIMALS)
         ev = DepthDiff(0, 0, symbol, 0, 0, None, e, None, sides[0], sides[1], check)
-        return encode_book(ev, pd, QTY_DECIMALS)
+        return self._book_frame(ev, pd)
 
     def snapshot(self, book: BookView, limit: int, e: int) -> bytes:
         """The in-stream ``book`` snapshot a subscription gets: the top ``limit`` levels."""
         bids, asks = book.bids(limit), book.asks(limit)
         pd = self._decimals(book.symbol)
         check = checksum_of_levels(bids, asks, pd, QTY_DECIMALS)
-        ev = BookSnapshot(0, 0, book.symbol, 0, bids, asks, limit, "stream", e, None, check)
+        ev = BookSnapshot(
+            0, 0, book.symbol, 0, bids, asks, limit, "stream", e, None, check, pd, QTY_DECIMALS
+        )
+        return self._book_frame(ev, pd)
+
+    # ---------------------------------------------------------------- the dialect's spelling
+
+    def _book_frame(self, ev: BookSnapshot | DepthDiff, pd: int) -> bytes:
         return encode_book(ev, pd, QTY_DECIMALS)
+
+    def _trade_frame(self, t: Trade, pd: int) -> bytes:
+        return encode_trades([t], pd, QTY_DECIMALS)
+
+    def _ticker_frame(self, t: BookTicker, pd: int) -> bytes:
+        return encode_ticker(t, pd, QTY_DECIMALS)
 
     def kline(self, symbol: str, e: int, c: CandleSums, closed: bool) -> None:
         return None
 
     def ticker(self, *args: object) -> None:
         return None
+
+
+def channel_id(channel: str, pair: str) -> int:
+    """v1's ``channelID`` of a channel and pair: any stable number does (clients ignore it)."""
+    return zlib.crc32(f"{channel}:{pair}".encode()) % 100_000
+
+
+class KrakenV1Frames(KrakenFrames):
+    """The same book as Kraken serves it, spelled in v1 (the recorded protocol): arrays with a
+    ``channelID``, ``book-1000`` snapshots ``"as"``/``"bs"`` without a checksum, updates with
+    their ``"c"`` (:mod:`engine.codecs.kraken_v1`'s encoders)."""
+
+    depth = KrakenV1.depth
+
+    def _book_frame(self, ev: BookSnapshot | DepthDiff, pd: int) -> bytes:
+        cid = channel_id("book", ev.symbol)
+        if isinstance(ev, BookSnapshot):
+            return v1.encode_snapshot(attrs.evolve(ev, checksum=None), cid)
+        return v1.encode_update(ev, cid, self.depth, pd, QTY_DECIMALS)
+
+    def _trade_frame(self, t: Trade, pd: int) -> bytes:
+        return v1.encode_trades([t], channel_id("trade", t.symbol), pd, QTY_DECIMALS)
+
+    def _ticker_frame(self, t: BookTicker, pd: int) -> bytes:
+        return v1.encode_ticker(t, channel_id("ticker", t.symbol), pd, QTY_DECIMALS)
