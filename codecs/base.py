@@ -24,6 +24,10 @@ class SyncRule:
     BINANCE_SPOT = "binance-spot"
     #: Binance USD-M: drop u < lastUpdateId; first has U <= lid <= u; then pu == prev u.
     BINANCE_FUTURES = "binance-futures"
+    #: Bybit v5: an in-stream snapshot resets the book; then each delta's u == prev u + 1.
+    BYBIT = "bybit"
+    #: Bybit's legacy realtime protocol: snapshot resets; cross_seq only increases (no gap test).
+    BYBIT_LEGACY = "bybit-legacy"
 
 
 @runtime_checkable

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from engine.codecs.base import Codec
 from engine.codecs.binance import BinanceFutures, BinanceSpot
 from engine.codecs.binance_urls import DeliveryOutbound
+from engine.codecs.bybit import BybitInverse, BybitLinear, BybitSpot
+from engine.codecs.bybit_legacy import BybitLegacy
 
 __all__ = ["get_codec", "CODECS", "BinanceUS", "BinanceTR", "BinanceDelivery"]
 
@@ -52,6 +54,10 @@ CODECS: dict[str, Callable[[], Codec]] = {
     "binance-us": BinanceUS,
     "binance-tr": BinanceTR,
     "binance-delivery": BinanceDelivery,
+    "bybit": BybitSpot,
+    "bybit-linear": BybitLinear,
+    "bybit-inverse": BybitInverse,
+    "bybit-legacy": BybitLegacy,
 }
 
 

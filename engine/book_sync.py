@@ -125,6 +125,8 @@ __all__ = [
     "ChainRule",
     "BinanceSpotRule",
     "BinanceFuturesRule",
+    "BybitRule",
+    "BybitLegacyRule",
     "RULES",
     "rule_for",
     "Sync",
@@ -315,9 +317,53 @@ class BinanceFuturesRule(ChainRule):
         return STALE if diff.last_id <= book_id else GAP
 
 
+class BybitRule(ChainRule):
+    """Bybit v5 ``orderbook.N``: an in-stream snapshot resets the book; a delta chains if ``u == id + 1``.
+
+    The codec gives a delta ``first_id == last_id == u``.  ``u ≤ id`` is
+    stale (a topic carried by two connections across a rotation; or the
+    deltas of an old connection after the new one's snapshot); ``u > id + 1``
+    is a gap (a delta was lost: resubscribe for a fresh snapshot).  Every
+    snapshot (``u = 1`` after a service restart too, and each message of a
+    depth-1 topic) replaces the book through RESET, whatever its ``u``.
+    """
+
+    name = SyncRule.BYBIT
+    stream_snapshot_resets = True
+
+    def first(self, book_id: int, diff: DepthDiff) -> str:
+        u = diff.last_id
+        if u <= book_id:
+            return STALE
+        return APPLY if u == book_id + 1 and diff.first_id == u else GAP
+
+    next = first
+
+
+class BybitLegacyRule(ChainRule):
+    """Bybit's legacy realtime ``orderBookL2_25`` (recordings before v5): ids are ``cross_seq``.
+
+    ``cross_seq`` is the matching engine's sequence across instruments: it
+    increases but skips, so a lost delta cannot be told from a normal step.
+    Deltas at or below the book's id are stale, every later one applies; an
+    in-stream snapshot resets the book.  Books of this protocol are rebuilt,
+    never verified (nothing in it could verify them).
+    """
+
+    name = SyncRule.BYBIT_LEGACY
+    stream_snapshot_resets = True
+
+    def first(self, book_id: int, diff: DepthDiff) -> str:
+        return STALE if diff.last_id <= book_id else APPLY
+
+    next = first
+
+
 RULES: Final[dict[str, ChainRule]] = {
     SyncRule.BINANCE_SPOT: BinanceSpotRule(),
     SyncRule.BINANCE_FUTURES: BinanceFuturesRule(),
+    SyncRule.BYBIT: BybitRule(),
+    SyncRule.BYBIT_LEGACY: BybitLegacyRule(),
 }
 
 

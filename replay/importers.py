@@ -75,6 +75,7 @@ EXCHANGES = {
     "BINANCE_US": "binance-us",
     "BINANCE_TR": "binance-tr",
     "BINANCE_DELIVERY": "binance-delivery",
+    "BYBIT": "bybit-legacy",  # cryptofeed's Bybit recordings (2021) are the pre-v5 protocol
 }
 
 
