@@ -69,6 +69,16 @@ Invariants:
 * Diffs in the buffer keep their arrival order; the replay after a LOAD goes
   through the same table, so a snapshot plus buffer ends in the same state as
   a snapshot followed by the same diffs live.
+* A RESET under a rule with ``reset_drops_buffer`` (Bybit) replays nothing:
+  such a snapshot comes on the connection after every diff buffered before
+  it and is the book after them, so the buffer is dropped unjudged.  (Judged
+  against a snapshot whose ids restarted, ``u = 1`` after a Bybit service
+  restart, an old buffered diff would look like a gap after every snapshot.)
+* A resetting stream snapshot at exactly a SYNCED book's update id, under a
+  rule with ``same_id_snapshot_verifies`` (Bybit: the exchange's own book at
+  our id, e.g. on a second connection), is the input SNAPSHOT, not RESET: the
+  reducer verifies our book against it (drift), instead of silently
+  replacing it.  At any other id it resets as usual.
 * Every transition is in :data:`TABLE`; a (phase, input) pair missing from
   it is a bug here, not bad exchange input (exchange input always maps to
   one of the inputs below).  The reducer may inline the steady case
@@ -263,6 +273,10 @@ class ChainRule:
     stream_snapshot_resets: bool = False
     #: Whether :meth:`checksum_ok` means anything (Kraken, OKX); the reducer skips it otherwise.
     has_checksum: bool = False
+    #: A RESET drops the diff buffer instead of replaying it (Bybit; see the module invariants).
+    reset_drops_buffer: bool = False
+    #: A resetting snapshot at a SYNCED book's own id verifies it (Bybit; module invariants).
+    same_id_snapshot_verifies: bool = False
 
     def first(self, book_id: int, diff: DepthDiff) -> str:  # pragma: no cover - interface
         raise NotImplementedError
@@ -325,11 +339,15 @@ class BybitRule(ChainRule):
     deltas of an old connection after the new one's snapshot); ``u > id + 1``
     is a gap (a delta was lost: resubscribe for a fresh snapshot).  Every
     snapshot (``u = 1`` after a service restart too, and each message of a
-    depth-1 topic) replaces the book through RESET, whatever its ``u``.
+    depth-1 topic) replaces the book through RESET, dropping the buffer
+    (``reset_drops_buffer``), except one at exactly a synced book's ``u``,
+    which verifies it (``same_id_snapshot_verifies``).
     """
 
     name = SyncRule.BYBIT
     stream_snapshot_resets = True
+    reset_drops_buffer = True
+    same_id_snapshot_verifies = True
 
     def first(self, book_id: int, diff: DepthDiff) -> str:
         u = diff.last_id
@@ -352,6 +370,7 @@ class BybitLegacyRule(ChainRule):
 
     name = SyncRule.BYBIT_LEGACY
     stream_snapshot_resets = True
+    reset_drops_buffer = True
 
     def first(self, book_id: int, diff: DepthDiff) -> str:
         return STALE if diff.last_id <= book_id else APPLY
@@ -451,11 +470,21 @@ def feed_snapshot(rule: ChainRule, sync: Sync, snap: BookSnapshot) -> tuple[str,
     book) nothing changed: the caller runs the drift check.
     """
     inp = RESET if (snap.origin == "stream" and rule.stream_snapshot_resets) else SNAPSHOT
+    if (
+        inp == RESET
+        and rule.same_id_snapshot_verifies
+        and sync.phase == SYNCED
+        and sync.book is not None
+        and sync.book.last_id == snap.last_id
+    ):
+        inp = SNAPSHOT  # the exchange's book at our id: verify ours against it
     action = _step(sync, inp)
     if action != A_LOAD:
         return action, []
     sync.book = Book.from_levels(snap.last_id, snap.bids, snap.asks)
     replay, sync.buffer = sync.buffer, []
+    if inp == RESET and rule.reset_drops_buffer:
+        replay = []
     return action, replay
 
 
