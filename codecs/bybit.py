@@ -60,6 +60,7 @@ from engine.events import (
     DecodeError,
     DepthDiff,
     SubscriptionAck,
+    Side,
     SubscriptionError,
     Trade,
 )
@@ -256,7 +257,10 @@ class BybitSpot:
         out: list[Any] = []
         for k, t in enumerate(m.data):
             if t.s != symbol:
-                raise Bad(f"publicTrade data[{k}].s {t.s[:40]!r} is not the topic's {symbol[:40]!r}")
+                raise Bad(
+                    f"publicTrade data[{k}].s {t.s[:40]!r} is not the topic's {symbol[:40]!r}"
+                )
+            side: Side
             if t.S == "Buy":
                 side = BUY
             elif t.S == "Sell":
@@ -453,7 +457,13 @@ def pong_frame(category: str, request_id: int | str | None, now_ms: int) -> byte
     rid = "" if request_id is None else str(request_id)
     if category == "spot":
         return orjson.dumps(
-            {"success": True, "ret_msg": "pong", "conn_id": "wiretape-sim", "req_id": rid, "op": "ping"}
+            {
+                "success": True,
+                "ret_msg": "pong",
+                "conn_id": "wiretape-sim",
+                "req_id": rid,
+                "op": "ping",
+            }
         )
     return orjson.dumps(
         {"req_id": rid, "op": "pong", "args": [str(now_ms)], "conn_id": "wiretape-sim"}

@@ -141,7 +141,11 @@ class BybitLegacy:
         raise Bad(f"unknown message (no topic or success; keys {keys})")
 
     def _levels(
-        self, rows: list[Any], where: str, symbol: str, sides: dict[str, list[tuple[int, int]]],
+        self,
+        rows: list[Any],
+        where: str,
+        symbol: str,
+        sides: dict[str, list[tuple[int, int]]],
         delete: bool,
     ) -> None:
         for k, row in enumerate(rows):
@@ -157,7 +161,9 @@ class BybitLegacy:
             qty = 0 if delete else _size(r.get("size"), f"{where}[{k}].size")
             sides[side].append((number(price, f"{where}[{k}].price"), qty))
 
-    def _book(self, seq: int, recv_ns: int, obj: dict[str, Any], symbol: str, name: str) -> list[Any]:
+    def _book(
+        self, seq: int, recv_ns: int, obj: dict[str, Any], symbol: str, name: str
+    ) -> list[Any]:
         cs = _int(obj.get("cross_seq"), "cross_seq")
         e6 = obj.get("timestamp_e6")
         exch_ms = _int(e6, "timestamp_e6") // 1000 if e6 is not None else None

@@ -64,7 +64,9 @@ SUB_FAIL = (
     b'"conn_id":"2324d924-aa4d-45b0-a858-7b8be29ab52b","req_id":"","op":"subscribe"}'
 )
 SPOT_PONG = b'{"success":true,"ret_msg":"pong","conn_id":"0970e817-426e-429a-a679-ff7f55e0b16a","op":"ping"}'
-LINEAR_PONG = b'{"req_id":"100001","op":"pong","args":["1675418560633"],"conn_id":"cfcb4ocsvfriu23r3er0-1b"}'
+LINEAR_PONG = (
+    b'{"req_id":"100001","op":"pong","args":["1675418560633"],"conn_id":"cfcb4ocsvfriu23r3er0-1b"}'
+)
 
 
 def dec(payload, kind="text", codec=None):
@@ -108,7 +110,9 @@ def test_trades_map_the_taker_side_and_keep_spot_ids():
 def test_control_replies_and_pongs():
     assert dec(SUB_OK) == [SubscriptionAck(7, 99, 10001, None)]
     (e,) = dec(SUB_FAIL)
-    assert e == SubscriptionError(7, 99, None, 0, "error:handler not found,topic:orderbook.40.BTCUSDT")
+    assert e == SubscriptionError(
+        7, 99, None, 0, "error:handler not found,topic:orderbook.40.BTCUSDT"
+    )
     assert dec(SPOT_PONG) == [] and dec(LINEAR_PONG, codec=BybitLinear()) == []
     unsub = b'{"success":true,"ret_msg":"","conn_id":"x","req_id":"abc","op":"unsubscribe"}'
     assert dec(unsub) == [SubscriptionAck(7, 99, "abc", None)]
@@ -126,7 +130,10 @@ def test_control_replies_and_pongs():
         (SNAPSHOT.replace(b'"u":18521288', b'"u":-1'), "u"),
         (SNAPSHOT.replace(b'"type":"snapshot"', b'"type":"partial"'), "unknown type 'partial'"),
         (SNAPSHOT.replace(b'"s":"BTCUSDT"', b'"s":"ETHUSDT"'), "not the topic's symbol"),
-        (SNAPSHOT.replace(b"orderbook.50.", b"orderbook.x."), "expected orderbook.<depth>.<symbol>"),
+        (
+            SNAPSHOT.replace(b"orderbook.50.", b"orderbook.x."),
+            "expected orderbook.<depth>.<symbol>",
+        ),
         (SPOT_TRADE.replace(b'"S":"Buy"', b'"S":"buy"'), "neither Buy nor Sell"),
         (SPOT_TRADE.replace(b'"p":"16578.50"', b'"p":16578.5'), "data"),
         (SUB_OK.replace(b'"op":"subscribe"', b'"op":"auth"'), "unknown op 'auth'"),
