@@ -5,7 +5,7 @@ in both directions: decoding ``orderbook.{depth}.{SYMBOL}`` snapshots and
 deltas, ``publicTrade.{SYMBOL}``, subscribe/unsubscribe replies and pongs into
 :mod:`engine.events`; and encoding what each side sends: the client's
 subscribe / unsubscribe / ping messages (:class:`BybitSpot` and its
-variants) and the server's frames (:func:`book_frame`, :func:`trades_frame`,
+variants, on :class:`engine.codecs.base.VenueDefaults`) and the server's frames (:func:`book_frame`, :func:`trades_frame`,
 :func:`reply_frame`, :func:`pong_frame`), which the simulator and the replay
 server use and which the round-trip tests pair with ``decode``.  Must not:
 do I/O, read the clock, keep state between frames, or raise on exchange
@@ -22,11 +22,11 @@ Decisions worth knowing:
   is :class:`engine.book_sync.BybitRule`.  ``data.seq`` (the cross sequence)
   increases but is not continuous, so it checks nothing and is not kept.
   Bybit sends no book checksum.
-* **REST bodies are not decoded.**  ``/v5/market/orderbook``'s ``u`` belongs
-  to the 1000-level stream, not to the depth a capture subscribes, so a
-  REST body cannot chain onto the stream; a lost update is repaired by
-  resubscribing (which brings a fresh snapshot).  A REST frame is a
-  DecodeError that says so.
+* **REST bodies are not decoded.**  ``u`` is per topic, and
+  ``/v5/market/orderbook`` is no topic a capture subscribes, so a REST body
+  cannot chain onto the stream; a lost update is repaired by resubscribing
+  (:meth:`BybitSpot.resync`: the subscribe brings a fresh snapshot), and
+  ``snapshot_url`` is None.  A REST frame is a DecodeError that says so.
 * **Times**: ``ts`` (the frame's generation time) is ``exch_ms``; ``cts``
   (matching engine) and a trade's ``T`` are ``txn_ms``.
 * **Trades**: ``S`` is the taker side (``"Buy"`` → buy).  ``i`` is a decimal
@@ -36,8 +36,8 @@ Decisions worth knowing:
 * **Control replies**: ``{"success":true,"op":"subscribe","req_id":"7"}`` is a
   SubscriptionAck (``req_id`` back as an int when it is one), ``success:
   false`` a SubscriptionError (code 0: Bybit sends only ``ret_msg``).  Pongs
-  (spot: ``"op":"ping"`` with ``ret_msg "pong"``; linear/inverse ``"op":"pong"``)
-  are journaled keep-alive and decode to no event.
+  (spot: ``"op":"ping"`` with ``ret_msg "pong"``; linear/inverse ``"op":"pong"``
+  with the server time) are :class:`~engine.events.Heartbeat` ``"pong"``.
 * Unknown topics and messages are DecodeErrors (counted, never silently dropped).
 """
 
@@ -50,7 +50,7 @@ import msgspec
 import orjson
 
 from engine import num
-from engine.codecs.base import SyncRule
+from engine.codecs.base import ConnLimits, KeepAlive, Resubscribe, SyncRule, VenueDefaults
 from engine.codecs.binance_wire import MAX, Bad, levels, number
 from engine.events import (
     BUY,
@@ -59,8 +59,9 @@ from engine.events import (
     BookSnapshot,
     DecodeError,
     DepthDiff,
-    SubscriptionAck,
+    Heartbeat,
     Side,
+    SubscriptionAck,
     SubscriptionError,
     Trade,
 )
@@ -133,6 +134,7 @@ class _Reply(msgspec.Struct, gc=False):
     success: bool | None = None
     ret_msg: str = ""
     req_id: str | None = None
+    args: list[Any] | None = None
 
 
 def _convert(obj: Any, typ: type, what: str) -> Any:
@@ -163,18 +165,28 @@ def _trade_id(i: str) -> int:
 # --------------------------------------------------------------------------- the codec
 
 
-class BybitSpot:
-    """Bybit v5 spot (``--exchange bybit``); :class:`BybitLinear`/:class:`BybitInverse` differ in host path."""
+class BybitSpot(VenueDefaults):
+    """Bybit v5 spot (``--exchange bybit``); :class:`BybitLinear`/:class:`BybitInverse` differ in host path.
+
+    Limits: spot takes at most 10 topics a subscribe request (Bybit's docs; used for
+    linear/inverse too, whose documented bound is 21,000 characters of args a
+    connection); Bybit publishes no per-connection message rate for public streams,
+    so 10 a second and 200 topics a connection are our conservative choices.
+    Keep-alive: ``{"op":"ping"}`` every 20 s, as Bybit recommends.  No REST snapshot:
+    a verification request is not answered (the ``u`` chain vouches for every delta);
+    a resync resubscribes the book topic.
+    """
 
     name = "bybit"
     category = "spot"
     sync_rule = SyncRule.BYBIT
     ws_base = "wss://stream.bybit.com/v5/public/spot"
     rest_base = "https://api.bybit.com"
-    #: topics one subscribe request may carry (spot: 10, from Bybit's docs)
-    max_args_per_request = 10
-    #: a client ping this often keeps the connection open (Bybit's docs: every 20 s)
-    ping_interval_s = 20.0
+    default_channels = ("trade", "depth")
+    limits = ConnLimits(
+        streams_in_url=False, max_per_subscribe=10, max_per_conn=200, control_per_window=10
+    )
+    keepalive = KeepAlive(b'{"op":"ping"}', 20.0)
 
     def __init__(self, name: str | None = None) -> None:
         if name is not None:
@@ -288,8 +300,16 @@ class BybitSpot:
 
     def _reply(self, seq: int, recv_ns: int, r: _Reply) -> list[Any]:
         rid = _request_id(r.req_id)
-        if r.op == "pong" or (r.op == "ping" and r.ret_msg == "pong"):
-            return []  # keep-alive: journaled, no event
+        if r.op == "pong":  # linear/inverse: args = [server time ms]
+            a = r.args[0] if r.args else None
+            ms = (
+                int(a)
+                if isinstance(a, str) and a.isascii() and a.isdigit() and len(a) < 19
+                else None
+            )
+            return [Heartbeat(seq, recv_ns, "pong", ms)]
+        if r.op == "ping" and r.ret_msg == "pong":  # spot
+            return [Heartbeat(seq, recv_ns, "pong", None)]
         if r.op in ("subscribe", "unsubscribe"):
             if r.success is None:
                 raise Bad(f"{r.op} reply without 'success'")
@@ -318,40 +338,36 @@ class BybitSpot:
         """The connection URL: Bybit subscribes by message, so it is the category's URL itself."""
         return base_url.rstrip("/")
 
-    def _op(self, op: str, streams: Sequence[str], request_id: int) -> bytes:
+    def _op(self, op: str, streams: Sequence[str], request_id: int) -> list[bytes]:
+        """One request per :attr:`limits` ``.max_per_subscribe`` topics, ids ``request_id``, +1 ..."""
         if not streams:
             raise ValueError(f"{op} needs at least one topic")
-        if len(streams) > self.max_args_per_request:
-            raise ValueError(
-                f"{len(streams)} topics in one {op}: Bybit takes at most"
-                f" {self.max_args_per_request} a request (use subscribe_messages)"
-            )
-        return orjson.dumps({"req_id": str(request_id), "op": op, "args": list(streams)})
-
-    def subscribe(self, streams: Sequence[str], request_id: int) -> bytes:
-        return self._op("subscribe", streams, request_id)
-
-    def unsubscribe(self, streams: Sequence[str], request_id: int) -> bytes:
-        return self._op("unsubscribe", streams, request_id)
-
-    def subscribe_messages(self, streams: Sequence[str], first_id: int) -> list[bytes]:
-        """Subscribe requests for ``streams``, at most :attr:`max_args_per_request` topics each,
-        with request ids ``first_id``, ``first_id + 1``, ..."""
-        k = self.max_args_per_request
+        k = self.limits.max_per_subscribe
         return [
-            self.subscribe(streams[i : i + k], first_id + n)
+            orjson.dumps(
+                {"req_id": str(request_id + n), "op": op, "args": list(streams[i : i + k])}
+            )
             for n, i in enumerate(range(0, len(streams), k))
         ]
 
-    def ping(self, request_id: int) -> bytes:
-        """The client keep-alive, ``{"req_id":"7","op":"ping"}`` (send every 20 s)."""
-        return orjson.dumps({"req_id": str(request_id), "op": "ping"})
+    def subscribe(self, streams: Sequence[str], request_id: int) -> list[bytes]:
+        return self._op("subscribe", streams, request_id)
 
-    def snapshot_url(self, rest_base: str, symbol: str, limit: int) -> str:
-        """The REST order book URL (for reference: books sync in-stream, see the module docstring)."""
-        return (
-            f"{rest_base.rstrip('/')}/v5/market/orderbook?category={self.category}"
-            f"&symbol={symbol.upper()}&limit={limit}"
+    def unsubscribe(self, streams: Sequence[str], request_id: int) -> list[bytes]:
+        return self._op("unsubscribe", streams, request_id)
+
+    def resync(
+        self, symbol: str, streams: Sequence[str], rest_base: str, limit: int, request_id: int
+    ) -> Resubscribe | None:
+        """Unsubscribe and subscribe ``symbol``'s book topic(s) again: Bybit answers a subscribe
+        with a fresh snapshot (it has no REST snapshot that chains onto a topic's ``u``)."""
+        book = tuple(t for t in streams if t.startswith("orderbook.") and t.endswith(f".{symbol}"))
+        if not book:
+            return None
+        return Resubscribe(
+            book,
+            tuple(self.unsubscribe(book, request_id)),
+            tuple(self.subscribe(book, request_id + 1)),
         )
 
 

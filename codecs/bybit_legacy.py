@@ -2,7 +2,7 @@
 
 Owns decoding the frames of that protocol as cryptofeed recorded them in 2021
 (``orderBookL2_25.<SYMBOL>`` snapshot/delta with per-level ``id``s,
-``trade.<SYMBOL>``, subscribe replies, pongs) into :mod:`engine.events`, so
+``trade.<SYMBOL>``, subscribe replies, pongs as Heartbeat) into :mod:`engine.events`, so
 ``engine import cryptofeed BYBIT.ws...`` journals replay (``--exchange
 bybit-legacy``).  Live capture speaks v5 (:mod:`engine.codecs.bybit`); this
 module only sends what the recording shows a client sent.  Must not: do I/O,
@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 
 from engine import num
-from engine.codecs.base import SyncRule
+from engine.codecs.base import ConnLimits, KeepAlive, SyncRule, VenueDefaults
 from engine.codecs.binance_wire import MAX, Bad, number
 from engine.events import (
     BUY,
@@ -43,6 +43,7 @@ from engine.events import (
     BookSnapshot,
     DecodeError,
     DepthDiff,
+    Heartbeat,
     SubscriptionAck,
     SubscriptionError,
     Trade,
@@ -88,13 +89,22 @@ def _list(v: Any, where: str) -> list[Any]:
     return v
 
 
-class BybitLegacy:
-    """The legacy realtime protocol (``--exchange bybit-legacy``): replay of old recordings."""
+class BybitLegacy(VenueDefaults):
+    """The legacy realtime protocol (``--exchange bybit-legacy``): replay of old recordings.
+
+    Its live attributes describe the protocol as recorded (one topic a request, as
+    cryptofeed sent them; ``{"op":"ping"}``); Bybit has retired its endpoint.
+    """
 
     name = "bybit-legacy"
     sync_rule = SyncRule.BYBIT_LEGACY
     ws_base = "wss://stream.bybit.com/realtime"
     rest_base = "https://api.bybit.com"
+    default_channels = ("trade", "depth")
+    limits = ConnLimits(
+        streams_in_url=False, max_per_subscribe=1, max_per_conn=200, control_per_window=10
+    )
+    keepalive = KeepAlive(b'{"op":"ping"}', 20.0)
 
     def __init__(self, name: str | None = None) -> None:
         if name is not None:
@@ -132,7 +142,7 @@ class BybitLegacy:
             request = obj.get("request")
             op = request.get("op") if isinstance(request, dict) else None
             if op == "ping":
-                return []  # keep-alive: journaled, no event
+                return [Heartbeat(seq, recv_ns, "pong", None)]
             if obj["success"] is True:
                 return [SubscriptionAck(seq, recv_ns, None, None)]
             msg = obj.get("ret_msg")
@@ -233,11 +243,8 @@ class BybitLegacy:
     def ws_url(self, base_url: str, streams: Sequence[str]) -> str:
         return base_url.rstrip("/")
 
-    def subscribe(self, streams: Sequence[str], request_id: int) -> bytes:
-        return orjson.dumps({"op": "subscribe", "args": list(streams)})
+    def subscribe(self, streams: Sequence[str], request_id: int) -> list[bytes]:
+        return [orjson.dumps({"op": "subscribe", "args": [t]}) for t in streams]
 
-    def unsubscribe(self, streams: Sequence[str], request_id: int) -> bytes:
-        return orjson.dumps({"op": "unsubscribe", "args": list(streams)})
-
-    def snapshot_url(self, rest_base: str, symbol: str, limit: int) -> str:
-        raise ValueError("the legacy Bybit protocol syncs books in-stream: no REST snapshot")
+    def unsubscribe(self, streams: Sequence[str], request_id: int) -> list[bytes]:
+        return [orjson.dumps({"op": "unsubscribe", "args": [t]}) for t in streams]

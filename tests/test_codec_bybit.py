@@ -29,6 +29,7 @@ from engine.events import (
     BookSnapshot,
     DecodeError,
     DepthDiff,
+    Heartbeat,
     SubscriptionAck,
     SubscriptionError,
     Trade,
@@ -113,7 +114,8 @@ def test_control_replies_and_pongs():
     assert e == SubscriptionError(
         7, 99, None, 0, "error:handler not found,topic:orderbook.40.BTCUSDT"
     )
-    assert dec(SPOT_PONG) == [] and dec(LINEAR_PONG, codec=BybitLinear()) == []
+    assert dec(SPOT_PONG) == [Heartbeat(7, 99, "pong", None)]
+    assert dec(LINEAR_PONG, codec=BybitLinear()) == [Heartbeat(7, 99, "pong", 1675418560633)]
     unsub = b'{"success":true,"ret_msg":"","conn_id":"x","req_id":"abc","op":"unsubscribe"}'
     assert dec(unsub) == [SubscriptionAck(7, 99, "abc", None)]
 
@@ -230,8 +232,8 @@ def test_replies_round_trip():
     assert c.decode(1, 2, "text", URL, reply_frame("subscribe", None, False, "args size >10")) == [
         SubscriptionError(1, 2, None, 0, "args size >10")
     ]
-    for cat in ("spot", "linear"):
-        assert c.decode(1, 2, "text", URL, pong_frame(cat, 9, 1675418560633)) == []
+    assert c.decode(1, 2, "text", URL, pong_frame("spot", 9, 5)) == [Heartbeat(1, 2, "pong", None)]
+    assert c.decode(1, 2, "text", URL, pong_frame("linear", 9, 5)) == [Heartbeat(1, 2, "pong", 5)]
 
 
 def test_encoders_refuse_values_they_cannot_render_exactly():
@@ -246,27 +248,37 @@ def test_encoders_refuse_values_they_cannot_render_exactly():
 # --------------------------------------------------------------------------- what a client sends
 
 
-def test_topics_subscribe_chunks_and_ping():
+def test_topics_subscribe_chunks_keepalive_and_resync():
     c = get_codec("bybit")
     topics = c.streams(["btcusdt", "ETHUSDT"], ["depth", "trade", "depth1"])
     assert topics == [
         "orderbook.50.BTCUSDT", "orderbook.50.ETHUSDT", "publicTrade.BTCUSDT",
         "publicTrade.ETHUSDT", "orderbook.1.BTCUSDT", "orderbook.1.ETHUSDT",
     ]  # fmt: skip
-    assert orjson.loads(c.subscribe(topics[:2], 3)) == {
-        "req_id": "3", "op": "subscribe", "args": topics[:2]
-    }  # fmt: skip
+    assert [orjson.loads(m) for m in c.subscribe(topics[:2], 3)] == [
+        {"req_id": "3", "op": "subscribe", "args": topics[:2]}
+    ]
     many = c.streams([f"S{i}USDT" for i in range(23)], ["depth"])
-    msgs = [orjson.loads(m) for m in c.subscribe_messages(many, 10)]
+    msgs = [orjson.loads(m) for m in c.subscribe(many, 10)]
     assert [len(m["args"]) for m in msgs] == [10, 10, 3]  # spot: at most 10 args a request
     assert [m["req_id"] for m in msgs] == ["10", "11", "12"]
     assert sum((m["args"] for m in msgs), []) == many
-    with pytest.raises(ValueError, match="at most 10"):
-        c.subscribe(many, 1)
-    assert orjson.loads(c.unsubscribe(["publicTrade.BTCUSDT"], 4))["op"] == "unsubscribe"
-    assert orjson.loads(c.ping(8)) == {"req_id": "8", "op": "ping"}
+    assert c.limits.max_per_subscribe == 10 and not c.limits.streams_in_url
+    assert [orjson.loads(m)["op"] for m in c.unsubscribe(["publicTrade.BTCUSDT"], 4)] == [
+        "unsubscribe"
+    ]
+    assert orjson.loads(c.keepalive.payload) == {"op": "ping"} and c.keepalive.interval_s == 20
     with pytest.raises(ValueError, match="unknown Bybit channel"):
         c.streams(["BTCUSDT"], ["kline"])
+    # a lost delta: resubscribe the symbol's book topics only (a fresh snapshot follows)
+    plan = c.resync("ETHUSDT", topics, c.rest_base, 50, 20)
+    assert plan.streams == ("orderbook.50.ETHUSDT", "orderbook.1.ETHUSDT")
+    assert [orjson.loads(m) for m in plan.unsubscribe + plan.subscribe] == [
+        {"req_id": "20", "op": "unsubscribe", "args": list(plan.streams)},
+        {"req_id": "21", "op": "subscribe", "args": list(plan.streams)},
+    ]
+    assert c.resync("XRPUSDT", topics, c.rest_base, 50, 1) is None
+    assert c.snapshot_url(c.rest_base, "BTCUSDT", 50) is None  # nothing to verify against
 
 
 def test_venue_variants():
@@ -274,5 +286,6 @@ def test_venue_variants():
         c = get_codec(name)
         assert c.name == name and c.ws_base.endswith(f"/v5/public/{cat}")
         assert c.ws_url(c.ws_base, ["orderbook.50.BTCUSDT"]) == c.ws_base
-        assert f"category={cat}&symbol=BTCUSDT" in c.snapshot_url(c.rest_base, "btcusdt", 50)
         assert c.sync_rule == "bybit"
+    assert get_codec("bybit").normalized("BTCUSDT") == "BTC-USDT"
+    assert get_codec("bybit-inverse").normalized("BTCUSD") == "BTC-USD"

@@ -17,7 +17,15 @@ import pytest
 
 from engine import num
 from engine.codecs.bybit_legacy import BybitLegacy
-from engine.events import SELL, BookSnapshot, DecodeError, DepthDiff, SubscriptionAck, Trade
+from engine.events import (
+    SELL,
+    BookSnapshot,
+    DecodeError,
+    DepthDiff,
+    Heartbeat,
+    SubscriptionAck,
+    Trade,
+)
 from engine.journal.reader import JournalReader
 from engine.replay.importers import import_cryptofeed
 
@@ -93,7 +101,11 @@ def test_deltas_trades_and_replies_as_recorded():
         SELL, num.parse("7.971"), num.ONE, 1618677788758, 0
     )  # fmt: skip
     pong = b'{"success":true,"ret_msg":"pong","conn_id":"x","request":{"op":"ping","args":null}}'
-    assert c.decode(1, 2, "text", "u", pong) == []
+    assert c.decode(1, 2, "text", "u", pong) == [Heartbeat(1, 2, "pong", None)]
+    assert c.subscribe(["trade.BTCUSD", "orderBookL2_25.BTCUSD"], 1) == [
+        b'{"op":"subscribe","args":["trade.BTCUSD"]}',
+        b'{"op":"subscribe","args":["orderBookL2_25.BTCUSD"]}',
+    ]  # what the recording shows cryptofeed sent
 
 
 @pytest.mark.parametrize(
