@@ -364,10 +364,11 @@ class BybitSpot(VenueDefaults):
         book = tuple(t for t in streams if t.startswith("orderbook.") and t.endswith(f".{symbol}"))
         if not book:
             return None
+        # ids 2r and 2r + 1: distinct for distinct r even when the caller counts r by one
         return Resubscribe(
             book,
-            tuple(self.unsubscribe(book, request_id)),
-            tuple(self.subscribe(book, request_id + 1)),
+            tuple(self.unsubscribe(book, 2 * request_id)),
+            tuple(self.subscribe(book, 2 * request_id + 1)),
         )
 
 
@@ -426,11 +427,14 @@ def book_frame(
     return orjson.dumps(msg)
 
 
-def trades_frame(trades: Sequence[Trade], px_dec: int, qty_dec: int, ts: int) -> bytes:
+def trades_frame(
+    trades: Sequence[Trade], px_dec: int, qty_dec: int, ts: int, uuid_ids: bool = False
+) -> bytes:
     """The ``publicTrade.<symbol>`` frame of one symbol's trades (generated at ``ts`` ms).
 
-    A trade with ``trade_id`` 0 gets a UUID-shaped id (as linear/inverse send), which
-    decodes back to 0.
+    Spot's ids are decimal; ``uuid_ids`` spells them UUID-shaped as linear/inverse
+    send them (derived from ``trade_id``; they decode to 0, "no id").  A trade with
+    ``trade_id`` 0 always gets a UUID-shaped id.
 
     Raises:
         ValueError: no trades, trades of several symbols, a trade without ``txn_ms``,
@@ -442,7 +446,11 @@ def trades_frame(trades: Sequence[Trade], px_dec: int, qty_dec: int, ts: int) ->
     for k, t in enumerate(trades):
         if t.txn_ms is None:
             raise ValueError("a Bybit trade carries its time T: txn_ms is required")
-        i = str(t.trade_id) if t.trade_id > 0 else f"00000000-0000-5000-8000-{k:012x}"
+        if t.trade_id > 0 and not uuid_ids:
+            i = str(t.trade_id)
+        else:
+            n = t.trade_id if t.trade_id > 0 else k
+            i = f"{n >> 48 & 0xFFFFFFFF:08x}-0000-5000-8000-{n & 0xFFFFFFFFFFFF:012x}"
         data.append(
             {
                 "T": t.txn_ms,

@@ -274,8 +274,8 @@ def test_topics_subscribe_chunks_keepalive_and_resync():
     plan = c.resync("ETHUSDT", topics, c.rest_base, 50, 20)
     assert plan.streams == ("orderbook.50.ETHUSDT", "orderbook.1.ETHUSDT")
     assert [orjson.loads(m) for m in plan.unsubscribe + plan.subscribe] == [
-        {"req_id": "20", "op": "unsubscribe", "args": list(plan.streams)},
-        {"req_id": "21", "op": "subscribe", "args": list(plan.streams)},
+        {"req_id": "40", "op": "unsubscribe", "args": list(plan.streams)},
+        {"req_id": "41", "op": "subscribe", "args": list(plan.streams)},
     ]
     assert c.resync("XRPUSDT", topics, c.rest_base, 50, 1) is None
     assert c.snapshot_url(c.rest_base, "BTCUSDT", 50) is None  # nothing to verify against

@@ -136,11 +136,23 @@ def _binance_futures() -> Dialect:
     return BinanceFuturesDialect()
 
 
+def _bybit(name: str, category: str) -> Callable[[], Dialect]:
+    def make() -> Dialect:
+        from engine.sim.bybit import BybitDialect
+
+        return BybitDialect(name, category)
+
+    return make
+
+
 #: venue name → dialect factory (``sim`` is the Binance spot dialect under the simulator's name).
 DIALECTS: dict[str, Callable[[], Dialect]] = {
     "sim": _binance_spot,
     "binance": _binance_spot,
     "binance-futures": _binance_futures,
+    "bybit": _bybit("bybit", "spot"),
+    "bybit-linear": _bybit("bybit-linear", "linear"),
+    "bybit-inverse": _bybit("bybit-inverse", "inverse"),
 }
 
 
