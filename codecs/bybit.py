@@ -324,15 +324,24 @@ class BybitSpot(VenueDefaults):
         """Topics for symbols × channels, e.g. ``orderbook.50.BTCUSDT``, ``publicTrade.BTCUSDT``.
 
         Raises:
-            ValueError: an unknown channel (the message lists the valid ones).
+            ValueError: an unknown channel (the message lists the valid ones), or two
+                book depths (``depth1`` and ``depth``...): one book per symbol.
         """
         out: list[str] = []
+        books = set()
         for ch in channels:
             prefix = CHANNELS.get(ch)
             if prefix is None:
                 raise ValueError(f"unknown Bybit channel {ch!r}; valid: {', '.join(CHANNELS)}")
+            if prefix.startswith("orderbook."):
+                books.add(prefix)
             out.extend(f"{prefix}.{s.upper()}" for s in symbols)
-        return out
+        if len(books) > 1:
+            raise ValueError(
+                f"one order book depth per symbol, not {', '.join(sorted(books))}: each topic"
+                " counts its own u and a symbol has one book"
+            )
+        return list(dict.fromkeys(out))  # "depth" and "depth50" name one topic
 
     def ws_url(self, base_url: str, streams: Sequence[str]) -> str:
         """The connection URL: Bybit subscribes by message, so it is the category's URL itself."""

@@ -250,11 +250,14 @@ def test_encoders_refuse_values_they_cannot_render_exactly():
 
 def test_topics_subscribe_chunks_keepalive_and_resync():
     c = get_codec("bybit")
-    topics = c.streams(["btcusdt", "ETHUSDT"], ["depth", "trade", "depth1"])
+    topics = c.streams(["btcusdt", "ETHUSDT"], ["depth", "trade", "depth50"])
     assert topics == [
         "orderbook.50.BTCUSDT", "orderbook.50.ETHUSDT", "publicTrade.BTCUSDT",
-        "publicTrade.ETHUSDT", "orderbook.1.BTCUSDT", "orderbook.1.ETHUSDT",
+        "publicTrade.ETHUSDT",
     ]  # fmt: skip
+    with pytest.raises(ValueError, match="one order book depth per symbol"):
+        c.streams(["BTCUSDT"], ["depth", "depth1"])  # two u counters, one book: refused
+    assert c.streams(["BTCUSDT"], ["depth1"]) == ["orderbook.1.BTCUSDT"]
     assert [orjson.loads(m) for m in c.subscribe(topics[:2], 3)] == [
         {"req_id": "3", "op": "subscribe", "args": topics[:2]}
     ]
@@ -272,7 +275,7 @@ def test_topics_subscribe_chunks_keepalive_and_resync():
         c.streams(["BTCUSDT"], ["kline"])
     # a lost delta: resubscribe the symbol's book topics only (a fresh snapshot follows)
     plan = c.resync("ETHUSDT", topics, c.rest_base, 50, 20)
-    assert plan.streams == ("orderbook.50.ETHUSDT", "orderbook.1.ETHUSDT")
+    assert plan.streams == ("orderbook.50.ETHUSDT",)
     assert [orjson.loads(m) for m in plan.unsubscribe + plan.subscribe] == [
         {"req_id": "40", "op": "unsubscribe", "args": list(plan.streams)},
         {"req_id": "41", "op": "subscribe", "args": list(plan.streams)},
