@@ -54,9 +54,9 @@ def _until(what, timeout: float = 20.0):
     raise AssertionError(f"timed out waiting for {what.__doc__}")
 
 
-def _replay_json(jdir: Path) -> dict:
+def _replay_json(jdir: Path, *args: str) -> dict:
     done = subprocess.run(
-        [*ENGINE, "replay", str(jdir), "--json"], capture_output=True, text=True, timeout=60
+        [*ENGINE, "replay", str(jdir), "--json", *args], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -150,20 +150,65 @@ def test_every_injected_fault_is_detected_and_recovered(faulted):
     assert ops.count(("subscribe", ["orderbook.50.ETHUSDT"])) == 1
 
 
-def test_the_embedded_simulator_speaks_bybit(tmp_path):
-    jdir = tmp_path / "j"
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory) -> tuple[Path, dict]:
+    """(journal, summary) of `engine run --exchange bybit --sim` with scheduled faults."""
+    jdir = tmp_path_factory.mktemp("bybit-sim") / "j"
     done = subprocess.run(
         [*ENGINE, "run", "--exchange", "bybit", "--sim", "--sim-faults", "gap,garbage",
          "--sim-fault-every", "0.5", "--duration", "3", "--no-dashboard", "--out", str(jdir)],
         capture_output=True, text=True, timeout=90, env=_env(),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout[done.stdout.index("{") :])
+    return jdir, json.loads(done.stdout[done.stdout.index("{") :])
+
+
+def test_the_embedded_simulator_speaks_bybit(embedded):
+    jdir, summary = embedded
     assert json.loads((jdir / "journal.json").read_text())["exchange"] == "bybit"
     assert summary["outputs"].get("GapDetected", 0) >= 1 and summary["decode_errors"] >= 4
     assert summary["resubscribes"] == summary["outputs"]["GapDetected"]
     mismatch, _ = check(jdir)
     assert mismatch is None, mismatch
+
+
+def test_the_replay_server_serves_a_bybit_journal_to_a_bybit_capture(embedded, tmp_path):
+    jdir, _ = embedded
+    server = subprocess.Popen(
+        [*ENGINE, "replay", str(jdir), "--serve", "127.0.0.1:0", "--speed", "max"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+    )  # fmt: skip
+    try:
+        url = server.stdout.readline().split(" on ", 1)[1].split()[0]  # "replaying J on ws://..."
+        again = tmp_path / "again"
+        done = subprocess.run(
+            [*ENGINE, "run", "--exchange", "bybit", "--url", url, "--duration", "2",
+             "--no-dashboard", "--out", str(again)],
+            capture_output=True, text=True, timeout=90, env=_env(),
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+    def texts(j: Path, conn: int | None = None) -> list[bytes]:
+        return [f.payload for f in JournalReader(j).frames()
+                if f.dir == "in" and f.kind == "text" and conn in (None, f.conn)]  # fmt: skip
+
+    recorded = texts(jdir)
+    first_conn = next(f.conn for f in JournalReader(again).frames() if f.kind == "open")
+    assert texts(again, first_conn)[: len(recorded)] == recorded  # the bytes, in order
+    # until its first connection closes (the served recording ended), the capture rebuilds the
+    # same books, gaps and resyncs
+    end = next(f.recv_ns for f in JournalReader(again).frames() if f.kind == "close")
+    ours, theirs = _replay_json(again, "--to", str(end)), _replay_json(jdir)
+    for sym in SYMBOLS:
+        a, b = ours["symbols"][sym]["book"], theirs["symbols"][sym]["book"]
+        keys = ("gaps", "syncs", "resyncs")
+        assert {k: a[k] for k in keys} == {k: b[k] for k in keys}, sym
 
 
 def test_book_at_export_and_python_api_on_a_bybit_journal(faulted, tmp_path):

@@ -129,6 +129,9 @@ def garbage(
 class BybitDialect:
     """Bybit v5 public streams of one category (:class:`engine.sim.dialect.Dialect`)."""
 
+    #: the replay server serves a Bybit journal by recorded connection (no stream in any URL)
+    replays_by_stream = False
+
     def __init__(self, name: str = "bybit", category: str = "spot") -> None:
         self.name, self.category = name, category
         self._path = f"/v5/public/{category}"
