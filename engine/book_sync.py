@@ -69,6 +69,16 @@ Invariants:
 * Diffs in the buffer keep their arrival order; the replay after a LOAD goes
   through the same table, so a snapshot plus buffer ends in the same state as
   a snapshot followed by the same diffs live.
+* A RESET under a rule with ``reset_drops_buffer`` (Bybit) replays nothing:
+  such a snapshot comes on the connection after every diff buffered before
+  it and is the book after them, so the buffer is dropped unjudged.  (Judged
+  against a snapshot whose ids restarted, ``u = 1`` after a Bybit service
+  restart, an old buffered diff would look like a gap after every snapshot.)
+* A resetting stream snapshot at exactly a SYNCED book's update id, under a
+  rule with ``same_id_snapshot_verifies`` (Bybit: the exchange's own book at
+  our id, e.g. on a second connection), is the input SNAPSHOT, not RESET: the
+  reducer verifies our book against it (drift), instead of silently
+  replacing it.  At any other id it resets as usual.
 * Every transition is in :data:`TABLE`; a (phase, input) pair missing from
   it is a bug here, not bad exchange input (exchange input always maps to
   one of the inputs below).  The reducer may inline the steady case
@@ -137,6 +147,8 @@ __all__ = [
     "BinanceSpotRule",
     "BinanceFuturesRule",
     "KrakenRule",
+    "BybitRule",
+    "BybitLegacyRule",
     "RULES",
     "rule_for",
     "Sync",
@@ -277,6 +289,10 @@ class ChainRule:
     truncates: bool = False
     #: A snapshot's own checksum is tested too (Kraken v2 sends one): a failure loads nothing.
     checks_snapshots: bool = False
+    #: A RESET drops the diff buffer instead of replaying it (Bybit; see the module invariants).
+    reset_drops_buffer: bool = False
+    #: A resetting snapshot at a SYNCED book's own id verifies it (Bybit; module invariants).
+    same_id_snapshot_verifies: bool = False
 
     def first(self, book_id: int, diff: DepthDiff) -> str:  # pragma: no cover - interface
         raise NotImplementedError
@@ -383,10 +399,59 @@ class KrakenRule(ChainRule):
             return False
 
 
+class BybitRule(ChainRule):
+    """Bybit v5 ``orderbook.N``: an in-stream snapshot resets the book; a delta chains if ``u == id + 1``.
+
+    The codec gives a delta ``first_id == last_id == u``.  ``u ≤ id`` is
+    stale (a topic carried by two connections across a rotation; or the
+    deltas of an old connection after the new one's snapshot); ``u > id + 1``
+    is a gap (a delta was lost: resubscribe for a fresh snapshot).  Every
+    snapshot (``u = 1`` after a service restart too, and each message of a
+    depth-1 topic) replaces the book through RESET, dropping the buffer
+    (``reset_drops_buffer``), except one at exactly a synced book's ``u``,
+    which verifies it (``same_id_snapshot_verifies``).
+    """
+
+    name = SyncRule.BYBIT
+    stream_snapshot_resets = True
+    reset_drops_buffer = True
+    same_id_snapshot_verifies = True
+
+    def first(self, book_id: int, diff: DepthDiff) -> str:
+        u = diff.last_id
+        if u <= book_id:
+            return STALE
+        return APPLY if u == book_id + 1 and diff.first_id == u else GAP
+
+    next = first
+
+
+class BybitLegacyRule(ChainRule):
+    """Bybit's legacy realtime ``orderBookL2_25`` (recordings before v5): ids are ``cross_seq``.
+
+    ``cross_seq`` is the matching engine's sequence across instruments: it
+    increases but skips, so a lost delta cannot be told from a normal step.
+    Deltas at or below the book's id are stale, every later one applies; an
+    in-stream snapshot resets the book.  Books of this protocol are rebuilt,
+    never verified (nothing in it could verify them).
+    """
+
+    name = SyncRule.BYBIT_LEGACY
+    stream_snapshot_resets = True
+    reset_drops_buffer = True
+
+    def first(self, book_id: int, diff: DepthDiff) -> str:
+        return STALE if diff.last_id <= book_id else APPLY
+
+    next = first
+
+
 RULES: Final[dict[str, ChainRule]] = {
     SyncRule.BINANCE_SPOT: BinanceSpotRule(),
     SyncRule.BINANCE_FUTURES: BinanceFuturesRule(),
     SyncRule.KRAKEN: KrakenRule(),
+    SyncRule.BYBIT: BybitRule(),
+    SyncRule.BYBIT_LEGACY: BybitLegacyRule(),
 }
 
 
@@ -482,6 +547,14 @@ def feed_snapshot(rule: ChainRule, sync: Sync, snap: BookSnapshot) -> tuple[str,
     book) nothing changed: the caller runs the drift check.
     """
     inp = RESET if (snap.origin == "stream" and rule.stream_snapshot_resets) else SNAPSHOT
+    if (
+        inp == RESET
+        and rule.same_id_snapshot_verifies
+        and sync.phase == SYNCED
+        and sync.book is not None
+        and sync.book.last_id == snap.last_id
+    ):
+        inp = SNAPSHOT  # the exchange's book at our id: verify ours against it
     action = _step(sync, inp)
     if action != A_LOAD:
         return action, []
@@ -497,6 +570,8 @@ def feed_snapshot(rule: ChainRule, sync: Sync, snap: BookSnapshot) -> tuple[str,
         sync.book = None  # the exchange's own snapshot fails its checksum: load nothing
         return _step(sync, BAD_CHECKSUM), []
     replay, sync.buffer = sync.buffer, []
+    if inp == RESET and rule.reset_drops_buffer:
+        replay = []
     return action, replay
 
 
