@@ -24,6 +24,8 @@ class SyncRule:
     BINANCE_SPOT = "binance-spot"
     #: Binance USD-M: drop u < lastUpdateId; first has U <= lid <= u; then pu == prev u.
     BINANCE_FUTURES = "binance-futures"
+    #: OKX v5 books: prevSeqId == prev seqId (first: drop seqId <= id, prevSeqId <= id); CRC32.
+    OKX = "okx"
 
 
 @runtime_checkable

@@ -132,6 +132,9 @@ class BookCounts:
     tickers_mismatched: int = 0
     tickers_uncomparable: int = 0
     tickers_dropped: int = 0
+    #: exchange checksums (Kraken, OKX) that matched our book / that did not
+    checksums_verified: int = 0
+    checksum_mismatches: int = 0
 
 
 @serde.register
@@ -333,6 +336,8 @@ class BookReducer:
         c = sb.counts
         if action == A_APPLY:
             c.diffs_applied += 1
+            if ev.checksum is not None and self._rule.has_checksum:
+                c.checksums_verified += 1
             self._after_update(sb, at, out)
         elif action == A_DROP:
             c.stale_diffs += 1
@@ -348,6 +353,7 @@ class BookReducer:
         elif action == A_RESYNC:
             self._gap(sb, ev, at, book_id, "diff does not chain onto the book", out)
         elif action == A_REJECT:  # applied, then the exchange checksum rejected the book
+            c.checksum_mismatches += 1
             self._gap(sb, ev, at, book_id, "checksum mismatch", out)
         if dropped:
             c.buffer_dropped += dropped
@@ -402,6 +408,18 @@ class BookReducer:
         if action == A_VERIFY:
             self._verify_snapshot(sb, ev, out)
             return out
+        if action == A_REJECT:  # the snapshot fails its own checksum: not loaded, ask again
+            sb.counts.checksum_mismatches += 1
+            sb.counts.gaps += 1
+            sb.crossed = False
+            out.append(
+                GapDetected(ev.seq, ev.recv_ns, ev.symbol, -1, ev.last_id, ev.last_id, None,
+                            "snapshot checksum mismatch")
+            )  # fmt: skip
+            self._request_sync(sb, ev, "gap: snapshot checksum mismatch", out)
+            return out
+        if ev.checksum is not None and self._rule.has_checksum:
+            sb.counts.checksums_verified += 1
         # A_LOAD: the snapshot is the main book; replay the buffer onto it
         resync = main.phase == RELOADED
         if sb.shadow is not None:

@@ -69,6 +69,10 @@ Invariants:
 * Diffs in the buffer keep their arrival order; the replay after a LOAD goes
   through the same table, so a snapshot plus buffer ends in the same state as
   a snapshot followed by the same diffs live.
+* A rule with a checksum (``has_checksum``) has judged every book it leaves
+  in a phase with a book: after each applied diff and after loading a
+  snapshot, a book that fails the exchange's checksum goes (BAD_CHECKSUM,
+  A_REJECT) before anyone can read it.
 * Every transition is in :data:`TABLE`; a (phase, input) pair missing from
   it is a bug here, not bad exchange input (exchange input always maps to
   one of the inputs below).  The reducer may inline the steady case
@@ -96,6 +100,7 @@ import attrs
 from engine import serde
 from engine.book import Book
 from engine.codecs.base import SyncRule
+from engine.codecs.okx_checksum import checksum as okx_checksum
 from engine.events import BookSnapshot, DepthDiff
 
 __all__ = [
@@ -125,6 +130,7 @@ __all__ = [
     "ChainRule",
     "BinanceSpotRule",
     "BinanceFuturesRule",
+    "OkxRule",
     "RULES",
     "rule_for",
     "Sync",
@@ -268,8 +274,8 @@ class ChainRule:
     def next(self, book_id: int, diff: DepthDiff) -> str:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def checksum_ok(self, book: Book, diff: DepthDiff) -> bool:
-        """After applying ``diff``: does the book match the exchange's checksum?"""
+    def checksum_ok(self, book: Book, diff: DepthDiff | BookSnapshot) -> bool:
+        """After applying ``diff`` (or loading a snapshot): does the book match its checksum?"""
         return True
 
 
@@ -315,9 +321,50 @@ class BinanceFuturesRule(ChainRule):
         return STALE if diff.last_id <= book_id else GAP
 
 
+class OkxRule(ChainRule):
+    """OKX v5 ``books``: ``prevSeqId`` chains onto the previous ``seqId``; the CRC32 checksum.
+
+    The codec gives ``last_id = seqId`` and ``prev_id = prevSeqId``.  After a
+    snapshot (in-stream: prevSeqId -1, it resets the book; or REST, OKX's newer
+    procedure): a diff whose ``prevSeqId`` is the book's id chains; else one
+    with ``seqId ≤ id`` is dropped and the first applied one must have
+    ``prevSeqId ≤ id < seqId``.  Afterwards only ``prevSeqId == id`` chains
+    (steps are not 1; a keep-alive update repeats the id, ``prevSeqId ==
+    seqId``, and chains too; OKX's maintenance reset, ``seqId < prevSeqId``,
+    chains on its ``prevSeqId``); a diff at or below the id is a duplicate
+    (another connection's) and anything else a gap.  2022 recordings carry no
+    sequence numbers (``prev_id`` None): every diff applies and the checksum
+    alone judges the chain.  The checksum (:mod:`engine.codecs.okx_checksum`)
+    is verified when OKX sent one (the codec maps OKX's 0, "none", to None).
+    """
+
+    name = SyncRule.OKX
+    stream_snapshot_resets = True
+    has_checksum = True
+
+    def first(self, book_id: int, diff: DepthDiff) -> str:
+        prev = diff.prev_id
+        if prev is None or prev == book_id:
+            return APPLY
+        if diff.last_id <= book_id:
+            return STALE
+        return APPLY if prev <= book_id else GAP
+
+    def next(self, book_id: int, diff: DepthDiff) -> str:
+        prev = diff.prev_id
+        if prev is None or prev == book_id:
+            return APPLY
+        return STALE if diff.last_id <= book_id else GAP
+
+    def checksum_ok(self, book: Book, diff: DepthDiff | BookSnapshot) -> bool:
+        cs = diff.checksum
+        return cs is None or okx_checksum(book) == cs
+
+
 RULES: Final[dict[str, ChainRule]] = {
     SyncRule.BINANCE_SPOT: BinanceSpotRule(),
     SyncRule.BINANCE_FUTURES: BinanceFuturesRule(),
+    SyncRule.OKX: OkxRule(),
 }
 
 
@@ -402,13 +449,20 @@ def feed_snapshot(rule: ChainRule, sync: Sync, snap: BookSnapshot) -> tuple[str,
     caller must now feed back through :func:`feed_diff` in order (with
     whatever it does per diff, e.g. bookTicker checks at each intermediate
     id), then end the step with :func:`feed_replayed`.  On A_VERIFY (a synced
-    book) nothing changed: the caller runs the drift check.
+    book) nothing changed: the caller runs the drift check.  A rule with a
+    checksum first checks the loaded snapshot against its own ``checksum``: a
+    mismatch is the table's BAD_CHECKSUM (A_REJECT: no book, the buffer kept).
     """
     inp = RESET if (snap.origin == "stream" and rule.stream_snapshot_resets) else SNAPSHOT
     action = _step(sync, inp)
     if action != A_LOAD:
         return action, []
-    sync.book = Book.from_levels(snap.last_id, snap.bids, snap.asks)
+    book = sync.book = Book.from_levels(snap.last_id, snap.bids, snap.asks)
+    if rule.has_checksum and not rule.checksum_ok(book, snap):
+        # the exchange's own checksum rejects its snapshot as we read it: never load it
+        action = _step(sync, BAD_CHECKSUM)
+        sync.book = None
+        return action, []
     replay, sync.buffer = sync.buffer, []
     return action, replay
 

@@ -408,6 +408,8 @@ def book_summary(pipeline: Pipeline, symbol: str, depth: int = 5) -> dict[str, A
             syncs=c.syncs,
             crossed=c.crossed,
             diffs_applied=c.diffs_applied,
+            checksums_verified=c.checksums_verified,
+            checksum_mismatches=c.checksum_mismatches,
         )
     return out
 
