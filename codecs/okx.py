@@ -291,7 +291,9 @@ class Okx:
             if action == "snapshot":
                 last = ts if sid is None else sid
                 out.append(
-                    BookSnapshot(seq, recv_ns, symbol, last, bids, asks, depth, "stream", ts, None, cs)
+                    BookSnapshot(
+                        seq, recv_ns, symbol, last, bids, asks, depth, "stream", ts, None, cs
+                    )
                 )
             else:
                 if sid is not None and prev == -1:
@@ -355,7 +357,9 @@ class Okx:
             raise Bad(f"REST books body: expected one book in 'data', got {len(body.data)}")
         d = body.data[0]
         if d.seqId is None or not 0 <= d.seqId <= MAX:
-            raise Bad("REST books body: no valid seqId (a snapshot must say where the stream resumes)")
+            raise Bad(
+                "REST books body: no valid seqId (a snapshot must say where the stream resumes)"
+            )
         return [
             BookSnapshot(
                 seq,
