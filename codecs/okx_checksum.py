@@ -38,6 +38,8 @@ DEPTH = 25
 _MEMO_MAX = 1 << 16
 #: units → OKX text: a pure memo of :func:`_render` (a book keeps hitting the same values)
 _memo: dict[int, str] = {}
+#: (price, qty) → ``"px:sz"``: a pure memo (most top levels are unchanged from one update to the next)
+_pairs: dict[tuple[int, int], str] = {}
 
 
 def _render(units: int) -> str:
@@ -68,22 +70,25 @@ def signed32(crc: int) -> int:
     return crc - (1 << 32) if crc >= 1 << 31 else crc
 
 
+def _pair(level: tuple[int, int]) -> str:
+    s = _pairs[level] = f"{text(level[0])}:{text(level[1])}"
+    if len(_pairs) > _MEMO_MAX:
+        _pairs.clear()
+    return s
+
+
 def checksum_of_levels(bids: Sequence[tuple[int, int]], asks: Sequence[tuple[int, int]]) -> int:
-    """The checksum of the given levels (best first on each side; only the first 25 count)."""
-    parts: list[str] = []
-    add = parts.append
-    memo = _memo
-    nb, na = min(len(bids), DEPTH), min(len(asks), DEPTH)
-    for i in range(max(nb, na)):
-        if i < nb:
-            p, q = bids[i]
-            add(memo.get(p) or text(p))
-            add(memo.get(q) or text(q))
-        if i < na:
-            p, q = asks[i]
-            add(memo.get(p) or text(p))
-            add(memo.get(q) or text(q))
-    return signed32(zlib.crc32(":".join(parts).encode()))
+    """The checksum of the given ``(price, qty)`` tuples (best first; only the first 25 count)."""
+    get = _pairs.get
+    b = [get(lv) or _pair(lv) for lv in bids[:DEPTH]]
+    a = [get(lv) or _pair(lv) for lv in asks[:DEPTH]]
+    if len(b) == len(a):  # the common case: the interleave in C
+        s = ":".join(map(":".join, zip(b, a, strict=True)))
+    else:
+        n = min(len(b), len(a))
+        rows = [f"{x}:{y}" for x, y in zip(b[:n], a[:n], strict=True)]
+        s = ":".join(rows + b[n:] + a[n:])
+    return signed32(zlib.crc32(s.encode()))
 
 
 def checksum(book: Book) -> int:
