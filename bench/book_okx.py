@@ -46,6 +46,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from book import reducer_fold  # type: ignore[import-not-found]  # bench/book.py, beside this
+
 from engine import book_sync
 from engine.book_reducer import BookReducer
 from engine.book_sync import OkxRule
@@ -189,17 +191,6 @@ def naive_fold(events: list[Any], with_checksum: bool) -> tuple[float, dict[str,
         if with_checksum and ev.checksum is not None and b.checksum() != ev.checksum:
             raise AssertionError(f"naive book: checksum mismatch at seq {ev.seq}")
     return time.process_time() - t0, books
-
-
-def reducer_fold(events: list[Any], rule: str) -> tuple[float, BookReducer, Any]:
-    reducer = BookReducer(rule, verify_interval_s=None)
-    state = reducer.initial()
-    step = reducer.step
-    gc.collect()
-    t0 = time.process_time()
-    for ev in events:
-        state, _ = step(state, ev)
-    return time.process_time() - t0, reducer, state
 
 
 def bench(frames: int, repeat: int, naive_frames: int) -> None:
