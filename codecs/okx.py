@@ -29,8 +29,8 @@ Mapping (the sync rule is :class:`engine.book_sync.OkxRule`):
   :class:`SubscriptionAck` (``result`` the stream name ``channel:instId``);
   ``{"event":"error","code","msg"}`` → :class:`SubscriptionError`;
   ``{"event":"notice","code":"64008"}`` (service upgrade, reconnect) →
-  :class:`ServerShutdown`; ``channel-conn-count`` and the text ``pong`` are
-  journaled control traffic with no event.
+  :class:`ServerShutdown`; the text ``pong`` → :class:`Heartbeat`;
+  ``channel-conn-count`` is journaled control traffic with no event.
 * REST books: ``{"code":"0","data":[{"asks","bids","ts","seqId"}]}`` →
   :class:`BookSnapshot` (``origin="rest"``, ``depth`` the ``sz`` asked for);
   a non-zero ``code`` is a DecodeError with OKX's message.
@@ -55,7 +55,7 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 import orjson
 
-from engine.codecs.base import SyncRule
+from engine.codecs.base import ConnLimits, KeepAlive, Resubscribe, SyncRule, VenueDefaults
 from engine.codecs.binance_wire import MAX, Bad, levels, number
 from engine.codecs.okx_checksum import text
 from engine.events import (
@@ -65,6 +65,7 @@ from engine.events import (
     BookSnapshot,
     DecodeError,
     DepthDiff,
+    Heartbeat,
     ServerShutdown,
     SubscriptionAck,
     SubscriptionError,
@@ -85,6 +86,9 @@ CHANNELS: dict[str, str] = {
 #: OKX book channels → the depth OKX keeps in them (levels per side)
 BOOK_CHANNELS: dict[str, int] = {"books": 400, "books-l2-tbt": 400, "books50-l2-tbt": 50}
 REST_BOOKS_PATH = "/api/v5/market/books"
+#: args per subscribe request, streams per connection (see :class:`Okx`)
+MAX_PER_SUBSCRIBE = 100
+MAX_PER_CONN = 200
 #: OKX notice code: "the connection will soon be closed for a service upgrade"
 _NOTICE_UPGRADE = "64008"
 _SILENT_EVENTS = frozenset({"channel-conn-count", "channel-conn-count-error"})
@@ -139,6 +143,10 @@ def stream_name(channel: str, inst_id: str) -> str:
     return f"{channel}:{inst_id}"
 
 
+def _book_keys(symbol: str) -> set[tuple[str, str]]:
+    return {(ch, symbol) for ch in BOOK_CHANNELS}
+
+
 def _ms(s: str, where: str) -> int:
     if not (s.isascii() and s.isdigit() and len(s) < 19):
         raise Bad(f"{where}: not a millisecond time {s[:40]!r}")
@@ -160,8 +168,19 @@ def _level_text(levels_: Sequence[tuple[int, int]]) -> list[list[str]]:
 # --------------------------------------------------------------------------- codec
 
 
-class Okx:
-    """OKX v5 public (``wss://ws.okx.com:8443/ws/v5/public``): decode and encode."""
+class Okx(VenueDefaults):
+    """OKX v5 public (``wss://ws.okx.com:8443/ws/v5/public``): decode and encode.
+
+    Live: streams are subscribed after connecting (none in the URL), at most
+    :data:`MAX_PER_SUBSCRIBE` args a request (OKX caps a request at 64 KB of
+    args) and :data:`MAX_PER_CONN` a connection (our choice: OKX publishes
+    no per-connection cap for public channels); OKX allows 480 subscribe /
+    unsubscribe requests per connection per hour.  A text ``ping`` every 25 s
+    (OKX disconnects after 30 s without traffic) is answered by ``pong``.  A
+    book is resynced by unsubscribing and subscribing its ``books`` stream:
+    OKX then sends a fresh snapshot, which resets the book (the checksum
+    failure procedure OKX documents).
+    """
 
     name = "okx"
     sync_rule = SyncRule.OKX
@@ -169,6 +188,15 @@ class Okx:
     ws_path = "/ws/v5/public"
     rest_base = "https://www.okx.com"
     depth_path = REST_BOOKS_PATH
+    default_channels = ("books", "trades")
+    limits = ConnLimits(
+        streams_in_url=False,
+        max_per_subscribe=MAX_PER_SUBSCRIBE,
+        max_per_conn=MAX_PER_CONN,
+        control_per_window=480,
+        control_window_s=3600.0,
+    )
+    keepalive = KeepAlive(b"ping", 25.0)
 
     def __init__(self, name: str | None = None) -> None:
         if name is not None:
@@ -188,7 +216,7 @@ class Okx:
         try:
             if kind == "text" or kind == "binary":
                 if payload == b"pong":
-                    return []
+                    return [Heartbeat(seq, recv_ns, "pong", None)]
                 if payload[:19] == b'{"arg":{"channel":"':
                     end = payload.find(b'"', 19)
                     ch = payload[19:end]
@@ -308,9 +336,10 @@ class Okx:
         out: list[Any] = []
         for i, t in enumerate(msg.data):
             where = f"data[{i}]"
-            if not (t.tradeId.isascii() and t.tradeId.isdigit() and len(t.tradeId) < 19):
-                raise Bad(f"{where}.tradeId: not a numeric id {t.tradeId[:40]!r}")
-            tid = int(t.tradeId)
+            tid_s = t.tradeId
+            if not (tid_s.isascii() and tid_s.isdigit() and len(tid_s) < 20 and int(tid_s) <= MAX):
+                raise Bad(f"{where}.tradeId: not a numeric id {tid_s[:40]!r}")
+            tid = int(tid_s)
             if t.side not in ("buy", "sell"):
                 raise Bad(f"{where}.side: {t.side[:20]!r} is neither 'buy' nor 'sell'")
             n = 1
@@ -407,20 +436,37 @@ class Okx:
             args.append({"channel": ch, "instId": inst})
         return args
 
-    def subscribe(self, streams: Sequence[str], request_id: int) -> bytes:
-        return orjson.dumps({"id": str(request_id), "op": "subscribe", "args": self._args(streams)})
+    def subscribe(self, streams: Sequence[str], request_id: int) -> list[bytes]:
+        """One ``subscribe`` request for ``streams`` (the runtime chunks by ``limits``)."""
+        msg = {"id": str(request_id), "op": "subscribe", "args": self._args(streams)}
+        return [orjson.dumps(msg)]
 
-    def unsubscribe(self, streams: Sequence[str], request_id: int) -> bytes:
-        return orjson.dumps(
-            {"id": str(request_id), "op": "unsubscribe", "args": self._args(streams)}
-        )
-
-    ping = b"ping"
-    pong = b"pong"
+    def unsubscribe(self, streams: Sequence[str], request_id: int) -> list[bytes]:
+        msg = {"id": str(request_id), "op": "unsubscribe", "args": self._args(streams)}
+        return [orjson.dumps(msg)]
 
     def snapshot_url(self, rest_base: str, symbol: str, limit: int) -> str:
-        """REST books URL: ``/api/v5/market/books?instId=BTC-USDT&sz=400`` (OKX's own spelling)."""
-        return f"{rest_base.rstrip('/')}{REST_BOOKS_PATH}?instId={symbol}&sz={limit}"
+        """REST books URL: ``/api/v5/market/books?instId=BTC-USDT&sz=400`` (OKX's own spelling;
+        OKX serves at most 400 levels)."""
+        return f"{rest_base.rstrip('/')}{REST_BOOKS_PATH}?instId={symbol}&sz={min(limit, 400)}"
+
+    def resync(
+        self, symbol: str, streams: Sequence[str], rest_base: str, limit: int, request_id: int
+    ) -> Resubscribe | None:
+        """Resubscribe the symbol's book stream(s): OKX answers with a fresh snapshot."""
+        mine = tuple(s for s in streams if s.partition(":")[::2] in _book_keys(symbol))
+        if not mine:
+            return None
+        return Resubscribe(
+            mine,
+            tuple(self.unsubscribe(mine, request_id)),
+            tuple(self.subscribe(mine, request_id + 1)),
+        )
+
+    def normalized(self, symbol: str) -> str:
+        """``BTC-USDT`` → ``BTC-USDT``; ``UNI-USD-SWAP``, ``BTC-USD-220527`` → their ``BASE-QUOTE``."""
+        parts = symbol.upper().split("-")
+        return "-".join(parts[:2]) if len(parts) >= 2 else symbol.upper()
 
     # ..................................................................... outbound (server)
 

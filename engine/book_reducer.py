@@ -31,6 +31,17 @@ engine's hottest path; it is exactly TABLE's (SYNCED, APPLY) transition plus
 the counts and checks :meth:`BookReducer._main_diff` would do, and is off
 (``inline=False``, or a rule with a checksum) whenever that could differ.
 
+Exchange checksums (rules with ``has_checksum``: Kraken, OKX): the table
+applies a chaining diff, then the rule's ``checksum_ok`` judges the book; a
+pass counts ``checksums_verified`` (diffs carrying a checksum only), a failure
+is the table's REJECT: a :class:`ChecksumMismatch`, the book dropped (nothing
+published until a fresh snapshot) and a sync request, which the runtime
+answers by the codec's resync (refetch or resubscribe).  Sequence breaks are
+``gaps`` (GapDetected).  A snapshot carrying a checksum is judged by the
+driver as it loads (:func:`engine.book_sync.feed_snapshot`): a pass counts
+as verified, a failure is a ChecksumMismatch with ``book_id`` -1, the
+snapshot never published, and a sync request.
+
 Drift verification: a SnapshotRequest(purpose="verify") starts a shadow
 ``Sync`` (the table's ASK) that buffers the diffs from that moment, exactly
 like a first sync.  When the snapshot comes the shadow loads it and replays
@@ -64,6 +75,7 @@ from engine.book_outputs import (
     BookSynced,
     BookVerified,
     BufferOverflow,
+    ChecksumMismatch,
     CrossedBook,
     DriftDetected,
     GapDetected,
@@ -115,7 +127,13 @@ class BookCounts:
 
     diffs_applied: int = 0
     stale_diffs: int = 0
+    #: sequence breaks (the diff did not chain onto the book), GapDetected
     gaps: int = 0
+    #: applied diffs whose exchange checksum the book matched (rules with a checksum, diffs
+    #: carrying one); every diff, also those replayed from the buffer after a snapshot
+    checksums_verified: int = 0
+    #: applied diffs the book then failed the checksum of: ChecksumMismatch, then a resync
+    checksum_mismatches: int = 0
     syncs: int = 0
     resyncs: int = 0
     snapshots_too_old: int = 0
@@ -132,9 +150,6 @@ class BookCounts:
     tickers_mismatched: int = 0
     tickers_uncomparable: int = 0
     tickers_dropped: int = 0
-    #: exchange checksums (Kraken, OKX) that matched our book / that did not
-    checksums_verified: int = 0
-    checksum_mismatches: int = 0
 
 
 @serde.register
@@ -354,7 +369,11 @@ class BookReducer:
             self._gap(sb, ev, at, book_id, "diff does not chain onto the book", out)
         elif action == A_REJECT:  # applied, then the exchange checksum rejected the book
             c.checksum_mismatches += 1
-            self._gap(sb, ev, at, book_id, "checksum mismatch", out)
+            sb.crossed = False
+            out.append(
+                ChecksumMismatch(at.seq, at.recv_ns, ev.symbol, book_id, ev.last_id, ev.checksum)
+            )
+            self._request_sync(sb, at, "checksum mismatch", out)
         if dropped:
             c.buffer_dropped += dropped
             if not sb.overflowing:
@@ -410,13 +429,9 @@ class BookReducer:
             return out
         if action == A_REJECT:  # the snapshot fails its own checksum: not loaded, ask again
             sb.counts.checksum_mismatches += 1
-            sb.counts.gaps += 1
             sb.crossed = False
-            out.append(
-                GapDetected(ev.seq, ev.recv_ns, ev.symbol, -1, ev.last_id, ev.last_id, None,
-                            "snapshot checksum mismatch")
-            )  # fmt: skip
-            self._request_sync(sb, ev, "gap: snapshot checksum mismatch", out)
+            out.append(ChecksumMismatch(ev.seq, ev.recv_ns, ev.symbol, -1, ev.last_id, ev.checksum))
+            self._request_sync(sb, ev, "snapshot checksum mismatch", out)
             return out
         if ev.checksum is not None and self._rule.has_checksum:
             sb.counts.checksums_verified += 1

@@ -29,6 +29,7 @@ from engine.events import (
     BookSnapshot,
     DecodeError,
     DepthDiff,
+    Heartbeat,
     ServerShutdown,
     SubscriptionAck,
     SubscriptionError,
@@ -228,7 +229,7 @@ def test_event_replies_and_keepalive():
     assert dec('{"event":"notice","code":"64008","msg":"The connection will soon be closed"}') == [
         ServerShutdown(7, 99, None)
     ]
-    assert dec("pong") == []
+    assert dec("pong") == [Heartbeat(7, 99, "pong", None)]
     assert (
         dec('{"event":"channel-conn-count","channel":"books","connCount":"2","connId":"x"}') == []
     )
@@ -383,7 +384,8 @@ def test_client_messages_and_urls():
     assert c.name == "okx" and c.sync_rule == "okx"
     streams = c.streams(["BTC-USDT", "ETH-USDT"], ["depth", "trades"])
     assert streams == ["books:BTC-USDT", "books:ETH-USDT", "trades:BTC-USDT", "trades:ETH-USDT"]
-    assert json.loads(c.subscribe(streams[:2], 5)) == {
+    (sub,) = c.subscribe(streams[:2], 5)
+    assert json.loads(sub) == {
         "id": "5",
         "op": "subscribe",
         "args": [
@@ -391,8 +393,17 @@ def test_client_messages_and_urls():
             {"channel": "books", "instId": "ETH-USDT"},
         ],
     }
-    assert json.loads(c.unsubscribe(streams[2:3], 6))["op"] == "unsubscribe"
-    assert c.ping == b"ping"
+    assert json.loads(c.unsubscribe(streams[2:3], 6)[0])["op"] == "unsubscribe"
+    assert c.keepalive.payload == b"ping" and c.keepalive.interval_s < 30
+    plan = c.resync("BTC-USDT", streams, c.rest_base, 400, 9)
+    assert plan.streams == ("books:BTC-USDT",)
+    assert [json.loads(m)["op"] for m in plan.unsubscribe + plan.subscribe] == [
+        "unsubscribe", "subscribe",
+    ]  # fmt: skip
+    assert c.resync("XRP-USDT", streams, c.rest_base, 400, 9) is None
+    assert [c.normalized(s) for s in ("BTC-USDT", "UNI-USD-SWAP", "BTC-USD-220527")] == [
+        "BTC-USDT", "UNI-USD", "BTC-USD",
+    ]  # fmt: skip
     assert c.ws_url(c.ws_base, streams) == WS
     assert (
         c.ws_url("ws://127.0.0.1:9000/ws/v5/public", streams) == "ws://127.0.0.1:9000/ws/v5/public"
