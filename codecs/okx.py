@@ -418,7 +418,7 @@ class Okx(VenueDefaults):
             okx = CHANNELS.get(ch)
             if okx is None:
                 raise ValueError(f"unknown OKX channel {ch!r}; valid: {', '.join(CHANNELS)}")
-            out.extend(stream_name(okx, s) for s in symbols)
+            out.extend(stream_name(okx, s.upper()) for s in symbols)  # OKX ids are upper case
         return out
 
     def ws_url(self, base_url: str, streams: Sequence[str]) -> str:

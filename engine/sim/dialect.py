@@ -146,6 +146,12 @@ def _binance_futures(name: str, prefix: str) -> Callable[[], Dialect]:
     return make
 
 
+def _okx() -> Dialect:
+    from engine.sim.okx import OkxDialect
+
+    return OkxDialect()
+
+
 #: venue name → dialect factory (``sim`` is the Binance spot dialect under the simulator's
 #: name; Binance US and TR speak spot, COIN-M the USD-M dialect on ``/dapi/v1``).
 DIALECTS: dict[str, Callable[[], Dialect]] = {
@@ -155,6 +161,7 @@ DIALECTS: dict[str, Callable[[], Dialect]] = {
     "binance-tr": _binance("binance-tr"),
     "binance-futures": _binance_futures("binance-futures", "/fapi/v1"),
     "binance-delivery": _binance_futures("binance-delivery", "/dapi/v1"),
+    "okx": _okx,
 }
 
 
