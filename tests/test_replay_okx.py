@@ -6,7 +6,8 @@ message) imported by ``engine import cryptofeed``.  ``engine replay --json``
 must report, per symbol, the checksums verified and 0 mismatches; a capture
 with one update taken out must instead show the checksum catching it (a
 ChecksumMismatch, the book withdrawn, a snapshot asked for), and one with a damaged snapshot
-must never publish that book.
+must never publish that book.  The replay server serves the capture in OKX's
+dialect (by recorded connection) to a client that subscribes as OKX's do.
 """
 
 from __future__ import annotations
@@ -16,9 +17,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import trio
+from trio_websocket import open_websocket_url
+
+from engine.book_reducer import BookReducer
+from engine.codecs.okx import Okx
 from engine.journal.reader import JournalReader
 from engine.replay.importers import import_cryptofeed
 from engine.replay.replay import Replay
+from engine.replay.server import serve_journal
 
 ROOT = Path(__file__).resolve().parent.parent
 RAW = ROOT / "fixtures" / "raw" / "OKX.ws.1.0"
@@ -112,3 +119,29 @@ def test_a_snapshot_failing_its_own_checksum_is_never_published(tmp_path):
     s = replay_json(j)["symbols"]["BTC-USDT"]["book"]
     assert s["state"] == "resyncing" and s["syncs"] == 0 and "best_bid" not in s
     assert s["checksum_mismatches"] == 1 and s["checksums_verified"] == 0
+
+
+async def test_replay_server_serves_the_okx_capture_in_okx_dialect(nursery):
+    """``engine replay --serve``: a client subscribing as OKX gets the recorded connection's frames,
+    byte for byte, and folding them verifies every checksum again."""
+    want = [
+        f.payload for f in JournalReader(JOURNAL).frames() if f.dir == "in" and f.kind == "text"
+    ]
+    srv = await nursery.start(serve_journal, JOURNAL, "127.0.0.1", 0, "max")
+    codec, reducer = Okx(), BookReducer("okx", verify_interval_s=None)
+    state = reducer.initial()
+    async with open_websocket_url(f"ws://127.0.0.1:{srv.port}/ws/v5/public") as ws:
+        (sub,) = codec.subscribe(codec.streams(SYMBOLS, ["books", "trades"]), 1)
+        await ws.send_message(sub.decode())
+        got = []
+        with trio.fail_after(20):
+            while len(got) < len(want):
+                m = await ws.get_message()
+                got.append(m.encode() if isinstance(m, str) else m)
+    assert got == want
+    for i, payload in enumerate(got):
+        for ev in codec.decode(i, i, "text", "ws", payload):
+            state, _ = reducer.step(state, ev)
+    counts = reducer.counts(state)
+    assert sum(c.checksums_verified for c in counts.values()) == 290
+    assert all(c.checksum_mismatches == 0 for c in counts.values())
