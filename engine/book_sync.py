@@ -450,15 +450,16 @@ def feed_snapshot(rule: ChainRule, sync: Sync, snap: BookSnapshot) -> tuple[str,
     whatever it does per diff, e.g. bookTicker checks at each intermediate
     id), then end the step with :func:`feed_replayed`.  On A_VERIFY (a synced
     book) nothing changed: the caller runs the drift check.  A rule with a
-    checksum first checks the loaded snapshot against its own ``checksum``: a
-    mismatch is the table's BAD_CHECKSUM (A_REJECT: no book, the buffer kept).
+    checksum first checks a loaded snapshot that carries one (``checksum`` not
+    None) against it: a mismatch is the table's BAD_CHECKSUM (A_REJECT: no
+    book, the buffer kept).
     """
     inp = RESET if (snap.origin == "stream" and rule.stream_snapshot_resets) else SNAPSHOT
     action = _step(sync, inp)
     if action != A_LOAD:
         return action, []
     book = sync.book = Book.from_levels(snap.last_id, snap.bids, snap.asks)
-    if rule.has_checksum and not rule.checksum_ok(book, snap):
+    if rule.has_checksum and snap.checksum is not None and not rule.checksum_ok(book, snap):
         # the exchange's own checksum rejects its snapshot as we read it: never load it
         action = _step(sync, BAD_CHECKSUM)
         sync.book = None
