@@ -6,7 +6,7 @@ output can be traced back to the exact bytes that caused it.
 
 Conventions (one place for them):
 
-* Prices and quantities are ``int`` units of ``1e-8`` (see :mod:`engine.num`).
+* Prices and quantities are ``int`` units of ``1e-18`` (see :mod:`engine.num`).
 * Exchange times are ``int`` milliseconds since the epoch as the exchange sent
   them (``exch_ms`` = event time ``E``, ``txn_ms`` = transaction time ``T``);
   ``None`` where the exchange does not send one.
