@@ -1,8 +1,9 @@
 """Order-book benchmark: decode + book fold of real Binance depth frames, read back from a journal.
 
-Usage:  python bench/book.py [--frames 1000000] [--venue spot|futures|both|kraken] [--repeat 1]
+Usage:  python bench/book.py [--frames 1000000] [--venue spot|futures|both|kraken|okx|bybit] [--repeat 1]
                              [--naive-frames 50000] [--no-c]
 
+``--venue okx`` runs ``bench/book_okx.py`` (OKX frames, checksums on and off).
 ``--no-c`` switches off the optional C depth scanner (``engine._depthscan``):
 run with and without it for the ratio the C path buys.
 
@@ -402,7 +403,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=1_000_000)
     ap.add_argument(
-        "--venue", choices=["spot", "futures", "both", "kraken", "bybit"], default="both"
+        "--venue", choices=["spot", "futures", "both", "kraken", "okx", "bybit"], default="both"
     )
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--naive-frames", type=int, default=50_000)
@@ -419,6 +420,12 @@ def main() -> None:
         from book_bybit import bench_bybit
 
         return bench_bybit(args.frames, args.repeat, args.naive_frames)
+    if args.venue == "okx":  # its own script: checksums on and off (bench/book_okx.py)
+        import book_okx  # type: ignore[import-not-found]
+
+        frames = "200000" if args.frames == 1_000_000 else str(args.frames)
+        return book_okx.main(["--frames", frames, "--repeat", str(args.repeat),
+                              "--naive-frames", str(args.naive_frames)])  # fmt: skip
     if args.no_c:
         from engine.codecs import binance
 

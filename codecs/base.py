@@ -77,6 +77,8 @@ class SyncRule:
     BYBIT = "bybit"
     #: Bybit's legacy realtime protocol: snapshot resets; cross_seq only increases (no gap test).
     BYBIT_LEGACY = "bybit-legacy"
+    #: OKX v5 books: prevSeqId == prev seqId (first: drop seqId <= id, prevSeqId <= id); CRC32.
+    OKX = "okx"
 
 
 @attrs.frozen

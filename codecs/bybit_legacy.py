@@ -35,7 +35,7 @@ import orjson
 
 from engine import num
 from engine.codecs.base import ConnLimits, KeepAlive, SyncRule, VenueDefaults
-from engine.codecs.binance_wire import MAX, Bad, number
+from engine.codecs.binance_wire import MAX, VMAX, Bad, number
 from engine.events import (
     BUY,
     EXCERPT_BYTES,
@@ -72,7 +72,7 @@ def _size(v: Any, where: str) -> int:
         q = num.parse_json_number(v)
     except num.PrecisionError as exc:
         raise Bad(f"{where}: {exc}") from None
-    if not 0 <= q <= MAX:
+    if not 0 <= q <= VMAX:
         raise Bad(f"{where}: {v[:40]} is out of range")
     return q
 

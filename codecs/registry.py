@@ -20,6 +20,7 @@ from engine.codecs.kraken import KrakenV2
 from engine.codecs.kraken_v1 import KrakenV1
 from engine.codecs.bybit import BybitInverse, BybitLinear, BybitSpot
 from engine.codecs.bybit_legacy import BybitLegacy
+from engine.codecs.okx import Okx
 
 __all__ = ["get_codec", "CODECS", "BinanceUS", "BinanceTR", "BinanceDelivery"]
 
@@ -62,6 +63,7 @@ CODECS: dict[str, Callable[[], Codec]] = {
     "bybit-linear": BybitLinear,
     "bybit-inverse": BybitInverse,
     "bybit-legacy": BybitLegacy,
+    "okx": Okx,
 }
 
 

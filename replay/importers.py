@@ -77,6 +77,7 @@ EXCHANGES = {
     "BINANCE_DELIVERY": "binance-delivery",
     "KRAKEN": "kraken-v1",
     "BYBIT": "bybit-legacy",  # cryptofeed's Bybit recordings (2021) are the pre-v5 protocol
+    "OKX": "okx",
 }
 
 

@@ -167,6 +167,12 @@ def _bybit(name: str, category: str) -> Callable[[], Dialect]:
     return make
 
 
+def _okx() -> Dialect:
+    from engine.sim.okx import OkxDialect
+
+    return OkxDialect()
+
+
 #: venue name → dialect factory (``sim`` is the Binance spot dialect under the simulator's
 #: name; Binance US and TR speak spot, COIN-M the USD-M dialect on ``/dapi/v1``).
 DIALECTS: dict[str, Callable[[], Dialect]] = {
@@ -181,6 +187,7 @@ DIALECTS: dict[str, Callable[[], Dialect]] = {
     "bybit": _bybit("bybit", "spot"),
     "bybit-linear": _bybit("bybit-linear", "linear"),
     "bybit-inverse": _bybit("bybit-inverse", "inverse"),
+    "okx": _okx,
 }
 
 
