@@ -24,6 +24,10 @@ class SyncRule:
     BINANCE_SPOT = "binance-spot"
     #: Binance USD-M: drop u < lastUpdateId; first has U <= lid <= u; then pu == prev u.
     BINANCE_FUTURES = "binance-futures"
+    #: Coinbase (Exchange level2, Advanced Trade l2_data): in-stream snapshots reset the book;
+    #: ids only rise (Exchange: the frame's journal seq; Advanced: sequence_num), so an update
+    #: older than the snapshot is stale and every later one applies (no gap is visible here).
+    COINBASE = "coinbase"
 
 
 @runtime_checkable

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from engine.codecs.base import Codec
 from engine.codecs.binance import BinanceFutures, BinanceSpot
 from engine.codecs.binance_urls import DeliveryOutbound
+from engine.codecs.coinbase import CoinbaseExchange
 
 __all__ = ["get_codec", "CODECS", "BinanceUS", "BinanceTR", "BinanceDelivery"]
 
@@ -52,6 +53,7 @@ CODECS: dict[str, Callable[[], Codec]] = {
     "binance-us": BinanceUS,
     "binance-tr": BinanceTR,
     "binance-delivery": BinanceDelivery,
+    "coinbase": CoinbaseExchange,
 }
 
 

@@ -125,6 +125,7 @@ __all__ = [
     "ChainRule",
     "BinanceSpotRule",
     "BinanceFuturesRule",
+    "CoinbaseRule",
     "RULES",
     "rule_for",
     "Sync",
@@ -315,9 +316,35 @@ class BinanceFuturesRule(ChainRule):
         return STALE if diff.last_id <= book_id else GAP
 
 
+class CoinbaseRule(ChainRule):
+    """Coinbase (Exchange level2, Advanced Trade l2_data): snapshots in-stream, no chain to check.
+
+    The book comes only from in-stream snapshots (sent on every (re)subscribe),
+    which reset it.  Update ids only rise: on the Exchange feed they are the
+    journal seq of the frame (level2 has no sequence), on Advanced Trade the
+    connection-wide ``sequence_num``.  So a diff whose id is below the book's
+    came before the snapshot (STALE: the snapshot already holds it) and any
+    other applies; an equal id is a later event of the same message (Advanced
+    Trade sends several) or a repeat, and levels are absolute, so applying it
+    again is harmless.  There is never a GAP here: the Exchange feed cannot
+    show a lost update at all, and Advanced Trade's ``sequence_num`` counts the
+    whole connection (every channel and product), so its gaps are judged per
+    connection by :mod:`engine.sequence_gaps`, not per book.
+    """
+
+    name = SyncRule.COINBASE
+    stream_snapshot_resets = True
+
+    def first(self, book_id: int, diff: DepthDiff) -> str:
+        return STALE if diff.last_id < book_id else APPLY
+
+    next = first
+
+
 RULES: Final[dict[str, ChainRule]] = {
     SyncRule.BINANCE_SPOT: BinanceSpotRule(),
     SyncRule.BINANCE_FUTURES: BinanceFuturesRule(),
+    SyncRule.COINBASE: CoinbaseRule(),
 }
 
 
