@@ -63,6 +63,7 @@ from engine.events import (
 from engine.timefmt import format_ns, parse_iso
 
 __all__ = [
+    "CoinbaseCodec",
     "CoinbaseExchange",
     "CHANNELS",
     "HOSTS",
@@ -131,17 +132,20 @@ def error_event(seq: int, recv_ns: int, source: str, reason: str, payload: Any) 
 
 
 def split_streams(streams: Iterable[str]) -> dict[str, list[str]]:
-    """``["level2_batch:BTC-USD", ...]`` → channel → products, in first-seen order.
+    """``["level2_batch:BTC-USD", "heartbeats"]`` → channel → products, in first-seen order
+    (a bare channel, Advanced Trade's ``heartbeats``, has none).
 
     Raises:
-        ValueError: a stream that is not ``<channel>:<product>``.
+        ValueError: a stream that is not ``<channel>:<product>`` or a bare channel.
     """
     out: dict[str, list[str]] = {}
     for s in streams:
         ch, colon, product = s.partition(":")
-        if not colon or not ch or not product:
+        if not ch or (colon and not product):
             raise ValueError(f"bad Coinbase stream {s!r}: expected '<channel>:<PRODUCT-ID>'")
-        out.setdefault(ch, []).append(product)
+        products = out.setdefault(ch, [])
+        if product:
+            products.append(product)
     return out
 
 
@@ -214,19 +218,10 @@ _TYPES = frozenset(
 # --------------------------------------------------------------------------- the codec
 
 
-class CoinbaseExchange:
-    """The Coinbase Exchange feed: decode (frames → events) and encode (events → frames)."""
+class CoinbaseCodec:
+    """What both Coinbase dialects share: the never-raise guard, URLs, resync by resubscribe."""
 
     name = "coinbase"
-    sync_rule = SyncRule.COINBASE
-    ws_base = HOSTS[0]
-
-    def __init__(self) -> None:
-        self._decoder = msgspec.json.Decoder(_Message)
-        self._generic = msgspec.json.Decoder()
-        self._prices: dict[str, int] = {}  # price string → units: a pure memo (see wire.levels)
-
-    # ..................................................................... decode
 
     def decode(
         self, seq: int, recv_ns: int, kind: str, source: str, payload: bytes
@@ -235,16 +230,54 @@ class CoinbaseExchange:
         try:
             if kind != "text" and kind != "binary":
                 raise Bad(f"{self.name} codec decodes text frames, not {kind!r}")
-            try:
-                msg = self._decoder.decode(payload)
-            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-                self._explain(payload, exc)  # raises Bad naming what is wrong
-            return self._handle(seq, recv_ns, msg)
+            return self._decode(seq, recv_ns, source, payload)
         except Bad as exc:
             reason = str(exc)
         except Exception as exc:  # never raise out of a codec: a bug here is still just an event
             reason = f"internal error {type(exc).__name__}: {exc}"
         return [error_event(seq, recv_ns, source, reason, payload)]
+
+    def _decode(self, seq: int, recv_ns: int, source: str, payload: bytes) -> list[Any]:
+        raise NotImplementedError  # pragma: no cover - each dialect decodes its own frames
+
+    def ws_url(self, base_url: str, streams: Sequence[str]) -> str:
+        """Coinbase subscribes by message: the URL is the host itself."""
+        return base_url
+
+    def snapshot_url(self, rest_base: str, symbol: str, limit: int) -> str:
+        """No REST snapshot chains onto Coinbase's level2: a resync resubscribes.
+
+        Raises:
+            ValueError: always (our misuse: ask the codec for a resubscribe instead).
+        """
+        raise ValueError(
+            f"{self.name}: level2 books resync by resubscribing (a fresh in-stream snapshot);"
+            " there is no REST snapshot URL"
+        )
+
+
+class CoinbaseExchange(CoinbaseCodec):
+    """The Coinbase Exchange feed: decode (frames → events) and encode (events → frames)."""
+
+    name = "coinbase"
+    sync_rule = SyncRule.COINBASE
+    ws_base = HOSTS[0]
+    #: engine.sequence_gaps options: match trade ids rise by 1 per product
+    sequence_gaps = {"trade_ids": True}
+
+    def __init__(self) -> None:
+        self._decoder = msgspec.json.Decoder(_Message)
+        self._generic = msgspec.json.Decoder()
+        self._prices: dict[str, int] = {}  # price string → units: a pure memo (see wire.levels)
+
+    # ..................................................................... decode
+
+    def _decode(self, seq: int, recv_ns: int, source: str, payload: bytes) -> list[Any]:
+        try:
+            msg = self._decoder.decode(payload)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            self._explain(payload, exc)  # raises Bad naming what is wrong
+        return self._handle(seq, recv_ns, msg)
 
     def _explain(self, payload: bytes, exc: Exception) -> None:
         """Why the typed decode failed, as a Bad: bad JSON, no or unknown ``type``, or a field."""
@@ -291,7 +324,9 @@ class CoinbaseExchange:
             elif m.side == "buy":
                 side = SELL
             else:
-                raise Bad(f"{t.__struct_config__.tag}: side must be 'buy' or 'sell', got {m.side[:20]!r}")
+                raise Bad(
+                    f"{t.__struct_config__.tag}: side must be 'buy' or 'sell', got {m.side[:20]!r}"
+                )
             tid = int_id(m.trade_id, "trade_id")
             ms = iso_ms(m.time, "time")
             return [
@@ -337,10 +372,6 @@ class CoinbaseExchange:
                 )
         return [f"{ch}:{s}" for ch in channels for s in symbols]
 
-    def ws_url(self, base_url: str, streams: Sequence[str]) -> str:
-        """Coinbase subscribes by message: the URL is the host itself."""
-        return base_url
-
     def subscribe(self, streams: Sequence[str], request_id: int = 0) -> bytes:
         """One subscribe message for ``streams`` (Coinbase has no request ids: acks are
         ``subscriptions`` messages listing everything subscribed)."""
@@ -354,17 +385,6 @@ class CoinbaseExchange:
         by_channel = split_streams(streams)
         channels = [{"name": ch, "product_ids": ps} for ch, ps in by_channel.items()]
         return orjson.dumps({"type": op, "channels": channels})
-
-    def snapshot_url(self, rest_base: str, symbol: str, limit: int) -> str:
-        """Coinbase level2 has no REST snapshot that chains onto the feed: resync resubscribes.
-
-        Raises:
-            ValueError: always (our misuse: ask the codec for a resubscribe instead).
-        """
-        raise ValueError(
-            f"{self.name}: level2 books resync by resubscribing (a fresh in-stream snapshot);"
-            " there is no REST snapshot URL"
-        )
 
     # ..................................................................... encode (server side)
 

@@ -17,6 +17,7 @@ from engine.codecs.base import Codec
 from engine.codecs.binance import BinanceFutures, BinanceSpot
 from engine.codecs.binance_urls import DeliveryOutbound
 from engine.codecs.coinbase import CoinbaseExchange
+from engine.codecs.coinbase_advanced import CoinbaseAdvanced
 
 __all__ = ["get_codec", "CODECS", "BinanceUS", "BinanceTR", "BinanceDelivery"]
 
@@ -54,6 +55,7 @@ CODECS: dict[str, Callable[[], Codec]] = {
     "binance-tr": BinanceTR,
     "binance-delivery": BinanceDelivery,
     "coinbase": CoinbaseExchange,
+    "coinbase-advanced": CoinbaseAdvanced,
 }
 
 

@@ -47,6 +47,12 @@ def standard_reducers(codec: Any, options: dict[str, Any] | None = None) -> list
         # what the live runtime must do on a connection (rotate on serverShutdown)
         ConnectionActions(),
     ]
+    # id continuity the venue promises (Coinbase trade ids, connection sequence numbers)
+    gaps = getattr(codec, "sequence_gaps", None)
+    if gaps is not None:
+        from engine.sequence_gaps import SequenceGaps
+
+        reducers.append(SequenceGaps(**gaps))
     return reducers
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "SubscriptionAck",
     "SubscriptionError",
     "ServerShutdown",
+    "StreamSequence",
     "DecodeError",
     "ConnectionOpened",
     "ConnectionClosed",
@@ -235,6 +236,23 @@ class ServerShutdown:
 
 
 @event
+class StreamSequence:
+    """The exchange's connection-wide message counter, as the frame carried it.
+
+    Coinbase Advanced Trade stamps every message of a connection (every channel
+    and product, heartbeats included) with ``sequence_num``: a step other than
+    +1 means messages were lost.  The codec only decodes the number; judging
+    the steps is a reducer's (:mod:`engine.sequence_gaps`).  ``source`` is the
+    connection's URL.
+    """
+
+    seq: int
+    recv_ns: int
+    source: str
+    number: int
+
+
+@event
 class DecodeError:
     """A frame the codec could not turn into events.  The frame itself stays in the journal.
 
@@ -313,6 +331,7 @@ Event: TypeAlias = (
     | SubscriptionAck
     | SubscriptionError
     | ServerShutdown
+    | StreamSequence
     | DecodeError
     | ConnectionOpened
     | ConnectionClosed
