@@ -2,6 +2,7 @@
 
 Usage:  python bench/book.py [--frames 1000000] [--venue spot|futures|both] [--repeat 1]
                              [--naive-frames 50000] [--no-c]
+        (``--venue coinbase|coinbase-advanced``: bench/book_coinbase.py)
 
 ``--no-c`` switches off the optional C depth scanner (``engine._depthscan``):
 run with and without it for the ratio the C path buys.
@@ -375,32 +376,46 @@ def bench_venue(venue: str, frames: int, repeat: int, naive_frames: int) -> None
         print(f"    {summary}")
 
         events = decoded_prefix(path, min(naive_frames, frames))
-        nd = sum(type(e) is DepthDiff for e in events)
-        rule = get_codec(cap.metadata["exchange"]).sync_rule
-        ours = statistics.median(reducer_fold(events, rule)[0] for _ in range(repeat))
-        base = [naive_fold(events, rule) for _ in range(repeat)]
-        naive = statistics.median(t for t, _ in base)
-        _, reducer, state = reducer_fold(events, rule)
-        for sym, nb in base[0][1].items():
-            book = reducer.book(state, sym)
-            assert book is not None and (book.bids, book.asks) == (nb.bids, nb.asks), sym
-        print(f"  fold only, {nd:,} decoded diffs: BookReducer {nd / ours:>10,.0f} frames/s, "
-              f"naive dict+sort {nd / naive:>10,.0f} frames/s → {naive / ours:.1f}× the naive "
-              "(books equal)")  # fmt: skip
+        print(fold_comparison(events, get_codec(cap.metadata["exchange"]).sync_rule, repeat))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fold_comparison(events: list[Any], rule: str, repeat: int) -> str:
+    """BookReducer against the naive book on the same decoded events: the line to print."""
+    nd = sum(type(e) is DepthDiff for e in events)
+    ours = statistics.median(reducer_fold(events, rule)[0] for _ in range(repeat))
+    base = [naive_fold(events, rule) for _ in range(repeat)]
+    naive = statistics.median(t for t, _ in base)
+    _, reducer, state = reducer_fold(events, rule)
+    for sym, nb in base[0][1].items():
+        book = reducer.book(state, sym)
+        assert book is not None and (book.bids, book.asks) == (nb.bids, nb.asks), sym
+    return (f"  fold only, {nd:,} decoded diffs: BookReducer {nd / ours:>10,.0f} frames/s, "
+            f"naive dict+sort {nd / naive:>10,.0f} frames/s → {naive / ours:.1f}× the naive "
+            "(books equal)")  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=1_000_000)
-    ap.add_argument("--venue", choices=["spot", "futures", "both"], default="both")
+    ap.add_argument(
+        "--venue",
+        choices=["spot", "futures", "both", "coinbase", "coinbase-advanced"],
+        default="both",
+    )
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--naive-frames", type=int, default=50_000)
     ap.add_argument(
         "--no-c", action="store_true", help="pure Python: switch off the C depth scanner"
     )
     args = ap.parse_args()
+    if args.venue.startswith("coinbase"):  # bench/book_coinbase.py
+        import book_coinbase
+
+        opts = ["--frames", str(args.frames), "--repeat", str(args.repeat)]
+        book_coinbase.main(["--venue", args.venue, *opts, "--naive-frames", str(args.naive_frames)])
+        return
     if args.no_c:
         from engine.codecs import binance
 
