@@ -38,6 +38,7 @@ __all__ = [
     "SubscriptionAck",
     "SubscriptionError",
     "ServerShutdown",
+    "Heartbeat",
     "StreamSequence",
     "DecodeError",
     "ConnectionOpened",
@@ -236,6 +237,17 @@ class ServerShutdown:
 
 
 @event
+class Heartbeat:
+    """A venue's keep-alive traffic: the answer to our application ping (``"pong"``) or the
+    server's own heartbeat (``"heartbeat"``); ``exch_ms`` when the venue stamps it."""
+
+    seq: int
+    recv_ns: int
+    kind: str
+    exch_ms: int | None
+
+
+@event
 class StreamSequence:
     """The exchange's connection-wide message counter, as the frame carried it.
 
@@ -331,6 +343,7 @@ Event: TypeAlias = (
     | SubscriptionAck
     | SubscriptionError
     | ServerShutdown
+    | Heartbeat
     | StreamSequence
     | DecodeError
     | ConnectionOpened

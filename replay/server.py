@@ -158,8 +158,6 @@ class ReplayServer(SimServer):
         ValueError: a symbol the journal does not hold, or a window outside it.
     """
 
-    rest_paths = (binance.SPOT, binance.USDM)
-
     def __init__(
         self,
         journal_dir: str | Path,
@@ -191,7 +189,8 @@ class ReplayServer(SimServer):
         self.speed = speed
         market = _JournalMarket(held)
         start_ms = max(self.first_ns, 0) // 1_000_000
-        self._setup(config or SimConfig(), market, AnyStreamName(self.recorded), start_ms)
+        dialect = binance.BinanceDialect(rest_paths=(binance.SPOT, binance.USDM))
+        self._setup(config or SimConfig(), dialect, market, AnyStreamName(self.recorded), start_ms)
         #: the recorded receive time the replay last reached (any connection's: the REST clock)
         self.pos_ns = start_ns if start_ns is not None else max(self.first_ns, 0)
         self.sent = 0
@@ -346,7 +345,7 @@ class ReplayServer(SimServer):
         a body already within it is served as recorded, byte for byte.
         """
         query = dict(query, symbol=query.get("symbol", "").upper())
-        symbol, limit = binance.depth_request(query, self.rest_index.symbols(path))
+        symbol, limit = self.dialect.depth_request(path, query, self.rest_index.symbols(path))
         hit = self.rest_index.lookup(path, symbol, self.pos_ns)
         if hit is None:  # not reached: depth_request accepts only symbols with a recorded body
             raise binance.RestError(400, -1121, "Invalid symbol.")
@@ -358,7 +357,7 @@ class ReplayServer(SimServer):
         """``/replay/stats``; anything else (including ``/sim/...``) is 404."""
         if path == "/replay/stats":
             return 200, binance.json_body(self.stats())
-        return 404, binance.error_body(f"Unknown path {path}")
+        return 404, self.dialect.error_body(f"Unknown path {path}")
 
     # ---------------------------------------------------------------- stats
 

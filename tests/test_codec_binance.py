@@ -330,12 +330,13 @@ def test_outbound_messages_and_urls():
     assert spot.ws_url("wss://stream.binance.com:9443/", s[:2]) == (
         "wss://stream.binance.com:9443/stream?streams=btcusdt@depth@100ms/ethusdt@depth@100ms"
     )
-    assert orjson.loads(spot.subscribe(s[:1], 4)) == {
+    [sub] = spot.subscribe(s[:1], 4)
+    assert orjson.loads(sub) == {
         "method": "SUBSCRIBE",
         "params": s[:1],
         "id": 4,
     }
-    assert orjson.loads(spot.unsubscribe(s[:1], 5))["method"] == "UNSUBSCRIBE"
+    assert [orjson.loads(m)["method"] for m in spot.unsubscribe(s[:1], 5)] == ["UNSUBSCRIBE"]
     assert spot.snapshot_url("https://api.binance.com", "btcusdt", 1000) == (
         "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1000"
     )

@@ -26,9 +26,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from engine.num import ONE, render
-from engine.sim.frames import CandleSums
+from engine.sim.frames import BookView, CandleSums
 
-__all__ = ["BinanceSpotFrames"]
+__all__ = ["BinanceSpotFrames", "BinanceFuturesFrames"]
 
 _DAY_MS = 86_400_000
 _MINUTE_MS = 60_000
@@ -106,20 +106,24 @@ class BinanceSpotFrames:
         last: int,
         bids: Iterable[tuple[int, int]],
         asks: Iterable[tuple[int, int]],
+        book: BookView,
     ) -> bytes:
-        """A diff batch: ``bids`` best first, ``asks`` best first, quantity 0 = removed."""
+        """A diff batch: ``bids`` best first, ``asks`` best first, quantity 0 = removed (no checksum:
+        ``book`` is not read)."""
         return (
-            f'{{"e":"depthUpdate","E":{e},"s":"{symbol}","U":{first},"u":{last},'
+            f"{self._depth_ids(symbol, e, first, last)}"
             f'"b":[{self._levels(bids)}],"a":[{self._levels(asks)}]}}'
         ).encode()
 
-    def snapshot(
-        self, last_update_id: int, bids: Iterable[tuple[int, int]], asks: Iterable[tuple[int, int]]
-    ) -> bytes:
-        """The REST depth body after update ``last_update_id``."""
+    def _depth_ids(self, symbol: str, e: int, first: int, last: int) -> str:
+        """A depthUpdate's fields before its levels (spot: ``e``, ``E``, ``s``, ``U``, ``u``)."""
+        return f'{{"e":"depthUpdate","E":{e},"s":"{symbol}","U":{first},"u":{last},'
+
+    def snapshot(self, book: BookView, limit: int, e: int) -> bytes:
+        """The REST depth body of ``book`` (``limit`` levels a side)."""
         return (
-            f'{{"lastUpdateId":{last_update_id},"bids":[{self._levels(bids)}],'
-            f'"asks":[{self._levels(asks)}]}}'
+            f'{{"lastUpdateId":{book.last_id},"bids":[{self._levels(book.bids(limit))}],'
+            f'"asks":[{self._levels(book.asks(limit))}]}}'
         ).encode()
 
     def kline(self, symbol: str, e: int, c: CandleSums, closed: bool) -> bytes:
@@ -155,3 +159,15 @@ class BinanceSpotFrames:
             f'"h":"{_r8(day.h)}","l":"{_r8(day.l)}","v":"{_r8(v)}","q":"{_r8(q)}","O":{e - _DAY_MS},'
             f'"C":{e},"F":{day.f},"L":{day.L},"n":{day.n}}}'
         ).encode()
+
+
+class BinanceFuturesFrames(BinanceSpotFrames):
+    """USD-M futures: ``depthUpdate`` carries ``T`` and ``pu`` = ``first - 1`` (the model's ids
+    are contiguous, so that is the previous batch's ``u``; after a market-level id skip it is
+    not, and a client sees the gap); the other frames as spot."""
+
+    def _depth_ids(self, symbol: str, e: int, first: int, last: int) -> str:
+        return (
+            f'{{"e":"depthUpdate","E":{e},"T":{e},"s":"{symbol}","U":{first},"u":{last},'
+            f'"pu":{first - 1},'
+        )

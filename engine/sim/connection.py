@@ -314,7 +314,8 @@ class WsConn:
                     text = "".join(text_parts) if text_parts else None
                     text_parts, size = [], 0
                     if self._count_control():
-                        self.push_message("!reply", self.server.on_message(self, text))
+                        for reply in self.server.on_message(self, text):
+                            self.push_message("!reply", reply)
                 elif isinstance(ev, we.Ping):
                     if not self._count_control():
                         continue

@@ -74,8 +74,8 @@ class Transport:
         """A data frame as a combined-stream connection receives it."""
         raise NotImplementedError
 
-    def on_message(self, conn: WsConn, text: str | None) -> bytes:
-        """The reply to one client message (``None``: a binary message)."""
+    def on_message(self, conn: WsConn, text: str | None) -> list[bytes]:
+        """The frames answering one client message (``None``: a binary message), in order."""
         raise NotImplementedError
 
     def on_rest(self, method: str, path: str, query: dict[str, str]) -> tuple[int, bytes]:
