@@ -31,8 +31,9 @@ Decisions worth knowing:
   (:mod:`engine.sequence_gaps`, a reducer: the codec only decodes the numbers).
 * **No event** (recognized, decoded to nothing; the frame stays journaled):
   ``ticker`` (its 24 h figures lack what :class:`~engine.events.Ticker24h`
-  holds: VWAP, quote volume, trade count; its last trade repeats the match),
-  ``heartbeat``.  Any other ``type`` is a DecodeError.
+  holds: VWAP, quote volume, trade count; its last trade repeats the match).
+  ``heartbeat`` is a :class:`~engine.events.Heartbeat` (keep-alive traffic).
+  Any other ``type`` is a DecodeError.
 * ``subscriptions`` → :class:`~engine.events.SubscriptionAck` with the
   subscribed streams (``"<channel>:<product>"``); ``error`` →
   :class:`~engine.events.SubscriptionError` (code 0: Coinbase sends none).
@@ -47,7 +48,7 @@ import msgspec
 import orjson
 
 from engine import num
-from engine.codecs.base import SyncRule
+from engine.codecs.base import ConnLimits, Resubscribe, SyncRule, VenueDefaults
 from engine.codecs.binance_wire import MAX, PRICE_MEMO_MAX, Bad, levels, number
 from engine.events import (
     BUY,
@@ -56,6 +57,7 @@ from engine.events import (
     BookSnapshot,
     DecodeError,
     DepthDiff,
+    Heartbeat,
     SubscriptionAck,
     SubscriptionError,
     Trade,
@@ -190,7 +192,7 @@ class _Ticker(_Quiet, tag="ticker", gc=False):
 
 
 class _Heartbeat(_Quiet, tag="heartbeat", gc=False):
-    pass
+    time: str | None = None
 
 
 class _Channel(msgspec.Struct, gc=False):
@@ -218,10 +220,26 @@ _TYPES = frozenset(
 # --------------------------------------------------------------------------- the codec
 
 
-class CoinbaseCodec:
-    """What both Coinbase dialects share: the never-raise guard, URLs, resync by resubscribe."""
+class CoinbaseCodec(VenueDefaults):
+    """What both Coinbase dialects share: the never-raise guard, URLs, resync by resubscribe.
+
+    Connections: every stream is subscribed by message (none in the URL); the
+    feed accepts about 8 client messages a second per connection (Coinbase
+    publishes 8/s per IP for unauthenticated sockets; the live limiter keeps
+    one less).  No application ping: the server pings at the WebSocket level
+    and the ``heartbeat(s)`` channel keeps quiet subscriptions open.  Books
+    have no REST snapshot that chains onto the feed (:meth:`snapshot_url` is
+    None, so verify requests go unanswered): a resync resubscribes the book
+    channel for the product, whose answer is a fresh in-stream snapshot.
+    """
 
     name = "coinbase"
+    rest_base = ""
+    #: the book channel :meth:`resync` resubscribes (the first of these the capture has)
+    book_channels: tuple[str, ...] = ()
+    limits = ConnLimits(
+        streams_in_url=False, max_per_subscribe=100, max_per_conn=500, control_per_window=8
+    )
 
     def decode(
         self, seq: int, recv_ns: int, kind: str, source: str, payload: bytes
@@ -244,16 +262,29 @@ class CoinbaseCodec:
         """Coinbase subscribes by message: the URL is the host itself."""
         return base_url
 
-    def snapshot_url(self, rest_base: str, symbol: str, limit: int) -> str:
-        """No REST snapshot chains onto Coinbase's level2: a resync resubscribes.
+    def subscribe(self, streams: Sequence[str], request_id: int = 0) -> list[bytes]:
+        raise NotImplementedError  # pragma: no cover - each dialect spells its own
 
-        Raises:
-            ValueError: always (our misuse: ask the codec for a resubscribe instead).
-        """
-        raise ValueError(
-            f"{self.name}: level2 books resync by resubscribing (a fresh in-stream snapshot);"
-            " there is no REST snapshot URL"
+    def unsubscribe(self, streams: Sequence[str], request_id: int = 0) -> list[bytes]:
+        raise NotImplementedError  # pragma: no cover - each dialect spells its own
+
+    def resync(
+        self, symbol: str, streams: Sequence[str], rest_base: str, limit: int, request_id: int
+    ) -> Resubscribe | None:
+        """Unsubscribe then subscribe ``symbol``'s book stream: the feed answers with a snapshot."""
+        mine = tuple(s for s in streams if s.partition(":")[2] == symbol)
+        book = tuple(s for s in mine if s.partition(":")[0] in self.book_channels)
+        if not book:
+            return None
+        return Resubscribe(
+            book,
+            tuple(self.unsubscribe(book, request_id)),
+            tuple(self.subscribe(book, request_id + 1)),
         )
+
+    def normalized(self, symbol: str) -> str:
+        """Coinbase product ids are already ``BASE-QUOTE``."""
+        return symbol.upper()
 
 
 class CoinbaseExchange(CoinbaseCodec):
@@ -262,6 +293,8 @@ class CoinbaseExchange(CoinbaseCodec):
     name = "coinbase"
     sync_rule = SyncRule.COINBASE
     ws_base = HOSTS[0]
+    default_channels = ("level2_batch", "matches", "heartbeat")
+    book_channels = ("level2_batch", "level2")
     #: engine.sequence_gaps options: match trade ids rise by 1 per product
     sequence_gaps = {"trade_ids": True}
 
@@ -343,7 +376,10 @@ class CoinbaseExchange(CoinbaseCodec):
                     levels(m.asks, "asks", self._prices), None, "stream", ms,
                 )
             ]  # fmt: skip
-        if t is _Ticker or t is _Heartbeat:
+        if t is _Heartbeat:
+            hb_ms = None if m.time is None else iso_ms(m.time, "time")
+            return [Heartbeat(seq, recv_ns, "heartbeat", hb_ms)]
+        if t is _Ticker:
             return []
         if t is _Subscriptions:
             streams: list[str] = []
@@ -372,13 +408,13 @@ class CoinbaseExchange(CoinbaseCodec):
                 )
         return [f"{ch}:{s}" for ch in channels for s in symbols]
 
-    def subscribe(self, streams: Sequence[str], request_id: int = 0) -> bytes:
+    def subscribe(self, streams: Sequence[str], request_id: int = 0) -> list[bytes]:
         """One subscribe message for ``streams`` (Coinbase has no request ids: acks are
         ``subscriptions`` messages listing everything subscribed)."""
-        return self._control("subscribe", streams)
+        return [self._control("subscribe", streams)]
 
-    def unsubscribe(self, streams: Sequence[str], request_id: int = 0) -> bytes:
-        return self._control("unsubscribe", streams)
+    def unsubscribe(self, streams: Sequence[str], request_id: int = 0) -> list[bytes]:
+        return [self._control("unsubscribe", streams)]
 
     @staticmethod
     def _control(op: str, streams: Sequence[str]) -> bytes:

@@ -27,7 +27,8 @@ Decisions worth knowing:
   ``trade_id`` is a string of digits.  Trades of one event are emitted in
   ``trade_id`` order (the feed lists the newest first), so the trade
   selection sees them ascend.
-* ``heartbeats`` decode to their StreamSequence only; ``ticker``/``candles``
+* ``heartbeats`` decode to their StreamSequence and a :class:`~engine.events.Heartbeat`;
+  ``ticker``/``candles``
   and other channels are not decoded (DecodeError "unknown channel").
 """
 
@@ -47,6 +48,7 @@ from engine.events import (
     SELL,
     BookSnapshot,
     DepthDiff,
+    Heartbeat,
     StreamSequence,
     SubscriptionAck,
     SubscriptionError,
@@ -85,6 +87,8 @@ class CoinbaseAdvanced(CoinbaseCodec):
     name = "coinbase-advanced"
     sync_rule = SyncRule.COINBASE
     ws_base = HOST
+    default_channels = ("level2", "market_trades", "heartbeats")
+    book_channels = ("level2",)
     #: engine.sequence_gaps options: sequence_num is judged per connection (StreamSequence)
     sequence_gaps = {"trade_ids": False}
 
@@ -134,7 +138,9 @@ class CoinbaseAdvanced(CoinbaseCodec):
                         name if p == name else f"{name}:{p}" for p in products if isinstance(p, str)
                     )
             out.append(SubscriptionAck(seq, recv_ns, None, streams))
-        return out  # heartbeats: the StreamSequence alone
+        else:  # heartbeats
+            out.append(Heartbeat(seq, recv_ns, "heartbeat", ms))
+        return out
 
     def _book(
         self, seq: int, recv_ns: int, sn: int, ms: int | None, ev: Any, where: str
@@ -236,25 +242,12 @@ class CoinbaseAdvanced(CoinbaseCodec):
             out.append(orjson.dumps(msg))
         return out
 
-    def subscribe(self, streams: Sequence[str], request_id: int = 0) -> bytes:
-        """The subscribe message for ``streams`` of one channel.
+    def subscribe(self, streams: Sequence[str], request_id: int = 0) -> list[bytes]:
+        """One subscribe message per channel of ``streams`` (Advanced Trade takes one each)."""
+        return self.subscribe_messages(streams)
 
-        Raises:
-            ValueError: streams of several channels (use :meth:`subscribe_messages`).
-        """
-        return self._one(self.subscribe_messages(streams), streams)
-
-    def unsubscribe(self, streams: Sequence[str], request_id: int = 0) -> bytes:
-        return self._one(self.subscribe_messages(streams, "unsubscribe"), streams)
-
-    @staticmethod
-    def _one(msgs: list[bytes], streams: Sequence[str]) -> bytes:
-        if len(msgs) != 1:
-            raise ValueError(
-                f"Advanced Trade takes one channel per subscribe; {list(streams)[:4]} span"
-                f" {len(msgs)}: use subscribe_messages()"
-            )
-        return msgs[0]
+    def unsubscribe(self, streams: Sequence[str], request_id: int = 0) -> list[bytes]:
+        return self.subscribe_messages(streams, "unsubscribe")
 
     # ..................................................................... encode (server side)
 

@@ -32,6 +32,7 @@ from engine.events import (
     BookSnapshot,
     DecodeError,
     DepthDiff,
+    Heartbeat,
     StreamSequence,
     SubscriptionAck,
     SubscriptionError,
@@ -217,7 +218,10 @@ def test_advanced_round_trip_of_market_trades_in_trade_id_order(rows, sn, snapsh
 def test_advanced_control_frames_decode_to_acks_and_sequence_numbers():
     c = CoinbaseAdvanced()
     hb = c.encode_heartbeat(5, counter=3049, ms=1_700_000_000_000)
-    assert c.decode(1, 2, "text", ADV, hb) == [StreamSequence(1, 2, ADV, 5)]
+    assert c.decode(1, 2, "text", ADV, hb) == [
+        StreamSequence(1, 2, ADV, 5),
+        Heartbeat(1, 2, "heartbeat", 1_700_000_000_000),
+    ]
     ack = c.encode_subscriptions(["level2:BTC-USD", "level2:ETH-USD", "heartbeats"], 1, 0)
     assert c.decode(1, 2, "text", ADV, ack) == [
         StreamSequence(1, 2, ADV, 1),
@@ -237,7 +241,8 @@ def test_exchange_control_frames_decode_to_acks():
     ]
     (e,) = c.decode(1, 2, "text", SRC, c.encode_error("Failed to subscribe", "level2 needs auth"))
     assert e == SubscriptionError(1, 2, None, 0, "Failed to subscribe: level2 needs auth")
-    assert c.decode(1, 2, "text", SRC, c.encode_heartbeat("BTC-USD", 90, 20, 0)) == []
+    hb = c.encode_heartbeat("BTC-USD", 90, 20, 1_700_000_000_000)
+    assert c.decode(1, 2, "text", SRC, hb) == [Heartbeat(1, 2, "heartbeat", 1_700_000_000_000)]
 
 
 # --------------------------------------------------------------------------- what a client sends
@@ -246,28 +251,51 @@ def test_exchange_control_frames_decode_to_acks():
 def test_subscribe_messages_of_both_dialects():
     ex = CoinbaseExchange()
     streams = ex.streams(["BTC-USD", "ETH-USD"], ["level2_batch", "matches", "heartbeat"])
-    assert orjson.loads(ex.subscribe(streams)) == {
-        "type": "subscribe",
-        "channels": [
-            {"name": ch, "product_ids": ["BTC-USD", "ETH-USD"]}
-            for ch in ("level2_batch", "matches", "heartbeat")
-        ],
-    }
-    assert orjson.loads(ex.unsubscribe(streams[:1]))["type"] == "unsubscribe"
+    assert [orjson.loads(m) for m in ex.subscribe(streams, 1)] == [
+        {
+            "type": "subscribe",
+            "channels": [
+                {"name": ch, "product_ids": ["BTC-USD", "ETH-USD"]}
+                for ch in ("level2_batch", "matches", "heartbeat")
+            ],
+        }
+    ]
+    assert orjson.loads(ex.unsubscribe(streams[:1], 2)[0])["type"] == "unsubscribe"
     adv = CoinbaseAdvanced()
     streams = adv.streams(["BTC-USD", "ETH-USD"], ["level2", "market_trades", "heartbeats"])
-    assert [orjson.loads(m) for m in adv.subscribe_messages(streams)] == [
+    assert [orjson.loads(m) for m in adv.subscribe(streams, 1)] == [
         {"type": "subscribe", "channel": "level2", "product_ids": ["BTC-USD", "ETH-USD"]},
         {"type": "subscribe", "channel": "market_trades", "product_ids": ["BTC-USD", "ETH-USD"]},
         {"type": "subscribe", "channel": "heartbeats"},
     ]
-    with pytest.raises(ValueError, match="one channel per subscribe"):
-        adv.subscribe(streams)
     for codec in (ex, adv):
         with pytest.raises(ValueError, match="unknown Coinbase"):
             codec.streams(["BTC-USD"], ["depth"])
-        with pytest.raises(ValueError, match="resubscrib"):
-            codec.snapshot_url("https://api.exchange.coinbase.com", "BTC-USD", 50)
+        assert codec.snapshot_url("https://api.exchange.coinbase.com", "BTC-USD", 50) is None
+        assert codec.normalized("BTC-USD") == "BTC-USD"
+        assert not codec.limits.streams_in_url
+
+
+def test_a_resync_resubscribes_the_symbols_book_stream_only():
+    ex = CoinbaseExchange()
+    streams = ex.streams(["BTC-USD", "ETH-USD"], ["level2_batch", "matches"])
+    r = ex.resync("ETH-USD", streams, "", 50, 7)
+    assert r.streams == ("level2_batch:ETH-USD",)
+    assert [orjson.loads(m)["type"] for m in r.unsubscribe + r.subscribe] == [
+        "unsubscribe",
+        "subscribe",
+    ]
+    assert orjson.loads(r.subscribe[0])["channels"] == [
+        {"name": "level2_batch", "product_ids": ["ETH-USD"]}
+    ]
+    adv = CoinbaseAdvanced()
+    streams = adv.streams(["BTC-USD"], ["level2", "market_trades", "heartbeats"])
+    r = adv.resync("BTC-USD", streams, "", 50, 1)
+    assert r.streams == ("level2:BTC-USD",)
+    assert [orjson.loads(m) for m in r.subscribe] == [
+        {"type": "subscribe", "channel": "level2", "product_ids": ["BTC-USD"]}
+    ]
+    assert ex.resync("BTC-USD", ["matches:BTC-USD"], "", 50, 1) is None
 
 
 # --------------------------------------------------------------------------- bad input
