@@ -406,7 +406,7 @@ class CoinbaseExchange(CoinbaseCodec):
                 raise ValueError(
                     f"unknown Coinbase channel {ch!r}; choose from {', '.join(CHANNELS)}"
                 )
-        return [f"{ch}:{s}" for ch in channels for s in symbols]
+        return [f"{ch}:{s.upper()}" for ch in channels for s in symbols]
 
     def subscribe(self, streams: Sequence[str], request_id: int = 0) -> list[bytes]:
         """One subscribe message for ``streams`` (Coinbase has no request ids: acks are

@@ -229,7 +229,7 @@ class CoinbaseAdvanced(CoinbaseCodec):
                 raise ValueError(
                     f"unknown Coinbase Advanced Trade channel {ch!r}; choose from {', '.join(CHANNELS)}"
                 )
-            out += [ch] if ch == "heartbeats" else [f"{ch}:{s}" for s in symbols]
+            out += [ch] if ch == "heartbeats" else [f"{ch}:{s.upper()}" for s in symbols]
         return out
 
     def subscribe_messages(self, streams: Sequence[str], op: str = "subscribe") -> list[bytes]:

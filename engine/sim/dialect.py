@@ -136,11 +136,25 @@ def _binance_futures() -> Dialect:
     return BinanceFuturesDialect()
 
 
+def _coinbase() -> Dialect:
+    from engine.sim.coinbase import CoinbaseDialect
+
+    return CoinbaseDialect()
+
+
+def _coinbase_advanced() -> Dialect:
+    from engine.sim.coinbase import CoinbaseAdvancedDialect
+
+    return CoinbaseAdvancedDialect()
+
+
 #: venue name → dialect factory (``sim`` is the Binance spot dialect under the simulator's name).
 DIALECTS: dict[str, Callable[[], Dialect]] = {
     "sim": _binance_spot,
     "binance": _binance_spot,
     "binance-futures": _binance_futures,
+    "coinbase": _coinbase,
+    "coinbase-advanced": _coinbase_advanced,
 }
 
 

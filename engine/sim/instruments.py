@@ -35,8 +35,10 @@ class SymbolSpec:
     lot: int = 10
 
     def __attrs_post_init__(self) -> None:
-        if not self.name.isalnum() or self.name != self.name.upper():
-            raise ValueError(f"symbol name must be upper-case alphanumeric, got {self.name!r}")
+        if not self.name.replace("-", "").isalnum() or self.name != self.name.upper():
+            raise ValueError(
+                f"symbol name must be upper-case alphanumeric (and '-'), got {self.name!r}"
+            )
         if self.tick <= 0 or self.step <= 0 or self.lot <= 0:
             raise ValueError(f"{self.name}: tick, step and lot must be positive")
         if self.price % self.tick or self.price < 100 * self.tick:
