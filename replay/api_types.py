@@ -97,6 +97,21 @@ class BookAt:
         return [(Decimal(p), Decimal(q)) for p, q in self.summary.get("asks", [])]
 
     @property
+    def checksums_verified(self) -> int:
+        """Diffs whose exchange checksum the book matched (0 for venues without checksums)."""
+        return int(self.summary.get("checksums_verified", 0))
+
+    @property
+    def checksum_mismatches(self) -> int:
+        """Diffs after which the book failed the exchange's checksum (each one resynced)."""
+        return int(self.summary.get("checksum_mismatches", 0))
+
+    @property
+    def sequence_gaps(self) -> int:
+        """Sequence breaks: diffs that did not chain onto the book (each one resynced)."""
+        return int(self.summary.get("sequence_gaps", 0))
+
+    @property
     def best_bid(self) -> tuple[Decimal, Decimal] | None:
         return _pair(self.summary.get("best_bid"))
 

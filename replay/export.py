@@ -136,6 +136,10 @@ _BOOK_EVENT: dict[str, Callable[[Any], tuple[int | None, str]]] = {
         f"{o.reason}: book at {o.book_id}, diff {o.first_id}..{o.last_id}"
         + ("" if o.prev_id is None else f" (prev {o.prev_id})"),
     ),
+    "ChecksumMismatch": lambda o: (
+        o.last_id,
+        f"checksum mismatch: book at {o.book_id}, diff to {o.last_id}, exchange {o.checksum}",
+    ),
     "BufferOverflow": lambda o: (None, f"diff buffer full at {o.limit}: oldest diffs dropped"),
     "DriftDetected": lambda o: (
         o.last_id,

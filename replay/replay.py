@@ -403,6 +403,10 @@ def book_summary(pipeline: Pipeline, symbol: str, depth: int = 5) -> dict[str, A
         c = sb.counts
         out.update(
             gaps=c.gaps,
+            # book health the exchange vouches for (the same counts live and in replay)
+            sequence_gaps=c.gaps,
+            checksums_verified=c.checksums_verified,
+            checksum_mismatches=c.checksum_mismatches,
             resyncs=c.resyncs,
             drift=c.drift,
             syncs=c.syncs,

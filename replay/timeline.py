@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from engine.journal.reader import JournalReader, frames_of
 from engine.journal.schema import Dir, Kind
-from engine.replay.recorded import RestIndex, StreamNamer, stream_frames
+from engine.replay.recorded import ConnNamer, RestIndex, StreamNamer, stream_frames
 
 __all__ = ["SLICE", "Piece", "Timeline"]
 
@@ -57,8 +57,13 @@ class Piece(list[tuple[int, str, bytes]]):
 class Timeline:
     """The pieces of one journal and the index pass's findings (see the module docstring)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, by_connection: bool = False) -> None:
         self.path = path
+        #: frames named by recorded connection (:class:`ConnNamer`), not by stream
+        self.by_connection = by_connection
+        self._namer: type[StreamNamer] | type[ConnNamer] = (
+            ConnNamer if by_connection else StreamNamer
+        )
         self.rest = RestIndex()
         self.per_stream: Counter[str] = Counter()
         self.metadata: dict[str, Any] = {}
@@ -78,12 +83,12 @@ class Timeline:
         return JournalReader(self.path, dirs=_DIRS, kinds=_KINDS)
 
     @classmethod
-    def build(cls, path: str | Path) -> Timeline:
+    def build(cls, path: str | Path, by_connection: bool = False) -> Timeline:
         """One pass over the journal (raises what :class:`JournalReader` raises)."""
-        t = cls(Path(path))
+        t = cls(Path(path), by_connection)
         reader = t._reader()
         t.metadata = reader.metadata
-        namer = StreamNamer()
+        namer = t._namer()
         version = 0
         running_last = -1
         for b, batch in enumerate(reader.batches()):
@@ -133,9 +138,9 @@ class Timeline:
                     return
                 yield item
 
-    def _namer_at(self, k: int) -> StreamNamer:
+    def _namer_at(self, k: int) -> StreamNamer | ConnNamer:
         i = bisect.bisect_right(self._states, k, key=lambda s: s[0]) - 1
-        return StreamNamer.restored(self._states[i][1])
+        return self._namer.restored(self._states[i][1])
 
 
 class _OwnReader:

@@ -247,6 +247,7 @@ class Connections:
             ):
                 c.session.start_soon(self._guard, c, self._resubscribe, c, c.ws, plan)
                 return True
+        log.info("resync of %s: no open connection carries it now", ", ".join(plan.streams))
         return False
 
     def _marker(self, text: str) -> None:

@@ -234,10 +234,17 @@ class Dashboard:
                 f"  book levels: {book['bid_levels']} bids, {book['ask_levels']} asks", style="dim"
             )
         if book and "gaps" in book:
+            bad = book["gaps"] or book["drift"] or book["crossed"] or book["checksum_mismatches"]
             title.append(
                 f"  gaps {book['gaps']}  resyncs {book['resyncs']}  drift {book['drift']}"
-                f"  crossed {book['crossed']}",
-                style="red" if book["gaps"] or book["drift"] or book["crossed"] else "dim",
+                f"  crossed {book['crossed']}"
+                + (  # venues whose exchange checksums the book
+                    f"  checksums {book['checksums_verified']} ok"
+                    f" / {book['checksum_mismatches']} bad"
+                    if book["checksums_verified"] or book["checksum_mismatches"]
+                    else ""
+                ),
+                style="red" if bad else "dim",
             )
         panes = Panes(
             self._ladder(pipeline, sym), self._trades(pipeline, sym), self._candles(pipeline, sym)

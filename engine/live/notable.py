@@ -195,6 +195,7 @@ def connection_text(status: Any) -> Text:
 ALERT_KINDS = frozenset(
     {
         "GapDetected",
+        "ChecksumMismatch",
         "DriftDetected",
         "CrossedBook",
         "TopOfBookMismatch",
@@ -216,6 +217,9 @@ def _tob(t: tuple[int, int, int, int]) -> str:
 _DESCRIBE: dict[str, Any] = {
     "GapDetected": lambda o: (
         f"gap: book at {o.book_id}, diff {o.first_id}..{o.last_id} ({o.reason}); resyncing"
+    ),
+    "ChecksumMismatch": lambda o: (
+        f"checksum mismatch after {o.book_id}..{o.last_id} (exchange {o.checksum}); resyncing"
     ),
     "DriftDetected": lambda o: (
         f"drift vs snapshot {o.snapshot_id}: {len(o.bids)} bid, {len(o.asks)} ask levels differ"

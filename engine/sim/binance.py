@@ -308,9 +308,10 @@ class BinanceDialect:
     """Binance spot's :class:`engine.sim.dialect.Dialect` (``rest_paths``: the markets whose REST
     routes it answers; the replay server answers spot and USD-M alike)."""
 
-    name = "binance"
+    replays_by_stream = True
 
-    def __init__(self, rest_paths: tuple[RestPaths, ...] = (SPOT,)) -> None:
+    def __init__(self, name: str = "binance", rest_paths: tuple[RestPaths, ...] = (SPOT,)) -> None:
+        self.name = name
         self.rest_paths = rest_paths
 
     def encoder(self) -> FrameEncoder:
@@ -346,10 +347,10 @@ class BinanceDialect:
 class BinanceFuturesDialect(BinanceDialect):
     """Binance USD-M: the spot wire with ``/fapi/v1`` REST and the futures depth fields (``pu``)."""
 
-    name = "binance-futures"
-
-    def __init__(self, rest_paths: tuple[RestPaths, ...] = (USDM,)) -> None:
-        super().__init__(rest_paths)
+    def __init__(
+        self, name: str = "binance-futures", rest_paths: tuple[RestPaths, ...] = (USDM,)
+    ) -> None:
+        super().__init__(name, rest_paths)
 
     def encoder(self) -> FrameEncoder:
         return BinanceFuturesFrames()

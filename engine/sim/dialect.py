@@ -67,6 +67,10 @@ class Dialect(Protocol):
 
     #: the venue name (as after ``--venue`` / ``--exchange``)
     name: str
+    #: True: its recorded frames name their streams (Binance), so the replay server serves
+    #: each client the streams it asks for; False: it serves each client one recorded
+    #: connection's frames as they came (see :mod:`engine.replay.server`)
+    replays_by_stream: bool
 
     def encoder(self) -> FrameEncoder:
         """A fresh encoder of the venue's market frames (one per market)."""
@@ -124,16 +128,22 @@ class Dialect(Protocol):
         ...
 
 
-def _binance_spot() -> Dialect:
-    from engine.sim.binance import BinanceDialect
+def _binance(name: str) -> Callable[[], Dialect]:
+    def make() -> Dialect:
+        from engine.sim.binance import BinanceDialect
 
-    return BinanceDialect()
+        return BinanceDialect(name)
+
+    return make
 
 
-def _binance_futures() -> Dialect:
-    from engine.sim.binance import BinanceFuturesDialect
+def _binance_futures(name: str, prefix: str) -> Callable[[], Dialect]:
+    def make() -> Dialect:
+        from engine.sim.binance import BinanceFuturesDialect, RestPaths
 
-    return BinanceFuturesDialect()
+        return BinanceFuturesDialect(name, (RestPaths.under(prefix),))
+
+    return make
 
 
 def _coinbase() -> Dialect:
@@ -148,11 +158,15 @@ def _coinbase_advanced() -> Dialect:
     return CoinbaseAdvancedDialect()
 
 
-#: venue name → dialect factory (``sim`` is the Binance spot dialect under the simulator's name).
+#: venue name → dialect factory (``sim`` is the Binance spot dialect under the simulator's
+#: name; Binance US and TR speak spot, COIN-M the USD-M dialect on ``/dapi/v1``).
 DIALECTS: dict[str, Callable[[], Dialect]] = {
-    "sim": _binance_spot,
-    "binance": _binance_spot,
-    "binance-futures": _binance_futures,
+    "sim": _binance("sim"),
+    "binance": _binance("binance"),
+    "binance-us": _binance("binance-us"),
+    "binance-tr": _binance("binance-tr"),
+    "binance-futures": _binance_futures("binance-futures", "/fapi/v1"),
+    "binance-delivery": _binance_futures("binance-delivery", "/dapi/v1"),
     "coinbase": _coinbase,
     "coinbase-advanced": _coinbase_advanced,
 }
