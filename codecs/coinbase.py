@@ -28,7 +28,7 @@ Decisions worth knowing:
 * **Sequences.**  ``match``/``ticker``/``heartbeat`` carry ``sequence``, which
   counts the product's whole *full* channel: its steps exceed 1 by design, so
   it is never a gap signal.  ``trade_id`` continuity per product is
-  (:mod:`engine.sequence_gaps`, a reducer: the codec only decodes the numbers).
+  (:class:`engine.sequence_gaps.TradeIds`, a reducer: the codec only decodes the numbers).
 * **No event** (recognized, decoded to nothing; the frame stays journaled):
   ``ticker`` (its 24 h figures lack what :class:`~engine.events.Ticker24h`
   holds: VWAP, quote volume, trade count; its last trade repeats the match).
@@ -295,8 +295,8 @@ class CoinbaseExchange(CoinbaseCodec):
     ws_base = HOSTS[0]
     default_channels = ("level2_batch", "matches", "heartbeat")
     book_channels = ("level2_batch", "level2")
-    #: engine.sequence_gaps options: match trade ids rise by 1 per product
-    sequence_gaps = {"trade_ids": True}
+    #: match trade ids rise by 1 per product: engine.sequence_gaps.TradeIds judges them
+    trade_ids_consecutive = True
 
     def __init__(self) -> None:
         self._decoder = msgspec.json.Decoder(_Message)

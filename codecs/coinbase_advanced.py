@@ -14,8 +14,9 @@ Decisions worth knowing:
 * **sequence_num.**  Every message of a connection carries ``sequence_num``,
   counting across all its channels and products.  Each frame that has one
   decodes first to a :class:`~engine.events.StreamSequence`; whether a step is
-  a gap (⇒ resubscribe for fresh snapshots) is decided per connection by the
-  :mod:`engine.sequence_gaps` reducer, never here.
+  a gap (⇒ every book of the connection lost and resubscribed for a fresh
+  snapshot) is decided per connection by the book reducer with
+  :class:`engine.sequence_gaps.StreamNumbers`, never here.
 * **Book ids.**  A ``snapshot``/``update`` event's id (``last_id``, and
   ``first_id``) is its message's ``sequence_num``: ids rise along the
   connection, which is all :class:`engine.book_sync.CoinbaseRule` needs.
@@ -89,8 +90,6 @@ class CoinbaseAdvanced(CoinbaseCodec):
     ws_base = HOST
     default_channels = ("level2", "market_trades", "heartbeats")
     book_channels = ("level2",)
-    #: engine.sequence_gaps options: sequence_num is judged per connection (StreamSequence)
-    sequence_gaps = {"trade_ids": False}
 
     def __init__(self) -> None:
         self._decoder = msgspec.json.Decoder(_Frame)

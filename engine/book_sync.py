@@ -76,6 +76,12 @@ Invariants:
   with A_APPLY and the rule has no checksum; ``tests/test_book_sync.py``
   checks the inlined path against the table for every case.
 
+A *break* (:func:`feed_break`) is a GAP that no diff reveals: the venue numbers
+every message of a connection (Coinbase Advanced Trade ``sequence_num``) and
+one went missing, so each published book of that connection goes through the
+table's GAP transition as if a diff had not chained (nothing is buffered: no
+diff caused it); a book without a published state is left as it is.
+
 Rules (one per :class:`engine.codecs.base.SyncRule` constant) classify a diff
 against the book's update id as STALE (drop), APPLY or GAP.  Binance spot and
 USD-M differ exactly on the first diff: futures applies a first diff whose
@@ -135,6 +141,7 @@ __all__ = [
     "feed_replayed",
     "ask",
     "adopt",
+    "feed_break",
 ]
 
 # ---------------------------------------------------------------- states
@@ -329,7 +336,7 @@ class CoinbaseRule(ChainRule):
     again is harmless.  There is never a GAP here: the Exchange feed cannot
     show a lost update at all, and Advanced Trade's ``sequence_num`` counts the
     whole connection (every channel and product), so its gaps are judged per
-    connection by :mod:`engine.sequence_gaps`, not per book.
+    connection (:class:`engine.sequence_gaps.StreamNumbers`, a break is :func:`feed_break`).
     """
 
     name = SyncRule.COINBASE
@@ -459,4 +466,16 @@ def adopt(sync: Sync, verified: Sync) -> str:
     """
     action = _step(sync, ADOPT)
     sync.book = verified.book
+    return action
+
+
+def feed_break(sync: Sync) -> str | None:
+    """The stream that fed this book lost messages it cannot place (a connection-wide
+    counter skipped: :mod:`engine.sequence_gaps`): the book is lost exactly as by a GAP
+    diff (the table's RETRACT from PRIMED, RESYNC from SYNCED).  None when there is no
+    published book to lose (a snapshot is already wanted)."""
+    if sync.phase not in PUBLISHED:
+        return None
+    action = _step(sync, GAP)
+    sync.book = None
     return action

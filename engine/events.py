@@ -254,8 +254,8 @@ class StreamSequence:
     Coinbase Advanced Trade stamps every message of a connection (every channel
     and product, heartbeats included) with ``sequence_num``: a step other than
     +1 means messages were lost.  The codec only decodes the number; judging
-    the steps is a reducer's (:mod:`engine.sequence_gaps`).  ``source`` is the
-    connection's URL.
+    the steps is the book reducer's (:class:`engine.sequence_gaps.StreamNumbers`).
+    ``source`` is the connection's URL.
     """
 
     seq: int

@@ -1,31 +1,31 @@
 """Id continuity the exchange promises: trade ids per symbol, message numbers per connection.
 
-Owns :class:`SequenceGaps`, a pure reducer that judges the numbers codecs only
-decode (a codec is stateless: continuity needs memory, so it is a fold):
+Codecs only decode these numbers (a codec is stateless; continuity needs
+memory), so the rules live here, once:
 
-* **trade ids** (``trade_ids=True``; Coinbase Exchange ``matches``): a
+* **trade ids** — :class:`TradeIds`, a pure reducer (for venues whose public
+  trade ids are consecutive per product: Coinbase Exchange ``matches``): a
   product's ``trade_id`` rises by exactly 1 per trade, so a step > 1 is a lost
-  trade (:class:`TradeIdGap`, the missing ids ``expected..got-1``).  A
+  trade (:class:`TradeIdGap`, naming the missing ids ``expected..got-1``).  A
   trade at or below the last id seen is a repeat (``last_match`` after a
   resubscribe, an overlapping connection): counted, not a gap.  Coinbase's
   ``sequence`` field is *not* judged: it counts the product's whole full
   channel, so its steps exceed 1 by design.
-* **connection message numbers** (:class:`~engine.events.StreamSequence`;
-  Coinbase Advanced Trade ``sequence_num``): per connection, numbers rise by
-  exactly 1 across every channel and product.  Any other step is a
-  :class:`SequenceGap`: some message was lost, possibly a book update, so every
-  book that came over that connection gets a ``SnapshotRequest(purpose="sync")``
-  (the runtime answers it by resubscribing: a fresh in-stream snapshot resets
-  the book).  A connection is known by its URL (``source``): a
-  ``ConnectionOpened``/``ConnectionClosed`` for it starts its numbering afresh
-  (each connection counts from its own start); two connections open at once
-  to the same URL would look like gaps (the runtime does not do that for a
-  venue with connection-wide numbers).  The books of a connection are the
-  symbols of the DepthDiff/BookSnapshot events decoded from the same frame as
-  one of its StreamSequence events (the codec emits that first).
+* **connection message numbers** — :class:`StreamNumbers`, state the book
+  reducer keeps and asks (:mod:`engine.book_reducer`), because a break must
+  take the books off the air: per connection (known by its URL, ``source``),
+  :class:`~engine.events.StreamSequence` numbers (Coinbase Advanced Trade
+  ``sequence_num``) rise by exactly 1 across every channel and product.  Any
+  other step means messages were lost, possibly book updates, so every book
+  that came over that connection is lost (GapDetected, not published until a
+  fresh snapshot) and resynced.  A book belongs to the connection whose
+  StreamSequence came in the same frame as its snapshot (the codec emits the
+  number first).  A ``ConnectionOpened``/``ConnectionClosed`` for a URL starts
+  its numbering afresh (each connection counts from its own start); two
+  connections open at once to one URL would look like gaps (the runtime does
+  not do that for a venue with connection-wide numbers).
 
-Must not: read a clock, do I/O, or decide anything about book levels (that is
-:mod:`engine.book_reducer`); never raises on any event.
+Must not: read a clock, do I/O, or touch book levels; never raises on any event.
 """
 
 from __future__ import annotations
@@ -36,21 +36,55 @@ from typing import Any
 import attrs
 
 from engine import serde
-from engine.events import (
-    BookSnapshot,
-    ConnectionClosed,
-    ConnectionOpened,
-    DepthDiff,
-    StreamSequence,
-    Trade,
-)
-from engine.outputs import SnapshotRequest
+from engine.events import StreamSequence, Trade
 from engine.reducer import NO_OUTPUTS
 
-__all__ = ["SequenceGaps", "GapsState", "SymbolIds", "TradeIdGap", "SequenceGap"]
+__all__ = ["TradeIds", "TradeIdsState", "SymbolIds", "TradeIdGap", "StreamNumbers"]
 
 
-# =============================================================== outputs
+# =============================================================== connection message numbers
+
+
+@serde.register
+@attrs.define(slots=True, eq=True)
+class StreamNumbers:
+    """Per connection URL: the last message number and the books it carries."""
+
+    last: dict[str, int] = attrs.Factory(dict)
+    books: dict[str, list[str]] = attrs.Factory(dict)
+    #: (journal seq, source) of the last StreamSequence: ties a frame's snapshot to it
+    frame: tuple[int, str] | None = None
+    checked: int = 0
+    breaks: int = 0
+
+    def number(self, ev: StreamSequence) -> tuple[int, list[str]] | None:
+        """Judge one number: None if it continues the connection's count, else
+        ``(expected, the books of the connection)`` (a break)."""
+        self.frame = (ev.seq, ev.source)
+        self.checked += 1
+        last = self.last.get(ev.source, -1)
+        self.last[ev.source] = ev.number
+        if last < 0 or ev.number == last + 1:
+            return None
+        self.breaks += 1
+        return last + 1, list(self.books.get(ev.source, ()))
+
+    def saw_snapshot(self, seq: int, symbol: str) -> None:
+        """A snapshot of ``symbol`` in frame ``seq``: the book now rides that frame's connection."""
+        f = self.frame
+        if f is None or f[0] != seq:
+            return
+        for syms in self.books.values():
+            if symbol in syms:
+                syms.remove(symbol)
+        self.books.setdefault(f[1], []).append(symbol)
+
+    def reset(self, source: str) -> None:
+        """A connection to ``source`` opened or closed: its count starts afresh."""
+        self.last.pop(source, None)
+
+
+# =============================================================== trade ids
 
 
 @serde.register
@@ -63,27 +97,6 @@ class TradeIdGap:
     symbol: str
     expected: int
     got: int
-
-
-@serde.register
-@attrs.frozen
-class SequenceGap:
-    """Messages ``expected``..``got - 1`` of the connection at ``source`` never arrived.
-
-    ``got < expected`` is a step back (a restarted count without a new
-    connection): as bad, since numbering can no longer be trusted.
-    ``symbols`` are the books that came over the connection: each is resynced.
-    """
-
-    seq: int
-    recv_ns: int
-    source: str
-    expected: int
-    got: int
-    symbols: list[str]
-
-
-# =============================================================== state
 
 
 @serde.register
@@ -100,72 +113,32 @@ class SymbolIds:
 
 @serde.register
 @attrs.define(slots=True, eq=True)
-class StreamIds:
-    """Message-number continuity of one connection (by URL)."""
-
-    last: int = -1
-    #: the books (symbols) that came over this connection, in first-seen order
-    symbols: list[str] = attrs.Factory(list)
-
-
-@serde.register
-@attrs.define(slots=True, eq=True)
-class GapsState:
+class TradeIdsState:
     symbols: dict[str, SymbolIds] = attrs.Factory(dict)
-    streams: dict[str, StreamIds] = attrs.Factory(dict)
-    #: (journal seq, source) of the last StreamSequence: ties a frame's book events to it
-    last_frame: tuple[int, str] | None = None
-    sequence_checked: int = 0
-    sequence_gaps: int = 0
-
-
-# =============================================================== the reducer
 
 
 @attrs.frozen
-class SequenceGaps:
-    """Reducer: trade-id and connection message-number continuity (module docstring).
+class TradeIds:
+    """Reducer: trade-id continuity per symbol (module docstring).  Sees every trade (it is
+    not a trade consumer: the selection's duplicates are exactly what it counts as repeats)."""
 
-    Args:
-        trade_ids: judge trade-id continuity per symbol (venues whose public
-            trade ids are consecutive per product).
-    """
+    name: str = "trade_ids"
 
-    trade_ids: bool = False
-    name: str = "sequence_gaps"
+    def initial(self) -> TradeIdsState:
+        return TradeIdsState()
 
-    def initial(self) -> GapsState:
-        return GapsState()
-
-    def snapshot(self, state: GapsState) -> Any:
+    def snapshot(self, state: TradeIdsState) -> Any:
         return serde.dump(state)
 
-    def restore(self, data: Any) -> GapsState:
+    def restore(self, data: Any) -> TradeIdsState:
         st = serde.load(data)
-        if not isinstance(st, GapsState):
-            raise ValueError(f"not a GapsState checkpoint: {type(st).__name__}")
+        if not isinstance(st, TradeIdsState):
+            raise ValueError(f"not a TradeIdsState checkpoint: {type(st).__name__}")
         return st
 
-    def step(self, state: GapsState, event: Any) -> tuple[GapsState, Sequence[Any]]:
-        t = type(event)
-        if t is Trade:
-            return state, self._trade(state, event) if self.trade_ids else NO_OUTPUTS
-        if t is StreamSequence:
-            return state, self._number(state, event)
-        if t is DepthDiff or t is BookSnapshot:
-            lf = state.last_frame
-            if lf is not None and lf[0] == event.seq:
-                syms = state.streams[lf[1]].symbols
-                if event.symbol not in syms:
-                    syms.append(event.symbol)
+    def step(self, state: TradeIdsState, ev: Any) -> tuple[TradeIdsState, Sequence[Any]]:
+        if type(ev) is not Trade:
             return state, NO_OUTPUTS
-        if t is ConnectionOpened or t is ConnectionClosed:
-            state.streams.pop(event.source, None)
-        return state, NO_OUTPUTS
-
-    # ----------------------------------------------------------- trade ids
-
-    def _trade(self, state: GapsState, ev: Trade) -> Sequence[Any]:
         s = state.symbols.get(ev.symbol)
         if s is None:
             s = state.symbols[ev.symbol] = SymbolIds()
@@ -174,35 +147,15 @@ class SequenceGaps:
         tid = ev.first_id
         if last >= 0 and tid <= last:
             s.trades_repeated += 1
-            return NO_OUTPUTS
+            return state, NO_OUTPUTS
         s.last_trade_id = ev.last_id
         if last < 0 or tid == last + 1:
-            return NO_OUTPUTS
+            return state, NO_OUTPUTS
         s.trade_id_gaps += 1
         s.trades_missing += tid - last - 1
-        return (TradeIdGap(ev.seq, ev.recv_ns, ev.symbol, last + 1, tid),)
+        return state, (TradeIdGap(ev.seq, ev.recv_ns, ev.symbol, last + 1, tid),)
 
-    # ----------------------------------------------------------- connection numbers
-
-    def _number(self, state: GapsState, ev: StreamSequence) -> Sequence[Any]:
-        st = state.streams.get(ev.source)
-        if st is None:
-            st = state.streams[ev.source] = StreamIds()
-        state.last_frame = (ev.seq, ev.source)
-        state.sequence_checked += 1
-        last, st.last = st.last, ev.number
-        if last < 0 or ev.number == last + 1:
-            return NO_OUTPUTS
-        state.sequence_gaps += 1
-        syms = list(st.symbols)
-        out: list[Any] = [SequenceGap(ev.seq, ev.recv_ns, ev.source, last + 1, ev.number, syms)]
-        reason = f"sequence_num gap on {ev.source}: expected {last + 1}, got {ev.number}"
-        out += [SnapshotRequest(ev.seq, ev.recv_ns, s, "sync", reason) for s in syms]
-        return out
-
-    # ----------------------------------------------------------- queries
-
-    def symbol_summary(self, state: GapsState, symbol: str) -> dict[str, Any] | None:
+    def symbol_summary(self, state: TradeIdsState, symbol: str) -> dict[str, Any] | None:
         """Trade-id continuity counts of ``symbol`` (for replay summaries), None if none."""
         s = state.symbols.get(symbol)
         if s is None:
@@ -213,7 +166,3 @@ class SequenceGaps:
             "trades_missing": s.trades_missing,
             "trades_repeated": s.trades_repeated,
         }
-
-    def summary(self, state: GapsState) -> dict[str, Any]:
-        """Connection message-number counts (for replay summaries)."""
-        return {"sequence_checked": state.sequence_checked, "sequence_gaps": state.sequence_gaps}

@@ -73,7 +73,7 @@ def test_the_capture_replays_every_book_synced_uncrossed_and_every_trade_id_in_l
     syms = d["symbols"]
     assert len(syms) == PRODUCTS
     books = {s: v["book"] for s, v in syms.items()}
-    ids = {s: v["sequence_gaps"] for s, v in syms.items()}
+    ids = {s: v["trade_ids"] for s, v in syms.items()}
     assert all(b["state"] == "synced" and b["syncs"] == 1 for b in books.values())
     assert sum(b["crossed"] for b in books.values()) == 0
     assert sum(b["gaps"] for b in books.values()) == 0

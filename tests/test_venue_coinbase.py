@@ -11,9 +11,9 @@ recovered by Coinbase's own rules:
   cannot be seen on this feed (level2 has no sequence or checksum): not
   injected here, said in the README.
 * Advanced Trade: ``gap`` (a withheld ``l2_data`` frame) is a
-  ``sequence_num`` gap: a SequenceGap, a sync SnapshotRequest per book of the
-  connection, answered by resubscribing (journaled), and a fresh snapshot
-  resets each book.
+  ``sequence_num`` gap: every book of the connection is lost (GapDetected,
+  unpublished) and asked for (a sync SnapshotRequest), answered by
+  resubscribing (journaled); a fresh snapshot brings each book back.
 
 Plus one smoke test each of ``engine book --at``, ``engine export`` and
 ``engine.open`` on the real Coinbase capture.
@@ -77,7 +77,7 @@ def test_exchange_feed_garbage_and_drops_are_detected_and_recovered(tmp_path: Pa
     for sym in SYMBOLS.split(","):
         v = d["symbols"][sym]
         assert v["book"]["state"] in ("primed", "synced") and v["book"]["crossed"] == 0
-        assert v["sequence_gaps"]["trades_checked"] > 0
+        assert v["trade_ids"]["trades_checked"] > 0
     # every control message journaled: a subscribe per connection, none invented
     out = [f for f in JournalReader(jdir).frames() if f.dir == "out"]
     assert len(out) == 1 + s["reconnects"]
@@ -87,15 +87,15 @@ def test_exchange_feed_garbage_and_drops_are_detected_and_recovered(tmp_path: Pa
 def test_advanced_trade_gap_is_a_sequence_gap_resynced_by_resubscribing(tmp_path: Path) -> None:
     jdir = tmp_path / "j"
     s = _run("coinbase-advanced", jdir, "gap", "1.2")
-    gaps = s["outputs"].get("SequenceGap", 0)
-    assert gaps >= 1
-    # each gap resyncs both books of the connection: a request, a resubscribe, a snapshot
-    assert s["outputs"]["SnapshotRequest"] == 2 * gaps
-    assert s["resubscribes"] >= 2 * gaps
-    assert s["outputs"]["BookSynced"] >= 2 + 2 * gaps
+    gaps = s["outputs"].get("GapDetected", 0)
+    assert gaps >= 1  # each break loses every published book of the connection
+    assert s["outputs"]["SnapshotRequest"] == gaps
+    assert s["resubscribes"] >= gaps
+    assert s["outputs"]["BookSynced"] >= 2 + gaps
     out = [json.loads(f.payload) for f in JournalReader(jdir).frames() if f.dir == "out"]
-    assert sum(m["type"] == "unsubscribe" for m in out) >= 2 * gaps
+    assert sum(m["type"] == "unsubscribe" for m in out) >= gaps
     d = _books(jdir)
+    assert sum(d["symbols"][sym]["book"]["sequence_gaps"] for sym in SYMBOLS.split(",")) == gaps
     for sym in SYMBOLS.split(","):  # primed: the run may end right after a resync's snapshot
         assert d["symbols"][sym]["book"]["state"] in ("primed", "synced")
 
