@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,45 @@ def test_advanced_trade_gap_is_a_sequence_gap_resynced_by_resubscribing(tmp_path
 
 
 # --------------------------------------------------------------------------- the real capture
+
+
+def test_a_capture_of_the_served_recording_has_the_recordings_frames_and_books(
+    tmp_path: Path,
+) -> None:
+    """``engine replay --serve`` serves the Coinbase journal by recorded connection; ``engine run
+    --exchange coinbase --url`` subscribes and captures exactly the recorded inbound frames, and
+    its books are the capture's: all 10 synced, none crossed, no trade-id gap."""
+    server = subprocess.Popen(
+        [*ENGINE, "replay", str(JOURNAL), "--serve", "127.0.0.1:0", "--speed", "max"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline().split("ws://127.0.0.1:")[1].split()[0])
+        out = tmp_path / "capture"
+        run = subprocess.run(
+            [*ENGINE, "run", "--exchange", "coinbase", "--url", f"ws://127.0.0.1:{port}",
+             "--symbols", "SKL-USD", "--out", str(out), "--duration", "5", "--no-dashboard"],
+            capture_output=True, text=True, timeout=90,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr[-2000:]
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=20)
+
+    def inbound(j: Path) -> list[bytes]:
+        return [f.payload for f in JournalReader(j).frames() if f.dir == "in" and f.kind == "text"]
+
+    assert inbound(out) == inbound(JOURNAL)
+    mismatch, compared = check(out)
+    assert mismatch is None and compared > 0
+    d = _books(out)
+    books = [v["book"] for v in d["symbols"].values()]
+    assert len(books) == 10 and all(b["state"] == "synced" and b["crossed"] == 0 for b in books)
+    assert sum(v["trade_ids"]["trade_id_gaps"] for v in d["symbols"].values()) == 0
 
 
 def test_engine_book_at_a_moment_of_the_real_capture() -> None:
