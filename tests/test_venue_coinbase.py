@@ -13,7 +13,8 @@ recovered by Coinbase's own rules:
 * Advanced Trade: ``gap`` (a withheld ``l2_data`` frame) is a
   ``sequence_num`` gap: every book of the connection is lost (GapDetected,
   unpublished) and asked for (a sync SnapshotRequest), answered by
-  resubscribing (journaled); a fresh snapshot brings each book back.
+  resubscribing (journaled); a fresh snapshot brings each book back.  A
+  ``drop`` reconnects: the new connection's numbering starts afresh.
 
 Plus one smoke test each of ``engine book --at``, ``engine export`` and
 ``engine.open`` on the real Coinbase capture.
@@ -85,11 +86,14 @@ def test_exchange_feed_garbage_and_drops_are_detected_and_recovered(tmp_path: Pa
     assert all(json.loads(f.payload)["type"] == "subscribe" for f in out)
 
 
-def test_advanced_trade_gap_is_a_sequence_gap_resynced_by_resubscribing(tmp_path: Path) -> None:
+def test_advanced_trade_gap_is_a_sequence_gap_resynced_by_resubscribing_drop_reconnects(
+    tmp_path: Path,
+) -> None:
     jdir = tmp_path / "j"
-    s = _run("coinbase-advanced", jdir, "gap", "1.2")
+    s = _run("coinbase-advanced", jdir, "gap,drop,gap", "1.2")
     gaps = s["outputs"].get("GapDetected", 0)
     assert gaps >= 1  # each break loses every published book of the connection
+    assert s["reconnects"] >= 1  # the drop: a new connection counts afresh (no false gap)
     assert s["outputs"]["SnapshotRequest"] == gaps
     assert s["resubscribes"] >= gaps
     assert s["outputs"]["BookSynced"] >= 2 + gaps
