@@ -293,7 +293,7 @@ class CoinbaseExchange(CoinbaseCodec):
     name = "coinbase"
     sync_rule = SyncRule.COINBASE
     ws_base = HOSTS[0]
-    default_channels = ("level2_batch", "matches", "heartbeat")
+    default_channels: tuple[str, ...] = ("level2_batch", "matches", "heartbeat")
     book_channels = ("level2_batch", "level2")
     #: match trade ids rise by 1 per product: engine.sequence_gaps.TradeIds judges them
     trade_ids_consecutive = True
@@ -369,11 +369,11 @@ class CoinbaseExchange(CoinbaseCodec):
                 )
             ]  # fmt: skip
         if t is _Snapshot:
-            ms = None if m.time is None else iso_ms(m.time, "time")
+            snap_ms = None if m.time is None else iso_ms(m.time, "time")
             return [
                 BookSnapshot(
                     seq, recv_ns, m.product_id, seq, levels(m.bids, "bids", self._prices),
-                    levels(m.asks, "asks", self._prices), None, "stream", ms,
+                    levels(m.asks, "asks", self._prices), None, "stream", snap_ms,
                 )
             ]  # fmt: skip
         if t is _Heartbeat:

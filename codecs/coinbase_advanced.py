@@ -50,6 +50,7 @@ from engine.events import (
     BookSnapshot,
     DepthDiff,
     Heartbeat,
+    Side,
     StreamSequence,
     SubscriptionAck,
     SubscriptionError,
@@ -88,7 +89,7 @@ class CoinbaseAdvanced(CoinbaseCodec):
     name = "coinbase-advanced"
     sync_rule = SyncRule.COINBASE
     ws_base = HOST
-    default_channels = ("level2", "market_trades", "heartbeats")
+    default_channels: tuple[str, ...] = ("level2", "market_trades", "heartbeats")
     book_channels = ("level2",)
 
     def __init__(self) -> None:
@@ -195,6 +196,7 @@ class CoinbaseAdvanced(CoinbaseCodec):
                 )  # fmt: skip
             except (TypeError, KeyError) as exc:
                 raise Bad(f"{w}: missing field {exc}") from None
+            side: Side
             if side_s == "BUY":
                 side = BUY
             elif side_s == "SELL":
