@@ -1,6 +1,6 @@
 """Order-book benchmark: decode + book fold of real Binance depth frames, read back from a journal.
 
-Usage:  python bench/book.py [--frames 1000000] [--venue spot|futures|both] [--repeat 1]
+Usage:  python bench/book.py [--frames 1000000] [--venue spot|futures|both|kraken] [--repeat 1]
                              [--naive-frames 50000] [--no-c]
         (``--venue coinbase|coinbase-advanced``: bench/book_coinbase.py)
 
@@ -401,7 +401,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=1_000_000)
     ap.add_argument(
         "--venue",
-        choices=["spot", "futures", "both", "coinbase", "coinbase-advanced"],
+        choices=["spot", "futures", "both", "kraken", "coinbase", "coinbase-advanced"],
         default="both",
     )
     ap.add_argument("--repeat", type=int, default=1)
@@ -410,6 +410,11 @@ def main() -> None:
         "--no-c", action="store_true", help="pure Python: switch off the C depth scanner"
     )
     args = ap.parse_args()
+    if args.venue == "kraken":  # its own script (checksums, no update ids): bench/book_kraken.py
+        import book_kraken
+
+        n = ["--frames", str(args.frames), "--repeat", str(args.repeat)]
+        return book_kraken.main([*n, "--naive-frames", str(args.naive_frames)])
     if args.venue.startswith("coinbase"):  # bench/book_coinbase.py
         import book_coinbase
 

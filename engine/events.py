@@ -6,7 +6,7 @@ output can be traced back to the exact bytes that caused it.
 
 Conventions (one place for them):
 
-* Prices and quantities are ``int`` units of ``1e-8`` (see :mod:`engine.num`).
+* Prices and quantities are ``int`` units of ``1e-18`` (see :mod:`engine.num`).
 * Exchange times are ``int`` milliseconds since the epoch as the exchange sent
   them (``exch_ms`` = event time ``E``, ``txn_ms`` = transaction time ``T``);
   ``None`` where the exchange does not send one.
@@ -130,6 +130,10 @@ class BookSnapshot:
     txn_ms: int | None = None
     #: the exchange's checksum of this book (Kraken, OKX), else None
     checksum: int | None = None
+    #: the decimals the exchange prints this instrument's prices / quantities with, where a
+    #: checksum is computed on those strings (Kraken), else None
+    price_decimals: int | None = None
+    qty_decimals: int | None = None
 
 
 @event

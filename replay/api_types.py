@@ -64,7 +64,7 @@ class BookAt:
     """One symbol's order book at an instant (what ``engine book --json`` prints as ``book``).
 
     ``summary`` is that very dict (exact decimal text; health counters);
-    ``book`` the engine's own :class:`engine.book.Book` (int prices in 1e-8
+    ``book`` the engine's own :class:`engine.book.Book` (int prices in 1e-18
     units, with ``execution_price``, ``depth_within``, ``ladder`` ...) or None
     when the book was not synced at that time.  Prices and quantities below
     are exact :class:`~decimal.Decimal` values.

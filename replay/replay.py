@@ -343,8 +343,8 @@ def symbols_of(pipeline: Pipeline) -> list[str]:
 
 
 def _units(v: int | None) -> str | None:
-    """Exact decimal text of 1e-8 units, trailing zeros dropped ("42000.5")."""
-    return None if v is None else _trim(render(v, 8))
+    """Exact decimal text of engine units, trailing zeros dropped ("42000.5")."""
+    return None if v is None else _trim(render(v, SCALE))
 
 
 def _half_units(v2: int | None) -> str | None:

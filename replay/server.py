@@ -1,8 +1,8 @@
-"""The replay server: a journal served back as a Binance-compatible WebSocket + REST endpoint.
+"""The replay server: a journal served back as its venue's WebSocket + REST endpoint.
 
 ``engine replay DIR --serve HOST:PORT [--from T] [--to T] [--symbols ..]
 [--loop] [--speed 1|10|max]`` runs :func:`run_server`.  Any WebSocket client
-(``engine run --exchange binance --url ws://HOST:PORT --rest-url
+(``engine run --exchange NAME --url ws://HOST:PORT --rest-url
 http://HOST:PORT``, a notebook, a trading bot under test) can consume the
 recording as if it were the exchange.
 

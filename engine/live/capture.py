@@ -61,7 +61,7 @@ import trio
 
 from engine.codecs.base import RestResync, Resubscribe
 from engine.events import SubscriptionError
-from engine.journal.schema import Dir, Kind
+from engine.journal.schema import STOP_MARKER, Dir, Kind
 from engine.journal.writer import JournalWriteError, JournalWriter
 from engine.live.config import LiveConfig
 from engine.live.connection import Connections
@@ -198,7 +198,7 @@ class Capture:
                         self._refresh_status()
                         why = f" ({st.stopped_by})" if st.stopped_by else ""
                         self._marker(
-                            f"capture stop: {st.frames_in} frames in, {st.reconnects} reconnects{why}"
+                            f"{STOP_MARKER}: {st.frames_in} frames in, {st.reconnects} reconnects{why}"
                         )
                     finally:
                         if send is not None:  # the writer drains what is queued, then ends

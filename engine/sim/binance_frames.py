@@ -7,7 +7,8 @@ Binance's wire: stream names (``btcusdt@trade``), the raw payloads of
 ``/api/v3/depth`` body.  Conventions, chosen to match real Binance spot captures:
 
 * prices and quantities are printed with 8 decimals (``"0.35130000"``),
-  rendered from integer units of 1e-8 (:mod:`engine.num`); compact JSON with
+  rendered from the engine's integer units (:mod:`engine.num`, 1e-18) with
+  ``decimals=8`` (Binance still prints 8 whatever the engine's scale); compact JSON with
   Binance's key order;
 * ``m`` ("buyer is the maker") is true when the aggressor sells; ``M`` is true;
 * a kline's ``T`` is ``t + 59 999``; ``B`` is ``"0"``;
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from engine.num import ONE, render
+from engine.num import ONE, SCALE, render
 from engine.sim.frames import BookView, CandleSums
 
 __all__ = ["BinanceSpotFrames", "BinanceFuturesFrames"]
@@ -34,9 +35,20 @@ _DAY_MS = 86_400_000
 _MINUTE_MS = 60_000
 
 
+#: units per 1e-8: Binance's last printed decimal
+_UNIT8 = 10 ** (SCALE - 8)
+
+
 def _r8(units: int) -> str:
-    """units → Binance's 8-decimal string ("0.35130000"); non-negative fast path of num.render."""
-    return f"{units // ONE}.{units % ONE:08d}" if units >= 0 else render(units, 8)
+    """units → Binance's 8-decimal string ("0.35130000"); non-negative fast path of num.render.
+
+    Raises:
+        ValueError: ``units`` has digits beyond 8 decimals (num.render's refusal).
+    """
+    e8, r = divmod(units, _UNIT8)
+    if r or e8 < 0:
+        return render(units, 8)
+    return f"{e8 // 100_000_000}.{e8 % 100_000_000:08d}"
 
 
 class BinanceSpotFrames:
@@ -149,7 +161,7 @@ class BinanceSpotFrames:
         p = day.c - o
         pct = (abs(p) * 100_000) // o
         pct_s = f"{'-' if p < 0 and pct else ''}{pct // 1000}.{pct % 1000:03d}"
-        w = q * ONE // v if v else 0
+        w = q * ONE // v // _UNIT8 * _UNIT8 if v else 0  # truncated to 8 decimals
         bid, bid_qty, ask, ask_qty = top
         return (
             f'{{"e":"24hrTicker","E":{e},"s":"{symbol}","p":"{_r8(p)}","P":"{pct_s}",'

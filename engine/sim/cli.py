@@ -120,8 +120,9 @@ def limit_options(only_with: str = "") -> Callable[[Callable[..., Any]], Callabl
             "--max-buffered-mb",
             type=click.FloatRange(min=0, min_open=True),
             default=None,
-            help=f"{only_with}MiB held for all clients together (default {budget}); past it the"
-            " clients holding the most are closed with 1008.",
+            help=f"{only_with}MiB of memory for all clients' buffers together (default {budget});"
+            " queued bytes get half, and past that the clients that read least are closed with"
+            " 1008.",
         )(fn)
         return click.option(
             "--max-connections",

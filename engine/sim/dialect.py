@@ -146,6 +146,18 @@ def _binance_futures(name: str, prefix: str) -> Callable[[], Dialect]:
     return make
 
 
+def _kraken() -> Dialect:
+    from engine.sim.kraken import KrakenDialect
+
+    return KrakenDialect()
+
+
+def _kraken_v1() -> Dialect:
+    from engine.sim.kraken import KrakenV1Dialect
+
+    return KrakenV1Dialect()
+
+
 def _coinbase() -> Dialect:
     from engine.sim.coinbase import CoinbaseDialect
 
@@ -167,6 +179,8 @@ DIALECTS: dict[str, Callable[[], Dialect]] = {
     "binance-tr": _binance("binance-tr"),
     "binance-futures": _binance_futures("binance-futures", "/fapi/v1"),
     "binance-delivery": _binance_futures("binance-delivery", "/dapi/v1"),
+    "kraken": _kraken,
+    "kraken-v1": _kraken_v1,
     "coinbase": _coinbase,
     "coinbase-advanced": _coinbase_advanced,
 }

@@ -39,7 +39,7 @@ class BookView:
 
 
 class CandleSums(Protocol):
-    """What the kline and the ticker read of one minute's aggregates (units of 1e-8)."""
+    """What the kline and the ticker read of one minute's aggregates (engine units, :mod:`engine.num`)."""
 
     t: int
     o: int

@@ -24,10 +24,10 @@ Engineers build test journals from it directly (no sockets)::
 
 Conventions, chosen to match real Binance spot captures:
 
-* Prices and quantities reach the encoder as integer units of 1e-8
+* Prices and quantities reach the encoder as the engine's integer units
   (:mod:`engine.num`); internally the book counts *ticks* and *lot steps*
-  (small ints).  Every spec has ``tick * step`` a multiple of ``1e-8 * 1e8``
-  so a trade's quote quantity ``p * q`` is exact at 8 decimals.
+  (small ints).  Every spec has ``tick * step`` a multiple of 1e-8 (in units²,
+  ``instruments.QUOTE_GRID``) so a trade's quote quantity ``p * q`` is exact at 8 decimals.
 * Update ids: every order-flow event that changes the book takes the next
   update id (one id per event, even if it touches several levels).  Ids are
   contiguous, so each ``@depth@100ms`` batch has ``U`` = previous ``u`` + 1

@@ -39,7 +39,7 @@ are the transport's):
 * Lifetime: after ``lifetime`` seconds (24 h) the server closes with 1001.
 * Hostile clients: at most ``max_connections`` (1000) WebSocket clients (HTTP
   503 past it); a client with more than ``max_buffer`` (64 MiB) unsent, or the
-  ones holding the most when all together pass ``max_buffered`` (256 MiB),
+  ones that read least (stalled longest) when all together pass half of ``max_buffered`` (256 MiB),
   are closed with 1008 "Slow consumer" (``stats()["limits"]``).
 
 Counters (``stats()``, ``GET /sim/stats``): per connection (see
