@@ -16,10 +16,10 @@ from collections.abc import Callable
 from engine.codecs.base import Codec
 from engine.codecs.binance import BinanceFutures, BinanceSpot
 from engine.codecs.binance_urls import DeliveryOutbound
-from engine.codecs.kraken import KrakenV2
-from engine.codecs.kraken_v1 import KrakenV1
 from engine.codecs.coinbase import CoinbaseExchange
 from engine.codecs.coinbase_advanced import CoinbaseAdvanced
+from engine.codecs.kraken import KrakenV2
+from engine.codecs.kraken_v1 import KrakenV1
 
 __all__ = ["get_codec", "CODECS", "BinanceUS", "BinanceTR", "BinanceDelivery"]
 

@@ -390,6 +390,7 @@ class KrakenRule(ChainRule):
         except ValueError:  # a level finer than the instrument's precision: not Kraken's book
             return False
 
+
 class CoinbaseRule(ChainRule):
     """Coinbase (Exchange level2, Advanced Trade l2_data): snapshots in-stream, no chain to check.
 
