@@ -1,7 +1,8 @@
 """Order-book benchmark: decode + book fold of real Binance depth frames, read back from a journal.
 
-Usage:  python bench/book.py [--frames 1000000] [--venue spot|futures|both|kraken|okx|bybit] [--repeat 1]
+Usage:  python bench/book.py [--frames 1000000] [--venue spot|futures|both|kraken|okx|bybit|coinbase|coinbase-advanced] [--repeat 1]
                              [--naive-frames 50000] [--no-c]
+        (``--venue coinbase|coinbase-advanced``: bench/book_coinbase.py)
 
 ``--venue okx`` runs ``bench/book_okx.py`` (OKX frames, checksums on and off).
 ``--no-c`` switches off the optional C depth scanner (``engine._depthscan``):
@@ -390,20 +391,28 @@ def bench_venue(venue: str, frames: int, repeat: int, naive_frames: int) -> None
         print(f"    {summary}")
 
         events = decoded_prefix(path, min(naive_frames, frames))
-        rule = get_codec(cap.metadata["exchange"]).sync_rule
-        nd, ours, naive = fold_against_naive(events, rule, repeat)
-        print(f"  fold only, {nd:,} decoded diffs: BookReducer {nd / ours:>10,.0f} frames/s, "
-              f"naive dict+sort {nd / naive:>10,.0f} frames/s → {naive / ours:.1f}× the naive "
-              "(books equal)")  # fmt: skip
+        print(fold_comparison(events, get_codec(cap.metadata["exchange"]).sync_rule, repeat))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fold_comparison(events: list[Any], rule: str, repeat: int) -> str:
+    """BookReducer against the naive book on the same decoded events: the line to print."""
+    nd, ours, naive = fold_against_naive(events, rule, repeat)
+    return (f"  fold only, {nd:,} decoded diffs: BookReducer {nd / ours:>10,.0f} frames/s, "
+            f"naive dict+sort {nd / naive:>10,.0f} frames/s → {naive / ours:.1f}× the naive "
+            "(books equal)")  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=1_000_000)
     ap.add_argument(
-        "--venue", choices=["spot", "futures", "both", "kraken", "okx", "bybit"], default="both"
+        "--venue",
+        choices=[
+            "spot", "futures", "both", "kraken", "okx", "bybit", "coinbase", "coinbase-advanced",
+        ],
+        default="both",
     )
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--naive-frames", type=int, default=50_000)
@@ -426,6 +435,12 @@ def main() -> None:
         frames = "200000" if args.frames == 1_000_000 else str(args.frames)
         return book_okx.main(["--frames", frames, "--repeat", str(args.repeat),
                               "--naive-frames", str(args.naive_frames)])  # fmt: skip
+    if args.venue.startswith("coinbase"):  # bench/book_coinbase.py
+        import book_coinbase
+
+        opts = ["--frames", str(args.frames), "--repeat", str(args.repeat)]
+        book_coinbase.main(["--venue", args.venue, *opts, "--naive-frames", str(args.naive_frames)])
+        return
     if args.no_c:
         from engine.codecs import binance
 

@@ -79,6 +79,10 @@ class SyncRule:
     BYBIT_LEGACY = "bybit-legacy"
     #: OKX v5 books: prevSeqId == prev seqId (first: drop seqId <= id, prevSeqId <= id); CRC32.
     OKX = "okx"
+    #: Coinbase (Exchange level2, Advanced Trade l2_data): in-stream snapshots reset the book;
+    #: ids only rise (Exchange: the frame's journal seq; Advanced: sequence_num), so an update
+    #: older than the snapshot is stale and every later one applies (no gap is visible here).
+    COINBASE = "coinbase"
 
 
 @attrs.frozen

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from engine.codecs.base import Codec
 from engine.codecs.binance import BinanceFutures, BinanceSpot
 from engine.codecs.binance_urls import DeliveryOutbound
+from engine.codecs.coinbase import CoinbaseExchange
+from engine.codecs.coinbase_advanced import CoinbaseAdvanced
 from engine.codecs.kraken import KrakenV2
 from engine.codecs.kraken_v1 import KrakenV1
 from engine.codecs.bybit import BybitInverse, BybitLinear, BybitSpot
@@ -64,6 +66,8 @@ CODECS: dict[str, Callable[[], Codec]] = {
     "bybit-inverse": BybitInverse,
     "bybit-legacy": BybitLegacy,
     "okx": Okx,
+    "coinbase": CoinbaseExchange,
+    "coinbase-advanced": CoinbaseAdvanced,
 }
 
 

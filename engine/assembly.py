@@ -55,6 +55,11 @@ def standard_reducers(codec: Any, options: dict[str, Any] | None = None) -> list
         # what the live runtime must do on a connection (rotate on serverShutdown)
         ConnectionActions(),
     ]
+    # trade-id continuity, for venues whose trade ids rise by 1 per product (Coinbase)
+    if getattr(codec, "trade_ids_consecutive", False):
+        from engine.sequence_gaps import TradeIds
+
+        reducers.append(TradeIds())
     return reducers
 
 

@@ -103,14 +103,23 @@ from engine.book_sync import (
     Sync,
     adopt,
     ask,
+    feed_break,
     feed_diff,
     feed_replayed,
     feed_snapshot,
     rule_for,
 )
-from engine.events import BookSnapshot, BookTicker, DepthDiff
+from engine.events import (
+    BookSnapshot,
+    BookTicker,
+    ConnectionClosed,
+    ConnectionOpened,
+    DepthDiff,
+    StreamSequence,
+)
 from engine.outputs import SnapshotRequest
 from engine.reducer import NO_OUTPUTS
+from engine.sequence_gaps import StreamNumbers
 
 __all__ = ["BookReducer", "BookState", "SymbolBook", "BookCounts"]
 __all__ += book_outputs.__all__  # re-exported: the reducer's outputs
@@ -179,6 +188,8 @@ class SymbolBook:
 @attrs.define(slots=True, eq=True)
 class BookState:
     symbols: dict[str, SymbolBook] = attrs.Factory(dict)
+    #: connection-wide message numbers (venues that number them: a break loses the books)
+    streams: StreamNumbers = attrs.Factory(StreamNumbers)
 
 
 # =============================================================== the reducer
@@ -308,8 +319,44 @@ class BookReducer:
         if t is BookTicker:
             return state, self._ticker(state, event)
         if t is BookSnapshot:
+            state.streams.saw_snapshot(event.seq, event.symbol)
             return state, self._snapshot(state, event)
+        if t is StreamSequence:
+            brk = state.streams.number(event)
+            return state, NO_OUTPUTS if brk is None else self._break(state, event, *brk)
+        if t is ConnectionOpened or t is ConnectionClosed:
+            state.streams.reset(event.source)
         return state, NO_OUTPUTS
+
+    def _break(
+        self, state: BookState, ev: StreamSequence, expected: int, books: list[str]
+    ) -> list[Any]:
+        """Messages of ``ev.source``'s connection were lost: each of its published books is
+        lost as by a gap (:func:`engine.book_sync.feed_break`) and asked for afresh."""
+        out: list[Any] = []
+        reason = f"sequence_num gap on {ev.source}: expected {expected}, got {ev.number}"
+        for sym in books:
+            sb = state.symbols.get(sym)
+            if sb is None:
+                continue
+            book_id = sb.main.book.last_id if sb.main.book is not None else -1
+            if feed_break(sb.main) is None:
+                continue
+            if sb.shadow is not None:
+                sb.shadow = None
+                sb.counts.verify_abandoned += 1
+                out.append(VerificationAbandoned(ev.seq, ev.recv_ns, sym, "main book lost sync"))
+            sb.counts.gaps += 1
+            sb.crossed = False
+            out.append(
+                GapDetected(
+                    ev.seq, ev.recv_ns, sym, book_id, ev.number, ev.number, expected - 1, reason
+                )
+            )
+            sb.requested_ns = ev.recv_ns
+            sb.counts.sync_requests += 1
+            out.append(SnapshotRequest(ev.seq, ev.recv_ns, sym, "sync", f"gap: {reason}"))
+        return out
 
     # ----------------------------------------------------------- depth diffs
 

@@ -90,6 +90,12 @@ Invariants:
   with A_APPLY and the rule has no checksum and does not truncate; ``tests/test_book_sync.py``
   checks the inlined path against the table for every case.
 
+A *break* (:func:`feed_break`) is a GAP that no diff reveals: the venue numbers
+every message of a connection (Coinbase Advanced Trade ``sequence_num``) and
+one went missing, so each published book of that connection goes through the
+table's GAP transition as if a diff had not chained (nothing is buffered: no
+diff caused it); a book without a published state is left as it is.
+
 Rules (one per :class:`engine.codecs.base.SyncRule` constant) classify a diff
 against the book's update id as STALE (drop), APPLY or GAP.  Binance spot and
 USD-M differ exactly on the first diff: futures applies a first diff whose
@@ -155,6 +161,7 @@ __all__ = [
     "BybitRule",
     "BybitLegacyRule",
     "OkxRule",
+    "CoinbaseRule",
     "RULES",
     "rule_for",
     "Sync",
@@ -164,6 +171,7 @@ __all__ = [
     "feed_replayed",
     "ask",
     "adopt",
+    "feed_break",
 ]
 
 # ---------------------------------------------------------------- states
@@ -489,6 +497,31 @@ class OkxRule(ChainRule):
         return cs is None or okx_checksum(book) == cs
 
 
+class CoinbaseRule(ChainRule):
+    """Coinbase (Exchange level2, Advanced Trade l2_data): snapshots in-stream, no chain to check.
+
+    The book comes only from in-stream snapshots (sent on every (re)subscribe),
+    which reset it.  Update ids only rise: on the Exchange feed they are the
+    journal seq of the frame (level2 has no sequence), on Advanced Trade the
+    connection-wide ``sequence_num``.  So a diff whose id is below the book's
+    came before the snapshot (STALE: the snapshot already holds it) and any
+    other applies; an equal id is a later event of the same message (Advanced
+    Trade sends several) or a repeat, and levels are absolute, so applying it
+    again is harmless.  There is never a GAP here: the Exchange feed cannot
+    show a lost update at all, and Advanced Trade's ``sequence_num`` counts the
+    whole connection (every channel and product), so its gaps are judged per
+    connection (:class:`engine.sequence_gaps.StreamNumbers`, a break is :func:`feed_break`).
+    """
+
+    name = SyncRule.COINBASE
+    stream_snapshot_resets = True
+
+    def first(self, book_id: int, diff: DepthDiff) -> str:
+        return STALE if diff.last_id < book_id else APPLY
+
+    next = first
+
+
 RULES: Final[dict[str, ChainRule]] = {
     SyncRule.BINANCE_SPOT: BinanceSpotRule(),
     SyncRule.BINANCE_FUTURES: BinanceFuturesRule(),
@@ -496,6 +529,7 @@ RULES: Final[dict[str, ChainRule]] = {
     SyncRule.BYBIT: BybitRule(),
     SyncRule.BYBIT_LEGACY: BybitLegacyRule(),
     SyncRule.OKX: OkxRule(),
+    SyncRule.COINBASE: CoinbaseRule(),
 }
 
 
@@ -642,4 +676,16 @@ def adopt(sync: Sync, verified: Sync) -> str:
     """
     action = _step(sync, ADOPT)
     sync.book = verified.book
+    return action
+
+
+def feed_break(sync: Sync) -> str | None:
+    """The stream that fed this book lost messages it cannot place (a connection-wide
+    counter skipped: :mod:`engine.sequence_gaps`): the book is lost exactly as by a GAP
+    diff (the table's RETRACT from PRIMED, RESYNC from SYNCED).  None when there is no
+    published book to lose (a snapshot is already wanted)."""
+    if sync.phase not in PUBLISHED:
+        return None
+    action = _step(sync, GAP)
+    sync.book = None
     return action

@@ -39,6 +39,7 @@ __all__ = [
     "SubscriptionError",
     "ServerShutdown",
     "Heartbeat",
+    "StreamSequence",
     "DecodeError",
     "ConnectionOpened",
     "ConnectionClosed",
@@ -251,6 +252,23 @@ class Heartbeat:
 
 
 @event
+class StreamSequence:
+    """The exchange's connection-wide message counter, as the frame carried it.
+
+    Coinbase Advanced Trade stamps every message of a connection (every channel
+    and product, heartbeats included) with ``sequence_num``: a step other than
+    +1 means messages were lost.  The codec only decodes the number; judging
+    the steps is the book reducer's (:class:`engine.sequence_gaps.StreamNumbers`).
+    ``source`` is the connection's URL.
+    """
+
+    seq: int
+    recv_ns: int
+    source: str
+    number: int
+
+
+@event
 class DecodeError:
     """A frame the codec could not turn into events.  The frame itself stays in the journal.
 
@@ -330,6 +348,7 @@ Event: TypeAlias = (
     | SubscriptionError
     | ServerShutdown
     | Heartbeat
+    | StreamSequence
     | DecodeError
     | ConnectionOpened
     | ConnectionClosed

@@ -92,6 +92,7 @@ TYPE_MODULES = (
     "engine.anomaly",
     "engine.ratelimit",
     "engine.connection_actions",
+    "engine.sequence_gaps",
 )
 
 

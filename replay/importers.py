@@ -78,6 +78,7 @@ EXCHANGES = {
     "KRAKEN": "kraken-v1",
     "BYBIT": "bybit-legacy",  # cryptofeed's Bybit recordings (2021) are the pre-v5 protocol
     "OKX": "okx",
+    "COINBASE": "coinbase",
 }
 
 

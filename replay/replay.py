@@ -506,6 +506,10 @@ def summarize(
             "alerts": {"count": t.alert_count, "latest": list(t.alerts)},
             "outputs": dict(sorted(t.by_type.items())),
         }
+        for r in pipeline.reducers:  # reducers with their own per-symbol report (trade_ids)
+            report = getattr(r, "symbol_summary", None)
+            if report is not None:
+                per[sym][r.name] = report(pipeline.state(r.name), sym)
     g = tallies.get("*", Tally())
     return {
         **(extra or {}),

@@ -160,6 +160,7 @@ STRATEGIES: dict[type, st.SearchStrategy] = {
     ev.Heartbeat: st.builds(
         ev.Heartbeat, seqs, recv_ns, st.sampled_from(["pong", "heartbeat"]), opt_ms
     ),
+    ev.StreamSequence: st.builds(ev.StreamSequence, seqs, recv_ns, sources, st.integers(0, INT64)),
     ev.DecodeError: st.builds(
         ev.DecodeError,
         seqs,

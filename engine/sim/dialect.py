@@ -173,6 +173,18 @@ def _okx() -> Dialect:
     return OkxDialect()
 
 
+def _coinbase() -> Dialect:
+    from engine.sim.coinbase import CoinbaseDialect
+
+    return CoinbaseDialect()
+
+
+def _coinbase_advanced() -> Dialect:
+    from engine.sim.coinbase import CoinbaseAdvancedDialect
+
+    return CoinbaseAdvancedDialect()
+
+
 #: venue name → dialect factory (``sim`` is the Binance spot dialect under the simulator's
 #: name; Binance US and TR speak spot, COIN-M the USD-M dialect on ``/dapi/v1``).
 DIALECTS: dict[str, Callable[[], Dialect]] = {
@@ -188,6 +200,8 @@ DIALECTS: dict[str, Callable[[], Dialect]] = {
     "bybit-linear": _bybit("bybit-linear", "linear"),
     "bybit-inverse": _bybit("bybit-inverse", "inverse"),
     "okx": _okx,
+    "coinbase": _coinbase,
+    "coinbase-advanced": _coinbase_advanced,
 }
 
 

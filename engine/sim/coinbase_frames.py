@@ -1,0 +1,172 @@
+"""Coinbase market-data frames rendered from the market model's events: the simulator's encoders.
+
+Owns how :class:`engine.sim.model.Market`'s events are spelled on Coinbase's
+two wires, through the codecs' own encoders (h11 style: the frames the
+simulator sends are exactly what :mod:`engine.codecs.coinbase` and
+:mod:`engine.codecs.coinbase_advanced` read back):
+
+* **Exchange feed** (:class:`CoinbaseFrames`): the model's 100 ms diff
+  batches are ``level2_batch`` ``l2update`` frames, its 1 s batches
+  ``level2``; trades are ``match`` frames whose ``side`` is the *maker's*
+  (the aggressor's opposite) with a per-product ``sequence`` rising in steps
+  of 2 (it counts the whole full channel on Coinbase, so steps exceed 1);
+  in-stream ``snapshot`` frames.  No checksum and no book sequence.
+* **Advanced Trade** (:class:`CoinbaseAdvancedFrames`): ``l2_data`` update
+  and snapshot frames, ``market_trades`` updates, each stamped with
+  ``sequence_num``.  Coinbase numbers a *connection's* messages; the model
+  encodes each frame once for every subscriber, so the simulator numbers the
+  frames of the whole market (every frame it sends, control replies
+  included): a client subscribed to every channel of every product on one
+  connection (what ``engine run`` does) sees the numbers rise by exactly 1,
+  and a ``gap`` fault (one withheld ``l2_data`` frame) is a sequence gap.  A
+  client subscribed to part of the market would see gaps that are not
+  losses: that is the simulator's limit, not Coinbase's.  The model's 1 s
+  diff batches repeat what its 100 ms batches sent, so here they are not
+  sent (and take no number).
+
+Channels a venue lacks (aggTrade, bookTicker, ticker, kline) are None: not
+sent.  Prices and quantities are rendered at the instrument's decimals (the
+tick's and the lot step's).  Pure: no I/O, no clock; state is only the
+numbering above and per-symbol counters.  Must not decide market content.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from engine.codecs.coinbase import CoinbaseExchange
+from engine.codecs.coinbase_advanced import CoinbaseAdvanced
+from engine.events import BUY, SELL, BookSnapshot, DepthDiff, Trade
+from engine.num import decimals_of, render
+from engine.sim.frames import BookView, CandleSums
+from engine.sim.instruments import spec_for
+
+__all__ = ["CoinbaseFrames", "CoinbaseAdvancedFrames", "EXCHANGE_STREAMS", "ADVANCED_STREAMS"]
+
+#: model channel → Exchange feed channel (None: the venue has no such channel)
+EXCHANGE_STREAMS: dict[str, str | None] = {
+    "trade": "matches",
+    "depth@100ms": "level2_batch",
+    "depth": "level2",
+}
+#: model channel → Advanced Trade channel
+ADVANCED_STREAMS: dict[str, str | None] = {"trade": "market_trades", "depth@100ms": "level2"}
+
+
+def _decimals(units: int) -> int:
+    """The decimals an instrument's increment (a tick, a lot step, in units) is written with."""
+    return decimals_of(render(units).rstrip("0"))
+
+
+class _Frames:
+    """What both encoders share: stream names, the instruments' decimals, None for the rest."""
+
+    channels: dict[str, str | None] = {}
+
+    def __init__(self) -> None:
+        self._dec: dict[str, tuple[int, int]] = {}
+
+    def stream(self, symbol: str, channel: str) -> str:
+        """``"<channel>:<PRODUCT>"``; a model channel the venue lacks gets a name no client
+        can subscribe (its frames are None anyway)."""
+        ch = self.channels.get(channel)
+        return f"{ch}:{symbol}" if ch else f"-{channel}:{symbol}"
+
+    def decimals(self, symbol: str) -> tuple[int, int]:
+        d = self._dec.get(symbol)
+        if d is None:
+            spec = spec_for(symbol)
+            d = self._dec[symbol] = (_decimals(spec.tick), _decimals(spec.step))
+        return d
+
+    def agg_trade(self, *a: object) -> None:
+        return None
+
+    def book_ticker(self, *a: object) -> None:
+        return None
+
+    def kline(self, symbol: str, e: int, c: CandleSums, closed: bool) -> None:
+        return None
+
+    def ticker(self, *a: object) -> None:
+        return None
+
+
+class CoinbaseFrames(_Frames):
+    """The Exchange feed's encoder (module docstring); one per market."""
+
+    channels = EXCHANGE_STREAMS
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sequence: dict[str, int] = {}
+
+    def trade(
+        self, symbol: str, et: int, tid: int, price: int, qty: int, buyer_maker: bool
+    ) -> bytes:
+        seq = self._sequence[symbol] = self._sequence.get(symbol, tid * 4) + 2
+        t = Trade(0, 0, symbol, tid, price, qty, SELL if buyer_maker else BUY, et, et, tid, tid)
+        return CoinbaseExchange.encode_match(t, seq, self.decimals(symbol))
+
+    def depth_update(
+        self,
+        symbol: str,
+        e: int,
+        first: int,
+        last: int,
+        bids: Iterable[tuple[int, int]],
+        asks: Iterable[tuple[int, int]],
+        book: BookView,
+    ) -> bytes:
+        d = DepthDiff(0, 0, symbol, first, last, None, e, None, list(bids), list(asks))
+        return CoinbaseExchange.encode_l2update(d, self.decimals(symbol))
+
+    def snapshot(self, book: BookView, limit: int, e: int) -> bytes:
+        s = book.symbol
+        snap = BookSnapshot(
+            0, 0, s, book.last_id, book.bids(limit), book.asks(limit), None, "stream"
+        )
+        return CoinbaseExchange.encode_snapshot(snap, self.decimals(s))
+
+
+class CoinbaseAdvancedFrames(_Frames):
+    """The Advanced Trade encoder (module docstring): numbers every frame of the market."""
+
+    channels = ADVANCED_STREAMS
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.number = -1  # the last sequence_num given out
+        self._sent: dict[str, int] = {}  # symbol → last update id sent
+
+    def next_number(self) -> int:
+        """The next ``sequence_num`` (control replies take theirs here too)."""
+        self.number += 1
+        return self.number
+
+    def trade(
+        self, symbol: str, et: int, tid: int, price: int, qty: int, buyer_maker: bool
+    ) -> bytes:
+        t = Trade(0, 0, symbol, tid, price, qty, SELL if buyer_maker else BUY, et, et, tid, tid)
+        return CoinbaseAdvanced.encode_trades([t], self.next_number(), self.decimals(symbol))
+
+    def depth_update(
+        self,
+        symbol: str,
+        e: int,
+        first: int,
+        last: int,
+        bids: Iterable[tuple[int, int]],
+        asks: Iterable[tuple[int, int]],
+        book: BookView,
+    ) -> bytes | None:
+        if last <= self._sent.get(symbol, -1):
+            return None  # the 1 s batch: its changes went out in the 100 ms batches
+        self._sent[symbol] = last
+        d = DepthDiff(0, 0, symbol, first, last, None, e, None, list(bids), list(asks))
+        return CoinbaseAdvanced.encode_book([d], self.next_number(), self.decimals(symbol))
+
+    def snapshot(self, book: BookView, limit: int, e: int) -> bytes:
+        s = book.symbol
+        snap = BookSnapshot(0, 0, s, 0, book.bids(limit), book.asks(limit), None, "stream", e)
+        return CoinbaseAdvanced.encode_book([snap], self.next_number(), self.decimals(s))
