@@ -209,12 +209,22 @@ class WsConn:
         return self.out_len + self.pend_frames * FRAME_OVERHEAD + self.inflight
 
     def close_slow(self, why: str) -> None:
-        """A client that does not keep up: drop what is queued, close with 1008, count it."""
+        """A client that does not keep up: drop what is queued, close with 1008, count it.
+
+        If a send is in flight, the client's socket is full (it stopped reading
+        in the middle of a chunk): a close frame could not reach it, and the
+        chunk would stay held until the close timeout, so the connection is
+        cut off at once (the chunk freed), its close recorded as 1008 all the same.
+        """
         if self.closing or self.ended:
             return
         self._discard_unsent()
-        self.begin_close("slow_consumer", 1008, "Slow consumer")
-        self.stats.close_reason = f"Slow consumer: {why}"
+        reason = f"Slow consumer: {why}"
+        if self.inflight:
+            self.abort("slow_consumer", 1008, reason)
+        else:
+            self.begin_close("slow_consumer", 1008, "Slow consumer")
+            self.stats.close_reason = reason
         self.server.limits["slow_consumers"] += 1
 
     def _discard_unsent(self) -> None:

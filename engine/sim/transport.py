@@ -14,16 +14,18 @@ Limits against hostile clients (``limits`` counts what they refused or closed):
   HTTP 503 before the upgrade (``limits["refused_connections"]``);
 * ``max_buffered`` bytes of memory for all clients' buffers together
   (:meth:`Transport.enforce_budget`, called by whoever queues data after
-  each batch of it).  Queued bytes get :data:`QUEUED_SHARE` of it; the rest
-  is what the allocator and the interpreter keep around them (measured with
-  100 clients that never read: process memory grows 1.1–1.5× the bytes
-  queued, most when many are closed at once), so the process stays within
-  its baseline plus ``max_buffered``.  Past the queued share, the clients
-  that have not read for longest (their socket took no bytes: ``progress_at``;
-  among equals, those holding the most) are closed with 1008 "Slow consumer"
-  until the rest fit in 3/4 of it — a client that reads keeps its connection
-  even when, at ``--speed max``, it holds as much as one that does not (``limits["slow_consumers"]``, which also counts clients
-  over their own ``max_buffer``).
+  each batch of it).  Queued bytes get a share of it; the rest is what the
+  allocator and the interpreter keep around them (measured with 100 clients
+  that never read: process memory grows 1.1–1.5× the bytes queued, most when
+  many are closed at once), so the process stays within its baseline plus
+  ``max_buffered``.  Past :data:`QUEUED_SHARE` (40 %), the clients whose
+  socket has taken nothing for :data:`STALL_GRACE_S` (longest first) are
+  closed with 1008 "Slow consumer" until the rest fit in 3/4 of the share;
+  past :data:`HARD_SHARE` (60 %), any client, longest stalled first.  A
+  client that reads keeps its connection even when, at ``--speed max``, it
+  holds as much as one that does not, and a reader paused by a busy machine
+  is not taken for one that stopped (``limits["slow_consumers"]`` counts
+  them, and clients over their own ``max_buffer``).
 
 It must not know a venue: URL paths, control replies, REST routes, error
 bodies and the combined-frame wrapper are :class:`Transport`'s hooks,
@@ -48,8 +50,13 @@ from engine.sim.connection import GONE, ConnStats, WsConn
 
 __all__ = ["Transport"]
 
-#: the share of ``max_buffered`` that queued bytes may use (see the module docstring)
-QUEUED_SHARE = 0.5
+#: the share of ``max_buffered`` that queued bytes may use (see the module docstring): past it,
+#: clients stalled for :data:`STALL_GRACE_S` are closed; past :data:`HARD_SHARE`, any client,
+#: longest stalled first
+QUEUED_SHARE = 0.4
+HARD_SHARE = 0.6
+#: how long a client's socket must have taken nothing before the budget counts it as not reading
+STALL_GRACE_S = 0.5
 
 
 class Transport:
@@ -131,9 +138,9 @@ class Transport:
         return sum(c.buffered() for c in self.conns.values())
 
     def enforce_budget(self) -> None:
-        """Past the queued share of ``max_buffered``, close the clients that have not read for
-        longest (then those holding the most) with 1008 until the rest fit in 3/4 of that share."""
-        budget = int(self.config.max_buffered * QUEUED_SHARE)
+        """Keep queued bytes within their share of ``max_buffered`` by closing (1008) the clients
+        that stopped reading: see :data:`QUEUED_SHARE`, :data:`HARD_SHARE`, :data:`STALL_GRACE_S`."""
+        soft = int(self.config.max_buffered * QUEUED_SHARE)
         total = 0
         held = []
         for c in self.conns.values():
@@ -141,17 +148,31 @@ class Transport:
             total += n
             if n and not c.closing:
                 held.append((n, c))
-        if total <= budget:
+        if total <= soft:
             return
         # stalled longest first: a writer blocked in a send since progress_at (one not
         # sending is not stalled: its data was just queued), then the biggest holders
         now = trio.current_time()
         held.sort(key=lambda nc: (nc[1].progress_at if nc[1].inflight else now, -nc[0]))
-        why = f"{total} bytes held for all clients, over their share ({budget}) of the budget"
-        for n, c in held:  # down to 3/4 of the budget: not one close per tick while it refills
+        why = f"{total} bytes held for all clients, over their share ({soft}) of the budget"
+        # first only clients stalled for a while (a reader on a busy machine pauses too) ...
+        for n, c in held:
+            if not c.inflight or now - c.progress_at < STALL_GRACE_S:
+                break
             c.close_slow(why)
             total -= n
-            if total <= budget * 3 // 4:
+            if total <= soft * 3 // 4:  # not one close per tick while it refills
+                return
+        # ... and past the hard share, whoever has stalled longest, until back under the share
+        hard = int(self.config.max_buffered * HARD_SHARE)
+        if total <= hard:
+            return
+        for n, c in held:
+            if c.closing:
+                continue
+            c.close_slow(why)
+            total -= n
+            if total <= soft * 3 // 4:
                 return
 
     def index_add(self, stream: str, conn: WsConn) -> None:
