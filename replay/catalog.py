@@ -42,6 +42,7 @@ from engine.replay.parallel import Merged, Plan, Progress, merge, plan_slices, r
 __all__ = [
     "Member",
     "select",
+    "journal_for",
     "replay_catalog",
     "check_catalog",
     "export_catalog",
@@ -79,15 +80,13 @@ def select(
         ValueError: no journal under ``root``; a symbol no member holds (listing
             the catalog's); a window that misses every member.
     """
-    from engine.replay.api import Journal
-
     base = Path(root)
     paths = journals_in(base)
     if not paths:
         raise ValueError(f"{base}: no journal there (nor any journal in its folders)")
     every: list[tuple[Member, Any]] = []
     for p in paths:
-        j = Journal(p)
+        j = _journal(p)
         name = str(p.relative_to(base)) if p != base else p.name
         every.append((Member(p, name, j.exchange, tuple(j.symbols)), j))
     known = sorted({s for m, _ in every for s in m.symbols})
@@ -117,6 +116,30 @@ def select(
             + "".join(f"; {m.name}: {why}" for m, why in left)
         )
     return chosen, left
+
+
+def journal_for(root: str | os.PathLike[str], symbol: str, at_ns: int) -> Path:
+    """The member of a set or catalog that holds ``symbol`` at ``at_ns`` (``engine book SET``).
+
+    Raises:
+        ValueError: no member holds the symbol (listing the symbols), or none at that time.
+    """
+    sym = symbol.strip().upper()
+    chosen, _ = select(root, symbols=[sym])
+    for m in chosen:
+        j = _journal(m.path)
+        if j.span is not None and at_ns in j.span:
+            return m.path
+    if len(chosen) == 1:
+        return chosen[0].path  # its own rule says how the time misses it
+    raise ValueError(f"no journal of {root} holds {sym} at that time; those holding it: "
+                     + ", ".join(m.name for m in chosen))  # fmt: skip
+
+
+def _journal(path: Path) -> Any:
+    from engine.replay.api import Journal
+
+    return Journal(path)
 
 
 # =============================================================== replay and check
@@ -320,9 +343,16 @@ class JournalSet:
     def book_at(self, symbol: str, t: Any, *, depth: int = 10) -> Any:
         return self.journal(symbol).book_at(symbol, t, depth=depth)
 
-    def replay(self, start: Any = None, end: Any = None, **kw: Any) -> Iterator[Any]:
+    def replay(self, start: Any = None, end: Any = None, *, symbols: Any = None,
+               **kw: Any) -> Iterator[Any]:  # fmt: skip
+        """Each member's ``replay`` in turn; ``symbols=`` asks only the members holding them."""
+        if isinstance(symbols, str):
+            symbols = symbols.split(",")
+        wanted = None if symbols is None else {s.strip().upper() for s in symbols}
         for j in self.members.values():
-            yield from j.replay(start, end, **kw)
+            mine = None if wanted is None else sorted(wanted & set(j.symbols))
+            if mine is None or mine:
+                yield from j.replay(start, end, symbols=mine, **kw)
 
     def table(self, name: str, *args: Any, **kw: Any) -> Any:
         import pyarrow as pa

@@ -109,16 +109,31 @@ def _worker_errors() -> Iterator[None]:
         raise DataFailure(f"a worker failed: {type(exc).__name__}: {exc}") from None
 
 
-def _members(directory: Path, **kw: Any) -> list[Member]:
+@contextmanager
+def _catalog_errors() -> Iterator[None]:
+    """A damaged member or nothing in the window: exit 1; an unknown symbol: a usage error."""
     try:
-        chosen, left = select(directory, **kw)
+        yield
     except JournalError as exc:
         raise DataFailure(str(exc)) from None
     except ValueError as exc:
         raise (UsageFailure if "unknown symbol" in str(exc) else DataFailure)(str(exc)) from None
+
+
+def _members(directory: Path, **kw: Any) -> list[Member]:
+    with _catalog_errors():
+        chosen, left = select(directory, **kw)
     for m, why in left:
         click.echo(f"skipped {m.name}: {why}", err=True)
     return chosen
+
+
+def member_for_book(directory: Path, symbol: str, at: int) -> Path:
+    """``engine book SET --symbol S``: the member journal holding S at that time."""
+    from engine.replay.catalog import journal_for
+
+    with _catalog_errors():
+        return journal_for(directory, symbol, at)
 
 
 def replay_many(
