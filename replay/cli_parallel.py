@@ -168,6 +168,8 @@ def replay_many(
             "to_ns": to,
             "checkpoint": None,
             "frames_folded": merged.frames,
+            "checkpoints_written": 0,
+            "out": None,
             "parallel": {**merged.to_json(), "serial_reason": plan.serial_reason},
             "elapsed_s": elapsed,
         }
