@@ -23,7 +23,7 @@ from typing import Any
 import click
 
 from engine.cli import DataFailure, UsageFailure, guard_output
-from engine.journal.reader import JournalError
+from engine.journal.reader import JournalError, JournalReader
 from engine.replay.catalog import Member, check_catalog, export_catalog, replay_catalog, select
 from engine.replay.parallel import Progress, SliceMismatch
 from engine.replay.replay import summarize
@@ -120,9 +120,13 @@ def _catalog_errors() -> Iterator[None]:
         raise (UsageFailure if "unknown symbol" in str(exc) else DataFailure)(str(exc)) from None
 
 
-def _members(directory: Path, **kw: Any) -> list[Member]:
+def _members(directory: Path, remote: bool, **kw: Any) -> list[Member]:
     with _catalog_errors():
         chosen, left = select(directory, **kw)
+    if remote and JournalReader(chosen[0].path).skip_damaged:
+        raise UsageFailure(
+            "--skip-damaged reads in this process only: leave out --workers/--scheduler"
+        )
     for m, why in left:
         click.echo(f"skipped {m.name}: {why}", err=True)
     return chosen
@@ -150,7 +154,8 @@ def replay_many(
     from engine.replay.cli import render_summary
 
     wanted = None if symbols is None else [s.strip() for s in symbols.split(",") if s.strip()]
-    members = _members(directory, start_ns=from_, end_ns=to, symbols=wanted)
+    members = _members(directory, workers is not None or scheduler is not None,
+                       start_ns=from_, end_ns=to, symbols=wanted)  # fmt: skip
     keep = None if wanted is None else frozenset(s.upper() for s in wanted)
     started = time.perf_counter()
     with _client(workers, scheduler) as client, _bar("replay") as on_done, _worker_errors():
@@ -204,7 +209,7 @@ def replay_many(
 
 def check_many(directory: Path, *, workers: int | None, scheduler: str | None) -> None:
     """``engine replay SET --check``: every member checked on its own; exit 1 if one differs."""
-    members = _members(directory)
+    members = _members(directory, workers is not None or scheduler is not None)
     failed = []
     with _client(workers, scheduler) as client, _bar("check") as on_done, _worker_errors():
         reports = list(check_catalog(members, client=client, on_done=on_done))
@@ -237,7 +242,8 @@ def export_many(
     import shutil
 
     wanted = None if symbols is None else [s.strip() for s in symbols.split(",") if s.strip()]
-    members = _members(directory, start_ns=from_, end_ns=to, symbols=wanted)
+    members = _members(directory, workers is not None or scheduler is not None,
+                       start_ns=from_, end_ns=to, symbols=wanted)  # fmt: skip
     guard_output(out_dir, force=force)
     created = not out_dir.exists()
     try:

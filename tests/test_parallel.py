@@ -238,6 +238,14 @@ def test_engine_export_of_a_catalog_reads_in_one_call(client, catalog, tmp_path)
     pl = pytest.importorskip("polars")
     df = pl.scan_parquet(f"{out}/table=book_diffs/**/*.parquet", hive_partitioning=True).collect()
     assert df.height == want and set(df["symbol"].unique()) >= {"SUSHIUSDT", "NKNUSDT", "BTCUSDT"}
+    # the README's way to tell the journals apart: the member is in the file name
+    q = (f"SELECT count(*) FROM read_parquet('{out}/table=book_diffs/**/*.parquet',"
+         " hive_partitioning=true, filename=true) WHERE filename LIKE '%/part-binance_2021-10-12-%'")  # fmt: skip
+    spot = next(m for m in doc["members"] if m["name"] == "binance/2021-10-12")
+    assert duckdb.sql(q).fetchall()[0][0] == spot["rows"]["book_diffs"] > 0
+    files = pl.scan_parquet(f"{out}/table=book_diffs/**/*.parquet", hive_partitioning=True,
+                            include_file_paths="file").collect()["file"]  # fmt: skip
+    assert files.str.contains("/part-binance_2021-10-12-").sum() == spot["rows"]["book_diffs"]
     # one member alone, asked by symbol: only the journal holding it
     p = cli("export", catalog, "--out", tmp_path / "one", "--symbols", "nknusdt")
     assert p.returncode == 0 and "skipped binance-futures/2021-07-22" in p.stderr, p.stderr
