@@ -40,6 +40,7 @@ __all__ = [
     "NotACaptureSet",
     "is_journal",
     "is_captureset",
+    "holds_journals",
     "write_set",
     "read_set",
     "members",
@@ -98,6 +99,11 @@ def is_journal(path: str | os.PathLike[str]) -> bool:
     """Does ``path`` look like one journal (its manifest, or segments)?"""
     p = Path(path)
     return (p / MANIFEST).is_file() or any(p.glob("seg-*.arrows*"))
+
+
+def holds_journals(path: str | os.PathLike[str]) -> bool:
+    """Is ``path`` a capture set or a catalog: not a journal, but journals in its folders?"""
+    return not is_journal(path) and bool(journals_in(path))
 
 
 def is_captureset(path: str | os.PathLike[str]) -> bool:

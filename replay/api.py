@@ -91,9 +91,9 @@ def open(path: str | os.PathLike[str]) -> Journal | Any:  # noqa: A001 - engine.
     Raises:
         engine.journal.reader.NotAJournal: ``path`` is not a journal directory.
     """
-    from engine.journal.captureset import is_journal, journals_in
+    from engine.journal.captureset import holds_journals
 
-    if not is_journal(path) and journals_in(path):
+    if holds_journals(path):
         from engine.replay.catalog import JournalSet
 
         return JournalSet(path)

@@ -33,7 +33,7 @@ from typing import Any
 import click
 
 from engine.cli import DataFailure, UsageFailure, deprecated, guard_output, leaf_error
-from engine.journal.captureset import is_journal
+from engine.journal.captureset import holds_journals
 from engine.journal.cli import skip_damaged_option
 from engine.journal.reader import JournalError
 from engine.pipeline import Pipeline
@@ -326,7 +326,7 @@ def replay(
         others = [o for o in others if o not in ("--from", "--to", "--symbols")]
     if len(modes) > 1 or (modes and others):
         raise UsageFailure(f"{' and '.join(modes + others)} cannot be combined")
-    if workers is not None or scheduler is not None or not is_journal(directory):
+    if workers is not None or scheduler is not None or holds_journals(directory):
         from engine.replay.cli_parallel import dispatch
 
         if dispatch(directory, workers=workers, scheduler=scheduler, serve=serve, check=check,

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from engine.cli import UsageFailure, deprecated, guard_output
-from engine.journal.captureset import is_journal
+from engine.journal.captureset import holds_journals
 from engine.journal.cli import skip_damaged_option
 from engine.journal.reader import JournalError
 from engine.replay.cli import (
@@ -113,7 +113,7 @@ def export(
         raise UsageFailure("Missing option '--out' (the directory for the tables)")
     if from_ is not None and to_ns is not None and to_ns < from_:
         raise click.BadParameter("--to is before --from", param_hint="--to")
-    if workers is not None or scheduler is not None or not is_journal(directory):
+    if workers is not None or scheduler is not None or holds_journals(directory):
         export_many(directory, out_dir, workers=workers, scheduler=scheduler, force=force,
                     symbols=symbols, from_=from_, to=to_ns, as_json=as_json, top=top,
                     interval_s=interval)  # fmt: skip
