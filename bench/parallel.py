@@ -79,14 +79,17 @@ def main() -> None:
                 m = merge(run_slices(plan.slices, client, collect=True))
                 if m.outputs != want or not m.consistent:
                     raise SystemExit("parallel replay differs from the serial one")
-                times = []
+                times, cpu = [], []
                 for _ in range(args.repeat):  # as engine replay --workers: tallies, no outputs
                     t = time.perf_counter()
                     plan = plan_slices(j, tasks=2 * workers)
-                    merge(run_slices(plan.slices, client))
+                    res = run_slices(plan.slices, client)
+                    merge(res)
                     times.append(time.perf_counter() - t)
+                    cpu.append(sum(r.cpu_s for r in res))
                 rt = statistics.median(times)
                 rates["replay"][workers] = n / rt
+                per_cpu = n / statistics.median(cpu)
                 times = []
                 for k in range(args.repeat):
                     t = time.perf_counter()
@@ -95,7 +98,7 @@ def main() -> None:
                 et = statistics.median(times)
                 rates["export"][workers] = cat_frames / et
                 print(f"workers {workers}  replay {rt:6.2f} s {n / rt:>10,.0f} frames/s"
-                      f"  ({len(plan.slices)} slices)   export {et:6.2f} s"
+                      f"  ({len(plan.slices)} slices, {per_cpu:,.0f} frames per worker CPU s)   export {et:6.2f} s"
                       f" {cat_frames / et:>10,.0f} frames/s")  # fmt: skip
         print(f"load average at the end {os.getloadavg()[0]:.2f} (2 cores: above ~1, neighbours"
               " share them)")  # fmt: skip

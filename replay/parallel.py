@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -209,6 +210,8 @@ class SliceResult:
     #: the last slice's final pipeline state (``Pipeline.snapshot``)
     snapshot: dict[str, Any] | None
     metadata: dict[str, Any]
+    #: CPU seconds the fold took in its worker (the per-worker rate, whatever shares the machine)
+    cpu_s: float = 0.0
 
 
 class _Bounded:
@@ -256,6 +259,7 @@ def fold_slice(
     keeps the outputs of those symbols and the symbol-less ones, as
     ``engine replay --symbols`` reports them.
     """
+    cpu0 = time.process_time()
     checked: list[tuple[int, bool]] = []
     pending = deque(s.ends)
 
@@ -282,7 +286,7 @@ def fold_slice(
     c = r.pipeline.counters
     return SliceResult(
         s.journal, s.index, r.frames, c.last_seq, checked, tallies, r.decode_errors, kept,
-        r.pipeline.snapshot() if s.last else None, r.metadata,
+        r.pipeline.snapshot() if s.last else None, r.metadata, time.process_time() - cpu0,
     )  # fmt: skip
 
 
