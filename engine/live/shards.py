@@ -146,7 +146,7 @@ def run_shards(opts: Any, n: int, say: Any = None) -> tuple[dict[str, Any], int]
               strict=True))]  # fmt: skip
     sim = None
     url, rest = opts.url, opts.rest_url
-    stopping = {"sig": None}
+    stopping: dict[str, int | None] = {"sig": None}
 
     def on_signal(signum: int, _frame: Any) -> None:
         stopping["sig"] = signum
