@@ -29,13 +29,15 @@ command: journal, pipeline, outputs, checkpoints per shard) against one
 ``engine simulate`` process offering ``--rate`` over four symbols (more than
 one capture process takes, so each shard runs saturated); prints the median
 frames/s journaled by all shards together (each shard's journaled frames over
-its own capture time), and the ratio to one process.  The simulator needs a
+its steady state: after its first ``--warmup`` seconds of data, read back
+from its journal), and the ratio to one process.  The simulator needs a
 core too: on a 2-core machine three busy processes share two cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -154,21 +156,35 @@ def _rates(frames: int, wall: float, cpu: float) -> dict[str, float]:
 SHARD_SYMBOLS = ("btcusdt", "ethusdt", "bnbusdt", "solusdt")
 
 
-def sharded(processes: int, ws: str, rest: str, seconds: float, tmp: Path) -> float:
-    """Frames/s journaled by ``engine run --processes N`` over ``seconds`` (all shards)."""
-    import json
+def sharded(processes: int, ws: str, rest: str, warm: float, seconds: float, tmp: Path) -> float:
+    """Frames/s journaled by ``engine run --processes N`` (all shards), in their steady state.
+
+    Each shard's rate is read from its journal: the frames received after its
+    first ``warm`` seconds of data (start-up, connects and snapshots left out)
+    to its last, over that span; the set's rate is their sum.
+    """
     import subprocess
 
+    import pyarrow.compute as pc
+
+    from engine.journal.captureset import journals_in
+    from engine.journal.reader import JournalReader
+
     out = tmp / f"set-{processes}-{time.time_ns()}"
-    p = subprocess.run(
+    subprocess.run(
         [sys.executable, "-m", "engine.cli", "run", "--processes", str(processes), "--no-dashboard",
          "--symbols", ",".join(SHARD_SYMBOLS), "--channels", ",".join(CHANNELS), "--url", ws,
-         "--rest-url", rest, "--duration", str(seconds), "--out", str(out)],
+         "--rest-url", rest, "--duration", str(warm + seconds + 2), "--out", str(out)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
-    doc = json.loads(p.stdout)
-    shards = doc["shards"] if processes > 1 else [{"summary": doc}]
-    return sum(sh["summary"]["journal_frames"] / sh["summary"]["duration_s"] for sh in shards)
+    total = 0.0
+    for j in journals_in(out):
+        recv = [b.column(1) for b in JournalReader(j, kinds=["text", "binary"]).batches()]
+        ns = sorted(x for a in recv for x in a.to_pylist())
+        lo, hi = ns[0] + int(warm * 1e9), ns[-1]
+        n = sum(pc.sum(pc.greater_equal(a, lo)).as_py() or 0 for a in recv)
+        total += n / ((hi - lo) / 1e9)
+    return total
 
 
 def main_sharded(a: argparse.Namespace) -> None:
@@ -181,11 +197,12 @@ def main_sharded(a: argparse.Namespace) -> None:
             )
             try:
                 for n in counts:
-                    fps[n].append(sharded(n, ws, rest, a.seconds, Path(d)))
+                    fps[n].append(sharded(n, ws, rest, a.warmup, a.seconds, Path(d)))
             finally:
                 stop(proc)
     print(f"simulator process --rate {a.rate:.0f} over {len(SHARD_SYMBOLS)} symbols; engine run"
-          f" --processes N for {a.seconds:g} s; median of {a.runs} runs")  # fmt: skip
+          f" --processes N, {a.seconds:g} s after {a.warmup:g} s of warm-up; median of {a.runs}"
+          f" runs; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
     base = statistics.median(fps[counts[0]])
     for n in counts:
         f = statistics.median(fps[n])
