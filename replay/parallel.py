@@ -169,17 +169,20 @@ def plan_slices(
     def seq_to(c: CheckpointInfo | None) -> int:
         return last if c is None else c.last_seq
 
-    total = sum(seq_to(b) - seq_after(a) + 1 for a, b in pieces)
-    target = max(1, -(-total // max(1, tasks)))
-    groups: list[list[tuple[CheckpointInfo | None, CheckpointInfo | None]]] = [[]]
-    size = 0
+    # cut after the pieces whose ends lie nearest to k/tasks of the frames (k = 1 .. tasks-1)
+    ends_at = []
+    acc = 0
     for a, b in pieces:
-        n = seq_to(b) - seq_after(a) + 1
-        if groups[-1] and size + n > target and len(groups) < tasks:
-            groups.append([])
-            size = 0
-        groups[-1].append((a, b))
-        size += n
+        acc += seq_to(b) - seq_after(a) + 1
+        ends_at.append(acc)
+    cuts = sorted({
+        min(range(len(pieces) - 1), key=lambda i: abs(ends_at[i] - acc * k / tasks))
+        for k in range(1, tasks)
+    }) if len(pieces) > 1 else []  # fmt: skip
+    groups = [
+        pieces[lo + 1 : hi + 1]
+        for lo, hi in zip([-1, *cuts], [*cuts, len(pieces) - 1], strict=True)
+    ]
     slices = []
     for i, g in enumerate(groups):
         start, stop = g[0][0], g[-1][1]
