@@ -6,7 +6,7 @@ output can be traced back to the exact bytes that caused it.
 
 Conventions (one place for them):
 
-* Prices and quantities are ``int`` units of ``1e-8`` (see :mod:`engine.num`).
+* Prices and quantities are ``int`` units of ``1e-18`` (see :mod:`engine.num`).
 * Exchange times are ``int`` milliseconds since the epoch as the exchange sent
   them (``exch_ms`` = event time ``E``, ``txn_ms`` = transaction time ``T``);
   ``None`` where the exchange does not send one.
@@ -38,6 +38,7 @@ __all__ = [
     "SubscriptionAck",
     "SubscriptionError",
     "ServerShutdown",
+    "Heartbeat",
     "DecodeError",
     "ConnectionOpened",
     "ConnectionClosed",
@@ -235,6 +236,17 @@ class ServerShutdown:
 
 
 @event
+class Heartbeat:
+    """A venue's keep-alive traffic: the answer to our application ping (``"pong"``) or the
+    server's own heartbeat (``"heartbeat"``); ``exch_ms`` when the venue stamps it."""
+
+    seq: int
+    recv_ns: int
+    kind: str
+    exch_ms: int | None
+
+
+@event
 class DecodeError:
     """A frame the codec could not turn into events.  The frame itself stays in the journal.
 
@@ -313,6 +325,7 @@ Event: TypeAlias = (
     | SubscriptionAck
     | SubscriptionError
     | ServerShutdown
+    | Heartbeat
     | DecodeError
     | ConnectionOpened
     | ConnectionClosed

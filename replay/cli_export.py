@@ -91,7 +91,7 @@ def export(
     into the one dataset (--workers N: side by side on a local Dask cluster).
 
     Tables: trades, book_diffs, book_top, book_events, candles, alerts, errors,
-    book_ticker, ticker, kline.  Prices and quantities are exact decimal128(38, 8)
+    book_ticker, ticker, kline.  Prices and quantities are exact decimal128(38, 18)
     columns, times timestamp[ns, UTC].  Read by pyarrow.dataset, Polars, DuckDB
     and Spark in one call; export.json in the --out directory describes the run.
     """

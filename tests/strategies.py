@@ -157,6 +157,9 @@ STRATEGIES: dict[type, st.SearchStrategy] = {
         ev.SubscriptionError, seqs, recv_ns, request_ids, st.integers(-(2**31), 2**31), st.text()
     ),
     ev.ServerShutdown: st.builds(ev.ServerShutdown, seqs, recv_ns, opt_ms),
+    ev.Heartbeat: st.builds(
+        ev.Heartbeat, seqs, recv_ns, st.sampled_from(["pong", "heartbeat"]), opt_ms
+    ),
     ev.DecodeError: st.builds(
         ev.DecodeError,
         seqs,

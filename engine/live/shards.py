@@ -73,13 +73,14 @@ def child_args(opts: Any, symbols: Sequence[str], journal: Path, url: str | None
         sys.executable, "-m", "engine.cli", "run", "--no-dashboard",
         "--exchange", opts.exchange,
         "--symbols", ",".join(symbols),
-        "--channels", ",".join(opts.channels),
         "--out", str(journal),
         "--checkpoint-every", repr(opts.checkpoint_every_s),
         "--max-streams-per-conn", str(opts.max_streams_per_conn),
         "--min-free-mb", repr(opts.min_free_mb),
         "--max-rest-bytes", str(opts.max_rest_bytes),
     ]  # fmt: skip
+    if opts.channels:  # else the venue's default channels, as the parent's would be
+        args += ["--channels", ",".join(opts.channels)]
     for flag, value in (
         ("--duration", opts.duration),
         ("--verify-every", opts.verify_every_s),
@@ -94,8 +95,11 @@ def child_args(opts: Any, symbols: Sequence[str], journal: Path, url: str | None
 
 
 def _start_simulator(opts: Any, symbols: Sequence[str]) -> tuple[subprocess.Popen[str], str, str]:
-    """``engine simulate`` for every shard's symbols; returns (process, ws base, REST base)."""
-    args = [sys.executable, "-m", "engine.cli", "simulate", "--port", "0",
+    """``engine simulate`` (the venue's dialect) for every shard's symbols: (process, ws, REST base)."""
+    from engine.codecs.registry import get_codec
+
+    args = [sys.executable, "-m", "engine.cli", "simulate", "--port", "0", "--venue", opts.exchange,
+            "--max-streams", str(get_codec(opts.exchange).limits.max_per_conn),
             "--seed", str(opts.sim_seed), "--symbols", ",".join(symbols)]  # fmt: skip
     if opts.sim_rate is not None:
         args += ["--rate", repr(opts.sim_rate)]
@@ -153,7 +157,9 @@ def run_shards(opts: Any, n: int, say: Any = None) -> tuple[dict[str, Any], int]
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        if opts.exchange == "sim" and not opts.url:
+        from engine.live.cli import simulated
+
+        if simulated(opts):  # one simulator process, speaking the venue's dialect, for all
             sim, url, sim_rest = _start_simulator(opts, [s for g in groups for s in g])
             rest = rest or sim_rest
         for sh in shards:
