@@ -70,6 +70,9 @@ class SyncRule:
     BINANCE_SPOT = "binance-spot"
     #: Binance USD-M: drop u < lastUpdateId; first has U <= lid <= u; then pu == prev u.
     BINANCE_FUTURES = "binance-futures"
+    #: Kraken (v1, v2): no update ids (the journal seq orders messages); the book is truncated
+    #: to the subscribed depth after every message and its CRC32 checksum verified.
+    KRAKEN = "kraken"
 
 
 @attrs.frozen

@@ -159,6 +159,22 @@ class Book:
         ak = self._ak
         return bool(bk and ak and bk[-1] >= -ak[-1])
 
+    def truncate(self, depth: int) -> None:
+        """Keep only the best ``depth`` levels a side (Kraken sends no removal for a level
+        that an insert pushed out of the subscribed depth)."""
+        k = len(self._bk) - depth
+        if k > 0:
+            d = self.bids
+            for p in self._bk[:k]:
+                del d[p]
+            del self._bk[:k]
+        k = len(self._ak) - depth
+        if k > 0:
+            d = self.asks
+            for p in self._ak[:k]:
+                del d[-p]
+            del self._ak[:k]
+
     # ------------------------------------------------------------------ top of book
 
     def best_bid(self) -> tuple[int, int] | None:

@@ -37,7 +37,9 @@ pass counts ``checksums_verified`` (diffs carrying a checksum only), a failure
 is the table's REJECT: a :class:`ChecksumMismatch`, the book dropped (nothing
 published until a fresh snapshot) and a sync request, which the runtime
 answers by the codec's resync (refetch or resubscribe).  Sequence breaks are
-``gaps`` (GapDetected).  A snapshot's own checksum is not judged here.
+``gaps`` (GapDetected).  A snapshot's own checksum is judged only for a rule
+with ``checks_snapshots`` (Kraken v2 sends one with every snapshot): a pass
+counts, a failure is the same ChecksumMismatch and sync request, nothing loaded.
 
 Drift verification: a SnapshotRequest(purpose="verify") starts a shadow
 ``Sync`` (the table's ASK) that buffers the diffs from that moment, exactly
@@ -216,7 +218,12 @@ class BookReducer:
         rule = rule_for(self.sync_rule)
         object.__setattr__(self, "_rule", rule)
         phase, inp = INLINE
-        ok = self.inline and not rule.has_checksum and TABLE[phase][inp] == (phase, A_APPLY)
+        ok = (
+            self.inline
+            and not rule.has_checksum
+            and not rule.truncates  # the inlined apply does not truncate
+            and TABLE[phase][inp] == (phase, A_APPLY)
+        )
         object.__setattr__(self, "_inline_phase", phase if ok else None)
         v = self.verify_interval_s
         object.__setattr__(self, "_verify_ns", None if v is None else int(v * SECOND_NS))
@@ -420,10 +427,23 @@ class BookReducer:
         sb = self._symbol(state, ev.symbol)
         out: list[Any] = []
         main = sb.main
+        prev_id = main.book.last_id if main.book is not None else -1
         action, replay = feed_snapshot(self._rule, main, ev)
         if action == A_VERIFY:
             self._verify_snapshot(sb, ev, out)
             return out
+        if action == A_REJECT:  # the snapshot's own checksum failed (book_sync: checks_snapshots)
+            sb.counts.checksum_mismatches += 1
+            sb.crossed = False
+            if sb.shadow is not None:
+                self._abandon(sb, ev, "main book lost", out)
+            out.append(
+                ChecksumMismatch(ev.seq, ev.recv_ns, ev.symbol, prev_id, ev.last_id, ev.checksum)
+            )
+            self._request_sync(sb, ev, "snapshot checksum mismatch", out)
+            return out
+        if ev.checksum is not None and self._rule.checks_snapshots:
+            sb.counts.checksums_verified += 1
         # A_LOAD: the snapshot is the main book; replay the buffer onto it
         resync = main.phase == RELOADED
         if sb.shadow is not None:

@@ -129,6 +129,10 @@ class BookSnapshot:
     txn_ms: int | None = None
     #: the exchange's checksum of this book (Kraken, OKX), else None
     checksum: int | None = None
+    #: the decimals the exchange prints this instrument's prices / quantities with, where a
+    #: checksum is computed on those strings (Kraken), else None
+    price_decimals: int | None = None
+    qty_decimals: int | None = None
 
 
 @event

@@ -45,6 +45,7 @@ from decimal import Context, Decimal
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -395,7 +396,8 @@ class PartitionedWriter:
         sym = NO_SYMBOL if symbol is None else symbol
         k = self.parts.get((sym, date), 0)
         self.parts[(sym, date)] = k + 1
-        path = self.root / f"symbol={sym}" / f"date={date}" / f"part-{k}.parquet"
+        # URI-encoded like every hive writer does ("SC/EUR" → "SC%2FEUR"; readers decode it)
+        path = self.root / f"symbol={quote(sym, safe='')}" / f"date={date}" / f"part-{k}.parquet"
         return TableWriter(path, self.schema, self.row_group_rows)
 
     def close(self, empty_ns: int = 0) -> int:

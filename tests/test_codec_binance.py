@@ -381,4 +381,4 @@ def test_registry():
         c = get_codec(name)
         assert isinstance(c, Codec) and type(c) is cls and c.name == name and c.sync_rule == rule
     with pytest.raises(ValueError, match="binance, binance-delivery, binance-futures"):
-        get_codec("kraken")
+        get_codec("mtgox")

@@ -194,7 +194,9 @@ def test_engine_run_stops_cleanly_before_the_disk_is_full(tmp_path: Path) -> Non
         assert (
             frames[-1].payload.startswith(b"capture stop") and b"(low_disk)" in frames[-1].payload
         )
-        assert summary["frames_in"] == summary["simulator_frames_sent"] > 0
+        # every frame the simulator counted was received (its shutdown may cut off a chunk
+        # the capture was still reading: those frames arrive but are not counted)
+        assert summary["frames_in"] >= summary["simulator_frames_sent"] > 0
         mismatch, compared = check(jdir)
         assert mismatch is None and compared > 0
 

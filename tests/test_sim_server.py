@@ -557,20 +557,3 @@ async def test_engine_simulate_subprocess_prints_urls_serves_stats_and_exits_on_
         proc.stdout.close()  # type: ignore[union-attr]
         proc.stderr.close()  # type: ignore[union-attr]
 
-
-def test_frames_within_a_partly_sent_chunk_are_counted_by_their_last_byte():
-    """A chunk cut anywhere: the data frames wholly before the cut count, control frames never."""
-    from engine.sim.connection import data_frames_within, frame
-
-    parts = [frame(b"x" * n) for n in (0, 5, 125, 126, 300, 65535, 65536)]
-    parts.insert(2, frame(b"ping", 0x9))  # a control frame: not a data frame
-    parts.append(frame(b"\x00\x01", 0x2))  # binary: a data frame
-    chunk = b"".join(parts)
-    ends, off = [], 0
-    for p in parts:
-        off += len(p)
-        ends.append((off, p[0] & 0x0F in (0x1, 0x2)))
-    for cut in sorted({0, 1, 2, len(chunk)} | {e + d for e, _ in ends for d in (-1, 0, 1)}):
-        cut = max(0, min(cut, len(chunk)))
-        want = sum(1 for e, data in ends if data and e <= cut)
-        assert data_frames_within(chunk, cut) == want, cut

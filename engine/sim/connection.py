@@ -28,14 +28,15 @@ Memory: :meth:`WsConn.buffered` is what a connection holds for its client —
 queued frames (plus :data:`FRAME_OVERHEAD` each for their Python objects) and
 the chunk a ``send_all`` is writing — the figure the server's budget adds up.
 
-Counting: a frame counts once its last byte was handed to the socket.  A
-whole chunk counts when its send returns; a chunk whose send ends early (the
-client went away, or the connection was torn down mid-send at shutdown)
-counts the data frames that lay wholly within the bytes the socket took
-(:func:`data_frames_within`; their streams are not attributed in
-``frames_by_stream``).  An abrupt end (drop fault, slow consumer) discards
-frames not yet handed to the socket: never sent, never counted — a client
-that journals everything it received holds exactly ``frames`` messages.
+Counting: a frame counts when the ``send_all`` carrying it returned.  An abrupt
+end (drop fault, slow consumer, a client that stopped reading) discards frames
+not yet handed to the socket and the chunk whose send did not finish: never
+counted — a client that journals everything it read holds exactly ``frames``
+messages.  (Counting a cut-off chunk's bytes that the kernel took would count
+frames left unread in the socket buffers of a client that had stopped
+reading; not counting them can undercount a client that was still reading
+when a shutdown cut its chunk off, so a server shutdown may leave a client
+with a few frames more than ``frames``.)
 """
 
 from __future__ import annotations
@@ -108,26 +109,6 @@ class ConnStats:
 GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
-def data_frames_within(chunk: bytes, n: int) -> int:
-    """How many text or binary frames of ``chunk`` (server frames: unmasked, header then
-    payload, as :func:`frame` builds them) end within its first ``n`` bytes."""
-    count = off = 0
-    while off + 2 <= n:
-        b1 = chunk[off + 1] & 0x7F
-        if b1 < 126:
-            head, size = 2, b1
-        elif b1 == 126:
-            head, size = 4, int.from_bytes(chunk[off + 2 : off + 4], "big")
-        else:
-            head, size = 10, int.from_bytes(chunk[off + 2 : off + 10], "big")
-        end = off + head + size
-        if end > n:
-            break
-        if chunk[off] & 0x0F in (0x1, 0x2):
-            count += 1
-        off = end
-    return count
-
 
 class WsConn:
     """One WebSocket client: reader, writer, pinger and lifetime tasks in one nursery."""
@@ -154,8 +135,6 @@ class WsConn:
         self.stats = ConnStats(cid, path, peer, combined, time.time())
         self.out: list[bytes] = []
         self.out_len = 0
-        #: bytes of the chunk being sent that the socket has taken so far
-        self._taken = 0
         #: trio time the socket last took bytes of the chunk being sent (or the send began):
         #: while ``inflight``, how long the client has not read — what the server's budget
         #: closes by (a reader's socket keeps taking)
@@ -288,12 +267,13 @@ class WsConn:
             await self.stream.aclose()
 
     async def _send(self, chunk: bytes) -> None:
-        """``send_all``, keeping :attr:`_taken` (bytes the socket took) for the counters."""
+        """``send_all``, noting in :attr:`progress_at` each time the socket takes bytes."""
         sock = self.stream.socket
         view = memoryview(chunk)
-        while self._taken < len(chunk):
+        taken = 0
+        while taken < len(chunk):
             try:
-                self._taken += await sock.send(view[self._taken :])
+                taken += await sock.send(view[taken:])
             except OSError as exc:
                 raise trio.BrokenResourceError(str(exc)) from exc
             self.progress_at = trio.current_time()
@@ -310,7 +290,6 @@ class WsConn:
             pend, nf, npl = self.pend, self.pend_frames, self.pend_payload
             self._discard_unsent()
             self.inflight = len(chunk)
-            self._taken = 0
             self.progress_at = trio.current_time()
             try:
                 await self._send(chunk)
@@ -319,8 +298,6 @@ class WsConn:
                 return
             finally:
                 self.inflight = 0
-                if self._taken < len(chunk):  # ended mid-send: count what the socket took
-                    st.frames += data_frames_within(chunk, self._taken)
             wire, chunk = len(chunk), b""
             st.frames += nf
             st.payload_bytes += npl

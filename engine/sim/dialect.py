@@ -146,6 +146,18 @@ def _binance_futures(name: str, prefix: str) -> Callable[[], Dialect]:
     return make
 
 
+def _kraken() -> Dialect:
+    from engine.sim.kraken import KrakenDialect
+
+    return KrakenDialect()
+
+
+def _kraken_v1() -> Dialect:
+    from engine.sim.kraken import KrakenV1Dialect
+
+    return KrakenV1Dialect()
+
+
 #: venue name → dialect factory (``sim`` is the Binance spot dialect under the simulator's
 #: name; Binance US and TR speak spot, COIN-M the USD-M dialect on ``/dapi/v1``).
 DIALECTS: dict[str, Callable[[], Dialect]] = {
@@ -155,6 +167,8 @@ DIALECTS: dict[str, Callable[[], Dialect]] = {
     "binance-tr": _binance("binance-tr"),
     "binance-futures": _binance_futures("binance-futures", "/fapi/v1"),
     "binance-delivery": _binance_futures("binance-delivery", "/dapi/v1"),
+    "kraken": _kraken,
+    "kraken-v1": _kraken_v1,
 }
 
 
