@@ -21,11 +21,23 @@ runs of the achieved frames/s, CPU µs per frame, the ceiling (frames per CPU
 second), its ratio to bare (target for capture: ≥ 0.75), and the p50/p99
 latency from receive (``recv_ns``) to the ``write()`` of the batch holding the
 frame (bounded by the writer's batching: 1024 frames or 50 ms).
+
+    python bench/capture.py --processes 1,2 [--rate 60000] [--seconds 5] [--runs 3]
+
+Sharded capture instead: for each N, ``engine run --processes N`` (the whole
+command: journal, pipeline, outputs, checkpoints per shard) against one
+``engine simulate`` process offering ``--rate`` over four symbols (more than
+one capture process takes, so each shard runs saturated); prints the median
+frames/s journaled by all shards together (each shard's journaled frames over
+its steady state: after its first ``--warmup`` seconds of data, read back
+from its journal), and the ratio to one process.  The simulator needs a
+core too: on a 2-core machine three busy processes share two cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -141,13 +153,75 @@ def _rates(frames: int, wall: float, cpu: float) -> dict[str, float]:
     return {"fps": frames / wall, "us": cpu / frames * 1e6, "ceiling": frames / cpu}
 
 
+SHARD_SYMBOLS = ("btcusdt", "ethusdt", "bnbusdt", "solusdt")
+
+
+def sharded(processes: int, ws: str, rest: str, warm: float, seconds: float, tmp: Path) -> float:
+    """Frames/s journaled by ``engine run --processes N`` (all shards), in their steady state.
+
+    Each shard's rate is read from its journal: the frames received after its
+    first ``warm`` seconds of data (start-up, connects and snapshots left out)
+    to its last, over that span; the set's rate is their sum.
+    """
+    import subprocess
+
+    import pyarrow.compute as pc
+
+    from engine.journal.captureset import journals_in
+    from engine.journal.reader import JournalReader
+
+    out = tmp / f"set-{processes}-{time.time_ns()}"
+    subprocess.run(
+        [sys.executable, "-m", "engine.cli", "run", "--processes", str(processes), "--no-dashboard",
+         "--symbols", ",".join(SHARD_SYMBOLS), "--channels", ",".join(CHANNELS), "--url", ws,
+         "--rest-url", rest, "--duration", str(warm + seconds + 2), "--out", str(out)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    total = 0.0
+    for j in journals_in(out):
+        recv = [b.column(1) for b in JournalReader(j, kinds=["text", "binary"]).batches()]
+        ns = sorted(x for a in recv for x in a.to_pylist())
+        lo, hi = ns[0] + int(warm * 1e9), ns[-1]
+        n = sum(pc.sum(pc.greater_equal(a, lo)).as_py() or 0 for a in recv)
+        total += n / ((hi - lo) / 1e9)
+    return total
+
+
+def main_sharded(a: argparse.Namespace) -> None:
+    counts = [int(x) for x in a.processes.split(",")]
+    fps: dict[int, list[float]] = {n: [] for n in counts}
+    with tempfile.TemporaryDirectory() as d:
+        for _ in range(a.runs):
+            proc, ws, rest = start_simulator(
+                "--rate", str(a.rate), "--symbols", ",".join(SHARD_SYMBOLS)
+            )
+            try:
+                for n in counts:
+                    fps[n].append(sharded(n, ws, rest, a.warmup, a.seconds, Path(d)))
+            finally:
+                stop(proc)
+    print(f"simulator process --rate {a.rate:.0f} over {len(SHARD_SYMBOLS)} symbols; engine run"
+          f" --processes N, {a.seconds:g} s after {a.warmup:g} s of warm-up; median of {a.runs}"
+          f" runs; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+    base = statistics.median(fps[counts[0]])
+    for n in counts:
+        f = statistics.median(fps[n])
+        print(f"processes {n}: {f:10,.0f} frames/s journaled  ({f / base:.2f}x of {counts[0]})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--rate", type=float, default=20_000)
+    ap.add_argument("--rate", type=float, default=None, help="[20000; 60000 with --processes]")
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--warmup", type=float, default=1.0)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--processes", default=None, help="e.g. 1,2: benchmark sharded capture")
     a = ap.parse_args()
+    if a.processes:
+        a.rate = a.rate or 60_000
+        main_sharded(a)
+        return
+    a.rate = a.rate or 20_000
     modes = ("bare", "capture", "capture+pipeline")
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory() as d:

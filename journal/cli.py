@@ -76,7 +76,23 @@ _DIR = click.Path(exists=True, file_okay=False, path_type=str)
 @click.option("--top", default=10, show_default=True, help="How many sources to list.")
 @skip_damaged_option
 def inspect(directory: str, as_json: bool, top: int) -> None:
-    """Segments, frames, bytes on disk vs payload, time span, kinds, sources, recovered tails."""
+    """Segments, frames, bytes on disk vs payload, time span, kinds, sources, recovered tails.
+
+    DIRECTORY may be a capture set or a folder of journals: each member in turn.
+    """
+    for member in _each(directory):
+        _inspect(member, as_json, top)
+
+
+def _each(directory: str) -> list[str]:
+    """The journal itself, or the member journals of a capture set or catalog."""
+    from engine.journal.captureset import is_journal, journals_in
+
+    found = [] if is_journal(directory) else journals_in(directory)
+    return [str(p) for p in found] or [directory]
+
+
+def _inspect(directory: str, as_json: bool, top: int) -> None:
     try:
         st = scan_journal(directory)
     except JournalError as exc:
@@ -144,14 +160,21 @@ def verify(directory: str) -> None:
 
     Checks every batch's structure and checksum, every sealed segment's footer
     against its content and journal.json, seq continuity across segments (no
-    missing, duplicated or reordered segment), and the outputs journal.
+    missing, duplicated or reordered segment), and the outputs journal.  A
+    capture set or a folder of journals: every member (exit 1 if one fails).
     """
+    failed = [m for m in _each(directory) if not _verify(m)]
+    if failed:
+        sys.exit(1)
+
+
+def _verify(directory: str) -> bool:
     with _progress("verify") as on_batch:
         problems, st = verify_journal(directory, on_batch)
     if problems:
         for p in problems:
             click.echo(f"FAIL {p}", err=True)
-        sys.exit(1)
+        return False
     assert st is not None
     tails = f", {len(st.tails)} torn tail(s) recovered" if st.tails else ""
     how = (
@@ -160,12 +183,21 @@ def verify(directory: str) -> None:
         else "checksums, footers and seq continuity verified"
     )
     click.echo(f"OK {st.path}: {len(st.segments)} segments, {st.frames} frames{tails} ({how})")
+    return True
 
 
 @journal.command()
 @click.argument("directory", type=_DIR)
 def recover(directory: str) -> None:
-    """Seal partial segments left by a crash (drops torn tails, keeps every whole batch)."""
+    """Seal partial segments left by a crash (drops torn tails, keeps every whole batch).
+
+    A capture set or a folder of journals: every member.
+    """
+    for member in _each(directory):
+        _recover(member)
+
+
+def _recover(directory: str) -> None:
     from pathlib import Path
 
     from engine.cli import DataFailure

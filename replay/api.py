@@ -82,12 +82,21 @@ Symbols: TypeAlias = str | Iterable[str] | None
 TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
 
 
-def open(path: str | os.PathLike[str]) -> Journal:  # noqa: A001 - engine.open, like gzip.open
+def open(path: str | os.PathLike[str]) -> Journal | Any:  # noqa: A001 - engine.open, like gzip.open
     """Open the journal directory ``path`` for reading (see :class:`Journal`).
+
+    A capture set (``engine run --processes N``) or a folder of journals gives
+    a :class:`engine.replay.catalog.JournalSet` of its member journals.
 
     Raises:
         engine.journal.reader.NotAJournal: ``path`` is not a journal directory.
     """
+    from engine.journal.captureset import holds_journals
+
+    if holds_journals(path):
+        from engine.replay.catalog import JournalSet
+
+        return JournalSet(path)
     return Journal(path)
 
 

@@ -33,10 +33,12 @@ from typing import Any
 import click
 
 from engine.cli import DataFailure, UsageFailure, deprecated, guard_output, leaf_error
+from engine.journal.captureset import holds_journals
 from engine.journal.cli import skip_damaged_option
 from engine.journal.reader import JournalError
 from engine.pipeline import Pipeline
 from engine.replay.checkpoints import CheckpointPolicy
+from engine.replay.cli_parallel import parallel_options
 from engine.replay.replay import (
     Tally,
     open_journal,
@@ -259,6 +261,7 @@ def _fail(exc: Exception) -> click.ClickException:
 @click.option("--loop", is_flag=True, help="With --serve: every connection's replay starts over.")
 @limit_options(only_with="With --serve: ")
 @_checkpoint_options
+@parallel_options
 @skip_damaged_option
 @click.pass_context
 def replay(
@@ -279,6 +282,8 @@ def replay(
     save_checkpoints: bool,
     checkpoint_every: float | None,
     checkpoint_frames: int | None,
+    workers: int | None,
+    scheduler: str | None,
 ) -> None:
     """Fold a journal through the same pipeline as `engine run` and summarize it per symbol.
 
@@ -321,6 +326,12 @@ def replay(
         others = [o for o in others if o not in ("--from", "--to", "--symbols")]
     if len(modes) > 1 or (modes and others):
         raise UsageFailure(f"{' and '.join(modes + others)} cannot be combined")
+    if workers is not None or scheduler is not None or holds_journals(directory):
+        from engine.replay.cli_parallel import dispatch
+
+        if dispatch(directory, workers=workers, scheduler=scheduler, serve=serve, check=check,
+                    out=out, save=save, from_=from_, to=to, symbols=symbols, as_json=as_json):
+            return  # fmt: skip
     if serve is not None:
         j = _open_checked(directory)
         _window(j, from_, to)

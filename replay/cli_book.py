@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from engine.cli import DataFailure, UsageFailure
+from engine.journal.captureset import holds_journals
 from engine.journal.cli import skip_damaged_option
 from engine.journal.reader import JournalError
 from engine.replay.cli import (
@@ -34,6 +35,7 @@ from engine.replay.cli import (
     _sync_text,
     _trade_lines,
 )
+from engine.replay.cli_parallel import member_for_book
 from engine.replay.replay import symbols_of
 from engine.timefmt import format_ns
 
@@ -74,6 +76,8 @@ def book(
     """
     from engine.replay.replay import book_summary, candles_summary, state_at, trades_summary
 
+    if holds_journals(directory):  # a capture set or catalog: the member holding the symbol
+        directory = member_for_book(directory, symbol, at)
     policy = _policy(directory, _save(ctx, save_checkpoints), checkpoint_every, checkpoint_frames)
     j = _open_checked(directory)
     if "," in symbol:

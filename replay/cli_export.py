@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from engine.cli import UsageFailure, deprecated, guard_output
+from engine.journal.captureset import holds_journals
 from engine.journal.cli import skip_damaged_option
 from engine.journal.reader import JournalError
 from engine.replay.cli import (
@@ -28,6 +29,7 @@ from engine.replay.cli import (
     _window,
     _window_text,
 )
+from engine.replay.cli_parallel import export_many, parallel_options
 from engine.timefmt import parse_time
 
 __all__ = ["export"]
@@ -67,6 +69,7 @@ __all__ = ["export"]
 @click.option("--to", "to", default=None, metavar="TIME", help=f"Export up to this time ({_TIME}).")
 @click.option("--until", type=TIME, default=None, hidden=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@parallel_options
 @skip_damaged_option
 def export(
     directory: Path,
@@ -79,8 +82,13 @@ def export(
     to: str | None,
     until: int | None,
     as_json: bool,
+    workers: int | None,
+    scheduler: str | None,
 ) -> None:
     """Write normalized Parquet tables as one hive-partitioned dataset (table/symbol/date).
+
+    DIRECTORY may be a capture set or a catalog (a folder of journals): every journal goes
+    into the one dataset (--workers N: side by side on a local Dask cluster).
 
     Tables: trades, book_diffs, book_top, book_events, candles, alerts, errors,
     book_ticker, ticker, kline.  Prices and quantities are exact decimal128(38, 18)
@@ -105,6 +113,11 @@ def export(
         raise UsageFailure("Missing option '--out' (the directory for the tables)")
     if from_ is not None and to_ns is not None and to_ns < from_:
         raise click.BadParameter("--to is before --from", param_hint="--to")
+    if workers is not None or scheduler is not None or holds_journals(directory):
+        export_many(directory, out_dir, workers=workers, scheduler=scheduler, force=force,
+                    symbols=symbols, from_=from_, to=to_ns, as_json=as_json, top=top,
+                    interval_s=interval)  # fmt: skip
+        return
     guard_output(out_dir, force=force)
     j = _open_checked(directory)
     wanted = _symbols_checked(j, symbols)

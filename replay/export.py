@@ -46,7 +46,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -461,11 +462,7 @@ def export_journal(
     replay = Replay(journal_dir, start_ns=start_ns, end_ns=end_ns, on_chunk=on_chunk)
     _place(Path(journal_dir), out, replace)
     wanted = frozenset(s.upper() for s in symbols) if symbols else None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir()
-    try:
+    with staged(out) as stage:
         writers = {name: PartitionedWriter(stage, name, row_group_rows) for name in TABLES}
         ex = _Exporter(replay, writers, wanted, top, interval_ns)
         try:
@@ -501,11 +498,22 @@ def export_journal(
             **result.to_json(),
         }
         (stage / "export.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return result
+
+
+@contextmanager
+def staged(out: Path) -> Iterator[Path]:
+    """A hidden sibling of ``out`` to build an export in: ``out`` when the block ends, else removed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    try:
+        yield stage
         _move_into_place(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    return result
 
 
 def _move_into_place(stage: Path, out: Path) -> None:

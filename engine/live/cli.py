@@ -261,6 +261,28 @@ async def _display(capture: Any, symbols: list[str], dashboard: bool) -> None:
         print(status_line(capture.status, capture.pipeline), file=sys.stderr, flush=True)
 
 
+def _run_sharded(opts: RunOptions, processes: int) -> None:
+    """``--processes N``: the capture set of :mod:`engine.live.shards`; its summary and status."""
+    from engine.journal.captureset import is_captureset
+    from engine.live.shards import run_shards, split
+
+    assert opts.journal is not None
+    if is_captureset(opts.journal) or (opts.journal.is_dir() and any(opts.journal.iterdir())):
+        raise click.UsageError(f"{opts.journal} is not empty: choose a new --out directory")
+    try:
+        split(opts.symbols, processes)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--processes") from None
+    try:
+        summary, code = run_shards(opts, processes)
+    except OSError as exc:
+        raise click.ClickException(f"capture could not start: {exc}") from None
+    click.echo(json.dumps(summary, indent=2))
+    click.echo(f"capture set: {opts.journal}  (replay: engine replay {opts.journal})", err=True)
+    if code:
+        sys.exit(code)
+
+
 def _default_channels(exchange: str) -> tuple[str, ...]:
     from engine.codecs.registry import get_codec
 
@@ -357,6 +379,14 @@ def _csv(value: str) -> tuple[str, ...]:
     show_default=True,
     help="Largest REST response body read; a longer one is aborted and journaled as an error.",
 )
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Split the symbols across N capture processes, one journal shard each, under one"
+    " capture-set directory (captureset.json); every reading command takes the set.",
+)
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: debug).")
 def run(
     exchange: str,
@@ -378,6 +408,7 @@ def run(
     insecure: bool,
     min_free_mb: float,
     max_rest_bytes: int,
+    processes: int,
     verbose: int,
 ) -> None:
     """Capture market data into a new journal until Ctrl-C / SIGTERM (or --duration).
@@ -460,6 +491,9 @@ def run(
         )
     existed = target.exists()
     opts = attrs.evolve(opts, journal=target.absolute())
+    if processes > 1:
+        _run_sharded(opts, processes)
+        return
     try:
         summary = trio.run(capture_main, opts)
     except BaseException as exc:

@@ -1,0 +1,221 @@
+"""``engine run --processes N``: one capture split across N processes, one journal shard each.
+
+Owns splitting the symbols into shards (:func:`split`), the capture-set
+directory (its ``captureset.json`` is written before any shard starts, by
+:mod:`engine.journal.captureset`), starting one ``engine run`` child per shard
+(each its own connections, journal, outputs, checkpoints and pipeline: a
+shard is an ordinary capture of its symbols), the one simulator the shards
+share when capturing from the simulator (its own process, so it does not
+take a shard's core), forwarding SIGINT / SIGTERM to every child, reporting
+a child that dies (which shard, its exit status) and the combined summary.
+Must not: capture, journal or fold anything itself (the children do), or
+let a dying shard stop the others (they keep capturing; the set's exit
+status says a shard failed).
+
+Exit status: 0 when every shard stopped as asked; else the first of a
+shard's own disk statuses (3 write failed, 4 low disk), else 1 (a shard
+died or could not start).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from engine.journal.captureset import write_set
+
+__all__ = ["split", "Shard", "run_shards", "child_args"]
+
+#: how often the parent looks at its children (s); nothing here is per frame
+_POLL_S = 0.1
+#: a child given SIGTERM has this long to seal its journal before it is killed
+_STOP_GRACE_S = 60.0
+
+
+def split(symbols: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    """Symbols dealt round-robin into ``n`` shards (in the order given); each shard gets one at least."""
+    if n < 1:
+        raise ValueError(f"--processes must be at least 1, not {n}")
+    if n > len(symbols):
+        raise ValueError(
+            f"--processes {n} needs at least {n} symbols (one shard per process); got"
+            f" {len(symbols)}: {','.join(symbols)}"
+        )
+    return [tuple(symbols[i::n]) for i in range(n)]
+
+
+@attrs.define
+class Shard:
+    index: int
+    symbols: tuple[str, ...]
+    journal: Path
+    proc: subprocess.Popen[str] | None = None
+    status: int | None = None
+    summary: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"shard-{self.index}"
+
+
+def child_args(opts: Any, symbols: Sequence[str], journal: Path, url: str | None,
+               rest_url: str | None) -> list[str]:  # fmt: skip
+    """The ``engine run`` command line of one shard (``opts``: :class:`engine.live.cli.RunOptions`)."""
+    args = [
+        sys.executable, "-m", "engine.cli", "run", "--no-dashboard",
+        "--exchange", opts.exchange,
+        "--symbols", ",".join(symbols),
+        "--out", str(journal),
+        "--checkpoint-every", repr(opts.checkpoint_every_s),
+        "--max-streams-per-conn", str(opts.max_streams_per_conn),
+        "--min-free-mb", repr(opts.min_free_mb),
+        "--max-rest-bytes", str(opts.max_rest_bytes),
+    ]  # fmt: skip
+    if opts.channels:  # else the venue's default channels, as the parent's would be
+        args += ["--channels", ",".join(opts.channels)]
+    for flag, value in (
+        ("--duration", opts.duration),
+        ("--verify-every", opts.verify_every_s),
+        ("--url", url),
+        ("--rest-url", rest_url),
+    ):
+        if value is not None:
+            args += [flag, repr(value) if isinstance(value, float) else str(value)]
+    if opts.insecure:
+        args.append("--insecure")
+    return args
+
+
+def _start_simulator(opts: Any, symbols: Sequence[str]) -> tuple[subprocess.Popen[str], str, str]:
+    """``engine simulate`` (the venue's dialect) for every shard's symbols: (process, ws, REST base)."""
+    from engine.codecs.registry import get_codec
+
+    args = [sys.executable, "-m", "engine.cli", "simulate", "--port", "0", "--venue", opts.exchange,
+            "--max-streams", str(get_codec(opts.exchange).limits.max_per_conn),
+            "--seed", str(opts.sim_seed), "--symbols", ",".join(symbols)]  # fmt: skip
+    if opts.sim_rate is not None:
+        args += ["--rate", repr(opts.sim_rate)]
+    if opts.sim_faults:
+        args += ["--faults", ",".join(opts.sim_faults)]
+    if opts.sim_fault_every is not None:
+        args += ["--fault-every", repr(opts.sim_fault_every)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True)  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("listening "):
+        _stop(proc)
+        raise OSError(f"the simulator did not start: {line.strip() or 'no output'}")
+    return proc, line.split()[1], line.split("rest=")[1].strip()
+
+
+def _stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        proc.wait(_STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _describe(status: int) -> str:
+    if status < 0:
+        try:
+            return f"killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"killed by signal {-status}"
+    return f"exited with status {status}"
+
+
+def run_shards(opts: Any, n: int, say: Any = None) -> tuple[dict[str, Any], int]:
+    """Capture ``opts`` (its ``journal`` is the set directory) in ``n`` processes until stopped.
+
+    ``say``: where one-line reports go (a dying shard); default stderr.
+    Returns the combined summary and the exit status.
+    """
+    say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+    root = Path(opts.journal)
+    groups = split([s.lower() for s in opts.symbols], n)
+    cs = write_set(root, opts.exchange, groups, time.time_ns())
+    shards = [Shard(i, g, root / m.journal) for i, (g, m) in enumerate(zip(groups, cs.members,
+              strict=True))]  # fmt: skip
+    sim = None
+    url, rest = opts.url, opts.rest_url
+    stopping: dict[str, int | None] = {"sig": None}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopping["sig"] = signum
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        from engine.live.cli import simulated
+
+        if simulated(opts):  # one simulator process, speaking the venue's dialect, for all
+            sim, url, sim_rest = _start_simulator(opts, [s for g in groups for s in g])
+            rest = rest or sim_rest
+        for sh in shards:
+            # a session of its own: a Ctrl-C on the terminal reaches the parent only, which
+            # forwards it, so every shard gets exactly one stop
+            sh.proc = subprocess.Popen(
+                child_args(opts, sh.symbols, sh.journal, url, rest),
+                stdout=subprocess.PIPE, text=True, start_new_session=True,
+            )  # fmt: skip
+        forwarded = False
+        while any(sh.status is None for sh in shards):
+            if stopping["sig"] is not None and not forwarded:
+                for sh in shards:
+                    if sh.status is None and sh.proc is not None:
+                        sh.proc.send_signal(signal.SIGTERM)
+                forwarded = True
+            for sh in shards:
+                if sh.status is None and sh.proc is not None and sh.proc.poll() is not None:
+                    _collect(sh)
+                    if sh.status not in (0, 3, 4) or (sh.status and not forwarded):
+                        say(f"{sh.name} ({','.join(sh.symbols)}) {_describe(sh.status or 0)};"
+                            f" journal {sh.journal}")  # fmt: skip
+            time.sleep(_POLL_S)
+    finally:
+        for sh in shards:
+            if sh.proc is not None and sh.status is None:
+                _stop(sh.proc)
+                _collect(sh)
+        if sim is not None:
+            _stop(sim)
+        for s, h in old.items():
+            signal.signal(s, h)
+    statuses = [sh.status or 0 for sh in shards]
+    code = next((c for c in statuses if c in (3, 4)), 1 if any(statuses) else 0)
+    summary = {
+        "captureset": str(root),
+        "processes": n,
+        "exchange": opts.exchange,
+        "journal_frames": sum((sh.summary or {}).get("journal_frames", 0) for sh in shards),
+        "shards": [
+            {"name": sh.name, "symbols": [s.upper() for s in sh.symbols], "journal": str(sh.journal),
+             "exit_status": sh.status, **({"summary": sh.summary} if sh.summary else {})}
+            for sh in shards
+        ],
+    }  # fmt: skip
+    return summary, code
+
+
+def _collect(sh: Shard) -> None:
+    """The exited child's status and its JSON summary (its stdout), if it printed one."""
+    assert sh.proc is not None
+    out = sh.proc.stdout.read() if sh.proc.stdout is not None else ""
+    sh.status = sh.proc.wait()
+    try:
+        sh.summary = json.loads(out) if out.strip() else None
+    except ValueError:
+        sh.summary = None
+    if sh.proc.stdout is not None:
+        sh.proc.stdout.close()
