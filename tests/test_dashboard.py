@@ -126,7 +126,7 @@ def test_spot_fixture_renders_exact_book_and_header() -> None:
     ]
     # the one trade of NKNUSDT in the capture, its VWAP and the open 1m candle
     assert "last trade 0.3528  trades 1" in out
-    assert "VWAP  session  0.3528  vol  58" in out
+    assert "VWAP  session  0.352800  vol  58" in out  # the price's 4 decimals + 2
     assert "00:28:00 open  0.3528  0.3528  0.3528  0.3528   58       1      —      —      —" in out
     # syncs are remembered but the alerts panel lists alerts only
     assert any(n.kind == "BookSynced" and n.symbol == "NKNUSDT" for n in d.notable)
@@ -151,9 +151,10 @@ def test_futures_fixture_last_trades_vwap_and_candles() -> None:
     out = text(d.render(p, status(), ["SUSHIUSDT"]), width=160)
     assert "taker volume: buy 1619  sell 593" in out
     for row in (
-        "VWAP  session  7.614884267631103074  vol  2212",
-        "      60s      7.614884267631103074  vol  2212",
-        "      300s     7.614884267631103074  vol  2212",
+        # 7.614884267631103074.. exactly: shown at the price's 3 decimals + 2, rounded
+        "VWAP  session  7.61488  vol  2212",
+        "      60s      7.61488  vol  2212",
+        "      300s     7.61488  vol  2212",
     ):
         assert row in out
     # the six newest trades, newest first, with their exchange time
@@ -175,22 +176,14 @@ def test_candle_indicators_shown_exactly() -> None:
     p, d = fold("binance-futures", reducers=reducers)
     d.candles_shown = 4
     out = text(d.render(p, status(), ["CTKUSDT"]), width=160)
-    assert "1s start        open   high    low  close   vol  trades                  sma3                  ema2" in out
-    # closes 1.011, 1.011, 1.011 -> SMA3 1.011; EMA2 = prev + 2/3 (1.011 - prev), at 1e-18
-    assert (
-        "22:26:09       1.011  1.011  1.011  1.011    10       1  1.011000000000000000"
-        "  1.011027585376363510" in out
-    )
-    # the open candle, provisional: (1.011 + 1.011 + 1.012) / 3 = 1.0113333.. at 1e-18
-    assert (
-        "22:26:10 open  1.011  1.012  1.011  1.012    90       2  1.011333333333333333"
-        "  1.011675861792121170" in out
-    )
+    # indicators (derived, themselves rounded at 1e-18) show the price's 3 decimals + 2, rounded
+    assert "1s start        open   high    low  close   vol  trades     sma3     ema2" in out
+    # closes 1.011, 1.011, 1.011 -> SMA3 1.011; EMA2 = prev + 2/3 (1.011 - prev) = 1.0110275..
+    assert "22:26:09       1.011  1.011  1.011  1.011    10       1  1.01100  1.01103" in out
+    # the open candle, provisional: (1.011 + 1.011 + 1.012) / 3 = 1.0113333..; EMA2 1.0116758..
+    assert "22:26:10 open  1.011  1.012  1.011  1.012    90       2  1.01133  1.01168" in out
     # an empty interval is a flat candle with no volume (Binance's definition)
-    assert (
-        "22:26:08       1.011  1.011  1.011  1.011     0       0  1.011333333333333333"
-        "  1.011082756129090529" in out
-    )
+    assert "22:26:08       1.011  1.011  1.011  1.011     0       0  1.01133  1.01108" in out
 
 
 def test_alerts_kept_bounded_described_and_counted() -> None:

@@ -54,6 +54,7 @@ from engine.book_sync import PRIMED, SYNCED
 from engine.candles import live_indicators
 from engine.live.notable import (
     ALERT_KINDS,
+    DERIVED_EXTRA,
     INFO_KINDS,
     Notable,
     ago,
@@ -63,6 +64,7 @@ from engine.live.notable import (
     column,
     connection_text,
     decimals,
+    derived_text,
     describe,
     kind_of,
     phase_text,
@@ -72,7 +74,7 @@ from engine.live.notable import (
     stamp,
 )
 from engine.live.terminal import Fit, Panes, logs_through
-from engine.num import render
+from engine.num import parse, render
 from engine.replay.replay import book_summary, is_alert, symbols_of, trades_summary
 
 __all__ = ["Dashboard", "run_dashboard", "status_line"]
@@ -221,6 +223,12 @@ class Dashboard:
         d = max([dp] + [decimals(v) for v in values if v is not None])
         return [price_text(v, d) for v in values]
 
+    def _derived(self, pipeline: Any, sym: str, values: Sequence[int | None]) -> list[str]:
+        """VWAP/SMA/EMA of ``sym``: its price precision plus DERIVED_EXTRA decimals, rounded."""
+        book = self._book(pipeline, sym)
+        dp = book_decimals(book, self.depth)[0] if book is not None else 0
+        return [derived_text(v, dp + DERIVED_EXTRA) for v in values]
+
     def _book(self, pipeline: Any, sym: str) -> Any:
         if not _has(pipeline, "book"):
             return None
@@ -305,8 +313,9 @@ class Dashboard:
             names = ["session"] + [f"{w['window_s']}s" for w in ts["windows"]]
             vwaps = [ts["vwap"]] + [w["vwap"] for w in ts["windows"]]
             vols = [ts["volume"]] + [w["volume"] for w in ts["windows"]]
+            shown = self._derived(pipeline, sym, [parse(x) if x else None for x in vwaps])
             for i, name in enumerate(names):
-                v.add_row("VWAP" if i == 0 else "", name, vwaps[i] or "—", "vol", vols[i])
+                v.add_row("VWAP" if i == 0 else "", name, shown[i], "vol", vols[i])
             rows.append(v)
         tape = pipeline.state("tape").symbols.get(sym) if _has(pipeline, "tape") else None
         if tape is not None and tape.recent:
@@ -385,7 +394,10 @@ class Dashboard:
         cols = [ohlc[k * n : (k + 1) * n] for k in range(4)]
         cols.append(column([r[5] for r in rows]))
         cols.append([str(r[6]) for r in rows])
-        cols += [column([r[k] for r in rows]) for k in range(7, 7 + len(sma_p) + len(ema_p))]
+        cols += [
+            self._derived(pipeline, sym, [r[k] for r in rows])
+            for k in range(7, 7 + len(sma_p) + len(ema_p))
+        ]
         for i, r in enumerate(rows):
             start = clock(r[0], 0) + (" open" if r[-1] else "     ")
             t.add_row(start, *(c[i] for c in cols), style="bold" if r[-1] else None)

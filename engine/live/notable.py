@@ -26,6 +26,7 @@ from engine.timefmt import format_ms, format_ns
 
 __all__ = [
     "ALERT_KINDS",
+    "DERIVED_EXTRA",
     "INFO_KINDS",
     "Notable",
     "ago",
@@ -35,6 +36,7 @@ __all__ = [
     "clock",
     "column",
     "connection_text",
+    "derived_text",
     "describe",
     "kind_of",
     "num",
@@ -125,6 +127,24 @@ def book_decimals(book: Any, depth: int) -> tuple[int, int]:
 
 def price_text(units: int | None, d: int) -> str:
     return "—" if units is None else render(units, d)
+
+
+#: decimals a derived value (VWAP, SMA, EMA) shows beyond its symbol's price precision
+DERIVED_EXTRA = 2
+
+
+def derived_text(units: int | None, d: int) -> str:
+    """A derived value (VWAP, SMA, EMA: itself a rounded quotient) for display, rounded half-even
+    to ``d`` decimals; the exact figure stays in ``engine replay --json`` and the exports."""
+    if units is None:
+        return "—"
+    if d >= SCALE:
+        return render(units, SCALE)
+    step = 10 ** (SCALE - d)
+    q, r = divmod(units, step)
+    if r * 2 > step or (r * 2 == step and q % 2):
+        q += 1
+    return render(q * step, d)
 
 
 def quote(book: Any, depth: int) -> dict[str, str]:
