@@ -50,6 +50,7 @@ from engine.journal.integrity import (
     check_batch,
     schema_problem,
 )
+from engine.journal.location import LocationError, RemotePath, as_path, open_input, read_stats
 from engine.journal.schema import MANIFEST, SCHEMA_VERSIONS, Frame
 
 __all__ = [
@@ -100,7 +101,7 @@ class Damage:
 
 @attrs.frozen
 class Segment:
-    path: Path
+    path: Path | RemotePath
     index: int
     partial: bool
 
@@ -141,14 +142,14 @@ def skipping_damaged(on: bool = True) -> Iterator[list[Damage]]:
         _SKIP_SINK.reset(token)
 
 
-def list_segments(path: Path) -> tuple[list[Segment], list[Path]]:
+def list_segments(path: Path | RemotePath) -> tuple[list[Segment], list[Any]]:
     """Segments of a journal directory in index order, and the files that are not segments.
 
     If both ``seg-N.arrows`` and ``seg-N.arrows.partial`` exist (a crash between
     sealing steps), the sealed one wins and the partial is listed as foreign.
     """
     segments: dict[int, Segment] = {}
-    foreign: list[Path] = []
+    foreign: list[Any] = []
     for entry in sorted(path.iterdir()):
         if entry.name in (MANIFEST,) or entry.name.endswith(".tmp"):
             continue
@@ -169,6 +170,12 @@ def list_segments(path: Path) -> tuple[list[Segment], list[Path]]:
                 continue
         segments[index] = Segment(entry, index, partial)
     return [segments[i] for i in sorted(segments)], foreign
+
+
+def _not_store(exc: BaseException) -> None:
+    """Re-raise a store failure (network, permissions): it is not damage of the journal."""
+    if isinstance(exc, LocationError):
+        raise exc
 
 
 def _first_line(exc: BaseException) -> str:
@@ -211,7 +218,7 @@ class _SegmentRead:
             if not seg.partial:
                 self.problem(None, "0 bytes (emptied or truncated)")
             return
-        with pa.OSFile(str(seg.path)) as f:
+        with open_input(seg.path) as f:
             magic = f.read(len(FILE_MAGIC))
             f.seek(0)
             if magic == FILE_MAGIC:
@@ -236,6 +243,7 @@ class _SegmentRead:
         try:
             reader = pa.ipc.open_file(f)
         except _READ_ERRORS as exc:
+            _not_store(exc)
             self.problem(None, f"truncated or damaged: no valid file footer ({_first_line(exc)})")
             # skipping: whatever whole batches precede the damage are still sound
             f.seek(8)
@@ -267,6 +275,7 @@ class _SegmentRead:
             try:
                 batch, md = reader.get_batch_with_custom_metadata(i)
             except _READ_ERRORS as exc:
+                _not_store(exc)
                 self.problem(i, f"unreadable ({_first_line(exc)})")
                 continue
             bad = check_batch(batch, md, True)
@@ -286,6 +295,7 @@ class _SegmentRead:
         try:
             reader = pa.ipc.open_stream(f)
         except _READ_ERRORS as exc:
+            _not_store(exc)
             if tolerant:
                 self._tail(0, 0, start, size, f"torn schema: {_first_line(exc)}")
                 return
@@ -302,6 +312,7 @@ class _SegmentRead:
             except StopIteration:
                 break
             except _READ_ERRORS as exc:
+                _not_store(exc)
                 if tolerant:
                     self._tail(kept_batches, kept_frames, good, size - good, _first_line(exc))
                     return
@@ -362,8 +373,11 @@ class JournalReader:
     """Iterate a journal's frames, optionally filtered, verified on the way.
 
     Args:
-        path: the journal directory.
-        start_ns, end_ns: keep frames with ``start_ns <= recv_ns < end_ns``.
+        path: the journal directory: a local path, or a ``file://``, ``s3://``
+            or ``gs://`` URI (:mod:`.location`).
+        start_ns, end_ns: keep frames with ``start_ns <= recv_ns < end_ns``
+            (sealed segments wholly outside the window are not read: their
+            time range is in ``journal.json``).
         kinds, dirs, sources: keep frames whose column value is in the set.
         skip_damaged: skip damage (listed in :attr:`skipped`) instead of raising;
             None: as set by :func:`skipping_damaged` (off by default).
@@ -376,7 +390,7 @@ class JournalReader:
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | RemotePath,
         *,
         start_ns: int | None = None,
         end_ns: int | None = None,
@@ -385,9 +399,10 @@ class JournalReader:
         sources: Iterable[str] | None = None,
         skip_damaged: bool | None = None,
     ) -> None:
-        self.path = Path(path)
+        self.path = as_path(path)
         if not self.path.exists():
-            raise NotAJournal(f"{self.path}: no such directory")
+            why = self.path.missing() if isinstance(self.path, RemotePath) else "no such directory"
+            raise NotAJournal(f"{self.path}: {why}")
         if not self.path.is_dir():
             raise NotAJournal(f"{self.path}: not a directory (a journal is a directory of segments)")
         sink = _SKIP_SINK.get()
@@ -434,7 +449,7 @@ class JournalReader:
         if self._sink is not None:
             self._sink.append(d)
 
-    def _read_manifest(self, manifest: Path) -> None:
+    def _read_manifest(self, manifest: Path | RemotePath) -> None:
         try:
             md = json.loads(manifest.read_text())
             if not isinstance(md, dict):
@@ -460,12 +475,14 @@ class JournalReader:
         """Journal metadata from the first segment whose schema carries it (no manifest)."""
         for seg in self.segments:
             try:
-                with open(seg.path, "rb") as f:
+                with open_input(seg.path) as f:
                     sealed = f.read(len(FILE_MAGIC)) == FILE_MAGIC
-                opener = pa.ipc.open_file if sealed else pa.ipc.open_stream
-                md = opener(str(seg.path)).schema.metadata or {}
+                    f.seek(0)
+                    opener = pa.ipc.open_file if sealed else pa.ipc.open_stream
+                    md = opener(f).schema.metadata or {}
                 return dict(json.loads(md[b"wiretape"]))
-            except (*_READ_ERRORS, KeyError, TypeError):
+            except (*_READ_ERRORS, KeyError, TypeError) as exc:
+                _not_store(exc)
                 continue
         return {}
 
@@ -475,12 +492,55 @@ class JournalReader:
             for x in (self.start_ns, self.end_ns, self.kinds, self.dirs, self.sources)
         )
 
-    def raw_batches(self) -> Iterator[tuple[Segment, pa.RecordBatch]]:
-        """Unfiltered sound batches with the segment they came from, seq continuity checked."""
+    def _skippable(self, seg: Segment, after_seq: int, timed: bool) -> SegmentSummary | None:
+        """``journal.json``'s summary of ``seg`` if the reading can pass it unread, else None.
+
+        Only a sealed segment listed in the manifest is passed: wholly at or
+        before ``after_seq``, or (``timed``: the time filters) wholly outside
+        ``[start_ns, end_ns)`` by its recorded receive-time range.
+        """
+        summary = self.index.get(seg.index)
+        if summary is None or seg.partial:
+            return None
+        if summary.frames == 0 or (
+            summary.last_seq is not None and summary.last_seq <= after_seq
+        ):
+            return summary
+        if timed and summary.min_ns is not None and summary.max_ns is not None:
+            if self.start_ns is not None and summary.max_ns < self.start_ns:
+                return summary
+            if self.end_ns is not None and summary.min_ns >= self.end_ns:
+                return summary
+        return None
+
+    def raw_batches(
+        self, after_seq: int = 0, *, timed: bool = False
+    ) -> Iterator[tuple[Segment, pa.RecordBatch]]:
+        """Unfiltered sound batches with the segment they came from, seq continuity checked.
+
+        ``after_seq``: sealed segments wholly at or before it are passed unread
+        (their seq range is in ``journal.json``: a fold restored from a
+        checkpoint starts where it ends); batches of the segment it falls in
+        are still read (and verified) from the segment's start.  ``timed``:
+        also pass sealed segments wholly outside the time filters (what
+        :meth:`batches` does).  What is passed is counted in the active
+        :func:`~engine.journal.location.counting_reads` tally.
+        """
         self.tails = []
         expected = 1
         damage: list[Damage] | None = [] if self.skip_damaged else None
+        stats = read_stats()
         for seg in self.segments:
+            passed = self._skippable(seg, after_seq, timed) if (after_seq or timed) else None
+            if passed is not None:
+                if passed.frames and passed.first_seq is not None and passed.first_seq > expected:
+                    # what is missing before it is still reported, as when reading
+                    self._seq_problem_at(seg, passed, expected)
+                if passed.frames:
+                    expected = max(expected, (passed.last_seq or 0) + 1)
+                if stats is not None:
+                    stats.segments_skipped += 1
+                continue
             read = _SegmentRead(
                 seg,
                 required=not self.legacy,
@@ -532,10 +592,23 @@ class JournalReader:
     def _seq_problem(self, read: _SegmentRead, batch: int, what: str) -> None:
         self._skip(Damage(read.seg.name, batch, what))
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
-        """Record batches in seq order, filters applied (empty batches skipped)."""
+    def _seq_problem_at(self, seg: Segment, summary: SegmentSummary, expected: int) -> None:
+        what = (
+            f"frames seq {expected}..{(summary.first_seq or 0) - 1} are missing before it"
+            " (a deleted, emptied or truncated segment?)"
+        )
+        self._skip(Damage(seg.name, None, what))
+
+    def batches(self, after_seq: int = 0) -> Iterator[pa.RecordBatch]:
+        """Record batches in seq order, filters applied (empty batches skipped).
+
+        Sealed segments wholly outside the time window, or wholly at or before
+        ``after_seq``, are not read (see :meth:`raw_batches`); batches read are
+        still returned whole (the caller cuts at ``after_seq``).
+        """
         filtered = self._filtered()
-        for _seg, batch in self.raw_batches():
+        timed = self.start_ns is not None or self.end_ns is not None
+        for _seg, batch in self.raw_batches(after_seq, timed=timed):
             if filtered:
                 batch = self._filter(batch)
                 if not batch.num_rows:

@@ -63,6 +63,7 @@ import attrs
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine.journal.location import as_path
 from engine.journal.reader import JournalReader, frames_of, read_segment
 from engine.journal.schema import Frame
 from engine.pipeline import Pipeline
@@ -115,7 +116,7 @@ class Journal:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+        self.path = as_path(path)
         reader = JournalReader(self.path)
         self._manifest = reader.metadata
         self._span: Span | None | bool = False  # False: not read yet

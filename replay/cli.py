@@ -33,7 +33,7 @@ from typing import Any
 import click
 
 from engine.cli import DataFailure, UsageFailure, deprecated, guard_output, leaf_error
-from engine.journal.cli import skip_damaged_option
+from engine.journal.cli import journal_argument, skip_damaged_option
 from engine.journal.reader import JournalError
 from engine.pipeline import Pipeline
 from engine.replay.checkpoints import CheckpointPolicy
@@ -224,7 +224,7 @@ def _fail(exc: Exception) -> click.ClickException:
 
 
 @click.command("replay")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@journal_argument()
 @click.option("--from", "from_", type=TIME, default=None, help=f"Report from this time ({_TIME}).")
 @click.option(
     "--to", "to", type=TIME, default=None, help=f"Stop the replay at this time ({_TIME})."

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from engine.cli import DataFailure, UsageFailure
-from engine.journal.cli import skip_damaged_option
+from engine.journal.cli import journal_argument, skip_damaged_option
 from engine.journal.reader import JournalError
 from engine.replay.cli import (
     _TIME,
@@ -41,7 +41,7 @@ __all__ = ["book", "render_book", "ladder"]
 
 
 @click.command("book")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@journal_argument()
 @click.option("--symbol", required=True, help="The symbol, e.g. BTCUSDT.")
 @click.option("--at", "at", type=TIME, required=True, help=f"The instant ({_TIME}).")
 @click.option(

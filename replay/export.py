@@ -64,6 +64,7 @@ from engine.events import (
     Ticker24h,
     Trade,
 )
+from engine.journal.location import RemotePath, as_path
 from engine.num import render
 from engine.pipeline import Pipeline
 from engine.replay.export_tables import (
@@ -391,10 +392,10 @@ class _Exporter:
                     add(sym, ts_ns, (ts_ns, seq, book.last_id, sync, side, i, price, qty))
 
 
-def _place(journal: Path, out: Path, replace: bool) -> None:
+def _place(journal: Path | RemotePath, out: Path, replace: bool) -> None:
     """Refuse an ``out`` that would write into the journal or mix into an existing directory."""
-    j, o = journal.resolve(), out.resolve()
-    if o == j or j in o.parents or o in j.parents:
+    j, o = journal.resolve() if isinstance(journal, Path) else None, out.resolve()
+    if j is not None and (o == j or j in o.parents or o in j.parents):
         raise ValueError(
             f"{out}: an export must not be written into (or over) the journal {journal}"
         )
@@ -455,7 +456,7 @@ def export_journal(
         raise ValueError(f"interval must be > 0 seconds, not {interval_s}")
     out = Path(out_dir)
     replay = Replay(journal_dir, start_ns=start_ns, end_ns=end_ns, on_chunk=on_chunk)
-    _place(Path(journal_dir), out, replace)
+    _place(as_path(journal_dir), out, replace)
     wanted = frozenset(s.upper() for s in symbols) if symbols else None
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = out.parent / f".{out.name}.partial-{os.getpid()}"
@@ -486,7 +487,7 @@ def export_journal(
         )
         manifest = {
             "engine_version": __version__,
-            "journal": str(Path(journal_dir)),
+            "journal": str(as_path(journal_dir)),
             "exchange": replay.metadata.get("exchange"),
             "symbols": sorted(wanted) if wanted else replay.metadata.get("symbols"),
             "from_ns": start_ns,

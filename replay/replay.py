@@ -28,7 +28,6 @@ import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -38,6 +37,7 @@ import pyarrow.compute as pc
 from engine import serde
 from engine.assembly import pipeline_from_manifest
 from engine.events import DecodeError
+from engine.journal.location import as_path
 from engine.journal.reader import JournalReader
 from engine.num import SCALE, render
 from engine.pipeline import Pipeline
@@ -119,7 +119,7 @@ def chunks(
     Stops before the first frame whose ``recv_ns > until_ns`` (the prefix rule).
     Batches wholly at or before ``after_seq`` are skipped without decoding.
     """
-    for batch in reader.batches():
+    for batch in reader.batches(after_seq):
         n = batch.num_rows
         if not n:
             continue
@@ -198,7 +198,7 @@ class Replay:
         on_chunk: Callable[[int, Pipeline], None] | None = None,
         final_checkpoint: bool = True,
     ) -> None:
-        self.dir = Path(journal_dir)
+        self.dir = as_path(journal_dir)
         self.reader = open_journal(self.dir)
         self.metadata = self.reader.metadata
         self.pipeline = pipeline_for(self.metadata)

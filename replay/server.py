@@ -72,6 +72,7 @@ import attrs
 import trio
 import trio.lowlevel
 
+from engine.journal.location import as_path
 from engine.journal.reader import JournalError
 from engine.replay.recorded import AnyStreamName, RestIndex, StreamNamer
 from engine.replay.timeline import Timeline
@@ -172,7 +173,7 @@ class ReplayServer(SimServer):
         loop: bool = False,
     ) -> None:
         # Not SimServer.__init__: that builds a market model; the same setup around a journal.
-        self.journal_dir = Path(journal_dir)
+        self.journal_dir = as_path(journal_dir)
         tl = self.timeline = Timeline.build(self.journal_dir)
         self.rest_index, self.recorded, self.metadata = tl.rest, tl.per_stream, tl.metadata
         self.first_ns, self.last_ns = tl.first_ns, tl.last_ns

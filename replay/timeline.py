@@ -33,6 +33,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from engine.journal.location import as_path
 from engine.journal.reader import JournalReader, frames_of
 from engine.journal.schema import Dir, Kind
 from engine.replay.recorded import RestIndex, StreamNamer, stream_frames
@@ -80,7 +81,7 @@ class Timeline:
     @classmethod
     def build(cls, path: str | Path) -> Timeline:
         """One pass over the journal (raises what :class:`JournalReader` raises)."""
-        t = cls(Path(path))
+        t = cls(as_path(path))
         reader = t._reader()
         t.metadata = reader.metadata
         namer = StreamNamer()
