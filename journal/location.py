@@ -381,7 +381,7 @@ def open_stream(p: Path | RemotePath) -> pa.NativeFile:
     """``p`` opened for sequential reading (a manifest, a checkpoint)."""
     if isinstance(p, RemotePath):
         try:
-            f = p.fs.open_input_stream(p.key)
+            f = p.fs.open_input_stream(p.key, compression=None)
         except (OSError, pa.ArrowException) as exc:
             raise store_error(exc, str(p)) from None
         stats = _STATS.get()
