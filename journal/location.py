@@ -47,7 +47,7 @@ __all__ = [
     "is_remote",
     "is_uri",
     "open_input",
-    "open_stream",
+    "read_all",
     "counting_reads",
     "s3_endpoint",
     "filesystem_of",
@@ -262,8 +262,7 @@ class RemotePath:
             yield RemotePath(self.fs, info.path, self.scheme, info)
 
     def read_bytes(self) -> bytes:
-        with open_stream(self) as f:
-            return f.read()
+        return read_all(self)
 
     def read_text(self) -> str:
         return self.read_bytes().decode()
@@ -377,19 +376,21 @@ def open_input(p: Path | RemotePath) -> pa.NativeFile:
     return pa.PythonFile(_Counted(f, stats, str(p)), mode="r")
 
 
-def open_stream(p: Path | RemotePath) -> pa.NativeFile:
-    """``p`` opened for sequential reading (a manifest, a checkpoint)."""
-    if isinstance(p, RemotePath):
+def read_all(p: Path | RemotePath) -> bytes:
+    """The whole content of a small file (a manifest, a checkpoint), counted like :func:`open_input`."""
+    if not isinstance(p, RemotePath):
+        data = Path(p).read_bytes()
+    else:
         try:
-            f = p.fs.open_input_stream(p.key, compression=None)
+            with p.fs.open_input_stream(p.key, compression=None) as f:
+                data = f.read()
         except (OSError, pa.ArrowException) as exc:
             raise store_error(exc, str(p)) from None
-        stats = _STATS.get()
-        if stats is not None:
-            stats.files_opened += 1
-            return pa.PythonFile(_Counted(f, stats, str(p)), mode="r")
-        return f
-    return pa.OSFile(str(p))
+    stats = _STATS.get()
+    if stats is not None:
+        stats.files_opened += 1
+        stats.bytes_read += len(data)
+    return data
 
 
 # ------------------------------------------------------------------ errors

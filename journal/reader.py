@@ -194,8 +194,10 @@ class _SegmentRead:
         tails: list[TailReport] | None,
         damage: list[Damage] | None,
         expect: SegmentSummary | None = None,
+        last: bool = False,
     ) -> None:
         self.seg = seg
+        self.last = last  # a sealed segment: its last batch only (random access by the footer)
         self.required = required  # checksums required (not a legacy journal)
         self.tails = tails
         self.damage = damage  # None: raise on the first problem
@@ -232,7 +234,7 @@ class _SegmentRead:
 
     def _check_end(self) -> None:
         want = self.expect or self.summary
-        if want is None or self.damaged:
+        if want is None or self.damaged or self.last:
             return
         if self.frames != want.frames:
             source = "journal.json" if self.expect else "its footer"
@@ -271,7 +273,8 @@ class _SegmentRead:
             self.problem(None, f"footer {summary.to_json()} differs from journal.json's record")
             return
         self.summary = summary
-        for i in range(reader.num_record_batches):
+        n = reader.num_record_batches
+        for i in range(n - 1 if self.last and n else 0, n):
             try:
                 batch, md = reader.get_batch_with_custom_metadata(i)
             except _READ_ERRORS as exc:
@@ -353,8 +356,13 @@ def read_segment(
     *,
     required: bool = False,
     damage: list[Damage] | None = None,
+    last: bool = False,
 ) -> Iterator[pa.RecordBatch]:
     """Sound record batches of one segment (validated, checksums verified).
+
+    ``last``: of a sealed segment (an IPC file), read its last batch only
+    (found through the footer: the end of a journal without reading it all);
+    other segments are read whole.
 
     A torn tail of a partial segment ends it quietly (reported in ``tails``).
     ``required``: batches without a checksum are damage.  ``damage``: collect
@@ -365,7 +373,8 @@ def read_segment(
     """
     if damage is None and _SKIP_SINK.get() is not None:
         damage = []  # skipping: the JournalReader this serves lists what was skipped
-    for _i, batch in _SegmentRead(seg, required=required, tails=tails, damage=damage):
+    read = _SegmentRead(seg, required=required, tails=tails, damage=damage, last=last)
+    for _i, batch in read:
         yield batch
 
 

@@ -61,7 +61,6 @@ from typing import Any, TypeAlias
 
 import attrs
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from engine.journal.location import as_path
 from engine.journal.reader import JournalReader, frames_of, read_segment
@@ -327,11 +326,10 @@ class Journal:
     def _batches(
         self, f: _Filter, kinds: Iterable[str] | None, dirs: Iterable[str] | None
     ) -> Iterator[pa.RecordBatch]:
-        reader = JournalReader(self.path, kinds=kinds, dirs=dirs)
+        # the reader keeps recv_ns >= lo and passes sealed segments wholly before it unread
+        reader = JournalReader(self.path, start_ns=f.lo, kinds=kinds, dirs=dirs)
         pipeline = pipeline_for(self._manifest) if f.wanted is not None else None
         for batch in chunks(reader, 0, f.hi):
-            if f.lo is not None:
-                batch = batch.filter(pc.greater_equal(batch.column("recv_ns"), f.lo))
             if pipeline is not None and batch.num_rows:
                 keep = [f.concerns(pipeline, frame) for frame in frames_of(batch)]
                 batch = batch.filter(pa.array(keep, pa.bool_()))
@@ -506,7 +504,7 @@ def _edges(reader: JournalReader) -> Span | None:
         return None
     for seg in reversed(reader.segments):
         last = None
-        for batch in read_segment(seg):
+        for batch in read_segment(seg, last=True):
             if batch.num_rows:
                 last = batch.slice(batch.num_rows - 1)
         if last is not None:

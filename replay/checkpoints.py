@@ -57,7 +57,7 @@ import attrs
 import pyarrow as pa
 
 from engine import serde
-from engine.journal.location import LocationError, RemotePath, as_path, open_stream
+from engine.journal.location import LocationError, RemotePath, as_path, read_all
 from engine.pipeline import Pipeline
 
 __all__ = [
@@ -141,11 +141,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     p = as_path(path)
     try:
+        raw = read_all(p)
         if p.name.endswith(".zst"):
-            with pa.CompressedInputStream(open_stream(p), "zstd") as f:
+            with pa.CompressedInputStream(pa.BufferReader(raw), "zstd") as f:
                 raw = f.read()
-        else:
-            raw = p.read_bytes()
         doc = serde.loads_json(raw)
     except LocationError:
         raise  # the store failed, not the checkpoint

@@ -398,7 +398,7 @@ class Uploader:
         self.report.pending = rep.pending
         return True
 
-    async def finish(self, attempts: int = 4) -> bool:
+    async def finish(self, attempts: int = 3) -> bool:
         """The final passes once the journal is sealed; True when nothing is left to upload."""
         delay = self.backoff_s[0]
         for i in range(attempts):

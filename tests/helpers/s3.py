@@ -67,14 +67,11 @@ def s3_server() -> Iterator[str]:
 @pytest.fixture
 def bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A new empty bucket; the environment points S3 clients (ours, subprocesses') at the server."""
-    import boto3
-
     for k, v in KEYS.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
     name = f"t-{uuid.uuid4().hex[:12]}"
     client(s3_server).create_bucket(Bucket=name)
-    del boto3
     return name
 
 
