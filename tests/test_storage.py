@@ -38,6 +38,7 @@ from helpers.s3 import bucket, keys, s3_server  # noqa: E402,F401
 from helpers.sim_journal import write_sim_journal  # noqa: E402
 
 ENGINE = [sys.executable, "-m", "engine.cli"]
+SPOT = Path(__file__).resolve().parent.parent / "fixtures" / "journals" / "binance-spot"
 AT = "2024-01-01T00:02:15Z"  # 90 % of the 150 s journal
 
 
@@ -209,3 +210,25 @@ def test_file_uri_push_pull_without_network(local_journal: Path, tmp_path: Path)
     _cli(journal_cmd, "pull", target, str(tmp_path / "back"))
     a, b = (_json(replay_cmd, d) for d in (str(local_journal), str(tmp_path / "back")))
     assert _without(a, "journal", "elapsed_s") == _without(b, "journal", "elapsed_s")
+
+
+async def test_replay_server_serves_a_journal_from_s3(bucket: str, nursery: Any) -> None:
+    import trio
+    from trio_websocket import open_websocket_url
+
+    from engine.replay.server import serve_journal
+
+    spot = SPOT
+    uri = f"s3://{bucket}/spot"
+    await trio.to_thread.run_sync(lambda: _cli(journal_cmd, "push", str(spot), uri))
+    streams = "lrcbtc@bookTicker/nknusdt@depth@100ms"
+    want = [
+        f.payload
+        for f in JournalReader(spot, kinds={"text"}, dirs={"in"}).frames()
+        if json.loads(f.payload).get("stream") in streams.split("/")
+    ]
+    srv = await nursery.start(serve_journal, uri, "127.0.0.1", 0, "max")
+    async with open_websocket_url(f"ws://127.0.0.1:{srv.port}/stream?streams={streams}") as ws:
+        with trio.fail_after(20):
+            got = [(await ws.get_message()) for _ in want]
+    assert [g.encode() if isinstance(g, str) else g for g in got] == want
