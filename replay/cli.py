@@ -83,6 +83,11 @@ def _policy(
                 " (replays write nothing into the journal unless asked)"
             )
         return None
+    if not isinstance(directory, Path):  # s3://, gs://: the readers never write to a store
+        raise DataFailure(
+            f"{directory}: --save-checkpoints writes beside a local journal only"
+            " (pull it, save them, then `engine journal push`)"
+        )
     if directory.is_dir() and not os.access(directory, os.W_OK):
         raise DataFailure(f"{directory} is read-only: --save-checkpoints cannot write there")
     try:
