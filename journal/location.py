@@ -42,6 +42,7 @@ import pyarrow.fs as pafs
 __all__ = [
     "LocationError",
     "RemotePath",
+    "Where",
     "ReadStats",
     "as_path",
     "is_remote",
@@ -266,6 +267,10 @@ class RemotePath:
 
     def read_text(self) -> str:
         return self.read_bytes().decode()
+
+
+#: What every reading function takes: a path, a URI (``file://``, ``s3://``, ``gs://``) or a RemotePath.
+Where = str | os.PathLike[str] | RemotePath
 
 
 # ------------------------------------------------------------------ reading, counted

@@ -150,7 +150,8 @@ def list_segments(path: Path | RemotePath) -> tuple[list[Segment], list[Any]]:
     """
     segments: dict[int, Segment] = {}
     foreign: list[Any] = []
-    for entry in sorted(path.iterdir()):
+    entries: list[Any] = sorted(path.iterdir(), key=str)
+    for entry in entries:
         if entry.name in (MANIFEST,) or entry.name.endswith(".tmp"):
             continue
         if entry.name in COMPANION_DIRS and entry.is_dir():

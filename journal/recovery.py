@@ -80,6 +80,7 @@ def seal_partials(path: Path, config: object | None = None) -> RecoveryState:
     last_index = 0
     summaries = []
     for seg in segments:
+        assert isinstance(seg.path, Path)  # recovery rewrites local journals only
         seg_tails: list[TailReport] = []
         first = None
         frames = 0

@@ -49,7 +49,6 @@ Example::
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import weakref
@@ -62,7 +61,7 @@ from typing import Any, TypeAlias
 import attrs
 import pyarrow as pa
 
-from engine.journal.location import as_path
+from engine.journal.location import Where, as_path
 from engine.journal.reader import JournalReader, frames_of, read_segment
 from engine.journal.schema import Frame
 from engine.pipeline import Pipeline
@@ -82,7 +81,7 @@ Symbols: TypeAlias = str | Iterable[str] | None
 TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
 
 
-def open(path: str | os.PathLike[str]) -> Journal:  # noqa: A001 - engine.open, like gzip.open
+def open(path: Where) -> Journal:  # noqa: A001 - engine.open, like gzip.open
     """Open the journal directory ``path`` for reading (see :class:`Journal`).
 
     Raises:
@@ -114,7 +113,7 @@ class Journal:
         engine.journal.reader.NotAJournal: ``path`` is not a journal directory.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: Where) -> None:
         self.path = as_path(path)
         reader = JournalReader(self.path)
         self._manifest = reader.metadata

@@ -57,7 +57,7 @@ import attrs
 import pyarrow as pa
 
 from engine import serde
-from engine.journal.location import LocationError, RemotePath, as_path, read_all
+from engine.journal.location import LocationError, RemotePath, Where, as_path, read_all
 from engine.pipeline import Pipeline
 
 __all__ = [
@@ -119,7 +119,7 @@ def fingerprint(pipeline: Pipeline) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def list_checkpoints(journal_dir: str | os.PathLike[str]) -> list[CheckpointInfo]:
+def list_checkpoints(journal_dir: Where) -> list[CheckpointInfo]:
     """The checkpoints of a journal, oldest (lowest seq) first; unrelated files ignored."""
     d = as_path(journal_dir) / CHECKPOINTS_DIR
     if not d.is_dir():  # a remote journal: one listing request
@@ -133,7 +133,7 @@ def list_checkpoints(journal_dir: str | os.PathLike[str]) -> list[CheckpointInfo
     return out
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+def load_checkpoint(path: Where) -> dict[str, Any]:
     """The JSON document of one checkpoint file.
 
     Raises:
@@ -177,7 +177,7 @@ class CheckpointWriter:
 
     def __init__(
         self,
-        journal_dir: str | os.PathLike[str],
+        journal_dir: Where,
         metadata: dict[str, Any],
         policy: CheckpointPolicy | None = None,
     ) -> None:
@@ -312,12 +312,14 @@ class CheckpointWriter:
                     range(1, len(old) - 1),
                     key=lambda i: (old[i + 1].last_seq - old[i - 1].last_seq, i),
                 )
-            old[victim].path.unlink(missing_ok=True)
+            gone = old[victim].path
+            if isinstance(gone, Path):  # the writer's journal is local (see __init__)
+                gone.unlink(missing_ok=True)
             del old[victim]
 
 
 def restore_nearest(
-    journal_dir: str | os.PathLike[str],
+    journal_dir: Where,
     pipeline: Pipeline,
     metadata: dict[str, Any],
     at_ns: int | None = None,

@@ -64,7 +64,7 @@ from engine.events import (
     Ticker24h,
     Trade,
 )
-from engine.journal.location import RemotePath, as_path
+from engine.journal.location import RemotePath, Where, as_path
 from engine.num import render
 from engine.pipeline import Pipeline
 from engine.replay.export_tables import (
@@ -415,7 +415,7 @@ def _place(journal: Path | RemotePath, out: Path, replace: bool) -> None:
 
 
 def export_journal(
-    journal_dir: str | os.PathLike[str],
+    journal_dir: Where,
     out_dir: str | os.PathLike[str],
     *,
     symbols: Iterable[str] | None = None,

@@ -24,7 +24,6 @@ State "at T"
 
 from __future__ import annotations
 
-import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -37,7 +36,7 @@ import pyarrow.compute as pc
 from engine import serde
 from engine.assembly import pipeline_from_manifest
 from engine.events import DecodeError
-from engine.journal.location import as_path
+from engine.journal.location import Where, as_path
 from engine.journal.reader import JournalReader
 from engine.num import SCALE, render
 from engine.pipeline import Pipeline
@@ -98,7 +97,7 @@ def seq_span(reader: JournalReader) -> tuple[int, int] | None:
     return None
 
 
-def open_journal(journal_dir: str | os.PathLike[str]) -> JournalReader:
+def open_journal(journal_dir: Where) -> JournalReader:
     """A reader of the journal (raises :class:`engine.journal.reader.NotAJournal`)."""
     return JournalReader(journal_dir)
 
@@ -189,7 +188,7 @@ class Replay:
 
     def __init__(
         self,
-        journal_dir: str | os.PathLike[str],
+        journal_dir: Where,
         *,
         start_ns: int | None = None,
         end_ns: int | None = None,
@@ -264,7 +263,7 @@ def _in_window(
 
 
 def state_at(
-    journal_dir: str | os.PathLike[str],
+    journal_dir: Where,
     at_ns: int,
     *,
     use_checkpoints: bool = True,

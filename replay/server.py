@@ -64,7 +64,6 @@ import signal
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from functools import partial
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -72,7 +71,7 @@ import attrs
 import trio
 import trio.lowlevel
 
-from engine.journal.location import as_path
+from engine.journal.location import Where, as_path
 from engine.journal.reader import JournalError
 from engine.replay.recorded import AnyStreamName, RestIndex, StreamNamer
 from engine.replay.timeline import Timeline
@@ -163,7 +162,7 @@ class ReplayServer(SimServer):
 
     def __init__(
         self,
-        journal_dir: str | Path,
+        journal_dir: Where,
         speed: float | None = None,
         config: SimConfig | None = None,
         *,
@@ -424,7 +423,7 @@ class _JournalMarket:
 
 
 async def serve_journal(
-    journal_dir: str | Path,
+    journal_dir: Where,
     host: str = "127.0.0.1",
     port: int = 0,
     speed: float | str | None = None,
@@ -464,7 +463,7 @@ async def serve_journal(
 
 
 def run_server(
-    journal_dir: str | Path,
+    journal_dir: Where,
     host: str = "127.0.0.1",
     port: int = 0,
     speed: float | str | None = 1.0,

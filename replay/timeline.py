@@ -33,7 +33,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from engine.journal.location import as_path
+from engine.journal.location import RemotePath, Where, as_path
 from engine.journal.reader import JournalReader, frames_of
 from engine.journal.schema import Dir, Kind
 from engine.replay.recorded import RestIndex, StreamNamer, stream_frames
@@ -58,7 +58,7 @@ class Piece(list[tuple[int, str, bytes]]):
 class Timeline:
     """The pieces of one journal and the index pass's findings (see the module docstring)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | RemotePath) -> None:
         self.path = path
         self.rest = RestIndex()
         self.per_stream: Counter[str] = Counter()
@@ -79,7 +79,7 @@ class Timeline:
         return JournalReader(self.path, dirs=_DIRS, kinds=_KINDS)
 
     @classmethod
-    def build(cls, path: str | Path) -> Timeline:
+    def build(cls, path: Where) -> Timeline:
         """One pass over the journal (raises what :class:`JournalReader` raises)."""
         t = cls(as_path(path))
         reader = t._reader()

@@ -130,6 +130,11 @@ def _put(fs: pafs.FileSystem, path: str, data: Iterator[bytes], local: bool) -> 
         fs.move(target, path)
 
 
+def _chunks_from(f: pa.NativeFile) -> Iterator[bytes]:
+    while chunk := f.read(_CHUNK):
+        yield chunk
+
+
 def _chunks_of(p: Path) -> Iterator[bytes]:
     with open(p, "rb") as f:
         while chunk := f.read(_CHUNK):
@@ -318,7 +323,7 @@ def pull_journal(source: str | Path | RemotePath, journal_dir: str | Path) -> Pu
                 rep.skipped.append(rel)
                 continue
             with fs.open_input_stream(key, compression=None) as f:
-                _put(lfs, str(local.absolute()), iter(lambda f=f: f.read(_CHUNK), b""), True)
+                _put(lfs, str(local.absolute()), _chunks_from(f), True)
         except (OSError, pa.ArrowException) as exc:
             raise store_error(exc, f"{src}/{rel}") from None
         if _crc_of(lfs, str(local.absolute())) != (size, crc):
