@@ -24,6 +24,14 @@
 * Files that are not segments (``*.txt``, editor backups ...) are listed in
   :attr:`JournalReader.foreign` and otherwise ignored.
 * Filters: receive-time range ``[start_ns, end_ns)``, kinds, dirs, sources.
+* Seeking: sealed segments wholly outside the time filters, or wholly at or
+  before ``after_seq`` (a fold restored from a checkpoint), are passed without
+  being opened (``journal.json`` holds their seq and time ranges); in the
+  sealed segment holding ``after_seq`` the first batch is found through the
+  IPC file footer.  The bytes read are counted by
+  :func:`~engine.journal.location.counting_reads`.
+* Locations: a local path or a ``file://``/``s3://``/``gs://`` URI
+  (:mod:`.location`); remote segments are read by ranged requests.
 
 Read-only: this module never modifies a journal (see :mod:`.recovery`).
 """
@@ -196,9 +204,13 @@ class _SegmentRead:
         damage: list[Damage] | None,
         expect: SegmentSummary | None = None,
         last: bool = False,
+        from_seq: int | None = None,
     ) -> None:
         self.seg = seg
         self.last = last  # a sealed segment: its last batch only (random access by the footer)
+        #: a sealed segment: start at the batch holding this seq (found through the footer)
+        self.from_seq = from_seq
+        self.sought = False  # batches before from_seq were passed unread
         self.required = required  # checksums required (not a legacy journal)
         self.tails = tails
         self.damage = damage  # None: raise on the first problem
@@ -235,7 +247,7 @@ class _SegmentRead:
 
     def _check_end(self) -> None:
         want = self.expect or self.summary
-        if want is None or self.damaged or self.last:
+        if want is None or self.damaged or self.last or self.sought:
             return
         if self.frames != want.frames:
             source = "journal.json" if self.expect else "its footer"
@@ -275,7 +287,15 @@ class _SegmentRead:
             return
         self.summary = summary
         n = reader.num_record_batches
-        for i in range(n - 1 if self.last and n else 0, n):
+        start = n - 1 if self.last and n else 0
+        found = self._seek(reader, n, summary) if self.from_seq is not None else None
+        if found is not None:
+            start, batch = found
+            self.sought = start > 0
+            self.frames += batch.num_rows
+            yield start, batch
+            start += 1
+        for i in range(start, n):
             try:
                 batch, md = reader.get_batch_with_custom_metadata(i)
             except _READ_ERRORS as exc:
@@ -288,6 +308,43 @@ class _SegmentRead:
                 continue
             self.frames += batch.num_rows
             yield i, batch
+
+    def _seek(
+        self, reader: pa.ipc.RecordBatchFileReader, n: int, summary: SegmentSummary
+    ) -> tuple[int, pa.RecordBatch] | None:
+        """The batch holding ``from_seq`` (index, batch), by interpolation over the footer's batches.
+
+        Batches hold contiguous seq ranges (the summary's ``first_seq..last_seq``)
+        of about equal size, so a guess from the seq lands on or next to it: a
+        few batches are read, not the ones before.  None (read from the start)
+        when the segment does not hold it or a probed batch is not sound.
+        """
+        target = self.from_seq
+        lo, hi = 0, n - 1
+        seq_lo, seq_hi = summary.first_seq, summary.last_seq
+        if target is None or seq_lo is None or seq_hi is None or not seq_lo < target <= seq_hi:
+            return None
+        while lo <= hi:
+            i = lo + (target - seq_lo) * (hi - lo + 1) // (seq_hi - seq_lo + 1)
+            i = min(max(i, lo), hi)
+            try:
+                batch, md = reader.get_batch_with_custom_metadata(i)
+            except _READ_ERRORS as exc:
+                _not_store(exc)
+                return None
+            if batch.num_rows == 0 or check_batch(batch, md, True):
+                return None  # the plain read reports it
+            seqs = batch.column(0)
+            first, last = seqs[0].as_py(), seqs[batch.num_rows - 1].as_py()
+            if target < first:
+                hi, seq_hi = i - 1, first - 1
+            elif target > last:
+                lo, seq_lo = i + 1, last + 1
+            else:
+                return i, batch
+            if seq_lo > seq_hi:
+                return None
+        return None
 
     def _stream(
         self, f: pa.NativeFile, size: int, start: int, salvage: bool = False
@@ -557,6 +614,7 @@ class JournalReader:
                 tails=self.tails,
                 damage=damage,
                 expect=self.index.get(seg.index),
+                from_seq=after_seq + 1 if after_seq else None,
             )
             for i, batch in self._tracked(read, damage):
                 rows = batch.num_rows
@@ -564,6 +622,8 @@ class JournalReader:
                     continue
                 seq = batch.column(0)
                 first, last = seq[0].as_py(), seq[rows - 1].as_py()
+                if read.sought and first <= after_seq + 1:
+                    expected = max(expected, first)  # the batches before it were passed unread
                 if first < expected:
                     self._seq_problem(
                         read,

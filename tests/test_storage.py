@@ -232,3 +232,26 @@ async def test_replay_server_serves_a_journal_from_s3(bucket: str, nursery: Any)
         with trio.fail_after(20):
             got = [(await ws.get_message()) for _ in want]
     assert [g.encode() if isinstance(g, str) else g for g in got] == want
+
+
+def test_seeking_inside_one_segment_reads_a_few_batches(tmp_path: Path) -> None:
+    """One sealed segment of many batches: the footer's batch index is searched, not read through."""
+    from engine.replay.checkpoints import CheckpointPolicy
+    from engine.replay.replay import Replay
+
+    d = write_sim_journal(
+        tmp_path / "one", seconds=300, config=WriterConfig(batch_frames=128, compact_rows=256)
+    )
+    Replay(d, checkpoints=CheckpointPolicy(every_frames=1000, every_s=1e9)).run()
+    assert len(JournalReader(d).segments) == 1
+    span = engine.open(d).span
+    assert span is not None
+    for tenth in (3, 5, 9):
+        at = span.first_ns + (span.last_ns - span.first_ns) * tenth // 10
+        with counting_reads() as seek:
+            p1, used, _ = state_at(d, at)
+        with counting_reads() as full:
+            p2, _, _ = state_at(d, at, use_checkpoints=False)
+        assert used is not None and p1.snapshot() == p2.snapshot()
+        if tenth == 9:
+            assert seek.bytes_read * 4 < full.bytes_read, (seek, full)
