@@ -162,6 +162,8 @@ def test_run_upload_ships_and_removes_local(s3_server: str, bucket: str, tmp_pat
     assert not any(k.endswith((".partial", ".tmp")) for k in stored)
     assert "OK s3://" in _cli(journal_cmd, "verify", uri).output
     assert "OK: replay reproduced all" in _cli(replay_cmd, uri, "--check").output
+    res = CliRunner().invoke(replay_cmd, [uri, "--save-checkpoints"])
+    assert res.exit_code == 1 and "beside a local journal only" in res.output
 
 
 def test_upload_failure_never_stops_the_capture(tmp_path: Path, bucket: str) -> None:
@@ -193,6 +195,9 @@ def test_kill_mid_upload_then_push(s3_server: str, bucket: str, tmp_path: Path) 
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+    early = CliRunner().invoke(journal_cmd, ["push", str(jdir), uri])
+    assert early.exit_code == 1 and "engine journal recover" in early.output  # partials stay
+    assert not any(k.endswith(".partial") for k in keys(s3_server, bucket, "crash/"))
     for d in (jdir, jdir / "outputs"):
         subprocess.run([*ENGINE, "journal", "recover", str(d)], check=True, capture_output=True)
     pushed = _json(journal_cmd, "push", str(jdir), uri)
