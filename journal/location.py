@@ -309,37 +309,75 @@ def read_stats() -> ReadStats | None:
     return _STATS.get()
 
 
+#: Sequential remote reads fetch ahead, doubling from this size ...
+READAHEAD_MIN = 256 << 10
+#: ... up to this one (the memory a remote file holds beyond what the reader asked for).
+READAHEAD_MAX = 8 << 20
+
+
 class _Counted:
     """A file-like view of a pyarrow NativeFile that counts bytes read (wrapped in pa.PythonFile).
 
-    A store failure while reading is kept in :attr:`error` (with its one-line
-    message), so the reader reports it as what it is, not as a damaged segment.
+    ``readahead`` (remote files): a read that continues where the previous one
+    ended fetches ahead, from ``READAHEAD_MIN`` doubling to ``READAHEAD_MAX``,
+    so scanning a segment costs a few large requests instead of two small
+    ones per batch; a read elsewhere (a footer, a seek) fetches exactly what
+    it asks for.  ``bytes_read`` counts what was fetched.  A store failure is
+    raised as a one-line :class:`LocationError` (pyarrow passes it through),
+    so the reader reports it as what it is, not as a damaged segment.
     """
 
-    def __init__(self, f: pa.NativeFile, stats: ReadStats, where: str) -> None:
+    def __init__(self, f: pa.NativeFile, stats: ReadStats, where: str, readahead: bool) -> None:
         self._f = f
         self._stats = stats
         self._where = where
-        self.error: LocationError | None = None
+        self._readahead = readahead
+        self._size = f.size()
+        self._pos = 0
+        self._buf = b""
+        self._buf_at = 0
+        self._next = READAHEAD_MIN
+        self._end = -1  # where the previous read ended
         self.closed = False
 
-    def read(self, n: int = -1) -> bytes:
+    def _fetch(self, n: int, at: int) -> bytes:
         try:
-            data = self._f.read(None if n is None or n < 0 else n)
+            data = self._f.read_at(n, at)
         except (OSError, pa.ArrowException) as exc:
-            self.error = store_error(exc, self._where)
-            raise self.error from None
+            raise store_error(exc, self._where) from None
         self._stats.bytes_read += len(data)
+        return bytes(data)
+
+    def read(self, n: int = -1) -> bytes:
+        pos = self._pos
+        if n is None or n < 0:
+            n = self._size - pos
+        n = max(0, min(n, self._size - pos))
+        off = pos - self._buf_at
+        if 0 <= off and off + n <= len(self._buf):
+            data = self._buf[off : off + n]
+        elif self._readahead and pos == self._end:
+            want = min(max(n, self._next), self._size - pos)
+            self._next = min(self._next * 2, READAHEAD_MAX)
+            self._buf, self._buf_at = self._fetch(want, pos), pos
+            data = self._buf[:n]
+        else:
+            self._next = READAHEAD_MIN
+            self._buf, self._buf_at = b"", 0
+            data = self._fetch(n, pos)
+        self._pos = self._end = pos + len(data)
         return data
 
     def seek(self, pos: int, whence: int = 0) -> int:
-        return self._f.seek(pos, whence)
+        base = (0, self._pos, self._size)[whence]
+        self._pos = max(0, base + pos)
+        return self._pos
 
     def tell(self) -> int:
-        return self._f.tell()
+        return self._pos
 
     def size(self) -> int:
-        return self._f.size()
+        return self._size
 
     def readable(self) -> bool:
         return True
@@ -352,6 +390,7 @@ class _Counted:
 
     def close(self) -> None:
         self.closed = True
+        self._buf = b""
         self._f.close()
 
 
@@ -378,7 +417,7 @@ def open_input(p: Path | RemotePath) -> pa.NativeFile:
         if stats is None:
             return f
     stats.files_opened += 1
-    return pa.PythonFile(_Counted(f, stats, str(p)), mode="r")
+    return pa.PythonFile(_Counted(f, stats, str(p), isinstance(p, RemotePath)), mode="r")
 
 
 def read_all(p: Path | RemotePath) -> bytes:

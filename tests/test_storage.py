@@ -34,7 +34,7 @@ from engine.replay.export import read_table
 from engine.replay.replay import state_at
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers.s3 import bucket, keys, s3_server  # noqa: E402,F401
+from helpers.s3 import bucket, client, keys, s3_server  # noqa: E402,F401
 from helpers.sim_journal import write_sim_journal  # noqa: E402
 
 ENGINE = [sys.executable, "-m", "engine.cli"]
@@ -260,3 +260,16 @@ def test_seeking_inside_one_segment_reads_a_few_batches(tmp_path: Path) -> None:
         assert used is not None and p1.snapshot() == p2.snapshot()
         if tenth == 9:
             assert seek.bytes_read * 4 < full.bytes_read, (seek, full)
+
+
+def test_damage_in_the_bucket_is_named_as_on_disk(local_journal: Path, s3_server: str, bucket: str) -> None:
+    uri = f"s3://{bucket}/damaged"
+    _cli(journal_cmd, "push", str(local_journal), uri)
+    key = "damaged/seg-000003.arrows"
+    s3 = client(s3_server)
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    s3.put_object(Bucket=bucket, Key=key, Body=body[: len(body) // 2])  # truncated in the store
+    res = CliRunner().invoke(journal_cmd, ["verify", uri])
+    assert res.exit_code == 1 and f"FAIL {uri}/seg-000003.arrows" in res.output
+    res = CliRunner().invoke(replay_cmd, [uri])
+    assert res.exit_code == 1 and "seg-000003.arrows" in res.output
