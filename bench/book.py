@@ -1,6 +1,6 @@
 """Order-book benchmark: decode + book fold of real Binance depth frames, read back from a journal.
 
-Usage:  python bench/book.py [--frames 1000000] [--venue spot|futures|both] [--repeat 1]
+Usage:  python bench/book.py [--frames 1000000] [--venue spot|futures|both|kraken] [--repeat 1]
                              [--naive-frames 50000] [--no-c]
 
 ``--no-c`` switches off the optional C depth scanner (``engine._depthscan``):
@@ -394,13 +394,18 @@ def bench_venue(venue: str, frames: int, repeat: int, naive_frames: int) -> None
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=1_000_000)
-    ap.add_argument("--venue", choices=["spot", "futures", "both"], default="both")
+    ap.add_argument("--venue", choices=["spot", "futures", "both", "kraken"], default="both")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--naive-frames", type=int, default=50_000)
     ap.add_argument(
         "--no-c", action="store_true", help="pure Python: switch off the C depth scanner"
     )
     args = ap.parse_args()
+    if args.venue == "kraken":  # its own script (checksums, no update ids): bench/book_kraken.py
+        import book_kraken
+
+        n = ["--frames", str(args.frames), "--repeat", str(args.repeat)]
+        return book_kraken.main([*n, "--naive-frames", str(args.naive_frames)])
     if args.no_c:
         from engine.codecs import binance
 

@@ -26,13 +26,13 @@ Decisions worth knowing:
   Struct rejects takes the generic path, which names the field in its error.
 * **C fast path.**  When the optional extension ``engine._depthscan`` is
   built, a ``depthUpdate`` frame of the exact shape Binance sends (combined or
-  raw, fixed key order, no whitespace, escapes, signs or exponents, at most 8
+  raw, fixed key order, no whitespace, escapes, signs or exponents, at most 18
   decimals) is scanned by :func:`scan_depth` straight into its DepthDiff; on
   anything else it answers None and the Python path decides, so it cannot change
   what a frame decodes to (tests/test_depthscan.py compares both).
 * **Validation** (all paths): wrong JSON types, missing fields, non-decimal
-  strings, more than 8 significant decimals, negative prices or quantities,
-  values or ids outside int64, ``U > u`` → DecodeError.
+  strings, more than 18 significant decimals, negative prices or quantities,
+  values beyond ``num.MAX`` or ids outside int64, ``U > u`` → DecodeError.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ except ImportError:  # pragma: no cover - the extension is optional
     scan_depth = None
 else:
     # the scanner fills DepthDiff's slots directly: only right while __init__ just stores
-    # exactly the ten fields it knows (no other field, validator, converter or hook)
+    # exactly the eleven fields it knows (no other field, validator, converter or hook)
     if (
         tuple(a.name for a in attrs.fields(DepthDiff))
         != (
@@ -93,6 +93,7 @@ else:
             "txn_ms",
             "bids",
             "asks",
+            "checksum",
         )
         or hasattr(DepthDiff, "__attrs_post_init__")
         or hasattr(DepthDiff, "__attrs_pre_init__")

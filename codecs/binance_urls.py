@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from engine.codecs.base import ConnLimits, VenueDefaults, split_quote
+
 __all__ = ["CHANNELS", "FUTURES_PATHS", "SpotOutbound", "FuturesOutbound", "DeliveryOutbound"]
 
 #: channel name (as given to :meth:`streams`) → stream suffix.
@@ -44,10 +46,16 @@ FUTURES_PATHS: dict[str, str] = {
 }
 
 
-class SpotOutbound:
+class SpotOutbound(VenueDefaults):
     """Stream names, URLs and control messages of Binance spot (and the simulator)."""
 
     depth_path = "/api/v3/depth"
+    default_channels = ("trade", "depth", "bookTicker", "ticker", "kline_1m")
+    #: streams in the combined-stream URL, the rest SUBSCRIBEd 200 a message; 1024 a
+    #: connection; 5 messages a second (pings and pongs included)
+    limits = ConnLimits(
+        streams_in_url=True, max_per_subscribe=200, max_per_conn=1024, control_per_window=5
+    )
 
     def streams(self, symbols: Sequence[str], channels: Sequence[str]) -> list[str]:
         """Stream names for symbols × channels, e.g. ``btcusdt@depth@100ms``.
@@ -76,21 +84,35 @@ class SpotOutbound:
     def _control_msg(self, method: str, streams: Sequence[str], request_id: int) -> bytes:
         return orjson.dumps({"method": method, "params": list(streams), "id": request_id})
 
-    def subscribe(self, streams: Sequence[str], request_id: int) -> bytes:
-        return self._control_msg("SUBSCRIBE", streams, request_id)
+    def subscribe(self, streams: Sequence[str], request_id: int) -> list[bytes]:
+        """One SUBSCRIBE for ``streams`` (any number: the runtime chunks by ``limits``)."""
+        return [self._control_msg("SUBSCRIBE", streams, request_id)]
 
-    def unsubscribe(self, streams: Sequence[str], request_id: int) -> bytes:
-        return self._control_msg("UNSUBSCRIBE", streams, request_id)
+    def unsubscribe(self, streams: Sequence[str], request_id: int) -> list[bytes]:
+        return [self._control_msg("UNSUBSCRIBE", streams, request_id)]
 
     def snapshot_url(self, rest_base: str, symbol: str, limit: int) -> str:
         """REST depth snapshot URL (spot ``/api/v3/depth``, futures ``/fapi/v1/depth``)."""
         return f"{rest_base.rstrip('/')}{self.depth_path}?symbol={symbol.upper()}&limit={limit}"
+
+    def snapshot_weight(self, limit: int) -> int:
+        """Binance spot's published weight of ``/api/v3/depth``."""
+        return 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
+
+    def normalized(self, symbol: str) -> str:
+        """``BTCUSDT`` → ``BTC-USDT`` by quote suffix (offline stand-in for ``exchangeInfo``)."""
+        return split_quote(symbol)
 
 
 class FuturesOutbound(SpotOutbound):
     """USD-M futures: ``/fapi/v1/depth`` and one connection per ``/public`` or ``/market`` path."""
 
     depth_path = "/fapi/v1/depth"
+    #: USD-M: 10 messages a second (200 streams a connection is the documented figure; the
+    #: runtime keeps its 1024 default as before)
+    limits = ConnLimits(
+        streams_in_url=True, max_per_subscribe=200, max_per_conn=1024, control_per_window=10
+    )
 
     @staticmethod
     def stream_path(stream: str) -> str:
@@ -113,6 +135,10 @@ class FuturesOutbound(SpotOutbound):
         if path is None:
             raise ValueError(f"no known futures URL path for stream {stream!r}")
         return path
+
+    def snapshot_weight(self, limit: int) -> int:
+        """Binance futures' published weight of ``/fapi/v1/depth``."""
+        return 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
 
     def streams_by_path(self, streams: Sequence[str]) -> dict[str, list[str]]:
         """Group streams by URL path: open one connection per key (order kept)."""

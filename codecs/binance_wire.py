@@ -23,7 +23,8 @@ __all__ = [
     "ROUTE_CACHE_MAX", "MAX",
 ]  # fmt: skip
 
-MAX = 2**63 - 1  # int64: journals, Arrow exports and Parquet hold every value
+MAX = 2**63 - 1  # ids and times: int64, as journals, Arrow exports and Parquet hold them
+VMAX = num.MAX  # prices and quantities: what the exports' decimal128 holds exactly
 Id = Annotated[int, msgspec.Meta(ge=0, le=MAX)]
 OptId = Annotated[int, msgspec.Meta(ge=-1, le=MAX)]  # Binance uses -1 for "none"
 Ms = Annotated[int, msgspec.Meta(ge=0, le=MAX)]
@@ -155,7 +156,7 @@ class Bad(Exception):
 
 
 def number(s: str, where: str, signed: bool = False) -> int:
-    """One decimal string → units (:func:`engine.num.parse`), in int64, non-negative unless ``signed``.
+    """One decimal string → units (:func:`engine.num.parse`), within ±``num.MAX``, ≥ 0 unless ``signed``.
 
     Raises:
         Bad: with a reason that names the field (``where``) and the problem.
@@ -164,11 +165,11 @@ def number(s: str, where: str, signed: bool = False) -> int:
         v = num.parse(s)
     except num.PrecisionError as exc:
         raise Bad(f"{where}: {exc}") from None
-    if 0 <= v <= MAX:
+    if 0 <= v <= VMAX:
         return v
     if v < 0 and not signed:
         raise Bad(f"{where}: negative value {s!r}")
-    if not -MAX <= v <= MAX:
+    if not -VMAX <= v <= VMAX:
         raise Bad(f"{where}: {s[:40]!r} is out of range")
     return v
 
@@ -188,7 +189,7 @@ def levels(raw: RawLevels, side: str, prices: dict[str, int]) -> list[tuple[int,
     read again by :func:`number`, whose error names the side, index and field.
 
     Raises:
-        Bad: a price or quantity is not an exact non-negative int64 decimal.
+        Bad: a price or quantity is not an exact non-negative decimal within ``num.MAX``.
     """
     out: list[tuple[int, int]] = []
     ap = out.append
@@ -199,13 +200,13 @@ def levels(raw: RawLevels, side: str, prices: dict[str, int]) -> list[tuple[int,
             pv = get(p)
             if pv is None:
                 pv = parse(p)
-                if not 0 <= pv <= MAX:
+                if not 0 <= pv <= VMAX:
                     break
                 if len(prices) >= PRICE_MEMO_MAX:
                     prices.clear()
                 prices[p] = pv
             qv = parse(q)
-            if not 0 <= qv <= MAX:
+            if not 0 <= qv <= VMAX:
                 break
             ap((pv, qv))
         else:

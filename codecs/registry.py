@@ -16,6 +16,8 @@ from collections.abc import Callable
 from engine.codecs.base import Codec
 from engine.codecs.binance import BinanceFutures, BinanceSpot
 from engine.codecs.binance_urls import DeliveryOutbound
+from engine.codecs.kraken import KrakenV2
+from engine.codecs.kraken_v1 import KrakenV1
 
 __all__ = ["get_codec", "CODECS", "BinanceUS", "BinanceTR", "BinanceDelivery"]
 
@@ -52,6 +54,8 @@ CODECS: dict[str, Callable[[], Codec]] = {
     "binance-us": BinanceUS,
     "binance-tr": BinanceTR,
     "binance-delivery": BinanceDelivery,
+    "kraken": KrakenV2,
+    "kraken-v1": KrakenV1,
 }
 
 

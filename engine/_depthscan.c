@@ -7,11 +7,16 @@
  * raw or inside the combined wrapper {"stream":"name","data":{...}}, with no
  * whitespace anywhere.  scan_depth() returns the engine.events.DepthDiff the
  * Python codec (codecs/binance.py) would build, prices and quantities as exact
- * ints in units of 1e-8, without creating intermediate Python strings.
+ * ints in units of 1e-18 (engine.num.SCALE), without creating intermediate
+ * Python strings.  At 1e-18 a price of 9.23 no longer fits int64, so values
+ * accumulate in unsigned __int128 (GCC and Clang; without it the build fails,
+ * which pip treats as "no extension" and the pure-Python path runs) and become
+ * Python ints exactly (from the 128-bit value's bytes).
  *
  * None means "let Python decide": anything outside that grammar (other key
  * orders or keys, whitespace, escapes, non-ASCII, signs, exponents, more than
- * 8 decimals, more than 18 digits, ids or values beyond int64, U > u, a
+ * 18 decimals, more than 38 digits, values beyond engine.num.MAX (10**38 - 1
+ * units), ids of more than 18 digits, U > u, a
  * missing pu when need_pu ...) returns None and the Python path produces the
  * events or the DecodeError.  This code never raises on input and can never
  * change what a frame decodes to: where it answers, the answer is the Python
@@ -24,18 +29,22 @@
  * be an object slot of it; the result is allocated with the type's tp_alloc and
  * its slots filled directly: what attrs' __init__ does (the codec only calls
  * configure while DepthDiff has no validators, converters or post-init), without
- * ten object.__setattr__ calls.
+ * eleven object.__setattr__ calls (checksum is always None: Binance sends none).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
 #include <stdint.h>
 
-#define MAXV INT64_MAX /* engine _MAX: every value fits int64 */
-#define NFIELDS 10
+#ifndef __SIZEOF_INT128__
+#error "engine._depthscan needs unsigned __int128 (GCC or Clang); the Python codec runs without it"
+#endif
+typedef unsigned __int128 u128;
+#define SCALE 18 /* engine.num.SCALE */
+#define NFIELDS 11
 
 static const char *FIELDS[NFIELDS] = {"seq",     "recv_ns", "symbol", "first_id", "last_id",
-                                      "prev_id", "exch_ms", "txn_ms", "bids",     "asks"};
+                                      "prev_id", "exch_ms", "txn_ms", "bids",     "asks",    "checksum"};
 static PyTypeObject *diff_type = NULL;
 static Py_ssize_t offsets[NFIELDS];
 
@@ -43,8 +52,8 @@ typedef struct {
     const unsigned char *p, *end;
 } Cur;
 
-static const int64_t POW10[9] = {1,         10,         100,         1000,       10000,
-                                 100000,    1000000,    10000000,    100000000};
+static u128 POW10[SCALE + 1]; /* 10**i, filled at module init */
+static u128 MAXV;              /* engine.num.MAX = 10**38 - 1: what decimal128(38, 18) holds */
 
 /* Consume the literal `lit` (length n) if it is next. */
 static inline int lit(Cur *c, const char *s, Py_ssize_t n) {
@@ -79,23 +88,24 @@ static int json_int(Cur *c, int64_t *out) {
     return 1;
 }
 
-/* A quoted decimal "ddd[.ddd]" → units of 1e-8 in [0, MAXV]; at most 18 digits, 8 decimals. */
-static int decimal(Cur *c, int64_t *out) {
+/* A quoted decimal "ddd[.ddd]" → units of 1e-18 in [0, MAXV]; at most 38 digits
+ * (10**38 < 2**127: the accumulator cannot overflow), 18 decimals. */
+static int decimal(Cur *c, u128 *out) {
     const unsigned char *p = c->p, *e = c->end;
     if (p >= e || *p != '"')
         return 0;
     p++;
-    int64_t v = 0;
+    u128 v = 0;
     int n = 0, frac = -1;
     for (;;) {
         if (p >= e)
             return 0;
         unsigned char ch = *p;
         if (ch >= '0' && ch <= '9') {
-            if (++n > 18)
+            if (++n > 38)
                 return 0;
             v = v * 10 + (ch - '0');
-            if (frac >= 0 && ++frac > 8)
+            if (frac >= 0 && ++frac > SCALE)
                 return 0;
         } else if (ch == '.' && frac < 0) {
             frac = 0;
@@ -108,7 +118,7 @@ static int decimal(Cur *c, int64_t *out) {
     }
     if (n == 0)
         return 0;
-    int64_t m = POW10[8 - (frac < 0 ? 0 : frac)];
+    u128 m = POW10[SCALE - (frac < 0 ? 0 : frac)];
     if (v > MAXV / m)
         return 0;
     c->p = p + 1;
@@ -135,6 +145,16 @@ static int plain_str(Cur *c, const unsigned char **s, Py_ssize_t *n) {
     return 1;
 }
 
+/* An exact Python int of v (< 2**127) without going through text. */
+static PyObject *units(u128 v) {
+    if ((v >> 64) == 0)
+        return PyLong_FromUnsignedLongLong((unsigned long long)v);
+    unsigned char b[16];
+    for (int i = 0; i < 16; i++, v >>= 8)
+        b[i] = (unsigned char)v; /* little-endian */
+    return _PyLong_FromByteArray(b, 16, 1, 0);
+}
+
 /* [["p","q"],...] → a new list of (int, int) tuples; NULL: no match, or (with an exception
  * set) out of memory. */
 static PyObject *levels(Cur *c) {
@@ -146,14 +166,14 @@ static PyObject *levels(Cur *c) {
     if (LIT(c, "]"))
         return out;
     for (;;) {
-        int64_t pv, qv;
+        u128 pv, qv;
         if (!LIT(c, "[") || !decimal(c, &pv) || !LIT(c, ",") || !decimal(c, &qv) ||
             !LIT(c, "]"))
             goto fail;
         PyObject *t = PyTuple_New(2);
         if (t == NULL)
             goto fail;
-        PyObject *a = PyLong_FromLongLong(pv), *b = a ? PyLong_FromLongLong(qv) : NULL;
+        PyObject *a = units(pv), *b = a ? units(qv) : NULL;
         if (b == NULL) {
             Py_XDECREF(a);
             Py_DECREF(t);
@@ -242,6 +262,7 @@ static PyObject *scan_depth(PyObject *self, PyObject *const *args, Py_ssize_t na
         !(vals[5] = new_int_or_none(has_pu, pu)) || !(vals[6] = PyLong_FromLongLong(E)) ||
         !(vals[7] = new_int_or_none(has_t, T)))
         goto out;
+    vals[10] = Py_NewRef(Py_None); /* checksum: Binance sends none */
     PyObject *obj = diff_type->tp_alloc(diff_type, 0);
     if (obj == NULL)
         goto out;
@@ -292,4 +313,10 @@ static struct PyModuleDef module = {
     methods,
 };
 
-PyMODINIT_FUNC PyInit__depthscan(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__depthscan(void) {
+    POW10[0] = 1;
+    for (int i = 1; i <= SCALE; i++)
+        POW10[i] = POW10[i - 1] * 10;
+    MAXV = POW10[SCALE] * POW10[SCALE] * 100 - 1; /* 10**38 - 1 */
+    return PyModule_Create(&module);
+}

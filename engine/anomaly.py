@@ -25,7 +25,7 @@ Which trades count, and trade time
     A symbol's trade clock is the running maximum of its trade times (a trade
     stamped earlier than one already seen counts at the current time).
 
-volume_spike (unit 1e-8 qty)
+volume_spike (engine units of qty)
     Trades are bucketed into UTC-aligned intervals of ``volume_interval_ms``.
     The baseline of an interval is the mean volume of the ``volume_baseline``
     intervals before it, *empty intervals counting as zero*.  It fires at the
@@ -37,8 +37,8 @@ volume_spike (unit 1e-8 qty)
     — O(1) amortized per trade, at most ``volume_baseline`` entries.
 
 large_trade
-    ``notional`` (unit 1e-8 quote): price × qty ≥ ``large_notional``.
-    ``vs recent`` (unit 1e-8 qty): qty ≥ ``large_ratio_pct``% of the mean qty
+    ``notional`` (engine units of quote): price × qty ≥ ``large_notional``.
+    ``vs recent`` (engine units of qty): qty ≥ ``large_ratio_pct``% of the mean qty
     of the symbol's previous ``large_window`` accepted trades (only once that
     many were seen and their sum is > 0).  Deque + running sum, O(1).
 
@@ -46,7 +46,7 @@ price_jump (unit bps)
     ``|p - p_prev| / p_prev ≥ price_jump_bps`` between consecutive accepted
     trades of a symbol, however far apart in time.
 
-crossed_book (unit 1e-8 price) and wide_spread
+crossed_book (engine units of price) and wide_spread
     The quote checks, on the exchange's own top of book: :mod:`engine.quotes`.
 
 stale_stream (unit ms)
@@ -143,7 +143,7 @@ class Alert:
     whatever event moved journal time past the deadline); ``exch_ms`` is that
     event's exchange time (trade time for trades), None where there is none
     and always None for a stale stream (silence has no exchange time).
-    ``unit``: ``"1e-8"`` (price, qty or quote notional in engine units),
+    ``unit``: ``num.UNIT`` (price, qty or quote notional in engine units),
     ``"bps"`` (1/10000 of the reference price) or ``"ms"``.  ``detail`` names
     the criterion and the numbers behind the threshold.
     """
@@ -162,9 +162,9 @@ class Alert:
         """One loggable line, receive time first::
 
         2024-05-01T12:03:05.123456789Z ALERT large_trade BTCUSDT value=2.50000000 >=
-        threshold=1.00000000 [1e-8] exch=2024-05-01T12:03:05.120Z seq=42 notional ...
+        threshold=1.000000000000000000 [1e-18] exch=2024-05-01T12:03:05.120Z seq=42 notional ...
         """
-        if self.unit == "1e-8":
+        if self.unit == num.UNIT:
             v, t = num.render(self.value), num.render(self.threshold)
         else:
             v, t = str(self.value), str(self.threshold)
@@ -235,11 +235,11 @@ class AnomalyDetector:
         volume_interval_ms: volume-spike interval (10 s).
         volume_baseline: intervals in the rolling baseline (30: five minutes).
         volume_ratio_pct: spike when interval volume ≥ this % of the baseline mean (500 = 5×).
-        large_notional: large trade when price × qty ≥ this, 1e-8 quote units (1,000,000 quote).
+        large_notional: large trade when price × qty ≥ this, engine quote units (1,000,000 quote).
         large_window: recent trades the relative large-trade test compares with (100).
         large_ratio_pct: large trade when qty ≥ this % of their mean qty (2000 = 20×).
         price_jump_bps: consecutive-trade price change that is a jump (100 bps = 1 %).
-        spread_abs: wide spread in 1e-8 price units (None: price-dependent, off by default).
+        spread_abs: wide spread in engine price units (None: price-dependent, off by default).
         spread_bps: wide spread relative to the mid (50 bps).
         spread_window: quotes in the rolling median (200).
         spread_median_min_bps: the vs-median criterion also needs the spread to be at least
@@ -353,12 +353,12 @@ class AnomalyDetector:
         thr = s.vol_thr
         if thr and v >= thr:
             s.vol_thr = 0
-            out = self._fire(state, out, ev, VOLUME_SPIKE, t, v, thr, "1e-8", s)
+            out = self._fire(state, out, ev, VOLUME_SPIKE, t, v, thr, num.UNIT, s)
         # large trade: absolute notional
         big = self._big
         if big and p * q >= big:
             out = self._fire(
-                state, out, ev, LARGE_TRADE, t, p * q // ONE, big // ONE, "1e-8", "notional"
+                state, out, ev, LARGE_TRADE, t, p * q // ONE, big // ONE, num.UNIT, "notional"
             )
         # large trade: relative to the previous large_window trades
         k100 = self._k100
@@ -368,7 +368,7 @@ class AnomalyDetector:
                 total = s.recent_sum
                 if total and q * k100 >= self.large_ratio_pct * total:
                     thr = ceil_div(self.large_ratio_pct * total, k100)
-                    out = self._fire(state, out, ev, LARGE_TRADE, t, q, thr, "1e-8", "vs recent")
+                    out = self._fire(state, out, ev, LARGE_TRADE, t, q, thr, num.UNIT, "vs recent")
                 s.recent_sum = total + q - rec.popleft()
             else:
                 s.recent_sum += q

@@ -26,9 +26,10 @@ def standard_reducers(codec: Any, options: dict[str, Any] | None = None) -> list
     """
     from engine.anomaly import AnomalyDetector
     from engine.book_reducer import BookReducer
+    from engine.book_sync import rule_for
     from engine.candles import Candles
     from engine.connection_actions import ConnectionActions
-    from engine.ratelimit import SendAudit, control_limit
+    from engine.ratelimit import SendAudit
     from engine.trades import TradeAggregator, TradeTape
 
     options = dict(options or {})
@@ -36,14 +37,21 @@ def standard_reducers(codec: Any, options: dict[str, Any] | None = None) -> list
     if unknown:
         raise ValueError(f"unknown pipeline options {sorted(unknown)}; known: {sorted(OPTIONS)}")
     book_kw = {k: options[k] for k in ("verify_interval_s",) if k in options}
+    if rule_for(codec.sync_rule).has_checksum:
+        # the exchange's checksum verifies every update; a REST verification adds nothing
+        # (and the venue may have no REST snapshot to answer it): only when asked for
+        book_kw.setdefault("verify_interval_s", None)
     reducers: list[Any] = [
         BookReducer(sync_rule=codec.sync_rule, **book_kw),
         TradeAggregator(),
         TradeTape(),
         Candles(),
         AnomalyDetector(),
-        # replay-side audit of what live sent: the exchange's published control-message limit
-        SendAudit(limit=control_limit(getattr(codec, "name", ""))),
+        # replay-side audit of what live sent: the venue's published control-message limit
+        SendAudit(
+            limit=codec.limits.control_per_window,
+            window_ns=int(codec.limits.control_window_s * 1e9),
+        ),
         # what the live runtime must do on a connection (rotate on serverShutdown)
         ConnectionActions(),
     ]

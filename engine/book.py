@@ -17,7 +17,7 @@ almost nothing.  A real Binance diff touches 2–8 levels, most of them already
 present (a dict hit, no list work).  The ``sortedcontainers`` approach and a
 plain dict re-sorted per query were both slower on the real frames.
 
-Exactness: prices and quantities are ints in units of 1e-8
+Exactness: prices and quantities are ints in units of 1e-18
 (:mod:`engine.num`).  The mid of two prices can be half a unit, so the mid is
 returned as a :class:`fractions.Fraction` (and :meth:`Book.mid_x2` gives the
 exact int ``bid + ask`` in half-units); averages and ratios are Fractions too.
@@ -43,7 +43,7 @@ class Execution:
     ``complete`` is False when the side holds less than ``qty``: then
     ``filled`` is everything available and ``shortfall = qty - filled``; the
     averages describe the partial fill (None if nothing at all was available).
-    ``notional`` is Σ price·qty in units of 1e-16 (exact).  ``slippage`` is how
+    ``notional`` is Σ price·qty in units of 1e-36 (exact).  ``slippage`` is how
     much worse than mid the average is, in price units (positive = worse for
     the taker, on both sides); ``slippage_bps`` the same relative to mid ×1e4.
     """
@@ -158,6 +158,22 @@ class Book:
         bk = self._bk
         ak = self._ak
         return bool(bk and ak and bk[-1] >= -ak[-1])
+
+    def truncate(self, depth: int) -> None:
+        """Keep only the best ``depth`` levels a side (Kraken sends no removal for a level
+        that an insert pushed out of the subscribed depth)."""
+        k = len(self._bk) - depth
+        if k > 0:
+            d = self.bids
+            for p in self._bk[:k]:
+                del d[p]
+            del self._bk[:k]
+        k = len(self._ak) - depth
+        if k > 0:
+            d = self.asks
+            for p in self._ak[:k]:
+                del d[-p]
+            del self._ak[:k]
 
     # ------------------------------------------------------------------ top of book
 

@@ -15,6 +15,7 @@ from engine import serde
 __all__ = [
     "BookSynced",
     "GapDetected",
+    "ChecksumMismatch",
     "BufferOverflow",
     "DriftDetected",
     "BookVerified",
@@ -53,6 +54,23 @@ class GapDetected:
     last_id: int
     prev_id: int | None
     reason: str
+
+
+@serde.register
+@output
+class ChecksumMismatch:
+    """The book after applying this diff fails the exchange's ``checksum``: the book is discarded
+    (never published again until a fresh snapshot) and a resync is asked for.
+
+    ``book_id`` is the book's update id before the diff; ``last_id`` the diff's.
+    """
+
+    seq: int
+    recv_ns: int
+    symbol: str
+    book_id: int
+    last_id: int
+    checksum: int | None
 
 
 @serde.register

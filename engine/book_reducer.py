@@ -31,6 +31,16 @@ engine's hottest path; it is exactly TABLE's (SYNCED, APPLY) transition plus
 the counts and checks :meth:`BookReducer._main_diff` would do, and is off
 (``inline=False``, or a rule with a checksum) whenever that could differ.
 
+Exchange checksums (rules with ``has_checksum``: Kraken, OKX): the table
+applies a chaining diff, then the rule's ``checksum_ok`` judges the book; a
+pass counts ``checksums_verified`` (diffs carrying a checksum only), a failure
+is the table's REJECT: a :class:`ChecksumMismatch`, the book dropped (nothing
+published until a fresh snapshot) and a sync request, which the runtime
+answers by the codec's resync (refetch or resubscribe).  Sequence breaks are
+``gaps`` (GapDetected).  A snapshot's own checksum is judged only for a rule
+with ``checks_snapshots`` (Kraken v2 sends one with every snapshot): a pass
+counts, a failure is the same ChecksumMismatch and sync request, nothing loaded.
+
 Drift verification: a SnapshotRequest(purpose="verify") starts a shadow
 ``Sync`` (the table's ASK) that buffers the diffs from that moment, exactly
 like a first sync.  When the snapshot comes the shadow loads it and replays
@@ -64,6 +74,7 @@ from engine.book_outputs import (
     BookSynced,
     BookVerified,
     BufferOverflow,
+    ChecksumMismatch,
     CrossedBook,
     DriftDetected,
     GapDetected,
@@ -115,7 +126,13 @@ class BookCounts:
 
     diffs_applied: int = 0
     stale_diffs: int = 0
+    #: sequence breaks (the diff did not chain onto the book), GapDetected
     gaps: int = 0
+    #: applied diffs whose exchange checksum the book matched (rules with a checksum, diffs
+    #: carrying one); every diff, also those replayed from the buffer after a snapshot
+    checksums_verified: int = 0
+    #: applied diffs the book then failed the checksum of: ChecksumMismatch, then a resync
+    checksum_mismatches: int = 0
     syncs: int = 0
     resyncs: int = 0
     snapshots_too_old: int = 0
@@ -201,7 +218,12 @@ class BookReducer:
         rule = rule_for(self.sync_rule)
         object.__setattr__(self, "_rule", rule)
         phase, inp = INLINE
-        ok = self.inline and not rule.has_checksum and TABLE[phase][inp] == (phase, A_APPLY)
+        ok = (
+            self.inline
+            and not rule.has_checksum
+            and not rule.truncates  # the inlined apply does not truncate
+            and TABLE[phase][inp] == (phase, A_APPLY)
+        )
         object.__setattr__(self, "_inline_phase", phase if ok else None)
         v = self.verify_interval_s
         object.__setattr__(self, "_verify_ns", None if v is None else int(v * SECOND_NS))
@@ -333,6 +355,8 @@ class BookReducer:
         c = sb.counts
         if action == A_APPLY:
             c.diffs_applied += 1
+            if ev.checksum is not None and self._rule.has_checksum:
+                c.checksums_verified += 1
             self._after_update(sb, at, out)
         elif action == A_DROP:
             c.stale_diffs += 1
@@ -348,7 +372,12 @@ class BookReducer:
         elif action == A_RESYNC:
             self._gap(sb, ev, at, book_id, "diff does not chain onto the book", out)
         elif action == A_REJECT:  # applied, then the exchange checksum rejected the book
-            self._gap(sb, ev, at, book_id, "checksum mismatch", out)
+            c.checksum_mismatches += 1
+            sb.crossed = False
+            out.append(
+                ChecksumMismatch(at.seq, at.recv_ns, ev.symbol, book_id, ev.last_id, ev.checksum)
+            )
+            self._request_sync(sb, at, "checksum mismatch", out)
         if dropped:
             c.buffer_dropped += dropped
             if not sb.overflowing:
@@ -398,10 +427,23 @@ class BookReducer:
         sb = self._symbol(state, ev.symbol)
         out: list[Any] = []
         main = sb.main
+        prev_id = main.book.last_id if main.book is not None else -1
         action, replay = feed_snapshot(self._rule, main, ev)
         if action == A_VERIFY:
             self._verify_snapshot(sb, ev, out)
             return out
+        if action == A_REJECT:  # the snapshot's own checksum failed (book_sync: checks_snapshots)
+            sb.counts.checksum_mismatches += 1
+            sb.crossed = False
+            if sb.shadow is not None:
+                self._abandon(sb, ev, "main book lost", out)
+            out.append(
+                ChecksumMismatch(ev.seq, ev.recv_ns, ev.symbol, prev_id, ev.last_id, ev.checksum)
+            )
+            self._request_sync(sb, ev, "snapshot checksum mismatch", out)
+            return out
+        if ev.checksum is not None and self._rule.checks_snapshots:
+            sb.counts.checksums_verified += 1
         # A_LOAD: the snapshot is the main book; replay the buffer onto it
         resync = main.phase == RELOADED
         if sb.shadow is not None:

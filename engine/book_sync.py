@@ -73,7 +73,7 @@ Invariants:
   it is a bug here, not bad exchange input (exchange input always maps to
   one of the inputs below).  The reducer may inline the steady case
   (:data:`INLINE`: SYNCED, APPLY) only while the table says it stays SYNCED
-  with A_APPLY and the rule has no checksum; ``tests/test_book_sync.py``
+  with A_APPLY and the rule has no checksum and does not truncate; ``tests/test_book_sync.py``
   checks the inlined path against the table for every case.
 
 Rules (one per :class:`engine.codecs.base.SyncRule` constant) classify a diff
@@ -84,7 +84,17 @@ spot drops it.  Other exchanges implement :class:`ChainRule`: sequence
 numbers (OKX ``prevSeqId``/``seqId``, Coinbase ``sequence_num``) fit
 ``first``/``next``; in-stream snapshots that reset the book (Bybit, OKX,
 Kraken) set ``stream_snapshot_resets``; checksums (Kraken, OKX) implement
-``checksum_ok``.
+``checksum_ok`` (or :meth:`ChainRule.verify`, when the test needs what the
+snapshot told: Kraken's precision).
+
+Depth truncation (a rule with ``truncates``: Kraken).  The exchange keeps
+only the subscribed depth and sends no removal for a level an insert pushes
+out of it, so the driver keeps the snapshot's ``depth`` (``Sync.depth``): after
+a LOAD and after every applied diff, and *before* the checksum is tested, each
+side of the book holds at most ``Sync.depth`` levels (the worst ones go).
+``Sync.price_decimals``/``qty_decimals`` are the snapshot's too: the precision
+a checksum renders the book's ints at, kept with the book so replay from any
+checkpoint verifies exactly as live did.
 """
 
 from __future__ import annotations
@@ -96,6 +106,7 @@ import attrs
 from engine import serde
 from engine.book import Book
 from engine.codecs.base import SyncRule
+from engine.codecs.kraken_book import checksum as kraken_checksum
 from engine.events import BookSnapshot, DepthDiff
 
 __all__ = [
@@ -125,6 +136,7 @@ __all__ = [
     "ChainRule",
     "BinanceSpotRule",
     "BinanceFuturesRule",
+    "KrakenRule",
     "RULES",
     "rule_for",
     "Sync",
@@ -261,6 +273,10 @@ class ChainRule:
     stream_snapshot_resets: bool = False
     #: Whether :meth:`checksum_ok` means anything (Kraken, OKX); the reducer skips it otherwise.
     has_checksum: bool = False
+    #: Keep the book at the snapshot's depth after every message (Kraken; module docstring).
+    truncates: bool = False
+    #: A snapshot's own checksum is tested too (Kraken v2 sends one): a failure loads nothing.
+    checks_snapshots: bool = False
 
     def first(self, book_id: int, diff: DepthDiff) -> str:  # pragma: no cover - interface
         raise NotImplementedError
@@ -271,6 +287,16 @@ class ChainRule:
     def checksum_ok(self, book: Book, diff: DepthDiff) -> bool:
         """After applying ``diff``: does the book match the exchange's checksum?"""
         return True
+
+    def verify(self, sync: Sync, diff: DepthDiff | BookSnapshot) -> bool:
+        """The driver's checksum test after ``diff`` was applied to ``sync.book`` (or the
+        snapshot ``diff`` loaded, for a rule that ``checks_snapshots``).
+
+        :meth:`checksum_ok` of the book; a rule whose checksum needs what the
+        snapshot told (Kraken: the instrument's precision) overrides this.
+        """
+        assert sync.book is not None and isinstance(diff, DepthDiff)
+        return self.checksum_ok(sync.book, diff)
 
 
 class BinanceSpotRule(ChainRule):
@@ -315,9 +341,52 @@ class BinanceFuturesRule(ChainRule):
         return STALE if diff.last_id <= book_id else GAP
 
 
+class KrakenRule(ChainRule):
+    """Kraken (v1 and v2): no update ids, a checksum after every book message, a bounded depth.
+
+    The codecs give every book message the journal ``seq`` as its id, so a
+    diff newer than the book applies and an older one (buffered before the
+    snapshot that covers it) is stale; nothing here can see a lost message:
+    the checksum does.  Every book message of the stream carries one (v1:
+    updates; v2: snapshots too, ``checks_snapshots``), tested after the book was truncated to the
+    subscribed depth, at the snapshot's precision
+    (:func:`engine.codecs.kraken_book.checksum`).  A diff without a checksum
+    cannot be tested and passes; a book whose precision is unknown (a
+    snapshot without levels) fails as soon as it holds a level.  An in-stream
+    snapshot (a resubscription's answer) replaces the book.
+    """
+
+    name = SyncRule.KRAKEN
+    stream_snapshot_resets = True
+    has_checksum = True
+    truncates = True
+    checks_snapshots = True
+
+    def first(self, book_id: int, diff: DepthDiff) -> str:
+        return APPLY if diff.last_id > book_id else STALE
+
+    next = first
+
+    def verify(self, sync: Sync, diff: DepthDiff | BookSnapshot) -> bool:
+        want = diff.checksum
+        book = sync.book
+        if want is None or book is None:
+            return True
+        pd, qd = sync.price_decimals, sync.qty_decimals
+        if pd is None or qd is None:  # an empty snapshot: only an empty book can be checked
+            if book.bids or book.asks:
+                return False
+            pd = qd = 0
+        try:
+            return kraken_checksum(book, pd, qd) == want
+        except ValueError:  # a level finer than the instrument's precision: not Kraken's book
+            return False
+
+
 RULES: Final[dict[str, ChainRule]] = {
     SyncRule.BINANCE_SPOT: BinanceSpotRule(),
     SyncRule.BINANCE_FUTURES: BinanceFuturesRule(),
+    SyncRule.KRAKEN: KrakenRule(),
 }
 
 
@@ -348,6 +417,10 @@ class Sync:
     phase: str = IDLE
     book: Book | None = None
     buffer: list[DepthDiff] = attrs.Factory(list)
+    #: the loaded snapshot's depth and precision (what a truncating, checksummed rule needs)
+    depth: int | None = None
+    price_decimals: int | None = None
+    qty_decimals: int | None = None
 
 
 def _step(sync: Sync, inp: str) -> str:
@@ -379,7 +452,9 @@ def feed_diff(rule: ChainRule, sync: Sync, diff: DepthDiff, limit: int) -> tuple
         book = sync.book
         assert book is not None
         book.apply(diff.bids, diff.asks, diff.last_id)
-        if rule.has_checksum and not rule.checksum_ok(book, diff):
+        if rule.truncates and sync.depth is not None:
+            book.truncate(sync.depth)
+        if rule.has_checksum and not rule.verify(sync, diff):
             inp = BAD_CHECKSUM
     action = _step(sync, inp)
     if action in LOSES_BOOK:
@@ -397,7 +472,9 @@ def feed_diff(rule: ChainRule, sync: Sync, diff: DepthDiff, limit: int) -> tuple
 def feed_snapshot(rule: ChainRule, sync: Sync, snap: BookSnapshot) -> tuple[str, list[DepthDiff]]:
     """Run a snapshot through the table.
 
-    Returns ``(action, replay)``.  On A_LOAD the book is the snapshot (phase
+    Returns ``(action, replay)``.  A_REJECT: a rule that ``checks_snapshots`` found the
+    snapshot's own checksum wrong (phase RESYNCING, no book, the buffer kept).  On A_LOAD
+    the book is the snapshot (phase
     LOADED or RELOADED) and ``replay`` holds the buffered diffs, which the
     caller must now feed back through :func:`feed_diff` in order (with
     whatever it does per diff, e.g. bookTicker checks at each intermediate
@@ -409,6 +486,16 @@ def feed_snapshot(rule: ChainRule, sync: Sync, snap: BookSnapshot) -> tuple[str,
     if action != A_LOAD:
         return action, []
     sync.book = Book.from_levels(snap.last_id, snap.bids, snap.asks)
+    sync.depth, sync.price_decimals, sync.qty_decimals = (
+        snap.depth,
+        snap.price_decimals,
+        snap.qty_decimals,
+    )
+    if rule.truncates and snap.depth is not None:
+        sync.book.truncate(snap.depth)
+    if rule.checks_snapshots and snap.checksum is not None and not rule.verify(sync, snap):
+        sync.book = None  # the exchange's own snapshot fails its checksum: load nothing
+        return _step(sync, BAD_CHECKSUM), []
     replay, sync.buffer = sync.buffer, []
     return action, replay
 

@@ -52,12 +52,12 @@ SMA / EMA (exact)
     Of closes of emitted candles, per configured period, updated as each
     candle closes and carried on :class:`CandleClosed`; :func:`live_indicators`
     gives provisional values with the open candle's current close as the last
-    value.  SMA is exact (sum / period) rounded half-even to 1e-8.  EMA uses
+    value.  SMA is exact (sum / period) rounded half-even to 1e-18.  EMA uses
     ``alpha = 2 / (period + 1)``, seeded with the SMA of the first ``period``
-    closes, and is kept as an int at 1e-16 (8 guard digits) rounded half-even
+    closes, and is kept as an int at 1e-36 (18 guard digits) rounded half-even
     each step — exact rationals would grow without bound; the guard digits keep
-    the accumulated rounding error below ``(period+1)/4 · 1e-16``, far under
-    the 1e-8 unit shown.
+    the accumulated rounding error below ``(period+1)/4 · 1e-36``, far under
+    the 1e-18 unit shown.
 
 Kline cross-check
     A :class:`~engine.events.Kline` with ``closed=True`` for one of our
@@ -128,7 +128,7 @@ class CandleClosed:
     trades (an aggTrade counts ``last_id-first_id+1``); ``taker_buy_volume`` is
     the volume whose aggressor bought.  ``filled``: an empty interval (see the
     module docstring).  ``complete``: we observed the whole interval.
-    ``sma``/``ema``: ``(period, value)`` pairs, value rounded to 1e-8 units,
+    ``sma``/``ema``: ``(period, value)`` pairs, value rounded to 1e-18 units,
     for the periods that have enough closes.
     """
 
@@ -193,7 +193,7 @@ class CandleSeries:
     last_id: int = -1
     complete: bool = False
     closes: deque[int] = attrs.Factory(deque)
-    emas: list[int | None] = attrs.Factory(list)  # at 1e-16, per ema period
+    emas: list[int | None] = attrs.Factory(list)  # at 1e-36, per ema period
     n_closes: int = 0
     recent: deque[CandleClosed] = attrs.Factory(deque)
     pending: deque[Kline] = attrs.Factory(deque)
@@ -228,7 +228,7 @@ def _sma(closes: Sequence[int], period: int) -> int | None:
 
 
 def _ema_step(prev: int | None, closes: Sequence[int], n: int, period: int) -> int | None:
-    """Next EMA at 1e-16 after the n-th close (``closes[-1]``); None until ``period`` closes."""
+    """Next EMA at 1e-36 after the n-th close (``closes[-1]``); None until ``period`` closes."""
     if n < period:
         return None
     if prev is None:
@@ -239,7 +239,7 @@ def _ema_step(prev: int | None, closes: Sequence[int], n: int, period: int) -> i
 def live_indicators(
     cfg: Candles, state: CandlesState, symbol: str, interval: str
 ) -> tuple[dict[int, Fraction], dict[int, int]] | None:
-    """Provisional SMA (exact Fractions) and EMA (1e-8 ints) with the open candle's close last.
+    """Provisional SMA (exact Fractions) and EMA (1e-18 ints) with the open candle's close last.
 
     None if the symbol/interval has no open candle.  Read-only.
     """

@@ -6,7 +6,7 @@ output can be traced back to the exact bytes that caused it.
 
 Conventions (one place for them):
 
-* Prices and quantities are ``int`` units of ``1e-8`` (see :mod:`engine.num`).
+* Prices and quantities are ``int`` units of ``1e-18`` (see :mod:`engine.num`).
 * Exchange times are ``int`` milliseconds since the epoch as the exchange sent
   them (``exch_ms`` = event time ``E``, ``txn_ms`` = transaction time ``T``);
   ``None`` where the exchange does not send one.
@@ -38,6 +38,7 @@ __all__ = [
     "SubscriptionAck",
     "SubscriptionError",
     "ServerShutdown",
+    "Heartbeat",
     "DecodeError",
     "ConnectionOpened",
     "ConnectionClosed",
@@ -128,6 +129,10 @@ class BookSnapshot:
     txn_ms: int | None = None
     #: the exchange's checksum of this book (Kraken, OKX), else None
     checksum: int | None = None
+    #: the decimals the exchange prints this instrument's prices / quantities with, where a
+    #: checksum is computed on those strings (Kraken), else None
+    price_decimals: int | None = None
+    qty_decimals: int | None = None
 
 
 @event
@@ -235,6 +240,17 @@ class ServerShutdown:
 
 
 @event
+class Heartbeat:
+    """A venue's keep-alive traffic: the answer to our application ping (``"pong"``) or the
+    server's own heartbeat (``"heartbeat"``); ``exch_ms`` when the venue stamps it."""
+
+    seq: int
+    recv_ns: int
+    kind: str
+    exch_ms: int | None
+
+
+@event
 class DecodeError:
     """A frame the codec could not turn into events.  The frame itself stays in the journal.
 
@@ -313,6 +329,7 @@ Event: TypeAlias = (
     | SubscriptionAck
     | SubscriptionError
     | ServerShutdown
+    | Heartbeat
     | DecodeError
     | ConnectionOpened
     | ConnectionClosed

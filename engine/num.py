@@ -1,24 +1,32 @@
 """Exact prices and quantities: fixed-point integers at one engine-wide scale.
 
 Every price and quantity in wiretape is an ``int`` counting units of
-``10**-SCALE`` (``SCALE = 8``, so ``"0.00001234"`` is ``1234`` and
-``"42000.5"`` is ``4200050000000``).  Why this and not ``Decimal`` or a
-per-symbol scale:
+``10**-SCALE`` (``SCALE = 18``, so ``"0.00001234"`` is ``12340000000000`` and
+``"1.5"`` is ``num.parse("1.5") == 15 * 10**17``).  Why this and not ``Decimal``
+or a per-symbol scale:
 
 * exact: no float ever touches a price or quantity; strings with more
   significant decimals than ``SCALE`` are *rejected* (:class:`PrecisionError`),
   never rounded.  Trailing zeros do not count ("0.000022880" is fine).
+* every instrument fits: 18 decimals is the finest any token divides (ERC-20's
+  ``decimals`` is 18 for ETH and nearly every token; a quantity cannot be
+  finer than the token's smallest unit, and venues list ticks and lots far
+  coarser: the finest seen are 1e-10 price ticks).  So no instrument is
+  refused for its number of decimals; a 19th significant decimal is malformed
+  input, not a real price, and refusing it keeps every value exact.
 * fast: parsing is two C-level checks and ``int()`` of the digits times a
-  power of ten; dict lookups and sorting on small ints are the cheapest Python has.
-* simple: one scale for every symbol and exchange means reducers add, compare
-  and multiply values without ever rescaling.  8 decimals covers every value
-  in the recorded Binance, Coinbase, Kraken, OKX and Bybit captures, and keeps
-  values inside int64 for Arrow/Parquet (up to 92 billion whole units).
+  power of ten; values are plain Python ints of any size (a price of 42000 is
+  a 76-bit int), so reducers add, compare and multiply them without ever
+  rescaling, and dict lookups and sorting on them stay cheap.
+* bounded where it must be: :data:`MAX` (``10**38 - 1`` units, i.e. 20 whole
+  digits) is the largest value the exports' ``decimal128(38, 18)`` holds; codecs
+  refuse larger values as bad input, so every exported value is exact.
 
 The exchange's own string form (Binance prints a fixed number of decimals per
 symbol, e.g. ``"0.35130000"`` on spot, ``"7.6110"`` on futures) is rendered
 back exactly by :func:`render` given the decimals learned from the strings
-(:func:`decimals_of`).
+(:func:`decimals_of`).  :func:`rescale` converts unit ints recorded at another
+scale (journals recorded before the scale was raised to 18 hold units of 1e-8).
 
 This module owns number parsing/rendering only: no I/O, no state.
 :func:`parse` is the engine's one decimal-string parser: every Python codec
@@ -30,10 +38,17 @@ to this function.
 
 from __future__ import annotations
 
-__all__ = ["SCALE", "ONE", "PrecisionError", "parse", "parse_json_number", "render", "decimals_of"]
+__all__ = [
+    "SCALE", "ONE", "UNIT", "MAX", "PrecisionError", "parse", "parse_json_number", "render", "decimals_of",
+    "rescale",
+]  # fmt: skip
 
-SCALE = 8
+SCALE = 18
 ONE = 10**SCALE
+#: How outputs label a value in engine units (an alert's ``unit``): ``"1e-18"``.
+UNIT = f"1e-{SCALE}"
+#: The largest magnitude in units a codec accepts: what ``decimal128(38, SCALE)`` holds exactly.
+MAX = 10**38 - 1
 #: ``_MUL[n]``: the factor that turns a value written with ``n`` decimals into units.
 _MUL = tuple(10 ** (SCALE - n) for n in range(SCALE + 1))
 
@@ -117,7 +132,7 @@ def parse_json_number(s: str) -> int:
 def render(units: int, decimals: int = SCALE) -> str:
     """Render units as a decimal string with exactly ``decimals`` decimals.
 
-    ``render(35130000, 8) == "0.35130000"``; ``render(761100000, 4) == "7.6110"``.
+    ``render(parse("0.3513"), 8) == "0.35130000"``; ``render(parse("7.611"), 4) == "7.6110"``.
 
     Raises:
         ValueError: ``decimals`` would drop non-zero digits (not exact).
@@ -125,6 +140,8 @@ def render(units: int, decimals: int = SCALE) -> str:
     sign = "-" if units < 0 else ""
     units = -units if units < 0 else units
     whole, frac = divmod(units, ONE)
+    if decimals < 0:
+        raise ValueError(f"decimals must be >= 0, got {decimals}")
     if decimals >= SCALE:
         f = f"{frac:0{SCALE}d}" + "0" * (decimals - SCALE)
     else:
@@ -139,3 +156,20 @@ def decimals_of(s: str) -> int:
     """How many decimals an exchange string is printed with ("7.6110" → 4, "813" → 0)."""
     i = s.find(".")
     return 0 if i < 0 else len(s) - i - 1
+
+
+def rescale(units: int, scale: int) -> int:
+    """``units`` counted at ``10**-scale`` → units at this engine's ``SCALE``, exactly.
+
+    Raises:
+        ValueError: the value has digits finer than ``SCALE`` (``scale > SCALE``
+            and not a multiple): it cannot be held exactly.
+    """
+    if scale == SCALE:
+        return units
+    if scale < SCALE:
+        return units * 10 ** (SCALE - scale)
+    q, r = divmod(units, 10 ** (scale - SCALE))
+    if r:
+        raise ValueError(f"{units} units of 1e-{scale} cannot be held exactly at 1e-{SCALE}")
+    return q

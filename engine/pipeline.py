@@ -64,7 +64,8 @@ from engine.trades import SelectState, TradeSelector
 __all__ = ["Pipeline", "Counters", "SNAPSHOT_VERSION", "Listener", "decoded"]
 
 #: 2: the trade-selection state moved from each consumer's state to the pipeline's
-SNAPSHOT_VERSION = 2
+#: 3: prices and quantities in units of 1e-18 (engine.num.SCALE 18), no longer 1e-8
+SNAPSHOT_VERSION = 3
 _DECODED_KINDS = frozenset({Kind.TEXT, Kind.BINARY, Kind.REST})
 
 #: ``f(seq, events)``: sees every frame's decoded events (module docstring)

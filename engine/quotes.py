@@ -6,7 +6,7 @@ and :class:`~engine.anomaly.Alert` outputs they are; the other rules and the
 alert convention, value ≥ threshold, are in :mod:`engine.anomaly`).  Must
 not: read the clock, do I/O, use floats, or raise on any event.
 
-crossed_book (unit 1e-8 price) and wide_spread
+crossed_book (engine units of price) and wide_spread
     Quotes are the exchange's own top of book: ``BookTicker`` events and the
     best levels of ``BookSnapshot`` events (REST or in-stream partial depth).
     The diff-built book lives in :mod:`engine.book_reducer`, which reports its
@@ -23,7 +23,7 @@ crossed_book (unit 1e-8 price) and wide_spread
     ``wide_spread`` has three criteria, each with its own *episode*: an alert
     when a quote meets the criterion and the symbol's previous quote did not
     (a crossed quote ends every wide episode; a non-crossed one ends the
-    crossed episode): ``abs`` spread ≥ ``spread_abs`` (1e-8 price); ``bps``
+    crossed episode): ``abs`` spread ≥ ``spread_abs`` (engine price units); ``bps``
     spread / mid ≥ ``spread_bps`` (bps); ``vs median`` spread ≥
     ``spread_median_ratio_pct``% of the *lower median* (element ``(M-1)//2``
     of the sorted window, an exact int) of the previous ``spread_window``
@@ -77,7 +77,7 @@ def quote_alerts(
             if out is None:
                 out = []
             cfg.alert(
-                state, out, ev, CROSSED_BOOK, sym, exch, bid - ask, 0, "1e-8",
+                state, out, ev, CROSSED_BOOK, sym, exch, bid - ask, 0, num.UNIT,
                 f"{type(ev).__name__} bid {num.render(bid)} >= ask {num.render(ask)}",
             )  # fmt: skip
         return out if out else NO_OUTPUTS
@@ -119,7 +119,7 @@ def quote_alerts(
         where = f"{type(ev).__name__} {num.render(bid)} / {num.render(ask)}"
         if new & _ABS:
             cfg.alert(
-                state, out, ev, WIDE_SPREAD, sym, exch, spread, a or 0, "1e-8", f"abs: {where}"
+                state, out, ev, WIDE_SPREAD, sym, exch, spread, a or 0, num.UNIT, f"abs: {where}"
             )
         if new & _BPS:
             cfg.alert(
@@ -128,7 +128,7 @@ def quote_alerts(
             )  # fmt: skip
         if new & _MEDIAN:
             cfg.alert(
-                state, out, ev, WIDE_SPREAD, sym, exch, spread, med_thr, "1e-8",
+                state, out, ev, WIDE_SPREAD, sym, exch, spread, med_thr, num.UNIT,
                 f"vs median: {cfg.spread_median_ratio_pct}% of the median of the last "
                 f"{m} spreads: {where}",
             )  # fmt: skip

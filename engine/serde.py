@@ -217,7 +217,7 @@ def dumps_json(doc: dict[str, Any]) -> bytes:
     """Compact JSON of a dict, exact for every int.
 
     orjson (fast) when every int fits in 64 bits.  Exact products such as a
-    trade notional (price × qty in 1e-16 units) can exceed that; orjson cannot
+    trade notional (price × qty in 1e-36 units) can exceed that; orjson cannot
     write them and would read them back as floats, so such a document is
     written by the stdlib encoder with a leading ``"bigints": true`` key that
     :func:`loads_json` recognises by prefix.

@@ -43,11 +43,11 @@ Rolling windows, O(1) amortized
     current one.  ``bucket_ms=1`` makes windows exact to the millisecond.
 
 Exactness
-    Volume in qty units (1e-8); notional ``Σ price·qty`` in units of 1e-16
-    (exact); VWAP = notional / volume, which is in price units (1e-8).  VWAP is
+    Volume in qty units (1e-18); notional ``Σ price·qty`` in units of 1e-36
+    (exact); VWAP = notional / volume, which is in price units (1e-18).  VWAP is
     kept as the exact pair (``vwap_num``, ``vwap_den``) — see
     :attr:`TradeStats.vwap_exact` for a :class:`~fractions.Fraction` — and shown
-    rounded half-to-even to an int at 1e-8 (``vwap``).
+    rounded half-to-even to an int at 1e-18 (``vwap``).
 
 Outputs
     No per-trade output (it would allocate on the hot path and flood the
@@ -216,7 +216,7 @@ class _Vwap:
 
     @property
     def vwap(self) -> int | None:
-        """notional / volume rounded half-even to 1e-8 price units (None without volume)."""
+        """notional / volume rounded half-even to 1e-18 price units (None without volume)."""
         return round_div(self.notional, self.volume) if self.volume else None
 
     @property
@@ -247,8 +247,8 @@ class TradeStats(_Vwap):
 
     ``seq``/``recv_ns`` are the event that caused the report.  Session totals
     cover every accepted trade since the start of the replay/run (or restore).
-    ``notional`` is Σ price·qty in units of 1e-16; ``vwap`` (a property, like
-    ``sell_volume``) = notional/volume rounded half-even to 1e-8 units, exact
+    ``notional`` is Σ price·qty in units of 1e-36; ``vwap`` (a property, like
+    ``sell_volume``) = notional/volume rounded half-even to 1e-18 units, exact
     value :attr:`vwap_exact`.
     """
 

@@ -6,6 +6,11 @@ The outputs stream is itself a journal (same writer, same crash safety): one
 frame per output, ``kind=marker``, ``source`` = the output's type name,
 ``recv_ns`` = the receive time of the frame that caused it, payload = JSON
 ``{"frame_seq": N, "output": <engine.serde.dump(output)>}``.
+
+Prices and quantities in the outputs are unit ints (:mod:`engine.num`), whose
+meaning depends on the engine's number scale, so the outputs journal's
+metadata records it (``"number_scale": 18``); outputs recorded before it was
+recorded (no key) are at the old scale, 8 (:func:`outputs_scale`).
 """
 
 from __future__ import annotations
@@ -15,15 +20,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from engine import serde
+from engine import num, serde
 from engine.journal.location import as_path
 from engine.journal.reader import JournalReader
 from engine.journal.schema import Dir, Kind
 from engine.journal.writer import JournalWriter, WriterConfig
 
-__all__ = ["OUTPUTS_DIR", "OutputRecorder", "read_outputs", "encode_output"]
+__all__ = ["OUTPUTS_DIR", "OutputRecorder", "read_outputs", "encode_output", "outputs_scale"]
 
 OUTPUTS_DIR = "outputs"
+#: the number scale of outputs journals that do not record one (written before it was raised)
+LEGACY_SCALE = 8
 
 
 def encode_output(frame_seq: int, output: Any) -> bytes:
@@ -35,7 +42,9 @@ class OutputRecorder:
 
     def __init__(self, journal_dir: str | Path, config: WriterConfig | None = None) -> None:
         self._w = JournalWriter.create(
-            Path(journal_dir) / OUTPUTS_DIR, {"content": "pipeline outputs"}, config
+            Path(journal_dir) / OUTPUTS_DIR,
+            {"content": "pipeline outputs", "number_scale": num.SCALE},
+            config,
         )
         self.count = 0
 
@@ -68,3 +77,15 @@ def read_outputs(journal_dir: str | os.PathLike[str]) -> Iterator[tuple[int, dic
         for payload in batch.column(7).to_pylist():
             d = serde.loads_json(payload)
             yield d["frame_seq"], d["output"]
+
+
+def outputs_scale(journal_dir: str | os.PathLike[str]) -> object:
+    """The number scale the outputs of ``journal_dir`` were recorded at (None: no outputs).
+
+    An outputs journal without ``number_scale`` in its metadata was written at
+    :data:`LEGACY_SCALE` (8 decimals).
+    """
+    path = as_path(journal_dir) / OUTPUTS_DIR
+    if not path.exists():
+        return None
+    return JournalReader(path).metadata.get("number_scale", LEGACY_SCALE)

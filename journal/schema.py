@@ -58,6 +58,7 @@ __all__ = [
     "SEGMENT_SUFFIX",
     "PARTIAL_SUFFIX",
     "MANIFEST",
+    "STOP_MARKER",
 ]
 
 SCHEMA_VERSION = 2
@@ -66,6 +67,9 @@ SCHEMA_VERSIONS = (1, 2)
 SEGMENT_SUFFIX = ".arrows"
 PARTIAL_SUFFIX = ".arrows.partial"
 MANIFEST = "journal.json"
+#: The text a capture's last frame (a ``marker``) starts with when it stopped cleanly:
+#: written by the live runtime, read by ``engine replay --check`` (a journal without it crashed)
+STOP_MARKER = "capture stop"
 
 
 class Kind:

@@ -64,7 +64,7 @@ class BookAt:
     """One symbol's order book at an instant (what ``engine book --json`` prints as ``book``).
 
     ``summary`` is that very dict (exact decimal text; health counters);
-    ``book`` the engine's own :class:`engine.book.Book` (int prices in 1e-8
+    ``book`` the engine's own :class:`engine.book.Book` (int prices in 1e-18
     units, with ``execution_price``, ``depth_within``, ``ladder`` ...) or None
     when the book was not synced at that time.  Prices and quantities below
     are exact :class:`~decimal.Decimal` values.
@@ -95,6 +95,21 @@ class BookAt:
     def asks(self) -> list[tuple[Decimal, Decimal]]:
         """``(price, qty)`` of the top ``depth`` asks, best first (empty when not synced)."""
         return [(Decimal(p), Decimal(q)) for p, q in self.summary.get("asks", [])]
+
+    @property
+    def checksums_verified(self) -> int:
+        """Diffs whose exchange checksum the book matched (0 for venues without checksums)."""
+        return int(self.summary.get("checksums_verified", 0))
+
+    @property
+    def checksum_mismatches(self) -> int:
+        """Diffs after which the book failed the exchange's checksum (each one resynced)."""
+        return int(self.summary.get("checksum_mismatches", 0))
+
+    @property
+    def sequence_gaps(self) -> int:
+        """Sequence breaks: diffs that did not chain onto the book (each one resynced)."""
+        return int(self.summary.get("sequence_gaps", 0))
 
     @property
     def best_bid(self) -> tuple[Decimal, Decimal] | None:

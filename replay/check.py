@@ -6,6 +6,12 @@ what a difference is: after a clean stop both sides must end together; after
 a kill -9 or a crash each journal lost its own unflushed tail, so only the
 common prefix is compared and where each side ends is reported.  Must not:
 print or parse command lines (the CLI renders a :class:`CheckReport`).
+
+Outputs recorded at another number scale (before the engine's scale was
+raised from 8 to 18 decimals) are refused with :class:`ScaleMismatch`, not
+rescaled: their rounded values (VWAP, SMA, EMA at 1e-8) cannot equal what a
+replay computes at 1e-18, so a rescaled comparison would report a false
+difference at the first of them.
 """
 
 from __future__ import annotations
@@ -16,13 +22,21 @@ from typing import Any
 
 import attrs
 
-from engine import serde
-from engine.journal.reader import JournalReader, frames_of, read_segment
-from engine.journal.recorder import read_outputs
+from engine import num, serde
+from engine.journal.reader import JournalError, JournalReader, frames_of, read_segment
+from engine.journal.recorder import OUTPUTS_DIR, outputs_scale, read_outputs
+from engine.journal.schema import STOP_MARKER
 from engine.pipeline import Pipeline
 from engine.replay.replay import Replay, plain
 
-__all__ = ["Mismatch", "CheckReport", "check_report", "check", "stopped_cleanly", "STOP_MARKER"]
+__all__ = [
+    "Mismatch", "CheckReport", "check_report", "check", "stopped_cleanly", "STOP_MARKER",
+    "ScaleMismatch",
+]  # fmt: skip
+
+
+class ScaleMismatch(JournalError):
+    """The outputs were recorded at another number scale than this engine's: not comparable."""
 
 
 @attrs.frozen
@@ -46,8 +60,6 @@ class Mismatch:
         return min(seqs)
 
 
-#: The text the live runtime's last frame starts with when a capture stops cleanly.
-STOP_MARKER = "capture stop"
 
 
 def stopped_cleanly(journal_dir: str | os.PathLike[str]) -> bool:
@@ -91,7 +103,18 @@ def check_report(
     journal_dir: str | os.PathLike[str],
     on_chunk: Callable[[int, Pipeline], None] | None = None,
 ) -> CheckReport:
-    """Replay from the beginning and compare output by output with ``<journal>/outputs``."""
+    """Replay from the beginning and compare output by output with ``<journal>/outputs``.
+
+    Raises:
+        ScaleMismatch: the outputs were recorded at another number scale.
+    """
+    scale = outputs_scale(journal_dir)
+    if scale is not None and scale != num.SCALE:
+        raise ScaleMismatch(
+            f"{os.fspath(journal_dir)}/{OUTPUTS_DIR} was recorded at number scale {scale!r}"
+            f" (units of 1e-{scale}), this engine computes at 1e-{num.SCALE}: its rounded values"
+            " cannot compare exactly; check it with the engine version that recorded it"
+        )
     clean = stopped_cleanly(journal_dir)
     recorded = iter(read_outputs(journal_dir))
     r = Replay(journal_dir, use_checkpoints=False, on_chunk=on_chunk)

@@ -32,7 +32,7 @@ checkpoint from another journal or another reducer set/configuration is never
 restored (it would silently give a different state).
 
 JSON: :func:`engine.serde.dumps_json` — orjson when every int fits in 64 bits;
-the trade notional (price×qty at 1e-16) can exceed that, and orjson reads big
+the trade notional (price×qty at 1e-36) can exceed that, and orjson reads big
 ints back as *floats*, so such a checkpoint is written with the stdlib encoder
 behind a leading ``"bigints": true`` marker that :func:`engine.serde.loads_json`
 recognises.

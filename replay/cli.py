@@ -561,6 +561,7 @@ def _health_lines(b: dict[str, Any]) -> list[str]:
     return [
         f"health   gaps {b['gaps']}  resyncs {b['resyncs']}  drift {b['drift']}"
         f"  syncs {b['syncs']}  crossed {b['crossed']}  diffs applied {b['diffs_applied']}"
+        f"  checksums verified {b['checksums_verified']} (mismatches {b['checksum_mismatches']})"
     ]
 
 

@@ -83,7 +83,7 @@ def export(
     """Write normalized Parquet tables as one hive-partitioned dataset (table/symbol/date).
 
     Tables: trades, book_diffs, book_top, book_events, candles, alerts, errors,
-    book_ticker, ticker, kline.  Prices and quantities are exact decimal128(38, 8)
+    book_ticker, ticker, kline.  Prices and quantities are exact decimal128(38, 18)
     columns, times timestamp[ns, UTC].  Read by pyarrow.dataset, Polars, DuckDB
     and Spark in one call; export.json in the --out directory describes the run.
     """

@@ -54,7 +54,7 @@ import attrs
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine import __version__, book_outputs
+from engine import __version__, book_outputs, num
 from engine.events import (
     BookTicker,
     ConnectionFailed,
@@ -97,10 +97,10 @@ __all__ = [
 
 
 def _alert_number(v: Any, unit: Any) -> int | None:
-    """An alert's value as 1e-8 units: engine units as they are, counts (bps, ms) scaled up."""
+    """An alert's value as engine units: units as they are, counts (bps, ms) scaled up."""
     if not isinstance(v, int) or isinstance(v, bool):
         return None
-    return v if unit in (None, "1e-8") else v * 100_000_000
+    return v if unit in (None, num.UNIT) else v * num.ONE
 
 
 def _alert_row(frame_seq: int, o: Any) -> tuple[Any, ...]:
@@ -136,6 +136,10 @@ _BOOK_EVENT: dict[str, Callable[[Any], tuple[int | None, str]]] = {
         o.book_id,
         f"{o.reason}: book at {o.book_id}, diff {o.first_id}..{o.last_id}"
         + ("" if o.prev_id is None else f" (prev {o.prev_id})"),
+    ),
+    "ChecksumMismatch": lambda o: (
+        o.last_id,
+        f"checksum mismatch: book at {o.book_id}, diff to {o.last_id}, exchange {o.checksum}",
     ),
     "BufferOverflow": lambda o: (None, f"diff buffer full at {o.limit}: oldest diffs dropped"),
     "DriftDetected": lambda o: (

@@ -26,8 +26,10 @@ already closed.
 Columns: times are ``timestamp[ns, tz=UTC]`` (``recv_time`` is the
 journal's receive time, exactly its ``recv_ns``; exchange times, given in
 ms, are scaled to ns exactly); prices, quantities and volumes are
-``decimal128(38, 8)`` built from the engine's integer 1e-8 units (the ints
-*are* the unscaled values: no float, no rounding).  No raw integer time is
+``decimal128(38, 18)`` built from the engine's integer 1e-18 units (the ints
+*are* the unscaled values: no float, no rounding; 20 integer digits, and
+codecs refuse values beyond ``num.MAX``, so every value fits: one that does
+not is an error, never a wrong number).  No raw integer time is
 kept: a timestamp[ns] column holds the same 64-bit value, and
 ``recv_time.cast(int64)`` gives the journal's ``recv_ns`` back for a join.
 ``seq`` is the journal frame.
@@ -43,13 +45,14 @@ from decimal import Context, Decimal
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from engine import serde
+from engine import num, serde
 
 __all__ = [
     "DECIMAL",
@@ -66,8 +69,8 @@ __all__ = [
     "table_dir",
 ]
 
-#: Exact decimal type of engine 1e-8 units.
-DECIMAL = pa.decimal128(38, 8)
+#: Exact decimal type of engine units (:data:`engine.num.SCALE` decimals, 38 digits).
+DECIMAL = pa.decimal128(38, num.SCALE)
 #: Every time column: epoch ns, UTC.
 TIME = pa.timestamp("ns", tz="UTC")
 _UNSCALED = pa.decimal128(38, 0)
@@ -83,13 +86,19 @@ _EPOCH = dt.date(1970, 1, 1)
 
 
 def decimals(values: Sequence[int | None]) -> pa.Array:
-    """Engine 1e-8 unit ints (or None) → ``decimal128(38, 8)``, exactly.
+    """Engine unit ints (or None) → ``decimal128(38, 18)``, exactly.
 
-    The ints are the unscaled decimal values: ``123`` → ``0.00000123``.
+    The ints are the unscaled decimal values: ``123`` → ``0.000000000000000123``.
+
+    Raises:
+        ValueError: a value beyond 38 digits (``num.MAX``): it would not be exact.
     """
     try:
         ints = pa.array(values, pa.int64())
-    except OverflowError:  # beyond 64 bits (a huge volume): assemble the 128-bit values
+    except OverflowError:  # beyond 64 bits (most prices at 1e-18): assemble the 128-bit values
+        big = next((v for v in values if v is not None and not -num.MAX <= v <= num.MAX), None)
+        if big is not None:
+            raise ValueError(f"{big} units do not fit decimal128(38, {num.SCALE})") from None
         raw = b"".join((v or 0).to_bytes(16, "little", signed=True) for v in values)
         valid = pa.array([v is not None for v in values], pa.bool_())
         mask = valid.buffers()[1] if None in values else None
@@ -313,7 +322,9 @@ def _schema(name: str, fields: Iterable[tuple[str, pa.DataType]]) -> pa.Schema:
         list(fields),
         metadata={
             "wiretape.table": name,
-            "wiretape.units": "decimal columns exact (engine 1e-8 units); times timestamp[ns, UTC]",
+            "wiretape.units": (
+                f"decimal columns exact (engine {num.UNIT} units); times timestamp[ns, UTC]"
+            ),
             "wiretape.partitioning": "hive: table / symbol / date (UTC day of the receive time)",
         },
     )
@@ -385,7 +396,8 @@ class PartitionedWriter:
         sym = NO_SYMBOL if symbol is None else symbol
         k = self.parts.get((sym, date), 0)
         self.parts[(sym, date)] = k + 1
-        path = self.root / f"symbol={sym}" / f"date={date}" / f"part-{k}.parquet"
+        # URI-encoded like every hive writer does ("SC/EUR" → "SC%2FEUR"; readers decode it)
+        path = self.root / f"symbol={quote(sym, safe='')}" / f"date={date}" / f"part-{k}.parquet"
         return TableWriter(path, self.schema, self.row_group_rows)
 
     def close(self, empty_ns: int = 0) -> int:

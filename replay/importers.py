@@ -75,6 +75,7 @@ EXCHANGES = {
     "BINANCE_US": "binance-us",
     "BINANCE_TR": "binance-tr",
     "BINANCE_DELIVERY": "binance-delivery",
+    "KRAKEN": "kraken-v1",
 }
 
 

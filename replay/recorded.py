@@ -7,6 +7,10 @@ This module owns
   recorded connection's URL (``/ws/<stream>``) and the SUBSCRIBE messages the
   recorder sent on that connection (matched to the payload's event type and
   symbol when a raw connection carried several streams);
+* for venues whose frames the Binance naming does not fit, :class:`ConnNamer`:
+  every inbound text frame belongs to its recorded *connection*
+  (``!conn<id>``), acks, snapshots and heartbeats included, so a client is
+  served one recorded connection's frames exactly as they came;
 * the REST index (:class:`RestIndex`): recorded ``/api/v3/depth`` and
   ``/fapi/v1/depth`` bodies per symbol, "latest at or before an instant, else
   the first one";
@@ -36,6 +40,9 @@ from engine.sim import binance
 
 __all__ = [
     "AnyStreamName",
+    "ConnNamer",
+    "RecordedDialect",
+    "conn_stream",
     "RestIndex",
     "StreamNamer",
     "stream_frames",
@@ -205,6 +212,95 @@ class StreamNamer:
         return None
 
 
+def conn_stream(conn: int) -> str:
+    """The name :class:`ConnNamer` gives the frames of recorded connection ``conn``."""
+    return f"!conn{conn}"
+
+
+class ConnNamer:
+    """Names every inbound text frame by its recorded connection (``!conn<id>``), bytes as recorded.
+
+    The same interface as :class:`StreamNamer`; it keeps no state (what the
+    recorder subscribed is in the recorded replies themselves).
+    """
+
+    version = 0
+    unnamed = 0
+    reserialized = 0
+
+    def snapshot(self) -> dict[tuple[int, str], tuple[bool, tuple[str, ...]]]:
+        return {}
+
+    @classmethod
+    def restored(cls, snap: Any) -> ConnNamer:
+        return cls()
+
+    def observe(self, conn: int, source: str, payload: bytes) -> None:
+        pass
+
+    def name(self, conn: int, source: str, payload: bytes) -> tuple[str, bytes] | None:
+        return conn_stream(conn), payload
+
+
+# =========================================================================== serving by connection
+
+
+class RecordedDialect:
+    """The replay server's dialect for a venue served by recorded connection.
+
+    Any WebSocket path opens a connection; its first message (the client's
+    subscribe) starts the replay of one recorded connection; no message is
+    answered by invention: the recorded connection's frames *are* the answers
+    (acks, snapshots, heartbeats, pongs), at their recorded times.  REST: the
+    body recorded for the same URL.
+    """
+
+    replays_by_stream = False
+
+    def __init__(self, name: str, rest_paths: set[str]) -> None:
+        self.name = name
+        self._rest_paths = rest_paths
+
+    def encoder(self) -> Any:  # pragma: no cover - a replay has no market model
+        raise NotImplementedError("a replay serves recorded frames")
+
+    def ws_route(self, path: str, query: str) -> tuple[bool, list[str]]:
+        return False, []
+
+    @staticmethod
+    def wrap(stream: str, payload: bytes) -> bytes:
+        return payload
+
+    def control_reply(self, conn: Any, text: str | None, host: Any) -> list[bytes]:
+        if not conn.subs:
+            conn.subscribe(host.recorded_connection(conn))
+        return []
+
+    def rest_route(self, path: str) -> str | None:
+        return "depth" if path in self._rest_paths else None
+
+    def depth_request(self, path: str, query: dict[str, str], known: Any) -> tuple[str, int]:
+        raise NotImplementedError  # pragma: no cover - depth() looks the URL up itself
+
+    def rest_answer(self, route: str, host: Any) -> tuple[int, bytes]:  # pragma: no cover
+        raise NotImplementedError
+
+    @staticmethod
+    def error_body(msg: str) -> bytes:
+        return json.dumps({"error": msg}).encode()
+
+    def server_shutdown(self, ms: int) -> bytes | None:
+        return None
+
+    def garbage(
+        self, rng: Any, stream: str, ms: int, combined: bool
+    ) -> list[tuple[str, bytes, int]]:
+        return [("binary", bytes(rng.randrange(256) for _ in range(16)), 0x2)]
+
+    def diff_stream(self, symbol: str) -> str:
+        return ""
+
+
 # =========================================================================== REST
 
 
@@ -215,15 +311,24 @@ class _Body:
     body: bytes
 
 
+def url_key(path: str, query: dict[str, str]) -> str:
+    """A request's path and query, the parameters sorted: how recorded REST URLs are matched."""
+    return path + "?" + "&".join(f"{k}={v}" for k, v in sorted(query.items()))
+
+
 class RestIndex:
-    """Recorded depth snapshots per (path, SYMBOL), in receive order."""
+    """Recorded depth snapshots per (path, SYMBOL), in receive order; and every recorded REST
+    body by its exact URL (:meth:`lookup_url`, for venues served by connection)."""
 
     def __init__(self) -> None:
         self._bodies: dict[tuple[str, str], list[_Body]] = {}
+        self._urls: dict[str, list[_Body]] = {}
 
     def add(self, recv_ns: int, source: str, status: int | None, body: bytes) -> None:
         url = urlsplit(source)
         path = url.path
+        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        self._urls.setdefault(url_key(path, query), []).append(_Body(recv_ns, status or 200, body))
         if path not in DEPTH_PATHS:
             return
         sym = parse_qs(url.query).get("symbol", [""])[-1].upper()
@@ -233,28 +338,41 @@ class RestIndex:
     def symbols(self, path: str) -> list[str]:
         return sorted(s for p, s in self._bodies if p == path)
 
+    def paths(self) -> set[str]:
+        """Every recorded REST path."""
+        return {k.partition("?")[0] for k in self._urls}
+
+    def lookup_url(self, path: str, query: dict[str, str], at_ns: int) -> tuple[int, bytes] | None:
+        """(status, body) recorded for exactly this URL (parameters in any order): the latest
+        at or before ``at_ns``, else the first; None if never requested."""
+        return _latest(self._urls.get(url_key(path, query)), at_ns)
+
     def lookup(self, path: str, symbol: str, at_ns: int) -> tuple[int, bytes] | None:
         """(status, body) of the latest snapshot received at or before ``at_ns``, else the first."""
-        bodies = self._bodies.get((path, symbol.upper()))
-        if not bodies:
-            return None
-        best = bodies[0]
-        for b in bodies:  # few per symbol; a bisect is not worth the index
-            if b.recv_ns <= at_ns:
-                best = b
-            else:
-                break
-        return best.status, best.body
+        return _latest(self._bodies.get((path, symbol.upper())), at_ns)
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._bodies.values())
+
+
+def _latest(bodies: list[_Body] | None, at_ns: int) -> tuple[int, bytes] | None:
+    """The latest body received at or before ``at_ns``, else the first (None: none)."""
+    if not bodies:
+        return None
+    best = bodies[0]
+    for b in bodies:  # few per URL; a bisect is not worth the index
+        if b.recv_ns <= at_ns:
+            best = b
+        else:
+            break
+    return best.status, best.body
 
 
 # =========================================================================== the index pass
 
 
 def stream_frames(
-    frames: Iterable[Frame], namer: StreamNamer, rest: RestIndex | None = None
+    frames: Iterable[Frame], namer: StreamNamer | ConnNamer, rest: RestIndex | None = None
 ) -> Iterator[tuple[int, str, bytes]]:
     """``(recv_ns, stream, data)`` of every nameable inbound text frame, in journal order.
 

@@ -342,8 +342,8 @@ def symbols_of(pipeline: Pipeline) -> list[str]:
 
 
 def _units(v: int | None) -> str | None:
-    """Exact decimal text of 1e-8 units, trailing zeros dropped ("42000.5")."""
-    return None if v is None else _trim(render(v, 8))
+    """Exact decimal text of engine units, trailing zeros dropped ("42000.5")."""
+    return None if v is None else _trim(render(v, SCALE))
 
 
 def _half_units(v2: int | None) -> str | None:
@@ -402,6 +402,10 @@ def book_summary(pipeline: Pipeline, symbol: str, depth: int = 5) -> dict[str, A
         c = sb.counts
         out.update(
             gaps=c.gaps,
+            # book health the exchange vouches for (the same counts live and in replay)
+            sequence_gaps=c.gaps,
+            checksums_verified=c.checksums_verified,
+            checksum_mismatches=c.checksum_mismatches,
             resyncs=c.resyncs,
             drift=c.drift,
             syncs=c.syncs,

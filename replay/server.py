@@ -1,8 +1,8 @@
-"""The replay server: a journal served back as a Binance-compatible WebSocket + REST endpoint.
+"""The replay server: a journal served back as its venue's WebSocket + REST endpoint.
 
 ``engine replay DIR --serve HOST:PORT [--from T] [--to T] [--symbols ..]
 [--loop] [--speed 1|10|max]`` runs :func:`run_server`.  Any WebSocket client
-(``engine run --exchange binance --url ws://HOST:PORT --rest-url
+(``engine run --exchange NAME --url ws://HOST:PORT --rest-url
 http://HOST:PORT``, a notebook, a trading bot under test) can consume the
 recording as if it were the exchange.
 
@@ -44,6 +44,26 @@ What it reuses and must not duplicate
     decode frames with the engine's codecs: it serves bytes, it does not
     interpret markets.
 
+Two modes, chosen by the journal's exchange (its simulator dialect's
+``replays_by_stream``):
+
+* **By stream** (the Binance family): as above, every recorded frame is named
+  by its stream and each client gets the streams it names or SUBSCRIBEs, with
+  Binance's replies (the simulator's dialect).
+* **By connection** (every venue whose frames do not name a stream, and
+  venues the simulator does not speak): any WebSocket path connects; the
+  client's first message (its subscribe) starts the replay of one recorded
+  connection (``?conn=ID`` picks one, else they are handed out in turn), all
+  its inbound text frames in order and paced as recorded — the recorded acks,
+  snapshots, heartbeats and pongs included.  Faithful: the bytes, their order
+  and spacing, per connection.  Not faithful: nothing is invented, so the
+  client's own messages (subscribes, pings, a resync's resubscribe) are
+  accepted and not answered beyond what the recording holds; a greeting the
+  venue sent on connect arrives after the client's first message; frames are
+  not split by stream, so ``--symbols`` is refused; binary frames are not
+  served; REST answers are the bodies recorded for the very same URL (latest
+  at or before the replay position), 404 otherwise.
+
 Unknown stream names are accepted and stay silent (real Binance's behaviour,
 unlike the simulator's strictness): a capture client asking for streams the
 recording does not hold must still connect.
@@ -72,11 +92,18 @@ import trio
 import trio.lowlevel
 
 from engine.journal.location import Where, as_path
-from engine.journal.reader import JournalError
-from engine.replay.recorded import AnyStreamName, RestIndex, StreamNamer
+from engine.journal.reader import JournalError, JournalReader
+from engine.replay.recorded import (
+    AnyStreamName,
+    RecordedDialect,
+    RestIndex,
+    StreamNamer,
+    conn_stream,
+)
 from engine.replay.timeline import Timeline
 from engine.sim import binance
 from engine.sim.cli import plain_errors
+from engine.sim.dialect import get_dialect
 from engine.sim.server import SimConfig, SimServer
 from engine.timefmt import format_ns, parse_time
 
@@ -158,8 +185,6 @@ class ReplayServer(SimServer):
         ValueError: a symbol the journal does not hold, or a window outside it.
     """
 
-    rest_paths = (binance.SPOT, binance.USDM)
-
     def __init__(
         self,
         journal_dir: Where,
@@ -173,11 +198,23 @@ class ReplayServer(SimServer):
     ) -> None:
         # Not SimServer.__init__: that builds a market model; the same setup around a journal.
         self.journal_dir = as_path(journal_dir)
-        tl = self.timeline = Timeline.build(self.journal_dir)
+        exchange = str(JournalReader(self.journal_dir).metadata.get("exchange", ""))
+        #: serve recorded connections, not streams (venues whose frames do not name streams)
+        self.by_connection = not _replays_by_stream(exchange)
+        tl = self.timeline = Timeline.build(self.journal_dir, self.by_connection)
         self.rest_index, self.recorded, self.metadata = tl.rest, tl.per_stream, tl.metadata
         self.first_ns, self.last_ns = tl.first_ns, tl.last_ns
         self.unnamed, self.reserialized = tl.unnamed, tl.reserialized
         held = sorted({_symbol(s) for s in self.recorded if not s.startswith("!")})
+        if self.by_connection:
+            held = sorted(str(s).upper() for s in self.metadata.get("symbols", []))
+            if symbols is not None:
+                raise ValueError(
+                    f"{self.journal_dir} ({exchange}) is served by recorded connection:"
+                    " --symbols cannot narrow it (its frames are not split by stream)"
+                )
+        #: recorded connections handed out so far (round robin, unless ``?conn=`` names one)
+        self._handed = 0
         wanted = None
         if symbols is not None:
             wanted = frozenset(s.strip().upper() for s in symbols if s.strip())
@@ -191,7 +228,12 @@ class ReplayServer(SimServer):
         self.speed = speed
         market = _JournalMarket(held)
         start_ms = max(self.first_ns, 0) // 1_000_000
-        self._setup(config or SimConfig(), market, AnyStreamName(self.recorded), start_ms)
+        dialect: Any = (
+            RecordedDialect(exchange, self.rest_index.paths())
+            if self.by_connection
+            else binance.BinanceDialect(rest_paths=(binance.SPOT, binance.USDM))
+        )
+        self._setup(config or SimConfig(), dialect, market, AnyStreamName(self.recorded), start_ms)
         #: the recorded receive time the replay last reached (any connection's: the REST clock)
         self.pos_ns = start_ns if start_ns is not None else max(self.first_ns, 0)
         self.sent = 0
@@ -249,6 +291,19 @@ class ReplayServer(SimServer):
         if route is not None:
             self.window_for(query)  # a bad override refuses the upgrade (HTTP 400)
         return route
+
+    def recorded_connection(self, conn: Any) -> str:
+        """The recorded connection a client is served (connection mode): ``?conn=ID`` in its
+        URL, else the recorded connections in turn, in the order they first delivered."""
+        q = parse_qs(urlsplit(conn.stats.path).query).get("conn")
+        if q and conn_stream(int(q[-1]) if q[-1].isdigit() else -1) in self.recorded:
+            return conn_stream(int(q[-1]))
+        names = list(self.recorded)
+        if not names:
+            return conn_stream(0)
+        name = names[self._handed % len(names)]
+        self._handed += 1
+        return name
 
     def _subscribed_event(self, conn: Any) -> trio.Event:
         ev = self._subscribed.get(conn.id)
@@ -345,8 +400,14 @@ class ReplayServer(SimServer):
         ``limit`` (default 100, as on Binance) keeps the best levels of each side;
         a body already within it is served as recorded, byte for byte.
         """
+        if self.by_connection:  # the body recorded for this very URL
+            hit = self.rest_index.lookup_url(path, query, self.pos_ns)
+            if hit is None:
+                return 404, self.dialect.error_body(f"no recorded answer to {path}")
+            self.rest["snapshots"] += 1
+            return hit
         query = dict(query, symbol=query.get("symbol", "").upper())
-        symbol, limit = binance.depth_request(query, self.rest_index.symbols(path))
+        symbol, limit = self.dialect.depth_request(path, query, self.rest_index.symbols(path))
         hit = self.rest_index.lookup(path, symbol, self.pos_ns)
         if hit is None:  # not reached: depth_request accepts only symbols with a recorded body
             raise binance.RestError(400, -1121, "Invalid symbol.")
@@ -358,7 +419,7 @@ class ReplayServer(SimServer):
         """``/replay/stats``; anything else (including ``/sim/...``) is 404."""
         if path == "/replay/stats":
             return 200, binance.json_body(self.stats())
-        return 404, binance.error_body(f"Unknown path {path}")
+        return 404, self.dialect.error_body(f"Unknown path {path}")
 
     # ---------------------------------------------------------------- stats
 
@@ -409,6 +470,15 @@ def cut_depth(body: bytes, limit: int) -> bytes:
     for k in sides:
         del snap[k][limit:]
     return json.dumps(snap, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _replays_by_stream(exchange: str) -> bool:
+    """Do ``exchange``'s recordings name their streams (the simulator's dialect says)?  A venue
+    the simulator does not speak is served by connection."""
+    try:
+        return bool(get_dialect(exchange).replays_by_stream)
+    except ValueError:
+        return not exchange  # an old journal without an exchange: Binance's, as then
 
 
 @attrs.frozen

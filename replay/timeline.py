@@ -13,9 +13,11 @@ This module owns that sharing:
 * :meth:`Timeline.cursor` walks the pieces of a window ``[from, to]``.  A
   piece is ``(recv_ns, stream, data)`` tuples; pieces live in a weak cache (and
   the last ``RECENT`` read are held), so connections at the same place share one copy.  A cursor that finds its
-  piece gone reads it from its own journal reader (which holds one record
-  batch), so memory is one piece per place a connection is at, plus one
-  record batch per connection ahead of every other.
+  piece gone reads it through the timeline's pool of at most ``READERS``
+  journal readers (each holds one record batch and one decompression
+  context: a reader per connection cost ~0.5 MiB each, 50 MiB for a hundred
+  clients), taking the one nearest behind the piece, so memory is one piece
+  per place a connection is at plus the pool, whatever the number of clients.
 
 It must not pace or send anything (:mod:`engine.replay.server` does), nor
 decode markets with the engine's codecs.  Reads go through
@@ -36,7 +38,7 @@ import pyarrow as pa
 from engine.journal.location import RemotePath, Where, as_path
 from engine.journal.reader import JournalReader, frames_of
 from engine.journal.schema import Dir, Kind
-from engine.replay.recorded import RestIndex, StreamNamer, stream_frames
+from engine.replay.recorded import ConnNamer, RestIndex, StreamNamer, stream_frames
 
 __all__ = ["SLICE", "Piece", "Timeline"]
 
@@ -44,6 +46,8 @@ __all__ = ["SLICE", "Piece", "Timeline"]
 SLICE = 1024
 #: Pieces kept even when no connection is at them.
 RECENT = 4
+#: Journal readers a timeline keeps for pieces not in the cache (each holds a batch).
+READERS = 4
 
 _DIRS = (Dir.IN, Dir.OUT)
 _KINDS = (Kind.TEXT, Kind.REST)
@@ -58,8 +62,13 @@ class Piece(list[tuple[int, str, bytes]]):
 class Timeline:
     """The pieces of one journal and the index pass's findings (see the module docstring)."""
 
-    def __init__(self, path: Path | RemotePath) -> None:
+    def __init__(self, path: Path | RemotePath, by_connection: bool = False) -> None:
         self.path = path
+        #: frames named by recorded connection (:class:`ConnNamer`), not by stream
+        self.by_connection = by_connection
+        self._namer: type[StreamNamer] | type[ConnNamer] = (
+            ConnNamer if by_connection else StreamNamer
+        )
         self.rest = RestIndex()
         self.per_stream: Counter[str] = Counter()
         self.metadata: dict[str, Any] = {}
@@ -74,17 +83,19 @@ class Timeline:
         self._cache: weakref.WeakValueDictionary[int, Piece] = weakref.WeakValueDictionary()
         #: the last pieces read, held strongly: a short looped window is read once
         self._recent: deque[Piece] = deque(maxlen=RECENT)
+        #: readers for cache misses, shared by every cursor (:meth:`_read`)
+        self._readers: list[_PoolReader] = []
 
     def _reader(self) -> JournalReader:
         return JournalReader(self.path, dirs=_DIRS, kinds=_KINDS)
 
     @classmethod
-    def build(cls, path: Where) -> Timeline:
+    def build(cls, path: Where, by_connection: bool = False) -> Timeline:
         """One pass over the journal (raises what :class:`JournalReader` raises)."""
-        t = cls(as_path(path))
+        t = cls(as_path(path), by_connection)
         reader = t._reader()
         t.metadata = reader.metadata
-        namer = StreamNamer()
+        namer = t._namer()
         version = 0
         running_last = -1
         for b, batch in enumerate(reader.batches()):
@@ -115,7 +126,6 @@ class Timeline:
     def cursor(self, lo: int | None, hi: int | None) -> Iterator[tuple[int, str, bytes]]:
         """``(recv_ns, stream, data)`` of the named frames with ``lo <= recv_ns <= hi``, in order."""
         start = 0 if lo is None else bisect.bisect_left(self._last, lo)
-        own = _OwnReader(self)
         for k in range(start, len(self._loc)):
             first = self._first[k]
             if first < 0:
@@ -124,7 +134,7 @@ class Timeline:
                 return
             piece = self._cache.get(k)
             if piece is None:
-                piece = self._cache[k] = own.piece(k)
+                piece = self._cache[k] = self._read(k)
                 self._recent.append(piece)
             for item in piece:
                 t = item[0]
@@ -134,28 +144,47 @@ class Timeline:
                     return
                 yield item
 
-    def _namer_at(self, k: int) -> StreamNamer:
+    def _namer_at(self, k: int) -> StreamNamer | ConnNamer:
         i = bisect.bisect_right(self._states, k, key=lambda s: s[0]) - 1
-        return StreamNamer.restored(self._states[i][1])
+        return self._namer.restored(self._states[i][1])
 
 
-class _OwnReader:
-    """One cursor's journal reader, advanced only when a piece it needs is not in the cache."""
+    def _read(self, k: int) -> Piece:
+        """Piece ``k`` from the pool reader nearest behind its batch (a new one, or the
+        rearmost restarted, when none is)."""
+        b = self._loc[k][0]
+        behind = [r for r in self._readers if r.at <= b]
+        if behind:
+            reader = max(behind, key=lambda r: r.at)
+        elif len(self._readers) < READERS:
+            reader = _PoolReader(self)
+            self._readers.append(reader)
+        else:
+            reader = min(self._readers, key=lambda r: r.at)
+            reader.restart()
+        return reader.piece(k)
+
+
+class _PoolReader:
+    """One pooled journal reader: moves forward through the batches, restarts to go back."""
 
     def __init__(self, timeline: Timeline) -> None:
         self.t = timeline
         self._batches: Iterator[pa.RecordBatch] | None = None
-        self._at = -1
+        self.at = -1
         self._batch: pa.RecordBatch | None = None
+
+    def restart(self) -> None:
+        self._batches, self.at, self._batch = None, -1, None
 
     def piece(self, k: int) -> Piece:
         b, off = self.t._loc[k]
         if self._batches is None:
             self._batches = iter(self.t._reader().batches())
-        while self._at < b:
+        while self.at < b:
             self._batch = None
             self._batch = next(self._batches)
-            self._at += 1
+            self.at += 1
         assert self._batch is not None
         namer = self.t._namer_at(k)
         return Piece(stream_frames(frames_of(self._batch.slice(off, SLICE)), namer))

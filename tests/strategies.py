@@ -1,7 +1,7 @@
 """Shared hypothesis strategies for every event class in engine.events (import from any test).
 
 Values stay inside what codecs can produce: prices and quantities are ints
-≥ 0 in units of 1e-8 (int64-bounded), ids and exchange times are int64-bounded
+≥ 0 in engine units (int64-bounded: well inside num.MAX), ids and exchange times are int64-bounded
 and ≥ 0 (``-1`` where Binance uses it for "none"), symbols are upper case.
 ``events()`` draws any event; ``STRATEGIES`` maps each class to its strategy,
 and classes added to engine.events later fall back to ``st.builds`` by type
@@ -36,7 +36,7 @@ INT64 = 2**63 - 1
 
 seqs = st.integers(1, INT64)
 recv_ns = st.integers(0, INT64)
-#: prices and quantities: exact units of 1e-8, ≥ 0; mostly realistic magnitudes, sometimes huge.
+#: prices and quantities: exact engine units, ≥ 0; mostly realistic magnitudes, sometimes huge.
 units = st.one_of(st.integers(0, 10**16), st.integers(0, INT64))
 prices = st.integers(1, 10**16)
 qtys = st.integers(0, 10**16)
@@ -157,6 +157,9 @@ STRATEGIES: dict[type, st.SearchStrategy] = {
         ev.SubscriptionError, seqs, recv_ns, request_ids, st.integers(-(2**31), 2**31), st.text()
     ),
     ev.ServerShutdown: st.builds(ev.ServerShutdown, seqs, recv_ns, opt_ms),
+    ev.Heartbeat: st.builds(
+        ev.Heartbeat, seqs, recv_ns, st.sampled_from(["pong", "heartbeat"]), opt_ms
+    ),
     ev.DecodeError: st.builds(
         ev.DecodeError,
         seqs,

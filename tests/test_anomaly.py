@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine import serde
+from engine import num, serde
 from engine.anomaly import (
     CROSSED_BOOK,
     LARGE_TRADE,
@@ -54,7 +54,7 @@ CFG = AnomalyDetector(
     volume_interval_ms=1000,
     volume_baseline=3,
     volume_ratio_pct=200,
-    large_notional=2000,  # 1e-8 quote units: price ~1000 × qty ≥ 2
+    large_notional=2000,  # engine quote units: price ~1000 × qty ≥ 2
     large_window=3,
     large_ratio_pct=300,
     price_jump_bps=500,
@@ -201,14 +201,14 @@ def naive_volume(cfg: AnomalyDetector, events) -> list[tuple]:
         if Fraction(vol) >= Fraction(ratio, 100) * Fraction(base, n):
             fired.add((e.symbol, b))
             thr = math.ceil(Fraction(ratio * base, 100 * n))
-            out.append((e.seq, VOLUME_SPIKE, e.symbol, t, vol, thr, "1e-8"))
+            out.append((e.seq, VOLUME_SPIKE, e.symbol, t, vol, thr, num.UNIT))
     return out
 
 
 def naive_large_notional(cfg: AnomalyDetector, events) -> list[tuple]:
     big = cfg.large_notional
     return [
-        (e.seq, LARGE_TRADE, e.symbol, t, e.price * e.qty // ONE, big, "1e-8")
+        (e.seq, LARGE_TRADE, e.symbol, t, e.price * e.qty // ONE, big, num.UNIT)
         for e, t, _ in accepted(events)
         if Fraction(e.price * e.qty, ONE) >= big
     ]
@@ -225,7 +225,7 @@ def naive_large_recent(cfg: AnomalyDetector, events) -> list[tuple]:
         mean = Fraction(sum(before[-k:]), k)
         if mean and e.qty >= mean * Fraction(ratio, 100):
             out.append(
-                (e.seq, LARGE_TRADE, e.symbol, t, e.qty, math.ceil(mean * ratio / 100), "1e-8")
+                (e.seq, LARGE_TRADE, e.symbol, t, e.qty, math.ceil(mean * ratio / 100), num.UNIT)
             )
     return out
 
@@ -273,12 +273,12 @@ def naive_quotes(cfg: AnomalyDetector, events, criterion: str) -> list[tuple]:
     def met(i: int) -> tuple[int, int, str] | None:
         e, bid, ask = qs[i]
         if criterion == "crossed":
-            return (bid - ask, 0, "1e-8") if bid >= ask else None
+            return (bid - ask, 0, num.UNIT) if bid >= ask else None
         if bid >= ask:
             return None
         spread = ask - bid
         if criterion == "abs":
-            return (spread, cfg.spread_abs, "1e-8") if spread >= cfg.spread_abs else None
+            return (spread, cfg.spread_abs, num.UNIT) if spread >= cfg.spread_abs else None
         if criterion == "bps":
             bps = Fraction(spread * 10_000) / Fraction(ask + bid, 2)
             return (math.floor(bps), cfg.spread_bps, "bps") if bps >= cfg.spread_bps else None
@@ -290,7 +290,7 @@ def naive_quotes(cfg: AnomalyDetector, events, criterion: str) -> list[tuple]:
         floor = cfg.spread_median_min_bps
         if floor is not None and Fraction(spread * 10_000) / Fraction(ask + bid, 2) < floor:
             return None
-        return (spread, math.ceil(limit), "1e-8") if median and spread >= limit else None
+        return (spread, math.ceil(limit), num.UNIT) if median and spread >= limit else None
 
     out = []
     for i, (e, _, _) in enumerate(qs):
@@ -423,8 +423,8 @@ def test_volume_spike_worked_example() -> None:
         (12, VOLUME_SPIKE, 3 * ONE, 3 * ONE)
     ]
     assert outs[0].line() == (
-        "1970-01-01T00:00:05.300000000Z ALERT volume_spike BTCUSDT value=3.00000000 >= "
-        "threshold=3.00000000 [1e-8] exch=1970-01-01T00:00:05.300Z seq=12 " + outs[0].detail
+        "1970-01-01T00:00:05.300000000Z ALERT volume_spike BTCUSDT value=3.000000000000000000 >= "
+        "threshold=3.000000000000000000 [1e-18] exch=1970-01-01T00:00:05.300Z seq=12 " + outs[0].detail
     )
 
 

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 import engine
 import engine.replay.api as api
-from engine import serde
+from engine import num, serde
 from engine.book_reducer import BookSynced
 from engine.candles import CandleClosed
 from engine.events import BookSnapshot, DepthDiff, Trade
@@ -358,7 +358,7 @@ def test_tables_work_in_polars_and_leave_no_temporary_files(private_tmp: Path) -
     j = engine.open(FUTURES)
     trades = j.table("trades", polars=True)
     assert isinstance(trades, pl.DataFrame) and trades.equals(pl.from_arrow(j.table("trades")))
-    assert trades.height > 0 and trades.schema["price"] == pl.Decimal(38, 8)
+    assert trades.height > 0 and trades.schema["price"] == pl.Decimal(38, num.SCALE)
     assert list(private_tmp.iterdir())  # the export lives outside the journal...
     j.close()
     assert list(private_tmp.iterdir()) == []  # ...until closed

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine import num
 from engine.book import Book, LevelDiff
 
 
@@ -189,7 +190,7 @@ def test_removing_absent_level_is_normal_and_zero_qty_never_stored():
 
 
 def test_ladder_shows_asks_above_bids_with_bars():
-    book = Book.from_levels(1, [(100_000_000, 200_000_000)], [(101_000_000, 100_000_000)])
+    book = Book.from_levels(1, [(num.ONE, 2 * num.ONE)], [(num.parse("1.01"), num.ONE)])
     text = book.ladder(n=5, width=10, decimals=2)
     lines = text.splitlines()
     assert lines[0].startswith("ask") and "1.01" in lines[0] and lines[0].endswith("█" * 5)

@@ -21,7 +21,7 @@ import pytest
 
 from engine import book_sync
 from engine.book import Book
-from engine.book_reducer import BookReducer, BookSynced, GapDetected
+from engine.book_reducer import BookReducer, BookSynced, ChecksumMismatch, GapDetected
 from engine.book_sync import (
     ADOPT,
     APPLY,
@@ -279,13 +279,14 @@ def test_a_primed_book_is_published_but_reported_primed_until_a_diff_chains():
     assert f.r.sync_state(f.state, S) == "resyncing" and f.r.book(f.state, S) is None
 
 
-def test_checksum_failure_is_a_gap_with_its_reason_and_the_next_sync_a_resync():
+def test_checksum_failure_is_a_mismatch_and_the_next_sync_a_resync():
     f = Feed(BookReducer(ChecksumRule.name))
     f.snap(100)
     f.diff(101, 101)
     out = f.diff(102, 102, bids=[(BAD, 1)])
-    assert [type(o) for o in out] == [GapDetected, SnapshotRequest]
-    assert out[0].reason == "checksum mismatch" and f.r.book(f.state, S) is None
+    assert [type(o) for o in out] == [ChecksumMismatch, SnapshotRequest]
+    assert (out[0].book_id, out[0].last_id) == (101, 102)
+    assert out[1].reason == "checksum mismatch" and f.r.book(f.state, S) is None
     assert f.r.sync_state(f.state, S) == "resyncing"
     assert f.diff(103, 103) == []  # buffered (the rejected diff is not: it is in the bad book)
     out = f.snap(102, bids=[(10, 1)])

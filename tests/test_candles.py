@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine import serde
+from engine import num, serde
 from engine.candles import CandleClosed, Candles, KlineMismatch, interval_ms, live_indicators
 from engine.events import ConnectionClosed, Kline, Trade
 from tests.helpers import alone
@@ -145,7 +145,7 @@ def test_sma_exact_and_ema_within_one_unit(trades: list[Trade]) -> None:
                 got = dict(c.ema)
                 assert set(got) == set(ema)
                 for p, v in ema.items():
-                    assert abs(got[p] - v) <= Fraction(1, 2) + Fraction(p + 1, 4 * 10**8)
+                    assert abs(got[p] - v) <= Fraction(1, 2) + Fraction(p + 1, 4 * num.ONE)
 
 
 @given(trades=streams(), cut=st.integers(0, 150))

@@ -114,7 +114,7 @@ def busy_port() -> Iterator[int]:
         (["replay", "{spot}", "--check", "--save-checkpoints"], ["cannot be combined"]),
         (["run", "--channels", "foo", "--journal", "{tmp}/run"], ["unknown Binance channel"]),
         (["run", "--duration", "-1", "--journal", "{tmp}/run"], ["--duration"]),
-        (["run", "--exchange", "kraken", "--journal", "{tmp}/run"], ["kraken"]),
+        (["run", "--exchange", "mtgox", "--journal", "{tmp}/run"], ["mtgox"]),
         (["import", "tardis", "{raw}", "--out", "{tmp}/i", "--exchange", "x"], ["unknown exch"]),
     ],
 )

@@ -108,7 +108,7 @@ def test_spot_values_and_snapshot_chain():
         1633998512068,
         None,
     )
-    assert d.bids[0] == (35130000, 619500000000) and d.asks == []
+    assert d.bids[0] == (num.parse("0.3513"), num.parse("6195")) and d.asks == []
     snap = next(e for e in evs if isinstance(e, BookSnapshot))
     assert (snap.symbol, snap.last_id, snap.depth, snap.origin) == (
         "NKNUSDT",
@@ -116,18 +116,18 @@ def test_spot_values_and_snapshot_chain():
         1000,
         "rest",
     )
-    assert snap.bids[0] == (35210000, 67200000000)
+    assert snap.bids[0] == (num.parse("0.3521"), num.parse("672"))
     bt = next(e for e in evs if isinstance(e, BookTicker))
     assert (bt.symbol, bt.update_id, bt.bid_price, bt.exch_ms) == (
         "NKNUSDT",
         499869768,
-        35210000,
+        num.parse("0.3521"),
         None,
     )
     tr = next(e for e in evs if isinstance(e, Trade))
     assert tr.agg and tr.side == "buy" and tr.first_id == tr.last_id == 19862790
     k = next(e for e in evs if isinstance(e, Kline))
-    assert (k.interval, k.closed, k.trades, k.open) == ("1m", False, 30, 35270000)
+    assert (k.interval, k.closed, k.trades, k.open) == ("1m", False, 30, num.parse("0.3527"))
 
 
 def test_futures_values():
@@ -135,7 +135,7 @@ def test_futures_values():
     evs = [e for _, (e,) in decode_journal(codec, "binance-futures")]
     d = next(e for e in evs if isinstance(e, DepthDiff))
     assert (d.symbol, d.prev_id, d.txn_ms) == ("SUSHIUSDT", 600859598061, 1626992741024)
-    assert d.bids[0] == (750400000, 81300000000)  # "7.5040", "813"
+    assert d.bids[0] == (num.parse("7.5040"), num.parse("813"))
     bt = next(e for e in evs if isinstance(e, BookTicker))
     assert (bt.exch_ms, bt.txn_ms) == (1626992741017, 1626992741012)
     snap = next(e for e in evs if isinstance(e, BookSnapshot))
@@ -166,7 +166,7 @@ def test_trade_old_shape_with_b_a_and_new_shape_decode_alike():
         99,
         "BNBBTC",
         12345,
-        100000,
+        num.parse("0.001"),
         100 * num.ONE,
         "sell",
         1672515782136,
@@ -188,7 +188,7 @@ def test_partial_depth_symbol_from_stream_name_or_url():
         a
         == b
         == BookSnapshot(
-            7, 99, "BNBBTC", 160, [(240000, 10 * num.ONE)], [(260000, 100 * num.ONE)], 10, "stream"
+            7, 99, "BNBBTC", 160, [(num.parse("0.0024"), 10 * num.ONE)], [(num.parse("0.0026"), 100 * num.ONE)], 10, "stream"
         )
     )
     err = one(codec, PARTIAL, source="wss://stream.binance.com:9443/stream?streams=x")
@@ -210,7 +210,7 @@ def test_futures_partial_depth_is_a_snapshot():
     }
     ev = one(codec, {"stream": "btcusdt@depth5@100ms", "data": data})
     assert ev == BookSnapshot(
-        7, 99, "BTCUSDT", 9, [(761100000, 2 * num.ONE)], [], 5, "stream", 5, 4
+        7, 99, "BTCUSDT", 9, [(num.parse("7.6110"), 2 * num.ONE)], [], 5, "stream", 5, 4
     )
 
 
@@ -259,8 +259,11 @@ def _depth(**over):
         (_depth(b=[["0.0024", "1e5"]]), r"b\[0\] qty: not a decimal number: '1e5'"),
         (_depth(b=[["0x10", "1"]]), r"b\[0\] price: not a decimal number"),
         (_depth(a=[["0.0026", "-5"]]), r"a\[0\] qty: negative value '-5'"),
-        (_depth(a=[["0.123456789", "1"]]), r"a\[0\] price: .* more than 8 significant decimals"),
-        (_depth(a=[["1" * 30, "1"]]), r"a\[0\] price: .* out of range"),
+        (
+            _depth(a=[["0.1234567890123456789", "1"]]),
+            r"a\[0\] price: .* more than 18 significant decimals",
+        ),
+        (_depth(a=[["1" * 21, "1"]]), r"a\[0\] price: .* out of range"),
         (_depth(u=2**63), r"<= 9223372036854775807 - at `\$.u`"),
         (_depth(U=-1), r">= 0 - at `\$.U`"),
         (_depth(U=200), r"U=200 > last u=160"),
@@ -282,9 +285,14 @@ def test_invalid_input_names_field_and_problem(payload, reason):
     )
 
 
-def test_trailing_zero_decimals_beyond_8_are_exact():
-    ev = one(BinanceSpot(), _depth(b=[["0.000022880", "1.0000000000"]]))
-    assert ev.bids == [(2288, num.ONE)]
+def test_trailing_zero_decimals_beyond_18_are_exact():
+    ev = one(BinanceSpot(), _depth(b=[["0.000022880", "1.0000000000000000000"]]))
+    assert ev.bids == [(num.parse("0.00002288"), num.ONE)]
+
+
+def test_more_than_8_decimals_decode_exactly():
+    ev = one(BinanceSpot(), _depth(b=[["0.0000000001", "0.000000000000000001"]]))
+    assert ev.bids == [(num.ONE // 10**10, 1)]
 
 
 def test_futures_depth_requires_pu():
@@ -330,12 +338,13 @@ def test_outbound_messages_and_urls():
     assert spot.ws_url("wss://stream.binance.com:9443/", s[:2]) == (
         "wss://stream.binance.com:9443/stream?streams=btcusdt@depth@100ms/ethusdt@depth@100ms"
     )
-    assert orjson.loads(spot.subscribe(s[:1], 4)) == {
+    [sub] = spot.subscribe(s[:1], 4)
+    assert orjson.loads(sub) == {
         "method": "SUBSCRIBE",
         "params": s[:1],
         "id": 4,
     }
-    assert orjson.loads(spot.unsubscribe(s[:1], 5))["method"] == "UNSUBSCRIBE"
+    assert [orjson.loads(m)["method"] for m in spot.unsubscribe(s[:1], 5)] == ["UNSUBSCRIBE"]
     assert spot.snapshot_url("https://api.binance.com", "btcusdt", 1000) == (
         "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1000"
     )
@@ -372,4 +381,4 @@ def test_registry():
         c = get_codec(name)
         assert isinstance(c, Codec) and type(c) is cls and c.name == name and c.sync_rule == rule
     with pytest.raises(ValueError, match="binance, binance-delivery, binance-futures"):
-        get_codec("kraken")
+        get_codec("mtgox")

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
 
-from engine import serde
+from engine import num, serde
 from engine.anomaly import Alert
 from engine.assembly import build_pipeline, standard_reducers
 from engine.book_reducer import (
@@ -151,9 +151,9 @@ def test_futures_fixture_last_trades_vwap_and_candles() -> None:
     out = text(d.render(p, status(), ["SUSHIUSDT"]), width=160)
     assert "taker volume: buy 1619  sell 593" in out
     for row in (
-        "VWAP  session  7.61488427  vol  2212",
-        "      60s      7.61488427  vol  2212",
-        "      300s     7.61488427  vol  2212",
+        "VWAP  session  7.614884267631103074  vol  2212",
+        "      60s      7.614884267631103074  vol  2212",
+        "      300s     7.614884267631103074  vol  2212",
     ):
         assert row in out
     # the six newest trades, newest first, with their exchange time
@@ -162,8 +162,10 @@ def test_futures_fixture_last_trades_vwap_and_candles() -> None:
     assert "22:26:02.920" not in out  # the seventh newest is not shown
     assert "22:25:00       7.612  7.618  7.610  7.617  1713      63      —      —      —" in out
     assert "22:26:00 open  7.618  7.620  7.611  7.611   499      18      —      —      —" in out
-    # at 160 columns the three panes sit side by side: the ladder row carries the candle header
-    assert any("ask   7.620  2662" in ln and "22:25:00" in ln for ln in out.splitlines())
+    # wide enough (VWAP has 18 exact decimals) the three panes sit side by side: the ladder
+    # row carries the candle header
+    wide = text(d.render(p, status(), ["SUSHIUSDT"]), width=200)
+    assert any("ask   7.620  2662" in ln and "22:25:00" in ln for ln in wide.splitlines())
 
 
 def test_candle_indicators_shown_exactly() -> None:
@@ -173,13 +175,22 @@ def test_candle_indicators_shown_exactly() -> None:
     p, d = fold("binance-futures", reducers=reducers)
     d.candles_shown = 4
     out = text(d.render(p, status(), ["CTKUSDT"]), width=160)
-    assert "1s start        open   high    low  close   vol  trades        sma3        ema2" in out
-    # closes 1.011, 1.011, 1.011 -> SMA3 1.011; EMA2 = 1.01108276 + 2/3 (1.011 - 1.01108276)
-    assert "22:26:09       1.011  1.011  1.011  1.011    10       1  1.01100000  1.01102759" in out
-    # the open candle, provisional: (1.011 + 1.011 + 1.012) / 3 = 1.0113333.. -> 1.01133333
-    assert "22:26:10 open  1.011  1.012  1.011  1.012    90       2  1.01133333  1.01167586" in out
+    assert "1s start        open   high    low  close   vol  trades                  sma3                  ema2" in out
+    # closes 1.011, 1.011, 1.011 -> SMA3 1.011; EMA2 = prev + 2/3 (1.011 - prev), at 1e-18
+    assert (
+        "22:26:09       1.011  1.011  1.011  1.011    10       1  1.011000000000000000"
+        "  1.011027585376363510" in out
+    )
+    # the open candle, provisional: (1.011 + 1.011 + 1.012) / 3 = 1.0113333.. at 1e-18
+    assert (
+        "22:26:10 open  1.011  1.012  1.011  1.012    90       2  1.011333333333333333"
+        "  1.011675861792121170" in out
+    )
     # an empty interval is a flat candle with no volume (Binance's definition)
-    assert "22:26:08       1.011  1.011  1.011  1.011     0       0  1.01133333  1.01108276" in out
+    assert (
+        "22:26:08       1.011  1.011  1.011  1.011     0       0  1.011333333333333333"
+        "  1.011082756129090529" in out
+    )
 
 
 def test_alerts_kept_bounded_described_and_counted() -> None:
@@ -199,7 +210,7 @@ def test_alerts_kept_bounded_described_and_counted() -> None:
             (
                 5,
                 Alert(
-                    5, t + 3_000_000, "large_trade", "ETHUSDT", None, parse("2.5"), ONE, "1e-8", ""
+                    5, t + 3_000_000, "large_trade", "ETHUSDT", None, parse("2.5"), ONE, num.UNIT, ""
                 ),
             ),
         ]

@@ -108,6 +108,13 @@ def test_five_symbols_all_visible_one_line_each(tmp_path: Path, width: int, heig
     joined = "".join(ln.strip("│ ") for ln in lines)
     assert str(tmp_path / "journal") in joined
     assert "● connected (1)" in out and "frames/s" in out
+    # the header wraps between fields, never between a label and its value
+    for field in (
+        r"connects \d", r"reconnects \d", r"REST snapshots answered \d+ of \d+",
+        r"[\d,]+ frames/s", r"pipeline outputs [\d,]+", r"received [\d,]+ frames \(",
+        r"journal [\d.]+ [kMG]?B, [\d,]+ frames", r"decode errors \d", r"(?<!decode )errors \d",
+    ):  # fmt: skip
+        assert any(re.search(field, ln) for ln in lines), (field, out)
     # the gap is listed with its symbol; the syncs and the resync are not alerts
     (alert,) = [ln for ln in lines if "GapDetected" in ln and "alerts:" not in ln]
     assert any(sym in alert for sym in FIVE) and "gap: book at " in alert

@@ -123,7 +123,8 @@ _SWAPS = st.one_of(
     st.integers(min_value=-(2**64), max_value=2**64),
     st.floats(allow_nan=False),
     st.sampled_from(
-        ["-1", "1e9", "0.123456789", "1.000000000", "١٢", " 1", "+1", "", ".", "9" * 30]
+        ["-1", "1e9", "0.123456789", "1.000000000", "١٢", " 1", "+1", "", ".", "9" * 30,
+         "0." + "1" * 18, "0." + "1" * 19, "1." + "0" * 19, "9" * 20 + "." + "9" * 18, "9" * 21]
     ),
     st.lists(st.text("0123456789.", max_size=12), max_size=3),
 )
@@ -155,7 +156,7 @@ def test_field_type_swaps_agree(frame, data):
 DECIMAL = st.tuples(
     st.text("0123456789", min_size=0, max_size=22),
     st.sampled_from([".", "", "."]),
-    st.text("0123456789", max_size=10),
+    st.text("0123456789", max_size=10) | st.text("0123456789", min_size=9, max_size=20),
 ).map("".join)
 LEVELS = st.lists(st.tuples(DECIMAL, DECIMAL), max_size=40)
 ID = st.integers(0, 10**19) | st.integers(0, 2**63 - 1) | st.integers(0, 1000)
@@ -210,18 +211,20 @@ def test_generated_depth_frames_agree(codec, e, E, T, s, U, u, pu, b, a, stream)
         and all(_plain(x) for lv in b + a for x in lv)
     ):
         assert isinstance(evs[0], DepthDiff), evs
-        # the scanner declines (None) ids from 10**18, numbers of more than 18 digits and
-        # more than 8 decimals (even zeros, which the Python path accepts)
+        # the scanner declines (None) ids from 10**18, numbers of more than 38 digits and
+        # more than 18 decimals (even zeros, which the Python path accepts)
         big = max(E, T or 0, U, u, pu or 0) >= 10**18 or any(
-            len(x.replace(".", "")) > 18 or len(x.partition(".")[2]) > 8 for lv in b + a for x in lv
+            len(x.replace(".", "")) > 38 or len(x.partition(".")[2]) > num.SCALE
+            for lv in b + a
+            for x in lv
         )
         assert scan(payload, 7, 8, codec.futures) == evs[0] or pu == -1 or big
 
 
 def _plain(x: str) -> bool:
-    """A decimal string the engine's parser reads exactly as a value < 2**63."""
+    """A decimal string the engine's parser reads exactly as a value ≤ num.MAX."""
     try:
-        return num.parse(x) < 2**63
+        return num.parse(x) <= num.MAX
     except num.PrecisionError:
         return False
 
@@ -236,7 +239,33 @@ GOOD = (
 
 def test_a_well_formed_frame_is_scanned():
     ev = scan(GOOD, 10, 20, True)
-    assert ev == DepthDiff(10, 20, "BNBBTC", 3, 4, 2, 1, 2, [(150_000_000, 200_000_000)], [])
+    assert ev == DepthDiff(10, 20, "BNBBTC", 3, 4, 2, 1, 2, [(num.parse("1.5"), 2 * num.ONE)], [])
+
+
+@pytest.mark.parametrize(
+    "price",
+    [
+        "9.223372036854775808",  # int64's bound once scaled: the 128-bit path
+        "42000.123456789012345678",  # 18 decimals
+        "0.000000000000000001",  # one unit
+        "0.0000000001",  # a 1e-10 tick
+        "18.446744073709551615",  # 2**64 - 1 units
+        "18.446744073709551616",  # 2**64 units
+        "99999999999999999999.999999999999999999",  # num.MAX: 38 digits
+        "00000000000000000000000000000000000001",  # 38 digits, small value
+        "170141183460469231731.687303715884105727",  # 2**127 - 1 units: beyond MAX
+    ],
+)
+def test_values_beyond_int64_and_up_to_18_decimals(price):
+    payload = GOOD.replace(b'"1.5"', b'"' + price.encode() + b'"')
+    v = num.parse(price)
+    ev = scan(payload, 10, 20, True)
+    if v > num.MAX:
+        assert ev is None
+        assert isinstance(same(FUT, 10, 20, "text", "wss://x/stream", payload)[0], DecodeError)
+    else:
+        assert ev.bids == [(v, 2 * num.ONE)] and type(ev.bids[0][0]) is int
+        assert same(FUT, 10, 20, "text", "wss://x/stream", payload) == [ev]
 
 
 @pytest.mark.parametrize(
@@ -255,9 +284,10 @@ def test_a_well_formed_frame_is_scanned():
         (b'"1.5"', b'"-1.5"'),  # sign
         (b'"1.5"', b'"+1.5"'),
         (b'"1.5"', b'"1e5"'),  # exponent
-        (b'"1.5"', b'"1.500000000"'),  # 9 decimals, even zeros
-        (b'"1.5"', b'"' + b"1" * 19 + b'"'),  # 19 digits
-        (b'"1.5"', b'"' + b"9" * 11 + b'"'),  # beyond int64 once scaled
+        (b'"1.5"', b'"1.5000000000000000000"'),  # 19 decimals, even zeros
+        (b'"1.5"', b'"0.0000000000000000001"'),  # 19 decimals
+        (b'"1.5"', b'"' + b"0" * 39 + b'"'),  # 39 digits
+        (b'"1.5"', b'"' + b"1" * 21 + b'"'),  # beyond num.MAX once scaled
         (b'"1.5"', b'""'),
         (b'"1.5"', b'"."'),
         (b'"1.5"', b'"1.2.3"'),

@@ -192,7 +192,7 @@ def _rewrite_outputs(src: Path, dst: Path, edit) -> None:
             strict=True,
         )
     rows = edit(rows)
-    w = JournalWriter.create(dst / OUTPUTS_DIR, {"content": "pipeline outputs"})
+    w = JournalWriter.create(dst / OUTPUTS_DIR, JournalReader(src / OUTPUTS_DIR).metadata)
     for recv_ns, source, payload in rows:
         w.append(recv_ns, 0, Dir.LOCAL, Kind.MARKER, source, payload)
     w.close()

@@ -25,6 +25,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine import num
 from engine.codecs.registry import get_codec
 from engine.events import DepthDiff, Trade
 from engine.journal.reader import JournalReader
@@ -48,7 +49,7 @@ SPOT = Path(__file__).resolve().parent.parent / "fixtures" / "journals" / "binan
 
 
 def dec(units: int) -> Decimal:
-    return Decimal(f"{units}e-8")  # exact (Decimal arithmetic would round past 28 digits)
+    return Decimal(f"{units}e-{num.SCALE}")  # exact (Decimal arithmetic would round past 28 digits)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +125,7 @@ def test_polars_duckdb_and_pyarrow_open_it_in_one_call(exported: Path) -> None:
     trades = pl.scan_parquet(glob, hive_partitioning=True).collect()
     assert trades.height == rows["trades"]
     assert trades.schema["recv_time"] == pl.Datetime("ns", "UTC")
-    assert trades.schema["price"] == pl.Decimal(38, 8) and trades.schema["date"] == pl.Date
+    assert trades.schema["price"] == pl.Decimal(38, num.SCALE) and trades.schema["date"] == pl.Date
     assert set(trades["symbol"]) == {"BTCUSDT", "ETHUSDT"}
     con = duckdb.connect()
     every = str(exported / "**" / "*.parquet").replace("'", "''")
@@ -141,7 +142,7 @@ def test_polars_duckdb_and_pyarrow_open_it_in_one_call(exported: Path) -> None:
             f"DESCRIBE SELECT * FROM read_parquet('{glob}', hive_partitioning=true)"
         ).fetchall()
     )
-    assert types["price"] == "DECIMAL(38,8)" and types["date"] == "DATE"
+    assert types["price"] == f"DECIMAL(38,{num.SCALE})" and types["date"] == "DATE"
     assert "TZ" in types["recv_time"] or "TIME ZONE" in types["recv_time"]
     exact = con.execute(
         f"SELECT seq, symbol, price, epoch_ns(recv_time) FROM read_parquet('{glob}',"
@@ -274,11 +275,17 @@ def test_real_binance_capture_exports(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- building blocks
 
 
-@given(st.lists(st.one_of(st.none(), st.integers(-(10**29), 10**29)), max_size=40))
+@given(st.lists(st.one_of(st.none(), st.integers(-num.MAX, num.MAX)), max_size=40))
 def test_decimals_are_exact_for_any_int(values: list) -> None:
     arr = decimals(values)
     assert arr.type == DECIMAL
     assert arr.to_pylist() == [None if v is None else dec(v) for v in values]
+
+
+@pytest.mark.parametrize("v", [num.MAX + 1, -num.MAX - 1, 2**127, 2**200])
+def test_a_value_beyond_decimal128_is_an_error_never_a_wrong_number(v: int) -> None:
+    with pytest.raises(ValueError, match="do not fit decimal128"):
+        decimals([1, v, None])
 
 
 @attrs.frozen
@@ -296,7 +303,7 @@ class SpikeAlert:
 
 
 def test_alert_rows_are_generic_and_exact(tmp_path: Path) -> None:
-    a = SpikeAlert(7, 123, "large_trade", "BTCUSDT", 99, 250_000_000, 100_000_000, "1e-8", "x")
+    a = SpikeAlert(7, 123, "large_trade", "BTCUSDT", 99, num.parse("2.5"), num.ONE, num.UNIT, "x")
     b = SpikeAlert(8, 124, "spread", "BTCUSDT", None, 35, 20, "bps", "y")
     w = TableWriter(tmp_path / "alerts.parquet", TABLES["alerts"], row_group_rows=1)
     w.add(_alert_row(7, a))

@@ -97,11 +97,11 @@ def test_unknown_venue_is_refused_before_anything_is_written(tmp_path, command):
     src = RAW / ("BINANCE.ws.1.0" if command == "cryptofeed" else "binance.tardis.txt")
     p = subprocess.run(
         [sys.executable, "-m", "engine.cli", "import", command, str(src),
-         "--out", str(tmp_path / "j"), "--exchange", "kraken"],
+         "--out", str(tmp_path / "j"), "--exchange", "mtgox"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert p.returncode == 2 and "Traceback" not in p.stderr
-    assert len(p.stderr.splitlines()) == 1 and "unknown exchange 'kraken'" in p.stderr
+    assert len(p.stderr.splitlines()) == 1 and "unknown exchange 'mtgox'" in p.stderr
     assert "binance-delivery" in p.stderr and not (tmp_path / "j").exists()
 
 

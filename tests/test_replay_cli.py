@@ -182,9 +182,9 @@ def test_errors_are_one_line_messages(spot: Path, tmp_path: Path, args, message)
 
 def test_foreign_manifest_exchange_is_a_message(spot: Path) -> None:
     manifest = json.loads((spot / "journal.json").read_text())
-    (spot / "journal.json").write_text(json.dumps({**manifest, "exchange": "kraken"}))
+    (spot / "journal.json").write_text(json.dumps({**manifest, "exchange": "mtgox"}))
     res = CliRunner().invoke(replay_cmd, [str(spot)])
-    assert res.exit_code == 1 and "unknown exchange 'kraken'" in res.output
+    assert res.exit_code == 1 and "unknown exchange 'mtgox'" in res.output
 
 
 async def test_serve_subprocess_replays_the_journal_over_websocket(spot: Path) -> None:

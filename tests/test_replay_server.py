@@ -462,3 +462,67 @@ def test_a_window_read_from_the_shared_pieces_names_every_frame_as_a_full_pass(s
         assert got1 == want and got2 == want
 
     check()
+
+
+# --------------------------------------------------------------------------- served by connection
+
+
+def subscribe_style_journal(path: Path) -> dict[int, list[bytes]]:
+    """A journal of a venue the simulator does not speak: subscribe messages out, then the
+    venue's ack, snapshot, updates and pongs in, on two connections; a REST body.  Returns
+    each connection's inbound text frames."""
+    from engine.journal.writer import JournalWriter
+
+    w = JournalWriter.create(path, {"exchange": "no-such-dialect", "symbols": ["BTC-USD"]})
+    t = 1_700_000_000_000_000_000
+    inbound: dict[int, list[bytes]] = {1: [], 2: []}
+    url = "wss://venue.example/ws/public"
+    for conn in (1, 2):
+        w.append(t, conn, Dir.LOCAL, Kind.OPEN, url, b"{}", None)
+        sub = b'{"op":"subscribe","args":["book.BTC-USD"],"id":%d}' % conn
+        w.append(t + 1, conn, Dir.OUT, Kind.TEXT, url, sub, None)
+    for i in range(30):
+        conn = 1 + i % 2
+        t += 1_000_000  # 1 ms apart
+        payload = (
+            b'{"op":"subscribe","success":true,"id":%d}' % conn
+            if i < 2
+            else b'{"op":"pong"}'
+            if i % 7 == 0
+            else b'{"topic":"book.BTC-USD","u":%d,"b":[["1.5","2"]]}' % i
+        )
+        w.append(t, conn, Dir.IN, Kind.TEXT, url, payload, None)
+        inbound[conn].append(payload)
+    rest = "https://venue.example/api/book?limit=5&symbol=BTC-USD"
+    w.append(t, 0, Dir.IN, Kind.REST, rest, b'{"book":"recorded"}', 200)
+    w.close()
+    return inbound
+
+
+async def test_a_venue_without_stream_names_is_served_by_recorded_connection(nursery, tmp_path):
+    jdir = tmp_path / "j"
+    inbound = subscribe_style_journal(jdir)
+    srv = await nursery.start(serve_journal, jdir, "127.0.0.1", 0, "max")
+    assert srv.by_connection and set(srv.recorded) == {"!conn1", "!conn2"}
+    base = f"ws://127.0.0.1:{srv.port}"
+    async with open_websocket_url(f"{base}/ws/public") as ws:
+        assert await nothing_more(ws) == []  # nothing before the client's subscribe
+        await ws.send_message('{"op":"subscribe","args":["book.BTC-USD"],"id":1}')
+        got = await receive_n(ws, len(inbound[1]))
+        assert got == inbound[1]  # the recorded ack first, every frame byte for byte
+        await ws.send_message('{"op":"ping"}')  # accepted, not answered by invention
+        assert await nothing_more(ws) == []
+        assert not ws.closed
+    async with open_websocket_url(f"{base}/anything?conn=1") as ws:
+        await ws.send_message("hello")
+        assert await receive_n(ws, len(inbound[1])) == inbound[1]
+    async with open_websocket_url(f"{base}/ws/public") as ws:  # the next one in turn
+        await ws.send_message("{}")
+        assert await receive_n(ws, len(inbound[2])) == inbound[2]
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.port}") as http:
+        r = await http.get("/api/book", params={"symbol": "BTC-USD", "limit": 5})
+        assert (r.status_code, r.content) == (200, b'{"book":"recorded"}')
+        r = await http.get("/api/book", params={"symbol": "ETH-USD", "limit": 5})
+        assert r.status_code == 404
+    with pytest.raises(ValueError, match="--symbols cannot narrow it"):
+        ReplayServer(jdir, None, symbols=["BTC-USD"])

@@ -82,7 +82,7 @@ _PINNED = [
     '"notional":7000000000000000000000000,"vwap":23333333333333333}],"sell_volume":200000000,'
     '"vwap":23333333333333333,"type":"TradeStats"}',
     '{"phase":"synced","book":{"last_id":9,"bids":[[100,5],[99,1]],"asks":[[101,2]]},"buffer":[],'
-    '"type":"Sync"}',
+    '"depth":null,"price_decimals":null,"qty_decimals":null,"type":"Sync"}',
     '{"seq":1,"recv_ns":2,"source":"wss://x","reason":"bad","excerpt":"AP8=","type":"DecodeError"}',
 ]
 

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine import num
 from engine.num import parse
 from engine.sim.binance_frames import BinanceSpotFrames
 from engine.sim.instruments import SymbolSpec, spec_for
@@ -142,7 +143,7 @@ def kline_of(trades: list[dict], t: int, prev_close: int) -> dict:
         return dict(o=p, h=p, l=p, c=p, v=0, q=0, V=0, Q=0, n=0, f=-1, L=-1)
     ps = [parse(x["p"]) for x in trades]
     qs = [parse(x["q"]) for x in trades]
-    quote = [p * q // 10**8 for p, q in zip(ps, qs, strict=True)]
+    quote = [p * q // num.ONE for p, q in zip(ps, qs, strict=True)]
     taker_buy = [not x["m"] for x in trades]
     return dict(
         o=ps[0],

@@ -556,3 +556,4 @@ async def test_engine_simulate_subprocess_prints_urls_serves_stats_and_exits_on_
             os.kill(proc.pid, signal.SIGKILL)
         proc.stdout.close()  # type: ignore[union-attr]
         proc.stderr.close()  # type: ignore[union-attr]
+

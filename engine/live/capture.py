@@ -17,8 +17,12 @@ state goes through it: inbound frames, outbound control messages
 (``kind=rest``, ``code`` = HTTP status), the capture's own markers.
 
 Actions are outputs of the fold (:mod:`engine.outputs`): ``SnapshotRequest`` →
-a REST fetch, ``RotateRequest`` → a gap-free rotation of the connection that
-delivered the frame.  Their answers come back as journaled frames, so replay
+what the codec says (:meth:`engine.codecs.base.Codec.resync` for ``purpose="sync"``:
+a REST fetch or a resubscribe on the connection carrying the symbol's book;
+``purpose="verify"``: a REST fetch if the codec has a snapshot URL, else nothing),
+``RotateRequest`` → a gap-free rotation of the connection that
+delivered the frame.  A :class:`~engine.events.SubscriptionError` the codec
+decodes (a refused subscribe) is counted in ``status.errors["subscription"]``.  Their answers come back as journaled frames, so replay
 sees exactly what live saw.
 
 ::
@@ -55,7 +59,9 @@ from typing import Any
 
 import trio
 
-from engine.journal.schema import Dir, Kind
+from engine.codecs.base import RestResync, Resubscribe
+from engine.events import SubscriptionError
+from engine.journal.schema import STOP_MARKER, Dir, Kind
 from engine.journal.writer import JournalWriteError, JournalWriter
 from engine.live.config import LiveConfig
 from engine.live.connection import Connections
@@ -131,14 +137,14 @@ class Capture:
         else:
             from engine.pipeline import Pipeline
 
-            self.pipeline = Pipeline(codec, reducers)
+            self.pipeline = Pipeline(codec, reducers, listeners=[self._watch_events])
         self.links = Connections(
             config, codec, self.status, rng or random.Random(), self.journal, self._record_error
         )
         self.rest = SnapshotFetcher(config, codec, self.status, self.journal, self._record_error)
         #: output type → the action answering it, called with (conn of the frame, output)
         self.actions: dict[type, Callable[[int, Any], None]] = {
-            SnapshotRequest: self.rest.request,
+            SnapshotRequest: self._snapshot_request,
             RotateRequest: self._rotate,
         }
         #: called after every frame's fold and actions (the checkpoint cadence)
@@ -153,6 +159,7 @@ class Capture:
         self._stop_requested: trio.Event | None = None
         #: prepared checkpoints on their way to the writer thread (room for one)
         self._ckpt_send: trio.MemorySendChannel[Any] | None = None
+        self._resyncs = 0
 
     @property
     def conns(self) -> dict[int, Any]:
@@ -191,7 +198,7 @@ class Capture:
                         self._refresh_status()
                         why = f" ({st.stopped_by})" if st.stopped_by else ""
                         self._marker(
-                            f"capture stop: {st.frames_in} frames in, {st.reconnects} reconnects{why}"
+                            f"{STOP_MARKER}: {st.frames_in} frames in, {st.reconnects} reconnects{why}"
                         )
                     finally:
                         if send is not None:  # the writer drains what is queued, then ends
@@ -306,6 +313,29 @@ class Capture:
         self.links.stopping = True
         self.rest.attach(None)
         self.cancel_scope.cancel()
+
+    def _snapshot_request(self, conn: int, req: SnapshotRequest) -> None:
+        """A book wants a snapshot: resync as the codec says, verify by REST (if the venue has it)."""
+        if req.purpose != "sync":
+            self.rest.request(conn, req)
+            return
+        cfg = self.config
+        self._resyncs += 1
+        plan = self.codec.resync(
+            req.symbol, self.streams, cfg.rest_url, cfg.snapshot_limit, 10**9 + self._resyncs
+        )
+        if isinstance(plan, RestResync):
+            self.rest.fetch(req.symbol, plan.url)
+        elif isinstance(plan, Resubscribe):
+            if self.links.resubscribe(plan):
+                self.status.resubscribes += 1
+
+    def _watch_events(self, seq: int, events: Sequence[Any]) -> None:
+        for ev in events:
+            if ev.__class__ is SubscriptionError:
+                self.status.errors["subscription"] += 1
+                self.status.last_error = f"subscription refused ({ev.code}): {ev.msg}"
+                log.warning("%s", self.status.last_error)
 
     def _rotate(self, conn: int, req: RotateRequest) -> None:
         self.links.rotate(conn, req.reason)

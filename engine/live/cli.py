@@ -53,12 +53,16 @@ class RunOptions:
 
     exchange: str = "sim"
     symbols: tuple[str, ...] = ("btcusdt", "ethusdt")
-    channels: tuple[str, ...] = tuple(DEFAULT_CHANNELS.split(","))
+    #: empty: the venue's ``codec.default_channels``
+    channels: tuple[str, ...] = ()
     journal: Path | None = None
     duration: float | None = None
     dashboard: bool = True
     url: str | None = None
     rest_url: str | None = None
+    #: capture from the embedded simulator speaking ``exchange``'s dialect (``exchange="sim"``
+    #: always does: the Binance spot dialect under the name "sim")
+    sim: bool = False
     sim_faults: tuple[str, ...] = ()
     sim_fault_every: float | None = None
     sim_seed: int = 0
@@ -82,14 +86,24 @@ def default_journal_dir(exchange: str, now_ns: int | None = None) -> Path:
     return Path("journals") / f"{exchange}-{stamp}"
 
 
+def simulated(opts: RunOptions) -> bool:
+    """Does this capture run against the embedded simulator?"""
+    return (opts.sim or opts.exchange == "sim") and not opts.url
+
+
 @asynccontextmanager
 async def _endpoints(opts: RunOptions, codec: Any) -> AsyncIterator[tuple[str, str, Any]]:
     """(ws base URL, REST base URL, simulator or None) for the capture, for as long as it runs."""
-    if opts.exchange == "sim" and not opts.url:
+    if simulated(opts):
         from engine.sim.cli import open_simulator
         from engine.sim.server import SimConfig
 
+        lim = codec.limits  # the simulator keeps the venue's own limits
         cfg = SimConfig(
+            venue=opts.exchange,
+            control_limit=lim.control_per_window,
+            control_window=lim.control_window_s,
+            max_streams=lim.max_per_conn,
             port=0,
             seed=opts.sim_seed,
             symbols=[s.upper() for s in opts.symbols],
@@ -112,7 +126,7 @@ def _live_config(opts: RunOptions, ws: str, rest: str) -> Any:
     from engine.live.config import LiveConfig
 
     kw: dict[str, Any] = {}
-    if opts.exchange == "sim" and not opts.url:
+    if simulated(opts):
         # loopback: a stall or a dead simulator is known within seconds, not tens of seconds
         kw.update(ping_interval_s=5.0, ping_timeout_s=5.0, stale_after_s=10.0, backoff_cap_s=5.0)
     return LiveConfig(
@@ -144,6 +158,8 @@ async def capture_main(opts: RunOptions, *, task_status: Any = trio.TASK_STATUS_
     from engine.replay.checkpoints import CheckpointPolicy, CheckpointWriter
 
     codec = get_codec(opts.exchange)
+    if not opts.channels:
+        opts = attrs.evolve(opts, channels=tuple(codec.default_channels))
     jdir = opts.journal or default_journal_dir(opts.exchange)
     started_ns = time.time_ns()
     async with _endpoints(opts, codec) as (ws, rest, sim):
@@ -159,7 +175,7 @@ async def capture_main(opts: RunOptions, *, task_status: Any = trio.TASK_STATUS_
             "rest_url": rest,
             "simulator": None
             if sim is None
-            else {"seed": opts.sim_seed, "faults": list(opts.sim_faults)},
+            else {"seed": opts.sim_seed, "faults": list(opts.sim_faults), "venue": opts.exchange},
             "config": json.loads(json.dumps(attrs.asdict(config), default=str)),
         }
         writer = JournalWriter.create(jdir, metadata, _writer_config(opts))
@@ -301,6 +317,12 @@ async def _display(capture: Any, symbols: list[str], dashboard: bool) -> None:
         print(status_line(capture.status, capture.pipeline), file=sys.stderr, flush=True)
 
 
+def _default_channels(exchange: str) -> tuple[str, ...]:
+    from engine.codecs.registry import get_codec
+
+    return tuple(get_codec(exchange).default_channels)
+
+
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
@@ -311,16 +333,22 @@ def _csv(value: str) -> tuple[str, ...]:
     type=click.Choice(sorted(CODECS)),
     default="sim",
     show_default=True,
-    help="Where to capture from: the embedded simulator (no internet) or Binance.",
+    help="Where to capture from: the embedded simulator (no internet) or a venue.",
+)
+@click.option(
+    "--sim",
+    is_flag=True,
+    help="Capture from the embedded simulator speaking --exchange's dialect (no internet);"
+    " the journal names the venue.",
 )
 @click.option(
     "--symbols", default="btcusdt,ethusdt", show_default=True, help="Comma-separated symbols."
 )
 @click.option(
     "--channels",
-    default=DEFAULT_CHANNELS,
-    show_default=True,
-    help="Comma-separated channels: trade, aggTrade, depth, bookTicker, ticker, kline_1m …",
+    default=None,
+    help="Comma-separated channels (default: the venue's default_channels; Binance: "
+    f"{DEFAULT_CHANNELS}).",
 )
 @click.option(
     "--out",
@@ -410,8 +438,9 @@ def _csv(value: str) -> tuple[str, ...]:
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: debug).")
 def run(
     exchange: str,
+    sim: bool,
     symbols: str,
-    channels: str,
+    channels: str | None,
     journal: Path | None,
     duration: float | None,
     no_dashboard: bool,
@@ -436,7 +465,8 @@ def run(
     """Capture market data into a new journal until Ctrl-C / SIGTERM (or --duration).
 
     With no arguments: starts the embedded Binance-compatible simulator on
-    127.0.0.1 and captures from it.  The journal is sealed on exit; replay it
+    127.0.0.1 and captures from it; `--exchange NAME --sim` does the same with
+    the simulator speaking NAME's dialect (faults: --sim-faults).  The journal is sealed on exit; replay it
     with `engine replay DIR`.  Exit status: 0 stopped as asked; 3 a journal
     write failed (disk full, I/O error: run `engine journal recover DIR`);
     4 free space fell below --min-free-mb (stopped in time, sealed).
@@ -459,14 +489,28 @@ def run(
         raise click.BadParameter(
             f"unknown fault(s) {bad}; choose from {','.join(FAULTS)}", param_hint="--sim-faults"
         )
-    if faults and exchange != "sim":
+    if sim and url:
         raise click.BadParameter(
-            "only the embedded simulator injects faults", param_hint="--sim-faults"
+            "--sim captures from the embedded simulator: drop --url", param_hint="--sim"
+        )
+    if sim:
+        from engine.sim.dialect import DIALECTS
+
+        if exchange not in DIALECTS:
+            speaks = ", ".join(sorted(DIALECTS))
+            raise click.BadParameter(
+                f"the simulator does not speak {exchange!r}; it speaks: {speaks}",
+                param_hint="--exchange",
+            )
+    if faults and not (sim or exchange == "sim"):
+        raise click.BadParameter(
+            "only the embedded simulator injects faults (add --sim)", param_hint="--sim-faults"
         )
     opts = RunOptions(
         exchange=exchange,
+        sim=sim,
         symbols=_csv(symbols),
-        channels=_csv(channels),
+        channels=_csv(channels) if channels is not None else _default_channels(exchange),
         journal=journal,
         duration=duration,
         dashboard=not no_dashboard,

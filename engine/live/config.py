@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import attrs
 
-from engine.ratelimit import control_limit
-
 __all__ = ["LiveConfig"]
 
 
@@ -28,14 +26,15 @@ class LiveConfig:
     ws_url: str = ""
     #: REST base URL for depth snapshots.
     rest_url: str = ""
-    #: Streams per connection (Binance allows 1024); more streams ⇒ more connections.
+    #: Streams per connection (never more than the codec's ``limits.max_per_conn``); more
+    #: streams ⇒ more connections.
     max_streams_per_conn: int = attrs.field(default=1024, validator=attrs.validators.ge(1))
     #: Streams beyond what fits a URL of this length are subscribed with SUBSCRIBE messages.
     max_url_len: int = 4000
-    #: Streams per SUBSCRIBE message.
+    #: Streams per subscribe message (never more than the codec's ``limits.max_per_subscribe``).
     subscribe_chunk: int = attrs.field(default=200, validator=attrs.validators.ge(1))
-    #: Our control messages per second per connection (None: the exchange's limit minus one,
-    #: leaving room for the automatic pong to a server ping).
+    #: Our control messages per codec ``limits.control_window_s`` per connection (None: the
+    #: venue's published limit minus one, leaving room for the automatic pong to a server ping).
     control_per_s: int | None = None
     ping_interval_s: float = 20.0
     ping_timeout_s: float = 10.0
@@ -72,8 +71,3 @@ class LiveConfig:
     #: second; 0: never).  Sealing needs room: compaction rewrites the open segment.
     min_free_bytes: int = attrs.field(default=256 << 20, validator=attrs.validators.ge(0))
     fsync_interval_s: float = 1.0
-
-    def control_rate(self) -> int:
-        if self.control_per_s is not None:
-            return max(1, self.control_per_s)
-        return max(1, control_limit(self.exchange) - 1)

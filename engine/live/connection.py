@@ -6,7 +6,9 @@ one task per connection from connect to close), the per-connection state
 connection receives, sends or experiences is handed to the capture's one
 journal-then-feed function (``journal``) the moment it happens: this module
 never appends to the journal or feeds the pipeline itself, and must not
-interpret market data (it only asks the codec for URLs and SUBSCRIBE bytes).
+interpret market data (it only asks the codec for URLs, subscribe and
+keep-alive bytes, and its :class:`engine.codecs.base.ConnLimits`).  Nothing here
+knows a venue: every difference is a codec attribute.
 
 ::
 
@@ -15,8 +17,9 @@ interpret market data (it only asks the codec for URLs and SUBSCRIBE bytes).
 
     _conn_task ── nursery ─┬─ trio-websocket's reader   (we own the TCP/TLS stream under it)
                            └─ _session ─┬─ _read     (receive → recv_ns → journal, nothing else first)
-                                        ├─ _helpers ─┬─ _subscribe (SUBSCRIBE chunks through the limiter)
+                                        ├─ _helpers ─┬─ _subscribe (subscribe chunks through the limiter)
                                         │            ├─ _pinger   (own pings under fail_after: stall)
+                                        │            ├─ _keepalive (the codec's application ping, if any)
                                         │            ├─ _watchdog (no data for N s: stale)
                                         │            └─ _rotation (lifetime / RotateRequest hand-over)
                                         └─ _closer   (clean close: our close frame, read to the peer's)
@@ -30,6 +33,17 @@ drop those (it closes its queue first); see :func:`engine.live.websocket.send_cl
 Errors (:mod:`engine.live.errors`) end one connection: they are journaled as a
 local ``error`` frame, counted by kind, logged, and the shard reconnects
 (exponential backoff, full jitter, capped, reset after a stable period).
+
+Streams onto connections (the codec's :class:`~engine.codecs.base.ConnLimits`):
+at most ``min(LiveConfig.max_streams_per_conn, limits.max_per_conn)`` streams a
+connection, grouped by ``codec.streams_by_path``; with ``streams_in_url`` as many
+as fit ``max_url_len`` go in the URL and the rest are subscribed, otherwise all
+are subscribed after connecting; at most ``limits.max_per_subscribe`` (and
+``LiveConfig.subscribe_chunk``) a request.  Every control message we send — a
+subscribe, a keep-alive, a resync's unsubscribe/subscribe (:meth:`Connections.resubscribe`)
+— goes through the connection's one :class:`~engine.live.throttle.ControlLimiter`
+(the venue's published rate minus one: room for a pong) and is journaled
+(``dir=out``) once sent.
 
 Rotation without a gap: when a connection nears its lifetime or the fold asks
 for it (:class:`engine.outputs.RotateRequest`, on ``serverShutdown``), the
@@ -58,6 +72,7 @@ import trio_websocket
 from trio_websocket import ConnectionClosed as WsClosed
 from wsproto.utilities import ProtocolError
 
+from engine.codecs.base import KeepAlive, Resubscribe
 from engine.journal.schema import Dir, Kind
 from engine.live.config import LiveConfig
 from engine.live.errors import (
@@ -106,9 +121,10 @@ class Backoff:
 
 
 def shard_streams(codec: Any, streams: Sequence[str], per_conn: int) -> list[list[str]]:
-    """Split streams into connection shards: by URL path first (futures), then ``per_conn`` each."""
-    by_path = getattr(codec, "streams_by_path", None)
-    groups = list(by_path(streams).values()) if by_path is not None else [list(streams)]
+    """Split streams into connection shards: by URL path first (futures), then ``per_conn`` each
+    (never more than the codec's ``limits.max_per_conn``)."""
+    per_conn = max(1, min(per_conn, codec.limits.max_per_conn))
+    groups = list(codec.streams_by_path(streams).values())
     return [g[i : i + per_conn] for g in groups for i in range(0, len(g), per_conn)]
 
 
@@ -146,6 +162,8 @@ class Conn:
     closing: str | None = None
     #: set when the reader saw the peer's close after ours: nothing it sent is lost
     read_done: trio.Event = attrs.Factory(trio.Event)
+    #: control requests sent so far (their ids: ``id * 10_000 + n``)
+    requests: int = 0
 
 
 class Connections:
@@ -214,6 +232,24 @@ class Connections:
     def open_count(self) -> int:
         return sum(1 for c in self.conns.values() if c.ws is not None)
 
+    def resubscribe(self, plan: Resubscribe) -> bool:
+        """Send a resync's unsubscribe, then subscribe messages on the open connection carrying
+        ``plan.streams`` (through its limiter, each journaled).  False: no such connection is
+        open (its reconnect subscribes afresh anyway)."""
+        want = set(plan.streams)
+        for c in self.conns.values():
+            if (
+                c.ws is not None
+                and c.session is not None
+                and c.closing is None
+                and not c.rotating
+                and want.issubset(c.streams)
+            ):
+                c.session.start_soon(self._guard, c, self._resubscribe, c, c.ws, plan)
+                return True
+        log.info("resync of %s: no open connection carries it now", ", ".join(plan.streams))
+        return False
+
     def _marker(self, text: str) -> None:
         self._journal(0, Dir.LOCAL, Kind.MARKER, "engine", text.encode())
 
@@ -221,12 +257,15 @@ class Connections:
 
     def _new_conn(self, shard: int, streams: list[str]) -> Conn:
         cfg = self.config
-        # as many streams in the URL as fit; the rest are SUBSCRIBEd
-        k = len(streams)
         url = self.codec.ws_url(cfg.ws_url, streams)
-        while len(url) > cfg.max_url_len and k > 1:
-            k = max(1, k // 2)
-            url = self.codec.ws_url(cfg.ws_url, streams[:k])
+        if self.codec.limits.streams_in_url:
+            # as many streams in the URL as fit; the rest are subscribed
+            k = len(streams)
+            while len(url) > cfg.max_url_len and k > 1:
+                k = max(1, k // 2)
+                url = self.codec.ws_url(cfg.ws_url, streams[:k])
+        else:
+            k = 0  # the URL carries none: every stream is subscribed after connecting
         c = Conn(self._next_conn, shard, url, streams, k)
         self._next_conn += 1
         return c
@@ -418,6 +457,8 @@ class Connections:
                 if c.url_streams < len(c.streams):
                     n.start_soon(self._guard, c, self._subscribe, c, ws)
                 n.start_soon(self._guard, c, self._pinger, c, ws)
+                if self.codec.keepalive is not None:
+                    n.start_soon(self._guard, c, self._keepalive, c, ws, self.codec.keepalive)
                 n.start_soon(self._guard, c, self._watchdog, c)
                 n.start_soon(self._guard, c, self._rotation, c)
 
@@ -500,19 +541,37 @@ class Connections:
         self._journal(c.id, Dir.OUT, Kind.TEXT, c.url, data)
         self.status.frames_out += 1
 
+    def _request_id(self, c: Conn) -> int:
+        """A fresh control-request id for ``c`` (unique across the capture's connections)."""
+        c.requests += 1
+        return c.id * 10_000 + c.requests
+
     async def _subscribe(self, c: Conn, ws: Any) -> None:
-        """SUBSCRIBE the streams that did not fit the URL, in chunks, through the rate limiter."""
-        chunk = self.config.subscribe_chunk
+        """Subscribe the streams the URL does not carry, in chunks, through the rate limiter."""
+        chunk = max(1, min(self.config.subscribe_chunk, self.codec.limits.max_per_subscribe))
         rest = c.streams[c.url_streams :]
         for i in range(0, len(rest), chunk):
-            rid = c.id * 10_000 + i // chunk + 1
-            await self._send_control(
-                c, ws, self._limiter(c), self.codec.subscribe(rest[i : i + chunk], rid)
-            )
+            for msg in self.codec.subscribe(rest[i : i + chunk], self._request_id(c)):
+                await self._send_control(c, ws, self._limiter(c), msg)
+
+    async def _resubscribe(self, c: Conn, ws: Any, plan: Resubscribe) -> None:
+        for msg in (*plan.unsubscribe, *plan.subscribe):
+            await self._send_control(c, ws, self._limiter(c), msg)
+
+    async def _keepalive(self, c: Conn, ws: Any, ka: KeepAlive) -> None:
+        """The venue's application-level ping every ``ka.interval_s`` (its answer is a data frame,
+        so the stale watchdog sees it)."""
+        while True:
+            await trio.sleep(ka.interval_s)
+            await self._send_control(c, ws, self._limiter(c), ka.payload)
 
     def _limiter(self, c: Conn) -> ControlLimiter:
         if c.limiter is None:
-            c.limiter = ControlLimiter(self.config.control_rate())
+            lim = self.codec.limits
+            rate = self.config.control_per_s
+            if rate is None:  # the venue's published rate, one less: room for the pong
+                rate = lim.control_per_window - 1
+            c.limiter = ControlLimiter(max(1, rate), lim.control_window_s)
         return c.limiter
 
     async def _pinger(self, c: Conn, ws: Any) -> None:

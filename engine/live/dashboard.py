@@ -13,7 +13,7 @@ Must not: read a clock (the time shown is the pipeline's last receive time),
 change reducer state, or ever take the capture down: a render error is logged
 and the next refresh tries again.
 
-Numbers are exact: every price and quantity is an ``int`` of 1e-8 units
+Numbers are exact: every price and quantity is an ``int`` of 1e-18 units
 rendered with :func:`engine.num.render`.  A symbol's prices share one
 precision everywhere on its screen (summary line, ladder, trades, candles,
 compact row): the decimals its shown book levels need, more only where a
@@ -234,10 +234,17 @@ class Dashboard:
                 f"  book levels: {book['bid_levels']} bids, {book['ask_levels']} asks", style="dim"
             )
         if book and "gaps" in book:
+            bad = book["gaps"] or book["drift"] or book["crossed"] or book["checksum_mismatches"]
             title.append(
                 f"  gaps {book['gaps']}  resyncs {book['resyncs']}  drift {book['drift']}"
-                f"  crossed {book['crossed']}",
-                style="red" if book["gaps"] or book["drift"] or book["crossed"] else "dim",
+                f"  crossed {book['crossed']}"
+                + (  # venues whose exchange checksums the book
+                    f"  checksums {book['checksums_verified']} ok"
+                    f" / {book['checksum_mismatches']} bad"
+                    if book["checksums_verified"] or book["checksum_mismatches"]
+                    else ""
+                ),
+                style="red" if bad else "dim",
             )
         panes = Panes(
             self._ladder(pipeline, sym), self._trades(pipeline, sym), self._candles(pipeline, sym)
@@ -435,48 +442,79 @@ def _phase(pipeline: Any, sym: str) -> tuple[str, int]:
     return pipeline.reducer("book").sync_state(state, sym), len(sb.main.buffer)
 
 
+class Fields:
+    """Labelled fields laid out on as many lines as the width needs, broken only *between* fields
+    (three spaces apart): a narrow terminal never splits a label from its value."""
+
+    def __init__(self, fields: list[Text], gap: int = 3) -> None:
+        self.fields, self.gap = fields, gap
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        width = options.max_width
+        line = Text()
+        for f in self.fields:
+            if line.cell_len and line.cell_len + self.gap + f.cell_len > width:
+                yield line
+                line = Text()
+            if line.cell_len:
+                line.append(" " * self.gap)
+            line.append_text(f)
+        if line.cell_len:
+            yield line
+
+
 def _header(pipeline: Any, status: Any, journal: str = "") -> RenderableType:
     c = getattr(pipeline, "counters", None)
     last_ns = getattr(c, "last_recv_ns", 0) or 0
     codec = getattr(getattr(pipeline, "codec", None), "name", None)
     title = "wiretape" + (f" · {codec}" if codec else "") + f" · {stamp(last_ns)}"
     errs = sum(status.errors.values())
-    line1 = Text.assemble(
+    fields = [
         connection_text(status),
-        ("   connects ", "dim"),
-        str(status.connects),
-        ("   reconnects ", "dim"),
-        (str(status.reconnects), "yellow" if status.reconnects else ""),
-        ("   journal rotations " if status.rotations else "", "dim"),
-        str(status.rotations) if status.rotations else "",
-        ("   REST snapshots answered ", "dim"),
-        f"{status.rest_responses} of {status.rest_requests}",
-        "   ",
-        (f"{status.frames_per_s:,.0f}", "bold"),
-        (" frames/s   pipeline outputs ", "dim"),
-        f"{getattr(c, 'outputs', 0):,}",
-    )
-    line2 = Text.assemble(
-        ("received ", "dim"),
-        f"{status.frames_in:,}",
-        (" frames (", "dim"),
-        size(status.bytes_in),
-        (")   journal ", "dim"),
-        size(status.journal_bytes),
-        (", ", "dim"),
-        f"{status.journal_frames:,}",
-        (" frames   decode errors ", "dim"),
-        (str(status.decode_errors), "red" if status.decode_errors else ""),
-        ("   errors ", "dim"),
-        (str(errs), "red" if errs else ""),
-        (
-            " (" + ", ".join(f"{k} {n}" for k, n in sorted(status.errors.items())) + ")"
-            if errs
-            else "",
-            "red",
+        Text.assemble(("connects ", "dim"), str(status.connects)),
+        Text.assemble(
+            ("reconnects ", "dim"), (str(status.reconnects), "yellow" if status.reconnects else "")
         ),
-    )
-    lines: list[RenderableType] = [line1, line2]
+        *(
+            [Text.assemble(("journal rotations ", "dim"), str(status.rotations))]
+            if status.rotations
+            else []
+        ),
+        Text.assemble(
+            ("REST snapshots answered ", "dim"), f"{status.rest_responses} of {status.rest_requests}"
+        ),
+        Text.assemble((f"{status.frames_per_s:,.0f}", "bold"), (" frames/s", "dim")),
+        Text.assemble(("pipeline outputs ", "dim"), f"{getattr(c, 'outputs', 0):,}"),
+        Text.assemble(
+            ("received ", "dim"),
+            f"{status.frames_in:,}",
+            (" frames (", "dim"),
+            size(status.bytes_in),
+            (")", "dim"),
+        ),
+        Text.assemble(
+            ("journal ", "dim"),
+            size(status.journal_bytes),
+            (", ", "dim"),
+            f"{status.journal_frames:,}",
+            (" frames", "dim"),
+        ),
+        Text.assemble(
+            ("decode errors ", "dim"),
+            (str(status.decode_errors), "red" if status.decode_errors else ""),
+        ),
+        Text.assemble(
+            ("errors ", "dim"),
+            (str(errs), "red" if errs else ""),
+            (
+                " (" + ", ".join(f"{k} {n}" for k, n in sorted(status.errors.items())) + ")"
+                if errs
+                else "",
+                "red",
+            ),
+        ),
+    ]
+    lines: list[RenderableType] = [Fields(fields)]
     if journal:
         lines.append(Text.assemble(("journal path ", "dim"), journal, overflow="fold"))
     if status.last_error:

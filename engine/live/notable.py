@@ -1,6 +1,6 @@
 """What the live display says about numbers and outputs: exact text, alerts, one-line descriptions.
 
-Owns: exact decimal text of 1e-8 units (:func:`column`, :func:`num`: every
+Owns: exact decimal text of engine units (:func:`column`, :func:`num`: every
 value of a column with the decimals the most precise needs, zeros only, so
 the text stays exact), a book's texts in one precision (:func:`quote`,
 :func:`book_line`, spread in basis points :func:`bps`), the short time, age
@@ -21,7 +21,7 @@ import attrs
 from rich.console import RenderableType
 from rich.text import Text
 
-from engine.num import ONE, SCALE, render
+from engine.num import ONE, SCALE, UNIT, render
 from engine.timefmt import format_ms, format_ns
 
 __all__ = [
@@ -195,6 +195,7 @@ def connection_text(status: Any) -> Text:
 ALERT_KINDS = frozenset(
     {
         "GapDetected",
+        "ChecksumMismatch",
         "DriftDetected",
         "CrossedBook",
         "TopOfBookMismatch",
@@ -216,6 +217,9 @@ def _tob(t: tuple[int, int, int, int]) -> str:
 _DESCRIBE: dict[str, Any] = {
     "GapDetected": lambda o: (
         f"gap: book at {o.book_id}, diff {o.first_id}..{o.last_id} ({o.reason}); resyncing"
+    ),
+    "ChecksumMismatch": lambda o: (
+        f"checksum mismatch after {o.book_id}..{o.last_id} (exchange {o.checksum}); resyncing"
     ),
     "DriftDetected": lambda o: (
         f"drift vs snapshot {o.snapshot_id}: {len(o.bids)} bid, {len(o.asks)} ask levels differ"
@@ -244,9 +248,9 @@ _DESCRIBE: dict[str, Any] = {
 def _alert_text(o: Any) -> str:
     """An anomaly ``Alert`` without what the dashboard's other columns already say."""
     unit = getattr(o, "unit", "")
-    fmt = num if unit == "1e-8" else str
+    fmt = num if unit == UNIT else str
     text = f"value {fmt(o.value)} ≥ threshold {fmt(o.threshold)}"
-    if unit and unit != "1e-8":
+    if unit and unit != UNIT:
         text += f" {unit}"
     detail = getattr(o, "detail", "")
     return f"{text}  {detail}" if detail else text

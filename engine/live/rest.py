@@ -1,8 +1,8 @@
 """REST depth snapshots: fetch what the fold asked for, within the weight budget, and journal the answer.
 
 Owns :class:`SnapshotFetcher` (answers :class:`engine.outputs.SnapshotRequest`
-outputs: one fetch per symbol in flight, retries, 418/429 back-off) and
-:func:`depth_weight` (Binance's published request weights).  Every response,
+outputs by REST: one fetch per symbol in flight, retries, 418/429 back-off;
+each request weighs what the codec's ``snapshot_weight`` says).  Every response,
 whatever its HTTP status, is journaled as a ``rest`` frame through the
 capture's journal-then-feed function, so the book reducer (live and in replay)
 decides what it means; a failed request is journaled as a local error.
@@ -37,16 +37,9 @@ from engine.live.status import CaptureStatus
 from engine.live.throttle import WeightBudget
 from engine.outputs import SnapshotRequest
 
-__all__ = ["SnapshotFetcher", "depth_weight", "retry_after_s"]
+__all__ = ["SnapshotFetcher", "retry_after_s"]
 
 log = logging.getLogger("engine.live.rest")
-
-
-def depth_weight(exchange: str, limit: int) -> int:
-    """Request weight of a REST depth snapshot (Binance's published tables)."""
-    if exchange == "binance-futures":
-        return 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
-    return 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
 
 
 _DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
@@ -115,22 +108,27 @@ class SnapshotFetcher:
         self._nursery, self._http = nursery, http
 
     def request(self, conn: int, req: SnapshotRequest) -> None:
-        """Answer a SnapshotRequest output (ignored while one for the symbol is in flight)."""
-        symbol = req.symbol
+        """Answer a SnapshotRequest output by REST (ignored while one for the symbol is in flight,
+        and when the codec has no snapshot URL)."""
+        url = self.codec.snapshot_url(self.config.rest_url, req.symbol, self.config.snapshot_limit)
+        if url:
+            self.fetch(req.symbol, url)
+
+    def fetch(self, symbol: str, url: str) -> None:
+        """GET ``url`` for ``symbol``'s book (ignored while one for the symbol is in flight)."""
         if symbol in self._inflight or self._nursery is None or not self.config.rest_url:
             return
         self._inflight.add(symbol)
-        self._nursery.start_soon(self._fetch, symbol)
+        self._nursery.start_soon(self._fetch, symbol, url)
 
-    async def _fetch(self, symbol: str) -> None:
+    async def _fetch(self, symbol: str, url: str) -> None:
         """GET the depth snapshot; journal the response (any status) or the failure."""
         cfg = self.config
-        url = self.codec.snapshot_url(cfg.rest_url, symbol, cfg.snapshot_limit)
         delay = 0.25
         try:
             for attempt in range(1, cfg.rest_retries + 1):
                 await self._paused()
-                await self.budget.acquire(depth_weight(cfg.exchange, cfg.snapshot_limit))
+                await self.budget.acquire(self.codec.snapshot_weight(cfg.snapshot_limit))
                 self.status.rest_requests += 1
                 try:
                     with trio.fail_after(cfg.rest_timeout_s):

@@ -30,6 +30,8 @@ class CaptureStatus:
     rotations: int = 0
     rest_requests: int = 0
     rest_responses: int = 0
+    #: resyncs answered by resubscribing (venues whose snapshots come in-stream)
+    resubscribes: int = 0
     errors: Counter[str] = attrs.Factory(Counter)
     outputs: Counter[str] = attrs.Factory(Counter)
     journal_bytes: int = 0

@@ -33,8 +33,13 @@ from urllib.parse import parse_qs
 import attrs
 
 from engine.num import parse, render
+from engine.sim import dialect
+from engine.sim.binance_frames import BinanceFuturesFrames, BinanceSpotFrames
+from engine.sim.frames import FrameEncoder
 
 __all__ = [
+    "BinanceDialect",
+    "BinanceFuturesDialect",
     "METHODS",
     "SPOT",
     "USDM",
@@ -89,15 +94,12 @@ def error_body(msg: str, code: int = -1) -> bytes:
     return json_body({"code": code, "msg": msg})
 
 
-class RestError(Exception):
+class RestError(dialect.RestError):
     """A REST request Binance answers with an error: ``status`` and the body's ``code``/``msg``."""
 
     def __init__(self, status: int, code: int, msg: str) -> None:
-        super().__init__(msg)
-        self.status, self.code, self.msg = status, code, msg
-
-    def body(self) -> bytes:
-        return error_body(self.msg, self.code)
+        super().__init__(status, error_body(msg, code))
+        self.code, self.msg = code, msg
 
 
 def depth_request(query: dict[str, str], known: Container[str]) -> tuple[str, int]:
@@ -297,3 +299,66 @@ def drift(body: bytes, step: int) -> bytes:
         p, qty = side[-1]
         side[-1] = [p, render(parse(qty) + step, 8)]
     return json_body(snap)
+
+
+# --------------------------------------------------------------------------- the dialect
+
+
+class BinanceDialect:
+    """Binance spot's :class:`engine.sim.dialect.Dialect` (``rest_paths``: the markets whose REST
+    routes it answers; the replay server answers spot and USD-M alike)."""
+
+    replays_by_stream = True
+
+    def __init__(self, name: str = "binance", rest_paths: tuple[RestPaths, ...] = (SPOT,)) -> None:
+        self.name = name
+        self.rest_paths = rest_paths
+
+    def encoder(self) -> FrameEncoder:
+        return BinanceSpotFrames()
+
+    def ws_route(self, path: str, query: str) -> tuple[bool, list[str]] | None:
+        return ws_route(path, query)
+
+    wrap = staticmethod(wrap)
+
+    def control_reply(self, conn: Any, text: str | None, host: dialect.DialectHost) -> list[bytes]:
+        return [control_reply(conn, text, host.valid_streams, host.max_streams)]
+
+    def rest_route(self, path: str) -> str | None:
+        return next((r for p in self.rest_paths if (r := p.route(path))), None)
+
+    def depth_request(
+        self, path: str, query: dict[str, str], known: Container[str]
+    ) -> tuple[str, int]:
+        return depth_request(query, known)
+
+    def rest_answer(self, route: str, host: dialect.DialectHost) -> tuple[int, bytes]:
+        if route == "time":
+            return 200, json_body({"serverTime": host.sim_now()})
+        return 200, b"{}"  # ping
+
+    error_body = staticmethod(error_body)
+    server_shutdown = staticmethod(server_shutdown)
+    garbage = staticmethod(garbage)
+    diff_stream = staticmethod(diff_stream)
+
+
+class BinanceFuturesDialect(BinanceDialect):
+    """Binance USD-M: the spot wire with ``/fapi/v1`` REST and the futures depth fields (``pu``)."""
+
+    def __init__(
+        self, name: str = "binance-futures", rest_paths: tuple[RestPaths, ...] = (USDM,)
+    ) -> None:
+        super().__init__(name, rest_paths)
+
+    def encoder(self) -> FrameEncoder:
+        return BinanceFuturesFrames()
+
+    def ws_route(self, path: str, query: str) -> tuple[bool, list[str]] | None:
+        """As spot, also under the ``/public`` and ``/market`` paths (served alike here)."""
+        for prefix in ("/public", "/market"):
+            if path.startswith(prefix + "/"):
+                path = path[len(prefix) :]
+                break
+        return ws_route(path, query)

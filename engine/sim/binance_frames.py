@@ -7,7 +7,8 @@ Binance's wire: stream names (``btcusdt@trade``), the raw payloads of
 ``/api/v3/depth`` body.  Conventions, chosen to match real Binance spot captures:
 
 * prices and quantities are printed with 8 decimals (``"0.35130000"``),
-  rendered from integer units of 1e-8 (:mod:`engine.num`); compact JSON with
+  rendered from the engine's integer units (:mod:`engine.num`, 1e-18) with
+  ``decimals=8`` (Binance still prints 8 whatever the engine's scale); compact JSON with
   Binance's key order;
 * ``m`` ("buyer is the maker") is true when the aggressor sells; ``M`` is true;
 * a kline's ``T`` is ``t + 59 999``; ``B`` is ``"0"``;
@@ -25,18 +26,29 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from engine.num import ONE, render
-from engine.sim.frames import CandleSums
+from engine.num import ONE, SCALE, render
+from engine.sim.frames import BookView, CandleSums
 
-__all__ = ["BinanceSpotFrames"]
+__all__ = ["BinanceSpotFrames", "BinanceFuturesFrames"]
 
 _DAY_MS = 86_400_000
 _MINUTE_MS = 60_000
 
 
+#: units per 1e-8: Binance's last printed decimal
+_UNIT8 = 10 ** (SCALE - 8)
+
+
 def _r8(units: int) -> str:
-    """units → Binance's 8-decimal string ("0.35130000"); non-negative fast path of num.render."""
-    return f"{units // ONE}.{units % ONE:08d}" if units >= 0 else render(units, 8)
+    """units → Binance's 8-decimal string ("0.35130000"); non-negative fast path of num.render.
+
+    Raises:
+        ValueError: ``units`` has digits beyond 8 decimals (num.render's refusal).
+    """
+    e8, r = divmod(units, _UNIT8)
+    if r or e8 < 0:
+        return render(units, 8)
+    return f"{e8 // 100_000_000}.{e8 % 100_000_000:08d}"
 
 
 class BinanceSpotFrames:
@@ -106,20 +118,24 @@ class BinanceSpotFrames:
         last: int,
         bids: Iterable[tuple[int, int]],
         asks: Iterable[tuple[int, int]],
+        book: BookView,
     ) -> bytes:
-        """A diff batch: ``bids`` best first, ``asks`` best first, quantity 0 = removed."""
+        """A diff batch: ``bids`` best first, ``asks`` best first, quantity 0 = removed (no checksum:
+        ``book`` is not read)."""
         return (
-            f'{{"e":"depthUpdate","E":{e},"s":"{symbol}","U":{first},"u":{last},'
+            f"{self._depth_ids(symbol, e, first, last)}"
             f'"b":[{self._levels(bids)}],"a":[{self._levels(asks)}]}}'
         ).encode()
 
-    def snapshot(
-        self, last_update_id: int, bids: Iterable[tuple[int, int]], asks: Iterable[tuple[int, int]]
-    ) -> bytes:
-        """The REST depth body after update ``last_update_id``."""
+    def _depth_ids(self, symbol: str, e: int, first: int, last: int) -> str:
+        """A depthUpdate's fields before its levels (spot: ``e``, ``E``, ``s``, ``U``, ``u``)."""
+        return f'{{"e":"depthUpdate","E":{e},"s":"{symbol}","U":{first},"u":{last},'
+
+    def snapshot(self, book: BookView, limit: int, e: int) -> bytes:
+        """The REST depth body of ``book`` (``limit`` levels a side)."""
         return (
-            f'{{"lastUpdateId":{last_update_id},"bids":[{self._levels(bids)}],'
-            f'"asks":[{self._levels(asks)}]}}'
+            f'{{"lastUpdateId":{book.last_id},"bids":[{self._levels(book.bids(limit))}],'
+            f'"asks":[{self._levels(book.asks(limit))}]}}'
         ).encode()
 
     def kline(self, symbol: str, e: int, c: CandleSums, closed: bool) -> bytes:
@@ -145,7 +161,7 @@ class BinanceSpotFrames:
         p = day.c - o
         pct = (abs(p) * 100_000) // o
         pct_s = f"{'-' if p < 0 and pct else ''}{pct // 1000}.{pct % 1000:03d}"
-        w = q * ONE // v if v else 0
+        w = q * ONE // v // _UNIT8 * _UNIT8 if v else 0  # truncated to 8 decimals
         bid, bid_qty, ask, ask_qty = top
         return (
             f'{{"e":"24hrTicker","E":{e},"s":"{symbol}","p":"{_r8(p)}","P":"{pct_s}",'
@@ -155,3 +171,15 @@ class BinanceSpotFrames:
             f'"h":"{_r8(day.h)}","l":"{_r8(day.l)}","v":"{_r8(v)}","q":"{_r8(q)}","O":{e - _DAY_MS},'
             f'"C":{e},"F":{day.f},"L":{day.L},"n":{day.n}}}'
         ).encode()
+
+
+class BinanceFuturesFrames(BinanceSpotFrames):
+    """USD-M futures: ``depthUpdate`` carries ``T`` and ``pu`` = ``first - 1`` (the model's ids
+    are contiguous, so that is the previous batch's ``u``; after a market-level id skip it is
+    not, and a client sees the gap); the other frames as spot."""
+
+    def _depth_ids(self, symbol: str, e: int, first: int, last: int) -> str:
+        return (
+            f'{{"e":"depthUpdate","E":{e},"T":{e},"s":"{symbol}","U":{first},"u":{last},'
+            f'"pu":{first - 1},'
+        )

@@ -25,6 +25,7 @@ import attrs
 import click
 import trio
 
+from engine.sim.dialect import names as dialect_names
 from engine.sim.model import DEFAULT_SYMBOLS
 from engine.sim.server import FAULTS, SimConfig, SimServer
 
@@ -119,8 +120,9 @@ def limit_options(only_with: str = "") -> Callable[[Callable[..., Any]], Callabl
             "--max-buffered-mb",
             type=click.FloatRange(min=0, min_open=True),
             default=None,
-            help=f"{only_with}MiB held for all clients together (default {budget}); past it the"
-            " clients holding the most are closed with 1008.",
+            help=f"{only_with}MiB of memory for all clients' buffers together (default {budget});"
+            " queued bytes get half, and past that the clients that read least are closed with"
+            " 1008.",
         )(fn)
         return click.option(
             "--max-connections",
@@ -170,6 +172,12 @@ def _csv(value: str | None) -> list[str]:
 
 
 @click.command("simulate")
+@click.option(
+    "--venue",
+    default="binance",
+    show_default=True,
+    help="The venue whose dialect the simulator speaks: " + ", ".join(dialect_names()) + ".",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=0, show_default=True, help="TCP port (0 = pick a free one).")
 @click.option("--seed", default=0, show_default=True, help="Market seed: same seed, same streams.")
@@ -199,6 +207,7 @@ def _csv(value: str | None) -> list[str]:
     " seconds with a fraction) or 'now' (the wall clock). A fixed epoch with a fixed --seed gives the same bytes every run.",
 )
 def simulate(
+    venue: str,
     host: str,
     port: int,
     seed: int,
@@ -214,9 +223,10 @@ def simulate(
     max_buffered_mb: float | None,
     epoch: str,
 ) -> None:
-    """Run the Binance-compatible exchange simulator on loopback until Ctrl-C / SIGTERM."""
+    """Run the exchange simulator (speaking --venue's dialect) on loopback until Ctrl-C / SIGTERM."""
     try:
         cfg = SimConfig(
+            venue=venue,
             host=host,
             port=port,
             seed=seed,
@@ -247,13 +257,21 @@ async def _serve(cfg: SimConfig) -> str:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_simulator(cfg) as sim:
             print(f"listening {sim.ws_url} rest={sim.rest_url}", flush=True)
-            print(
-                f"streams: {sim.ws_url}/stream?streams="
-                + "/".join(sim.market.streams()[:3])
-                + f"  snapshot: {sim.rest_url}/api/v3/depth?symbol={sim.market.symbols[0]}&limit=100"
-                + f"  stats: {sim.rest_url}/sim/stats",
-                flush=True,
-            )
+            if sim.server.dialect.rest_route("/api/v3/depth") == "depth":  # Binance spot's shape
+                print(
+                    f"streams: {sim.ws_url}/stream?streams="
+                    + "/".join(sim.market.streams()[:3])
+                    + f"  snapshot: {sim.rest_url}/api/v3/depth?symbol={sim.market.symbols[0]}"
+                    + f"&limit=100  stats: {sim.rest_url}/sim/stats",
+                    flush=True,
+                )
+            else:
+                print(
+                    f"venue: {cfg.venue}  streams: "
+                    + " ".join(sim.market.streams()[:3])
+                    + f"  stats: {sim.rest_url}/sim/stats",
+                    flush=True,
+                )
             async for _sig in signals:
                 break
             st = sim.stats()

@@ -29,9 +29,14 @@ queued frames (plus :data:`FRAME_OVERHEAD` each for their Python objects) and
 the chunk a ``send_all`` is writing — the figure the server's budget adds up.
 
 Counting: a frame counts when the ``send_all`` carrying it returned.  An abrupt
-end (drop fault, slow consumer) discards frames not yet handed to the socket:
-never sent, never counted — a client that journals everything it received
-holds exactly ``frames`` messages.
+end (drop fault, slow consumer, a client that stopped reading) discards frames
+not yet handed to the socket and the chunk whose send did not finish: never
+counted — a client that journals everything it read holds exactly ``frames``
+messages.  (Counting a cut-off chunk's bytes that the kernel took would count
+frames left unread in the socket buffers of a client that had stopped
+reading; not counting them can undercount a client that was still reading
+when a shutdown cut its chunk off, so a server shutdown may leave a client
+with a few frames more than ``frames``.)
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ __all__ = ["FRAME_OVERHEAD", "ConnStats", "WsConn", "frame"]
 
 #: bytes a queued frame costs beyond its wire bytes (its ``bytes`` object and list slot)
 FRAME_OVERHEAD = 64
+#: the text-frame headers of payloads under 126 bytes, made once
+_SMALL_TEXT = tuple(bytes((0x81, n)) for n in range(126))
 
 
 def _header(n: int, opcode: int) -> bytes:
@@ -102,6 +109,7 @@ class ConnStats:
 GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
+
 class WsConn:
     """One WebSocket client: reader, writer, pinger and lifetime tasks in one nursery."""
 
@@ -127,6 +135,10 @@ class WsConn:
         self.stats = ConnStats(cid, path, peer, combined, time.time())
         self.out: list[bytes] = []
         self.out_len = 0
+        #: trio time the socket last took bytes of the chunk being sent (or the send began):
+        #: while ``inflight``, how long the client has not read — what the server's budget
+        #: closes by (a reader's socket keeps taking)
+        self.progress_at = trio.current_time()
         #: bytes of the chunk a send_all is writing now (0 when idle)
         self.inflight = 0
         self.pend: dict[str, int] = {}
@@ -156,11 +168,16 @@ class WsConn:
             return
         data = self._wrap(stream, payload) if self.combined else payload
         # _queue inlined (and the frame header's common case): this runs for every frame and
-        # subscriber, and the call overhead alone cost ~5% of the push rate
+        # subscriber, and the call overhead alone cost ~5% of the push rate.  The header and
+        # the payload are queued as two pieces, not concatenated: every subscriber of a stream
+        # then holds the *same* payload object (one copy for a hundred clients), and the
+        # writer's join makes the one copy the socket needs
         n = len(data)
-        f = (bytes((0x81, n)) if n < 126 else _header(n, 0x1)) + data
-        self.out.append(f)
-        self.out_len += len(f)
+        head = _SMALL_TEXT[n] if n < 126 else _header(n, 0x1)
+        out = self.out
+        out.append(head)
+        out.append(data)
+        self.out_len += len(head) + n
         pend = self.pend
         pend[stream] = pend.get(stream, 0) + 1
         self.pend_frames += 1
@@ -249,6 +266,18 @@ class WsConn:
         finally:
             await self.stream.aclose()
 
+    async def _send(self, chunk: bytes) -> None:
+        """``send_all``, noting in :attr:`progress_at` each time the socket takes bytes."""
+        sock = self.stream.socket
+        view = memoryview(chunk)
+        taken = 0
+        while taken < len(chunk):
+            try:
+                taken += await sock.send(view[taken:])
+            except OSError as exc:
+                raise trio.BrokenResourceError(str(exc)) from exc
+            self.progress_at = trio.current_time()
+
     async def _writer(self) -> None:
         st = self.stats
         while True:
@@ -261,8 +290,9 @@ class WsConn:
             pend, nf, npl = self.pend, self.pend_frames, self.pend_payload
             self._discard_unsent()
             self.inflight = len(chunk)
+            self.progress_at = trio.current_time()
             try:
-                await self.stream.send_all(chunk)
+                await self._send(chunk)
             except GONE:
                 self._end("reset", None, "client went away")
                 return
@@ -314,7 +344,8 @@ class WsConn:
                     text = "".join(text_parts) if text_parts else None
                     text_parts, size = [], 0
                     if self._count_control():
-                        self.push_message("!reply", self.server.on_message(self, text))
+                        for reply in self.server.on_message(self, text):
+                            self.push_message("!reply", reply)
                 elif isinstance(ev, we.Ping):
                     if not self._count_control():
                         continue

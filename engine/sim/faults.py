@@ -9,18 +9,21 @@ open WebSocket connection):
   ``stall_duration`` seconds (or ``duration=``), then resume.
 * ``garbage``: four invalid frames: random bytes (binary frame), truncated
   JSON, a depthUpdate with wrong types, and non-JSON text (``kind=`` one of them).
-* ``gap``: withhold the next 100 ms diff batch of one subscribed symbol (or
-  ``symbol=``) from this connection (the client sees ``U`` > previous ``u`` + 1).
+* ``gap``: withhold the next update of one subscribed symbol's diff stream (the
+  dialect's ``diff_stream``; or ``symbol=``) from this connection: a dropped
+  update, which the client sees by its venue's rule (Binance: ``U`` > previous
+  ``u`` + 1; a checksum venue: the next checksum fails).
 * ``close``: close frame with ``code``/``reason`` (default 1011 "Simulated close").
 * ``shutdown``: the serverShutdown notice, ``shutdown_grace`` seconds of normal
   streaming (so a client can open its replacement first), then close 1001.
-* ``drift``: server-wide: the next REST snapshot (any symbol) reports one level
-  with a different quantity than the stream implies.
+* ``drift``: server-wide: the next snapshot served (REST or in-stream, any
+  symbol) is of an edited book (:meth:`Faults.book`): its deepest bid (else
+  ask) holds one lot step more than the stream implies.
 
 This module owns the decisions (which connection, when, in what order) and
 the log of what was injected.  It must not frame or send bytes itself (it
-queues through :class:`engine.sim.connection.WsConn`) nor spell Binance's
-shapes (:mod:`engine.sim.binance` does).  Its randomness (garbage bytes) comes
+queues through :class:`engine.sim.connection.WsConn`) nor spell a venue's
+shapes (the server's :class:`engine.sim.dialect.Dialect` does).  Its randomness (garbage bytes) comes
 from its own ``Random`` seeded from the simulator's seed.
 """
 
@@ -32,8 +35,9 @@ from typing import Any
 
 import trio
 
-from engine.sim import binance
 from engine.sim.connection import WsConn
+from engine.sim.dialect import Dialect
+from engine.sim.frames import BookView
 
 __all__ = ["FAULTS", "Faults", "check_faults"]
 
@@ -58,8 +62,12 @@ class Faults:
         now_ms: Callable[[], int],
         fallback_stream: Callable[[], str],
         config: Any,
+        dialect: Dialect,
+        symbols: Callable[[], Iterable[str]],
     ) -> None:
         self._conns = conns
+        self._dialect = dialect
+        self._symbols = symbols
         self._now_ms = now_ms
         self._fallback_stream = fallback_stream
         self._cfg = config
@@ -101,12 +109,12 @@ class Faults:
             self.inject(faults[i % len(faults)])
             i += 1
 
-    def snapshot(self, body: bytes, step: int) -> bytes:
-        """A REST snapshot as served: drifted by one lot ``step`` if a drift is pending."""
+    def book(self, view: BookView, step: int) -> BookView:
+        """A book as served in a snapshot: drifted by one lot ``step`` if a drift is pending."""
         if not self._drift_pending:
-            return body
+            return view
         self._drift_pending -= 1
-        return binance.drift(body, step)
+        return drifted(view, step)
 
     # ---------------------------------------------------------------- one connection
 
@@ -124,22 +132,45 @@ class Faults:
         elif fault == "garbage":
             stream = next(iter(conn.subs), None) or self._fallback_stream()
             only = kw.get("kind")
-            for kind, data, op in binance.garbage(self._rng, stream, self._now_ms(), conn.combined):
+            shapes = self._dialect.garbage(self._rng, stream, self._now_ms(), conn.combined)
+            for kind, data, op in shapes:
                 if only is None or kind == only:
                     conn.push_message("!garbage", data, op)
                     conn.stats.faults.append(f"garbage:{kind}")
         elif fault == "gap":
-            diffs = [s for s in conn.subs if s == binance.diff_stream(s.split("@", 1)[0])]
+            diff_streams = {self._dialect.diff_stream(sym) for sym in self._symbols()}
+            diffs = [s for s in conn.subs if s in diff_streams]
             if kw.get("symbol"):
-                diffs = [binance.diff_stream(str(kw["symbol"]))]
+                diffs = [self._dialect.diff_stream(str(kw["symbol"]))]
             if diffs:
                 conn.withheld.add(diffs[0])
         elif fault == "close":
             code, reason = int(kw.get("code", 1011)), str(kw.get("reason", "Simulated close"))
             conn.begin_close("close", code, reason)
         elif fault == "shutdown":
-            conn.push_message("!serverShutdown", binance.server_shutdown(self._now_ms()))
+            notice = self._dialect.server_shutdown(self._now_ms())
+            if notice is not None:
+                conn.push_message("!serverShutdown", notice)
             nursery.start_soon(_shutdown_later, conn, self._cfg.shutdown_grace)
+
+
+def drifted(view: BookView, step: int) -> BookView:
+    """``view`` with its deepest served bid (asks if there are no bids) ``step`` units larger.
+
+    The deepest level, because the market rarely touches it: a verification that
+    compares this snapshot with the book a few updates later still sees the drift
+    (a drifted best level would usually be overwritten by the next diffs).
+    """
+
+    def edit(side: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        if side:
+            p, q = side[-1]
+            side[-1] = (p, q + step)
+        return side
+
+    if view.bids(1):
+        return BookView(view.symbol, view.last_id, lambda n: edit(view.bids(n)), view.asks)
+    return BookView(view.symbol, view.last_id, view.bids, lambda n: edit(view.asks(n)))
 
 
 async def _unstall(conn: WsConn) -> None:

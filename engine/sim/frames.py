@@ -2,21 +2,44 @@
 
 :class:`engine.sim.model.Market` decides what happens (ids, times, sums, which
 levels changed) and calls one :class:`FrameEncoder` method per frame, with
-prices and quantities as integer units of 1e-8; the encoder decides how that
+prices and quantities as integer units of :mod:`engine.num`; the encoder decides how that
 is spelled (:class:`engine.sim.binance_frames.BinanceSpotFrames` for Binance
-spot).  This module holds only the two protocols: no rendering, no market state.
+spot).  An encoder returns None for a channel its venue lacks (the frame is
+not sent).  A venue whose frames carry a checksum computes it from
+:class:`BookView`, the model's *whole* book right after the change (best
+first, any depth).  This module holds only the protocols and the book view:
+no rendering, no market state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
-__all__ = ["CandleSums", "FrameEncoder"]
+import attrs
+
+__all__ = ["BookView", "CandleSums", "FrameEncoder"]
+
+#: ``(levels) -> [(price units, qty units), ...]`` best first, at most ``levels`` of them
+SideView = Callable[[int], list[tuple[int, int]]]
+
+
+@attrs.frozen
+class BookView:
+    """A symbol's book as served, after update ``last_id`` (a drift fault serves an edited one).
+
+    ``bids(n)`` / ``asks(n)``: the best ``n`` levels, best first, in units (computed
+    when asked: an encoder that needs no checksum pays nothing).
+    """
+
+    symbol: str
+    last_id: int
+    bids: SideView
+    asks: SideView
 
 
 class CandleSums(Protocol):
-    """What the kline and the ticker read of one minute's aggregates (units of 1e-8)."""
+    """What the kline and the ticker read of one minute's aggregates (engine units, :mod:`engine.num`)."""
 
     t: int
     o: int
@@ -37,13 +60,16 @@ class FrameEncoder(Protocol):
 
     ``channel`` is one of :data:`engine.sim.model.CHANNELS`; ``buyer_maker`` is
     true when the aggressor sells; ``bids``/``asks`` are best first, quantity 0
-    = removed; ``top`` is ``(bid, bid qty, ask, ask qty)``.
+    = removed; ``top`` is ``(bid, bid qty, ask, ask qty)``; ``book`` is the whole
+    book after the change (:class:`BookView`).  Every frame method may return
+    None: the venue has no such frame (nothing is sent).  ``snapshot`` spells a
+    REST body or an in-stream snapshot, whichever the venue has.
     """
 
     def stream(self, symbol: str, channel: str) -> str: ...
     def trade(
         self, symbol: str, et: int, tid: int, price: int, qty: int, buyer_maker: bool
-    ) -> bytes: ...
+    ) -> bytes | None: ...
     def agg_trade(
         self,
         symbol: str,
@@ -54,10 +80,10 @@ class FrameEncoder(Protocol):
         first: int,
         last: int,
         buyer_maker: bool,
-    ) -> bytes: ...
+    ) -> bytes | None: ...
     def book_ticker(
         self, symbol: str, uid: int, bid: int, bid_qty: int, ask: int, ask_qty: int
-    ) -> bytes: ...
+    ) -> bytes | None: ...
     def depth_update(
         self,
         symbol: str,
@@ -66,11 +92,10 @@ class FrameEncoder(Protocol):
         last: int,
         bids: Iterable[tuple[int, int]],
         asks: Iterable[tuple[int, int]],
-    ) -> bytes: ...
-    def snapshot(
-        self, last_update_id: int, bids: Iterable[tuple[int, int]], asks: Iterable[tuple[int, int]]
-    ) -> bytes: ...
-    def kline(self, symbol: str, e: int, c: CandleSums, closed: bool) -> bytes: ...
+        book: BookView,
+    ) -> bytes | None: ...
+    def snapshot(self, book: BookView, limit: int, e: int) -> bytes: ...
+    def kline(self, symbol: str, e: int, c: CandleSums, closed: bool) -> bytes | None: ...
     def ticker(
         self,
         symbol: str,
@@ -79,4 +104,4 @@ class FrameEncoder(Protocol):
         prev_close: int,
         last_qty: int,
         top: tuple[int, int, int, int],
-    ) -> bytes: ...
+    ) -> bytes | None: ...

@@ -14,18 +14,21 @@ import random
 
 import attrs
 
-from engine.num import ONE, parse
+from engine.num import ONE, SCALE, parse
+
+#: ``price * qty`` (units²) of one 1e-8 quote unit: quote volumes are printed with 8 decimals
+QUOTE_GRID = ONE * 10 ** (SCALE - 8)
 
 __all__ = ["KNOWN_SPECS", "SymbolSpec", "spec_for"]
 
 
 @attrs.frozen
 class SymbolSpec:
-    """One instrument: its grid and typical sizes, all in units of 1e-8.
+    """One instrument: its grid and typical sizes, all in engine units (:mod:`engine.num`).
 
     ``lot`` is the mean order size in lot steps.  ``tick * step`` must be a
-    multiple of ``ONE * ONE // ONE`` (i.e. of 1e8 units²) so every trade's
-    quote quantity is exact at 8 decimals.
+    multiple of :data:`QUOTE_GRID` (1e-8 in units²) so every trade's quote
+    quantity ``price * qty`` is exact at the 8 decimals Binance prints.
     """
 
     name: str
@@ -41,7 +44,7 @@ class SymbolSpec:
             raise ValueError(f"{self.name}: tick, step and lot must be positive")
         if self.price % self.tick or self.price < 100 * self.tick:
             raise ValueError(f"{self.name}: price must be on the tick grid and >= 100 ticks")
-        if (self.tick * self.step) % ONE:
+        if (self.tick * self.step) % QUOTE_GRID:
             raise ValueError(
                 f"{self.name}: tick*step must be a multiple of 1e-8 so quote volumes are exact"
             )

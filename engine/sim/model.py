@@ -24,10 +24,10 @@ Engineers build test journals from it directly (no sockets)::
 
 Conventions, chosen to match real Binance spot captures:
 
-* Prices and quantities reach the encoder as integer units of 1e-8
+* Prices and quantities reach the encoder as the engine's integer units
   (:mod:`engine.num`); internally the book counts *ticks* and *lot steps*
-  (small ints).  Every spec has ``tick * step`` a multiple of ``1e-8 * 1e8``
-  so a trade's quote quantity ``p * q`` is exact at 8 decimals.
+  (small ints).  Every spec has ``tick * step`` a multiple of 1e-8 (in units²,
+  ``instruments.QUOTE_GRID``) so a trade's quote quantity ``p * q`` is exact at 8 decimals.
 * Update ids: every order-flow event that changes the book takes the next
   update id (one id per event, even if it touches several levels).  Ids are
   contiguous, so each ``@depth@100ms`` batch has ``U`` = previous ``u`` + 1
@@ -72,7 +72,7 @@ from collections.abc import Sequence
 
 from engine.num import ONE
 from engine.sim.binance_frames import BinanceSpotFrames
-from engine.sim.frames import FrameEncoder
+from engine.sim.frames import BookView, FrameEncoder
 from engine.sim.instruments import SymbolSpec, spec_for
 
 __all__ = [
@@ -387,6 +387,7 @@ class _Symbol:
             self.update_id,
             self._side(bids, sorted(bids, reverse=True)),
             self._side(asks, sorted(asks)),
+            self.view(),
         )
         out.append((self.s_diff if fast else self.s_depth, frame))
         if fast:
@@ -422,11 +423,14 @@ class _Symbol:
         frame = self.enc.ticker(self.name, e, day, self.day_prev_close, self.last_qty, self._top())
         out.append((self.s_ticker, frame))
 
-    def snapshot(self, limit: int) -> bytes:
-        bids = sorted(self.bids, reverse=True)[:limit]
-        asks = sorted(self.asks)[:limit]
-        return self.enc.snapshot(
-            self.update_id, self._side(self.bids, bids), self._side(self.asks, asks)
+    def view(self) -> BookView:
+        """The book now (after update ``update_id``), its sides computed when asked."""
+        bids, asks = self.bids, self.asks
+        return BookView(
+            self.name,
+            self.update_id,
+            lambda n: self._side(bids, heapq.nlargest(n, bids)),
+            lambda n: self._side(asks, heapq.nsmallest(n, asks)),
         )
 
 
@@ -520,7 +524,8 @@ class Market:
             heapq.heapreplace(heap, (s.next_t, i))
         self._next_boundary = b
         self.now_ms = to_ms
-        return out
+        # an encoder spells a channel its venue lacks as None: not sent
+        return [f for f in out if f[1] is not None]
 
     def _boundary(self, b: int, out: list[tuple[str, bytes]]) -> None:
         second = b % 1000 == 0
@@ -533,9 +538,14 @@ class Market:
                 s.flush_depth(b, False, out)
                 s.ticker(b, out)
 
-    def snapshot(self, symbol: str, limit: int = 100) -> bytes:
-        """REST ``/api/v3/depth`` body: the book after update ``lastUpdateId``, ``limit`` levels a side."""
-        return self._sym(symbol).snapshot(max(1, limit))
+    def snapshot(self, symbol: str, limit: int = 100, book: BookView | None = None) -> bytes:
+        """The encoder's snapshot (Binance: the REST ``/api/v3/depth`` body) of ``book`` (default:
+        the book now, :meth:`view`), ``limit`` levels a side."""
+        return self.encoder.snapshot(book or self.view(symbol), max(1, limit), self.now_ms)
+
+    def view(self, symbol: str) -> BookView:
+        """``symbol``'s book now, as encoders see it (:class:`engine.sim.frames.BookView`)."""
+        return self._sym(symbol).view()
 
     def book(self, symbol: str) -> tuple[int, dict[int, int], dict[int, int]]:
         """``(last update id, bids, asks)`` in engine units (price → qty), for tests and tools."""

@@ -39,7 +39,7 @@ are the transport's):
 * Lifetime: after ``lifetime`` seconds (24 h) the server closes with 1001.
 * Hostile clients: at most ``max_connections`` (1000) WebSocket clients (HTTP
   503 past it); a client with more than ``max_buffer`` (64 MiB) unsent, or the
-  ones holding the most when all together pass ``max_buffered`` (256 MiB),
+  ones that read least (stalled longest) when all together pass half of ``max_buffered`` (256 MiB),
   are closed with 1008 "Slow consumer" (``stats()["limits"]``).
 
 Counters (``stats()``, ``GET /sim/stats``): per connection (see
@@ -58,9 +58,11 @@ from typing import Any
 import attrs
 import trio
 
-from engine.sim import binance
+from engine.sim.binance import json_body
 from engine.sim.connection import ConnStats, WsConn
+from engine.sim.dialect import DIALECTS, Dialect, RestError, get_dialect
 from engine.sim.faults import FAULTS, Faults, check_faults
+from engine.sim.frames import BookView
 from engine.sim.model import DEFAULT_SYMBOLS, Market, activity_for_rate
 from engine.sim.transport import Transport
 
@@ -82,6 +84,8 @@ class SimConfig:
 
     host: str = "127.0.0.1"
     port: int = 0
+    #: the venue whose dialect is spoken (:data:`engine.sim.dialect.DIALECTS`)
+    venue: str = "binance"
     seed: int = 0
     symbols: Sequence[str] = DEFAULT_SYMBOLS
     rate: float | None = None
@@ -108,6 +112,8 @@ class SimConfig:
     keep_closed: int = 1000
 
     def __attrs_post_init__(self) -> None:
+        if self.venue not in DIALECTS:
+            get_dialect(self.venue)  # raises ValueError naming the venues there are
         check_faults(self.faults)
         if self.faults and not self.fault_every:
             raise ValueError("faults need fault_every (seconds between injections)")
@@ -131,24 +137,27 @@ class SimServer(Transport):
     :class:`engine.replay.server.ReplayServer` replaces.
     """
 
-    #: the Binance markets whose REST routes this server answers
-    rest_paths: tuple[binance.RestPaths, ...] = (binance.SPOT,)
-
     def __init__(self, config: SimConfig) -> None:
         start_ms = config.epoch if config.epoch is not None else int(time.time() * 1000)
+        dialect = get_dialect(config.venue)
         market = Market(
             seed=config.seed,
             symbols=list(config.symbols),
             activity=config.market_activity(),
             start_ms=start_ms,
+            encoder=dialect.encoder(),
         )
-        self._setup(config, market, frozenset(market.streams()), start_ms)
+        self._setup(config, dialect, market, frozenset(market.streams()), start_ms)
 
-    def _setup(self, config: SimConfig, market: Any, valid: frozenset[str], start_ms: int) -> None:
+    def _setup(
+        self, config: SimConfig, dialect: Dialect, market: Any, valid: frozenset[str], start_ms: int
+    ) -> None:
         """The state every server with this transport and these faults has, whatever its content."""
         Transport.__init__(self, config)
+        self.dialect = dialect
         self.market = market
         self.valid_streams = valid
+        self.max_streams = config.max_streams
         self.start_ms = start_ms
         self._t0 = 0.0
         self.lag_ms = 0
@@ -158,6 +167,8 @@ class SimServer(Transport):
             self.sim_now,
             lambda: min(self.valid_streams, default="btcusdt@trade"),
             config,
+            dialect,
+            lambda: self.market.symbols,
         )
 
     # ---------------------------------------------------------------- lifecycle
@@ -202,50 +213,56 @@ class SimServer(Transport):
     # ---------------------------------------------------------------- the transport's hooks
 
     def ws_route(self, path: str, query: str) -> tuple[bool, list[str]] | None:
-        return binance.ws_route(path, query)
+        return self.dialect.ws_route(path, query)
 
-    wrap = staticmethod(binance.wrap)
+    def wrap(self, stream: str, payload: bytes) -> bytes:
+        return self.dialect.wrap(stream, payload)
 
-    def on_message(self, conn: WsConn, text: str | None) -> bytes:
-        return binance.control_reply(conn, text, self.valid_streams, self.config.max_streams)
+    def on_message(self, conn: WsConn, text: str | None) -> list[bytes]:
+        return self.dialect.control_reply(conn, text, self)
 
     def error_body(self, msg: str) -> bytes:
-        return binance.error_body(msg)
+        return self.dialect.error_body(msg)
 
     def ping_payload(self) -> bytes:
         return str(self.sim_now()).encode()
 
     def on_rest(self, method: str, path: str, query: dict[str, str]) -> tuple[int, bytes]:
         if method != "GET":
-            return 405, binance.error_body("Only GET is supported")
-        route = next((r for p in self.rest_paths if (r := p.route(path))), None)
+            return 405, self.dialect.error_body("Only GET is supported")
+        route = self.dialect.rest_route(path)
         try:
             if route == "depth":
                 return self.depth(path, query)
-            if route == "ping":
-                return 200, b"{}"
-            if route == "time":
-                return 200, binance.json_body({"serverTime": self.sim_now()})
+            if route is not None:
+                return self.dialect.rest_answer(route, self)
             return self.debug_rest(path, query)
-        except binance.RestError as exc:
+        except RestError as exc:
             return exc.status, exc.body()
 
-    # ---------------------------------------------------------------- content
+    # ---------------------------------------------------------------- content (the DialectHost)
+
+    def book(self, symbol: str) -> BookView:
+        """``symbol``'s book as served now: edited once by a pending drift fault."""
+        view = self.market.view(symbol)
+        served = self.faults.book(view, self.market.spec(symbol).step)
+        if served is not view:
+            self.rest["drifted_snapshots"] += 1
+        return served
+
+    def snapshot(self, symbol: str, limit: int, book: BookView) -> bytes:
+        return self.market.snapshot(symbol, limit, book)
 
     def depth(self, path: str, query: dict[str, str]) -> tuple[int, bytes]:
         """A depth snapshot of the market now (drifted if a drift fault is pending)."""
-        symbol, limit = binance.depth_request(query, self.market.symbols)
+        symbol, limit = self.dialect.depth_request(path, query, self.market.symbols)
         self.rest["snapshots"] += 1
-        body = self.market.snapshot(symbol, limit)
-        served = self.faults.snapshot(body, self.market.spec(symbol).step)
-        if served is not body:
-            self.rest["drifted_snapshots"] += 1
-        return 200, served
+        return 200, self.snapshot(symbol, limit, self.book(symbol))
 
     def debug_rest(self, path: str, query: dict[str, str]) -> tuple[int, bytes]:
         """``/sim/stats`` and ``/sim/inject``; anything else is 404."""
         if path == "/sim/stats":
-            return 200, binance.json_body(self.stats())
+            return 200, json_body(self.stats())
         if path == "/sim/inject":
             fault = query.get("fault", "")
             try:
@@ -255,9 +272,9 @@ class SimServer(Transport):
                     kw["code"] = int(kw["code"])
                 done = self.inject(fault, cid, **kw)
             except (ValueError, KeyError) as exc:
-                return 400, binance.error_body(str(exc))
-            return 200, binance.json_body({"fault": fault, "connections": done})
-        return 404, binance.error_body(f"Unknown path {path}")
+                return 400, self.dialect.error_body(str(exc))
+            return 200, json_body({"fault": fault, "connections": done})
+        return 404, self.dialect.error_body(f"Unknown path {path}")
 
     def stats(self) -> dict[str, Any]:
         """JSON-able counters: the server and every connection (open ones first)."""

@@ -1,0 +1,236 @@
+"""Kraken order-book benchmark: decode + book fold of the real v1 capture, with and without checksums.
+
+Usage:  python bench/book_kraken.py [--frames 300000] [--repeat 3] [--naive-frames 50000]
+        (also ``python bench/book.py --venue kraken``)
+
+What it measures (issue 14), on ``fixtures/kraken/journal`` (4 pairs of
+cryptofeed's 2021 capture, book depth 1000, a CRC32 checksum on every update):
+
+1. **Build** (untimed): a journal (the real JournalWriter, in a temp dir) of the
+   capture's book frames repeated to ``--frames`` frames.  Kraken has no update
+   ids (the journal ``seq`` orders messages) and every update's checksum is of
+   the book after it, so a pass cannot simply continue the previous one: each
+   pass begins with the capture's snapshots again (what a resubscription
+   brings), then its updates, payloads byte for byte as captured.
+2. **Replay** (timed, median of ``--repeat``): JournalReader batches →
+   ``Pipeline.feed_batch`` → the ``kraken-v1`` codec → a ``BookReducer``, once
+   with the Kraken rule (truncation to depth 1000 and the checksum after every
+   update) and once with the same rule minus the checksum (same driver path,
+   ``inline=False`` both times, so the difference is the checksum alone).
+   Prints frames/s, level updates/s, and checks the run was honest: every
+   checksum verified, 0 mismatches, every update applied.
+3. **Fold only** (the first ``--naive-frames`` frames, decoded beforehand):
+   ``BookReducer.step`` with and without the checksum, versus the naive
+   baseline (a ``dict`` per side, sorted for the top 10 on every message to
+   compute the checksum, as a hand-written client does), same events.  Prints
+   the rates, and **checksum cost / fold** = (with − without) / without
+   (target ≤ 30 %).
+
+Rates are per second of this process's CPU time ("one core"); the replay line
+also gives wall-clock.  A busy shared machine moves the figures: compare ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import shutil
+import statistics
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import book  # bench/book.py: its naive baseline book
+
+from engine import book_sync
+from engine.book_reducer import BookReducer
+from engine.book_sync import KrakenRule
+from engine.codecs.registry import get_codec
+from engine.events import BookSnapshot, DepthDiff
+from engine.journal.reader import JournalReader
+from engine.journal.writer import JournalWriter
+from engine.num import render
+from engine.pipeline import Pipeline
+from engine.replay.replay import chunks
+
+FIX = Path(__file__).resolve().parent.parent / "fixtures" / "kraken" / "journal"
+UNCHECKED = "kraken-unchecked"
+
+
+class UncheckedKraken(KrakenRule):
+    """The Kraken rule without its checksum: the bench's "without verification" run."""
+
+    name = UNCHECKED
+    has_checksum = False
+
+
+def load() -> tuple[dict[str, Any], list[tuple[int, str, bytes]], int]:
+    """The capture's metadata, its book frames (recv_ns, source, payload), its time span."""
+    reader = JournalReader(FIX)
+    codec = get_codec(reader.metadata["exchange"])
+    frames = []
+    for f in reader.frames():
+        if f.dir != "in" or f.kind != "text":
+            continue
+        evs = codec.decode(f.seq, f.recv_ns, f.kind, f.source, f.payload)
+        if len(evs) == 1 and type(evs[0]) in (BookSnapshot, DepthDiff):
+            frames.append((f.recv_ns, f.source, f.payload))
+    span = frames[-1][0] - frames[0][0] + 100_000_000
+    return reader.metadata, frames, span
+
+
+def build(path: Path, metadata: dict[str, Any], frames: list, span: int, n: int) -> None:
+    with JournalWriter.create(path, dict(metadata)) as w:
+        for i in range(n):
+            k, j = divmod(i, len(frames))
+            ns, source, payload = frames[j]
+            w.append(ns + k * span, 1, "in", "text", source, payload)
+
+
+def replay(path: Path, rule: str) -> tuple[float, float, Pipeline]:
+    reader = JournalReader(path)
+    codec = get_codec(reader.metadata["exchange"])
+    p = Pipeline(codec, [BookReducer(rule, verify_interval_s=None, inline=False)])
+    gc.collect()
+    c0, t0 = time.process_time(), time.perf_counter()
+    for batch in chunks(reader):
+        p.feed_batch(batch)
+    return time.process_time() - c0, time.perf_counter() - t0, p
+
+
+def check(p: Pipeline, updates: int, checked: bool) -> str:
+    reducer: BookReducer = p.reducer("book")  # type: ignore[assignment]
+    t = reducer.totals(p.state("book"))
+    if t.gaps or p.counters.decode_errors or t.diffs_applied != updates:
+        raise SystemExit(
+            f"NOT A VALID RUN: gaps {t.gaps}, decode errors {p.counters.decode_errors}, "
+            f"applied {t.diffs_applied} of {updates} updates"
+        )
+    verdict = f"{updates:,} checksums verified, 0 mismatches" if checked else "no checksums"
+    return f"{verdict}; {t.syncs} snapshots loaded, {t.diffs_applied:,} updates applied"
+
+
+class NaiveBook(book.NaiveBook):
+    """The baseline: dicts, sorted for the top 10 (and the truncation) on every message."""
+
+    __slots__ = ("pd", "qd", "depth")
+
+    def __init__(self, snap: BookSnapshot) -> None:
+        super().__init__(snap)
+        self.pd, self.qd, self.depth = snap.price_decimals, snap.qty_decimals, snap.depth
+
+    def apply(self, ev: DepthDiff) -> bool:  # type: ignore[override]
+        super().apply(ev)
+        bids = sorted(self.bids, reverse=True)
+        asks = sorted(self.asks)
+        for p in bids[self.depth :]:
+            del self.bids[p]
+        for p in asks[self.depth :]:
+            del self.asks[p]
+        text = ""
+        for side, keys in ((self.asks, asks[:10]), (self.bids, bids[:10])):
+            for p in keys:
+                text += render(p, self.pd).replace(".", "").lstrip("0")
+                text += render(side[p], self.qd).replace(".", "").lstrip("0")
+        return zlib.crc32(text.encode()) == ev.checksum
+
+
+def naive_fold(events: list[Any]) -> float:
+    books: dict[str, NaiveBook] = {}
+    gc.collect()
+    t0 = time.process_time()
+    for ev in events:
+        if type(ev) is BookSnapshot:
+            books[ev.symbol] = NaiveBook(ev)
+        elif not books[ev.symbol].apply(ev):
+            raise AssertionError(f"naive book: checksum mismatch at {ev.seq}")
+    return time.process_time() - t0
+
+
+def reducer_fold(events: list[Any], rule: str) -> float:
+    reducer = BookReducer(rule, verify_interval_s=None, inline=False)
+    state = reducer.initial()
+    step = reducer.step
+    gc.collect()
+    t0 = time.process_time()
+    for ev in events:
+        state, _ = step(state, ev)
+    if reducer.totals(state).gaps:
+        raise AssertionError("the fold found a gap")
+    return time.process_time() - t0
+
+
+def bench(frames: int, repeat: int, naive_frames: int) -> None:
+    book_sync.RULES[UNCHECKED] = UncheckedKraken()
+    metadata, captured, span = load()
+    codec = get_codec(metadata["exchange"])
+    events = [codec.decode(i, ns, "text", s, pl)[0] for i, (ns, s, pl) in enumerate(captured, 1)]
+    upd = [type(e) is DepthDiff for e in events]
+    lv = [len(e.bids) + len(e.asks) if type(e) is DepthDiff else 0 for e in events]
+    whole, rest = divmod(frames, len(captured))
+    updates = whole * sum(upd) + sum(upd[:rest])
+    levels = whole * sum(lv) + sum(lv[:rest])
+    tmp = Path(tempfile.mkdtemp(prefix="wiretape-bench-kraken-"))
+    try:
+        path = tmp / "journal"
+        t0 = time.perf_counter()
+        build(path, metadata, captured, span, frames)
+        print(
+            f"kraken-v1: {len(captured)} captured book frames ({sum(upd)} updates, "
+            f"{len(captured) - sum(upd)} snapshots of up to 1,436 levels) × "
+            f"{frames / len(captured):.0f} = {frames:,} frames, {levels / updates:.2f} levels/update, "
+            f"{len({e.symbol for e in events})} pairs (journal built in {time.perf_counter() - t0:.1f} s)"
+        )
+        rates = {}
+        for rule, label in (
+            (book_sync.SyncRule.KRAKEN, "with checksum"),
+            (UNCHECKED, "no checksum"),
+        ):
+            cpu, wall, summary = [], [], ""
+            for _ in range(repeat):
+                c, w, p = replay(path, rule)
+                summary = check(p, updates, rule != UNCHECKED)
+                cpu.append(c)
+                wall.append(w)
+            el = statistics.median(cpu)
+            rates[label] = el
+            print(
+                f"  replay {label:>13}: {frames / el:>9,.0f} frames/s {levels / el:>11,.0f} "
+                f"level updates/s  (CPU, median of {repeat}: {', '.join(f'{t:.2f}' for t in cpu)} s;"
+                f" wall {frames / statistics.median(wall):,.0f} frames/s)\n    {summary}"
+            )
+        cost = rates["with checksum"] / rates["no checksum"] - 1
+        print(f"  replay: checksum cost / fold = {cost:.0%}")
+
+        n = min(naive_frames, frames)
+        prefix = [events[i % len(events)] for i in range(n)]
+        nd = sum(type(e) is DepthDiff for e in prefix)
+        with_c = statistics.median(
+            reducer_fold(prefix, book_sync.SyncRule.KRAKEN) for _ in range(repeat)
+        )
+        without = statistics.median(reducer_fold(prefix, UNCHECKED) for _ in range(repeat))
+        naive = statistics.median(naive_fold(prefix) for _ in range(repeat))
+        print(
+            f"  fold only, {nd:,} updates: BookReducer with checksum {nd / with_c:>9,.0f}/s, "
+            f"without {nd / without:>9,.0f}/s; naive dict+sort with checksum {nd / naive:>9,.0f}/s "
+            f"→ {naive / with_c:.1f}× the naive\n"
+            f"  fold only: checksum cost / fold = {with_c / without - 1:.0%} (target ≤ 30 %)"
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        book_sync.RULES.pop(UNCHECKED, None)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=300_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--naive-frames", type=int, default=50_000)
+    args = ap.parse_args(argv)
+    bench(args.frames, args.repeat, args.naive_frames)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,394 @@
+"""Kraken WebSocket v1 (``wss://ws.kraken.com``, the recorded protocol): frames ↔ typed events.
+
+Owns both directions of the v1 dialect: *decoding* a journaled frame into
+events (``book-N`` snapshots ``"as"``/``"bs"`` and updates ``"a"``/``"b"``
+with their ``"c"`` checksum, ``trade``, ``ticker``, ``subscriptionStatus``,
+``heartbeat``/``systemStatus``/``pong``) and *encoding* the same events back
+into the frames Kraken sends (for the simulator, the replay server and the
+round-trip tests), plus the subscribe / unsubscribe / ping messages a client
+sends.  Must not: do I/O, read the clock, keep state between frames, or raise
+on exchange input (a frame it cannot read is one DecodeError naming the field).
+
+Decisions worth knowing:
+
+* **Ids.**  v1 has no update ids: every book message gets the journal ``seq``
+  as its id (``first_id == last_id == seq``), the order the Kraken sync rule
+  (:class:`engine.book_sync.KrakenRule`) needs; a lost message is found only
+  by the checksum.  A snapshot's ``depth`` is the channel's (``book-1000``),
+  its precision the decimals its strings are printed with (Kraken prints
+  every price of a pair with the pair's decimals, every volume with 8).
+* **Levels** are ``[price, volume, time]`` or ``[price, volume, time, "r"]``
+  (a republished level, applied like any other).  The checksum sits in the
+  last dict of a message (one that carries both ``"a"`` and ``"b"`` has two
+  dicts).  ``exch_ms`` is the newest level time.
+* **Trades** have no id in v1: ``trade_id`` is ``seq * 10000 + i`` for the
+  ``i``-th trade of the frame (unique and ordered, the same live and in
+  replay); ``side`` ``"b"``/``"s"`` is the taker's (the aggressor).
+* **Ticker** becomes a BookTicker (best bid/ask and their lot volumes) whose
+  ``update_id`` is its ``seq``: book ids are seqs of other frames, so the
+  reducer never compares it with a book at a different moment.
+* **Unknown but well-formed messages are errors** (counted), as for Binance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import orjson
+
+from engine.codecs.base import KeepAlive, SyncRule
+from engine.codecs.kraken_book import (
+    DEPTHS,
+    Bad,
+    KrakenCodec,
+    by_channel,
+    epoch_s_ms,
+    max_decimals,
+    ms_epoch_s,
+    number,
+)
+from engine.events import (
+    BUY,
+    SELL,
+    BookSnapshot,
+    BookTicker,
+    DepthDiff,
+    Heartbeat,
+    Side,
+    SubscriptionAck,
+    SubscriptionError,
+    Trade,
+)
+from engine.num import render
+
+__all__ = [
+    "KrakenV1",
+    "TRADE_IDS_PER_FRAME",
+    "encode_snapshot",
+    "encode_update",
+    "encode_trades",
+    "encode_ticker",
+    "encode_status",
+]
+
+#: trade ids are ``seq * TRADE_IDS_PER_FRAME + i``; a frame with more trades is refused
+TRADE_IDS_PER_FRAME = 10_000
+#: v1 channel names as the codec's ``streams`` take them (book depth: :attr:`KrakenV1.depth`)
+CHANNELS = ("book", "trade", "ticker")
+
+_HEARTBEATS = {"heartbeat": "heartbeat", "pong": "pong"}
+#: a trade's side letter (the taker's) → the aggressor side
+_SIDES: dict[object, Side] = {"b": BUY, "s": SELL}
+
+
+class KrakenV1(KrakenCodec):
+    """The Kraken v1 codec (exchange name ``kraken-v1``)."""
+
+    name = "kraken-v1"
+    sync_rule = SyncRule.KRAKEN
+    ws_base = "wss://ws.kraken.com"
+    channels = CHANNELS
+    #: the book depth this codec subscribes to (cryptofeed recorded ``book-1000``)
+    depth = 1000
+    keepalive: KeepAlive | None = KeepAlive(b'{"event":"ping"}', 20.0)
+
+    def __init__(self, name: str | None = None) -> None:
+        if name is not None:
+            self.name = name
+        self._json = msgspec.json.Decoder()
+
+    # ..................................................................... decode
+
+    def _message(self, seq: int, recv_ns: int, msg: Any) -> list[Any]:
+        if isinstance(msg, list):
+            return self._channel(seq, recv_ns, msg)
+        if isinstance(msg, dict):
+            return self._event(seq, recv_ns, msg)
+        raise Bad(f"expected a JSON array or object, got {type(msg).__name__}")
+
+    def _event(self, seq: int, recv_ns: int, msg: dict[str, Any]) -> list[Any]:
+        ev = msg.get("event")
+        if not isinstance(ev, str):
+            keys = ",".join(sorted(str(k)[:20] for k in msg)[:10])
+            raise Bad(f"unknown message (no 'event'; keys {keys})")
+        beat = _HEARTBEATS.get(ev)
+        if beat is not None:
+            return [Heartbeat(seq, recv_ns, beat, None)]
+        if ev == "systemStatus":
+            return []
+        rid = msg.get("reqid")
+        if rid is not None and (isinstance(rid, bool) or not isinstance(rid, int | str)):
+            raise Bad(f"{ev}: 'reqid' must be an int or a string, got {rid!r:.40}")
+        if ev == "subscriptionStatus":
+            status = msg.get("status")
+            if status == "error":
+                return [SubscriptionError(seq, recv_ns, rid, 0, str(msg.get("errorMessage", "")))]
+            if status in ("subscribed", "unsubscribed"):
+                sub = msg.get("subscription")
+                name = sub.get("name") if isinstance(sub, dict) else None
+                pair = msg.get("pair")
+                if not isinstance(name, str) or not isinstance(pair, str):
+                    raise Bad("subscriptionStatus: needs subscription.name and pair")
+                return [SubscriptionAck(seq, recv_ns, rid, [f"{name}:{pair}"])]
+            raise Bad(f"subscriptionStatus: unknown status {status!r:.40}")
+        if ev == "error":
+            return [SubscriptionError(seq, recv_ns, rid, 0, str(msg.get("errorMessage", "")))]
+        raise Bad(f"unknown event {ev[:40]!r}")
+
+    def _channel(self, seq: int, recv_ns: int, msg: list[Any]) -> list[Any]:
+        if len(msg) < 4:
+            raise Bad(f"channel message: expected [id, data..., name, pair], got {len(msg)} items")
+        name, pair = msg[-2], msg[-1]
+        if not isinstance(name, str) or not isinstance(pair, str):
+            raise Bad("channel message: the last two items must be the channel name and pair")
+        data = msg[1:-2]
+        if name.startswith("book-"):
+            depth_s = name[5:]
+            if not (depth_s.isascii() and depth_s.isdigit() and len(depth_s) < 6):
+                raise Bad(f"book channel {name[:20]!r}: no depth")
+            return [self._book(seq, recv_ns, pair, int(depth_s), data)]
+        if name == "trade":
+            if len(data) != 1 or not isinstance(data[0], list):
+                raise Bad("trade: expected one array of trades")
+            return self._trades(seq, recv_ns, pair, data[0])
+        if name == "ticker":
+            if len(data) != 1 or not isinstance(data[0], dict):
+                raise Bad("ticker: expected one object")
+            return [self._ticker(seq, recv_ns, pair, data[0])]
+        raise Bad(f"unknown channel {name[:40]!r}")
+
+    def _book(self, seq: int, recv_ns: int, pair: str, depth: int, data: list[Any]) -> Any:
+        bids: list[tuple[int, int]] = []
+        asks: list[tuple[int, int]] = []
+        times: list[str] = []
+        check: Any = None
+        snapshot = False
+        texts: tuple[list[str], list[str]] = ([], [])
+        for part in data:
+            if not isinstance(part, dict):
+                raise Bad(f"book {pair[:20]}: expected objects, got {type(part).__name__}")
+            for key, val in part.items():
+                if key == "c":
+                    check = val
+                    continue
+                if key in ("a", "as"):
+                    out = asks
+                elif key in ("b", "bs"):
+                    out = bids
+                else:
+                    raise Bad(f"book {pair[:20]}: unknown key {str(key)[:20]!r}")
+                if len(key) == 2:
+                    snapshot = True
+                _levels(val, out, times, texts, f"book {pair[:20]} {key}")
+        if check is not None and snapshot:
+            raise Bad(f"book {pair[:20]}: a snapshot carries no checksum")
+        exch_ms = epoch_s_ms(max(times), f"book {pair[:20]} time") if times else None
+        if snapshot:
+            return BookSnapshot(
+                seq,
+                recv_ns,
+                pair,
+                seq,
+                bids,
+                asks,
+                depth,
+                "stream",
+                exch_ms,
+                None,
+                None,
+                max_decimals(texts[0]),
+                max_decimals(texts[1]),
+            )
+        checksum = None
+        if check is not None:
+            if not (isinstance(check, str) and check.isascii() and check.isdigit()):
+                raise Bad(
+                    f"book {pair[:20]}: checksum 'c' must be a digit string, got {check!r:.30}"
+                )
+            checksum = int(check)
+            if checksum >= 1 << 32:
+                raise Bad(f"book {pair[:20]}: checksum {check[:20]} exceeds 32 bits")
+        if not bids and not asks:
+            raise Bad(f"book {pair[:20]}: an update without levels")
+        return DepthDiff(seq, recv_ns, pair, seq, seq, None, exch_ms, None, bids, asks, checksum)
+
+    def _trades(self, seq: int, recv_ns: int, pair: str, rows: list[Any]) -> list[Any]:
+        if len(rows) > TRADE_IDS_PER_FRAME:
+            raise Bad(f"trade {pair[:20]}: {len(rows)} trades in one frame (ids would repeat)")
+        out: list[Any] = []
+        base = seq * TRADE_IDS_PER_FRAME
+        for i, row in enumerate(rows):
+            where = f"trade {pair[:20]} #{i}"
+            if not isinstance(row, list) or len(row) < 4:
+                raise Bad(f"{where}: expected [price, volume, time, side, ...]")
+            side = _SIDES.get(row[3])
+            if side is None:
+                raise Bad(f"{where}: side must be 'b' or 's', got {row[3]!r:.20}")
+            ms = epoch_s_ms(row[2], f"{where} time")
+            tid = base + i
+            out.append(
+                Trade(
+                    seq,
+                    recv_ns,
+                    pair,
+                    tid,
+                    number(row[0], f"{where} price"),
+                    number(row[1], f"{where} volume"),
+                    side,
+                    ms,
+                    ms,
+                    tid,
+                    tid,
+                )
+            )
+        return out
+
+    def _ticker(self, seq: int, recv_ns: int, pair: str, t: dict[str, Any]) -> BookTicker:
+        b, a = t.get("b"), t.get("a")
+        if not (isinstance(b, list) and isinstance(a, list) and len(b) == 3 and len(a) == 3):
+            raise Bad(f"ticker {pair[:20]}: needs 'b' and 'a' as [price, whole lots, volume]")
+        where = f"ticker {pair[:20]}"
+        return BookTicker(
+            seq,
+            recv_ns,
+            pair,
+            seq,
+            number(b[0], f"{where} b price"),
+            number(b[2], f"{where} b volume"),
+            number(a[0], f"{where} a price"),
+            number(a[2], f"{where} a volume"),
+        )
+
+    # ..................................................................... outbound
+
+    def subscribe_messages(
+        self, streams: Sequence[str], request_id: int, method: str = "subscribe"
+    ) -> list[bytes]:
+        """One message per channel (v1 subscribes one channel at a time), ids from ``request_id``."""
+        out: list[bytes] = []
+        for i, (ch, pairs) in enumerate(by_channel(streams, self.channels).items()):
+            sub: dict[str, Any] = {"name": ch}
+            if ch == "book":
+                sub["depth"] = self.depth
+            out.append(
+                orjson.dumps(
+                    {"event": method, "pair": pairs, "subscription": sub, "reqid": request_id + i}
+                )
+            )
+        return out
+
+
+def _levels(
+    raw: Any,
+    out: list[tuple[int, int]],
+    times: list[str],
+    texts: tuple[list[str], list[str]],
+    where: str,
+) -> None:
+    if not isinstance(raw, list):
+        raise Bad(f"{where}: expected an array of levels")
+    for lv in raw:
+        if not isinstance(lv, list) or not 3 <= len(lv) <= 4 or (len(lv) == 4 and lv[3] != "r"):
+            raise Bad(f"{where}: a level is [price, volume, time] or [price, volume, time, 'r']")
+        p, q, t = lv[0], lv[1], lv[2]
+        out.append((number(p, f"{where} price"), number(q, f"{where} volume")))
+        if not isinstance(t, str):
+            raise Bad(f"{where}: level time must be a string")
+        times.append(t)
+        texts[0].append(p)
+        texts[1].append(q)
+
+
+# --------------------------------------------------------------------------- encode (sim, server, tests)
+
+
+def _rows(levels: Sequence[tuple[int, int]], pd: int, qd: int, ts: str) -> list[list[str]]:
+    return [[render(p, pd), render(q, qd), ts] for p, q in levels]
+
+
+def _ts(exch_ms: int | None) -> str:
+    return ms_epoch_s(exch_ms if exch_ms is not None else 0)
+
+
+def encode_snapshot(ev: BookSnapshot, channel_id: int) -> bytes:
+    """The v1 frame of a book snapshot (``depth``, ``price_decimals``/``qty_decimals`` required)."""
+    pd, qd, ts = ev.price_decimals, ev.qty_decimals, _ts(ev.exch_ms)
+    if ev.depth is None or ((pd is None or qd is None) and (ev.bids or ev.asks)):
+        raise ValueError("a Kraken snapshot needs its depth, and its precision if it has levels")
+    pd, qd = pd or 0, qd or 0
+    body = {"as": _rows(ev.asks, pd, qd, ts), "bs": _rows(ev.bids, pd, qd, ts)}
+    return orjson.dumps([channel_id, body, f"book-{ev.depth}", ev.symbol])
+
+
+def encode_update(ev: DepthDiff, channel_id: int, depth: int, pd: int, qd: int) -> bytes:
+    """The v1 frame of a book update: ``"a"`` then ``"b"`` dicts, the checksum in the last one."""
+    ts = _ts(ev.exch_ms)
+    parts: list[dict[str, Any]] = []
+    if ev.asks:
+        parts.append({"a": _rows(ev.asks, pd, qd, ts)})
+    if ev.bids:
+        parts.append({"b": _rows(ev.bids, pd, qd, ts)})
+    if not parts:
+        raise ValueError("a Kraken update carries at least one level")
+    if ev.checksum is not None:
+        parts[-1]["c"] = str(ev.checksum)
+    return orjson.dumps([channel_id, *parts, f"book-{depth}", ev.symbol])
+
+
+def encode_trades(trades: Sequence[Trade], channel_id: int, pd: int, qd: int) -> bytes:
+    """The v1 frame of one symbol's trades (market orders, no misc)."""
+    if not trades:
+        raise ValueError("a trade frame carries at least one trade")
+    rows = [
+        [
+            render(t.price, pd),
+            render(t.qty, qd),
+            _ts(t.exch_ms),
+            "b" if t.side == BUY else "s",
+            "m",
+            "",
+        ]
+        for t in trades
+    ]
+    return orjson.dumps([channel_id, rows, "trade", trades[0].symbol])
+
+
+def encode_ticker(ev: BookTicker, channel_id: int, pd: int, qd: int) -> bytes:
+    """The v1 ticker frame of a best bid/offer (whole-lot volumes 1; only a/b carry meaning)."""
+    body = {
+        "a": [render(ev.ask_price, pd), 1, render(ev.ask_qty, qd)],
+        "b": [render(ev.bid_price, pd), 1, render(ev.bid_qty, qd)],
+    }
+    return orjson.dumps([channel_id, body, "ticker", ev.symbol])
+
+
+def encode_status(
+    channel_id: int,
+    name: str,
+    pair: str,
+    reqid: int | None,
+    depth: int | None = None,
+    status: str = "subscribed",
+) -> bytes:
+    """A subscriptionStatus reply (``status`` "subscribed", "unsubscribed" or "error")."""
+    sub: dict[str, Any] = {"name": name}
+    if depth is not None:
+        if depth not in DEPTHS:
+            raise ValueError(f"Kraken book depth must be one of {DEPTHS}")
+        sub["depth"] = depth
+    msg: dict[str, Any] = {
+        "event": "subscriptionStatus",
+        "pair": pair,
+        "status": status,
+        "subscription": sub,
+    }
+    if status != "error":
+        msg["channelID"] = channel_id
+        msg["channelName"] = f"book-{depth}" if name == "book" else name
+    else:
+        msg["errorMessage"] = f"Currency pair not supported {pair}"
+    if reqid is not None:
+        msg["reqid"] = reqid
+    return orjson.dumps(msg)
