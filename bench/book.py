@@ -1,8 +1,9 @@
 """Order-book benchmark: decode + book fold of real Binance depth frames, read back from a journal.
 
-Usage:  python bench/book.py [--frames 1000000] [--venue spot|futures|both|kraken] [--repeat 1]
+Usage:  python bench/book.py [--frames 1000000] [--venue spot|futures|both|kraken|okx|bybit] [--repeat 1]
                              [--naive-frames 50000] [--no-c]
 
+``--venue okx`` runs ``bench/book_okx.py`` (OKX frames, checksums on and off).
 ``--no-c`` switches off the optional C depth scanner (``engine._depthscan``):
 run with and without it for the ratio the C path buys.
 
@@ -329,6 +330,20 @@ def reducer_fold(events: list[Any], sync_rule: str) -> tuple[float, BookReducer,
     return time.process_time() - t0, reducer, state
 
 
+def fold_against_naive(events: list[Any], rule: str, repeat: int) -> tuple[int, float, float]:
+    """(diffs, BookReducer CPU s, naive CPU s) folding ``events``, medians of ``repeat``;
+    raises unless both end with the same books."""
+    nd = sum(type(e) is DepthDiff for e in events)
+    ours = statistics.median(reducer_fold(events, rule)[0] for _ in range(repeat))
+    base = [naive_fold(events, rule) for _ in range(repeat)]
+    naive = statistics.median(t for t, _ in base)
+    _, reducer, state = reducer_fold(events, rule)
+    for sym, nb in base[0][1].items():
+        book = reducer.book(state, sym)
+        assert book is not None and (book.bids, book.asks) == (nb.bids, nb.asks), sym
+    return nd, ours, naive
+
+
 def decoded_prefix(path: Path, n: int) -> list[Any]:
     """The events of the journal's first ``n`` frames after its snapshots (decoded, untimed)."""
     reader = JournalReader(path)
@@ -375,15 +390,8 @@ def bench_venue(venue: str, frames: int, repeat: int, naive_frames: int) -> None
         print(f"    {summary}")
 
         events = decoded_prefix(path, min(naive_frames, frames))
-        nd = sum(type(e) is DepthDiff for e in events)
         rule = get_codec(cap.metadata["exchange"]).sync_rule
-        ours = statistics.median(reducer_fold(events, rule)[0] for _ in range(repeat))
-        base = [naive_fold(events, rule) for _ in range(repeat)]
-        naive = statistics.median(t for t, _ in base)
-        _, reducer, state = reducer_fold(events, rule)
-        for sym, nb in base[0][1].items():
-            book = reducer.book(state, sym)
-            assert book is not None and (book.bids, book.asks) == (nb.bids, nb.asks), sym
+        nd, ours, naive = fold_against_naive(events, rule, repeat)
         print(f"  fold only, {nd:,} decoded diffs: BookReducer {nd / ours:>10,.0f} frames/s, "
               f"naive dict+sort {nd / naive:>10,.0f} frames/s → {naive / ours:.1f}× the naive "
               "(books equal)")  # fmt: skip
@@ -394,7 +402,9 @@ def bench_venue(venue: str, frames: int, repeat: int, naive_frames: int) -> None
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=1_000_000)
-    ap.add_argument("--venue", choices=["spot", "futures", "both", "kraken"], default="both")
+    ap.add_argument(
+        "--venue", choices=["spot", "futures", "both", "kraken", "okx", "bybit"], default="both"
+    )
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--naive-frames", type=int, default=50_000)
     ap.add_argument(
@@ -406,6 +416,16 @@ def main() -> None:
 
         n = ["--frames", str(args.frames), "--repeat", str(args.repeat)]
         return book_kraken.main([*n, "--naive-frames", str(args.naive_frames)])
+    if args.venue == "bybit":  # its own script (bench/book_bybit.py): v5 frames, no checksum
+        from book_bybit import bench_bybit
+
+        return bench_bybit(args.frames, args.repeat, args.naive_frames)
+    if args.venue == "okx":  # its own script: checksums on and off (bench/book_okx.py)
+        import book_okx  # type: ignore[import-not-found]
+
+        frames = "200000" if args.frames == 1_000_000 else str(args.frames)
+        return book_okx.main(["--frames", frames, "--repeat", str(args.repeat),
+                              "--naive-frames", str(args.naive_frames)])  # fmt: skip
     if args.no_c:
         from engine.codecs import binance
 

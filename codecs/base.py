@@ -73,6 +73,12 @@ class SyncRule:
     #: Kraken (v1, v2): no update ids (the journal seq orders messages); the book is truncated
     #: to the subscribed depth after every message and its CRC32 checksum verified.
     KRAKEN = "kraken"
+    #: Bybit v5: an in-stream snapshot resets the book; then each delta's u == prev u + 1.
+    BYBIT = "bybit"
+    #: Bybit's legacy realtime protocol: snapshot resets; cross_seq only increases (no gap test).
+    BYBIT_LEGACY = "bybit-legacy"
+    #: OKX v5 books: prevSeqId == prev seqId (first: drop seqId <= id, prevSeqId <= id); CRC32.
+    OKX = "okx"
 
 
 @attrs.frozen

@@ -18,6 +18,9 @@ from engine.codecs.binance import BinanceFutures, BinanceSpot
 from engine.codecs.binance_urls import DeliveryOutbound
 from engine.codecs.kraken import KrakenV2
 from engine.codecs.kraken_v1 import KrakenV1
+from engine.codecs.bybit import BybitInverse, BybitLinear, BybitSpot
+from engine.codecs.bybit_legacy import BybitLegacy
+from engine.codecs.okx import Okx
 
 __all__ = ["get_codec", "CODECS", "BinanceUS", "BinanceTR", "BinanceDelivery"]
 
@@ -56,6 +59,11 @@ CODECS: dict[str, Callable[[], Codec]] = {
     "binance-delivery": BinanceDelivery,
     "kraken": KrakenV2,
     "kraken-v1": KrakenV1,
+    "bybit": BybitSpot,
+    "bybit-linear": BybitLinear,
+    "bybit-inverse": BybitInverse,
+    "bybit-legacy": BybitLegacy,
+    "okx": Okx,
 }
 
 

@@ -37,9 +37,11 @@ pass counts ``checksums_verified`` (diffs carrying a checksum only), a failure
 is the table's REJECT: a :class:`ChecksumMismatch`, the book dropped (nothing
 published until a fresh snapshot) and a sync request, which the runtime
 answers by the codec's resync (refetch or resubscribe).  Sequence breaks are
-``gaps`` (GapDetected).  A snapshot's own checksum is judged only for a rule
-with ``checks_snapshots`` (Kraken v2 sends one with every snapshot): a pass
-counts, a failure is the same ChecksumMismatch and sync request, nothing loaded.
+``gaps`` (GapDetected).  A snapshot carrying a checksum is judged by the
+driver as it loads (:func:`engine.book_sync.feed_snapshot`, for every rule
+with a checksum: Kraken v2 and OKX send one): a pass counts as verified, a
+failure is a ChecksumMismatch (``book_id``: the book's id before it, -1 if
+none), the snapshot never published, and a sync request.
 
 Drift verification: a SnapshotRequest(purpose="verify") starts a shadow
 ``Sync`` (the table's ASK) that buffers the diffs from that moment, exactly
@@ -432,7 +434,7 @@ class BookReducer:
         if action == A_VERIFY:
             self._verify_snapshot(sb, ev, out)
             return out
-        if action == A_REJECT:  # the snapshot's own checksum failed (book_sync: checks_snapshots)
+        if action == A_REJECT:  # the snapshot fails its own checksum: not loaded, ask again
             sb.counts.checksum_mismatches += 1
             sb.crossed = False
             if sb.shadow is not None:
@@ -442,7 +444,7 @@ class BookReducer:
             )
             self._request_sync(sb, ev, "snapshot checksum mismatch", out)
             return out
-        if ev.checksum is not None and self._rule.checks_snapshots:
+        if ev.checksum is not None and self._rule.has_checksum:
             sb.counts.checksums_verified += 1
         # A_LOAD: the snapshot is the main book; replay the buffer onto it
         resync = main.phase == RELOADED

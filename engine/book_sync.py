@@ -69,6 +69,20 @@ Invariants:
 * Diffs in the buffer keep their arrival order; the replay after a LOAD goes
   through the same table, so a snapshot plus buffer ends in the same state as
   a snapshot followed by the same diffs live.
+* A RESET under a rule with ``reset_drops_buffer`` (Bybit) replays nothing:
+  such a snapshot comes on the connection after every diff buffered before
+  it and is the book after them, so the buffer is dropped unjudged.  (Judged
+  against a snapshot whose ids restarted, ``u = 1`` after a Bybit service
+  restart, an old buffered diff would look like a gap after every snapshot.)
+* A resetting stream snapshot at exactly a SYNCED book's update id, under a
+  rule with ``same_id_snapshot_verifies`` (Bybit: the exchange's own book at
+  our id, e.g. on a second connection), is the input SNAPSHOT, not RESET: the
+  reducer verifies our book against it (drift), instead of silently
+  replacing it.  At any other id it resets as usual.
+* A rule with a checksum (``has_checksum``) has judged every book it leaves
+  in a phase with a book: after each applied diff and after loading a
+  snapshot, a book that fails the exchange's checksum goes (BAD_CHECKSUM,
+  A_REJECT) before anyone can read it.
 * Every transition is in :data:`TABLE`; a (phase, input) pair missing from
   it is a bug here, not bad exchange input (exchange input always maps to
   one of the inputs below).  The reducer may inline the steady case
@@ -107,6 +121,7 @@ from engine import serde
 from engine.book import Book
 from engine.codecs.base import SyncRule
 from engine.codecs.kraken_book import checksum as kraken_checksum
+from engine.codecs.okx_checksum import checksum as okx_checksum
 from engine.events import BookSnapshot, DepthDiff
 
 __all__ = [
@@ -137,6 +152,9 @@ __all__ = [
     "BinanceSpotRule",
     "BinanceFuturesRule",
     "KrakenRule",
+    "BybitRule",
+    "BybitLegacyRule",
+    "OkxRule",
     "RULES",
     "rule_for",
     "Sync",
@@ -275,8 +293,10 @@ class ChainRule:
     has_checksum: bool = False
     #: Keep the book at the snapshot's depth after every message (Kraken; module docstring).
     truncates: bool = False
-    #: A snapshot's own checksum is tested too (Kraken v2 sends one): a failure loads nothing.
-    checks_snapshots: bool = False
+    #: A RESET drops the diff buffer instead of replaying it (Bybit; see the module invariants).
+    reset_drops_buffer: bool = False
+    #: A resetting snapshot at a SYNCED book's own id verifies it (Bybit; module invariants).
+    same_id_snapshot_verifies: bool = False
 
     def first(self, book_id: int, diff: DepthDiff) -> str:  # pragma: no cover - interface
         raise NotImplementedError
@@ -284,18 +304,18 @@ class ChainRule:
     def next(self, book_id: int, diff: DepthDiff) -> str:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def checksum_ok(self, book: Book, diff: DepthDiff) -> bool:
-        """After applying ``diff``: does the book match the exchange's checksum?"""
+    def checksum_ok(self, book: Book, diff: DepthDiff | BookSnapshot) -> bool:
+        """After applying ``diff`` (or loading a snapshot): does the book match its checksum?"""
         return True
 
     def verify(self, sync: Sync, diff: DepthDiff | BookSnapshot) -> bool:
         """The driver's checksum test after ``diff`` was applied to ``sync.book`` (or the
-        snapshot ``diff`` loaded, for a rule that ``checks_snapshots``).
+        snapshot ``diff`` loaded, when it carries a checksum).
 
         :meth:`checksum_ok` of the book; a rule whose checksum needs what the
         snapshot told (Kraken: the instrument's precision) overrides this.
         """
-        assert sync.book is not None and isinstance(diff, DepthDiff)
+        assert sync.book is not None
         return self.checksum_ok(sync.book, diff)
 
 
@@ -348,7 +368,7 @@ class KrakenRule(ChainRule):
     diff newer than the book applies and an older one (buffered before the
     snapshot that covers it) is stale; nothing here can see a lost message:
     the checksum does.  Every book message of the stream carries one (v1:
-    updates; v2: snapshots too, ``checks_snapshots``), tested after the book was truncated to the
+    updates; v2: snapshots too), tested after the book was truncated to the
     subscribed depth, at the snapshot's precision
     (:func:`engine.codecs.kraken_book.checksum`).  A diff without a checksum
     cannot be tested and passes; a book whose precision is unknown (a
@@ -360,7 +380,6 @@ class KrakenRule(ChainRule):
     stream_snapshot_resets = True
     has_checksum = True
     truncates = True
-    checks_snapshots = True
 
     def first(self, book_id: int, diff: DepthDiff) -> str:
         return APPLY if diff.last_id > book_id else STALE
@@ -383,10 +402,100 @@ class KrakenRule(ChainRule):
             return False
 
 
+class BybitRule(ChainRule):
+    """Bybit v5 ``orderbook.N``: an in-stream snapshot resets the book; a delta chains if ``u == id + 1``.
+
+    The codec gives a delta ``first_id == last_id == u``.  ``u ≤ id`` is
+    stale (a topic carried by two connections across a rotation; or the
+    deltas of an old connection after the new one's snapshot); ``u > id + 1``
+    is a gap (a delta was lost: resubscribe for a fresh snapshot).  Every
+    snapshot (``u = 1`` after a service restart too, and each message of a
+    depth-1 topic) replaces the book through RESET, dropping the buffer
+    (``reset_drops_buffer``), except one at exactly a synced book's ``u``,
+    which verifies it (``same_id_snapshot_verifies``).
+    """
+
+    name = SyncRule.BYBIT
+    stream_snapshot_resets = True
+    reset_drops_buffer = True
+    same_id_snapshot_verifies = True
+
+    def first(self, book_id: int, diff: DepthDiff) -> str:
+        u = diff.last_id
+        if u <= book_id:
+            return STALE
+        return APPLY if u == book_id + 1 and diff.first_id == u else GAP
+
+    next = first
+
+
+class BybitLegacyRule(ChainRule):
+    """Bybit's legacy realtime ``orderBookL2_25`` (recordings before v5): ids are ``cross_seq``.
+
+    ``cross_seq`` is the matching engine's sequence across instruments: it
+    increases but skips, so a lost delta cannot be told from a normal step.
+    Deltas at or below the book's id are stale, every later one applies; an
+    in-stream snapshot resets the book.  Books of this protocol are rebuilt,
+    never verified (nothing in it could verify them).
+    """
+
+    name = SyncRule.BYBIT_LEGACY
+    stream_snapshot_resets = True
+    reset_drops_buffer = True
+
+    def first(self, book_id: int, diff: DepthDiff) -> str:
+        return STALE if diff.last_id <= book_id else APPLY
+
+    next = first
+
+
+class OkxRule(ChainRule):
+    """OKX v5 ``books``: ``prevSeqId`` chains onto the previous ``seqId``; the CRC32 checksum.
+
+    The codec gives ``last_id = seqId`` and ``prev_id = prevSeqId``.  After a
+    snapshot (in-stream: prevSeqId -1, it resets the book; or REST, OKX's newer
+    procedure): a diff whose ``prevSeqId`` is the book's id chains; else one
+    with ``seqId ≤ id`` is dropped and the first applied one must have
+    ``prevSeqId ≤ id < seqId``.  Afterwards only ``prevSeqId == id`` chains
+    (steps are not 1; a keep-alive update repeats the id, ``prevSeqId ==
+    seqId``, and chains too; OKX's maintenance reset, ``seqId < prevSeqId``,
+    chains on its ``prevSeqId``); a diff at or below the id is a duplicate
+    (another connection's) and anything else a gap.  2022 recordings carry no
+    sequence numbers (``prev_id`` None): every diff applies and the checksum
+    alone judges the chain.  The checksum (:mod:`engine.codecs.okx_checksum`)
+    is verified when OKX sent one (the codec maps OKX's 0, "none", to None).
+    """
+
+    name = SyncRule.OKX
+    stream_snapshot_resets = True
+    has_checksum = True
+
+    def first(self, book_id: int, diff: DepthDiff) -> str:
+        prev = diff.prev_id
+        if prev is None or prev == book_id:
+            return APPLY
+        if diff.last_id <= book_id:
+            return STALE
+        return APPLY if prev <= book_id else GAP
+
+    def next(self, book_id: int, diff: DepthDiff) -> str:
+        prev = diff.prev_id
+        if prev is None or prev == book_id:
+            return APPLY
+        return STALE if diff.last_id <= book_id else GAP
+
+    def checksum_ok(self, book: Book, diff: DepthDiff | BookSnapshot) -> bool:
+        cs = diff.checksum
+        return cs is None or okx_checksum(book) == cs
+
+
 RULES: Final[dict[str, ChainRule]] = {
     SyncRule.BINANCE_SPOT: BinanceSpotRule(),
     SyncRule.BINANCE_FUTURES: BinanceFuturesRule(),
     SyncRule.KRAKEN: KrakenRule(),
+    SyncRule.BYBIT: BybitRule(),
+    SyncRule.BYBIT_LEGACY: BybitLegacyRule(),
+    SyncRule.OKX: OkxRule(),
 }
 
 
@@ -472,16 +581,27 @@ def feed_diff(rule: ChainRule, sync: Sync, diff: DepthDiff, limit: int) -> tuple
 def feed_snapshot(rule: ChainRule, sync: Sync, snap: BookSnapshot) -> tuple[str, list[DepthDiff]]:
     """Run a snapshot through the table.
 
-    Returns ``(action, replay)``.  A_REJECT: a rule that ``checks_snapshots`` found the
+    Returns ``(action, replay)``.  A_REJECT: a rule with a checksum found the
     snapshot's own checksum wrong (phase RESYNCING, no book, the buffer kept).  On A_LOAD
     the book is the snapshot (phase
     LOADED or RELOADED) and ``replay`` holds the buffered diffs, which the
     caller must now feed back through :func:`feed_diff` in order (with
     whatever it does per diff, e.g. bookTicker checks at each intermediate
     id), then end the step with :func:`feed_replayed`.  On A_VERIFY (a synced
-    book) nothing changed: the caller runs the drift check.
+    book) nothing changed: the caller runs the drift check.  A rule with a
+    checksum first checks a loaded snapshot that carries one (``checksum`` not
+    None) against it: a mismatch is the table's BAD_CHECKSUM (A_REJECT: no
+    book, the buffer kept).
     """
     inp = RESET if (snap.origin == "stream" and rule.stream_snapshot_resets) else SNAPSHOT
+    if (
+        inp == RESET
+        and rule.same_id_snapshot_verifies
+        and sync.phase == SYNCED
+        and sync.book is not None
+        and sync.book.last_id == snap.last_id
+    ):
+        inp = SNAPSHOT  # the exchange's book at our id: verify ours against it
     action = _step(sync, inp)
     if action != A_LOAD:
         return action, []
@@ -493,10 +613,13 @@ def feed_snapshot(rule: ChainRule, sync: Sync, snap: BookSnapshot) -> tuple[str,
     )
     if rule.truncates and snap.depth is not None:
         sync.book.truncate(snap.depth)
-    if rule.checks_snapshots and snap.checksum is not None and not rule.verify(sync, snap):
-        sync.book = None  # the exchange's own snapshot fails its checksum: load nothing
+    if rule.has_checksum and snap.checksum is not None and not rule.verify(sync, snap):
+        # the exchange's own checksum rejects its snapshot as we read it: never load it
+        sync.book = None
         return _step(sync, BAD_CHECKSUM), []
     replay, sync.buffer = sync.buffer, []
+    if inp == RESET and rule.reset_drops_buffer:
+        replay = []
     return action, replay
 
 

@@ -117,6 +117,8 @@ def parse_json_number(s: str) -> int:
         raise PrecisionError(f"not a decimal number: {s[:40]!r}")
     sign = mant[:1] if mant[:1] in ("+", "-") else ""
     a, _, b = mant[len(sign):].partition(".")
+    if not (a + b).isascii() or not (a + b).isdigit():  # one point at most, digits only
+        raise PrecisionError(f"not a decimal number: {s[:40]!r}")
     digits, point = a + b, len(a) + shift
     if not digits:
         raise PrecisionError(f"not a decimal number: {s[:40]!r}")

@@ -76,6 +76,8 @@ EXCHANGES = {
     "BINANCE_TR": "binance-tr",
     "BINANCE_DELIVERY": "binance-delivery",
     "KRAKEN": "kraken-v1",
+    "BYBIT": "bybit-legacy",  # cryptofeed's Bybit recordings (2021) are the pre-v5 protocol
+    "OKX": "okx",
 }
 
 

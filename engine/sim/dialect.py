@@ -158,6 +158,21 @@ def _kraken_v1() -> Dialect:
     return KrakenV1Dialect()
 
 
+def _bybit(name: str, category: str) -> Callable[[], Dialect]:
+    def make() -> Dialect:
+        from engine.sim.bybit import BybitDialect
+
+        return BybitDialect(name, category)
+
+    return make
+
+
+def _okx() -> Dialect:
+    from engine.sim.okx import OkxDialect
+
+    return OkxDialect()
+
+
 #: venue name → dialect factory (``sim`` is the Binance spot dialect under the simulator's
 #: name; Binance US and TR speak spot, COIN-M the USD-M dialect on ``/dapi/v1``).
 DIALECTS: dict[str, Callable[[], Dialect]] = {
@@ -169,6 +184,10 @@ DIALECTS: dict[str, Callable[[], Dialect]] = {
     "binance-delivery": _binance_futures("binance-delivery", "/dapi/v1"),
     "kraken": _kraken,
     "kraken-v1": _kraken_v1,
+    "bybit": _bybit("bybit", "spot"),
+    "bybit-linear": _bybit("bybit-linear", "linear"),
+    "bybit-inverse": _bybit("bybit-inverse", "inverse"),
+    "okx": _okx,
 }
 
 

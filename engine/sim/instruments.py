@@ -38,7 +38,8 @@ class SymbolSpec:
     lot: int = 10
 
     def __attrs_post_init__(self) -> None:
-        if not self.name.isalnum() or self.name != self.name.upper():
+        bare = self.name.replace("-", "").replace("/", "")  # venues spell BTC-USDT, BTC/USD
+        if not bare.isalnum() or self.name != self.name.upper():
             raise ValueError(f"symbol name must be upper-case alphanumeric, got {self.name!r}")
         if self.tick <= 0 or self.step <= 0 or self.lot <= 0:
             raise ValueError(f"{self.name}: tick, step and lot must be positive")
@@ -74,9 +75,9 @@ def spec_for(name: str, seed: int = 0) -> SymbolSpec:
     drawn from ``(seed, name)`` — deterministic, so ``--symbols xyzusdt`` works.
     """
     name = name.upper()
-    known = KNOWN_SPECS.get(name)
+    known = KNOWN_SPECS.get(name.replace("-", "").replace("/", ""))  # BTC-USDT: BTCUSDT's grid
     if known is not None:
-        return known
+        return known if known.name == name else attrs.evolve(known, name=name)
     r = random.Random(f"spec:{seed}:{name}")
     return SymbolSpec(
         name, parse("0.01"), parse("0.001"), r.randrange(1_000, 100_000) * parse("0.01"), 1_000
