@@ -101,8 +101,15 @@ def is_journal(path: str | os.PathLike[str]) -> bool:
     return (p / MANIFEST).is_file() or any(p.glob("seg-*.arrows*"))
 
 
-def holds_journals(path: str | os.PathLike[str]) -> bool:
-    """Is ``path`` a capture set or a catalog: not a journal, but journals in its folders?"""
+def holds_journals(path: Any) -> bool:
+    """Is ``path`` a local capture set or catalog: not a journal, but journals in its folders?
+
+    A journal in object storage (:mod:`engine.journal.location`) is always one journal here:
+    sets and catalogs are local folders."""
+    from engine.journal.location import is_remote
+
+    if is_remote(path) or not isinstance(path, str | os.PathLike):
+        return False
     return not is_journal(path) and bool(journals_in(path))
 
 

@@ -11,15 +11,17 @@ import functools
 import json
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import click
 
+from engine.journal import location
 from engine.journal.inspect import scan_journal, verify_journal
 from engine.journal.reader import JournalError, skipping_damaged
 from engine.timefmt import format_ns
 
-__all__ = ["journal", "skip_damaged_option"]
+__all__ = ["journal", "skip_damaged_option", "journal_argument", "s3_endpoint_option"]
 
 
 def skip_damaged_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -47,6 +49,58 @@ def skip_damaged_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(run)
 
 
+def s3_endpoint_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--s3-endpoint URL``: the S3 endpoint every ``s3://`` location of the command uses."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, s3_endpoint: str | None, **kwargs: Any) -> Any:
+        with location.s3_endpoint(s3_endpoint):
+            return fn(*args, **kwargs)
+
+    return click.option(
+        "--s3-endpoint",
+        metavar="URL",
+        default=None,
+        help="S3-compatible endpoint for s3:// journals, e.g. http://127.0.0.1:9000"
+        " (default: $AWS_ENDPOINT_URL, else AWS).",
+    )(run)
+
+
+def journal_argument(name: str = "directory") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The journal argument of a reading command: a local directory or a URI, plus ``--s3-endpoint``.
+
+    The command receives a :class:`~pathlib.Path` for a local directory
+    (``file://`` URIs included) or a :class:`~engine.journal.location.RemotePath`
+    for ``s3://``/``gs://``.  A missing local directory is a usage error, as
+    before; a remote one is checked by the reader (one request).
+    """
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            raw = kwargs[name]
+            try:
+                where = location.as_path(raw)
+            except location.LocationError as exc:
+                raise click.BadParameter(str(exc), param_hint=f"'{name.upper()}'") from None
+            if isinstance(where, Path):
+                if not where.exists():
+                    raise click.BadParameter(
+                        f"Directory {raw!r} does not exist.", param_hint=f"'{name.upper()}'"
+                    )
+                if not where.is_dir():
+                    raise click.BadParameter(
+                        f"Directory {raw!r} is a file.", param_hint=f"'{name.upper()}'"
+                    )
+            kwargs[name] = where
+            return fn(*args, **kwargs)
+
+        arg = click.argument(name, metavar=f"{name.upper()}|URI")(run)
+        return s3_endpoint_option(arg)
+
+    return wrap
+
+
 def _ts(ns: int | None) -> str:
     if ns is None:
         return "-"
@@ -64,18 +118,18 @@ def _size(n: int) -> str:
 
 @click.group()
 def journal() -> None:
-    """Inspect, verify and recover journal directories."""
+    """Inspect, verify, recover, push and pull journals (directories or URIs)."""
 
 
 _DIR = click.Path(exists=True, file_okay=False, path_type=str)
 
 
 @journal.command()
-@click.argument("directory", type=_DIR)
+@journal_argument()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--top", default=10, show_default=True, help="How many sources to list.")
 @skip_damaged_option
-def inspect(directory: str, as_json: bool, top: int) -> None:
+def inspect(directory: Path | location.RemotePath, as_json: bool, top: int) -> None:
     """Segments, frames, bytes on disk vs payload, time span, kinds, sources, recovered tails.
 
     DIRECTORY may be a capture set or a folder of journals: each member in turn.
@@ -84,18 +138,20 @@ def inspect(directory: str, as_json: bool, top: int) -> None:
         _inspect(member, as_json, top)
 
 
-def _each(directory: str) -> list[str]:
-    """The journal itself, or the member journals of a capture set or catalog."""
+def _each(directory: Path | location.RemotePath) -> list[Path | location.RemotePath]:
+    """The journal itself, or the member journals of a local capture set or catalog."""
+    if location.is_remote(directory):
+        return [directory]
     from engine.journal.captureset import is_journal, journals_in
 
     found = [] if is_journal(directory) else journals_in(directory)
-    return [str(p) for p in found] or [directory]
+    return [Path(p) for p in found] or [directory]
 
 
-def _inspect(directory: str, as_json: bool, top: int) -> None:
+def _inspect(directory: Path | location.RemotePath, as_json: bool, top: int) -> None:
     try:
         st = scan_journal(directory)
-    except JournalError as exc:
+    except (JournalError, location.LocationError) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps(st.to_json(), indent=2, default=str))
@@ -154,8 +210,8 @@ def _progress(label: str) -> Iterator[Callable[[int], None] | None]:
 
 
 @journal.command()
-@click.argument("directory", type=_DIR)
-def verify(directory: str) -> None:
+@journal_argument()
+def verify(directory: Path | location.RemotePath) -> None:
     """Exit 0 if the journal is sound; else exit 1 with one FAIL line per problem.
 
     Checks every batch's structure and checksum, every sealed segment's footer
@@ -168,9 +224,12 @@ def verify(directory: str) -> None:
         sys.exit(1)
 
 
-def _verify(directory: str) -> bool:
-    with _progress("verify") as on_batch:
-        problems, st = verify_journal(directory, on_batch)
+def _verify(directory: Path | location.RemotePath) -> bool:
+    try:
+        with _progress("verify") as on_batch:
+            problems, st = verify_journal(directory, on_batch)
+    except location.LocationError as exc:
+        raise click.ClickException(str(exc)) from None
     if problems:
         for p in problems:
             click.echo(f"FAIL {p}", err=True)
@@ -223,4 +282,65 @@ def _recover(directory: str) -> None:
         )
     click.echo(
         f"sealed {len(state.sealed)} partial segment(s); journal ends at seq {state.last_seq}"
+    )
+
+
+@journal.command()
+@click.argument("directory", type=_DIR)
+@click.argument("uri")
+@click.option(
+    "--remove-local",
+    is_flag=True,
+    help="Remove each local file once its upload is verified (manifests stay).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as one JSON object.")
+@s3_endpoint_option
+def push(directory: str, uri: str, remove_local: bool, as_json: bool) -> None:
+    """Upload a journal to URI (s3://, gs://, file://, a path): what a crash or a failure left.
+
+    Sealed segments, the outputs journal, checkpoints, then the manifests; each
+    upload verified (size and CRC-32C read back); objects already there and
+    identical are skipped, so push can be run again and again.  Partial
+    segments are not uploaded: seal them first with `engine journal recover`.
+    """
+    from engine.live.upload import UploadError, push_journal
+
+    try:
+        rep = push_journal(directory, uri, keep_local=not remove_local)
+    except (location.LocationError, UploadError) as exc:
+        raise click.ClickException(str(exc)) from None
+    _transfer_report(rep, f"{directory} → {uri}", as_json)
+    partial = [p for p in rep.pending if p.endswith(".partial")]
+    if partial:
+        click.echo(
+            f"not uploaded: {', '.join(partial)} (unsealed: run `engine journal recover"
+            f" {directory}` once no capture writes it, then push again)",
+            err=True,
+        )
+        sys.exit(1)
+
+
+@journal.command()
+@click.argument("uri")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as one JSON object.")
+@s3_endpoint_option
+def pull(uri: str, directory: str, as_json: bool) -> None:
+    """Download the journal at URI into DIRECTORY (verified; files already there are skipped)."""
+    from engine.live.upload import UploadError, pull_journal
+
+    try:
+        rep = pull_journal(uri, directory)
+    except (location.LocationError, UploadError) as exc:
+        raise click.ClickException(str(exc)) from None
+    _transfer_report(rep, f"{uri} → {directory}", as_json)
+
+
+def _transfer_report(rep: Any, what: str, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(rep.to_json(), indent=2))
+        return
+    click.echo(
+        f"{what}: {len(rep.uploaded)} copied ({_size(rep.bytes)}), {len(rep.skipped)} already"
+        f" there and verified, {len(rep.removed)} local copies removed"
     )

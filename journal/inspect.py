@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 import pyarrow.compute as pc
 
+from engine.journal.location import RemotePath, as_path
 from engine.journal.reader import JournalReader
 from engine.journal.recorder import OUTPUTS_DIR
 
@@ -63,7 +64,7 @@ class JournalStats:
         return d
 
 
-def inspect_journal(path: str | Path) -> JournalStats:
+def inspect_journal(path: str | Path | RemotePath) -> JournalStats:
     """Count segments, frames, bytes, kinds and sources of a journal (streams it once).
 
     Raises:
@@ -72,7 +73,7 @@ def inspect_journal(path: str | Path) -> JournalStats:
     return _scan(JournalReader(path, skip_damaged=False))
 
 
-def scan_journal(path: str | Path) -> JournalStats:
+def scan_journal(path: str | Path | RemotePath) -> JournalStats:
     """:func:`inspect_journal`, skipping damage if :func:`~engine.journal.reader.skipping_damaged` says so."""
     return _scan(JournalReader(path))
 
@@ -80,7 +81,10 @@ def scan_journal(path: str | Path) -> JournalStats:
 def _scan(reader: JournalReader, on_batch: Callable[[int], None] | None = None) -> JournalStats:
     kinds: Counter[str] = Counter()
     sources: Counter[str] = Counter()
-    segs = {seg.name: SegmentStats(seg.name, seg.partial, seg.path.stat().st_size) for seg in reader.segments}
+    segs = {
+        seg.name: SegmentStats(seg.name, seg.partial, seg.path.stat().st_size)
+        for seg in reader.segments
+    }
     payload = 0
     first_ns: int | None = None
     last_ns: int | None = None
@@ -122,7 +126,7 @@ def _scan(reader: JournalReader, on_batch: Callable[[int], None] | None = None) 
 
 
 def verify_journal(
-    path: str | Path, on_batch: Callable[[int], None] | None = None
+    path: str | Path | RemotePath, on_batch: Callable[[int], None] | None = None
 ) -> tuple[list[str], JournalStats | None]:
     """Problems found (empty list = sound), one line each naming the segment and batch.
 
@@ -143,7 +147,7 @@ def verify_journal(
     except JournalError as exc:
         return [str(exc)], None
     problems = [f"{reader.path / str(d)}" for d in reader.skipped]
-    outputs = Path(path) / OUTPUTS_DIR
+    outputs = as_path(path) / OUTPUTS_DIR
     if outputs.is_dir():
         problems += verify_journal(outputs, on_batch)[0]
     return problems, stats

@@ -10,8 +10,8 @@ Where the proofs live (documented for users in the README and in :mod:`.schema`)
   on read after the batch has been structurally validated.  Plain Arrow readers
   ignore the key.
 * **Every sealed segment** is an Arrow IPC *file* whose footer metadata
-  ``wiretape.segment`` is a JSON :class:`SegmentSummary` (its index, frame count
-  and seq range).  The footer is also the batch index, so a segment truncated at
+  ``wiretape.segment`` is a JSON :class:`SegmentSummary` (its index, frame count,
+  seq range and receive-time range).  The footer is also the batch index, so a segment truncated at
   any offset (a batch boundary included) no longer has one.
 * ``journal.json`` lists the summary of every segment sealed so far under
   ``segments``, so a deleted or emptied segment is noticed even when it was the
@@ -68,9 +68,16 @@ class SegmentSummary:
     frames: int
     first_seq: int | None
     last_seq: int | None
+    #: smallest and largest receive time in the segment (None: sealed before they were recorded);
+    #: a reader skips a segment outside its time window without opening it
+    min_ns: int | None = None
+    max_ns: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+        d = attrs.asdict(self)
+        if self.min_ns is None and self.max_ns is None:  # as written before time ranges
+            del d["min_ns"], d["max_ns"]
+        return d
 
     def encode(self) -> bytes:
         return json.dumps(self.to_json(), sort_keys=True).encode()
@@ -81,12 +88,26 @@ class SegmentSummary:
         if not isinstance(d, dict):
             raise ValueError(f"not a segment summary: {d!r:.80}")
         try:
-            out = cls(d["index"], d["frames"], d["first_seq"], d["last_seq"])
+            out = cls(
+                d["index"],
+                d["frames"],
+                d["first_seq"],
+                d["last_seq"],
+                d.get("min_ns"),
+                d.get("max_ns"),
+            )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not a segment summary: {exc}") from None
         ints = (out.index, out.frames) + ((out.first_seq, out.last_seq) if out.frames else ())
         if not all(type(x) is int and x >= 0 for x in ints):
             raise ValueError(f"not a segment summary: {d!r:.80}")
+        times = (out.min_ns, out.max_ns)
+        if times != (None, None) and not (
+            out.frames
+            and all(type(x) is int for x in times)
+            and out.min_ns <= out.max_ns  # type: ignore[operator]
+        ):
+            raise ValueError(f"inconsistent segment time range: {d!r:.80}")
         if out.frames and out.last_seq - out.first_seq + 1 != out.frames:  # type: ignore[operator]
             raise ValueError(f"inconsistent segment summary: {d!r:.80}")
         return out

@@ -24,35 +24,52 @@
 * Files that are not segments (``*.txt``, editor backups ...) are listed in
   :attr:`JournalReader.foreign` and otherwise ignored.
 * Filters: receive-time range ``[start_ns, end_ns)``, kinds, dirs, sources.
+* Seeking: sealed segments wholly outside the time filters, or wholly at or
+  before ``after_seq`` (a fold restored from a checkpoint), are passed without
+  being opened (``journal.json`` holds their seq and time ranges); in the
+  sealed segment holding ``after_seq`` the first batch is found through the
+  IPC file footer.  The bytes read are counted by
+  :func:`~engine.journal.location.counting_reads`.
+* Locations: a local path or a ``file://``/``s3://``/``gs://`` URI
+  (:mod:`.location`); remote segments are read by ranged requests.
 
 Read-only: this module never modifies a journal (see :mod:`.recovery`).
 """
 
 from __future__ import annotations
 
-import contextvars
 import json
 import os
-import re
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.journal.integrity import (
-    FILE_MAGIC,
-    FOOTER_KEY,
-    SegmentSummary,
-    check_batch,
-    schema_problem,
-)
+from engine.journal.integrity import FILE_MAGIC, SegmentSummary
+from engine.journal.location import RemotePath, as_path, open_input, read_stats
 from engine.journal.schema import MANIFEST, SCHEMA_VERSIONS, Frame
+from engine.journal.segments import (
+    _HINT,
+    _READ_ERRORS,
+    _SKIP_SINK,
+    COMPANION_DIRS,
+    Damage,
+    JournalCorrupt,
+    JournalError,
+    NotAJournal,
+    Segment,
+    TailReport,
+    _not_store,
+    _SegmentRead,
+    list_segments,
+    read_segment,
+    skipping_damaged,
+)
 
 __all__ = [
+    "COMPANION_DIRS",
     "JournalError",
     "JournalCorrupt",
     "NotAJournal",
@@ -65,305 +82,16 @@ __all__ = [
     "skipping_damaged",
 ]
 
-#: Sub-directories a journal directory may hold beside its segments (not frames).
-COMPANION_DIRS = frozenset({"outputs", "checkpoints"})
-
-_SEGMENT_RE = re.compile(r"^seg-(\d{6,})\.arrows(\.partial)?$")
-_HINT = " (engine journal verify lists every problem; --skip-damaged reads past them)"
-_READ_ERRORS = (pa.ArrowException, OSError, ValueError, EOFError)
-
-
-class JournalError(Exception):
-    """Base of journal reading errors (what to show a user instead of a traceback)."""
-
-
-class NotAJournal(JournalError):
-    """The path is not a journal directory (missing, a file, or holds no manifest nor segments)."""
-
-
-class JournalCorrupt(JournalError):
-    """A segment (or the manifest) is damaged, missing or foreign; the message names where."""
-
-
-@attrs.frozen
-class Damage:
-    """One problem found while reading: where (segment, batch) and what."""
-
-    segment: str  #: file name (``seg-000002.arrows``, ``journal.json``)
-    batch: int | None  #: batch index inside the segment; None: the whole segment
-    what: str
-
-    def __str__(self) -> str:
-        where = self.segment if self.batch is None else f"{self.segment} batch {self.batch}"
-        return f"{where}: {self.what}"
-
-
-@attrs.frozen
-class Segment:
-    path: Path
-    index: int
-    partial: bool
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-
-@attrs.frozen
-class TailReport:
-    """What torn-tail recovery dropped from a partial segment."""
-
-    segment: str
-    kept_batches: int
-    kept_frames: int
-    good_bytes: int
-    dropped_bytes: int
-    error: str
-
-
-_SKIP_SINK: contextvars.ContextVar[list[Damage] | None] = contextvars.ContextVar(
-    "wiretape_skip_damaged", default=None
-)
-
-
-@contextmanager
-def skipping_damaged(on: bool = True) -> Iterator[list[Damage]]:
-    """Readers opened inside this block (``skip_damaged`` unset) skip damage instead of raising.
-
-    Yields the list every such reader appends what it skipped to (a command may
-    open one journal several times: de-duplicate before printing).
-    """
-    sink: list[Damage] = []
-    token = _SKIP_SINK.set(sink if on else None)
-    try:
-        yield sink
-    finally:
-        _SKIP_SINK.reset(token)
-
-
-def list_segments(path: Path) -> tuple[list[Segment], list[Path]]:
-    """Segments of a journal directory in index order, and the files that are not segments.
-
-    If both ``seg-N.arrows`` and ``seg-N.arrows.partial`` exist (a crash between
-    sealing steps), the sealed one wins and the partial is listed as foreign.
-    """
-    segments: dict[int, Segment] = {}
-    foreign: list[Path] = []
-    for entry in sorted(path.iterdir()):
-        if entry.name in (MANIFEST,) or entry.name.endswith(".tmp"):
-            continue
-        if entry.name in COMPANION_DIRS and entry.is_dir():
-            continue
-        m = _SEGMENT_RE.match(entry.name)
-        if not m or not entry.is_file():
-            foreign.append(entry)
-            continue
-        index, partial = int(m.group(1)), m.group(2) is not None
-        seen = segments.get(index)
-        if seen is not None:
-            # sealed beats partial
-            if seen.partial and not partial:
-                foreign.append(seen.path)
-            else:
-                foreign.append(entry)
-                continue
-        segments[index] = Segment(entry, index, partial)
-    return [segments[i] for i in sorted(segments)], foreign
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
-
-
-class _SegmentRead:
-    """Reading one segment: yields ``(batch_index, batch)`` of sound batches, reports the rest."""
-
-    def __init__(
-        self,
-        seg: Segment,
-        *,
-        required: bool,
-        tails: list[TailReport] | None,
-        damage: list[Damage] | None,
-        expect: SegmentSummary | None = None,
-    ) -> None:
-        self.seg = seg
-        self.required = required  # checksums required (not a legacy journal)
-        self.tails = tails
-        self.damage = damage  # None: raise on the first problem
-        self.expect = expect  # journal.json's record of this segment
-        self.summary: SegmentSummary | None = None
-        self.frames = 0
-        self.damaged = False
-
-    def problem(self, batch: int | None, what: str) -> None:
-        self.damaged = True
-        d = Damage(self.seg.name, batch, what)
-        if self.damage is None:
-            raise JournalCorrupt(f"{self.seg.path.parent / str(d)}{_HINT}")
-        self.damage.append(d)
-
-    def __iter__(self) -> Iterator[tuple[int, pa.RecordBatch]]:
-        seg = self.seg
-        size = seg.path.stat().st_size
-        if size == 0:
-            if not seg.partial:
-                self.problem(None, "0 bytes (emptied or truncated)")
-            return
-        with pa.OSFile(str(seg.path)) as f:
-            magic = f.read(len(FILE_MAGIC))
-            f.seek(0)
-            if magic == FILE_MAGIC:
-                yield from self._file(f, size)
-            else:
-                if not seg.partial and self.required:
-                    self.problem(None, "sealed segment is not an Arrow IPC file (foreign or damaged)")
-                    return
-                yield from self._stream(f, size, 0)
-        self._check_end()
-
-    def _check_end(self) -> None:
-        want = self.expect or self.summary
-        if want is None or self.damaged:
-            return
-        if self.frames != want.frames:
-            source = "journal.json" if self.expect else "its footer"
-            self.problem(None, f"holds {self.frames} frames, {source} says {want.frames}")
-
-    def _file(self, f: pa.NativeFile, size: int) -> Iterator[tuple[int, pa.RecordBatch]]:
-        seg = self.seg
-        try:
-            reader = pa.ipc.open_file(f)
-        except _READ_ERRORS as exc:
-            self.problem(None, f"truncated or damaged: no valid file footer ({_first_line(exc)})")
-            # skipping: whatever whole batches precede the damage are still sound
-            f.seek(8)
-            yield from self._stream(f, size, 8, salvage=True)
-            return
-        bad = schema_problem(reader.schema)
-        if bad:
-            self.problem(None, bad)
-            return
-        raw = (reader.metadata or {}).get(FOOTER_KEY)
-        try:
-            if raw is None:
-                raise ValueError("no wiretape footer summary")
-            summary = SegmentSummary.decode(raw)
-        except ValueError as exc:
-            self.problem(None, f"foreign or damaged footer ({exc})")
-            return
-        if summary.index != seg.index:
-            self.problem(
-                None,
-                f"its footer says it is segment {summary.index}: a copy or a renamed segment",
-            )
-            return
-        if self.expect is not None and self.expect != summary:
-            self.problem(None, f"footer {summary.to_json()} differs from journal.json's record")
-            return
-        self.summary = summary
-        for i in range(reader.num_record_batches):
-            try:
-                batch, md = reader.get_batch_with_custom_metadata(i)
-            except _READ_ERRORS as exc:
-                self.problem(i, f"unreadable ({_first_line(exc)})")
-                continue
-            bad = check_batch(batch, md, True)
-            if bad:
-                self.problem(i, bad)
-                continue
-            self.frames += batch.num_rows
-            yield i, batch
-
-    def _stream(
-        self, f: pa.NativeFile, size: int, start: int, salvage: bool = False
-    ) -> Iterator[tuple[int, pa.RecordBatch]]:
-        seg = self.seg
-        tolerant = seg.partial or salvage  # a torn end is expected, not a problem
-        kept_batches = kept_frames = 0
-        good = start
-        try:
-            reader = pa.ipc.open_stream(f)
-        except _READ_ERRORS as exc:
-            if tolerant:
-                self._tail(0, 0, start, size, f"torn schema: {_first_line(exc)}")
-                return
-            self.problem(None, f"not an Arrow IPC stream or file ({_first_line(exc)})")
-            return
-        bad = schema_problem(reader.schema)
-        if bad:
-            self.problem(None, bad)
-            return
-        i = 0
-        while True:
-            try:
-                batch, md = reader.read_next_batch_with_custom_metadata()
-            except StopIteration:
-                break
-            except _READ_ERRORS as exc:
-                if tolerant:
-                    self._tail(kept_batches, kept_frames, good, size - good, _first_line(exc))
-                    return
-                self.problem(i, f"unreadable at byte {good} ({_first_line(exc)})")
-                return  # framing lost: nothing after it can be found
-            bad = check_batch(batch, md, self.required)
-            if bad:
-                if tolerant:  # a torn or damaged write at the end of the log
-                    self._tail(kept_batches, kept_frames, good, size - good, bad)
-                    return
-                self.problem(i, bad)
-                good = f.tell()
-                i += 1
-                continue
-            good = f.tell()
-            kept_batches += 1
-            kept_frames += batch.num_rows
-            self.frames += batch.num_rows
-            yield i, batch
-            i += 1
-        if seg.partial and good < size and size - good > 8:
-            # a partial that ended on a message boundary but has trailing bytes
-            self._tail(kept_batches, kept_frames, good, size - good, "trailing bytes")
-
-    def _tail(self, batches: int, frames: int, good: int, dropped: int, error: str) -> None:
-        if self.seg.partial:
-            if self.tails is not None:
-                self.tails.append(
-                    TailReport(self.seg.name, batches, frames, good, dropped, error)
-                )
-        else:  # salvaging a sealed segment: the lost rest was already reported
-            self.problem(batches, f"{dropped} bytes after {frames} sound frames skipped ({error})")
-
-
-def read_segment(
-    seg: Segment,
-    tails: list[TailReport] | None = None,
-    *,
-    required: bool = False,
-    damage: list[Damage] | None = None,
-) -> Iterator[pa.RecordBatch]:
-    """Sound record batches of one segment (validated, checksums verified).
-
-    A torn tail of a partial segment ends it quietly (reported in ``tails``).
-    ``required``: batches without a checksum are damage.  ``damage``: collect
-    problems there and skip the damaged parts instead of raising.
-
-    Raises:
-        JournalCorrupt: a damaged segment, when ``damage`` is None.
-    """
-    if damage is None and _SKIP_SINK.get() is not None:
-        damage = []  # skipping: the JournalReader this serves lists what was skipped
-    for _i, batch in _SegmentRead(seg, required=required, tails=tails, damage=damage):
-        yield batch
-
 
 class JournalReader:
     """Iterate a journal's frames, optionally filtered, verified on the way.
 
     Args:
-        path: the journal directory.
-        start_ns, end_ns: keep frames with ``start_ns <= recv_ns < end_ns``.
+        path: the journal directory: a local path, or a ``file://``, ``s3://``
+            or ``gs://`` URI (:mod:`.location`).
+        start_ns, end_ns: keep frames with ``start_ns <= recv_ns < end_ns``
+            (sealed segments wholly outside the window are not read: their
+            time range is in ``journal.json``).
         kinds, dirs, sources: keep frames whose column value is in the set.
         skip_damaged: skip damage (listed in :attr:`skipped`) instead of raising;
             None: as set by :func:`skipping_damaged` (off by default).
@@ -376,7 +104,7 @@ class JournalReader:
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | RemotePath,
         *,
         start_ns: int | None = None,
         end_ns: int | None = None,
@@ -385,9 +113,10 @@ class JournalReader:
         sources: Iterable[str] | None = None,
         skip_damaged: bool | None = None,
     ) -> None:
-        self.path = Path(path)
+        self.path = as_path(path)
         if not self.path.exists():
-            raise NotAJournal(f"{self.path}: no such directory")
+            why = self.path.missing() if isinstance(self.path, RemotePath) else "no such directory"
+            raise NotAJournal(f"{self.path}: {why}")
         if not self.path.is_dir():
             raise NotAJournal(f"{self.path}: not a directory (a journal is a directory of segments)")
         sink = _SKIP_SINK.get()
@@ -434,7 +163,7 @@ class JournalReader:
         if self._sink is not None:
             self._sink.append(d)
 
-    def _read_manifest(self, manifest: Path) -> None:
+    def _read_manifest(self, manifest: Path | RemotePath) -> None:
         try:
             md = json.loads(manifest.read_text())
             if not isinstance(md, dict):
@@ -460,12 +189,14 @@ class JournalReader:
         """Journal metadata from the first segment whose schema carries it (no manifest)."""
         for seg in self.segments:
             try:
-                with open(seg.path, "rb") as f:
+                with open_input(seg.path) as f:
                     sealed = f.read(len(FILE_MAGIC)) == FILE_MAGIC
-                opener = pa.ipc.open_file if sealed else pa.ipc.open_stream
-                md = opener(str(seg.path)).schema.metadata or {}
+                    f.seek(0)
+                    opener = pa.ipc.open_file if sealed else pa.ipc.open_stream
+                    md = opener(f).schema.metadata or {}
                 return dict(json.loads(md[b"wiretape"]))
-            except (*_READ_ERRORS, KeyError, TypeError):
+            except (*_READ_ERRORS, KeyError, TypeError) as exc:
+                _not_store(exc)
                 continue
         return {}
 
@@ -475,18 +206,62 @@ class JournalReader:
             for x in (self.start_ns, self.end_ns, self.kinds, self.dirs, self.sources)
         )
 
-    def raw_batches(self) -> Iterator[tuple[Segment, pa.RecordBatch]]:
-        """Unfiltered sound batches with the segment they came from, seq continuity checked."""
+    def _skippable(self, seg: Segment, after_seq: int, timed: bool) -> SegmentSummary | None:
+        """``journal.json``'s summary of ``seg`` if the reading can pass it unread, else None.
+
+        Only a sealed segment listed in the manifest is passed: wholly at or
+        before ``after_seq``, or (``timed``: the time filters) wholly outside
+        ``[start_ns, end_ns)`` by its recorded receive-time range.
+        """
+        summary = self.index.get(seg.index)
+        if summary is None or seg.partial:
+            return None
+        if summary.frames == 0 or (
+            summary.last_seq is not None and summary.last_seq <= after_seq
+        ):
+            return summary
+        if timed and summary.min_ns is not None and summary.max_ns is not None:
+            if self.start_ns is not None and summary.max_ns < self.start_ns:
+                return summary
+            if self.end_ns is not None and summary.min_ns >= self.end_ns:
+                return summary
+        return None
+
+    def raw_batches(
+        self, after_seq: int = 0, *, timed: bool = False
+    ) -> Iterator[tuple[Segment, pa.RecordBatch]]:
+        """Unfiltered sound batches with the segment they came from, seq continuity checked.
+
+        ``after_seq``: sealed segments wholly at or before it are passed unread
+        (their seq range is in ``journal.json``: a fold restored from a
+        checkpoint starts where it ends); batches of the segment it falls in
+        are still read (and verified) from the segment's start.  ``timed``:
+        also pass sealed segments wholly outside the time filters (what
+        :meth:`batches` does).  What is passed is counted in the active
+        :func:`~engine.journal.location.counting_reads` tally.
+        """
         self.tails = []
         expected = 1
         damage: list[Damage] | None = [] if self.skip_damaged else None
+        stats = read_stats()
         for seg in self.segments:
+            passed = self._skippable(seg, after_seq, timed) if (after_seq or timed) else None
+            if passed is not None:
+                if passed.frames and passed.first_seq is not None and passed.first_seq > expected:
+                    # what is missing before it is still reported, as when reading
+                    self._seq_problem_at(seg, passed, expected)
+                if passed.frames:
+                    expected = max(expected, (passed.last_seq or 0) + 1)
+                if stats is not None:
+                    stats.segments_skipped += 1
+                continue
             read = _SegmentRead(
                 seg,
                 required=not self.legacy,
                 tails=self.tails,
                 damage=damage,
                 expect=self.index.get(seg.index),
+                from_seq=after_seq + 1 if after_seq else None,
             )
             for i, batch in self._tracked(read, damage):
                 rows = batch.num_rows
@@ -494,6 +269,8 @@ class JournalReader:
                     continue
                 seq = batch.column(0)
                 first, last = seq[0].as_py(), seq[rows - 1].as_py()
+                if read.sought and first <= after_seq + 1:
+                    expected = max(expected, first)  # the batches before it were passed unread
                 if first < expected:
                     self._seq_problem(
                         read,
@@ -532,10 +309,23 @@ class JournalReader:
     def _seq_problem(self, read: _SegmentRead, batch: int, what: str) -> None:
         self._skip(Damage(read.seg.name, batch, what))
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
-        """Record batches in seq order, filters applied (empty batches skipped)."""
+    def _seq_problem_at(self, seg: Segment, summary: SegmentSummary, expected: int) -> None:
+        what = (
+            f"frames seq {expected}..{(summary.first_seq or 0) - 1} are missing before it"
+            " (a deleted, emptied or truncated segment?)"
+        )
+        self._skip(Damage(seg.name, None, what))
+
+    def batches(self, after_seq: int = 0) -> Iterator[pa.RecordBatch]:
+        """Record batches in seq order, filters applied (empty batches skipped).
+
+        Sealed segments wholly outside the time window, or wholly at or before
+        ``after_seq``, are not read (see :meth:`raw_batches`); batches read are
+        still returned whole (the caller cuts at ``after_seq``).
+        """
         filtered = self._filtered()
-        for _seg, batch in self.raw_batches():
+        timed = self.start_ns is not None or self.end_ns is not None
+        for _seg, batch in self.raw_batches(after_seq, timed=timed):
             if filtered:
                 batch = self._filter(batch)
                 if not batch.num_rows:

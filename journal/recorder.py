@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import num, serde
+from engine.journal.location import as_path
 from engine.journal.reader import JournalReader
 from engine.journal.schema import Dir, Kind
 from engine.journal.writer import JournalWriter, WriterConfig
@@ -69,7 +70,7 @@ class OutputRecorder:
 
 def read_outputs(journal_dir: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(frame_seq, dumped_output)`` pairs in recorded order (empty if none were recorded)."""
-    path = Path(journal_dir) / OUTPUTS_DIR
+    path = as_path(journal_dir) / OUTPUTS_DIR
     if not path.exists():
         return
     for batch in JournalReader(path).batches():
@@ -84,7 +85,7 @@ def outputs_scale(journal_dir: str | os.PathLike[str]) -> object:
     An outputs journal without ``number_scale`` in its metadata was written at
     :data:`LEGACY_SCALE` (8 decimals).
     """
-    path = Path(journal_dir) / OUTPUTS_DIR
+    path = as_path(journal_dir) / OUTPUTS_DIR
     if not path.exists():
         return None
     return JournalReader(path).metadata.get("number_scale", LEGACY_SCALE)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import attrs
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine.journal.integrity import SegmentSummary
 from engine.journal.reader import TailReport, list_segments, read_segment
@@ -79,12 +80,18 @@ def seal_partials(path: Path, config: object | None = None) -> RecoveryState:
     last_index = 0
     summaries = []
     for seg in segments:
+        assert isinstance(seg.path, Path)  # recovery rewrites local journals only
         seg_tails: list[TailReport] = []
         first = None
         frames = 0
         sources: pa.Array | None = None
+        lo: int | None = None
+        hi: int | None = None
         for batch in read_segment(seg, seg_tails):
             if batch.num_rows:
+                mm = pc.min_max(batch.column(1)).as_py()
+                lo = mm["min"] if lo is None else min(lo, mm["min"])
+                hi = mm["max"] if hi is None else max(hi, mm["max"])
                 first = batch.column(0)[0].as_py() if first is None else first
                 last_seq = batch.column(0)[-1].as_py()
                 frames += batch.num_rows
@@ -97,7 +104,7 @@ def seal_partials(path: Path, config: object | None = None) -> RecoveryState:
             os.unlink(seg.path)
             removed.append(seg.name)
             continue
-        summary = SegmentSummary(seg.index, frames, first, last_seq)
+        summary = SegmentSummary(seg.index, frames, first, last_seq, lo, hi)
         final = path / segment_name(seg.index, partial=False)
         names = [] if sources is None else sources.to_pylist()
         try:

@@ -219,6 +219,9 @@ class JournalWriter:
         self._segment_bytes = 0
         self._segment_opened = 0
         self._segment_first_seq = 0
+        #: receive-time range of the open segment (recorded in its summary at sealing)
+        self._segment_min_ns: int | None = None
+        self._segment_max_ns: int | None = None
         self._last_fsync = 0
         self._dirty = False
         self.closed = False
@@ -390,6 +393,12 @@ class JournalWriter:
             ],
             schema=self._schema,
         )
+        lo, hi = min(self._recv), max(self._recv)
+        if self._ipc is None or self._segment_min_ns is None:
+            self._segment_min_ns, self._segment_max_ns = lo, hi
+        else:
+            self._segment_min_ns = min(self._segment_min_ns, lo)
+            self._segment_max_ns = max(self._segment_max_ns, hi)  # type: ignore[type-var]
         for col in (self._recv, self._conn, self._dir, self._kind, self._src, self._code):
             col.clear()
         self._payload = []
@@ -442,7 +451,10 @@ class JournalWriter:
         final = self.path / segment_name(self._index, partial=False)
         # nothing is buffered here (sealing follows a flush): the segment ends at next_seq - 1
         first, last = self._segment_first_seq, self._next_seq - 1
-        summary = SegmentSummary(self._index, last - first + 1, first, last)
+        summary = SegmentSummary(
+            self._index, last - first + 1, first, last, self._segment_min_ns, self._segment_max_ns
+        )
+        self._segment_min_ns = self._segment_max_ns = None
         if self._compactor is None:
             self._compactor = ThreadPoolExecutor(1, thread_name_prefix="journal-compact")
         self._reap_compactions()

@@ -49,7 +49,6 @@ Example::
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import weakref
@@ -61,8 +60,8 @@ from typing import Any, TypeAlias
 
 import attrs
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from engine.journal.location import Where, as_path
 from engine.journal.reader import JournalReader, frames_of, read_segment
 from engine.journal.schema import Frame
 from engine.pipeline import Pipeline
@@ -82,7 +81,7 @@ Symbols: TypeAlias = str | Iterable[str] | None
 TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
 
 
-def open(path: str | os.PathLike[str]) -> Journal | Any:  # noqa: A001 - engine.open, like gzip.open
+def open(path: Where) -> Journal | Any:  # noqa: A001 - engine.open, like gzip.open
     """Open the journal directory ``path`` for reading (see :class:`Journal`).
 
     A capture set (``engine run --processes N``) or a folder of journals gives
@@ -123,8 +122,8 @@ class Journal:
         engine.journal.reader.NotAJournal: ``path`` is not a journal directory.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Where) -> None:
+        self.path = as_path(path)
         reader = JournalReader(self.path)
         self._manifest = reader.metadata
         self._span: Span | None | bool = False  # False: not read yet
@@ -335,11 +334,10 @@ class Journal:
     def _batches(
         self, f: _Filter, kinds: Iterable[str] | None, dirs: Iterable[str] | None
     ) -> Iterator[pa.RecordBatch]:
-        reader = JournalReader(self.path, kinds=kinds, dirs=dirs)
+        # the reader keeps recv_ns >= lo and passes sealed segments wholly before it unread
+        reader = JournalReader(self.path, start_ns=f.lo, kinds=kinds, dirs=dirs)
         pipeline = pipeline_for(self._manifest) if f.wanted is not None else None
         for batch in chunks(reader, 0, f.hi):
-            if f.lo is not None:
-                batch = batch.filter(pc.greater_equal(batch.column("recv_ns"), f.lo))
             if pipeline is not None and batch.num_rows:
                 keep = [f.concerns(pipeline, frame) for frame in frames_of(batch)]
                 batch = batch.filter(pa.array(keep, pa.bool_()))
@@ -514,7 +512,7 @@ def _edges(reader: JournalReader) -> Span | None:
         return None
     for seg in reversed(reader.segments):
         last = None
-        for batch in read_segment(seg):
+        for batch in read_segment(seg, last=True):
             if batch.num_rows:
                 last = batch.slice(batch.num_rows - 1)
         if last is not None:

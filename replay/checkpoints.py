@@ -57,6 +57,7 @@ import attrs
 import pyarrow as pa
 
 from engine import serde
+from engine.journal.location import LocationError, RemotePath, Where, as_path, read_all
 from engine.pipeline import Pipeline
 
 __all__ = [
@@ -103,7 +104,7 @@ class CheckpointInfo:
 
     last_seq: int
     max_recv_ns: int
-    path: Path = attrs.field(order=False)
+    path: Path | RemotePath = attrs.field(order=False)
 
 
 def journal_id(metadata: dict[str, Any]) -> int | None:
@@ -118,10 +119,10 @@ def fingerprint(pipeline: Pipeline) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def list_checkpoints(journal_dir: str | os.PathLike[str]) -> list[CheckpointInfo]:
+def list_checkpoints(journal_dir: Where) -> list[CheckpointInfo]:
     """The checkpoints of a journal, oldest (lowest seq) first; unrelated files ignored."""
-    d = Path(journal_dir) / CHECKPOINTS_DIR
-    if not d.is_dir():
+    d = as_path(journal_dir) / CHECKPOINTS_DIR
+    if not d.is_dir():  # a remote journal: one listing request
         return []
     out = []
     for p in d.iterdir():
@@ -132,20 +133,21 @@ def list_checkpoints(journal_dir: str | os.PathLike[str]) -> list[CheckpointInfo
     return out
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+def load_checkpoint(path: Where) -> dict[str, Any]:
     """The JSON document of one checkpoint file.
 
     Raises:
         ValueError: unreadable (damaged zstd, invalid JSON, wrong format version).
     """
-    p = Path(path)
+    p = as_path(path)
     try:
+        raw = read_all(p)
         if p.name.endswith(".zst"):
-            with pa.input_stream(str(p), compression="zstd") as f:
+            with pa.CompressedInputStream(pa.BufferReader(raw), "zstd") as f:
                 raw = f.read()
-        else:
-            raw = p.read_bytes()
         doc = serde.loads_json(raw)
+    except LocationError:
+        raise  # the store failed, not the checkpoint
     except (OSError, pa.ArrowException, ValueError) as exc:
         raise ValueError(f"{p}: unreadable checkpoint ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
@@ -175,11 +177,17 @@ class CheckpointWriter:
 
     def __init__(
         self,
-        journal_dir: str | os.PathLike[str],
+        journal_dir: Where,
         metadata: dict[str, Any],
         policy: CheckpointPolicy | None = None,
     ) -> None:
-        self.dir = Path(journal_dir) / CHECKPOINTS_DIR
+        where = as_path(journal_dir)
+        if isinstance(where, RemotePath):
+            raise ValueError(
+                f"{where}: checkpoints are written beside a local journal only"
+                " (save them locally, then `engine journal push`)"
+            )
+        self.dir = where / CHECKPOINTS_DIR
         self.policy = policy or CheckpointPolicy()
         self.journal = journal_id(metadata)
         self._every_ns = int(self.policy.every_s * 1e9)
@@ -304,12 +312,14 @@ class CheckpointWriter:
                     range(1, len(old) - 1),
                     key=lambda i: (old[i + 1].last_seq - old[i - 1].last_seq, i),
                 )
-            old[victim].path.unlink(missing_ok=True)
+            gone = old[victim].path
+            if isinstance(gone, Path):  # the writer's journal is local (see __init__)
+                gone.unlink(missing_ok=True)
             del old[victim]
 
 
 def restore_nearest(
-    journal_dir: str | os.PathLike[str],
+    journal_dir: Where,
     pipeline: Pipeline,
     metadata: dict[str, Any],
     at_ns: int | None = None,

@@ -34,7 +34,7 @@ import click
 
 from engine.cli import DataFailure, UsageFailure, deprecated, guard_output, leaf_error
 from engine.journal.captureset import holds_journals
-from engine.journal.cli import skip_damaged_option
+from engine.journal.cli import journal_argument, skip_damaged_option
 from engine.journal.reader import JournalError
 from engine.pipeline import Pipeline
 from engine.replay.checkpoints import CheckpointPolicy
@@ -85,6 +85,11 @@ def _policy(
                 " (replays write nothing into the journal unless asked)"
             )
         return None
+    if not isinstance(directory, Path):  # s3://, gs://: the readers never write to a store
+        raise DataFailure(
+            f"{directory}: --save-checkpoints writes beside a local journal only"
+            " (pull it, save them, then `engine journal push`)"
+        )
     if directory.is_dir() and not os.access(directory, os.W_OK):
         raise DataFailure(f"{directory} is read-only: --save-checkpoints cannot write there")
     try:
@@ -226,7 +231,7 @@ def _fail(exc: Exception) -> click.ClickException:
 
 
 @click.command("replay")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@journal_argument()
 @click.option("--from", "from_", type=TIME, default=None, help=f"Report from this time ({_TIME}).")
 @click.option(
     "--to", "to", type=TIME, default=None, help=f"Stop the replay at this time ({_TIME})."

@@ -18,7 +18,8 @@ import click
 
 from engine.cli import DataFailure, UsageFailure
 from engine.journal.captureset import holds_journals
-from engine.journal.cli import skip_damaged_option
+from engine.journal.cli import journal_argument, skip_damaged_option
+from engine.journal.location import counting_reads
 from engine.journal.reader import JournalError
 from engine.replay.cli import (
     _TIME,
@@ -43,7 +44,7 @@ __all__ = ["book", "render_book", "ladder"]
 
 
 @click.command("book")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@journal_argument()
 @click.option("--symbol", required=True, help="The symbol, e.g. BTCUSDT.")
 @click.option("--at", "at", type=TIME, required=True, help=f"The instant ({_TIME}).")
 @click.option(
@@ -95,7 +96,7 @@ def book(
         inside()
     started = time.perf_counter()
     try:
-        with _progress(str(directory), "book") as on_chunk:
+        with _progress(str(directory), "book") as on_chunk, counting_reads() as io:
             pipeline, used, folded = state_at(directory, at, checkpoints=policy, on_chunk=on_chunk)
     except (JournalError, ValueError, OSError) as exc:
         raise _fail(exc) from None
@@ -118,6 +119,8 @@ def book(
         else {"last_seq": used.last_seq, "max_recv_ns": used.max_recv_ns},
         "frames_folded": folded,
         "elapsed_s": round(elapsed, 3),
+        # what the fold read: sealed segments before the checkpoint are passed unread
+        "io": io.to_json(),
         "book": book_summary(pipeline, sym, depth),
         "trades": trades_summary(pipeline, sym),
         "candles": candles_summary(pipeline, sym),

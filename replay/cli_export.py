@@ -17,7 +17,7 @@ import click
 
 from engine.cli import UsageFailure, deprecated, guard_output
 from engine.journal.captureset import holds_journals
-from engine.journal.cli import skip_damaged_option
+from engine.journal.cli import journal_argument, skip_damaged_option
 from engine.journal.reader import JournalError
 from engine.replay.cli import (
     _TIME,
@@ -36,7 +36,7 @@ __all__ = ["export"]
 
 
 @click.command("export")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@journal_argument()
 @click.option(
     "--out",
     "out_dir",

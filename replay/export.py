@@ -65,6 +65,7 @@ from engine.events import (
     Ticker24h,
     Trade,
 )
+from engine.journal.location import RemotePath, Where, as_path
 from engine.num import render
 from engine.pipeline import Pipeline
 from engine.replay.export_tables import (
@@ -396,10 +397,10 @@ class _Exporter:
                     add(sym, ts_ns, (ts_ns, seq, book.last_id, sync, side, i, price, qty))
 
 
-def _place(journal: Path, out: Path, replace: bool) -> None:
+def _place(journal: Path | RemotePath, out: Path, replace: bool) -> None:
     """Refuse an ``out`` that would write into the journal or mix into an existing directory."""
-    j, o = journal.resolve(), out.resolve()
-    if o == j or j in o.parents or o in j.parents:
+    j, o = journal.resolve() if isinstance(journal, Path) else None, out.resolve()
+    if j is not None and (o == j or j in o.parents or o in j.parents):
         raise ValueError(
             f"{out}: an export must not be written into (or over) the journal {journal}"
         )
@@ -419,7 +420,7 @@ def _place(journal: Path, out: Path, replace: bool) -> None:
 
 
 def export_journal(
-    journal_dir: str | os.PathLike[str],
+    journal_dir: Where,
     out_dir: str | os.PathLike[str],
     *,
     symbols: Iterable[str] | None = None,
@@ -460,7 +461,7 @@ def export_journal(
         raise ValueError(f"interval must be > 0 seconds, not {interval_s}")
     out = Path(out_dir)
     replay = Replay(journal_dir, start_ns=start_ns, end_ns=end_ns, on_chunk=on_chunk)
-    _place(Path(journal_dir), out, replace)
+    _place(as_path(journal_dir), out, replace)
     wanted = frozenset(s.upper() for s in symbols) if symbols else None
     with staged(out) as stage:
         writers = {name: PartitionedWriter(stage, name, row_group_rows) for name in TABLES}
@@ -487,7 +488,7 @@ def export_journal(
         )
         manifest = {
             "engine_version": __version__,
-            "journal": str(Path(journal_dir)),
+            "journal": str(as_path(journal_dir)),
             "exchange": replay.metadata.get("exchange"),
             "symbols": sorted(wanted) if wanted else replay.metadata.get("symbols"),
             "from_ns": start_ns,

@@ -24,11 +24,9 @@ State "at T"
 
 from __future__ import annotations
 
-import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -38,6 +36,7 @@ import pyarrow.compute as pc
 from engine import serde
 from engine.assembly import pipeline_from_manifest
 from engine.events import DecodeError
+from engine.journal.location import Where, as_path
 from engine.journal.reader import JournalReader
 from engine.num import SCALE, render
 from engine.pipeline import Pipeline
@@ -98,7 +97,7 @@ def seq_span(reader: JournalReader) -> tuple[int, int] | None:
     return None
 
 
-def open_journal(journal_dir: str | os.PathLike[str]) -> JournalReader:
+def open_journal(journal_dir: Where) -> JournalReader:
     """A reader of the journal (raises :class:`engine.journal.reader.NotAJournal`)."""
     return JournalReader(journal_dir)
 
@@ -119,7 +118,7 @@ def chunks(
     Stops before the first frame whose ``recv_ns > until_ns`` (the prefix rule).
     Batches wholly at or before ``after_seq`` are skipped without decoding.
     """
-    for batch in reader.batches():
+    for batch in reader.batches(after_seq):
         n = batch.num_rows
         if not n:
             continue
@@ -189,7 +188,7 @@ class Replay:
 
     def __init__(
         self,
-        journal_dir: str | os.PathLike[str],
+        journal_dir: Where,
         *,
         start_ns: int | None = None,
         end_ns: int | None = None,
@@ -198,7 +197,7 @@ class Replay:
         on_chunk: Callable[[int, Pipeline], None] | None = None,
         final_checkpoint: bool = True,
     ) -> None:
-        self.dir = Path(journal_dir)
+        self.dir = as_path(journal_dir)
         self.reader = open_journal(self.dir)
         self.metadata = self.reader.metadata
         self.pipeline = pipeline_for(self.metadata)
@@ -264,7 +263,7 @@ def _in_window(
 
 
 def state_at(
-    journal_dir: str | os.PathLike[str],
+    journal_dir: Where,
     at_ns: int,
     *,
     use_checkpoints: bool = True,

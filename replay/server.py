@@ -84,7 +84,6 @@ import signal
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from functools import partial
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -92,6 +91,7 @@ import attrs
 import trio
 import trio.lowlevel
 
+from engine.journal.location import Where, as_path
 from engine.journal.reader import JournalError, JournalReader
 from engine.replay.recorded import (
     AnyStreamName,
@@ -187,7 +187,7 @@ class ReplayServer(SimServer):
 
     def __init__(
         self,
-        journal_dir: str | Path,
+        journal_dir: Where,
         speed: float | None = None,
         config: SimConfig | None = None,
         *,
@@ -197,7 +197,7 @@ class ReplayServer(SimServer):
         loop: bool = False,
     ) -> None:
         # Not SimServer.__init__: that builds a market model; the same setup around a journal.
-        self.journal_dir = Path(journal_dir)
+        self.journal_dir = as_path(journal_dir)
         exchange = str(JournalReader(self.journal_dir).metadata.get("exchange", ""))
         #: serve recorded connections, not streams (venues whose frames do not name streams)
         self.by_connection = not _replays_by_stream(exchange)
@@ -493,7 +493,7 @@ class _JournalMarket:
 
 
 async def serve_journal(
-    journal_dir: str | Path,
+    journal_dir: Where,
     host: str = "127.0.0.1",
     port: int = 0,
     speed: float | str | None = None,
@@ -533,7 +533,7 @@ async def serve_journal(
 
 
 def run_server(
-    journal_dir: str | Path,
+    journal_dir: Where,
     host: str = "127.0.0.1",
     port: int = 0,
     speed: float | str | None = 1.0,

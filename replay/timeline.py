@@ -35,6 +35,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from engine.journal.location import RemotePath, Where, as_path
 from engine.journal.reader import JournalReader, frames_of
 from engine.journal.schema import Dir, Kind
 from engine.replay.recorded import ConnNamer, RestIndex, StreamNamer, stream_frames
@@ -61,7 +62,7 @@ class Piece(list[tuple[int, str, bytes]]):
 class Timeline:
     """The pieces of one journal and the index pass's findings (see the module docstring)."""
 
-    def __init__(self, path: Path, by_connection: bool = False) -> None:
+    def __init__(self, path: Path | RemotePath, by_connection: bool = False) -> None:
         self.path = path
         #: frames named by recorded connection (:class:`ConnNamer`), not by stream
         self.by_connection = by_connection
@@ -89,9 +90,9 @@ class Timeline:
         return JournalReader(self.path, dirs=_DIRS, kinds=_KINDS)
 
     @classmethod
-    def build(cls, path: str | Path, by_connection: bool = False) -> Timeline:
+    def build(cls, path: Where, by_connection: bool = False) -> Timeline:
         """One pass over the journal (raises what :class:`JournalReader` raises)."""
-        t = cls(Path(path), by_connection)
+        t = cls(as_path(path), by_connection)
         reader = t._reader()
         t.metadata = reader.metadata
         namer = t._namer()

@@ -34,6 +34,7 @@ import click
 import trio
 
 from engine.codecs.registry import CODECS
+from engine.journal.cli import s3_endpoint_option
 from engine.timefmt import format_ns
 
 __all__ = ["run", "RunOptions", "capture_main", "default_journal_dir"]
@@ -72,6 +73,10 @@ class RunOptions:
     insecure: bool = False
     min_free_mb: float = 256.0
     max_rest_bytes: int = 64 << 20
+    upload: str | None = None  #: ship sealed files to this location (engine.live.upload)
+    keep_local: bool = False
+    segment_mb: float | None = None  #: rotate segments at this size (default: the writer's)
+    segment_s: float | None = None  #: ... or this age
 
 
 def default_journal_dir(exchange: str, now_ns: int | None = None) -> Path:
@@ -173,7 +178,7 @@ async def capture_main(opts: RunOptions, *, task_status: Any = trio.TASK_STATUS_
             else {"seed": opts.sim_seed, "faults": list(opts.sim_faults), "venue": opts.exchange},
             "config": json.loads(json.dumps(attrs.asdict(config), default=str)),
         }
-        writer = JournalWriter.create(jdir, metadata)
+        writer = JournalWriter.create(jdir, metadata, _writer_config(opts))
         recorder = OutputRecorder(jdir)
         checkpointer = CheckpointWriter(
             jdir, writer.metadata, CheckpointPolicy(every_s=opts.checkpoint_every_s)
@@ -182,8 +187,11 @@ async def capture_main(opts: RunOptions, *, task_status: Any = trio.TASK_STATUS_
             config, writer, codec, reducers, recorder=recorder, checkpointer=checkpointer
         )
         log.info("capturing %d streams from %s into %s", len(capture.streams), ws, jdir)
+        uploader = _uploader(opts, jdir, capture)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as n:
+                if uploader is not None:
+                    n.start_soon(uploader.run)
 
                 async def run_capture(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
                     try:
@@ -215,7 +223,51 @@ async def capture_main(opts: RunOptions, *, task_status: Any = trio.TASK_STATUS_
         }
         if sim is not None:
             summary["simulator_frames_sent"] = sum(c["frames"] for c in sim.stats()["connections"])
-        return _summary_fields(summary, jdir, started_ns)
+        summary = _summary_fields(summary, jdir, started_ns)
+        if uploader is not None:  # the journal is sealed: the last of it goes now
+            summary["upload"] = await _finish_upload(uploader, jdir)
+        return summary
+
+
+def _writer_config(opts: RunOptions) -> Any:
+    from engine.journal.writer import WriterConfig
+
+    kw: dict[str, Any] = {}
+    if opts.segment_mb is not None:
+        kw["segment_bytes"] = max(1, int(opts.segment_mb * 2**20))
+    if opts.segment_s is not None:
+        kw["segment_age_s"] = opts.segment_s
+    return WriterConfig(**kw)
+
+
+def _uploader(opts: RunOptions, jdir: Path, capture: Any) -> Any:
+    """The background uploader of ``--upload`` (None without it); failures are journaled."""
+    if opts.upload is None:
+        return None
+    from engine.journal.schema import Dir, Kind
+    from engine.live.upload import Uploader
+
+    def journal_failure(text: str) -> None:
+        if capture.write_error is None and not capture.writer.closed:
+            capture.journal(0, Dir.LOCAL, Kind.ERROR, "upload", text.encode())
+
+    return Uploader(jdir, opts.upload, keep_local=opts.keep_local, on_error=journal_failure)
+
+
+async def _finish_upload(uploader: Any, jdir: Path) -> dict[str, Any]:
+    from engine.live.upload import remove_if_shipped
+
+    done = await uploader.finish()
+    removed = done and not uploader.keep_local and remove_if_shipped(jdir, uploader.report)
+    return {
+        "target": uploader.target,
+        "complete": done,
+        "files": len(uploader.report.uploaded),
+        "bytes": uploader.report.bytes,
+        "failures": uploader.failures,
+        "last_error": uploader.last_error,
+        "local_copy_removed": bool(removed),
+    }
 
 
 def _remove_if_empty(target: Path) -> None:
@@ -236,6 +288,7 @@ def _remove_if_empty(target: Path) -> None:
 def _summary_fields(summary: dict[str, Any], jdir: Path, started_ns: int) -> dict[str, Any]:
     """What the summary's counters mean to a user: wall-clock times, both journal sizes."""
     from engine.journal.inspect import scan_journal
+    from engine.journal.reader import JournalError
     from engine.timefmt import format_ns
 
     summary.pop("started_mono", None)
@@ -245,7 +298,10 @@ def _summary_fields(summary: dict[str, Any], jdir: Path, started_ns: int) -> dic
     summary["duration_s"] = round((stopped_ns - started_ns) / 1e9, 3)
     # bytes appended while capturing; sealing compacts segments, so the disk size differs
     summary["journal_bytes_written"] = summary.pop("journal_bytes", 0)
-    summary["journal_bytes_on_disk"] = scan_journal(jdir).disk_bytes  # as `journal inspect`
+    try:
+        summary["journal_bytes_on_disk"] = scan_journal(jdir).disk_bytes  # as `journal inspect`
+    except JournalError:  # --upload removed shipped segments: the local journal is a stub
+        summary["journal_bytes_on_disk"] = None
     return summary
 
 
@@ -387,6 +443,28 @@ def _csv(value: str) -> tuple[str, ...]:
     help="Split the symbols across N capture processes, one journal shard each, under one"
     " capture-set directory (captureset.json); every reading command takes the set.",
 )
+@click.option(
+    "--upload",
+    metavar="URI",
+    default=None,
+    help="Upload each sealed segment, the outputs, checkpoints and the manifest to URI"
+    " (s3://BUCKET/PREFIX, gs://, file://) in the background, verified; the local copy is"
+    " removed once verified unless --keep-local.",
+)
+@click.option("--keep-local", is_flag=True, help="With --upload: keep the local journal too.")
+@click.option(
+    "--segment-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seal the open segment at this size (default 64; with --upload: how soon data ships).",
+)
+@click.option(
+    "--segment-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="...or at this age in seconds (default 3600).",
+)
+@s3_endpoint_option
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: debug).")
 def run(
     exchange: str,
@@ -409,6 +487,10 @@ def run(
     min_free_mb: float,
     max_rest_bytes: int,
     processes: int,
+    upload: str | None,
+    keep_local: bool,
+    segment_mb: float | None,
+    segment_seconds: float | None,
     verbose: int,
 ) -> None:
     """Capture market data into a new journal until Ctrl-C / SIGTERM (or --duration).
@@ -475,7 +557,20 @@ def run(
         insecure=insecure,
         min_free_mb=min_free_mb,
         max_rest_bytes=max_rest_bytes,
+        upload=upload,
+        keep_local=keep_local,
+        segment_mb=segment_mb,
+        segment_s=segment_seconds,
     )
+    if keep_local and upload is None:
+        raise click.BadParameter("--keep-local goes with --upload", param_hint="--keep-local")
+    if upload is not None:
+        from engine.journal.location import LocationError, as_path
+
+        try:
+            as_path(upload)  # a bad URI is refused before anything is created
+        except LocationError as exc:
+            raise click.BadParameter(str(exc), param_hint="--upload") from None
     if not opts.symbols or not opts.channels:
         raise click.BadParameter("give at least one symbol and one channel")
     from engine.codecs.registry import get_codec
@@ -492,6 +587,11 @@ def run(
     existed = target.exists()
     opts = attrs.evolve(opts, journal=target.absolute())
     if processes > 1:
+        if upload is not None:
+            raise click.BadParameter(
+                "--upload ships one journal: not with --processes (push each shard with"
+                " `engine journal push`)", param_hint="--upload",
+            )
         _run_sharded(opts, processes)
         return
     try:
@@ -520,6 +620,16 @@ def run(
         if stopped_by == "low_disk":
             click.echo(f"stopped: {summary['stop_detail']}", err=True)
         click.echo(f"journal sealed: {jdir}  (replay: engine replay {jdir})", err=True)
+        up = summary.get("upload")
+        if up is not None and up["complete"]:
+            gone = "; local copy removed" if up["local_copy_removed"] else ""
+            click.echo(f"uploaded: {up['target']}  ({up['files']} files{gone})", err=True)
+        elif up is not None:
+            click.echo(
+                f"upload incomplete ({up['last_error'] or 'files pending'}): finish it with"
+                f" engine journal push {jdir} {up['target']}",
+                err=True,
+            )
     code = EXIT_CODES.get(stopped_by, 0)
     if code:
         sys.exit(code)

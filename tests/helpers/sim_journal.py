@@ -31,6 +31,7 @@ def write_sim_journal(
     seconds: float = 150.0,
     activity: float = 4.0,
     snapshot_after_ms: int = 300,
+    config: WriterConfig | None = None,
 ) -> Path:
     """Write the journal into ``path`` (must not hold one); returns ``path``."""
     m = Market(seed=seed, symbols=list(symbols), activity=activity)
@@ -40,7 +41,7 @@ def write_sim_journal(
     w = JournalWriter.create(
         path,
         {"exchange": "sim", "symbols": [s.upper() for s in symbols], "origin": "tests/helpers"},
-        WriterConfig(batch_frames=512),
+        config or WriterConfig(batch_frames=512),
     )
     t0 = m.start_ms
     w.append(t0 * 1_000_000, 1, Dir.LOCAL, Kind.OPEN, url, b"")
