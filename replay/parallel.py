@@ -224,9 +224,10 @@ class _Bounded:
         self.reader = reader
         self.cuts = list(cuts)
 
-    def batches(self) -> Iterator[Any]:
+    def batches(self, after_seq: int = 0) -> Iterator[Any]:
+        """The reader's batches past ``after_seq`` (a slice's start: the reader seeks to it)."""
         cuts = deque(self.cuts)
-        for batch in self.reader.batches():
+        for batch in self.reader.batches(after_seq):
             s0 = batch.column(0)[0].as_py()
             pos = 0
             n = batch.num_rows
