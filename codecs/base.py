@@ -49,7 +49,10 @@ from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import attrs
 
+from engine.events import EXCERPT_BYTES, DecodeError
+
 __all__ = [
+    "decode_error",
     "Codec",
     "ConnLimits",
     "KeepAlive",
@@ -246,3 +249,10 @@ class VenueDefaults:
 
     def normalized(self, symbol: str) -> str:
         return split_quote(symbol)
+
+
+def decode_error(seq: int, recv_ns: int, source: str, reason: str, payload: Any) -> DecodeError:
+    """The one shape of a frame a codec cannot read: a DecodeError with the reason (at most
+    500 characters) and the payload's first EXCERPT_BYTES (the frame itself stays in the journal)."""
+    excerpt = bytes(payload[:EXCERPT_BYTES]) if isinstance(payload, bytes | bytearray) else b""
+    return DecodeError(seq, recv_ns, source, reason[:500], excerpt)

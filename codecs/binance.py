@@ -45,7 +45,7 @@ import attrs
 import msgspec
 
 from engine.codecs import binance_wire as wire
-from engine.codecs.base import SyncRule
+from engine.codecs.base import SyncRule, decode_error
 from engine.codecs.binance_urls import CHANNELS, FUTURES_PATHS, FuturesOutbound, SpotOutbound
 from engine.codecs.binance_wire import (
     E_KIND,
@@ -58,7 +58,6 @@ from engine.codecs.binance_wire import (
 )
 from engine.events import (
     BUY,
-    EXCERPT_BYTES,
     SELL,
     BookSnapshot,
     BookTicker,
@@ -205,8 +204,7 @@ class _Binance(SpotOutbound):
 
     @staticmethod
     def _error(seq: int, recv_ns: int, source: str, reason: str, payload: Any) -> DecodeError:
-        excerpt = bytes(payload[:EXCERPT_BYTES]) if isinstance(payload, bytes | bytearray) else b""
-        return DecodeError(seq, recv_ns, source, reason[:500], excerpt)
+        return decode_error(seq, recv_ns, source, reason, payload)
 
     def _learn(
         self, raw_name: bytes

@@ -50,14 +50,19 @@ import msgspec
 import orjson
 
 from engine import num
-from engine.codecs.base import ConnLimits, KeepAlive, Resubscribe, SyncRule, VenueDefaults
+from engine.codecs.base import (
+    ConnLimits,
+    KeepAlive,
+    Resubscribe,
+    SyncRule,
+    VenueDefaults,
+    decode_error,
+)
 from engine.codecs.binance_wire import MAX, Bad, levels, number
 from engine.events import (
     BUY,
-    EXCERPT_BYTES,
     SELL,
     BookSnapshot,
-    DecodeError,
     DepthDiff,
     Heartbeat,
     Side,
@@ -221,8 +226,7 @@ class BybitSpot(VenueDefaults):
             reason = str(exc)
         except Exception as exc:  # never raise out of a codec: a bug here is still just an event
             reason = f"internal error {type(exc).__name__}: {exc}"
-        excerpt = bytes(payload[:EXCERPT_BYTES]) if isinstance(payload, bytes | bytearray) else b""
-        return [DecodeError(seq, recv_ns, source, reason[:500], excerpt)]
+        return [decode_error(seq, recv_ns, source, reason, payload)]
 
     def _decode_generic(self, seq: int, recv_ns: int, payload: bytes) -> list[Any]:
         try:

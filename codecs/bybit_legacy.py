@@ -34,14 +34,12 @@ from typing import Any
 import orjson
 
 from engine import num
-from engine.codecs.base import ConnLimits, KeepAlive, SyncRule, VenueDefaults
+from engine.codecs.base import ConnLimits, KeepAlive, SyncRule, VenueDefaults, decode_error
 from engine.codecs.binance_wire import MAX, VMAX, Bad, number
 from engine.events import (
     BUY,
-    EXCERPT_BYTES,
     SELL,
     BookSnapshot,
-    DecodeError,
     DepthDiff,
     Heartbeat,
     SubscriptionAck,
@@ -126,8 +124,7 @@ class BybitLegacy(VenueDefaults):
             reason = str(exc)
         except Exception as exc:  # never raise out of a codec: a bug here is still just an event
             reason = f"internal error {type(exc).__name__}: {exc}"
-        excerpt = bytes(payload[:EXCERPT_BYTES]) if isinstance(payload, bytes | bytearray) else b""
-        return [DecodeError(seq, recv_ns, source, reason[:500], excerpt)]
+        return [decode_error(seq, recv_ns, source, reason, payload)]
 
     def _message(self, seq: int, recv_ns: int, obj: dict[str, Any]) -> list[Any]:
         topic = obj.get("topic")

@@ -48,11 +48,10 @@ import msgspec
 import orjson
 
 from engine import num
-from engine.codecs.base import ConnLimits, Resubscribe, SyncRule, VenueDefaults
+from engine.codecs.base import ConnLimits, Resubscribe, SyncRule, VenueDefaults, decode_error
 from engine.codecs.binance_wire import MAX, PRICE_MEMO_MAX, Bad, levels, number
 from engine.events import (
     BUY,
-    EXCERPT_BYTES,
     SELL,
     BookSnapshot,
     DecodeError,
@@ -129,8 +128,7 @@ def int_id(v: Any, where: str) -> int:
 
 
 def error_event(seq: int, recv_ns: int, source: str, reason: str, payload: Any) -> DecodeError:
-    excerpt = bytes(payload[:EXCERPT_BYTES]) if isinstance(payload, bytes | bytearray) else b""
-    return DecodeError(seq, recv_ns, source, reason[:500], excerpt)
+    return decode_error(seq, recv_ns, source, reason, payload)
 
 
 def split_streams(streams: Iterable[str]) -> dict[str, list[str]]:

@@ -29,8 +29,7 @@ import msgspec
 
 from engine import num
 from engine.book import Book
-from engine.codecs.base import ConnLimits, Resubscribe, VenueDefaults, split_quote
-from engine.events import EXCERPT_BYTES, DecodeError
+from engine.codecs.base import ConnLimits, Resubscribe, VenueDefaults, decode_error, split_quote
 from engine.num import decimals_of, render
 from engine.timefmt import format_ns, parse_epoch_s, parse_iso
 
@@ -166,11 +165,6 @@ def max_decimals(tokens: Iterable[str]) -> int | None:
 
 class Bad(Exception):
     """A frame the codec cannot read; the message says what and where (becomes a DecodeError)."""
-
-
-def decode_error(seq: int, recv_ns: int, source: str, reason: str, payload: bytes) -> DecodeError:
-    excerpt = bytes(payload[:EXCERPT_BYTES]) if isinstance(payload, bytes | bytearray) else b""
-    return DecodeError(seq, recv_ns, source, reason[:500], excerpt)
 
 
 def _units(parse: Callable[[str], int], text: str, where: str) -> int:

@@ -16,12 +16,12 @@ from collections.abc import Callable
 from engine.codecs.base import Codec
 from engine.codecs.binance import BinanceFutures, BinanceSpot
 from engine.codecs.binance_urls import DeliveryOutbound
+from engine.codecs.bybit import BybitInverse, BybitLinear, BybitSpot
+from engine.codecs.bybit_legacy import BybitLegacy
 from engine.codecs.coinbase import CoinbaseExchange
 from engine.codecs.coinbase_advanced import CoinbaseAdvanced
 from engine.codecs.kraken import KrakenV2
 from engine.codecs.kraken_v1 import KrakenV1
-from engine.codecs.bybit import BybitInverse, BybitLinear, BybitSpot
-from engine.codecs.bybit_legacy import BybitLegacy
 from engine.codecs.okx import Okx
 
 __all__ = ["get_codec", "CODECS", "BinanceUS", "BinanceTR", "BinanceDelivery"]

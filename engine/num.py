@@ -76,7 +76,7 @@ def parse(s: str) -> int:
         # the common case (unsigned, at most SCALE decimals): two C-level checks and int()
         if n <= SCALE and digits.isascii() and digits.isdigit():
             return int(digits) * _MUL[n]
-        body = digits[1:] if digits[:1] in ("+", "-") else digits
+        body = digits[1:] if a[:1] in ("+", "-") else digits  # a sign only before the digits
         if not (body.isascii() and body.isdigit()):
             raise PrecisionError(f"not a decimal number: {s[:40]!r}")
         if n > SCALE:

@@ -223,6 +223,7 @@ NUMBERISH = st.text("0123456789.+-_ e\t١\xa0", max_size=14) | st.decimals(
 
 
 @given(NUMBERISH)
+@example(".-0")  # a sign after the point: once read as 0
 def test_num_parse_is_the_exact_decimal_value_or_a_precision_error(s):
     """Digits, signs, dots, spaces, underscores, exponents, non-ASCII digits in any order."""
     try:
