@@ -37,9 +37,10 @@ def standard_reducers(codec: Any, options: dict[str, Any] | None = None) -> list
     if unknown:
         raise ValueError(f"unknown pipeline options {sorted(unknown)}; known: {sorted(OPTIONS)}")
     book_kw = {k: options[k] for k in ("verify_interval_s",) if k in options}
-    if rule_for(codec.sync_rule).has_checksum:
-        # the exchange's checksum verifies every update; a REST verification adds nothing
-        # (and the venue may have no REST snapshot to answer it): only when asked for
+    no_rest = codec.snapshot_url(getattr(codec, "rest_base", "") or "", "X", 1) is None
+    if rule_for(codec.sync_rule).has_checksum or no_rest:
+        # the exchange's checksum verifies every update, so a REST verification adds nothing;
+        # a venue with no REST snapshot could not answer one (Bybit, Coinbase): only when asked
         book_kw.setdefault("verify_interval_s", None)
     reducers: list[Any] = [
         BookReducer(sync_rule=codec.sync_rule, **book_kw),
