@@ -124,7 +124,8 @@ def test_a_real_difference_after_a_crash_is_still_one(clean: Path, tmp_path: Pat
     assert _engine("replay", str(crashed), "--check").returncode == 1
 
 
-@pytest.mark.parametrize("after_outputs", [20, 60])
+# 60 outputs takes ~30 s (a capture run until then): the slow profile; 20 runs by default
+@pytest.mark.parametrize("after_outputs", [20, pytest.param(60, marks=pytest.mark.slow)])
 def test_kill_9_then_check_passes(tmp_path: Path, after_outputs: int) -> None:
     journal = tmp_path / "killed"
     proc = subprocess.Popen(

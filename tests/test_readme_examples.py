@@ -71,7 +71,8 @@ def adapt(argv: list[str], tmp: Path, base_ns: int | None, first_ns: int | None)
         if a.startswith("/tmp/"):
             a = str(tmp / a[len("/tmp/") :])
         elif prev == "--duration":
-            a = DURATION
+            # a capture that later lines read needs the example's window; the others, a moment
+            a = DURATION if ("--out" in argv or "--journal" in argv) else "3"
         elif prev == "--sim-fault-every":
             a = "2"
         elif prev in ("--at", "--from", "--to") and base_ns is not None and first_ns is not None:
