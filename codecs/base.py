@@ -53,6 +53,7 @@ from engine.events import EXCERPT_BYTES, DecodeError
 
 __all__ = [
     "decode_error",
+    "internal_reason",
     "Codec",
     "ConnLimits",
     "KeepAlive",
@@ -256,3 +257,8 @@ def decode_error(seq: int, recv_ns: int, source: str, reason: str, payload: Any)
     500 characters) and the payload's first EXCERPT_BYTES (the frame itself stays in the journal)."""
     excerpt = bytes(payload[:EXCERPT_BYTES]) if isinstance(payload, bytes | bytearray) else b""
     return DecodeError(seq, recv_ns, source, reason[:500], excerpt)
+
+
+def internal_reason(exc: BaseException) -> str:
+    """The DecodeError reason for a bug met while decoding (a codec never raises: it is an event)."""
+    return f"internal error {type(exc).__name__}: {exc}"

@@ -45,12 +45,13 @@ import attrs
 import msgspec
 
 from engine.codecs import binance_wire as wire
-from engine.codecs.base import SyncRule, decode_error
+from engine.codecs.base import SyncRule, decode_error, internal_reason
 from engine.codecs.binance_urls import CHANNELS, FUTURES_PATHS, FuturesOutbound, SpotOutbound
 from engine.codecs.binance_wire import (
     E_KIND,
     ROUTE_CACHE_MAX,
     Bad,
+    json_object,
     levels,
     number,
     route_of,
@@ -199,7 +200,7 @@ class _Binance(SpotOutbound):
         except Bad as exc:
             reason = str(exc)
         except Exception as exc:  # never raise out of a codec: a bug here is still just an event
-            reason = f"internal error {type(exc).__name__}: {exc}"
+            reason = internal_reason(exc)
         return [self._error(seq, recv_ns, source, reason, payload)]
 
     @staticmethod
@@ -246,12 +247,7 @@ class _Binance(SpotOutbound):
             raise Bad(f"{what}: {exc}") from None
 
     def _decode_generic(self, seq: int, recv_ns: int, source: str, payload: bytes) -> list[Any]:
-        try:
-            obj = self._generic.decode(payload)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            raise Bad(f"invalid JSON: {exc}") from None
-        if not isinstance(obj, dict):
-            raise Bad(f"expected a JSON object, got {type(obj).__name__}")
+        obj = json_object(self._generic, payload)
         if "stream" in obj and "data" in obj:
             stream = obj["stream"]
             if not isinstance(stream, str):

@@ -11,7 +11,7 @@ let an exception other than :class:`Bad` escape on exchange input.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import msgspec
@@ -19,7 +19,8 @@ import msgspec
 from engine import num
 
 __all__ = [
-    "Bad", "number", "levels", "PRICE_MEMO_MAX", "route_of", "stream_of_url", "E_KIND",
+    "Bad", "json_object",
+    "number", "levels", "PRICE_MEMO_MAX", "route_of", "stream_of_url", "E_KIND",
     "ROUTE_CACHE_MAX", "MAX",
 ]  # fmt: skip
 
@@ -150,6 +151,18 @@ class Err(msgspec.Struct, gc=False):
 
 class Bad(Exception):
     """A frame is invalid; the message is the DecodeError reason (never leaves the codec)."""
+
+
+def json_object(decoder: Any, payload: bytes) -> dict[str, Any]:
+    """``payload`` as a JSON object through a msgspec ``decoder``, or a Bad saying why not:
+    the one front of every codec's generic (untyped) decode."""
+    try:
+        obj = decoder.decode(payload)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise Bad(f"invalid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise Bad(f"expected a JSON object, got {type(obj).__name__}")
+    return obj
 
 
 # --------------------------------------------------------------------------- numbers

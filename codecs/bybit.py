@@ -57,8 +57,9 @@ from engine.codecs.base import (
     SyncRule,
     VenueDefaults,
     decode_error,
+    internal_reason,
 )
-from engine.codecs.binance_wire import MAX, Bad, levels, number
+from engine.codecs.binance_wire import MAX, Bad, json_object, levels, number
 from engine.events import (
     BUY,
     SELL,
@@ -225,16 +226,11 @@ class BybitSpot(VenueDefaults):
         except Bad as exc:
             reason = str(exc)
         except Exception as exc:  # never raise out of a codec: a bug here is still just an event
-            reason = f"internal error {type(exc).__name__}: {exc}"
+            reason = internal_reason(exc)
         return [decode_error(seq, recv_ns, source, reason, payload)]
 
     def _decode_generic(self, seq: int, recv_ns: int, payload: bytes) -> list[Any]:
-        try:
-            obj = self._generic.decode(payload)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            raise Bad(f"invalid JSON: {exc}") from None
-        if not isinstance(obj, dict):
-            raise Bad(f"expected a JSON object, got {type(obj).__name__}")
+        obj = json_object(self._generic, payload)
         topic = obj.get("topic")
         if topic is not None:
             if not isinstance(topic, str):

@@ -34,7 +34,14 @@ from typing import Any
 import orjson
 
 from engine import num
-from engine.codecs.base import ConnLimits, KeepAlive, SyncRule, VenueDefaults, decode_error
+from engine.codecs.base import (
+    ConnLimits,
+    KeepAlive,
+    SyncRule,
+    VenueDefaults,
+    decode_error,
+    internal_reason,
+)
 from engine.codecs.binance_wire import MAX, VMAX, Bad, number
 from engine.events import (
     BUY,
@@ -123,7 +130,7 @@ class BybitLegacy(VenueDefaults):
         except Bad as exc:
             reason = str(exc)
         except Exception as exc:  # never raise out of a codec: a bug here is still just an event
-            reason = f"internal error {type(exc).__name__}: {exc}"
+            reason = internal_reason(exc)
         return [decode_error(seq, recv_ns, source, reason, payload)]
 
     def _message(self, seq: int, recv_ns: int, obj: dict[str, Any]) -> list[Any]:

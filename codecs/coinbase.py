@@ -48,8 +48,15 @@ import msgspec
 import orjson
 
 from engine import num
-from engine.codecs.base import ConnLimits, Resubscribe, SyncRule, VenueDefaults, decode_error
-from engine.codecs.binance_wire import MAX, PRICE_MEMO_MAX, Bad, levels, number
+from engine.codecs.base import (
+    ConnLimits,
+    Resubscribe,
+    SyncRule,
+    VenueDefaults,
+    decode_error,
+    internal_reason,
+)
+from engine.codecs.binance_wire import MAX, PRICE_MEMO_MAX, Bad, json_object, levels, number
 from engine.events import (
     BUY,
     SELL,
@@ -250,7 +257,7 @@ class CoinbaseCodec(VenueDefaults):
         except Bad as exc:
             reason = str(exc)
         except Exception as exc:  # never raise out of a codec: a bug here is still just an event
-            reason = f"internal error {type(exc).__name__}: {exc}"
+            reason = internal_reason(exc)
         return [error_event(seq, recv_ns, source, reason, payload)]
 
     def _decode(self, seq: int, recv_ns: int, source: str, payload: bytes) -> list[Any]:
@@ -312,12 +319,7 @@ class CoinbaseExchange(CoinbaseCodec):
 
     def _explain(self, payload: bytes, exc: Exception) -> None:
         """Why the typed decode failed, as a Bad: bad JSON, no or unknown ``type``, or a field."""
-        try:
-            obj = self._generic.decode(payload)
-        except (msgspec.DecodeError, UnicodeDecodeError) as e:
-            raise Bad(f"invalid JSON: {e}") from None
-        if not isinstance(obj, dict):
-            raise Bad(f"expected a JSON object, got {type(obj).__name__}")
+        obj = json_object(self._generic, payload)
         t = obj.get("type")
         if not isinstance(t, str):
             keys = ",".join(sorted(str(k)[:20] for k in obj)[:10])

@@ -29,7 +29,14 @@ import msgspec
 
 from engine import num
 from engine.book import Book
-from engine.codecs.base import ConnLimits, Resubscribe, VenueDefaults, decode_error, split_quote
+from engine.codecs.base import (
+    ConnLimits,
+    Resubscribe,
+    VenueDefaults,
+    decode_error,
+    internal_reason,
+    split_quote,
+)
 from engine.num import decimals_of, render
 from engine.timefmt import format_ns, parse_epoch_s, parse_iso
 
@@ -273,7 +280,7 @@ class KrakenCodec(VenueDefaults):
         except Bad as exc:
             reason = str(exc)
         except Exception as exc:  # never raise out of a codec: a bug here is still just an event
-            reason = f"internal error {type(exc).__name__}: {exc}"
+            reason = internal_reason(exc)
         return [decode_error(seq, recv_ns, source, reason, payload)]
 
     def _message(self, seq: int, recv_ns: int, msg: Any) -> list[Any]:  # pragma: no cover
