@@ -122,13 +122,22 @@ def is_journal(path: Where) -> bool:
 def holds_journals(path: Any) -> bool:
     """Is ``path`` a capture set or catalog (a folder or a prefix): not a journal, but journals in it?
 
-    A location the store refuses, or a bad URI, is not one: the caller then
-    opens it as one journal, whose reader says what is wrong in its words.
+    A prefix in object storage that holds something and is not one journal
+    is taken for a catalog: deciding costs a request and a listing of its
+    first level, not of its tree (:func:`journals_in` lists that once, and a
+    catalog without journals is then refused as such).  A location the store
+    refuses, an empty prefix or a bad URI is not one: the caller opens it as
+    one journal, whose reader says what is wrong in its words.
     """
     if not isinstance(path, str | os.PathLike | RemotePath):
         return False
     try:
         root = as_path(path)
+        if isinstance(root, RemotePath):
+            if (root / MANIFEST).is_file():
+                return False
+            names = [e.name for e in root.iterdir()]
+            return bool(names) and not _marks_journal(names)
         return not is_journal(root) and bool(journals_in(root))
     except LocationError:
         return False

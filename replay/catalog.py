@@ -25,12 +25,14 @@ One dataset from many journals
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import os
 import re
 import shutil
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -100,8 +102,7 @@ def select(
     if not paths:
         raise ValueError(f"{base}: no journal there (nor any journal in its folders)")
     every: list[tuple[Member, Any]] = []
-    for p in paths:
-        j = _journal(p)
+    for p, j in zip(paths, _open_all(paths), strict=True):
         every.append((Member(p, member_name(p, base), j.exchange, tuple(j.symbols)), j))
     known = sorted({s for m, _ in every for s in m.symbols})
     wanted = None if symbols is None else frozenset(s.upper() for s in symbols)
@@ -154,6 +155,31 @@ def _journal(path: Path | RemotePath) -> Any:
     from engine.replay.api import Journal
 
     return Journal(path)
+
+
+#: Members of a catalog in object storage opened at once: each costs a few requests' latency.
+OPENERS = 8
+
+
+def _opened(path: Path | RemotePath) -> Any:
+    j = _journal(path)
+    _ = j.span  # its first and last frames: read here, beside the other members'
+    return j
+
+
+def _open_all(paths: list[Path | RemotePath]) -> list[Any]:
+    """Every member opened (manifest, span), in order; those in object storage side by side.
+
+    Opening is waiting on the store (a handful of small requests a member), so
+    threads overlap it; each runs in a copy of this context (the endpoint of
+    ``--s3-endpoint``, the bytes counted by ``counting_reads``).  The first
+    member, in order, that fails raises.
+    """
+    if len(paths) < 2 or not any(isinstance(p, RemotePath) for p in paths):
+        return [_opened(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=min(OPENERS, len(paths))) as pool:
+        futures = [pool.submit(contextvars.copy_context().run, _opened, p) for p in paths]
+        return [f.result() for f in futures]
 
 
 # =============================================================== the workers' store settings

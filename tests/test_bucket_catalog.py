@@ -219,7 +219,7 @@ def test_what_the_store_refuses_is_one_line(store, tmp_path: Path, monkeypatch) 
     s3.put_object(Bucket=store.bucket, Key="junk/deeper/data.csv", Body=b"a,b\n")
     for uri, words in (
         (f"s3://{store.bucket}/nothing-here/", "no such prefix (nothing stored under it)"),
-        (f"s3://{store.bucket}/junk/", "no journal.json and no seg-*.arrows files"),
+        (f"s3://{store.bucket}/junk/", "no journal"),  # there, nor in its folders
         ("s3://no-such-bucket-at-all/cat/", "bucket no-such-bucket-at-all does not exist"),
     ):
         out = tmp_path / "x"
