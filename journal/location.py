@@ -284,6 +284,8 @@ def list_tree(p: RemotePath) -> list[RemotePath]:
     """
     try:
         infos = p.fs.get_file_info(pafs.FileSelector(p.key, allow_not_found=True, recursive=True))
+    except NotADirectoryError:  # a file (an object) holds nothing under it
+        return []
     except (OSError, pa.ArrowException) as exc:
         raise store_error(exc, str(p)) from None
     files = sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path)

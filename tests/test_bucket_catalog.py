@@ -17,6 +17,7 @@ import json
 import re
 import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,13 +27,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 import engine
 from engine.cli import main as engine_cli
 from engine.journal.captureset import SET_MANIFEST, holds_journals, journals_in, write_set
-from engine.journal.location import counting_reads
+from engine.journal.location import RemotePath, counting_reads
 from engine.journal.writer import WriterConfig
 from engine.replay.catalog import JournalSet, member_name, select
 from engine.replay.checkpoints import CheckpointPolicy
@@ -108,6 +112,67 @@ def test_a_prefix_is_listed_once_into_the_folders_journals(local: Path, store) -
     assert not holds_journals(store.uri + "sim/2024-01-01")  # one journal (its outputs/ is not one)
     assert [m.name for m in select(store.uri + "sim", symbols=["ethusdt"])[0]] == [
         "2024-01-01", "2024-01-02"]  # fmt: skip
+
+
+NAMES = st.sampled_from(["a", "b", "2024-01-01", "venue=x", ".hidden", "outputs", "seg-dir"])
+TREES = st.recursive(
+    st.one_of(
+        st.tuples(st.just("journal"), st.booleans()),  # with an outputs/ journal inside, or not
+        st.tuples(st.just("segments"), st.just(None)),  # a journal before its first seal
+        st.tuples(st.just("set"), st.integers(1, 3)),
+        st.tuples(st.just("file"), st.just(None)),
+    ),
+    lambda kids: st.tuples(st.just("dir"), st.dictionaries(NAMES, kids, max_size=3)),
+    max_leaves=8,
+)
+
+
+def _lay_out(d: Path, node: tuple[str, Any]) -> None:
+    kind, arg = node
+    if kind == "file":
+        d.parent.mkdir(parents=True, exist_ok=True)
+        d.write_text("not a journal")
+        return
+    d.mkdir(parents=True, exist_ok=True)
+    if kind == "journal":
+        (d / "journal.json").write_text("{}")
+        if arg:
+            (d / "outputs").mkdir()
+            (d / "outputs" / "journal.json").write_text("{}")
+    elif kind == "segments":
+        (d / "seg-000001.arrows.partial").write_bytes(b"")
+    elif kind == "set":
+        write_set(d, "sim", [[f"S{i}"] for i in range(arg)])
+        for i in range(arg - 1):  # the last member not (yet) there: a set names it all the same
+            _lay_out(d / f"shard-{i}", ("journal", True))
+    else:
+        for name, kid in arg.items():
+            _lay_out(d / name, kid)
+
+
+def _model(node: tuple[str, Any], at: str) -> list[str]:
+    """The journals of a tree as the guide defines them, naively."""
+    kind, arg = node
+    if kind in ("journal", "segments"):
+        return [at]
+    if kind == "set":
+        return [f"{at}/shard-{i}".lstrip("/") for i in range(arg)]
+    if kind == "file":
+        return []
+    kids = sorted((n, k) for n, k in arg.items() if not n.startswith("."))
+    return [j for n, k in kids for j in _model(k, f"{at}/{n}".lstrip("/"))]
+
+
+@given(tree=TREES)
+def test_one_listing_finds_the_journals_the_folder_walk_finds(tree: tuple[str, Any]) -> None:
+    """Any tree of journals, sets, folders and stray files: the listing's walk, the disk's, the rule."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "root"
+        _lay_out(root, tree)
+        on_disk = [str(p.relative_to(root)) for p in journals_in(root)]
+        listed = journals_in(RemotePath(pafs.LocalFileSystem(), str(root), "file"))
+        assert [p.key[len(str(root)) + 1 :] or "." for p in listed] == on_disk
+        assert on_disk == [j or "." for j in _model(tree, "")]
 
 
 def test_replay_check_and_verify_of_the_prefix_equal_the_local_catalog(local: Path, store) -> None:
