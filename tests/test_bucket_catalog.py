@@ -36,9 +36,9 @@ from hypothesis import strategies as st
 import engine
 from engine.cli import main as engine_cli
 from engine.journal.captureset import SET_MANIFEST, holds_journals, journals_in, write_set
-from engine.journal.location import RemotePath, counting_reads
+from engine.journal.location import RemotePath, counting_reads, s3_endpoint
 from engine.journal.writer import WriterConfig
-from engine.replay.catalog import JournalSet, member_name, select
+from engine.replay.catalog import JournalSet, member_name, replay_catalog, select
 from engine.replay.checkpoints import CheckpointPolicy
 from engine.replay.export import TABLES
 from engine.replay.replay import Replay
@@ -219,6 +219,7 @@ def test_engine_open_of_the_prefix_is_a_journal_set(local: Path, store) -> None:
         remote.book_at("ETHUSDT", AT, depth=3).summary
         == disk.book_at("ETHUSDT", AT, depth=3).summary
     )
+    assert list(remote.replay()) == list(disk.replay())  # output for output, member after member
     assert list(remote.replay(symbols="NKNUSDT")) == list(disk.replay(symbols="NKNUSDT"))
 
 
@@ -271,6 +272,12 @@ def test_workers_started_without_the_endpoint_get_the_commands(
             s.pop("parallel")
         assert par == ser
         assert any(s["frames_folded"] > 0 for s in par)
+        with s3_endpoint(store.endpoint):  # the Python API: outputs, one by one, as each alone
+            done = replay_catalog(select(store.uri)[0], client=c, workers=2, collect=True)
+        for m, _plan, merged in done:
+            alone = Replay(local / m.name)
+            assert merged.outputs == list(alone.outputs()), m.name
+            assert merged.pipeline.snapshot() == alone.pipeline.snapshot()
         out = tmp_path / "par"
         assert "from 3 journals" in ok("export", store.uri, "--out", out, *on)
         ok("export", local, "--out", tmp_path / "ser")
