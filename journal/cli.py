@@ -138,14 +138,15 @@ def inspect(directory: Path | location.RemotePath, as_json: bool, top: int) -> N
         _inspect(member, as_json, top)
 
 
-def _each(directory: Path | location.RemotePath) -> list[Path | location.RemotePath]:
-    """The journal itself, or the member journals of a local capture set or catalog."""
-    if location.is_remote(directory):
-        return [directory]
+def _each(directory: Any) -> list[Any]:
+    """The journal itself, or the member journals of a capture set or catalog (a folder or a prefix)."""
     from engine.journal.captureset import is_journal, journals_in
 
-    found = [] if is_journal(directory) else journals_in(directory)
-    return [Path(p) for p in found] or [directory]
+    try:
+        found = [] if is_journal(directory) else journals_in(directory)
+    except location.LocationError:  # the journal's own reader says it in its words
+        found = []
+    return found or [directory]
 
 
 def _inspect(directory: Path | location.RemotePath, as_json: bool, top: int) -> None:

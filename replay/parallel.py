@@ -426,6 +426,8 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
             processes=True,
             threads_per_worker=1,
             dashboard_address=None,
+            # its HTTP server (metrics, health) on a free port: 8787 may be another cluster's
+            scheduler_kwargs={"dashboard_address": ":0"},
             silence_logs=logging.ERROR,
         ) as cluster,
         Client(cluster) as client,
