@@ -14,6 +14,7 @@ other ships, and ``push`` finishes the set once the store is back.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -64,6 +65,11 @@ def _pulled_set_is_whole(uri: str, into: Path) -> None:
     assert _replays(str(into)) == _replays(uri)  # the pulled set is what the store holds
 
 
+def _children(pid: int) -> list[int]:
+    return [int(c) for t in Path(f"/proc/{pid}/task").iterdir()
+            for c in (t / "children").read_text().split()]  # fmt: skip
+
+
 def _sharded(out: Path, uri: str, *extra: str) -> list[str]:
     return [*ENGINE, "run", "--processes", "2", "--sim", "--symbols", "btcusdt,ethusdt",
             "--out", str(out), "--upload", uri, "--segment-seconds", "0.5",
@@ -74,7 +80,7 @@ def test_each_shard_ships_itself_and_the_set_manifest_goes_last(
     s3_server: str, bucket: str, tmp_path: Path
 ) -> None:
     out, uri = tmp_path / "set", f"s3://{bucket}/sim/set"
-    p = subprocess.run(_sharded(out, uri, "--duration", "3"), capture_output=True, text=True,
+    p = subprocess.run(_sharded(out, uri, "--duration", "2"), capture_output=True, text=True,
                        timeout=90)  # fmt: skip
     assert p.returncode == 0, p.stderr
     up = json.loads(p.stdout)["upload"]
@@ -103,8 +109,7 @@ def test_kill_9_of_the_parent_then_push_finishes_the_set(
         while not all(keys(s3_server, bucket, f"crash/set/{s}/seg-") for s in SHARDS):
             assert proc.poll() is None and time.monotonic() < deadline, "no shard uploaded"
             time.sleep(0.2)
-        children = [int(c) for t in Path(f"/proc/{proc.pid}/task").iterdir()
-                    for c in (t / "children").read_text().split()]  # fmt: skip
+        children = _children(proc.pid)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -119,6 +124,36 @@ def test_kill_9_of_the_parent_then_push_finishes_the_set(
     assert "crash/set/captureset.json" in keys(s3_server, bucket, "crash/")
     assert _json(journal_cmd, "push", str(out), uri)["captureset"] == "skipped"  # idempotent
     _pulled_set_is_whole(uri, tmp_path / "pulled")
+
+
+def test_kill_9_of_the_whole_set_then_recover_and_push(
+    s3_server: str, bucket: str, tmp_path: Path
+) -> None:
+    out, uri = tmp_path / "set", f"s3://{bucket}/lost/set"
+    proc = subprocess.Popen(_sharded(out, uri, "--duration", "60", "--keep-local"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not all(keys(s3_server, bucket, f"lost/set/{s}/seg-") for s in SHARDS):
+            assert proc.poll() is None and time.monotonic() < deadline, "no shard uploaded"
+            time.sleep(0.2)
+        for pid in _children(proc.pid):  # the machine goes down: shards, simulator, parent
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    early = CliRunner().invoke(journal_cmd, ["push", str(out), uri])
+    assert early.exit_code == 1, early.output
+    assert "the set manifest was not uploaded: shards incomplete: shard-0, shard-1" in early.output
+    assert "lost/set/captureset.json" not in keys(s3_server, bucket, "lost/")
+    for shard in SHARDS:  # the exact directories to seal are named
+        assert f"{shard}: not uploaded: " in early.output and f"{out / shard}" in early.output
+    for d in sorted({p.parent for p in out.rglob("*.partial")}):
+        subprocess.run([*ENGINE, "journal", "recover", str(d)], check=True, capture_output=True)
+    pushed = _json(journal_cmd, "push", str(out), uri)
+    assert pushed["captureset"] == "copied" and not pushed["failed"]
+    _pulled_set_is_whole(uri, tmp_path / "pulled")
+    assert _replays(str(out)) == _replays(uri)  # the store holds all the local set holds
 
 
 def test_a_shard_whose_store_fails_is_named_and_the_other_ships(tmp_path: Path) -> None:

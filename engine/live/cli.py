@@ -455,7 +455,8 @@ def _csv(value: str) -> tuple[str, ...]:
     default=1,
     show_default=True,
     help="Split the symbols across N capture processes, one journal shard each, under one"
-    " capture-set directory (captureset.json); every reading command takes the set.",
+    " capture-set directory (captureset.json); every reading command takes the set; with"
+    " --upload each shard ships itself to URI/shard-k and captureset.json goes last.",
 )
 @click.option(
     "--upload",
