@@ -198,8 +198,6 @@ def run_shards(opts: Any, n: int, say: Any = None) -> tuple[dict[str, Any], int]
         stopping["sig"] = signum
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    from engine.live.upload import member_target
-
     try:
         from engine.live.cli import simulated
 
@@ -209,8 +207,7 @@ def run_shards(opts: Any, n: int, say: Any = None) -> tuple[dict[str, Any], int]
         for sh in shards:
             # a session of its own: a Ctrl-C on the terminal reaches the parent only, which
             # forwards it, so every shard gets exactly one stop
-            rel = sh.journal.relative_to(root).as_posix()
-            up = None if opts.upload is None else member_target(opts.upload, rel)
+            up = None if opts.upload is None else _upload_target(opts.upload, root, sh)
             sh.proc = subprocess.Popen(
                 child_args(opts, sh.symbols, sh.journal, url, rest, up),
                 stdout=subprocess.PIPE, text=True, start_new_session=True,
@@ -257,11 +254,18 @@ def run_shards(opts: Any, n: int, say: Any = None) -> tuple[dict[str, Any], int]
     return summary, code
 
 
+def _upload_target(uri: str, root: Path, sh: Shard) -> str:
+    """Where a shard uploads: ``URI/<its directory in the set>``."""
+    from engine.live.upload import member_target
+
+    return member_target(uri, sh.journal.relative_to(root).as_posix())
+
+
 def _finish_upload(opts: Any, root: Path, shards: list[Shard], say: Any) -> dict[str, Any]:
     """Every shard has exited: name those whose upload is incomplete, else ship the set manifest."""
     import pyarrow as pa
 
-    from engine.live.upload import member_target, upload_set_manifest
+    from engine.live.upload import upload_set_manifest
 
     incomplete = []
     for sh in shards:
@@ -272,8 +276,7 @@ def _finish_upload(opts: Any, root: Path, shards: list[Shard], say: Any) -> dict
             )
             incomplete.append(sh.name)
             say(f"{sh.name} ({','.join(sh.symbols)}): upload to"
-                f" {member_target(opts.upload, sh.journal.relative_to(root).as_posix())}"
-                f" incomplete: {why}")  # fmt: skip
+                f" {_upload_target(opts.upload, root, sh)} incomplete: {why}")  # fmt: skip
     shipped, last_error, delay = False, None, 0.5
     for attempt in range(3 if not incomplete else 0):
         try:
