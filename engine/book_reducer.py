@@ -4,9 +4,11 @@ Owns: per-symbol sync (every phase change is a transition of
 :mod:`engine.book_sync`'s table: this module turns the table's *actions*
 into outputs and counts, and never sets a phase itself), the bounded diff
 buffer's overflow policy, snapshot requests (sync and periodic verify, timed
-by *event* time ``recv_ns``), drift verification with a shadow book, the
-bookTicker cross-check, crossed-book detection, the counts and the queries
-(``book``, ``sync_state``, ``counts``); the output classes it emits live in
+by *event* time ``recv_ns``), crossed-book detection, the state classes, the
+counts and the queries (``book``, ``sync_state``, ``counts``).  The checks of a
+published book against the exchange (drift verification with a shadow book,
+the bookTicker cross-check) are :mod:`engine.book_verify`'s, a mixin of the
+reducer described below; the output classes it emits live in
 :mod:`engine.book_outputs` (re-exported here).  Must not: read a clock, do
 I/O, use randomness or globals, or raise on any event (unknown events are
 ignored).
@@ -72,15 +74,15 @@ import attrs
 
 from engine import book_outputs, serde
 from engine.book import Book
-from engine.book_outputs import (
+from engine.book_outputs import (  # the rest re-exported (__all__)
     BookSynced,
-    BookVerified,
+    BookVerified,  # noqa: F401
     BufferOverflow,
     ChecksumMismatch,
     CrossedBook,
-    DriftDetected,
+    DriftDetected,  # noqa: F401
     GapDetected,
-    TopOfBookMismatch,
+    TopOfBookMismatch,  # noqa: F401
     VerificationAbandoned,
 )
 from engine.book_sync import (
@@ -96,19 +98,17 @@ from engine.book_sync import (
     APPLY,
     IDLE,
     INLINE,
-    LOSES_BOOK,
     PUBLISHED,
     RELOADED,
     TABLE,
     Sync,
-    adopt,
-    ask,
     feed_break,
     feed_diff,
     feed_replayed,
     feed_snapshot,
     rule_for,
 )
+from engine.book_verify import BookChecks
 from engine.events import (
     BookSnapshot,
     BookTicker,
@@ -196,7 +196,7 @@ class BookState:
 
 
 @attrs.frozen
-class BookReducer:
+class BookReducer(BookChecks):
     """Order books for all symbols of one codec's stream (see the module docstring).
 
     Args:
@@ -528,161 +528,3 @@ class BookReducer:
             ),
         )
         return out
-
-    # ----------------------------------------------------------- verification (shadow book)
-
-    def _start_verify(self, sb: SymbolBook, ev: Any, reason: str, out: list[Any]) -> None:
-        sb.last_verify_ns = ev.recv_ns
-        shadow = sb.shadow = Sync()
-        ask(shadow)
-        sb.shadow_snapshot_id = -1
-        sb.shadow_since_ns = ev.recv_ns
-        sb.counts.verify_requests += 1
-        out.append(SnapshotRequest(ev.seq, ev.recv_ns, ev.symbol, "verify", reason))
-
-    def _abandon(self, sb: SymbolBook, ev: Any, reason: str, out: list[Any]) -> None:
-        sb.shadow = None
-        sb.counts.verify_abandoned += 1
-        out.append(VerificationAbandoned(ev.seq, ev.recv_ns, ev.symbol, reason))
-
-    def _verify_snapshot(self, sb: SymbolBook, ev: BookSnapshot, out: list[Any]) -> None:
-        shadow = sb.shadow
-        if shadow is None or shadow.phase in PUBLISHED:
-            # unrequested (or a second answer): verify from here with an empty buffer
-            shadow = sb.shadow = Sync()
-            sb.shadow_since_ns = ev.recv_ns
-        depth = ev.depth
-        sb.shadow_bid_floor = (
-            None
-            if not ev.bids or (depth is not None and len(ev.bids) < depth)
-            else min(p for p, _ in ev.bids)
-        )
-        sb.shadow_ask_ceiling = (
-            None
-            if not ev.asks or (depth is not None and len(ev.asks) < depth)
-            else max(p for p, _ in ev.asks)
-        )
-        sb.shadow_snapshot_id = ev.last_id
-        _, replay = feed_snapshot(self._rule, shadow, ev)
-        for d in replay:
-            act, _ = feed_diff(self._rule, shadow, d, self.max_buffer)
-            if act in LOSES_BOOK:
-                self._abandon(sb, ev, f"verification snapshot {ev.last_id} does not chain", out)
-                return
-        feed_replayed(shadow)
-        self._maybe_compare(sb, ev, out)
-
-    def _shadow_diff(self, sb: SymbolBook, ev: DepthDiff, out: list[Any]) -> None:
-        shadow = sb.shadow
-        assert shadow is not None
-        if shadow.phase not in PUBLISHED and ev.recv_ns - sb.shadow_since_ns >= self._vtimeout_ns:
-            self._abandon(sb, ev, "no verification snapshot came", out)
-            return
-        act, dropped = feed_diff(self._rule, shadow, ev, self.max_buffer)
-        if act in LOSES_BOOK:
-            self._abandon(
-                sb, ev, f"verification snapshot {sb.shadow_snapshot_id} does not chain", out
-            )
-            return
-        if dropped:
-            self._abandon(sb, ev, "verification buffer full", out)
-            return
-        self._maybe_compare(sb, ev, out)
-
-    def _maybe_compare(self, sb: SymbolBook, ev: Any, out: list[Any]) -> None:
-        shadow = sb.shadow
-        main = sb.main.book
-        assert shadow is not None
-        theirs = shadow.book
-        if theirs is None or main is None or theirs.last_id != main.last_id:
-            return
-        diffs = main.diff_range(theirs, sb.shadow_bid_floor, sb.shadow_ask_ceiling)
-        sb.shadow = None
-        c = sb.counts
-        if not diffs:
-            c.verified += 1
-            lo, hi = sb.shadow_bid_floor, sb.shadow_ask_ceiling
-            n = sum(1 for p in theirs.bids if lo is None or p >= lo) + sum(
-                1 for p in theirs.asks if hi is None or p <= hi
-            )
-            out.append(
-                BookVerified(ev.seq, ev.recv_ns, ev.symbol, main.last_id, sb.shadow_snapshot_id, n)
-            )
-            return
-        c.drift += 1
-        out.append(
-            DriftDetected(
-                ev.seq,
-                ev.recv_ns,
-                ev.symbol,
-                main.last_id,
-                sb.shadow_snapshot_id,
-                [(d.price, d.ours, d.theirs) for d in diffs if d.side == "bid"],
-                [(d.price, d.ours, d.theirs) for d in diffs if d.side == "ask"],
-            )
-        )
-        adopt(sb.main, shadow)
-        sb.crossed = False
-        self._after_update(sb, ev, out)
-
-    # ----------------------------------------------------------- bookTicker cross-check
-
-    def _ticker(self, state: BookState, ev: BookTicker) -> Sequence[Any]:
-        sb = self._symbol(state, ev.symbol)
-        sb.counts.tickers_seen += 1
-        book = sb.main.book if sb.main.phase in PUBLISHED else None
-        if book is not None and not sb.pending:
-            if ev.update_id < book.last_id:
-                sb.counts.tickers_uncomparable += 1
-                return NO_OUTPUTS
-            if ev.update_id == book.last_id:
-                out: list[Any] = []
-                self._compare_ticker(sb, ev, book, out, ev)
-                return out
-        pending = sb.pending
-        pending.append(ev)
-        if len(pending) > self.max_pending_tickers:
-            del pending[0]
-            sb.counts.tickers_dropped += 1
-        if book is not None:
-            out = []
-            self._check_tickers(sb, ev, out)
-            return out
-        return NO_OUTPUTS
-
-    def _check_tickers(self, sb: SymbolBook, ev: Any, out: list[Any]) -> None:
-        """Resolve held bookTickers the book's id has reached (== compare, < uncomparable)."""
-        book = sb.main.book
-        assert book is not None
-        pending = sb.pending
-        bid = book.last_id
-        i = 0
-        n = len(pending)
-        while i < n and pending[i].update_id <= bid:
-            t = pending[i]
-            if t.update_id == bid:
-                self._compare_ticker(sb, t, book, out, ev)
-            else:
-                sb.counts.tickers_uncomparable += 1
-            i += 1
-        if i:
-            del pending[:i]
-
-    def _compare_ticker(
-        self, sb: SymbolBook, t: BookTicker, book: Book, out: list[Any], at: Any
-    ) -> None:
-        c = sb.counts
-        c.tickers_compared += 1
-        b = book.best_bid() or (0, 0)
-        a = book.best_ask() or (0, 0)
-        ours = (b[0], b[1], a[0], a[1])
-        theirs = (t.bid_price, t.bid_qty, t.ask_price, t.ask_qty)
-        if ours == theirs:
-            c.tickers_matched += 1
-            return
-        c.tickers_mismatched += 1
-        out.append(
-            TopOfBookMismatch(at.seq, at.recv_ns, t.symbol, t.seq, t.update_id, ours, theirs)
-        )
-        if sb.shadow is None:
-            self._start_verify(sb, at, f"bookTicker mismatch at u={t.update_id}", out)
