@@ -75,8 +75,10 @@ import attrs
 from engine import book_outputs, serde
 from engine.book import Book
 from engine.book_outputs import (  # the rest re-exported (__all__)
+    BookResumed,
     BookSynced,
     BookVerified,  # noqa: F401
+    BookWithdrawn,
     BufferOverflow,
     ChecksumMismatch,
     CrossedBook,
@@ -92,17 +94,21 @@ from engine.book_sync import (
     A_REFETCH,
     A_REJECT,
     A_REQUEST,
+    A_RESUME,
     A_RESYNC,
     A_RETRACT,
+    A_SUSPEND,
     A_VERIFY,
     APPLY,
     IDLE,
     INLINE,
     PUBLISHED,
     RELOADED,
+    RESYNCING,
     TABLE,
     Sync,
     feed_break,
+    feed_close,
     feed_diff,
     feed_replayed,
     feed_snapshot,
@@ -115,6 +121,7 @@ from engine.events import (
     ConnectionClosed,
     ConnectionOpened,
     DepthDiff,
+    FrameConn,
     StreamSequence,
 )
 from engine.outputs import SnapshotRequest
@@ -160,6 +167,10 @@ class BookCounts:
     tickers_mismatched: int = 0
     tickers_uncomparable: int = 0
     tickers_dropped: int = 0
+    #: the feeding connection closed under a published book (BookWithdrawn)
+    withdrawn: int = 0
+    #: suspended books published again by the next connection's chaining diff (BookResumed)
+    resumed: int = 0
 
 
 @serde.register
@@ -182,6 +193,12 @@ class SymbolBook:
     crossed: bool = False
     overflowing: bool = False
     counts: BookCounts = attrs.Factory(BookCounts)
+    #: the connection whose depth the book follows (-1: none yet, or it closed)
+    feed: int = -1
+    #: depth of ``held_conn`` (another connection, a rotation's successor) held while the
+    #: book follows ``feed``: replayed when ``feed`` closes (bounded, oldest dropped)
+    held: list[DepthDiff | BookSnapshot] = attrs.Factory(list)
+    held_conn: int = -1
 
 
 @serde.register
@@ -190,6 +207,8 @@ class BookState:
     symbols: dict[str, SymbolBook] = attrs.Factory(dict)
     #: connection-wide message numbers (venues that number them: a break loses the books)
     streams: StreamNumbers = attrs.Factory(StreamNumbers)
+    #: the connection the current frame came over (FrameConn; -1: not told, 0: REST)
+    conn: int = -1
 
 
 # =============================================================== the reducer
@@ -299,6 +318,7 @@ class BookReducer(BookChecks):
                 main = sb.main
                 if (
                     main.phase == self._inline_phase
+                    and sb.feed == state.conn
                     and sb.shadow is None
                     and not sb.pending
                     and self._rule.next(main.book.last_id, event) == APPLY  # type: ignore[union-attr]
@@ -320,13 +340,89 @@ class BookReducer(BookChecks):
             return state, self._ticker(state, event)
         if t is BookSnapshot:
             state.streams.saw_snapshot(event.seq, event.symbol)
+            if event.origin == "stream" and not self._follows(state, event):
+                return state, NO_OUTPUTS
             return state, self._snapshot(state, event)
         if t is StreamSequence:
             brk = state.streams.number(event)
             return state, NO_OUTPUTS if brk is None else self._break(state, event, *brk)
-        if t is ConnectionOpened or t is ConnectionClosed:
+        if t is FrameConn:
+            state.conn = event.conn
+            return state, NO_OUTPUTS
+        if t is ConnectionOpened:
             state.streams.reset(event.source)
+        elif t is ConnectionClosed:
+            state.streams.reset(event.source)
+            return state, self._closed(state, event)
         return state, NO_OUTPUTS
+
+    # ----------------------------------------------------------- connections
+
+    def _follows(self, state: BookState, ev: DepthDiff | BookSnapshot) -> bool:
+        """Does the book follow the connection ``ev`` came over?  Else ``ev`` is held.
+
+        A book follows one connection: the first that delivers its depth, until
+        it closes.  Across a rotation's overlap the successor delivers the same
+        depth, possibly *ahead* of the old connection (which is still reading
+        what the server sent before our close): folding both as one stream would
+        take the successor's lead for a gap.  So the successor's depth is held
+        (bounded: :attr:`max_buffer`, oldest dropped) and replayed onto the book
+        when the old connection closes (:meth:`_closed`).  Frames of no known
+        connection (``state.conn`` ≤ 0: REST, or events not from a journal) are
+        always followed.
+        """
+        c = state.conn
+        sb = self._symbol(state, ev.symbol)
+        if c <= 0 or sb.feed == c:
+            return True
+        if sb.feed < 0:
+            sb.feed = c
+            return True
+        if sb.held_conn != c:
+            if sb.held_conn >= 0:  # a third connection: keep the older successor's
+                return False
+            sb.held_conn = c
+        held = sb.held
+        held.append(ev)
+        if len(held) > self.max_buffer:
+            del held[0]
+            sb.counts.buffer_dropped += 1
+        return False
+
+    def _closed(self, state: BookState, ev: ConnectionClosed) -> list[Any]:
+        """Connection ``ev.conn`` closed.  Each book that followed it either switches to the
+        connection whose depth was held (a rotation: the held depth is replayed onto it), or
+        comes off the air (:func:`engine.book_sync.feed_close`: BookWithdrawn)."""
+        out: list[Any] = []
+        k = ev.conn
+        for sym, sb in state.symbols.items():
+            if sb.held_conn == k:  # the successor went first
+                sb.held, sb.held_conn = [], -1
+            if sb.feed != k:
+                continue
+            held, sb.held = sb.held, []
+            sb.feed, sb.held_conn = sb.held_conn, -1
+            if held:
+                for h in held:
+                    if type(h) is DepthDiff:
+                        self._diff_slow(sb, h, out)
+                    else:
+                        out.extend(self._snapshot(state, h))  # type: ignore[arg-type]
+                continue
+            main = sb.main
+            book_id = main.book.last_id if main.book is not None else -1
+            action = feed_close(self._rule, main)
+            if action is None:
+                continue
+            self._main_lost(sb, ev, sym, "connection closed", out)
+            sb.counts.withdrawn += 1
+            kept = action == A_SUSPEND
+            if not kept:  # A_LOSE: the next snapshot (the new subscription's, or the first
+                sb.crossed = False  # diff's request) rebuilds it
+                sb.requested_ns = None
+            why = f"connection {k} closed ({ev.code} {ev.reason})".replace(" )", ")")
+            out.append(BookWithdrawn(ev.seq, ev.recv_ns, sym, book_id, k, kept, why))
+        return out
 
     def _break(
         self, state: BookState, ev: StreamSequence, expected: int, books: list[str]
@@ -342,10 +438,7 @@ class BookReducer(BookChecks):
             book_id = sb.main.book.last_id if sb.main.book is not None else -1
             if feed_break(sb.main) is None:
                 continue
-            if sb.shadow is not None:
-                sb.shadow = None
-                sb.counts.verify_abandoned += 1
-                out.append(VerificationAbandoned(ev.seq, ev.recv_ns, sym, "main book lost sync"))
+            self._main_lost(sb, ev, sym, "main book lost sync", out)
             sb.counts.gaps += 1
             sb.crossed = False
             out.append(
@@ -358,6 +451,14 @@ class BookReducer(BookChecks):
             out.append(SnapshotRequest(ev.seq, ev.recv_ns, sym, "sync", f"gap: {reason}"))
         return out
 
+    def _main_lost(self, sb: SymbolBook, ev: Any, sym: str, reason: str, out: list[Any]) -> None:
+        """The main book went off the air by a connection event (no symbol on ``ev``):
+        a verification in flight is abandoned."""
+        if sb.shadow is not None:
+            sb.shadow = None
+            sb.counts.verify_abandoned += 1
+            out.append(VerificationAbandoned(ev.seq, ev.recv_ns, sym, reason))
+
     # ----------------------------------------------------------- depth diffs
 
     def _symbol(self, state: BookState, symbol: str) -> SymbolBook:
@@ -368,6 +469,8 @@ class BookReducer(BookChecks):
 
     def _diff(self, state: BookState, ev: DepthDiff) -> Sequence[Any]:
         """Every diff that is not the steady case :meth:`step` handles inline."""
+        if not self._follows(state, ev):
+            return NO_OUTPUTS
         out: list[Any] = []
         self._diff_slow(self._symbol(state, ev.symbol), ev, out)
         return out
@@ -391,7 +494,10 @@ class BookReducer(BookChecks):
                 and ev.recv_ns - sb.last_verify_ns >= v
             ):
                 self._start_verify(sb, ev, "periodic", out)
-        elif sb.requested_ns is not None and ev.recv_ns - sb.requested_ns >= self._retry_ns:
+        elif sb.requested_ns is None:
+            if sb.main.phase == RESYNCING:  # lost at a close: the next connection's first diff
+                self._request_sync(sb, ev, "connection closed: need a snapshot", out)
+        elif ev.recv_ns - sb.requested_ns >= self._retry_ns:
             self._request_sync(sb, ev, "no snapshot came: asking again", out)
 
     def _main_diff(self, sb: SymbolBook, ev: DepthDiff, out: list[Any], at: Any = None) -> None:
@@ -402,10 +508,15 @@ class BookReducer(BookChecks):
         book_id = main.book.last_id if main.book is not None else -1
         action, dropped = feed_diff(self._rule, main, ev, self.max_buffer)
         c = sb.counts
-        if action == A_APPLY:
+        if action == A_APPLY or action == A_RESUME:
             c.diffs_applied += 1
             if ev.checksum is not None and self._rule.has_checksum:
                 c.checksums_verified += 1
+            if action == A_RESUME:
+                c.resumed += 1
+                out.append(
+                    BookResumed(at.seq, at.recv_ns, ev.symbol, book_id, ev.first_id, ev.last_id)
+                )
             self._after_update(sb, at, out)
         elif action == A_DROP:
             c.stale_diffs += 1

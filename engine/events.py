@@ -44,6 +44,7 @@ __all__ = [
     "ConnectionOpened",
     "ConnectionClosed",
     "ConnectionFailed",
+    "FrameConn",
     "Marker",
     "ControlSent",
     "MarketEvent",
@@ -318,6 +319,22 @@ class ConnectionFailed:
     conn: int
     source: str
     reason: str
+
+
+@event
+class FrameConn:
+    """The decoded events that follow (until the next FrameConn) came over connection ``conn``.
+
+    Made by the pipeline from the journal's ``conn`` column, only when a decoded
+    frame's connection differs from the previous one's (and once after a
+    restore): the book reducer needs it to follow one connection per book
+    across a rotation's overlap and to know which books a close takes off the
+    air.  ``conn`` 0 is the engine's own (REST answers).
+    """
+
+    seq: int
+    recv_ns: int
+    conn: int
 
 
 @event
