@@ -7,8 +7,11 @@ buffer's overflow policy, snapshot requests (sync and periodic verify, timed
 by *event* time ``recv_ns``), crossed-book detection, the state classes, the
 counts and the queries (``book``, ``sync_state``, ``counts``).  The checks of a
 published book against the exchange (drift verification with a shadow book,
-the bookTicker cross-check) are :mod:`engine.book_verify`'s, a mixin of the
-reducer described below; the output classes it emits live in
+the bookTicker cross-check) are :mod:`engine.book_verify`'s, and which
+connection feeds each book and what a close does to it (suspend or lose it,
+a rotation's hand-over, a connection-wide sequence break) are
+:mod:`engine.book_feeds`'s: two mixins of the reducer, described below and
+there; the output classes it emits live in
 :mod:`engine.book_outputs` (re-exported here).  Must not: read a clock, do
 I/O, use randomness or globals, or raise on any event (unknown events are
 ignored).
@@ -22,7 +25,8 @@ How the pieces fit, per symbol::
     BookTicker ──▶ held until the book's id reaches its u: == u compare, jumped past → uncomparable
 
 Reported states (``sync_state``): "idle", "buffering", "resyncing" (no
-book), "primed" (a snapshot no diff has chained onto yet) and "synced".  A
+book), "primed" (a snapshot no diff has chained onto yet), "synced" and
+"suspended" (its connection closed: kept, not published; Binance only).  A
 primed book is published (``book`` returns it, BookSynced announced it): why,
 in :mod:`engine.book_sync`.  ``BookSynced.resync`` is true when the snapshot
 ended a RESYNCING wait (the table's RELOADED).
@@ -74,18 +78,19 @@ import attrs
 
 from engine import book_outputs, serde
 from engine.book import Book
+from engine.book_feeds import BookFeeds
 from engine.book_outputs import (  # the rest re-exported (__all__)
     BookResumed,
     BookSynced,
     BookVerified,  # noqa: F401
-    BookWithdrawn,
+    BookWithdrawn,  # noqa: F401
     BufferOverflow,
     ChecksumMismatch,
     CrossedBook,
     DriftDetected,  # noqa: F401
     GapDetected,
     TopOfBookMismatch,  # noqa: F401
-    VerificationAbandoned,
+    VerificationAbandoned,  # noqa: F401
 )
 from engine.book_sync import (
     A_APPLY,
@@ -97,7 +102,6 @@ from engine.book_sync import (
     A_RESUME,
     A_RESYNC,
     A_RETRACT,
-    A_SUSPEND,
     A_VERIFY,
     APPLY,
     IDLE,
@@ -107,8 +111,6 @@ from engine.book_sync import (
     RESYNCING,
     TABLE,
     Sync,
-    feed_break,
-    feed_close,
     feed_diff,
     feed_replayed,
     feed_snapshot,
@@ -215,7 +217,7 @@ class BookState:
 
 
 @attrs.frozen
-class BookReducer(BookChecks):
+class BookReducer(BookFeeds, BookChecks):
     """Order books for all symbols of one codec's stream (see the module docstring).
 
     Args:
@@ -288,7 +290,8 @@ class BookReducer(BookChecks):
         return sb.main.book
 
     def sync_state(self, state: BookState, symbol: str) -> str:
-        """``symbol``'s sync state: "idle", "buffering", "primed", "synced" or "resyncing".
+        """``symbol``'s sync state: "idle", "buffering", "primed", "synced", "resyncing" or
+        "suspended".
 
         "primed": the book is a snapshot no diff has chained onto yet (published,
         not yet confirmed by the stream); "synced": live diffs chain onto it.
@@ -355,109 +358,6 @@ class BookReducer(BookChecks):
             state.streams.reset(event.source)
             return state, self._closed(state, event)
         return state, NO_OUTPUTS
-
-    # ----------------------------------------------------------- connections
-
-    def _follows(self, state: BookState, ev: DepthDiff | BookSnapshot) -> bool:
-        """Does the book follow the connection ``ev`` came over?  Else ``ev`` is held.
-
-        A book follows one connection: the first that delivers its depth, until
-        it closes.  Across a rotation's overlap the successor delivers the same
-        depth, possibly *ahead* of the old connection (which is still reading
-        what the server sent before our close): folding both as one stream would
-        take the successor's lead for a gap.  So the successor's depth is held
-        (bounded: :attr:`max_buffer`, oldest dropped) and replayed onto the book
-        when the old connection closes (:meth:`_closed`).  Frames of no known
-        connection (``state.conn`` ≤ 0: REST, or events not from a journal) are
-        always followed.
-        """
-        c = state.conn
-        sb = self._symbol(state, ev.symbol)
-        if c <= 0 or sb.feed == c:
-            return True
-        if sb.feed < 0:
-            sb.feed = c
-            return True
-        if sb.held_conn != c:
-            if sb.held_conn >= 0:  # a third connection: keep the older successor's
-                return False
-            sb.held_conn = c
-        held = sb.held
-        held.append(ev)
-        if len(held) > self.max_buffer:
-            del held[0]
-            sb.counts.buffer_dropped += 1
-        return False
-
-    def _closed(self, state: BookState, ev: ConnectionClosed) -> list[Any]:
-        """Connection ``ev.conn`` closed.  Each book that followed it either switches to the
-        connection whose depth was held (a rotation: the held depth is replayed onto it), or
-        comes off the air (:func:`engine.book_sync.feed_close`: BookWithdrawn)."""
-        out: list[Any] = []
-        k = ev.conn
-        for sym, sb in state.symbols.items():
-            if sb.held_conn == k:  # the successor went first
-                sb.held, sb.held_conn = [], -1
-            if sb.feed != k:
-                continue
-            held, sb.held = sb.held, []
-            sb.feed, sb.held_conn = sb.held_conn, -1
-            if held:
-                for h in held:
-                    if type(h) is DepthDiff:
-                        self._diff_slow(sb, h, out)
-                    else:
-                        out.extend(self._snapshot(state, h))  # type: ignore[arg-type]
-                continue
-            main = sb.main
-            book_id = main.book.last_id if main.book is not None else -1
-            action = feed_close(self._rule, main)
-            if action is None:
-                continue
-            self._main_lost(sb, ev, sym, "connection closed", out)
-            sb.counts.withdrawn += 1
-            kept = action == A_SUSPEND
-            if not kept:  # A_LOSE: the next snapshot (the new subscription's, or the first
-                sb.crossed = False  # diff's request) rebuilds it
-                sb.requested_ns = None
-            why = f"connection {k} closed ({ev.code} {ev.reason})".replace(" )", ")")
-            out.append(BookWithdrawn(ev.seq, ev.recv_ns, sym, book_id, k, kept, why))
-        return out
-
-    def _break(
-        self, state: BookState, ev: StreamSequence, expected: int, books: list[str]
-    ) -> list[Any]:
-        """Messages of ``ev.source``'s connection were lost: each of its published books is
-        lost as by a gap (:func:`engine.book_sync.feed_break`) and asked for afresh."""
-        out: list[Any] = []
-        reason = f"sequence_num gap on {ev.source}: expected {expected}, got {ev.number}"
-        for sym in books:
-            sb = state.symbols.get(sym)
-            if sb is None:
-                continue
-            book_id = sb.main.book.last_id if sb.main.book is not None else -1
-            if feed_break(sb.main) is None:
-                continue
-            self._main_lost(sb, ev, sym, "main book lost sync", out)
-            sb.counts.gaps += 1
-            sb.crossed = False
-            out.append(
-                GapDetected(
-                    ev.seq, ev.recv_ns, sym, book_id, ev.number, ev.number, expected - 1, reason
-                )
-            )
-            sb.requested_ns = ev.recv_ns
-            sb.counts.sync_requests += 1
-            out.append(SnapshotRequest(ev.seq, ev.recv_ns, sym, "sync", f"gap: {reason}"))
-        return out
-
-    def _main_lost(self, sb: SymbolBook, ev: Any, sym: str, reason: str, out: list[Any]) -> None:
-        """The main book went off the air by a connection event (no symbol on ``ev``):
-        a verification in flight is abandoned."""
-        if sb.shadow is not None:
-            sb.shadow = None
-            sb.counts.verify_abandoned += 1
-            out.append(VerificationAbandoned(ev.seq, ev.recv_ns, sym, reason))
 
     # ----------------------------------------------------------- depth diffs
 
