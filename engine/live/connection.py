@@ -534,6 +534,8 @@ class Connections:
 
     async def _send_control(self, c: Conn, ws: Any, limiter: ControlLimiter, data: bytes) -> None:
         await limiter.acquire()
+        if c.closing is not None:  # our close frame is out: see _pinger
+            return
         try:
             await ws.send_message(data.decode())
         except WsClosed as exc:
@@ -581,6 +583,12 @@ class Connections:
         while True:
             await trio.sleep(cfg.ping_interval_s)
             await self._limiter(c).acquire()
+            if c.closing is not None:
+                # A clean close began while this task was already running (acquire need not
+                # yield, so the helpers' cancellation has not reached it): our close frame is
+                # out or going, and wsproto refuses a ping after it (a protocol error that
+                # aborted the connection and lost the frames still coming before the peer's close).
+                return
             n += 1
             try:
                 with trio.fail_after(cfg.ping_timeout_s):
