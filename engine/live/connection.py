@@ -534,7 +534,7 @@ class Connections:
 
     async def _send_control(self, c: Conn, ws: Any, limiter: ControlLimiter, data: bytes) -> None:
         await limiter.acquire()
-        if c.closing is not None:  # our close frame is out: see _pinger
+        if c.closing is not None:  # our close frame is out: see _await_pong
             return
         try:
             await ws.send_message(data.decode())
@@ -583,12 +583,6 @@ class Connections:
         while True:
             await trio.sleep(cfg.ping_interval_s)
             await self._limiter(c).acquire()
-            if c.closing is not None:
-                # A clean close began while this task was already running (acquire need not
-                # yield, so the helpers' cancellation has not reached it): our close frame is
-                # out or going, and wsproto refuses a ping after it (a protocol error that
-                # aborted the connection and lost the frames still coming before the peer's close).
-                return
             n += 1
             await self._await_pong(c, ws, struct.pack("!Q", n))
 
@@ -606,6 +600,14 @@ class Connections:
         closed: list[WsClosed] = []
 
         async def ping() -> None:
+            if c.closing is not None:
+                # A clean close began after this ping was due (acquire need not yield, and a
+                # new task runs up to its first checkpoint: the helpers' cancellation has not
+                # reached it): our close frame is out, and wsproto refuses a ping after it, a
+                # protocol error that aborted the connection and lost the frames still coming
+                # before the peer's close.
+                answered.set()
+                return
             try:
                 await ws.ping(payload)
             except WsClosed as exc:
