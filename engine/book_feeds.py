@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 from engine.book_outputs import BookWithdrawn, GapDetected, VerificationAbandoned
 from engine.book_sync import A_SUSPEND, feed_break, feed_close
-from engine.events import BookSnapshot, ConnectionClosed, DepthDiff, StreamSequence
+from engine.events import (
+    END_OF_RECORDING,
+    BookSnapshot,
+    ConnectionClosed,
+    DepthDiff,
+    StreamSequence,
+)
 from engine.outputs import SnapshotRequest
 
 if TYPE_CHECKING:
@@ -82,7 +88,9 @@ class BookFeeds:
     def _closed(self, state: BookState, ev: ConnectionClosed) -> list[Any]:
         """Connection ``ev.conn`` closed.  Each book that followed it either switches to the
         connection whose depth was held (a rotation: the held depth is replayed onto it), or
-        comes off the air (:func:`engine.book_sync.feed_close`: BookWithdrawn)."""
+        comes off the air (:func:`engine.book_sync.feed_close`: BookWithdrawn), unless the close
+        ends the recording (:data:`engine.events.END_OF_RECORDING`: the book stays the last
+        one the recording holds)."""
         out: list[Any] = []
         k = ev.conn
         for sym, sb in state.symbols.items():
@@ -98,6 +106,8 @@ class BookFeeds:
                         self._diff_slow(sb, h, out)
                     else:
                         out.extend(self._snapshot(state, h))  # type: ignore[arg-type]
+                continue
+            if ev.reason in END_OF_RECORDING:
                 continue
             main = sb.main
             book_id = main.book.last_id if main.book is not None else -1

@@ -43,6 +43,8 @@ __all__ = [
     "DecodeError",
     "ConnectionOpened",
     "ConnectionClosed",
+    "CAPTURE_STOPPED",
+    "END_OF_RECORDING",
     "ConnectionFailed",
     "FrameConn",
     "Marker",
@@ -296,6 +298,14 @@ class ConnectionOpened:
     recv_ns: int
     conn: int
     source: str
+
+
+#: ``ConnectionClosed.reason`` of the close ``engine run`` makes when it stops
+CAPTURE_STOPPED = "capture stopped"
+#: reasons of a close that ends the recording rather than breaking the feed (the capture's
+#: stop; the end of an imported Tardis capture): a book stays on the air at such a close, as
+#: the last book the recording holds (nothing follows that could be published stale)
+END_OF_RECORDING = frozenset({CAPTURE_STOPPED, "end of capture"})
 
 
 @event

@@ -73,6 +73,7 @@ from trio_websocket import ConnectionClosed as WsClosed
 from wsproto.utilities import ProtocolError
 
 from engine.codecs.base import KeepAlive, Resubscribe
+from engine.events import CAPTURE_STOPPED
 from engine.journal.schema import Dir, Kind
 from engine.live.config import LiveConfig
 from engine.live.errors import (
@@ -217,7 +218,7 @@ class Connections:
         """Close every connection cleanly; return when all are closed (bounded by the close timeout)."""
         self.stopping = True
         for c in list(self.conns.values()):
-            self._close(c, "capture stopped")
+            self._close(c, CAPTURE_STOPPED)
         if self.conns and self._all_closed is not None:
             with trio.move_on_after(self.config.disconnect_timeout_s + 0.5):
                 await self._all_closed.wait()
@@ -403,7 +404,7 @@ class Connections:
         """
         err = c.error
         if err is None:
-            return 1000, c.closing or ("rotated" if c.rotating else "capture stopped")
+            return 1000, c.closing or ("rotated" if c.rotating else CAPTURE_STOPPED)
         if isinstance(err, ServerClosed):
             return err.code, err.reason
         if isinstance(err, StalledConnection):
@@ -446,7 +447,7 @@ class Connections:
                     n.start_soon(self._guard, c, self._read, c, ws, prev)
                     n.start_soon(self._helpers, c, ws)
                     if self.stopping:
-                        self._close(c, "capture stopped")
+                        self._close(c, CAPTURE_STOPPED)
         finally:
             c.session = None
 
