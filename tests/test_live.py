@@ -142,9 +142,13 @@ def assert_zero_loss_and_sound(run: Run) -> None:
     opened = {
         json.loads(f.payload)["local"]: f.conn for f in run.frames if f.kind == "open"
     }  # our local address is the simulator's peer address
-    sent = {opened[c["peer"]]: c["frames"] for c in run.sim["connections"]}
+    conns = {opened[c["peer"]]: c for c in run.sim["connections"]}
+    sent = {k: c["frames"] for k, c in conns.items()}
+    # a write the connection's end cut off may have reached us in part (ConnStats.frames_cut)
+    cut = {k: c["frames_cut"] for k, c in conns.items()}
     got = Counter(f.conn for f in run.inbound())
-    assert sent and dict(got) == {k: v for k, v in sent.items() if v}, (sent, got)
+    assert sent and set(got) <= set(sent), (sent, got)
+    assert all(sent[k] <= got[k] <= sent[k] + cut[k] for k in sent), (sent, cut, got)
     problems, stats = verify_journal(run.jdir)
     assert problems == [] and stats is not None
     assert not list(run.jdir.glob("*.partial"))

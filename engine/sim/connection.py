@@ -89,6 +89,10 @@ class ConnStats:
     close_code: int | None = None
     close_reason: str | None = None
     frames: int = 0
+    #: frames of a write cut off by the connection's end: not in ``frames``, yet the client
+    #: may have received any of them (the kernel took part of the write); a client's count
+    #: lies between ``frames`` and ``frames + frames_cut``
+    frames_cut: int = 0
     payload_bytes: int = 0
     wire_bytes: int = 0
     frames_by_stream: Counter[str] = attrs.Factory(Counter)
@@ -304,8 +308,12 @@ class WsConn:
             try:
                 await self._send(chunk)
             except GONE:
+                st.frames_cut += nf
                 self._end("reset", None, "client went away")
                 return
+            except trio.Cancelled:
+                st.frames_cut += nf  # the connection ended mid-send (see ConnStats.frames_cut)
+                raise
             finally:
                 self.inflight = 0
             wire, chunk = len(chunk), b""
