@@ -5,15 +5,21 @@ emulator unmocked, found through the standard ``STORAGE_EMULATOR_HOST`` (or
 ``--gcs-endpoint``): push a journal to ``gs://``, then verify, inspect,
 replay, look at a book, export and open it from there — and get exactly what
 the local journal gives; capture straight into a bucket with ``engine run
---upload gs://…``; store failures in one line.
+--upload gs://…``; store failures in one line.  Also what seeking passes
+unread is still checked against ``journal.json`` (its size, without reading
+it): a truncated early segment refuses ``book --at`` late, locally and in
+the bucket.
 """
 
 # ruff: noqa: F811 - the GCS fixtures are imported from tests/helpers/gcs.py
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -22,7 +28,7 @@ import engine
 from engine.journal import location
 from engine.journal.cli import journal as journal_cmd
 from engine.journal.location import as_path, counting_reads
-from engine.journal.reader import JournalReader, NotAJournal
+from engine.journal.reader import JournalCorrupt, JournalReader, NotAJournal
 from engine.replay.cli import replay as replay_cmd
 from engine.replay.cli_book import book as book_cmd
 from engine.replay.replay import state_at
@@ -116,3 +122,66 @@ def test_run_upload_to_gs(gcs_server: str, gcs_bucket: str, tmp_path: Path) -> N
     assert sum(k.startswith("live/cap/seg-") for k in stored) >= 2
     assert f"OK {uri}" in _cli(journal_cmd, "verify", uri).output
     assert "OK: replay reproduced all" in _cli(replay_cmd, uri, "--check").output
+
+
+# ------------------------------------------------------------------ what seeking passes unread
+
+
+def _truncate_local(d: Path, name: str) -> None:
+    p = d / name
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def test_a_truncated_skipped_segment_refuses_a_late_book(
+    local_journal: Path, tmp_path: Path
+) -> None:
+    d = tmp_path / "j"
+    shutil.copytree(local_journal, d)
+    sizes = {
+        s["index"]: s["bytes"] for s in json.loads((d / "journal.json").read_text())["segments"]
+    }
+    assert sizes and all(n > 0 for n in sizes.values())  # journal.json records each sealed size
+    _truncate_local(d, "seg-000002.arrows")
+    problems = _cli_fail(journal_cmd, "verify", str(d))
+    line = next(p for p in problems if "seg-000002.arrows" in p)
+    what = line.split("seg-000002.arrows: ", 1)[1]
+    assert "journal.json records" in what
+    refused = _cli_fail(book_cmd, str(d), "--symbol", "BTCUSDT", "--at", AT)
+    assert len(refused) == 1 and what in refused[0]  # the same words verify gives
+    with pytest.raises(JournalCorrupt, match="seg-000002.arrows"):
+        engine.open(d).book_at("BTCUSDT", AT)
+
+
+def test_a_journal_without_recorded_sizes_still_seeks(local_journal: Path, tmp_path: Path) -> None:
+    """Journals written before sizes were recorded: read and sought as before."""
+    d = tmp_path / "old"
+    shutil.copytree(local_journal, d)
+    md = json.loads((d / "journal.json").read_text())
+    for s in md["segments"]:
+        del s["bytes"]
+    (d / "journal.json").write_text(json.dumps(md))
+    assert (
+        _json(book_cmd, str(d), "--symbol", "BTCUSDT", "--at", AT)["book"]
+        == _json(book_cmd, str(local_journal), "--symbol", "BTCUSDT", "--at", AT)["book"]
+    )
+    assert _cli(journal_cmd, "verify", str(d)).output.startswith("OK")
+
+
+def test_a_truncated_skipped_segment_in_the_bucket(
+    local_journal: Path, gcs_server: str, gcs_bucket: str
+) -> None:
+    uri = f"gs://{gcs_bucket}/cut"
+    _cli(journal_cmd, "push", str(local_journal), uri)
+    body = get(gcs_server, gcs_bucket, "cut/seg-000002.arrows")
+    put(gcs_server, gcs_bucket, "cut/seg-000002.arrows", body[: len(body) // 2])
+    assert any(f"{uri}/seg-000002.arrows" in p for p in _cli_fail(journal_cmd, "verify", uri))
+    refused = _cli_fail(book_cmd, uri, "--symbol", "BTCUSDT", "--at", AT)
+    assert len(refused) == 1 and "seg-000002.arrows" in refused[0]
+    assert "journal.json records" in refused[0]
+
+
+def _cli_fail(cmd: Any, *args: str) -> list[str]:
+    """The output lines of a command that must fail with exit code 1."""
+    res = CliRunner().invoke(cmd, list(args))
+    assert res.exit_code == 1, res.output
+    return [line for line in res.output.splitlines() if line.strip()]
