@@ -116,7 +116,7 @@ def seal_partials(path: Path, config: object | None = None) -> RecoveryState:
             raise NoSpaceToSeal(
                 errno.ENOSPC, f"no space left to seal {seg.name} ({seg.path.stat().st_size} bytes)"
             ) from None
-        summaries.append(attrs.evolve(summary, bytes=size).to_json())
+        summaries.append(attrs.evolve(summary, size=size).to_json())
         sealed.append(seg.name)
         last_index = seg.index
     manifest = path / MANIFEST

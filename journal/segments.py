@@ -159,12 +159,12 @@ def size_problem(seg: Segment, expect: SegmentSummary | None) -> str | None:
     checks of a segment it passes unread, and what a reading reports first.
     None too when the manifest records no size (written before sizes).
     """
-    if expect is None or expect.bytes is None or seg.partial:
+    if expect is None or expect.size is None or seg.partial:
         return None
     size = seg.path.stat().st_size
-    if size == expect.bytes:
+    if size == expect.size:
         return None
-    return f"{size} bytes, {MANIFEST} records {expect.bytes} (truncated, extended or replaced)"
+    return f"{size} bytes, {MANIFEST} records {expect.size} (truncated, extended or replaced)"
 
 
 def _not_store(exc: BaseException) -> None:

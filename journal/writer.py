@@ -494,7 +494,7 @@ class JournalWriter:
     ) -> None:
         rows = self.config.compact_rows if self.config.compact_on_seal else None
         size = compact_segment(partial, final, self._options, rows, summary, sources)
-        self._sealed.append(attrs.evolve(summary, bytes=size).to_json())
+        self._sealed.append(attrs.evolve(summary, size=size).to_json())
         _write_manifest(self.path, {**self.metadata, "segments": self._sealed})
 
     def _fail(self, exc: OSError) -> JournalWriteError:

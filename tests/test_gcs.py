@@ -138,7 +138,7 @@ def test_a_truncated_skipped_segment_refuses_a_late_book(
     d = tmp_path / "j"
     shutil.copytree(local_journal, d)
     sizes = {
-        s["index"]: s["bytes"] for s in json.loads((d / "journal.json").read_text())["segments"]
+        s["index"]: s["size"] for s in json.loads((d / "journal.json").read_text())["segments"]
     }
     assert sizes and all(n > 0 for n in sizes.values())  # journal.json records each sealed size
     _truncate_local(d, "seg-000002.arrows")
@@ -158,7 +158,7 @@ def test_a_journal_without_recorded_sizes_still_seeks(local_journal: Path, tmp_p
     shutil.copytree(local_journal, d)
     md = json.loads((d / "journal.json").read_text())
     for s in md["segments"]:
-        del s["bytes"]
+        del s["size"]
     (d / "journal.json").write_text(json.dumps(md))
     assert (
         _json(book_cmd, str(d), "--symbol", "BTCUSDT", "--at", AT)["book"]
