@@ -34,23 +34,36 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: How long a server may take to answer: moto imports for seconds, and far longer when the
+#: machine is loaded (load 15 on 2 cores took moto past 20 s: every storage test then failed).
+START_S = 120.0
+
+
 @contextmanager
 def serving(
     argv: Callable[[int], list[str]], probe: str, env: dict[str, str] | None = None
 ) -> Iterator[str]:
-    """Run ``argv(port)`` on a free port until ``http://127.0.0.1:PORT{probe}`` answers; yields the URL."""
+    """Run ``argv(port)`` on a free port until ``http://127.0.0.1:PORT{probe}`` answers; yields the URL.
+
+    A server that exits before answering (its port taken meanwhile) is started
+    again on another port; one still silent after :data:`START_S` is an error.
+    """
     for _attempt in range(3):
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         proc = subprocess.Popen(
             argv(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
         )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and proc.poll() is None:
+        deadline = time.monotonic() + START_S
+        while proc.poll() is None:
             try:
-                urllib.request.urlopen(url + probe, timeout=1).close()
+                urllib.request.urlopen(url + probe, timeout=5).close()
                 break
             except OSError:
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait(10)
+                    raise RuntimeError(f"{argv(0)[:3]} did not answer in {START_S:.0f} s") from None
                 time.sleep(0.05)
         if proc.poll() is None:
             break
