@@ -50,20 +50,28 @@ def skip_damaged_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def s3_endpoint_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--s3-endpoint URL``: the S3 endpoint every ``s3://`` location of the command uses."""
+    """``--s3-endpoint URL`` and ``--gcs-endpoint URL``: the endpoints the command's URIs use."""
 
     @functools.wraps(fn)
-    def run(*args: Any, s3_endpoint: str | None, **kwargs: Any) -> Any:
-        with location.s3_endpoint(s3_endpoint):
+    def run(*args: Any, s3_endpoint: str | None, gcs_endpoint: str | None, **kwargs: Any) -> Any:
+        with location.s3_endpoint(s3_endpoint), location.gcs_endpoint(gcs_endpoint):
             return fn(*args, **kwargs)
 
-    return click.option(
+    s3 = click.option(
         "--s3-endpoint",
         metavar="URL",
         default=None,
         help="S3-compatible endpoint for s3:// journals, e.g. http://127.0.0.1:9000"
         " (default: $AWS_ENDPOINT_URL, else AWS).",
-    )(run)
+    )
+    gcs = click.option(
+        "--gcs-endpoint",
+        metavar="URL",
+        default=None,
+        help="GCS endpoint for gs:// journals, e.g. an emulator's http://127.0.0.1:4443"
+        " (default: $STORAGE_EMULATOR_HOST, else Google).",
+    )
+    return s3(gcs(run))
 
 
 def journal_argument(name: str = "directory") -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -15,7 +15,9 @@ Where the proofs live (documented for users in the README and in :mod:`.schema`)
   any offset (a batch boundary included) no longer has one.
 * ``journal.json`` lists the summary of every segment sealed so far under
   ``segments``, so a deleted or emptied segment is noticed even when it was the
-  last one.
+  last one; with each sealed file's size (``size``, in bytes), so a segment that a
+  seek passes unread is still checked by one stat (or the listing) for
+  truncation or replacement.
 
 Validation order (what makes damaged files harmless): ``RecordBatch.validate(full=True)``
 first (offsets, indices, lengths: no out-of-bounds read can follow), then the
@@ -72,11 +74,17 @@ class SegmentSummary:
     #: a reader skips a segment outside its time window without opening it
     min_ns: int | None = None
     max_ns: int | None = None
+    #: the sealed file's size, in ``journal.json`` only (a footer cannot hold its own file's
+    #: size): a reader that passes the segment unread still sees it truncated or replaced.
+    #: Not part of equality: the footer's summary equals the manifest's record without it.
+    size: int | None = attrs.field(default=None, eq=False)
 
     def to_json(self) -> dict[str, Any]:
         d = attrs.asdict(self)
         if self.min_ns is None and self.max_ns is None:  # as written before time ranges
             del d["min_ns"], d["max_ns"]
+        if self.size is None:  # a footer, or a manifest written before sizes
+            del d["size"]
         return d
 
     def encode(self) -> bytes:
@@ -95,9 +103,12 @@ class SegmentSummary:
                 d["last_seq"],
                 d.get("min_ns"),
                 d.get("max_ns"),
+                d.get("size"),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not a segment summary: {exc}") from None
+        if out.size is not None and not (type(out.size) is int and out.size >= 0):
+            raise ValueError(f"not a segment size: {d!r:.80}")
         ints = (out.index, out.frames) + ((out.first_seq, out.last_seq) if out.frames else ())
         if not all(type(x) is int and x >= 0 for x in ints):
             raise ValueError(f"not a segment summary: {d!r:.80}")

@@ -17,6 +17,15 @@ The one place that turns what a user typed into something the readers can open:
   variables, ``~/.aws``, instance roles), ``AWS_REGION``/``AWS_DEFAULT_REGION``,
   ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``), or :func:`s3_endpoint`
   (``--s3-endpoint URL`` on every reading command).
+* GCS settings are the standard ones too: Google's application-default
+  credentials (``GOOGLE_APPLICATION_CREDENTIALS``, ``gcloud auth
+  application-default login``, the metadata server), ``GOOGLE_CLOUD_PROJECT``;
+  an endpoint (an emulator, a private endpoint) from :func:`gcs_endpoint`
+  (``--gcs-endpoint URL``, beside every ``--s3-endpoint``), else the
+  emulator variables Google's clients read, ``STORAGE_EMULATOR_HOST`` or
+  ``CLOUD_STORAGE_EMULATOR_ENDPOINT``.  With an endpoint and no
+  ``GOOGLE_APPLICATION_CREDENTIALS`` requests are anonymous (what an emulator
+  takes).
 * Store failures become one-line :class:`LocationError` messages (bad URI,
   no credentials, bucket missing, access denied, endpoint unreachable).
 
@@ -27,10 +36,11 @@ Must not: interpret journal content (that is :mod:`.reader`) or write (only
 from __future__ import annotations
 
 import contextvars
+import datetime
 import os
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -51,6 +61,7 @@ __all__ = [
     "read_all",
     "counting_reads",
     "s3_endpoint",
+    "gcs_endpoint",
     "filesystem_of",
     "store_error",
     "list_tree",
@@ -73,17 +84,29 @@ class LocationError(OSError):
 _ENDPOINT: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "wiretape_s3_endpoint", default=None
 )
+_GCS_ENDPOINT: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "wiretape_gcs_endpoint", default=None
+)
 _FS_CACHE: dict[tuple[str, str | None, str], pafs.FileSystem] = {}
 
 
 @contextmanager
-def s3_endpoint(url: str | None) -> Iterator[None]:
-    """S3 URIs opened inside this block use this endpoint (None: ``AWS_ENDPOINT_URL`` or AWS)."""
-    token = _ENDPOINT.set(url)
+def _setting(var: contextvars.ContextVar[str | None], value: str | None) -> Iterator[None]:
+    token = var.set(value)
     try:
         yield
     finally:
-        _ENDPOINT.reset(token)
+        var.reset(token)
+
+
+def s3_endpoint(url: str | None) -> AbstractContextManager[None]:
+    """S3 URIs opened inside this block use this endpoint (None: ``AWS_ENDPOINT_URL`` or AWS)."""
+    return _setting(_ENDPOINT, url)
+
+
+def gcs_endpoint(url: str | None) -> AbstractContextManager[None]:
+    """gs:// URIs opened inside this block use this endpoint (None: the emulator variables or Google)."""
+    return _setting(_GCS_ENDPOINT, url)
 
 
 def _endpoint() -> str | None:
@@ -104,10 +127,7 @@ def _s3(bucket: str) -> pafs.FileSystem:
         return fs
     kw: dict[str, Any] = {}
     if endpoint:
-        parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
-        if not parts.netloc:
-            raise LocationError(f"{endpoint}: not an endpoint URL (expected http://HOST:PORT)")
-        kw.update(endpoint_override=parts.netloc, scheme=parts.scheme or "https")
+        kw.update(_override(endpoint, "https"))
         kw["region"] = region or "us-east-1"
     elif region:
         kw["region"] = region
@@ -120,11 +140,51 @@ def _s3(bucket: str) -> pafs.FileSystem:
     return fs
 
 
+def _override(endpoint: str, default_scheme: str) -> dict[str, str]:
+    """``endpoint_override`` and ``scheme`` for a pyarrow FileSystem from an endpoint URL."""
+    parts = urlsplit(endpoint if "://" in endpoint else f"{default_scheme}://{endpoint}")
+    if not parts.netloc:
+        raise LocationError(f"{endpoint}: not an endpoint URL (expected http://HOST:PORT)")
+    return {"endpoint_override": parts.netloc, "scheme": parts.scheme or default_scheme}
+
+
+#: How long one GCS request is retried on transient failures (google-cloud-cpp's own default
+#: is 15 minutes: a reading command facing an unreachable endpoint would hang that long).
+GCS_RETRY_S = 15.0
+
+
+def _gcs_endpoint() -> tuple[str | None, str]:
+    """The GCS endpoint in force and the scheme a bare ``HOST:PORT`` gets.
+
+    ``STORAGE_EMULATOR_HOST`` is often written without a scheme
+    (``localhost:4443``): an emulator speaks plain http, as Google's Go and
+    Python clients assume; ``--gcs-endpoint`` and
+    ``CLOUD_STORAGE_EMULATOR_ENDPOINT`` default to https like ``--s3-endpoint``.
+    """
+    chosen = _GCS_ENDPOINT.get()
+    if chosen:
+        return chosen, "https"
+    host = os.environ.get("STORAGE_EMULATOR_HOST")
+    if host:
+        return host, "http"
+    return os.environ.get("CLOUD_STORAGE_EMULATOR_ENDPOINT") or None, "https"
+
+
 def _gcs() -> pafs.FileSystem:
-    key = ("gs", None, "")
+    endpoint, default_scheme = _gcs_endpoint()
+    project = os.environ.get("GOOGLE_CLOUD_PROJECT") or ""
+    key = ("gs", endpoint, f"{project}/{GCS_RETRY_S}")
     fs = _FS_CACHE.get(key)
-    if fs is None:
-        fs = _FS_CACHE[key] = pafs.GcsFileSystem()
+    if fs is not None:
+        return fs
+    kw: dict[str, Any] = {"retry_time_limit": datetime.timedelta(seconds=GCS_RETRY_S)}
+    if project:
+        kw["project_id"] = project
+    if endpoint:
+        kw.update(_override(endpoint, default_scheme))
+        # an emulator takes no credentials; a private endpoint still gets the key file
+        kw["anonymous"] = not os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    fs = _FS_CACHE[key] = pafs.GcsFileSystem(**kw)
     return fs
 
 
@@ -489,15 +549,38 @@ _ERRORS = (
             "credentials",
             "Credentials",
             "ExpiredToken",
+            "UNAUTHENTICATED",
         ),
-        "no valid credentials for {where} (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY,"
-        " or AWS_PROFILE)",
+        "no valid credentials for {where} ({credentials})",
     ),
     (
-        ("Couldn't connect", "Connection refused", "curlCode: 7", "Could not resolve", "NETWORK"),
+        (
+            "Couldn't connect",
+            "Could not connect",
+            "Connection refused",
+            "curlCode: 7",
+            "Could not resolve",
+            "NETWORK",
+        ),
         "cannot reach the store for {where} ({endpoint})",
     ),
 )
+_CREDENTIALS = {
+    "s3": "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE",
+    "gs": "set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file,"
+    " or run gcloud auth application-default login",
+}
+
+
+def _gcs_not_found(where: str, bucket: str) -> LocationError:
+    """GCS says only 404: whether the bucket or the object is missing takes one more request."""
+    try:
+        gone = _gcs().get_file_info(bucket).type == pafs.FileType.NotFound
+    except (OSError, pa.ArrowException):
+        gone = False
+    if gone:
+        return LocationError(f"bucket {bucket} does not exist")
+    return LocationError(f"{where}: no such object")
 
 
 def store_error(exc: BaseException, where: str) -> LocationError:
@@ -506,9 +589,20 @@ def store_error(exc: BaseException, where: str) -> LocationError:
         return exc
     text = str(exc)
     bucket = urlsplit(where).netloc if is_uri(where) else where.split("/", 1)[0]
-    endpoint = _endpoint() or "AWS"
+    # ``where`` may be a FileSystem path (no scheme): google-cloud-cpp's errors name themselves
+    gcs = "google::cloud::" in text or where.split("://", 1)[0] in ("gs", "gcs")
+    endpoint = (_gcs_endpoint()[0] or "Google Cloud Storage") if gcs else (_endpoint() or "AWS")
+    if gcs and "NOT_FOUND" in text:
+        return _gcs_not_found(where, bucket)
     for needles, message in _ERRORS:
         if any(n in text for n in needles):
-            return LocationError(message.format(where=where, bucket=bucket, endpoint=endpoint))
+            return LocationError(
+                message.format(
+                    where=where,
+                    bucket=bucket,
+                    endpoint=endpoint,
+                    credentials=_CREDENTIALS["gs" if gcs else "s3"],
+                )
+            )
     first = (text.strip().splitlines() or [type(exc).__name__])[0][:200]
     return LocationError(f"{where}: {first}")

@@ -26,9 +26,11 @@
 * Filters: receive-time range ``[start_ns, end_ns)``, kinds, dirs, sources.
 * Seeking: sealed segments wholly outside the time filters, or wholly at or
   before ``after_seq`` (a fold restored from a checkpoint), are passed without
-  being opened (``journal.json`` holds their seq and time ranges); in the
-  sealed segment holding ``after_seq`` the first batch is found through the
-  IPC file footer.  The bytes read are counted by
+  being opened (``journal.json`` holds their seq and time ranges), though
+  each one's size is checked against ``journal.json`` (a stat, or the
+  listing: a truncated or replaced segment is refused as ``verify`` names
+  it); in the sealed segment holding ``after_seq`` the first batch is found
+  through the IPC file footer.  The bytes read are counted by
   :func:`~engine.journal.location.counting_reads`.
 * Locations: a local path or a ``file://``/``s3://``/``gs://`` URI
   (:mod:`.location`); remote segments are read by ranged requests.
@@ -65,6 +67,7 @@ from engine.journal.segments import (
     _SegmentRead,
     list_segments,
     read_segment,
+    size_problem,
     skipping_damaged,
 )
 
@@ -250,6 +253,9 @@ class JournalReader:
                 if passed.frames and passed.first_seq is not None and passed.first_seq > expected:
                     # what is missing before it is still reported, as when reading
                     self._seq_problem_at(seg, passed, expected)
+                bad = size_problem(seg, passed)
+                if bad:  # truncated or replaced: noticed without reading it
+                    self._skip(Damage(seg.name, None, bad))
                 if passed.frames:
                     expected = max(expected, (passed.last_seq or 0) + 1)
                 if stats is not None:

@@ -108,7 +108,7 @@ def seal_partials(path: Path, config: object | None = None) -> RecoveryState:
         final = path / segment_name(seg.index, partial=False)
         names = [] if sources is None else sources.to_pylist()
         try:
-            compact_segment(seg.path, final, options, cfg.compact_rows, summary, names)
+            size = compact_segment(seg.path, final, options, cfg.compact_rows, summary, names)
         except OSError as exc:
             if not _no_space(exc):
                 raise
@@ -116,7 +116,7 @@ def seal_partials(path: Path, config: object | None = None) -> RecoveryState:
             raise NoSpaceToSeal(
                 errno.ENOSPC, f"no space left to seal {seg.name} ({seg.path.stat().st_size} bytes)"
             ) from None
-        summaries.append(summary.to_json())
+        summaries.append(attrs.evolve(summary, size=size).to_json())
         sealed.append(seg.name)
         last_index = seg.index
     manifest = path / MANIFEST

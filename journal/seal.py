@@ -40,8 +40,8 @@ def compact_segment(
     rows: int | None,
     summary: SegmentSummary,
     sources: list[str] | None = None,
-) -> None:
-    """Rewrite a closed partial segment (an IPC stream) into the sealed IPC file ``final``.
+) -> int:
+    """Rewrite a closed partial segment (an IPC stream) into the sealed IPC file ``final``; its size.
 
     ``rows``: merge batches up to about this many frames (None: keep them as
     they are).  ``sources``: the segment's source dictionary (the writer's; None:
@@ -89,12 +89,14 @@ def compact_segment(
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)
+        size = os.fstat(fd).st_size
     finally:
         os.close(fd)
     os.rename(tmp, final)
     fsync_dir(final.parent)
     os.unlink(partial)
     fsync_dir(final.parent)
+    return size
 
 
 _SOURCE = 5  #: the source column (dictionary-encoded)

@@ -4,7 +4,8 @@ Owns the reading of a single segment (:func:`read_segment`, :class:`_SegmentRead
 the IPC file footer and summary checks, per-batch validation and checksum
 (:mod:`.integrity`), torn tails of partial segments, salvage past damage, and
 the footer-indexed random access (the last batch only; the batch holding a
-seq).  Also the reading errors and :func:`skipping_damaged`.  Must not: check
+seq), and :func:`size_problem`, the one check of a sealed segment's size
+against ``journal.json`` (what a seek does of the segments it passes).  Also the reading errors and :func:`skipping_damaged`.  Must not: check
 seq continuity *across* segments or the manifest (that is :mod:`.reader`'s
 :class:`~engine.journal.reader.JournalReader`), or write anything.
 """
@@ -40,6 +41,7 @@ __all__ = [
     "TailReport",
     "list_segments",
     "read_segment",
+    "size_problem",
     "skipping_damaged",
 ]
 
@@ -150,6 +152,21 @@ def list_segments(path: Path | RemotePath) -> tuple[list[Segment], list[Any]]:
     return [segments[i] for i in sorted(segments)], foreign
 
 
+def size_problem(seg: Segment, expect: SegmentSummary | None) -> str | None:
+    """How a sealed segment's size differs from ``journal.json``'s record of it (None: it does not).
+
+    One stat (a remote segment's size comes with the listing): what a seek
+    checks of a segment it passes unread, and what a reading reports first.
+    None too when the manifest records no size (written before sizes).
+    """
+    if expect is None or expect.size is None or seg.partial:
+        return None
+    size = seg.path.stat().st_size
+    if size == expect.size:
+        return None
+    return f"{size} bytes, {MANIFEST} records {expect.size} (truncated, extended or replaced)"
+
+
 def _not_store(exc: BaseException) -> None:
     """Re-raise a store failure (network, permissions): it is not damage of the journal."""
     if isinstance(exc, LocationError):
@@ -202,6 +219,9 @@ class _SegmentRead:
             if not seg.partial:
                 self.problem(None, "0 bytes (emptied or truncated)")
             return
+        bad = size_problem(seg, self.expect)
+        if bad:  # skipping: still read what is sound in it (the reading names the damage)
+            self.problem(None, bad)
         with open_input(seg.path) as f:
             magic = f.read(len(FILE_MAGIC))
             f.seek(0)

@@ -493,8 +493,8 @@ class JournalWriter:
         self, partial: Path, final: Path, summary: SegmentSummary, sources: list[str]
     ) -> None:
         rows = self.config.compact_rows if self.config.compact_on_seal else None
-        compact_segment(partial, final, self._options, rows, summary, sources)
-        self._sealed.append(summary.to_json())
+        size = compact_segment(partial, final, self._options, rows, summary, sources)
+        self._sealed.append(attrs.evolve(summary, size=size).to_json())
         _write_manifest(self.path, {**self.metadata, "segments": self._sealed})
 
     def _fail(self, exc: OSError) -> JournalWriteError:

@@ -29,42 +29,24 @@ from engine.journal.reader import JournalReader, NotAJournal
 from engine.journal.writer import WriterConfig
 from engine.replay.cli import replay as replay_cmd
 from engine.replay.cli_book import book as book_cmd
-from engine.replay.cli_export import export as export_cmd
-from engine.replay.export import read_table
 from engine.replay.replay import state_at
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers.s3 import bucket, client, keys, s3_server  # noqa: E402,F401
 from helpers.sim_journal import write_sim_journal  # noqa: E402
+from helpers.stores import assert_readers_equal_local, seekable_journal  # noqa: E402
+from helpers.stores import cli as _cli  # noqa: E402
+from helpers.stores import cli_json as _json  # noqa: E402
+from helpers.stores import without as _without  # noqa: E402
 
 ENGINE = [sys.executable, "-m", "engine.cli"]
 SPOT = Path(__file__).resolve().parent.parent / "fixtures" / "journals" / "binance-spot"
 AT = "2024-01-01T00:02:15Z"  # 90 % of the 150 s journal
 
 
-def _cli(cmd: Any, *args: str) -> Any:
-    res = CliRunner().invoke(cmd, list(args), catch_exceptions=False)
-    assert res.exit_code == 0, res.output
-    return res
-
-
-def _json(cmd: Any, *args: str) -> dict[str, Any]:
-    return json.loads(_cli(cmd, *args, "--json").output)
-
-
-def _without(doc: dict[str, Any], *names: str) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if k not in names}
-
-
 @pytest.fixture(scope="module")
 def local_journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 150 s sim journal in 8 small sealed segments, with checkpoints every 300 frames."""
-    d = write_sim_journal(
-        tmp_path_factory.mktemp("store") / "j",
-        config=WriterConfig(batch_frames=128, segment_bytes=12 << 10),
-    )
-    _cli(replay_cmd, str(d), "--save-checkpoints", "--checkpoint-frames", "300")
-    return d
+    return seekable_journal(tmp_path_factory.mktemp("store") / "j")
 
 
 def test_locations_in_one_line(tmp_path: Path, bucket: str) -> None:
@@ -86,36 +68,7 @@ def test_locations_in_one_line(tmp_path: Path, bucket: str) -> None:
 
 
 def test_every_reader_from_s3_equals_local(local_journal: Path, bucket: str, tmp_path: Path) -> None:
-    uri = f"s3://{bucket}/sim/j"
-    pushed = _json(journal_cmd, "push", str(local_journal), uri)
-    assert "journal.json" in pushed["uploaded"] and not pushed["pending"]
-    assert "checkpoints/" in " ".join(pushed["uploaded"])
-    assert _json(journal_cmd, "push", str(local_journal), uri)["uploaded"] == []  # idempotent
-
-    assert "OK s3://" in _cli(journal_cmd, "verify", uri).output
-    st = _json(journal_cmd, "inspect", uri)
-    assert st["frames"] == _json(journal_cmd, "inspect", str(local_journal))["frames"]
-
-    r_remote, r_local = (_json(replay_cmd, d) for d in (uri, str(local_journal)))
-    assert _without(r_remote, "journal", "elapsed_s") == _without(r_local, "journal", "elapsed_s")
-
-    b_remote, b_local = (
-        _json(book_cmd, d, "--symbol", "BTCUSDT", "--at", AT) for d in (uri, str(local_journal))
-    )
-    assert b_remote["book"] == b_local["book"] and b_remote["checkpoint"] is not None
-    assert b_remote["last_seq"] == b_local["last_seq"]
-
-    for d, out in ((uri, tmp_path / "x_remote"), (str(local_journal), tmp_path / "x_local")):
-        _cli(export_cmd, d, "--out", str(out))
-    assert read_table(tmp_path / "x_remote", "trades").equals(read_table(tmp_path / "x_local", "trades"))
-
-    j = engine.open(uri)
-    assert j.span == engine.open(local_journal).span
-    assert j.book_at("ETHUSDT", AT).best_bid == engine.open(local_journal).book_at("ETHUSDT", AT).best_bid
-
-    back = tmp_path / "pulled"
-    assert _json(journal_cmd, "pull", uri, str(back))["uploaded"]
-    assert _json(replay_cmd, str(back))["symbols"] == r_local["symbols"]
+    assert_readers_equal_local(local_journal, f"s3://{bucket}/sim/j", tmp_path)
 
 
 def test_book_at_90_percent_seeks(local_journal: Path, bucket: str) -> None:

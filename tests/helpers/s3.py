@@ -10,16 +10,13 @@ own process; each test gets a fresh bucket and the standard environment
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from helpers.stores import serving
 
 KEYS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -29,40 +26,12 @@ KEYS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def moto_server() -> Iterator[str]:
     """Run moto's S3 server on a free 127.0.0.1 port for the block; yields its endpoint URL."""
-    for _attempt in range(3):
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, **KEYS},
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        if proc.poll() is None:
-            break
-    else:  # pragma: no cover - the machine refuses sockets
-        raise RuntimeError("moto server did not start")
-    try:
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p"]
+    with serving(lambda port: [*argv, str(port)], "/moto-api/", {**os.environ, **KEYS}) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture(scope="session")
