@@ -12,6 +12,11 @@ full precision"), the codecs read it from a book snapshot's numbers
 (:attr:`engine.events.BookSnapshot.price_decimals`) and the sync rule keeps it
 with the book (:class:`engine.book_sync.KrakenRule`).
 
+The book path (:func:`checksum`, after every book message) runs the text and
+CRC in C where ``engine._cksum`` is built: the same rule, walked over the
+book's own sorted keys without copying its top; a differential test holds it
+to :func:`checksum_of_levels`, the rule's one definition here.
+
 Also what the two codecs share beyond frames: the depths Kraken accepts,
 symbol normalization (``XBT/CHF`` → ``BTC-CHF``), the number and time helpers
 (every value through :func:`engine.num.parse` / :func:`~engine.num.parse_json_number`,
@@ -39,6 +44,11 @@ from engine.codecs.base import (
 )
 from engine.num import decimals_of, render
 from engine.timefmt import format_ns, parse_epoch_s, parse_iso
+
+try:  # the optional C text/CRC path (engine/_cksum.c); the Python rule below runs without it
+    from engine import _cksum
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _cksum = None  # type: ignore[assignment]
 
 __all__ = [
     "CHECKSUM_LEVELS",
@@ -74,43 +84,6 @@ def _digits(units: int, decimals: int) -> str:
     return render(units, decimals).replace(".", "").lstrip("0")
 
 
-#: bound of each memo (:class:`_Pieces`); a full memo is emptied
-MEMO_MAX = 1 << 16
-
-
-class _Pieces(dict[tuple[int, int], str]):
-    """``(price, qty)`` → the level's piece of the checksum text at one precision: a pure,
-    bounded memo of :func:`_digits` (it cannot change a result).  The checksum runs after
-    every book message and nearly all of its 20 levels were rendered for the message
-    before, so a level costs one dict lookup instead of two renders."""
-
-    __slots__ = ("price_decimals", "qty_decimals")
-
-    def __init__(self, price_decimals: int, qty_decimals: int) -> None:
-        super().__init__()
-        self.price_decimals = price_decimals
-        self.qty_decimals = qty_decimals
-
-    def __missing__(self, level: tuple[int, int]) -> str:
-        if len(self) >= MEMO_MAX:
-            self.clear()
-        s = self[level] = _digits(level[0], self.price_decimals) + _digits(
-            level[1], self.qty_decimals
-        )
-        return s
-
-
-_MEMOS: dict[tuple[int, int], _Pieces] = {}
-
-
-def _pieces(price_decimals: int, qty_decimals: int) -> _Pieces:
-    key = (price_decimals, qty_decimals)
-    m = _MEMOS.get(key)
-    if m is None:
-        m = _MEMOS[key] = _Pieces(price_decimals, qty_decimals)
-    return m
-
-
 def checksum_of_levels(
     bids: Iterable[tuple[int, int]],
     asks: Iterable[tuple[int, int]],
@@ -119,19 +92,39 @@ def checksum_of_levels(
 ) -> int:
     """The checksum of best-first ``bids`` and ``asks`` (only the first 10 a side count).
 
+    The rule's one definition (:func:`checksum` runs it in C where it can, to the same result).
+
     Raises:
         ValueError: a value has more decimals than the precision given (not Kraken's book).
     """
     top = list(asks)[:CHECKSUM_LEVELS] + list(bids)[:CHECKSUM_LEVELS]
-    text = "".join(map(_pieces(price_decimals, qty_decimals).__getitem__, top))
+    text = "".join(_digits(p, price_decimals) + _digits(q, qty_decimals) for p, q in top)
     return zlib.crc32(text.encode("ascii"))
 
 
 def checksum(book: Book, price_decimals: int, qty_decimals: int) -> int:
-    """The checksum of ``book`` as Kraken computes it at the instrument's precision."""
+    """The checksum of ``book`` as Kraken computes it at the instrument's precision.
+
+    The C helper (``engine._cksum``, when built) reads the book's top in place; it answers
+    exactly what :func:`checksum_of_levels` of ``book.top(10)`` answers, and declines (None)
+    whatever it does not fully handle, which this function then hands to the Python rule.
+
+    Raises:
+        ValueError: a value has more decimals than the precision given (not Kraken's book).
+    """
+    if _cksum is not None:
+        memo = book.memo
+        if memo is None:  # the book's rendered top, kept with it (engine._cksum.Memo)
+            memo = book.memo = _cksum.Memo()
+        bk, ak = book.sorted_keys()
+        crc = _cksum.kraken(
+            memo, bk, book.bids, ak, book.asks, CHECKSUM_LEVELS, price_decimals, qty_decimals,
+            num.SCALE,
+        )  # fmt: skip
+        if crc is not None:
+            return crc  # type: ignore[no-any-return]
     bids, asks = book.top(CHECKSUM_LEVELS)
-    text = "".join(map(_pieces(price_decimals, qty_decimals).__getitem__, asks + bids))
-    return zlib.crc32(text.encode("ascii"))
+    return checksum_of_levels(bids, asks, price_decimals, qty_decimals)
 
 
 def normalized(symbol: str) -> str:

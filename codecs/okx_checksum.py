@@ -7,6 +7,11 @@ update) and by the OKX codec's encoder (the simulator and the replay server
 stamp the frames they send).  Must not: do I/O, keep state beyond a bounded
 pure memo, or know about sequence numbers (that is the rule).
 
+The book path (:func:`checksum`, after every update) runs the text and CRC
+in C where ``engine._cksum`` is built, over the book's own sorted keys
+without copying its top; a differential test holds it to
+:func:`checksum_of_levels`, the rule's one definition here.
+
 The checksum (OKX v5 docs, "Checksum"): take the best 25 bids and the best
 25 asks, interleave ``bidPx:bidSz:askPx:askSz:...`` (when one side has fewer
 levels, the other goes on alone), join with ``:``, CRC32 the UTF-8 text and
@@ -30,6 +35,11 @@ from collections.abc import Sequence
 
 from engine import num
 from engine.book import Book
+
+try:  # the optional C text/CRC path (engine/_cksum.c); the Python rule below runs without it
+    from engine import _cksum
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _cksum = None  # type: ignore[assignment]
 
 __all__ = ["DEPTH", "text", "checksum", "checksum_of_levels", "signed32"]
 
@@ -92,6 +102,18 @@ def checksum_of_levels(bids: Sequence[tuple[int, int]], asks: Sequence[tuple[int
 
 
 def checksum(book: Book) -> int:
-    """The OKX checksum of ``book`` as it stands (its best 25 levels a side)."""
+    """The OKX checksum of ``book`` as it stands (its best 25 levels a side).
+
+    The C helper (``engine._cksum``, when built) reads the book's top in place and answers
+    exactly what :func:`checksum_of_levels` of ``book.top(25)`` answers; whatever it declines
+    (None) the Python rule computes."""
+    if _cksum is not None:
+        memo = book.memo
+        if memo is None:  # the book's rendered top, kept with it (engine._cksum.Memo)
+            memo = book.memo = _cksum.Memo()
+        bk, ak = book.sorted_keys()
+        crc = _cksum.okx(memo, bk, book.bids, ak, book.asks, DEPTH, num.SCALE)
+        if crc is not None:
+            return crc  # type: ignore[no-any-return]
     bids, asks = book.top(DEPTH)
     return checksum_of_levels(bids, asks)

@@ -1,0 +1,456 @@
+/* engine._cksum: an optional C fast path for the exchanges' book checksum TEXT and its CRC32.
+ *
+ * Owns: the byte work of two checksums whose rules are defined, once, in Python:
+ *
+ *   kraken(bk, bids, ak, asks, n, price_decimals, qty_decimals, scale)
+ *       codecs/kraken_book.py: the best n asks (lowest first) then the best n
+ *       bids (highest first), each level's price and qty rendered at the given
+ *       decimals, the "." removed and the leading zeros stripped, concatenated;
+ *       CRC32 (unsigned).
+ *   okx(bk, bids, ak, asks, n, scale)
+ *       codecs/okx_checksum.py: the best n bids and asks interleaved
+ *       bidPx:bidSz:askPx:askSz:... (the longer side goes on alone), every value
+ *       in its shortest decimal form, joined with ":"; CRC32 read as signed 32-bit.
+ *
+ * Both walk an engine.book.Book's own structures without copying them
+ * (Book.sorted_keys()): bk, the bid prices ascending (best last), bids the dict
+ * price -> qty; ak, the *negated* ask prices ascending (best last), asks the
+ * dict price -> qty.  Values are exact ints in units of 10**-scale
+ * (engine.num.SCALE), carried here in unsigned __int128.
+ *
+ * None means "let Python decide": anything this code does not fully understand
+ * (not exact lists/dicts/ints, a missing level, a negative value, a whole part
+ * of 2**64 or more, scale > 19, decimals > 64, a value with more decimals than
+ * the precision asked: Python raises ValueError there) returns None and the
+ * Python definition answers.  It never raises on book content and can never
+ * change a result: where it answers, the answer is the Python path's
+ * (tests/test_cksum.py checks that differentially).  No state is kept besides
+ * the CRC table built at import.  Must not: hold a rule of its own (which
+ * levels, in which order, at which precision: the Python modules say), or
+ * modify anything it is given.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifndef __SIZEOF_INT128__
+#error "engine._cksum needs unsigned __int128 (GCC or Clang); the Python checksums run without it"
+#endif
+typedef unsigned __int128 u128;
+
+#define MAX_DECIMALS 30
+#define MAX_SCALE 19 /* 10**19 < 2**64 */
+/* one value's text: ≤ 20 whole digits + "." + ≤ MAX_DECIMALS decimals */
+#define PIECE 64
+
+static uint32_t CRC[8][256];
+static uint64_t POW10[MAX_SCALE + 1];
+
+static void crc_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        CRC[0][i] = c;
+    }
+    for (int t = 1; t < 8; t++)
+        for (int i = 0; i < 256; i++) CRC[t][i] = (CRC[t - 1][i] >> 8) ^ CRC[0][CRC[t - 1][i] & 0xFF];
+    POW10[0] = 1;
+    for (int i = 1; i <= MAX_SCALE; i++) POW10[i] = POW10[i - 1] * 10;
+}
+
+/* zlib's crc32 (reflected 0xEDB88320), running value without the final xor: slicing by 8 */
+static uint32_t crc_update(uint32_t c, const unsigned char *p, size_t n) {
+    while (n >= 8) {
+        uint32_t lo = c ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                           (uint32_t)p[3] << 24);
+        c = CRC[7][lo & 0xFF] ^ CRC[6][(lo >> 8) & 0xFF] ^ CRC[5][(lo >> 16) & 0xFF] ^
+            CRC[4][lo >> 24] ^ CRC[3][p[4]] ^ CRC[2][p[5]] ^ CRC[1][p[6]] ^ CRC[0][p[7]];
+        p += 8;
+        n -= 8;
+    }
+    while (n--) c = CRC[0][(c ^ *p++) & 0xFF] ^ (c >> 8);
+    return c;
+}
+
+/* A non-negative exact int → *out; 0 if it is not one (or does not fit 128 bits). */
+static int to_u128(PyObject *o, u128 *out) {
+    if (!PyLong_CheckExact(o)) return 0;
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (!overflow) {
+        if (v < 0) return 0; /* also -1 with an error set: an exact int never sets one */
+        *out = (u128)v;
+        return 1;
+    }
+    if (overflow < 0) return 0;
+    unsigned char buf[16];
+#if PY_VERSION_HEX >= 0x030D0000
+    Py_ssize_t r = PyLong_AsNativeBytes(
+        o, buf, 16, Py_ASNATIVEBYTES_LITTLE_ENDIAN | Py_ASNATIVEBYTES_UNSIGNED_BUFFER);
+    if (r < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (r > 16) return 0;
+#else
+    if (_PyLong_AsByteArray((PyLongObject *)o, buf, 16, 1, 0) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+#endif
+    u128 x = 0;
+    for (int i = 15; i >= 0; i--) x = (x << 8) | buf[i];
+    *out = x;
+    return 1;
+}
+
+/* The decimal digits of v (no leading zeros; "" for 0) written backwards ending at *end. */
+static char *digits_back(char *end, uint64_t v) {
+    while (v) {
+        *--end = (char)('0' + v % 10);
+        v /= 10;
+    }
+    return end;
+}
+
+/* whole, frac of v at 10**scale; 0 if the whole part does not fit 64 bits. */
+static int split(u128 v, int scale, uint64_t *whole, uint64_t *frac) {
+    uint64_t one = POW10[scale];
+    u128 w = v / one;
+    if (w >> 64) return 0;
+    *whole = (uint64_t)w;
+    *frac = (uint64_t)(v - w * one);
+    return 1;
+}
+
+/* Kraken's piece of one value: render(v, d) without "." and leading zeros.  Returns its length
+ * (written at out), or -1 if v cannot be rendered exactly at d decimals (or is out of range). */
+static int kraken_piece(char *out, u128 v, int d, int scale) {
+    uint64_t whole, frac;
+    if (!split(v, scale, &whole, &frac)) return -1;
+    char buf[PIECE];
+    char *end = buf + PIECE, *p = end;
+    int keep = d < scale ? d : scale;
+    if (d > scale) { /* zeros past the engine's scale */
+        p -= d - scale;
+        memset(p, '0', (size_t)(d - scale));
+    }
+    if (keep < scale) {
+        uint64_t drop = POW10[scale - keep];
+        if (frac % drop) return -1; /* finer than the precision: Python raises */
+        frac /= drop;
+    }
+    for (int i = 0; i < keep; i++) { /* exactly `keep` frac digits, zero-padded */
+        *--p = (char)('0' + frac % 10);
+        frac /= 10;
+    }
+    p = digits_back(p, whole);
+    while (p < end && *p == '0') p++; /* leading zeros stripped (whole 0 wrote none) */
+    int n = (int)(end - p);
+    memcpy(out, p, (size_t)n);
+    return n;
+}
+
+/* OKX's text of one value: its shortest decimal form ("5.16", "30316", "0.5", "0"). */
+static int okx_piece(char *out, u128 v, int scale) {
+    uint64_t whole, frac;
+    if (!split(v, scale, &whole, &frac)) return -1;
+    char buf[PIECE];
+    char *end = buf + PIECE, *p = end;
+    if (frac) {
+        int k = scale;
+        while (frac % 10 == 0) {
+            frac /= 10;
+            k--;
+        }
+        for (int i = 0; i < k; i++) {
+            *--p = (char)('0' + frac % 10);
+            frac /= 10;
+        }
+        *--p = '.';
+    }
+    if (whole)
+        p = digits_back(p, whole);
+    else
+        *--p = '0';
+    int n = (int)(end - p);
+    memcpy(out, p, (size_t)n);
+    return n;
+}
+
+/* ------------------------------------------------------------------ the walk over a book's top */
+
+#define KRAKEN 1
+#define OKX 2
+#define MAX_N 25
+/* one level's text: Kraken price+qty digits, OKX "px:sz"; ≤ 2 * (20 + MAX_DECIMALS) + 1 */
+#define TEXT (2 * (20 + MAX_DECIMALS) + 1)
+
+typedef struct {
+    PyObject *key;   /* the book's key object (bids: the price; asks: the negated price) */
+    PyObject *price; /* the price as the side's dict keys it */
+    PyObject *qty;   /* the qty object the dict held when the text was rendered */
+    int len;
+    char text[TEXT];
+} Entry;
+
+/* A Memo (one per book: held by the caller with the book) keeps the last top's entries, each
+ * holding references to its key and qty objects.  A level whose key and qty are the very objects
+ * an entry holds has that entry's text (ints are immutable, and the references keep the objects
+ * alive, so an identical object is an equal value): only levels that changed are rendered.  It
+ * can never change a result; it is emptied whenever the rule or precision asked for changes. */
+typedef struct {
+    PyObject_HEAD int kind;
+    long n, pd, qd, scale;
+    Py_ssize_t count[2];
+    Entry e[2][MAX_N];
+} Memo;
+
+static void entries_clear(Entry *e, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_CLEAR(e[i].key);
+        Py_CLEAR(e[i].price);
+        Py_CLEAR(e[i].qty);
+    }
+}
+
+static void memo_clear(Memo *m) {
+    for (int s = 0; s < 2; s++) {
+        entries_clear(m->e[s], m->count[s]);
+        m->count[s] = 0;
+    }
+    m->kind = 0;
+}
+
+static void Memo_dealloc(Memo *m) {
+    memo_clear(m);
+    Py_TYPE(m)->tp_free((PyObject *)m);
+}
+
+static PyTypeObject MemoType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "engine._cksum.Memo",
+    .tp_basicsize = sizeof(Memo),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)Memo_dealloc,
+    .tp_doc = "Memo(): one book's rendered top levels (pass the same one with the same book).",
+};
+
+/* The memo entry of side s holding key object k (identity), looked for near rank i first. */
+static Entry *find(Memo *m, int s, PyObject *k, Py_ssize_t i) {
+    if (m == NULL) return NULL;
+    Py_ssize_t c = m->count[s];
+    Entry *e = m->e[s];
+    if (i < c && e[i].key == k) return &e[i];
+    if (i > 0 && i - 1 < c && e[i - 1].key == k) return &e[i - 1];
+    if (i + 1 < c && e[i + 1].key == k) return &e[i + 1];
+    for (Py_ssize_t j = 0; j < c; j++)
+        if (e[j].key == k) return &e[j];
+    return NULL;
+}
+
+typedef struct {
+    int kind;
+    int pd, qd, scale;
+} Spec;
+
+/* The text of one level (its price and qty objects) into e->text; 0 if declined. */
+static int render_level(const Spec *sp, Entry *e, PyObject *price, PyObject *qty) {
+    u128 px, q;
+    if (!to_u128(price, &px) || !to_u128(qty, &q)) return 0;
+    int k1, k2;
+    if (sp->kind == KRAKEN) {
+        if ((k1 = kraken_piece(e->text, px, sp->pd, sp->scale)) < 0) return 0;
+        if ((k2 = kraken_piece(e->text + k1, q, sp->qd, sp->scale)) < 0) return 0;
+        e->len = k1 + k2;
+    } else {
+        if ((k1 = okx_piece(e->text, px, sp->scale)) < 0) return 0;
+        e->text[k1] = ':';
+        if ((k2 = okx_piece(e->text + k1 + 1, q, sp->scale)) < 0) return 0;
+        e->len = k1 + 1 + k2;
+    }
+    return 1;
+}
+
+/* Fill out[0..cnt) with the best cnt levels of one side (s 0: bids, 1: asks, negated keys),
+ * reusing memo entries where the level's objects are the entry's.  Returns the number of
+ * entries filled (each holding references); fewer than cnt means declined. */
+static Py_ssize_t walk(Memo *m, const Spec *sp, int s, PyObject *keys, PyObject *dict,
+                       Py_ssize_t cnt, Entry *out) {
+    Py_ssize_t len = PyList_GET_SIZE(keys);
+    for (Py_ssize_t i = 0; i < cnt; i++) {
+        PyObject *k = PyList_GET_ITEM(keys, len - 1 - i);
+        Entry *old = find(m, s, k, i);
+        PyObject *price;
+        if (old != NULL) {
+            price = old->price;
+            Py_INCREF(price);
+        } else if (s) {
+            if (!PyLong_CheckExact(k) || (price = PyNumber_Negative(k)) == NULL) {
+                PyErr_Clear();
+                return i;
+            }
+        } else {
+            price = k;
+            Py_INCREF(price);
+        }
+        PyObject *q = PyDict_GetItemWithError(dict, price); /* borrowed */
+        if (q == NULL) {
+            PyErr_Clear();
+            Py_DECREF(price);
+            return i;
+        }
+        Entry *e = &out[i];
+        if (old != NULL && old->qty == q) {
+            e->len = old->len;
+            memcpy(e->text, old->text, (size_t)old->len);
+        } else if (!render_level(sp, e, price, q)) {
+            Py_DECREF(price);
+            return i;
+        }
+        Py_INCREF(k);
+        Py_INCREF(q);
+        e->key = k;
+        e->price = price;
+        e->qty = q;
+    }
+    return cnt;
+}
+
+/* Both sides' entries (bids into b, asks into a); 0 if declined (nothing held then). */
+static int top(PyObject *memo, const Spec *sp, PyObject *const *a, long n, Entry *b, Entry *as,
+               Py_ssize_t *nb, Py_ssize_t *na) {
+    Memo *m = NULL;
+    if (memo != Py_None) {
+        if (!Py_IS_TYPE(memo, &MemoType)) return 0;
+        m = (Memo *)memo;
+        if (m->kind != sp->kind || m->n != n || m->pd != sp->pd || m->qd != sp->qd ||
+            m->scale != sp->scale) {
+            memo_clear(m);
+            m->kind = sp->kind;
+            m->n = n;
+            m->pd = sp->pd;
+            m->qd = sp->qd;
+            m->scale = sp->scale;
+        }
+    }
+    *nb = PyList_GET_SIZE(a[0]) < n ? PyList_GET_SIZE(a[0]) : n;
+    *na = PyList_GET_SIZE(a[2]) < n ? PyList_GET_SIZE(a[2]) : n;
+    Py_ssize_t gb = walk(m, sp, 0, a[0], a[1], *nb, b);
+    Py_ssize_t ga = gb < *nb ? 0 : walk(m, sp, 1, a[2], a[3], *na, as);
+    if (gb < *nb || ga < *na) {
+        entries_clear(b, gb);
+        entries_clear(as, ga);
+        return 0;
+    }
+    if (m != NULL) { /* the new top replaces the memo's */
+        memo_clear(m);
+        m->kind = sp->kind;
+        memcpy(m->e[0], b, (size_t)*nb * sizeof(Entry));
+        memcpy(m->e[1], as, (size_t)*na * sizeof(Entry));
+        m->count[0] = *nb;
+        m->count[1] = *na;
+    } else {
+        entries_clear(b, *nb);
+        entries_clear(as, *na);
+    }
+    return 1;
+}
+
+static int args_ok(PyObject *const *a) {
+    return PyList_CheckExact(a[0]) && PyDict_CheckExact(a[1]) && PyList_CheckExact(a[2]) &&
+           PyDict_CheckExact(a[3]);
+}
+
+static int small_int(PyObject *o, long lo, long hi, long *out) {
+    if (!PyLong_CheckExact(o)) return 0;
+    int overflow = 0;
+    long v = PyLong_AsLongAndOverflow(o, &overflow);
+    if (overflow || v < lo || v > hi) return 0;
+    *out = v;
+    return 1;
+}
+
+/* Entries' texts are read after top() only through these arrays (the references they held
+ * moved to the memo, or were released: the texts stay valid either way). */
+static PyObject *kraken(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
+    long n, pd, qd, scale;
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "kraken(memo, bk, bids, ak, asks, n, pd, qd, scale)");
+        return NULL;
+    }
+    if (!args_ok(a + 1) || !small_int(a[5], 0, MAX_N, &n) ||
+        !small_int(a[6], 0, MAX_DECIMALS, &pd) || !small_int(a[7], 0, MAX_DECIMALS, &qd) ||
+        !small_int(a[8], 0, MAX_SCALE, &scale))
+        Py_RETURN_NONE;
+    Spec sp = {KRAKEN, (int)pd, (int)qd, (int)scale};
+    Entry b[MAX_N], as[MAX_N];
+    Py_ssize_t nb, na;
+    if (!top(a[0], &sp, a + 1, n, b, as, &nb, &na)) Py_RETURN_NONE;
+    uint32_t c = 0xFFFFFFFFu; /* asks lowest first, then bids highest first */
+    for (Py_ssize_t i = 0; i < na; i++)
+        c = crc_update(c, (const unsigned char *)as[i].text, (size_t)as[i].len);
+    for (Py_ssize_t i = 0; i < nb; i++)
+        c = crc_update(c, (const unsigned char *)b[i].text, (size_t)b[i].len);
+    return PyLong_FromUnsignedLong((unsigned long)(c ^ 0xFFFFFFFFu));
+}
+
+static PyObject *okx(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
+    long n, scale;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "okx(memo, bk, bids, ak, asks, n, scale)");
+        return NULL;
+    }
+    if (!args_ok(a + 1) || !small_int(a[5], 0, MAX_N, &n) ||
+        !small_int(a[6], 0, MAX_SCALE, &scale))
+        Py_RETURN_NONE;
+    Spec sp = {OKX, 0, 0, (int)scale};
+    Entry b[MAX_N], as[MAX_N];
+    Py_ssize_t nb, na;
+    if (!top(a[0], &sp, a + 1, n, b, as, &nb, &na)) Py_RETURN_NONE;
+    uint32_t c = 0xFFFFFFFFu;
+    const unsigned char colon = ':';
+    int first = 1;
+    Py_ssize_t rows = nb > na ? nb : na;
+    for (Py_ssize_t i = 0; i < rows; i++) { /* the bid, then the ask, of each row */
+        for (int s = 0; s < 2; s++) {
+            Entry *e = s ? (i < na ? &as[i] : NULL) : (i < nb ? &b[i] : NULL);
+            if (e == NULL) continue;
+            if (!first) c = crc_update(c, &colon, 1);
+            first = 0;
+            c = crc_update(c, (const unsigned char *)e->text, (size_t)e->len);
+        }
+    }
+    c ^= 0xFFFFFFFFu;
+    return PyLong_FromLong(c >= 0x80000000u ? (long)c - 0x100000000L : (long)c);
+}
+
+static PyMethodDef methods[] = {
+    {"kraken", (PyCFunction)(void (*)(void))kraken, METH_FASTCALL,
+     "kraken(memo, bk, bids, ak, asks, n, price_decimals, qty_decimals, scale) -> int | None"},
+    {"okx", (PyCFunction)(void (*)(void))okx, METH_FASTCALL,
+     "okx(memo, bk, bids, ak, asks, n, scale) -> int | None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "engine._cksum",
+    "Optional C fast path for the Kraken and OKX book checksum text and CRC32 "
+    "(the rules: codecs/kraken_book.py, codecs/okx_checksum.py).",
+    -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__cksum(void) {
+    crc_init();
+    if (PyType_Ready(&MemoType) < 0) return NULL;
+    PyObject *mod = PyModule_Create(&module);
+    if (mod == NULL) return NULL;
+    Py_INCREF(&MemoType);
+    if (PyModule_AddObject(mod, "Memo", (PyObject *)&MemoType) < 0) {
+        Py_DECREF(&MemoType);
+        Py_DECREF(mod);
+        return NULL;
+    }
+    return mod;
+}
