@@ -388,11 +388,16 @@ static PyObject *kraken(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
     Entry b[MAX_N], as[MAX_N];
     Py_ssize_t nb, na;
     if (!top(a[0], &sp, a + 1, n, b, as, &nb, &na)) Py_RETURN_NONE;
-    uint32_t c = 0xFFFFFFFFu; /* asks lowest first, then bids highest first */
-    for (Py_ssize_t i = 0; i < na; i++)
-        c = crc_update(c, (const unsigned char *)as[i].text, (size_t)as[i].len);
-    for (Py_ssize_t i = 0; i < nb; i++)
-        c = crc_update(c, (const unsigned char *)b[i].text, (size_t)b[i].len);
+    char text[2 * MAX_N * TEXT], *t = text; /* asks lowest first, then bids highest first */
+    for (Py_ssize_t i = 0; i < na; i++) {
+        memcpy(t, as[i].text, (size_t)as[i].len);
+        t += as[i].len;
+    }
+    for (Py_ssize_t i = 0; i < nb; i++) {
+        memcpy(t, b[i].text, (size_t)b[i].len);
+        t += b[i].len;
+    }
+    uint32_t c = crc_update(0xFFFFFFFFu, (const unsigned char *)text, (size_t)(t - text));
     return PyLong_FromUnsignedLong((unsigned long)(c ^ 0xFFFFFFFFu));
 }
 
@@ -409,19 +414,19 @@ static PyObject *okx(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
     Entry b[MAX_N], as[MAX_N];
     Py_ssize_t nb, na;
     if (!top(a[0], &sp, a + 1, n, b, as, &nb, &na)) Py_RETURN_NONE;
-    uint32_t c = 0xFFFFFFFFu;
-    const unsigned char colon = ':';
-    int first = 1;
+    char text[2 * MAX_N * (TEXT + 1)], *t = text;
     Py_ssize_t rows = nb > na ? nb : na;
-    for (Py_ssize_t i = 0; i < rows; i++) { /* the bid, then the ask, of each row */
+    for (Py_ssize_t i = 0; i < rows; i++) { /* the bid, then the ask, of each row, ":" between */
         for (int s = 0; s < 2; s++) {
             Entry *e = s ? (i < na ? &as[i] : NULL) : (i < nb ? &b[i] : NULL);
             if (e == NULL) continue;
-            if (!first) c = crc_update(c, &colon, 1);
-            first = 0;
-            c = crc_update(c, (const unsigned char *)e->text, (size_t)e->len);
+            memcpy(t, e->text, (size_t)e->len);
+            t += e->len;
+            *t++ = ':';
         }
     }
+    if (t > text) t--; /* no ":" after the last */
+    uint32_t c = crc_update(0xFFFFFFFFu, (const unsigned char *)text, (size_t)(t - text));
     c ^= 0xFFFFFFFFu;
     return PyLong_FromLong(c >= 0x80000000u ? (long)c - 0x100000000L : (long)c);
 }
