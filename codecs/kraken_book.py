@@ -70,6 +70,8 @@ __all__ = [
     "KrakenCodec",
 ]
 
+#: the levels one :meth:`Book.apply` set: ``(bids, asks)`` of ``(price, qty)``
+Change = tuple[Sequence[tuple[int, int]], Sequence[tuple[int, int]]]
 #: levels a side the checksum covers, whatever the subscribed depth
 CHECKSUM_LEVELS = 10
 #: the book depths Kraken accepts in a subscription (v1 and v2)
@@ -102,12 +104,17 @@ def checksum_of_levels(
     return zlib.crc32(text.encode("ascii"))
 
 
-def checksum(book: Book, price_decimals: int, qty_decimals: int) -> int:
+def checksum(
+    book: Book, price_decimals: int, qty_decimals: int, change: Change | None = None
+) -> int:
     """The checksum of ``book`` as Kraken computes it at the instrument's precision.
 
     The C helper (``engine._cksum``, when built) reads the book's top in place; it answers
     exactly what :func:`checksum_of_levels` of ``book.top(10)`` answers, and declines (None)
     whatever it does not fully handle, which this function then hands to the Python rule.
+    ``change``, when given, must be the ``(bids, asks)`` the book's last :meth:`Book.apply`
+    set (the diff just applied): with the book's memo of the version before, only those
+    levels are read again.
 
     Raises:
         ValueError: a value has more decimals than the precision given (not Kraken's book).
@@ -118,8 +125,8 @@ def checksum(book: Book, price_decimals: int, qty_decimals: int) -> int:
             memo = book.memo = _cksum.Memo()
         bk, ak = book.sorted_keys()
         crc = _cksum.kraken(
-            memo, bk, book.bids, ak, book.asks, CHECKSUM_LEVELS, price_decimals, qty_decimals,
-            num.SCALE,
+            memo, book.version, change, bk, book.bids, ak, book.asks, CHECKSUM_LEVELS,
+            price_decimals, qty_decimals, num.SCALE,
         )  # fmt: skip
         if crc is not None:
             return crc  # type: ignore[no-any-return]

@@ -43,6 +43,8 @@ except ImportError:  # pragma: no cover - a build without a C compiler
 
 __all__ = ["DEPTH", "text", "checksum", "checksum_of_levels", "signed32"]
 
+#: the levels one :meth:`Book.apply` set: ``(bids, asks)`` of ``(price, qty)``
+Change = tuple[Sequence[tuple[int, int]], Sequence[tuple[int, int]]]
 #: levels per side the checksum covers
 DEPTH = 25
 _MEMO_MAX = 1 << 16
@@ -101,18 +103,20 @@ def checksum_of_levels(bids: Sequence[tuple[int, int]], asks: Sequence[tuple[int
     return signed32(zlib.crc32(s.encode()))
 
 
-def checksum(book: Book) -> int:
+def checksum(book: Book, change: Change | None = None) -> int:
     """The OKX checksum of ``book`` as it stands (its best 25 levels a side).
 
     The C helper (``engine._cksum``, when built) reads the book's top in place and answers
     exactly what :func:`checksum_of_levels` of ``book.top(25)`` answers; whatever it declines
-    (None) the Python rule computes."""
+    (None) the Python rule computes.  ``change``, when given, must be the ``(bids, asks)``
+    the book's last :meth:`Book.apply` set (the diff just applied): with the book's memo of
+    the version before, only those levels are read again."""
     if _cksum is not None:
         memo = book.memo
         if memo is None:  # the book's rendered top, kept with it (engine._cksum.Memo)
             memo = book.memo = _cksum.Memo()
         bk, ak = book.sorted_keys()
-        crc = _cksum.okx(memo, bk, book.bids, ak, book.asks, DEPTH, num.SCALE)
+        crc = _cksum.okx(memo, book.version, change, bk, book.bids, ak, book.asks, DEPTH, num.SCALE)
         if crc is not None:
             return crc  # type: ignore[no-any-return]
     bids, asks = book.top(DEPTH)

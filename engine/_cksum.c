@@ -191,6 +191,7 @@ typedef struct {
     PyObject *key;   /* the book's key object (bids: the price; asks: the negated price) */
     PyObject *price; /* the price as the side's dict keys it */
     PyObject *qty;   /* the qty object the dict held when the text was rendered */
+    u128 px;         /* the price's value */
     int len;
     char text[TEXT];
 } Entry;
@@ -203,6 +204,8 @@ typedef struct {
 typedef struct {
     PyObject_HEAD int kind;
     long n, pd, qd, scale;
+    long long version; /* the book version the entries and crc are of (-1: none) */
+    long crc;
     Py_ssize_t count[2];
     Entry e[2][MAX_N];
 } Memo;
@@ -221,6 +224,7 @@ static void memo_clear(Memo *m) {
         m->count[s] = 0;
     }
     m->kind = 0;
+    m->version = -1;
 }
 
 static void Memo_dealloc(Memo *m) {
@@ -228,11 +232,17 @@ static void Memo_dealloc(Memo *m) {
     Py_TYPE(m)->tp_free((PyObject *)m);
 }
 
+static PyObject *Memo_new(PyTypeObject *t, PyObject *args, PyObject *kw) {
+    Memo *m = (Memo *)PyType_GenericNew(t, args, kw);
+    if (m != NULL) m->version = -1;
+    return (PyObject *)m;
+}
+
 static PyTypeObject MemoType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "engine._cksum.Memo",
     .tp_basicsize = sizeof(Memo),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_new = PyType_GenericNew,
+    .tp_new = Memo_new,
     .tp_dealloc = (destructor)Memo_dealloc,
     .tp_doc = "Memo(): one book's rendered top levels (pass the same one with the same book).",
 };
@@ -250,15 +260,42 @@ static Entry *find(Memo *m, int s, PyObject *k, Py_ssize_t i) {
     return NULL;
 }
 
+#define MAX_TOUCHED 64
 typedef struct {
     int kind;
     int pd, qd, scale;
+    /* hinted: the book changed once since the memo's version, at these prices only */
+    int hinted;
+    int nt[2];
+    u128 touched[2][MAX_TOUCHED];
 } Spec;
+
+static int touched(const Spec *sp, int s, u128 px) {
+    for (int i = 0; i < sp->nt[s]; i++)
+        if (sp->touched[s][i] == px) return 1;
+    return 0;
+}
+
+/* The prices of one side of a change ((price, qty) pairs) into sp; 0 if not understood. */
+static int hint_side(Spec *sp, int s, PyObject *levels) {
+    if (!PyList_CheckExact(levels) && !PyTuple_CheckExact(levels)) return 0;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(levels);
+    if (n > MAX_TOUCHED) return 0;
+    PyObject **items = PySequence_Fast_ITEMS(levels);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *lv = items[i];
+        if (!PyTuple_CheckExact(lv) || PyTuple_GET_SIZE(lv) != 2) return 0;
+        if (!to_u128(PyTuple_GET_ITEM(lv, 0), &sp->touched[s][i])) return 0;
+    }
+    sp->nt[s] = (int)n;
+    return 1;
+}
 
 /* The text of one level (its price and qty objects) into e->text; 0 if declined. */
 static int render_level(const Spec *sp, Entry *e, PyObject *price, PyObject *qty) {
     u128 px, q;
     if (!to_u128(price, &px) || !to_u128(qty, &q)) return 0;
+    e->px = px;
     int k1, k2;
     if (sp->kind == KRAKEN) {
         if ((k1 = kraken_piece(e->text, px, sp->pd, sp->scale)) < 0) return 0;
@@ -283,6 +320,14 @@ static Py_ssize_t walk(Memo *m, const Spec *sp, int s, PyObject *keys, PyObject 
         PyObject *k = PyList_GET_ITEM(keys, len - 1 - i);
         Entry *old = find(m, s, k, i);
         PyObject *price;
+        if (old != NULL && sp->hinted && !touched(sp, s, old->px)) { /* unchanged: as it was */
+            Entry *e = &out[i];
+            *e = *old; /* (the struct: its text comes along) */
+            Py_INCREF(e->key);
+            Py_INCREF(e->price);
+            Py_INCREF(e->qty);
+            continue;
+        }
         if (old != NULL) {
             price = old->price;
             Py_INCREF(price);
@@ -303,6 +348,7 @@ static Py_ssize_t walk(Memo *m, const Spec *sp, int s, PyObject *keys, PyObject 
         }
         Entry *e = &out[i];
         if (old != NULL && old->qty == q) {
+            e->px = old->px;
             e->len = old->len;
             memcpy(e->text, old->text, (size_t)old->len);
         } else if (!render_level(sp, e, price, q)) {
@@ -318,23 +364,39 @@ static Py_ssize_t walk(Memo *m, const Spec *sp, int s, PyObject *keys, PyObject 
     return cnt;
 }
 
-/* Both sides' entries (bids into b, asks into a); 0 if declined (nothing held then). */
-static int top(PyObject *memo, const Spec *sp, PyObject *const *a, long n, Entry *b, Entry *as,
-               Py_ssize_t *nb, Py_ssize_t *na) {
-    Memo *m = NULL;
-    if (memo != Py_None) {
-        if (!Py_IS_TYPE(memo, &MemoType)) return 0;
-        m = (Memo *)memo;
-        if (m->kind != sp->kind || m->n != n || m->pd != sp->pd || m->qd != sp->qd ||
-            m->scale != sp->scale) {
-            memo_clear(m);
-            m->kind = sp->kind;
-            m->n = n;
-            m->pd = sp->pd;
-            m->qd = sp->qd;
-            m->scale = sp->scale;
-        }
+/* The memo argument made ready for sp (emptied if it was for another rule or precision), and
+ * whether the change given may be trusted: the memo is of the book's previous version, so the
+ * change (the levels of the one Book.apply since) is all that moved.  0 if declined. */
+static int prepare(PyObject *memo, PyObject *version, PyObject *change, Spec *sp, long n,
+                   Memo **mp, long long *vp) {
+    *mp = NULL;
+    sp->hinted = 0;
+    if (!PyLong_CheckExact(version)) return 0;
+    int overflow = 0;
+    *vp = PyLong_AsLongLongAndOverflow(version, &overflow);
+    if (overflow || *vp < 0) return 0;
+    if (memo == Py_None) return 1;
+    if (!Py_IS_TYPE(memo, &MemoType)) return 0;
+    Memo *m = *mp = (Memo *)memo;
+    if (m->kind != sp->kind || m->n != n || m->pd != sp->pd || m->qd != sp->qd ||
+        m->scale != sp->scale) {
+        memo_clear(m);
+        m->kind = sp->kind;
+        m->n = n;
+        m->pd = sp->pd;
+        m->qd = sp->qd;
+        m->scale = sp->scale;
     }
+    if (m->version >= 0 && *vp == m->version + 1 && PyTuple_CheckExact(change) &&
+        PyTuple_GET_SIZE(change) == 2)
+        sp->hinted = hint_side(sp, 0, PyTuple_GET_ITEM(change, 0)) &&
+                     hint_side(sp, 1, PyTuple_GET_ITEM(change, 1));
+    return 1;
+}
+
+/* Both sides' entries (bids into b, asks into as); 0 if declined (nothing held then). */
+static int top(Memo *m, const Spec *sp, PyObject *const *a, long n, Entry *b, Entry *as,
+               Py_ssize_t *nb, Py_ssize_t *na) {
     *nb = PyList_GET_SIZE(a[0]) < n ? PyList_GET_SIZE(a[0]) : n;
     *na = PyList_GET_SIZE(a[2]) < n ? PyList_GET_SIZE(a[2]) : n;
     Py_ssize_t gb = walk(m, sp, 0, a[0], a[1], *nb, b);
@@ -376,18 +438,23 @@ static int small_int(PyObject *o, long lo, long hi, long *out) {
  * moved to the memo, or were released: the texts stay valid either way). */
 static PyObject *kraken(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
     long n, pd, qd, scale;
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "kraken(memo, bk, bids, ak, asks, n, pd, qd, scale)");
+    if (nargs != 11) {
+        PyErr_SetString(PyExc_TypeError,
+                        "kraken(memo, version, change, bk, bids, ak, asks, n, pd, qd, scale)");
         return NULL;
     }
-    if (!args_ok(a + 1) || !small_int(a[5], 0, MAX_N, &n) ||
-        !small_int(a[6], 0, MAX_DECIMALS, &pd) || !small_int(a[7], 0, MAX_DECIMALS, &qd) ||
-        !small_int(a[8], 0, MAX_SCALE, &scale))
+    if (!args_ok(a + 3) || !small_int(a[7], 0, MAX_N, &n) ||
+        !small_int(a[8], 0, MAX_DECIMALS, &pd) || !small_int(a[9], 0, MAX_DECIMALS, &qd) ||
+        !small_int(a[10], 0, MAX_SCALE, &scale))
         Py_RETURN_NONE;
-    Spec sp = {KRAKEN, (int)pd, (int)qd, (int)scale};
+    Spec sp = {KRAKEN, (int)pd, (int)qd, (int)scale, 0, {0, 0}, {{0}}};
+    Memo *m;
+    long long version;
+    if (!prepare(a[0], a[1], a[2], &sp, n, &m, &version)) Py_RETURN_NONE;
+    if (m != NULL && m->version == version) return PyLong_FromLong(m->crc);
     Entry b[MAX_N], as[MAX_N];
     Py_ssize_t nb, na;
-    if (!top(a[0], &sp, a + 1, n, b, as, &nb, &na)) Py_RETURN_NONE;
+    if (!top(m, &sp, a + 3, n, b, as, &nb, &na)) Py_RETURN_NONE;
     char text[2 * MAX_N * TEXT], *t = text; /* asks lowest first, then bids highest first */
     for (Py_ssize_t i = 0; i < na; i++) {
         memcpy(t, as[i].text, (size_t)as[i].len);
@@ -398,22 +465,31 @@ static PyObject *kraken(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
         t += b[i].len;
     }
     uint32_t c = crc_update(0xFFFFFFFFu, (const unsigned char *)text, (size_t)(t - text));
-    return PyLong_FromUnsignedLong((unsigned long)(c ^ 0xFFFFFFFFu));
+    long crc = (long)(c ^ 0xFFFFFFFFu);
+    if (m != NULL) {
+        m->version = version;
+        m->crc = crc;
+    }
+    return PyLong_FromLong(crc);
 }
 
 static PyObject *okx(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
     long n, scale;
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "okx(memo, bk, bids, ak, asks, n, scale)");
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "okx(memo, version, change, bk, bids, ak, asks, n, scale)");
         return NULL;
     }
-    if (!args_ok(a + 1) || !small_int(a[5], 0, MAX_N, &n) ||
-        !small_int(a[6], 0, MAX_SCALE, &scale))
+    if (!args_ok(a + 3) || !small_int(a[7], 0, MAX_N, &n) ||
+        !small_int(a[8], 0, MAX_SCALE, &scale))
         Py_RETURN_NONE;
-    Spec sp = {OKX, 0, 0, (int)scale};
+    Spec sp = {OKX, 0, 0, (int)scale, 0, {0, 0}, {{0}}};
+    Memo *m;
+    long long version;
+    if (!prepare(a[0], a[1], a[2], &sp, n, &m, &version)) Py_RETURN_NONE;
+    if (m != NULL && m->version == version) return PyLong_FromLong(m->crc);
     Entry b[MAX_N], as[MAX_N];
     Py_ssize_t nb, na;
-    if (!top(a[0], &sp, a + 1, n, b, as, &nb, &na)) Py_RETURN_NONE;
+    if (!top(m, &sp, a + 3, n, b, as, &nb, &na)) Py_RETURN_NONE;
     char text[2 * MAX_N * (TEXT + 1)], *t = text;
     Py_ssize_t rows = nb > na ? nb : na;
     for (Py_ssize_t i = 0; i < rows; i++) { /* the bid, then the ask, of each row, ":" between */
@@ -428,14 +504,20 @@ static PyObject *okx(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
     if (t > text) t--; /* no ":" after the last */
     uint32_t c = crc_update(0xFFFFFFFFu, (const unsigned char *)text, (size_t)(t - text));
     c ^= 0xFFFFFFFFu;
-    return PyLong_FromLong(c >= 0x80000000u ? (long)c - 0x100000000L : (long)c);
+    long crc = c >= 0x80000000u ? (long)c - 0x100000000L : (long)c;
+    if (m != NULL) {
+        m->version = version;
+        m->crc = crc;
+    }
+    return PyLong_FromLong(crc);
 }
 
 static PyMethodDef methods[] = {
     {"kraken", (PyCFunction)(void (*)(void))kraken, METH_FASTCALL,
-     "kraken(memo, bk, bids, ak, asks, n, price_decimals, qty_decimals, scale) -> int | None"},
+     "kraken(memo, version, change, bk, bids, ak, asks, n, price_decimals, qty_decimals, scale)"
+     " -> int | None"},
     {"okx", (PyCFunction)(void (*)(void))okx, METH_FASTCALL,
-     "okx(memo, bk, bids, ak, asks, n, scale) -> int | None"},
+     "okx(memo, version, change, bk, bids, ak, asks, n, scale) -> int | None"},
     {NULL, NULL, 0, NULL},
 };
 

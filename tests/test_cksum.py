@@ -53,9 +53,9 @@ def _kraken_py(book: Book, pd: int, qd: int) -> int | None:
         return None
 
 
-def _kraken_book_path(book: Book, pd: int, qd: int) -> int | None:
+def _kraken_book_path(book: Book, pd: int, qd: int, change=None) -> int | None:
     try:
-        return kraken_book.checksum(book, pd, qd)
+        return kraken_book.checksum(book, pd, qd, change)
     except ValueError:
         return None
 
@@ -65,9 +65,9 @@ def _okx_py(book: Book) -> int:
     return okx_checksum.checksum_of_levels(bids, asks)
 
 
-def _both(book: Book, pd: int, qd: int) -> None:
-    assert _kraken_book_path(book, pd, qd) == _kraken_py(book, pd, qd)
-    assert okx_checksum.checksum(book) == _okx_py(book)
+def _both(book: Book, pd: int, qd: int, change=None) -> None:
+    assert _kraken_book_path(book, pd, qd, change) == _kraken_py(book, pd, qd)
+    assert okx_checksum.checksum(book, change) == _okx_py(book)
 
 
 @given(_levels, _levels, _precision, _precision)
@@ -75,15 +75,28 @@ def test_the_book_path_answers_what_the_python_rule_answers(bids, asks, pd, qd):
     _both(Book.from_levels(1, bids, asks), pd, qd)
 
 
-@given(_levels, _levels, st.lists(st.tuples(_levels, _levels), max_size=12), _precision, _precision)
+@given(
+    _levels,
+    _levels,
+    st.lists(
+        st.tuples(_levels, _levels, st.sampled_from(["hint", "none", "unchecked"])), max_size=12
+    ),
+    _precision,
+    _precision,
+)
 def test_a_book_changed_message_after_message_keeps_answering_the_same(bids, asks, diffs, pd, qd):
+    """After each apply (and a truncation now and then), with the change as a hint, without
+    one, or after an apply nobody checked (the memo is then two versions behind the hint)."""
     book = Book.from_levels(1, bids, asks)
     _both(book, pd, qd)
-    for i, (b, a) in enumerate(diffs, 2):
+    for i, (b, a, how) in enumerate(diffs, 2):
         book.apply(b, a, i)
         if i % 3 == 0:
             book.truncate(12)
-        _both(book, pd, qd)
+        if how == "unchecked":
+            continue
+        _both(book, pd, qd, (b, a) if how == "hint" else None)
+        _both(book, pd, qd)  # asked again at the same version: the same answer
         if i % 4 == 0:  # the precision changes: the memo cannot answer for another precision
             pd, qd = qd, pd
 
@@ -95,9 +108,10 @@ def test_kraken_vector_and_the_precision_in_c():
     book = Book.from_levels(1, [(P(p), q) for p in bid_prices], asks)
     bk, ak = book.sorted_keys()
     for memo in (None, cksum.Memo()):
-        assert cksum.kraken(memo, bk, book.bids, ak, book.asks, 10, 5, 8, num.SCALE) == 974947235
+        args = (bk, book.bids, ak, book.asks, 10)
+        assert cksum.kraken(memo, 0, None, *args, 5, 8, num.SCALE) == 974947235
         # a price finer than the precision: C declines, the Python rule raises
-        assert cksum.kraken(memo, bk, book.bids, ak, book.asks, 10, 4, 8, num.SCALE) is None
+        assert cksum.kraken(memo, 0, None, *args, 4, 8, num.SCALE) is None
     with pytest.raises(ValueError):
         kraken_book.checksum(book, 4, 8)
 
@@ -113,7 +127,7 @@ def test_okx_vector_in_c():
     assert okx_checksum.checksum(book) == okx_checksum.signed32(want)
     bk, ak = book.sorted_keys()
     assert cksum.okx(
-        cksum.Memo(), bk, book.bids, ak, book.asks, 25, num.SCALE
+        cksum.Memo(), 0, None, bk, book.bids, ak, book.asks, 25, num.SCALE
     ) == okx_checksum.signed32(want)
 
 
@@ -121,21 +135,23 @@ def test_c_declines_what_it_does_not_handle():
     book = Book.from_levels(1, [(P("1"), P("2"))], [(P("3"), P("4"))])
     bk, ak = book.sorted_keys()
     memo = cksum.Memo()
-    assert cksum.okx(memo, bk, book.bids, ak, book.asks, 25, num.SCALE) is not None
-    declined = [
-        (memo, tuple(bk), book.bids, ak, book.asks, 25, num.SCALE),  # not the book's lists
+    assert cksum.okx(memo, 0, None, bk, book.bids, ak, book.asks, 25, num.SCALE) is not None
+    rest = (ak, book.asks, 25, num.SCALE)
+    declined = [  # (memo, bk, bids, ...) each at a version the memo has not seen
+        (memo, tuple(bk), book.bids, *rest),  # not the book's lists
         (memo, bk, book.bids, ak, book.asks, 26, num.SCALE),  # deeper than it keeps
         (memo, bk, book.bids, ak, book.asks, 25, 20),  # a scale beyond 64 bits
-        ("not a memo", bk, book.bids, ak, book.asks, 25, num.SCALE),
-        (memo, bk, {}, ak, book.asks, 25, num.SCALE),  # a key without its level
-        (memo, [-5], {-5: 1}, ak, book.asks, 25, num.SCALE),  # a negative value
-        (memo, [1.5], {1.5: 1}, ak, book.asks, 25, num.SCALE),  # not an int
-        (memo, [10**40], {10**40: 1}, ak, book.asks, 25, num.SCALE),  # beyond 128 bits
+        ("not a memo", bk, book.bids, *rest),
+        (memo, bk, {}, *rest),  # a key without its level
+        (memo, [-5], {-5: 1}, *rest),  # a negative value
+        (memo, [1.5], {1.5: 1}, *rest),  # not an int
+        (memo, [10**40], {10**40: 1}, *rest),  # beyond 128 bits
     ]
-    for args in declined:
-        assert cksum.okx(*args) is None, args[1:3]
+    for v, (m, *args) in enumerate(declined, 1):
+        assert cksum.okx(m, v, None, *args) is None, args[:2]
+    assert cksum.okx(memo, -1, None, bk, book.bids, *rest) is None  # not a version
     # and after declining, the memo still answers right
-    assert cksum.okx(memo, bk, book.bids, ak, book.asks, 25, num.SCALE) == _okx_py(book)
+    assert cksum.okx(memo, 99, None, bk, book.bids, *rest) == _okx_py(book)
 
 
 def test_the_memo_stays_with_its_book_and_out_of_checkpoints():
