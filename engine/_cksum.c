@@ -207,7 +207,8 @@ typedef struct {
     long long version; /* the book version the entries and crc are of (-1: none) */
     long crc;
     Py_ssize_t count[2];
-    Entry e[2][MAX_N];
+    int cur;                   /* the bank holding the entries; the other is the next top's */
+    Entry bank[2][2][MAX_N];   /* [bank][side: 0 bids, 1 asks][rank, best first] */
 } Memo;
 
 static void entries_clear(Entry *e, Py_ssize_t n) {
@@ -220,7 +221,7 @@ static void entries_clear(Entry *e, Py_ssize_t n) {
 
 static void memo_clear(Memo *m) {
     for (int s = 0; s < 2; s++) {
-        entries_clear(m->e[s], m->count[s]);
+        entries_clear(m->bank[m->cur][s], m->count[s]);
         m->count[s] = 0;
     }
     m->kind = 0;
@@ -251,7 +252,7 @@ static PyTypeObject MemoType = {
 static Entry *find(Memo *m, int s, PyObject *k, Py_ssize_t i) {
     if (m == NULL) return NULL;
     Py_ssize_t c = m->count[s];
-    Entry *e = m->e[s];
+    Entry *e = m->bank[m->cur][s];
     if (i < c && e[i].key == k) return &e[i];
     if (i > 0 && i - 1 < c && e[i - 1].key == k) return &e[i - 1];
     if (i + 1 < c && e[i + 1].key == k) return &e[i + 1];
@@ -276,18 +277,24 @@ static int touched(const Spec *sp, int s, u128 px) {
     return 0;
 }
 
-/* The prices of one side of a change ((price, qty) pairs) into sp; 0 if not understood. */
-static int hint_side(Spec *sp, int s, PyObject *levels) {
+/* The prices of one side of a change ((price, qty) pairs) into sp, keeping only those that
+ * could be a memo entry's (within its worst entry's price: only entries are looked up in
+ * sp->touched); 0 if not understood. */
+static int hint_side(Spec *sp, int s, PyObject *levels, const Entry *e, Py_ssize_t count) {
     if (!PyList_CheckExact(levels) && !PyTuple_CheckExact(levels)) return 0;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(levels);
-    if (n > MAX_TOUCHED) return 0;
     PyObject **items = PySequence_Fast_ITEMS(levels);
+    int kept = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *lv = items[i];
+        u128 px;
         if (!PyTuple_CheckExact(lv) || PyTuple_GET_SIZE(lv) != 2) return 0;
-        if (!to_u128(PyTuple_GET_ITEM(lv, 0), &sp->touched[s][i])) return 0;
+        if (!to_u128(PyTuple_GET_ITEM(lv, 0), &px)) return 0;
+        if (count == 0 || (s ? px > e[count - 1].px : px < e[count - 1].px)) continue;
+        if (kept == MAX_TOUCHED) return 0;
+        sp->touched[s][kept++] = px;
     }
-    sp->nt[s] = (int)n;
+    sp->nt[s] = kept;
     return 1;
 }
 
@@ -322,10 +329,12 @@ static Py_ssize_t walk(Memo *m, const Spec *sp, int s, PyObject *keys, PyObject 
         PyObject *price;
         if (old != NULL && sp->hinted && !touched(sp, s, old->px)) { /* unchanged: as it was */
             Entry *e = &out[i];
-            *e = *old; /* (the struct: its text comes along) */
-            Py_INCREF(e->key);
-            Py_INCREF(e->price);
-            Py_INCREF(e->qty);
+            e->px = old->px;
+            e->len = old->len;
+            memcpy(e->text, old->text, (size_t)old->len);
+            Py_INCREF(e->key = old->key);
+            Py_INCREF(e->price = old->price);
+            Py_INCREF(e->qty = old->qty);
             continue;
         }
         if (old != NULL) {
@@ -389,14 +398,19 @@ static int prepare(PyObject *memo, PyObject *version, PyObject *change, Spec *sp
     }
     if (m->version >= 0 && *vp == m->version + 1 && PyTuple_CheckExact(change) &&
         PyTuple_GET_SIZE(change) == 2)
-        sp->hinted = hint_side(sp, 0, PyTuple_GET_ITEM(change, 0)) &&
-                     hint_side(sp, 1, PyTuple_GET_ITEM(change, 1));
+        sp->hinted = hint_side(sp, 0, PyTuple_GET_ITEM(change, 0), m->bank[m->cur][0], m->count[0]) &&
+                     hint_side(sp, 1, PyTuple_GET_ITEM(change, 1), m->bank[m->cur][1], m->count[1]);
     return 1;
 }
 
-/* Both sides' entries (bids into b, asks into as); 0 if declined (nothing held then). */
+/* Both sides' entries, best first (*bp: bids, *ap: asks): the memo's new current bank, or
+ * b and as without a memo.  0 if declined (nothing new held then, the memo as it was). */
 static int top(Memo *m, const Spec *sp, PyObject *const *a, long n, Entry *b, Entry *as,
-               Py_ssize_t *nb, Py_ssize_t *na) {
+               Entry **bp, Entry **ap, Py_ssize_t *nb, Py_ssize_t *na) {
+    if (m != NULL) { /* fill the other bank, reading the current one */
+        b = m->bank[!m->cur][0];
+        as = m->bank[!m->cur][1];
+    }
     *nb = PyList_GET_SIZE(a[0]) < n ? PyList_GET_SIZE(a[0]) : n;
     *na = PyList_GET_SIZE(a[2]) < n ? PyList_GET_SIZE(a[2]) : n;
     Py_ssize_t gb = walk(m, sp, 0, a[0], a[1], *nb, b);
@@ -406,18 +420,24 @@ static int top(Memo *m, const Spec *sp, PyObject *const *a, long n, Entry *b, En
         entries_clear(as, ga);
         return 0;
     }
-    if (m != NULL) { /* the new top replaces the memo's */
+    *bp = b;
+    *ap = as;
+    if (m != NULL) { /* the new top becomes the memo's */
         memo_clear(m);
         m->kind = sp->kind;
-        memcpy(m->e[0], b, (size_t)*nb * sizeof(Entry));
-        memcpy(m->e[1], as, (size_t)*na * sizeof(Entry));
+        m->cur = !m->cur;
         m->count[0] = *nb;
         m->count[1] = *na;
-    } else {
-        entries_clear(b, *nb);
-        entries_clear(as, *na);
     }
     return 1;
+}
+
+/* Release what top() filled when there is no memo to hold it (the texts stay readable). */
+static void done(Memo *m, Entry *b, Py_ssize_t nb, Entry *as, Py_ssize_t na) {
+    if (m == NULL) {
+        entries_clear(b, nb);
+        entries_clear(as, na);
+    }
 }
 
 static int args_ok(PyObject *const *a) {
@@ -434,8 +454,8 @@ static int small_int(PyObject *o, long lo, long hi, long *out) {
     return 1;
 }
 
-/* Entries' texts are read after top() only through these arrays (the references they held
- * moved to the memo, or were released: the texts stay valid either way). */
+/* Entries' texts are read after done(): the references they held are the memo's, or were
+ * released, and the texts stay valid either way. */
 static PyObject *kraken(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
     long n, pd, qd, scale;
     if (nargs != 11) {
@@ -452,9 +472,10 @@ static PyObject *kraken(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
     long long version;
     if (!prepare(a[0], a[1], a[2], &sp, n, &m, &version)) Py_RETURN_NONE;
     if (m != NULL && m->version == version) return PyLong_FromLong(m->crc);
-    Entry b[MAX_N], as[MAX_N];
+    Entry sb[MAX_N], sa[MAX_N], *b, *as;
     Py_ssize_t nb, na;
-    if (!top(m, &sp, a + 3, n, b, as, &nb, &na)) Py_RETURN_NONE;
+    if (!top(m, &sp, a + 3, n, sb, sa, &b, &as, &nb, &na)) Py_RETURN_NONE;
+    done(m, b, nb, as, na);
     char text[2 * MAX_N * TEXT], *t = text; /* asks lowest first, then bids highest first */
     for (Py_ssize_t i = 0; i < na; i++) {
         memcpy(t, as[i].text, (size_t)as[i].len);
@@ -487,9 +508,10 @@ static PyObject *okx(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
     long long version;
     if (!prepare(a[0], a[1], a[2], &sp, n, &m, &version)) Py_RETURN_NONE;
     if (m != NULL && m->version == version) return PyLong_FromLong(m->crc);
-    Entry b[MAX_N], as[MAX_N];
+    Entry sb[MAX_N], sa[MAX_N], *b, *as;
     Py_ssize_t nb, na;
-    if (!top(m, &sp, a + 3, n, b, as, &nb, &na)) Py_RETURN_NONE;
+    if (!top(m, &sp, a + 3, n, sb, sa, &b, &as, &nb, &na)) Py_RETURN_NONE;
+    done(m, b, nb, as, na);
     char text[2 * MAX_N * (TEXT + 1)], *t = text;
     Py_ssize_t rows = nb > na ? nb : na;
     for (Py_ssize_t i = 0; i < rows; i++) { /* the bid, then the ask, of each row, ":" between */
