@@ -47,6 +47,8 @@ from engine.timefmt import format_ns, parse_epoch_s, parse_iso
 
 try:  # the optional C text/CRC path (engine/_cksum.c); the Python rule below runs without it
     from engine import _cksum
+
+    _cksum.configure(Book)
 except ImportError:  # pragma: no cover - a build without a C compiler
     _cksum = None  # type: ignore[assignment]
 
@@ -119,15 +121,10 @@ def checksum(
     Raises:
         ValueError: a value has more decimals than the precision given (not Kraken's book).
     """
-    if _cksum is not None:
-        memo = book.memo
-        if memo is None:  # the book's rendered top, kept with it (engine._cksum.Memo)
-            memo = book.memo = _cksum.Memo()
-        bk, ak = book.sorted_keys()
-        crc = _cksum.kraken(
-            memo, book.version, change, bk, book.bids, ak, book.asks, CHECKSUM_LEVELS,
-            price_decimals, qty_decimals, num.SCALE,
-        )  # fmt: skip
+    if _cksum is not None:  # (the book's rendered top is kept in book.memo: engine._cksum.Memo)
+        crc = _cksum.kraken_book(
+            book, change, CHECKSUM_LEVELS, price_decimals, qty_decimals, num.SCALE
+        )
         if crc is not None:
             return crc  # type: ignore[no-any-return]
     bids, asks = book.top(CHECKSUM_LEVELS)

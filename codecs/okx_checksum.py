@@ -38,6 +38,8 @@ from engine.book import Book
 
 try:  # the optional C text/CRC path (engine/_cksum.c); the Python rule below runs without it
     from engine import _cksum
+
+    _cksum.configure(Book)
 except ImportError:  # pragma: no cover - a build without a C compiler
     _cksum = None  # type: ignore[assignment]
 
@@ -111,12 +113,8 @@ def checksum(book: Book, change: Change | None = None) -> int:
     (None) the Python rule computes.  ``change``, when given, must be the ``(bids, asks)``
     the book's last :meth:`Book.apply` set (the diff just applied): with the book's memo of
     the version before, only those levels are read again."""
-    if _cksum is not None:
-        memo = book.memo
-        if memo is None:  # the book's rendered top, kept with it (engine._cksum.Memo)
-            memo = book.memo = _cksum.Memo()
-        bk, ak = book.sorted_keys()
-        crc = _cksum.okx(memo, book.version, change, bk, book.bids, ak, book.asks, DEPTH, num.SCALE)
+    if _cksum is not None:  # (the book's rendered top is kept in book.memo: engine._cksum.Memo)
+        crc = _cksum.okx_book(book, change, DEPTH, num.SCALE)
         if crc is not None:
             return crc  # type: ignore[no-any-return]
     bids, asks = book.top(DEPTH)

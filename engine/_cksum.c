@@ -13,7 +13,8 @@
  *       in its shortest decimal form, joined with ":"; CRC32 read as signed 32-bit.
  *
  * Both walk an engine.book.Book's own structures without copying them
- * (Book.sorted_keys()): bk, the bid prices ascending (best last), bids the dict
+ * (Book.sorted_keys(); kraken_book()/okx_book() read them, the book's version and
+ * its memo slot straight from a Book, the class handed over by configure()): bk, the bid prices ascending (best last), bids the dict
  * price -> qty; ak, the *negated* ask prices ascending (best last), asks the
  * dict price -> qty.  Values are exact ints in units of 10**-scale
  * (engine.num.SCALE), carried here in unsigned __int128.
@@ -31,6 +32,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -206,9 +208,10 @@ typedef struct {
     long n, pd, qd, scale;
     long long version; /* the book version the entries and crc are of (-1: none) */
     long crc;
+    uint32_t crc_asks;        /* Kraken: the running CRC after the asks' text */
     Py_ssize_t count[2];
-    int cur;                   /* the bank holding the entries; the other is the next top's */
-    Entry bank[2][2][MAX_N];   /* [bank][side: 0 bids, 1 asks][rank, best first] */
+    int cur[2];               /* per side, the bank holding its entries; the other: the next */
+    Entry bank[2][2][MAX_N];  /* [bank][side: 0 bids, 1 asks][rank, best first] */
 } Memo;
 
 static void entries_clear(Entry *e, Py_ssize_t n) {
@@ -221,7 +224,7 @@ static void entries_clear(Entry *e, Py_ssize_t n) {
 
 static void memo_clear(Memo *m) {
     for (int s = 0; s < 2; s++) {
-        entries_clear(m->bank[m->cur][s], m->count[s]);
+        entries_clear(m->bank[m->cur[s]][s], m->count[s]);
         m->count[s] = 0;
     }
     m->kind = 0;
@@ -252,7 +255,7 @@ static PyTypeObject MemoType = {
 static Entry *find(Memo *m, int s, PyObject *k, Py_ssize_t i) {
     if (m == NULL) return NULL;
     Py_ssize_t c = m->count[s];
-    Entry *e = m->bank[m->cur][s];
+    Entry *e = m->bank[m->cur[s]][s];
     if (i < c && e[i].key == k) return &e[i];
     if (i > 0 && i - 1 < c && e[i - 1].key == k) return &e[i - 1];
     if (i + 1 < c && e[i + 1].key == k) return &e[i + 1];
@@ -267,9 +270,18 @@ typedef struct {
     int pd, qd, scale;
     /* hinted: the book changed once since the memo's version, at these prices only */
     int hinted;
+    int unchanged[2]; /* hinted, and that side's top is the memo's (see prepare) */
     int nt[2];
     u128 touched[2][MAX_TOUCHED];
 } Spec;
+
+static void spec_init(Spec *sp, int kind, int pd, int qd, int scale) {
+    sp->kind = kind;
+    sp->pd = pd;
+    sp->qd = qd;
+    sp->scale = scale;
+    sp->hinted = sp->unchanged[0] = sp->unchanged[1] = sp->nt[0] = sp->nt[1] = 0;
+}
 
 static int touched(const Spec *sp, int s, u128 px) {
     for (int i = 0; i < sp->nt[s]; i++)
@@ -377,9 +389,9 @@ static Py_ssize_t walk(Memo *m, const Spec *sp, int s, PyObject *keys, PyObject 
  * whether the change given may be trusted: the memo is of the book's previous version, so the
  * change (the levels of the one Book.apply since) is all that moved.  0 if declined. */
 static int prepare(PyObject *memo, PyObject *version, PyObject *change, Spec *sp, long n,
-                   Memo **mp, long long *vp) {
+                   PyObject *const *a, Memo **mp, long long *vp) {
     *mp = NULL;
-    sp->hinted = 0;
+    sp->hinted = sp->unchanged[0] = sp->unchanged[1] = 0;
     if (!PyLong_CheckExact(version)) return 0;
     int overflow = 0;
     *vp = PyLong_AsLongLongAndOverflow(version, &overflow);
@@ -398,37 +410,53 @@ static int prepare(PyObject *memo, PyObject *version, PyObject *change, Spec *sp
     }
     if (m->version >= 0 && *vp == m->version + 1 && PyTuple_CheckExact(change) &&
         PyTuple_GET_SIZE(change) == 2)
-        sp->hinted = hint_side(sp, 0, PyTuple_GET_ITEM(change, 0), m->bank[m->cur][0], m->count[0]) &&
-                     hint_side(sp, 1, PyTuple_GET_ITEM(change, 1), m->bank[m->cur][1], m->count[1]);
+        sp->hinted = hint_side(sp, 0, PyTuple_GET_ITEM(change, 0), m->bank[m->cur[0]][0],
+                               m->count[0]) &&
+                     hint_side(sp, 1, PyTuple_GET_ITEM(change, 1), m->bank[m->cur[1]][1],
+                               m->count[1]);
+    /* A side no kept price of the change touched has the memo's top: with n entries, every
+     * change was below its n-th level (and the side still has n levels: no truncation cut
+     * into them); with fewer (the memo held the whole side), nothing was added either. */
+    for (int s = 0; sp->hinted && s < 2; s++) {
+        Py_ssize_t len = PyList_GET_SIZE(a[2 * s]);
+        sp->unchanged[s] = sp->nt[s] == 0 && (m->count[s] == n ? len >= n : len == m->count[s]);
+    }
     return 1;
 }
 
-/* Both sides' entries, best first (*bp: bids, *ap: asks): the memo's new current bank, or
- * b and as without a memo.  0 if declined (nothing new held then, the memo as it was). */
-static int top(Memo *m, const Spec *sp, PyObject *const *a, long n, Entry *b, Entry *as,
+/* Both sides' entries, best first (*bp: bids, *ap: asks): each side's current memo bank (refilled
+ * unless unchanged) or sb and sa without a memo.  0 if declined (nothing new held, the memo as
+ * it was). */
+static int top(Memo *m, const Spec *sp, PyObject *const *a, long n, Entry *sb, Entry *sa,
                Entry **bp, Entry **ap, Py_ssize_t *nb, Py_ssize_t *na) {
-    if (m != NULL) { /* fill the other bank, reading the current one */
-        b = m->bank[!m->cur][0];
-        as = m->bank[!m->cur][1];
+    Py_ssize_t cnt[2], got[2] = {0, 0};
+    Entry *out[2] = {sb, sa};
+    int walked[2] = {0, 0};
+    for (int s = 0; s < 2; s++) {
+        cnt[s] = PyList_GET_SIZE(a[2 * s]) < n ? PyList_GET_SIZE(a[2 * s]) : n;
+        if (m != NULL && sp->unchanged[s]) { /* as it was: nothing to read */
+            out[s] = m->bank[m->cur[s]][s];
+            continue;
+        }
+        if (m != NULL) out[s] = m->bank[!m->cur[s]][s]; /* fill the other bank */
+        walked[s] = 1;
+        got[s] = walk(m, sp, s, a[2 * s], a[2 * s + 1], cnt[s], out[s]);
+        if (got[s] < cnt[s]) {
+            for (int t = 0; t <= s; t++)
+                if (walked[t]) entries_clear(out[t], got[t]);
+            return 0;
+        }
     }
-    *nb = PyList_GET_SIZE(a[0]) < n ? PyList_GET_SIZE(a[0]) : n;
-    *na = PyList_GET_SIZE(a[2]) < n ? PyList_GET_SIZE(a[2]) : n;
-    Py_ssize_t gb = walk(m, sp, 0, a[0], a[1], *nb, b);
-    Py_ssize_t ga = gb < *nb ? 0 : walk(m, sp, 1, a[2], a[3], *na, as);
-    if (gb < *nb || ga < *na) {
-        entries_clear(b, gb);
-        entries_clear(as, ga);
-        return 0;
+    for (int s = 0; m != NULL && s < 2; s++) { /* each refilled side's new top becomes the memo's */
+        if (!walked[s]) continue;
+        entries_clear(m->bank[m->cur[s]][s], m->count[s]);
+        m->cur[s] = !m->cur[s];
+        m->count[s] = cnt[s];
     }
-    *bp = b;
-    *ap = as;
-    if (m != NULL) { /* the new top becomes the memo's */
-        memo_clear(m);
-        m->kind = sp->kind;
-        m->cur = !m->cur;
-        m->count[0] = *nb;
-        m->count[1] = *na;
-    }
+    *bp = out[0];
+    *ap = out[1];
+    *nb = cnt[0];
+    *na = cnt[1];
     return 1;
 }
 
@@ -467,25 +495,40 @@ static PyObject *kraken(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
         !small_int(a[8], 0, MAX_DECIMALS, &pd) || !small_int(a[9], 0, MAX_DECIMALS, &qd) ||
         !small_int(a[10], 0, MAX_SCALE, &scale))
         Py_RETURN_NONE;
-    Spec sp = {KRAKEN, (int)pd, (int)qd, (int)scale, 0, {0, 0}, {{0}}};
+    Spec sp; /* (not zeroed whole: touched[] is read only up to nt[]) */
+    spec_init(&sp, KRAKEN, (int)pd, (int)qd, (int)scale);
     Memo *m;
     long long version;
-    if (!prepare(a[0], a[1], a[2], &sp, n, &m, &version)) Py_RETURN_NONE;
+    if (!prepare(a[0], a[1], a[2], &sp, n, a + 3, &m, &version)) Py_RETURN_NONE;
     if (m != NULL && m->version == version) return PyLong_FromLong(m->crc);
+    if (m != NULL && sp.unchanged[0] && sp.unchanged[1]) { /* the top is as it was */
+        m->version = version;
+        return PyLong_FromLong(m->crc);
+    }
     Entry sb[MAX_N], sa[MAX_N], *b, *as;
     Py_ssize_t nb, na;
     if (!top(m, &sp, a + 3, n, sb, sa, &b, &as, &nb, &na)) Py_RETURN_NONE;
     done(m, b, nb, as, na);
-    char text[2 * MAX_N * TEXT], *t = text; /* asks lowest first, then bids highest first */
-    for (Py_ssize_t i = 0; i < na; i++) {
-        memcpy(t, as[i].text, (size_t)as[i].len);
-        t += as[i].len;
+    char text[MAX_N * TEXT], *t;
+    text[0] = 0; /* (a side without levels reads none of it) */
+    uint32_t c; /* asks lowest first, then bids highest first */
+    if (m != NULL && sp.unchanged[1]) {
+        c = m->crc_asks;
+    } else {
+        t = text;
+        for (Py_ssize_t i = 0; i < na; i++) {
+            memcpy(t, as[i].text, (size_t)as[i].len);
+            t += as[i].len;
+        }
+        c = crc_update(0xFFFFFFFFu, (const unsigned char *)text, (size_t)(t - text));
+        if (m != NULL) m->crc_asks = c;
     }
+    t = text;
     for (Py_ssize_t i = 0; i < nb; i++) {
         memcpy(t, b[i].text, (size_t)b[i].len);
         t += b[i].len;
     }
-    uint32_t c = crc_update(0xFFFFFFFFu, (const unsigned char *)text, (size_t)(t - text));
+    c = crc_update(c, (const unsigned char *)text, (size_t)(t - text));
     long crc = (long)(c ^ 0xFFFFFFFFu);
     if (m != NULL) {
         m->version = version;
@@ -503,11 +546,16 @@ static PyObject *okx(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
     if (!args_ok(a + 3) || !small_int(a[7], 0, MAX_N, &n) ||
         !small_int(a[8], 0, MAX_SCALE, &scale))
         Py_RETURN_NONE;
-    Spec sp = {OKX, 0, 0, (int)scale, 0, {0, 0}, {{0}}};
+    Spec sp;
+    spec_init(&sp, OKX, 0, 0, (int)scale);
     Memo *m;
     long long version;
-    if (!prepare(a[0], a[1], a[2], &sp, n, &m, &version)) Py_RETURN_NONE;
+    if (!prepare(a[0], a[1], a[2], &sp, n, a + 3, &m, &version)) Py_RETURN_NONE;
     if (m != NULL && m->version == version) return PyLong_FromLong(m->crc);
+    if (m != NULL && sp.unchanged[0] && sp.unchanged[1]) { /* the top is as it was */
+        m->version = version;
+        return PyLong_FromLong(m->crc);
+    }
     Entry sb[MAX_N], sa[MAX_N], *b, *as;
     Py_ssize_t nb, na;
     if (!top(m, &sp, a + 3, n, sb, sa, &b, &as, &nb, &na)) Py_RETURN_NONE;
@@ -534,7 +582,86 @@ static PyObject *okx(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
     return PyLong_FromLong(crc);
 }
 
+/* ------------------------------------------------------------------ straight from a Book */
+
+#define NSLOTS 6
+static const char *SLOTS[NSLOTS] = {"memo", "version", "_bk", "bids", "_ak", "asks"};
+static PyTypeObject *book_type = NULL;
+static Py_ssize_t slot_offsets[NSLOTS];
+
+/* configure(Book): the class whose slots kraken_book()/okx_book() read (each must be one). */
+static PyObject *configure(PyObject *self, PyObject *cls) {
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "configure() takes the Book class");
+        return NULL;
+    }
+    PyTypeObject *tp = (PyTypeObject *)cls;
+    Py_ssize_t offs[NSLOTS];
+    for (int i = 0; i < NSLOTS; i++) {
+        PyObject *d = PyDict_GetItemString(tp->tp_dict, SLOTS[i]); /* borrowed */
+        if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type) ||
+            ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX ||
+            ((PyMemberDescrObject *)d)->d_common.d_type != tp) {
+            PyErr_Format(PyExc_TypeError, "%s.%s is not an object slot", tp->tp_name, SLOTS[i]);
+            return NULL;
+        }
+        offs[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+    }
+    memcpy(slot_offsets, offs, sizeof offs);
+    Py_XSETREF(book_type, (PyTypeObject *)Py_NewRef(cls));
+    Py_RETURN_NONE;
+}
+
+/* args[0..6] = memo, version, bk, bids, ak, asks of book (its memo made if it had none);
+ * 0 if book is not a configured Book with every slot set. */
+static int book_args(PyObject *book, PyObject **args) {
+    if (book_type == NULL || !Py_IS_TYPE(book, book_type)) return 0;
+    for (int i = 0; i < NSLOTS; i++) {
+        args[i] = *(PyObject **)((char *)book + slot_offsets[i]);
+        if (args[i] == NULL) return 0;
+    }
+    if (args[0] == Py_None) { /* the book's memo, kept in its slot from now on */
+        PyObject *m = Memo_new(&MemoType, NULL, NULL);
+        if (m == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        Py_SETREF(*(PyObject **)((char *)book + slot_offsets[0]), m);
+        args[0] = m;
+    }
+    return 1;
+}
+
+/* kraken_book(book, change, n, pd, qd, scale): kraken() of book's own structures and memo. */
+static PyObject *kraken_book(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "kraken_book(book, change, n, pd, qd, scale)");
+        return NULL;
+    }
+    PyObject *s[NSLOTS];
+    if (!book_args(a[0], s)) Py_RETURN_NONE;
+    PyObject *args[11] = {s[0], s[1], a[1], s[2], s[3], s[4], s[5], a[2], a[3], a[4], a[5]};
+    return kraken(self, args, 11);
+}
+
+/* okx_book(book, change, n, scale): okx() of book's own structures and memo. */
+static PyObject *okx_book(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "okx_book(book, change, n, scale)");
+        return NULL;
+    }
+    PyObject *s[NSLOTS];
+    if (!book_args(a[0], s)) Py_RETURN_NONE;
+    PyObject *args[9] = {s[0], s[1], a[1], s[2], s[3], s[4], s[5], a[2], a[3]};
+    return okx(self, args, 9);
+}
+
 static PyMethodDef methods[] = {
+    {"configure", configure, METH_O, "configure(Book): the class kraken_book/okx_book read"},
+    {"kraken_book", (PyCFunction)(void (*)(void))kraken_book, METH_FASTCALL,
+     "kraken_book(book, change, n, price_decimals, qty_decimals, scale) -> int | None"},
+    {"okx_book", (PyCFunction)(void (*)(void))okx_book, METH_FASTCALL,
+     "okx_book(book, change, n, scale) -> int | None"},
     {"kraken", (PyCFunction)(void (*)(void))kraken, METH_FASTCALL,
      "kraken(memo, version, change, bk, bids, ak, asks, n, price_decimals, qty_decimals, scale)"
      " -> int | None"},

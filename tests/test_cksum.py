@@ -28,8 +28,7 @@ cksum = pytest.importorskip("engine._cksum", reason="the optional C checksum hel
 
 P = num.parse
 
-#: prices and quantities: few distinct values (so levels repeat and collide), some huge ones
-#: (beyond 64 bits of units, up to num.MAX), decimals from 0 to SCALE
+#: values: small ones, huge ones (beyond 64 bits of units, up to num.MAX), decimals from 0 to SCALE
 _decimals = st.integers(0, num.SCALE)
 _value = st.one_of(
     st.builds(
@@ -41,8 +40,15 @@ _value = st.one_of(
     st.integers(0, num.MAX),
     st.sampled_from([P("0.5"), P("1"), P("30316.1"), P("0.00000001"), num.MAX]),
 )
-_levels = st.lists(st.tuples(_value, st.one_of(st.just(0), _value)), max_size=40)
-_precision = st.integers(0, 24)
+#: prices mostly from a few (so diffs hit existing levels: qty changes, removals, the worst kept
+#: level), the rest anywhere
+_PRICES = [P("0.5") * i for i in range(1, 31)] + [num.MAX - i for i in range(5)]
+_price = st.one_of(st.sampled_from(_PRICES), st.sampled_from(_PRICES), _value)
+_levels = st.lists(st.tuples(_price, st.one_of(st.just(0), _value)), max_size=40)
+#: a diff: a few levels, as the exchanges send (so a side is often left as it was)
+_diff = st.lists(st.tuples(_price, st.one_of(st.just(0), _value)), max_size=4)
+#: Kraken's precision: mostly one every value renders at (≥ SCALE), else any (then most raise)
+_precision = st.one_of(st.integers(num.SCALE, 24), st.integers(num.SCALE, 24), st.integers(0, 24))
 
 
 def _kraken_py(book: Book, pd: int, qd: int) -> int | None:
@@ -65,9 +71,12 @@ def _okx_py(book: Book) -> int:
     return okx_checksum.checksum_of_levels(bids, asks)
 
 
-def _both(book: Book, pd: int, qd: int, change=None) -> None:
+def _both(book: Book, pd: int, qd: int, change=None, okx: Book | None = None) -> None:
+    """Kraken's checksum of ``book`` and OKX's of ``okx`` (a book's memo is of one rule:
+    the same levels in two books, so each memo carries over from message to message)."""
     assert _kraken_book_path(book, pd, qd, change) == _kraken_py(book, pd, qd)
-    assert okx_checksum.checksum(book, change) == _okx_py(book)
+    okx = book if okx is None else okx
+    assert okx_checksum.checksum(okx, change) == _okx_py(okx)
 
 
 @given(_levels, _levels, _precision, _precision)
@@ -78,25 +87,24 @@ def test_the_book_path_answers_what_the_python_rule_answers(bids, asks, pd, qd):
 @given(
     _levels,
     _levels,
-    st.lists(
-        st.tuples(_levels, _levels, st.sampled_from(["hint", "none", "unchecked"])), max_size=12
-    ),
+    st.lists(st.tuples(_diff, _diff, st.sampled_from(["hint", "hint", "none", "unchecked"]))),
     _precision,
     _precision,
 )
 def test_a_book_changed_message_after_message_keeps_answering_the_same(bids, asks, diffs, pd, qd):
     """After each apply (and a truncation now and then), with the change as a hint, without
     one, or after an apply nobody checked (the memo is then two versions behind the hint)."""
-    book = Book.from_levels(1, bids, asks)
-    _both(book, pd, qd)
+    book, okx = Book.from_levels(1, bids, asks), Book.from_levels(1, bids, asks)
+    _both(book, pd, qd, None, okx)
     for i, (b, a, how) in enumerate(diffs, 2):
-        book.apply(b, a, i)
-        if i % 3 == 0:
-            book.truncate(12)
+        for x in (book, okx):
+            x.apply(b, a, i)
+            if i % 3 == 0:
+                x.truncate(12)
         if how == "unchecked":
             continue
-        _both(book, pd, qd, (b, a) if how == "hint" else None)
-        _both(book, pd, qd)  # asked again at the same version: the same answer
+        _both(book, pd, qd, (b, a) if how == "hint" else None, okx)
+        _both(book, pd, qd, None, okx)  # asked again at the same version: the same answer
         if i % 4 == 0:  # the precision changes: the memo cannot answer for another precision
             pd, qd = qd, pd
 
