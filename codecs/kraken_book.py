@@ -14,14 +14,16 @@ with the book (:class:`engine.book_sync.KrakenRule`).
 
 The book path (:func:`checksum`, after every book message) runs the text and
 CRC in C where ``engine._cksum`` is built: the same rule, walked over the
-book's own sorted keys without copying its top; a differential test holds it
-to :func:`checksum_of_levels`, the rule's one definition here.
+book's own sorted keys without copying its top, re-rendering only levels that
+changed (given the diff just applied, only those it set); a differential test
+holds it to :func:`checksum_of_levels`, the rule's one definition here.
 
 Also what the two codecs share beyond frames: the depths Kraken accepts,
 symbol normalization (``XBT/CHF`` → ``BTC-CHF``), the number and time helpers
 (every value through :func:`engine.num.parse` / :func:`~engine.num.parse_json_number`,
 every time through :mod:`engine.timefmt`) and the :class:`Bad` → DecodeError
-plumbing.  Must not: do I/O, keep state, or know a frame's layout (the codecs do).
+plumbing.  Must not: do I/O, keep state of its own (what the C path keeps for a book is
+the book's: ``Book.memo``), or know a frame's layout (the codecs do).
 """
 
 from __future__ import annotations

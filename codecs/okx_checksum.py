@@ -9,8 +9,10 @@ pure memo, or know about sequence numbers (that is the rule).
 
 The book path (:func:`checksum`, after every update) runs the text and CRC
 in C where ``engine._cksum`` is built, over the book's own sorted keys
-without copying its top; a differential test holds it to
-:func:`checksum_of_levels`, the rule's one definition here.
+without copying its top, re-rendering only levels that changed (given the diff
+just applied, only those it set; what it keeps is the book's ``Book.memo``); a
+differential test holds it to :func:`checksum_of_levels`, the rule's one
+definition here.
 
 The checksum (OKX v5 docs, "Checksum"): take the best 25 bids and the best
 25 asks, interleave ``bidPx:bidSz:askPx:askSz:...`` (when one side has fewer

@@ -2,33 +2,41 @@
  *
  * Owns: the byte work of two checksums whose rules are defined, once, in Python:
  *
- *   kraken(bk, bids, ak, asks, n, price_decimals, qty_decimals, scale)
+ *   kraken(memo, version, change, bk, bids, ak, asks, n, price_decimals, qty_decimals, scale)
  *       codecs/kraken_book.py: the best n asks (lowest first) then the best n
  *       bids (highest first), each level's price and qty rendered at the given
  *       decimals, the "." removed and the leading zeros stripped, concatenated;
  *       CRC32 (unsigned).
- *   okx(bk, bids, ak, asks, n, scale)
+ *   okx(memo, version, change, bk, bids, ak, asks, n, scale)
  *       codecs/okx_checksum.py: the best n bids and asks interleaved
  *       bidPx:bidSz:askPx:askSz:... (the longer side goes on alone), every value
  *       in its shortest decimal form, joined with ":"; CRC32 read as signed 32-bit.
+ *   kraken_book(book, change, n, pd, qd, scale), okx_book(book, change, n, scale)
+ *       the same read straight from an engine.book.Book's slots (its class handed
+ *       over once by configure(Book)), the memo kept in the book's memo slot.
  *
- * Both walk an engine.book.Book's own structures without copying them
- * (Book.sorted_keys(); kraken_book()/okx_book() read them, the book's version and
- * its memo slot straight from a Book, the class handed over by configure()): bk, the bid prices ascending (best last), bids the dict
- * price -> qty; ak, the *negated* ask prices ascending (best last), asks the
- * dict price -> qty.  Values are exact ints in units of 10**-scale
- * (engine.num.SCALE), carried here in unsigned __int128.
+ * Both walk a Book's own structures without copying them (Book.sorted_keys()):
+ * bk, the bid prices ascending (best last), bids the dict price -> qty; ak, the
+ * *negated* ask prices ascending (best last), asks the dict price -> qty.  Values
+ * are exact ints in units of 10**-scale (engine.num.SCALE), carried here in
+ * unsigned __int128.
+ *
+ * Work skipped, never a result changed (a Memo, one per book, see its comment):
+ * a level whose key and qty objects are the ones the memo rendered is not
+ * rendered again; asked at the version the memo is of (Book.version counts
+ * applies), the memo's crc is the answer; asked one version later with the
+ * `change` that one apply set, a level no kept price of the change touched is
+ * not even looked up, and a side the change left alone is not read at all.
  *
  * None means "let Python decide": anything this code does not fully understand
  * (not exact lists/dicts/ints, a missing level, a negative value, a whole part
- * of 2**64 or more, scale > 19, decimals > 64, a value with more decimals than
+ * of 2**64 or more, scale > 19, decimals > 30, a value with more decimals than
  * the precision asked: Python raises ValueError there) returns None and the
- * Python definition answers.  It never raises on book content and can never
- * change a result: where it answers, the answer is the Python path's
- * (tests/test_cksum.py checks that differentially).  No state is kept besides
- * the CRC table built at import.  Must not: hold a rule of its own (which
- * levels, in which order, at which precision: the Python modules say), or
- * modify anything it is given.
+ * Python definition answers.  It never raises on book content: where it answers,
+ * the answer is the Python path's (tests/test_cksum.py checks that
+ * differentially).  Must not: hold a rule of its own (which levels, in which
+ * order, at which precision: the Python modules say), or modify anything it is
+ * given but a Book's memo slot.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -632,28 +640,31 @@ static int book_args(PyObject *book, PyObject **args) {
     return 1;
 }
 
-/* kraken_book(book, change, n, pd, qd, scale): kraken() of book's own structures and memo. */
-static PyObject *kraken_book(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "kraken_book(book, change, n, pd, qd, scale)");
+/* f(memo, version, change, bk, bids, ak, asks, *rest) for a Book's own structures and memo:
+ * a = (book, change, *rest), nrest of them; None if book is not a configured Book. */
+static PyObject *of_book(PyObject *(*f)(PyObject *, PyObject *const *, Py_ssize_t),
+                         PyObject *self, PyObject *const *a, Py_ssize_t nargs, Py_ssize_t nrest) {
+    if (nargs != 2 + nrest) {
+        PyErr_Format(PyExc_TypeError, "takes (book, change, ...): %zd arguments", 2 + nrest);
         return NULL;
     }
-    PyObject *s[NSLOTS];
+    PyObject *s[NSLOTS], *args[7 + 4];
     if (!book_args(a[0], s)) Py_RETURN_NONE;
-    PyObject *args[11] = {s[0], s[1], a[1], s[2], s[3], s[4], s[5], a[2], a[3], a[4], a[5]};
-    return kraken(self, args, 11);
+    args[0] = s[0];
+    args[1] = s[1];
+    args[2] = a[1];
+    for (int i = 2; i < NSLOTS; i++) args[i + 1] = s[i];
+    for (Py_ssize_t i = 0; i < nrest; i++) args[7 + i] = a[2 + i];
+    return f(self, args, 7 + nrest);
 }
 
-/* okx_book(book, change, n, scale): okx() of book's own structures and memo. */
+/* kraken_book(book, change, n, pd, qd, scale) / okx_book(book, change, n, scale) */
+static PyObject *kraken_book(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
+    return of_book(kraken, self, a, nargs, 4);
+}
+
 static PyObject *okx_book(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "okx_book(book, change, n, scale)");
-        return NULL;
-    }
-    PyObject *s[NSLOTS];
-    if (!book_args(a[0], s)) Py_RETURN_NONE;
-    PyObject *args[9] = {s[0], s[1], a[1], s[2], s[3], s[4], s[5], a[2], a[3]};
-    return okx(self, args, 9);
+    return of_book(okx, self, a, nargs, 2);
 }
 
 static PyMethodDef methods[] = {
