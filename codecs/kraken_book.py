@@ -12,11 +12,18 @@ full precision"), the codecs read it from a book snapshot's numbers
 (:attr:`engine.events.BookSnapshot.price_decimals`) and the sync rule keeps it
 with the book (:class:`engine.book_sync.KrakenRule`).
 
+The book path (:func:`checksum`, after every book message) runs the text and
+CRC in C where ``engine._cksum`` is built: the same rule, walked over the
+book's own sorted keys without copying its top, re-rendering only levels that
+changed (given the diff just applied, only those it set); a differential test
+holds it to :func:`checksum_of_levels`, the rule's one definition here.
+
 Also what the two codecs share beyond frames: the depths Kraken accepts,
 symbol normalization (``XBT/CHF`` → ``BTC-CHF``), the number and time helpers
 (every value through :func:`engine.num.parse` / :func:`~engine.num.parse_json_number`,
 every time through :mod:`engine.timefmt`) and the :class:`Bad` → DecodeError
-plumbing.  Must not: do I/O, keep state, or know a frame's layout (the codecs do).
+plumbing.  Must not: do I/O, keep state of its own (what the C path keeps for a book is
+the book's: ``Book.memo``), or know a frame's layout (the codecs do).
 """
 
 from __future__ import annotations
@@ -40,6 +47,13 @@ from engine.codecs.base import (
 from engine.num import decimals_of, render
 from engine.timefmt import format_ns, parse_epoch_s, parse_iso
 
+try:  # the optional C text/CRC path (engine/_cksum.c); the Python rule below runs without it
+    from engine import _cksum
+
+    _cksum.configure(Book)
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _cksum = None  # type: ignore[assignment]
+
 __all__ = [
     "CHECKSUM_LEVELS",
     "DEPTHS",
@@ -60,6 +74,8 @@ __all__ = [
     "KrakenCodec",
 ]
 
+#: the levels one :meth:`Book.apply` set: ``(bids, asks)`` of ``(price, qty)``
+Change = tuple[Sequence[tuple[int, int]], Sequence[tuple[int, int]]]
 #: levels a side the checksum covers, whatever the subscribed depth
 CHECKSUM_LEVELS = 10
 #: the book depths Kraken accepts in a subscription (v1 and v2)
@@ -74,43 +90,6 @@ def _digits(units: int, decimals: int) -> str:
     return render(units, decimals).replace(".", "").lstrip("0")
 
 
-#: bound of each memo (:class:`_Pieces`); a full memo is emptied
-MEMO_MAX = 1 << 16
-
-
-class _Pieces(dict[tuple[int, int], str]):
-    """``(price, qty)`` → the level's piece of the checksum text at one precision: a pure,
-    bounded memo of :func:`_digits` (it cannot change a result).  The checksum runs after
-    every book message and nearly all of its 20 levels were rendered for the message
-    before, so a level costs one dict lookup instead of two renders."""
-
-    __slots__ = ("price_decimals", "qty_decimals")
-
-    def __init__(self, price_decimals: int, qty_decimals: int) -> None:
-        super().__init__()
-        self.price_decimals = price_decimals
-        self.qty_decimals = qty_decimals
-
-    def __missing__(self, level: tuple[int, int]) -> str:
-        if len(self) >= MEMO_MAX:
-            self.clear()
-        s = self[level] = _digits(level[0], self.price_decimals) + _digits(
-            level[1], self.qty_decimals
-        )
-        return s
-
-
-_MEMOS: dict[tuple[int, int], _Pieces] = {}
-
-
-def _pieces(price_decimals: int, qty_decimals: int) -> _Pieces:
-    key = (price_decimals, qty_decimals)
-    m = _MEMOS.get(key)
-    if m is None:
-        m = _MEMOS[key] = _Pieces(price_decimals, qty_decimals)
-    return m
-
-
 def checksum_of_levels(
     bids: Iterable[tuple[int, int]],
     asks: Iterable[tuple[int, int]],
@@ -119,19 +98,39 @@ def checksum_of_levels(
 ) -> int:
     """The checksum of best-first ``bids`` and ``asks`` (only the first 10 a side count).
 
+    The rule's one definition (:func:`checksum` runs it in C where it can, to the same result).
+
     Raises:
         ValueError: a value has more decimals than the precision given (not Kraken's book).
     """
     top = list(asks)[:CHECKSUM_LEVELS] + list(bids)[:CHECKSUM_LEVELS]
-    text = "".join(map(_pieces(price_decimals, qty_decimals).__getitem__, top))
+    text = "".join(_digits(p, price_decimals) + _digits(q, qty_decimals) for p, q in top)
     return zlib.crc32(text.encode("ascii"))
 
 
-def checksum(book: Book, price_decimals: int, qty_decimals: int) -> int:
-    """The checksum of ``book`` as Kraken computes it at the instrument's precision."""
+def checksum(
+    book: Book, price_decimals: int, qty_decimals: int, change: Change | None = None
+) -> int:
+    """The checksum of ``book`` as Kraken computes it at the instrument's precision.
+
+    The C helper (``engine._cksum``, when built) reads the book's top in place; it answers
+    exactly what :func:`checksum_of_levels` of ``book.top(10)`` answers, and declines (None)
+    whatever it does not fully handle, which this function then hands to the Python rule.
+    ``change``, when given, must be the ``(bids, asks)`` the book's last :meth:`Book.apply`
+    set (the diff just applied): with the book's memo of the version before, only those
+    levels are read again.
+
+    Raises:
+        ValueError: a value has more decimals than the precision given (not Kraken's book).
+    """
+    if _cksum is not None:  # (the book's rendered top is kept in book.memo: engine._cksum.Memo)
+        crc = _cksum.kraken_book(
+            book, change, CHECKSUM_LEVELS, price_decimals, qty_decimals, num.SCALE
+        )
+        if crc is not None:
+            return crc  # type: ignore[no-any-return]
     bids, asks = book.top(CHECKSUM_LEVELS)
-    text = "".join(map(_pieces(price_decimals, qty_decimals).__getitem__, asks + bids))
-    return zlib.crc32(text.encode("ascii"))
+    return checksum_of_levels(bids, asks, price_decimals, qty_decimals)
 
 
 def normalized(symbol: str) -> str:

@@ -7,6 +7,13 @@ update) and by the OKX codec's encoder (the simulator and the replay server
 stamp the frames they send).  Must not: do I/O, keep state beyond a bounded
 pure memo, or know about sequence numbers (that is the rule).
 
+The book path (:func:`checksum`, after every update) runs the text and CRC
+in C where ``engine._cksum`` is built, over the book's own sorted keys
+without copying its top, re-rendering only levels that changed (given the diff
+just applied, only those it set; what it keeps is the book's ``Book.memo``); a
+differential test holds it to :func:`checksum_of_levels`, the rule's one
+definition here.
+
 The checksum (OKX v5 docs, "Checksum"): take the best 25 bids and the best
 25 asks, interleave ``bidPx:bidSz:askPx:askSz:...`` (when one side has fewer
 levels, the other goes on alone), join with ``:``, CRC32 the UTF-8 text and
@@ -31,8 +38,17 @@ from collections.abc import Sequence
 from engine import num
 from engine.book import Book
 
+try:  # the optional C text/CRC path (engine/_cksum.c); the Python rule below runs without it
+    from engine import _cksum
+
+    _cksum.configure(Book)
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _cksum = None  # type: ignore[assignment]
+
 __all__ = ["DEPTH", "text", "checksum", "checksum_of_levels", "signed32"]
 
+#: the levels one :meth:`Book.apply` set: ``(bids, asks)`` of ``(price, qty)``
+Change = tuple[Sequence[tuple[int, int]], Sequence[tuple[int, int]]]
 #: levels per side the checksum covers
 DEPTH = 25
 _MEMO_MAX = 1 << 16
@@ -91,7 +107,17 @@ def checksum_of_levels(bids: Sequence[tuple[int, int]], asks: Sequence[tuple[int
     return signed32(zlib.crc32(s.encode()))
 
 
-def checksum(book: Book) -> int:
-    """The OKX checksum of ``book`` as it stands (its best 25 levels a side)."""
+def checksum(book: Book, change: Change | None = None) -> int:
+    """The OKX checksum of ``book`` as it stands (its best 25 levels a side).
+
+    The C helper (``engine._cksum``, when built) reads the book's top in place and answers
+    exactly what :func:`checksum_of_levels` of ``book.top(25)`` answers; whatever it declines
+    (None) the Python rule computes.  ``change``, when given, must be the ``(bids, asks)``
+    the book's last :meth:`Book.apply` set (the diff just applied): with the book's memo of
+    the version before, only those levels are read again."""
+    if _cksum is not None:  # (the book's rendered top is kept in book.memo: engine._cksum.Memo)
+        crc = _cksum.okx_book(book, change, DEPTH, num.SCALE)
+        if crc is not None:
+            return crc  # type: ignore[no-any-return]
     bids, asks = book.top(DEPTH)
     return checksum_of_levels(bids, asks)

@@ -91,7 +91,7 @@ class Book:
     the sorted key lists must stay in step — use :meth:`apply`).
     """
 
-    __slots__ = ("bids", "asks", "_bk", "_ak", "last_id")
+    __slots__ = ("bids", "asks", "_bk", "_ak", "last_id", "version", "memo")
 
     def __init__(self, last_id: int = 0) -> None:
         self.bids: dict[int, int] = {}
@@ -99,6 +99,16 @@ class Book:
         self._bk: list[int] = []  # bid prices ascending: best = [-1]
         self._ak: list[int] = []  # negated ask prices ascending: best = -[-1]
         self.last_id = last_id
+        #: counts :meth:`apply` calls, the only way a level's qty changes (:meth:`truncate`
+        #: only removes levels): a reader that knows the version it last saw and the levels one
+        #: apply since set need not re-read the others (the checksums' C path); never
+        #: compared or saved
+        self.version = 0
+        #: what a reader of the top keeps with this book to go faster next time (the
+        #: checksums' rendered levels, ``engine._cksum.Memo``): keyed on the levels' own
+        #: objects, so no change to the book can make it wrong; never copied, compared or
+        #: checkpointed (a restored book starts without it)
+        self.memo: object = None
 
     # ------------------------------------------------------------------ building
 
@@ -155,6 +165,7 @@ class Book:
                     del d[p]
                     del keys[bisect_left(keys, -p)]
         self.last_id = last_id
+        self.version += 1
         bk = self._bk
         ak = self._ak
         return bool(bk and ak and bk[-1] >= -ak[-1])
@@ -217,6 +228,12 @@ class Book:
         bids = [(p, self.bids[p]) for p in reversed(self._bk[-n:])] if n > 0 else []
         asks = [(-k, self.asks[-k]) for k in reversed(self._ak[-n:])] if n > 0 else []
         return bids, asks
+
+    def sorted_keys(self) -> tuple[list[int], list[int]]:
+        """The sorted key lists behind :meth:`top`, not copies: bid prices ascending and
+        *negated* ask prices ascending (the best level is last on both).  Read-only: for a
+        reader of the top that must not copy it (the checksums' C path, ``engine._cksum``)."""
+        return self._bk, self._ak
 
     def levels(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """Every level, best first: ``(bids, asks)``."""

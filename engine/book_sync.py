@@ -464,8 +464,9 @@ class KrakenRule(ChainRule):
             if book.bids or book.asks:
                 return False
             pd = qd = 0
+        change = (diff.bids, diff.asks) if type(diff) is DepthDiff else None  # just applied
         try:
-            return kraken_checksum(book, pd, qd) == want
+            return kraken_checksum(book, pd, qd, change) == want
         except ValueError:  # a level finer than the instrument's precision: not Kraken's book
             return False
 
@@ -554,7 +555,9 @@ class OkxRule(ChainRule):
 
     def checksum_ok(self, book: Book, diff: DepthDiff | BookSnapshot) -> bool:
         cs = diff.checksum
-        return cs is None or okx_checksum(book) == cs
+        if cs is None:
+            return True
+        return okx_checksum(book, (diff.bids, diff.asks) if type(diff) is DepthDiff else None) == cs
 
 
 class CoinbaseRule(ChainRule):
