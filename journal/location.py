@@ -355,13 +355,19 @@ def list_tree(p: RemotePath) -> list[RemotePath]:
 def worker_settings() -> dict[str, str]:
     """The store settings of this process another process needs to read the same URIs.
 
-    That is the S3 endpoint when one is in effect (``--s3-endpoint`` or the
-    environment): a worker process started elsewhere (a Dask worker) sets
-    these as its environment.  Credentials are not passed on: each process
-    finds its own through the standard AWS chain.
+    That is the S3 and the GCS endpoint when one is in effect (``--s3-endpoint``,
+    ``--gcs-endpoint`` or the environment): a worker process started elsewhere
+    (a Dask worker) sets these as its environment.  Credentials are not passed
+    on: each process finds its own through the standard AWS / Google chain.
     """
+    out: dict[str, str] = {}
     endpoint = _endpoint()
-    return {"AWS_ENDPOINT_URL_S3": endpoint} if endpoint else {}
+    if endpoint:
+        out["AWS_ENDPOINT_URL_S3"] = endpoint
+    gcs, scheme = _gcs_endpoint()
+    if gcs:
+        out["CLOUD_STORAGE_EMULATOR_ENDPOINT"] = gcs if "://" in gcs else f"{scheme}://{gcs}"
+    return out
 
 
 #: What every reading function takes: a path, a URI (``file://``, ``s3://``, ``gs://``) or a RemotePath.

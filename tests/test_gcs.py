@@ -185,3 +185,19 @@ def _cli_fail(cmd: Any, *args: str) -> list[str]:
     res = CliRunner().invoke(cmd, list(args))
     assert res.exit_code == 1, res.output
     return [line for line in res.output.splitlines() if line.strip()]
+
+
+def test_worker_processes_get_the_gcs_endpoint_in_force(monkeypatch: Any) -> None:
+    """A Dask worker (another process) reads gs:// through the endpoint this command uses."""
+    for var in ("STORAGE_EMULATOR_HOST", "CLOUD_STORAGE_EMULATOR_ENDPOINT", "AWS_ENDPOINT_URL",
+                "AWS_ENDPOINT_URL_S3"):  # fmt: skip
+        monkeypatch.delenv(var, raising=False)
+    assert location.worker_settings() == {}
+    with location.gcs_endpoint("http://127.0.0.1:4443"):
+        assert location.worker_settings() == {
+            "CLOUD_STORAGE_EMULATOR_ENDPOINT": "http://127.0.0.1:4443"
+        }
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "127.0.0.1:9023")  # bare: an emulator's http
+    assert location.worker_settings() == {
+        "CLOUD_STORAGE_EMULATOR_ENDPOINT": "http://127.0.0.1:9023"
+    }

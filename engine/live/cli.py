@@ -76,6 +76,7 @@ class RunOptions:
     upload: str | None = None  #: ship sealed files to this location (engine.live.upload)
     keep_local: bool = False
     s3_endpoint: str | None = None  #: ``--s3-endpoint`` (the shards of ``--processes`` get it too)
+    gcs_endpoint: str | None = None  #: ``--gcs-endpoint`` (likewise)
     segment_mb: float | None = None  #: rotate segments at this size (default: the writer's)
     segment_s: float | None = None  #: ... or this age
 
@@ -602,8 +603,13 @@ def run(
     existed = target.exists()
     opts = attrs.evolve(opts, journal=target.absolute())
     if processes > 1:
-        endpoint = click.get_current_context().params.get("s3_endpoint")
-        _run_sharded(attrs.evolve(opts, s3_endpoint=endpoint), processes)
+        params = click.get_current_context().params
+        _run_sharded(
+            attrs.evolve(
+                opts, s3_endpoint=params.get("s3_endpoint"), gcs_endpoint=params.get("gcs_endpoint")
+            ),
+            processes,
+        )
         return
     try:
         summary = trio.run(capture_main, opts)

@@ -106,6 +106,7 @@ def child_args(opts: Any, symbols: Sequence[str], journal: Path, url: str | None
         ("--segment-seconds", opts.segment_s),
         ("--upload", upload),
         ("--s3-endpoint", opts.s3_endpoint),
+        ("--gcs-endpoint", opts.gcs_endpoint),
     ):
         if value is not None:
             args += [flag, repr(value) if isinstance(value, float) else str(value)]
