@@ -262,7 +262,10 @@ class RemotePath:
         return f"{self.scheme}://{self.key}"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, RemotePath) and (self.scheme, self.key) == (other.scheme, other.key)
+        return isinstance(other, RemotePath) and (self.scheme, self.key) == (
+            other.scheme,
+            other.key,
+        )
 
     def __hash__(self) -> int:
         return hash((self.scheme, self.key))
