@@ -51,13 +51,21 @@ import orjson
 
 from engine import num
 from engine.codecs.base import (
+    FUTURE,
+    NO_USD_QUOTES,
+    PERPETUAL,
     ConnLimits,
     KeepAlive,
     Resubscribe,
     SyncRule,
     VenueDefaults,
     decode_error,
+    expiry_ddmmmyy,
+    expiry_month_code,
+    instrument_name,
     internal_reason,
+    split_pair,
+    split_quote,
 )
 from engine.codecs.binance_wire import MAX, Bad, json_object, levels, number
 from engine.events import (
@@ -76,6 +84,8 @@ __all__ = [
     "BybitSpot",
     "BybitLinear",
     "BybitInverse",
+    "linear_name",
+    "inverse_name",
     "CHANNELS",
     "book_frame",
     "trades_frame",
@@ -166,6 +176,43 @@ def _trade_id(i: str) -> int:
         if v <= MAX:
             return v
     return 0
+
+
+# --------------------------------------------------------------------------- symbols
+
+
+def linear_name(symbol: str) -> str:
+    """A linear contract's normalized name from its spelling (Bybit's symbol table):
+    ``BTCUSDT``/``BTCUSDC`` perpetuals, ``BTCPERP`` (USDC perpetual), ``BTC-28JUN24``
+    (USDC future), ``BTCUSDT-27DEC24`` (USDT future); anything else as spelled."""
+    s = symbol.upper()
+    head, sep, tail = s.partition("-")
+    if not head.isalnum():
+        return s
+    if sep:
+        expiry = expiry_ddmmmyy(tail)
+        dated = split_pair(head, ("USDT", "USDC")) or (head, "USDC")
+        return instrument_name(*dated, FUTURE, expiry) if expiry else s
+    if s.endswith("PERP") and len(s) > 4:
+        return instrument_name(s[:-4], "USDC", PERPETUAL)
+    pair = split_pair(s, ("USDT", "USDC"))
+    return instrument_name(*pair, PERPETUAL) if pair else s
+
+
+def inverse_name(symbol: str) -> str:
+    """An inverse contract's normalized name (quoted in USD): ``BTCUSD`` the perpetual,
+    ``BTCUSDM24`` the June 2024 future (Bybit names only the quarter's month: H/M/U/Z);
+    anything else as spelled."""
+    s = symbol.upper()
+    if not s.isalnum():
+        return s
+    if s.endswith("USD") and len(s) > 3:
+        return instrument_name(s[:-3], "USD", PERPETUAL)
+    glued, month, yy = s[:-3], s[-3:-2], s[-2:]
+    expiry = expiry_month_code(month, yy) if month in ("H", "M", "U", "Z") else None
+    if expiry and glued.endswith("USD") and len(glued) > 3:
+        return instrument_name(glued[:-3], "USD", FUTURE, expiry)
+    return s
 
 
 # --------------------------------------------------------------------------- the codec
@@ -380,6 +427,10 @@ class BybitSpot(VenueDefaults):
             tuple(self.subscribe(book, 2 * request_id + 1)),
         )
 
+    def normalized(self, symbol: str) -> str:
+        """Spot ``BTCUSDT`` → ``BTC-USDT`` (Bybit spot lists no plain-USD quote)."""
+        return split_quote(symbol, NO_USD_QUOTES)
+
 
 class BybitLinear(BybitSpot):
     """Bybit v5 USDT/USDC perpetuals and futures (``--exchange bybit-linear``)."""
@@ -388,6 +439,9 @@ class BybitLinear(BybitSpot):
     category = "linear"
     ws_base = "wss://stream.bybit.com/v5/public/linear"
 
+    def normalized(self, symbol: str) -> str:
+        return linear_name(symbol)
+
 
 class BybitInverse(BybitSpot):
     """Bybit v5 inverse contracts (``--exchange bybit-inverse``); quantities are contracts."""
@@ -395,6 +449,9 @@ class BybitInverse(BybitSpot):
     name = "bybit-inverse"
     category = "inverse"
     ws_base = "wss://stream.bybit.com/v5/public/inverse"
+
+    def normalized(self, symbol: str) -> str:
+        return inverse_name(symbol)
 
 
 # --------------------------------------------------------------------------- outbound (server)
