@@ -51,23 +51,16 @@ import orjson
 
 from engine import num
 from engine.codecs.base import (
-    FUTURE,
-    NO_USD_QUOTES,
-    PERPETUAL,
     ConnLimits,
     KeepAlive,
     Resubscribe,
     SyncRule,
     VenueDefaults,
     decode_error,
-    expiry_ddmmmyy,
-    expiry_month_code,
-    instrument_name,
     internal_reason,
-    split_pair,
-    split_quote,
 )
 from engine.codecs.binance_wire import MAX, Bad, json_object, levels, number
+from engine.codecs.bybit_symbols import inverse_name, linear_name, spot_name
 from engine.events import (
     BUY,
     SELL,
@@ -84,8 +77,6 @@ __all__ = [
     "BybitSpot",
     "BybitLinear",
     "BybitInverse",
-    "linear_name",
-    "inverse_name",
     "CHANNELS",
     "book_frame",
     "trades_frame",
@@ -176,43 +167,6 @@ def _trade_id(i: str) -> int:
         if v <= MAX:
             return v
     return 0
-
-
-# --------------------------------------------------------------------------- symbols
-
-
-def linear_name(symbol: str) -> str:
-    """A linear contract's normalized name from its spelling (Bybit's symbol table):
-    ``BTCUSDT``/``BTCUSDC`` perpetuals, ``BTCPERP`` (USDC perpetual), ``BTC-28JUN24``
-    (USDC future), ``BTCUSDT-27DEC24`` (USDT future); anything else as spelled."""
-    s = symbol.upper()
-    head, sep, tail = s.partition("-")
-    if not head.isalnum():
-        return s
-    if sep:
-        expiry = expiry_ddmmmyy(tail)
-        dated = split_pair(head, ("USDT", "USDC")) or (head, "USDC")
-        return instrument_name(*dated, FUTURE, expiry) if expiry else s
-    if s.endswith("PERP") and len(s) > 4:
-        return instrument_name(s[:-4], "USDC", PERPETUAL)
-    pair = split_pair(s, ("USDT", "USDC"))
-    return instrument_name(*pair, PERPETUAL) if pair else s
-
-
-def inverse_name(symbol: str) -> str:
-    """An inverse contract's normalized name (quoted in USD): ``BTCUSD`` the perpetual,
-    ``BTCUSDM24`` the June 2024 future (Bybit names only the quarter's month: H/M/U/Z);
-    anything else as spelled."""
-    s = symbol.upper()
-    if not s.isalnum():
-        return s
-    if s.endswith("USD") and len(s) > 3:
-        return instrument_name(s[:-3], "USD", PERPETUAL)
-    glued, month, yy = s[:-3], s[-3:-2], s[-2:]
-    expiry = expiry_month_code(month, yy) if month in ("H", "M", "U", "Z") else None
-    if expiry and glued.endswith("USD") and len(glued) > 3:
-        return instrument_name(glued[:-3], "USD", FUTURE, expiry)
-    return s
 
 
 # --------------------------------------------------------------------------- the codec
@@ -428,8 +382,7 @@ class BybitSpot(VenueDefaults):
         )
 
     def normalized(self, symbol: str) -> str:
-        """Spot ``BTCUSDT`` → ``BTC-USDT`` (Bybit spot lists no plain-USD quote)."""
-        return split_quote(symbol, NO_USD_QUOTES)
+        return spot_name(symbol)
 
 
 class BybitLinear(BybitSpot):

@@ -43,7 +43,7 @@ from engine.codecs.base import (
     internal_reason,
 )
 from engine.codecs.binance_wire import MAX, VMAX, Bad, number
-from engine.codecs.bybit import inverse_name
+from engine.codecs.bybit_symbols import inverse_name
 from engine.events import (
     BUY,
     SELL,
