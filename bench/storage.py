@@ -1,6 +1,6 @@
 """Storage benchmark: bytes read by ``book --at`` at 90 % of a journal, with and without seeking; local vs S3 reads.
 
-    python bench/storage.py [--seconds 600] [--endpoint URL]
+    python bench/storage.py [--seconds 600] [--days 8] [--endpoint URL]
 
 Writes a simulated journal (tests/helpers/sim_journal.py: minutes of the
 simulator's market in seconds) in small sealed segments, folds it once with
@@ -10,7 +10,11 @@ checkpoints, pushes it to an S3 server (moto's standalone server started on
 * bytes read for the state at 90 % of the journal, from S3: with seeking
   (nearest checkpoint + the segments after it, as ``engine book --at``) and
   without (a fold from the first frame);
-* read rate (frames/s, every payload as Python bytes) local vs S3.
+* read rate (frames/s, every payload as Python bytes) local vs S3;
+* what finding the journals of a catalog in a prefix costs (``--days N``
+  copies of the journal under ``s3://…/catalog/sim/<date>/``): objects
+  listed and bytes read to find them (one listing, none), then to open them
+  (their manifests and first/last batches, as ``select`` does for a command).
 
 The moto server is a Python process on the same 2 cores: S3 figures here
 price the request path, not a network; compare the byte counts, which do not
@@ -50,7 +54,40 @@ def read_rate(where: str | Path) -> tuple[float, int]:
     return n / best, n
 
 
-def measure(endpoint: str, seconds: float) -> None:
+def catalog_cost(local: Path, days: int) -> None:
+    from engine.journal.captureset import journals_in
+    from engine.journal.location import as_path, list_tree
+    from engine.replay import catalog
+    from engine.replay.catalog import select
+
+    base = "s3://wiretape-bench/catalog"
+    for d in range(days):
+        push_journal(local, f"{base}/sim/2026-11-{d + 1:02d}")
+    objects = list_tree(as_path(base))  # type: ignore[arg-type]
+    stored = sum(o.stat().st_size for o in objects)
+    with counting_reads() as found_io:
+        t0 = time.perf_counter()
+        found = journals_in(base)
+        find_s = time.perf_counter() - t0
+    print(f"catalog {base}/ of {len(found)} journals:")
+    print(
+        f"  finding them     {len(objects):>12,} objects listed ({stored:,} bytes stored),"
+        f" {found_io.bytes_read:,} bytes read  {find_s:.2f} s"
+    )
+    for openers in (1, catalog.OPENERS):
+        saved, catalog.OPENERS = catalog.OPENERS, openers
+        with counting_reads() as open_io:
+            t0 = time.perf_counter()
+            select(base)
+            open_s = time.perf_counter() - t0
+        catalog.OPENERS = saved
+        print(
+            f"  opening them     {open_io.bytes_read:>12,} bytes read ({open_io.files_opened} files:"
+            f" manifests, first and last batches)  {open_s:.2f} s, {openers} at a time"
+        )
+
+
+def measure(endpoint: str, seconds: float, days: int = 0) -> None:
     os.environ.update(KEYS)
     os.environ["AWS_ENDPOINT_URL"] = endpoint
     client(endpoint).create_bucket(Bucket="wiretape-bench")
@@ -92,6 +129,8 @@ def measure(endpoint: str, seconds: float) -> None:
         for label, where in (("local", local), ("S3   ", uri)):
             rate, n = read_rate(where)
             print(f"read {label} {rate:>12,.0f} frames/s  ({n:,} frames, best of 3)")
+        if days:
+            catalog_cost(local, days)
 
 
 def main() -> None:
@@ -99,13 +138,14 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--seconds", type=float, default=600.0, help="simulated journal length")
+    ap.add_argument("--days", type=int, default=8, help="journals in the catalog (0: none)")
     ap.add_argument("--endpoint", default=None, help="an S3 endpoint (default: start moto)")
     a = ap.parse_args()
     if a.endpoint:
-        measure(a.endpoint, a.seconds)
+        measure(a.endpoint, a.seconds, a.days)
         return
     with moto_server() as url:
-        measure(url, a.seconds)
+        measure(url, a.seconds, a.days)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ __all__ = [
     "VerificationAbandoned",
     "CrossedBook",
     "TopOfBookMismatch",
+    "BookWithdrawn",
+    "BookResumed",
 ]
 
 
@@ -160,3 +162,37 @@ class TopOfBookMismatch:
     update_id: int
     ours: tuple[int, int, int, int]
     theirs: tuple[int, int, int, int]
+
+
+@serde.register
+@output
+class BookWithdrawn:
+    """The connection ``conn`` that fed ``symbol``'s published book closed: the book is not
+    published from now on (``book_id`` is its id then).
+
+    ``kept``: the book is suspended (Binance: published again by the next connection's
+    first chaining diff, a BookResumed; a diff that does not chain is a GapDetected);
+    otherwise it is dropped and the next snapshot rebuilds it (a BookSynced, resync).
+    """
+
+    seq: int
+    recv_ns: int
+    symbol: str
+    book_id: int
+    conn: int
+    kept: bool
+    reason: str
+
+
+@serde.register
+@output
+class BookResumed:
+    """A suspended book is published again: a diff of the next connection (ids
+    ``first_id``..``last_id``) chained onto it at ``book_id``, so nothing was lost."""
+
+    seq: int
+    recv_ns: int
+    symbol: str
+    book_id: int
+    first_id: int
+    last_id: int

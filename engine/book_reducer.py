@@ -4,9 +4,14 @@ Owns: per-symbol sync (every phase change is a transition of
 :mod:`engine.book_sync`'s table: this module turns the table's *actions*
 into outputs and counts, and never sets a phase itself), the bounded diff
 buffer's overflow policy, snapshot requests (sync and periodic verify, timed
-by *event* time ``recv_ns``), drift verification with a shadow book, the
-bookTicker cross-check, crossed-book detection, the counts and the queries
-(``book``, ``sync_state``, ``counts``); the output classes it emits live in
+by *event* time ``recv_ns``), crossed-book detection, the state classes, the
+counts and the queries (``book``, ``sync_state``, ``counts``).  The checks of a
+published book against the exchange (drift verification with a shadow book,
+the bookTicker cross-check) are :mod:`engine.book_verify`'s, and which
+connection feeds each book and what a close does to it (suspend or lose it,
+a rotation's hand-over, a connection-wide sequence break) are
+:mod:`engine.book_feeds`'s: two mixins of the reducer, described below and
+there; the output classes it emits live in
 :mod:`engine.book_outputs` (re-exported here).  Must not: read a clock, do
 I/O, use randomness or globals, or raise on any event (unknown events are
 ignored).
@@ -20,7 +25,8 @@ How the pieces fit, per symbol::
     BookTicker ──▶ held until the book's id reaches its u: == u compare, jumped past → uncomparable
 
 Reported states (``sync_state``): "idle", "buffering", "resyncing" (no
-book), "primed" (a snapshot no diff has chained onto yet) and "synced".  A
+book), "primed" (a snapshot no diff has chained onto yet), "synced" and
+"suspended" (its connection closed: kept, not published; Binance only).  A
 primed book is published (``book`` returns it, BookSynced announced it): why,
 in :mod:`engine.book_sync`.  ``BookSynced.resync`` is true when the snapshot
 ended a RESYNCING wait (the table's RELOADED).
@@ -72,16 +78,19 @@ import attrs
 
 from engine import book_outputs, serde
 from engine.book import Book
-from engine.book_outputs import (
+from engine.book_feeds import BookFeeds
+from engine.book_outputs import (  # the rest re-exported (__all__)
+    BookResumed,
     BookSynced,
-    BookVerified,
+    BookVerified,  # noqa: F401
+    BookWithdrawn,  # noqa: F401
     BufferOverflow,
     ChecksumMismatch,
     CrossedBook,
-    DriftDetected,
+    DriftDetected,  # noqa: F401
     GapDetected,
-    TopOfBookMismatch,
-    VerificationAbandoned,
+    TopOfBookMismatch,  # noqa: F401
+    VerificationAbandoned,  # noqa: F401
 )
 from engine.book_sync import (
     A_APPLY,
@@ -90,31 +99,31 @@ from engine.book_sync import (
     A_REFETCH,
     A_REJECT,
     A_REQUEST,
+    A_RESUME,
     A_RESYNC,
     A_RETRACT,
     A_VERIFY,
     APPLY,
     IDLE,
     INLINE,
-    LOSES_BOOK,
     PUBLISHED,
     RELOADED,
+    RESYNCING,
     TABLE,
     Sync,
-    adopt,
-    ask,
-    feed_break,
     feed_diff,
     feed_replayed,
     feed_snapshot,
     rule_for,
 )
+from engine.book_verify import BookChecks
 from engine.events import (
     BookSnapshot,
     BookTicker,
     ConnectionClosed,
     ConnectionOpened,
     DepthDiff,
+    FrameConn,
     StreamSequence,
 )
 from engine.outputs import SnapshotRequest
@@ -160,6 +169,10 @@ class BookCounts:
     tickers_mismatched: int = 0
     tickers_uncomparable: int = 0
     tickers_dropped: int = 0
+    #: the feeding connection closed under a published book (BookWithdrawn)
+    withdrawn: int = 0
+    #: suspended books published again by the next connection's chaining diff (BookResumed)
+    resumed: int = 0
 
 
 @serde.register
@@ -182,6 +195,12 @@ class SymbolBook:
     crossed: bool = False
     overflowing: bool = False
     counts: BookCounts = attrs.Factory(BookCounts)
+    #: the connection whose depth the book follows (-1: none yet, or it closed)
+    feed: int = -1
+    #: depth of ``held_conn`` (another connection, a rotation's successor) held while the
+    #: book follows ``feed``: replayed when ``feed`` closes (bounded, oldest dropped)
+    held: list[DepthDiff | BookSnapshot] = attrs.Factory(list)
+    held_conn: int = -1
 
 
 @serde.register
@@ -190,13 +209,15 @@ class BookState:
     symbols: dict[str, SymbolBook] = attrs.Factory(dict)
     #: connection-wide message numbers (venues that number them: a break loses the books)
     streams: StreamNumbers = attrs.Factory(StreamNumbers)
+    #: the connection the current frame came over (FrameConn; -1: not told, 0: REST)
+    conn: int = -1
 
 
 # =============================================================== the reducer
 
 
 @attrs.frozen
-class BookReducer:
+class BookReducer(BookFeeds, BookChecks):
     """Order books for all symbols of one codec's stream (see the module docstring).
 
     Args:
@@ -269,7 +290,8 @@ class BookReducer:
         return sb.main.book
 
     def sync_state(self, state: BookState, symbol: str) -> str:
-        """``symbol``'s sync state: "idle", "buffering", "primed", "synced" or "resyncing".
+        """``symbol``'s sync state: "idle", "buffering", "primed", "synced", "resyncing" or
+        "suspended".
 
         "primed": the book is a snapshot no diff has chained onto yet (published,
         not yet confirmed by the stream); "synced": live diffs chain onto it.
@@ -299,6 +321,7 @@ class BookReducer:
                 main = sb.main
                 if (
                     main.phase == self._inline_phase
+                    and sb.feed == state.conn
                     and sb.shadow is None
                     and not sb.pending
                     and self._rule.next(main.book.last_id, event) == APPLY  # type: ignore[union-attr]
@@ -320,43 +343,21 @@ class BookReducer:
             return state, self._ticker(state, event)
         if t is BookSnapshot:
             state.streams.saw_snapshot(event.seq, event.symbol)
+            if event.origin == "stream" and not self._follows(state, event):
+                return state, NO_OUTPUTS
             return state, self._snapshot(state, event)
         if t is StreamSequence:
             brk = state.streams.number(event)
             return state, NO_OUTPUTS if brk is None else self._break(state, event, *brk)
-        if t is ConnectionOpened or t is ConnectionClosed:
+        if t is FrameConn:
+            state.conn = event.conn
+            return state, NO_OUTPUTS
+        if t is ConnectionOpened:
             state.streams.reset(event.source)
+        elif t is ConnectionClosed:
+            state.streams.reset(event.source)
+            return state, self._closed(state, event)
         return state, NO_OUTPUTS
-
-    def _break(
-        self, state: BookState, ev: StreamSequence, expected: int, books: list[str]
-    ) -> list[Any]:
-        """Messages of ``ev.source``'s connection were lost: each of its published books is
-        lost as by a gap (:func:`engine.book_sync.feed_break`) and asked for afresh."""
-        out: list[Any] = []
-        reason = f"sequence_num gap on {ev.source}: expected {expected}, got {ev.number}"
-        for sym in books:
-            sb = state.symbols.get(sym)
-            if sb is None:
-                continue
-            book_id = sb.main.book.last_id if sb.main.book is not None else -1
-            if feed_break(sb.main) is None:
-                continue
-            if sb.shadow is not None:
-                sb.shadow = None
-                sb.counts.verify_abandoned += 1
-                out.append(VerificationAbandoned(ev.seq, ev.recv_ns, sym, "main book lost sync"))
-            sb.counts.gaps += 1
-            sb.crossed = False
-            out.append(
-                GapDetected(
-                    ev.seq, ev.recv_ns, sym, book_id, ev.number, ev.number, expected - 1, reason
-                )
-            )
-            sb.requested_ns = ev.recv_ns
-            sb.counts.sync_requests += 1
-            out.append(SnapshotRequest(ev.seq, ev.recv_ns, sym, "sync", f"gap: {reason}"))
-        return out
 
     # ----------------------------------------------------------- depth diffs
 
@@ -368,6 +369,8 @@ class BookReducer:
 
     def _diff(self, state: BookState, ev: DepthDiff) -> Sequence[Any]:
         """Every diff that is not the steady case :meth:`step` handles inline."""
+        if not self._follows(state, ev):
+            return NO_OUTPUTS
         out: list[Any] = []
         self._diff_slow(self._symbol(state, ev.symbol), ev, out)
         return out
@@ -391,7 +394,10 @@ class BookReducer:
                 and ev.recv_ns - sb.last_verify_ns >= v
             ):
                 self._start_verify(sb, ev, "periodic", out)
-        elif sb.requested_ns is not None and ev.recv_ns - sb.requested_ns >= self._retry_ns:
+        elif sb.requested_ns is None:
+            if sb.main.phase == RESYNCING:  # lost at a close: the next connection's first diff
+                self._request_sync(sb, ev, "connection closed: need a snapshot", out)
+        elif ev.recv_ns - sb.requested_ns >= self._retry_ns:
             self._request_sync(sb, ev, "no snapshot came: asking again", out)
 
     def _main_diff(self, sb: SymbolBook, ev: DepthDiff, out: list[Any], at: Any = None) -> None:
@@ -402,10 +408,15 @@ class BookReducer:
         book_id = main.book.last_id if main.book is not None else -1
         action, dropped = feed_diff(self._rule, main, ev, self.max_buffer)
         c = sb.counts
-        if action == A_APPLY:
+        if action == A_APPLY or action == A_RESUME:
             c.diffs_applied += 1
             if ev.checksum is not None and self._rule.has_checksum:
                 c.checksums_verified += 1
+            if action == A_RESUME:
+                c.resumed += 1
+                out.append(
+                    BookResumed(at.seq, at.recv_ns, ev.symbol, book_id, ev.first_id, ev.last_id)
+                )
             self._after_update(sb, at, out)
         elif action == A_DROP:
             c.stale_diffs += 1
@@ -528,161 +539,3 @@ class BookReducer:
             ),
         )
         return out
-
-    # ----------------------------------------------------------- verification (shadow book)
-
-    def _start_verify(self, sb: SymbolBook, ev: Any, reason: str, out: list[Any]) -> None:
-        sb.last_verify_ns = ev.recv_ns
-        shadow = sb.shadow = Sync()
-        ask(shadow)
-        sb.shadow_snapshot_id = -1
-        sb.shadow_since_ns = ev.recv_ns
-        sb.counts.verify_requests += 1
-        out.append(SnapshotRequest(ev.seq, ev.recv_ns, ev.symbol, "verify", reason))
-
-    def _abandon(self, sb: SymbolBook, ev: Any, reason: str, out: list[Any]) -> None:
-        sb.shadow = None
-        sb.counts.verify_abandoned += 1
-        out.append(VerificationAbandoned(ev.seq, ev.recv_ns, ev.symbol, reason))
-
-    def _verify_snapshot(self, sb: SymbolBook, ev: BookSnapshot, out: list[Any]) -> None:
-        shadow = sb.shadow
-        if shadow is None or shadow.phase in PUBLISHED:
-            # unrequested (or a second answer): verify from here with an empty buffer
-            shadow = sb.shadow = Sync()
-            sb.shadow_since_ns = ev.recv_ns
-        depth = ev.depth
-        sb.shadow_bid_floor = (
-            None
-            if not ev.bids or (depth is not None and len(ev.bids) < depth)
-            else min(p for p, _ in ev.bids)
-        )
-        sb.shadow_ask_ceiling = (
-            None
-            if not ev.asks or (depth is not None and len(ev.asks) < depth)
-            else max(p for p, _ in ev.asks)
-        )
-        sb.shadow_snapshot_id = ev.last_id
-        _, replay = feed_snapshot(self._rule, shadow, ev)
-        for d in replay:
-            act, _ = feed_diff(self._rule, shadow, d, self.max_buffer)
-            if act in LOSES_BOOK:
-                self._abandon(sb, ev, f"verification snapshot {ev.last_id} does not chain", out)
-                return
-        feed_replayed(shadow)
-        self._maybe_compare(sb, ev, out)
-
-    def _shadow_diff(self, sb: SymbolBook, ev: DepthDiff, out: list[Any]) -> None:
-        shadow = sb.shadow
-        assert shadow is not None
-        if shadow.phase not in PUBLISHED and ev.recv_ns - sb.shadow_since_ns >= self._vtimeout_ns:
-            self._abandon(sb, ev, "no verification snapshot came", out)
-            return
-        act, dropped = feed_diff(self._rule, shadow, ev, self.max_buffer)
-        if act in LOSES_BOOK:
-            self._abandon(
-                sb, ev, f"verification snapshot {sb.shadow_snapshot_id} does not chain", out
-            )
-            return
-        if dropped:
-            self._abandon(sb, ev, "verification buffer full", out)
-            return
-        self._maybe_compare(sb, ev, out)
-
-    def _maybe_compare(self, sb: SymbolBook, ev: Any, out: list[Any]) -> None:
-        shadow = sb.shadow
-        main = sb.main.book
-        assert shadow is not None
-        theirs = shadow.book
-        if theirs is None or main is None or theirs.last_id != main.last_id:
-            return
-        diffs = main.diff_range(theirs, sb.shadow_bid_floor, sb.shadow_ask_ceiling)
-        sb.shadow = None
-        c = sb.counts
-        if not diffs:
-            c.verified += 1
-            lo, hi = sb.shadow_bid_floor, sb.shadow_ask_ceiling
-            n = sum(1 for p in theirs.bids if lo is None or p >= lo) + sum(
-                1 for p in theirs.asks if hi is None or p <= hi
-            )
-            out.append(
-                BookVerified(ev.seq, ev.recv_ns, ev.symbol, main.last_id, sb.shadow_snapshot_id, n)
-            )
-            return
-        c.drift += 1
-        out.append(
-            DriftDetected(
-                ev.seq,
-                ev.recv_ns,
-                ev.symbol,
-                main.last_id,
-                sb.shadow_snapshot_id,
-                [(d.price, d.ours, d.theirs) for d in diffs if d.side == "bid"],
-                [(d.price, d.ours, d.theirs) for d in diffs if d.side == "ask"],
-            )
-        )
-        adopt(sb.main, shadow)
-        sb.crossed = False
-        self._after_update(sb, ev, out)
-
-    # ----------------------------------------------------------- bookTicker cross-check
-
-    def _ticker(self, state: BookState, ev: BookTicker) -> Sequence[Any]:
-        sb = self._symbol(state, ev.symbol)
-        sb.counts.tickers_seen += 1
-        book = sb.main.book if sb.main.phase in PUBLISHED else None
-        if book is not None and not sb.pending:
-            if ev.update_id < book.last_id:
-                sb.counts.tickers_uncomparable += 1
-                return NO_OUTPUTS
-            if ev.update_id == book.last_id:
-                out: list[Any] = []
-                self._compare_ticker(sb, ev, book, out, ev)
-                return out
-        pending = sb.pending
-        pending.append(ev)
-        if len(pending) > self.max_pending_tickers:
-            del pending[0]
-            sb.counts.tickers_dropped += 1
-        if book is not None:
-            out = []
-            self._check_tickers(sb, ev, out)
-            return out
-        return NO_OUTPUTS
-
-    def _check_tickers(self, sb: SymbolBook, ev: Any, out: list[Any]) -> None:
-        """Resolve held bookTickers the book's id has reached (== compare, < uncomparable)."""
-        book = sb.main.book
-        assert book is not None
-        pending = sb.pending
-        bid = book.last_id
-        i = 0
-        n = len(pending)
-        while i < n and pending[i].update_id <= bid:
-            t = pending[i]
-            if t.update_id == bid:
-                self._compare_ticker(sb, t, book, out, ev)
-            else:
-                sb.counts.tickers_uncomparable += 1
-            i += 1
-        if i:
-            del pending[:i]
-
-    def _compare_ticker(
-        self, sb: SymbolBook, t: BookTicker, book: Book, out: list[Any], at: Any
-    ) -> None:
-        c = sb.counts
-        c.tickers_compared += 1
-        b = book.best_bid() or (0, 0)
-        a = book.best_ask() or (0, 0)
-        ours = (b[0], b[1], a[0], a[1])
-        theirs = (t.bid_price, t.bid_qty, t.ask_price, t.ask_qty)
-        if ours == theirs:
-            c.tickers_matched += 1
-            return
-        c.tickers_mismatched += 1
-        out.append(
-            TopOfBookMismatch(at.seq, at.recv_ns, t.symbol, t.seq, t.update_id, ours, theirs)
-        )
-        if sb.shadow is None:
-            self._start_verify(sb, at, f"bookTicker mismatch at u={t.update_id}", out)

@@ -5,8 +5,8 @@ Every state-machine concern of book syncing lives in this file (h11
 module returns into outputs and counts; this module emits nothing, reads no
 clock and does no I/O.  Every change of ``Sync.phase`` is a lookup in
 :data:`TABLE` made by the driver functions at the bottom (``feed_diff``,
-``feed_snapshot``, ``feed_replayed``, ``ask``, ``adopt``); nothing else
-assigns a phase.
+``feed_snapshot``, ``feed_replayed``, ``ask``, ``adopt``, ``feed_break``,
+``feed_close``); nothing else assigns a phase.
 
 States (``Sync.phase``)::
 
@@ -19,6 +19,12 @@ States (``Sync.phase``)::
 
   A snapshot also loads from IDLE (none asked for), from PRIMED (a second
   answer) and, if the rule's in-stream snapshots reset the book, from SYNCED.
+  The feeding connection's close (``feed_close``)::
+
+    SYNCED ─close_keep─▶ SUSPENDED ─chaining diff─▶ SYNCED        (Binance: the chain proves it)
+                             │ gap ─▶ RESYNCING, snapshot ─▶ RELOADED
+    PRIMED / SYNCED ─close─▶ RESYNCING                             (the resubscription's snapshot)
+    PRIMED ─close_keep─▶ RESYNCING
   A diff that chains while LOADED/RELOADED goes to SYNCED within the same step.
 
 * IDLE: nothing known; the first diff asks for a snapshot (REQUEST) and is buffered.
@@ -41,6 +47,29 @@ States (``Sync.phase``)::
   RETRACTed: reported as a gap, and the next sync is a resync.
 * SYNCED: at least one live diff has chained, so the stream is known to
   continue from the book; diffs chain by the rule's *next-diff* test.
+* SUSPENDED: the connection that fed a SYNCED book closed, under a rule whose
+  update ids run across connections (``resumes_after_close``: Binance).  The
+  book is kept but not published: nothing proves it current.  The first diff
+  of the next connection is judged by the *next-diff* test: if it chains,
+  nothing was lost and the book is published again (RESUME, no snapshot
+  fetched); a gap is a resync as from SYNCED; a snapshot reloads it.
+
+A closed connection (issue 14: "the book is never published between the
+break and the new snapshot").  When the connection a published book follows
+closes (the reducer knows which: :mod:`engine.book_reducer`), the book comes
+off the air in the same step.  For a rule with ``resumes_after_close``
+(Binance spot and USD-M) a SYNCED book is SUSPENDED (input CLOSE_KEEP), not
+dropped: Binance's update ids are the symbol's, not the connection's, so the
+new connection's first diff proves (or disproves) continuity with the same
+test as every other diff, and a reconnect costs no REST snapshot (weight 50
+per symbol at depth 5000 on spot, of 6000 a minute per IP: a shard of a few
+hundred symbols reconnecting would exhaust it and risk a ban), while a diff
+that does not chain costs exactly one, as any gap.  A PRIMED book is lost
+instead (its first-diff test is not the next-diff test on USD-M, and a close
+inside that one diff interval is rare).  Every other rule's venue answers a
+new subscription with its own snapshot (Kraken, OKX, Bybit, Coinbase:
+``Resubscribe``), which replaces the book anyway, so the book is lost at the
+close (input CLOSE: RESYNCING, LOSE) and that snapshot rebuilds it.
 
 Publishing a PRIMED book (decided here, see issue 11): a PRIMED book *is*
 published (:data:`PUBLISHED`: ``BookReducer.book`` returns it, BookSynced
@@ -62,9 +91,11 @@ keeps the phase: the stream position was right, only the levels were not.
 Invariants:
 
 * ``book`` is not None exactly in :data:`HAS_BOOK` (LOADED, RELOADED, PRIMED,
-  SYNCED), and only PRIMED and SYNCED books may be published; ``buffer`` is
+  SYNCED, SUSPENDED), and only PRIMED and SYNCED books may be published; ``buffer`` is
   empty whenever there is a book.
-* Between two events a Sync is IDLE, BUFFERING, RESYNCING, PRIMED or SYNCED
+* A book whose connection closed is not published until a diff of a live
+  connection chains onto it (SUSPENDED → SYNCED) or a snapshot reloads it.
+* Between two events a Sync is IDLE, BUFFERING, RESYNCING, PRIMED, SYNCED or SUSPENDED
   (:data:`STEADY_PHASES`): every snapshot step ends with ``feed_replayed``.
 * Diffs in the buffer keep their arrival order; the replay after a LOAD goes
   through the same table, so a snapshot plus buffer ends in the same state as
@@ -138,6 +169,7 @@ __all__ = [
     "RELOADED",
     "PRIMED",
     "SYNCED",
+    "SUSPENDED",
     "DIFF",
     "STALE",
     "APPLY",
@@ -148,6 +180,8 @@ __all__ = [
     "REPLAYED",
     "ASK",
     "ADOPT",
+    "CLOSE",
+    "CLOSE_KEEP",
     "TABLE",
     "HAS_BOOK",
     "PUBLISHED",
@@ -172,6 +206,7 @@ __all__ = [
     "ask",
     "adopt",
     "feed_break",
+    "feed_close",
 ]
 
 # ---------------------------------------------------------------- states
@@ -182,6 +217,7 @@ LOADED: Final = "loaded"  # transient: inside a snapshot's step
 RELOADED: Final = "reloaded"  # transient: inside a snapshot's step, ending a RESYNCING wait
 PRIMED: Final = "primed"
 SYNCED: Final = "synced"
+SUSPENDED: Final = "suspended"  # its connection closed: kept, not published, until a diff chains
 
 # ---------------------------------------------------------------- inputs
 DIFF: Final = "diff"  # a diff while there is no book (not classified)
@@ -194,6 +230,8 @@ RESET: Final = "reset"  # an in-stream snapshot that replaces the book (Bybit/OK
 REPLAYED: Final = "replayed"  # the buffered diffs have been replayed after a LOAD
 ASK: Final = "ask"  # a snapshot was asked for before any diff (a verification's shadow)
 ADOPT: Final = "adopt"  # verification found drift: the verified shadow book replaces ours
+CLOSE: Final = "close"  # the feeding connection closed; the next one's snapshot rebuilds the book
+CLOSE_KEEP: Final = "close_keep"  # ... under a rule whose ids chain across connections
 
 # ---------------------------------------------------------------- actions (what the caller must do)
 A_REQUEST: Final = "request"  # ask for a snapshot (purpose "sync"), buffer the diff
@@ -211,6 +249,9 @@ A_VERIFY: Final = "verify"  # a snapshot for a synced book: the caller runs the 
 A_PUBLISH: Final = "publish"  # the loaded book is valid from now on (BookSynced)
 A_WAIT: Final = "wait"  # nothing to do: a snapshot is (still) wanted
 A_ADOPT: Final = "adopt"  # the book is now the shadow's (DriftDetected)
+A_SUSPEND: Final = "suspend"  # the book is kept but not published (BookWithdrawn, kept)
+A_LOSE: Final = "lose"  # the book is dropped until a snapshot (BookWithdrawn, not kept)
+A_RESUME: Final = "resume"  # apply: the diff chains onto a suspended book, published again
 
 #: phase → input → (next phase, action).  The whole state machine.
 TABLE: Final[dict[str, dict[str, tuple[str, str]]]] = {
@@ -255,6 +296,8 @@ TABLE: Final[dict[str, dict[str, tuple[str, str]]]] = {
         SNAPSHOT: (LOADED, A_LOAD),
         RESET: (LOADED, A_LOAD),
         ADOPT: (PRIMED, A_ADOPT),
+        CLOSE: (RESYNCING, A_LOSE),
+        CLOSE_KEEP: (RESYNCING, A_LOSE),  # first-diff test ≠ next-diff test (USD-M): refetch
     },
     SYNCED: {
         STALE: (SYNCED, A_DROP),
@@ -265,17 +308,29 @@ TABLE: Final[dict[str, dict[str, tuple[str, str]]]] = {
         RESET: (LOADED, A_LOAD),
         REPLAYED: (SYNCED, A_PUBLISH),  # a buffered diff chained during the replay
         ADOPT: (SYNCED, A_ADOPT),
+        CLOSE: (RESYNCING, A_LOSE),
+        CLOSE_KEEP: (SUSPENDED, A_SUSPEND),
+    },
+    SUSPENDED: {
+        STALE: (SUSPENDED, A_DROP),
+        APPLY: (SYNCED, A_RESUME),  # the new connection continues the book: nothing was lost
+        GAP: (RESYNCING, A_RESYNC),
+        BAD_CHECKSUM: (RESYNCING, A_REJECT),
+        SNAPSHOT: (RELOADED, A_LOAD),
+        RESET: (RELOADED, A_LOAD),
     },
 }
 
 #: phases whose Sync holds a book
-HAS_BOOK: Final = frozenset({LOADED, RELOADED, PRIMED, SYNCED})
+HAS_BOOK: Final = frozenset({LOADED, RELOADED, PRIMED, SYNCED, SUSPENDED})
 #: phases whose book may be published (read by consumers)
 PUBLISHED: Final = frozenset({PRIMED, SYNCED})
 #: the phases a Sync can be in between two events (what a sync state report shows)
-STEADY_PHASES: Final = (IDLE, BUFFERING, PRIMED, SYNCED, RESYNCING)
+STEADY_PHASES: Final = (IDLE, BUFFERING, PRIMED, SYNCED, RESYNCING, SUSPENDED)
 #: actions after which the Sync holds no book any more
-LOSES_BOOK: Final = frozenset({A_REFETCH, A_RETRACT, A_RESYNC, A_REJECT})
+LOSES_BOOK: Final = frozenset({A_REFETCH, A_RETRACT, A_RESYNC, A_REJECT, A_LOSE})
+#: actions that apply the diff to the book
+_APPLIES: Final = frozenset({A_APPLY, A_RESUME})
 #: actions that put the diff into the buffer
 _BUFFERS: Final = frozenset({A_REQUEST, A_BUFFER, A_REFETCH, A_RETRACT, A_RESYNC})
 #: the (phase, input) case a reducer may inline: it must map to (phase, A_APPLY)
@@ -305,6 +360,9 @@ class ChainRule:
     reset_drops_buffer: bool = False
     #: A resetting snapshot at a SYNCED book's own id verifies it (Bybit; module invariants).
     same_id_snapshot_verifies: bool = False
+    #: Update ids run across connections, so a closed connection's book is SUSPENDED and
+    #: the next connection's first chaining diff publishes it again (Binance; module docstring).
+    resumes_after_close: bool = False
 
     def first(self, book_id: int, diff: DepthDiff) -> str:  # pragma: no cover - interface
         raise NotImplementedError
@@ -336,6 +394,7 @@ class BinanceSpotRule(ChainRule):
     """
 
     name = SyncRule.BINANCE_SPOT
+    resumes_after_close = True
 
     def first(self, book_id: int, diff: DepthDiff) -> str:
         if diff.last_id <= book_id:
@@ -357,6 +416,7 @@ class BinanceFuturesRule(ChainRule):
     """
 
     name = SyncRule.BINANCE_FUTURES
+    resumes_after_close = True
 
     def first(self, book_id: int, diff: DepthDiff) -> str:
         if diff.last_id < book_id:
@@ -577,7 +637,7 @@ def classify(rule: ChainRule, sync: Sync, diff: DepthDiff) -> str:
     book = sync.book
     if book is None:
         return DIFF
-    if sync.phase == SYNCED:
+    if sync.phase == SYNCED or sync.phase == SUSPENDED:
         return rule.next(book.last_id, diff)
     return rule.first(book.last_id, diff)
 
@@ -591,7 +651,7 @@ def feed_diff(rule: ChainRule, sync: Sync, diff: DepthDiff, limit: int) -> tuple
     input into BAD_CHECKSUM for the same phase.
     """
     inp = classify(rule, sync, diff)
-    if TABLE[sync.phase][inp][1] == A_APPLY:
+    if TABLE[sync.phase][inp][1] in _APPLIES:
         book = sync.book
         assert book is not None
         book.apply(diff.bids, diff.asks, diff.last_id)
@@ -688,4 +748,17 @@ def feed_break(sync: Sync) -> str | None:
         return None
     action = _step(sync, GAP)
     sync.book = None
+    return action
+
+
+def feed_close(rule: ChainRule, sync: Sync) -> str | None:
+    """The connection this book followed closed: a published book comes off the air
+    (SUSPENDED under a rule with ``resumes_after_close`` if it was SYNCED, else lost:
+    RESYNCING).  None when nothing is published (a snapshot is wanted already, or the
+    book is suspended)."""
+    if sync.phase not in PUBLISHED:
+        return None
+    action = _step(sync, CLOSE_KEEP if rule.resumes_after_close else CLOSE)
+    if action in LOSES_BOOK:
+        sync.book = None
     return action

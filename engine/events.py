@@ -43,7 +43,10 @@ __all__ = [
     "DecodeError",
     "ConnectionOpened",
     "ConnectionClosed",
+    "CAPTURE_STOPPED",
+    "END_OF_RECORDING",
     "ConnectionFailed",
+    "FrameConn",
     "Marker",
     "ControlSent",
     "MarketEvent",
@@ -297,6 +300,14 @@ class ConnectionOpened:
     source: str
 
 
+#: ``ConnectionClosed.reason`` of the close ``engine run`` makes when it stops
+CAPTURE_STOPPED = "capture stopped"
+#: reasons of a close that ends the recording rather than breaking the feed (the capture's
+#: stop; the end of an imported Tardis capture): a book stays on the air at such a close, as
+#: the last book the recording holds (nothing follows that could be published stale)
+END_OF_RECORDING = frozenset({CAPTURE_STOPPED, "end of capture"})
+
+
 @event
 class ConnectionClosed:
     """The connection ended: ``code``/``reason`` as the peer (or we) closed it; None if dropped."""
@@ -318,6 +329,22 @@ class ConnectionFailed:
     conn: int
     source: str
     reason: str
+
+
+@event
+class FrameConn:
+    """The decoded events that follow (until the next FrameConn) came over connection ``conn``.
+
+    Made by the pipeline from the journal's ``conn`` column, only when a decoded
+    frame's connection differs from the previous one's (and once after a
+    restore): the book reducer needs it to follow one connection per book
+    across a rotation's overlap and to know which books a close takes off the
+    air.  ``conn`` 0 is the engine's own (REST answers).
+    """
+
+    seq: int
+    recv_ns: int
+    conn: int
 
 
 @event

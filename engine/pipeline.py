@@ -25,6 +25,10 @@ state once per distinct ``source`` of its consumers (one
 :class:`~engine.trades.TradeSelector` each), not once per consumer, and
 selects each trade once per source, before any consumer sees it.
 
+Connections: before a decoded frame whose journal ``conn`` differs from the
+previous decoded frame's, every reducer gets a :class:`~engine.events.FrameConn`
+(the book follows one connection per symbol: :mod:`engine.book_reducer`).
+
 The pipeline owns reducer *states* (the reducers are immutable
 configurations) and the selection states, and can snapshot/restore them all
 (time travel, checkpoints).
@@ -54,6 +58,7 @@ from engine.events import (
     ConnectionOpened,
     ControlSent,
     DecodeError,
+    FrameConn,
     Marker,
     Trade,
 )
@@ -112,6 +117,8 @@ class Pipeline:
         self.reducers: list[Reducer[Any]] = list(reducers)
         self.states: list[Any] = [r.initial() for r in self.reducers]
         self.counters = Counters()
+        #: the connection of the last decoded frame (None: unknown, after a restore)
+        self._conn: int | None = None
         self.listeners: list[Listener] = list(listeners)
         #: one selector per distinct source of the trade consumers, in order of first use
         self.selectors: list[TradeSelector] = []
@@ -209,12 +216,25 @@ class Pipeline:
     ) -> list[tuple[int, Any]]:
         """Fold one journaled frame; returns ``[(seq, output), ...]`` in production order."""
         out: list[tuple[int, Any]] = []
+        if conn != self._conn and decoded(dir, kind):
+            self._via(seq, recv_ns, conn, out)
         self._fold(seq, self.events_of(seq, recv_ns, conn, dir, kind, source, payload, code), out)
         c = self.counters
         c.frames += 1
         c.last_seq = seq
         c.last_recv_ns = recv_ns
         return out
+
+    def _via(self, seq: int, recv_ns: int, conn: int, out: list[tuple[int, Any]]) -> None:
+        """Decoded frames now come over ``conn``: a :class:`FrameConn` to every reducer
+        (not counted as an event, not shown to listeners: the journal's, not the exchange's)."""
+        self._conn = conn
+        ev = FrameConn(seq, recv_ns, conn)
+        states = self.states
+        for i, step in self._steps:
+            states[i], outs = step(states[i], ev)
+            if outs:
+                out.extend([(seq, o) for o in outs])
 
     def _fold(self, seq: int, events: Sequence[Any], out: list[tuple[int, Any]]) -> None:
         """Every event of frame ``seq`` through its handlers, in order (the one fold loop)."""
@@ -287,7 +307,7 @@ class Pipeline:
         kinds = kind_col.indices.to_pylist()
         sources = src_col.indices.to_pylist()
         payloads = batch.column(Col.PAYLOAD).to_pylist()
-        conns: list[Any] | None = None
+        conns = batch.column(Col.CONN).to_pylist()
         codes: list[Any] = []
         decode = self.codec.decode
         fold = self._fold
@@ -296,10 +316,11 @@ class Pipeline:
             d = dirs[i]
             k = kinds[i]
             if to_codec[d][k]:
+                if conns[i] != self._conn:
+                    self._via(seq, recvs[i], conns[i], out)
                 events = decode(seq, recvs[i], kind_names[k], src_names[sources[i]], payloads[i])
             else:
-                if conns is None:
-                    conns = batch.column(Col.CONN).to_pylist()
+                if not codes:
                     codes = batch.column(Col.CODE).to_pylist()
                 events = self.events_of(
                     seq, recvs[i], conns[i], dir_names[d], kind_names[k], src_names[sources[i]],
@@ -348,4 +369,5 @@ class Pipeline:
         self.states[:] = states
         self.selections[:] = selections
         self._bind()
+        self._conn = None  # the next decoded frame says its connection again
         self.counters = Counters(**data["counters"])

@@ -19,10 +19,19 @@ Layout::
 
 A member's symbols are the ones its shard captured; every symbol is in
 exactly one member.  ``journal`` is relative to the set directory.
+
+In object storage (``s3://BUCKET/PREFIX``, ``gs://…``) the layout is the same
+(``engine journal push`` of a set, ``engine run --processes N --upload``).
+A set or catalog there is found by **one** recursive listing of the prefix
+(:func:`engine.journal.location.list_tree`): a journal is a "directory"
+holding the same marker as on disk (``journal.json`` or ``seg-*.arrows``
+objects), a set one holding ``captureset.json`` (the only object read);
+no other object is read to find the members.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -31,6 +40,7 @@ from typing import Any
 
 import attrs
 
+from engine.journal.location import LocationError, RemotePath, Where, as_path, list_tree
 from engine.journal.schema import MANIFEST
 
 __all__ = [
@@ -48,6 +58,8 @@ __all__ = [
 ]
 
 SET_MANIFEST = "captureset.json"
+#: What marks a directory as a journal: its manifest, or (before the first seal) segments.
+SEGMENT_GLOB = "seg-*.arrows*"
 FORMAT = 1
 KIND = "wiretape capture set"
 
@@ -65,12 +77,12 @@ class Member:
 
 @attrs.frozen
 class CaptureSet:
-    path: Path
+    path: Path | RemotePath
     exchange: str
     created_ns: int | None
     members: tuple[Member, ...]
 
-    def journal_dir(self, m: Member) -> Path:
+    def journal_dir(self, m: Member) -> Path | RemotePath:
         return self.path / m.journal
 
     def member_for(self, symbol: str) -> Member:
@@ -95,26 +107,44 @@ class CaptureSet:
         }
 
 
-def is_journal(path: str | os.PathLike[str]) -> bool:
-    """Does ``path`` look like one journal (its manifest, or segments)?"""
-    p = Path(path)
-    return (p / MANIFEST).is_file() or any(p.glob("seg-*.arrows*"))
+def _marks_journal(names: Iterable[str]) -> bool:
+    return any(n == MANIFEST or fnmatch.fnmatchcase(n, SEGMENT_GLOB) for n in names)
+
+
+def is_journal(path: Where) -> bool:
+    """Does ``path`` look like one journal (its manifest, or segments)?  A URI: one or two requests."""
+    p = as_path(path)
+    if isinstance(p, RemotePath):
+        return (p / MANIFEST).is_file() or _marks_journal(e.name for e in p.iterdir())
+    return (p / MANIFEST).is_file() or any(p.glob(SEGMENT_GLOB))
 
 
 def holds_journals(path: Any) -> bool:
-    """Is ``path`` a local capture set or catalog: not a journal, but journals in its folders?
+    """Is ``path`` a capture set or catalog (a folder or a prefix): not a journal, but journals in it?
 
-    A journal in object storage (:mod:`engine.journal.location`) is always one journal here:
-    sets and catalogs are local folders."""
-    from engine.journal.location import is_remote
-
-    if is_remote(path) or not isinstance(path, str | os.PathLike):
+    A prefix in object storage that holds something and is not one journal
+    is taken for a catalog: deciding costs a request and a listing of its
+    first level, not of its tree (:func:`journals_in` lists that once, and a
+    catalog without journals is then refused as such).  A location the store
+    refuses, an empty prefix or a bad URI is not one: the caller opens it as
+    one journal, whose reader says what is wrong in its words.
+    """
+    if not isinstance(path, str | os.PathLike | RemotePath):
         return False
-    return not is_journal(path) and bool(journals_in(path))
+    try:
+        root = as_path(path)
+        if isinstance(root, RemotePath):
+            if (root / MANIFEST).is_file():
+                return False
+            names = [e.name for e in root.iterdir()]
+            return bool(names) and not _marks_journal(names)
+        return not is_journal(root) and bool(journals_in(root))
+    except LocationError:
+        return False
 
 
-def is_captureset(path: str | os.PathLike[str]) -> bool:
-    return (Path(path) / SET_MANIFEST).is_file()
+def is_captureset(path: Where) -> bool:
+    return (as_path(path) / SET_MANIFEST).is_file()
 
 
 def write_set(
@@ -137,15 +167,18 @@ def write_set(
     return cs
 
 
-def read_set(path: str | os.PathLike[str]) -> CaptureSet:
-    """The capture set at ``path``.
+def read_set(path: Where) -> CaptureSet:
+    """The capture set at ``path`` (a directory or a URI).
 
     Raises:
         NotACaptureSet: no manifest, or one that is not a format-1 capture set.
+        LocationError: the store refused (access denied, unreachable).
     """
-    root = Path(path)
+    root = as_path(path)
     f = root / SET_MANIFEST
     try:
+        if isinstance(f, RemotePath) and not f.is_file():
+            raise FileNotFoundError(str(f))
         doc = json.loads(f.read_text())
     except FileNotFoundError:
         raise NotACaptureSet(f"{root}: no {SET_MANIFEST}") from None
@@ -166,29 +199,78 @@ def read_set(path: str | os.PathLike[str]) -> CaptureSet:
     return CaptureSet(root, str(doc.get("exchange")), doc.get("created_ns"), members)
 
 
-def members(path: str | os.PathLike[str]) -> list[Path]:
+def members(path: Where) -> list[Path | RemotePath]:
     """The member journals of the capture set at ``path``, in shard order."""
     cs = read_set(path)
     return [cs.journal_dir(m) for m in cs.members]
 
 
-def journals_in(path: str | os.PathLike[str]) -> list[Path]:
+def journals_in(path: Where) -> list[Path | RemotePath]:
     """Every journal at or under ``path``: itself, a set's members, or a catalog's tree, sorted.
 
     A catalog is any folder of journals (``venue/date/``, capture sets
     inside).  The search does not descend into a journal (its ``outputs/`` is
     a journal of its own) nor into hidden directories (an export's staging).
+    A prefix in object storage is listed once (:class:`_Listed`) and walked
+    by the same rule.
+
+    Raises:
+        LocationError: the store refused the listing (a local folder that cannot
+            be read holds no journals).
     """
-    root = Path(path)
-    if is_journal(root):
-        return [root]
-    if is_captureset(root):
-        return members(root)
-    found: list[Path] = []
-    try:
-        entries = sorted(e for e in root.iterdir() if e.is_dir() and not e.name.startswith("."))
-    except OSError:
-        return []
-    for e in entries:
-        found.extend(journals_in(e))
+    root = as_path(path)
+    if isinstance(root, RemotePath):
+        return _walk(root, _Listed(root))
+    return _walk(root, _Local())
+
+
+class _Local:
+    """The walk's view of a local folder tree."""
+
+    def is_journal(self, d: Any) -> bool:
+        return is_journal(d)
+
+    def is_captureset(self, d: Any) -> bool:
+        return is_captureset(d)
+
+    def subdirs(self, d: Any) -> list[Any]:
+        try:
+            return sorted(e for e in d.iterdir() if e.is_dir() and not e.name.startswith("."))
+        except OSError:
+            return []
+
+
+class _Listed:
+    """The walk's view of a prefix, from one recursive listing: "directories" are key prefixes."""
+
+    def __init__(self, root: RemotePath) -> None:
+        self.root = root
+        self.files: dict[str, set[str]] = {}
+        self.dirs: dict[str, set[str]] = {}
+        for obj in list_tree(root):
+            parent, _, name = obj.key.rpartition("/")
+            self.files.setdefault(parent, set()).add(name)
+            while parent != root.key and parent.startswith(root.key + "/"):
+                up, _, sub = parent.rpartition("/")
+                self.dirs.setdefault(up, set()).add(sub)
+                parent = up
+
+    def is_journal(self, d: RemotePath) -> bool:
+        return _marks_journal(self.files.get(d.key, ()))
+
+    def is_captureset(self, d: RemotePath) -> bool:
+        return SET_MANIFEST in self.files.get(d.key, ())
+
+    def subdirs(self, d: RemotePath) -> list[RemotePath]:
+        return [d / n for n in sorted(self.dirs.get(d.key, ())) if not n.startswith(".")]
+
+
+def _walk(d: Any, view: _Local | _Listed) -> list[Any]:
+    if view.is_journal(d):
+        return [d]
+    if view.is_captureset(d):
+        return members(d)
+    found: list[Any] = []
+    for e in view.subdirs(d):
+        found.extend(_walk(e, view))
     return found

@@ -138,14 +138,15 @@ def inspect(directory: Path | location.RemotePath, as_json: bool, top: int) -> N
         _inspect(member, as_json, top)
 
 
-def _each(directory: Path | location.RemotePath) -> list[Path | location.RemotePath]:
-    """The journal itself, or the member journals of a local capture set or catalog."""
-    if location.is_remote(directory):
-        return [directory]
+def _each(directory: Any) -> list[Any]:
+    """The journal itself, or the member journals of a capture set or catalog (a folder or a prefix)."""
     from engine.journal.captureset import is_journal, journals_in
 
-    found = [] if is_journal(directory) else journals_in(directory)
-    return [Path(p) for p in found] or [directory]
+    try:
+        found = [] if is_journal(directory) else journals_in(directory)
+    except location.LocationError:  # the journal's own reader says it in its words
+        found = []
+    return found or [directory]
 
 
 def _inspect(directory: Path | location.RemotePath, as_json: bool, top: int) -> None:
@@ -302,9 +303,15 @@ def push(directory: str, uri: str, remove_local: bool, as_json: bool) -> None:
     upload verified (size and CRC-32C read back); objects already there and
     identical are skipped, so push can be run again and again.  Partial
     segments are not uploaded: seal them first with `engine journal recover`.
+    A capture set (captureset.json): each shard to URI/<shard>, then the set
+    manifest, only once every shard is complete in the store.
     """
+    from engine.journal.captureset import is_captureset
     from engine.live.upload import UploadError, push_journal
 
+    if is_captureset(directory):
+        _push_set(directory, uri, remove_local, as_json)
+        return
     try:
         rep = push_journal(directory, uri, keep_local=not remove_local)
     except (location.LocationError, UploadError) as exc:
@@ -320,20 +327,77 @@ def push(directory: str, uri: str, remove_local: bool, as_json: bool) -> None:
         sys.exit(1)
 
 
+def _push_set(directory: str, uri: str, remove_local: bool, as_json: bool) -> None:
+    """``push`` of a capture set: every shard (one failing does not stop the others), manifest last."""
+    from engine.journal.captureset import NotACaptureSet
+    from engine.live.upload import UploadError, member_target, push_set
+
+    try:
+        rep = push_set(directory, uri, keep_local=not remove_local)
+    except (NotACaptureSet, location.LocationError, UploadError) as exc:
+        raise click.ClickException(str(exc)) from None
+    _set_report(rep, directory, uri, as_json)
+    for name, r in rep.members.items():
+        partial = [p for p in r.pending if p.endswith(".partial")]
+        dirs = sorted({str(Path(directory, rep.journals[name], p).parent) for p in partial})
+        if dirs:
+            click.echo(
+                f"{name}: not uploaded: {', '.join(partial)}"
+                f" (unsealed: once no capture writes it, run `engine journal recover DIR` for"
+                f" {' and '.join(dirs)}, then push again)",
+                err=True,
+            )
+    for name, why in rep.failed.items():
+        click.echo(
+            f"{name}: not uploaded to {member_target(uri, rep.journals[name])}: {why}", err=True
+        )
+    if not rep.complete:
+        click.echo(f"the set manifest was not uploaded: shards incomplete:"
+                   f" {', '.join(rep.incomplete())}", err=True)  # fmt: skip
+        sys.exit(1)
+
+
 @journal.command()
 @click.argument("uri")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print what was done as one JSON object.")
 @s3_endpoint_option
 def pull(uri: str, directory: str, as_json: bool) -> None:
-    """Download the journal at URI into DIRECTORY (verified; files already there are skipped)."""
-    from engine.live.upload import UploadError, pull_journal
+    """Download the journal at URI into DIRECTORY (verified; files already there are skipped).
+
+    A capture set at URI (captureset.json): every shard, then the set manifest.
+    """
+    from engine.journal.captureset import NotACaptureSet
+    from engine.live.upload import UploadError, pull_journal, pull_set, stored_set_manifest
 
     try:
+        if stored_set_manifest(uri) is not None:
+            srep = pull_set(uri, directory)
+            _set_report(srep, uri, directory, as_json)
+            for name, why in srep.failed.items():
+                click.echo(f"{name}: not copied: {why}", err=True)
+            if not srep.complete:
+                sys.exit(1)
+            return
         rep = pull_journal(uri, directory)
-    except (location.LocationError, UploadError) as exc:
+    except (NotACaptureSet, location.LocationError, UploadError) as exc:
         raise click.ClickException(str(exc)) from None
     _transfer_report(rep, f"{uri} → {directory}", as_json)
+
+
+def _set_report(rep: Any, src: str, dest: str, as_json: bool) -> None:
+    """One line per shard copied, and one for the set manifest (or one JSON object)."""
+    if as_json:
+        click.echo(json.dumps(rep.to_json(), indent=2))
+        return
+    for name, r in rep.members.items():
+        j = rep.journals[name]
+        _transfer_report(r, f"{name}: {src.rstrip('/')}/{j} → {dest.rstrip('/')}/{j}", False)
+    for name in rep.stored_earlier:
+        click.echo(
+            f"{name}: already in {dest.rstrip('/')}/{rep.journals[name]} (no local copy left)"
+        )
+    click.echo(f"captureset.json: {rep.manifest}")
 
 
 def _transfer_report(rep: Any, what: str, as_json: bool) -> None:

@@ -53,6 +53,8 @@ __all__ = [
     "s3_endpoint",
     "filesystem_of",
     "store_error",
+    "list_tree",
+    "worker_settings",
 ]
 
 REMOTE_SCHEMES = ("s3", "gs", "gcs")
@@ -267,6 +269,39 @@ class RemotePath:
 
     def read_text(self) -> str:
         return self.read_bytes().decode()
+
+
+def list_tree(p: RemotePath) -> list[RemotePath]:
+    """Every object under the prefix ``p``, in key order, each knowing its size: one recursive listing.
+
+    Reads no object: a listing is metadata only (S3 answers up to 1000 keys a
+    request), so finding the journals of a catalog costs what listing its keys
+    costs, whatever the journals hold.  A prefix with nothing under it (or a
+    missing bucket) lists nothing; :meth:`RemotePath.missing` says which.
+
+    Raises:
+        LocationError: the store refused (access denied, no credentials, unreachable).
+    """
+    try:
+        infos = p.fs.get_file_info(pafs.FileSelector(p.key, allow_not_found=True, recursive=True))
+    except NotADirectoryError:  # a file (an object) holds nothing under it
+        return []
+    except (OSError, pa.ArrowException) as exc:
+        raise store_error(exc, str(p)) from None
+    files = sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path)
+    return [RemotePath(p.fs, i.path, p.scheme, i) for i in files]
+
+
+def worker_settings() -> dict[str, str]:
+    """The store settings of this process another process needs to read the same URIs.
+
+    That is the S3 endpoint when one is in effect (``--s3-endpoint`` or the
+    environment): a worker process started elsewhere (a Dask worker) sets
+    these as its environment.  Credentials are not passed on: each process
+    finds its own through the standard AWS chain.
+    """
+    endpoint = _endpoint()
+    return {"AWS_ENDPOINT_URL_S3": endpoint} if endpoint else {}
 
 
 #: What every reading function takes: a path, a URI (``file://``, ``s3://``, ``gs://``) or a RemotePath.

@@ -25,11 +25,14 @@ One dataset from many journals
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import json
 import os
 import re
 import shutil
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ import attrs
 
 from engine import __version__
 from engine.journal.captureset import journals_in
+from engine.journal.location import RemotePath, Where, as_path
 from engine.replay.parallel import Merged, Plan, Progress, merge, plan_slices, run_slices
 
 __all__ = [
@@ -49,14 +53,16 @@ __all__ = [
     "CatalogExport",
     "JournalSet",
     "member_tag",
+    "member_name",
+    "share_store_settings",
 ]
 
 
 @attrs.frozen
 class Member:
-    """A journal of a catalog: where, its name in the catalog, its venue and symbols."""
+    """A journal of a catalog: where (a directory or a URI), its name in the catalog, venue, symbols."""
 
-    path: Path
+    path: Path | RemotePath
     name: str
     exchange: str | None
     symbols: tuple[str, ...]
@@ -67,8 +73,19 @@ def member_tag(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9.=-]+", "_", name).strip("_") or "journal"
 
 
+def member_name(p: Path | RemotePath, base: Path | RemotePath) -> str:
+    """``p``'s name in the catalog at ``base``: its path below it (``binance/2026-11-01``)."""
+    if p == base:
+        return p.name
+    if isinstance(p, RemotePath) and isinstance(base, RemotePath):
+        return p.key[len(base.key) + 1 :]
+    if isinstance(p, Path) and isinstance(base, Path):
+        return str(p.relative_to(base))
+    return str(p)
+
+
 def select(
-    root: str | os.PathLike[str],
+    root: Where,
     *,
     start_ns: int | None = None,
     end_ns: int | None = None,
@@ -80,15 +97,13 @@ def select(
         ValueError: no journal under ``root``; a symbol no member holds (listing
             the catalog's); a window that misses every member.
     """
-    base = Path(root)
+    base = as_path(root)
     paths = journals_in(base)
     if not paths:
         raise ValueError(f"{base}: no journal there (nor any journal in its folders)")
     every: list[tuple[Member, Any]] = []
-    for p in paths:
-        j = _journal(p)
-        name = str(p.relative_to(base)) if p != base else p.name
-        every.append((Member(p, name, j.exchange, tuple(j.symbols)), j))
+    for p, j in zip(paths, _open_all(paths), strict=True):
+        every.append((Member(p, member_name(p, base), j.exchange, tuple(j.symbols)), j))
     known = sorted({s for m, _ in every for s in m.symbols})
     wanted = None if symbols is None else frozenset(s.upper() for s in symbols)
     if wanted is not None and wanted - set(known):
@@ -118,7 +133,7 @@ def select(
     return chosen, left
 
 
-def journal_for(root: str | os.PathLike[str], symbol: str, at_ns: int) -> Path:
+def journal_for(root: Where, symbol: str, at_ns: int) -> Path | RemotePath:
     """The member of a set or catalog that holds ``symbol`` at ``at_ns`` (``engine book SET``).
 
     Raises:
@@ -136,10 +151,69 @@ def journal_for(root: str | os.PathLike[str], symbol: str, at_ns: int) -> Path:
                      + ", ".join(m.name for m in chosen))  # fmt: skip
 
 
-def _journal(path: Path) -> Any:
+def _journal(path: Path | RemotePath) -> Any:
     from engine.replay.api import Journal
 
     return Journal(path)
+
+
+#: Members of a catalog in object storage opened at once: each costs a few requests' latency.
+OPENERS = 8
+
+
+def _opened(path: Path | RemotePath) -> Any:
+    j = _journal(path)
+    _ = j.span  # its first and last frames: read here, beside the other members'
+    return j
+
+
+def _open_all(paths: list[Path | RemotePath]) -> list[Any]:
+    """Every member opened (manifest, span), in order; those in object storage side by side.
+
+    Opening is waiting on the store (a handful of small requests a member), so
+    threads overlap it; each runs in a copy of this context (the endpoint of
+    ``--s3-endpoint``, the bytes counted by ``counting_reads``).  The first
+    member, in order, that fails raises.
+    """
+    if len(paths) < 2 or not any(isinstance(p, RemotePath) for p in paths):
+        return [_opened(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=min(OPENERS, len(paths))) as pool:
+        futures = [pool.submit(contextvars.copy_context().run, _opened, p) for p in paths]
+        return [f.result() for f in futures]
+
+
+# =============================================================== the workers' store settings
+
+
+def share_store_settings(client: Any) -> None:
+    """Give ``client``'s workers the store settings in effect here (nothing when there are none).
+
+    ``--s3-endpoint`` lives in this process only (a context variable); a worker
+    of a local cluster inherits the environment it was started with, one of an
+    existing cluster has its own.  A worker plugin, registered before any task
+    under one name (registering again replaces it), puts the settings into
+    every worker's environment, one that joins later included, so the workers
+    read ``s3://`` URIs from the same endpoint as this process.
+    """
+    from engine.journal.location import worker_settings
+
+    env = worker_settings()
+    if client is not None and env:
+        client.register_plugin(_store_settings_plugin()(env), name="wiretape-store-settings")
+
+
+@functools.cache
+def _store_settings_plugin() -> type:
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class StoreSettings(WorkerPlugin):  # type: ignore[misc]
+        def __init__(self, env: dict[str, str]) -> None:
+            self.env = env
+
+        def setup(self, worker: Any) -> None:
+            os.environ.update(self.env)
+
+    return StoreSettings
 
 
 # =============================================================== replay and check
@@ -157,8 +231,9 @@ def replay_catalog(
     on_done: Progress | None = None,
 ) -> list[tuple[Member, Plan, Merged]]:
     """Replay every member (sliced at checkpoints so that ~2 tasks per worker exist), in order."""
+    share_store_settings(client)
     per = max(1, -(-2 * max(1, workers) // len(members)))
-    plans = [plan_slices(m.path, tasks=per, start_ns=start_ns, end_ns=end_ns) for m in members]
+    plans = [plan_slices(str(m.path), tasks=per, start_ns=start_ns, end_ns=end_ns) for m in members]
     slices = [s for p in plans for s in p.slices]
     results = run_slices(
         slices, client, on_done, start_ns=start_ns, end_ns=end_ns, symbols=symbols,
@@ -188,6 +263,7 @@ def check_catalog(
                 on_done(i + 1, len(members), 0)
             yield m, rep
         return
+    share_store_settings(client)
     futures = [client.submit(_check_one, str(m.path), pure=False) for m in members]
     from distributed import as_completed
 
@@ -278,6 +354,7 @@ def _run(
         return out
     from distributed import as_completed
 
+    share_store_settings(client)
     futures = [client.submit(_export_one, *args, pure=False) for args in jobs]
     done, frames = 0, 0
     try:
@@ -314,14 +391,14 @@ class JournalSet:
     order (outputs of one member, then the next: they are separate journals).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: Where) -> None:
         from engine.replay.api import Journal
 
-        self.path = Path(path)
+        self.path = as_path(path)
         paths = journals_in(self.path)
         if not paths:
             raise ValueError(f"{self.path}: no journal there (nor any journal in its folders)")
-        self.members = {str(p.relative_to(self.path)): Journal(p) for p in paths}
+        self.members = {member_name(p, self.path): Journal(p) for p in paths}
 
     def __repr__(self) -> str:
         return f"JournalSet({str(self.path)!r}, members={list(self.members)})"

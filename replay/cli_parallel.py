@@ -23,6 +23,7 @@ from typing import Any
 import click
 
 from engine.cli import DataFailure, UsageFailure, guard_output
+from engine.journal.location import LocationError, RemotePath
 from engine.journal.reader import JournalError, JournalReader
 from engine.replay.catalog import Member, check_catalog, export_catalog, replay_catalog, select
 from engine.replay.parallel import Progress, SliceMismatch
@@ -37,14 +38,14 @@ def parallel_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         metavar="ADDRESS",
         default=None,
         help="Run on an existing Dask cluster (tcp://host:8786); its workers need wiretape and"
-        " the journals at the same paths.",
+        " the journals at the same paths or URIs (s3:// gets this command's --s3-endpoint).",
     )(fn)
     return click.option(
         "--workers",
         type=click.IntRange(min=1),
         default=None,
         help="Run on a local Dask cluster of N processes: a journal is cut at its checkpoints,"
-        " the journals of a capture set or catalog go side by side.",
+        " the journals of a capture set or catalog (a folder or a bucket prefix) go side by side.",
     )(fn)
 
 
@@ -111,16 +112,16 @@ def _worker_errors() -> Iterator[None]:
 
 @contextmanager
 def _catalog_errors() -> Iterator[None]:
-    """A damaged member or nothing in the window: exit 1; an unknown symbol: a usage error."""
+    """A damaged member, nothing in the window, a store's refusal: exit 1; an unknown symbol: 2."""
     try:
         yield
-    except JournalError as exc:
+    except (JournalError, LocationError) as exc:
         raise DataFailure(str(exc)) from None
     except ValueError as exc:
         raise (UsageFailure if "unknown symbol" in str(exc) else DataFailure)(str(exc)) from None
 
 
-def _members(directory: Path, remote: bool, **kw: Any) -> list[Member]:
+def _members(directory: Path | RemotePath, remote: bool, **kw: Any) -> list[Member]:
     with _catalog_errors():
         chosen, left = select(directory, **kw)
     if remote and JournalReader(chosen[0].path).skip_damaged:
@@ -132,7 +133,7 @@ def _members(directory: Path, remote: bool, **kw: Any) -> list[Member]:
     return chosen
 
 
-def member_for_book(directory: Path, symbol: str, at: int) -> Path:
+def member_for_book(directory: Path | RemotePath, symbol: str, at: int) -> Path | RemotePath:
     """``engine book SET --symbol S``: the member journal holding S at that time."""
     from engine.replay.catalog import journal_for
 
@@ -141,7 +142,7 @@ def member_for_book(directory: Path, symbol: str, at: int) -> Path:
 
 
 def replay_many(
-    directory: Path,
+    directory: Path | RemotePath,
     *,
     workers: int | None,
     scheduler: str | None,
@@ -207,7 +208,7 @@ def replay_many(
         )  # fmt: skip
 
 
-def check_many(directory: Path, *, workers: int | None, scheduler: str | None) -> None:
+def check_many(directory: Path | RemotePath, *, workers: int | None, scheduler: str | None) -> None:
     """``engine replay SET --check``: every member checked on its own; exit 1 if one differs."""
     members = _members(directory, workers is not None or scheduler is not None)
     failed = []
@@ -226,7 +227,7 @@ def check_many(directory: Path, *, workers: int | None, scheduler: str | None) -
 
 
 def export_many(
-    directory: Path,
+    directory: Path | RemotePath,
     out_dir: Path,
     *,
     workers: int | None,
@@ -265,7 +266,7 @@ def export_many(
 
 
 def dispatch(
-    directory: Path,
+    directory: Path | RemotePath,
     *,
     workers: int | None,
     scheduler: str | None,
@@ -285,7 +286,8 @@ def dispatch(
     """
     from engine.journal.captureset import is_journal
 
-    single = is_journal(directory)
+    with _catalog_errors():
+        single = is_journal(directory)
     if serve is not None:
         raise UsageFailure(
             "--serve serves one journal: give a member of the set"
@@ -303,7 +305,7 @@ def dispatch(
         if not single:
             raise UsageFailure("--save-checkpoints writes into one journal: give a member")
         try:
-            plan = plan_slices(directory, tasks=2)
+            plan = plan_slices(str(directory), tasks=2)
         except JournalError as exc:
             raise DataFailure(str(exc)) from None
         if plan.checkpoints_usable:

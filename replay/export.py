@@ -149,6 +149,16 @@ _BOOK_EVENT: dict[str, Callable[[Any], tuple[int | None, str]]] = {
     ),
     "BookVerified": lambda o: (o.last_id, f"{o.levels} levels agree with snapshot {o.snapshot_id}"),
     "VerificationAbandoned": lambda o: (None, o.reason),
+    "BookWithdrawn": lambda o: (
+        o.book_id,
+        f"{o.reason}: not published"
+        + (
+            " (kept: the next connection's first diff must chain)"
+            if o.kept
+            else " until a snapshot"
+        ),
+    ),
+    "BookResumed": lambda o: (o.last_id, f"diff {o.first_id}..{o.last_id} chains on {o.book_id}"),
     "CrossedBook": lambda o: (o.last_id, f"bid {render(o.bid)} >= ask {render(o.ask)}"),
     "TopOfBookMismatch": lambda o: (
         o.update_id,

@@ -425,7 +425,9 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
             n_workers=workers or 1,
             processes=True,
             threads_per_worker=1,
-            dashboard_address=":0",  # any free port: 8787 may be another cluster's
+            dashboard_address=None,
+            # its HTTP server (metrics, health) on a free port: 8787 may be another cluster's
+            scheduler_kwargs={"dashboard_address": ":0"},
             silence_logs=logging.ERROR,
         ) as cluster,
         Client(cluster) as client,

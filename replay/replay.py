@@ -409,6 +409,9 @@ def book_summary(pipeline: Pipeline, symbol: str, depth: int = 5) -> dict[str, A
             resyncs=c.resyncs,
             drift=c.drift,
             syncs=c.syncs,
+            # its connection closed: off the air (withdrawn), back by a chaining diff (resumed)
+            withdrawn=c.withdrawn,
+            resumed=c.resumed,
             crossed=c.crossed,
             diffs_applied=c.diffs_applied,
         )

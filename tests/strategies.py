@@ -180,6 +180,7 @@ STRATEGIES: dict[type, st.SearchStrategy] = {
         st.text(max_size=123),
     ),  # fmt: skip
     ev.ConnectionFailed: st.builds(ev.ConnectionFailed, seqs, recv_ns, conns, sources, st.text()),
+    ev.FrameConn: st.builds(ev.FrameConn, seqs, recv_ns, conns),
     ev.Marker: st.builds(ev.Marker, seqs, recv_ns, sources, st.text()),
     ev.ControlSent: st.builds(
         ev.ControlSent, seqs, recv_ns, conns, sources, st.binary(max_size=300)

@@ -9,6 +9,12 @@ while synced it is a verification), deliver a bookTicker, checkpoint the
 reducer through JSON and restore it, or corrupt the published book (a level
 the stream never set, as a lost update the chain cannot reveal would), which
 the next verification must find and repair by adopting the shadow book.
+Connections: diffs come over a connection (the pipeline's FrameConn); it can
+close (a reconnect follows: the book is suspended, or lost if only primed, and
+the next connection's first diff resumes it or is a gap), or a successor can
+open beside it (a rotation), deliver the same diffs from any point of the
+stream, ahead of the old connection or behind it, and take over when the old
+one closes (its diffs held until then, bounded), or close first.
 
 Checked after every step:
 
@@ -17,9 +23,11 @@ Checked after every step:
   query agrees with a naive recomputation;
 * the sync-relevant outputs (SnapshotRequest "sync", GapDetected,
   BookSynced, BufferOverflow) and the reported sync state (idle, buffering,
-  primed, synced, resyncing) equal what a naive model of the Binance
-  procedure (written from ../shared/protocols.md, no table) predicts, drift
-  repairs included (they change levels, never the sync);
+  primed, synced, resyncing, suspended) and BookWithdrawn/BookResumed equal
+  what a naive model of the Binance procedure (written from
+  ../shared/protocols.md, no table) predicts, drift repairs included (they
+  change levels, never the sync); a book whose connection closed is never
+  published until a diff of the next connection chains or a snapshot loads;
 * DriftDetected lists exactly the corrupted levels in the verified range,
   BookVerified happens only when that range is clean, and truthful data never
   yields DriftDetected, TopOfBookMismatch or CrossedBook;
@@ -39,8 +47,10 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from engine.book_reducer import (
     BookReducer,
+    BookResumed,
     BookSynced,
     BookVerified,
+    BookWithdrawn,
     BufferOverflow,
     CrossedBook,
     DriftDetected,
@@ -48,7 +58,7 @@ from engine.book_reducer import (
     TopOfBookMismatch,
 )
 from engine.codecs.base import SyncRule
-from engine.events import BookSnapshot, BookTicker, DepthDiff
+from engine.events import BookSnapshot, BookTicker, ConnectionClosed, DepthDiff, FrameConn
 from engine.outputs import SnapshotRequest
 
 SYM = "BTCUSDT"
@@ -70,9 +80,15 @@ class NaiveSync:
         self.overflowed = False
         self.seen = False  # any diff or snapshot yet
         self.resync = False  # a published book was lost: the next sync is a resync
+        self.suspended = False  # its connection closed: kept, not published
+        self.feed: int | None = None  # the connection the book follows
+        self.held: list[DepthDiff] = []  # another connection's diffs, until feed closes
+        self.held_conn: int | None = None
 
     def state(self) -> str:
         if self.book_id is not None:
+            if self.suspended:
+                return "suspended"
             return "primed" if self.first else "synced"
         if not self.seen:
             return "idle"
@@ -99,6 +115,42 @@ class NaiveSync:
                 self.overflowed = True
                 out.append(("BufferOverflow",))
 
+    def published(self) -> bool:
+        return self.book_id is not None and not self.suspended
+
+    def arrive(self, conn: int, d: DepthDiff, out: list) -> str:
+        """A diff over ``conn``: the book follows the first connection that delivers it."""
+        if self.feed is None:
+            self.feed = conn
+        if conn == self.feed:
+            return self.diff(d, out)
+        if self.held_conn is None:
+            self.held_conn = conn
+        if conn == self.held_conn:
+            self.held.append(d)
+            self.held = self.held[-LIMIT:]
+        return "held"
+
+    def close(self, conn: int, out: list) -> list[DepthDiff]:
+        """Connection ``conn`` closed; returns the held diffs it hands over (replay them)."""
+        if self.held_conn == conn:
+            self.held, self.held_conn = [], None
+        if self.feed != conn:
+            return []
+        held, self.held = self.held, []
+        self.feed, self.held_conn = self.held_conn, None
+        if held or not self.published():
+            return held
+        if self.first:  # primed: lost; the next connection's first diff asks for a snapshot
+            out.append(("BookWithdrawn", False))
+            self.book_id = None
+            self.resync = True
+            self.requested = False
+        else:
+            out.append(("BookWithdrawn", True))
+            self.suspended = True
+        return []
+
     def diff(self, d: DepthDiff, out: list, live: bool = True) -> str:
         """Predict the outputs of one diff; returns the verdict ("apply" when it is applied)."""
         self.seen = True
@@ -112,9 +164,13 @@ class NaiveSync:
         if v == "stale":
             return v
         if v == "apply":
+            if self.suspended:
+                out.append(("BookResumed", self.book_id))
+                self.suspended = False
             self.book_id = d.last_id
             self.first = False
             return v
+        self.suspended = False
         if not self.first or live:  # a published book (live diff after BookSynced) had a gap
             out.append(("GapDetected", self.book_id))
             self.resync = True
@@ -130,8 +186,10 @@ class NaiveSync:
 
     def snapshot(self, last_id: int, out: list) -> None:
         self.seen = True
-        if self.book_id is not None and not self.first:
+        if self.book_id is not None and not self.first and not self.suspended:
             return  # a verification: changes levels at most (drift), never the sync
+        if self.suspended:  # reloaded: the book had been withdrawn
+            self.resync, self.suspended = True, False
         pending = self.buffer
         self.buffer = []
         self.overflowed = False
@@ -177,6 +235,11 @@ class BookMachine(RuleBasedStateMachine):
         #: levels of the published book that differ from the truth: (side, price) → our qty
         self.corrupt: dict[tuple[str, int], int] = {}
         self.ever_corrupt = False
+        self.conn = 1  # the connection deliver_next uses
+        self.succ: int | None = None  # a rotation's successor, while both are open
+        self.succ_i = 0  # the successor's next diff
+        self.next_conn = 2
+        self.via: int | None = None  # the connection of the last frame (FrameConn told)
 
     # ------------------------------------------------------------ the exchange
 
@@ -220,7 +283,7 @@ class BookMachine(RuleBasedStateMachine):
         )
         return bids, asks
 
-    def _feed(self, ev, model_call):
+    def _feed(self, ev, model_call, own_stamp=True):
         corrupt_before = bool(self.corrupt)
         want: list = []
         model_call(want)
@@ -234,7 +297,8 @@ class BookMachine(RuleBasedStateMachine):
         repaired = False
         for o in outs:
             assert not isinstance(o, CrossedBook), o
-            assert o.seq == ev.seq and o.recv_ns == ev.recv_ns and o.symbol == SYM
+            assert o.symbol == SYM
+            assert not own_stamp or (o.seq == ev.seq and o.recv_ns == ev.recv_ns)
             if isinstance(o, SnapshotRequest) and o.purpose == "sync":
                 got.append(("SnapshotRequest",))
                 if "older" in o.reason and "gap" not in o.reason:
@@ -247,6 +311,12 @@ class BookMachine(RuleBasedStateMachine):
                 got.append(("BookSynced", o.last_id, o.resync))
             elif isinstance(o, BufferOverflow):
                 got.append(("BufferOverflow",))
+            elif isinstance(o, BookWithdrawn):
+                got.append(("BookWithdrawn", o.kept))
+                event(f"book withdrawn at a close, kept={o.kept}")
+            elif isinstance(o, BookResumed):
+                got.append(("BookResumed", o.book_id))
+                event("suspended book resumed by the next connection")
             elif isinstance(o, DriftDetected):
                 bids, asks = self._corrupt_in_range(o.snapshot_id, o.last_id)
                 assert bids or asks
@@ -260,6 +330,11 @@ class BookMachine(RuleBasedStateMachine):
         assert got == want
         if repaired or self.model.book_id is None:
             self.corrupt = {}
+
+    def _step_both(self, ev):
+        self.state, outs = self.reducer.step(self.state, ev)
+        self.td_state, td_outs = self.table_driven.step(self.td_state, ev)
+        assert list(outs) == list(td_outs) == []
 
     def _stamp(self, d):
         self.seq += 1
@@ -276,17 +351,77 @@ class BookMachine(RuleBasedStateMachine):
             d.asks,
         )
 
-    def _deliver(self, d):
+    def _applied(self, d):
+        for side, levels in (("bid", d.bids), ("ask", d.asks)):  # absolute levels overwrite
+            for p, _ in levels:  # corruption
+                self.corrupt.pop((side, p), None)
+
+    def _deliver(self, d, conn=None):
+        conn = self.conn if conn is None else conn
+        if conn != self.via:  # what the pipeline does before a frame of another connection
+            self.via = conn
+            self.seq += 1
+            self._step_both(FrameConn(self.seq, self.seq * 1000, conn))
         ev = self._stamp(d)
-        self.delivered.append(d)
+        if conn == self.conn:
+            self.delivered.append(d)
 
         def model_call(out):
-            if self.model.diff(ev, out) == "apply":  # absolute levels overwrite corruption
-                for side, levels in (("bid", d.bids), ("ask", d.asks)):
-                    for p, _ in levels:
-                        self.corrupt.pop((side, p), None)
+            if self.model.arrive(conn, ev, out) == "apply":
+                self._applied(d)
 
         self._feed(ev, model_call)
+
+    def _close(self, conn):
+        self.seq += 1
+        ev = ConnectionClosed(self.seq, self.seq * 1000, conn, "ws://sim", 1006, "")
+
+        def model_call(out):
+            held = self.model.close(conn, out)
+            if held:
+                event("rotation: the successor's held diffs replayed at the close")
+            for d in held:  # a rotation: the successor's diffs replayed
+                if self.model.diff(d, out) == "apply":
+                    self._applied(d)
+
+        self._feed(ev, model_call, own_stamp=False)
+
+    # ------------------------------------------------------------ connections
+
+    @precondition(lambda self: self.succ is None)
+    @rule()
+    def reconnect(self):
+        """The connection closes; the next one carries on from wherever the exchange is."""
+        self._close(self.conn)
+        self.conn, self.next_conn = self.next_conn, self.next_conn + 1
+
+    @precondition(lambda self: self.succ is None)
+    @rule(data=st.data())
+    def rotation_starts(self, data):
+        """A successor opens beside the connection; its stream starts anywhere near now."""
+        self.succ, self.next_conn = self.next_conn, self.next_conn + 1
+        lo = max(0, self.next_i - 2)
+        self.succ_i = data.draw(st.integers(min_value=lo, max_value=max(lo, len(self.sent))))
+
+    @precondition(lambda self: self.succ is not None and self.succ_i < len(self.sent))
+    @rule()
+    def successor_delivers(self):
+        self.succ_i += 1
+        self._deliver(self.sent[self.succ_i - 1], self.succ)
+
+    @precondition(lambda self: self.succ is not None)
+    @rule()
+    def rotation_ends(self):
+        """The old connection closes (it read everything before the close): the successor feeds."""
+        self._close(self.conn)
+        self.conn, self.succ = self.succ, None
+        self.next_i = max(self.next_i, self.succ_i)
+
+    @precondition(lambda self: self.succ is not None)
+    @rule()
+    def successor_fails(self):
+        self._close(self.succ)
+        self.succ = None
 
     @precondition(lambda self: self.next_i < len(self.sent))
     @rule()
@@ -322,8 +457,8 @@ class BookMachine(RuleBasedStateMachine):
         )
 
         def model_call(out):
-            if self.model.book_id is None or self.model.first:  # loads: a new book
-                self.corrupt = {}
+            if self.model.book_id is None or self.model.first or self.model.suspended:
+                self.corrupt = {}  # loads: a new book
             self.model.snapshot(L, out)
 
         self._feed(ev, model_call)
@@ -338,7 +473,7 @@ class BookMachine(RuleBasedStateMachine):
         ev = BookTicker(self.seq, self.seq * 1000, SYM, L, bb[0], bb[1], ba[0], ba[1])
         self._feed(ev, lambda out: None)
 
-    @precondition(lambda self: self.model.book_id is not None)
+    @precondition(lambda self: self.model.published())
     @rule(data=st.data())
     def corrupt_book(self, data):
         """Our book goes wrong at one level without a gap (what verification exists for)."""
@@ -370,7 +505,7 @@ class BookMachine(RuleBasedStateMachine):
         if not hasattr(self, "reducer"):
             return
         book = self.reducer.book(self.state, SYM)
-        assert (book is None) == (self.model.book_id is None)
+        assert (book is None) == (not self.model.published())
         assert self.reducer.sync_state(self.state, SYM) == self.model.state()
         if book is None:
             return

@@ -21,12 +21,21 @@ import pytest
 
 from engine import book_sync
 from engine.book import Book
-from engine.book_reducer import BookReducer, BookSynced, ChecksumMismatch, GapDetected
+from engine.book_reducer import (
+    BookReducer,
+    BookResumed,
+    BookSynced,
+    BookWithdrawn,
+    ChecksumMismatch,
+    GapDetected,
+)
 from engine.book_sync import (
     ADOPT,
     APPLY,
     ASK,
     BAD_CHECKSUM,
+    CLOSE,
+    CLOSE_KEEP,
     DIFF,
     GAP,
     HAS_BOOK,
@@ -36,6 +45,7 @@ from engine.book_sync import (
     SNAPSHOT,
     STALE,
     STEADY_PHASES,
+    SUSPENDED,
     SYNCED,
     TABLE,
     BinanceSpotRule,
@@ -43,7 +53,14 @@ from engine.book_sync import (
     classify,
 )
 from engine.codecs.base import SyncRule
-from engine.events import BookSnapshot, BookTicker, DepthDiff
+from engine.events import (
+    CAPTURE_STOPPED,
+    BookSnapshot,
+    BookTicker,
+    ConnectionClosed,
+    DepthDiff,
+    FrameConn,
+)
 from engine.outputs import SnapshotRequest
 
 S = "BTCUSDT"
@@ -57,6 +74,7 @@ class ChecksumRule(BinanceSpotRule):
     name = "test-checksum"
     has_checksum = True
     stream_snapshot_resets = True
+    resumes_after_close = False  # a resubscribing venue: the new subscription's snapshot
 
     def checksum_ok(self, book: Book, diff: DepthDiff) -> bool:
         return BAD not in book.bids
@@ -134,6 +152,10 @@ def run(rule, s: Sync, inp: str) -> str | None:
         action = book_sync.adopt(s, verified)
         assert s.book is verified.book
         return action
+    if inp in (CLOSE, CLOSE_KEEP):
+        if (inp == CLOSE_KEEP) != rule.resumes_after_close:
+            return None
+        return book_sync.feed_close(rule, s)
     raise AssertionError(f"no driver for input {inp!r}")
 
 
@@ -197,6 +219,15 @@ class Feed:
         seq, ns = self.stamp()
         return self.step(BookTicker(seq, ns, S, u, 10, 1, 20, 1))
 
+    def via(self, conn):
+        """The frames from here on come over connection ``conn`` (what the pipeline says)."""
+        seq, ns = self.stamp()
+        return self.step(FrameConn(seq, ns, conn))
+
+    def close(self, conn, code=1006):
+        seq, ns = self.stamp()
+        return self.step(ConnectionClosed(seq, ns, conn, "wss://x", code, "gone"))
+
     @property
     def main(self) -> Sync:
         return self.state.symbols[S].main
@@ -206,7 +237,15 @@ def reach(f: Feed, phase: str, shadow: bool, pending: bool) -> bool:
     """Drive ``f`` into ``phase`` with real events; False if that combination cannot exist."""
     if phase == "idle":
         return not (shadow or pending)  # a symbol never seen
-    if phase in ("buffering", "resyncing"):
+    if phase == SUSPENDED:
+        if shadow or not f.r._rule.resumes_after_close:
+            return False  # a close abandons a verification; other rules lose the book
+        f.via(1)
+        f.snap(100)
+        f.diff(100, 101, 99)
+        f.close(1)
+        f.via(2)
+    elif phase in ("buffering", "resyncing"):
         if shadow:
             return False  # a verification ends when the main book is lost
         if phase == "resyncing":
@@ -232,6 +271,8 @@ def reach(f: Feed, phase: str, shadow: bool, pending: bool) -> bool:
 @pytest.mark.parametrize("phase", STEADY_PHASES)
 def test_inlined_steady_case_equals_the_table_for_every_case(rule_name, phase):
     rule = book_sync.rule_for(rule_name)
+    if phase == SUSPENDED and not rule.resumes_after_close:
+        pytest.skip("only a rule with resumes_after_close suspends a book")
     tried = 0
     for shadow, pending, due, crossing in itertools.product((False, True), repeat=4):
         kw = dict(verify_interval_s=60.0)
@@ -302,3 +343,87 @@ def test_a_resetting_stream_snapshot_reloads_a_synced_book_instead_of_verifying_
     out = f.step(BookSnapshot(seq, ns, S, 300, [(10, 9)], [(20, 9)], None, "stream"))
     assert [type(o) for o in out] == [BookSynced] and not out[0].resync
     assert f.r.book(f.state, S).bids == {10: 9} and f.r.sync_state(f.state, S) == PRIMED
+
+
+# ----------------------------------------------------------------- connections (issue 14)
+
+
+def test_a_close_suspends_a_binance_book_and_the_next_connections_chaining_diff_resumes_it():
+    f = Feed(BookReducer(SyncRule.BINANCE_SPOT))
+    f.via(1)
+    f.snap(100)
+    f.diff(100, 101)
+    out = f.close(1)
+    assert [type(o) for o in out] == [BookWithdrawn] and out[0].kept and out[0].book_id == 101
+    assert f.r.book(f.state, S) is None and f.r.sync_state(f.state, S) == SUSPENDED
+    f.via(2)
+    assert f.diff(100, 101) == [] and f.r.book(f.state, S) is None  # stale: still suspended
+    out = f.diff(102, 103)  # chains: nothing was lost, no snapshot asked for
+    assert [type(o) for o in out] == [BookResumed] and (out[0].book_id, out[0].last_id) == (
+        101,
+        103,
+    )
+    assert f.r.sync_state(f.state, S) == SYNCED and f.r.book(f.state, S).last_id == 103
+
+
+def test_a_suspended_book_whose_next_diff_does_not_chain_is_a_gap_and_a_resync():
+    f = Feed(BookReducer(SyncRule.BINANCE_FUTURES))
+    f.via(1)
+    f.snap(100)
+    f.diff(99, 101, 98)
+    f.close(1)
+    f.via(2)
+    out = f.diff(105, 107, 104)  # pu 104 ≠ 101: updates were lost while disconnected
+    assert [type(o) for o in out] == [GapDetected, SnapshotRequest]
+    assert f.r.book(f.state, S) is None
+    out = f.snap(107)
+    assert [type(o) for o in out] == [BookSynced] and out[0].resync
+
+
+def test_a_resubscribing_venues_book_is_lost_at_a_close_and_rebuilt_by_the_next_snapshot():
+    f = Feed(BookReducer(ChecksumRule.name))  # resumes_after_close False, stream resets
+    f.via(1)
+    f.snap(100)
+    f.diff(101, 101)
+    out = f.close(1)
+    assert [type(o) for o in out] == [BookWithdrawn] and not out[0].kept
+    assert f.r.book(f.state, S) is None and f.r.sync_state(f.state, S) == "resyncing"
+    f.via(2)
+    seq, ns = f.stamp()
+    out = f.step(BookSnapshot(seq, ns, S, 300, [(10, 9)], [(20, 9)], None, "stream"))
+    assert [type(o) for o in out] == [BookSynced] and out[0].resync
+    assert f.r.book(f.state, S).last_id == 300
+
+
+def test_a_rotations_successor_running_ahead_is_held_until_the_old_connection_closes():
+    f = Feed(BookReducer(SyncRule.BINANCE_SPOT))
+    f.via(1)
+    f.snap(100)
+    f.diff(100, 101)
+    f.via(2)  # the successor is already at 104..105: folded as one stream, a gap
+    assert f.diff(104, 105) == []
+    f.via(1)  # the old connection is still delivering what came before
+    assert f.diff(102, 103) == [] and f.r.book(f.state, S).last_id == 103
+    f.via(2)
+    assert f.diff(106, 107) == []
+    assert f.r.book(f.state, S).last_id == 103  # held, not applied yet
+    assert f.close(1) == []  # the successor takes over: its held diffs chain, no withdrawal
+    assert f.r.book(f.state, S).last_id == 107 and f.r.sync_state(f.state, S) == SYNCED
+    assert f.diff(108, 108) == [] and f.r.book(f.state, S).last_id == 108
+
+
+def test_the_close_that_ends_the_recording_leaves_the_last_book_on_the_air():
+    f = Feed(BookReducer(ChecksumRule.name))
+    f.via(1)
+    f.snap(100)
+    seq, ns = f.stamp()
+    out = f.step(ConnectionClosed(seq, ns, 1, "wss://x", 1000, CAPTURE_STOPPED))
+    assert out == [] and f.r.book(f.state, S).last_id == 100
+
+
+def test_without_connection_frames_a_close_changes_no_book():
+    """Events not from a journal (no FrameConn): no book is known to follow any connection."""
+    f = Feed(BookReducer(SyncRule.BINANCE_SPOT))
+    f.snap(100)
+    f.diff(100, 101)
+    assert f.close(1) == [] and f.r.sync_state(f.state, S) == SYNCED

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +31,9 @@ from pathlib import Path
 import engine
 from engine.journal.reader import JournalReader
 from engine.replay.check import check
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers.served import capture_served  # noqa: E402
 
 ENGINE = [sys.executable, "-m", "engine.cli"]
 JOURNAL = Path(__file__).parent.parent / "fixtures" / "journals" / "coinbase"
@@ -114,26 +116,9 @@ def test_a_capture_of_the_served_recording_has_the_recordings_frames_and_books(
     """``engine replay --serve`` serves the Coinbase journal by recorded connection; ``engine run
     --exchange coinbase --url`` subscribes and captures exactly the recorded inbound frames, and
     its books are the capture's: all 10 synced, none crossed, no trade-id gap."""
-    server = subprocess.Popen(
-        [*ENGINE, "replay", str(JOURNAL), "--serve", "127.0.0.1:0", "--speed", "max"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert server.stdout is not None
-        port = int(server.stdout.readline().split("ws://127.0.0.1:")[1].split()[0])
-        out = tmp_path / "capture"
-        run = subprocess.run(
-            [*ENGINE, "run", "--exchange", "coinbase", "--url", f"ws://127.0.0.1:{port}",
-             "--symbols", "SKL-USD", "--out", str(out), "--duration", "5", "--no-dashboard"],
-            capture_output=True, text=True, timeout=90,
-        )  # fmt: skip
-        assert run.returncode == 0, run.stderr[-2000:]
-    finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(timeout=20)
+    out = tmp_path / "capture"
+    run = capture_served(JOURNAL, "coinbase", out, "--symbols", "SKL-USD")
+    assert run.returncode == 0, run.stderr[-2000:]
 
     def inbound(j: Path) -> list[bytes]:
         return [f.payload for f in JournalReader(j).frames() if f.dir == "in" and f.kind == "text"]

@@ -17,7 +17,6 @@ and a capture of it verifies every checksum again.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +28,9 @@ from engine.codecs.registry import get_codec
 from engine.events import DepthDiff
 from engine.sim.kraken_frames import KrakenFrames, KrakenV1Frames
 from engine.sim.model import Market
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers.served import capture_served  # noqa: E402
 
 SYMBOLS = ("BTCUSDT", "SHIBUSDT")
 
@@ -154,25 +156,9 @@ def test_the_replay_server_serves_the_kraken_recording_and_a_capture_of_it_verif
     """``engine replay --serve`` of the real v1 capture, captured again by ``engine run``:
     the recorded frames come back as Kraken sent them, and every checksum holds again."""
     fixture = Path(__file__).resolve().parent.parent / "fixtures" / "kraken" / "journal"
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "replay", str(fixture),
-         "--serve", "127.0.0.1:0", "--speed", "max"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        assert serve.stdout is not None
-        line = serve.stdout.readline()
-        url = re.search(r"ws://127\.0\.0\.1:\d+", line)
-        assert url, line
-        j = tmp_path / "again"
-        r = engine(
-            "run", "--exchange", "kraken-v1", "--url", url.group(0), "--duration", "3",
-            "--symbols", "SC/EUR,ETH/CHF,OCEAN/XBT,GRT/ETH", "--no-dashboard", "--out", str(j),
-        )  # fmt: skip
-        assert r.returncode == 0, r.stderr
-    finally:
-        serve.terminate()
-        serve.wait(timeout=10)
+    j = tmp_path / "again"
+    r = capture_served(fixture, "kraken-v1", j, "--symbols", "SC/EUR,ETH/CHF,OCEAN/XBT,GRT/ETH")
+    assert r.returncode == 0, r.stderr
     rep = json.loads(engine("replay", str(j), "--json").stdout)
     assert rep["decode_errors"] == 0
     got = {s: v["book"]["checksums_verified"] for s, v in rep["symbols"].items()}

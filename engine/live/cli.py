@@ -75,6 +75,7 @@ class RunOptions:
     max_rest_bytes: int = 64 << 20
     upload: str | None = None  #: ship sealed files to this location (engine.live.upload)
     keep_local: bool = False
+    s3_endpoint: str | None = None  #: ``--s3-endpoint`` (the shards of ``--processes`` get it too)
     segment_mb: float | None = None  #: rotate segments at this size (default: the writer's)
     segment_s: float | None = None  #: ... or this age
 
@@ -334,7 +335,20 @@ def _run_sharded(opts: RunOptions, processes: int) -> None:
     except OSError as exc:
         raise click.ClickException(f"capture could not start: {exc}") from None
     click.echo(json.dumps(summary, indent=2))
-    click.echo(f"capture set: {opts.journal}  (replay: engine replay {opts.journal})", err=True)
+    up = summary.get("upload")
+    if up is None or not up["local_copy_removed"]:
+        click.echo(f"capture set: {opts.journal}  (replay: engine replay {opts.journal})", err=True)
+    if up is not None and up["complete"]:
+        gone = "; local copy removed" if up["local_copy_removed"] else ""
+        click.echo(f"uploaded: {up['target']}  ({len(summary['shards'])} shards and"
+                   f" captureset.json{gone})", err=True)  # fmt: skip
+    elif up is not None:
+        why = up["last_error"] or f"shards incomplete: {', '.join(up['incomplete'])}"
+        click.echo(
+            f"upload incomplete ({why}; captureset.json not uploaded): finish it with"
+            f" engine journal push {opts.journal} {up['target']}",
+            err=True,
+        )
     if code:
         sys.exit(code)
 
@@ -441,7 +455,8 @@ def _csv(value: str) -> tuple[str, ...]:
     default=1,
     show_default=True,
     help="Split the symbols across N capture processes, one journal shard each, under one"
-    " capture-set directory (captureset.json); every reading command takes the set.",
+    " capture-set directory (captureset.json); every reading command takes the set; with"
+    " --upload each shard ships itself to URI/shard-k and captureset.json goes last.",
 )
 @click.option(
     "--upload",
@@ -587,12 +602,8 @@ def run(
     existed = target.exists()
     opts = attrs.evolve(opts, journal=target.absolute())
     if processes > 1:
-        if upload is not None:
-            raise click.BadParameter(
-                "--upload ships one journal: not with --processes (push each shard with"
-                " `engine journal push`)", param_hint="--upload",
-            )
-        _run_sharded(opts, processes)
+        endpoint = click.get_current_context().params.get("s3_endpoint")
+        _run_sharded(attrs.evolve(opts, s3_endpoint=endpoint), processes)
         return
     try:
         summary = trio.run(capture_main, opts)

@@ -73,6 +73,7 @@ from trio_websocket import ConnectionClosed as WsClosed
 from wsproto.utilities import ProtocolError
 
 from engine.codecs.base import KeepAlive, Resubscribe
+from engine.events import CAPTURE_STOPPED
 from engine.journal.schema import Dir, Kind
 from engine.live.config import LiveConfig
 from engine.live.errors import (
@@ -217,7 +218,7 @@ class Connections:
         """Close every connection cleanly; return when all are closed (bounded by the close timeout)."""
         self.stopping = True
         for c in list(self.conns.values()):
-            self._close(c, "capture stopped")
+            self._close(c, CAPTURE_STOPPED)
         if self.conns and self._all_closed is not None:
             with trio.move_on_after(self.config.disconnect_timeout_s + 0.5):
                 await self._all_closed.wait()
@@ -403,7 +404,7 @@ class Connections:
         """
         err = c.error
         if err is None:
-            return 1000, c.closing or ("rotated" if c.rotating else "capture stopped")
+            return 1000, c.closing or ("rotated" if c.rotating else CAPTURE_STOPPED)
         if isinstance(err, ServerClosed):
             return err.code, err.reason
         if isinstance(err, StalledConnection):
@@ -446,7 +447,7 @@ class Connections:
                     n.start_soon(self._guard, c, self._read, c, ws, prev)
                     n.start_soon(self._helpers, c, ws)
                     if self.stopping:
-                        self._close(c, "capture stopped")
+                        self._close(c, CAPTURE_STOPPED)
         finally:
             c.session = None
 
@@ -534,6 +535,8 @@ class Connections:
 
     async def _send_control(self, c: Conn, ws: Any, limiter: ControlLimiter, data: bytes) -> None:
         await limiter.acquire()
+        if c.closing is not None:  # our close frame is out: see _await_pong
+            return
         try:
             await ws.send_message(data.decode())
         except WsClosed as exc:
@@ -598,6 +601,14 @@ class Connections:
         closed: list[WsClosed] = []
 
         async def ping() -> None:
+            if c.closing is not None:
+                # A clean close began after this ping was due (acquire need not yield, and a
+                # new task runs up to its first checkpoint: the helpers' cancellation has not
+                # reached it): our close frame is out, and wsproto refuses a ping after it, a
+                # protocol error that aborted the connection and lost the frames still coming
+                # before the peer's close.
+                answered.set()
+                return
             try:
                 await ws.ping(payload)
             except WsClosed as exc:

@@ -222,11 +222,12 @@ ALERT_KINDS = frozenset(
         "KlineMismatch",
         "BufferOverflow",
         "VerificationAbandoned",
+        "BookWithdrawn",
         "RateViolation",
     }
 )
 #: Outputs shown dimmed beside the alerts: things going right that an operator wants to see.
-INFO_KINDS = frozenset({"BookSynced", "BookVerified"})
+INFO_KINDS = frozenset({"BookSynced", "BookVerified", "BookResumed"})
 
 
 def _tob(t: tuple[int, int, int, int]) -> str:
@@ -245,6 +246,13 @@ _DESCRIBE: dict[str, Any] = {
         f"drift vs snapshot {o.snapshot_id}: {len(o.bids)} bid, {len(o.asks)} ask levels differ"
     ),
     "CrossedBook": lambda o: f"crossed book: bid {num(o.bid)} ≥ ask {num(o.ask)}",
+    "BookWithdrawn": lambda o: (
+        f"off the air at {o.book_id}: {o.reason}; "
+        + ("kept until the next connection's diff chains" if o.kept else "awaiting a snapshot")
+    ),
+    "BookResumed": lambda o: (
+        f"back on the air: diff {o.first_id}..{o.last_id} chains on {o.book_id}"
+    ),
     "TopOfBookMismatch": lambda o: (
         f"bookTicker at {o.update_id}: ours {_tob(o.ours)}, theirs {_tob(o.theirs)}"
     ),

@@ -8,6 +8,18 @@ shard is an ordinary capture of its symbols), the one simulator the shards
 share when capturing from the simulator (its own process, so it does not
 take a shard's core), forwarding SIGINT / SIGTERM to every child, reporting
 a child that dies (which shard, its exit status) and the combined summary.
+With ``--upload URI`` each shard uploads its own journal to
+``URI/<its directory in the set>`` exactly as one ``engine run --upload``
+does (:mod:`engine.live.upload`); once every shard has finished and its
+upload is complete, the parent uploads ``captureset.json`` last, so a reader
+of the store never meets a set whose members are incomplete.  A shard whose
+upload is incomplete is named and leaves the set manifest local for
+``engine journal push SET URI``; the other shards' uploads go on.
+
+A shard dies with its parent (``PR_SET_PDEATHSIG``: SIGTERM, as a stop): a
+kill -9 of the parent leaves no shard capturing unattended; each seals and
+finishes its own upload.
+
 Must not: capture, journal or fold anything itself (the children do), or
 let a dying shard stop the others (they keep capturing; the set's exit
 status says a shard failed).
@@ -19,7 +31,9 @@ died or could not start).
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -30,7 +44,7 @@ from typing import Any
 
 import attrs
 
-from engine.journal.captureset import write_set
+from engine.journal.captureset import SET_MANIFEST, write_set
 
 __all__ = ["split", "Shard", "run_shards", "child_args"]
 
@@ -67,8 +81,10 @@ class Shard:
 
 
 def child_args(opts: Any, symbols: Sequence[str], journal: Path, url: str | None,
-               rest_url: str | None) -> list[str]:  # fmt: skip
-    """The ``engine run`` command line of one shard (``opts``: :class:`engine.live.cli.RunOptions`)."""
+               rest_url: str | None, upload: str | None = None) -> list[str]:  # fmt: skip
+    """The ``engine run`` command line of one shard (``opts``: :class:`engine.live.cli.RunOptions`).
+
+    ``upload``: the shard's own target (``URI/<shard>``) when the set is uploaded."""
     args = [
         sys.executable, "-m", "engine.cli", "run", "--no-dashboard",
         "--exchange", opts.exchange,
@@ -86,12 +102,38 @@ def child_args(opts: Any, symbols: Sequence[str], journal: Path, url: str | None
         ("--verify-every", opts.verify_every_s),
         ("--url", url),
         ("--rest-url", rest_url),
+        ("--segment-mb", opts.segment_mb),
+        ("--segment-seconds", opts.segment_s),
+        ("--upload", upload),
+        ("--s3-endpoint", opts.s3_endpoint),
     ):
         if value is not None:
             args += [flag, repr(value) if isinstance(value, float) else str(value)]
     if opts.insecure:
         args.append("--insecure")
+    if upload is not None and opts.keep_local:
+        args.append("--keep-local")
     return args
+
+
+#: Linux's prctl(2) option: the signal a process gets when its parent dies
+_PR_SET_PDEATHSIG = 1
+try:  # loaded in the parent: nothing is imported between fork and exec
+    _LIBC: Any = ctypes.CDLL(None, use_errno=True)
+except OSError:  # pragma: no cover - not Linux
+    _LIBC = None
+
+
+def _dies_with(parent: int) -> Any:
+    """``preexec_fn`` of a child: SIGTERM when ``parent`` dies (even by SIGKILL), as a stop would."""
+
+    def preexec() -> None:
+        if _LIBC is not None and hasattr(_LIBC, "prctl"):
+            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # it died before the line above: stop at once
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
 
 
 def _start_simulator(opts: Any, symbols: Sequence[str]) -> tuple[subprocess.Popen[str], str, str]:
@@ -108,7 +150,7 @@ def _start_simulator(opts: Any, symbols: Sequence[str]) -> tuple[subprocess.Pope
     if opts.sim_fault_every is not None:
         args += ["--fault-every", repr(opts.sim_fault_every)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            start_new_session=True)  # fmt: skip
+                            start_new_session=True, preexec_fn=_dies_with(os.getpid()))  # fmt: skip
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("listening "):
@@ -165,9 +207,11 @@ def run_shards(opts: Any, n: int, say: Any = None) -> tuple[dict[str, Any], int]
         for sh in shards:
             # a session of its own: a Ctrl-C on the terminal reaches the parent only, which
             # forwards it, so every shard gets exactly one stop
+            up = None if opts.upload is None else _upload_target(opts.upload, root, sh)
             sh.proc = subprocess.Popen(
-                child_args(opts, sh.symbols, sh.journal, url, rest),
+                child_args(opts, sh.symbols, sh.journal, url, rest, up),
                 stdout=subprocess.PIPE, text=True, start_new_session=True,
+                preexec_fn=_dies_with(os.getpid()),
             )  # fmt: skip
         forwarded = False
         while any(sh.status is None for sh in shards):
@@ -194,7 +238,7 @@ def run_shards(opts: Any, n: int, say: Any = None) -> tuple[dict[str, Any], int]
             signal.signal(s, h)
     statuses = [sh.status or 0 for sh in shards]
     code = next((c for c in statuses if c in (3, 4)), 1 if any(statuses) else 0)
-    summary = {
+    summary: dict[str, Any] = {
         "captureset": str(root),
         "processes": n,
         "exchange": opts.exchange,
@@ -205,7 +249,60 @@ def run_shards(opts: Any, n: int, say: Any = None) -> tuple[dict[str, Any], int]
             for sh in shards
         ],
     }  # fmt: skip
+    if opts.upload is not None:
+        summary["upload"] = _finish_upload(opts, root, shards, say)
     return summary, code
+
+
+def _upload_target(uri: str, root: Path, sh: Shard) -> str:
+    """Where a shard uploads: ``URI/<its directory in the set>``."""
+    from engine.live.upload import member_target
+
+    return member_target(uri, sh.journal.relative_to(root).as_posix())
+
+
+def _finish_upload(opts: Any, root: Path, shards: list[Shard], say: Any) -> dict[str, Any]:
+    """Every shard has exited: name those whose upload is incomplete, else ship the set manifest."""
+    import pyarrow as pa
+
+    from engine.live.upload import upload_set_manifest
+
+    incomplete = []
+    for sh in shards:
+        up = (sh.summary or {}).get("upload")
+        if up is None or not up.get("complete"):
+            why = (up or {}).get("last_error") or (
+                "files pending" if up else f"it {_describe(sh.status or 0)} before finishing"
+            )
+            incomplete.append(sh.name)
+            say(f"{sh.name} ({','.join(sh.symbols)}): upload to"
+                f" {_upload_target(opts.upload, root, sh)} incomplete: {why}")  # fmt: skip
+    shipped, last_error, delay = False, None, 0.5
+    for attempt in range(3 if not incomplete else 0):
+        try:
+            upload_set_manifest(root, opts.upload)
+            shipped = True
+            break
+        except (OSError, pa.ArrowException) as exc:
+            last_error = f"{SET_MANIFEST}: {exc}"
+            if attempt < 2:
+                time.sleep(delay)
+                delay *= 2
+    removed = False
+    if shipped and not opts.keep_local and not any(sh.journal.exists() for sh in shards):
+        (root / SET_MANIFEST).unlink(missing_ok=True)
+        try:
+            root.rmdir()
+            removed = True
+        except OSError:  # something else is in the set directory: it stays
+            pass
+    return {
+        "target": opts.upload,
+        "complete": shipped,
+        "incomplete": incomplete,
+        "last_error": last_error,
+        "local_copy_removed": removed,
+    }
 
 
 def _collect(sh: Shard) -> None:

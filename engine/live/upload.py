@@ -26,6 +26,13 @@ capture journals it as a local ``error`` frame).  The backlog is what is on
 disk (bounded by the journal itself); the wake-up queue holds one item.  It
 never blocks the capture: the capture never waits for it.
 
+A capture set (``engine run --processes N``, :mod:`engine.journal.captureset`)
+goes member by member, each to ``URI/<its journal directory>`` as one
+journal would, and its set manifest ``captureset.json`` last, only once every
+member is complete in the store (:func:`push_set`, :func:`pull_set`): a
+reader never meets a set whose members are incomplete.  A member that fails
+is named and the others still go.
+
 Must not: modify journal content (it copies files byte for byte) or decide
 what a journal holds (the writer does).
 """
@@ -54,7 +61,19 @@ from engine.journal.location import (
 )
 from engine.journal.schema import MANIFEST
 
-__all__ = ["PushReport", "UploadError", "push_journal", "pull_journal", "Uploader"]
+__all__ = [
+    "PushReport",
+    "SetReport",
+    "UploadError",
+    "push_journal",
+    "pull_journal",
+    "push_set",
+    "pull_set",
+    "member_target",
+    "upload_set_manifest",
+    "stored_set_manifest",
+    "Uploader",
+]
 
 log = logging.getLogger(__name__)
 
@@ -330,6 +349,148 @@ def pull_journal(source: str | Path | RemotePath, journal_dir: str | Path) -> Pu
             raise UploadError(f"{local}: the copy differs from {src}/{rel} (CRC-32C)")
         rep.uploaded.append(rel)
         rep.bytes += size
+    return rep
+
+
+# ------------------------------------------------------------------ a capture set
+
+
+def member_target(target: str | Path, journal: str) -> str:
+    """Where a set member's journal goes: ``target/<its journal directory>`` (URI or path)."""
+    return f"{str(target).rstrip('/')}/{journal}"
+
+
+@attrs.define
+class SetReport:
+    """What one pass over a capture set did: one :class:`PushReport` per member, the set manifest."""
+
+    members: dict[str, PushReport] = attrs.Factory(dict)
+    #: member name → its journal directory in the set
+    journals: dict[str, str] = attrs.Factory(dict)
+    failed: dict[str, str] = attrs.Factory(dict)  #: member name → why it could not go
+    stored_earlier: list[str] = attrs.Factory(list)  #: no local copy, already in the store
+    manifest: str = "pending"  #: "copied", "skipped" (already there, identical) or "pending"
+
+    @property
+    def complete(self) -> bool:
+        return self.manifest != "pending"
+
+    def incomplete(self) -> list[str]:
+        """Members not wholly in the store (failed, or files pending)."""
+        return [n for n, r in self.members.items() if r.pending] + list(self.failed)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "captureset": self.manifest,
+            "members": {n: r.to_json() for n, r in self.members.items()},
+            "journals": dict(self.journals),
+            "failed": dict(self.failed),
+            "stored_earlier": list(self.stored_earlier),
+        }
+
+
+def upload_set_manifest(set_dir: str | Path, target: str | Path | RemotePath) -> bool:
+    """Copy ``set_dir``'s ``captureset.json`` to ``target`` (verified); False if already there.
+
+    The caller uploads it last, once every member is complete in the store.
+    """
+    from engine.journal.captureset import SET_MANIFEST
+
+    src = Path(set_dir) / SET_MANIFEST
+    fs, root, local = _dest(as_path(target))
+    return copy_verified(src, fs, f"{root}/{SET_MANIFEST}", local=local, data=src.read_bytes())
+
+
+def _stored_journal(target: str) -> bool:
+    fs, root, _local = _dest(as_path(target))
+    try:
+        return fs.get_file_info(f"{root}/{MANIFEST}").type == pafs.FileType.File
+    except (OSError, pa.ArrowException) as exc:
+        raise store_error(exc, target) from None
+
+
+def push_set(set_dir: str | Path, target: str | Path, *, keep_local: bool = True) -> SetReport:
+    """Copy a local capture set to ``target``: each member, then the set manifest (one idempotent pass).
+
+    A member that fails (store error, unverified copy, no journal) is in
+    ``failed`` and the others still go; a member whose local directory is gone
+    (a capture that shipped it and removed it) counts if its journal is in the
+    store.  The set manifest goes only when no member failed or left anything.
+
+    Raises:
+        NotACaptureSet: ``set_dir`` holds no readable ``captureset.json``.
+        LocationError / UploadError: the set manifest's own upload failed.
+    """
+    from engine.journal.captureset import read_set
+
+    cs = read_set(set_dir)
+    rep = SetReport()
+    for m in cs.members:
+        d, dest = cs.journal_dir(m), member_target(target, m.journal)
+        rep.journals[m.name] = m.journal
+        try:
+            if d.is_dir():
+                rep.members[m.name] = push_journal(d, dest, keep_local=keep_local)
+            elif _stored_journal(dest):
+                rep.stored_earlier.append(m.name)
+            else:
+                rep.failed[m.name] = f"{d}: no such journal directory, and none at {dest}"
+        except (OSError, pa.ArrowException) as exc:
+            rep.failed[m.name] = str(exc)
+    if not rep.incomplete():
+        rep.manifest = "copied" if upload_set_manifest(cs.path, target) else "skipped"
+    return rep
+
+
+def stored_set_manifest(source: str | Path | RemotePath) -> bytes | None:
+    """The ``captureset.json`` stored at ``source`` (None when ``source`` holds no capture set)."""
+    from engine.journal.captureset import SET_MANIFEST
+
+    fs, root, _local = _dest(as_path(source))
+    key = f"{root}/{SET_MANIFEST}"
+    try:
+        if fs.get_file_info(key).type != pafs.FileType.File:
+            return None
+        with fs.open_input_stream(key, compression=None) as f:
+            return bytes(f.read())
+    except (OSError, pa.ArrowException) as exc:
+        raise store_error(exc, str(source)) from None
+
+
+def pull_set(source: str | Path, set_dir: str | Path) -> SetReport:
+    """Copy the capture set stored at ``source`` into ``set_dir``: each member, the set manifest last.
+
+    The manifest is checked (as :func:`engine.journal.captureset.read_set`
+    does) before anything is copied, and written locally only after every
+    member was copied and verified, so an interrupted pull never looks like
+    a whole set; run it again to finish.
+
+    Raises:
+        NotACaptureSet: ``source`` holds no capture set, or a damaged manifest.
+    """
+    import tempfile
+
+    from engine.journal.captureset import SET_MANIFEST, NotACaptureSet, read_set
+
+    data = stored_set_manifest(source)
+    if data is None:
+        raise NotACaptureSet(f"{source}: no {SET_MANIFEST} there")
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / SET_MANIFEST).write_bytes(data)
+        cs = read_set(tmp)
+    out = Path(set_dir)
+    rep = SetReport()
+    for m in cs.members:
+        rep.journals[m.name] = m.journal
+        try:
+            rep.members[m.name] = pull_journal(member_target(source, m.journal), out / m.journal)
+        except (OSError, pa.ArrowException) as exc:
+            rep.failed[m.name] = str(exc)
+    if not rep.failed:
+        lfs = pafs.LocalFileSystem()
+        dest = str((out / SET_MANIFEST).absolute())
+        fresh = copy_verified(out / SET_MANIFEST, lfs, dest, local=True, data=data)
+        rep.manifest = "copied" if fresh else "skipped"
     return rep
 
 
