@@ -35,15 +35,22 @@ asks a codec, and nothing else (no ``if venue == ...`` outside the codecs):
   is answered only by REST; a venue without a REST snapshot returns None and the
   request is not answered (its checksums or sequence numbers vouch for every
   update instead; a resubscribe would be a resync, not a verification).
-* **Symbols**: :meth:`Codec.normalized` gives ``"BASE-QUOTE"`` for the venue's
-  spelling (:func:`split_quote` for venues that glue them, like Binance).
+* **Symbols**: :meth:`Codec.normalized` gives the instrument's normalized name for
+  the venue's spelling, always through the one rule :func:`instrument_name`:
+  ``BASE-QUOTE`` (spot), ``BASE-QUOTE-PERP`` (perpetual), ``BASE-QUOTE-YYYYMMDD``
+  (dated future; ``BASE-QUOTE-YYYYM`` with the month's letter when the venue names
+  only the month).  The codec reads kind and expiry from its own spelling and
+  market (:func:`split_pair` for venues that glue base and quote, like Binance;
+  :func:`expiry_yymmdd` and friends for the dates); a spelling it cannot read is
+  returned as spelled, never split wrongly, so two instruments never share a name.
 
 :class:`VenueDefaults` gives a codec the defaults (one URL path, no keep-alive,
-REST resync through ``snapshot_url``, quote-suffix normalization).
+REST resync through ``snapshot_url``, quote-suffix normalization of spot names).
 """
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Sequence
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
@@ -63,6 +70,17 @@ __all__ = [
     "SyncRule",
     "VenueDefaults",
     "QUOTES",
+    "NO_USD_QUOTES",
+    "SPOT",
+    "PERPETUAL",
+    "FUTURE",
+    "MONTH_CODES",
+    "Expiry",
+    "expiry_yymmdd",
+    "expiry_ddmmmyy",
+    "expiry_month_code",
+    "instrument_name",
+    "split_pair",
     "split_quote",
 ]
 
@@ -197,34 +215,137 @@ class Codec(Protocol):
         ...
 
     def normalized(self, symbol: str) -> str:
-        """The venue's symbol as ``"BASE-QUOTE"`` (the venue's own spelling is kept elsewhere)."""
+        """The instrument's normalized name (:func:`instrument_name`: ``BTC-USDT``,
+        ``BTC-USDT-PERP``, ``BTC-USD-20240628``); a spelling the codec cannot read, as spelled.
+        The venue's own spelling stays the symbol everywhere else."""
         ...
 
 
-#: Quote assets recognised at the end of a glued symbol, longest first (``BTCUSDT`` → BTC-USDT).
+#: Quote assets recognised at the end of a glued symbol (``BTCUSDT`` → BTC-USDT).
 QUOTES: tuple[str, ...] = tuple(
     sorted(
         (
-            "USDT", "USDC", "FDUSD", "TUSD", "BUSD", "USD", "EUR", "GBP", "TRY", "BRL", "JPY",
-            "AUD", "BTC", "ETH", "BNB", "DAI", "USDE", "PLN", "RON", "ZAR", "UAH", "MXN", "ARS",
+            "USDT", "USDC", "FDUSD", "TUSD", "BUSD", "USD", "EUR", "AEUR", "GBP", "TRY", "BRL",
+            "JPY", "AUD", "BTC", "ETH", "BNB", "DAI", "USDE", "PLN", "RON", "ZAR", "UAH", "MXN",
+            "ARS",
         ),
         key=len,
         reverse=True,
     )
 )  # fmt: skip
 
+#: The quotes of venues that list no plain-USD quote (Binance, Bybit spot and linear): without
+#: ``USD`` in the table, ``ETHBUSD``/``BTCTUSD``/``BTCFDUSD`` have one reading, not two.
+NO_USD_QUOTES: tuple[str, ...] = tuple(q for q in QUOTES if q != "USD")
 
-def split_quote(symbol: str, quotes: Sequence[str] = QUOTES) -> str:
-    """``"BTCUSDT"`` → ``"BTC-USDT"`` by the longest known quote suffix; unknown: the symbol as is.
+#: Instrument kinds of :func:`instrument_name`.
+SPOT, PERPETUAL, FUTURE = "spot", "perpetual", "future"
 
-    A suffix table is enough for the common quotes; a venue that lists its
-    instruments (Binance ``exchangeInfo``) is exact, this is its offline stand-in.
+#: The futures month letters (CME's, January first), as Bybit's ``BTCUSDM24`` (June 2024) uses them.
+MONTH_CODES = "FGHJKMNQUVXZ"
+
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+
+
+@attrs.frozen
+class Expiry:
+    """A dated future's expiry: a day, or only a month when the venue's name gives no day.
+
+    ``str()`` is its part of the normalized name: ``20240628`` (ISO 8601 basic, so names sort
+    by expiry), or ``2024M`` (year and month letter) when ``day`` is None: Bybit's
+    ``BTCUSDM24`` says June 2024 and nothing more, and a guessed day would be a false fact.
+    """
+
+    year: int
+    month: int
+    day: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        datetime.date(self.year, self.month, self.day or 1)  # ValueError: no such day or month
+
+    def __str__(self) -> str:
+        if self.day is None:
+            return f"{self.year:04d}{MONTH_CODES[self.month - 1]}"
+        return f"{self.year:04d}{self.month:02d}{self.day:02d}"
+
+
+def _expiry(year: int, month: int, day: int | None) -> Expiry | None:
+    try:
+        return Expiry(year, month, day)
+    except ValueError:
+        return None
+
+
+def expiry_yymmdd(text: str) -> Expiry | None:
+    """``"240628"`` → 2024-06-28 (Binance ``BTCUSDT_240628``, OKX ``BTC-USD-240628``); None: not one."""
+    if len(text) != 6 or not text.isascii() or not text.isdigit():
+        return None
+    return _expiry(2000 + int(text[:2]), int(text[2:4]), int(text[4:]))
+
+
+def expiry_ddmmmyy(text: str) -> Expiry | None:
+    """``"28JUN24"`` → 2024-06-28 (Bybit ``BTC-28JUN24``); None: not one."""
+    t = text.upper()
+    if len(t) != 7 or not (t[:2] + t[5:]).isdigit() or not t.isascii() or t[2:5] not in _MONTHS:
+        return None
+    return _expiry(2000 + int(t[5:]), _MONTHS.index(t[2:5]) + 1, int(t[:2]))
+
+
+def expiry_month_code(letter: str, yy: str) -> Expiry | None:
+    """``("M", "24")`` → June 2024, no day (Bybit inverse ``BTCUSDM24``); None: not one."""
+    if len(letter) != 1 or letter not in MONTH_CODES or len(yy) != 2 or not yy.isdigit():
+        return None
+    return _expiry(2000 + int(yy), MONTH_CODES.index(letter) + 1, None)
+
+
+def instrument_name(base: str, quote: str, kind: str = SPOT, expiry: Expiry | None = None) -> str:
+    """The one normalized instrument name: ``BTC-USDT``, ``BTC-USDT-PERP``, ``BTC-USD-20240628``.
+
+    cryptofeed's shape (its users join on these): ``-`` separated, spot ``BASE-QUOTE``,
+    perpetual ``BASE-QUOTE-PERP``; a dated future ends in its :class:`Expiry` (cryptofeed
+    writes ``24M28``; we write ``20240628``: sortable, needs no month table, and one
+    spelling per day where cryptofeed's day is sometimes unpadded).  Distinct
+    (base, quote, kind, expiry) give distinct names.
+
+    Raises:
+        ValueError: an empty base or quote, one holding ``-``, an unknown kind, or an
+            expiry given to a non-future (or missing from a future): our misuse.
+    """
+    for asset in (base, quote):
+        if not asset or "-" in asset:
+            raise ValueError(f"an asset is a non-empty name without '-', not {asset!r}")
+    pair = f"{base.upper()}-{quote.upper()}"
+    if (kind == FUTURE) != (expiry is not None):
+        raise ValueError(f"an expiry goes with kind {FUTURE!r} only (got {kind!r}, {expiry!r})")
+    if kind == SPOT:
+        return pair
+    if kind == PERPETUAL:
+        return f"{pair}-PERP"
+    if kind == FUTURE:
+        return f"{pair}-{expiry}"
+    raise ValueError(f"unknown instrument kind {kind!r}; one of {SPOT}, {PERPETUAL}, {FUTURE}")
+
+
+def split_pair(symbol: str, quotes: Sequence[str] = QUOTES) -> tuple[str, str] | None:
+    """``"BTCUSDT"`` → ``("BTC", "USDT")`` by its known quote suffix; None: no single reading.
+
+    A suffix table is enough for the common quotes; a venue that lists its instruments
+    (Binance ``exchangeInfo``) is exact, this is its offline stand-in.  A name that ends
+    in two of ``quotes`` (``ETHBUSD`` with ``USD`` and ``BUSD`` in the table: ETH-BUSD or
+    ETHB-USD) is left unsplit, never guessed.  What it cannot know: a quote it does not list
+    that ends in one it does (hence ``AEUR`` beside ``EUR``).
     """
     s = symbol.upper()
-    for q in quotes:
-        if len(s) > len(q) and s.endswith(q):
-            return f"{s[: -len(q)]}-{q}"
-    return s
+    found = [q for q in quotes if len(s) > len(q) and s.endswith(q)]
+    if len(found) != 1 or "-" in s:
+        return None
+    return s[: -len(found[0])], found[0]
+
+
+def split_quote(symbol: str, quotes: Sequence[str] = QUOTES) -> str:
+    """``"BTCUSDT"`` → ``"BTC-USDT"``: a glued spot name normalized; unknown: the symbol as is."""
+    pair = split_pair(symbol, quotes)
+    return instrument_name(*pair) if pair else symbol.upper()
 
 
 class VenueDefaults:
@@ -249,6 +370,7 @@ class VenueDefaults:
         return RestResync(url) if url else None
 
     def normalized(self, symbol: str) -> str:
+        """A glued spot name (``BTCUSDT`` → ``BTC-USDT``); override for other markets."""
         return split_quote(symbol)
 
 

@@ -16,7 +16,17 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from engine.codecs.base import ConnLimits, VenueDefaults, split_quote
+from engine.codecs.base import (
+    FUTURE,
+    NO_USD_QUOTES,
+    PERPETUAL,
+    ConnLimits,
+    VenueDefaults,
+    expiry_yymmdd,
+    instrument_name,
+    split_pair,
+    split_quote,
+)
 
 __all__ = ["CHANNELS", "FUTURES_PATHS", "SpotOutbound", "FuturesOutbound", "DeliveryOutbound"]
 
@@ -99,9 +109,12 @@ class SpotOutbound(VenueDefaults):
         """Binance spot's published weight of ``/api/v3/depth``."""
         return 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
 
+    #: the quotes of the venue's glued names (Binance lists no plain-USD quote; Binance.US does)
+    quotes: tuple[str, ...] = NO_USD_QUOTES
+
     def normalized(self, symbol: str) -> str:
         """``BTCUSDT`` → ``BTC-USDT`` by quote suffix (offline stand-in for ``exchangeInfo``)."""
-        return split_quote(symbol)
+        return split_quote(symbol, self.quotes)
 
 
 class FuturesOutbound(SpotOutbound):
@@ -140,6 +153,10 @@ class FuturesOutbound(SpotOutbound):
         """Binance futures' published weight of ``/fapi/v1/depth``."""
         return 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
 
+    def normalized(self, symbol: str) -> str:
+        """USD-M: ``BTCUSDT`` → ``BTC-USDT-PERP``; ``BTCUSDT_240628`` → ``BTC-USDT-20240628``."""
+        return _contract_name(symbol, self.quotes, None)
+
     def streams_by_path(self, streams: Sequence[str]) -> dict[str, list[str]]:
         """Group streams by URL path: open one connection per key (order kept)."""
         out: dict[str, list[str]] = {}
@@ -167,10 +184,29 @@ class FuturesOutbound(SpotOutbound):
         return f"{base}/stream?streams={'/'.join(streams)}"
 
 
+def _contract_name(symbol: str, quotes: tuple[str, ...], perp_suffix: str | None) -> str:
+    """A Binance futures symbol's normalized name: ``GLUED[_TAIL]``, the tail ``YYMMDD`` (a
+    dated future) or ``perp_suffix`` (a perpetual; None: the bare glued name is one)."""
+    s = symbol.upper()
+    glued, sep, tail = s.partition("_")
+    pair = split_pair(glued, quotes)
+    if pair is None:
+        return s
+    if (tail if sep else None) == perp_suffix:
+        return instrument_name(*pair, PERPETUAL)
+    expiry = expiry_yymmdd(tail) if sep else None
+    return instrument_name(*pair, FUTURE, expiry) if expiry else s
+
+
 class DeliveryOutbound(FuturesOutbound):
     """COIN-M futures: ``/dapi/v1/depth``; every stream on one ``/stream`` path (no split)."""
 
     depth_path = "/dapi/v1/depth"
+
+    def normalized(self, symbol: str) -> str:
+        """COIN-M (quoted in USD): ``BTCUSD_PERP`` → ``BTC-USD-PERP``; ``BTCUSD_240628`` →
+        ``BTC-USD-20240628``; the bare ``BTCUSD`` is the index pair, not an instrument: as is."""
+        return _contract_name(symbol, ("USD",), "PERP")
 
     def streams_by_path(self, streams: Sequence[str]) -> dict[str, list[str]]:
         """One group: COIN-M serves every stream kind on the same URL path."""

@@ -60,6 +60,7 @@ from engine.codecs.base import (
     internal_reason,
 )
 from engine.codecs.binance_wire import MAX, Bad, json_object, levels, number
+from engine.codecs.bybit_symbols import inverse_name, linear_name, spot_name
 from engine.events import (
     BUY,
     SELL,
@@ -380,6 +381,9 @@ class BybitSpot(VenueDefaults):
             tuple(self.subscribe(book, 2 * request_id + 1)),
         )
 
+    def normalized(self, symbol: str) -> str:
+        return spot_name(symbol)
+
 
 class BybitLinear(BybitSpot):
     """Bybit v5 USDT/USDC perpetuals and futures (``--exchange bybit-linear``)."""
@@ -388,6 +392,9 @@ class BybitLinear(BybitSpot):
     category = "linear"
     ws_base = "wss://stream.bybit.com/v5/public/linear"
 
+    def normalized(self, symbol: str) -> str:
+        return linear_name(symbol)
+
 
 class BybitInverse(BybitSpot):
     """Bybit v5 inverse contracts (``--exchange bybit-inverse``); quantities are contracts."""
@@ -395,6 +402,9 @@ class BybitInverse(BybitSpot):
     name = "bybit-inverse"
     category = "inverse"
     ws_base = "wss://stream.bybit.com/v5/public/inverse"
+
+    def normalized(self, symbol: str) -> str:
+        return inverse_name(symbol)
 
 
 # --------------------------------------------------------------------------- outbound (server)

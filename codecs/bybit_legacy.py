@@ -43,6 +43,7 @@ from engine.codecs.base import (
     internal_reason,
 )
 from engine.codecs.binance_wire import MAX, VMAX, Bad, number
+from engine.codecs.bybit_symbols import inverse_name
 from engine.events import (
     BUY,
     SELL,
@@ -114,6 +115,10 @@ class BybitLegacy(VenueDefaults):
     def __init__(self, name: str | None = None) -> None:
         if name is not None:
             self.name = name
+
+    def normalized(self, symbol: str) -> str:
+        """The realtime endpoint carried inverse contracts: ``BTCUSD`` → ``BTC-USD-PERP``."""
+        return inverse_name(symbol)
 
     def decode(
         self, seq: int, recv_ns: int, kind: str, source: str, payload: bytes

@@ -54,6 +54,7 @@ from engine.codecs.base import (
     SyncRule,
     VenueDefaults,
     decode_error,
+    instrument_name,
     internal_reason,
 )
 from engine.codecs.binance_wire import MAX, PRICE_MEMO_MAX, Bad, json_object, levels, number
@@ -288,8 +289,11 @@ class CoinbaseCodec(VenueDefaults):
         )
 
     def normalized(self, symbol: str) -> str:
-        """Coinbase product ids are already ``BASE-QUOTE``."""
-        return symbol.upper()
+        """Spot product ids are already ``BASE-QUOTE``; any other (Advanced Trade's futures,
+        ``BIT-28JUN24-CDE``) as spelled."""
+        s = symbol.upper()
+        parts = s.split("-")
+        return instrument_name(parts[0], parts[1]) if len(parts) == 2 and all(parts) else s
 
 
 class CoinbaseExchange(CoinbaseCodec):

@@ -41,8 +41,9 @@ from engine.codecs.base import (
     Resubscribe,
     VenueDefaults,
     decode_error,
+    instrument_name,
     internal_reason,
-    split_quote,
+    split_pair,
 )
 from engine.num import decimals_of, render
 from engine.timefmt import format_ns, parse_epoch_s, parse_iso
@@ -138,10 +139,10 @@ def normalized(symbol: str) -> str:
     (a glued name, as the simulator's ``BTCUSDT``, is split by its quote suffix)."""
     base, sep, quote = symbol.upper().partition("/")
     if not sep:
-        base, sep, quote = split_quote(symbol).partition("-")
-        if not sep:
-            return symbol.upper()
-    return f"{_ASSETS.get(base, base)}-{_ASSETS.get(quote, quote)}"
+        base, quote = split_pair(symbol) or ("", "")
+    if not base or not quote or "-" in base + quote:
+        return symbol.upper()
+    return instrument_name(_ASSETS.get(base, base), _ASSETS.get(quote, quote))
 
 
 def token_decimals(token: str) -> int:

@@ -56,12 +56,16 @@ import msgspec
 import orjson
 
 from engine.codecs.base import (
+    FUTURE,
+    PERPETUAL,
     ConnLimits,
     KeepAlive,
     Resubscribe,
     SyncRule,
     VenueDefaults,
     decode_error,
+    expiry_yymmdd,
+    instrument_name,
     internal_reason,
 )
 from engine.codecs.binance_wire import MAX, Bad, json_object, levels, number
@@ -464,9 +468,18 @@ class Okx(VenueDefaults):
         )
 
     def normalized(self, symbol: str) -> str:
-        """``BTC-USDT`` → ``BTC-USDT``; ``UNI-USD-SWAP``, ``BTC-USD-220527`` → their ``BASE-QUOTE``."""
-        parts = symbol.upper().split("-")
-        return "-".join(parts[:2]) if len(parts) >= 2 else symbol.upper()
+        """instId → name: spot ``BTC-USDT`` as is; ``UNI-USD-SWAP`` → ``UNI-USD-PERP``;
+        ``BTC-USD-220527`` → ``BTC-USD-20220527``; options and the unknown as spelled."""
+        s = symbol.upper()
+        parts = s.split("-")
+        if len(parts) not in (2, 3) or not all(parts):
+            return s
+        if len(parts) == 2:
+            return instrument_name(parts[0], parts[1])
+        if parts[2] == "SWAP":
+            return instrument_name(parts[0], parts[1], PERPETUAL)
+        expiry = expiry_yymmdd(parts[2])
+        return instrument_name(parts[0], parts[1], FUTURE, expiry) if expiry else s
 
     # ..................................................................... outbound (server)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from engine.codecs.base import Codec
+from engine.codecs.base import QUOTES, Codec
 from engine.codecs.binance import BinanceFutures, BinanceSpot
 from engine.codecs.binance_urls import DeliveryOutbound
 from engine.codecs.bybit import BybitInverse, BybitLinear, BybitSpot
@@ -33,6 +33,7 @@ class BinanceUS(BinanceSpot):
     name = "binance-us"
     ws_base = "wss://stream.binance.us:9443"
     rest_base = "https://api.binance.us"
+    quotes = QUOTES  # Binance.US lists USD pairs (BTCUSD)
 
 
 class BinanceTR(BinanceSpot):

@@ -291,4 +291,4 @@ def test_venue_variants():
         assert c.ws_url(c.ws_base, ["orderbook.50.BTCUSDT"]) == c.ws_base
         assert c.sync_rule == "bybit"
     assert get_codec("bybit").normalized("BTCUSDT") == "BTC-USDT"
-    assert get_codec("bybit-inverse").normalized("BTCUSD") == "BTC-USD"
+    assert get_codec("bybit-inverse").normalized("BTCUSD") == "BTC-USD-PERP"

@@ -402,7 +402,7 @@ def test_client_messages_and_urls():
     ]  # fmt: skip
     assert c.resync("XRP-USDT", streams, c.rest_base, 400, 9) is None
     assert [c.normalized(s) for s in ("BTC-USDT", "UNI-USD-SWAP", "BTC-USD-220527")] == [
-        "BTC-USDT", "UNI-USD", "BTC-USD",
+        "BTC-USDT", "UNI-USD-PERP", "BTC-USD-20220527",
     ]  # fmt: skip
     assert c.ws_url(c.ws_base, streams) == WS
     assert (
