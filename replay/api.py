@@ -61,6 +61,7 @@ from typing import Any, TypeAlias
 import attrs
 import pyarrow as pa
 
+from engine.codecs.registry import get_codec
 from engine.journal.location import Where, as_path
 from engine.journal.reader import JournalReader, frames_of, read_segment
 from engine.journal.schema import Frame
@@ -155,6 +156,13 @@ class Journal:
                 seen = {getattr(ev, "symbol", None) for ev in self._events(_Filter())}
                 self._symbols = sorted(s for s in seen if isinstance(s, str) and s)
         return list(self._symbols)
+
+    @property
+    def normalized(self) -> dict[str, str]:
+        """Each symbol (the venue's spelling) → its cross-venue name: ``BASE-QUOTE`` spot,
+        ``BASE-QUOTE-PERP`` perpetual, ``BASE-QUOTE-YYYYMMDD`` dated future (README, Symbols)."""
+        codec = get_codec(self.exchange)
+        return {s: codec.normalized(s) for s in self.symbols}
 
     @property
     def span(self) -> Span | None:

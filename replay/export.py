@@ -474,7 +474,8 @@ def export_journal(
     _place(as_path(journal_dir), out, replace)
     wanted = frozenset(s.upper() for s in symbols) if symbols else None
     with staged(out) as stage:
-        writers = {name: PartitionedWriter(stage, name, row_group_rows) for name in TABLES}
+        name_of = replay.pipeline.codec.normalized
+        writers = {name: PartitionedWriter(stage, name, row_group_rows, name_of) for name in TABLES}
         ex = _Exporter(replay, writers, wanted, top, interval_ns)
         try:
             ex.run()

@@ -329,9 +329,16 @@ def _schema(name: str, fields: Iterable[tuple[str, pa.DataType]]) -> pa.Schema:
     )
 
 
+#: The last column of every table: the symbol's cross-venue name (``BTCUSDT`` on binance-futures
+#: → ``BTC-USDT-PERP``: engine.codecs.base.instrument_name), so a join across venues is one join;
+#: the venue's spelling is the ``symbol`` partition column
+NORMALIZED = ("normalized", _STR)
+
 #: Every table's file schema (the hive partition columns ``symbol`` and ``date`` are in the path).
 TABLES: dict[str, pa.Schema] = {
-    name: _schema(name, [c[:2] for c in ROWS[name]] if name in ROWS else _OTHER[name])
+    name: _schema(
+        name, [*([c[:2] for c in ROWS[name]] if name in ROWS else _OTHER[name]), NORMALIZED]
+    )
     for name in _ORDER
 }
 
@@ -372,8 +379,15 @@ class PartitionedWriter:
     """
 
     def __init__(
-        self, out: str | os.PathLike[str], name: str, row_group_rows: int = ROW_GROUP_ROWS
+        self,
+        out: str | os.PathLike[str],
+        name: str,
+        row_group_rows: int = ROW_GROUP_ROWS,
+        normalized: Callable[[str], str] = str,
     ) -> None:
+        #: a symbol's :data:`NORMALIZED` name (the venue codec's ``normalized``)
+        self.name_of = normalized
+        self.names: dict[str | None, tuple[str | None]] = {None: (None,)}
         self.root = table_dir(out, name)
         self.schema = TABLES[name]
         self.row_group_rows = row_group_rows
@@ -382,14 +396,18 @@ class PartitionedWriter:
         self.total = 0
 
     def add(self, symbol: str | None, ns: int, row: tuple[Any, ...]) -> None:
-        """Append ``row`` (the schema's columns) to ``symbol``'s partition of the day of ``ns``."""
+        """Append ``row`` (the schema's columns but :data:`NORMALIZED`, added here) to ``symbol``'s
+        partition of the day of ``ns``."""
         day = ns // _DAY_NS
         cur = self.open.get(symbol)
         if cur is None or cur[0] != day:
             if cur is not None:
                 self.total += cur[1].close()
             cur = self.open[symbol] = (day, self._writer(symbol, _day(ns)))
-        cur[1].add(row)
+        name = self.names.get(symbol)
+        if name is None:
+            name = self.names[symbol] = (self.name_of(symbol),)  # type: ignore[arg-type]
+        cur[1].add(row + name)
 
     def _writer(self, symbol: str | None, date: str) -> TableWriter:
         sym = NO_SYMBOL if symbol is None else symbol

@@ -499,9 +499,12 @@ def summarize(
     c = pipeline.counters
     wanted = [s.upper() for s in symbols] if symbols else symbols_of(pipeline)
     per: dict[str, Any] = {}
+    name = getattr(pipeline.codec, "normalized", None)
     for sym in wanted:
         t = tallies.get(sym, Tally())
         per[sym] = {
+            # the venue's spelling is the key; the one cross-venue name beside it
+            "normalized": sym if name is None else name(sym),
             "trades": trades_summary(pipeline, sym),
             "candles": candles_summary(pipeline, sym),
             "book": book_summary(pipeline, sym),

@@ -166,6 +166,7 @@ def test_trades_equal_the_decoded_trades_exactly(journal: Path, exported: Path) 
                     "txn_time": None if t.txn_ms is None else t.txn_ms * 10**6,
                     "trade_id": t.trade_id, "first_id": t.first_id, "last_id": t.last_id,
                     "agg": t.agg, "side": t.side, "price": dec(t.price), "qty": dec(t.qty),
+                    "normalized": "BTC-USDT" if t.symbol == "BTCUSDT" else "ETH-USDT",
                     "symbol": t.symbol,
                 }
             )  # fmt: skip
@@ -306,8 +307,8 @@ def test_alert_rows_are_generic_and_exact(tmp_path: Path) -> None:
     a = SpikeAlert(7, 123, "large_trade", "BTCUSDT", 99, num.parse("2.5"), num.ONE, num.UNIT, "x")
     b = SpikeAlert(8, 124, "spread", "BTCUSDT", None, 35, 20, "bps", "y")
     w = TableWriter(tmp_path / "alerts.parquet", TABLES["alerts"], row_group_rows=1)
-    w.add(_alert_row(7, a))
-    w.add(_alert_row(8, b))
+    w.add((*_alert_row(7, a), "BTC-USDT"))  # the last column: the normalized name
+    w.add((*_alert_row(8, b), "BTC-USDT"))
     assert w.close() == 2
     rows = pl.read_parquet(tmp_path / "alerts.parquet").to_dicts()
     assert [r["value"] for r in rows] == [Decimal("2.5"), Decimal(35)]

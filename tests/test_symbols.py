@@ -271,3 +271,37 @@ def test_the_rule_is_one_to_one(a, b):
 @given(text=st.text(max_size=24) | st.from_regex(r"[A-Za-z0-9]{0,8}[-_/][A-Z0-9]{0,8}"))
 def test_any_text_gives_a_name_never_an_error(venue, text):
     assert isinstance(get_codec(venue).normalized(text), str)
+
+
+# --------------------------------------------------------------------------- where a user sees it
+
+
+def test_replay_json_the_api_and_every_export_table_carry_the_normalized_name(tmp_path):
+    """USD-M's BTCUSDT is a perpetual: the name says so wherever a symbol is reported."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import engine
+    from engine.replay.export import TABLES, export_journal, read_table
+
+    futures = Path(__file__).resolve().parent.parent / "fixtures" / "journals" / "binance-futures"
+    j = engine.open(futures)
+    assert j.normalized and all(
+        name == f"{s[:-4]}-USDT-PERP" for s, name in j.normalized.items()
+    ), j.normalized
+    rep = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "engine.cli", "replay", str(futures), "--json"],
+            capture_output=True, text=True, check=True, timeout=120,
+        ).stdout
+    )  # fmt: skip
+    assert {s: v["normalized"] for s, v in rep["symbols"].items()} == j.normalized
+    export_journal(futures, tmp_path / "x")
+    for name in TABLES:
+        t = read_table(tmp_path / "x", name)
+        assert t.schema.names[-3:] == ["normalized", "symbol", "date"] or t.num_rows == 0, name
+        for sym, norm in zip(t.column("symbol").to_pylist(), t.column("normalized").to_pylist(),
+                             strict=True):  # fmt: skip
+            assert norm == (None if sym == "_" else j.normalized[sym]), (name, sym, norm)
