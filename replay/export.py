@@ -31,9 +31,11 @@ Tables (``OUT/table=<name>/symbol=<S>/date=<YYYY-MM-DD>/part-<k>.parquet``)::
     errors       every decode error (seq, source, reason, excerpt of the payload)
                  and every local ``error`` frame of the journal (connection, REST)
     book_ticker, ticker, kline
-                 the exchange's own streams (bookTicker, 24hrTicker, kline) as decoded,
+                 the exchange's own streams (bookTicker, 24 h ticker, kline) as decoded,
                  duplicates from overlapping connections dropped (a row whose update
-                 id, or event time, is not beyond its series' highest seen)
+                 id, or event time, is not beyond its series' highest seen); a ticker
+                 column a venue does not send is null, and a ticker delta's row is
+                 the full ticker merged from it (:mod:`engine.tickers`)
 
 ``book_top`` at time T is the state "at T" of :mod:`engine.replay.replay`
 (every frame with ``recv_ns <= T`` folded), for every boundary T from the
@@ -334,6 +336,8 @@ class _Exporter:
                 if self.select[ev.agg].select(self.selections[ev.agg], ev) is not None:
                     w["trades"].add(sym, ev.recv_ns, self.rows["trades"](ev))
                 # else: counted in the kind's selection state (duplicates, untimed)
+            elif tp is Ticker24h and ev.partial:
+                pass  # a delta: its row is the merged ticker, an output (engine.tickers)
             elif self.fresh(ev):
                 name = _EVENT_TABLE[tp]
                 w[name].add(sym, ev.recv_ns, self.rows[name](ev))
@@ -347,6 +351,9 @@ class _Exporter:
                 w["book_events"].add(sym, o.recv_ns, _book_event_row(seq, o))
             elif tp.__name__ == "CandleClosed":
                 w["candles"].add(sym, o.recv_ns, self.candle_row(o))
+            elif tp is Ticker24h:  # a full ticker merged from a delta
+                if self.fresh(o):
+                    w["ticker"].add(sym, o.recv_ns, self.rows["ticker"](o))
             elif is_alert(o) or tp.__name__ == "KlineMismatch":
                 w["alerts"].add(sym, o.recv_ns, _alert_row(seq, o))
 
