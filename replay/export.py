@@ -201,10 +201,14 @@ _EVENT_TABLE: dict[type, str] = {
 }
 #: The exchange's streams: where each row sits in its series (symbol, and interval for
 #: klines) and the key that runs forward in it (a row not beyond the series' highest
-#: key is a duplicate from an overlapping connection).
-_STREAM_KEY: dict[type, Callable[[Any], tuple[tuple[Any, ...], int | None]]] = {
+#: key is a duplicate from an overlapping connection).  A ticker's key is its time and
+#: then its last trade id: Coinbase sends a ticker per trade, several in one millisecond.
+_STREAM_KEY: dict[type, Callable[[Any], tuple[tuple[Any, ...], Any]]] = {
     BookTicker: lambda e: ((BookTicker, e.symbol), e.update_id),
-    Ticker24h: lambda e: ((Ticker24h, e.symbol), e.exch_ms),
+    Ticker24h: lambda e: (
+        (Ticker24h, e.symbol),
+        None if e.exch_ms is None else (e.exch_ms, -1 if e.last_id is None else e.last_id),
+    ),
     Kline: lambda e: ((Kline, e.symbol, e.interval), e.exch_ms),
 }
 _BOOK_OUTPUTS = frozenset(getattr(book_outputs, n) for n in book_outputs.__all__)
@@ -235,7 +239,7 @@ class _Exporter:
         self.selections = {agg: sel.initial() for agg, sel in self.select.items()}
         self.diff_hi: dict[str, int] = {}
         self.dup_diffs = 0
-        self.stream_hi: dict[tuple[Any, ...], int] = {}
+        self.stream_hi: dict[tuple[Any, ...], Any] = {}
         self.dup_streams = 0
         self.next_t: int | None = None
         self.last_recv: int | None = None
