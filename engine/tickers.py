@@ -15,7 +15,8 @@ are the delta's, ``exch_ms`` too when it has one) and the merged, full ticker
 (``partial`` False) is the output — what ``engine export``'s ``ticker`` table
 and any consumer of full tickers read.  A delta with no full ticker before it
 (a journal or a slice that starts mid-stream) cannot be completed: it is
-counted (``unmerged``), not guessed.  The pipeline has this reducer only for
+counted (``unmerged``), not guessed.  ``engine replay --json`` shows both
+counts and the last full ticker per symbol (``symbols.S.tickers``).  The pipeline has this reducer only for
 codecs whose ``ticker_deltas`` is true (:mod:`engine.assembly`).
 
 Must not: read a clock, do I/O, invent a field, or raise on any event.
@@ -45,8 +46,8 @@ class TickerMergeState:
     """Per symbol the last full ticker; how many deltas were merged and how many could not be."""
 
     last: dict[str, Ticker24h] = attrs.Factory(dict)
-    merged: int = 0
-    unmerged: int = 0
+    merged: dict[str, int] = attrs.Factory(dict)
+    unmerged: dict[str, int] = attrs.Factory(dict)
 
 
 def merge(base: Ticker24h, delta: Ticker24h) -> Ticker24h:
@@ -70,25 +71,36 @@ class TickerMerge:
         if not ev.partial:
             state.last[ev.symbol] = ev
             return state, NO_OUTPUTS
-        base = state.last.get(ev.symbol)
+        sym = ev.symbol
+        base = state.last.get(sym)
         if base is None:
-            state.unmerged += 1
+            state.unmerged[sym] = state.unmerged.get(sym, 0) + 1
             return state, NO_OUTPUTS
-        full = state.last[ev.symbol] = merge(base, ev)
-        state.merged += 1
+        full = state.last[sym] = merge(base, ev)
+        state.merged[sym] = state.merged.get(sym, 0) + 1
         return state, (full,)
+
+    def symbol_summary(self, state: TickerMergeState, symbol: str) -> dict[str, Any] | None:
+        """Deltas merged / not mergeable and the last full ticker's time (replay summaries)."""
+        last = state.last.get(symbol)
+        if last is None and symbol not in state.unmerged:
+            return None
+        return {
+            "deltas_merged": state.merged.get(symbol, 0),
+            "deltas_unmerged": state.unmerged.get(symbol, 0),
+            "last_exch_ms": None if last is None else last.exch_ms,
+        }
 
     def snapshot(self, state: TickerMergeState) -> Any:
         return {
             "last": [serde.dump(t) for t in state.last.values()],
-            "merged": state.merged,
-            "unmerged": state.unmerged,
+            "merged": dict(state.merged),
+            "unmerged": dict(state.unmerged),
         }
 
     def restore(self, data: Any) -> TickerMergeState:
         last = [serde.load(d) for d in data["last"]]
         if not all(type(t) is Ticker24h for t in last):
             raise ValueError("not a TickerMerge checkpoint: 'last' must hold Ticker24h")
-        return TickerMergeState(
-            {t.symbol: t for t in last}, int(data["merged"]), int(data["unmerged"])
-        )
+        counts = [{str(k): int(v) for k, v in data[n].items()} for n in ("merged", "unmerged")]
+        return TickerMergeState({t.symbol: t for t in last}, *counts)
