@@ -417,3 +417,46 @@ def test_engine_run_sim_captures_each_venues_tickers(tmp_path, venue, channels, 
     chk = subprocess.run([sys.executable, "-m", "engine.cli", "replay", str(out), "--check"],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert chk.returncode == 0, chk.stdout[-2000:] + chk.stderr[-2000:]
+
+
+KRAKEN_TICKER = (
+    b'{"channel":"ticker","type":"update","data":[{"symbol":"BTC/USD","bid":63428.1,'
+    b'"bid_qty":0.25,"ask":63428.2,"ask_qty":1.5,"last":63428.2,"volume":1234.56789012,'
+    b'"vwap":63012.7,"low":62000.0,"high":64000.0,"change":-120.5,"change_pct":-0.19}]}'
+)
+TICKER_FRAMES = (
+    [(Okx(), p) for p in frames_of(OKX_RAW) if b'"channel":"tickers"' in p and b'"data"' in p][:4]
+    + [(BybitSpot(), SPOT_SNAPSHOT), (BybitLinear(), LINEAR_SNAPSHOT),
+       (BybitLinear(), LINEAR_DELTA), (KrakenV2(), KRAKEN_TICKER)]
+    + [(CoinbaseExchange(), f.payload) for f in JournalReader(COINBASE).frames()
+       if b'"type":"ticker"' in f.payload][:3]
+)  # fmt: skip
+OK = (Ticker24h, BookTicker, StreamSequence, DecodeError)
+
+
+@given(st.sampled_from(TICKER_FRAMES), st.data())
+def test_mutated_tickers_never_raise(frame, data):
+    codec, payload = frame
+    f = bytearray(payload)
+    for _ in range(data.draw(st.integers(1, 4))):
+        f[data.draw(st.integers(0, len(f) - 1))] = data.draw(st.integers(0, 255))
+    evs = codec.decode(1, 2, "text", "x", bytes(f))
+    assert evs and all(type(e) in OK for e in evs)
+
+
+@given(st.sampled_from(TICKER_FRAMES), st.data())
+def test_a_ticker_field_deleted_or_retyped_is_a_ticker_or_a_decode_error(frame, data):
+    codec, payload = frame
+    msg = json.loads(payload)
+    item = msg["data"][0] if isinstance(msg.get("data"), list) else msg.get("data", msg)
+    key = data.draw(st.sampled_from(sorted(item)))
+    new = data.draw(st.sampled_from([None, 1, -1, "", "x", [], {}, True, "1e400", "-0.5"]))
+    if new is None:
+        del item[key]
+    else:
+        item[key] = new
+    evs = codec.decode(1, 2, "text", "x", json.dumps(msg).encode())
+    assert evs and all(type(e) in OK for e in evs)
+    for e in evs:  # whatever decodes is exact: never a float's rounding
+        if type(e) is Ticker24h:
+            assert all(type(v) is int for v in values(e).values() if v is not None)
