@@ -412,11 +412,11 @@ class CoinbaseExchange(CoinbaseCodec):
             return [Heartbeat(seq, recv_ns, "heartbeat", hb_ms)]
         if t is _Ticker:
             tk_ms = None if m.time is None else iso_ms(m.time, "time")
-            tid = None if m.trade_id is None else int_id(m.trade_id, "trade_id")
+            last_tid = None if m.trade_id is None else int_id(m.trade_id, "trade_id")
             fields = msgspec.structs.asdict(m)
             return [
                 decode_ticker(
-                    seq, recv_ns, m.product_id, tk_ms, fields, _TICKER, "ticker", last_id=tid
+                    seq, recv_ns, m.product_id, tk_ms, fields, _TICKER, "ticker", last_id=last_tid
                 )
             ]
         if t is _Subscriptions:

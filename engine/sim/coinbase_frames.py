@@ -95,7 +95,15 @@ class _Frames:
     def kline(self, symbol: str, e: int, c: CandleSums, closed: bool) -> None:
         return None
 
-    def ticker(self, *a: object) -> None:
+    def ticker(
+        self,
+        symbol: str,
+        e: int,
+        day: CandleSums,
+        prev_close: int,
+        last_qty: int,
+        top: tuple[int, int, int, int],
+    ) -> bytes | None:
         return None
 
 
