@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import base64
 import importlib
-import json
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
 import cattrs
-import orjson
+import msgspec
 
 from engine import events as _events
 from engine.book import Book
@@ -211,29 +210,27 @@ def load(d: dict[str, Any]) -> Any:
     return conv.structure(d, cls)
 
 
+#: the marker older files carry before a document with ints wider than 64 bits (read still)
 _BIG = b'{"bigints":true,'
+_ENCODE = msgspec.json.encode
+_DECODE = msgspec.json.decode
 
 
 def dumps_json(doc: dict[str, Any]) -> bytes:
     """Compact JSON of a dict, exact for every int.
 
-    orjson (fast) when every int fits in 64 bits.  Exact products such as a
-    trade notional (price × qty in 1e-36 units) can exceed that; orjson cannot
-    write them and would read them back as floats, so such a document is
-    written by the stdlib encoder with a leading ``"bigints": true`` key that
-    :func:`loads_json` recognises by prefix.
+    msgspec writes and reads Python ints of any width exactly.  At 18 decimals
+    nearly every price and every exact product (a trade notional, price × qty
+    in 1e-36 units) exceeds 64 bits, which orjson cannot write: documents used
+    to go through the stdlib encoder behind a ``"bigints": true`` marker
+    (``bench/serde.py`` prints both); files written that way still load.
     """
-    try:
-        return orjson.dumps(doc)
-    except TypeError:
-        return json.dumps({"bigints": True, **doc}, separators=(",", ":")).encode()
+    return _ENCODE(doc)
 
 
 def loads_json(raw: bytes) -> dict[str, Any]:
-    """Inverse of :func:`dumps_json` (the ``bigints`` marker key is removed)."""
+    """Inverse of :func:`dumps_json` (an older file's ``bigints`` marker key is removed)."""
+    d: dict[str, Any] = _DECODE(raw)
     if raw.startswith(_BIG):
-        d: dict[str, Any] = json.loads(raw)
         del d["bigints"]
-        return d
-    out: dict[str, Any] = orjson.loads(raw)
-    return out
+    return d

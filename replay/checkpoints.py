@@ -31,11 +31,9 @@ hash of the codec name and every reducer's configuration ``repr``: a
 checkpoint from another journal or another reducer set/configuration is never
 restored (it would silently give a different state).
 
-JSON: :func:`engine.serde.dumps_json` — orjson when every int fits in 64 bits;
-the trade notional (price×qty at 1e-36) can exceed that, and orjson reads big
-ints back as *floats*, so such a checkpoint is written with the stdlib encoder
-behind a leading ``"bigints": true`` marker that :func:`engine.serde.loads_json`
-recognises.
+JSON: :func:`engine.serde.dumps_json` (msgspec: exact for ints of any width, as the
+18-decimal prices and the trade notional at 1e-36 need); checkpoints written with the
+older ``"bigints": true`` marker still load.
 
 Retention (bounded count, documented for users): the newest ``keep_recent``
 checkpoints are always kept; older ones are thinned to at most ``keep_old`` by

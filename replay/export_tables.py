@@ -38,7 +38,6 @@ kept: a timestamp[ns] column holds the same 64-bit value, and
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Context, Decimal
@@ -107,8 +106,8 @@ def decimals(values: Sequence[int | None]) -> pa.Array:
 
 
 def json_text(output: Any) -> str:
-    """The output as plain JSON text: the stdlib encoder keeps >64-bit ints (notionals) exact."""
-    return json.dumps(serde.dump(output), separators=(",", ":"))
+    """The output as plain JSON text, exact for >64-bit ints (:func:`engine.serde.dumps_json`)."""
+    return serde.dumps_json(serde.dump(output)).decode()
 
 
 # =============================================================== the single-file writer

@@ -150,6 +150,28 @@ async def test_a_ping_flood_past_its_own_close_is_answered_and_survived(
     assert_typed(cap, frames, caplog)
 
 
+async def test_frames_arriving_keep_a_connection_whose_pong_is_late_then_silence_is_a_stall(
+    tmp_path: Path, caplog: Any
+) -> None:
+    """A pong is read in order behind the frames before it: while frames arrive, the peer is
+    alive and dropping it would lose what the kernel holds; once nothing arrives, it stalled."""
+    caplog.set_level(logging.WARNING)
+    async with serving(hostile.play_deaf_talker) as srv:
+        cap, frames = await run_capture(
+            tmp_path,
+            srv.ws_url,
+            lambda c: c.status.errors["stalled"] >= 1,
+            ping_interval_s=0.05,
+            ping_timeout_s=0.2,
+        )
+    first = [f for f in frames if f.conn == 1]
+    data = [f for f in first if f.kind == "text" and f.dir == "in"]
+    (err,) = [f for f in first if f.kind == "error"]
+    assert len(data) == hostile.DEAF_TALKER_FRAMES  # the talking 1.5 s never counted as a stall
+    assert b"stalled" in err.payload and err.seq > data[-1].seq
+    assert_typed(cap, frames, caplog)
+
+
 async def test_text_frames_that_are_not_utf8_are_journaled_exactly_as_flagged_binary(
     tmp_path: Path, caplog: Any
 ) -> None:

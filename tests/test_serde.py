@@ -76,7 +76,7 @@ def test_decoded_real_shapes_roundtrip():
 # The encoding of a derived-field output, a nested one, a Book and bytes, exactly as recorded
 # outputs and checkpoints hold it (before and after the converter was built from one table).
 _PINNED = [
-    '{"bigints":true,"seq":5,"recv_ns":6,"symbol":"BTCUSDT","as_of_ms":1000,"last_price":4200000000,'
+    '{"seq":5,"recv_ns":6,"symbol":"BTCUSDT","as_of_ms":1000,"last_price":4200000000,'
     '"count":2,"volume":300000000,"buy_volume":100000000,"notional":7000000000000000000000000,'
     '"windows":[{"window_ms":60000,"count":2,"volume":300000000,"buy_volume":100000000,'
     '"notional":7000000000000000000000000,"vwap":23333333333333333}],"sell_volume":200000000,'
@@ -158,3 +158,11 @@ def test_the_build_knows_every_registered_class_of_the_engine():
         for code in (every, alone)
     ]
     assert got[0] == got[1] and "RotateRequest" in got[0]
+
+
+def test_documents_written_with_the_older_bigints_marker_still_load():
+    """Outputs journals and checkpoints of earlier versions put ``"bigints": true`` first."""
+    doc = {"frame_seq": 3, "output": {"price": 65_000 * 10**18, "notional": 10**40 + 7}}
+    old = b'{"bigints":true,' + serde.dumps_json(doc)[1:]
+    assert serde.loads_json(old) == doc
+    assert serde.loads_json(serde.dumps_json(doc)) == doc

@@ -575,20 +575,51 @@ class Connections:
         return c.limiter
 
     async def _pinger(self, c: Conn, ws: Any) -> None:
-        """Own pings (through the limiter: pings count) under fail_after: a stall is detected in time."""
+        """Own pings (through the limiter: pings count), each awaited by :meth:`_await_pong`."""
         cfg = self.config
         n = 0
         while True:
             await trio.sleep(cfg.ping_interval_s)
             await self._limiter(c).acquire()
             n += 1
+            await self._await_pong(c, ws, struct.pack("!Q", n))
+
+    async def _await_pong(self, c: Conn, ws: Any, payload: bytes) -> None:
+        """Wait for the pong of ``payload``; the connection has stalled only when neither the
+        pong nor any frame arrived for ``ping_timeout_s``.
+
+        A pong is read in order behind the frames sent before it.  When we read slower
+        than the venue sends (a loaded machine, a burst), frames keep arriving while the
+        pong waits behind them: that connection is alive, and closing it would discard
+        every frame the kernel still holds for it.  A dead peer or path sends nothing.
+        """
+        cfg = self.config
+        answered = trio.Event()
+        closed: list[WsClosed] = []
+
+        async def ping() -> None:
             try:
-                with trio.fail_after(cfg.ping_timeout_s):
-                    await ws.ping(struct.pack("!Q", n))
-            except trio.TooSlowError:
-                raise StalledConnection(f"ping unanswered for {cfg.ping_timeout_s} s") from None
+                await ws.ping(payload)
             except WsClosed as exc:
-                raise closed_error(exc) from None
+                closed.append(exc)
+            answered.set()
+
+        stalled = False
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ping)
+            seen = c.frames
+            while not answered.is_set():
+                with trio.move_on_after(cfg.ping_timeout_s):
+                    await answered.wait()
+                if not answered.is_set() and c.frames == seen:
+                    stalled = True
+                    nursery.cancel_scope.cancel()
+                    break
+                seen = c.frames
+        if stalled:
+            raise StalledConnection(f"ping unanswered for {cfg.ping_timeout_s} s")
+        if closed:
+            raise closed_error(closed[0]) from None
 
     async def _watchdog(self, c: Conn) -> None:
         """No data frame for ``stale_after_s`` ⇒ stale (server pings do not reach get_message)."""

@@ -57,7 +57,8 @@ class StaleConnection(CaptureTimeout):
 
 
 class StalledConnection(CaptureTimeout):
-    """Our own ping went unanswered within ``ping_timeout_s``: the peer (or the path) is dead."""
+    """Our own ping went unanswered, and nothing else arrived, for ``ping_timeout_s``: the peer
+    (or the path) is dead."""
 
     kind = "stalled"
 

@@ -193,6 +193,23 @@ async def play_invalid_utf8(stream: trio.SocketStream, served: Served) -> None:
         await trio.sleep(0.05)
 
 
+#: what play_deaf_talker sends before it falls silent
+DEAF_TALKER_FRAMES = 60
+
+
+async def play_deaf_talker(stream: trio.SocketStream, served: Served) -> None:
+    """Never answers a ping (reads and drops them), but sends a data frame every 25 ms — as a
+    pong queued behind frames the client has not read yet looks — then falls silent, the
+    socket left open (a dead path)."""
+    await handshake(stream, served)
+    async with trio.open_nursery() as n:
+        n.start_soon(drain, stream)
+        for i in range(DEAF_TALKER_FRAMES):
+            await send(stream, served, frame(0x1, data_frame(i)))
+            await trio.sleep(0.025)
+        await trio.sleep_forever()
+
+
 #: the payloads play_invalid_utf8 sends that are not UTF-8, in order
 INVALID_PAYLOADS = [
     b'{"bad":"\xff\xfe in the handshake write"}',
