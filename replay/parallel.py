@@ -425,7 +425,9 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
             n_workers=workers or 1,
             processes=True,
             threads_per_worker=1,
-            dashboard_address=None,
+            # any free port: with None the scheduler still takes 8787 for its HTTP routes and
+            # only warns (an error under the tests) when another cluster on the host holds it
+            dashboard_address=":0",
             silence_logs=logging.ERROR,
         ) as cluster,
         Client(cluster) as client,
