@@ -38,6 +38,26 @@ Decisions worth knowing:
   false`` a SubscriptionError (code 0: Bybit sends only ``ret_msg``).  Pongs
   (spot: ``"op":"ping"`` with ``ret_msg "pong"``; linear/inverse ``"op":"pong"``
   with the server time) are :class:`~engine.events.Heartbeat` ``"pong"``.
+* **Tickers** (``tickers.{SYMBOL}``) → :class:`~engine.events.Ticker24h`:
+  ``lastPrice`` → ``last_price``, ``prevPrice24h`` → ``open_price`` (the price
+  24 h ago), ``highPrice24h``/``lowPrice24h``, ``volume24h`` → ``volume``
+  (base currency on spot/linear, contracts on inverse), ``turnover24h`` →
+  ``quote_volume`` (spot/linear; on inverse it is in the base coin, which the
+  model has no field for: None), ``bid1Price``/``bid1Size``/``ask1Price``/
+  ``ask1Size`` → the best bid/ask and sizes (linear/inverse only), ``ts`` →
+  ``exch_ms``.  Not sent, so None: ``last_qty``, ``vwap``, ``price_change``
+  (Bybit sends only the ratio ``price24hPcnt``), times, trade ids, ``count``.
+  Not kept: mark/index prices, funding, open interest, ``price24hPcnt``.
+  Spot sends snapshots only; linear/inverse send one ``snapshot`` and then
+  ``delta`` messages with the changed fields only: a delta is a Ticker24h with
+  ``partial=True`` whose None fields are unchanged.  Merging it into the
+  symbol's last full ticker needs memory across frames, which a codec must
+  not keep (a replay may start at any checkpoint), so the merge is a reducer,
+  :class:`engine.tickers.TickerMerge` (in the pipeline of the codecs with
+  :attr:`BybitSpot.ticker_deltas`), whose output is the full ticker.  No
+  :class:`~engine.events.BookTicker`: the ticker's best bid/ask carry no
+  ``u`` of the book topic, and the book reducer compares a BookTicker with the
+  book at its update id.
 * Unknown topics and messages are DecodeErrors (counted, never silently dropped).
 """
 
@@ -61,6 +81,7 @@ from engine.codecs.base import (
 )
 from engine.codecs.binance_wire import MAX, Bad, json_object, levels, number
 from engine.codecs.bybit_symbols import inverse_name, linear_name, spot_name
+from engine.codecs.ticker_wire import decode_ticker
 from engine.events import (
     BUY,
     SELL,
@@ -70,6 +91,7 @@ from engine.events import (
     Side,
     SubscriptionAck,
     SubscriptionError,
+    Ticker24h,
     Trade,
 )
 
@@ -82,6 +104,7 @@ __all__ = [
     "trades_frame",
     "reply_frame",
     "pong_frame",
+    "ticker_frame",
 ]
 
 Id = Annotated[int, msgspec.Meta(ge=0, le=MAX)]
@@ -96,7 +119,28 @@ CHANNELS: dict[str, str] = {
     "depth200": "orderbook.200",
     "depth1000": "orderbook.1000",
     "trade": "publicTrade",
+    "ticker": "tickers",
+    "tickers": "tickers",
 }
+#: Ticker24h field → Bybit ``tickers`` key (module docstring); spot sends no bid1/ask1
+_TICKER: dict[str, str] = {
+    "last_price": "lastPrice", "open_price": "prevPrice24h", "high_price": "highPrice24h",
+    "low_price": "lowPrice24h", "volume": "volume24h", "quote_volume": "turnover24h",
+    "bid_price": "bid1Price", "bid_qty": "bid1Size", "ask_price": "ask1Price",
+    "ask_qty": "ask1Size",
+}  # fmt: skip
+#: per category: inverse's ``turnover24h`` is in the base coin, not the quote currency;
+#: spot sends no best bid/ask
+_TICKER_OF = {
+    "linear": _TICKER,
+    "inverse": {k: v for k, v in _TICKER.items() if k != "quote_volume"},
+    "spot": {k: v for k, v in _TICKER.items() if not k.startswith(("bid", "ask"))},
+}
+
+
+def _ticker_fields(category: str) -> dict[str, str]:
+    return _TICKER_OF.get(category, _TICKER)
+
 
 _BOOK_PREFIX = b'{"topic":"orderbook.'
 
@@ -194,6 +238,8 @@ class BybitSpot(VenueDefaults):
         streams_in_url=False, max_per_subscribe=10, max_per_conn=200, control_per_window=10
     )
     keepalive = KeepAlive(b'{"op":"ping"}', 20.0)
+    #: tickers come as snapshot + deltas (linear/inverse): the pipeline merges them
+    ticker_deltas = False
 
     def __init__(self, name: str | None = None) -> None:
         if name is not None:
@@ -240,6 +286,8 @@ class BybitSpot(VenueDefaults):
                 return self._orderbook(seq, recv_ns, _convert(obj, _Book, topic[:60]))
             if topic.startswith("publicTrade."):
                 return self._trades(seq, recv_ns, _convert(obj, _Trades, topic[:60]))
+            if topic.startswith("tickers."):
+                return [self._ticker(seq, recv_ns, topic, obj)]
             raise Bad(f"unknown topic {topic[:60]!r}")
         if "op" in obj:
             return self._reply(seq, recv_ns, _convert(obj, _Reply, "control reply"))
@@ -298,6 +346,24 @@ class BybitSpot(VenueDefaults):
                 )
             )
         return out
+
+    def _ticker(self, seq: int, recv_ns: int, topic: str, m: dict[str, Any]) -> Ticker24h:
+        symbol = topic.partition(".")[2]
+        d = m.get("data")
+        if not isinstance(d, dict) or d.get("symbol") != symbol:
+            raise Bad(f"{topic[:60]}: 'data' must be an object whose symbol is the topic's")
+        typ = m.get("type")
+        if typ not in ("snapshot", "delta"):
+            raise Bad(f"{topic[:60]}: unknown type {str(typ)[:40]!r} (expected snapshot or delta)")
+        ts = m.get("ts")
+        if ts is not None and (
+            isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= MAX
+        ):
+            raise Bad(f"{topic[:60]}: 'ts' must be a millisecond time, got {ts!r:.40}")
+        return decode_ticker(
+            seq, recv_ns, symbol, ts, d, _ticker_fields(self.category), "data",
+            partial=typ == "delta",
+        )  # fmt: skip
 
     def _reply(self, seq: int, recv_ns: int, r: _Reply) -> list[Any]:
         rid = _request_id(r.req_id)
@@ -390,6 +456,7 @@ class BybitLinear(BybitSpot):
 
     name = "bybit-linear"
     category = "linear"
+    ticker_deltas = True
     ws_base = "wss://stream.bybit.com/v5/public/linear"
 
     def normalized(self, symbol: str) -> str:
@@ -401,6 +468,7 @@ class BybitInverse(BybitSpot):
 
     name = "bybit-inverse"
     category = "inverse"
+    ticker_deltas = True
     ws_base = "wss://stream.bybit.com/v5/public/inverse"
 
     def normalized(self, symbol: str) -> str:
@@ -485,6 +553,32 @@ def trades_frame(
     return orjson.dumps(
         {"topic": f"publicTrade.{trades[0].symbol}", "type": "snapshot", "ts": ts, "data": data}
     )
+
+
+def ticker_frame(ev: Ticker24h, category: str, px_dec: int, qty_dec: int) -> bytes:
+    """The ``tickers.<symbol>`` frame of a ticker: a ``delta`` when ``ev.partial``, else a snapshot.
+
+    Prices at ``px_dec`` decimals, sizes and volumes at ``qty_dec`` (turnover at
+    both summed: price × size needs them); the fields ``ev`` lacks are left out.
+
+    Raises:
+        ValueError: a value that needs more decimals than given (it would not be exact).
+    """
+    fields = _ticker_fields(category)
+    data: dict[str, Any] = {"symbol": ev.symbol}
+    for f, key in fields.items():
+        v = getattr(ev, f)
+        if v is not None:
+            dec = qty_dec if f in ("volume", "bid_qty", "ask_qty") else px_dec
+            data[key] = num.render(v, px_dec + qty_dec if f == "quote_volume" else dec)
+    msg: dict[str, Any] = {
+        "topic": f"tickers.{ev.symbol}",
+        "type": "delta" if ev.partial else "snapshot",
+        "data": data,
+    }
+    if ev.exch_ms is not None:
+        msg["ts"] = ev.exch_ms
+    return orjson.dumps(msg)
 
 
 def reply_frame(op: str, request_id: int | str | None, success: bool, ret_msg: str = "") -> bytes:

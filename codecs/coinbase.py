@@ -29,10 +29,18 @@ Decisions worth knowing:
   counts the product's whole *full* channel: its steps exceed 1 by design, so
   it is never a gap signal.  ``trade_id`` continuity per product is
   (:class:`engine.sequence_gaps.TradeIds`, a reducer: the codec only decodes the numbers).
-* **No event** (recognized, decoded to nothing; the frame stays journaled):
-  ``ticker`` (its 24 h figures lack what :class:`~engine.events.Ticker24h`
-  holds: VWAP, quote volume, trade count; its last trade repeats the match).
-  ``heartbeat`` is a :class:`~engine.events.Heartbeat` (keep-alive traffic).
+* **Ticker** (``ticker``) → :class:`~engine.events.Ticker24h`: ``price`` →
+  ``last_price``, ``last_size`` → ``last_qty``, ``open_24h`` → ``open_price``,
+  ``high_24h``/``low_24h``, ``volume_24h`` → ``volume`` (base currency),
+  ``best_bid``/``best_ask`` (and ``best_bid_size``/``best_ask_size``, which
+  the feed added after 2021) → the best bid/ask and sizes, ``time`` →
+  ``exch_ms``, ``trade_id`` → ``last_id`` (the last trade's id).  Not sent, so
+  None: ``vwap``, ``quote_volume``, ``price_change``, the window's times,
+  ``first_id``, ``count``.  Not kept: ``volume_30d``, ``side`` (the ``match``
+  stream has the trade itself), ``sequence`` (not a gap signal, below).  No
+  :class:`~engine.events.BookTicker`: level2 books carry no update id a best
+  bid/ask could be compared at.
+* ``heartbeat`` is a :class:`~engine.events.Heartbeat` (keep-alive traffic).
   Any other ``type`` is a DecodeError.
 * ``subscriptions`` → :class:`~engine.events.SubscriptionAck` with the
   subscribed streams (``"<channel>:<product>"``); ``error`` →
@@ -58,6 +66,7 @@ from engine.codecs.base import (
     internal_reason,
 )
 from engine.codecs.binance_wire import MAX, PRICE_MEMO_MAX, Bad, json_object, levels, number
+from engine.codecs.ticker_wire import decode_ticker, encode_fields
 from engine.events import (
     BUY,
     SELL,
@@ -67,6 +76,7 @@ from engine.events import (
     Heartbeat,
     SubscriptionAck,
     SubscriptionError,
+    Ticker24h,
     Trade,
 )
 from engine.timefmt import format_ns, parse_iso
@@ -92,7 +102,7 @@ CHANNELS: dict[str, str] = {
     "level2_batch": "book snapshot + l2update, 50 ms batches (public)",
     "level2": "book snapshot + l2update (authenticated since 2023)",
     "matches": "trades (match, last_match)",
-    "ticker": "last trade and 24 h figures (no event)",
+    "ticker": "last trade, best bid/ask and 24 h figures (Ticker24h)",
     "heartbeat": "one heartbeat a second per product (no event)",
 }
 
@@ -189,15 +199,36 @@ class _LastMatch(_Match, tag="last_match", gc=False):
     pass
 
 
-class _Quiet(msgspec.Struct, gc=False):  # ticker, heartbeat: recognized, no event
+class _Ticker(msgspec.Struct, tag="ticker", gc=False):
+    product_id: str
+    price: str | None = None
+    last_size: str | None = None
+    open_24h: str | None = None
+    high_24h: str | None = None
+    low_24h: str | None = None
+    volume_24h: str | None = None
+    best_bid: str | None = None
+    best_bid_size: str | None = None
+    best_ask: str | None = None
+    best_ask_size: str | None = None
+    time: str | None = None
+    trade_id: int | None = None
+    sequence: int | None = None
+
+
+#: the ticker fields that are sizes or volumes (the rest are prices)
+_QTY_FIELDS = frozenset({"last_qty", "volume", "bid_qty", "ask_qty"})
+#: Ticker24h field → the Exchange feed's ``ticker`` key (module docstring)
+_TICKER = {
+    "last_price": "price", "last_qty": "last_size", "open_price": "open_24h",
+    "high_price": "high_24h", "low_price": "low_24h", "volume": "volume_24h",
+    "bid_price": "best_bid", "bid_qty": "best_bid_size", "ask_price": "best_ask",
+    "ask_qty": "best_ask_size",
+}  # fmt: skip
+
+
+class _Heartbeat(msgspec.Struct, tag="heartbeat", gc=False):
     product_id: str | None = None
-
-
-class _Ticker(_Quiet, tag="ticker", gc=False):
-    pass
-
-
-class _Heartbeat(_Quiet, tag="heartbeat", gc=False):
     time: str | None = None
 
 
@@ -384,7 +415,14 @@ class CoinbaseExchange(CoinbaseCodec):
             hb_ms = None if m.time is None else iso_ms(m.time, "time")
             return [Heartbeat(seq, recv_ns, "heartbeat", hb_ms)]
         if t is _Ticker:
-            return []
+            tk_ms = None if m.time is None else iso_ms(m.time, "time")
+            last_tid = None if m.trade_id is None else int_id(m.trade_id, "trade_id")
+            fields = msgspec.structs.asdict(m)
+            return [
+                decode_ticker(
+                    seq, recv_ns, m.product_id, tk_ms, fields, _TICKER, "ticker", last_id=last_tid
+                )
+            ]
         if t is _Subscriptions:
             streams: list[str] = []
             for c in m.channels:
@@ -482,6 +520,25 @@ class CoinbaseExchange(CoinbaseCodec):
                 "time": ms_iso(trade.txn_ms if trade.txn_ms is not None else trade.exch_ms),
             }
         )
+
+    @staticmethod
+    def encode_ticker(
+        ticker: Ticker24h, sequence: int, decimals: tuple[int, int] | None = None
+    ) -> bytes:
+        """The ``ticker`` frame of ``ticker`` (the fields it holds; prices at ``decimals[0]``,
+        sizes and volumes at ``decimals[1]``, else minimal)."""
+        pd, qd = decimals or (None, None)
+        msg: dict[str, Any] = {"type": "ticker", "sequence": sequence}
+        msg["product_id"] = ticker.symbol
+        qty_fields = {k: v for k, v in _TICKER.items() if k in _QTY_FIELDS}
+        msg.update(encode_fields(ticker, {k: v for k, v in _TICKER.items() if k not in _QTY_FIELDS},
+                                 lambda u: text(u, pd)))  # fmt: skip
+        msg.update(encode_fields(ticker, qty_fields, lambda u: text(u, qd)))
+        if ticker.exch_ms is not None:
+            msg["time"] = ms_iso(ticker.exch_ms)
+        if ticker.last_id is not None:
+            msg["trade_id"] = ticker.last_id
+        return orjson.dumps(msg)
 
     @staticmethod
     def encode_subscriptions(streams: Sequence[str]) -> bytes:

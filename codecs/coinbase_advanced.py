@@ -29,8 +29,16 @@ Decisions worth knowing:
   ``trade_id`` order (the feed lists the newest first), so the trade
   selection sees them ascend.
 * ``heartbeats`` decode to their StreamSequence and a :class:`~engine.events.Heartbeat`;
-  ``ticker``/``candles``
-  and other channels are not decoded (DecodeError "unknown channel").
+  ``candles`` and other channels are not decoded (DecodeError "unknown channel").
+* ``ticker`` (and ``ticker_batch``): its StreamSequence, then one
+  :class:`~engine.events.Ticker24h` per ``tickers`` item (snapshot and update
+  items are both whole tickers): ``price`` → ``last_price``, ``volume_24_h``
+  → ``volume``, ``low_24_h``/``high_24_h``, ``best_bid``/``best_bid_quantity``/
+  ``best_ask``/``best_ask_quantity`` → the best bid/ask and sizes, the
+  frame's ``timestamp`` → ``exch_ms``.  Not sent, so None: ``last_qty``,
+  ``open_price``, ``vwap``, ``quote_volume``, ``price_change`` (only the
+  percentage ``price_percent_chg_24_h``, not kept, nor the 52-week range),
+  times, trade ids, ``count``.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ import orjson
 from engine.codecs.base import SyncRule
 from engine.codecs.binance_wire import PRICE_MEMO_MAX, Bad, number
 from engine.codecs.coinbase import CoinbaseCodec, int_id, iso_ms, ms_iso, split_streams, text
+from engine.codecs.ticker_wire import decode_ticker, encode_fields
 from engine.events import (
     BUY,
     SELL,
@@ -54,6 +63,7 @@ from engine.events import (
     StreamSequence,
     SubscriptionAck,
     SubscriptionError,
+    Ticker24h,
     Trade,
 )
 
@@ -66,9 +76,21 @@ CHANNELS: dict[str, str] = {
     "level2": "book snapshot + updates (frames of channel l2_data)",
     "market_trades": "trades",
     "heartbeats": "one a second per connection: keeps quiet channels open",
+    "ticker": "last price, best bid/ask and 24 h figures (Ticker24h)",
+    "ticker_batch": "the ticker every 5 s (Ticker24h)",
 }
 #: the channel a frame says it is (``"channel"``) → the channel it was subscribed as
-_SUBSCRIBED_AS = {"l2_data": "level2", "market_trades": "market_trades", "heartbeats": "heartbeats"}
+_SUBSCRIBED_AS = {
+    "l2_data": "level2", "market_trades": "market_trades", "heartbeats": "heartbeats",
+    "ticker": "ticker", "ticker_batch": "ticker_batch",
+}  # fmt: skip
+#: Ticker24h field → Advanced Trade ``tickers`` item key (module docstring)
+_TICKER = {
+    "last_price": "price", "volume": "volume_24_h", "low_price": "low_24_h",
+    "high_price": "high_24_h", "bid_price": "best_bid", "bid_qty": "best_bid_quantity",
+    "ask_price": "best_ask", "ask_qty": "best_ask_quantity",
+}  # fmt: skip
+_QTY_FIELDS = frozenset({"volume", "bid_qty", "ask_qty"})
 
 _BID_SIDES = frozenset(("bid", "buy"))
 _ASK_SIDES = frozenset(("offer", "ask", "sell"))
@@ -125,6 +147,9 @@ class CoinbaseAdvanced(CoinbaseCodec):
         elif ch == "market_trades":
             for i, ev in enumerate(f.events):
                 out.extend(self._trades(seq, recv_ns, ev, f"events[{i}]"))
+        elif ch == "ticker" or ch == "ticker_batch":
+            for i, ev in enumerate(f.events):
+                out.extend(self._tickers(seq, recv_ns, ms, ev, f"events[{i}]"))
         elif ch == "subscriptions":
             streams: list[str] = []
             for ev in f.events:
@@ -214,6 +239,19 @@ class CoinbaseAdvanced(CoinbaseCodec):
                 )
             )  # fmt: skip
         out.sort(key=lambda t: t.trade_id)
+        return out
+
+    @staticmethod
+    def _tickers(seq: int, recv_ns: int, ms: int | None, ev: Any, where: str) -> list[Ticker24h]:
+        items = ev.get("tickers") if isinstance(ev, dict) else None
+        if not isinstance(items, list):
+            raise Bad(f"{where}: 'tickers' must be a list")
+        out: list[Ticker24h] = []
+        for j, it in enumerate(items):
+            w = f"{where}.tickers[{j}]"
+            if not isinstance(it, dict) or not isinstance(it.get("product_id"), str):
+                raise Bad(f"{w}: an object with a product_id")
+            out.append(decode_ticker(seq, recv_ns, it["product_id"], ms, it, _TICKER, w))
         return out
 
     # ..................................................................... what a client sends
@@ -313,6 +351,30 @@ class CoinbaseAdvanced(CoinbaseCodec):
         ms = max((t.txn_ms or t.exch_ms or 0) for t in trades) if trades else None
         kind = "snapshot" if snapshot else "update"
         return cls._envelope("market_trades", sequence_num, ms, [{"type": kind, "trades": rows}])
+
+    @classmethod
+    def encode_tickers(
+        cls,
+        tickers: Sequence[Ticker24h],
+        sequence_num: int,
+        decimals: tuple[int, int] | None = None,
+        snapshot: bool = False,
+        channel: str = "ticker",
+    ) -> bytes:
+        """One ``ticker`` frame of ``tickers`` (the fields each holds; the frame's time is the
+        first one's ``exch_ms``)."""
+        pd, qd = decimals or (None, None)
+        prices = {f: k for f, k in _TICKER.items() if f not in _QTY_FIELDS}
+        sizes = {f: k for f, k in _TICKER.items() if f in _QTY_FIELDS}
+        rows = []
+        for t in tickers:
+            row: dict[str, Any] = {"type": "ticker", "product_id": t.symbol}
+            row.update(encode_fields(t, prices, lambda u: text(u, pd)))
+            row.update(encode_fields(t, sizes, lambda u: text(u, qd)))
+            rows.append(row)
+        ms = tickers[0].exch_ms if tickers else None
+        kind = "snapshot" if snapshot else "update"
+        return cls._envelope(channel, sequence_num, ms, [{"type": kind, "tickers": rows}])
 
     @classmethod
     def encode_heartbeat(cls, sequence_num: int, counter: int, ms: int) -> bytes:

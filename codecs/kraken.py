@@ -32,7 +32,14 @@ Decisions worth knowing:
   the one it subscribes with and stamps on every snapshot.
 * **Trades**: ``side`` is the taker's (the aggressor), ``trade_id`` Kraken's.
   **Ticker** becomes a BookTicker (best bid/ask and their quantities) whose
-  ``update_id`` is its ``seq``, never compared with a book at another moment.
+  ``update_id`` is its ``seq``, never compared with a book at another moment;
+  when the item carries 24 h figures it also becomes a
+  :class:`~engine.events.Ticker24h`: ``last`` → ``last_price``, ``volume``
+  (24 h, base currency), ``vwap`` (24 h), ``low``/``high`` → ``low_price``/
+  ``high_price``, ``change`` → ``price_change`` (signed), ``bid``/``bid_qty``/
+  ``ask``/``ask_qty``, ``timestamp`` (where sent) → ``exch_ms``.  Not sent, so
+  None: ``last_qty``, ``open_price``, ``quote_volume``, times, trade ids,
+  ``count``; ``change_pct`` is not kept.
 * The ``instrument`` channel is read (a frame is not an error) but yields no
   event: the precision comes from the book itself (above).
 * **Unknown but well-formed messages are errors** (counted), as for Binance.
@@ -57,6 +64,7 @@ from engine.codecs.kraken_book import (
     max_decimals,
     ms_iso,
 )
+from engine.codecs.ticker_wire import decode_ticker, encode_fields, json_token
 from engine.events import (
     BUY,
     SELL,
@@ -67,6 +75,7 @@ from engine.events import (
     Side,
     SubscriptionAck,
     SubscriptionError,
+    Ticker24h,
     Trade,
 )
 from engine.num import render
@@ -84,6 +93,14 @@ __all__ = [
 CHANNELS = ("book", "trade", "ticker")
 _QUIET_CHANNELS = frozenset({"status", "instrument"})
 _SIDES: dict[object, Side] = {"buy": BUY, "sell": SELL}
+#: Ticker24h field → v2 ``ticker`` key (module docstring)
+_TICKER = {
+    "last_price": "last", "volume": "volume", "vwap": "vwap", "low_price": "low",
+    "high_price": "high", "price_change": "change", "bid_price": "bid", "bid_qty": "bid_qty",
+    "ask_price": "ask", "ask_qty": "ask_qty",
+}  # fmt: skip
+#: the keys that make an item a 24 h ticker too (not only a best bid/offer)
+_DAY_KEYS = ("last", "volume", "vwap", "low", "high", "change")
 
 
 class KrakenV2(KrakenCodec):
@@ -150,7 +167,7 @@ class KrakenV2(KrakenCodec):
         if channel == "trade":
             return [self._trade(seq, recv_ns, d) for d in data]
         if channel == "ticker":
-            return [self._ticker(seq, recv_ns, d) for d in data]
+            return [ev for d in data for ev in self._ticker(seq, recv_ns, d)]
         raise Bad(f"unknown channel {str(channel)[:40]!r}")
 
     def _book(self, seq: int, recv_ns: int, snapshot: bool, d: Any) -> Any:
@@ -214,11 +231,20 @@ class KrakenV2(KrakenCodec):
             tid,
         )
 
-    def _ticker(self, seq: int, recv_ns: int, d: Any) -> BookTicker:
+    def _ticker(self, seq: int, recv_ns: int, d: Any) -> list[Any]:
         if not isinstance(d, dict) or not isinstance(d.get("symbol"), str):
             raise Bad("ticker: each data item is an object with a symbol")
         sym = d["symbol"]
         where = f"ticker {sym[:20]}"
+        bbo = self._bbo(seq, recv_ns, sym, where, d)
+        if not any(d.get(k) is not None for k in _DAY_KEYS):
+            return [bbo]
+        ts = d.get("timestamp")
+        ms = None if ts is None else iso_ms(ts, f"{where} timestamp")
+        return [bbo, decode_ticker(seq, recv_ns, sym, ms, d, _TICKER, where, parse=json_token)]
+
+    @staticmethod
+    def _bbo(seq: int, recv_ns: int, sym: str, where: str, d: dict[str, Any]) -> BookTicker:
         return BookTicker(
             seq,
             recv_ns,
@@ -310,15 +336,24 @@ def encode_trades(trades: Sequence[Trade], pd: int, qd: int) -> bytes:
     return _ENC.encode({"channel": "trade", "type": "update", "data": data})
 
 
-def encode_ticker(ev: BookTicker, pd: int, qd: int) -> bytes:
-    """The v2 ticker frame of a best bid/offer (only bid/ask and their quantities)."""
-    item = {
-        "symbol": ev.symbol,
-        "bid": _tok(ev.bid_price, pd),
-        "bid_qty": _tok(ev.bid_qty, qd),
-        "ask": _tok(ev.ask_price, pd),
-        "ask_qty": _tok(ev.ask_qty, qd),
-    }
+def encode_ticker(ev: BookTicker, pd: int, qd: int, day: Ticker24h | None = None) -> bytes:
+    """The v2 ticker frame of a best bid/offer, with the 24 h figures of ``day`` if given
+    (prices at ``pd`` decimals, quantities and volume at ``qd``; bid/ask are ``ev``'s)."""
+    item: dict[str, Any] = {"symbol": ev.symbol}
+    if day is not None:
+        qty_keys = {"volume", "bid_qty", "ask_qty"}
+        item.update(encode_fields(day, {f: k for f, k in _TICKER.items() if k not in qty_keys},
+                                  lambda u: _tok(u, pd)))  # fmt: skip
+        item.update(encode_fields(day, {f: k for f, k in _TICKER.items() if k in qty_keys},
+                                  lambda u: _tok(u, qd)))  # fmt: skip
+        if day.exch_ms is not None:
+            item["timestamp"] = ms_iso(day.exch_ms)
+    item.update(
+        bid=_tok(ev.bid_price, pd),
+        bid_qty=_tok(ev.bid_qty, qd),
+        ask=_tok(ev.ask_price, pd),
+        ask_qty=_tok(ev.ask_qty, qd),
+    )
     return _ENC.encode({"channel": "ticker", "type": "update", "data": [item]})
 
 

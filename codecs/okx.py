@@ -35,10 +35,21 @@ Mapping (the sync rule is :class:`engine.book_sync.OkxRule`):
   :class:`BookSnapshot` (``origin="rest"``, ``depth`` the ``sz`` asked for);
   a non-zero ``code`` is a DecodeError with OKX's message.
 
+* ``tickers`` → :class:`Ticker24h` (one per data item; the fields OKX does not
+  send are None: ``vwap``, ``price_change``, ``open_ms``/``close_ms``, trade
+  ids and ``count``).  ``last`` → ``last_price``, ``lastSz`` → ``last_qty``,
+  ``open24h`` → ``open_price`` (the price 24 h ago), ``high24h``/``low24h``,
+  ``vol24h`` → ``volume`` (base currency on SPOT, contracts on SWAP/FUTURES),
+  ``bidPx``/``bidSz``/``askPx``/``askSz`` → ``bid_price``/``bid_qty``/
+  ``ask_price``/``ask_qty`` ("" = no best level: None), ``ts`` → ``exch_ms``.
+  ``volCcy24h`` is the quote currency volume only on SPOT (→ ``quote_volume``);
+  on derivatives it is in the base currency, which the model has no field for
+  (None, not mislabelled).  ``sodUtc0``/``sodUtc8`` are not kept.  No
+  :class:`BookTicker`: OKX's best bid/ask carry no book update id, and the book
+  reducer compares a BookTicker with the book at that id.
+
 Not decoded (a DecodeError names the channel, so an undecoded subscription is
-visible): ``tickers`` and the rest.  OKX's ticker carries no trade count,
-VWAP or update id, so neither :class:`Ticker24h` nor :class:`BookTicker` fits
-it without inventing fields.
+visible): every other channel.
 
 Numbers: prices and sizes are strings, parsed by :func:`engine.num.parse`
 (through the shared :func:`engine.codecs.binance_wire.number` and ``levels``
@@ -70,6 +81,7 @@ from engine.codecs.base import (
 )
 from engine.codecs.binance_wire import MAX, Bad, json_object, levels, number
 from engine.codecs.okx_checksum import text
+from engine.codecs.ticker_wire import decode_ticker, encode_fields
 from engine.events import (
     BUY,
     SELL,
@@ -79,6 +91,7 @@ from engine.events import (
     ServerShutdown,
     SubscriptionAck,
     SubscriptionError,
+    Ticker24h,
     Trade,
 )
 
@@ -90,8 +103,10 @@ CHANNELS: dict[str, str] = {
     "books-l2-tbt": "books-l2-tbt",
     "books50-l2-tbt": "books50-l2-tbt",
     "trades": "trades",
+    "tickers": "tickers",
     "depth": "books",
     "trade": "trades",
+    "ticker": "tickers",
 }
 #: OKX book channels → the depth OKX keeps in them (levels per side)
 BOOK_CHANNELS: dict[str, int] = {"books": 400, "books-l2-tbt": 400, "books50-l2-tbt": 50}
@@ -102,6 +117,13 @@ MAX_PER_CONN = 200
 #: OKX notice code: "the connection will soon be closed for a service upgrade"
 _NOTICE_UPGRADE = "64008"
 _SILENT_EVENTS = frozenset({"channel-conn-count", "channel-conn-count-error"})
+#: Ticker24h field → OKX ``tickers`` key (module docstring); SPOT adds ``volCcy24h``
+_TICKER: dict[str, str] = {
+    "last_price": "last", "last_qty": "lastSz", "open_price": "open24h",
+    "high_price": "high24h", "low_price": "low24h", "volume": "vol24h",
+    "bid_price": "bidPx", "bid_qty": "bidSz", "ask_price": "askPx", "ask_qty": "askSz",
+}  # fmt: skip
+_SPOT_TICKER = {**_TICKER, "quote_volume": "volCcy24h"}
 
 
 # --------------------------------------------------------------------------- wire shapes
@@ -173,6 +195,31 @@ def _pairs(raw: list[list[str]], side: str, prices: dict[str, int]) -> list[tupl
 
 def _level_text(levels_: Sequence[tuple[int, int]]) -> list[list[str]]:
     return [[text(p), text(q), "0", "1" if q else "0"] for p, q in levels_]
+
+
+def _inst_type(inst_id: str) -> str:
+    """OKX's instType from an instId's shape (``BTC-USDT`` spot, ``-SWAP``, else futures)."""
+    parts = inst_id.split("-")
+    return "SPOT" if len(parts) == 2 else "SWAP" if parts[-1] == "SWAP" else "FUTURES"
+
+
+def _tickers(seq: int, recv_ns: int, data: Any) -> list[Any]:
+    """The Ticker24h of each ``tickers`` data item (module docstring)."""
+    if not isinstance(data, list):
+        raise Bad("tickers: 'data' must be an array")
+    out: list[Any] = []
+    for i, d in enumerate(data):
+        where = f"tickers data[{i}]"
+        if not isinstance(d, dict) or not isinstance(d.get("instId"), str) or not d["instId"]:
+            raise Bad(f"{where}: an object with an instId")
+        inst = d["instId"]
+        ts = d.get("ts")
+        if not isinstance(ts, str):
+            raise Bad(f"{where}.ts: expected a millisecond time string")
+        kind = d.get("instType") or _inst_type(inst)
+        fields = _SPOT_TICKER if kind == "SPOT" else _TICKER
+        out.append(decode_ticker(seq, recv_ns, inst, _ms(ts, f"{where}.ts"), d, fields, where))
+    return out
 
 
 # --------------------------------------------------------------------------- codec
@@ -267,6 +314,8 @@ class Okx(VenueDefaults):
                 return self._book_events(seq, recv_ns, self._convert(obj, _BooksMsg, where))
             if ch in ("trades", "trades-all"):
                 return self._trade_events(seq, recv_ns, self._convert(obj, _TradesMsg, where))
+            if ch == "tickers":
+                return _tickers(seq, recv_ns, obj["data"])
             raise Bad(f"{where} is not decoded (no event type for it)")
         keys = ",".join(sorted(str(k)[:20] for k in obj)[:10])
         raise Bad(f"unknown message (no 'event' or 'arg'+'data'; keys {keys})")
@@ -488,6 +537,7 @@ class Okx(VenueDefaults):
 
         BookSnapshot (stream) / DepthDiff → a ``books`` message on ``channel``;
         BookSnapshot (rest) → a REST books body; Trade → a ``trades`` message;
+        Ticker24h → a ``tickers`` message (instType from the instId's shape);
         SubscriptionAck / SubscriptionError / ServerShutdown → their ``event``
         replies.  A DepthDiff with ``prev_id`` None is written the 2022 way
         (no seqId/prevSeqId; its ``ts`` is the id).
@@ -529,6 +579,13 @@ class Okx(VenueDefaults):
                 tr["count"] = str(event.last_id - event.first_id + 1)
             arg = {"channel": "trades", "instId": event.symbol}
             return orjson.dumps({"arg": arg, "data": [tr]})
+        if t is Ticker24h:
+            kind = _inst_type(event.symbol)
+            tk: dict[str, Any] = {"instType": kind, "instId": event.symbol}
+            tk.update(encode_fields(event, _SPOT_TICKER if kind == "SPOT" else _TICKER, text))
+            tk["ts"] = str(event.exch_ms if event.exch_ms is not None else event.recv_ns // 10**6)
+            arg = {"channel": "tickers", "instId": event.symbol}
+            return orjson.dumps({"arg": arg, "data": [tk]})
         if t is SubscriptionAck:
             ch, _, inst = (event.result or [":"])[0].partition(":")
             reply: dict[str, Any] = {"event": "subscribe", "arg": {"channel": ch, "instId": inst}}

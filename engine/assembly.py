@@ -61,6 +61,11 @@ def standard_reducers(codec: Any, options: dict[str, Any] | None = None) -> list
         from engine.sequence_gaps import TradeIds
 
         reducers.append(TradeIds())
+    # full tickers from ticker deltas, for venues that send changed fields only (Bybit linear)
+    if getattr(codec, "ticker_deltas", False):
+        from engine.tickers import TickerMerge
+
+        reducers.append(TickerMerge())
     return reducers
 
 

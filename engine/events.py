@@ -157,28 +157,44 @@ class BookTicker:
 
 @event
 class Ticker24h:
-    """Rolling 24 h statistics (Binance ``24hrTicker``)."""
+    """Rolling 24 h statistics of one instrument: the one ticker model of every venue.
+
+    Binance's ``24hrTicker`` fills every field but ``bid_qty``/``ask_qty``;
+    another venue fills what it sends and leaves the rest None (never a
+    made-up value): each codec's header maps its fields.  ``open_price`` is the
+    price 24 h ago (the window's open), ``volume`` is in the instrument's
+    quantity unit (base currency or contracts), ``quote_volume`` in the quote
+    currency; ``first_id``/``last_id`` are trade ids, ``count`` trades.
+
+    ``partial`` marks a delta (Bybit linear/inverse send the changed fields
+    only): its None fields are *unchanged*, not absent, and
+    :class:`engine.tickers.TickerMerge` folds it into the symbol's last full
+    ticker (its output is that merged, full ticker).
+    """
 
     seq: int
     recv_ns: int
     symbol: str
-    exch_ms: int
-    last_price: int
-    last_qty: int
-    open_price: int
-    high_price: int
-    low_price: int
-    vwap: int
-    volume: int
-    quote_volume: int
-    price_change: int
+    exch_ms: int | None
+    last_price: int | None
+    last_qty: int | None
+    open_price: int | None
+    high_price: int | None
+    low_price: int | None
+    vwap: int | None
+    volume: int | None
+    quote_volume: int | None
+    price_change: int | None
     bid_price: int | None
     ask_price: int | None
-    open_ms: int
-    close_ms: int
-    first_id: int
-    last_id: int
-    count: int
+    open_ms: int | None
+    close_ms: int | None
+    first_id: int | None
+    last_id: int | None
+    count: int | None
+    bid_qty: int | None = None
+    ask_qty: int | None = None
+    partial: bool = False
 
 
 @event

@@ -31,9 +31,11 @@ Tables (``OUT/table=<name>/symbol=<S>/date=<YYYY-MM-DD>/part-<k>.parquet``)::
     errors       every decode error (seq, source, reason, excerpt of the payload)
                  and every local ``error`` frame of the journal (connection, REST)
     book_ticker, ticker, kline
-                 the exchange's own streams (bookTicker, 24hrTicker, kline) as decoded,
+                 the exchange's own streams (bookTicker, 24 h ticker, kline) as decoded,
                  duplicates from overlapping connections dropped (a row whose update
-                 id, or event time, is not beyond its series' highest seen)
+                 id, or event time, is not beyond its series' highest seen); a ticker
+                 column a venue does not send is null, and a ticker delta's row is
+                 the full ticker merged from it (:mod:`engine.tickers`)
 
 ``book_top`` at time T is the state "at T" of :mod:`engine.replay.replay`
 (every frame with ``recv_ns <= T`` folded), for every boundary T from the
@@ -209,10 +211,14 @@ _EVENT_TABLE: dict[type, str] = {
 }
 #: The exchange's streams: where each row sits in its series (symbol, and interval for
 #: klines) and the key that runs forward in it (a row not beyond the series' highest
-#: key is a duplicate from an overlapping connection).
-_STREAM_KEY: dict[type, Callable[[Any], tuple[tuple[Any, ...], int | None]]] = {
+#: key is a duplicate from an overlapping connection).  A ticker's key is its time and
+#: then its last trade id: Coinbase sends a ticker per trade, several in one millisecond.
+_STREAM_KEY: dict[type, Callable[[Any], tuple[tuple[Any, ...], Any]]] = {
     BookTicker: lambda e: ((BookTicker, e.symbol), e.update_id),
-    Ticker24h: lambda e: ((Ticker24h, e.symbol), e.exch_ms),
+    Ticker24h: lambda e: (
+        (Ticker24h, e.symbol),
+        None if e.exch_ms is None else (e.exch_ms, -1 if e.last_id is None else e.last_id),
+    ),
     Kline: lambda e: ((Kline, e.symbol, e.interval), e.exch_ms),
 }
 _BOOK_OUTPUTS = frozenset(getattr(book_outputs, n) for n in book_outputs.__all__)
@@ -243,7 +249,7 @@ class _Exporter:
         self.selections = {agg: sel.initial() for agg, sel in self.select.items()}
         self.diff_hi: dict[str, int] = {}
         self.dup_diffs = 0
-        self.stream_hi: dict[tuple[Any, ...], int] = {}
+        self.stream_hi: dict[tuple[Any, ...], Any] = {}
         self.dup_streams = 0
         self.next_t: int | None = None
         self.last_recv: int | None = None
@@ -344,6 +350,8 @@ class _Exporter:
                 if self.select[ev.agg].select(self.selections[ev.agg], ev) is not None:
                     w["trades"].add(sym, ev.recv_ns, self.rows["trades"](ev))
                 # else: counted in the kind's selection state (duplicates, untimed)
+            elif tp is Ticker24h and ev.partial:
+                pass  # a delta: its row is the merged ticker, an output (engine.tickers)
             elif self.fresh(ev):
                 name = _EVENT_TABLE[tp]
                 w[name].add(sym, ev.recv_ns, self.rows[name](ev))
@@ -357,6 +365,9 @@ class _Exporter:
                 w["book_events"].add(sym, o.recv_ns, _book_event_row(seq, o))
             elif tp.__name__ == "CandleClosed":
                 w["candles"].add(sym, o.recv_ns, self.candle_row(o))
+            elif tp is Ticker24h:  # a full ticker merged from a delta
+                if self.fresh(o):
+                    w["ticker"].add(sym, o.recv_ns, self.rows["ticker"](o))
             elif is_alert(o) or tp.__name__ == "KlineMismatch":
                 w["alerts"].add(sym, o.recv_ns, _alert_row(seq, o))
 

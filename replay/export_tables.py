@@ -273,6 +273,7 @@ ROWS: dict[str, list[Column]] = {
         _c("price_change", DECIMAL), _c("bid_price", DECIMAL), _c("ask_price", DECIMAL),
         _c("open_time", TIME, "open_ms"), _c("close_time", TIME, "close_ms"),
         _c("first_id", _I64), _c("last_id", _I64), _c("count", _I64),
+        _c("bid_qty", DECIMAL), _c("ask_qty", DECIMAL),
     ],
     "kline": [
         _SEQ, _RECV, _EXCH, _c("interval", _STR), _c("start_time", TIME, "start_ms"),

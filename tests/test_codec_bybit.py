@@ -125,7 +125,8 @@ def test_control_replies_and_pongs():
     [
         (b"not json", "invalid JSON"),
         (b"[1,2]", "expected a JSON object"),
-        (b'{"topic":"tickers.BTCUSDT","data":{}}', "unknown topic 'tickers.BTCUSDT'"),
+        (b'{"topic":"kline.1.BTCUSDT","data":{}}', "unknown topic 'kline.1.BTCUSDT'"),
+        (b'{"topic":"tickers.BTCUSDT","data":{}}', "whose symbol is the topic's"),
         (b'{"foo":1}', "unknown message"),
         (SNAPSHOT.replace(b'"16493.50"', b'"16493.5x"'), "b[0] price"),
         (SNAPSHOT.replace(b'"0.006"', b'"-0.006"'), "b[0] qty: negative"),

@@ -163,7 +163,7 @@ def test_a_tardis_file_of_coinbase_messages_imports_and_replays_synced(tmp_path)
         for ev in events:
             kinds.add(type(ev).__name__)
             state, _ = br.step(state, ev)
-    assert kinds == {"SubscriptionAck", "BookSnapshot", "DepthDiff", "Trade"}
+    assert kinds == {"SubscriptionAck", "BookSnapshot", "DepthDiff", "Trade", "Ticker24h"}
     assert br.sync_state(state, "SKL-GBP") == "synced"
 
 
@@ -337,7 +337,7 @@ def test_a_resync_resubscribes_the_symbols_book_stream_only():
         ("coinbase", b'{"type":"l2update","product_id":"X","changes":[],"time":"yesterday"}', "not an ISO-8601 time"),
         ("coinbase", b'{"type":"match","trade_id":-1,"side":"buy","size":"1","price":"1","product_id":"X","time":"2021-04-17T16:43:37Z"}', "trade_id"),
         ("coinbase", b'{"type":"snapshot","product_id":"X","bids":[["1"]],"asks":[]}', "snapshot:"),
-        ("coinbase-advanced", b'{"channel":"ticker","sequence_num":1,"events":[]}', "unknown channel 'ticker'"),
+        ("coinbase-advanced", b'{"channel":"candles","sequence_num":1,"events":[]}', "unknown channel 'candles'"),
         ("coinbase-advanced", b'{"channel":"l2_data","events":[]}', "missing field 'sequence_num'"),
         ("coinbase-advanced", b'{"channel":"l2_data","sequence_num":1,"events":[{"type":"update","product_id":"X","updates":[{"side":"bid"}]}]}', "missing field"),
         ("coinbase-advanced", b'{"channel":"l2_data","sequence_num":1,"events":[{"type":"update","product_id":"X","updates":[{"side":"up","price_level":"1","new_quantity":"1"}]}]}', "expected 'bid' or 'offer'"),

@@ -49,7 +49,7 @@ def _book_symbol(topic: str) -> str | None:
 
 
 def _known(topic: str, valid: Container[str]) -> bool:
-    return topic in valid and topic.startswith(("orderbook.", "publicTrade."))
+    return topic in valid and topic.startswith(("orderbook.", "publicTrade.", "tickers."))
 
 
 def control_reply(

@@ -26,8 +26,13 @@ round-trip tests):
 * prices and sizes at the instrument's decimals (:func:`engine.sim.instruments.spec_for`:
   those of its tick and lot step); trade ``i`` decimal on spot, UUID-shaped on
   linear/inverse; ``S`` is the taker side (the model's ``buyer_maker`` ⇒ ``Sell``);
-* the channels Bybit v5 has no frame for here (aggTrade, bookTicker, ticker,
-  kline) are None: not sent.
+* the model's 24 h ticker is a ``tickers.<SYMBOL>`` snapshot (last price, the
+  price 24 h ago, high, low, volume, turnover; linear/inverse add the best
+  bid/ask with sizes).  Bybit's linear/inverse send one snapshot and then
+  deltas of the changed fields; the simulator sends whole snapshots each time
+  (a delta's merge is the codec's and :mod:`engine.tickers`' tests' concern);
+* the channels Bybit v5 has no frame for here (aggTrade, bookTicker, kline)
+  are None: not sent.
 
 State: per symbol the ``u`` counter, the decimals and the top of the book at
 that ``u`` (bounded by the market's symbols).  Must not decide market content, do I/O or read the clock.
@@ -37,10 +42,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import attrs
+
 from engine import num
-from engine.codecs.bybit import book_frame, trades_frame
+from engine.codecs.bybit import book_frame, ticker_frame, trades_frame
 from engine.events import BUY, SELL, BookSnapshot, DepthDiff, Trade
-from engine.sim.frames import BookView, CandleSums
+from engine.sim.frames import BookView, CandleSums, day_ticker
 from engine.sim.instruments import spec_for
 
 __all__ = ["BybitFrames", "BOOK_DEPTH", "FIRST_U"]
@@ -75,6 +82,8 @@ class BybitFrames:
             return f"publicTrade.{symbol}"
         if channel in ("depth@100ms", "depth"):
             return f"orderbook.{BOOK_DEPTH}.{symbol}"
+        if channel == "ticker":
+            return f"tickers.{symbol}"
         return f"none:{channel}.{symbol}"
 
     def decimals(self, symbol: str) -> tuple[int, int]:
@@ -135,5 +144,15 @@ class BybitFrames:
     def kline(self, symbol: str, e: int, c: CandleSums, closed: bool) -> None:
         return None
 
-    def ticker(self, *args: object) -> None:
-        return None
+    def ticker(
+        self,
+        symbol: str,
+        e: int,
+        day: CandleSums,
+        prev_close: int,
+        last_qty: int,
+        top: tuple[int, int, int, int],
+    ) -> bytes:
+        """The ``tickers`` snapshot of the model's rolling day (``day.o``: the price 24 h ago)."""
+        t = attrs.evolve(day_ticker(symbol, e, day, last_qty, top), last_qty=None)
+        return ticker_frame(t, self.category, *self.decimals(symbol))

@@ -69,7 +69,7 @@ class CoinbaseDialect:
     #: the replay server serves a Coinbase journal by recorded connection (frames name no stream)
     replays_by_stream = False
     #: channels a client may subscribe that the model produces no frames for
-    quiet_channels: frozenset[str] = frozenset({"heartbeat", "ticker"})
+    quiet_channels: frozenset[str] = frozenset({"heartbeat"})
     book_channels: frozenset[str] = frozenset({"level2", "level2_batch"})
 
     def encoder(self) -> FrameEncoder:

@@ -10,7 +10,10 @@ simulator sends are exactly what :mod:`engine.codecs.coinbase` and
   ``level2``; trades are ``match`` frames whose ``side`` is the *maker's*
   (the aggressor's opposite) with a per-product ``sequence`` rising in steps
   of 2 (it counts the whole full channel on Coinbase, so steps exceed 1);
-  in-stream ``snapshot`` frames.  No checksum and no book sequence.
+  in-stream ``snapshot`` frames; the model's 24 h ticker is a ``ticker``
+  frame (last trade, its size and id, open/high/low/volume of the rolling
+  day, best bid/ask with sizes, the product's next ``sequence``).  No
+  checksum and no book sequence.
 * **Advanced Trade** (:class:`CoinbaseAdvancedFrames`): ``l2_data`` update
   and snapshot frames, ``market_trades`` updates, each stamped with
   ``sequence_num``.  Coinbase numbers a *connection's* messages; the model
@@ -24,8 +27,9 @@ simulator sends are exactly what :mod:`engine.codecs.coinbase` and
   diff batches repeat what its 100 ms batches sent, so here they are not
   sent (and take no number).
 
-Channels a venue lacks (aggTrade, bookTicker, ticker, kline) are None: not
-sent.  Prices and quantities are rendered at the instrument's decimals (the
+Channels a venue lacks (aggTrade, bookTicker, kline; Advanced Trade's
+ticker too: its ``sequence_num`` would number frames a client that does not
+subscribe tickers never sees) are None: not sent.  Prices and quantities are rendered at the instrument's decimals (the
 tick's and the lot step's).  Pure: no I/O, no clock; state is only the
 numbering above and per-symbol counters.  Must not decide market content.
 """
@@ -34,11 +38,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import attrs
+
 from engine.codecs.coinbase import CoinbaseExchange
 from engine.codecs.coinbase_advanced import CoinbaseAdvanced
 from engine.events import BUY, SELL, BookSnapshot, DepthDiff, Trade
 from engine.num import decimals_of, render
-from engine.sim.frames import BookView, CandleSums
+from engine.sim.frames import BookView, CandleSums, day_ticker
 from engine.sim.instruments import spec_for
 
 __all__ = ["CoinbaseFrames", "CoinbaseAdvancedFrames", "EXCHANGE_STREAMS", "ADVANCED_STREAMS"]
@@ -48,6 +54,7 @@ EXCHANGE_STREAMS: dict[str, str | None] = {
     "trade": "matches",
     "depth@100ms": "level2_batch",
     "depth": "level2",
+    "ticker": "ticker",
 }
 #: model channel → Advanced Trade channel
 ADVANCED_STREAMS: dict[str, str | None] = {"trade": "market_trades", "depth@100ms": "level2"}
@@ -88,7 +95,15 @@ class _Frames:
     def kline(self, symbol: str, e: int, c: CandleSums, closed: bool) -> None:
         return None
 
-    def ticker(self, *a: object) -> None:
+    def ticker(
+        self,
+        symbol: str,
+        e: int,
+        day: CandleSums,
+        prev_close: int,
+        last_qty: int,
+        top: tuple[int, int, int, int],
+    ) -> bytes | None:
         return None
 
 
@@ -107,6 +122,21 @@ class CoinbaseFrames(_Frames):
         seq = self._sequence[symbol] = self._sequence.get(symbol, tid * 4) + 2
         t = Trade(0, 0, symbol, tid, price, qty, SELL if buyer_maker else BUY, et, et, tid, tid)
         return CoinbaseExchange.encode_match(t, seq, self.decimals(symbol))
+
+    def ticker(
+        self,
+        symbol: str,
+        e: int,
+        day: CandleSums,
+        prev_close: int,
+        last_qty: int,
+        top: tuple[int, int, int, int],
+    ) -> bytes:
+        """The ``ticker`` frame of the model's rolling day (no VWAP, quote volume or count)."""
+        seq = self._sequence[symbol] = self._sequence.get(symbol, 0) + 1
+        t = attrs.evolve(day_ticker(symbol, e, day, last_qty, top), quote_volume=None,
+                         last_id=day.L if day.n else None)  # fmt: skip
+        return CoinbaseExchange.encode_ticker(t, seq, self.decimals(symbol))
 
     def depth_update(
         self,

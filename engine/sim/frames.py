@@ -8,7 +8,7 @@ spot).  An encoder returns None for a channel its venue lacks (the frame is
 not sent).  A venue whose frames carry a checksum computes it from
 :class:`BookView`, the model's *whole* book right after the change (best
 first, any depth).  This module holds only the protocols and the book view:
-no rendering, no market state.
+no rendering, no market state (:func:`day_ticker` only gathers the model's numbers).
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from typing import Protocol
 
 import attrs
 
-__all__ = ["BookView", "CandleSums", "FrameEncoder"]
+from engine.events import Ticker24h
+
+__all__ = ["BookView", "CandleSums", "FrameEncoder", "day_ticker"]
 
 #: ``(levels) -> [(price units, qty units), ...]`` best first, at most ``levels`` of them
 SideView = Callable[[int], list[tuple[int, int]]]
@@ -105,3 +107,14 @@ class FrameEncoder(Protocol):
         last_qty: int,
         top: tuple[int, int, int, int],
     ) -> bytes | None: ...
+
+
+def day_ticker(
+    symbol: str, e: int, day: CandleSums, last_qty: int, top: tuple[int, int, int, int]
+) -> Ticker24h:
+    """What a venue's 24 h ticker can say of the model's rolling ``day`` at ``e`` ms: last,
+    last size, open (24 h ago), high, low, volumes, best bid/ask and sizes; the rest None
+    (an encoder drops what its venue does not send, with :func:`attrs.evolve`)."""
+    bid, bid_qty, ask, ask_qty = top
+    return Ticker24h(0, 0, symbol, e, day.c, last_qty, day.o, day.h, day.l, None, day.v, day.q,
+                     None, bid, ask, None, None, None, None, None, bid_qty, ask_qty)  # fmt: skip

@@ -7,8 +7,10 @@ This module owns, for ``engine simulate --venue okx`` / ``engine run --exchange 
   model's last update id, ``prevSeqId`` = the one before its first, the
   checksum of the model's book after the change), its trades ``trades``
   messages (``side`` = the taker's), its REST snapshot an
-  ``/api/v5/market/books`` body; OKX has no aggTrade, bookTicker, kline or
-  24 h ticker of the engine's shape, so those are not sent;
+  ``/api/v5/market/books`` body, its 24 h ticker a ``tickers`` message (last,
+  open, high, low, volumes of the model's rolling day, the best bid/ask with
+  their sizes); OKX has no aggTrade, bookTicker or kline frame here, so those
+  are not sent;
 * the WebSocket endpoint ``/ws/v5/public`` (streams only by ``subscribe``),
   the replies to ``{"op":"subscribe"|"unsubscribe","args":[..]}`` (an
   ``event`` per arg, ``60018`` for an unknown channel or instrument, and
@@ -43,7 +45,7 @@ from engine.codecs.okx import BOOK_CHANNELS, Okx, stream_name
 from engine.codecs.okx_checksum import DEPTH, checksum_of_levels
 from engine.events import BUY, SELL, BookSnapshot, DepthDiff, ServerShutdown, Trade
 from engine.sim import dialect
-from engine.sim.frames import BookView, CandleSums, FrameEncoder
+from engine.sim.frames import BookView, CandleSums, FrameEncoder, day_ticker
 
 __all__ = ["OkxDialect", "OkxFrames", "WS_PATH", "BOOK_LEVELS"]
 
@@ -51,7 +53,7 @@ WS_PATH = "/ws/v5/public"
 #: levels per side of OKX's ``books`` snapshot
 BOOK_LEVELS = BOOK_CHANNELS["books"]
 #: the model channel → OKX channel (the rest the model makes have no OKX frame here)
-_CHANNEL = {"depth@100ms": "books", "trade": "trades"}
+_CHANNEL = {"depth@100ms": "books", "trade": "trades", "ticker": "tickers"}
 
 
 def _json(obj: Any) -> bytes:
@@ -83,8 +85,17 @@ class OkxFrames:
     def kline(self, symbol: str, e: int, c: CandleSums, closed: bool) -> None:
         return None
 
-    def ticker(self, *args: Any) -> None:
-        return None
+    def ticker(
+        self,
+        symbol: str,
+        e: int,
+        day: CandleSums,
+        prev_close: int,
+        last_qty: int,
+        top: tuple[int, int, int, int],
+    ) -> bytes:
+        """The ``tickers`` message of the model's rolling day (OKX sends no VWAP, ids or count)."""
+        return self._codec.encode(day_ticker(symbol, e, day, last_qty, top))
 
     def depth_update(
         self,
