@@ -517,6 +517,8 @@ class _Binance(SpotOutbound):
                 d.F,
                 d.L,
                 d.n,
+                None if d.B is None else number(d.B, "B"),
+                None if d.A is None else number(d.A, "A"),
             )
         ]
 

@@ -137,6 +137,8 @@ class Ticker(msgspec.Struct, gc=False):
     n: Id
     b: str | None = None
     a: str | None = None
+    B: str | None = None
+    A: str | None = None
 
 
 class Shutdown(msgspec.Struct, gc=False):

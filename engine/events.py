@@ -159,8 +159,8 @@ class BookTicker:
 class Ticker24h:
     """Rolling 24 h statistics of one instrument: the one ticker model of every venue.
 
-    Binance's ``24hrTicker`` fills every field but ``bid_qty``/``ask_qty``;
-    another venue fills what it sends and leaves the rest None (never a
+    Binance's ``24hrTicker`` fills every field (``bid_qty``/``ask_qty``: ``B``/``A``, when
+    sent); another venue fills what it sends and leaves the rest None (never a
     made-up value): each codec's header maps its fields.  ``open_price`` is the
     price 24 h ago (the window's open), ``volume`` is in the instrument's
     quantity unit (base currency or contracts), ``quote_volume`` in the quote

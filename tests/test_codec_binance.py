@@ -382,3 +382,22 @@ def test_registry():
         assert isinstance(c, Codec) and type(c) is cls and c.name == name and c.sync_rule == rule
     with pytest.raises(ValueError, match="binance, binance-delivery, binance-futures"):
         get_codec("mtgox")
+
+
+def test_a_24h_ticker_decodes_every_field_best_bid_and_ask_sizes_included():
+    """Binance's documented 24hrTicker (``B``/``A`` are the best bid/ask quantities)."""
+    from engine import num
+    from engine.events import Ticker24h
+
+    d = {
+        "e": "24hrTicker", "E": 1672515782136, "s": "BNBBTC", "p": "-0.0015", "P": "250.00",
+        "w": "0.0018", "x": "0.0009", "c": "0.0025", "Q": "10", "b": "0.0024", "B": "10",
+        "a": "0.0026", "A": "100", "o": "0.0010", "h": "0.0025", "l": "0.0010", "v": "10000",
+        "q": "18", "O": 0, "C": 86400000, "F": 0, "L": 18150, "n": 18151,
+    }  # fmt: skip
+    ev = one(BinanceSpot(), {"stream": "bnbbtc@ticker", "data": d})
+    assert isinstance(ev, Ticker24h) and not ev.partial
+    assert (ev.bid_price, ev.bid_qty, ev.ask_price, ev.ask_qty) == tuple(
+        map(num.parse, ("0.0024", "10", "0.0026", "100"))
+    )
+    assert (ev.price_change, ev.count, ev.last_id) == (-num.parse("0.0015"), 18151, 18150)
