@@ -259,13 +259,22 @@ def _verify(directory: Path | location.RemotePath) -> bool:
 def recover(directory: str) -> None:
     """Seal partial segments left by a crash (drops torn tails, keeps every whole batch).
 
-    A capture set or a folder of journals: every member.
+    The journal's outputs journal (``DIR/outputs``) too; a capture set or a folder of
+    journals: every member.
     """
+    from pathlib import Path
+
+    from engine.journal.recorder import OUTPUTS_DIR
+    from engine.journal.schema import MANIFEST
+
     for member in _each(directory):
         _recover(member)
+        outputs = Path(member) / OUTPUTS_DIR
+        if any(outputs.glob("seg-*.arrows*")) or (outputs / MANIFEST).is_file():
+            _recover(str(outputs), label=f"{OUTPUTS_DIR}: ")
 
 
-def _recover(directory: str) -> None:
+def _recover(directory: str, label: str = "") -> None:
     from pathlib import Path
 
     from engine.cli import DataFailure
@@ -287,10 +296,10 @@ def _recover(directory: str) -> None:
         sys.exit(1)
     for t in state.tails:
         click.echo(
-            f"{t.segment}: dropped {t.dropped_bytes} torn bytes, kept {t.kept_frames} frames"
+            f"{label}{t.segment}: dropped {t.dropped_bytes} torn bytes, kept {t.kept_frames} frames"
         )
     click.echo(
-        f"sealed {len(state.sealed)} partial segment(s); journal ends at seq {state.last_seq}"
+        f"{label}sealed {len(state.sealed)} partial segment(s); journal ends at seq {state.last_seq}"
     )
 
 
