@@ -584,9 +584,9 @@ async def test_control_limiter_never_exceeds_the_rate_in_any_window(autojump_clo
         for _ in range(4):
             n.start_soon(sender)
     assert len(times) == 20
-    for i, t in enumerate(times):
-        assert sum(1 for u in times[i:] if u - t < 1.0) <= 4
-    assert times[-1] - times[0] < 5.0  # and it does not dawdle
+    for i, t in enumerate(times):  # 4 in any window widened by the margin (1.25 s)
+        assert sum(1 for u in times[i:] if u - t < 1.25) <= 4
+    assert times[-1] - times[0] <= 5.0 + 1e-6  # and it does not dawdle: 4 windows
 
 
 async def test_weight_budget_waits_for_weight_to_leave_the_minute(autojump_clock: Any) -> None:
