@@ -340,7 +340,7 @@ class BookReducer(BookFeeds, BookChecks):
                             self._diff_slow(sb, event, out, (BAD_CHECKSUM, book_id))
                             return state, out
                         crossed = main.book.crossed()  # type: ignore[union-attr]
-                        if event.checksum is not None:
+                        if event.checksum is not None and self._rule.has_checksum:
                             sb.counts.checksums_verified += 1
                     else:
                         crossed = main.book.apply(event.bids, event.asks, event.last_id)  # type: ignore[union-attr]
