@@ -94,6 +94,19 @@ static int to_u128(PyObject *o, u128 *out) {
         return 1;
     }
     if (overflow < 0) return 0;
+#if PY_VERSION_HEX < 0x030C0000 && PyLong_SHIFT == 30
+    { /* 3.11's int layout (sign and size in ob_size, 30-bit digits): read the digits directly,
+       * the common case at SCALE 18 (a whole part above 9) without the general converter */
+        Py_ssize_t nd = Py_SIZE(o);
+        if (nd <= 0) return 0;
+        const digit *dg = ((PyLongObject *)o)->ob_digit;
+        if (nd > 5 || (nd == 5 && (dg[4] >> 8))) return 0; /* 4 * 30 + 8 = 128 bits at most */
+        u128 x = 0;
+        for (Py_ssize_t i = nd - 1; i >= 0; i--) x = (x << PyLong_SHIFT) | (u128)dg[i];
+        *out = x;
+        return 1;
+    }
+#endif
     unsigned char buf[16];
 #if PY_VERSION_HEX >= 0x030D0000
     Py_ssize_t r = PyLong_AsNativeBytes(

@@ -35,7 +35,11 @@ The steady case (synced, no verification or held bookTicker, the diff
 chains: ``book_sync.INLINE``) is inlined in :meth:`BookReducer.step`, the
 engine's hottest path; it is exactly TABLE's (SYNCED, APPLY) transition plus
 the counts and checks :meth:`BookReducer._main_diff` would do, and is off
-(``inline=False``, or a rule with a checksum) whenever that could differ.
+(``inline=False``) or the table's whenever that could differ.  Under a rule
+with a checksum (or truncation) it applies the diff with the driver's own
+``book_sync.apply_checked`` (apply, truncate, the rule's verify: never a
+copy) and, when the checksum rejects the book, hands that judgement to the
+driver (``book_sync.feed_judged``) exactly as a non-inlined diff would.
 
 Exchange checksums (rules with ``has_checksum``: Kraken, OKX): the table
 applies a chaining diff, then the rule's ``checksum_ok`` judges the book; a
@@ -104,6 +108,7 @@ from engine.book_sync import (
     A_RETRACT,
     A_VERIFY,
     APPLY,
+    BAD_CHECKSUM,
     IDLE,
     INLINE,
     PUBLISHED,
@@ -111,7 +116,9 @@ from engine.book_sync import (
     RESYNCING,
     TABLE,
     Sync,
+    apply_checked,
     feed_diff,
+    feed_judged,
     feed_replayed,
     feed_snapshot,
     rule_for,
@@ -244,6 +251,8 @@ class BookReducer(BookFeeds, BookChecks):
     _rule: Any = attrs.field(init=False, repr=False, eq=False)
     #: the phase whose APPLY step() inlines (book_sync.INLINE), None: no inlining
     _inline_phase: str | None = attrs.field(init=False, repr=False, eq=False)
+    #: the rule checks (checksum) or truncates: the inlined apply is book_sync.apply_checked
+    _checked: bool = attrs.field(init=False, repr=False, eq=False)
     _verify_ns: int | None = attrs.field(init=False, repr=False, eq=False)
     _retry_ns: int = attrs.field(init=False, repr=False, eq=False)
     _vtimeout_ns: int = attrs.field(init=False, repr=False, eq=False)
@@ -252,13 +261,9 @@ class BookReducer(BookFeeds, BookChecks):
         rule = rule_for(self.sync_rule)
         object.__setattr__(self, "_rule", rule)
         phase, inp = INLINE
-        ok = (
-            self.inline
-            and not rule.has_checksum
-            and not rule.truncates  # the inlined apply does not truncate
-            and TABLE[phase][inp] == (phase, A_APPLY)
-        )
+        ok = self.inline and TABLE[phase][inp] == (phase, A_APPLY)
         object.__setattr__(self, "_inline_phase", phase if ok else None)
+        object.__setattr__(self, "_checked", rule.has_checksum or rule.truncates)
         v = self.verify_interval_s
         object.__setattr__(self, "_verify_ns", None if v is None else int(v * SECOND_NS))
         object.__setattr__(self, "_retry_ns", int(self.sync_retry_s * SECOND_NS))
@@ -315,7 +320,9 @@ class BookReducer(BookFeeds, BookChecks):
         if t is DepthDiff:
             # The steady state, inlined (the engine's hottest path): book_sync.INLINE
             # (synced, the diff chains: TABLE keeps it synced and applies it), nothing
-            # else in flight.  Everything else goes through _diff and the table's driver.
+            # else in flight, and (a rule with a checksum) the book passes it.  Everything
+            # else goes through _diff and the table's driver.
+            out: list[Any]
             sb = state.symbols.get(event.symbol)
             if sb is not None:
                 main = sb.main
@@ -326,15 +333,23 @@ class BookReducer(BookFeeds, BookChecks):
                     and not sb.pending
                     and self._rule.next(main.book.last_id, event) == APPLY  # type: ignore[union-attr]
                 ):
-                    crossed = main.book.apply(event.bids, event.asks, event.last_id)  # type: ignore[union-attr]
+                    if self._checked:  # the driver's own apply, truncation and checksum
+                        book_id = main.book.last_id  # type: ignore[union-attr]
+                        if apply_checked(self._rule, main, event) != APPLY:
+                            out = []  # rejected: the table's step, as _main_diff takes it
+                            self._diff_slow(sb, event, out, (BAD_CHECKSUM, book_id))
+                            return state, out
+                        crossed = main.book.crossed()  # type: ignore[union-attr]
+                        if event.checksum is not None and self._rule.has_checksum:
+                            sb.counts.checksums_verified += 1
+                    else:
+                        crossed = main.book.apply(event.bids, event.asks, event.last_id)  # type: ignore[union-attr]
                     sb.counts.diffs_applied += 1
                     v = self._verify_ns
                     due = v is not None and event.recv_ns - sb.last_verify_ns >= v  # type: ignore[operator]
                     if crossed is sb.crossed and not due:
                         return state, NO_OUTPUTS
-                    out: list[Any] = (
-                        self._crossed_changed(sb, event) if crossed is not sb.crossed else []
-                    )
+                    out = self._crossed_changed(sb, event) if crossed is not sb.crossed else []
                     if due:
                         self._start_verify(sb, event, "periodic", out)
                     return state, out
@@ -375,10 +390,20 @@ class BookReducer(BookFeeds, BookChecks):
         self._diff_slow(self._symbol(state, ev.symbol), ev, out)
         return out
 
-    def _diff_slow(self, sb: SymbolBook, ev: DepthDiff, out: list[Any]) -> None:
-        """Every diff path but the steady one: buffering, gaps, shadow, pending tickers."""
+    def _diff_slow(
+        self,
+        sb: SymbolBook,
+        ev: DepthDiff,
+        out: list[Any],
+        judged: tuple[str, int] | None = None,
+    ) -> None:
+        """Every diff path but the steady one: buffering, gaps, shadow, pending tickers.
+
+        ``judged``: the table input :meth:`step` already found having applied the diff
+        (book_sync.apply_checked: a rejected checksum) and the book's id before it; the
+        driver then only takes the table's step (book_sync.feed_judged)."""
         was_published = sb.main.phase in PUBLISHED
-        self._main_diff(sb, ev, out)
+        self._main_diff(sb, ev, out, judged=judged)
         shadow = sb.shadow
         if shadow is not None:
             if not was_published or sb.main.phase not in PUBLISHED:
@@ -400,13 +425,25 @@ class BookReducer(BookFeeds, BookChecks):
         elif ev.recv_ns - sb.requested_ns >= self._retry_ns:
             self._request_sync(sb, ev, "no snapshot came: asking again", out)
 
-    def _main_diff(self, sb: SymbolBook, ev: DepthDiff, out: list[Any], at: Any = None) -> None:
+    def _main_diff(
+        self,
+        sb: SymbolBook,
+        ev: DepthDiff,
+        out: list[Any],
+        at: Any = None,
+        judged: tuple[str, int] | None = None,
+    ) -> None:
         """Feed one diff to the main book.  Outputs are stamped with ``at`` (the event being
-        stepped: a snapshot when its buffer is replayed), defaulting to the diff itself."""
+        stepped: a snapshot when its buffer is replayed), defaulting to the diff itself;
+        ``judged``: see :meth:`_diff_slow`."""
         at = ev if at is None else at
         main = sb.main
-        book_id = main.book.last_id if main.book is not None else -1
-        action, dropped = feed_diff(self._rule, main, ev, self.max_buffer)
+        if judged is None:
+            book_id = main.book.last_id if main.book is not None else -1
+            action, dropped = feed_diff(self._rule, main, ev, self.max_buffer)
+        else:
+            inp, book_id = judged
+            action, dropped = feed_judged(main, ev, inp, self.max_buffer)
         c = sb.counts
         if action == A_APPLY or action == A_RESUME:
             c.diffs_applied += 1

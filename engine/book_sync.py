@@ -118,7 +118,9 @@ Invariants:
   it is a bug here, not bad exchange input (exchange input always maps to
   one of the inputs below).  The reducer may inline the steady case
   (:data:`INLINE`: SYNCED, APPLY) only while the table says it stays SYNCED
-  with A_APPLY and the rule has no checksum and does not truncate; ``tests/test_book_sync.py``
+  with A_APPLY; under a rule with a checksum or truncation it applies the diff
+  with :func:`apply_checked` (the driver's own apply, truncation and verify)
+  and hands anything but APPLY to :func:`feed_judged`; ``tests/test_book_sync.py``
   checks the inlined path against the table for every case.
 
 A *break* (:func:`feed_break`) is a GAP that no diff reveals: the venue numbers
@@ -200,6 +202,8 @@ __all__ = [
     "rule_for",
     "Sync",
     "classify",
+    "apply_checked",
+    "feed_judged",
     "feed_diff",
     "feed_snapshot",
     "feed_replayed",
@@ -655,13 +659,30 @@ def feed_diff(rule: ChainRule, sync: Sync, diff: DepthDiff, limit: int) -> tuple
     """
     inp = classify(rule, sync, diff)
     if TABLE[sync.phase][inp][1] in _APPLIES:
-        book = sync.book
-        assert book is not None
-        book.apply(diff.bids, diff.asks, diff.last_id)
-        if rule.truncates and sync.depth is not None:
-            book.truncate(sync.depth)
-        if rule.has_checksum and not rule.verify(sync, diff):
-            inp = BAD_CHECKSUM
+        inp = apply_checked(rule, sync, diff, inp)
+    return feed_judged(sync, diff, inp, limit)
+
+
+def apply_checked(rule: ChainRule, sync: Sync, diff: DepthDiff, inp: str = APPLY) -> str:
+    """Apply ``diff`` to ``sync.book`` (the table applies it for ``inp``), truncate it to the
+    snapshot's depth (a rule with ``truncates``) and test the rule's checksum (``verify``):
+    ``inp`` if the book passes, BAD_CHECKSUM if it fails.  The phase is not changed: the
+    caller ends the step with :func:`feed_judged` (the reducer's inlined steady case skips
+    that when the answer is APPLY from SYNCED, the table's :data:`INLINE` no-op)."""
+    book = sync.book
+    assert book is not None
+    book.apply(diff.bids, diff.asks, diff.last_id)
+    if rule.truncates and sync.depth is not None:
+        book.truncate(sync.depth)
+    if rule.has_checksum and not rule.verify(sync, diff):
+        return BAD_CHECKSUM
+    return inp
+
+
+def feed_judged(sync: Sync, diff: DepthDiff, inp: str, limit: int) -> tuple[str, int]:
+    """The table step of a diff already judged ``inp`` (applied by :func:`apply_checked` if
+    the table applies it): the phase moves, the book goes if the action loses it, the diff
+    is buffered if the action buffers it.  Returns ``(action, dropped)`` as :func:`feed_diff`."""
     action = _step(sync, inp)
     if action in LOSES_BOOK:
         sync.book = None

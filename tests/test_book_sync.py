@@ -2,7 +2,8 @@
 
 Every (phase, input) pair of TABLE is driven through the driver functions
 with a real Sync (for the spot and futures rules, and a rule with a checksum
-and resetting in-stream snapshots, so BAD_CHECKSUM and RESET happen): the
+and resetting in-stream snapshots, so BAD_CHECKSUM and RESET happen, also
+one truncating its book to the snapshot's depth, as Kraken's): the
 phase and action that come out are the table's, and the Sync's invariants
 hold.  Then the reducer: for every phase a Sync can be in between events,
 every diff input that phase takes, with and without a verification or a
@@ -80,16 +81,40 @@ class ChecksumRule(BinanceSpotRule):
         return BAD not in book.bids
 
 
+class TruncatingChecksumRule(ChecksumRule):
+    """ChecksumRule on a book kept at its snapshot's depth (Kraken): its verify (overridden,
+    as Kraken's is) also fails a book holding more bids than that depth, so a diff applied
+    without the driver's truncation, or without the verify, shows as a mismatch."""
+
+    name = "test-checksum-truncating"
+    truncates = True
+
+    def verify(self, sync: Sync, diff: DepthDiff | BookSnapshot) -> bool:
+        deep = sync.depth is not None and sync.book is not None and len(sync.book.bids) > sync.depth
+        return not deep and super().verify(sync, diff)
+
+
+class TruncatingRule(BinanceSpotRule):
+    """Spot chaining on a book kept at its snapshot's depth, no checksum (a diff's is ignored)."""
+
+    name = "test-truncating"
+    truncates = True
+
+
+TEST_RULES = (ChecksumRule(), TruncatingChecksumRule(), TruncatingRule())
+
+
 @pytest.fixture(autouse=True)
 def checksum_rule(monkeypatch):
-    monkeypatch.setitem(book_sync.RULES, ChecksumRule.name, ChecksumRule())
+    for rule in TEST_RULES:
+        monkeypatch.setitem(book_sync.RULES, rule.name, rule)
 
 
-RULE_NAMES = [SyncRule.BINANCE_SPOT, SyncRule.BINANCE_FUTURES, ChecksumRule.name]
+RULE_NAMES = [SyncRule.BINANCE_SPOT, SyncRule.BINANCE_FUTURES] + [r.name for r in TEST_RULES]
 
 
-def diff(U, u, pu=None, bids=(), asks=(), seq=0, ns=0):
-    return DepthDiff(seq, ns, S, U, u, pu, None, None, list(bids), list(asks))
+def diff(U, u, pu=None, bids=(), asks=(), seq=0, ns=0, checksum=None):
+    return DepthDiff(seq, ns, S, U, u, pu, None, None, list(bids), list(asks), checksum)
 
 
 def candidates(book_id: int) -> list[DepthDiff]:
@@ -207,13 +232,14 @@ class Feed:
         self.ns += advance_ns
         return self.seq, self.ns
 
-    def diff(self, U, u, pu=None, bids=(), asks=(), advance_ns=1_000_000):
+    def diff(self, U, u, pu=None, bids=(), asks=(), advance_ns=1_000_000, checksum=None):
         seq, ns = self.stamp(advance_ns)
-        return self.step(diff(U, u, pu, bids, asks, seq, ns))
+        return self.step(diff(U, u, pu, bids, asks, seq, ns, checksum))
 
     def snap(self, last_id, bids=((10, 1), (9, 2)), asks=((20, 1),)):
         seq, ns = self.stamp()
-        return self.step(BookSnapshot(seq, ns, S, last_id, list(bids), list(asks), None, "rest"))
+        depth = len(bids) if self.r._rule.truncates else None  # a deeper bid pushes one out
+        return self.step(BookSnapshot(seq, ns, S, last_id, list(bids), list(asks), depth, "rest"))
 
     def ticker(self, u):
         seq, ns = self.stamp()
@@ -293,8 +319,9 @@ def test_inlined_steady_case_equals_the_table_for_every_case(rule_name, phase):
             bids = list(d.bids) + ([(20, 1)] if crossing else [])  # bid at the best ask: crossed
             a, b = copy.deepcopy(fast), copy.deepcopy(slow)
             advance = 61 * SEC if due else 1_000_000
-            got = a.diff(d.first_id, d.last_id, d.prev_id, bids, d.asks, advance_ns=advance)
-            want = b.diff(d.first_id, d.last_id, d.prev_id, bids, d.asks, advance_ns=advance)
+            args = (d.first_id, d.last_id, d.prev_id, bids, d.asks)
+            got = a.diff(*args, advance_ns=advance, checksum=7)  # counted if the rule has one
+            want = b.diff(*args, advance_ns=advance, checksum=7)
             assert got == want, (phase, inp, shadow, pending, due, crossing)
             assert a.state == b.state, (phase, inp, shadow, pending, due, crossing)
             assert a.main.phase == TABLE[phase][inp][0]
