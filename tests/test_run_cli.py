@@ -87,7 +87,11 @@ def test_run_with_no_arguments_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     _assert_sound(jdir, summary)
 
 
-@pytest.mark.parametrize("faults", ["", "drop,gap,garbage,close,shutdown,drift"])
+@pytest.mark.parametrize(
+    "faults",
+    # the faulted run checks all the quiet one does, and more: the quiet one runs in the slow profile
+    [pytest.param("", marks=pytest.mark.slow), "drop,gap,garbage,close,shutdown,drift"],
+)
 def test_run_for_a_duration_with_faults_is_complete_and_replays_identically(
     tmp_path: Path, faults: str
 ) -> None:

@@ -283,7 +283,12 @@ async def test_a_client_over_its_own_buffer_is_closed_with_1008_and_counted():
 # --------------------------------------------------------------------------- signals
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "sig",
+    # one signal path in the default suite; both in the slow profile (the same handler)
+    [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGTERM],
+    ids=["SIGINT", "SIGTERM"],
+)
 async def test_replay_server_stops_cleanly_on_a_signal(sig: int) -> None:
     proc, port, line = await start_server("replay", str(FUTURES), "--serve", "127.0.0.1:0")
     async with open_websocket_url(f"ws://127.0.0.1:{port}/ws/sushiusdt@aggTrade") as ws:

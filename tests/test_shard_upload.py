@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from engine.journal.cli import journal as journal_cmd
@@ -126,6 +127,7 @@ def test_kill_9_of_the_parent_then_push_finishes_the_set(
     _pulled_set_is_whole(uri, tmp_path / "pulled")
 
 
+@pytest.mark.slow  # the single-journal kill -9, recover and push runs by default (test_storage)
 def test_kill_9_of_the_whole_set_then_recover_and_push(
     s3_server: str, bucket: str, tmp_path: Path
 ) -> None:

@@ -391,9 +391,13 @@ def test_ticker_channels_name_each_venues_streams():
 @pytest.mark.parametrize(
     ("venue", "channels", "symbol"),
     [
+        # one venue's capture in the default suite (every venue's encode→decode round trip is
+        # there too); all three in the slow profile
         ("okx", "books,trades,tickers", "BTC-USDT"),
-        ("bybit-linear", "depth,trade,ticker", "BTCUSDT"),
-        ("coinbase", "level2_batch,matches,heartbeat,ticker", "BTC-USD"),
+        pytest.param("bybit-linear", "depth,trade,ticker", "BTCUSDT", marks=pytest.mark.slow),
+        pytest.param(
+            "coinbase", "level2_batch,matches,heartbeat,ticker", "BTC-USD", marks=pytest.mark.slow
+        ),
     ],
 )
 def test_engine_run_sim_captures_each_venues_tickers(tmp_path, venue, channels, symbol):
