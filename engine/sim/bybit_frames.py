@@ -47,7 +47,7 @@ import attrs
 from engine import num
 from engine.codecs.bybit import book_frame, ticker_frame, trades_frame
 from engine.events import BUY, SELL, BookSnapshot, DepthDiff, Trade
-from engine.sim.frames import BookView, CandleSums, day_ticker
+from engine.sim.frames import BookView, CandleSums, NoFrames, day_ticker
 from engine.sim.instruments import spec_for
 
 __all__ = ["BybitFrames", "BOOK_DEPTH", "FIRST_U"]
@@ -66,7 +66,7 @@ def _decimals(units: int) -> int:
     return d
 
 
-class BybitFrames:
+class BybitFrames(NoFrames):
     """The Bybit v5 encoder (see the module docstring); one per market."""
 
     def __init__(self, category: str = "spot") -> None:
@@ -106,12 +106,6 @@ class BybitFrames:
         t = Trade(0, 0, symbol, tid, price, qty, SELL if buyer_maker else BUY, et, et, tid, tid)
         return trades_frame([t], *self.decimals(symbol), et, uuid_ids=self.category != "spot")
 
-    def agg_trade(self, *args: object) -> None:
-        return None
-
-    def book_ticker(self, *args: object) -> None:
-        return None
-
     def depth_update(
         self,
         symbol: str,
@@ -140,9 +134,6 @@ class BybitFrames:
                 bids[-1] = served_bids[-1]  # a drift fault's edit of the deepest bid
         ev = BookSnapshot(0, 0, sym, self.u(sym), bids, asks, BOOK_DEPTH, "stream", e, e)
         return book_frame(ev, BOOK_DEPTH, *self.decimals(sym), book.last_id)
-
-    def kline(self, symbol: str, e: int, c: CandleSums, closed: bool) -> None:
-        return None
 
     def ticker(
         self,

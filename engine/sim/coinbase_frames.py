@@ -44,7 +44,7 @@ from engine.codecs.coinbase import CoinbaseExchange
 from engine.codecs.coinbase_advanced import CoinbaseAdvanced
 from engine.events import BUY, SELL, BookSnapshot, DepthDiff, Trade
 from engine.num import decimals_of, render
-from engine.sim.frames import BookView, CandleSums, day_ticker
+from engine.sim.frames import BookView, CandleSums, NoFrames, day_ticker
 from engine.sim.instruments import spec_for
 
 __all__ = ["CoinbaseFrames", "CoinbaseAdvancedFrames", "EXCHANGE_STREAMS", "ADVANCED_STREAMS"]
@@ -65,7 +65,7 @@ def _decimals(units: int) -> int:
     return decimals_of(render(units).rstrip("0"))
 
 
-class _Frames:
+class _Frames(NoFrames):
     """What both encoders share: stream names, the instruments' decimals, None for the rest."""
 
     channels: dict[str, str | None] = {}
@@ -85,26 +85,6 @@ class _Frames:
             spec = spec_for(symbol)
             d = self._dec[symbol] = (_decimals(spec.tick), _decimals(spec.step))
         return d
-
-    def agg_trade(self, *a: object) -> None:
-        return None
-
-    def book_ticker(self, *a: object) -> None:
-        return None
-
-    def kline(self, symbol: str, e: int, c: CandleSums, closed: bool) -> None:
-        return None
-
-    def ticker(
-        self,
-        symbol: str,
-        e: int,
-        day: CandleSums,
-        prev_close: int,
-        last_qty: int,
-        top: tuple[int, int, int, int],
-    ) -> bytes | None:
-        return None
 
 
 class CoinbaseFrames(_Frames):

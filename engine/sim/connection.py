@@ -113,7 +113,6 @@ class ConnStats:
 GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
-
 class WsConn:
     """One WebSocket client: reader, writer, pinger and lifetime tasks in one nursery."""
 

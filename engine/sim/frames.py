@@ -57,6 +57,26 @@ class CandleSums(Protocol):
     L: int
 
 
+class NoFrames:
+    """The optional frames a venue does not have: each answers None (nothing is sent).
+
+    A venue's encoder subclasses it and defines the frames its venue sends;
+    the rest of :class:`FrameEncoder` stays these.
+    """
+
+    def agg_trade(self, *args: object) -> None:
+        return None
+
+    def book_ticker(self, *args: object) -> None:
+        return None
+
+    def kline(self, *args: object) -> None:
+        return None
+
+    def ticker(self, *args: object) -> None:
+        return None
+
+
 class FrameEncoder(Protocol):
     """What the model calls to spell its events: one method per frame (prices, quantities in units).
 

@@ -35,7 +35,7 @@ from engine.codecs.kraken import KrakenV2, encode_book, encode_ticker, encode_tr
 from engine.codecs.kraken_book import checksum_of_levels
 from engine.codecs.kraken_v1 import KrakenV1
 from engine.events import BUY, SELL, BookSnapshot, BookTicker, DepthDiff, Trade
-from engine.sim.frames import BookView, CandleSums
+from engine.sim.frames import BookView, NoFrames
 from engine.sim.instruments import spec_for
 
 __all__ = ["KrakenFrames", "KrakenV1Frames", "QTY_DECIMALS", "channel_id", "price_decimals"]
@@ -54,7 +54,7 @@ def price_decimals(tick: int) -> int:
     return d
 
 
-class KrakenFrames:
+class KrakenFrames(NoFrames):
     """The Kraken v2 encoder (see the module docstring); one per market."""
 
     depth = KrakenV2.depth
@@ -89,9 +89,6 @@ class KrakenFrames:
         side = SELL if buyer_maker else BUY  # the aggressor
         t = Trade(0, 0, symbol, tid, price, qty, side, et, et, tid, tid)
         return self._trade_frame(t, self._decimals(symbol))
-
-    def agg_trade(self, *args: object) -> None:
-        return None
 
     def book_ticker(
         self, symbol: str, uid: int, bid: int, bid_qty: int, ask: int, ask_qty: int
@@ -151,12 +148,6 @@ class KrakenFrames:
 
     def _ticker_frame(self, t: BookTicker, pd: int) -> bytes:
         return encode_ticker(t, pd, QTY_DECIMALS)
-
-    def kline(self, symbol: str, e: int, c: CandleSums, closed: bool) -> None:
-        return None
-
-    def ticker(self, *args: object) -> None:
-        return None
 
 
 def channel_id(channel: str, pair: str) -> int:

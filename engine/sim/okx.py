@@ -45,7 +45,7 @@ from engine.codecs.okx import BOOK_CHANNELS, Okx, stream_name
 from engine.codecs.okx_checksum import DEPTH, checksum_of_levels
 from engine.events import BUY, SELL, BookSnapshot, DepthDiff, ServerShutdown, Trade
 from engine.sim import dialect
-from engine.sim.frames import BookView, CandleSums, FrameEncoder, day_ticker
+from engine.sim.frames import BookView, CandleSums, FrameEncoder, NoFrames, day_ticker
 
 __all__ = ["OkxDialect", "OkxFrames", "WS_PATH", "BOOK_LEVELS"]
 
@@ -60,7 +60,7 @@ def _json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-class OkxFrames:
+class OkxFrames(NoFrames):
     """The OKX encoder (see the module docstring); one per market."""
 
     def __init__(self) -> None:
@@ -75,15 +75,6 @@ class OkxFrames:
     ) -> bytes:
         side = SELL if buyer_maker else BUY
         return self._codec.encode(Trade(0, 0, symbol, tid, price, qty, side, et, et, tid, tid))
-
-    def agg_trade(self, *args: Any) -> None:
-        return None
-
-    def book_ticker(self, *args: Any) -> None:
-        return None
-
-    def kline(self, symbol: str, e: int, c: CandleSums, closed: bool) -> None:
-        return None
 
     def ticker(
         self,
