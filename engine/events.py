@@ -45,6 +45,7 @@ __all__ = [
     "ConnectionClosed",
     "CAPTURE_STOPPED",
     "END_OF_RECORDING",
+    "IMPORT_ENDED",
     "ConnectionFailed",
     "FrameConn",
     "Marker",
@@ -318,10 +319,12 @@ class ConnectionOpened:
 
 #: ``ConnectionClosed.reason`` of the close ``engine run`` makes when it stops
 CAPTURE_STOPPED = "capture stopped"
+#: ``ConnectionClosed.reason`` of the close an importer writes where an imported capture ends
+IMPORT_ENDED = "end of capture"
 #: reasons of a close that ends the recording rather than breaking the feed (the capture's
 #: stop; the end of an imported Tardis capture): a book stays on the air at such a close, as
 #: the last book the recording holds (nothing follows that could be published stale)
-END_OF_RECORDING = frozenset({CAPTURE_STOPPED, "end of capture"})
+END_OF_RECORDING = frozenset({CAPTURE_STOPPED, IMPORT_ENDED})
 
 
 @event

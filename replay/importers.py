@@ -55,6 +55,7 @@ import orjson
 
 from engine.cli import DataFailure, UsageFailure, guard_output
 from engine.codecs.registry import CODECS, get_codec
+from engine.events import IMPORT_ENDED
 from engine.journal.schema import Dir, Frame, Kind
 from engine.journal.writer import JournalWriter
 from engine.timefmt import parse_epoch_s, parse_iso
@@ -325,7 +326,7 @@ def read_tardis(
             else:
                 yield _frame(t, conn, Dir.IN, Kind.TEXT, source, body)
     if conn and last_ns is not None:
-        yield _frame(last_ns, conn, Dir.LOCAL, Kind.CLOSE, source, b"end of capture")
+        yield _frame(last_ns, conn, Dir.LOCAL, Kind.CLOSE, source, IMPORT_ENDED.encode())
 
 
 _SNAPSHOT = re.compile(rb'^\{"stream":"([A-Za-z0-9_]+)@depthSnapshot"')
