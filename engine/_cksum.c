@@ -2,18 +2,20 @@
  *
  * Owns: the byte work of two checksums whose rules are defined, once, in Python:
  *
- *   kraken(memo, version, change, bk, bids, ak, asks, n, price_decimals, qty_decimals, scale)
+ *   kraken(memo, version, hint_bids, hint_asks, bk, bids, ak, asks, n, pd, qd, scale)
  *       codecs/kraken_book.py: the best n asks (lowest first) then the best n
  *       bids (highest first), each level's price and qty rendered at the given
  *       decimals, the "." removed and the leading zeros stripped, concatenated;
  *       CRC32 (unsigned).
- *   okx(memo, version, change, bk, bids, ak, asks, n, scale)
+ *   okx(memo, version, hint_bids, hint_asks, bk, bids, ak, asks, n, scale)
  *       codecs/okx_checksum.py: the best n bids and asks interleaved
  *       bidPx:bidSz:askPx:askSz:... (the longer side goes on alone), every value
  *       in its shortest decimal form, joined with ":"; CRC32 read as signed 32-bit.
- *   kraken_book(book, change, n, pd, qd, scale), okx_book(book, change, n, scale)
+ *   BookChecksum(rule, n, scale, fallback)
  *       the same read straight from an engine.book.Book's slots (its class handed
- *       over once by configure(Book)), the memo kept in the book's memo slot.
+ *       over once by configure(Book)), the memo kept in the book's memo slot, called
+ *       as the rule's Python function `fallback` is, which answers whatever this
+ *       code declines: that object is the codecs' `checksum`.
  *
  * Both walk a Book's own structures without copying them (Book.sorted_keys()):
  * bk, the bid prices ascending (best last), bids the dict price -> qty; ak, the
@@ -25,12 +27,15 @@
  * a level whose key and qty objects are the ones the memo rendered is not
  * rendered again; asked at the version the memo is of (Book.version counts
  * applies), the memo's crc is the answer; asked one version later with the
- * `change` that one apply set, a level no kept price of the change touched is
- * not even looked up, and a side the change left alone is not read at all.
+ * hint (hint_bids, hint_asks: the levels that one apply set), a level no kept
+ * price of the hint touched is not even looked up, a touched one's qty is the
+ * hint's own object (Book.apply stores it), a side the hint left alone is not
+ * read at all, and the CRC resumes from the first position of the text that is
+ * not as the memo's last text had it.
  *
  * None means "let Python decide": anything this code does not fully understand
- * (not exact lists/dicts/ints, a missing level, a negative value, a whole part
- * of 2**64 or more, scale > 19, decimals > 30, a value with more decimals than
+ * (not exact lists/dicts/ints, a missing level, a negative value, a value of
+ * 2**128 units or more, scale > 19, decimals > 30, a value with more decimals than
  * the precision asked: Python raises ValueError there) returns None and the
  * Python definition answers.  It never raises on book content: where it answers,
  * the answer is the Python path's (tests/test_cksum.py checks that
@@ -83,41 +88,52 @@ static uint32_t crc_update(uint32_t c, const unsigned char *p, size_t n) {
     return c;
 }
 
-/* A non-negative exact int → *out; 0 if it is not one (or does not fit 128 bits). */
-static int to_u128(PyObject *o, u128 *out) {
+#if PY_VERSION_HEX < 0x030C0000 && PyLong_SHIFT == 30
+#define DIRECT_DIGITS 1 /* 3.11's int layout: sign and size in ob_size, 30-bit digits */
+#endif
+
+/* An exact int's magnitude → *out and whether it is negative → *neg; 0 if it is not an exact
+ * int (or its magnitude does not fit 128 bits).  3.11: read straight from its digits. */
+static int int_parts(PyObject *o, u128 *out, int *neg) {
     if (!PyLong_CheckExact(o)) return 0;
+#ifdef DIRECT_DIGITS
+    Py_ssize_t nd = Py_SIZE(o);
+    *neg = nd < 0;
+    if (nd < 0) nd = -nd;
+    const digit *dg = ((PyLongObject *)o)->ob_digit;
+    if (nd > 5 || (nd == 5 && (dg[4] >> 8))) return 0; /* 4 * 30 + 8 = 128 bits at most */
+    u128 x = 0;
+    for (Py_ssize_t i = nd - 1; i >= 0; i--) x = (x << PyLong_SHIFT) | (u128)dg[i];
+    *out = x;
+    return 1;
+#else
     int overflow = 0;
     long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
-    if (!overflow) {
-        if (v < 0) return 0; /* also -1 with an error set: an exact int never sets one */
-        *out = (u128)v;
+    if (!overflow) { /* (-1 with an error set is not possible: an exact int never sets one) */
+        *neg = v < 0;
+        *out = v < 0 ? (u128)(-(v + 1)) + 1 : (u128)v;
         return 1;
     }
-    if (overflow < 0) return 0;
-#if PY_VERSION_HEX < 0x030C0000 && PyLong_SHIFT == 30
-    { /* 3.11's int layout (sign and size in ob_size, 30-bit digits): read the digits directly,
-       * the common case at SCALE 18 (a whole part above 9) without the general converter */
-        Py_ssize_t nd = Py_SIZE(o);
-        if (nd <= 0) return 0;
-        const digit *dg = ((PyLongObject *)o)->ob_digit;
-        if (nd > 5 || (nd == 5 && (dg[4] >> 8))) return 0; /* 4 * 30 + 8 = 128 bits at most */
-        u128 x = 0;
-        for (Py_ssize_t i = nd - 1; i >= 0; i--) x = (x << PyLong_SHIFT) | (u128)dg[i];
-        *out = x;
-        return 1;
+    PyObject *mag = overflow < 0 ? PyNumber_Negative(o) : Py_NewRef(o);
+    if (mag == NULL) {
+        PyErr_Clear();
+        return 0;
     }
-#endif
+    *neg = overflow < 0;
     unsigned char buf[16];
 #if PY_VERSION_HEX >= 0x030D0000
     Py_ssize_t r = PyLong_AsNativeBytes(
-        o, buf, 16, Py_ASNATIVEBYTES_LITTLE_ENDIAN | Py_ASNATIVEBYTES_UNSIGNED_BUFFER);
+        mag, buf, 16, Py_ASNATIVEBYTES_LITTLE_ENDIAN | Py_ASNATIVEBYTES_UNSIGNED_BUFFER);
+    Py_DECREF(mag);
     if (r < 0) {
         PyErr_Clear();
         return 0;
     }
     if (r > 16) return 0;
 #else
-    if (_PyLong_AsByteArray((PyLongObject *)o, buf, 16, 1, 0) < 0) {
+    int bad = _PyLong_AsByteArray((PyLongObject *)mag, buf, 16, 1, 0) < 0;
+    Py_DECREF(mag);
+    if (bad) {
         PyErr_Clear();
         return 0;
     }
@@ -126,50 +142,82 @@ static int to_u128(PyObject *o, u128 *out) {
     for (int i = 15; i >= 0; i--) x = (x << 8) | buf[i];
     *out = x;
     return 1;
+#endif
 }
 
+/* A non-negative exact int → *out; 0 if it is not one (or does not fit 128 bits). */
+static int to_u128(PyObject *o, u128 *out) {
+    int neg;
+    return int_parts(o, out, &neg) && !neg;
+}
+
+static const char DIG2[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
 /* The decimal digits of v (no leading zeros; "" for 0) written backwards ending at *end. */
-static char *digits_back(char *end, uint64_t v) {
-    while (v) {
-        *--end = (char)('0' + v % 10);
-        v /= 10;
+static char *u64_back(char *end, uint64_t v) {
+    while (v >= 100) {
+        unsigned r = (unsigned)(v % 100);
+        v /= 100;
+        end -= 2;
+        memcpy(end, DIG2 + 2 * r, 2);
+    }
+    if (v >= 10) {
+        end -= 2;
+        memcpy(end, DIG2 + 2 * v, 2);
+    } else if (v) {
+        *--end = (char)('0' + v);
     }
     return end;
 }
 
-/* whole, frac of v at 10**scale; 0 if the whole part does not fit 64 bits. */
-static int split(u128 v, int scale, uint64_t *whole, uint64_t *frac) {
-    uint64_t one = POW10[scale];
-    u128 w = v / one;
-    if (w >> 64) return 0;
-    *whole = (uint64_t)w;
-    *frac = (uint64_t)(v - w * one);
-    return 1;
+/* Exactly k digits of v (zero-padded; v < 10**k) written backwards ending at *end. */
+static char *u64_back_fixed(char *end, uint64_t v, int k) {
+    for (; k >= 2; k -= 2) {
+        unsigned r = (unsigned)(v % 100);
+        v /= 100;
+        end -= 2;
+        memcpy(end, DIG2 + 2 * r, 2);
+    }
+    if (k) *--end = (char)('0' + v % 10);
+    return end;
 }
 
-/* Kraken's piece of one value: render(v, d) without "." and leading zeros.  Returns its length
- * (written at out), or -1 if v cannot be rendered exactly at d decimals (or is out of range). */
+/* The decimal digits of v (no leading zeros; "" for 0) written backwards ending at *end. */
+static char *u128_back(char *end, u128 v) {
+    while (v >> 64) {
+        u128 q = v / POW10[19];
+        end = u64_back_fixed(end, (uint64_t)(v - q * POW10[19]), 19);
+        v = q;
+    }
+    return u64_back(end, (uint64_t)v);
+}
+
+/* Kraken's piece of one value: render(v, d) without "." and leading zeros, which is the
+ * integer v * 10**(d - scale) in decimal ("" for 0).  Returns its length (written at out), or
+ * -1 if v cannot be rendered exactly at d decimals (or is out of range). */
 static int kraken_piece(char *out, u128 v, int d, int scale) {
-    uint64_t whole, frac;
-    if (!split(v, scale, &whole, &frac)) return -1;
+    u128 x;
+    if (d <= scale) {
+        uint64_t drop = POW10[scale - d];
+        if (v >> 64) {
+            x = v / drop;
+            if (v - x * drop) return -1; /* finer than the precision: Python raises */
+        } else {
+            uint64_t w = (uint64_t)v;
+            if (w % drop) return -1;
+            x = w / drop;
+        }
+    } else { /* zeros past the engine's scale */
+        if (d - scale > MAX_SCALE) return -1;
+        uint64_t up = POW10[d - scale];
+        if (v > ~(u128)0 / up) return -1;
+        x = v * up;
+    }
     char buf[PIECE];
-    char *end = buf + PIECE, *p = end;
-    int keep = d < scale ? d : scale;
-    if (d > scale) { /* zeros past the engine's scale */
-        p -= d - scale;
-        memset(p, '0', (size_t)(d - scale));
-    }
-    if (keep < scale) {
-        uint64_t drop = POW10[scale - keep];
-        if (frac % drop) return -1; /* finer than the precision: Python raises */
-        frac /= drop;
-    }
-    for (int i = 0; i < keep; i++) { /* exactly `keep` frac digits, zero-padded */
-        *--p = (char)('0' + frac % 10);
-        frac /= 10;
-    }
-    p = digits_back(p, whole);
-    while (p < end && *p == '0') p++; /* leading zeros stripped (whole 0 wrote none) */
+    char *end = buf + PIECE, *p = u128_back(end, x);
     int n = (int)(end - p);
     memcpy(out, p, (size_t)n);
     return n;
@@ -177,8 +225,15 @@ static int kraken_piece(char *out, u128 v, int d, int scale) {
 
 /* OKX's text of one value: its shortest decimal form ("5.16", "30316", "0.5", "0"). */
 static int okx_piece(char *out, u128 v, int scale) {
-    uint64_t whole, frac;
-    if (!split(v, scale, &whole, &frac)) return -1;
+    uint64_t one = POW10[scale], frac;
+    u128 whole;
+    if (v >> 64) {
+        whole = v / one;
+        frac = (uint64_t)(v - whole * one);
+    } else {
+        whole = (uint64_t)v / one;
+        frac = (uint64_t)v % one;
+    }
     char buf[PIECE];
     char *end = buf + PIECE, *p = end;
     if (frac) {
@@ -187,14 +242,11 @@ static int okx_piece(char *out, u128 v, int scale) {
             frac /= 10;
             k--;
         }
-        for (int i = 0; i < k; i++) {
-            *--p = (char)('0' + frac % 10);
-            frac /= 10;
-        }
+        p = u64_back_fixed(p, frac, k);
         *--p = '.';
     }
     if (whole)
-        p = digits_back(p, whole);
+        p = u128_back(p, whole);
     else
         *--p = '0';
     int n = (int)(end - p);
@@ -207,53 +259,75 @@ static int okx_piece(char *out, u128 v, int scale) {
 #define KRAKEN 1
 #define OKX 2
 #define MAX_N 25
-/* one level's text: Kraken price+qty digits, OKX "px:sz"; ≤ 2 * (20 + MAX_DECIMALS) + 1 */
-#define TEXT (2 * (20 + MAX_DECIMALS) + 1)
+/* one level's text: Kraken price+qty digits, OKX "px:sz" */
+#define TEXT (2 * PIECE + 1)
 
 typedef struct {
-    PyObject *key;   /* the book's key object (bids: the price; asks: the negated price) */
+    PyObject *key;   /* the book's key object (bids: the price; asks: the negated price); NULL: free */
     PyObject *price; /* the price as the side's dict keys it */
     PyObject *qty;   /* the qty object the dict held when the text was rendered */
     u128 px;         /* the price's value */
+    uint64_t stamp;  /* the memo's render count when this text was written */
     int len;
     char text[TEXT];
 } Entry;
 
-/* A Memo (one per book: held by the caller with the book) keeps the last top's entries, each
- * holding references to its key and qty objects.  A level whose key and qty are the very objects
- * an entry holds has that entry's text (ints are immutable, and the references keep the objects
- * alive, so an identical object is an equal value): only levels that changed are rendered.  It
- * can never change a result; it is emptied whenever the rule or precision asked for changes. */
+typedef struct {
+    Entry *pool;                /* 2 * n entries: the top as it was and as it is always fit */
+    unsigned char rank[MAX_N];  /* the pool index of each rank, best first */
+    int count;
+} Side;
+
+/* A Memo (one per book, kept in the book's memo slot) keeps the last top's entries, each holding
+ * references to its key and qty objects.  A level whose key and qty are the very objects an entry
+ * holds has that entry's text (ints are immutable, and the references keep the objects alive, so
+ * an identical object is an equal value): only levels that changed are rendered.  It also keeps,
+ * for every position of the last checksum's text (the rule's order of the entries), which entry
+ * text stood there and the running CRC after it: a new text is CRC'd from its first position that
+ * differs.  It can never change a result; it is emptied whenever the rule, depth or precision
+ * asked for changes, and whenever this code declines (then Python answers). */
 typedef struct {
     PyObject_HEAD int kind;
     long n, pd, qd, scale;
     long long version; /* the book version the entries and crc are of (-1: none) */
     long crc;
-    uint32_t crc_asks;        /* Kraken: the running CRC after the asks' text */
-    Py_ssize_t count[2];
-    int cur[2];               /* per side, the bank holding its entries; the other: the next */
-    Entry bank[2][2][MAX_N];  /* [bank][side: 0 bids, 1 asks][rank, best first] */
+    uint64_t renders;
+    Side side[2];      /* 0: bids, 1: asks */
+    int npos;
+    unsigned char pos_side[2 * MAX_N], pos_idx[2 * MAX_N];
+    uint64_t pos_stamp[2 * MAX_N];
+    uint32_t pos_crc[2 * MAX_N];
 } Memo;
 
-static void entries_clear(Entry *e, Py_ssize_t n) {
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_CLEAR(e[i].key);
-        Py_CLEAR(e[i].price);
-        Py_CLEAR(e[i].qty);
-    }
+static void entry_clear(Entry *e) {
+    Py_CLEAR(e->key);
+    Py_CLEAR(e->price);
+    Py_CLEAR(e->qty);
 }
 
+/* Every entry released and the memo of no version (its configuration kept). */
 static void memo_clear(Memo *m) {
     for (int s = 0; s < 2; s++) {
-        entries_clear(m->bank[m->cur[s]][s], m->count[s]);
-        m->count[s] = 0;
+        if (m->side[s].pool != NULL)
+            for (long i = 0; i < 2 * m->n; i++) entry_clear(&m->side[s].pool[i]);
+        m->side[s].count = 0;
     }
-    m->kind = 0;
+    m->npos = 0;
     m->version = -1;
 }
 
-static void Memo_dealloc(Memo *m) {
+static void memo_free_pools(Memo *m) {
     memo_clear(m);
+    for (int s = 0; s < 2; s++) {
+        PyMem_Free(m->side[s].pool);
+        m->side[s].pool = NULL;
+    }
+    m->kind = 0;
+    m->n = 0;
+}
+
+static void Memo_dealloc(Memo *m) {
+    memo_free_pools(m);
     Py_TYPE(m)->tp_free((PyObject *)m);
 }
 
@@ -272,59 +346,56 @@ static PyTypeObject MemoType = {
     .tp_doc = "Memo(): one book's rendered top levels (pass the same one with the same book).",
 };
 
-/* The memo entry of side s holding key object k (identity), looked for near rank i first. */
-static Entry *find(Memo *m, int s, PyObject *k, Py_ssize_t i) {
-    if (m == NULL) return NULL;
-    Py_ssize_t c = m->count[s];
-    Entry *e = m->bank[m->cur[s]][s];
-    if (i < c && e[i].key == k) return &e[i];
-    if (i > 0 && i - 1 < c && e[i - 1].key == k) return &e[i - 1];
-    if (i + 1 < c && e[i + 1].key == k) return &e[i + 1];
-    for (Py_ssize_t j = 0; j < c; j++)
-        if (e[j].key == k) return &e[j];
-    return NULL;
-}
-
 #define MAX_TOUCHED 64
 typedef struct {
     int kind;
+    long n;
     int pd, qd, scale;
     /* hinted: the book changed once since the memo's version, at these prices only */
     int hinted;
     int unchanged[2]; /* hinted, and that side's top is the memo's (see prepare) */
     int nt[2];
     u128 touched[2][MAX_TOUCHED];
+    PyObject *tlevel[2][MAX_TOUCHED]; /* the (price, qty) each came in (borrowed from the hint) */
 } Spec;
 
-static void spec_init(Spec *sp, int kind, int pd, int qd, int scale) {
-    sp->kind = kind;
-    sp->pd = pd;
-    sp->qd = qd;
-    sp->scale = scale;
-    sp->hinted = sp->unchanged[0] = sp->unchanged[1] = sp->nt[0] = sp->nt[1] = 0;
+/* The hint's last (price, qty) at px on side s (what the apply left there), or NULL. */
+static PyObject *touched(const Spec *sp, int s, u128 px) {
+    for (int i = sp->nt[s] - 1; i >= 0; i--)
+        if (sp->touched[s][i] == px) return sp->tlevel[s][i];
+    return NULL;
 }
 
-static int touched(const Spec *sp, int s, u128 px) {
-    for (int i = 0; i < sp->nt[s]; i++)
-        if (sp->touched[s][i] == px) return 1;
-    return 0;
+/* The pool index of side sd's entry holding key object k (identity), looked for near rank i. */
+static int find(const Side *sd, PyObject *k, Py_ssize_t i) {
+    int c = sd->count;
+    const Entry *p = sd->pool;
+    const unsigned char *r = sd->rank;
+    if (i < c && p[r[i]].key == k) return r[i];
+    if (i > 0 && i - 1 < c && p[r[i - 1]].key == k) return r[i - 1];
+    if (i + 1 < c && p[r[i + 1]].key == k) return r[i + 1];
+    for (int j = 0; j < c; j++)
+        if (p[r[j]].key == k) return r[j];
+    return -1;
 }
 
 /* The prices of one side of a change ((price, qty) pairs) into sp, keeping only those that
  * could be a memo entry's (within its worst entry's price: only entries are looked up in
  * sp->touched); 0 if not understood. */
-static int hint_side(Spec *sp, int s, PyObject *levels, const Entry *e, Py_ssize_t count) {
+static int hint_side(Spec *sp, int s, PyObject *levels, const Side *sd) {
     if (!PyList_CheckExact(levels) && !PyTuple_CheckExact(levels)) return 0;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(levels);
     PyObject **items = PySequence_Fast_ITEMS(levels);
+    u128 worst = sd->count ? sd->pool[sd->rank[sd->count - 1]].px : 0;
     int kept = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *lv = items[i];
         u128 px;
         if (!PyTuple_CheckExact(lv) || PyTuple_GET_SIZE(lv) != 2) return 0;
         if (!to_u128(PyTuple_GET_ITEM(lv, 0), &px)) return 0;
-        if (count == 0 || (s ? px > e[count - 1].px : px < e[count - 1].px)) continue;
+        if (sd->count == 0 || (s ? px > worst : px < worst)) continue;
         if (kept == MAX_TOUCHED) return 0;
+        sp->tlevel[s][kept] = lv;
         sp->touched[s][kept++] = px;
     }
     sp->nt[s] = kept;
@@ -335,163 +406,212 @@ static int hint_side(Spec *sp, int s, PyObject *levels, const Entry *e, Py_ssize
 static int render_level(const Spec *sp, Entry *e, PyObject *price, PyObject *qty) {
     u128 px, q;
     if (!to_u128(price, &px) || !to_u128(qty, &q)) return 0;
-    e->px = px;
     int k1, k2;
+    char *t = e->text;
     if (sp->kind == KRAKEN) {
-        if ((k1 = kraken_piece(e->text, px, sp->pd, sp->scale)) < 0) return 0;
-        if ((k2 = kraken_piece(e->text + k1, q, sp->qd, sp->scale)) < 0) return 0;
+        if ((k1 = kraken_piece(t, px, sp->pd, sp->scale)) < 0) return 0;
+        if ((k2 = kraken_piece(t + k1, q, sp->qd, sp->scale)) < 0) return 0;
         e->len = k1 + k2;
     } else {
-        if ((k1 = okx_piece(e->text, px, sp->scale)) < 0) return 0;
-        e->text[k1] = ':';
-        if ((k2 = okx_piece(e->text + k1 + 1, q, sp->scale)) < 0) return 0;
+        if ((k1 = okx_piece(t, px, sp->scale)) < 0) return 0;
+        t[k1] = ':';
+        if ((k2 = okx_piece(t + k1 + 1, q, sp->scale)) < 0) return 0;
         e->len = k1 + 1 + k2;
     }
+    e->px = px;
     return 1;
 }
 
-/* Fill out[0..cnt) with the best cnt levels of one side (s 0: bids, 1: asks, negated keys),
- * reusing memo entries where the level's objects are the entry's.  Returns the number of
- * entries filled (each holding references); fewer than cnt means declined. */
-static Py_ssize_t walk(Memo *m, const Spec *sp, int s, PyObject *keys, PyObject *dict,
-                       Py_ssize_t cnt, Entry *out) {
+/* The qty object the book holds at a touched level lv (the hint's (price, qty): Book.apply
+ * stores the very object it was given), or NULL if it says the level is gone (then the book
+ * is asked). */
+static PyObject *hinted_qty(PyObject *lv) {
+    PyObject *q = PyTuple_GET_ITEM(lv, 1);
+    u128 v;
+    return to_u128(q, &v) && v ? q : NULL;
+}
+
+/* Side s's memo entries made the best cnt levels of keys/dict, best first: an entry whose key
+ * and qty objects are the level's is kept as it is (hinted and not touched: without looking the
+ * level up), a kept level whose qty changed is rendered again in place, a new level gets a free
+ * entry; entries that left the top are released.  Hinted, a touched level's price and qty are
+ * the hint's objects (the book holds those), else the book's dict is asked.  0 if declined (the
+ * caller empties the memo). */
+static int walk(Memo *m, const Spec *sp, int s, PyObject *keys, PyObject *dict, Py_ssize_t cnt) {
+    Side *sd = &m->side[s];
+    Entry *pool = sd->pool;
+    uint64_t busy = 0, used = 0; /* pool indexes of the old top, of the new one */
+    for (int i = 0; i < sd->count; i++) busy |= (uint64_t)1 << sd->rank[i];
+    unsigned char nr[MAX_N];
     Py_ssize_t len = PyList_GET_SIZE(keys);
     for (Py_ssize_t i = 0; i < cnt; i++) {
         PyObject *k = PyList_GET_ITEM(keys, len - 1 - i);
-        Entry *old = find(m, s, k, i);
-        PyObject *price;
-        if (old != NULL && sp->hinted && !touched(sp, s, old->px)) { /* unchanged: as it was */
-            Entry *e = &out[i];
-            e->px = old->px;
-            e->len = old->len;
-            memcpy(e->text, old->text, (size_t)old->len);
-            Py_INCREF(e->key = old->key);
-            Py_INCREF(e->price = old->price);
-            Py_INCREF(e->qty = old->qty);
-            continue;
+        int j = find(sd, k, i);
+        PyObject *lv = NULL, *q = NULL;
+        if (j >= 0 && sp->hinted) {
+            lv = touched(sp, s, pool[j].px);
+            if (lv == NULL) { /* unchanged: as it was */
+                nr[i] = (unsigned char)j;
+                used |= (uint64_t)1 << j;
+                continue;
+            }
+            q = hinted_qty(lv);
+        } else if (sp->hinted) { /* a level new to the top: touched, or moved up into it */
+            u128 px;
+            int neg;
+            if (int_parts(k, &px, &neg) && neg == s && (lv = touched(sp, s, px)) != NULL)
+                q = hinted_qty(lv);
         }
-        if (old != NULL) {
-            price = old->price;
-            Py_INCREF(price);
+        PyObject *price; /* a new reference */
+        if (j >= 0) {
+            price = Py_NewRef(pool[j].price);
+        } else if (q != NULL) {
+            price = Py_NewRef(PyTuple_GET_ITEM(lv, 0));
         } else if (s) {
             if (!PyLong_CheckExact(k) || (price = PyNumber_Negative(k)) == NULL) {
                 PyErr_Clear();
-                return i;
+                return 0;
             }
         } else {
-            price = k;
-            Py_INCREF(price);
+            price = Py_NewRef(k);
         }
-        PyObject *q = PyDict_GetItemWithError(dict, price); /* borrowed */
-        if (q == NULL) {
+        if (q == NULL && (q = PyDict_GetItemWithError(dict, price)) == NULL) { /* borrowed */
             PyErr_Clear();
             Py_DECREF(price);
-            return i;
+            return 0;
         }
-        Entry *e = &out[i];
-        if (old != NULL && old->qty == q) {
-            e->px = old->px;
-            e->len = old->len;
-            memcpy(e->text, old->text, (size_t)old->len);
-        } else if (!render_level(sp, e, price, q)) {
+        if (j >= 0) { /* a level the memo holds: rendered again if its qty is another object */
             Py_DECREF(price);
-            return i;
+            if (pool[j].qty != q) {
+                if (!render_level(sp, &pool[j], pool[j].price, q)) return 0;
+                Py_SETREF(pool[j].qty, Py_NewRef(q));
+                pool[j].stamp = ++m->renders;
+            }
+        } else { /* a new level: the first entry neither top holds (2n entries always suffice) */
+            j = __builtin_ctzll(~(busy | used));
+            Entry *e = &pool[j];
+            if (!render_level(sp, e, price, q)) {
+                Py_DECREF(price);
+                return 0;
+            }
+            e->key = Py_NewRef(k);
+            e->price = price;
+            e->qty = Py_NewRef(q);
+            e->stamp = ++m->renders;
         }
-        Py_INCREF(k);
-        Py_INCREF(q);
-        e->key = k;
-        e->price = price;
-        e->qty = q;
+        nr[i] = (unsigned char)j;
+        used |= (uint64_t)1 << j;
     }
-    return cnt;
+    for (int i = 0; i < sd->count; i++) /* the entries that left the top */
+        if (!(used & ((uint64_t)1 << sd->rank[i]))) entry_clear(&pool[sd->rank[i]]);
+    memcpy(sd->rank, nr, (size_t)cnt);
+    sd->count = (int)cnt;
+    return 1;
 }
 
-/* The memo argument made ready for sp (emptied if it was for another rule or precision), and
- * whether the change given may be trusted: the memo is of the book's previous version, so the
- * change (the levels of the one Book.apply since) is all that moved.  0 if declined. */
-static int prepare(PyObject *memo, PyObject *version, PyObject *change, Spec *sp, long n,
-                   PyObject *const *a, Memo **mp, long long *vp) {
-    *mp = NULL;
-    sp->hinted = sp->unchanged[0] = sp->unchanged[1] = 0;
-    if (!PyLong_CheckExact(version)) return 0;
-    int overflow = 0;
-    *vp = PyLong_AsLongLongAndOverflow(version, &overflow);
-    if (overflow || *vp < 0) return 0;
-    if (memo == Py_None) return 1;
-    if (!Py_IS_TYPE(memo, &MemoType)) return 0;
-    Memo *m = *mp = (Memo *)memo;
-    if (m->kind != sp->kind || m->n != n || m->pd != sp->pd || m->qd != sp->qd ||
+/* The memo made ready for sp (emptied, and its pools made, if it was for another rule, depth or
+ * precision), and whether the hint (hb, ha) may be trusted: the memo is of the book's previous
+ * version, so those levels (the one Book.apply since) are all that moved.  0 if declined. */
+static int prepare(Memo *m, Spec *sp, long long version, PyObject *hb, PyObject *ha,
+                   PyObject *const *lists) {
+    sp->hinted = sp->unchanged[0] = sp->unchanged[1] = sp->nt[0] = sp->nt[1] = 0;
+    if (m->kind != sp->kind || m->n != sp->n || m->pd != sp->pd || m->qd != sp->qd ||
         m->scale != sp->scale) {
-        memo_clear(m);
+        if (m->n != sp->n || m->side[0].pool == NULL) {
+            memo_free_pools(m);
+            for (int s = 0; s < 2 && sp->n > 0; s++) {
+                m->side[s].pool = PyMem_Calloc((size_t)(2 * sp->n), sizeof(Entry));
+                if (m->side[s].pool == NULL) {
+                    memo_free_pools(m);
+                    return 0;
+                }
+            }
+        } else {
+            memo_clear(m);
+        }
         m->kind = sp->kind;
-        m->n = n;
+        m->n = sp->n;
         m->pd = sp->pd;
         m->qd = sp->qd;
         m->scale = sp->scale;
     }
-    if (m->version >= 0 && *vp == m->version + 1 && PyTuple_CheckExact(change) &&
-        PyTuple_GET_SIZE(change) == 2)
-        sp->hinted = hint_side(sp, 0, PyTuple_GET_ITEM(change, 0), m->bank[m->cur[0]][0],
-                               m->count[0]) &&
-                     hint_side(sp, 1, PyTuple_GET_ITEM(change, 1), m->bank[m->cur[1]][1],
-                               m->count[1]);
+    if (m->version >= 0 && version == m->version + 1 && hb != NULL && ha != NULL)
+        sp->hinted = hint_side(sp, 0, hb, &m->side[0]) && hint_side(sp, 1, ha, &m->side[1]);
     /* A side no kept price of the change touched has the memo's top: with n entries, every
      * change was below its n-th level (and the side still has n levels: no truncation cut
      * into them); with fewer (the memo held the whole side), nothing was added either. */
     for (int s = 0; sp->hinted && s < 2; s++) {
-        Py_ssize_t len = PyList_GET_SIZE(a[2 * s]);
-        sp->unchanged[s] = sp->nt[s] == 0 && (m->count[s] == n ? len >= n : len == m->count[s]);
+        Py_ssize_t len = PyList_GET_SIZE(lists[2 * s]);
+        int c = m->side[s].count;
+        sp->unchanged[s] = sp->nt[s] == 0 && (c == sp->n ? len >= sp->n : len == c);
     }
     return 1;
 }
 
-/* Both sides' entries, best first (*bp: bids, *ap: asks): each side's current memo bank (refilled
- * unless unchanged) or sb and sa without a memo.  0 if declined (nothing new held, the memo as
- * it was). */
-static int top(Memo *m, const Spec *sp, PyObject *const *a, long n, Entry *sb, Entry *sa,
-               Entry **bp, Entry **ap, Py_ssize_t *nb, Py_ssize_t *na) {
-    Py_ssize_t cnt[2], got[2] = {0, 0};
-    Entry *out[2] = {sb, sa};
-    int walked[2] = {0, 0};
+/* The checksum text's positions in the rule's order, as (side, pool index); their number. */
+static int text_order(const Memo *m, unsigned char *ps, unsigned char *pi) {
+    const Side *b = &m->side[0], *a = &m->side[1];
+    int np = 0;
+    if (m->kind == KRAKEN) { /* asks lowest first, then bids highest first */
+        for (int i = 0; i < a->count; i++, np++) ps[np] = 1, pi[np] = a->rank[i];
+        for (int i = 0; i < b->count; i++, np++) ps[np] = 0, pi[np] = b->rank[i];
+    } else { /* OKX: the bid, then the ask, of each row; the longer side goes on alone */
+        int rows = b->count > a->count ? b->count : a->count;
+        for (int r = 0; r < rows; r++) {
+            if (r < b->count) ps[np] = 0, pi[np++] = b->rank[r];
+            if (r < a->count) ps[np] = 1, pi[np++] = a->rank[r];
+        }
+    }
+    return np;
+}
+
+/* The CRC of the memo's top as the rule writes it (OKX: ":" between positions), resumed from
+ * the running CRC before its first position that is not as the last text had it. */
+static uint32_t text_crc(Memo *m) {
+    unsigned char ps[2 * MAX_N], pi[2 * MAX_N];
+    int np = text_order(m, ps, pi), p = 0;
+    while (p < np && p < m->npos && m->pos_side[p] == ps[p] && m->pos_idx[p] == pi[p] &&
+           m->pos_stamp[p] == m->side[ps[p]].pool[pi[p]].stamp)
+        p++;
+    uint32_t c = p ? m->pos_crc[p - 1] : 0xFFFFFFFFu;
+    for (; p < np; p++) {
+        const Entry *e = &m->side[ps[p]].pool[pi[p]];
+        if (m->kind == OKX && p) c = crc_update(c, (const unsigned char *)":", 1);
+        c = crc_update(c, (const unsigned char *)e->text, (size_t)e->len);
+        m->pos_side[p] = ps[p];
+        m->pos_idx[p] = pi[p];
+        m->pos_stamp[p] = e->stamp;
+        m->pos_crc[p] = c;
+    }
+    m->npos = np;
+    return c ^ 0xFFFFFFFFu;
+}
+
+/* The checksum of the book's lists (bk, bids, ak, asks) kept in memo m: a new int, Py_None
+ * (a new reference) if declined, NULL on an error of our own (memory). */
+static PyObject *compute(Memo *m, Spec *sp, long long version, PyObject *hb, PyObject *ha,
+                         PyObject *const *lists) {
+    if (!PyList_CheckExact(lists[0]) || !PyDict_CheckExact(lists[1]) ||
+        !PyList_CheckExact(lists[2]) || !PyDict_CheckExact(lists[3]))
+        Py_RETURN_NONE;
+    if (!prepare(m, sp, version, hb, ha, lists)) Py_RETURN_NONE;
+    if (m->version == version || (sp->unchanged[0] && sp->unchanged[1])) {
+        m->version = version; /* the top is as it was */
+        return PyLong_FromLong(m->crc);
+    }
     for (int s = 0; s < 2; s++) {
-        cnt[s] = PyList_GET_SIZE(a[2 * s]) < n ? PyList_GET_SIZE(a[2 * s]) : n;
-        if (m != NULL && sp->unchanged[s]) { /* as it was: nothing to read */
-            out[s] = m->bank[m->cur[s]][s];
-            continue;
-        }
-        if (m != NULL) out[s] = m->bank[!m->cur[s]][s]; /* fill the other bank */
-        walked[s] = 1;
-        got[s] = walk(m, sp, s, a[2 * s], a[2 * s + 1], cnt[s], out[s]);
-        if (got[s] < cnt[s]) {
-            for (int t = 0; t <= s; t++)
-                if (walked[t]) entries_clear(out[t], got[t]);
-            return 0;
+        if (sp->unchanged[s]) continue;
+        Py_ssize_t len = PyList_GET_SIZE(lists[2 * s]);
+        if (!walk(m, sp, s, lists[2 * s], lists[2 * s + 1], len < sp->n ? len : sp->n)) {
+            memo_clear(m);
+            Py_RETURN_NONE;
         }
     }
-    for (int s = 0; m != NULL && s < 2; s++) { /* each refilled side's new top becomes the memo's */
-        if (!walked[s]) continue;
-        entries_clear(m->bank[m->cur[s]][s], m->count[s]);
-        m->cur[s] = !m->cur[s];
-        m->count[s] = cnt[s];
-    }
-    *bp = out[0];
-    *ap = out[1];
-    *nb = cnt[0];
-    *na = cnt[1];
-    return 1;
-}
-
-/* Release what top() filled when there is no memo to hold it (the texts stay readable). */
-static void done(Memo *m, Entry *b, Py_ssize_t nb, Entry *as, Py_ssize_t na) {
-    if (m == NULL) {
-        entries_clear(b, nb);
-        entries_clear(as, na);
-    }
-}
-
-static int args_ok(PyObject *const *a) {
-    return PyList_CheckExact(a[0]) && PyDict_CheckExact(a[1]) && PyList_CheckExact(a[2]) &&
-           PyDict_CheckExact(a[3]);
+    uint32_t c = text_crc(m);
+    long crc = sp->kind == OKX && c >= 0x80000000u ? (long)c - 0x100000000L : (long)c;
+    m->version = version;
+    m->crc = crc;
+    return PyLong_FromLong(crc);
 }
 
 static int small_int(PyObject *o, long lo, long hi, long *out) {
@@ -503,104 +623,61 @@ static int small_int(PyObject *o, long lo, long hi, long *out) {
     return 1;
 }
 
-/* Entries' texts are read after done(): the references they held are the memo's, or were
- * released, and the texts stay valid either way. */
-static PyObject *kraken(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
-    long n, pd, qd, scale;
-    if (nargs != 11) {
-        PyErr_SetString(PyExc_TypeError,
-                        "kraken(memo, version, change, bk, bids, ak, asks, n, pd, qd, scale)");
-        return NULL;
-    }
-    if (!args_ok(a + 3) || !small_int(a[7], 0, MAX_N, &n) ||
-        !small_int(a[8], 0, MAX_DECIMALS, &pd) || !small_int(a[9], 0, MAX_DECIMALS, &qd) ||
-        !small_int(a[10], 0, MAX_SCALE, &scale))
-        Py_RETURN_NONE;
-    Spec sp; /* (not zeroed whole: touched[] is read only up to nt[]) */
-    spec_init(&sp, KRAKEN, (int)pd, (int)qd, (int)scale);
-    Memo *m;
-    long long version;
-    if (!prepare(a[0], a[1], a[2], &sp, n, a + 3, &m, &version)) Py_RETURN_NONE;
-    if (m != NULL && m->version == version) return PyLong_FromLong(m->crc);
-    if (m != NULL && sp.unchanged[0] && sp.unchanged[1]) { /* the top is as it was */
-        m->version = version;
-        return PyLong_FromLong(m->crc);
-    }
-    Entry sb[MAX_N], sa[MAX_N], *b, *as;
-    Py_ssize_t nb, na;
-    if (!top(m, &sp, a + 3, n, sb, sa, &b, &as, &nb, &na)) Py_RETURN_NONE;
-    done(m, b, nb, as, na);
-    char text[MAX_N * TEXT], *t;
-    text[0] = 0; /* (a side without levels reads none of it) */
-    uint32_t c; /* asks lowest first, then bids highest first */
-    if (m != NULL && sp.unchanged[1]) {
-        c = m->crc_asks;
-    } else {
-        t = text;
-        for (Py_ssize_t i = 0; i < na; i++) {
-            memcpy(t, as[i].text, (size_t)as[i].len);
-            t += as[i].len;
-        }
-        c = crc_update(0xFFFFFFFFu, (const unsigned char *)text, (size_t)(t - text));
-        if (m != NULL) m->crc_asks = c;
-    }
-    t = text;
-    for (Py_ssize_t i = 0; i < nb; i++) {
-        memcpy(t, b[i].text, (size_t)b[i].len);
-        t += b[i].len;
-    }
-    c = crc_update(c, (const unsigned char *)text, (size_t)(t - text));
-    long crc = (long)(c ^ 0xFFFFFFFFu);
-    if (m != NULL) {
-        m->version = version;
-        m->crc = crc;
-    }
-    return PyLong_FromLong(crc);
+static int spec_init(Spec *sp, int kind, PyObject *n, PyObject *pd, PyObject *qd,
+                     PyObject *scale) {
+    long vn, vpd = 0, vqd = 0, vscale;
+    if (!small_int(n, 0, MAX_N, &vn) || !small_int(scale, 0, MAX_SCALE, &vscale)) return 0;
+    if (kind == KRAKEN &&
+        (!small_int(pd, 0, MAX_DECIMALS, &vpd) || !small_int(qd, 0, MAX_DECIMALS, &vqd)))
+        return 0;
+    sp->kind = kind;
+    sp->n = vn;
+    sp->pd = (int)vpd;
+    sp->qd = (int)vqd;
+    sp->scale = (int)vscale;
+    return 1;
 }
 
-static PyObject *okx(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
-    long n, scale;
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "okx(memo, version, change, bk, bids, ak, asks, n, scale)");
+/* The lists' checksum with memo (a Memo, or None: a memo for this call only). */
+static PyObject *generic(Spec *sp, PyObject *memo, PyObject *version, PyObject *hb, PyObject *ha,
+                         PyObject *const *lists) {
+    int overflow = 0;
+    long long v = PyLong_CheckExact(version) ? PyLong_AsLongLongAndOverflow(version, &overflow) : -1;
+    if (overflow || v < 0) Py_RETURN_NONE;
+    if (hb == Py_None || ha == Py_None) hb = ha = NULL;
+    if (memo != Py_None) {
+        if (!Py_IS_TYPE(memo, &MemoType)) Py_RETURN_NONE;
+        return compute((Memo *)memo, sp, v, hb, ha, lists);
+    }
+    PyObject *tmp = Memo_new(&MemoType, NULL, NULL);
+    if (tmp == NULL) return NULL;
+    PyObject *r = compute((Memo *)tmp, sp, v, hb, ha, lists);
+    Py_DECREF(tmp);
+    return r;
+}
+
+/* kraken(memo, version, hint_bids, hint_asks, bk, bids, ak, asks, n, pd, qd, scale) */
+static PyObject *kraken(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
+    if (nargs != 12) {
+        PyErr_SetString(PyExc_TypeError, "kraken(memo, version, hint_bids, hint_asks, bk, bids, "
+                                         "ak, asks, n, pd, qd, scale)");
         return NULL;
     }
-    if (!args_ok(a + 3) || !small_int(a[7], 0, MAX_N, &n) ||
-        !small_int(a[8], 0, MAX_SCALE, &scale))
-        Py_RETURN_NONE;
     Spec sp;
-    spec_init(&sp, OKX, 0, 0, (int)scale);
-    Memo *m;
-    long long version;
-    if (!prepare(a[0], a[1], a[2], &sp, n, a + 3, &m, &version)) Py_RETURN_NONE;
-    if (m != NULL && m->version == version) return PyLong_FromLong(m->crc);
-    if (m != NULL && sp.unchanged[0] && sp.unchanged[1]) { /* the top is as it was */
-        m->version = version;
-        return PyLong_FromLong(m->crc);
+    if (!spec_init(&sp, KRAKEN, a[8], a[9], a[10], a[11])) Py_RETURN_NONE;
+    return generic(&sp, a[0], a[1], a[2], a[3], a + 4);
+}
+
+/* okx(memo, version, hint_bids, hint_asks, bk, bids, ak, asks, n, scale) */
+static PyObject *okx(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError,
+                        "okx(memo, version, hint_bids, hint_asks, bk, bids, ak, asks, n, scale)");
+        return NULL;
     }
-    Entry sb[MAX_N], sa[MAX_N], *b, *as;
-    Py_ssize_t nb, na;
-    if (!top(m, &sp, a + 3, n, sb, sa, &b, &as, &nb, &na)) Py_RETURN_NONE;
-    done(m, b, nb, as, na);
-    char text[2 * MAX_N * (TEXT + 1)], *t = text;
-    Py_ssize_t rows = nb > na ? nb : na;
-    for (Py_ssize_t i = 0; i < rows; i++) { /* the bid, then the ask, of each row, ":" between */
-        for (int s = 0; s < 2; s++) {
-            Entry *e = s ? (i < na ? &as[i] : NULL) : (i < nb ? &b[i] : NULL);
-            if (e == NULL) continue;
-            memcpy(t, e->text, (size_t)e->len);
-            t += e->len;
-            *t++ = ':';
-        }
-    }
-    if (t > text) t--; /* no ":" after the last */
-    uint32_t c = crc_update(0xFFFFFFFFu, (const unsigned char *)text, (size_t)(t - text));
-    c ^= 0xFFFFFFFFu;
-    long crc = c >= 0x80000000u ? (long)c - 0x100000000L : (long)c;
-    if (m != NULL) {
-        m->version = version;
-        m->crc = crc;
-    }
-    return PyLong_FromLong(crc);
+    Spec sp;
+    if (!spec_init(&sp, OKX, a[8], NULL, NULL, a[9])) Py_RETURN_NONE;
+    return generic(&sp, a[0], a[1], a[2], a[3], a + 4);
 }
 
 /* ------------------------------------------------------------------ straight from a Book */
@@ -610,7 +687,7 @@ static const char *SLOTS[NSLOTS] = {"memo", "version", "_bk", "bids", "_ak", "as
 static PyTypeObject *book_type = NULL;
 static Py_ssize_t slot_offsets[NSLOTS];
 
-/* configure(Book): the class whose slots kraken_book()/okx_book() read (each must be one). */
+/* configure(Book): the class whose slots a BookChecksum reads (each must be one). */
 static PyObject *configure(PyObject *self, PyObject *cls) {
     if (!PyType_Check(cls)) {
         PyErr_SetString(PyExc_TypeError, "configure() takes the Book class");
@@ -633,64 +710,128 @@ static PyObject *configure(PyObject *self, PyObject *cls) {
     Py_RETURN_NONE;
 }
 
-/* args[0..6] = memo, version, bk, bids, ak, asks of book (its memo made if it had none);
- * 0 if book is not a configured Book with every slot set. */
-static int book_args(PyObject *book, PyObject **args) {
-    if (book_type == NULL || !Py_IS_TYPE(book, book_type)) return 0;
+/* A BookChecksum: the checksum of a Book as one rule computes it, called like the rule's Python
+ * function and answering exactly what that function answers, which it calls whenever this code
+ * declines (so Python's exceptions, ValueError among them, are the caller's to see):
+ *   Kraken: checksum(book, price_decimals, qty_decimals[, bids, asks])
+ *   OKX:    checksum(book[, bids, asks])
+ * bids, asks: the levels the book's last Book.apply set (the diff just applied). */
+typedef struct {
+    PyObject_HEAD vectorcallfunc vectorcall;
+    int kind;
+    PyObject *n, *scale; /* the rule's depth and engine.num.SCALE, as ints */
+    PyObject *fallback;
+} Checksum;
+
+static PyObject *checksum_fast(Checksum *ck, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t base = ck->kind == KRAKEN ? 3 : 1;
+    if ((nargs != base && nargs != base + 2) || book_type == NULL ||
+        !Py_IS_TYPE(args[0], book_type))
+        Py_RETURN_NONE;
+    Spec sp;
+    if (!spec_init(&sp, ck->kind, ck->n, ck->kind == KRAKEN ? args[1] : NULL,
+                   ck->kind == KRAKEN ? args[2] : NULL, ck->scale))
+        Py_RETURN_NONE;
+    PyObject *s[NSLOTS];
     for (int i = 0; i < NSLOTS; i++) {
-        args[i] = *(PyObject **)((char *)book + slot_offsets[i]);
-        if (args[i] == NULL) return 0;
+        s[i] = *(PyObject **)((char *)args[0] + slot_offsets[i]);
+        if (s[i] == NULL) Py_RETURN_NONE;
     }
-    if (args[0] == Py_None) { /* the book's memo, kept in its slot from now on */
+    if (s[0] == Py_None) { /* the book's memo, kept in its slot from now on */
         PyObject *m = Memo_new(&MemoType, NULL, NULL);
-        if (m == NULL) {
-            PyErr_Clear();
-            return 0;
-        }
-        Py_SETREF(*(PyObject **)((char *)book + slot_offsets[0]), m);
-        args[0] = m;
+        if (m == NULL) return NULL;
+        Py_SETREF(*(PyObject **)((char *)args[0] + slot_offsets[0]), m);
+        s[0] = m;
     }
-    return 1;
+    if (!Py_IS_TYPE(s[0], &MemoType)) Py_RETURN_NONE;
+    int overflow = 0;
+    long long v = PyLong_CheckExact(s[1]) ? PyLong_AsLongLongAndOverflow(s[1], &overflow) : -1;
+    if (overflow || v < 0) Py_RETURN_NONE;
+    PyObject *hb = nargs > base ? args[base] : NULL, *ha = nargs > base ? args[base + 1] : NULL;
+    if (hb == Py_None || ha == Py_None) hb = ha = NULL;
+    return compute((Memo *)s[0], &sp, v, hb, ha, s + 2);
 }
 
-/* f(memo, version, change, bk, bids, ak, asks, *rest) for a Book's own structures and memo:
- * a = (book, change, *rest), nrest of them; None if book is not a configured Book. */
-static PyObject *of_book(PyObject *(*f)(PyObject *, PyObject *const *, Py_ssize_t),
-                         PyObject *self, PyObject *const *a, Py_ssize_t nargs, Py_ssize_t nrest) {
-    if (nargs != 2 + nrest) {
-        PyErr_Format(PyExc_TypeError, "takes (book, change, ...): %zd arguments", 2 + nrest);
+static PyObject *Checksum_call(PyObject *self, PyObject *const *args, size_t nargsf,
+                               PyObject *kwnames) {
+    Checksum *ck = (Checksum *)self;
+    if (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0) {
+        PyObject *r = checksum_fast(ck, args, PyVectorcall_NARGS(nargsf));
+        if (r != Py_None) return r; /* the answer, or our own error */
+        Py_DECREF(r);
+    }
+    return PyObject_Vectorcall(ck->fallback, args, nargsf, kwnames);
+}
+
+static PyObject *Checksum_new(PyTypeObject *t, PyObject *args, PyObject *kw) {
+    const char *rule;
+    PyObject *n, *scale, *fallback;
+    static char *names[] = {"rule", "n", "scale", "fallback", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "sO!O!O:BookChecksum", names, &rule, &PyLong_Type,
+                                     &n, &PyLong_Type, &scale, &fallback))
+        return NULL;
+    int kind = strcmp(rule, "kraken") == 0 ? KRAKEN : strcmp(rule, "okx") == 0 ? OKX : 0;
+    if (kind == 0 || !PyCallable_Check(fallback)) {
+        PyErr_SetString(PyExc_ValueError, "BookChecksum(rule 'kraken' or 'okx', n, scale, fallback)");
         return NULL;
     }
-    PyObject *s[NSLOTS], *args[7 + 4];
-    if (!book_args(a[0], s)) Py_RETURN_NONE;
-    args[0] = s[0];
-    args[1] = s[1];
-    args[2] = a[1];
-    for (int i = 2; i < NSLOTS; i++) args[i + 1] = s[i];
-    for (Py_ssize_t i = 0; i < nrest; i++) args[7 + i] = a[2 + i];
-    return f(self, args, 7 + nrest);
+    Checksum *ck = (Checksum *)t->tp_alloc(t, 0);
+    if (ck == NULL) return NULL;
+    ck->vectorcall = Checksum_call;
+    ck->kind = kind;
+    ck->n = Py_NewRef(n);
+    ck->scale = Py_NewRef(scale);
+    ck->fallback = Py_NewRef(fallback);
+    return (PyObject *)ck;
 }
 
-/* kraken_book(book, change, n, pd, qd, scale) / okx_book(book, change, n, scale) */
-static PyObject *kraken_book(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
-    return of_book(kraken, self, a, nargs, 4);
+static int Checksum_traverse(Checksum *ck, visitproc visit, void *arg) {
+    Py_VISIT(ck->fallback);
+    return 0;
 }
 
-static PyObject *okx_book(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
-    return of_book(okx, self, a, nargs, 2);
+static int Checksum_clear(Checksum *ck) {
+    Py_CLEAR(ck->fallback);
+    return 0;
 }
+
+static void Checksum_dealloc(Checksum *ck) {
+    PyObject_GC_UnTrack(ck);
+    Checksum_clear(ck);
+    Py_CLEAR(ck->n);
+    Py_CLEAR(ck->scale);
+    Py_TYPE(ck)->tp_free((PyObject *)ck);
+}
+
+static PyMemberDef Checksum_members[] = {
+    {"fallback", T_OBJECT, offsetof(Checksum, fallback), READONLY,
+     "the rule's Python function, which answers whatever this object declines"},
+    {NULL},
+};
+
+static PyTypeObject ChecksumType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "engine._cksum.BookChecksum",
+    .tp_basicsize = sizeof(Checksum),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = Checksum_new,
+    .tp_dealloc = (destructor)Checksum_dealloc,
+    .tp_traverse = (traverseproc)Checksum_traverse,
+    .tp_clear = (inquiry)Checksum_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Checksum, vectorcall),
+    .tp_members = Checksum_members,
+    .tp_doc = "BookChecksum(rule, n, scale, fallback): a Book's checksum as the rule's Python "
+              "function `fallback` computes it (Kraken: (book, pd, qd[, bids, asks]); OKX: "
+              "(book[, bids, asks])), in C where it can, by `fallback` where it declines.",
+};
 
 static PyMethodDef methods[] = {
-    {"configure", configure, METH_O, "configure(Book): the class kraken_book/okx_book read"},
-    {"kraken_book", (PyCFunction)(void (*)(void))kraken_book, METH_FASTCALL,
-     "kraken_book(book, change, n, price_decimals, qty_decimals, scale) -> int | None"},
-    {"okx_book", (PyCFunction)(void (*)(void))okx_book, METH_FASTCALL,
-     "okx_book(book, change, n, scale) -> int | None"},
+    {"configure", configure, METH_O, "configure(Book): the class a BookChecksum reads"},
     {"kraken", (PyCFunction)(void (*)(void))kraken, METH_FASTCALL,
-     "kraken(memo, version, change, bk, bids, ak, asks, n, price_decimals, qty_decimals, scale)"
-     " -> int | None"},
+     "kraken(memo, version, hint_bids, hint_asks, bk, bids, ak, asks, n, price_decimals, "
+     "qty_decimals, scale) -> int | None"},
     {"okx", (PyCFunction)(void (*)(void))okx, METH_FASTCALL,
-     "okx(memo, version, change, bk, bids, ak, asks, n, scale) -> int | None"},
+     "okx(memo, version, hint_bids, hint_asks, bk, bids, ak, asks, n, scale) -> int | None"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -703,12 +844,11 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__cksum(void) {
     crc_init();
-    if (PyType_Ready(&MemoType) < 0) return NULL;
+    if (PyType_Ready(&MemoType) < 0 || PyType_Ready(&ChecksumType) < 0) return NULL;
     PyObject *mod = PyModule_Create(&module);
     if (mod == NULL) return NULL;
-    Py_INCREF(&MemoType);
-    if (PyModule_AddObject(mod, "Memo", (PyObject *)&MemoType) < 0) {
-        Py_DECREF(&MemoType);
+    if (PyModule_AddObjectRef(mod, "Memo", (PyObject *)&MemoType) < 0 ||
+        PyModule_AddObjectRef(mod, "BookChecksum", (PyObject *)&ChecksumType) < 0) {
         Py_DECREF(mod);
         return NULL;
     }
