@@ -236,12 +236,12 @@ static int okx_piece(char *out, u128 v, int scale) {
     }
     char buf[PIECE];
     char *end = buf + PIECE, *p = end;
-    if (frac) {
+    if (frac) { /* its k significant decimals: the trailing zeros dropped, 8, 4, 2, 1 at a time */
         int k = scale;
-        while (frac % 10 == 0) {
-            frac /= 10;
-            k--;
-        }
+        while (frac % 100000000u == 0) frac /= 100000000u, k -= 8;
+        if (frac % 10000u == 0) frac /= 10000u, k -= 4;
+        if (frac % 100u == 0) frac /= 100u, k -= 2;
+        if (frac % 10u == 0) frac /= 10u, k -= 1;
         p = u64_back_fixed(p, frac, k);
         *--p = '.';
     }
@@ -262,12 +262,97 @@ static int okx_piece(char *out, u128 v, int scale) {
 /* one level's text: Kraken price+qty digits, OKX "px:sz" */
 #define TEXT (2 * PIECE + 1)
 
+/* ------------------------------------------------------------------ CRCs of concatenations
+ *
+ * crc32(A || B) = x^(8 len B) * crc32(A) + crc32(B) mod P, in CRC32's reflected representation
+ * (zlib's crc32_combine): so the text's CRC is a fold over its levels' own CRCs, each computed
+ * once, when the level is rendered.  The product is a carry-less multiply (PCLMULQDQ where the
+ * CPU has it, else by nibbles) reduced mod P by four table steps (the CRC of four zero bytes). */
+
+#define X8N_MAX (TEXT + 2)
+static uint32_t X8N[X8N_MAX]; /* x^(8n) mod P for the lengths of one level's text */
+
+static uint64_t clmul_sw(uint32_t a, uint32_t b) {
+    uint64_t t[16], r = 0;
+    t[0] = 0;
+    for (int i = 1; i < 16; i++) t[i] = (i & 1) ? t[i - 1] ^ b : t[i >> 1] << 1;
+    for (int i = 28; i >= 0; i -= 4) r = (r << 4) ^ t[(a >> i) & 15];
+    return r;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+__attribute__((target("pclmul,sse2"))) static uint64_t clmul_hw(uint32_t a, uint32_t b) {
+    __m128i x = _mm_cvtsi32_si128((int)a), y = _mm_cvtsi32_si128((int)b);
+    return (uint64_t)_mm_cvtsi128_si64(_mm_clmulepi64_si128(x, y, 0));
+}
+static int have_clmul(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("pclmul");
+}
+#else
+static uint64_t clmul_hw(uint32_t a, uint32_t b) { return clmul_sw(a, b); }
+static int have_clmul(void) { return 0; }
+#endif
+
+static int use_hw_clmul = 0;
+static uint32_t COLON; /* crc32(":") */
+
+/* a * b mod P (reflected 32-bit polynomials) */
+static uint32_t multmodp(uint32_t a, uint32_t b, int hw) {
+    uint64_t t = (hw ? clmul_hw(a, b) : clmul_sw(a, b)) << 1;
+    uint32_t c = (uint32_t)t; /* its x^32..x^63 part, times x^32 mod P: */
+    c = CRC[3][c & 0xFF] ^ CRC[2][(c >> 8) & 0xFF] ^ CRC[1][(c >> 16) & 0xFF] ^ CRC[0][c >> 24];
+    return c ^ (uint32_t)(t >> 32);
+}
+
+/* crc32 of pieces 0..n (CRCs crc[i] of len[i] bytes each) after a text whose crc32 is c, with
+ * the running crc32 after each piece into out[i]: one loop per multiply, so each inlines its
+ * own (the hardware one compiled for PCLMULQDQ, called only where the CPU has it). */
+#define FOLD(NAME, ATTR, CLMUL)                                                                 \
+    ATTR static uint32_t NAME(uint32_t c, const uint32_t *crc, const unsigned char *len, int n, \
+                              uint32_t *out) {                                                  \
+        for (int i = 0; i < n; i++) {                                                           \
+            uint64_t t = CLMUL(X8N[len[i]], c) << 1;                                            \
+            uint32_t h = (uint32_t)t;                                                           \
+            h = CRC[3][h & 0xFF] ^ CRC[2][(h >> 8) & 0xFF] ^ CRC[1][(h >> 16) & 0xFF] ^         \
+                CRC[0][h >> 24];                                                                \
+            out[i] = c = h ^ (uint32_t)(t >> 32) ^ crc[i];                                      \
+        }                                                                                       \
+        return c;                                                                               \
+    }
+FOLD(fold_sw, , clmul_sw)
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+FOLD(fold_hw, __attribute__((target("pclmul,sse2"))), clmul_hw)
+#else
+#define fold_hw fold_sw
+#endif
+
+/* crc32(A || B) of crc1 = crc32(A), crc2 = crc32(B), B being len2 bytes (len2 < X8N_MAX) */
+static uint32_t crc_combine(uint32_t crc1, uint32_t crc2, int len2, int hw) {
+    return multmodp(X8N[len2], crc1, hw) ^ crc2;
+}
+
+/* crc32 of bytes (standard: initial and final xor) */
+static uint32_t crc_of(const char *p, int n) {
+    return crc_update(0xFFFFFFFFu, (const unsigned char *)p, (size_t)n) ^ 0xFFFFFFFFu;
+}
+
+static void combine_init(void) {
+    use_hw_clmul = have_clmul();
+    COLON = crc_of(":", 1);
+    X8N[0] = 0x80000000u; /* x^0 */
+    for (int i = 1; i < X8N_MAX; i++) X8N[i] = multmodp(X8N[i - 1], 0x00800000u /* x^8 */, 0);
+}
+
 typedef struct {
     PyObject *key;   /* the book's key object (bids: the price; asks: the negated price); NULL: free */
     PyObject *price; /* the price as the side's dict keys it */
     PyObject *qty;   /* the qty object the dict held when the text was rendered */
     u128 px;         /* the price's value */
     uint64_t stamp;  /* the memo's render count when this text was written */
+    uint32_t crc;    /* crc32 of text */
+    uint32_t crc_sep; /* OKX: crc32 of ":" + text (the level's piece after the first) */
     int len;
     char text[TEXT];
 } Entry;
@@ -359,29 +444,23 @@ typedef struct {
     PyObject *tlevel[2][MAX_TOUCHED]; /* the (price, qty) each came in (borrowed from the hint) */
 } Spec;
 
-/* The hint's last (price, qty) at px on side s (what the apply left there), or NULL. */
-static PyObject *touched(const Spec *sp, int s, u128 px) {
-    for (int i = sp->nt[s] - 1; i >= 0; i--)
-        if (sp->touched[s][i] == px) return sp->tlevel[s][i];
-    return NULL;
+/* px is better than qx on side s (bids: higher; asks: lower): best-first order */
+static inline int better(int s, u128 px, u128 qx) { return s ? px < qx : px > qx; }
+
+/* The hint's last (price, qty) at px on side s (what the apply left there), or NULL; *cur is
+ * a cursor into the side's touched prices (sorted best first), px never better than the last
+ * asked. */
+static PyObject *touched(const Spec *sp, int s, int *cur, u128 px) {
+    int i = *cur, n = sp->nt[s];
+    const u128 *t = sp->touched[s];
+    while (i < n && better(s, t[i], px)) i++;
+    *cur = i;
+    return i < n && t[i] == px ? sp->tlevel[s][i] : NULL;
 }
 
-/* The pool index of side sd's entry holding key object k (identity), looked for near rank i. */
-static int find(const Side *sd, PyObject *k, Py_ssize_t i) {
-    int c = sd->count;
-    const Entry *p = sd->pool;
-    const unsigned char *r = sd->rank;
-    if (i < c && p[r[i]].key == k) return r[i];
-    if (i > 0 && i - 1 < c && p[r[i - 1]].key == k) return r[i - 1];
-    if (i + 1 < c && p[r[i + 1]].key == k) return r[i + 1];
-    for (int j = 0; j < c; j++)
-        if (p[r[j]].key == k) return r[j];
-    return -1;
-}
-
-/* The prices of one side of a change ((price, qty) pairs) into sp, keeping only those that
- * could be a memo entry's (within its worst entry's price: only entries are looked up in
- * sp->touched); 0 if not understood. */
+/* The prices of one side of a change ((price, qty) pairs) into sp, sorted best first, keeping
+ * only those that could be a memo entry's (within its worst entry's price: only entries are
+ * looked up in sp->touched); 0 if not understood. */
 static int hint_side(Spec *sp, int s, PyObject *levels, const Side *sd) {
     if (!PyList_CheckExact(levels) && !PyTuple_CheckExact(levels)) return 0;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(levels);
@@ -395,10 +474,22 @@ static int hint_side(Spec *sp, int s, PyObject *levels, const Side *sd) {
         if (!to_u128(PyTuple_GET_ITEM(lv, 0), &px)) return 0;
         if (sd->count == 0 || (s ? px > worst : px < worst)) continue;
         if (kept == MAX_TOUCHED) return 0;
-        sp->tlevel[s][kept] = lv;
-        sp->touched[s][kept++] = px;
+        int j = kept++; /* insertion sort, best first, stable: a price set twice keeps its order */
+        while (j > 0 && better(s, px, sp->touched[s][j - 1])) {
+            sp->touched[s][j] = sp->touched[s][j - 1];
+            sp->tlevel[s][j] = sp->tlevel[s][j - 1];
+            j--;
+        }
+        sp->touched[s][j] = px;
+        sp->tlevel[s][j] = lv;
     }
-    sp->nt[s] = kept;
+    int n2 = 0; /* of a price set more than once, the last setting (what the book holds) */
+    for (int i = 0; i < kept; i++) {
+        if (i + 1 < kept && sp->touched[s][i + 1] == sp->touched[s][i]) continue;
+        sp->touched[s][n2] = sp->touched[s][i];
+        sp->tlevel[s][n2++] = sp->tlevel[s][i];
+    }
+    sp->nt[s] = n2;
     return 1;
 }
 
@@ -418,6 +509,8 @@ static int render_level(const Spec *sp, Entry *e, PyObject *price, PyObject *qty
         if ((k2 = okx_piece(t + k1 + 1, q, sp->scale)) < 0) return 0;
         e->len = k1 + 1 + k2;
     }
+    e->crc = crc_of(t, e->len);
+    if (sp->kind == OKX) e->crc_sep = crc_combine(COLON, e->crc, e->len, use_hw_clmul);
     e->px = px;
     return 1;
 }
@@ -444,23 +537,32 @@ static int walk(Memo *m, const Spec *sp, int s, PyObject *keys, PyObject *dict, 
     for (int i = 0; i < sd->count; i++) busy |= (uint64_t)1 << sd->rank[i];
     unsigned char nr[MAX_N];
     Py_ssize_t len = PyList_GET_SIZE(keys);
+    int o = 0, tc = 0; /* cursors: the old top (best first, as the new one is), the hint */
     for (Py_ssize_t i = 0; i < cnt; i++) {
         PyObject *k = PyList_GET_ITEM(keys, len - 1 - i);
-        int j = find(sd, k, i);
+        int j = -1;
+        u128 px;
+        if (o < sd->count && pool[sd->rank[o]].key == k) { /* the level the old top had next */
+            j = sd->rank[o++];
+            px = pool[j].px;
+        } else { /* by price: old levels better than it are gone; an equal one is this level */
+            int neg;
+            if (!int_parts(k, &px, &neg) || (s ? !neg && px : neg)) return 0;
+            while (o < sd->count && better(s, pool[sd->rank[o]].px, px)) o++;
+            if (o < sd->count && pool[sd->rank[o]].px == px) {
+                j = sd->rank[o++];
+                Py_SETREF(pool[j].key, Py_NewRef(k)); /* the book's key object from now on */
+            }
+        }
         PyObject *lv = NULL, *q = NULL;
-        if (j >= 0 && sp->hinted) {
-            lv = touched(sp, s, pool[j].px);
-            if (lv == NULL) { /* unchanged: as it was */
+        if (sp->hinted) {
+            lv = touched(sp, s, &tc, px);
+            if (lv == NULL && j >= 0) { /* unchanged: as it was */
                 nr[i] = (unsigned char)j;
                 used |= (uint64_t)1 << j;
                 continue;
             }
-            q = hinted_qty(lv);
-        } else if (sp->hinted) { /* a level new to the top: touched, or moved up into it */
-            u128 px;
-            int neg;
-            if (int_parts(k, &px, &neg) && neg == s && (lv = touched(sp, s, px)) != NULL)
-                q = hinted_qty(lv);
+            if (lv != NULL) q = hinted_qty(lv);
         }
         PyObject *price; /* a new reference */
         if (j >= 0) {
@@ -565,26 +667,30 @@ static int text_order(const Memo *m, unsigned char *ps, unsigned char *pi) {
     return np;
 }
 
-/* The CRC of the memo's top as the rule writes it (OKX: ":" between positions), resumed from
- * the running CRC before its first position that is not as the last text had it. */
+/* The CRC of the memo's top as the rule writes it (OKX: ":" between positions): the fold of
+ * its levels' CRCs, resumed from the CRC of the text before its first position that is not as
+ * the last text had it. */
 static uint32_t text_crc(Memo *m) {
     unsigned char ps[2 * MAX_N], pi[2 * MAX_N];
     int np = text_order(m, ps, pi), p = 0;
     while (p < np && p < m->npos && m->pos_side[p] == ps[p] && m->pos_idx[p] == pi[p] &&
            m->pos_stamp[p] == m->side[ps[p]].pool[pi[p]].stamp)
         p++;
-    uint32_t c = p ? m->pos_crc[p - 1] : 0xFFFFFFFFu;
-    for (; p < np; p++) {
-        const Entry *e = &m->side[ps[p]].pool[pi[p]];
-        if (m->kind == OKX && p) c = crc_update(c, (const unsigned char *)":", 1);
-        c = crc_update(c, (const unsigned char *)e->text, (size_t)e->len);
-        m->pos_side[p] = ps[p];
-        m->pos_idx[p] = pi[p];
-        m->pos_stamp[p] = e->stamp;
-        m->pos_crc[p] = c;
+    uint32_t c = p ? m->pos_crc[p - 1] : 0; /* crc32 of the text before p ("" is 0) */
+    uint32_t piece[2 * MAX_N];
+    unsigned char plen[2 * MAX_N];
+    for (int q = p; q < np; q++) { /* each position's piece: its level's text (OKX: ":" first) */
+        const Entry *e = &m->side[ps[q]].pool[pi[q]];
+        int sep = m->kind == OKX && q;
+        piece[q] = sep ? e->crc_sep : e->crc;
+        plen[q] = (unsigned char)(e->len + sep);
+        m->pos_side[q] = ps[q];
+        m->pos_idx[q] = pi[q];
+        m->pos_stamp[q] = e->stamp;
     }
+    if (p < np) c = (use_hw_clmul ? fold_hw : fold_sw)(c, piece + p, plen + p, np - p, m->pos_crc + p);
     m->npos = np;
-    return c ^ 0xFFFFFFFFu;
+    return c;
 }
 
 /* The checksum of the book's lists (bk, bids, ak, asks) kept in memo m: a new int, Py_None
@@ -616,6 +722,14 @@ static PyObject *compute(Memo *m, Spec *sp, long long version, PyObject *hb, PyO
 
 static int small_int(PyObject *o, long lo, long hi, long *out) {
     if (!PyLong_CheckExact(o)) return 0;
+#ifdef DIRECT_DIGITS
+    if (Py_SIZE(o) == 0 || Py_SIZE(o) == 1) { /* 0 ≤ v < 2**30: its one digit */
+        long v = Py_SIZE(o) ? (long)((PyLongObject *)o)->ob_digit[0] : 0;
+        if (v < lo || v > hi) return 0;
+        *out = v;
+        return 1;
+    }
+#endif
     int overflow = 0;
     long v = PyLong_AsLongAndOverflow(o, &overflow);
     if (overflow || v < lo || v > hi) return 0;
@@ -825,7 +939,32 @@ static PyTypeObject ChecksumType = {
               "(book[, bids, asks])), in C where it can, by `fallback` where it declines.",
 };
 
+/* crc32_combine(crc1, crc2, len2, hw) -> crc32(A + B): for the tests (hw: PCLMULQDQ if the CPU
+ * has it; a len2 beyond one level's text raises ValueError) */
+static PyObject *py_crc32_combine(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
+    unsigned long c1, c2;
+    long len2;
+    int hw;
+    if (nargs != 4 || !PyLong_Check(a[0]) || !PyLong_Check(a[1])) {
+        PyErr_SetString(PyExc_TypeError, "crc32_combine(crc1, crc2, len2, hw)");
+        return NULL;
+    }
+    c1 = PyLong_AsUnsignedLong(a[0]);
+    c2 = PyLong_AsUnsignedLong(a[1]);
+    len2 = PyLong_AsLong(a[2]);
+    hw = PyObject_IsTrue(a[3]);
+    if (PyErr_Occurred()) return NULL;
+    if (c1 > 0xFFFFFFFFul || c2 > 0xFFFFFFFFul || len2 < 0 || len2 >= X8N_MAX) {
+        PyErr_SetString(PyExc_ValueError, "crc32_combine: CRCs are 32-bit, len2 one level's text");
+        return NULL;
+    }
+    return PyLong_FromUnsignedLong(
+        crc_combine((uint32_t)c1, (uint32_t)c2, (int)len2, hw && use_hw_clmul));
+}
+
 static PyMethodDef methods[] = {
+    {"crc32_combine", (PyCFunction)(void (*)(void))py_crc32_combine, METH_FASTCALL,
+     "crc32_combine(crc1, crc2, len2, hw) -> crc32 of the concatenation (for the tests)"},
     {"configure", configure, METH_O, "configure(Book): the class a BookChecksum reads"},
     {"kraken", (PyCFunction)(void (*)(void))kraken, METH_FASTCALL,
      "kraken(memo, version, hint_bids, hint_asks, bk, bids, ak, asks, n, price_decimals, "
@@ -844,6 +983,7 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__cksum(void) {
     crc_init();
+    combine_init();
     if (PyType_Ready(&MemoType) < 0 || PyType_Ready(&ChecksumType) < 0) return NULL;
     PyObject *mod = PyModule_Create(&module);
     if (mod == NULL) return NULL;

@@ -203,3 +203,16 @@ def test_what_c_declines_the_python_rule_answers_through_the_same_name():
         kraken_book.checksum(book, 2, 1)  # 0.25 at 1 decimal: not Kraken's book
     with pytest.raises(TypeError):
         okx_checksum.checksum(book, 1, 2, 3)  # not the rule's signature: Python says so
+
+
+@given(st.binary(max_size=200), st.binary(max_size=129), st.booleans())
+def test_the_crc_of_a_text_is_the_fold_of_its_pieces_crcs(a, b, hw):
+    """The checksum text's CRC is combined from its levels' own CRCs (zlib's crc32_combine rule),
+    with the carry-less multiply in hardware where the CPU has it and in software: both equal
+    zlib's CRC of the whole text."""
+    assert cksum.crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b), hw) == zlib.crc32(a + b)
+
+
+def test_the_crc_combine_takes_only_one_levels_text():
+    with pytest.raises(ValueError):
+        cksum.crc32_combine(0, 0, 10_000, False)
