@@ -14,6 +14,9 @@
  *   kraken_book(book, change, n, pd, qd, scale), okx_book(book, change, n, scale)
  *       the same read straight from an engine.book.Book's slots (its class handed
  *       over once by configure(Book)), the memo kept in the book's memo slot.
+ *   crc32(data, value=0, /, *, impl=None), crc32_impl()
+ *       the CRC alone (engine/_crc32.h: zlib's CRC-32, table or PCLMULQDQ folding),
+ *       as zlib.crc32 answers, for tests/test_crc32.py and bench/crc.py.
  *
  * Both walk a Book's own structures without copying them (Book.sorted_keys()):
  * bk, the bid prices ascending (best last), bids the dict price -> qty; ak, the
