@@ -16,6 +16,9 @@
  *       over once by configure(Book)), the memo kept in the book's memo slot, called
  *       as the rule's Python function `fallback` is, which answers whatever this
  *       code declines: that object is the codecs' `checksum`.
+ *   crc32(data, value=0, /, *, impl=None), crc32_impl()
+ *       the CRC alone (engine/_crc32.h: zlib's CRC-32, table or PCLMULQDQ folding),
+ *       as zlib.crc32 answers, for tests/test_crc32.py and bench/crc.py.
  *
  * Both walk a Book's own structures without copying them (Book.sorted_keys()):
  * bk, the bid prices ascending (best last), bids the dict price -> qty; ak, the
@@ -49,6 +52,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_crc32.h" /* crc_init, crc_update: zlib's CRC-32, running value without the final xor */
+
 #ifndef __SIZEOF_INT128__
 #error "engine._cksum needs unsigned __int128 (GCC or Clang); the Python checksums run without it"
 #endif
@@ -59,33 +64,11 @@ typedef unsigned __int128 u128;
 /* one value's text: ≤ 20 whole digits + "." + ≤ MAX_DECIMALS decimals */
 #define PIECE 64
 
-static uint32_t CRC[8][256];
 static uint64_t POW10[MAX_SCALE + 1];
 
-static void crc_init(void) {
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        CRC[0][i] = c;
-    }
-    for (int t = 1; t < 8; t++)
-        for (int i = 0; i < 256; i++) CRC[t][i] = (CRC[t - 1][i] >> 8) ^ CRC[0][CRC[t - 1][i] & 0xFF];
+static void pow10_init(void) {
     POW10[0] = 1;
     for (int i = 1; i <= MAX_SCALE; i++) POW10[i] = POW10[i - 1] * 10;
-}
-
-/* zlib's crc32 (reflected 0xEDB88320), running value without the final xor: slicing by 8 */
-static uint32_t crc_update(uint32_t c, const unsigned char *p, size_t n) {
-    while (n >= 8) {
-        uint32_t lo = c ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                           (uint32_t)p[3] << 24);
-        c = CRC[7][lo & 0xFF] ^ CRC[6][(lo >> 8) & 0xFF] ^ CRC[5][(lo >> 16) & 0xFF] ^
-            CRC[4][lo >> 24] ^ CRC[3][p[4]] ^ CRC[2][p[5]] ^ CRC[1][p[6]] ^ CRC[0][p[7]];
-        p += 8;
-        n -= 8;
-    }
-    while (n--) c = CRC[0][(c ^ *p++) & 0xFF] ^ (c >> 8);
-    return c;
 }
 
 #if PY_VERSION_HEX < 0x030C0000 && PyLong_SHIFT == 30
@@ -962,6 +945,57 @@ static PyObject *py_crc32_combine(PyObject *self, PyObject *const *a, Py_ssize_t
         crc_combine((uint32_t)c1, (uint32_t)c2, (int)len2, hw && use_hw_clmul));
 }
 
+/* ------------------------------------------------------------------ the CRC alone */
+
+/* crc32(data, value=0, /, *, impl=None): zlib.crc32(data, value), by the implementation
+ * crc_update uses (impl None), or the one named ("table", or "pclmul" where the CPU has it);
+ * parsed by hand (fast call) so that a bench measures the CRC, not the argument parsing */
+static PyObject *crc32(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                       PyObject *kwnames) {
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    if (nargs < 1 || nargs > 2) {
+        PyErr_Format(PyExc_TypeError, "crc32() takes 1 or 2 positional arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    int pclmul = crc_pclmul_on;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i), *v = args[nargs + i];
+        if (!PyUnicode_Check(name) || PyUnicode_CompareWithASCIIString(name, "impl") != 0) {
+            PyErr_Format(PyExc_TypeError, "crc32() got an unexpected keyword argument %R", name);
+            return NULL;
+        }
+        if (v == Py_None) continue;
+        if (PyUnicode_Check(v) && PyUnicode_CompareWithASCIIString(v, "table") == 0) {
+            pclmul = 0;
+        } else if (PyUnicode_Check(v) && PyUnicode_CompareWithASCIIString(v, "pclmul") == 0) {
+            if (!crc_pclmul_supported()) {
+                PyErr_SetString(PyExc_ValueError, "impl='pclmul': this CPU lacks PCLMULQDQ/SSE4.1");
+                return NULL;
+            }
+            pclmul = 1;
+        } else {
+            PyErr_Format(PyExc_ValueError, "impl is 'table', 'pclmul' or None, not %R", v);
+            return NULL;
+        }
+    }
+    unsigned int value = 0;
+    if (nargs == 2) { /* as zlib: any int, taken modulo 2**32 */
+        value = (unsigned int)PyLong_AsUnsignedLongMask(args[1]);
+        if (value == (unsigned int)-1 && PyErr_Occurred()) return NULL;
+    }
+    Py_buffer data;
+    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0) return NULL;
+    uint32_t c = crc_update_with(pclmul, value ^ 0xFFFFFFFFu, (const unsigned char *)data.buf,
+                                 (size_t)data.len);
+    PyBuffer_Release(&data);
+    return PyLong_FromUnsignedLong(c ^ 0xFFFFFFFFu);
+}
+
+static PyObject *crc32_impl(PyObject *self, PyObject *unused) {
+    return PyUnicode_FromString(crc_impl());
+}
+
 static PyMethodDef methods[] = {
     {"crc32_combine", (PyCFunction)(void (*)(void))py_crc32_combine, METH_FASTCALL,
      "crc32_combine(crc1, crc2, len2, hw) -> crc32 of the concatenation (for the tests)"},
@@ -971,6 +1005,12 @@ static PyMethodDef methods[] = {
      "qty_decimals, scale) -> int | None"},
     {"okx", (PyCFunction)(void (*)(void))okx, METH_FASTCALL,
      "okx(memo, version, hint_bids, hint_asks, bk, bids, ak, asks, n, scale) -> int | None"},
+    {"crc32", (PyCFunction)(void (*)(void))crc32, METH_FASTCALL | METH_KEYWORDS,
+     "crc32(data, value=0, /, *, impl=None) -> int: zlib.crc32(data, value); impl names the "
+     "implementation ('table', 'pclmul'), None the one the checksums use"},
+    {"crc32_impl", crc32_impl, METH_NOARGS,
+     "crc32_impl() -> 'pclmul' | 'table': the CRC-32 the checksums use (ENGINE_CRC32=table forces "
+     "the table)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -983,6 +1023,7 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__cksum(void) {
     crc_init();
+    pow10_init();
     combine_init();
     if (PyType_Ready(&MemoType) < 0 || PyType_Ready(&ChecksumType) < 0) return NULL;
     PyObject *mod = PyModule_Create(&module);
