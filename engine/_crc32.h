@@ -11,6 +11,12 @@
  *                            the n bytes at p: any length, any alignment.
  *   crc_update_with(pclmul, c, p, n)   the same with the implementation named (tests, bench).
  *   crc_impl()               "pclmul" or "table": what crc_update uses.
+ *   crc_of(p, n)             crc32 of n bytes (zlib's value: initial and final xor).
+ *   crc_combine(c1, c2, n)   crc32(A || B) from c1 = crc32(A), c2 = crc32(B), n = len B (< 256).
+ *   crc_fold_pieces(c, crcs, lens, n, out)   the same over n pieces after a text whose crc32 is c,
+ *                            each running value into out: a text's CRC from its pieces' CRCs.
+ *                            The multiply is PCLMULQDQ's where the folding version runs, else
+ *                            one by nibbles (crc_combine_with names it, for the tests).
  *
  * The table version is slicing-by-8 (eight 256-entry tables, 8 bytes a step).  The folding
  * version is Intel's "Fast CRC Computation for Generic Polynomials Using PCLMULQDQ
@@ -158,6 +164,91 @@ static int crc_pclmul_supported(void) {
 #endif
 }
 
+/* ------------------------------------------------------------------ CRCs of concatenations
+ *
+ * crc32(A || B) = x^(8 len B) * crc32(A) + crc32(B) mod P, in CRC32's reflected representation
+ * (zlib's crc32_combine): so a text's CRC is a fold over its pieces' own CRCs.  The product is a
+ * carry-less multiply (PCLMULQDQ where crc_init chose it, else by nibbles) reduced mod P by
+ * four table steps (the CRC of four zero bytes). */
+
+#define CRC_COMBINE_MAX 256 /* the longest piece a combine takes, + 1 */
+static uint32_t X8N[CRC_COMBINE_MAX]; /* x^(8n) mod P */
+
+static uint64_t clmul_sw(uint32_t a, uint32_t b) {
+    uint64_t t[16], r = 0;
+    t[0] = 0;
+    for (int i = 1; i < 16; i++) t[i] = (i & 1) ? t[i - 1] ^ b : t[i >> 1] << 1;
+    for (int i = 28; i >= 0; i -= 4) r = (r << 4) ^ t[(a >> i) & 15];
+    return r;
+}
+
+#ifdef CRC_HAVE_PCLMUL
+CRC_TARGET static uint64_t clmul_hw(uint32_t a, uint32_t b) {
+    __m128i x = _mm_cvtsi32_si128((int)a), y = _mm_cvtsi32_si128((int)b);
+    return (uint64_t)_mm_cvtsi128_si64(_mm_clmulepi64_si128(x, y, 0));
+}
+#else
+static uint64_t clmul_hw(uint32_t a, uint32_t b) { return clmul_sw(a, b); }
+#endif
+
+/* a * b mod P (reflected 32-bit polynomials) */
+static uint32_t multmodp(uint32_t a, uint32_t b, int hw) {
+    uint64_t t = (hw ? clmul_hw(a, b) : clmul_sw(a, b)) << 1;
+    uint32_t c = (uint32_t)t; /* its x^32..x^63 part, times x^32 mod P: */
+    c = CRC[3][c & 0xFF] ^ CRC[2][(c >> 8) & 0xFF] ^ CRC[1][(c >> 16) & 0xFF] ^ CRC[0][c >> 24];
+    return c ^ (uint32_t)(t >> 32);
+}
+
+/* crc32 of pieces 0..n (CRCs crc[i] of len[i] bytes each) after a text whose crc32 is c, with
+ * the running crc32 after each piece into out[i]: one loop per multiply, so each inlines its
+ * own (the hardware one compiled for PCLMULQDQ, called only where the CPU has it). */
+#define FOLD(NAME, ATTR, CLMUL)                                                                 \
+    ATTR static uint32_t NAME(uint32_t c, const uint32_t *crc, const unsigned char *len, int n, \
+                              uint32_t *out) {                                                  \
+        for (int i = 0; i < n; i++) {                                                           \
+            uint64_t t = CLMUL(X8N[len[i]], c) << 1;                                            \
+            uint32_t h = (uint32_t)t;                                                           \
+            h = CRC[3][h & 0xFF] ^ CRC[2][(h >> 8) & 0xFF] ^ CRC[1][(h >> 16) & 0xFF] ^         \
+                CRC[0][h >> 24];                                                                \
+            out[i] = c = h ^ (uint32_t)(t >> 32) ^ crc[i];                                      \
+        }                                                                                       \
+        return c;                                                                               \
+    }
+FOLD(fold_sw, , clmul_sw)
+#ifdef CRC_HAVE_PCLMUL
+FOLD(fold_hw, CRC_TARGET, clmul_hw)
+#else
+#define fold_hw fold_sw
+#endif
+
+/* crc_fold_pieces: fold_hw or fold_sw, the multiply crc_init chose */
+static uint32_t crc_fold_pieces(uint32_t c, const uint32_t *crc, const unsigned char *len, int n,
+                         uint32_t *out) {
+    return (crc_pclmul_on ? fold_hw : fold_sw)(c, crc, len, n, out);
+}
+
+/* crc32(A || B) of crc1 = crc32(A), crc2 = crc32(B), B being len2 bytes (len2 < CRC_COMBINE_MAX);
+ * hw: the hardware multiply (only where crc_init found it) */
+static uint32_t crc_combine_with(int hw, uint32_t crc1, uint32_t crc2, int len2) {
+    return multmodp(X8N[len2], crc1, hw) ^ crc2;
+}
+
+static uint32_t crc_combine(uint32_t crc1, uint32_t crc2, int len2) {
+    return crc_combine_with(crc_pclmul_on, crc1, crc2, len2);
+}
+
+/* crc32 of bytes (standard: initial and final xor) */
+static uint32_t crc_of(const char *p, int n) {
+    return crc_update(0xFFFFFFFFu, (const unsigned char *)p, (size_t)n) ^ 0xFFFFFFFFu;
+}
+
+/* the powers of x the combine multiplies by (after the tables) */
+static void crc_combine_init(void) {
+    X8N[0] = 0x80000000u; /* x^0 */
+    for (int i = 1; i < CRC_COMBINE_MAX; i++)
+        X8N[i] = multmodp(X8N[i - 1], 0x00800000u /* x^8 */, 0);
+}
+
 static const char *crc_impl(void) { return crc_pclmul_on ? "pclmul" : "table"; }
 
 static void crc_init(void) {
@@ -170,6 +261,7 @@ static void crc_init(void) {
         for (int i = 0; i < 256; i++) CRC[t][i] = (CRC[t - 1][i] >> 8) ^ CRC[0][CRC[t - 1][i] & 0xFF];
     const char *forced = getenv("ENGINE_CRC32");
     crc_pclmul_on = crc_pclmul_supported() && !(forced != NULL && strcmp(forced, "table") == 0);
+    crc_combine_init();
 }
 
 #endif
