@@ -11,7 +11,10 @@ flushed and sealed, a summary is printed and the exit status is 0.  The disk
 ends a capture with its own exit status (:data:`EXIT_CODES`), after the summary:
 3 when a journal write failed (disk full, I/O error; the open segment is left
 for ``engine journal recover``), 4 when free space fell below ``--min-free-mb``
-(stopped in time, sealed).  Never a traceback, never a reconnect.
+(stopped in time, sealed).  With ``--upload``, an upload that did not finish
+(the store failed, or a second Ctrl-C cut the final upload short) exits 1
+after the summary, with one line naming what stays local and the ``engine
+journal push`` that finishes it.  Never a traceback, never a reconnect.
 
 Must not: hold capture logic (that is :mod:`engine.live.capture` and its modules) or market logic
 (codecs and reducers).  Everything that shapes state goes through the journal.
@@ -190,44 +193,67 @@ async def capture_main(opts: RunOptions, *, task_status: Any = trio.TASK_STATUS_
         )
         log.info("capturing %d streams from %s into %s", len(capture.streams), ws, jdir)
         uploader = _uploader(opts, jdir, capture)
+        # a signal once the capture is stopping (a second Ctrl-C) cuts the final upload short
+        final_upload = trio.CancelScope()
+        stopping = False
+
+        def stop(why: str) -> None:
+            nonlocal stopping
+            log.info("%s: stopping", why)
+            stopping = True
+            capture.stop()
+
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as n:
-                if uploader is not None:
-                    n.start_soon(uploader.run)
+            async with trio.open_nursery() as outer:
 
-                async def run_capture(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-                    try:
-                        await capture.run(task_status=task_status)
-                    finally:  # the capture sealed its journal: the helpers below go too
-                        n.cancel_scope.cancel()
-
-                async def stop_on_signal() -> None:
+                async def on_signals() -> None:
                     async for sig in signals:
-                        log.info("%s: stopping", signal.Signals(sig).name)
-                        capture.stop()
-                        return
+                        name = signal.Signals(sig).name
+                        if not stopping:
+                            stop(name)
+                        elif uploader is not None and not final_upload.cancel_called:
+                            log.info("%s: stopping the upload", name)
+                            final_upload.cancel()
 
-                async def stop_after(seconds: float) -> None:
-                    await trio.sleep(seconds)
-                    log.info("duration of %gs reached: stopping", seconds)
-                    capture.stop()
+                outer.start_soon(on_signals)
+                async with trio.open_nursery() as n:
+                    if uploader is not None:
+                        n.start_soon(uploader.run)
 
-                await n.start(run_capture)
-                task_status.started(capture)
-                n.start_soon(stop_on_signal)
-                n.start_soon(_display, capture, list(config.symbols), opts.dashboard)
-                if opts.duration is not None:
-                    n.start_soon(stop_after, opts.duration)
-        summary = {
-            "journal": str(jdir),
-            **capture.status.summary(),
-            "checkpoints": len(checkpointer.written),
-        }
-        if sim is not None:
-            summary["simulator_frames_sent"] = sum(c["frames"] for c in sim.stats()["connections"])
-        summary = _summary_fields(summary, jdir, started_ns)
-        if uploader is not None:  # the journal is sealed: the last of it goes now
-            summary["upload"] = await _finish_upload(uploader, jdir)
+                    async def run_capture(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                        try:
+                            await capture.run(task_status=task_status)
+                        finally:  # the capture sealed its journal: the helpers below go too
+                            n.cancel_scope.cancel()
+
+                    async def stop_after(seconds: float) -> None:
+                        await trio.sleep(seconds)
+                        stop(f"duration of {seconds:g}s reached")
+
+                    await n.start(run_capture)
+                    task_status.started(capture)
+                    n.start_soon(_display, capture, list(config.symbols), opts.dashboard)
+                    if opts.duration is not None:
+                        n.start_soon(stop_after, opts.duration)
+                stopping = True  # the capture ended by itself too (a journal write failed ...)
+                summary = {
+                    "journal": str(jdir),
+                    **capture.status.summary(),
+                    "checkpoints": len(checkpointer.written),
+                }
+                if sim is not None:
+                    frames = sum(c["frames"] for c in sim.stats()["connections"])
+                    summary["simulator_frames_sent"] = frames
+                summary = _summary_fields(summary, jdir, started_ns)
+                if uploader is not None:  # the journal is sealed: the last of it goes now
+                    log.info("uploading the rest to %s (Ctrl-C leaves it local)", uploader.target)
+                    done = False
+                    with final_upload:
+                        done = await uploader.finish()
+                    summary["upload"] = _upload_summary(
+                        uploader, jdir, done, interrupted=final_upload.cancelled_caught
+                    )
+                outer.cancel_scope.cancel()
         return summary
 
 
@@ -256,20 +282,38 @@ def _uploader(opts: RunOptions, jdir: Path, capture: Any) -> Any:
     return Uploader(jdir, opts.upload, keep_local=opts.keep_local, on_error=journal_failure)
 
 
-async def _finish_upload(uploader: Any, jdir: Path) -> dict[str, Any]:
+def _upload_summary(uploader: Any, jdir: Path, done: bool, *, interrupted: bool) -> dict[str, Any]:
+    """The summary's ``upload``: what went, and what did not (it stays in ``jdir``)."""
     from engine.live.upload import remove_if_shipped
 
-    done = await uploader.finish()
     removed = done and not uploader.keep_local and remove_if_shipped(jdir, uploader.report)
+    left = {} if done else uploader.unshipped()
     return {
         "target": uploader.target,
         "complete": done,
+        "interrupted": interrupted,
         "files": len(uploader.report.uploaded),
         "bytes": uploader.report.bytes,
+        "not_uploaded": {"files": len(left), "bytes": sum(left.values())},
         "failures": uploader.failures,
         "last_error": uploader.last_error,
         "local_copy_removed": bool(removed),
     }
+
+
+def upload_unfinished(up: dict[str, Any], local: Any, also: str | None = None) -> str:
+    """One line: an upload that did not finish, what did not ship and how to finish it.
+
+    ``up``: a summary's ``upload``; ``also``: what else stayed local (a set's manifest)."""
+    left = up.get("not_uploaded") or {}
+    n = left.get("files", 0)
+    parts = [f"{n} file{'s' if n != 1 else ''} ({left.get('bytes', 0)} bytes)"] if n else []
+    what = " and ".join([*parts, also] if also else parts) or "the manifests"
+    why = "interrupted" if up.get("interrupted") else f"incomplete ({up['last_error']})"
+    return (
+        f"upload to {up['target']} {why}: {what} not uploaded, kept in {local}; finish it with"
+        f" engine journal push {local} {up['target']}"
+    )
 
 
 def _remove_if_empty(target: Path) -> None:
@@ -321,7 +365,7 @@ async def _display(capture: Any, symbols: list[str], dashboard: bool) -> None:
 
 def _run_sharded(opts: RunOptions, processes: int) -> None:
     """``--processes N``: the capture set of :mod:`engine.live.shards`; its summary and status."""
-    from engine.journal.captureset import is_captureset
+    from engine.journal.captureset import SET_MANIFEST, is_captureset
     from engine.live.shards import run_shards, split
 
     assert opts.journal is not None
@@ -343,13 +387,13 @@ def _run_sharded(opts: RunOptions, processes: int) -> None:
         gone = "; local copy removed" if up["local_copy_removed"] else ""
         click.echo(f"uploaded: {up['target']}  ({len(summary['shards'])} shards and"
                    f" captureset.json{gone})", err=True)  # fmt: skip
-    elif up is not None:
-        why = up["last_error"] or f"shards incomplete: {', '.join(up['incomplete'])}"
-        click.echo(
-            f"upload incomplete ({why}; captureset.json not uploaded): finish it with"
-            f" engine journal push {opts.journal} {up['target']}",
-            err=True,
-        )
+    if up is not None and not up["complete"]:
+        if up["last_error"] is None:
+            up = {**up, "last_error": f"shards incomplete: {', '.join(up['incomplete'])}"}
+        line = upload_unfinished(up, opts.journal, also=SET_MANIFEST)
+        if code in (0, 1):  # what did not ship is a data failure: exit 1, saying so
+            raise click.ClickException(line)
+        click.echo(line, err=True)
     if code:
         sys.exit(code)
 
@@ -516,7 +560,8 @@ def run(
     the simulator speaking NAME's dialect (faults: --sim-faults).  The journal is sealed on exit; replay it
     with `engine replay DIR`.  Exit status: 0 stopped as asked; 3 a journal
     write failed (disk full, I/O error: run `engine journal recover DIR`);
-    4 free space fell below --min-free-mb (stopped in time, sealed).
+    4 free space fell below --min-free-mb (stopped in time, sealed); 1 the
+    --upload did not finish (a second Ctrl-C cuts the final upload short).
     """
     from engine.sim.server import FAULTS
 
@@ -641,12 +686,11 @@ def run(
         if up is not None and up["complete"]:
             gone = "; local copy removed" if up["local_copy_removed"] else ""
             click.echo(f"uploaded: {up['target']}  ({up['files']} files{gone})", err=True)
-        elif up is not None:
-            click.echo(
-                f"upload incomplete ({up['last_error'] or 'files pending'}): finish it with"
-                f" engine journal push {jdir} {up['target']}",
-                err=True,
-            )
     code = EXIT_CODES.get(stopped_by, 0)
+    up = summary.get("upload")
+    if up is not None and not up["complete"]:
+        if not code:  # what did not ship is a data failure: exit 1, saying so
+            raise click.ClickException(upload_unfinished(up, jdir))
+        click.echo(upload_unfinished(up, jdir), err=True)
     if code:
         sys.exit(code)
