@@ -84,7 +84,7 @@ class Shard:
 
 def child_args(opts: Any, symbols: Sequence[str], journal: Path, url: str | None,
                rest_url: str | None, upload: str | None = None) -> list[str]:  # fmt: skip
-    """The ``engine run`` command line of one shard (``opts``: :class:`engine.live.cli.RunOptions`).
+    """The ``engine run`` command line of one shard (``opts``: :class:`engine.live.runner.RunOptions`).
 
     ``upload``: the shard's own target (``URI/<shard>``) when the set is uploaded."""
     args = [
@@ -203,7 +203,7 @@ def run_shards(opts: Any, n: int, say: Any = None) -> tuple[dict[str, Any], int]
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:  # the handlers stay until the set manifest went: no signal ever raises here
         try:
-            from engine.live.cli import simulated
+            from engine.live.runner import simulated
 
             if simulated(opts):  # one simulator process, speaking the venue's dialect, for all
                 sim, url, sim_rest = _start_simulator(opts, [s for g in groups for s in g])
