@@ -484,14 +484,14 @@ def test_engine_run_sim_captures_each_venues_tickers(tmp_path, venue, channels, 
            channels, "--symbols", symbol, "--duration", "2.5", "--no-dashboard", "--out", str(out)]  # fmt: skip
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
-    codec = build_pipeline(venue).codec
-    tickers = [
-        ev
-        for f in JournalReader(out).frames()
-        if f.dir == "in" and f.kind == "text"
-        for ev in codec.decode(f.seq, f.recv_ns, f.kind, f.source, f.payload)
-        if type(ev) is Ticker24h
-    ]
+    pipe = build_pipeline(venue)
+    tickers = []  # full tickers: the venue's own, and Bybit's deltas as the pipeline merged them
+    for f in JournalReader(out).frames():
+        outs = pipe.feed(f.seq, f.recv_ns, f.conn, f.dir, f.kind, f.source, f.payload, f.code)
+        if f.dir == "in" and f.kind == "text":
+            evs = pipe.codec.decode(f.seq, f.recv_ns, f.kind, f.source, f.payload)
+            tickers += [ev for ev in evs if type(ev) is Ticker24h and not ev.partial]
+        tickers += [o for _, o in outs if type(o) is Ticker24h]
     assert len(tickers) >= 2 and {t.symbol for t in tickers} == {symbol}
     for t in tickers:  # the model's day: a last price inside the day's range, a two-sided book
         assert t.low_price <= t.last_price <= t.high_price and t.bid_price < t.ask_price
