@@ -591,8 +591,11 @@ def ticker_delta(prev: Ticker24h, new: Ticker24h, category: str) -> Ticker24h | 
     changed = {f: v for f in ticker_fields(category) if (v := getattr(new, f)) != getattr(prev, f)}
     if not changed:
         return None
-    blank = Ticker24h(new.seq, new.recv_ns, new.symbol, new.exch_ms, *([None] * 16), partial=True)
-    return attrs.evolve(blank, **changed)
+    kept = ("seq", "recv_ns", "symbol", "exch_ms", "partial")
+    rest: dict[str, Any] = {
+        a.name: changed.get(a.name) for a in attrs.fields(Ticker24h) if a.name not in kept
+    }
+    return attrs.evolve(new, partial=True, **rest)
 
 
 def reply_frame(op: str, request_id: int | str | None, success: bool, ret_msg: str = "") -> bytes:

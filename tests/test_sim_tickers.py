@@ -6,6 +6,10 @@
   ticker it holds equals the model's ticker at that time, for an early and a late subscriber —
   offline against the model here, and end to end (``engine simulate`` and ``engine run`` in real
   processes, real sockets) for ``bybit-linear``.
+* Coinbase Advanced Trade numbers each connection's messages (``sequence_num``): the simulator
+  sends ``ticker`` only to a connection subscribed to it and counts only what that connection
+  receives, so connections with and without tickers, with all products or some, see no gap;
+  a withheld frame still takes its number (the gap fault stays a gap).
 """
 
 from __future__ import annotations
@@ -123,9 +127,10 @@ def test_bybit_sends_deltas_whose_merge_is_the_models_ticker(venue, category):
     assert early.kinds["snapshot"] == len(symbols)  # the first message of each symbol only
 
 
-def _served_until_stopped(venue: str, seed: int, symbols: str, run_args: list[str], out: Path):
-    """``engine simulate --venue`` (fixed epoch and seed) and ``engine run --url`` capturing from it
-    for ``run_args``, in real processes on 127.0.0.1; the simulator is stopped after the capture."""
+def captures(venue: str, seed: int, symbols: str, runs: dict[str, list[str]], tmp: Path):
+    """``engine simulate --venue`` (fixed epoch and seed) and, at the same time, one ``engine run
+    --url`` capturing from it per ``runs`` entry (name → its arguments), in real processes on
+    127.0.0.1; returns name → journal directory once every capture ended (then the simulator)."""
     sim = subprocess.Popen(
         [*ENGINE, "simulate", "--venue", venue, "--seed", str(seed), "--symbols", symbols,
          "--epoch", "2024-01-01T00:00:00Z"],
@@ -135,21 +140,38 @@ def _served_until_stopped(venue: str, seed: int, symbols: str, run_args: list[st
         line = sim.stdout.readline()  # type: ignore[union-attr]
         assert line.startswith("listening ws://"), (line, sim.poll())
         url = line.split()[1]
-        run = subprocess.run(
-            [*ENGINE, "run", "--exchange", venue, "--url", url, "--symbols", symbols,
-             "--no-dashboard", "--out", str(out), *run_args],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert run.returncode == 0, run.stderr[-2000:]
+        procs = {
+            name: subprocess.Popen(
+                [
+                    *ENGINE,
+                    "run",
+                    "--exchange",
+                    venue,
+                    "--url",
+                    url,
+                    "--no-dashboard",
+                    "--out",
+                    str(tmp / name),
+                    *args,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            for name, args in runs.items()
+        }
+        for p in procs.values():
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err[-2000:]
     finally:
         sim.terminate()
         sim.communicate(timeout=15)
+    return {name: tmp / name for name in runs}
 
 
 def test_engine_run_from_the_bybit_linear_simulator_merges_tickers_equal_to_the_models(tmp_path):
-    out = tmp_path / "j"
-    run_args = ["--channels", "depth,trade,ticker", "--duration", "3.5"]
-    _served_until_stopped("bybit-linear", 4, "BTCUSDT", run_args, out)
+    run = ["--symbols", "BTCUSDT", "--channels", "depth,trade,ticker", "--duration", "3"]
+    out = captures("bybit-linear", 4, "BTCUSDT", {"j": run}, tmp_path)["j"]
     p = build_pipeline("bybit-linear")
     full, kinds = [], {}
     for f in JournalReader(out).frames():
@@ -163,3 +185,107 @@ def test_engine_run_from_the_bybit_linear_simulator_merges_tickers_equal_to_the_
     model = model_tickers(4, ["BTCUSDT"], 20.0, START_MS, max(t.exch_ms for t in full), "linear")
     for t in full:
         assert sent(t, "linear") == sent(model[("BTCUSDT", t.exch_ms)], "linear")
+
+
+# =============================================================== Coinbase Advanced Trade
+
+ADV_SYMBOLS = ["BTC-USD", "ETH-USD"]
+
+
+class NumberedConn(Conn):
+    """A connection as the server makes it for Advanced Trade: with its own ``sequence_num``."""
+
+    def __init__(self, dialect) -> None:
+        super().__init__()
+        self.numbered = dialect.connection_numbers()
+
+
+class AdvancedClient:
+    """One connection's frames (numbered for it) through the engine's pipeline."""
+
+    def __init__(self, d, host: Host, channels: list[str], products: list[str]) -> None:
+        self.p = build_pipeline("coinbase-advanced")
+        self.conn = NumberedConn(d)
+        self.seq = 0
+        self.numbers: list[int] = []
+        self.outs: list = []
+        self.tickers: list[Ticker24h] = []
+        for ch in channels:
+            req = {"type": "subscribe", "channel": ch}
+            if ch != "heartbeats":
+                req["product_ids"] = products
+            for f in d.control_reply(self.conn, json.dumps(req), host):
+                self.feed(f)
+
+    def feed(self, frame: bytes) -> None:
+        self.seq += 1
+        self.numbers.append(orjson.loads(frame)["sequence_num"])
+        self.outs += [o for _, o in self.p.feed(self.seq, self.seq, 0, "in", "text", "x", frame)]
+        self.tickers += [
+            e for e in self.p.codec.decode(self.seq, self.seq, "text", "x", frame)
+            if type(e) is Ticker24h
+        ]  # fmt: skip
+
+    def push(self, stream: str, payload: bytes, lose: bool = False) -> None:
+        """A market frame of a stream it subscribed, numbered for it (``lose``: a fault's)."""
+        if stream in self.conn.subs:
+            framed = self.conn.numbered(payload)
+            if not lose:
+                self.feed(framed)
+
+
+def test_advanced_trade_numbers_each_connection_by_what_it_receives():
+    d = get_dialect("coinbase-advanced")
+    m = Market(seed=6, symbols=ADV_SYMBOLS, activity=30.0, start_ms=START_MS, encoder=d.encoder())
+    host = Host(m)
+    everything = AdvancedClient(d, host, ["level2", "market_trades", "ticker", "heartbeats"],
+                                ADV_SYMBOLS)  # fmt: skip
+    no_ticker = AdvancedClient(d, host, ["level2", "market_trades"], ADV_SYMBOLS)
+    one_product = AdvancedClient(d, host, ["level2"], ADV_SYMBOLS[:1])
+    clients = [everything, no_ticker, one_product]
+    for s, payload in m.advance(m.now_ms + 4_000):
+        for c in clients:
+            c.push(s, payload)
+    for c in clients:  # 0, 1, 2, ...: every message it got, replies included, and no gap
+        assert c.numbers == list(range(len(c.numbers))) and len(c.numbers) > 20
+        assert not [o for o in c.outs if "Gap" in type(o).__name__]
+        assert c.p.reducer("book").sync_state(c.p.state("book"), "BTC-USD") == "synced"
+    assert not no_ticker.tickers and not one_product.tickers
+    assert {t.symbol for t in everything.tickers} == set(ADV_SYMBOLS)
+    for t in everything.tickers:  # the model's day as Advanced Trade's ticker says it
+        assert t.low_price <= t.last_price <= t.high_price and t.bid_price < t.ask_price
+        assert (t.open_price, t.last_qty, t.vwap, t.quote_volume) == (None,) * 4
+    # a frame the connection loses (the gap fault) still takes its number: the client sees it
+    stream = d.diff_stream("BTC-USD")
+    lost = False
+    for s, payload in m.advance(m.now_ms + 1_000):
+        one_product.push(s, payload, lose=s == stream and not lost)
+        lost = lost or s == stream
+    gaps = [o for o in one_product.outs if type(o).__name__ == "GapDetected"]
+    assert lost and len(gaps) == 1 and gaps[0].symbol == "BTC-USD"
+
+
+def test_engine_run_captures_advanced_trade_with_and_without_tickers_with_no_false_gap(tmp_path):
+    """Two captures of one simulator at once: every channel of both products (tickers too), and
+    the books of one product only.  Each connection's numbers rise by 1: no gap in either."""
+    runs = {
+        "all": ["--symbols", ",".join(ADV_SYMBOLS), "--channels",
+                "level2,market_trades,heartbeats,ticker", "--duration", "3"],
+        "some": ["--symbols", ADV_SYMBOLS[0], "--channels", "level2", "--duration", "3"],
+    }  # fmt: skip
+    journals = captures("coinbase-advanced", 6, ",".join(ADV_SYMBOLS), runs, tmp_path)
+    for name, j in journals.items():
+        rep = subprocess.run([*ENGINE, "replay", str(j), "--json"], capture_output=True,
+                             text=True, timeout=120)  # fmt: skip
+        assert rep.returncode == 0, rep.stderr[-2000:]
+        syms = json.loads(rep.stdout)["symbols"]
+        wanted = ADV_SYMBOLS if name == "all" else ADV_SYMBOLS[:1]
+        assert sorted(k for k in syms if syms[k].get("book")) == sorted(wanted), syms.keys()
+        for sym in wanted:
+            assert syms[sym]["book"]["sequence_gaps"] == 0, (name, syms[sym]["book"])
+            assert syms[sym]["book"]["state"] == "synced"
+        codec = build_pipeline("coinbase-advanced").codec
+        tickers = [e for f in JournalReader(j).frames() if f.dir == "in" and f.kind == "text"
+                   for e in codec.decode(f.seq, f.recv_ns, f.kind, f.source, f.payload)
+                   if type(e) is Ticker24h]  # fmt: skip
+        assert {t.symbol for t in tickers} == (set(wanted) if name == "all" else set())
