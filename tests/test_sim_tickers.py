@@ -10,6 +10,8 @@
   sends ``ticker`` only to a connection subscribed to it and counts only what that connection
   receives, so connections with and without tickers, with all products or some, see no gap;
   a withheld frame still takes its number (the gap fault stays a gap).
+* Kraken v1's ticker carries the model's 24 h figures beside the best bid/offer: each decodes
+  to the model's day as of its last 1 s ticker, and a capture's BookTickers never mismatch.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ import orjson
 import pytest
 
 from engine.assembly import build_pipeline
-from engine.events import Ticker24h
+from engine.codecs.kraken_v1 import KrakenV1
+from engine.events import BookTicker, Ticker24h
 from engine.journal.reader import JournalReader
 from engine.sim.bybit_frames import BybitFrames
 from engine.sim.dialect import get_dialect
 from engine.sim.frames import day_ticker
+from engine.sim.kraken_frames import KrakenV1Frames
 from engine.sim.model import Market
 from engine.tickers import MERGED_FIELDS
 
@@ -289,3 +293,73 @@ def test_engine_run_captures_advanced_trade_with_and_without_tickers_with_no_fal
                    for e in codec.decode(f.seq, f.recv_ns, f.kind, f.source, f.payload)
                    if type(e) is Ticker24h]  # fmt: skip
         assert {t.symbol for t in tickers} == (set(wanted) if name == "all" else set())
+
+
+# =============================================================== Kraken v1
+
+DAY_FIGURES = ("last_price", "last_qty", "open_price", "high_price", "low_price", "volume")
+
+
+class KrakenModelDay(KrakenV1Frames):
+    """The v1 encoder, logging each ticker frame beside the model's day as of its last 1 s
+    ticker of the symbol (the reference: :func:`day_ticker` and the day's trade count)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.latest: dict[str, tuple[Ticker24h, int]] = {}
+        self.log: list[tuple[bytes, tuple[Ticker24h, int] | None]] = []
+
+    def ticker(self, symbol, e, day, prev_close, last_qty, top):
+        self.latest[symbol] = (day_ticker(symbol, e, day, last_qty, top), day.n)
+        return super().ticker(symbol, e, day, prev_close, last_qty, top)
+
+    def _ticker_frame(self, t, pd):
+        frame = super()._ticker_frame(t, pd)
+        self.log.append((frame, self.latest.get(t.symbol)))
+        return frame
+
+
+def test_kraken_v1_tickers_carry_the_models_24h_figures():
+    enc = KrakenModelDay()
+    m = Market(seed=2, symbols=["XBT/USD", "ETH/USD"], activity=40.0, start_ms=START_MS,
+               encoder=enc)  # fmt: skip
+    m.advance(m.now_ms + 5_000)
+    codec = KrakenV1()
+    seen = {"bbo only": 0, "with day": 0}
+    for frame, model in enc.log:
+        evs = codec.decode(1, 1, "text", "x", frame)
+        assert type(evs[0]) is BookTicker
+        if model is None:  # before the model's first 1 s ticker of the symbol: no day to tell
+            assert len(evs) == 1
+            seen["bbo only"] += 1
+            continue
+        bbo, t = evs
+        want, n = model
+        assert {f: getattr(t, f) for f in DAY_FIGURES} == {f: getattr(want, f) for f in DAY_FIGURES}
+        assert t.count == n and (t.vwap, t.quote_volume, t.exch_ms) == (None, None, None)
+        assert (t.bid_price, t.bid_qty, t.ask_price, t.ask_qty) == (
+            bbo.bid_price, bbo.bid_qty, bbo.ask_price, bbo.ask_qty,
+        )  # fmt: skip
+        seen["with day"] += 1
+    assert seen["with day"] > 20 and seen["bbo only"] > 0
+
+
+def test_engine_run_kraken_v1_sim_captures_24h_tickers_and_no_book_ticker_mismatch(tmp_path):
+    out = tmp_path / "j"
+    cmd = [*ENGINE, "run", "--exchange", "kraken-v1", "--sim", "--channels", "book,trade,ticker",
+           "--symbols", "XBT/USD", "--duration", "2.5", "--no-dashboard", "--out", str(out)]  # fmt: skip
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads(run.stdout[run.stdout.index("{") :])
+    assert "TopOfBookMismatch" not in summary["outputs"], summary["outputs"]
+    codec = KrakenV1()
+    tickers = [e for f in JournalReader(out).frames() if f.dir == "in" and f.kind == "text"
+               for e in codec.decode(f.seq, f.recv_ns, f.kind, f.source, f.payload)
+               if type(e) is Ticker24h]  # fmt: skip
+    assert len(tickers) >= 2
+    for t in tickers:
+        assert t.low_price <= t.last_price <= t.high_price and t.bid_price < t.ask_price
+    rep = subprocess.run([*ENGINE, "replay", str(out), "--json"], capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    book = json.loads(rep.stdout)["symbols"]["XBT/USD"]["book"]
+    assert book["checksum_mismatches"] == 0 and book["checksums_verified"] > 0
