@@ -279,19 +279,20 @@ def test_engine_run_captures_advanced_trade_with_and_without_tickers_with_no_fal
     }  # fmt: skip
     journals = captures("coinbase-advanced", 6, ",".join(ADV_SYMBOLS), runs, tmp_path)
     for name, j in journals.items():
-        rep = subprocess.run([*ENGINE, "replay", str(j), "--json"], capture_output=True,
-                             text=True, timeout=120)  # fmt: skip
-        assert rep.returncode == 0, rep.stderr[-2000:]
-        syms = json.loads(rep.stdout)["symbols"]
+        p = build_pipeline("coinbase-advanced")
+        outs, tickers = [], []
+        for f in JournalReader(j).frames():
+            outs += [o for _, o in p.feed(f.seq, f.recv_ns, f.conn, f.dir, f.kind, f.source,
+                                          f.payload, f.code)]  # fmt: skip
+            if f.dir == "in" and f.kind == "text":
+                evs = p.codec.decode(f.seq, f.recv_ns, f.kind, f.source, f.payload)
+                tickers += [e for e in evs if type(e) is Ticker24h]
         wanted = ADV_SYMBOLS if name == "all" else ADV_SYMBOLS[:1]
-        assert sorted(k for k in syms if syms[k].get("book")) == sorted(wanted), syms.keys()
+        assert not [o for o in outs if "Gap" in type(o).__name__], name
+        book, state = p.reducer("book"), p.state("book")
+        assert sorted(state.symbols) == sorted(wanted)
         for sym in wanted:
-            assert syms[sym]["book"]["sequence_gaps"] == 0, (name, syms[sym]["book"])
-            assert syms[sym]["book"]["state"] == "synced"
-        codec = build_pipeline("coinbase-advanced").codec
-        tickers = [e for f in JournalReader(j).frames() if f.dir == "in" and f.kind == "text"
-                   for e in codec.decode(f.seq, f.recv_ns, f.kind, f.source, f.payload)
-                   if type(e) is Ticker24h]  # fmt: skip
+            assert book.sync_state(state, sym) == "synced" and state.symbols[sym].counts.gaps == 0
         assert {t.symbol for t in tickers} == (set(wanted) if name == "all" else set())
 
 
@@ -344,6 +345,7 @@ def test_kraken_v1_tickers_carry_the_models_24h_figures():
     assert seen["with day"] > 20 and seen["bbo only"] > 0
 
 
+@pytest.mark.slow  # the frames are the offline test's; the reducer's side, test_tickers.py's
 def test_engine_run_kraken_v1_sim_captures_24h_tickers_and_no_book_ticker_mismatch(tmp_path):
     out = tmp_path / "j"
     cmd = [*ENGINE, "run", "--exchange", "kraken-v1", "--sim", "--channels", "book,trade,ticker",
