@@ -27,9 +27,9 @@ from engine.replay.cli import (
     _progress,
     _symbols_checked,
     _window,
-    _window_text,
 )
 from engine.replay.cli_parallel import export_many, parallel_options
+from engine.replay.cli_summary import window_text
 from engine.timefmt import parse_time
 
 __all__ = ["export"]
@@ -148,7 +148,7 @@ def export(
         click.echo(json.dumps(res.to_json(), indent=2))
         return
     if from_ is not None or to_ns is not None:
-        click.echo(f"window     {_window_text(from_, to_ns)}")
+        click.echo(f"window     {window_text(from_, to_ns)}")
     for name, n in res.rows.items():
         click.echo(f"{n:>10} rows  {out_dir / f'table={name}'}")
     click.echo(
