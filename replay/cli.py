@@ -36,6 +36,7 @@ import click
 from engine.cli import DataFailure, UsageFailure, deprecated, guard_output, leaf_error
 from engine.journal.captureset import holds_journals
 from engine.journal.cli import journal_argument, skip_damaged_option
+from engine.journal.location import RemotePath
 from engine.journal.reader import JournalError
 from engine.pipeline import Pipeline
 from engine.replay.checkpoints import CheckpointPolicy
@@ -77,7 +78,7 @@ class CheckFailed(DataFailure):
 
 
 def _policy(
-    directory: Path, save: bool, every_s: float | None, every_frames: int | None
+    directory: Path | RemotePath, save: bool, every_s: float | None, every_frames: int | None
 ) -> CheckpointPolicy | None:
     """The checkpoint policy asked for; None unless ``--save-checkpoints`` (never by default)."""
     if not save:
@@ -147,7 +148,7 @@ def _save(ctx: click.Context, flag: bool) -> bool:
     return flag or bool(ctx.meta.get("save_checkpoints"))
 
 
-def _open_checked(directory: Path) -> Any:
+def _open_checked(directory: Path | RemotePath) -> Any:
     """The journal through the Python API, whose rules check times and symbols against it."""
     import engine
 
@@ -225,7 +226,7 @@ def _progress(journal_dir: str, label: str) -> Iterator[Callable[[int, Pipeline]
         yield advance
 
 
-def _fail(exc: Exception) -> click.ClickException:
+def _fail(exc: BaseException) -> click.ClickException:
     return DataFailure(str(exc))
 
 
@@ -273,7 +274,7 @@ def _fail(exc: Exception) -> click.ClickException:
 @click.pass_context
 def replay(
     ctx: click.Context,
-    directory: Path,
+    directory: Path | RemotePath,
     from_: int | None,
     to: int | None,
     symbols: str | None,
@@ -414,7 +415,7 @@ def replay(
         click.echo(render_summary(summary))
 
 
-def _serve(directory: Path, where: str, speed: str, **options: Any) -> None:
+def _serve(directory: Path | RemotePath, where: str, speed: str, **options: Any) -> None:
     from engine.replay.server import parse_speed, run_server
 
     host, sep, port_text = where.rpartition(":")
@@ -430,14 +431,14 @@ def _serve(directory: Path, where: str, speed: str, **options: Any) -> None:
     try:
         run_server(directory, host.strip("[]"), int(port_text), speed, echo=click.echo, **options)
     except* OSError as group:
-        exc = leaf_error(group)
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        err = leaf_error(group)
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         raise DataFailure(f"cannot serve on {where}: {why}") from None
     except* (JournalError, ValueError) as group:  # unknown symbols, a window outside the journal
         raise _fail(leaf_error(group)) from None
 
 
-def _check(directory: Path) -> None:
+def _check(directory: Path | RemotePath) -> None:
     from engine.journal.recorder import OUTPUTS_DIR
     from engine.replay.check import check_report
 

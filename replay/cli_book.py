@@ -19,7 +19,7 @@ import click
 from engine.cli import DataFailure, UsageFailure
 from engine.journal.captureset import holds_journals
 from engine.journal.cli import journal_argument, skip_damaged_option
-from engine.journal.location import counting_reads
+from engine.journal.location import RemotePath, counting_reads
 from engine.journal.reader import JournalError
 from engine.replay.cli import (
     _TIME,
@@ -57,7 +57,7 @@ __all__ = ["book", "render_book", "ladder"]
 @click.pass_context
 def book(
     ctx: click.Context,
-    directory: Path,
+    directory: Path | RemotePath,
     symbol: str,
     at: int,
     depth: int,

@@ -18,6 +18,7 @@ import click
 from engine.cli import UsageFailure, deprecated, guard_output
 from engine.journal.captureset import holds_journals
 from engine.journal.cli import journal_argument, skip_damaged_option
+from engine.journal.location import RemotePath
 from engine.journal.reader import JournalError
 from engine.replay.cli import (
     _TIME,
@@ -72,7 +73,7 @@ __all__ = ["export"]
 @parallel_options
 @skip_damaged_option
 def export(
-    directory: Path,
+    directory: Path | RemotePath,
     out_dir: Path | None,
     force: bool,
     symbols: str | None,
