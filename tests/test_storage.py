@@ -12,6 +12,7 @@ the kill -9 are real.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +27,9 @@ import engine
 from engine.journal.cli import journal as journal_cmd
 from engine.journal.location import LocationError, as_path, counting_reads
 from engine.journal.reader import JournalReader, NotAJournal
-from engine.journal.writer import WriterConfig
+from engine.journal.recorder import OUTPUTS_DIR, outputs_scale
+from engine.journal.schema import Dir, Kind
+from engine.journal.writer import JournalWriter, WriterConfig
 from engine.replay.cli import replay as replay_cmd
 from engine.replay.cli_book import book as book_cmd
 from engine.replay.replay import state_at
@@ -120,6 +123,23 @@ def test_run_upload_ships_and_removes_local(s3_server: str, bucket: str, tmp_pat
     assert "OK: replay reproduced all" in _cli(replay_cmd, uri, "--check").output
     res = CliRunner().invoke(replay_cmd, [uri, "--save-checkpoints"])
     assert res.exit_code == 1 and "beside a local journal only" in res.output
+
+
+def test_check_of_old_scale_outputs_in_a_bucket_in_one_line(bucket: str, tmp_path: Path) -> None:
+    """A bucket's journal whose outputs were recorded at the old number scale: refused in one
+    line naming where, as for a local one (not an internal error on the URI)."""
+    journal = tmp_path / "j"
+    shutil.copytree(SPOT, journal)
+    w = JournalWriter.create(journal / OUTPUTS_DIR, {"content": "pipeline outputs"})
+    w.append(1, 0, Dir.LOCAL, Kind.MARKER, "X", b'{"frame_seq":1,"output":{}}')
+    w.close()  # no number_scale: written before the scale was raised
+    uri = f"s3://{bucket}/old-scale"
+    _cli(journal_cmd, "push", str(journal), uri)
+    assert outputs_scale(uri) == 8
+    res = CliRunner().invoke(replay_cmd, [uri, "--check"])
+    assert res.exit_code == 1, res.output
+    assert f"{uri}/{OUTPUTS_DIR} was recorded at number scale 8" in res.output
+    assert len(res.output.strip().splitlines()) == 1, res.output
 
 
 def test_upload_failure_never_stops_the_capture(tmp_path: Path, bucket: str) -> None:
