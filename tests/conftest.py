@@ -10,11 +10,19 @@ the other has finished: the suite's tail.  The modules in :data:`LONG_FIRST`
 worker) are collected first, longest first; the rest keep pytest's order.
 Measured with ``pytest -n 2 --durations=60``; a module whose tests take more
 than ~10 s of waiting (captures of a few seconds, subprocess chains) belongs here.
+
+Bytecode: the suite starts some 350 ``python -m engine.cli`` processes.  Where
+``PYTHONDONTWRITEBYTECODE`` is set (and no ``PYTHONPYCACHEPREFIX``), each of
+them compiled the engine's modules from source again (~0.07 s of CPU apiece);
+the processes the tests start (and the xdist workers) write and reuse one
+bytecode cache instead, under the system's temp directory
+(``wiretape-pycache-UID``), never beside the sources.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -33,6 +41,25 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def _share_a_bytecode_cache() -> None:
+    """Let the processes started from here cache bytecode outside the tree (see the docstring)."""
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE") or os.environ.get("PYTHONPYCACHEPREFIX"):
+        return
+    cache = Path(tempfile.gettempdir()) / f"wiretape-pycache-{os.getuid()}"
+    try:
+        cache.mkdir(mode=0o700, exist_ok=True)
+        st = cache.lstat()
+    except OSError:
+        return
+    if st.st_uid != os.getuid() or st.st_mode & 0o077 or not cache.is_dir():
+        return  # not ours alone: never run bytecode another user could have written
+    os.environ["PYTHONPYCACHEPREFIX"] = str(cache)
+    del os.environ["PYTHONDONTWRITEBYTECODE"]
+
+
+_share_a_bytecode_cache()
 
 #: test modules run first, in this order (see the module docstring)
 LONG_FIRST = (
