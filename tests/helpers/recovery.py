@@ -27,7 +27,7 @@ runtime's internals; it reads the journal only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import engine
 from engine import serde
@@ -38,10 +38,17 @@ from engine.journal.writer import JournalWriter
 BREAKS = ("GapDetected", "ChecksumMismatch", "BookWithdrawn")
 
 
+class Breaks(NamedTuple):
+    """A symbol's breaks: how many, and whether the capture ended while one was being recovered."""
+
+    count: int
+    in_flight: bool
+
+
 def assert_every_break_recovered(
     jdir: Path, symbols: list[str] | tuple[str, ...]
-) -> dict[str, int]:
-    """Assert the claim above for each of ``symbols``; returns their count of breaks."""
+) -> dict[str, Breaks]:
+    """Assert the claim above for each of ``symbols``; returns their :class:`Breaks`."""
     outputs = [(seq, o) for seq, o in read_outputs(jdir) if o.get("symbol") in symbols]
     breaks = {}
     pending: dict[str, tuple[int, dict[str, Any]]] = {}
@@ -65,7 +72,7 @@ def assert_every_break_recovered(
         if open_break is not None:
             pending[sym] = open_break
     _assert_the_end(jdir, symbols, outputs, pending)
-    return breaks
+    return {s: Breaks(breaks[s], s in pending) for s in symbols}
 
 
 def _assert_the_end(
