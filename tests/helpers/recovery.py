@@ -14,11 +14,11 @@ claim is made per break, from the outputs the capture recorded live
   a book published without a snapshot: a failure;
 * the one break a capture may end in, still being recovered, must have had
   its resync asked for (a ``SnapshotRequest`` of purpose ``sync`` for the
-  symbol, or, for a withdrawn book, the reconnect's new connection in the
-  journal, unless the capture stopped before the reconnect was due: nothing
-  but local frames, its stop, after the close), and the book must be
-  unpublished at the journal's end (the journal replayed to its last frame:
-  no book without a fresh snapshot).
+  symbol; for a withdrawn book, another connection: one already open, a
+  rotation's, or the reconnect's new one, unless the capture stopped before
+  the reconnect was due: nothing but local frames, its stop, after the
+  close), and the book must be unpublished at the journal's end (the journal
+  replayed to its last frame: no book without a fresh snapshot).
 
 Must not: look at times (a loaded machine shifts every one of them) or at the
 runtime's internals; it reads the journal only.
@@ -84,17 +84,19 @@ def _assert_the_end(
     """The breaks the capture ended in: each resync asked for, each book unpublished at the end
     (and every other book published then, as its outputs say)."""
     j = engine.open(jdir)
-    frames = [(f.seq, f.dir, f.kind) for f in j.frames()]
+    frames = [(f.seq, f.dir, f.kind, f.conn) for f in j.frames()]
     for sym, (at, brk) in pending.items():
         asked = any(
             o["type"] == "SnapshotRequest" and o["purpose"] == "sync" and seq >= at
             for seq, o in outputs
             if o["symbol"] == sym
         )
-        if brk["type"] == "BookWithdrawn":  # its connection closed: the reconnect resubscribes
-            after = [(d, k) for seq, d, k in frames if seq > at]
-            # ... or the capture stopped before it was due (nothing but local frames after)
-            asked = asked or ("local", "open") in after or all(d == "local" for d, _ in after)
+        if brk["type"] == "BookWithdrawn":  # its connection closed: another one subscribes,
+            after = [(d, k) for seq, d, k, _ in frames if seq > at]
+            successor = _open_at(frames, at) - {brk["conn"]}  # already open (a rotation),
+            asked = asked or bool(successor) or ("local", "open") in after  # or a reconnect,
+            # or the capture stopped before the reconnect was due (nothing but local frames after)
+            asked = asked or all(d == "local" for d, _ in after)
         assert asked, f"{sym}: the break at seq {at} was never recovered nor resynced: {brk}"
     span = j.span
     assert span is not None
@@ -110,6 +112,19 @@ def _assert_the_end(
             )
         else:
             assert published, f"{sym}: unpublished at the end (seq {span.last_seq}), no break"
+
+
+def _open_at(frames: list[tuple[int, str, str, int]], at: int) -> set[int]:
+    """The connections open at frame ``at``: opened before it and not closed by then."""
+    live: set[int] = set()
+    for seq, d, k, conn in frames:
+        if seq >= at:
+            break
+        if d == "local" and k == "open":
+            live.add(conn)
+        elif d == "local" and k == "close":
+            live.discard(conn)
+    return live
 
 
 def cut_journal(
