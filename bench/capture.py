@@ -116,7 +116,7 @@ async def capture(
     writer = TimedWriter.create(tmp / f"j-{time.time_ns()}", {"exchange": "sim"})
     writer.lat_ns = []
     extra: dict[str, Any] = {}
-    if pipeline:  # what engine run adds around the pipeline (engine.live.cli.capture_main)
+    if pipeline:  # what engine run adds around the pipeline (engine.live.runner.capture_main)
         from engine.journal.recorder import OutputRecorder
         from engine.replay.checkpoints import CheckpointWriter
 

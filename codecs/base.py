@@ -165,10 +165,23 @@ class Codec(Protocol):
     ws_base: str
     rest_base: str
     limits: ConnLimits
-    keepalive: KeepAlive | None
-    #: the channels ``engine run`` captures when ``--channels`` is not given (names the codec's
-    #: :meth:`streams` knows: "trade", "depth", "bookTicker", "ticker" ...)
-    default_channels: tuple[str, ...]
+
+    # The two members below are read-only here (properties) so that a codec's narrower class
+    # attribute satisfies them: ``keepalive = KeepAlive(...)``, ``default_channels = ("a", "b")``.
+
+    @property
+    def keepalive(self) -> KeepAlive | None:
+        """The application-level ping, or None (WebSocket pings only)."""
+        ...
+
+    @property
+    def default_channels(self) -> tuple[str, ...]:
+        """The channels ``engine run`` captures when ``--channels`` is not given.
+
+        Names the codec's :meth:`streams` knows ("trade", "depth", "bookTicker",
+        "ticker" ...).
+        """
+        ...
 
     def decode(
         self, seq: int, recv_ns: int, kind: str, source: str, payload: bytes

@@ -240,7 +240,8 @@ class _Binance(SpotOutbound):
                 self._raw_diffs[source] = diff
         return diff
 
-    def _convert(self, obj: Any, typ: type, what: str) -> Any:
+    def _convert(self, obj: Any, typ: Any, what: str) -> Any:
+        # typ: a class or a type expression (``list[str] | None``), as msgspec.convert takes
         try:
             return msgspec.convert(obj, typ)
         except msgspec.ValidationError as exc:

@@ -66,6 +66,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any
 
+import attrs
 import msgspec
 import orjson
 
@@ -105,6 +106,7 @@ __all__ = [
     "reply_frame",
     "pong_frame",
     "ticker_frame",
+    "ticker_delta",
 ]
 
 Id = Annotated[int, msgspec.Meta(ge=0, le=MAX)]
@@ -138,7 +140,8 @@ _TICKER_OF = {
 }
 
 
-def _ticker_fields(category: str) -> dict[str, str]:
+def ticker_fields(category: str) -> dict[str, str]:
+    """Ticker24h field → ``tickers`` key of a category (the fields its tickers send)."""
     return _TICKER_OF.get(category, _TICKER)
 
 
@@ -361,7 +364,7 @@ class BybitSpot(VenueDefaults):
         ):
             raise Bad(f"{topic[:60]}: 'ts' must be a millisecond time, got {ts!r:.40}")
         return decode_ticker(
-            seq, recv_ns, symbol, ts, d, _ticker_fields(self.category), "data",
+            seq, recv_ns, symbol, ts, d, ticker_fields(self.category), "data",
             partial=typ == "delta",
         )  # fmt: skip
 
@@ -564,7 +567,7 @@ def ticker_frame(ev: Ticker24h, category: str, px_dec: int, qty_dec: int) -> byt
     Raises:
         ValueError: a value that needs more decimals than given (it would not be exact).
     """
-    fields = _ticker_fields(category)
+    fields = ticker_fields(category)
     data: dict[str, Any] = {"symbol": ev.symbol}
     for f, key in fields.items():
         v = getattr(ev, f)
@@ -579,6 +582,20 @@ def ticker_frame(ev: Ticker24h, category: str, px_dec: int, qty_dec: int) -> byt
     if ev.exch_ms is not None:
         msg["ts"] = ev.exch_ms
     return orjson.dumps(msg)
+
+
+def ticker_delta(prev: Ticker24h, new: Ticker24h, category: str) -> Ticker24h | None:
+    """The delta a linear/inverse ``tickers`` topic sends to take ``prev`` to ``new``: the
+    fields of the category's ticker whose value changed (``partial``, ``new``'s ``ts``), or
+    None when none did (no delta is sent).  Its merge is :class:`engine.tickers.TickerMerge`'s."""
+    changed = {f: v for f in ticker_fields(category) if (v := getattr(new, f)) != getattr(prev, f)}
+    if not changed:
+        return None
+    kept = ("seq", "recv_ns", "symbol", "exch_ms", "partial")
+    rest: dict[str, Any] = {
+        a.name: changed.get(a.name) for a in attrs.fields(Ticker24h) if a.name not in kept
+    }
+    return attrs.evolve(new, partial=True, **rest)
 
 
 def reply_frame(op: str, request_id: int | str | None, success: bool, ret_msg: str = "") -> bytes:

@@ -24,9 +24,23 @@ Decisions worth knowing:
 * **Trades** have no id in v1: ``trade_id`` is ``seq * 10000 + i`` for the
   ``i``-th trade of the frame (unique and ordered, the same live and in
   replay); ``side`` ``"b"``/``"s"`` is the taker's (the aggressor).
-* **Ticker** becomes a BookTicker (best bid/ask and their lot volumes) whose
-  ``update_id`` is its ``seq``: book ids are seqs of other frames, so the
-  reducer never compares it with a book at a different moment.
+* **Ticker** ``{"a": [price, whole lots, lot volume], "b": …, "c": [price,
+  lot volume], "v"/"p"/"t"/"l"/"h"/"o": [today, last 24 hours]}`` becomes,
+  as on v2, two events.  A BookTicker (best bid/ask, their lot volumes) whose
+  ``update_id`` is its ``seq``: Kraken's book ids are journal seqs too (of
+  other frames), so the book reducer holds it until the next book message and
+  counts it uncomparable — never compared with a book at another moment, never
+  a false mismatch — while the quote checks and the ``book_ticker`` table get
+  the venue's own top (OKX, Bybit and Coinbase emit none: their books carry the
+  venue's ids, and their tickers no id of that kind).  And, when the frame
+  carries 24 h figures, a :class:`~engine.events.Ticker24h` of the *last 24
+  hours* slot of each pair: ``c`` → ``last_price``/``last_qty``, ``v[1]`` →
+  ``volume``, ``p[1]`` → ``vwap``, ``t[1]`` → ``count``, ``l[1]``/``h[1]``/
+  ``o[1]`` → ``low_price``/``high_price``/``open_price``, ``b``/``a`` → best
+  bid/ask with their lot volumes.  Not sent, so None: ``exch_ms`` (v1 tickers
+  carry no time), ``quote_volume``, ``price_change``, times, trade ids.  The
+  "today" slots are not kept (the one ticker model is a rolling day); the
+  whole-lot volumes are not either (the lot volume says it exactly).
 * **Unknown but well-formed messages are errors** (counted), as for Binance.
 """
 
@@ -49,6 +63,7 @@ from engine.codecs.kraken_book import (
     ms_epoch_s,
     number,
 )
+from engine.codecs.ticker_wire import decode_ticker
 from engine.events import (
     BUY,
     SELL,
@@ -59,9 +74,10 @@ from engine.events import (
     Side,
     SubscriptionAck,
     SubscriptionError,
+    Ticker24h,
     Trade,
 )
-from engine.num import render
+from engine.num import ONE, render
 
 __all__ = [
     "KrakenV1",
@@ -81,6 +97,17 @@ CHANNELS = ("book", "trade", "ticker")
 _HEARTBEATS = {"heartbeat": "heartbeat", "pong": "pong"}
 #: a trade's side letter (the taker's) → the aggressor side
 _SIDES: dict[object, Side] = {"b": BUY, "s": SELL}
+#: Ticker24h field → its slot in a v1 ticker, ``(key, index)`` (module docstring)
+_TICKER = {
+    "bid_price": ("b", 0), "bid_qty": ("b", 2), "ask_price": ("a", 0), "ask_qty": ("a", 2),
+    "last_price": ("c", 0), "last_qty": ("c", 1), "volume": ("v", 1), "vwap": ("p", 1),
+    "low_price": ("l", 1), "high_price": ("h", 1), "open_price": ("o", 1),
+}  # fmt: skip
+#: the same slots as the flat keys :func:`engine.codecs.ticker_wire.decode_ticker` reads
+_FLAT = {f: f"{k}[{i}]" for f, (k, i) in _TICKER.items()}
+#: a ticker's arrays and their lengths: best bid/offer, then the 24 h figures ([today, 24 h])
+_BBO_KEYS = {"b": 3, "a": 3}
+_DAY_KEYS = {"c": 2, "v": 2, "p": 2, "t": 2, "l": 2, "h": 2, "o": 2}
 
 
 class KrakenV1(KrakenCodec):
@@ -156,7 +183,7 @@ class KrakenV1(KrakenCodec):
         if name == "ticker":
             if len(data) != 1 or not isinstance(data[0], dict):
                 raise Bad("ticker: expected one object")
-            return [self._ticker(seq, recv_ns, pair, data[0])]
+            return self._ticker(seq, recv_ns, pair, data[0])
         raise Bad(f"unknown channel {name[:40]!r}")
 
     def _book(self, seq: int, recv_ns: int, pair: str, depth: int, data: list[Any]) -> Any:
@@ -245,21 +272,38 @@ class KrakenV1(KrakenCodec):
             )
         return out
 
-    def _ticker(self, seq: int, recv_ns: int, pair: str, t: dict[str, Any]) -> BookTicker:
-        b, a = t.get("b"), t.get("a")
-        if not (isinstance(b, list) and isinstance(a, list) and len(b) == 3 and len(a) == 3):
-            raise Bad(f"ticker {pair[:20]}: needs 'b' and 'a' as [price, whole lots, volume]")
+    def _ticker(self, seq: int, recv_ns: int, pair: str, t: dict[str, Any]) -> list[Any]:
         where = f"ticker {pair[:20]}"
-        return BookTicker(
+        flat: dict[str, Any] = {}
+        day = False
+        for keys in (_BBO_KEYS, _DAY_KEYS):
+            for key, n in keys.items():
+                v = t.get(key)
+                if v is None and keys is _DAY_KEYS:
+                    continue
+                if not (isinstance(v, list) and len(v) == n):
+                    shape = (
+                        "[price, whole lots, lot volume]" if n == 3 else "[today, last 24 hours]"
+                    )
+                    raise Bad(f"{where}: {key!r} must be {shape}")
+                day = day or keys is _DAY_KEYS
+                flat.update((f"{key}[{i}]", x) for i, x in enumerate(v))
+        bbo = BookTicker(
             seq,
             recv_ns,
             pair,
             seq,
-            number(b[0], f"{where} b price"),
-            number(b[2], f"{where} b volume"),
-            number(a[0], f"{where} a price"),
-            number(a[2], f"{where} a volume"),
+            number(flat["b[0]"], f"{where} b price"),
+            number(flat["b[2]"], f"{where} b volume"),
+            number(flat["a[0]"], f"{where} a price"),
+            number(flat["a[2]"], f"{where} a volume"),
         )
+        if not day:
+            return [bbo]
+        count = flat.get("t[1]")
+        if count is not None and (type(count) is not int or not 0 <= count < 1 << 63):
+            raise Bad(f"{where}: 't' (trades) must be whole numbers, got {count!r:.30}")
+        return [bbo, decode_ticker(seq, recv_ns, pair, None, flat, _FLAT, where, count=count)]
 
     # ..................................................................... outbound
 
@@ -355,12 +399,37 @@ def encode_trades(trades: Sequence[Trade], channel_id: int, pd: int, qd: int) ->
     return orjson.dumps([channel_id, rows, "trade", trades[0].symbol])
 
 
-def encode_ticker(ev: BookTicker, channel_id: int, pd: int, qd: int) -> bytes:
-    """The v1 ticker frame of a best bid/offer (whole-lot volumes 1; only a/b carry meaning)."""
-    body = {
-        "a": [render(ev.ask_price, pd), 1, render(ev.ask_qty, qd)],
-        "b": [render(ev.bid_price, pd), 1, render(ev.bid_qty, qd)],
+def encode_ticker(
+    ev: BookTicker, channel_id: int, pd: int, qd: int, day: Ticker24h | None = None
+) -> bytes:
+    """The v1 ticker frame of a best bid/offer, with the 24 h figures of ``day`` if given.
+
+    Prices at ``pd`` decimals, volumes at ``qd``; bid/ask are ``ev``'s; a
+    whole-lot volume is its lot volume's integer part.  Each ``[today, last 24
+    hours]`` pair carries ``day``'s figure in both slots (the one ticker model
+    has a rolling day only; the decoder reads the 24 h slot); a figure ``day``
+    lacks leaves its key out.
+
+    Raises:
+        ValueError: ``day`` holds one of ``c``'s price and lot volume but not the other, or
+            a value needs more decimals than given.
+    """
+    body: dict[str, Any] = {
+        "a": [render(ev.ask_price, pd), ev.ask_qty // ONE, render(ev.ask_qty, qd)],
+        "b": [render(ev.bid_price, pd), ev.bid_qty // ONE, render(ev.bid_qty, qd)],
     }
+    if day is not None:
+        if (day.last_price is None) != (day.last_qty is None):
+            raise ValueError("a v1 ticker's 'c' is [price, lot volume]: give both or neither")
+        field = {key: f for f, (key, i) in _TICKER.items() if i == 1 and key != "c"}
+        for key in _DAY_KEYS:
+            if key == "c" and day.last_price is not None and day.last_qty is not None:
+                body["c"] = [render(day.last_price, pd), render(day.last_qty, qd)]
+            elif key == "t" and day.count is not None:
+                body["t"] = [day.count, day.count]
+            elif key in field and (v := getattr(day, field[key])) is not None:
+                text = render(v, qd if key == "v" else pd)
+                body[key] = [text, text]
     return orjson.dumps([channel_id, body, "ticker", ev.symbol])
 
 

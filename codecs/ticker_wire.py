@@ -76,9 +76,11 @@ def decode_ticker(
     *,
     parse: Parse = string_number,
     last_id: int | None = None,
+    count: int | None = None,
     partial: bool = False,
 ) -> Ticker24h:
-    """The Ticker24h of one venue ticker object ``obj`` (the keys of ``fields``; the rest None).
+    """The Ticker24h of one venue ticker object ``obj`` (the keys of ``fields``; the rest None;
+    ``last_id``/``count``, not numbers of :mod:`engine.num`, are the codec's to read).
 
     Raises:
         Bad: a value that is not an exact number of its kind (names ``where.key``).
@@ -93,7 +95,7 @@ def decode_ticker(
     return Ticker24h(
         seq, recv_ns, symbol, exch_ms, g("last_price"), g("last_qty"), g("open_price"),
         g("high_price"), g("low_price"), g("vwap"), g("volume"), g("quote_volume"),
-        g("price_change"), g("bid_price"), g("ask_price"), None, None, None, last_id, None,
+        g("price_change"), g("bid_price"), g("ask_price"), None, None, None, last_id, count,
         g("bid_qty"), g("ask_qty"), partial,
     )  # fmt: skip
 

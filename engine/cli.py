@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,15 +105,22 @@ def leaf_error(group: BaseExceptionGroup) -> BaseException:
 
 
 class LazyGroup(click.Group):
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **kwargs: Any,
+    ) -> Any:
         """Run a command; turn every failure into one stderr line and the exit-code rule."""
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **kwargs)
         from engine.journal.reader import JournalError
 
         try:
             try:
-                rv = super().main(*args, standalone_mode=False, **kwargs)
+                rv = super().main(args, prog_name, complete_var, standalone_mode=False, **kwargs)
             except BaseExceptionGroup as group:  # trio nurseries wrap what a task raised
                 raise leaf_error(group) from None
         except click.exceptions.Abort:

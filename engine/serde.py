@@ -174,10 +174,14 @@ def __getattr__(name: str) -> Any:
 TYPES: dict[str, type] = {}
 
 
-def register(cls: type[T]) -> type[T]:
-    """Class decorator: make an attrs class loadable by name."""
+def _require_attrs(cls: type) -> None:
     if not attrs.has(cls):
         raise TypeError(f"{cls.__name__} is not an attrs class")
+
+
+def register(cls: type[T]) -> type[T]:
+    """Class decorator: make an attrs class loadable by name."""
+    _require_attrs(cls)  # a check apart: attrs.has() would narrow cls to type[AttrsInstance]
     other = TYPES.get(cls.__name__)
     if other is not None and other is not cls:
         raise TypeError(f"two serde types named {cls.__name__}: {other} and {cls}")

@@ -10,9 +10,11 @@ The one place that turns what a user typed into something the readers can open:
   ``read_text``, ``stat().st_size``), backed by a ``pyarrow.fs.FileSystem``
   (S3FileSystem, GcsFileSystem), so the code that walks a journal directory
   is the same for both.
-* :func:`open_input` opens a file for random access (an IPC file footer, one
-  batch at a time) and counts the bytes it reads when :func:`counting_reads`
-  is active (always for remote files): how seeking is measured.
+* :func:`counting_reads` tallies the bytes and files read inside a block
+  (:class:`ReadStats`): how seeking is measured.  :func:`read_all` reads a
+  small file whole (a manifest, a checkpoint) into that tally; a journal
+  file opened for random access is :func:`engine.journal.inputs.open_input`'s
+  (counted, read ahead when remote).
 * S3 settings are the standard ones: the AWS credential chain (environment
   variables, ``~/.aws``, instance roles), ``AWS_REGION``/``AWS_DEFAULT_REGION``,
   ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``), or :func:`s3_endpoint`
@@ -29,7 +31,8 @@ The one place that turns what a user typed into something the readers can open:
 * Store failures become one-line :class:`LocationError` messages (bad URI,
   no credentials, bucket missing, access denied, endpoint unreachable).
 
-Must not: interpret journal content (that is :mod:`.reader`) or write (only
+Must not: interpret journal content (that is :mod:`.reader`), open files for
+random access (that is :mod:`.inputs`), or write (only
 :mod:`engine.live.upload` writes to a store, through :func:`filesystem_of`).
 """
 
@@ -57,9 +60,9 @@ __all__ = [
     "as_path",
     "is_remote",
     "is_uri",
-    "open_input",
     "read_all",
     "counting_reads",
+    "read_stats",
     "s3_endpoint",
     "gcs_endpoint",
     "filesystem_of",
@@ -413,119 +416,8 @@ def read_stats() -> ReadStats | None:
     return _STATS.get()
 
 
-#: Sequential remote reads fetch ahead, doubling from this size ...
-READAHEAD_MIN = 256 << 10
-#: ... up to this one (the memory a remote file holds beyond what the reader asked for).
-READAHEAD_MAX = 8 << 20
-
-
-class _Counted:
-    """A file-like view of a pyarrow NativeFile that counts bytes read (wrapped in pa.PythonFile).
-
-    ``readahead`` (remote files): a read that continues where the previous one
-    ended fetches ahead, from ``READAHEAD_MIN`` doubling to ``READAHEAD_MAX``,
-    so scanning a segment costs a few large requests instead of two small
-    ones per batch; a read elsewhere (a footer, a seek) fetches exactly what
-    it asks for.  ``bytes_read`` counts what was fetched.  A store failure is
-    raised as a one-line :class:`LocationError` (pyarrow passes it through),
-    so the reader reports it as what it is, not as a damaged segment.
-    """
-
-    def __init__(self, f: pa.NativeFile, stats: ReadStats, where: str, readahead: bool) -> None:
-        self._f = f
-        self._stats = stats
-        self._where = where
-        self._readahead = readahead
-        self._size = f.size()
-        self._pos = 0
-        self._buf = b""
-        self._buf_at = 0
-        self._next = READAHEAD_MIN
-        self._end = -1  # where the previous read ended
-        self.closed = False
-
-    def _fetch(self, n: int, at: int) -> bytes:
-        try:
-            data = self._f.read_at(n, at)
-        except (OSError, pa.ArrowException) as exc:
-            raise store_error(exc, self._where) from None
-        self._stats.bytes_read += len(data)
-        return bytes(data)
-
-    def read(self, n: int = -1) -> bytes:
-        pos = self._pos
-        if n is None or n < 0:
-            n = self._size - pos
-        n = max(0, min(n, self._size - pos))
-        off = pos - self._buf_at
-        if 0 <= off and off + n <= len(self._buf):
-            data = self._buf[off : off + n]
-        elif self._readahead and pos == self._end:
-            want = min(max(n, self._next), self._size - pos)
-            self._next = min(self._next * 2, READAHEAD_MAX)
-            self._buf, self._buf_at = self._fetch(want, pos), pos
-            data = self._buf[:n]
-        else:
-            self._next = READAHEAD_MIN
-            self._buf, self._buf_at = b"", 0
-            data = self._fetch(n, pos)
-        self._pos = self._end = pos + len(data)
-        return data
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        base = (0, self._pos, self._size)[whence]
-        self._pos = max(0, base + pos)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def size(self) -> int:
-        return self._size
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def writable(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        self.closed = True
-        self._buf = b""
-        self._f.close()
-
-
-def open_input(p: Path | RemotePath) -> pa.NativeFile:
-    """``p`` opened for random access; counted when :func:`counting_reads` is active or ``p`` is remote.
-
-    A store failure while reading raises :class:`LocationError` through
-    pyarrow (the readers let it pass: it is not damage).
-
-    Raises:
-        LocationError: the store refused (missing, access denied, unreachable).
-        OSError: a local file that cannot be opened.
-    """
-    stats = _STATS.get()
-    if isinstance(p, RemotePath):
-        try:
-            f = p.fs.open_input_file(p.key)
-        except (OSError, pa.ArrowException) as exc:
-            raise store_error(exc, str(p)) from None
-        if stats is None:
-            stats = ReadStats()  # remote reads always go through the wrapper (errors named)
-    else:
-        f = pa.OSFile(str(p))
-        if stats is None:
-            return f
-    stats.files_opened += 1
-    return pa.PythonFile(_Counted(f, stats, str(p), isinstance(p, RemotePath)), mode="r")
-
-
 def read_all(p: Path | RemotePath) -> bytes:
-    """The whole content of a small file (a manifest, a checkpoint), counted like :func:`open_input`."""
+    """The whole content of a small file (a manifest, a checkpoint), counted like a segment's reads."""
     if not isinstance(p, RemotePath):
         data = Path(p).read_bytes()
     else:

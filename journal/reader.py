@@ -49,8 +49,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine.journal.inputs import open_input
 from engine.journal.integrity import FILE_MAGIC, SegmentSummary
-from engine.journal.location import RemotePath, as_path, open_input, read_stats
+from engine.journal.location import RemotePath, as_path, read_stats
 from engine.journal.schema import MANIFEST, SCHEMA_VERSIONS, Frame
 from engine.journal.segments import (
     _HINT,

@@ -15,13 +15,12 @@ recorded (no key) are at the old scale, 8 (:func:`outputs_scale`).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from engine import num, serde
-from engine.journal.location import as_path
+from engine.journal.location import Where, as_path
 from engine.journal.reader import JournalReader
 from engine.journal.schema import Dir, Kind
 from engine.journal.writer import JournalWriter, WriterConfig
@@ -68,7 +67,7 @@ class OutputRecorder:
         self._w.close()
 
 
-def read_outputs(journal_dir: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_outputs(journal_dir: Where) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(frame_seq, dumped_output)`` pairs in recorded order (empty if none were recorded)."""
     path = as_path(journal_dir) / OUTPUTS_DIR
     if not path.exists():
@@ -79,7 +78,7 @@ def read_outputs(journal_dir: str | os.PathLike[str]) -> Iterator[tuple[int, dic
             yield d["frame_seq"], d["output"]
 
 
-def outputs_scale(journal_dir: str | os.PathLike[str]) -> object:
+def outputs_scale(journal_dir: Where) -> object:
     """The number scale the outputs of ``journal_dir`` were recorded at (None: no outputs).
 
     An outputs journal without ``number_scale`` in its metadata was written at

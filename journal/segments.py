@@ -22,6 +22,7 @@ from typing import Any
 import attrs
 import pyarrow as pa
 
+from engine.journal.inputs import open_input
 from engine.journal.integrity import (
     FILE_MAGIC,
     FOOTER_KEY,
@@ -29,7 +30,7 @@ from engine.journal.integrity import (
     check_batch,
     schema_problem,
 )
-from engine.journal.location import LocationError, RemotePath, open_input
+from engine.journal.location import LocationError, RemotePath
 from engine.journal.schema import MANIFEST
 
 __all__ = [

@@ -16,13 +16,13 @@ difference at the first of them.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 
 from engine import num, serde
+from engine.journal.location import Where, as_path
 from engine.journal.reader import JournalError, JournalReader, frames_of, read_segment
 from engine.journal.recorder import OUTPUTS_DIR, outputs_scale, read_outputs
 from engine.journal.schema import STOP_MARKER
@@ -62,7 +62,7 @@ class Mismatch:
 
 
 
-def stopped_cleanly(journal_dir: str | os.PathLike[str]) -> bool:
+def stopped_cleanly(journal_dir: Where) -> bool:
     """Did the capture end with its "capture stop" marker (not a kill, a crash or a power loss)?"""
     reader = JournalReader(journal_dir)
     for seg in reversed(reader.segments):
@@ -100,7 +100,7 @@ class CheckReport:
 
 
 def check_report(
-    journal_dir: str | os.PathLike[str],
+    journal_dir: Where,
     on_chunk: Callable[[int, Pipeline], None] | None = None,
 ) -> CheckReport:
     """Replay from the beginning and compare output by output with ``<journal>/outputs``.
@@ -111,7 +111,7 @@ def check_report(
     scale = outputs_scale(journal_dir)
     if scale is not None and scale != num.SCALE:
         raise ScaleMismatch(
-            f"{os.fspath(journal_dir)}/{OUTPUTS_DIR} was recorded at number scale {scale!r}"
+            f"{as_path(journal_dir) / OUTPUTS_DIR} was recorded at number scale {scale!r}"
             f" (units of 1e-{scale}), this engine computes at 1e-{num.SCALE}: its rounded values"
             " cannot compare exactly; check it with the engine version that recorded it"
         )
@@ -146,7 +146,7 @@ def check_report(
 
 
 def check(
-    journal_dir: str | os.PathLike[str],
+    journal_dir: Where,
     on_chunk: Callable[[int, Pipeline], None] | None = None,
 ) -> tuple[Mismatch | None, int]:
     """:func:`check_report` as ``(first mismatch or None, outputs compared)``."""

@@ -2,14 +2,15 @@
 
 ``engine book`` is :mod:`engine.replay.cli_book`, ``engine export``
 :mod:`engine.replay.cli_export`; both take their time type, checkpoint
-options, journal checks (times and symbols against the journal) and summary
-lines from here.
+options and journal checks (times and symbols against the journal) from here,
+and their summary lines from :mod:`engine.replay.cli_summary`.
 
-Owns parsing, rendering (text or ``--json``), the progress bar (rich, on a
-terminal only), exit codes and turning our errors into one-line messages.
+Owns parsing, the output mode (text or ``--json``), the progress bar (rich, on
+a terminal only), exit codes and turning our errors into one-line messages.
 Must not: fold, compare or write tables itself — that is
 :mod:`engine.replay.replay`, :mod:`engine.replay.export` and
-:mod:`engine.replay.server`.
+:mod:`engine.replay.server` — nor lay out the summary's text (that is
+:mod:`engine.replay.cli_summary`).
 
 Exit codes follow the one rule of :mod:`engine.cli` (0 success, 1 a data or
 check failure, 2 a usage error): this module raises its error classes and never
@@ -35,10 +36,12 @@ import click
 from engine.cli import DataFailure, UsageFailure, deprecated, guard_output, leaf_error
 from engine.journal.captureset import holds_journals
 from engine.journal.cli import journal_argument, skip_damaged_option
+from engine.journal.location import RemotePath
 from engine.journal.reader import JournalError
 from engine.pipeline import Pipeline
 from engine.replay.checkpoints import CheckpointPolicy
 from engine.replay.cli_parallel import parallel_options
+from engine.replay.cli_summary import render_summary
 from engine.replay.replay import (
     Tally,
     open_journal,
@@ -46,9 +49,9 @@ from engine.replay.replay import (
     tally_output,
 )
 from engine.sim.cli import limit_options, limits
-from engine.timefmt import format_ms, format_ns, parse_time
+from engine.timefmt import parse_time
 
-__all__ = ["replay", "render_summary", "TIME"]
+__all__ = ["replay", "TIME"]
 
 
 class TimeParam(click.ParamType):
@@ -75,7 +78,7 @@ class CheckFailed(DataFailure):
 
 
 def _policy(
-    directory: Path, save: bool, every_s: float | None, every_frames: int | None
+    directory: Path | RemotePath, save: bool, every_s: float | None, every_frames: int | None
 ) -> CheckpointPolicy | None:
     """The checkpoint policy asked for; None unless ``--save-checkpoints`` (never by default)."""
     if not save:
@@ -145,7 +148,7 @@ def _save(ctx: click.Context, flag: bool) -> bool:
     return flag or bool(ctx.meta.get("save_checkpoints"))
 
 
-def _open_checked(directory: Path) -> Any:
+def _open_checked(directory: Path | RemotePath) -> Any:
     """The journal through the Python API, whose rules check times and symbols against it."""
     import engine
 
@@ -223,7 +226,7 @@ def _progress(journal_dir: str, label: str) -> Iterator[Callable[[int, Pipeline]
         yield advance
 
 
-def _fail(exc: Exception) -> click.ClickException:
+def _fail(exc: BaseException) -> click.ClickException:
     return DataFailure(str(exc))
 
 
@@ -271,7 +274,7 @@ def _fail(exc: Exception) -> click.ClickException:
 @click.pass_context
 def replay(
     ctx: click.Context,
-    directory: Path,
+    directory: Path | RemotePath,
     from_: int | None,
     to: int | None,
     symbols: str | None,
@@ -412,7 +415,7 @@ def replay(
         click.echo(render_summary(summary))
 
 
-def _serve(directory: Path, where: str, speed: str, **options: Any) -> None:
+def _serve(directory: Path | RemotePath, where: str, speed: str, **options: Any) -> None:
     from engine.replay.server import parse_speed, run_server
 
     host, sep, port_text = where.rpartition(":")
@@ -428,14 +431,14 @@ def _serve(directory: Path, where: str, speed: str, **options: Any) -> None:
     try:
         run_server(directory, host.strip("[]"), int(port_text), speed, echo=click.echo, **options)
     except* OSError as group:
-        exc = leaf_error(group)
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        err = leaf_error(group)
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         raise DataFailure(f"cannot serve on {where}: {why}") from None
     except* (JournalError, ValueError) as group:  # unknown symbols, a window outside the journal
         raise _fail(leaf_error(group)) from None
 
 
-def _check(directory: Path) -> None:
+def _check(directory: Path | RemotePath) -> None:
     from engine.journal.recorder import OUTPUTS_DIR
     from engine.replay.check import check_report
 
@@ -491,118 +494,3 @@ def _opt(v: Any) -> str:
 
 def _js(d: Any) -> str:
     return "(none: that side ended)" if d is None else json.dumps(d, sort_keys=True)
-
-
-# =============================================================== rendering
-
-
-def _pair(level: list[str] | None) -> str:
-    return "-" if not level else f"{level[0]} × {level[1]}"
-
-
-def render_summary(s: dict[str, Any]) -> str:
-    """The replay summary as text, one block per symbol."""
-    lines = [
-        f"journal   {s['journal']}  exchange={s.get('exchange')}",
-        f"frames    {s['frames']}  events {s['events']}  decode errors {s['decode_errors']}"
-        f"  outputs {s['outputs']}  (last seq {s['last_seq']}"
-        + (f", at {format_ns(s['last_recv_ns'])})" if s["frames"] else ")"),
-    ]
-    window = _window_text(s.get("from_ns"), s.get("to_ns"))
-    if window:
-        lines.append("window    " + window)
-    ck = s.get("checkpoint")
-    if ck:
-        lines.append(
-            f"restored  checkpoint at seq {ck['last_seq']}, then folded {s['frames_folded']} frames"
-        )
-    if s.get("out"):
-        lines.append(f"wrote     {s['out']['outputs']} outputs to {s['out']['file']}")
-    if s.get("other_outputs"):
-        lines.append("other     " + _counts(s["other_outputs"]))
-    for sym, d in s["symbols"].items():
-        lines.append("")
-        lines.append(sym)
-        lines.extend("  " + x for x in _symbol_lines(d))
-    return "\n".join(lines)
-
-
-def _window_text(from_ns: int | None, to_ns: int | None) -> str:
-    """The instants ``--from``/``--to`` resolved to, as ISO text and epoch ns."""
-    ends = [(name, ns) for name, ns in (("from", from_ns), ("to", to_ns)) if ns is not None]
-    return "  ".join(f"{name} {format_ns(ns)} (epoch ns {ns})" for name, ns in ends)
-
-
-def _counts(d: dict[str, int]) -> str:
-    return "  ".join(f"{k}={v}" for k, v in d.items()) or "-"
-
-
-def _symbol_lines(d: dict[str, Any]) -> list[str]:
-    out = _trade_lines(d.get("trades")) + _candle_lines(d.get("candles"))
-    b = d.get("book")
-    if b is not None:
-        out.append(f"sync     {_sync_text(b)}")
-        if "last_id" in b:  # published: primed or synced
-            out.append(
-                f"book     bid {_pair(b['best_bid'])}  ask {_pair(b['best_ask'])}  spread"
-                f" {b['spread']}  mid {b['mid']}  imbalance (top {b['depth']}) {b['imbalance']}"
-                f"  levels {b['bid_levels']}/{b['ask_levels']}  update id {b['last_id']}"
-            )
-        else:
-            out.append("book     none")
-        out.extend(_health_lines(b))
-    alerts = d["alerts"]
-    out.append(f"alerts   {alerts['count']}")
-    for a in alerts["latest"]:
-        out.append(f"         {json.dumps(a, sort_keys=True)}")
-    out.append("outputs  " + _counts(d["outputs"]))
-    return out
-
-
-def _sync_text(b: dict[str, Any]) -> str:
-    """A book summary's sync state in words (a primed book is published but not yet synced)."""
-    if b["state"] == "primed":
-        return "primed (the snapshot is the book; no diff has chained onto it yet)"
-    return str(b["state"])
-
-
-def _health_lines(b: dict[str, Any]) -> list[str]:
-    if "gaps" not in b:
-        return []
-    return [
-        f"health   gaps {b['gaps']}  resyncs {b['resyncs']}  drift {b['drift']}"
-        f"  syncs {b['syncs']}  crossed {b['crossed']}  diffs applied {b['diffs_applied']}"
-        f"  checksums verified {b['checksums_verified']} (mismatches {b['checksum_mismatches']})"
-    ]
-
-
-def _trade_lines(t: dict[str, Any] | None) -> list[str]:
-    if not t:
-        return ["trades   -"]
-    out = [
-        f"trades   last {t['last_price']}  vwap {t['vwap']}  volume {t['volume']}"
-        f" (buy {t['buy_volume']} / sell {t['sell_volume']})  count {t['count']}"
-    ]
-    for w in t["windows"]:
-        out.append(f"         {w['window_s']}s window: vwap {w['vwap']}  volume {w['volume']}")
-    return out
-
-
-def _ohlcv(c: dict[str, Any]) -> str:
-    start = format_ms(c["start_ms"])[:19]
-    return f"{start} O {c['open']} H {c['high']} L {c['low']} C {c['close']} V {c['volume']}"
-
-
-def _candle_lines(candles: list[dict[str, Any]] | None) -> list[str]:
-    out = []
-    for c in candles or []:
-        lc = c.get("last_closed")
-        if lc:
-            ma = [f"sma{p} {v}" for p, v in lc["sma"].items()]
-            ma += [f"ema{p} {v}" for p, v in lc["ema"].items()]
-            line = f"candle   {c['interval']} closed {_ohlcv(lc)}"
-            out.append("  ".join([line, *ma]))
-        oc = c.get("open_candle")
-        if oc:
-            out.append(f"candle   {c['interval']} open   {_ohlcv(oc)}")
-    return out

@@ -4,7 +4,7 @@ Owns the command's options and its rendering: an aligned ``price × qty``
 ladder, the depth it shows stated, the imbalance over that depth.  Must not
 fold or restore state itself (that is :func:`engine.replay.replay.state_at`);
 shares the replay command line's options, checks and error rules
-(:mod:`engine.replay.cli`).
+(:mod:`engine.replay.cli`) and its summary lines (:mod:`engine.replay.cli_summary`).
 """
 
 from __future__ import annotations
@@ -19,24 +19,21 @@ import click
 from engine.cli import DataFailure, UsageFailure
 from engine.journal.captureset import holds_journals
 from engine.journal.cli import journal_argument, skip_damaged_option
-from engine.journal.location import counting_reads
+from engine.journal.location import RemotePath, counting_reads
 from engine.journal.reader import JournalError
 from engine.replay.cli import (
     _TIME,
     TIME,
-    _candle_lines,
     _checkpoint_options,
     _fail,
-    _health_lines,
     _open_checked,
     _policy,
     _progress,
     _save,
     _symbols_checked,
-    _sync_text,
-    _trade_lines,
 )
 from engine.replay.cli_parallel import member_for_book
+from engine.replay.cli_summary import candle_lines, health_lines, sync_text, trade_lines
 from engine.replay.replay import symbols_of
 from engine.timefmt import format_ns
 
@@ -60,7 +57,7 @@ __all__ = ["book", "render_book", "ladder"]
 @click.pass_context
 def book(
     ctx: click.Context,
-    directory: Path,
+    directory: Path | RemotePath,
     symbol: str,
     at: int,
     depth: int,
@@ -149,10 +146,10 @@ def render_book(doc: dict[str, Any]) -> str:
     ]
     b = doc["book"]
     if b is None or "last_id" not in b:
-        lines.append(f"book {_sync_text(b)} at that time: no book" if b else "no book kept")
+        lines.append(f"book {sync_text(b)} at that time: no book" if b else "no book kept")
     else:
         lines.append(
-            f"book {_sync_text(b)}; top {b['depth']} of {b['bid_levels']} bid /"
+            f"book {sync_text(b)}; top {b['depth']} of {b['bid_levels']} bid /"
             f" {b['ask_levels']} ask levels"
         )
         lines.extend(ladder(b["bids"], b["asks"]))
@@ -161,8 +158,8 @@ def render_book(doc: dict[str, Any]) -> str:
             f" {b['imbalance']}  update id {b['last_id']}"
         )
     if b is not None:
-        lines.extend(_health_lines(b))
-    lines.extend(_trade_lines(doc["trades"]) + _candle_lines(doc["candles"]))
+        lines.extend(health_lines(b))
+    lines.extend(trade_lines(doc["trades"]) + candle_lines(doc["candles"]))
     return "\n".join(lines)
 
 

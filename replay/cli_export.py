@@ -18,6 +18,7 @@ import click
 from engine.cli import UsageFailure, deprecated, guard_output
 from engine.journal.captureset import holds_journals
 from engine.journal.cli import journal_argument, skip_damaged_option
+from engine.journal.location import RemotePath
 from engine.journal.reader import JournalError
 from engine.replay.cli import (
     _TIME,
@@ -27,9 +28,9 @@ from engine.replay.cli import (
     _progress,
     _symbols_checked,
     _window,
-    _window_text,
 )
 from engine.replay.cli_parallel import export_many, parallel_options
+from engine.replay.cli_summary import window_text
 from engine.timefmt import parse_time
 
 __all__ = ["export"]
@@ -72,7 +73,7 @@ __all__ = ["export"]
 @parallel_options
 @skip_damaged_option
 def export(
-    directory: Path,
+    directory: Path | RemotePath,
     out_dir: Path | None,
     force: bool,
     symbols: str | None,
@@ -148,7 +149,7 @@ def export(
         click.echo(json.dumps(res.to_json(), indent=2))
         return
     if from_ is not None or to_ns is not None:
-        click.echo(f"window     {_window_text(from_, to_ns)}")
+        click.echo(f"window     {window_text(from_, to_ns)}")
     for name, n in res.rows.items():
         click.echo(f"{n:>10} rows  {out_dir / f'table={name}'}")
     click.echo(

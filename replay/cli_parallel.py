@@ -26,6 +26,7 @@ from engine.cli import DataFailure, UsageFailure, guard_output
 from engine.journal.location import LocationError, RemotePath
 from engine.journal.reader import JournalError, JournalReader
 from engine.replay.catalog import Member, check_catalog, export_catalog, replay_catalog, select
+from engine.replay.cli_summary import render_summary
 from engine.replay.parallel import Progress, SliceMismatch
 from engine.replay.replay import summarize
 
@@ -152,8 +153,6 @@ def replay_many(
     as_json: bool,
 ) -> None:
     """``engine replay`` of a journal on workers, or of a set / catalog (on workers or here)."""
-    from engine.replay.cli import render_summary
-
     wanted = None if symbols is None else [s.strip() for s in symbols.split(",") if s.strip()]
     members = _members(directory, workers is not None or scheduler is not None,
                        start_ns=from_, end_ns=to, symbols=wanted)  # fmt: skip

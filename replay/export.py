@@ -287,9 +287,9 @@ class _Exporter:
                 break
         if self.interval_ns is not None and self.last_recv is not None:
             # boundaries the journal has passed are final now
-            last = end if beyond else self.last_recv
+            last = self.last_recv
             if end is not None:
-                last = min(last, end)  # type: ignore[type-var]
+                last = end if beyond else min(last, end)
             while self.next_t is not None and self.next_t <= last:
                 self.book_top(self.next_t)
                 self.next_t += self.interval_ns

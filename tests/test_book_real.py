@@ -32,7 +32,8 @@ from engine.codecs.base import SyncRule
 from engine.codecs.registry import get_codec
 from engine.events import BookSnapshot, DepthDiff
 from engine.journal.reader import JournalReader
-from engine.live.dashboard import Dashboard, status_line
+from engine.live.dashboard import Dashboard
+from engine.live.display import status_line
 from engine.live.status import CaptureStatus
 from engine.outputs import SnapshotRequest
 from engine.replay.export import export_journal, read_table

@@ -33,7 +33,8 @@ from engine.journal.reader import JournalReader
 from engine.journal.writer import JournalWriter
 from engine.live.capture import Capture, _NullPipeline
 from engine.live.config import LiveConfig
-from engine.live.dashboard import Dashboard, run_dashboard, status_line
+from engine.live.dashboard import Dashboard
+from engine.live.display import run_dashboard, status_line
 from engine.live.notable import bps, describe
 from engine.live.status import CaptureStatus
 from engine.num import ONE, parse

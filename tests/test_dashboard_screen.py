@@ -32,7 +32,7 @@ from engine.codecs.registry import get_codec
 from engine.journal.writer import JournalWriter
 from engine.live.capture import Capture
 from engine.live.config import LiveConfig
-from engine.live.dashboard import run_dashboard
+from engine.live.display import run_dashboard
 from engine.sim.cli import open_simulator
 
 out, symbols, gap = Path(sys.argv[1]), sys.argv[2].split(","), sys.argv[3] == "gap"

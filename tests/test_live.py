@@ -36,7 +36,7 @@ from engine.journal.schema import Frame
 from engine.journal.writer import JournalWriter
 from engine.live.capture import Capture
 from engine.live.config import LiveConfig
-from engine.live.connection import Backoff
+from engine.live.liveness import Backoff
 from engine.live.status import CaptureStatus
 from engine.live.throttle import ControlLimiter, WeightBudget
 from engine.pipeline import Pipeline

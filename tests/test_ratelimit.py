@@ -27,24 +27,32 @@ from engine.ratelimit import (
 W = 1000
 
 
+# the draws' strategies, each built once: one built inside a composite is validated and
+# labelled anew at every draw (most of the time of the properties here)
+REQUEST_STEPS = st.sampled_from([0, 0, 1, 50, 199, 200, 333, 999, 1000, 1001, 2500])
+TIME_BACK = st.sampled_from([0, 0, 0, 0, 700])
+CONN = st.sampled_from([1, 2])
+SEND_STEPS = st.sampled_from([0, 1, 100, 250, 999, 1000, 3000])
+DIRECTION = st.sampled_from(["out", "out", "out", "in"])
+
+
 @st.composite
 def schedules(draw: st.DrawFn, weights: tuple[int, ...] = (1,)) -> list:
     """Requests on two connections and ticks; time mostly forward, sometimes a step back."""
     t = 0
+    weight_of = st.sampled_from(weights)
     out: list = []
     for seq in range(draw(st.integers(0, 80))):
-        t += draw(st.sampled_from([0, 0, 1, 50, 199, 200, 333, 999, 1000, 1001, 2500]))
-        ts = t - draw(st.sampled_from([0, 0, 0, 0, 700]))
+        t += draw(REQUEST_STEPS)
+        ts = t - draw(TIME_BACK)
         what = draw(st.integers(0, 9))
         if what < 6:
-            conn, weight = draw(st.sampled_from([1, 2])), draw(st.sampled_from(weights))
+            conn, weight = draw(CONN), draw(weight_of)
             out.append(Request(ts, conn, b"m%d" % seq, seq, weight))
         elif what < 9:
             out.append(Tick(ts))
         else:
-            out.append(
-                ConnectionClosed(seq, ts, draw(st.sampled_from([1, 2])), "wss://x", None, "")
-            )
+            out.append(ConnectionClosed(seq, ts, draw(CONN), "wss://x", None, ""))
     return out
 
 
@@ -170,9 +178,9 @@ def test_audit_of_the_pipeline_events_equals_the_audit_of_the_frames() -> None:
 def sent_frames(draw: st.DrawFn) -> list[Frame]:
     t, out = 0, []
     for seq in range(draw(st.integers(0, 60))):
-        t += draw(st.sampled_from([0, 1, 100, 250, 999, 1000, 3000]))
-        d = draw(st.sampled_from(["out", "out", "out", "in"]))
-        out.append(Frame(seq, t, draw(st.sampled_from([1, 2])), d, "text", "wss://x", b"{}"))
+        t += draw(SEND_STEPS)
+        d = draw(DIRECTION)
+        out.append(Frame(seq, t, draw(CONN), d, "text", "wss://x", b"{}"))
     return out
 
 

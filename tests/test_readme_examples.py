@@ -7,12 +7,18 @@ line needs to run unattended is substituted, and nothing else:
 
 - ``engine run`` gets a short ``--duration`` (and ``--no-dashboard``) instead
   of running until Ctrl-C or for 60 s; ``--sim-fault-every`` shrinks with it;
-- ``/tmp/...`` paths become paths in the test's temporary directory;
+- ``/tmp/...`` paths (and ``file:///tmp/...`` URIs) become paths in the test's
+  temporary directory (never the machine's shared /tmp, where concurrent runs would meet);
 - the debugging example's times (written for a capture on 2026-11-25 from
   12:03:00) are moved by the same offset onto the capture just made, so they
   fall inside it as they would for the reader.
 
 Lines that are not ``engine`` commands (venv, pip, pytest) are skipped.
+
+Commands run in README order within a *chain*: the commands that share a
+``/tmp`` path (a capture, then its check, book and export; a push, then its
+verify and pull).  Each chain is its own test with its own copy of fixtures/,
+so the chains run in parallel; a command that shares no path is a chain alone.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from engine.journal.reader import JournalReader
 from engine.timefmt import format_ns, parse_time
@@ -70,6 +78,8 @@ def adapt(argv: list[str], tmp: Path, base_ns: int | None, first_ns: int | None)
         prev = argv[i - 1] if i else ""
         if a.startswith("/tmp/"):
             a = str(tmp / a[len("/tmp/") :])
+        elif a.startswith("file:///tmp/"):
+            a = (tmp / a[len("file:///tmp/") :]).as_uri()
         elif prev == "--duration":
             # a capture that later lines read needs the example's window; the others, a moment
             a = DURATION if ("--out" in argv or "--journal" in argv) else "3"
@@ -84,17 +94,57 @@ def adapt(argv: list[str], tmp: Path, base_ns: int | None, first_ns: int | None)
     return out
 
 
-def test_every_readme_example_runs_and_changes_nothing_under_fixtures(tmp_path: Path) -> None:
-    commands = sh_commands((ROOT / "README.md").read_text())
-    assert any(c[1] == "run" for c in commands) and any(c[1] == "export" for c in commands)
+def tmp_roots(argv: list[str]) -> set[str]:
+    """The top-level names under /tmp that a command reads or writes (``/tmp/j-tables`` → j-tables)."""
+    out = set()
+    for a in argv:
+        for prefix in ("/tmp/", "file:///tmp/"):
+            if a.startswith(prefix):
+                out.add(a[len(prefix) :].split("/")[0])
+    return out
+
+
+def chains(commands: list[list[str]]) -> list[list[list[str]]]:
+    """The commands grouped into chains of those sharing a /tmp path (transitively), in README order."""
+    groups: list[tuple[set[str], list[list[str]]]] = []
+    for argv in commands:
+        roots = tmp_roots(argv)
+        joined = [g for g in groups if roots and g[0] & roots]
+        merged: tuple[set[str], list[list[str]]] = (set(roots), [])
+        for g in joined:
+            merged[0].update(g[0])
+            merged[1].extend(g[1])
+            groups.remove(g)
+        merged[1].append(argv)
+        merged[1].sort(key=commands.index)
+        groups.append(merged)
+    return sorted((g[1] for g in groups), key=lambda chain: commands.index(chain[0]))
+
+
+COMMANDS = sh_commands((ROOT / "README.md").read_text())
+CHAINS = chains(COMMANDS)
+
+
+def test_the_readme_has_examples_and_every_one_is_in_one_chain() -> None:
+    assert any(c[1] == "run" for c in COMMANDS) and any(c[1] == "export" for c in COMMANDS)
+    assert sorted(c for chain in CHAINS for c in chain) == sorted(COMMANDS)
+    assert any(len(chain) > 3 for chain in CHAINS)  # the debugging walk-through stays together
+
+
+@pytest.mark.parametrize(
+    "chain", CHAINS, ids=[" ".join(chain[0][1:4]).replace("/", "_") for chain in CHAINS]
+)
+def test_every_readme_example_runs_and_changes_nothing_under_fixtures(
+    tmp_path: Path, chain: list[list[str]]
+) -> None:
     repo = tmp_path / "repo"
     shutil.copytree(ROOT / "fixtures", repo / "fixtures")
     before = tree_hash(repo / "fixtures")
     # the debugging example's times, and where the capture it runs on starts
-    times = [parse_time(c[i + 1]) for c in commands for i, a in enumerate(c) if a == "--from"]
+    times = [parse_time(c[i + 1]) for c in COMMANDS for i, a in enumerate(c) if a == "--from"]
     base_ns = min(times) if times else None
     first_ns = None
-    for argv in commands:
+    for argv in chain:
         args = adapt(argv, tmp_path, base_ns, first_ns)
         p = run(args, repo)
         assert p.returncode == 0, (args, p.stdout[-2000:], p.stderr[-2000:])

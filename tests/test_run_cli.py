@@ -24,6 +24,9 @@ from engine.journal.reader import JournalReader
 from engine.replay.check import check
 from engine.replay.checkpoints import list_checkpoints
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers.recovery import assert_every_break_recovered  # noqa: E402
+
 ENGINE = [sys.executable, "-m", "engine.cli"]
 
 
@@ -107,6 +110,7 @@ def test_run_for_a_duration_with_faults_is_complete_and_replays_identically(
         assert summary["reconnects"] >= 1
         assert summary["decode_errors"] >= 1  # the garbage frames: journaled, decoded as errors
         assert summary["outputs"].get("GapDetected", 0) >= 1
+        assert_every_break_recovered(jdir, ["BTCUSDT", "ETHUSDT"])
         manifest = json.loads((jdir / "journal.json").read_text())
         assert manifest["pipeline"] == {"verify_interval_s": 1.0}
 

@@ -85,7 +85,8 @@ def test_each_shard_ships_itself_and_the_set_manifest_goes_last(
                        timeout=90)  # fmt: skip
     assert p.returncode == 0, p.stderr
     up = json.loads(p.stdout)["upload"]
-    assert up == {"target": uri, "complete": True, "incomplete": [], "last_error": None,
+    assert up == {"target": uri, "complete": True, "interrupted": False, "incomplete": [],
+                  "not_uploaded": {"files": 0, "bytes": 0}, "last_error": None,
                   "local_copy_removed": True}  # fmt: skip
     assert not out.exists()  # every shard verified in the store: nothing is left locally
     stored = keys(s3_server, bucket, "sim/set/")
@@ -166,11 +167,24 @@ def test_a_shard_whose_store_fails_is_named_and_the_other_ships(tmp_path: Path) 
     (store / "set" / "shard-1").write_text("in the way")  # shard-1's target cannot be created
     p = subprocess.run(_sharded(out, uri, "--duration", "2"), capture_output=True, text=True,
                        timeout=90)  # fmt: skip
-    assert p.returncode == 0, p.stderr  # an upload failure never stops the capture
-    up = json.loads(p.stdout)["upload"]
+    # an upload failure never stops the capture (both shards ran to the end), but what did not
+    # ship is a data failure: one line naming it and the push that finishes it, exit 1
+    assert p.returncode == 1, p.stderr
+    summary = json.loads(p.stdout)
+    assert [s["exit_status"] for s in summary["shards"]] == [0, 1]
+    assert all(s["summary"]["frames_in"] > 0 and not s["summary"]["stopped_by"]
+               for s in summary["shards"])  # fmt: skip
+    up = summary["upload"]
     assert up["complete"] is False and up["incomplete"] == ["shard-1"]
     assert f"shard-1 (ethusdt): upload to {uri}/shard-1 incomplete" in p.stderr
-    assert f"engine journal push {out} {uri}" in p.stderr
+    assert "exited with status" not in p.stderr  # the shard is named for its upload, not as dead
+    left = up["not_uploaded"]
+    assert left["files"] > 0
+    assert p.stderr.strip().splitlines()[-1] == (
+        f"Error: upload to {uri} incomplete (shards incomplete: shard-1): {left['files']} files"
+        f" ({left['bytes']} bytes) and captureset.json not uploaded, kept in {out}; finish it"
+        f" with engine journal push {out} {uri}"
+    )
     assert (store / "set" / "shard-0" / "journal.json").is_file() and not (out / "shard-0").exists()
     assert not (store / "set" / "captureset.json").exists()
     errors = [f for f in JournalReader(out / "shard-1", kinds={"error"}).frames()

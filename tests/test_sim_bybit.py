@@ -5,6 +5,8 @@ book reducer rebuilds, its replies Bybit's (no sockets here: tests/test_venue_by
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import orjson
 
@@ -13,45 +15,12 @@ from engine.codecs.bybit import BybitSpot
 from engine.events import BookSnapshot, DecodeError, DepthDiff, Heartbeat, Trade
 from engine.sim.bybit import BybitDialect
 from engine.sim.dialect import get_dialect
-from engine.sim.faults import drifted
 from engine.sim.model import Market
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers.dialect_host import Conn, Host  # noqa: E402
+
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SHIBUSDT"]
-
-
-class Host:
-    """What a dialect reads of its server, over a real market."""
-
-    max_streams = 200
-
-    def __init__(self, market: Market) -> None:
-        self.market = market
-        self.valid_streams = frozenset(market.streams())
-        self.drift = False
-
-    def sim_now(self) -> int:
-        return self.market.now_ms
-
-    def book(self, symbol):
-        view = self.market.view(symbol)
-        if self.drift:
-            self.drift = False
-            return drifted(view, self.market.spec(symbol).step)
-        return view
-
-    def snapshot(self, symbol, limit, book):
-        return self.market.snapshot(symbol, limit, book)
-
-
-class Conn:
-    def __init__(self) -> None:
-        self.subs: dict[str, None] = {}
-
-    def subscribe(self, s):
-        self.subs[s] = None
-
-    def unsubscribe(self, s):
-        self.subs.pop(s, None)
 
 
 def _market():

@@ -30,12 +30,20 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from engine import num
 from engine.assembly import build_pipeline
+from engine.codecs import kraken_v1 as v1
 from engine.codecs.bybit import BybitInverse, BybitLinear, BybitSpot, ticker_frame
 from engine.codecs.coinbase import CoinbaseExchange
 from engine.codecs.coinbase_advanced import CoinbaseAdvanced
 from engine.codecs.kraken import KrakenV2, encode_ticker
 from engine.codecs.okx import Okx
-from engine.events import BookTicker, DecodeError, StreamSequence, Ticker24h
+from engine.events import (
+    BookSnapshot,
+    BookTicker,
+    DecodeError,
+    DepthDiff,
+    StreamSequence,
+    Ticker24h,
+)
 from engine.journal.reader import JournalReader
 from engine.journal.writer import JournalWriter
 from engine.replay.export import export_journal, read_table
@@ -334,12 +342,18 @@ def test_coinbase_exchange_and_advanced_tickers_round_trip(data):
     assert got == [StreamSequence(5, 6, "x", 9), a]
 
 
-@given(st.integers(0, 8), st.data())
-def test_kraken_v2_ticker_with_24h_figures_round_trips(pd, data):
+def kraken_bbo(data, pd: int, symbol: str):
+    """Kraken's numbers (prices at ``pd`` decimals, volumes at 8) and a best bid/offer of them."""
     px = st.integers(1, 10**9).map(lambda v: v * 10 ** (num.SCALE - pd))
     qty = st.integers(0, 10**12).map(lambda v: v * 10 ** (num.SCALE - 8))
-    bbo = BookTicker(4, 5, "BTC/USD", 4, data.draw(px), data.draw(qty), data.draw(px),
+    bbo = BookTicker(4, 5, symbol, 4, data.draw(px), data.draw(qty), data.draw(px),
                      data.draw(qty))  # fmt: skip
+    return px, qty, bbo
+
+
+@given(st.integers(0, 8), st.data())
+def test_kraken_v2_ticker_with_24h_figures_round_trips(pd, data):
+    px, qty, bbo = kraken_bbo(data, pd, "BTC/USD")
     change = data.draw(st.integers(-(10**9), 10**9)) * 10 ** (num.SCALE - pd)
     day = Ticker24h(4, 5, "BTC/USD", data.draw(opt(st.integers(0, 2**45))), data.draw(px), None,
                     None, data.draw(px), data.draw(px), data.draw(opt(px)), data.draw(qty), None,
@@ -348,6 +362,67 @@ def test_kraken_v2_ticker_with_24h_figures_round_trips(pd, data):
     k = KrakenV2()
     assert k.decode(4, 5, "text", "x", encode_ticker(bbo, pd, 8, day)) == [bbo, day]
     assert k.decode(4, 5, "text", "x", encode_ticker(bbo, pd, 8)) == [bbo]  # bid/offer only
+
+
+# Kraken v1's documented ticker (its WebSocket v1 docs): the recorded capture has no ticker channel
+KRAKEN_V1_TICKER = (
+    b'[0,{"a":["5525.40000",1,"1.000"],"b":["5525.10000",1,"1.000"],'
+    b'"c":["5525.10000","0.00398963"],"v":["2634.11501494","3591.17907851"],'
+    b'"p":["5631.44067","5653.78939"],"t":[11493,16267],"l":["5505.00000","5505.00000"],'
+    b'"h":["5783.00000","5783.00000"],"o":["5760.70000","5763.40000"]},"ticker","XBT/USD"]'
+)
+
+
+def test_kraken_v1_ticker_is_a_book_ticker_and_the_24h_slots_of_a_ticker():
+    bbo, day = v1.KrakenV1().decode(7, 8, "text", "x", KRAKEN_V1_TICKER)
+    assert bbo == BookTicker(7, 8, "XBT/USD", 7, P("5525.10000"), P("1.000"), P("5525.40000"),
+                             P("1.000"))  # fmt: skip
+    assert values(day) == {
+        "last_price": P("5525.10000"), "last_qty": P("0.00398963"), "open_price": P("5763.40000"),
+        "high_price": P("5783.00000"), "low_price": P("5505.00000"), "vwap": P("5653.78939"),
+        "volume": P("3591.17907851"), "quote_volume": None, "price_change": None,
+        "bid_price": P("5525.10000"), "ask_price": P("5525.40000"), "bid_qty": P("1.000"),
+        "ask_qty": P("1.000"),
+    }  # fmt: skip
+    assert day.count == 16267 and not day.partial  # the last 24 hours' trades, not today's
+    assert (day.exch_ms, day.open_ms, day.close_ms, day.first_id, day.last_id) == (None,) * 5
+    # a best bid/offer alone (the arrays only): no 24 h ticker is made up
+    only = json.loads(KRAKEN_V1_TICKER)
+    only[1] = {k: only[1][k] for k in ("a", "b")}
+    assert v1.KrakenV1().decode(7, 8, "text", "x", json.dumps(only).encode()) == [bbo]
+
+
+@given(st.integers(0, 8), st.data())
+def test_kraken_v1_ticker_with_24h_figures_round_trips(pd, data):
+    px, qty, bbo = kraken_bbo(data, pd, "XBT/USD")
+    last = data.draw(opt(st.tuples(px, qty)))
+    day = Ticker24h(4, 5, "XBT/USD", None, last and last[0], last and last[1],
+                    data.draw(opt(px)), data.draw(opt(px)), data.draw(opt(px)), data.draw(opt(px)),
+                    data.draw(opt(qty)), None, None, bbo.bid_price, bbo.ask_price, None, None,
+                    None, None, data.draw(opt(st.integers(0, 2**40))), bbo.bid_qty, bbo.ask_qty)  # fmt: skip
+    k = v1.KrakenV1()
+    frame = v1.encode_ticker(bbo, 9, pd, 8, day)
+    want = [bbo, day] if any(json.loads(frame)[1].get(key) for key in "cvptlho") else [bbo]
+    assert k.decode(4, 5, "text", "x", frame) == want
+    assert k.decode(4, 5, "text", "x", v1.encode_ticker(bbo, 9, pd, 8)) == [bbo]
+
+
+def test_a_kraken_v1_book_ticker_is_never_compared_with_a_book_at_another_moment():
+    """Its id is its own frame's seq; Kraken's book ids are seqs of the book frames: the
+    reducer holds it until the next book message and counts it uncomparable, no mismatch."""
+    p = build_pipeline("kraken-v1")
+    pd, qd = 1, 8
+    snap = BookSnapshot(0, 0, "XBT/USD", 0, [(P("100.0"), P("1"))], [(P("101.0"), P("2"))],
+                        1000, "stream", 1_000, None, None, pd, qd)  # fmt: skip
+    bbo = BookTicker(0, 0, "XBT/USD", 0, P("99.0"), P("5"), P("102.0"), P("5"))  # not our top
+    upd = DepthDiff(0, 0, "XBT/USD", 0, 0, None, 2_000, None, [(P("100.0"), P("3"))], [], None)
+    frames = [v1.encode_snapshot(snap, 1), v1.encode_ticker(bbo, 2, pd, qd),
+              v1.encode_update(upd, 1, 1000, pd, qd)]  # fmt: skip
+    outs = [o for seq, f in enumerate(frames, 1)
+            for _, o in p.feed(seq, seq * 1000, 0, "in", "text", "wss://x", f)]  # fmt: skip
+    assert [type(o).__name__ for o in outs if "Mismatch" in type(o).__name__] == []
+    c = p.state("book").symbols["XBT/USD"].counts
+    assert (c.tickers_seen, c.tickers_compared, c.tickers_uncomparable) == (1, 0, 1)
 
 
 # =============================================================== bad input
@@ -368,6 +443,9 @@ def test_kraken_v2_ticker_with_24h_figures_round_trips(pd, data):
                              b'[{"product_id":"A-B","price":"x"}]}]}', "tickers[0].price"),
         (KrakenV2(), b'{"channel":"ticker","type":"update","data":[{"symbol":"A/B","bid":1,'
                      b'"bid_qty":1,"ask":2,"ask_qty":1,"last":"x"}]}', "last"),
+        (v1.KrakenV1(), KRAKEN_V1_TICKER.replace(b"11493,16267", b'11493,"16267"'), "'t'"),
+        (v1.KrakenV1(), KRAKEN_V1_TICKER.replace(b'"0.00398963"', b"0.00398963"), "c[1]"),
+        (v1.KrakenV1(), KRAKEN_V1_TICKER.replace(b',"5505.00000"]', b"]"), "'l' must"),
     ],
 )  # fmt: skip
 def test_a_bad_ticker_is_a_decode_error_naming_the_field(codec, payload, reason):
@@ -406,14 +484,14 @@ def test_engine_run_sim_captures_each_venues_tickers(tmp_path, venue, channels, 
            channels, "--symbols", symbol, "--duration", "2.5", "--no-dashboard", "--out", str(out)]  # fmt: skip
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
-    codec = build_pipeline(venue).codec
-    tickers = [
-        ev
-        for f in JournalReader(out).frames()
-        if f.dir == "in" and f.kind == "text"
-        for ev in codec.decode(f.seq, f.recv_ns, f.kind, f.source, f.payload)
-        if type(ev) is Ticker24h
-    ]
+    pipe = build_pipeline(venue)
+    tickers = []  # full tickers: the venue's own, and Bybit's deltas as the pipeline merged them
+    for f in JournalReader(out).frames():
+        outs = pipe.feed(f.seq, f.recv_ns, f.conn, f.dir, f.kind, f.source, f.payload, f.code)
+        if f.dir == "in" and f.kind == "text":
+            evs = pipe.codec.decode(f.seq, f.recv_ns, f.kind, f.source, f.payload)
+            tickers += [ev for ev in evs if type(ev) is Ticker24h and not ev.partial]
+        tickers += [o for _, o in outs if type(o) is Ticker24h]
     assert len(tickers) >= 2 and {t.symbol for t in tickers} == {symbol}
     for t in tickers:  # the model's day: a last price inside the day's range, a two-sided book
         assert t.low_price <= t.last_price <= t.high_price and t.bid_price < t.ask_price
@@ -431,7 +509,8 @@ KRAKEN_TICKER = (
 TICKER_FRAMES = (
     [(Okx(), p) for p in frames_of(OKX_RAW) if b'"channel":"tickers"' in p and b'"data"' in p][:4]
     + [(BybitSpot(), SPOT_SNAPSHOT), (BybitLinear(), LINEAR_SNAPSHOT),
-       (BybitLinear(), LINEAR_DELTA), (KrakenV2(), KRAKEN_TICKER)]
+       (BybitLinear(), LINEAR_DELTA), (KrakenV2(), KRAKEN_TICKER),
+       (v1.KrakenV1(), KRAKEN_V1_TICKER)]
     + [(CoinbaseExchange(), f.payload) for f in JournalReader(COINBASE).frames()
        if b'"type":"ticker"' in f.payload][:3]
 )  # fmt: skip
@@ -452,7 +531,10 @@ def test_mutated_tickers_never_raise(frame, data):
 def test_a_ticker_field_deleted_or_retyped_is_a_ticker_or_a_decode_error(frame, data):
     codec, payload = frame
     msg = json.loads(payload)
-    item = msg["data"][0] if isinstance(msg.get("data"), list) else msg.get("data", msg)
+    if isinstance(msg, list):  # Kraken v1: [channelID, ticker, "ticker", pair]
+        item = msg[1]
+    else:
+        item = msg["data"][0] if isinstance(msg.get("data"), list) else msg.get("data", msg)
     key = data.draw(st.sampled_from(sorted(item)))
     new = data.draw(st.sampled_from([None, 1, -1, "", "x", [], {}, True, "1e400", "-0.5"]))
     if new is None:

@@ -17,6 +17,14 @@ from tests.helpers.alone import run
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
 
+# the draws of trade_streams(), each strategy built once: one built inside the composite is
+# validated and labelled anew at every draw (most of the time of the properties using it)
+SYMBOL = st.sampled_from(SYMBOLS)
+TIME_STEPS = st.sampled_from([0, 0, 1, 7, 250, 999, 1000, 4000, 61_000])
+TIME_BACK = st.sampled_from([0, 0, 0, 0, 3])
+SIDE = st.sampled_from(["buy", "sell"])
+
+
 @st.composite
 def trade_streams(draw: st.DrawFn) -> list[Trade]:
     """Trades for two symbols: mostly increasing ids/times, some repeats, both kinds mixed."""
@@ -25,9 +33,9 @@ def trade_streams(draw: st.DrawFn) -> list[Trade]:
     tid = dict.fromkeys(SYMBOLS, 1)
     out: list[Trade] = []
     for seq in range(n):
-        sym = draw(st.sampled_from(SYMBOLS))
-        t[sym] += draw(st.sampled_from([0, 0, 1, 7, 250, 999, 1000, 4000, 61_000]))
-        ts = t[sym] - draw(st.sampled_from([0, 0, 0, 0, 3]))  # occasional out-of-order time
+        sym = draw(SYMBOL)
+        t[sym] += draw(TIME_STEPS)
+        ts = t[sym] - draw(TIME_BACK)  # occasional out-of-order time
         agg = draw(st.integers(0, 3)) == 0
         width = draw(st.integers(0, 3)) if agg else 0
         if draw(st.integers(0, 15)) == 0:
@@ -43,7 +51,7 @@ def trade_streams(draw: st.DrawFn) -> list[Trade]:
                 trade_id=first,
                 price=draw(st.integers(1, 10**9)),
                 qty=draw(st.integers(1, 10**8)),
-                side=draw(st.sampled_from(["buy", "sell"])),
+                side=draw(SIDE),
                 exch_ms=ts + 1,
                 txn_ms=ts,
                 first_id=first,

@@ -30,6 +30,7 @@ from engine.journal.reader import JournalReader
 from engine.replay.check import check
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers.recovery import assert_every_break_recovered  # noqa: E402
 from helpers.served import capture_served  # noqa: E402
 
 ENGINE = [sys.executable, "-m", "engine.cli"]
@@ -147,6 +148,7 @@ def test_every_injected_fault_is_detected_and_recovered(faulted):
         assert b["gaps"] == lost and b["withdrawn"] <= 1, (sym, b)
         assert b["resyncs"] == lost + b["withdrawn"], (sym, b)
         assert b["state"] == "synced" and b["crossed"] == 0 and b["drift"] == 0, (sym, b)
+    assert_every_break_recovered(jdir, SYMBOLS)  # the capture stopped once the last resync came
     assert summary["resubscribes"] == 4  # every resync by resubscribing the book topic
     assert summary["reconnects"] == 1 and summary["decode_errors"] == 4  # close; garbage
     # every resubscribe is journaled, unsubscribe then subscribe of the book topic only
@@ -174,6 +176,7 @@ def test_the_embedded_simulator_speaks_bybit(embedded):
     assert json.loads((jdir / "journal.json").read_text())["exchange"] == "bybit"
     assert summary["outputs"].get("GapDetected", 0) >= 1 and summary["decode_errors"] >= 4
     assert summary["resubscribes"] == summary["outputs"]["GapDetected"]
+    assert_every_break_recovered(jdir, SYMBOLS)  # the faults run to the end: the last may not be
     mismatch, _ = check(jdir)
     assert mismatch is None, mismatch
 

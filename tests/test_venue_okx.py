@@ -8,7 +8,8 @@ Faults (one a second): ``gap`` withholds a books update (the next
 snapshot (its levels no longer match OKX's checksum: ChecksumMismatch),
 ``garbage`` sends four invalid frames (DecodeErrors), ``close`` closes the
 connection (a reconnect subscribes afresh).  Every one must be detected and
-recovered from (each book synced again by resubscribing), the journal must
+recovered from (each book synced again by resubscribing; the one a capture
+stops in, resynced as it stops: see tests/helpers/recovery.py), the journal must
 verify and replay to the very outputs the capture recorded.  Then ``engine
 book --at``, ``engine export`` and ``engine.open`` on the OKX journals.
 """
@@ -25,7 +26,11 @@ import pytest
 import engine
 from engine.codecs.okx_checksum import checksum
 from engine.events import DepthDiff
+from engine.journal.recorder import read_outputs
 from engine.sim.okx import OkxDialect
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers.recovery import assert_every_break_recovered, cut_journal  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "fixtures" / "journals" / "okx"
@@ -56,11 +61,37 @@ def test_capture_detects_and_recovers_from_every_fault(captured):
     assert o.get("GapDetected", 0) >= 1  # gap: the sequence broke
     assert o.get("ChecksumMismatch", 0) >= 1  # drift: the snapshot fails OKX's checksum
     assert summary["resubscribes"] >= o["GapDetected"]  # every break resynced by resubscribing
+    # each break resynced, or (the capture stops whenever it does) still being resynced
+    breaks = assert_every_break_recovered(out, SYMBOLS)
+    assert sum(b.count for b in breaks.values()) >= o["GapDetected"] + o["ChecksumMismatch"]
     s = json.loads(cli("replay", str(out), "--json").stdout)
     for sym in SYMBOLS:
         b = s["symbols"][sym]["book"]
-        assert b["state"] == "synced", (sym, b)  # recovered
-        assert b["checksums_verified"] > 10 and b["syncs"] >= 2
+        assert b["checksums_verified"] > 10 and b["syncs"] >= 2, (sym, b)
+
+
+def test_a_capture_stopped_mid_resync_passes_the_check_and_a_lost_recovery_fails_it(
+    captured, tmp_path
+):
+    """The check above on the capture cut as if it had stopped at other moments: right after
+    the first gap's resubscribe went out (its snapshot not in yet), it holds; with that resync
+    never asked for, or with outputs that never recorded the recovery the frames show, it fails."""
+    out, _ = captured
+    outputs = list(read_outputs(out))
+    gap, sym = next((seq, o["symbol"]) for seq, o in outputs if o["type"] == "GapDetected")
+    synced = next(
+        seq for seq, o in outputs if o["type"] == "BookSynced" and o["symbol"] == sym and seq > gap
+    )
+    sent = next(f.seq for f in engine.open(out).frames(dirs=["out"]) if f.seq > gap)
+    assert gap < sent < synced  # the resubscribe, then its snapshot
+    flight = cut_journal(out, tmp_path / "in-flight", sent)
+    assert assert_every_break_recovered(flight, SYMBOLS)[sym].in_flight
+    unasked = cut_journal(out, tmp_path / "unasked", sent, without="SnapshotRequest")
+    with pytest.raises(AssertionError, match="never recovered nor resynced"):
+        assert_every_break_recovered(unasked, [sym])
+    lost = cut_journal(out, tmp_path / "lost", synced, outputs_to=gap)
+    with pytest.raises(AssertionError, match="published at the end .* no fresh snapshot"):
+        assert_every_break_recovered(lost, [sym])
 
 
 def test_journal_verifies_and_replays_identically(captured):

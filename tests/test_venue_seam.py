@@ -44,6 +44,9 @@ from engine.sim.cli import open_simulator
 from engine.sim.dialect import DIALECTS, get_dialect
 from engine.sim.server import SimConfig
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers.recovery import assert_every_break_recovered  # noqa: E402
+
 SIM = dict(seed=3, rate=500, tick=0.005, close_timeout=0.5)
 LIVE = dict(
     ping_interval_s=0.3,
@@ -191,6 +194,7 @@ def test_run_sim_journals_the_venue_and_replays_identically(tmp_path: Path) -> N
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["outputs"]["GapDetected"] >= 1 and summary["outputs"]["BookSynced"] >= 2
+    assert_every_break_recovered(j, ["BTCUSDT"])  # each gap resynced (the last: or under way)
     manifest = json.loads((j / "journal.json").read_text())
     assert manifest["exchange"] == "binance-futures"
     assert manifest["simulator"]["venue"] == "binance-futures"

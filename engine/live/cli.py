@@ -1,31 +1,29 @@
 """``engine run``: capture into a new journal, from the embedded simulator (default) or an exchange.
 
-Owns the command line of a live capture and the wiring around
-:class:`engine.live.capture.Capture`: picking the endpoints (an embedded simulator on
-127.0.0.1 unless ``--exchange`` names a real venue or ``--url`` points
-elsewhere), creating the journal with its manifest, the outputs recorder
-(for ``engine replay --check``), the checkpoint writer (for ``engine book
---at``), the display (dashboard on a terminal, plain status lines otherwise),
-and the way out: Ctrl-C, SIGTERM or ``--duration`` stop reading, the journal is
-flushed and sealed, a summary is printed and the exit status is 0.  The disk
-ends a capture with its own exit status (:data:`EXIT_CODES`), after the summary:
-3 when a journal write failed (disk full, I/O error; the open segment is left
-for ``engine journal recover``), 4 when free space fell below ``--min-free-mb``
-(stopped in time, sealed).  Never a traceback, never a reconnect.
+Owns the command line of a live capture: its options and their checks (a
+bad one makes nothing), the run itself (one process,
+:func:`engine.live.runner.capture_main`, or a capture set,
+:mod:`engine.live.shards`), and the way out: the JSON summary on stdout, the
+lines on stderr that say where the journal is, and the exit status.  Ctrl-C,
+SIGTERM or ``--duration`` stop reading, the journal is flushed and sealed, a
+summary is printed and the exit status is 0.  The disk ends a capture with
+its own exit status (:data:`EXIT_CODES`), after the summary: 3 when a journal
+write failed (disk full, I/O error; the open segment is left for ``engine
+journal recover``), 4 when free space fell below ``--min-free-mb`` (stopped
+in time, sealed).  With ``--upload``, an upload that did not finish (the
+store failed, or a second Ctrl-C cut the final upload short) exits 1 after
+the summary, with one line naming what stays local and the ``engine journal
+push`` that finishes it.  Never a traceback, never a reconnect.
 
-Must not: hold capture logic (that is :mod:`engine.live.capture` and its modules) or market logic
-(codecs and reducers).  Everything that shapes state goes through the journal.
+Must not: build or run the capture itself (that is :mod:`engine.live.runner`
+and :mod:`engine.live.capture`) or hold market logic (codecs and reducers).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +33,9 @@ import trio
 
 from engine.codecs.registry import CODECS
 from engine.journal.cli import s3_endpoint_option
-from engine.timefmt import format_ns
+from engine.live.runner import RunOptions, capture_main, default_journal_dir
 
-__all__ = ["run", "RunOptions", "capture_main", "default_journal_dir"]
-
-log = logging.getLogger("engine.run")
+__all__ = ["run", "upload_unfinished"]
 
 DEFAULT_CHANNELS = "trade,depth,bookTicker,ticker,kline_1m"
 
@@ -47,229 +43,19 @@ DEFAULT_CHANNELS = "trade,depth,bookTicker,ticker,kline_1m"
 EXIT_CODES = {"journal_write_failed": 3, "low_disk": 4}
 
 
-@attrs.frozen
-class RunOptions:
-    """Everything ``engine run`` was asked for (the command line, parsed)."""
+def upload_unfinished(up: dict[str, Any], local: Any, also: str | None = None) -> str:
+    """One line: an upload that did not finish, what did not ship and how to finish it.
 
-    exchange: str = "sim"
-    symbols: tuple[str, ...] = ("btcusdt", "ethusdt")
-    #: empty: the venue's ``codec.default_channels``
-    channels: tuple[str, ...] = ()
-    journal: Path | None = None
-    duration: float | None = None
-    dashboard: bool = True
-    url: str | None = None
-    rest_url: str | None = None
-    #: capture from the embedded simulator speaking ``exchange``'s dialect (``exchange="sim"``
-    #: always does: the Binance spot dialect under the name "sim")
-    sim: bool = False
-    sim_faults: tuple[str, ...] = ()
-    sim_fault_every: float | None = None
-    sim_seed: int = 0
-    sim_rate: float | None = None
-    checkpoint_every_s: float = 60.0
-    verify_every_s: float | None = None
-    max_streams_per_conn: int = 1024
-    insecure: bool = False
-    min_free_mb: float = 256.0
-    max_rest_bytes: int = 64 << 20
-    upload: str | None = None  #: ship sealed files to this location (engine.live.upload)
-    keep_local: bool = False
-    s3_endpoint: str | None = None  #: ``--s3-endpoint`` (the shards of ``--processes`` get it too)
-    gcs_endpoint: str | None = None  #: ``--gcs-endpoint`` (likewise)
-    segment_mb: float | None = None  #: rotate segments at this size (default: the writer's)
-    segment_s: float | None = None  #: ... or this age
-
-
-def default_journal_dir(exchange: str, now_ns: int | None = None) -> Path:
-    """``journals/<exchange>-<UTC time>`` under the current directory (a new one each run)."""
-    iso = format_ns(now_ns or time.time_ns(), 3)  # 2026-11-25T12:03:05.123Z
-    stamp = iso[:-1].replace("-", "").replace(":", "").replace(".", "-")
-    return Path("journals") / f"{exchange}-{stamp}"
-
-
-def simulated(opts: RunOptions) -> bool:
-    """Does this capture run against the embedded simulator?"""
-    return (opts.sim or opts.exchange == "sim") and not opts.url
-
-
-@asynccontextmanager
-async def _endpoints(opts: RunOptions, codec: Any) -> AsyncIterator[tuple[str, str, Any]]:
-    """(ws base URL, REST base URL, simulator or None) for the capture, for as long as it runs."""
-    if simulated(opts):
-        from engine.sim.cli import open_simulator
-        from engine.sim.server import SimConfig
-
-        lim = codec.limits  # the simulator keeps the venue's own limits
-        cfg = SimConfig(
-            venue=opts.exchange,
-            control_limit=lim.control_per_window,
-            control_window=lim.control_window_s,
-            max_streams=lim.max_per_conn,
-            port=0,
-            seed=opts.sim_seed,
-            symbols=[s.upper() for s in opts.symbols],
-            faults=list(opts.sim_faults),
-            fault_every=opts.sim_fault_every,
-            rate=opts.sim_rate,
-        )
-        async with open_simulator(cfg) as sim:
-            yield sim.ws_url, opts.rest_url or sim.rest_url, sim
-        return
-    ws = str(opts.url or getattr(codec, "ws_base", ""))
-    rest = str(opts.rest_url or getattr(codec, "rest_base", ""))
-    if opts.url and not opts.rest_url:
-        # a local endpoint (replay server, simulator) serves REST on the same host:port
-        rest = "http" + opts.url[2:] if opts.url.startswith("ws") else rest
-    yield ws, rest, None
-
-
-def _live_config(opts: RunOptions, ws: str, rest: str) -> Any:
-    from engine.live.config import LiveConfig
-
-    kw: dict[str, Any] = {}
-    if simulated(opts):
-        # loopback: a stall or a dead simulator is known within seconds, not tens of seconds
-        kw.update(ping_interval_s=5.0, ping_timeout_s=5.0, stale_after_s=10.0, backoff_cap_s=5.0)
-    return LiveConfig(
-        exchange=opts.exchange,
-        symbols=tuple(s.lower() for s in opts.symbols),
-        channels=opts.channels,
-        ws_url=ws,
-        rest_url=rest,
-        max_streams_per_conn=opts.max_streams_per_conn,
-        verify_tls=not opts.insecure,
-        min_free_bytes=int(opts.min_free_mb * 2**20),
-        max_rest_bytes=opts.max_rest_bytes,
-        **kw,
+    ``up``: a summary's ``upload``; ``also``: what else stayed local (a set's manifest)."""
+    left = up.get("not_uploaded") or {}
+    n = left.get("files", 0)
+    parts = [f"{n} file{'s' if n != 1 else ''} ({left.get('bytes', 0)} bytes)"] if n else []
+    what = " and ".join([*parts, also] if also else parts) or "the manifests"
+    why = "interrupted" if up.get("interrupted") else f"incomplete ({up['last_error']})"
+    return (
+        f"upload to {up['target']} {why}: {what} not uploaded, kept in {local}; finish it with"
+        f" engine journal push {local} {up['target']}"
     )
-
-
-def pipeline_options(opts: RunOptions) -> dict[str, Any]:
-    """Reducer options of this capture (kept in the manifest so replay builds the same pipeline)."""
-    return {} if opts.verify_every_s is None else {"verify_interval_s": opts.verify_every_s}
-
-
-async def capture_main(opts: RunOptions, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> dict:
-    """Run one capture to its end (signal, ``duration`` or cancellation); returns the summary."""
-    from engine.assembly import standard_reducers
-    from engine.codecs.registry import get_codec
-    from engine.journal.recorder import OutputRecorder
-    from engine.journal.writer import JournalWriter
-    from engine.live.capture import Capture
-    from engine.replay.checkpoints import CheckpointPolicy, CheckpointWriter
-
-    codec = get_codec(opts.exchange)
-    if not opts.channels:
-        opts = attrs.evolve(opts, channels=tuple(codec.default_channels))
-    jdir = opts.journal or default_journal_dir(opts.exchange)
-    started_ns = time.time_ns()
-    async with _endpoints(opts, codec) as (ws, rest, sim):
-        config = _live_config(opts, ws, rest)
-        options = pipeline_options(opts)
-        reducers = standard_reducers(codec, options)
-        metadata = {
-            "pipeline": options,
-            "exchange": opts.exchange,
-            "symbols": [s.upper() for s in config.symbols],
-            "channels": list(config.channels),
-            "ws_url": ws,
-            "rest_url": rest,
-            "simulator": None
-            if sim is None
-            else {"seed": opts.sim_seed, "faults": list(opts.sim_faults), "venue": opts.exchange},
-            "config": json.loads(json.dumps(attrs.asdict(config), default=str)),
-        }
-        writer = JournalWriter.create(jdir, metadata, _writer_config(opts))
-        recorder = OutputRecorder(jdir)
-        checkpointer = CheckpointWriter(
-            jdir, writer.metadata, CheckpointPolicy(every_s=opts.checkpoint_every_s)
-        )
-        capture = Capture(
-            config, writer, codec, reducers, recorder=recorder, checkpointer=checkpointer
-        )
-        log.info("capturing %d streams from %s into %s", len(capture.streams), ws, jdir)
-        uploader = _uploader(opts, jdir, capture)
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as n:
-                if uploader is not None:
-                    n.start_soon(uploader.run)
-
-                async def run_capture(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-                    try:
-                        await capture.run(task_status=task_status)
-                    finally:  # the capture sealed its journal: the helpers below go too
-                        n.cancel_scope.cancel()
-
-                async def stop_on_signal() -> None:
-                    async for sig in signals:
-                        log.info("%s: stopping", signal.Signals(sig).name)
-                        capture.stop()
-                        return
-
-                async def stop_after(seconds: float) -> None:
-                    await trio.sleep(seconds)
-                    log.info("duration of %gs reached: stopping", seconds)
-                    capture.stop()
-
-                await n.start(run_capture)
-                task_status.started(capture)
-                n.start_soon(stop_on_signal)
-                n.start_soon(_display, capture, list(config.symbols), opts.dashboard)
-                if opts.duration is not None:
-                    n.start_soon(stop_after, opts.duration)
-        summary = {
-            "journal": str(jdir),
-            **capture.status.summary(),
-            "checkpoints": len(checkpointer.written),
-        }
-        if sim is not None:
-            summary["simulator_frames_sent"] = sum(c["frames"] for c in sim.stats()["connections"])
-        summary = _summary_fields(summary, jdir, started_ns)
-        if uploader is not None:  # the journal is sealed: the last of it goes now
-            summary["upload"] = await _finish_upload(uploader, jdir)
-        return summary
-
-
-def _writer_config(opts: RunOptions) -> Any:
-    from engine.journal.writer import WriterConfig
-
-    kw: dict[str, Any] = {}
-    if opts.segment_mb is not None:
-        kw["segment_bytes"] = max(1, int(opts.segment_mb * 2**20))
-    if opts.segment_s is not None:
-        kw["segment_age_s"] = opts.segment_s
-    return WriterConfig(**kw)
-
-
-def _uploader(opts: RunOptions, jdir: Path, capture: Any) -> Any:
-    """The background uploader of ``--upload`` (None without it); failures are journaled."""
-    if opts.upload is None:
-        return None
-    from engine.journal.schema import Dir, Kind
-    from engine.live.upload import Uploader
-
-    def journal_failure(text: str) -> None:
-        if capture.write_error is None and not capture.writer.closed:
-            capture.journal(0, Dir.LOCAL, Kind.ERROR, "upload", text.encode())
-
-    return Uploader(jdir, opts.upload, keep_local=opts.keep_local, on_error=journal_failure)
-
-
-async def _finish_upload(uploader: Any, jdir: Path) -> dict[str, Any]:
-    from engine.live.upload import remove_if_shipped
-
-    done = await uploader.finish()
-    removed = done and not uploader.keep_local and remove_if_shipped(jdir, uploader.report)
-    return {
-        "target": uploader.target,
-        "complete": done,
-        "files": len(uploader.report.uploaded),
-        "bytes": uploader.report.bytes,
-        "failures": uploader.failures,
-        "last_error": uploader.last_error,
-        "local_copy_removed": bool(removed),
-    }
 
 
 def _remove_if_empty(target: Path) -> None:
@@ -287,41 +73,9 @@ def _remove_if_empty(target: Path) -> None:
         shutil.rmtree(target, ignore_errors=True)
 
 
-def _summary_fields(summary: dict[str, Any], jdir: Path, started_ns: int) -> dict[str, Any]:
-    """What the summary's counters mean to a user: wall-clock times, both journal sizes."""
-    from engine.journal.inspect import scan_journal
-    from engine.journal.reader import JournalError
-    from engine.timefmt import format_ns
-
-    summary.pop("started_mono", None)
-    stopped_ns = time.time_ns()
-    summary["started"] = format_ns(started_ns)
-    summary["stopped"] = format_ns(stopped_ns)
-    summary["duration_s"] = round((stopped_ns - started_ns) / 1e9, 3)
-    # bytes appended while capturing; sealing compacts segments, so the disk size differs
-    summary["journal_bytes_written"] = summary.pop("journal_bytes", 0)
-    try:
-        summary["journal_bytes_on_disk"] = scan_journal(jdir).disk_bytes  # as `journal inspect`
-    except JournalError:  # --upload removed shipped segments: the local journal is a stub
-        summary["journal_bytes_on_disk"] = None
-    return summary
-
-
-async def _display(capture: Any, symbols: list[str], dashboard: bool) -> None:
-    """The dashboard on a terminal; otherwise a status line on stderr every 5 s."""
-    from engine.live.dashboard import run_dashboard, status_line
-
-    if dashboard and sys.stdout.isatty():
-        await run_dashboard(capture, symbols)
-        return
-    while True:
-        await trio.sleep(5.0)
-        print(status_line(capture.status, capture.pipeline), file=sys.stderr, flush=True)
-
-
 def _run_sharded(opts: RunOptions, processes: int) -> None:
     """``--processes N``: the capture set of :mod:`engine.live.shards`; its summary and status."""
-    from engine.journal.captureset import is_captureset
+    from engine.journal.captureset import SET_MANIFEST, is_captureset
     from engine.live.shards import run_shards, split
 
     assert opts.journal is not None
@@ -343,13 +97,13 @@ def _run_sharded(opts: RunOptions, processes: int) -> None:
         gone = "; local copy removed" if up["local_copy_removed"] else ""
         click.echo(f"uploaded: {up['target']}  ({len(summary['shards'])} shards and"
                    f" captureset.json{gone})", err=True)  # fmt: skip
-    elif up is not None:
-        why = up["last_error"] or f"shards incomplete: {', '.join(up['incomplete'])}"
-        click.echo(
-            f"upload incomplete ({why}; captureset.json not uploaded): finish it with"
-            f" engine journal push {opts.journal} {up['target']}",
-            err=True,
-        )
+    if up is not None and not up["complete"]:
+        if up["last_error"] is None:
+            up = {**up, "last_error": f"shards incomplete: {', '.join(up['incomplete'])}"}
+        line = upload_unfinished(up, opts.journal, also=SET_MANIFEST)
+        if code in (0, 1):  # what did not ship is a data failure: exit 1, saying so
+            raise click.ClickException(line)
+        click.echo(line, err=True)
     if code:
         sys.exit(code)
 
@@ -516,7 +270,8 @@ def run(
     the simulator speaking NAME's dialect (faults: --sim-faults).  The journal is sealed on exit; replay it
     with `engine replay DIR`.  Exit status: 0 stopped as asked; 3 a journal
     write failed (disk full, I/O error: run `engine journal recover DIR`);
-    4 free space fell below --min-free-mb (stopped in time, sealed).
+    4 free space fell below --min-free-mb (stopped in time, sealed); 1 the
+    --upload did not finish (a second Ctrl-C cuts the final upload short).
     """
     from engine.sim.server import FAULTS
 
@@ -641,12 +396,11 @@ def run(
         if up is not None and up["complete"]:
             gone = "; local copy removed" if up["local_copy_removed"] else ""
             click.echo(f"uploaded: {up['target']}  ({up['files']} files{gone})", err=True)
-        elif up is not None:
-            click.echo(
-                f"upload incomplete ({up['last_error'] or 'files pending'}): finish it with"
-                f" engine journal push {jdir} {up['target']}",
-                err=True,
-            )
     code = EXIT_CODES.get(stopped_by, 0)
+    up = summary.get("upload")
+    if up is not None and not up["complete"]:
+        if not code:  # what did not ship is a data failure: exit 1, saying so
+            raise click.ClickException(upload_unfinished(up, jdir))
+        click.echo(upload_unfinished(up, jdir), err=True)
     if code:
         sys.exit(code)

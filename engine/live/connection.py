@@ -1,8 +1,8 @@
-"""Connection lifecycle and liveness: connect, read, ping/stall, stale watchdog, rotation, close, backoff.
+"""Connection lifecycle: connect, read, subscribe, keep alive, rotate, close, reconnect.
 
 Owns: :class:`Connections` (one task per shard keeps its streams connected;
-one task per connection from connect to close), the per-connection state
-(:class:`Conn`), :class:`Backoff` and :func:`shard_streams`.  Every frame a
+one task per connection from connect to close, with its session tasks and
+the control messages it sends).  Every frame a
 connection receives, sends or experiences is handed to the capture's one
 journal-then-feed function (``journal``) the moment it happens: this module
 never appends to the journal or feeds the pipeline itself, and must not
@@ -18,9 +18,9 @@ knows a venue: every difference is a codec attribute.
     _conn_task ── nursery ─┬─ trio-websocket's reader   (we own the TCP/TLS stream under it)
                            └─ _session ─┬─ _read     (receive → recv_ns → journal, nothing else first)
                                         ├─ _helpers ─┬─ _subscribe (subscribe chunks through the limiter)
-                                        │            ├─ _pinger   (own pings under fail_after: stall)
+                                        │            ├─ pinger    (own pings, unanswered: stall; liveness)
                                         │            ├─ _keepalive (the codec's application ping, if any)
-                                        │            ├─ _watchdog (no data for N s: stale)
+                                        │            ├─ watchdog  (no data for N s: stale; liveness)
                                         │            └─ _rotation (lifetime / RotateRequest hand-over)
                                         └─ _closer   (clean close: our close frame, read to the peer's)
 
@@ -34,16 +34,14 @@ Errors (:mod:`engine.live.errors`) end one connection: they are journaled as a
 local ``error`` frame, counted by kind, logged, and the shard reconnects
 (exponential backoff, full jitter, capped, reset after a stable period).
 
-Streams onto connections (the codec's :class:`~engine.codecs.base.ConnLimits`):
-at most ``min(LiveConfig.max_streams_per_conn, limits.max_per_conn)`` streams a
-connection, grouped by ``codec.streams_by_path``; with ``streams_in_url`` as many
-as fit ``max_url_len`` go in the URL and the rest are subscribed, otherwise all
-are subscribed after connecting; at most ``limits.max_per_subscribe`` (and
-``LiveConfig.subscribe_chunk``) a request.  Every control message we send — a
-subscribe, a keep-alive, a resync's unsubscribe/subscribe (:meth:`Connections.resubscribe`)
-— goes through the connection's one :class:`~engine.live.throttle.ControlLimiter`
-(the venue's published rate minus one: room for a pong) and is journaled
-(``dir=out``) once sent.
+Streams onto connections: :mod:`engine.live.conn`; the liveness rules (our
+pings and the stall rule, the stale watchdog, reconnect backoff):
+:mod:`engine.live.liveness`.  Every control message we send — a subscribe, a
+keep-alive, a resync's unsubscribe/subscribe (:meth:`Connections.resubscribe`),
+at most ``limits.max_per_subscribe`` (and ``LiveConfig.subscribe_chunk``)
+streams a request — goes through the connection's one
+:class:`~engine.live.throttle.ControlLimiter` (the venue's published rate
+minus one: room for a pong) and is journaled (``dir=out``) once sent.
 
 Rotation without a gap: when a connection nears its lifetime or the fold asks
 for it (:class:`engine.outputs.RotateRequest`, on ``serverShutdown``), the
@@ -59,13 +57,11 @@ import contextlib
 import logging
 import random
 import ssl
-import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-import attrs
 import orjson
 import trio
 import trio_websocket
@@ -76,20 +72,21 @@ from engine.codecs.base import KeepAlive, Resubscribe
 from engine.events import CAPTURE_STOPPED
 from engine.journal.schema import Dir, Kind
 from engine.live.config import LiveConfig
+from engine.live.conn import Conn, conn_url, shard_streams
 from engine.live.errors import (
     CaptureError,
     ConnectFailed,
     InvalidData,
     ServerClosed,
-    StaleConnection,
     StalledConnection,
     closed_error,
 )
+from engine.live.liveness import Backoff, pinger, watchdog
 from engine.live.status import CaptureStatus
 from engine.live.throttle import ControlLimiter
 from engine.live.websocket import INVALID_TEXT, open_client, send_close
 
-__all__ = ["Connections", "Conn", "Backoff", "shard_streams", "Journal", "RecordError"]
+__all__ = ["Connections", "Journal", "RecordError"]
 
 log = logging.getLogger("engine.live.connection")
 
@@ -99,72 +96,6 @@ time_ns = time.time_ns
 Journal = Callable[..., int]
 #: journal a CaptureError as a local error frame and count it: ``(conn, source, exc, where)``
 RecordError = Callable[[int, str, CaptureError, str], None]
-
-
-class Backoff:
-    """Exponential backoff with full jitter: ``uniform(0, min(cap, base·2^attempt))``.
-
-    Randomness is fine here (the I/O shell, not a reducer); the generator is
-    injected so tests can pin it.
-    """
-
-    def __init__(self, base: float, cap: float, rng: random.Random) -> None:
-        self.base, self.cap, self.rng = base, cap, rng
-        self.attempt = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self.cap, self.base * (2 ** min(self.attempt, 30)))
-        self.attempt += 1
-        return self.rng.uniform(0.0, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
-def shard_streams(codec: Any, streams: Sequence[str], per_conn: int) -> list[list[str]]:
-    """Split streams into connection shards: by URL path first (futures), then ``per_conn`` each
-    (never more than the codec's ``limits.max_per_conn``)."""
-    per_conn = max(1, min(per_conn, codec.limits.max_per_conn))
-    groups = list(codec.streams_by_path(streams).values())
-    return [g[i : i + per_conn] for g in groups for i in range(0, len(g), per_conn)]
-
-
-@attrs.define(eq=False)
-class Conn:
-    """The runtime's state of one WebSocket connection (one journal ``conn`` id)."""
-
-    id: int
-    shard: int
-    url: str
-    streams: list[str]
-    url_streams: int
-    ws: Any = None
-    opened_at: float = 0.0
-    frames: int = 0
-    scope: trio.CancelScope | None = None
-    error: CaptureError | None = None
-    rotating: bool = False
-    #: set once the first frame arrived (a predecessor may close then)
-    ready: trio.Event = attrs.Factory(trio.Event)
-    #: set by the successor when it is ready: close now
-    release: trio.Event = attrs.Factory(trio.Event)
-    #: set when rotation starts or the connection ended: the shard loop acts
-    signal: trio.Event = attrs.Factory(trio.Event)
-    #: set when rotation starts (the session's rotation task waits on it)
-    rotate: trio.Event = attrs.Factory(trio.Event)
-    limiter: Any = None
-    done: bool = False
-    #: the TCP (or TLS) stream under ``ws``: ours to close, whatever trio-websocket did
-    stream: Any = None
-    #: the session's nursery and the cancel scope of its helper tasks (all but the reader)
-    session: trio.Nursery | None = None
-    helpers: trio.CancelScope | None = None
-    #: why we are closing it cleanly (our close frame sent, still reading until the peer's)
-    closing: str | None = None
-    #: set when the reader saw the peer's close after ours: nothing it sent is lost
-    read_done: trio.Event = attrs.Factory(trio.Event)
-    #: control requests sent so far (their ids: ``id * 10_000 + n``)
-    requests: int = 0
 
 
 class Connections:
@@ -257,16 +188,7 @@ class Connections:
     # ------------------------------------------------------------------ shards and reconnects
 
     def _new_conn(self, shard: int, streams: list[str]) -> Conn:
-        cfg = self.config
-        url = self.codec.ws_url(cfg.ws_url, streams)
-        if self.codec.limits.streams_in_url:
-            # as many streams in the URL as fit; the rest are subscribed
-            k = len(streams)
-            while len(url) > cfg.max_url_len and k > 1:
-                k = max(1, k // 2)
-                url = self.codec.ws_url(cfg.ws_url, streams[:k])
-        else:
-            k = 0  # the URL carries none: every stream is subscribed after connecting
+        url, k = conn_url(self.codec, self.config.ws_url, streams, self.config.max_url_len)
         c = Conn(self._next_conn, shard, url, streams, k)
         self._next_conn += 1
         return c
@@ -457,10 +379,10 @@ class Connections:
             async with trio.open_nursery() as n:
                 if c.url_streams < len(c.streams):
                     n.start_soon(self._guard, c, self._subscribe, c, ws)
-                n.start_soon(self._guard, c, self._pinger, c, ws)
+                n.start_soon(self._guard, c, pinger, c, ws, self.config, self._limiter(c))
                 if self.codec.keepalive is not None:
                     n.start_soon(self._guard, c, self._keepalive, c, ws, self.codec.keepalive)
-                n.start_soon(self._guard, c, self._watchdog, c)
+                n.start_soon(self._guard, c, watchdog, c, self.config.stale_after_s)
                 n.start_soon(self._guard, c, self._rotation, c)
 
     async def _guard(self, c: Conn, fn: Callable[..., Any], *args: Any) -> None:
@@ -535,7 +457,7 @@ class Connections:
 
     async def _send_control(self, c: Conn, ws: Any, limiter: ControlLimiter, data: bytes) -> None:
         await limiter.acquire()
-        if c.closing is not None:  # our close frame is out: see _await_pong
+        if c.closing is not None:  # our close frame is out: see engine.live.liveness.await_pong
             return
         try:
             await ws.send_message(data.decode())
@@ -576,74 +498,6 @@ class Connections:
                 rate = lim.control_per_window - 1
             c.limiter = ControlLimiter(max(1, rate), lim.control_window_s)
         return c.limiter
-
-    async def _pinger(self, c: Conn, ws: Any) -> None:
-        """Own pings (through the limiter: pings count), each awaited by :meth:`_await_pong`."""
-        cfg = self.config
-        n = 0
-        while True:
-            await trio.sleep(cfg.ping_interval_s)
-            await self._limiter(c).acquire()
-            n += 1
-            await self._await_pong(c, ws, struct.pack("!Q", n))
-
-    async def _await_pong(self, c: Conn, ws: Any, payload: bytes) -> None:
-        """Wait for the pong of ``payload``; the connection has stalled only when neither the
-        pong nor any frame arrived for ``ping_timeout_s``.
-
-        A pong is read in order behind the frames sent before it.  When we read slower
-        than the venue sends (a loaded machine, a burst), frames keep arriving while the
-        pong waits behind them: that connection is alive, and closing it would discard
-        every frame the kernel still holds for it.  A dead peer or path sends nothing.
-        """
-        cfg = self.config
-        answered = trio.Event()
-        closed: list[WsClosed] = []
-
-        async def ping() -> None:
-            if c.closing is not None:
-                # A clean close began after this ping was due (acquire need not yield, and a
-                # new task runs up to its first checkpoint: the helpers' cancellation has not
-                # reached it): our close frame is out, and wsproto refuses a ping after it, a
-                # protocol error that aborted the connection and lost the frames still coming
-                # before the peer's close.
-                answered.set()
-                return
-            try:
-                await ws.ping(payload)
-            except WsClosed as exc:
-                closed.append(exc)
-            answered.set()
-
-        stalled = False
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(ping)
-            seen = c.frames
-            while not answered.is_set():
-                with trio.move_on_after(cfg.ping_timeout_s):
-                    await answered.wait()
-                if not answered.is_set() and c.frames == seen:
-                    stalled = True
-                    nursery.cancel_scope.cancel()
-                    break
-                seen = c.frames
-        if stalled:
-            raise StalledConnection(f"ping unanswered for {cfg.ping_timeout_s} s")
-        if closed:
-            raise closed_error(closed[0]) from None
-
-    async def _watchdog(self, c: Conn) -> None:
-        """No data frame for ``stale_after_s`` ⇒ stale (server pings do not reach get_message)."""
-        limit = self.config.stale_after_s
-        step = min(1.0, limit / 4)
-        seen, since = c.frames, trio.current_time()
-        while True:
-            await trio.sleep(step)
-            now = trio.current_time()
-            if c.frames != seen:
-                seen, since = c.frames, now
-            elif now - since >= limit:
-                raise StaleConnection(f"no data for {now - since:.1f} s")
 
     async def _rotation(self, c: Conn) -> None:
         """Rotate before the lifetime; after a rotation starts, close once the successor is ready."""

@@ -4,14 +4,15 @@ Owns: :class:`Dashboard` (the notable outputs it was shown, each symbol's
 last receive time and feed latency from the events it watched, and
 :meth:`Dashboard.render`, a pure function of the pipeline, the capture status
 and that memory), the choice between the full screen and the compact one (one
-line per symbol, when the panels do not fit the terminal's height),
-:func:`run_dashboard` (the trio task that redraws it), :func:`status_line`
-(the plain-log alternative).  Last trades come from the
-:class:`engine.trades.TradeTape` reducer of the standard pipeline.
+line per symbol, when the panels do not fit the terminal's height).  Last
+trades come from the :class:`engine.trades.TradeTape` reducer of the standard
+pipeline.  The trio task that redraws it, and the plain status line, are
+:mod:`engine.live.display`'s.
 
 Must not: read a clock (the time shown is the pipeline's last receive time),
-change reducer state, or ever take the capture down: a render error is logged
-and the next refresh tries again.
+change reducer state, or do I/O: it returns renderables, and writing them to
+the terminal is the display's (which logs a render error and tries again at
+the next refresh: the dashboard never takes the capture down).
 
 Numbers are exact: every price and quantity is an ``int`` of 1e-18 units
 rendered with :func:`engine.num.render`.  A symbol's prices share one
@@ -27,30 +28,24 @@ against the pipeline's last receive time, never a clock.
 
     Capture._on_outputs ─► Capture.output_listeners ─► Dashboard.on_outputs ─► notable deque
     Pipeline listeners (seq, events) ─► Dashboard.on_events ─► last receive ns, latency per symbol
-    run_dashboard: every refresh_s ─► Dashboard.render(capture.pipeline, capture.status, symbols)
-                                          ├─ header: connections, REST, frames/s, journal path, errors
-                                          ├─ recent alerts (alerts only: syncs are remembered, not listed)
-                                          └─ per symbol: summary │ ladder │ trades + VWAP │ candles + SMA/EMA
-                                             or, when those do not fit: one line per symbol
+    display.run_dashboard: every refresh_s ─► Dashboard.render(capture.pipeline, capture.status, symbols)
+                                                  ├─ header: connections, REST, frames/s, journal path, errors
+                                                  ├─ recent alerts (alerts only: syncs are remembered, not listed)
+                                                  └─ per symbol: summary │ ladder │ trades + VWAP │ candles + SMA/EMA
+                                                     or, when those do not fit: one line per symbol
 """
 
 from __future__ import annotations
 
-import logging
-import sys
 from collections import Counter, deque
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
-import trio
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
+from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from engine.book_sync import PRIMED, SYNCED
 from engine.candles import live_indicators
 from engine.live.notable import (
     ALERT_KINDS,
@@ -73,13 +68,11 @@ from engine.live.notable import (
     size,
     stamp,
 )
-from engine.live.terminal import Fit, Panes, logs_through
+from engine.live.terminal import Fit, Panes
 from engine.num import parse, render
 from engine.replay.replay import book_summary, is_alert, symbols_of, trades_summary
 
-__all__ = ["Dashboard", "run_dashboard", "status_line"]
-
-log = logging.getLogger("engine.live.dashboard")
+__all__ = ["Dashboard", "has_reducer"]
 
 
 # =============================================================== the dashboard
@@ -195,7 +188,7 @@ class Dashboard:
         for sym in wanted:
             book = self._book(pipeline, sym)
             q = quote(book, self.depth)
-            ts = trades_summary(pipeline, sym) if _has(pipeline, "trades") else None
+            ts = trades_summary(pipeline, sym) if has_reducer(pipeline, "trades") else None
             t.add_row(
                 Text(sym, "bold"),
                 phase_text(_phase(pipeline, sym)),
@@ -211,7 +204,7 @@ class Dashboard:
 
     def _last_trade(self, pipeline: Any, sym: str, ts: dict[str, Any] | None) -> str:
         """The last trade's price in the precision of the symbol's book (the tape's, else the summary's)."""
-        tape = pipeline.state("tape").symbols.get(sym) if _has(pipeline, "tape") else None
+        tape = pipeline.state("tape").symbols.get(sym) if has_reducer(pipeline, "tape") else None
         if tape is not None and tape.recent:
             return self._prices(pipeline, sym, [tape.recent[-1][1]])[0]
         return "—" if ts is None else str(ts["last_price"])
@@ -230,12 +223,12 @@ class Dashboard:
         return [derived_text(v, dp + DERIVED_EXTRA) for v in values]
 
     def _book(self, pipeline: Any, sym: str) -> Any:
-        if not _has(pipeline, "book"):
+        if not has_reducer(pipeline, "book"):
             return None
         return pipeline.reducer("book").book(pipeline.state("book"), sym)
 
     def _symbol(self, pipeline: Any, sym: str) -> RenderableType:
-        book = book_summary(pipeline, sym, self.depth) if _has(pipeline, "book") else None
+        book = book_summary(pipeline, sym, self.depth) if has_reducer(pipeline, "book") else None
         title = Text.assemble((sym, "bold"), "  ", phase_text(_phase(pipeline, sym)))
         if book and "last_id" in book:  # published: primed or synced
             title.append(
@@ -297,7 +290,7 @@ class Dashboard:
 
     def _trades(self, pipeline: Any, sym: str) -> RenderableType:
         rows: list[RenderableType] = []
-        ts = trades_summary(pipeline, sym) if _has(pipeline, "trades") else None
+        ts = trades_summary(pipeline, sym) if has_reducer(pipeline, "trades") else None
         if ts is None:
             rows.append(Text("no trades yet", style="dim"))
         else:
@@ -317,7 +310,7 @@ class Dashboard:
             for i, name in enumerate(names):
                 v.add_row("VWAP" if i == 0 else "", name, shown[i], "vol", vols[i])
             rows.append(v)
-        tape = pipeline.state("tape").symbols.get(sym) if _has(pipeline, "tape") else None
+        tape = pipeline.state("tape").symbols.get(sym) if has_reducer(pipeline, "tape") else None
         if tape is not None and tape.recent:
             last = list(tape.recent)[-self.trades_shown :][::-1]  # newest first
             prices = self._prices(pipeline, sym, [e[1] for e in last])
@@ -331,12 +324,12 @@ class Dashboard:
                 style = "green" if side == "buy" else "red"
                 t.add_row(clock(ms), Text(side, style=style), Text(prices[i], style), qtys[i])
             rows.append(t)
-        elif not _has(pipeline, "tape"):
+        elif not has_reducer(pipeline, "tape"):
             rows.append(Text("(no trade tape in this pipeline)", style="dim"))
         return Group(*rows)
 
     def _candles(self, pipeline: Any, sym: str) -> RenderableType:
-        if not _has(pipeline, "candles"):
+        if not has_reducer(pipeline, "candles"):
             return Text("")
         cfg = pipeline.reducer("candles")
         sc = pipeline.state("candles").symbols.get(sym)
@@ -433,7 +426,8 @@ class Dashboard:
 # =============================================================== pieces of the screen
 
 
-def _has(pipeline: Any, name: str) -> bool:
+def has_reducer(pipeline: Any, name: str) -> bool:
+    """Does ``pipeline`` run a reducer named ``name``?"""
     return any(r.name == name for r in getattr(pipeline, "reducers", ()))
 
 
@@ -445,7 +439,7 @@ def _symbols_of(pipeline: Any) -> list[str]:
 
 def _phase(pipeline: Any, sym: str) -> tuple[str, int]:
     """(sync state, buffered diffs) of ``sym``'s book ("—" without a book reducer)."""
-    if not _has(pipeline, "book"):
+    if not has_reducer(pipeline, "book"):
         return "—", 0
     state = pipeline.state("book")
     sb = state.symbols.get(sym)
@@ -532,78 +526,3 @@ def _header(pipeline: Any, status: Any, journal: str = "") -> RenderableType:
     if status.last_error:
         lines.append(Text(f"last error: {status.last_error}", style="red", overflow="ellipsis"))
     return Panel(Group(*lines), title=title, title_align="left", border_style="cyan")
-
-
-def status_line(status: Any, pipeline: Any = None) -> str:
-    """One plain log line (``engine run --no-dashboard``): the status, data time, books in sync.
-
-    :meth:`engine.live.status.CaptureStatus.line` plus what only the pipeline knows
-    (the receive time of the last frame folded, how many books are synced) and
-    the last error.
-    """
-    parts = [status.line().strip()]
-    if pipeline is not None:
-        c = getattr(pipeline, "counters", None)
-        ns = getattr(c, "last_recv_ns", 0) or 0
-        parts.append(f"data {stamp(ns)}")
-        if _has(pipeline, "book"):
-            state, red = pipeline.state("book"), pipeline.reducer("book")
-            states = [red.sync_state(state, sym) for sym in state.symbols]
-            books = f"books {states.count(SYNCED)}/{len(states)} synced"
-            primed = states.count(PRIMED)
-            parts.append(f"{books} ({primed} primed)" if primed else books)
-    if status.last_error:
-        parts.append(f"last error: {status.last_error}")
-    return "  ".join(parts)
-
-
-# =============================================================== the live task
-
-
-async def run_dashboard(
-    capture: Any,
-    symbols: Sequence[str],
-    refresh_s: float = 0.5,
-    *,
-    dashboard: Dashboard | None = None,
-    console: Console | None = None,
-) -> None:
-    """Redraw the dashboard of ``capture`` every ``refresh_s`` until cancelled.
-
-    Run it as a task in the capture's nursery.  It listens to the capture's
-    outputs (``capture.output_listeners``) unless a ``dashboard`` is given:
-    then the caller feeds it.  :meth:`Dashboard.render`
-    runs in this trio task between frames (the pipeline is not locked; what it
-    returns holds plain text only), the layout and the terminal write in a
-    worker thread.  An exception while rendering is logged once per distinct
-    message and skipped — the display must never stop the capture.
-    """
-    dash = dashboard
-    if dash is None:
-        dash = Dashboard()
-        capture.output_listeners.append(dash.on_outputs)
-        listeners = getattr(capture.pipeline, "listeners", None)
-        if isinstance(listeners, list):
-            listeners.append(dash.on_events)
-    if not dash.journal:
-        dash.journal = str(getattr(getattr(capture, "writer", None), "path", "") or "")
-    con = console or Console(file=sys.stdout)
-    seen: set[str] = set()
-    with (
-        logs_through(con),
-        Live(console=con, auto_refresh=False, redirect_stdout=False, redirect_stderr=False) as live,
-    ):
-        while True:
-            try:
-                # reading the pipeline (cheap) must happen here: it is not locked; laying out
-                # and writing the screen (the slow part) goes to a worker thread, so the read
-                # loop keeps stamping receive times (the GIL is handed over every 5 ms)
-                view = dash.render(capture.pipeline, capture.status, symbols)
-                await trio.to_thread.run_sync(partial(live.update, view, refresh=True))
-            except Exception as exc:
-                dash.render_errors += 1
-                key = f"{type(exc).__name__}: {exc}"
-                if key not in seen and len(seen) < 100:
-                    seen.add(key)
-                    log.exception("dashboard: render failed (skipped; capture unaffected)")
-            await trio.sleep(refresh_s)

@@ -14,7 +14,9 @@ does (:mod:`engine.live.upload`); once every shard has finished and its
 upload is complete, the parent uploads ``captureset.json`` last, so a reader
 of the store never meets a set whose members are incomplete.  A shard whose
 upload is incomplete is named and leaves the set manifest local for
-``engine journal push SET URI``; the other shards' uploads go on.
+``engine journal push SET URI``; the other shards' uploads go on.  A second
+signal is forwarded too (the shards cut their final uploads short) and stops
+the parent's retries of the set manifest: no signal ever raises in the parent.
 
 A shard dies with its parent (``PR_SET_PDEATHSIG``: SIGTERM, as a stop): a
 kill -9 of the parent leaves no shard capturing unattended; each seals and
@@ -26,7 +28,7 @@ status says a shard failed).
 
 Exit status: 0 when every shard stopped as asked; else the first of a
 shard's own disk statuses (3 write failed, 4 low disk), else 1 (a shard
-died or could not start).
+died or could not start, or its upload did not finish).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +84,7 @@ class Shard:
 
 def child_args(opts: Any, symbols: Sequence[str], journal: Path, url: str | None,
                rest_url: str | None, upload: str | None = None) -> list[str]:  # fmt: skip
-    """The ``engine run`` command line of one shard (``opts``: :class:`engine.live.cli.RunOptions`).
+    """The ``engine run`` command line of one shard (``opts``: :class:`engine.live.runner.RunOptions`).
 
     ``upload``: the shard's own target (``URI/<shard>``) when the set is uploaded."""
     args = [
@@ -193,66 +195,82 @@ def run_shards(opts: Any, n: int, say: Any = None) -> tuple[dict[str, Any], int]
               strict=True))]  # fmt: skip
     sim = None
     url, rest = opts.url, opts.rest_url
-    stopping: dict[str, int | None] = {"sig": None}
+    signals = {"seen": 0, "forwarded": 0}  # a second one cuts the uploads short
 
     def on_signal(signum: int, _frame: Any) -> None:
-        stopping["sig"] = signum
+        signals["seen"] += 1
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        from engine.live.cli import simulated
+    try:  # the handlers stay until the set manifest went: no signal ever raises here
+        try:
+            from engine.live.runner import simulated
 
-        if simulated(opts):  # one simulator process, speaking the venue's dialect, for all
-            sim, url, sim_rest = _start_simulator(opts, [s for g in groups for s in g])
-            rest = rest or sim_rest
-        for sh in shards:
-            # a session of its own: a Ctrl-C on the terminal reaches the parent only, which
-            # forwards it, so every shard gets exactly one stop
-            up = None if opts.upload is None else _upload_target(opts.upload, root, sh)
-            sh.proc = subprocess.Popen(
-                child_args(opts, sh.symbols, sh.journal, url, rest, up),
-                stdout=subprocess.PIPE, text=True, start_new_session=True,
-                preexec_fn=_dies_with(os.getpid()),
-            )  # fmt: skip
-        forwarded = False
-        while any(sh.status is None for sh in shards):
-            if stopping["sig"] is not None and not forwarded:
-                for sh in shards:
-                    if sh.status is None and sh.proc is not None:
-                        sh.proc.send_signal(signal.SIGTERM)
-                forwarded = True
+            if simulated(opts):  # one simulator process, speaking the venue's dialect, for all
+                sim, url, sim_rest = _start_simulator(opts, [s for g in groups for s in g])
+                rest = rest or sim_rest
             for sh in shards:
-                if sh.status is None and sh.proc is not None and sh.proc.poll() is not None:
+                # a session of its own: a Ctrl-C on the terminal reaches the parent only, which
+                # forwards it, so every shard gets exactly one stop
+                up = None if opts.upload is None else _upload_target(opts.upload, root, sh)
+                sh.proc = subprocess.Popen(
+                    child_args(opts, sh.symbols, sh.journal, url, rest, up),
+                    stdout=subprocess.PIPE, text=True, start_new_session=True,
+                    preexec_fn=_dies_with(os.getpid()),
+                )  # fmt: skip
+            while any(sh.status is None for sh in shards):
+                # each signal is forwarded once: the first stops the shards, a second their
+                # final uploads (as it does for one `engine run`)
+                while signals["forwarded"] < min(signals["seen"], 2):
+                    for sh in shards:
+                        if sh.status is None and sh.proc is not None:
+                            sh.proc.send_signal(signal.SIGTERM)
+                    signals["forwarded"] += 1
+                for sh in shards:
+                    if sh.status is None and sh.proc is not None and sh.proc.poll() is not None:
+                        _collect(sh)
+                        if not _upload_only(sh) and (
+                            sh.status not in (0, 3, 4) or (sh.status and not signals["forwarded"])
+                        ):
+                            say(f"{sh.name} ({','.join(sh.symbols)}) {_describe(sh.status or 0)};"
+                                f" journal {sh.journal}")  # fmt: skip
+                time.sleep(_POLL_S)
+        finally:
+            for sh in shards:
+                if sh.proc is not None and sh.status is None:
+                    _stop(sh.proc)
                     _collect(sh)
-                    if sh.status not in (0, 3, 4) or (sh.status and not forwarded):
-                        say(f"{sh.name} ({','.join(sh.symbols)}) {_describe(sh.status or 0)};"
-                            f" journal {sh.journal}")  # fmt: skip
-            time.sleep(_POLL_S)
+            if sim is not None:
+                _stop(sim)
+        statuses = [sh.status or 0 for sh in shards]
+        code = next((c for c in statuses if c in (3, 4)), 1 if any(statuses) else 0)
+        summary: dict[str, Any] = {
+            "captureset": str(root),
+            "processes": n,
+            "exchange": opts.exchange,
+            "journal_frames": sum((sh.summary or {}).get("journal_frames", 0) for sh in shards),
+            "shards": [
+                {"name": sh.name, "symbols": [s.upper() for s in sh.symbols],
+                 "journal": str(sh.journal), "exit_status": sh.status,
+                 **({"summary": sh.summary} if sh.summary else {})}
+                for sh in shards
+            ],
+        }  # fmt: skip
+        if opts.upload is not None:
+            # a signal once stopping (a second Ctrl-C, or one after the shards ended) cuts it short
+            before = min(signals["seen"], 1)
+            summary["upload"] = _finish_upload(
+                opts, root, shards, say, lambda: signals["seen"] > before
+            )
     finally:
-        for sh in shards:
-            if sh.proc is not None and sh.status is None:
-                _stop(sh.proc)
-                _collect(sh)
-        if sim is not None:
-            _stop(sim)
         for s, h in old.items():
             signal.signal(s, h)
-    statuses = [sh.status or 0 for sh in shards]
-    code = next((c for c in statuses if c in (3, 4)), 1 if any(statuses) else 0)
-    summary: dict[str, Any] = {
-        "captureset": str(root),
-        "processes": n,
-        "exchange": opts.exchange,
-        "journal_frames": sum((sh.summary or {}).get("journal_frames", 0) for sh in shards),
-        "shards": [
-            {"name": sh.name, "symbols": [s.upper() for s in sh.symbols], "journal": str(sh.journal),
-             "exit_status": sh.status, **({"summary": sh.summary} if sh.summary else {})}
-            for sh in shards
-        ],
-    }  # fmt: skip
-    if opts.upload is not None:
-        summary["upload"] = _finish_upload(opts, root, shards, say)
     return summary, code
+
+
+def _upload_only(sh: Shard) -> bool:
+    """Did the shard exit 1 only because its upload did not finish (named with the set's upload)?"""
+    up = (sh.summary or {}).get("upload")
+    return sh.status == 1 and up is not None and not up.get("complete")
 
 
 def _upload_target(uri: str, root: Path, sh: Shard) -> str:
@@ -262,24 +280,33 @@ def _upload_target(uri: str, root: Path, sh: Shard) -> str:
     return member_target(uri, sh.journal.relative_to(root).as_posix())
 
 
-def _finish_upload(opts: Any, root: Path, shards: list[Shard], say: Any) -> dict[str, Any]:
-    """Every shard has exited: name those whose upload is incomplete, else ship the set manifest."""
+def _finish_upload(
+    opts: Any, root: Path, shards: list[Shard], say: Any, interrupted: Callable[[], bool]
+) -> dict[str, Any]:
+    """Every shard has exited: name those whose upload is incomplete, else ship the set manifest.
+
+    ``interrupted()``: a signal asked to stop uploading (the manifest's retries stop)."""
     import pyarrow as pa
 
     from engine.live.upload import upload_set_manifest
 
-    incomplete = []
+    incomplete, cut_short, files, size = [], False, 0, 0
     for sh in shards:
         up = (sh.summary or {}).get("upload")
         if up is None or not up.get("complete"):
-            why = (up or {}).get("last_error") or (
-                "files pending" if up else f"it {_describe(sh.status or 0)} before finishing"
-            )
+            cut_short = cut_short or bool((up or {}).get("interrupted"))
+            left = (up or {}).get("not_uploaded") or {}
+            files, size = files + left.get("files", 0), size + left.get("bytes", 0)
+            why = ("interrupted" if (up or {}).get("interrupted") else (up or {}).get("last_error")
+                   or ("files pending" if up else
+                       f"it {_describe(sh.status or 0)} before finishing"))  # fmt: skip
             incomplete.append(sh.name)
             say(f"{sh.name} ({','.join(sh.symbols)}): upload to"
                 f" {_upload_target(opts.upload, root, sh)} incomplete: {why}")  # fmt: skip
     shipped, last_error, delay = False, None, 0.5
     for attempt in range(3 if not incomplete else 0):
+        if interrupted():
+            break
         try:
             upload_set_manifest(root, opts.upload)
             shipped = True
@@ -287,7 +314,7 @@ def _finish_upload(opts: Any, root: Path, shards: list[Shard], say: Any) -> dict
         except (OSError, pa.ArrowException) as exc:
             last_error = f"{SET_MANIFEST}: {exc}"
             if attempt < 2:
-                time.sleep(delay)
+                _sleep_unless(delay, interrupted)
                 delay *= 2
     removed = False
     if shipped and not opts.keep_local and not any(sh.journal.exists() for sh in shards):
@@ -300,10 +327,19 @@ def _finish_upload(opts: Any, root: Path, shards: list[Shard], say: Any) -> dict
     return {
         "target": opts.upload,
         "complete": shipped,
+        "interrupted": not shipped and (cut_short or interrupted()),
         "incomplete": incomplete,
+        "not_uploaded": {"files": files, "bytes": size},
         "last_error": last_error,
         "local_copy_removed": removed,
     }
+
+
+def _sleep_unless(seconds: float, stop: Callable[[], bool]) -> None:
+    """Sleep ``seconds``, or less when ``stop()`` turns true (looked at every poll)."""
+    deadline = time.monotonic() + seconds
+    while not stop() and time.monotonic() < deadline:
+        time.sleep(min(_POLL_S, max(0.0, deadline - time.monotonic())))
 
 
 def _collect(sh: Shard) -> None:

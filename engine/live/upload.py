@@ -564,6 +564,23 @@ class Uploader:
         self.report.pending = rep.pending
         return True
 
+    def unshipped(self) -> dict[str, int]:
+        """The journal's data files (segments, open or sealed, and checkpoints) not verified in
+        the store by this uploader: name (relative to the journal) → size.  Manifests are not
+        counted: they are rewritten while capturing and go last, once their segments are there."""
+        left: dict[str, int] = {}
+        for p in sorted(self.journal_dir.rglob("*")):
+            name = p.relative_to(self.journal_dir).as_posix()
+            if p.name == MANIFEST or p.name.endswith(".tmp") or not p.is_file():
+                continue
+            try:
+                size = p.stat().st_size
+            except FileNotFoundError:  # removed meanwhile
+                continue
+            if self._known.get(name) != size:
+                left[name] = size
+        return left
+
     async def finish(self, attempts: int = 3) -> bool:
         """The final passes once the journal is sealed; True when nothing is left to upload."""
         delay = self.backoff_s[0]

@@ -7,7 +7,8 @@ This module owns, for ``bybit`` (spot), ``bybit-linear`` and ``bybit-inverse``:
 * the client messages and Bybit's replies (:func:`control_reply`): ``subscribe``
   (at most 10 topics a request on spot, each a topic the market serves, no more
   topics than the connection allows; a book topic is followed by its
-  in-stream snapshot), ``unsubscribe`` and ``ping`` (spot's pong echoes
+  in-stream snapshot, a ``tickers`` topic by the full ticker its deltas build
+  on), ``unsubscribe`` and ``ping`` (spot's pong echoes
   ``op: "ping"`` with ``ret_msg: "pong"``; linear/inverse answer ``op: "pong"``
   with the server time), refusals as ``success: false`` with ``ret_msg``;
 * no REST (Bybit books sync in-stream: every REST path is a 404 in Bybit's
@@ -53,9 +54,14 @@ def _known(topic: str, valid: Container[str]) -> bool:
 
 
 def control_reply(
-    conn: Any, text: str | None, host: dialect.DialectHost, category: str
+    conn: Any,
+    text: str | None,
+    host: dialect.DialectHost,
+    category: str,
+    tickers: BybitFrames | None = None,
 ) -> list[bytes]:
-    """One client message → Bybit's replies (and the (un)subscription it asks for, if valid)."""
+    """One client message → Bybit's replies (and the (un)subscription it asks for, if valid);
+    ``tickers``: the market's encoder, whose last full tickers a ``tickers`` subscription gets."""
     if text is None:
         return [reply_frame("", None, False, "error:binary frames are not supported")]
     try:
@@ -93,6 +99,10 @@ def control_reply(
         sym = _book_symbol(t)
         if sym is not None:  # a book subscription starts with the topic's snapshot
             out.append(host.snapshot(sym, BOOK_DEPTH, host.book(sym)))
+        elif tickers is not None and t.startswith("tickers."):  # the deltas' base
+            snap = tickers.ticker_snapshot(t.partition(".")[2])
+            if snap is not None:
+                out.append(snap)
     return out
 
 
@@ -135,9 +145,11 @@ class BybitDialect:
     def __init__(self, name: str = "bybit", category: str = "spot") -> None:
         self.name, self.category = name, category
         self._path = f"/v5/public/{category}"
+        self._enc: BybitFrames | None = None
 
     def encoder(self) -> FrameEncoder:
-        return BybitFrames(self.category)
+        self._enc = BybitFrames(self.category)
+        return self._enc
 
     def ws_route(self, path: str, query: str) -> tuple[bool, list[str]] | None:
         return (False, []) if path in ("", "/", self._path) else None
@@ -146,7 +158,7 @@ class BybitDialect:
         return payload
 
     def control_reply(self, conn: Any, text: str | None, host: dialect.DialectHost) -> list[bytes]:
-        return control_reply(conn, text, host, self.category)
+        return control_reply(conn, text, host, self.category, self._enc)
 
     def rest_route(self, path: str) -> str | None:
         return None

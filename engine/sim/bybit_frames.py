@@ -26,16 +26,20 @@ round-trip tests):
 * prices and sizes at the instrument's decimals (:func:`engine.sim.instruments.spec_for`:
   those of its tick and lot step); trade ``i`` decimal on spot, UUID-shaped on
   linear/inverse; ``S`` is the taker side (the model's ``buyer_maker`` ⇒ ``Sell``);
-* the model's 24 h ticker is a ``tickers.<SYMBOL>`` snapshot (last price, the
+* the model's 24 h ticker is a ``tickers.<SYMBOL>`` message (last price, the
   price 24 h ago, high, low, volume, turnover; linear/inverse add the best
-  bid/ask with sizes).  Bybit's linear/inverse send one snapshot and then
-  deltas of the changed fields; the simulator sends whole snapshots each time
-  (a delta's merge is the codec's and :mod:`engine.tickers`' tests' concern);
+  bid/ask with sizes).  Spot sends a snapshot each time.  Linear/inverse send,
+  as Bybit does, one snapshot and then ``delta`` messages of the fields that
+  changed (:func:`engine.codecs.bybit.ticker_delta`; none when nothing did):
+  the symbol's first ticker is a snapshot to every subscriber, and a later
+  subscription starts with :meth:`BybitFrames.ticker_snapshot`, the full
+  ticker as of the last message (the dialect sends it after the ack), so every
+  subscriber's merge of the deltas is the model's ticker;
 * the channels Bybit v5 has no frame for here (aggTrade, bookTicker, kline)
   are None: not sent.
 
-State: per symbol the ``u`` counter, the decimals and the top of the book at
-that ``u`` (bounded by the market's symbols).  Must not decide market content, do I/O or read the clock.
+State: per symbol the ``u`` counter, the decimals, the top of the book at
+that ``u`` and the last full ticker (bounded by the market's symbols).  Must not decide market content, do I/O or read the clock.
 """
 
 from __future__ import annotations
@@ -45,8 +49,8 @@ from collections.abc import Iterable
 import attrs
 
 from engine import num
-from engine.codecs.bybit import book_frame, ticker_frame, trades_frame
-from engine.events import BUY, SELL, BookSnapshot, DepthDiff, Trade
+from engine.codecs.bybit import book_frame, ticker_delta, ticker_frame, trades_frame
+from engine.events import BUY, SELL, BookSnapshot, DepthDiff, Ticker24h, Trade
 from engine.sim.frames import BookView, CandleSums, NoFrames, day_ticker
 from engine.sim.instruments import spec_for
 
@@ -75,6 +79,8 @@ class BybitFrames(NoFrames):
         self._dec: dict[str, tuple[int, int]] = {}
         #: symbol → (the model's update id, bids, asks) of the book at the current ``u``
         self._at: dict[str, tuple[int, list[tuple[int, int]], list[tuple[int, int]]]] = {}
+        #: symbol → the full ticker as of its last ``tickers`` message
+        self._ticker: dict[str, Ticker24h] = {}
 
     def stream(self, symbol: str, channel: str) -> str:
         """The topic of a model channel; channels Bybit lacks get a name no client subscribes."""
@@ -143,7 +149,23 @@ class BybitFrames(NoFrames):
         prev_close: int,
         last_qty: int,
         top: tuple[int, int, int, int],
-    ) -> bytes:
-        """The ``tickers`` snapshot of the model's rolling day (``day.o``: the price 24 h ago)."""
+    ) -> bytes | None:
+        """The ``tickers`` message of the model's rolling day (``day.o``: the price 24 h ago):
+        a snapshot, or on linear/inverse after the first a delta of what changed (None: nothing)."""
         t = attrs.evolve(day_ticker(symbol, e, day, last_qty, top), last_qty=None)
+        prev = self._ticker.get(symbol)
+        self._ticker[symbol] = t
+        if prev is not None and self.category != "spot":
+            delta = ticker_delta(prev, t, self.category)
+            return (
+                None
+                if delta is None
+                else ticker_frame(delta, self.category, *self.decimals(symbol))
+            )
         return ticker_frame(t, self.category, *self.decimals(symbol))
+
+    def ticker_snapshot(self, symbol: str) -> bytes | None:
+        """The snapshot a new ``tickers.<symbol>`` subscription starts with: the full ticker as
+        of the symbol's last message (None: it had none yet, so its next message is a snapshot)."""
+        t = self._ticker.get(symbol)
+        return None if t is None else ticker_frame(t, self.category, *self.decimals(symbol))

@@ -19,7 +19,8 @@ edits the next in-stream snapshot (nothing verifies it: no REST snapshot);
 resubscribes: fresh snapshots); ``garbage`` are decode errors.
 
 Pure functions and classes: no I/O, no clock, no market state (the Advanced
-dialect takes its replies' ``sequence_num`` from its market's encoder).
+dialect numbers its replies with the connection's own
+:class:`~engine.sim.coinbase_frames.ConnectionNumbers`, as its market frames are).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 from engine.codecs.coinbase import CoinbaseExchange
 from engine.codecs.coinbase_advanced import CoinbaseAdvanced
 from engine.sim import dialect
-from engine.sim.coinbase_frames import CoinbaseAdvancedFrames, CoinbaseFrames
+from engine.sim.coinbase_frames import CoinbaseAdvancedFrames, CoinbaseFrames, ConnectionNumbers
 from engine.sim.frames import FrameEncoder
 
 __all__ = ["CoinbaseDialect", "CoinbaseAdvancedDialect"]
@@ -175,23 +176,24 @@ class CoinbaseDialect:
 
 
 class CoinbaseAdvancedDialect(CoinbaseDialect):
-    """Advanced Trade: one channel per subscribe, replies numbered like the market's frames."""
+    """Advanced Trade: one channel per subscribe; every message numbered per connection."""
 
     name = "coinbase-advanced"
     quiet_channels = frozenset({"heartbeats"})
     book_channels = frozenset({"level2"})
 
-    def __init__(self) -> None:
-        self._enc: CoinbaseAdvancedFrames | None = None
-
     def encoder(self) -> FrameEncoder:
-        self._enc = CoinbaseAdvancedFrames()
-        return self._enc
+        return CoinbaseAdvancedFrames()
 
-    def _number(self) -> int:
-        if self._enc is None:
-            self._enc = CoinbaseAdvancedFrames()
-        return self._enc.next_number()
+    @staticmethod
+    def connection_numbers() -> ConnectionNumbers:
+        """A new connection's ``sequence_num`` (the server stamps its market frames with it)."""
+        return ConnectionNumbers()
+
+    def control_reply(self, conn: Any, text: str | None, host: dialect.DialectHost) -> list[bytes]:
+        out = super().control_reply(conn, text, host)
+        numbered = getattr(conn, "numbered", None)  # the replies take the connection's numbers
+        return out if numbered is None else [numbered(f) for f in out]
 
     def _valid(self, stream: str, valid: Container[str]) -> bool:
         if stream.partition(":")[0] in self.quiet_channels:
@@ -213,8 +215,8 @@ class CoinbaseAdvancedDialect(CoinbaseDialect):
         return [f"{ch}:{p}" for p in products]
 
     def _ack(self, streams: list[str], host: dialect.DialectHost) -> bytes:
-        # the ack lists every subscription (heartbeats bare), numbered as the next message
-        return CoinbaseAdvanced.encode_subscriptions(streams, self._number(), host.sim_now())
+        # the ack lists every subscription (heartbeats bare); numbered in control_reply
+        return CoinbaseAdvanced.encode_subscriptions(streams, 0, host.sim_now())
 
     def _error(self, message: str, reason: str) -> bytes:
         return CoinbaseAdvanced.encode_error(f"{message}: {reason}")

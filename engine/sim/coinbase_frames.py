@@ -15,23 +15,24 @@ simulator sends are exactly what :mod:`engine.codecs.coinbase` and
   day, best bid/ask with sizes, the product's next ``sequence``).  No
   checksum and no book sequence.
 * **Advanced Trade** (:class:`CoinbaseAdvancedFrames`): ``l2_data`` update
-  and snapshot frames, ``market_trades`` updates, each stamped with
-  ``sequence_num``.  Coinbase numbers a *connection's* messages; the model
-  encodes each frame once for every subscriber, so the simulator numbers the
-  frames of the whole market (every frame it sends, control replies
-  included): a client subscribed to every channel of every product on one
-  connection (what ``engine run`` does) sees the numbers rise by exactly 1,
-  and a ``gap`` fault (one withheld ``l2_data`` frame) is a sequence gap.  A
-  client subscribed to part of the market would see gaps that are not
-  losses: that is the simulator's limit, not Coinbase's.  The model's 1 s
-  diff batches repeat what its 100 ms batches sent, so here they are not
-  sent (and take no number).
+  and snapshot frames, ``market_trades`` updates and the model's 24 h ticker
+  as a ``ticker`` update (last price, 24 h high/low/volume, best bid/ask with
+  sizes).  Coinbase numbers each *connection's* messages (``sequence_num``,
+  from 0, across all its channels), while the model encodes each frame once
+  for every subscriber: so the frames carry a placeholder number (0) and each
+  connection's :class:`ConnectionNumbers` stamps its own on the way out —
+  on every frame it is sent, market frames and replies alike, and on every
+  frame it loses to a fault (a ``gap`` fault's withheld ``l2_data`` frame, a
+  stall), whose number is then missing: a sequence gap.  A connection counts
+  only what it receives, so one that does not subscribe tickers (or some
+  products) sees no false gap.  The model's 1 s diff batches repeat what its
+  100 ms batches sent, so here they are not sent.
 
-Channels a venue lacks (aggTrade, bookTicker, kline; Advanced Trade's
-ticker too: its ``sequence_num`` would number frames a client that does not
-subscribe tickers never sees) are None: not sent.  Prices and quantities are rendered at the instrument's decimals (the
-tick's and the lot step's).  Pure: no I/O, no clock; state is only the
-numbering above and per-symbol counters.  Must not decide market content.
+Channels a venue lacks (aggTrade, bookTicker, kline) are None: not sent.
+Prices and quantities are rendered at the instrument's decimals (the tick's
+and the lot step's).  Pure: no I/O, no clock; state is only the per-symbol
+counters (and a connection's own count in its ConnectionNumbers).  Must not
+decide market content.
 """
 
 from __future__ import annotations
@@ -47,7 +48,13 @@ from engine.num import decimals_of, render
 from engine.sim.frames import BookView, CandleSums, NoFrames, day_ticker
 from engine.sim.instruments import spec_for
 
-__all__ = ["CoinbaseFrames", "CoinbaseAdvancedFrames", "EXCHANGE_STREAMS", "ADVANCED_STREAMS"]
+__all__ = [
+    "CoinbaseFrames",
+    "CoinbaseAdvancedFrames",
+    "ConnectionNumbers",
+    "EXCHANGE_STREAMS",
+    "ADVANCED_STREAMS",
+]
 
 #: model channel → Exchange feed channel (None: the venue has no such channel)
 EXCHANGE_STREAMS: dict[str, str | None] = {
@@ -57,7 +64,13 @@ EXCHANGE_STREAMS: dict[str, str | None] = {
     "ticker": "ticker",
 }
 #: model channel → Advanced Trade channel
-ADVANCED_STREAMS: dict[str, str | None] = {"trade": "market_trades", "depth@100ms": "level2"}
+ADVANCED_STREAMS: dict[str, str | None] = {
+    "trade": "market_trades",
+    "depth@100ms": "level2",
+    "ticker": "ticker",
+}
+#: how an Advanced Trade frame of this encoder holds its placeholder ``sequence_num``
+_UNNUMBERED = b',"sequence_num":0,'
 
 
 def _decimals(units: int) -> int:
@@ -139,26 +152,56 @@ class CoinbaseFrames(_Frames):
         return CoinbaseExchange.encode_snapshot(snap, self.decimals(s))
 
 
+class ConnectionNumbers:
+    """One Advanced Trade connection's ``sequence_num``: its messages counted from 0.
+
+    Called with each frame the connection is sent or loses, in order; a frame
+    holding the placeholder takes the next number (returned with it in place),
+    any other (an error) is returned as it is and takes none.
+    """
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last = -1  # the last number given out
+
+    def __call__(self, frame: bytes) -> bytes:
+        i = frame.find(_UNNUMBERED)
+        if i < 0:
+            return frame
+        self.last += 1
+        return b'%s,"sequence_num":%d,%s' % (frame[:i], self.last, frame[i + len(_UNNUMBERED) :])
+
+
 class CoinbaseAdvancedFrames(_Frames):
-    """The Advanced Trade encoder (module docstring): numbers every frame of the market."""
+    """The Advanced Trade encoder (module docstring): frames with the placeholder number."""
 
     channels = ADVANCED_STREAMS
 
     def __init__(self) -> None:
         super().__init__()
-        self.number = -1  # the last sequence_num given out
         self._sent: dict[str, int] = {}  # symbol → last update id sent
-
-    def next_number(self) -> int:
-        """The next ``sequence_num`` (control replies take theirs here too)."""
-        self.number += 1
-        return self.number
 
     def trade(
         self, symbol: str, et: int, tid: int, price: int, qty: int, buyer_maker: bool
     ) -> bytes:
         t = Trade(0, 0, symbol, tid, price, qty, SELL if buyer_maker else BUY, et, et, tid, tid)
-        return CoinbaseAdvanced.encode_trades([t], self.next_number(), self.decimals(symbol))
+        return CoinbaseAdvanced.encode_trades([t], 0, self.decimals(symbol))
+
+    def ticker(
+        self,
+        symbol: str,
+        e: int,
+        day: CandleSums,
+        prev_close: int,
+        last_qty: int,
+        top: tuple[int, int, int, int],
+    ) -> bytes:
+        """The ``ticker`` update of the model's rolling day (no open, last size, VWAP or quote
+        volume: Advanced Trade's ticker has none of them)."""
+        t = attrs.evolve(day_ticker(symbol, e, day, last_qty, top), last_qty=None,
+                         open_price=None, quote_volume=None)  # fmt: skip
+        return CoinbaseAdvanced.encode_tickers([t], 0, self.decimals(symbol))
 
     def depth_update(
         self,
@@ -174,9 +217,9 @@ class CoinbaseAdvancedFrames(_Frames):
             return None  # the 1 s batch: its changes went out in the 100 ms batches
         self._sent[symbol] = last
         d = DepthDiff(0, 0, symbol, first, last, None, e, None, list(bids), list(asks))
-        return CoinbaseAdvanced.encode_book([d], self.next_number(), self.decimals(symbol))
+        return CoinbaseAdvanced.encode_book([d], 0, self.decimals(symbol))
 
     def snapshot(self, book: BookView, limit: int, e: int) -> bytes:
         s = book.symbol
         snap = BookSnapshot(0, 0, s, 0, book.bids(limit), book.asks(limit), None, "stream", e)
-        return CoinbaseAdvanced.encode_book([snap], self.next_number(), self.decimals(s))
+        return CoinbaseAdvanced.encode_book([snap], 0, self.decimals(s))

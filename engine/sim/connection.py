@@ -22,7 +22,10 @@ one nursery — and what happens on its socket:
 It must not know a venue: replies to client messages, the combined-frame
 wrapper and the ping payload come from its server
 (:class:`engine.sim.transport.Transport`'s hooks).  It decides no faults; it
-carries the state they set (``stalled_until``, ``withheld``).
+carries the state they set (``stalled_until``, ``withheld``), and a venue's
+numbering of the connection's messages (``numbered``, from the server's
+:meth:`~engine.sim.transport.Transport.numbering`) sees every frame the
+client is sent or loses to a fault.
 
 Memory: :meth:`WsConn.buffered` is what a connection holds for its client —
 queued frames (plus :data:`FRAME_OVERHEAD` each for their Python objects) and
@@ -154,6 +157,8 @@ class WsConn:
         self.stalled_until = 0.0
         #: set by the gap fault: streams whose next frame is withheld from this client
         self.withheld: set[str] = set()
+        #: the venue's numbering of this connection's messages (None: it numbers none)
+        self.numbered = server.numbering()
         self.ctl_times: deque[float] = deque()
         self.ping_outstanding: float | None = None
         self.drained = trio.Event()
@@ -163,12 +168,19 @@ class WsConn:
 
     def push_data(self, stream: str, payload: bytes) -> None:
         """Queue one market frame (called by the pump; must stay cheap)."""
+        numbered = self.numbered
         if self.closing or self.stalled_until:
+            if numbered is not None and not self.closing:
+                numbered(payload)  # lost in the stall: its number is skipped
             return
         if self.withheld and stream in self.withheld:
             self.withheld.discard(stream)
             self.stats.faults.append(f"gap:{stream}")
+            if numbered is not None:
+                numbered(payload)
             return
+        if numbered is not None:
+            payload = numbered(payload)
         data = self._wrap(stream, payload) if self.combined else payload
         # _queue inlined (and the frame header's common case): this runs for every frame and
         # subscriber, and the call overhead alone cost ~5% of the push rate.  The header and

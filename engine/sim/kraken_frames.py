@@ -19,7 +19,14 @@ Kraken prints volumes).  That last served top is the encoder's only state,
 the same for every subscriber (a fault that withholds an update from one
 connection makes that connection's book differ: its next checksum fails).
 Pure otherwise: no I/O, no clock; it must not decide market content.
-:class:`KrakenV1Frames` spells the same book in v1 (``kraken-v1``).
+:class:`KrakenV1Frames` spells the same book in v1 (``kraken-v1``), and its
+ticker as v1's always is: the best bid/offer *with* the 24 h figures of the
+model's rolling day (last trade price and size, open 24 h ago, high, low,
+volume, trade count; no VWAP: the model's is not exact at the pair's
+decimals, so it is left out), sent on the ticker channel when the model's
+1 s ticker comes and on every best bid/offer change after it (the day's
+figures as of its last 1 s ticker); before the first there is no day to
+tell, and the frame is the bid/offer alone.
 """
 
 from __future__ import annotations
@@ -34,8 +41,8 @@ from engine.codecs import kraken_v1 as v1
 from engine.codecs.kraken import KrakenV2, encode_book, encode_ticker, encode_trades
 from engine.codecs.kraken_book import checksum_of_levels
 from engine.codecs.kraken_v1 import KrakenV1
-from engine.events import BUY, SELL, BookSnapshot, BookTicker, DepthDiff, Trade
-from engine.sim.frames import BookView, NoFrames
+from engine.events import BUY, SELL, BookSnapshot, BookTicker, DepthDiff, Ticker24h, Trade
+from engine.sim.frames import BookView, CandleSums, NoFrames, day_ticker
 from engine.sim.instruments import spec_for
 
 __all__ = ["KrakenFrames", "KrakenV1Frames", "QTY_DECIMALS", "channel_id", "price_decimals"]
@@ -162,6 +169,29 @@ class KrakenV1Frames(KrakenFrames):
 
     depth = KrakenV1.depth
 
+    def __init__(self) -> None:
+        super().__init__()
+        #: symbol → the 24 h figures of its last ticker (bid/ask: the last sent)
+        self._day: dict[str, Ticker24h] = {}
+
+    def stream(self, symbol: str, channel: str) -> str:
+        # the model's 24 h ticker goes where its best bid/offer goes: v1's one ticker channel
+        return super().stream(symbol, "bookTicker" if channel == "ticker" else channel)
+
+    def ticker(
+        self,
+        symbol: str,
+        e: int,
+        day: CandleSums,
+        prev_close: int,
+        last_qty: int,
+        top: tuple[int, int, int, int],
+    ) -> bytes:
+        """The v1 ticker of the model's rolling day at ``e`` (v1 tickers carry no time)."""
+        t = day_ticker(symbol, e, day, last_qty, top)
+        self._day[symbol] = attrs.evolve(t, exch_ms=None, quote_volume=None, count=day.n)
+        return self._ticker_frame(BookTicker(0, 0, symbol, 0, *top), self._decimals(symbol))
+
     def _book_frame(self, ev: BookSnapshot | DepthDiff, pd: int) -> bytes:
         cid = channel_id("book", ev.symbol)
         if isinstance(ev, BookSnapshot):
@@ -172,4 +202,10 @@ class KrakenV1Frames(KrakenFrames):
         return v1.encode_trades([t], channel_id("trade", t.symbol), pd, QTY_DECIMALS)
 
     def _ticker_frame(self, t: BookTicker, pd: int) -> bytes:
-        return v1.encode_ticker(t, channel_id("ticker", t.symbol), pd, QTY_DECIMALS)
+        day = self._day.get(t.symbol)
+        if day is not None:
+            day = self._day[t.symbol] = attrs.evolve(
+                day, bid_price=t.bid_price, bid_qty=t.bid_qty, ask_price=t.ask_price,
+                ask_qty=t.ask_qty,
+            )  # fmt: skip
+        return v1.encode_ticker(t, channel_id("ticker", t.symbol), pd, QTY_DECIMALS, day)

@@ -52,7 +52,7 @@ close frames are not frames; they have their own counters.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -226,6 +226,11 @@ class SimServer(Transport):
 
     def ping_payload(self) -> bytes:
         return str(self.sim_now()).encode()
+
+    def numbering(self) -> Callable[[bytes], bytes] | None:
+        # a dialect whose venue numbers each connection's messages has connection_numbers()
+        make = getattr(self.dialect, "connection_numbers", None)
+        return None if make is None else make()  # type: ignore[no-any-return]
 
     def on_rest(self, method: str, path: str, query: dict[str, str]) -> tuple[int, bytes]:
         if method != "GET":

@@ -36,7 +36,7 @@ or decide faults.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -105,6 +105,13 @@ class Transport:
 
     def ping_payload(self) -> bytes:
         return b""
+
+    def numbering(self) -> Callable[[bytes], bytes] | None:
+        """A new connection's message numbering (None: the venue numbers no messages): called
+        with every market frame the connection is sent *or loses* (a withheld or stalled
+        frame still takes its number, so the client sees the gap), it returns the frame as
+        numbered for that connection."""
+        return None
 
     def connection_task(self, conn: WsConn) -> Any:
         """An async function run in ``conn``'s nursery beside its own tasks (None: nothing)."""
