@@ -5,8 +5,8 @@
  * precision, and the hint: the levels the book's last apply set), the walk that makes a memo's
  * entries the book's best n levels a side (rendering only levels whose key or qty objects
  * changed), the checksum text's order of positions for each rule (Kraken: asks then bids;
- * OKX: bid/ask interleaved, ":" between), and compute(): the CRC of that text, folded from
- * the entries' own CRCs and resumed from the first position that changed.
+ * OKX: bid/ask interleaved, ":" between), and compute(): the CRC of that text, summed from
+ * the entries' own CRCs (crc_of_pieces).
  *
  * Must not: decide anything the Python rules decide beyond the text's order the rule's
  * docstring states (codecs/kraken_book.py, codecs/okx_checksum.py); change the book; raise on
@@ -29,8 +29,8 @@
 #define MAX_N 25
 /* one level's text: Kraken price+qty digits, OKX "px:sz" */
 #define TEXT (2 * PIECE + 1)
-#if TEXT + 1 >= CRC_COMBINE_MAX
-#error "a level's text (and OKX's separator) must be a piece crc_combine takes"
+#if TEXT + 1 >= CRC_COMBINE_MAX || 2 * MAX_N * (TEXT + 1) >= CRC_TEXT_MAX
+#error "a level's text (and OKX's separator) must be a piece crc_combine takes, a whole text one crc_of_pieces takes"
 #endif
 
 static uint32_t COLON; /* crc32(":"): OKX's separator, the first byte of every piece but one */
@@ -40,7 +40,6 @@ typedef struct {
     PyObject *price; /* the price as the side's dict keys it */
     PyObject *qty;   /* the qty object the dict held when the text was rendered */
     u128 px;         /* the price's value */
-    uint64_t stamp;  /* the memo's render count when its text was rendered */
     uint32_t crc;    /* crc32 of its text (the text itself is not kept: only its CRC is read) */
     uint32_t crc_sep; /* OKX: crc32 of ":" + text (the level's piece after the first) */
     int len;         /* the text's length */
@@ -57,22 +56,16 @@ typedef struct {
 /* A Memo (one per book, kept in the book's memo slot) keeps the last top's entries, each holding
  * references to its key and qty objects.  A level whose key and qty are the very objects an entry
  * holds has that entry's text (ints are immutable, and the references keep the objects alive, so
- * an identical object is an equal value): only levels that changed are rendered.  It also keeps,
- * for every position of the last checksum's text (the rule's order of the entries), which entry
- * text stood there and the running CRC after it: a new text is CRC'd from its first position that
- * differs.  It can never change a result; it is emptied whenever the rule, depth or precision
+ * an identical object is an equal value): only levels that changed are rendered, and an entry
+ * keeps only its text's CRC and length (the text's CRC is summed from them).  It can never
+ * change a result; it is emptied whenever the rule, depth or precision
  * asked for changes, and whenever this code declines (then Python answers). */
 typedef struct {
     PyObject_HEAD int kind;
     long n, pd, qd, scale;
     long long version; /* the book version the entries and crc are of (-1: none) */
     long crc;
-    uint64_t renders;
     Side side[2];      /* 0: bids, 1: asks */
-    int npos;
-    unsigned char pos_side[2 * MAX_N], pos_idx[2 * MAX_N];
-    uint64_t pos_stamp[2 * MAX_N];
-    uint32_t pos_crc[2 * MAX_N];
 } Memo;
 
 static void entry_clear(Entry *e) {
@@ -88,7 +81,6 @@ static void memo_clear(Memo *m) {
             for (long i = 0; i < 2 * m->n; i++) entry_clear(&m->side[s].pool[i]);
         m->side[s].count = 0;
     }
-    m->npos = 0;
     m->version = -1;
 }
 
@@ -290,7 +282,6 @@ static int walk(Memo *m, const Spec *sp, int s, PyObject *keys, PyObject *dict, 
             if (pool[j].qty != q) {
                 if (!render_qty(sp, &pool[j], q)) return 0; /* (its price as it was) */
                 Py_SETREF(pool[j].qty, Py_NewRef(q));
-                pool[j].stamp = ++m->renders;
             }
         } else { /* a new level: the first entry neither top holds (2n entries always suffice) */
             j = __builtin_ctzll(~(busy | used));
@@ -302,7 +293,6 @@ static int walk(Memo *m, const Spec *sp, int s, PyObject *keys, PyObject *dict, 
             e->key = Py_NewRef(k);
             e->price = price;
             e->qty = Py_NewRef(q);
-            e->stamp = ++m->renders;
         }
         nr[i] = (unsigned char)j;
         used |= (uint64_t)1 << j;
@@ -370,30 +360,19 @@ static int text_order(const Memo *m, unsigned char *ps, unsigned char *pi) {
     return np;
 }
 
-/* The CRC of the memo's top as the rule writes it (OKX: ":" between positions): the fold of
- * its levels' CRCs, resumed from the CRC of the text before its first position that is not as
- * the last text had it. */
-static uint32_t text_crc(Memo *m) {
-    unsigned char ps[2 * MAX_N], pi[2 * MAX_N];
-    int np = text_order(m, ps, pi), p = 0;
-    while (p < np && p < m->npos && m->pos_side[p] == ps[p] && m->pos_idx[p] == pi[p] &&
-           m->pos_stamp[p] == m->side[ps[p]].pool[pi[p]].stamp)
-        p++;
-    uint32_t c = p ? m->pos_crc[p - 1] : 0; /* crc32 of the text before p ("" is 0) */
+/* The CRC of the memo's top as the rule writes it (OKX: ":" between positions), from its
+ * levels' own CRCs. */
+static uint32_t text_crc(const Memo *m) {
+    unsigned char ps[2 * MAX_N], pi[2 * MAX_N], plen[2 * MAX_N];
     uint32_t piece[2 * MAX_N];
-    unsigned char plen[2 * MAX_N];
-    for (int q = p; q < np; q++) { /* each position's piece: its level's text (OKX: ":" first) */
+    int np = text_order(m, ps, pi);
+    for (int q = 0; q < np; q++) { /* each position's piece: its level's text (OKX: ":" first) */
         const Entry *e = &m->side[ps[q]].pool[pi[q]];
         int sep = m->kind == OKX && q;
         piece[q] = sep ? e->crc_sep : e->crc;
         plen[q] = (unsigned char)(e->len + sep);
-        m->pos_side[q] = ps[q];
-        m->pos_idx[q] = pi[q];
-        m->pos_stamp[q] = e->stamp;
     }
-    if (p < np) c = crc_fold_pieces(c, piece + p, plen + p, np - p, m->pos_crc + p);
-    m->npos = np;
-    return c;
+    return crc_of_pieces(piece, plen, np);
 }
 
 /* The checksum of the book's lists (bk, bids, ak, asks) kept in memo m: a new int, Py_None

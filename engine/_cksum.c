@@ -33,10 +33,8 @@
  * hint (hint_bids, hint_asks: the levels that one apply set), a level no kept
  * price of the hint touched is not even looked up, a touched one's qty is the
  * hint's own object (Book.apply stores it), a side the hint left alone is not
- * read at all, and the CRC resumes from the first position of the text that is
- * not as the memo's last text had it (a text's CRC is folded from its levels'
- * own CRCs, each computed once, when the level is rendered: the text itself is
- * never kept).
+ * read at all, and the text's CRC is summed from its levels' own CRCs, each
+ * computed once, when the level is rendered (the text itself is never kept).
  *
  * The parts (one extension, compiled from this file): engine/_crc32.h the CRC-32
  * and its combine; engine/_cknum.h ints and their texts; engine/_ckmemo.h the

@@ -13,8 +13,8 @@
  *   crc_impl()               "pclmul" or "table": what crc_update uses.
  *   crc_of(p, n)             crc32 of n bytes (zlib's value: initial and final xor).
  *   crc_combine(c1, c2, n)   crc32(A || B) from c1 = crc32(A), c2 = crc32(B), n = len B (< 256).
- *   crc_fold_pieces(c, crcs, lens, n, out)   the same over n pieces after a text whose crc32 is c,
- *                            each running value into out: a text's CRC from its pieces' CRCs.
+ *   crc_of_pieces(crcs, lens, n)   crc32 of a text from its n pieces' crc32s and lengths
+ *                            (total under CRC_TEXT_MAX), the pieces' terms summed independently.
  *                            The multiply is PCLMULQDQ's where the folding version runs, else
  *                            one by nibbles (crc_combine_with names it, for the tests).
  *
@@ -171,8 +171,9 @@ static int crc_pclmul_supported(void) {
  * carry-less multiply (PCLMULQDQ where crc_init chose it, else by nibbles) reduced mod P by
  * four table steps (the CRC of four zero bytes). */
 
-#define CRC_COMBINE_MAX 256 /* the longest piece a combine takes, + 1 */
-static uint32_t X8N[CRC_COMBINE_MAX]; /* x^(8n) mod P */
+#define CRC_COMBINE_MAX 256  /* the longest piece crc_combine takes, + 1 */
+#define CRC_TEXT_MAX 8192    /* the longest text crc_of_pieces takes, + 1 */
+static uint32_t X8N[CRC_TEXT_MAX]; /* x^(8n) mod P */
 
 static uint64_t clmul_sw(uint32_t a, uint32_t b) {
     uint64_t t[16], r = 0;
@@ -199,32 +200,36 @@ static uint32_t multmodp(uint32_t a, uint32_t b, int hw) {
     return c ^ (uint32_t)(t >> 32);
 }
 
-/* crc32 of pieces 0..n (CRCs crc[i] of len[i] bytes each) after a text whose crc32 is c, with
- * the running crc32 after each piece into out[i]: one loop per multiply, so each inlines its
- * own (the hardware one compiled for PCLMULQDQ, called only where the CPU has it). */
-#define FOLD(NAME, ATTR, CLMUL)                                                                 \
-    ATTR static uint32_t NAME(uint32_t c, const uint32_t *crc, const unsigned char *len, int n, \
-                              uint32_t *out) {                                                  \
-        for (int i = 0; i < n; i++) {                                                           \
-            uint64_t t = CLMUL(X8N[len[i]], c) << 1;                                            \
-            uint32_t h = (uint32_t)t;                                                           \
-            h = CRC[3][h & 0xFF] ^ CRC[2][(h >> 8) & 0xFF] ^ CRC[1][(h >> 16) & 0xFF] ^         \
-                CRC[0][h >> 24];                                                                \
-            out[i] = c = h ^ (uint32_t)(t >> 32) ^ crc[i];                                      \
-        }                                                                                       \
-        return c;                                                                               \
+/* crc32 of the text made of n pieces (crc32 crc[i] of len[i] bytes each): the combine rule
+ * unrolled, crc32(P0 || ... || Pn-1) = sum over i of x^(8 * (bytes after Pi)) * crc[i] mod P,
+ * terms that do not depend on each other (no chain from piece to piece), summed unreduced
+ * (the reduction mod P is linear) and reduced once.  The pieces' total length must be under
+ * CRC_TEXT_MAX.  One loop per multiply, so each inlines its own (the hardware one compiled for
+ * PCLMULQDQ, called only where the CPU has it). */
+#define PIECES(NAME, ATTR, CLMUL)                                                        \
+    ATTR static uint32_t NAME(const uint32_t *crc, const unsigned char *len, int n) {   \
+        uint64_t acc = 0;                                                                \
+        int after = 0;                                                                   \
+        for (int i = n - 1; i >= 0; i--) {                                               \
+            acc ^= CLMUL(X8N[after], crc[i]);                                            \
+            after += len[i];                                                             \
+        }                                                                                \
+        acc <<= 1;                                                                       \
+        uint32_t h = (uint32_t)acc; /* its x^32..x^63 part, times x^32 mod P: */         \
+        h = CRC[3][h & 0xFF] ^ CRC[2][(h >> 8) & 0xFF] ^ CRC[1][(h >> 16) & 0xFF] ^      \
+            CRC[0][h >> 24];                                                             \
+        return h ^ (uint32_t)(acc >> 32);                                                \
     }
-FOLD(fold_sw, , clmul_sw)
+PIECES(pieces_sw, , clmul_sw)
 #ifdef CRC_HAVE_PCLMUL
-FOLD(fold_hw, CRC_TARGET, clmul_hw)
+PIECES(pieces_hw, CRC_TARGET, clmul_hw)
 #else
-#define fold_hw fold_sw
+#define pieces_hw pieces_sw
 #endif
 
-/* crc_fold_pieces: fold_hw or fold_sw, the multiply crc_init chose */
-static uint32_t crc_fold_pieces(uint32_t c, const uint32_t *crc, const unsigned char *len, int n,
-                         uint32_t *out) {
-    return (crc_pclmul_on ? fold_hw : fold_sw)(c, crc, len, n, out);
+/* crc_of_pieces: pieces_hw or pieces_sw, the multiply crc_init chose */
+static uint32_t crc_of_pieces(const uint32_t *crc, const unsigned char *len, int n) {
+    return (crc_pclmul_on ? pieces_hw : pieces_sw)(crc, len, n);
 }
 
 /* crc32(A || B) of crc1 = crc32(A), crc2 = crc32(B), B being len2 bytes (len2 < CRC_COMBINE_MAX);
@@ -245,7 +250,7 @@ static uint32_t crc_of(const char *p, int n) {
 /* the powers of x the combine multiplies by (after the tables) */
 static void crc_combine_init(void) {
     X8N[0] = 0x80000000u; /* x^0 */
-    for (int i = 1; i < CRC_COMBINE_MAX; i++)
+    for (int i = 1; i < CRC_TEXT_MAX; i++)
         X8N[i] = multmodp(X8N[i - 1], 0x00800000u /* x^8 */, 0);
 }
 
