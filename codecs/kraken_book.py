@@ -15,8 +15,9 @@ with the book (:class:`engine.book_sync.KrakenRule`).
 The book path (:func:`checksum`, after every book message) runs the text and
 CRC in C where ``engine._cksum`` is built: the same rule, walked over the
 book's own sorted keys without copying its top, re-rendering only levels that
-changed (given the diff just applied, only those it set); a differential test
-holds it to :func:`checksum_of_levels`, the rule's one definition here.
+changed (given the diff just applied, only those it set) and resuming the CRC
+from the first level that changed; a differential test holds it to
+:func:`checksum_of_levels`, the rule's one definition here.
 
 Also what the two codecs share beyond frames: the depths Kraken accepts,
 symbol normalization (``XBT/CHF`` → ``BTC-CHF``), the number and time helpers
@@ -75,8 +76,6 @@ __all__ = [
     "KrakenCodec",
 ]
 
-#: the levels one :meth:`Book.apply` set: ``(bids, asks)`` of ``(price, qty)``
-Change = tuple[Sequence[tuple[int, int]], Sequence[tuple[int, int]]]
 #: levels a side the checksum covers, whatever the subscribed depth
 CHECKSUM_LEVELS = 10
 #: the book depths Kraken accepts in a subscription (v1 and v2)
@@ -109,29 +108,32 @@ def checksum_of_levels(
     return zlib.crc32(text.encode("ascii"))
 
 
-def checksum(
-    book: Book, price_decimals: int, qty_decimals: int, change: Change | None = None
+def _checksum(
+    book: Book,
+    price_decimals: int,
+    qty_decimals: int,
+    bids: Sequence[tuple[int, int]] | None = None,
+    asks: Sequence[tuple[int, int]] | None = None,
 ) -> int:
-    """The checksum of ``book`` as Kraken computes it at the instrument's precision.
+    """:func:`checksum` in Python: the rule of ``book.top(10)`` (the hint is not needed)."""
+    top_bids, top_asks = book.top(CHECKSUM_LEVELS)
+    return checksum_of_levels(top_bids, top_asks, price_decimals, qty_decimals)
 
-    The C helper (``engine._cksum``, when built) reads the book's top in place; it answers
-    exactly what :func:`checksum_of_levels` of ``book.top(10)`` answers, and declines (None)
-    whatever it does not fully handle, which this function then hands to the Python rule.
-    ``change``, when given, must be the ``(bids, asks)`` the book's last :meth:`Book.apply`
-    set (the diff just applied): with the book's memo of the version before, only those
-    levels are read again.
 
-    Raises:
-        ValueError: a value has more decimals than the precision given (not Kraken's book).
-    """
-    if _cksum is not None:  # (the book's rendered top is kept in book.memo: engine._cksum.Memo)
-        crc = _cksum.kraken_book(
-            book, change, CHECKSUM_LEVELS, price_decimals, qty_decimals, num.SCALE
-        )
-        if crc is not None:
-            return crc  # type: ignore[no-any-return]
-    bids, asks = book.top(CHECKSUM_LEVELS)
-    return checksum_of_levels(bids, asks, price_decimals, qty_decimals)
+#: ``checksum(book, price_decimals, qty_decimals[, bids, asks]) -> int``: the checksum of
+#: ``book`` as Kraken computes it at the instrument's precision.  ``bids, asks``, when given,
+#: must be the levels the book's last :meth:`Book.apply` set (the diff just applied): with the
+#: book's memo of the version before, only those levels are read again.  Where
+#: ``engine._cksum`` is built this is its ``BookChecksum``: it reads the book's top in place
+#: (its rendered top kept in ``book.memo``), answers exactly what :func:`checksum_of_levels`
+#: of ``book.top(10)`` answers, and hands whatever it does not fully handle to
+#: :func:`_checksum`, the same rule in Python.  Raises ValueError where a value has more
+#: decimals than the precision given (not Kraken's book).
+checksum: Callable[..., int] = (
+    _checksum
+    if _cksum is None
+    else _cksum.BookChecksum("kraken", CHECKSUM_LEVELS, num.SCALE, _checksum)
+)
 
 
 def normalized(symbol: str) -> str:

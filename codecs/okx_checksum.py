@@ -10,8 +10,8 @@ pure memo, or know about sequence numbers (that is the rule).
 The book path (:func:`checksum`, after every update) runs the text and CRC
 in C where ``engine._cksum`` is built, over the book's own sorted keys
 without copying its top, re-rendering only levels that changed (given the diff
-just applied, only those it set; what it keeps is the book's ``Book.memo``); a
-differential test holds it to :func:`checksum_of_levels`, the rule's one
+just applied, only those it set; what it keeps is the book's ``Book.memo``) and
+resuming the CRC from the first level that changed; a differential test holds it to :func:`checksum_of_levels`, the rule's one
 definition here.
 
 The checksum (OKX v5 docs, "Checksum"): take the best 25 bids and the best
@@ -33,7 +33,7 @@ state is kept, and replay computes the same strings live did.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from engine import num
 from engine.book import Book
@@ -47,8 +47,6 @@ except ImportError:  # pragma: no cover - a build without a C compiler
 
 __all__ = ["DEPTH", "text", "checksum", "checksum_of_levels", "signed32"]
 
-#: the levels one :meth:`Book.apply` set: ``(bids, asks)`` of ``(price, qty)``
-Change = tuple[Sequence[tuple[int, int]], Sequence[tuple[int, int]]]
 #: levels per side the checksum covers
 DEPTH = 25
 _MEMO_MAX = 1 << 16
@@ -107,17 +105,23 @@ def checksum_of_levels(bids: Sequence[tuple[int, int]], asks: Sequence[tuple[int
     return signed32(zlib.crc32(s.encode()))
 
 
-def checksum(book: Book, change: Change | None = None) -> int:
-    """The OKX checksum of ``book`` as it stands (its best 25 levels a side).
+def _checksum(
+    book: Book,
+    bids: Sequence[tuple[int, int]] | None = None,
+    asks: Sequence[tuple[int, int]] | None = None,
+) -> int:
+    """:func:`checksum` in Python: the rule of ``book.top(25)`` (the hint is not needed)."""
+    top_bids, top_asks = book.top(DEPTH)
+    return checksum_of_levels(top_bids, top_asks)
 
-    The C helper (``engine._cksum``, when built) reads the book's top in place and answers
-    exactly what :func:`checksum_of_levels` of ``book.top(25)`` answers; whatever it declines
-    (None) the Python rule computes.  ``change``, when given, must be the ``(bids, asks)``
-    the book's last :meth:`Book.apply` set (the diff just applied): with the book's memo of
-    the version before, only those levels are read again."""
-    if _cksum is not None:  # (the book's rendered top is kept in book.memo: engine._cksum.Memo)
-        crc = _cksum.okx_book(book, change, DEPTH, num.SCALE)
-        if crc is not None:
-            return crc  # type: ignore[no-any-return]
-    bids, asks = book.top(DEPTH)
-    return checksum_of_levels(bids, asks)
+
+#: ``checksum(book[, bids, asks]) -> int``: the OKX checksum of ``book`` as it stands (its best
+#: 25 levels a side).  ``bids, asks``, when given, must be the levels the book's last
+#: :meth:`Book.apply` set (the diff just applied): with the book's memo of the version before,
+#: only those levels are read again.  Where ``engine._cksum`` is built this is its
+#: ``BookChecksum``: it reads the book's top in place (its rendered top kept in ``book.memo``),
+#: answers exactly what :func:`checksum_of_levels` of ``book.top(25)`` answers, and hands
+#: whatever it does not fully handle to :func:`_checksum`, the same rule in Python.
+checksum: Callable[..., int] = (
+    _checksum if _cksum is None else _cksum.BookChecksum("okx", DEPTH, num.SCALE, _checksum)
+)

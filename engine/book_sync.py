@@ -468,9 +468,10 @@ class KrakenRule(ChainRule):
             if book.bids or book.asks:
                 return False
             pd = qd = 0
-        change = (diff.bids, diff.asks) if type(diff) is DepthDiff else None  # just applied
         try:
-            return kraken_checksum(book, pd, qd, change) == want
+            if type(diff) is DepthDiff:  # the levels just applied: the checksum's hint
+                return kraken_checksum(book, pd, qd, diff.bids, diff.asks) == want
+            return kraken_checksum(book, pd, qd) == want
         except ValueError:  # a level finer than the instrument's precision: not Kraken's book
             return False
 
@@ -561,7 +562,9 @@ class OkxRule(ChainRule):
         cs = diff.checksum
         if cs is None:
             return True
-        return okx_checksum(book, (diff.bids, diff.asks) if type(diff) is DepthDiff else None) == cs
+        if type(diff) is DepthDiff:  # the levels just applied: the checksum's hint
+            return okx_checksum(book, diff.bids, diff.asks) == cs
+        return okx_checksum(book) == cs
 
 
 class CoinbaseRule(ChainRule):

@@ -61,7 +61,7 @@ def _kraken_py(book: Book, pd: int, qd: int) -> int | None:
 
 def _kraken_book_path(book: Book, pd: int, qd: int, change=None) -> int | None:
     try:
-        return kraken_book.checksum(book, pd, qd, change)
+        return kraken_book.checksum(book, pd, qd, *(change or ()))
     except ValueError:
         return None
 
@@ -76,7 +76,7 @@ def _both(book: Book, pd: int, qd: int, change=None, okx: Book | None = None) ->
     the same levels in two books, so each memo carries over from message to message)."""
     assert _kraken_book_path(book, pd, qd, change) == _kraken_py(book, pd, qd)
     okx = book if okx is None else okx
-    assert okx_checksum.checksum(okx, change) == _okx_py(okx)
+    assert okx_checksum.checksum(okx, *(change or ())) == _okx_py(okx)
 
 
 @given(_levels, _levels, _precision, _precision)
@@ -117,9 +117,9 @@ def test_kraken_vector_and_the_precision_in_c():
     bk, ak = book.sorted_keys()
     for memo in (None, cksum.Memo()):
         args = (bk, book.bids, ak, book.asks, 10)
-        assert cksum.kraken(memo, 0, None, *args, 5, 8, num.SCALE) == 974947235
+        assert cksum.kraken(memo, 0, None, None, *args, 5, 8, num.SCALE) == 974947235
         # a price finer than the precision: C declines, the Python rule raises
-        assert cksum.kraken(memo, 0, None, *args, 4, 8, num.SCALE) is None
+        assert cksum.kraken(memo, 0, None, None, *args, 4, 8, num.SCALE) is None
     with pytest.raises(ValueError):
         kraken_book.checksum(book, 4, 8)
 
@@ -135,7 +135,7 @@ def test_okx_vector_in_c():
     assert okx_checksum.checksum(book) == okx_checksum.signed32(want)
     bk, ak = book.sorted_keys()
     assert cksum.okx(
-        cksum.Memo(), 0, None, bk, book.bids, ak, book.asks, 25, num.SCALE
+        cksum.Memo(), 0, None, None, bk, book.bids, ak, book.asks, 25, num.SCALE
     ) == okx_checksum.signed32(want)
 
 
@@ -143,7 +143,7 @@ def test_c_declines_what_it_does_not_handle():
     book = Book.from_levels(1, [(P("1"), P("2"))], [(P("3"), P("4"))])
     bk, ak = book.sorted_keys()
     memo = cksum.Memo()
-    assert cksum.okx(memo, 0, None, bk, book.bids, ak, book.asks, 25, num.SCALE) is not None
+    assert cksum.okx(memo, 0, None, None, bk, book.bids, ak, book.asks, 25, num.SCALE) is not None
     rest = (ak, book.asks, 25, num.SCALE)
     declined = [  # (memo, bk, bids, ...) each at a version the memo has not seen
         (memo, tuple(bk), book.bids, *rest),  # not the book's lists
@@ -156,10 +156,10 @@ def test_c_declines_what_it_does_not_handle():
         (memo, [10**40], {10**40: 1}, *rest),  # beyond 128 bits
     ]
     for v, (m, *args) in enumerate(declined, 1):
-        assert cksum.okx(m, v, None, *args) is None, args[:2]
-    assert cksum.okx(memo, -1, None, bk, book.bids, *rest) is None  # not a version
+        assert cksum.okx(m, v, None, None, *args) is None, args[:2]
+    assert cksum.okx(memo, -1, None, None, bk, book.bids, *rest) is None  # not a version
     # and after declining, the memo still answers right
-    assert cksum.okx(memo, 99, None, bk, book.bids, *rest) == _okx_py(book)
+    assert cksum.okx(memo, 99, None, None, bk, book.bids, *rest) == _okx_py(book)
 
 
 def test_the_memo_stays_with_its_book_and_out_of_checkpoints():
@@ -170,3 +170,49 @@ def test_the_memo_stays_with_its_book_and_out_of_checkpoints():
     restored = serde.load(serde.dump(Sync(SYNCED, book))).book  # a checkpoint holds a Sync
     assert restored == book and restored.memo is None
     assert kraken_book.checksum(restored, 0, 0) == before
+
+
+@given(_levels, _levels, st.lists(st.tuples(_diff, _diff), max_size=6))
+def test_one_book_asked_by_both_rules_in_turn_answers_each_right(bids, asks, diffs):
+    """A memo is of one rule and depth: asked by the other, it starts again (never mixes them)."""
+    book = Book.from_levels(1, bids, asks)
+    for i, (b, a) in enumerate(diffs, 2):
+        assert _kraken_book_path(book, num.SCALE, num.SCALE) == _kraken_py(book, num.SCALE, num.SCALE)
+        assert okx_checksum.checksum(book) == _okx_py(book)
+        book.apply(b, a, i)
+        assert okx_checksum.checksum(book, b, a) == _okx_py(book)
+        assert _kraken_book_path(book, num.SCALE, num.SCALE, (b, a)) == _kraken_py(
+            book, num.SCALE, num.SCALE
+        )
+
+
+def test_what_c_declines_the_python_rule_answers_through_the_same_name():
+    """``checksum`` is one callable: a call the C path does not take (not a Book itself, keyword
+    arguments, a precision it does not render) is the Python rule's, its ValueError included."""
+
+    class Ledger(Book):  # a subclass: not the class configured, so C declines
+        __slots__ = ()
+
+    levels = ([(P("1.5"), P("2"))], [(P("3"), P("0.25"))])
+    book, sub = Book.from_levels(1, *levels), Ledger.from_levels(1, *levels)
+    want = _kraken_py(book, 2, 2)
+    assert kraken_book.checksum(sub, 2, 2) == want and sub.memo is None
+    assert kraken_book.checksum(book, 2, 2, bids=None, asks=None) == want
+    assert okx_checksum.checksum(sub) == okx_checksum.checksum(book) == _okx_py(book)
+    with pytest.raises(ValueError):
+        kraken_book.checksum(book, 2, 1)  # 0.25 at 1 decimal: not Kraken's book
+    with pytest.raises(TypeError):
+        okx_checksum.checksum(book, 1, 2, 3)  # not the rule's signature: Python says so
+
+
+@given(st.binary(max_size=200), st.binary(max_size=129), st.booleans())
+def test_the_crc_of_a_text_is_the_fold_of_its_pieces_crcs(a, b, hw):
+    """The checksum text's CRC is combined from its levels' own CRCs (zlib's crc32_combine rule),
+    with the carry-less multiply in hardware where the CPU has it and in software: both equal
+    zlib's CRC of the whole text."""
+    assert cksum.crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b), hw) == zlib.crc32(a + b)
+
+
+def test_the_crc_combine_takes_only_one_levels_text():
+    with pytest.raises(ValueError):
+        cksum.crc32_combine(0, 0, 10_000, False)

@@ -362,7 +362,10 @@ async def test_run_dashboard_draws_a_real_capture_and_sees_its_outputs(tmp_path:
             with trio.fail_after(10):
                 while not synced_with_trades(cap):  # noqa: ASYNC110 - the capture's counters
                     await trio.sleep(0.05)
-            await trio.sleep(0.3)  # a few refreshes after the sync
+            drawn = ("BTCUSDT  synced", "frames/s", "connected (1)")
+            with trio.fail_after(10):  # refreshes after the sync, however loaded the machine
+                while not all(s in buf.getvalue() for s in drawn):  # noqa: ASYNC110 - the screen
+                    await trio.sleep(0.05)
             cap.stop()
             n.cancel_scope.cancel()
     (listener,) = cap.output_listeners

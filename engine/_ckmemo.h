@@ -1,0 +1,421 @@
+/* engine/_ckmemo.h: one book's memo of its rendered top, and the walk that keeps it, for
+ * engine._cksum.
+ *
+ * Owns: the Memo type (one per book, in Book.memo), the Spec of one call (rule, depth,
+ * precision, and the hint: the levels the book's last apply set), the walk that makes a memo's
+ * entries the book's best n levels a side (rendering only levels whose key or qty objects
+ * changed), the checksum text's order of positions for each rule (Kraken: asks then bids;
+ * OKX: bid/ask interleaved, ":" between), and compute(): the CRC of that text, summed from
+ * the entries' own CRCs (crc_of_pieces).
+ *
+ * Must not: decide anything the Python rules decide beyond the text's order the rule's
+ * docstring states (codecs/kraken_book.py, codecs/okx_checksum.py); change the book; raise on
+ * book content (it declines: the caller's Python rule answers).
+ */
+#ifndef ENGINE_CKMEMO_H
+#define ENGINE_CKMEMO_H
+
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "_cknum.h"
+#include "_crc32.h"
+
+/* ------------------------------------------------------------------ the walk over a book's top */
+
+#define KRAKEN 1
+#define OKX 2
+#define MAX_N 25
+/* one level's text: Kraken price+qty digits, OKX "px:sz" */
+#define TEXT (2 * PIECE + 1)
+#if TEXT + 1 >= CRC_COMBINE_MAX || 2 * MAX_N * (TEXT + 1) >= CRC_TEXT_MAX
+#error "a level's text (and OKX's separator) must be a piece crc_combine takes, a whole text one crc_of_pieces takes"
+#endif
+
+static uint32_t COLON; /* crc32(":"): OKX's separator, the first byte of every piece but one */
+
+typedef struct {
+    PyObject *key;   /* the book's key object (bids: the price; asks: the negated price); NULL: free */
+    PyObject *price; /* the price as the side's dict keys it */
+    PyObject *qty;   /* the qty object the dict held when the text was rendered */
+    u128 px;         /* the price's value */
+    uint32_t crc;    /* crc32 of its text (the text itself is not kept: only its CRC is read) */
+    uint32_t crc_sep; /* OKX: crc32 of ":" + text (the level's piece after the first) */
+    int len;         /* the text's length */
+    uint32_t pcrc;   /* crc32 of the price's part of the text (OKX: with its ":") */
+    int plen;        /* its length: a new qty renders only the rest */
+} Entry;
+
+typedef struct {
+    Entry *pool;                /* 2 * n entries: the top as it was and as it is always fit */
+    unsigned char rank[MAX_N];  /* the pool index of each rank, best first */
+    int count;
+} Side;
+
+/* A Memo (one per book, kept in the book's memo slot) keeps the last top's entries, each holding
+ * references to its key and qty objects.  A level whose key and qty are the very objects an entry
+ * holds has that entry's text (ints are immutable, and the references keep the objects alive, so
+ * an identical object is an equal value): only levels that changed are rendered, and an entry
+ * keeps only its text's CRC and length (the text's CRC is summed from them).  It can never
+ * change a result; it is emptied whenever the rule, depth or precision
+ * asked for changes, and whenever this code declines (then Python answers). */
+typedef struct {
+    PyObject_HEAD int kind;
+    long n, pd, qd, scale;
+    long long version; /* the book version the entries and crc are of (-1: none) */
+    long crc;
+    Side side[2];      /* 0: bids, 1: asks */
+} Memo;
+
+static void entry_clear(Entry *e) {
+    Py_CLEAR(e->key);
+    Py_CLEAR(e->price);
+    Py_CLEAR(e->qty);
+}
+
+/* Every entry released and the memo of no version (its configuration kept). */
+static void memo_clear(Memo *m) {
+    for (int s = 0; s < 2; s++) {
+        if (m->side[s].pool != NULL)
+            for (long i = 0; i < 2 * m->n; i++) entry_clear(&m->side[s].pool[i]);
+        m->side[s].count = 0;
+    }
+    m->version = -1;
+}
+
+static void memo_free_pools(Memo *m) {
+    memo_clear(m);
+    for (int s = 0; s < 2; s++) {
+        PyMem_Free(m->side[s].pool);
+        m->side[s].pool = NULL;
+    }
+    m->kind = 0;
+    m->n = 0;
+}
+
+static void Memo_dealloc(Memo *m) {
+    memo_free_pools(m);
+    Py_TYPE(m)->tp_free((PyObject *)m);
+}
+
+static PyObject *Memo_new(PyTypeObject *t, PyObject *args, PyObject *kw) {
+    Memo *m = (Memo *)PyType_GenericNew(t, args, kw);
+    if (m != NULL) m->version = -1;
+    return (PyObject *)m;
+}
+
+static PyTypeObject MemoType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "engine._cksum.Memo",
+    .tp_basicsize = sizeof(Memo),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = Memo_new,
+    .tp_dealloc = (destructor)Memo_dealloc,
+    .tp_doc = "Memo(): one book's rendered top levels (pass the same one with the same book).",
+};
+
+#define MAX_TOUCHED 64
+typedef struct {
+    int kind;
+    long n;
+    int pd, qd, scale;
+    /* hinted: the book changed once since the memo's version, at these prices only */
+    int hinted;
+    int unchanged[2]; /* hinted, and that side's top is the memo's (see prepare) */
+    int nt[2];
+    u128 touched[2][MAX_TOUCHED];
+    PyObject *tlevel[2][MAX_TOUCHED]; /* the (price, qty) each came in (borrowed from the hint) */
+} Spec;
+
+/* px is better than qx on side s (bids: higher; asks: lower): best-first order */
+static inline int better(int s, u128 px, u128 qx) { return s ? px < qx : px > qx; }
+
+/* The hint's last (price, qty) at px on side s (what the apply left there), or NULL; *cur is
+ * a cursor into the side's touched prices (sorted best first), px never better than the last
+ * asked. */
+static PyObject *touched(const Spec *sp, int s, int *cur, u128 px) {
+    int i = *cur, n = sp->nt[s];
+    const u128 *t = sp->touched[s];
+    while (i < n && better(s, t[i], px)) i++;
+    *cur = i;
+    return i < n && t[i] == px ? sp->tlevel[s][i] : NULL;
+}
+
+/* The prices of one side of a change ((price, qty) pairs) into sp, sorted best first, keeping
+ * only those that could be a memo entry's (within its worst entry's price: only entries are
+ * looked up in sp->touched); 0 if not understood. */
+static int hint_side(Spec *sp, int s, PyObject *levels, const Side *sd) {
+    if (!PyList_CheckExact(levels) && !PyTuple_CheckExact(levels)) return 0;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(levels);
+    PyObject **items = PySequence_Fast_ITEMS(levels);
+    u128 worst = sd->count ? sd->pool[sd->rank[sd->count - 1]].px : 0;
+    int kept = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *lv = items[i];
+        u128 px;
+        if (!PyTuple_CheckExact(lv) || PyTuple_GET_SIZE(lv) != 2) return 0;
+        if (!to_u128(PyTuple_GET_ITEM(lv, 0), &px)) return 0;
+        if (sd->count == 0 || (s ? px > worst : px < worst)) continue;
+        if (kept == MAX_TOUCHED) return 0;
+        int j = kept++; /* insertion sort, best first, stable: a price set twice keeps its order */
+        while (j > 0 && better(s, px, sp->touched[s][j - 1])) {
+            sp->touched[s][j] = sp->touched[s][j - 1];
+            sp->tlevel[s][j] = sp->tlevel[s][j - 1];
+            j--;
+        }
+        sp->touched[s][j] = px;
+        sp->tlevel[s][j] = lv;
+    }
+    int n2 = 0; /* of a price set more than once, the last setting (what the book holds) */
+    for (int i = 0; i < kept; i++) {
+        if (i + 1 < kept && sp->touched[s][i + 1] == sp->touched[s][i]) continue;
+        sp->touched[s][n2] = sp->touched[s][i];
+        sp->tlevel[s][n2++] = sp->tlevel[s][i];
+    }
+    sp->nt[s] = n2;
+    return 1;
+}
+
+/* The price's part of a level's text (Kraken: its digits; OKX: its text and ":") into e's px,
+ * pcrc and plen; 0 if declined. */
+static int render_price(const Spec *sp, Entry *e, PyObject *price) {
+    u128 px;
+    char t[PIECE + 1];
+    int k;
+    if (!to_u128(price, &px)) return 0;
+    if (sp->kind == KRAKEN) {
+        if ((k = kraken_piece(t, px, sp->pd, sp->scale)) < 0) return 0;
+    } else {
+        if ((k = okx_piece(t, px, sp->scale)) < 0) return 0;
+        t[k++] = ':';
+    }
+    e->px = px;
+    e->pcrc = crc_of(t, k);
+    e->plen = k;
+    return 1;
+}
+
+/* A level's text after its price part: the qty's, so e's crc, len (and OKX's crc_sep) are the
+ * whole text's; 0 if declined. */
+static int render_qty(const Spec *sp, Entry *e, PyObject *qty) {
+    u128 q;
+    char t[PIECE];
+    int k;
+    if (!to_u128(qty, &q)) return 0;
+    k = sp->kind == KRAKEN ? kraken_piece(t, q, sp->qd, sp->scale) : okx_piece(t, q, sp->scale);
+    if (k < 0) return 0;
+    e->crc = crc_combine(e->pcrc, crc_of(t, k), k);
+    e->len = e->plen + k;
+    if (sp->kind == OKX) e->crc_sep = crc_combine(COLON, e->crc, e->len);
+    return 1;
+}
+
+/* The qty object the book holds at a touched level lv (the hint's (price, qty): Book.apply
+ * stores the very object it was given), or NULL if it says the level is gone (then the book
+ * is asked). */
+static PyObject *hinted_qty(PyObject *lv) {
+    PyObject *q = PyTuple_GET_ITEM(lv, 1);
+    u128 v;
+    return to_u128(q, &v) && v ? q : NULL;
+}
+
+/* Side s's memo entries made the best cnt levels of keys/dict, best first: an entry whose key
+ * and qty objects are the level's is kept as it is (hinted and not touched: without looking the
+ * level up), a kept level whose qty changed is rendered again in place, a new level gets a free
+ * entry; entries that left the top are released.  Hinted, a touched level's price and qty are
+ * the hint's objects (the book holds those), else the book's dict is asked.  0 if declined (the
+ * caller empties the memo). */
+static int walk(Memo *m, const Spec *sp, int s, PyObject *keys, PyObject *dict, Py_ssize_t cnt) {
+    Side *sd = &m->side[s];
+    Entry *pool = sd->pool;
+    uint64_t busy = 0, used = 0; /* pool indexes of the old top, of the new one */
+    for (int i = 0; i < sd->count; i++) busy |= (uint64_t)1 << sd->rank[i];
+    unsigned char nr[MAX_N];
+    Py_ssize_t len = PyList_GET_SIZE(keys);
+    int o = 0, tc = 0; /* cursors: the old top (best first, as the new one is), the hint */
+    for (Py_ssize_t i = 0; i < cnt; i++) {
+        PyObject *k = PyList_GET_ITEM(keys, len - 1 - i);
+        int j = -1;
+        u128 px;
+        if (o < sd->count && pool[sd->rank[o]].key == k) { /* the level the old top had next */
+            j = sd->rank[o++];
+            px = pool[j].px;
+        } else { /* by price: old levels better than it are gone; an equal one is this level */
+            int neg;
+            if (!int_parts(k, &px, &neg) || (s ? !neg && px : neg)) return 0;
+            while (o < sd->count && better(s, pool[sd->rank[o]].px, px)) o++;
+            if (o < sd->count && pool[sd->rank[o]].px == px) {
+                j = sd->rank[o++];
+                Py_SETREF(pool[j].key, Py_NewRef(k)); /* the book's key object from now on */
+            }
+        }
+        PyObject *lv = NULL, *q = NULL;
+        if (sp->hinted) {
+            lv = touched(sp, s, &tc, px);
+            if (lv == NULL && j >= 0) { /* unchanged: as it was */
+                nr[i] = (unsigned char)j;
+                used |= (uint64_t)1 << j;
+                continue;
+            }
+            if (lv != NULL) q = hinted_qty(lv);
+        }
+        PyObject *price; /* a new reference */
+        if (j >= 0) {
+            price = Py_NewRef(pool[j].price);
+        } else if (q != NULL) {
+            price = Py_NewRef(PyTuple_GET_ITEM(lv, 0));
+        } else if (s) {
+            if (!PyLong_CheckExact(k) || (price = PyNumber_Negative(k)) == NULL) {
+                PyErr_Clear();
+                return 0;
+            }
+        } else {
+            price = Py_NewRef(k);
+        }
+        if (q == NULL && (q = PyDict_GetItemWithError(dict, price)) == NULL) { /* borrowed */
+            PyErr_Clear();
+            Py_DECREF(price);
+            return 0;
+        }
+        if (j >= 0) { /* a level the memo holds: rendered again if its qty is another object */
+            Py_DECREF(price);
+            if (pool[j].qty != q) {
+                if (!render_qty(sp, &pool[j], q)) return 0; /* (its price as it was) */
+                Py_SETREF(pool[j].qty, Py_NewRef(q));
+            }
+        } else { /* a new level: the first entry neither top holds (2n entries always suffice) */
+            j = __builtin_ctzll(~(busy | used));
+            Entry *e = &pool[j];
+            if (!render_price(sp, e, price) || !render_qty(sp, e, q)) {
+                Py_DECREF(price);
+                return 0;
+            }
+            e->key = Py_NewRef(k);
+            e->price = price;
+            e->qty = Py_NewRef(q);
+        }
+        nr[i] = (unsigned char)j;
+        used |= (uint64_t)1 << j;
+    }
+    for (int i = 0; i < sd->count; i++) /* the entries that left the top */
+        if (!(used & ((uint64_t)1 << sd->rank[i]))) entry_clear(&pool[sd->rank[i]]);
+    memcpy(sd->rank, nr, (size_t)cnt);
+    sd->count = (int)cnt;
+    return 1;
+}
+
+/* The memo made ready for sp (emptied, and its pools made, if it was for another rule, depth or
+ * precision), and whether the hint (hb, ha) may be trusted: the memo is of the book's previous
+ * version, so those levels (the one Book.apply since) are all that moved.  0 if declined. */
+static int prepare(Memo *m, Spec *sp, long long version, PyObject *hb, PyObject *ha,
+                   PyObject *const *lists) {
+    sp->hinted = sp->unchanged[0] = sp->unchanged[1] = sp->nt[0] = sp->nt[1] = 0;
+    if (m->kind != sp->kind || m->n != sp->n || m->pd != sp->pd || m->qd != sp->qd ||
+        m->scale != sp->scale) {
+        if (m->n != sp->n || m->side[0].pool == NULL) {
+            memo_free_pools(m);
+            for (int s = 0; s < 2 && sp->n > 0; s++) {
+                m->side[s].pool = PyMem_Calloc((size_t)(2 * sp->n), sizeof(Entry));
+                if (m->side[s].pool == NULL) {
+                    memo_free_pools(m);
+                    return 0;
+                }
+            }
+        } else {
+            memo_clear(m);
+        }
+        m->kind = sp->kind;
+        m->n = sp->n;
+        m->pd = sp->pd;
+        m->qd = sp->qd;
+        m->scale = sp->scale;
+    }
+    if (m->version >= 0 && version == m->version + 1 && hb != NULL && ha != NULL)
+        sp->hinted = hint_side(sp, 0, hb, &m->side[0]) && hint_side(sp, 1, ha, &m->side[1]);
+    /* A side no kept price of the change touched has the memo's top: with n entries, every
+     * change was below its n-th level (and the side still has n levels: no truncation cut
+     * into them); with fewer (the memo held the whole side), nothing was added either. */
+    for (int s = 0; sp->hinted && s < 2; s++) {
+        Py_ssize_t len = PyList_GET_SIZE(lists[2 * s]);
+        int c = m->side[s].count;
+        sp->unchanged[s] = sp->nt[s] == 0 && (c == sp->n ? len >= sp->n : len == c);
+    }
+    return 1;
+}
+
+/* The checksum text's positions in the rule's order, as (side, pool index); their number. */
+static int text_order(const Memo *m, unsigned char *ps, unsigned char *pi) {
+    const Side *b = &m->side[0], *a = &m->side[1];
+    int np = 0;
+    if (m->kind == KRAKEN) { /* asks lowest first, then bids highest first */
+        for (int i = 0; i < a->count; i++, np++) ps[np] = 1, pi[np] = a->rank[i];
+        for (int i = 0; i < b->count; i++, np++) ps[np] = 0, pi[np] = b->rank[i];
+    } else { /* OKX: the bid, then the ask, of each row; the longer side goes on alone */
+        int rows = b->count > a->count ? b->count : a->count;
+        for (int r = 0; r < rows; r++) {
+            if (r < b->count) ps[np] = 0, pi[np++] = b->rank[r];
+            if (r < a->count) ps[np] = 1, pi[np++] = a->rank[r];
+        }
+    }
+    return np;
+}
+
+/* The CRC of the memo's top as the rule writes it (OKX: ":" between positions), from its
+ * levels' own CRCs. */
+static uint32_t text_crc(const Memo *m) {
+    unsigned char ps[2 * MAX_N], pi[2 * MAX_N], plen[2 * MAX_N];
+    uint32_t piece[2 * MAX_N];
+    int np = text_order(m, ps, pi);
+    for (int q = 0; q < np; q++) { /* each position's piece: its level's text (OKX: ":" first) */
+        const Entry *e = &m->side[ps[q]].pool[pi[q]];
+        int sep = m->kind == OKX && q;
+        piece[q] = sep ? e->crc_sep : e->crc;
+        plen[q] = (unsigned char)(e->len + sep);
+    }
+    return crc_of_pieces(piece, plen, np);
+}
+
+/* The checksum of the book's lists (bk, bids, ak, asks) kept in memo m: a new int, Py_None
+ * (a new reference) if declined, NULL on an error of our own (memory). */
+static PyObject *compute(Memo *m, Spec *sp, long long version, PyObject *hb, PyObject *ha,
+                         PyObject *const *lists) {
+    if (!PyList_CheckExact(lists[0]) || !PyDict_CheckExact(lists[1]) ||
+        !PyList_CheckExact(lists[2]) || !PyDict_CheckExact(lists[3]))
+        Py_RETURN_NONE;
+    if (!prepare(m, sp, version, hb, ha, lists)) Py_RETURN_NONE;
+    if (m->version == version || (sp->unchanged[0] && sp->unchanged[1])) {
+        m->version = version; /* the top is as it was */
+        return PyLong_FromLong(m->crc);
+    }
+    for (int s = 0; s < 2; s++) {
+        if (sp->unchanged[s]) continue;
+        Py_ssize_t len = PyList_GET_SIZE(lists[2 * s]);
+        if (!walk(m, sp, s, lists[2 * s], lists[2 * s + 1], len < sp->n ? len : sp->n)) {
+            memo_clear(m);
+            Py_RETURN_NONE;
+        }
+    }
+    uint32_t c = text_crc(m);
+    long crc = sp->kind == OKX && c >= 0x80000000u ? (long)c - 0x100000000L : (long)c;
+    m->version = version;
+    m->crc = crc;
+    return PyLong_FromLong(crc);
+}
+
+
+static int spec_init(Spec *sp, int kind, PyObject *n, PyObject *pd, PyObject *qd,
+                     PyObject *scale) {
+    long vn, vpd = 0, vqd = 0, vscale;
+    if (!small_int(n, 0, MAX_N, &vn) || !small_int(scale, 0, MAX_SCALE, &vscale)) return 0;
+    if (kind == KRAKEN &&
+        (!small_int(pd, 0, MAX_DECIMALS, &vpd) || !small_int(qd, 0, MAX_DECIMALS, &vqd)))
+        return 0;
+    sp->kind = kind;
+    sp->n = vn;
+    sp->pd = (int)vpd;
+    sp->qd = (int)vqd;
+    sp->scale = (int)vscale;
+    return 1;
+}
+
+#endif
