@@ -650,3 +650,33 @@ def test_engine_run_sigterm_leaves_a_sealed_verifiable_journal(tmp_path: Path) -
         [*engine, "journal", "verify", str(jdir)], capture_output=True, text=True, timeout=60
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+async def test_the_watchdog_judges_staleness_only_at_a_wake_up_that_came_on_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A process that did not run for a while (a loaded machine) may have data waiting unread:
+    a late wake-up gives the reader one more step instead of closing the connection on it;
+    a connection that stays silent is still stale, one step later."""
+    from engine.live.conn import Conn
+    from engine.live.errors import StaleConnection
+    from engine.live.liveness import watchdog
+
+    c = Conn(id=1, shard=0, url="ws://x", streams=[], url_streams=0)
+
+    async def stall_then_data() -> None:
+        await trio.sleep(0.05)
+        autojump_clock.jump(5.0)  # the process stalls for 5 s: the deadline passes unseen
+        await trio.sleep(0.1)  # the reader's turn: the data waiting in the socket is journaled
+        c.frames += 1
+
+    t0 = trio.current_time()
+    stale_at = None
+    async with trio.open_nursery() as n:
+        n.start_soon(stall_then_data)
+        try:
+            await watchdog(c, 0.8)
+        except StaleConnection:
+            stale_at = trio.current_time()
+    # not at the late wake-up (t0 + 5.05): the frame counted; stale 0.8 s after it, on time
+    assert stale_at is not None and stale_at - t0 >= 5.0 + 0.8, stale_at

@@ -108,13 +108,20 @@ async def await_pong(c: Conn, ws: Any, payload: bytes, timeout_s: float) -> None
 
 
 async def watchdog(c: Conn, limit: float) -> None:
-    """No data frame for ``limit`` s ⇒ StaleConnection (server pings do not reach get_message)."""
+    """No data frame for ``limit`` s ⇒ StaleConnection (server pings do not reach get_message).
+
+    Judged only at a wake-up that came on time: after one that came late (the whole process
+    did not run for a while, a loaded machine), frames may be waiting unread in the socket,
+    and closing now would discard them; the reader gets one more step to take them first.
+    """
     step = min(1.0, limit / 4)
     seen, since = c.frames, trio.current_time()
+    woke = since
     while True:
         await trio.sleep(step)
         now = trio.current_time()
+        late, woke = now - woke > 2 * step, now
         if c.frames != seen:
             seen, since = c.frames, now
-        elif now - since >= limit:
+        elif now - since >= limit and not late:
             raise StaleConnection(f"no data for {now - since:.1f} s")
