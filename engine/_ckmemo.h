@@ -403,19 +403,28 @@ static PyObject *compute(Memo *m, Spec *sp, long long version, PyObject *hb, PyO
 }
 
 
-static int spec_init(Spec *sp, int kind, PyObject *n, PyObject *pd, PyObject *qd,
-                     PyObject *scale) {
-    long vn, vpd = 0, vqd = 0, vscale;
-    if (!small_int(n, 0, MAX_N, &vn) || !small_int(scale, 0, MAX_SCALE, &vscale)) return 0;
+/* sp for rule kind at depth n and scale (already read) and, for Kraken, the precision pd, qd
+ * (ints); 0 if any is out of what this code renders. */
+static int spec_set(Spec *sp, int kind, long n, long scale, PyObject *pd, PyObject *qd) {
+    long vpd = 0, vqd = 0;
+    if (n < 0 || n > MAX_N || scale < 0 || scale > MAX_SCALE) return 0;
     if (kind == KRAKEN &&
         (!small_int(pd, 0, MAX_DECIMALS, &vpd) || !small_int(qd, 0, MAX_DECIMALS, &vqd)))
         return 0;
     sp->kind = kind;
-    sp->n = vn;
+    sp->n = n;
     sp->pd = (int)vpd;
     sp->qd = (int)vqd;
-    sp->scale = (int)vscale;
+    sp->scale = (int)scale;
     return 1;
+}
+
+/* spec_set with the depth and scale given as ints */
+static int spec_init(Spec *sp, int kind, PyObject *n, PyObject *pd, PyObject *qd,
+                     PyObject *scale) {
+    long vn, vscale;
+    return small_int(n, 0, MAX_N, &vn) && small_int(scale, 0, MAX_SCALE, &vscale) &&
+           spec_set(sp, kind, vn, vscale, pd, qd);
 }
 
 #endif

@@ -141,7 +141,7 @@ static PyObject *configure(PyObject *self, PyObject *cls) {
 typedef struct {
     PyObject_HEAD vectorcallfunc vectorcall;
     int kind;
-    PyObject *n, *scale; /* the rule's depth and engine.num.SCALE, as ints */
+    long n, scale; /* the rule's depth and engine.num.SCALE, read once */
     PyObject *fallback;
 } Checksum;
 
@@ -151,8 +151,8 @@ static PyObject *checksum_fast(Checksum *ck, PyObject *const *args, Py_ssize_t n
         !Py_IS_TYPE(args[0], book_type))
         Py_RETURN_NONE;
     Spec sp;
-    if (!spec_init(&sp, ck->kind, ck->n, ck->kind == KRAKEN ? args[1] : NULL,
-                   ck->kind == KRAKEN ? args[2] : NULL, ck->scale))
+    if (!spec_set(&sp, ck->kind, ck->n, ck->scale, ck->kind == KRAKEN ? args[1] : NULL,
+                  ck->kind == KRAKEN ? args[2] : NULL))
         Py_RETURN_NONE;
     PyObject *s[NSLOTS];
     for (int i = 0; i < NSLOTS; i++) {
@@ -187,10 +187,11 @@ static PyObject *Checksum_call(PyObject *self, PyObject *const *args, size_t nar
 
 static PyObject *Checksum_new(PyTypeObject *t, PyObject *args, PyObject *kw) {
     const char *rule;
-    PyObject *n, *scale, *fallback;
+    long n, scale;
+    PyObject *fallback;
     static char *names[] = {"rule", "n", "scale", "fallback", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "sO!O!O:BookChecksum", names, &rule, &PyLong_Type,
-                                     &n, &PyLong_Type, &scale, &fallback))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "sllO:BookChecksum", names, &rule, &n, &scale,
+                                     &fallback))
         return NULL;
     int kind = strcmp(rule, "kraken") == 0 ? KRAKEN : strcmp(rule, "okx") == 0 ? OKX : 0;
     if (kind == 0 || !PyCallable_Check(fallback)) {
@@ -201,8 +202,8 @@ static PyObject *Checksum_new(PyTypeObject *t, PyObject *args, PyObject *kw) {
     if (ck == NULL) return NULL;
     ck->vectorcall = Checksum_call;
     ck->kind = kind;
-    ck->n = Py_NewRef(n);
-    ck->scale = Py_NewRef(scale);
+    ck->n = n; /* (one this code does not render: every call declines, Python answers) */
+    ck->scale = scale;
     ck->fallback = Py_NewRef(fallback);
     return (PyObject *)ck;
 }
@@ -220,8 +221,6 @@ static int Checksum_clear(Checksum *ck) {
 static void Checksum_dealloc(Checksum *ck) {
     PyObject_GC_UnTrack(ck);
     Checksum_clear(ck);
-    Py_CLEAR(ck->n);
-    Py_CLEAR(ck->scale);
     Py_TYPE(ck)->tp_free((PyObject *)ck);
 }
 
