@@ -29,8 +29,8 @@
 #define MAX_N 25
 /* one level's text: Kraken price+qty digits, OKX "px:sz" */
 #define TEXT (2 * PIECE + 1)
-#if TEXT + 1 >= CRC_COMBINE_MAX || 2 * MAX_N * (TEXT + 1) >= CRC_TEXT_MAX
-#error "a level's text (and OKX's separator) must be a piece crc_combine takes, a whole text one crc_of_pieces takes"
+#if 2 * MAX_N * (TEXT + 1) >= CRC_TEXT_MAX || TEXT + 1 > 255
+#error "a whole text (OKX's separators included) must be one crc_of_pieces takes, a level's length a byte"
 #endif
 
 static uint32_t COLON; /* crc32(":"): OKX's separator, the first byte of every piece but one */
@@ -66,6 +66,8 @@ typedef struct {
     long long version; /* the book version the entries and crc are of (-1: none) */
     long crc;
     Side side[2];      /* 0: bids, 1: asks */
+    uint32_t scrc[2];  /* Kraken: the CRC of each side's text (its levels', best first) */
+    int slen[2];       /* and its length: the whole text's CRC is their combine */
 } Memo;
 
 static void entry_clear(Entry *e) {
@@ -304,6 +306,108 @@ static int walk(Memo *m, const Spec *sp, int s, PyObject *keys, PyObject *dict, 
     return 1;
 }
 
+/* A free pool entry of side sd: one no rank holds. */
+static Entry *free_entry(Side *sd, int *j) {
+    uint64_t busy = 0;
+    for (int i = 0; i < sd->count; i++) busy |= (uint64_t)1 << sd->rank[i];
+    *j = __builtin_ctzll(~busy);
+    return &sd->pool[*j];
+}
+
+/* The key object at rank i (best first) of a side's sorted keys (best last). */
+#define RANK_KEY(items, len, i) ((items)[(len) - 1 - (i)])
+
+/* Side s's memo made the book's top where the hint touched exactly one price of it: that
+ * level's qty changed (rendered again in place), it left (the ranks below move up, and the
+ * book's next level joins at the end), or it is new (inserted at its rank, the last one
+ * dropped if the top was full).  Before anything changes, the book's sorted keys are checked
+ * at the ranks that moved: they must be the memo's level objects there (and, for a new level,
+ * the hint's price), else this is not that case.  1 if done, 0 if declined (the caller empties
+ * the memo), -1 if not this case (nothing changed: the caller walks the side). */
+static int patch(Memo *m, const Spec *sp, int s, PyObject *keys, PyObject *dict) {
+    Side *sd = &m->side[s];
+    if (sp->nt[s] != 1) return -1;
+    Entry *pool = sd->pool;
+    PyObject *lv = sp->tlevel[s][0];
+    u128 t = sp->touched[s][0];
+    PyObject *const *items = ((PyListObject *)keys)->ob_item;
+    Py_ssize_t len = PyList_GET_SIZE(keys);
+    int c = sd->count, n = (int)sp->n, cnt = len < n ? (int)len : n, r = 0;
+    while (r < c && better(s, pool[sd->rank[r]].px, t)) r++;
+    PyObject *q = hinted_qty(lv); /* NULL: the level is gone */
+    if (r < c && pool[sd->rank[r]].px == t) {
+        Entry *e = &pool[sd->rank[r]];
+        if (q != NULL) { /* its qty changed: the ranks are as they were */
+            if (cnt != c || RANK_KEY(items, len, r) != e->key) return -1;
+            if (e->qty != q) {
+                if (!render_qty(sp, e, q)) return 0;
+                Py_SETREF(e->qty, Py_NewRef(q));
+            }
+            return 1;
+        }
+        /* it left: rank r + 1 moves to r, ..., and the book's level at rank c - 1 (if it has
+         * one more) joins */
+        if (cnt != c && cnt != c - 1) return -1;
+        if (r + 1 < c && (RANK_KEY(items, len, r) != pool[sd->rank[r + 1]].key ||
+                          RANK_KEY(items, len, c - 2) != pool[sd->rank[c - 1]].key))
+            return -1;
+        PyObject *k = NULL;
+        u128 kx = 0;
+        if (cnt == c) { /* the joining level: worse than every one kept */
+            int neg;
+            k = RANK_KEY(items, len, c - 1);
+            if (!int_parts(k, &kx, &neg) || (s ? !neg && kx : neg)) return 0;
+            if (c > 1 && !better(s, pool[sd->rank[c - 1]].px, kx)) return -1;
+        }
+        entry_clear(e);
+        memmove(&sd->rank[r], &sd->rank[r + 1], (size_t)(c - r - 1));
+        sd->count = --c;
+        if (k == NULL) return 1;
+        PyObject *price; /* a new reference: the price as the dict keys it */
+        if (!s) {
+            price = Py_NewRef(k);
+        } else if ((price = PyNumber_Negative(k)) == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        PyObject *kq = PyDict_GetItemWithError(dict, price); /* borrowed */
+        int j;
+        Entry *f = free_entry(sd, &j);
+        f->price = price;
+        f->key = Py_NewRef(k);
+        if (kq == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        f->qty = Py_NewRef(kq);
+        if (!render_price(sp, f, price) || !render_qty(sp, f, kq)) return 0;
+        if (f->px != kx) return 0;
+        sd->rank[c] = (unsigned char)j;
+        sd->count = c + 1;
+        return 1;
+    }
+    /* a new level at rank r: the one at rank n - 1 drops out if the top was full */
+    if (q == NULL || !(cnt == c + 1 || (cnt == c && c == n && r < c))) return -1;
+    PyObject *k = RANK_KEY(items, len, r);
+    u128 kx;
+    int neg;
+    if (!int_parts(k, &kx, &neg) || kx != t || (s ? !neg : neg)) return -1;
+    if (r < c && r + 1 < len && RANK_KEY(items, len, r + 1) != pool[sd->rank[r]].key) return -1;
+    if (cnt == c) { /* the last level leaves */
+        entry_clear(&pool[sd->rank[c - 1]]);
+        sd->count = --c;
+    }
+    int j;
+    Entry *f = free_entry(sd, &j);
+    memmove(&sd->rank[r + 1], &sd->rank[r], (size_t)(c - r));
+    sd->rank[r] = (unsigned char)j;
+    sd->count = c + 1;
+    f->price = Py_NewRef(PyTuple_GET_ITEM(lv, 0));
+    f->key = Py_NewRef(k);
+    f->qty = Py_NewRef(q);
+    return render_price(sp, f, f->price) && render_qty(sp, f, q) && f->px == t;
+}
+
 /* The memo made ready for sp (emptied, and its pools made, if it was for another rule, depth or
  * precision), and whether the hint (hb, ha) may be trusted: the memo is of the book's previous
  * version, so those levels (the one Book.apply since) are all that moved.  0 if declined. */
@@ -343,38 +447,40 @@ static int prepare(Memo *m, Spec *sp, long long version, PyObject *hb, PyObject 
     return 1;
 }
 
-/* The checksum text's positions in the rule's order, as (side, pool index); their number. */
-static int text_order(const Memo *m, unsigned char *ps, unsigned char *pi) {
-    const Side *b = &m->side[0], *a = &m->side[1];
-    int np = 0;
-    if (m->kind == KRAKEN) { /* asks lowest first, then bids highest first */
-        for (int i = 0; i < a->count; i++, np++) ps[np] = 1, pi[np] = a->rank[i];
-        for (int i = 0; i < b->count; i++, np++) ps[np] = 0, pi[np] = b->rank[i];
-    } else { /* OKX: the bid, then the ask, of each row; the longer side goes on alone */
-        int rows = b->count > a->count ? b->count : a->count;
-        for (int r = 0; r < rows; r++) {
-            if (r < b->count) ps[np] = 0, pi[np++] = b->rank[r];
-            if (r < a->count) ps[np] = 1, pi[np++] = a->rank[r];
-        }
+static uint32_t side_crc(const Side *sd, int *len) {
+    uint32_t piece[MAX_N];
+    unsigned char plen[MAX_N];
+    int total = 0;
+    for (int i = 0; i < sd->count; i++) {
+        const Entry *e = &sd->pool[sd->rank[i]];
+        piece[i] = e->crc;
+        plen[i] = (unsigned char)e->len;
+        total += e->len;
     }
-    return np;
+    *len = total;
+    return crc_of_pieces(piece, plen, sd->count);
 }
-
-/* The CRC of the memo's top as the rule writes it (OKX: ":" between positions), from its
- * levels' own CRCs. */
-static uint32_t text_crc(const Memo *m) {
-    unsigned char ps[2 * MAX_N], pi[2 * MAX_N], plen[2 * MAX_N];
-    uint32_t piece[2 * MAX_N];
-    int np = text_order(m, ps, pi);
-    for (int q = 0; q < np; q++) { /* each position's piece: its level's text (OKX: ":" first) */
-        const Entry *e = &m->side[ps[q]].pool[pi[q]];
-        int sep = m->kind == OKX && q;
-        piece[q] = sep ? e->crc_sep : e->crc;
-        plen[q] = (unsigned char)(e->len + sep);
+static uint32_t text_crc(Memo *m, const int *walked) {
+    const Side *b = &m->side[0], *a = &m->side[1];
+    if (m->kind == KRAKEN) {
+        for (int s = 0; s < 2; s++)
+            if (walked[s]) m->scrc[s] = side_crc(&m->side[s], &m->slen[s]);
+        return crc_combine(m->scrc[1], m->scrc[0], m->slen[0]);
     }
+    uint32_t piece[2 * MAX_N];
+    unsigned char plen[2 * MAX_N];
+    int np = 0, rows = b->count > a->count ? b->count : a->count;
+    for (int r = 0; r < rows; r++)
+        for (int s = 0; s < 2; s++) {
+            const Side *sd = &m->side[s];
+            if (r >= sd->count) continue;
+            const Entry *e = &sd->pool[sd->rank[r]];
+            piece[np] = np ? e->crc_sep : e->crc;
+            plen[np] = (unsigned char)(e->len + (np > 0));
+            np++;
+        }
     return crc_of_pieces(piece, plen, np);
 }
-
 /* The checksum of the book's lists (bk, bids, ak, asks) kept in memo m: a new int, Py_None
  * (a new reference) if declined, NULL on an error of our own (memory). */
 static PyObject *compute(Memo *m, Spec *sp, long long version, PyObject *hb, PyObject *ha,
@@ -387,15 +493,19 @@ static PyObject *compute(Memo *m, Spec *sp, long long version, PyObject *hb, PyO
         m->version = version; /* the top is as it was */
         return PyLong_FromLong(m->crc);
     }
+    int walked[2] = {0, 0};
     for (int s = 0; s < 2; s++) {
         if (sp->unchanged[s]) continue;
         Py_ssize_t len = PyList_GET_SIZE(lists[2 * s]);
-        if (!walk(m, sp, s, lists[2 * s], lists[2 * s + 1], len < sp->n ? len : sp->n)) {
+        int done = sp->hinted ? patch(m, sp, s, lists[2 * s], lists[2 * s + 1]) : -1;
+        if (done == 0 ||
+            (done < 0 && !walk(m, sp, s, lists[2 * s], lists[2 * s + 1], len < sp->n ? len : sp->n))) {
             memo_clear(m);
             Py_RETURN_NONE;
         }
+        walked[s] = 1;
     }
-    uint32_t c = text_crc(m);
+    uint32_t c = text_crc(m, walked);
     long crc = sp->kind == OKX && c >= 0x80000000u ? (long)c - 0x100000000L : (long)c;
     m->version = version;
     m->crc = crc;

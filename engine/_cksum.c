@@ -247,7 +247,7 @@ static PyTypeObject ChecksumType = {
 };
 
 /* crc32_combine(crc1, crc2, len2, hw) -> crc32(A + B): for the tests (hw: PCLMULQDQ if the CPU
- * has it; a len2 of 256 or more raises ValueError) */
+ * has it; a len2 of CRC_TEXT_MAX (8192) or more raises ValueError) */
 static PyObject *py_crc32_combine(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
     unsigned long c1, c2;
     long len2;
@@ -261,8 +261,8 @@ static PyObject *py_crc32_combine(PyObject *self, PyObject *const *a, Py_ssize_t
     len2 = PyLong_AsLong(a[2]);
     hw = PyObject_IsTrue(a[3]);
     if (PyErr_Occurred()) return NULL;
-    if (c1 > 0xFFFFFFFFul || c2 > 0xFFFFFFFFul || len2 < 0 || len2 >= CRC_COMBINE_MAX) {
-        PyErr_SetString(PyExc_ValueError, "crc32_combine: CRCs are 32-bit, len2 under 256");
+    if (c1 > 0xFFFFFFFFul || c2 > 0xFFFFFFFFul || len2 < 0 || len2 >= CRC_TEXT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "crc32_combine: CRCs are 32-bit, len2 under 8192");
         return NULL;
     }
     return PyLong_FromUnsignedLong(

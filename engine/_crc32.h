@@ -12,7 +12,8 @@
  *   crc_update_with(pclmul, c, p, n)   the same with the implementation named (tests, bench).
  *   crc_impl()               "pclmul" or "table": what crc_update uses.
  *   crc_of(p, n)             crc32 of n bytes (zlib's value: initial and final xor).
- *   crc_combine(c1, c2, n)   crc32(A || B) from c1 = crc32(A), c2 = crc32(B), n = len B (< 256).
+ *   crc_combine(c1, c2, n)   crc32(A || B) from c1 = crc32(A), c2 = crc32(B), n = len B (under
+ *                            CRC_TEXT_MAX).
  *   crc_of_pieces(crcs, lens, n)   crc32 of a text from its n pieces' crc32s and lengths
  *                            (total under CRC_TEXT_MAX), the pieces' terms summed independently.
  *                            The multiply is PCLMULQDQ's where the folding version runs, else
@@ -171,8 +172,7 @@ static int crc_pclmul_supported(void) {
  * carry-less multiply (PCLMULQDQ where crc_init chose it, else by nibbles) reduced mod P by
  * four table steps (the CRC of four zero bytes). */
 
-#define CRC_COMBINE_MAX 256  /* the longest piece crc_combine takes, + 1 */
-#define CRC_TEXT_MAX 8192    /* the longest text crc_of_pieces takes, + 1 */
+#define CRC_TEXT_MAX 8192 /* the longest text crc_of_pieces (and piece crc_combine) takes, + 1 */
 static uint32_t X8N[CRC_TEXT_MAX]; /* x^(8n) mod P */
 
 static uint64_t clmul_sw(uint32_t a, uint32_t b) {
@@ -232,7 +232,7 @@ static uint32_t crc_of_pieces(const uint32_t *crc, const unsigned char *len, int
     return (crc_pclmul_on ? pieces_hw : pieces_sw)(crc, len, n);
 }
 
-/* crc32(A || B) of crc1 = crc32(A), crc2 = crc32(B), B being len2 bytes (len2 < CRC_COMBINE_MAX);
+/* crc32(A || B) of crc1 = crc32(A), crc2 = crc32(B), B being len2 bytes (len2 < CRC_TEXT_MAX);
  * hw: the hardware multiply (only where crc_init found it) */
 static uint32_t crc_combine_with(int hw, uint32_t crc1, uint32_t crc2, int len2) {
     return multmodp(X8N[len2], crc1, hw) ^ crc2;

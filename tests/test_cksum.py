@@ -109,6 +109,29 @@ def test_a_book_changed_message_after_message_keeps_answering_the_same(bids, ask
             pd, qd = qd, pd
 
 
+@given(_levels, _levels, st.data(), _precision, _precision)
+def test_one_level_a_message_as_the_venues_send_it(bids, asks, data, pd, qd):
+    """The steady case: each message sets or removes one level of one side (a qty changed, a
+    level gone and the next one joining the top, a new level pushing the last one out, a level
+    below the top), the book truncated now and then to about the checksum's depth: the memo
+    patches the one rank the hint touched, and answers what the Python rule answers."""
+    book, okx = Book.from_levels(1, bids, asks), Book.from_levels(1, bids, asks)
+    _both(book, pd, qd, None, okx)
+    for i in range(2, data.draw(st.integers(2, 60))):
+        bid = data.draw(st.booleans())
+        side = sorted(book.bids, reverse=True) if bid else sorted(book.asks)
+        near = side[:12]  # mostly a level of the top (or just below it): the venues' case
+        price = data.draw(st.sampled_from(near) if near and data.draw(st.integers(0, 3)) else _price)
+        level = (price, data.draw(st.one_of(st.just(0), _value)))
+        change = ([level], []) if bid else ([], [level])
+        depth = data.draw(st.sampled_from([None, None, 10, 11, 25]))
+        for x in (book, okx):
+            x.apply(*change, i)
+            if depth is not None:
+                x.truncate(depth)
+        _both(book, pd, qd, change, okx)
+
+
 def test_kraken_vector_and_the_precision_in_c():
     q = P("0.00000500")
     asks = [(P(f"0.{5005 + 5 * i:05d}"), q) for i in range(10)]
@@ -205,7 +228,7 @@ def test_what_c_declines_the_python_rule_answers_through_the_same_name():
         okx_checksum.checksum(book, 1, 2, 3)  # not the rule's signature: Python says so
 
 
-@given(st.binary(max_size=200), st.binary(max_size=129), st.booleans())
+@given(st.binary(max_size=200), st.binary(max_size=3300), st.booleans())
 def test_the_crc_of_a_text_is_the_fold_of_its_pieces_crcs(a, b, hw):
     """The checksum text's CRC is combined from its levels' own CRCs (zlib's crc32_combine rule),
     with the carry-less multiply in hardware where the CPU has it and in software: both equal
@@ -213,6 +236,6 @@ def test_the_crc_of_a_text_is_the_fold_of_its_pieces_crcs(a, b, hw):
     assert cksum.crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b), hw) == zlib.crc32(a + b)
 
 
-def test_the_crc_combine_takes_only_one_levels_text():
+def test_the_crc_combine_takes_only_what_a_checksum_text_holds():
     with pytest.raises(ValueError):
         cksum.crc32_combine(0, 0, 10_000, False)
