@@ -93,25 +93,30 @@ def _digits(units: int, decimals: int) -> str:
 def checksum_of_levels(
     bids: Iterable[tuple[int, int]],
     asks: Iterable[tuple[int, int]],
-    price_decimals: int,
-    qty_decimals: int,
+    price_decimals: int | None,
+    qty_decimals: int | None,
 ) -> int:
     """The checksum of best-first ``bids`` and ``asks`` (only the first 10 a side count).
 
     The rule's one definition (:func:`checksum` runs it in C where it can, to the same result).
+    A precision of None is one not known (a snapshot without levels tells none): only empty
+    sides have a checksum then (the empty text's, 0).
 
     Raises:
-        ValueError: a value has more decimals than the precision given (not Kraken's book).
+        ValueError: a value has more decimals than the precision given (not Kraken's book), or
+            there is a level and the precision is not known.
     """
     top = list(asks)[:CHECKSUM_LEVELS] + list(bids)[:CHECKSUM_LEVELS]
+    if top and (price_decimals is None or qty_decimals is None):
+        raise ValueError("a level, and the instrument's precision is not known")
     text = "".join(_digits(p, price_decimals) + _digits(q, qty_decimals) for p, q in top)
     return zlib.crc32(text.encode("ascii"))
 
 
 def _checksum(
     book: Book,
-    price_decimals: int,
-    qty_decimals: int,
+    price_decimals: int | None,
+    qty_decimals: int | None,
     bids: Sequence[tuple[int, int]] | None = None,
     asks: Sequence[tuple[int, int]] | None = None,
 ) -> int:
@@ -128,7 +133,8 @@ def _checksum(
 #: (its rendered top kept in ``book.memo``), answers exactly what :func:`checksum_of_levels`
 #: of ``book.top(10)`` answers, and hands whatever it does not fully handle to
 #: :func:`_checksum`, the same rule in Python.  Raises ValueError where a value has more
-#: decimals than the precision given (not Kraken's book).
+#: decimals than the precision given (not Kraken's book), or where the book has a level and the
+#: precision is None (not known).
 checksum: Callable[..., int] = (
     _checksum
     if _cksum is None
