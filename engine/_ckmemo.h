@@ -51,6 +51,7 @@ typedef struct {
     Entry *pool;                /* 2 * n entries: the top as it was and as it is always fit */
     unsigned char rank[MAX_N];  /* the pool index of each rank, best first */
     int count;
+    u128 worst;                 /* (count > 0) the px of the last rank: a hint's bound */
 } Side;
 
 /* A Memo (one per book, kept in the book's memo slot) keeps the last top's entries, each holding
@@ -149,8 +150,21 @@ static PyObject *touched(const Spec *sp, int s, int *cur, u128 px) {
 static int hint_side(Spec *sp, int s, PyObject *levels, const Side *sd) {
     if (!PyList_CheckExact(levels) && !PyTuple_CheckExact(levels)) return 0;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(levels);
+    if (n == 0) return 1; /* (sp->nt[s] is 0) */
     PyObject **items = PySequence_Fast_ITEMS(levels);
-    u128 worst = sd->count ? sd->pool[sd->rank[sd->count - 1]].px : 0;
+    u128 worst = sd->worst;
+    if (n == 1) { /* the venues' usual change: one level */
+        PyObject *lv = items[0];
+        u128 px;
+        if (!PyTuple_CheckExact(lv) || PyTuple_GET_SIZE(lv) != 2) return 0;
+        if (!to_u128(PyTuple_GET_ITEM(lv, 0), &px)) return 0;
+        if (sd->count && !(s ? px > worst : px < worst)) {
+            sp->touched[s][0] = px;
+            sp->tlevel[s][0] = lv;
+            sp->nt[s] = 1;
+        }
+        return 1;
+    }
     int kept = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *lv = items[i];
@@ -227,7 +241,9 @@ static PyObject *hinted_qty(PyObject *lv) {
  * entry; entries that left the top are released.  Hinted, a touched level's price and qty are
  * the hint's objects (the book holds those), else the book's dict is asked.  0 if declined (the
  * caller empties the memo). */
-static int walk(Memo *m, const Spec *sp, int s, PyObject *keys, PyObject *dict, Py_ssize_t cnt) {
+/* (not inlined: the steady case, patch(), keeps its code together without it) */
+__attribute__((noinline)) static int walk(Memo *m, const Spec *sp, int s, PyObject *keys,
+                                          PyObject *dict, Py_ssize_t cnt) {
     Side *sd = &m->side[s];
     Entry *pool = sd->pool;
     uint64_t busy = 0, used = 0; /* pool indexes of the old top, of the new one */
@@ -503,6 +519,8 @@ static PyObject *compute(Memo *m, Spec *sp, long long version, PyObject *hb, PyO
             memo_clear(m);
             Py_RETURN_NONE;
         }
+        Side *sd = &m->side[s];
+        sd->worst = sd->count ? sd->pool[sd->rank[sd->count - 1]].px : 0;
         walked[s] = 1;
     }
     uint32_t c = text_crc(m, walked);

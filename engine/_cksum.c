@@ -60,12 +60,20 @@
 #include "_cknum.h" /* int values and their checksum texts */
 #include "_ckmemo.h" /* the Memo, the walk over a book's top, compute() */
 
+/* A book version (an exact int >= 0 and below 2**63), or -1. */
+static long long version_of(PyObject *version) {
+    long v;
+    if (small_int(version, 0, (1L << 30) - 1, &v)) return v; /* (one digit: no call) */
+    int overflow = 0;
+    long long w = PyLong_CheckExact(version) ? PyLong_AsLongLongAndOverflow(version, &overflow) : -1;
+    return overflow || w < 0 ? -1 : w;
+}
+
 /* The lists' checksum with memo (a Memo, or None: a memo for this call only). */
 static PyObject *generic(Spec *sp, PyObject *memo, PyObject *version, PyObject *hb, PyObject *ha,
                          PyObject *const *lists) {
-    int overflow = 0;
-    long long v = PyLong_CheckExact(version) ? PyLong_AsLongLongAndOverflow(version, &overflow) : -1;
-    if (overflow || v < 0) Py_RETURN_NONE;
+    long long v = version_of(version);
+    if (v < 0) Py_RETURN_NONE;
     if (hb == Py_None || ha == Py_None) hb = ha = NULL;
     if (memo != Py_None) {
         if (!Py_IS_TYPE(memo, &MemoType)) Py_RETURN_NONE;
@@ -166,9 +174,8 @@ static PyObject *checksum_fast(Checksum *ck, PyObject *const *args, Py_ssize_t n
         s[0] = m;
     }
     if (!Py_IS_TYPE(s[0], &MemoType)) Py_RETURN_NONE;
-    int overflow = 0;
-    long long v = PyLong_CheckExact(s[1]) ? PyLong_AsLongLongAndOverflow(s[1], &overflow) : -1;
-    if (overflow || v < 0) Py_RETURN_NONE;
+    long long v = version_of(s[1]);
+    if (v < 0) Py_RETURN_NONE;
     PyObject *hb = nargs > base ? args[base] : NULL, *ha = nargs > base ? args[base + 1] : NULL;
     if (hb == Py_None || ha == Py_None) hb = ha = NULL;
     return compute((Memo *)s[0], &sp, v, hb, ha, s + 2);

@@ -95,20 +95,25 @@ CRC_TARGET static inline __m128i crc_load(const unsigned char *p) {
     return _mm_loadu_si128((const __m128i *)(const void *)p);
 }
 
+/* 64 -> 32 bits (Barrett): the running value of x's 64 bits (its first 32 bits, the x^32..x^63
+ * part, times x^32 mod P, plus its last 32): q = floor(x / P) from mu', then x - q P */
+CRC_TARGET static inline uint32_t crc_barrett(__m128i x) {
+    const __m128i barrett = _mm_set_epi64x(0x1f7011641, 0x1db710641); /* mu', P' */
+    const __m128i low32 = _mm_set_epi32(0, -1, 0, -1);
+    __m128i q = _mm_clmulepi64_si128(_mm_and_si128(x, low32), barrett, 0x10);
+    __m128i qp = _mm_clmulepi64_si128(_mm_and_si128(q, low32), barrett, 0x00);
+    return (uint32_t)_mm_extract_epi32(_mm_xor_si128(x, qp), 1);
+}
 /* the running value after the whole message folded into the 128-bit remainder x */
 CRC_TARGET static inline uint32_t crc_reduce(__m128i x) {
     const __m128i k96 = _mm_set_epi64x(0x0ccaa009e, 0);
     const __m128i k64 = _mm_set_epi64x(0, 0x163cd6124);
-    const __m128i barrett = _mm_set_epi64x(0x1f7011641, 0x1db710641); /* mu', P' */
     const __m128i low32 = _mm_set_epi32(0, -1, 0, -1);
     /* 128 -> 96 bits: the first 64 times x^96 mod P, onto the last 64 */
     x = _mm_xor_si128(_mm_srli_si128(x, 8), _mm_clmulepi64_si128(x, k96, 0x10));
     /* 96 -> 64 bits: the first 32 times x^64 mod P, onto the last 64 */
     x = _mm_xor_si128(_mm_srli_si128(x, 4), _mm_clmulepi64_si128(_mm_and_si128(x, low32), k64, 0));
-    /* 64 -> 32 bits (Barrett): q = floor(x / P) from mu', then x - q P */
-    __m128i q = _mm_clmulepi64_si128(_mm_and_si128(x, low32), barrett, 0x10);
-    __m128i qp = _mm_clmulepi64_si128(_mm_and_si128(q, low32), barrett, 0x00);
-    return (uint32_t)_mm_extract_epi32(_mm_xor_si128(x, qp), 1);
+    return crc_barrett(x);
 }
 
 /* folding: the running value c over p[0..n), n >= 16 */
@@ -140,11 +145,25 @@ CRC_TARGET static uint32_t crc_update_pclmul(uint32_t c, const unsigned char *p,
     }
     return crc_reduce(x);
 }
+/* the running value c over p[0..n), 4 <= n < 16: the message as the last n bytes of one block
+ * (zeros before it leave a running value of 0 as it is), c xored into its first 4 bytes: the
+ * block's value is then c x^(8n) + M x^32 mod P, the message's (under 4 bytes c would have to
+ * start before the block: the table version runs there) */
+CRC_TARGET static uint32_t crc_update_short(uint32_t c, const unsigned char *p, size_t n) {
+    unsigned char b[16] = {0};
+    uint32_t w;
+    memcpy(b + 16 - n, p, n);
+    memcpy(&w, b + 16 - n, 4);
+    w ^= c;
+    memcpy(b + 16 - n, &w, 4);
+    return crc_reduce(crc_load(b));
+}
 #endif
 
 static uint32_t crc_update_with(int pclmul, uint32_t c, const unsigned char *p, size_t n) {
 #ifdef CRC_HAVE_PCLMUL
     if (pclmul && n >= CRC_PCLMUL_MIN) return crc_update_pclmul(c, p, n);
+    if (pclmul && n >= 4) return crc_update_short(c, p, n);
 #else
     (void)pclmul;
 #endif
@@ -192,12 +211,29 @@ CRC_TARGET static uint64_t clmul_hw(uint32_t a, uint32_t b) {
 static uint64_t clmul_hw(uint32_t a, uint32_t b) { return clmul_sw(a, b); }
 #endif
 
-/* a * b mod P (reflected 32-bit polynomials) */
-static uint32_t multmodp(uint32_t a, uint32_t b, int hw) {
-    uint64_t t = (hw ? clmul_hw(a, b) : clmul_sw(a, b)) << 1;
-    uint32_t c = (uint32_t)t; /* its x^32..x^63 part, times x^32 mod P: */
+/* a 64-bit product t (reflected, so shifted up one) mod P: its x^32..x^63 part times x^32 mod
+ * P by four table steps (the CRC of four zero bytes), plus the rest */
+static inline uint32_t reduce_sw(uint64_t t) {
+    uint32_t c = (uint32_t)t;
     c = CRC[3][c & 0xFF] ^ CRC[2][(c >> 8) & 0xFF] ^ CRC[1][(c >> 16) & 0xFF] ^ CRC[0][c >> 24];
     return c ^ (uint32_t)(t >> 32);
+}
+#ifdef CRC_HAVE_PCLMUL
+/* the same by Barrett's reduction (no table read) */
+CRC_TARGET static inline uint32_t reduce_hw(uint64_t t) {
+    return crc_barrett(_mm_cvtsi64_si128((long long)t));
+}
+CRC_TARGET static uint32_t multmodp_hw(uint32_t a, uint32_t b) {
+    return reduce_hw(clmul_hw(a, b) << 1);
+}
+#else
+#define reduce_hw reduce_sw
+static uint32_t multmodp_hw(uint32_t a, uint32_t b) { return reduce_sw(clmul_sw(a, b) << 1); }
+#endif
+
+/* a * b mod P (reflected 32-bit polynomials); hw: by PCLMULQDQ (only where the CPU has it) */
+static uint32_t multmodp(uint32_t a, uint32_t b, int hw) {
+    return hw ? multmodp_hw(a, b) : reduce_sw(clmul_sw(a, b) << 1);
 }
 
 /* crc32 of the text made of n pieces (crc32 crc[i] of len[i] bytes each): the combine rule
@@ -206,7 +242,7 @@ static uint32_t multmodp(uint32_t a, uint32_t b, int hw) {
  * (the reduction mod P is linear) and reduced once.  The pieces' total length must be under
  * CRC_TEXT_MAX.  One loop per multiply, so each inlines its own (the hardware one compiled for
  * PCLMULQDQ, called only where the CPU has it). */
-#define PIECES(NAME, ATTR, CLMUL)                                                        \
+#define PIECES(NAME, ATTR, CLMUL, REDUCE)                                                \
     ATTR static uint32_t NAME(const uint32_t *crc, const unsigned char *len, int n) {   \
         uint64_t acc = 0;                                                                \
         int after = 0;                                                                   \
@@ -214,15 +250,11 @@ static uint32_t multmodp(uint32_t a, uint32_t b, int hw) {
             acc ^= CLMUL(X8N[after], crc[i]);                                            \
             after += len[i];                                                             \
         }                                                                                \
-        acc <<= 1;                                                                       \
-        uint32_t h = (uint32_t)acc; /* its x^32..x^63 part, times x^32 mod P: */         \
-        h = CRC[3][h & 0xFF] ^ CRC[2][(h >> 8) & 0xFF] ^ CRC[1][(h >> 16) & 0xFF] ^      \
-            CRC[0][h >> 24];                                                             \
-        return h ^ (uint32_t)(acc >> 32);                                                \
+        return REDUCE(acc << 1);                                                         \
     }
-PIECES(pieces_sw, , clmul_sw)
+PIECES(pieces_sw, , clmul_sw, reduce_sw)
 #ifdef CRC_HAVE_PCLMUL
-PIECES(pieces_hw, CRC_TARGET, clmul_hw)
+PIECES(pieces_hw, CRC_TARGET, clmul_hw, reduce_hw)
 #else
 #define pieces_hw pieces_sw
 #endif
