@@ -25,7 +25,9 @@ cryptofeed's 2021 capture, book depth 1000, a CRC32 checksum on every update):
    compute the checksum, as a hand-written client does), same events.  Prints
    the rates, and **checksum cost / fold** = (with − without) / without
    (target ≤ 30 %); then the same with the reducer's steady case inlined on
-   both sides, as the engine runs it.
+   both sides, as the engine runs it.  The four reducer runs take turns, at
+   least 15 rounds, and each one's best time counts (a slow spell of the
+   machine falls on all four alike; bench/book.py's ``best_interleaved``).
 
 Rates are per second of this process's CPU time ("one core"); the replay line
 also gives wall-clock.  A busy shared machine moves the figures: compare ratios.
@@ -58,6 +60,9 @@ from engine.replay.replay import chunks
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "kraken" / "journal"
 UNCHECKED = "kraken-unchecked"
+#: the fold-only runs: at least this many rounds, each variant's best (bench/book.py's
+#: best_interleaved)
+FOLD_ROUNDS = 15
 
 
 class UncheckedKraken(KrakenRule):
@@ -208,10 +213,18 @@ def bench(frames: int, repeat: int, naive_frames: int) -> None:
         n = min(naive_frames, frames)
         prefix = [events[i % len(events)] for i in range(n)]
         nd = sum(type(e) is DepthDiff for e in prefix)
-        with_c = statistics.median(
-            reducer_fold(prefix, book_sync.SyncRule.KRAKEN) for _ in range(repeat)
+        kraken = book_sync.SyncRule.KRAKEN
+        best = book.best_interleaved(
+            {
+                "with": lambda: reducer_fold(prefix, kraken),
+                "without": lambda: reducer_fold(prefix, UNCHECKED),
+                "with inlined": lambda: reducer_fold(prefix, kraken, True),
+                "without inlined": lambda: reducer_fold(prefix, UNCHECKED, True),
+            },
+            max(repeat, FOLD_ROUNDS),
         )
-        without = statistics.median(reducer_fold(prefix, UNCHECKED) for _ in range(repeat))
+        with_c, without = best["with"], best["without"]
+        with_i, without_i = best["with inlined"], best["without inlined"]
         naive = statistics.median(naive_fold(prefix) for _ in range(repeat))
         print(
             f"  fold only, {nd:,} updates: BookReducer with checksum {nd / with_c:>9,.0f}/s, "
@@ -220,10 +233,6 @@ def bench(frames: int, repeat: int, naive_frames: int) -> None:
             f"  fold only: checksum cost / fold = {with_c / without - 1:.0%} (target ≤ 30 %)"
         )
         # the same, as the engine runs it: the steady case inlined (with and without checksums)
-        with_i = statistics.median(
-            reducer_fold(prefix, book_sync.SyncRule.KRAKEN, True) for _ in range(repeat)
-        )
-        without_i = statistics.median(reducer_fold(prefix, UNCHECKED, True) for _ in range(repeat))
         print(
             f"  fold only, inlined (as engine replay runs): with checksum {nd / with_i:>9,.0f}/s, "
             f"without {nd / without_i:>9,.0f}/s; checksum cost / fold = {with_i / without_i - 1:.0%}"

@@ -25,7 +25,9 @@ checksum on every message):
    naive book (a ``dict`` price → qty per side, sorted when the top is asked
    for, with and without a naive checksum: sort, take 25, render, CRC32), and
    split the checksum's cost into computing it and the checked (not inlined)
-   path (a rule whose checksum is free).  The books must agree at the end.
+   path (a rule whose checksum is free); those three runs take turns, at least
+   15 rounds, each one's best time counting (bench/book.py's
+   ``best_interleaved``).  The books must agree at the end.
    The line that matters: **checksum cost / fold**, the extra CPU time the
    checksum adds over the fold without it (target ≤ 30 %).
 
@@ -46,7 +48,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from book import reducer_fold  # type: ignore[import-not-found]  # bench/book.py, beside this
+from book import best_interleaved, reducer_fold  # type: ignore[import-not-found]  # bench/book.py
 
 from engine import book_sync
 from engine.book_reducer import BookReducer
@@ -224,9 +226,15 @@ def bench(frames: int, repeat: int, naive_frames: int) -> None:
             if len(events) >= naive_frames:
                 break
         n = len(events)
-        ours = statistics.median(reducer_fold(events, "okx")[0] for _ in range(repeat))
-        bare = statistics.median(reducer_fold(events, NO_CHECKSUM)[0] for _ in range(repeat))
-        free = statistics.median(reducer_fold(events, FREE_CHECKSUM)[0] for _ in range(repeat))
+        best = best_interleaved(
+            {
+                "ours": lambda: reducer_fold(events, "okx")[0],
+                "bare": lambda: reducer_fold(events, NO_CHECKSUM)[0],
+                "free": lambda: reducer_fold(events, FREE_CHECKSUM)[0],
+            },
+            max(repeat, 15),
+        )
+        ours, bare, free = best["ours"], best["bare"], best["free"]
         naive = statistics.median(naive_fold(events, False)[0] for _ in range(repeat))
         naive_cs, books = naive_fold(events, True)
         _, reducer, state = reducer_fold(events, "okx")
