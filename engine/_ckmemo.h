@@ -35,20 +35,22 @@
 
 static uint32_t COLON; /* crc32(":"): OKX's separator, the first byte of every piece but one */
 
-typedef struct {
+typedef struct { /* 64 bytes, and the pool aligned to 64: one cache line an entry */
+    u128 px;         /* the price's value */
     PyObject *key;   /* the book's key object (bids: the price; asks: the negated price); NULL: free */
     PyObject *price; /* the price as the side's dict keys it */
     PyObject *qty;   /* the qty object the dict held when the text was rendered */
-    u128 px;         /* the price's value */
     uint32_t crc;    /* crc32 of its text (the text itself is not kept: only its CRC is read) */
     uint32_t crc_sep; /* OKX: crc32 of ":" + text (the level's piece after the first) */
     int len;         /* the text's length */
     uint32_t pcrc;   /* crc32 of the price's part of the text (OKX: with its ":") */
     int plen;        /* its length: a new qty renders only the rest */
 } Entry;
+_Static_assert(sizeof(Entry) == 64, "an Entry is one cache line");
 
 typedef struct {
     Entry *pool;                /* 2 * n entries: the top as it was and as it is always fit */
+    void *mem;                  /* the pool's allocation (the pool is mem aligned to 64) */
     unsigned char rank[MAX_N];  /* the pool index of each rank, best first */
     int count;
     u128 worst;                 /* (count > 0) the px of the last rank: a hint's bound */
@@ -90,8 +92,8 @@ static void memo_clear(Memo *m) {
 static void memo_free_pools(Memo *m) {
     memo_clear(m);
     for (int s = 0; s < 2; s++) {
-        PyMem_Free(m->side[s].pool);
-        m->side[s].pool = NULL;
+        PyMem_Free(m->side[s].mem);
+        m->side[s].pool = m->side[s].mem = NULL;
     }
     m->kind = 0;
     m->n = 0;
@@ -196,18 +198,18 @@ static int hint_side(Spec *sp, int s, PyObject *levels, const Side *sd) {
  * pcrc and plen; 0 if declined. */
 static int render_price(const Spec *sp, Entry *e, PyObject *price) {
     u128 px;
-    char t[PIECE + 1];
-    int k;
+    char t[PIECE + 1], *end = t + sizeof t, *p;
     if (!to_u128(price, &px)) return 0;
     if (sp->kind == KRAKEN) {
-        if ((k = kraken_piece(t, px, sp->pd, sp->scale)) < 0) return 0;
+        if ((p = kraken_piece(end, px, sp->pd, sp->scale)) == NULL) return 0;
     } else {
-        if ((k = okx_piece(t, px, sp->scale)) < 0) return 0;
-        t[k++] = ':';
+        *--end = ':';
+        p = okx_piece(end, px, sp->scale);
+        end++;
     }
     e->px = px;
-    e->pcrc = crc_of(t, k);
-    e->plen = k;
+    e->pcrc = crc_of(p, (int)(end - p));
+    e->plen = (int)(end - p);
     return 1;
 }
 
@@ -215,12 +217,12 @@ static int render_price(const Spec *sp, Entry *e, PyObject *price) {
  * whole text's; 0 if declined. */
 static int render_qty(const Spec *sp, Entry *e, PyObject *qty) {
     u128 q;
-    char t[PIECE];
-    int k;
+    char t[PIECE], *end = t + sizeof t, *p;
     if (!to_u128(qty, &q)) return 0;
-    k = sp->kind == KRAKEN ? kraken_piece(t, q, sp->qd, sp->scale) : okx_piece(t, q, sp->scale);
-    if (k < 0) return 0;
-    e->crc = crc_combine(e->pcrc, crc_of(t, k), k);
+    p = sp->kind == KRAKEN ? kraken_piece(end, q, sp->qd, sp->scale) : okx_piece(end, q, sp->scale);
+    if (p == NULL) return 0;
+    int k = (int)(end - p);
+    e->crc = crc_combine(e->pcrc, crc_of(p, k), k);
     e->len = e->plen + k;
     if (sp->kind == OKX) e->crc_sep = crc_combine(COLON, e->crc, e->len);
     return 1;
@@ -435,8 +437,10 @@ static int prepare(Memo *m, Spec *sp, long long version, PyObject *hb, PyObject 
         if (m->n != sp->n || m->side[0].pool == NULL) {
             memo_free_pools(m);
             for (int s = 0; s < 2 && sp->n > 0; s++) {
-                m->side[s].pool = PyMem_Calloc((size_t)(2 * sp->n), sizeof(Entry));
-                if (m->side[s].pool == NULL) {
+                void *mem = PyMem_Calloc((size_t)(2 * sp->n + 1), sizeof(Entry));
+                m->side[s].mem = mem;
+                m->side[s].pool = (Entry *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
+                if (mem == NULL) {
                     memo_free_pools(m);
                     return 0;
                 }

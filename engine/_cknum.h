@@ -148,35 +148,33 @@ static char *u128_back(char *end, u128 v) {
 }
 
 /* Kraken's piece of one value: render(v, d) without "." and leading zeros, which is the
- * integer v * 10**(d - scale) in decimal ("" for 0).  Returns its length (written at out), or
- * -1 if v cannot be rendered exactly at d decimals (or is out of range). */
-static int kraken_piece(char *out, u128 v, int d, int scale) {
+ * integer v * 10**(d - scale) in decimal ("" for 0), written backwards ending at end (PIECE
+ * bytes before it are the caller's).  Returns where it starts, or NULL if v cannot be rendered
+ * exactly at d decimals (or is out of range). */
+static char *kraken_piece(char *end, u128 v, int d, int scale) {
     u128 x;
     if (d <= scale) {
         uint64_t drop = POW10[scale - d];
         if (v >> 64) {
             x = v / drop;
-            if (v - x * drop) return -1; /* finer than the precision: Python raises */
+            if (v - x * drop) return NULL; /* finer than the precision: Python raises */
         } else {
             uint64_t w = (uint64_t)v;
-            if (w % drop) return -1;
+            if (w % drop) return NULL;
             x = w / drop;
         }
     } else { /* zeros past the engine's scale */
-        if (d - scale > MAX_SCALE) return -1;
+        if (d - scale > MAX_SCALE) return NULL;
         uint64_t up = POW10[d - scale];
-        if (v > ~(u128)0 / up) return -1;
+        if (v > ~(u128)0 / up) return NULL;
         x = v * up;
     }
-    char buf[PIECE];
-    char *end = buf + PIECE, *p = u128_back(end, x);
-    int n = (int)(end - p);
-    memcpy(out, p, (size_t)n);
-    return n;
+    return u128_back(end, x);
 }
 
-/* OKX's text of one value: its shortest decimal form ("5.16", "30316", "0.5", "0"). */
-static int okx_piece(char *out, u128 v, int scale) {
+/* OKX's text of one value: its shortest decimal form ("5.16", "30316", "0.5", "0"), written
+ * backwards ending at end (PIECE bytes before it are the caller's); returns where it starts. */
+static char *okx_piece(char *end, u128 v, int scale) {
     uint64_t one = POW10[scale], frac;
     u128 whole;
     if (v >> 64) {
@@ -186,8 +184,7 @@ static int okx_piece(char *out, u128 v, int scale) {
         whole = (uint64_t)v / one;
         frac = (uint64_t)v % one;
     }
-    char buf[PIECE];
-    char *end = buf + PIECE, *p = end;
+    char *p = end;
     if (frac) { /* its k significant decimals: the trailing zeros dropped, 8, 4, 2, 1 at a time */
         int k = scale;
         while (frac % 100000000u == 0) frac /= 100000000u, k -= 8;
@@ -197,13 +194,7 @@ static int okx_piece(char *out, u128 v, int scale) {
         p = u64_back_fixed(p, frac, k);
         *--p = '.';
     }
-    if (whole)
-        p = u128_back(p, whole);
-    else
-        *--p = '0';
-    int n = (int)(end - p);
-    memcpy(out, p, (size_t)n);
-    return n;
+    return whole ? u128_back(p, whole) : (*--p = '0', p);
 }
 
 static int small_int(PyObject *o, long lo, long hi, long *out) {

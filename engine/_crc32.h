@@ -145,25 +145,11 @@ CRC_TARGET static uint32_t crc_update_pclmul(uint32_t c, const unsigned char *p,
     }
     return crc_reduce(x);
 }
-/* the running value c over p[0..n), 4 <= n < 16: the message as the last n bytes of one block
- * (zeros before it leave a running value of 0 as it is), c xored into its first 4 bytes: the
- * block's value is then c x^(8n) + M x^32 mod P, the message's (under 4 bytes c would have to
- * start before the block: the table version runs there) */
-CRC_TARGET static uint32_t crc_update_short(uint32_t c, const unsigned char *p, size_t n) {
-    unsigned char b[16] = {0};
-    uint32_t w;
-    memcpy(b + 16 - n, p, n);
-    memcpy(&w, b + 16 - n, 4);
-    w ^= c;
-    memcpy(b + 16 - n, &w, 4);
-    return crc_reduce(crc_load(b));
-}
 #endif
 
 static uint32_t crc_update_with(int pclmul, uint32_t c, const unsigned char *p, size_t n) {
 #ifdef CRC_HAVE_PCLMUL
     if (pclmul && n >= CRC_PCLMUL_MIN) return crc_update_pclmul(c, p, n);
-    if (pclmul && n >= 4) return crc_update_short(c, p, n);
 #else
     (void)pclmul;
 #endif
