@@ -27,7 +27,10 @@ cryptofeed's 2021 capture, book depth 1000, a CRC32 checksum on every update):
    (target ≤ 30 %); then the same with the reducer's steady case inlined on
    both sides, as the engine runs it.  The four reducer runs take turns, at
    least 15 rounds, and each one's best time counts (a slow spell of the
-   machine falls on all four alike; bench/book.py's ``best_interleaved``).
+   machine falls on all four alike; bench/book.py's ``best_interleaved``), in
+   each of 5 fresh processes; the figures are the processes' medians, and the
+   cost line lists all five (one interpreter's memory layout and string
+   hashes alone move it by several points).
 
 Rates are per second of this process's CPU time ("one core"); the replay line
 also gives wall-clock.  A busy shared machine moves the figures: compare ratios.
@@ -37,8 +40,11 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import zlib
@@ -61,8 +67,10 @@ from engine.replay.replay import chunks
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "kraken" / "journal"
 UNCHECKED = "kraken-unchecked"
 #: the fold-only runs: at least this many rounds, each variant's best (bench/book.py's
-#: best_interleaved)
+#: best_interleaved), in each of this many fresh processes (the figures are their medians: one
+#: interpreter's layout, its string hashes among them, moves the cost by several points)
 FOLD_ROUNDS = 15
+FOLD_PROCESSES = 5
 
 
 class UncheckedKraken(KrakenRule):
@@ -213,33 +221,60 @@ def bench(frames: int, repeat: int, naive_frames: int) -> None:
         n = min(naive_frames, frames)
         prefix = [events[i % len(events)] for i in range(n)]
         nd = sum(type(e) is DepthDiff for e in prefix)
-        kraken = book_sync.SyncRule.KRAKEN
-        best = book.best_interleaved(
-            {
-                "with": lambda: reducer_fold(prefix, kraken),
-                "without": lambda: reducer_fold(prefix, UNCHECKED),
-                "with inlined": lambda: reducer_fold(prefix, kraken, True),
-                "without inlined": lambda: reducer_fold(prefix, UNCHECKED, True),
-            },
-            max(repeat, FOLD_ROUNDS),
-        )
-        with_c, without = best["with"], best["without"]
-        with_i, without_i = best["with inlined"], best["without inlined"]
+        runs = [fold_process(n, repeat) for _ in range(FOLD_PROCESSES)]
+        t = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         naive = statistics.median(naive_fold(prefix) for _ in range(repeat))
-        print(
-            f"  fold only, {nd:,} updates: BookReducer with checksum {nd / with_c:>9,.0f}/s, "
-            f"without {nd / without:>9,.0f}/s; naive dict+sort with checksum {nd / naive:>9,.0f}/s "
-            f"→ {naive / with_c:.1f}× the naive\n"
-            f"  fold only: checksum cost / fold = {with_c / without - 1:.0%} (target ≤ 30 %)"
-        )
-        # the same, as the engine runs it: the steady case inlined (with and without checksums)
-        print(
-            f"  fold only, inlined (as engine replay runs): with checksum {nd / with_i:>9,.0f}/s, "
-            f"without {nd / without_i:>9,.0f}/s; checksum cost / fold = {with_i / without_i - 1:.0%}"
-        )
+        for label, with_c, without, key in (
+            ("", t["with"], t["without"], ""),
+            (", inlined (as engine replay runs)", t["with inlined"], t["without inlined"], " inlined"),
+        ):
+            costs = sorted(r["with" + key] / r["without" + key] - 1 for r in runs)
+            naive_part = (
+                f"; naive dict+sort with checksum {nd / naive:>9,.0f}/s → {naive / with_c:.1f}× the "
+                "naive"
+                if not key
+                else ""
+            )
+            print(
+                f"  fold only{label}, {nd:,} updates: BookReducer with checksum "
+                f"{nd / with_c:>9,.0f}/s, without {nd / without:>9,.0f}/s{naive_part}\n"
+                f"    checksum cost / fold = {statistics.median(costs):.0%} (target ≤ 30 %; median "
+                f"of {len(costs)} processes: {', '.join(f'{c:.0%}' for c in costs)})"
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         book_sync.RULES.pop(UNCHECKED, None)
+
+
+def fold_process(n: int, repeat: int) -> dict[str, float]:
+    """The four reducer folds of the capture's first ``n`` frames, in a fresh interpreter
+    (this script with ``--fold-only``): each variant's best CPU time."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--fold-only", str(n), "--repeat", str(repeat)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+def fold_only(n: int, repeat: int) -> dict[str, float]:
+    """(The child of :func:`fold_process`.)"""
+    book_sync.RULES[UNCHECKED] = UncheckedKraken()
+    metadata, captured, _ = load()
+    codec = get_codec(metadata["exchange"])
+    events = [codec.decode(i, ns, "text", s, pl)[0] for i, (ns, s, pl) in enumerate(captured, 1)]
+    prefix = [events[i % len(events)] for i in range(n)]
+    kraken = book_sync.SyncRule.KRAKEN
+    return book.best_interleaved(
+        {
+            "with": lambda: reducer_fold(prefix, kraken),
+            "without": lambda: reducer_fold(prefix, UNCHECKED),
+            "with inlined": lambda: reducer_fold(prefix, kraken, True),
+            "without inlined": lambda: reducer_fold(prefix, UNCHECKED, True),
+        },
+        max(repeat, FOLD_ROUNDS),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -247,7 +282,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--frames", type=int, default=300_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--naive-frames", type=int, default=50_000)
+    ap.add_argument("--fold-only", type=int, metavar="N", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.fold_only:
+        print(json.dumps(fold_only(args.fold_only, args.repeat)))
+        return
     bench(args.frames, args.repeat, args.naive_frames)
 
 
