@@ -260,9 +260,16 @@ static uint32_t crc_combine(uint32_t crc1, uint32_t crc2, int len2) {
     return crc_combine_with(crc_pclmul_on, crc1, crc2, len2);
 }
 
-/* crc32 of bytes (standard: initial and final xor) */
+/* crc32 of bytes (standard: initial and final xor).  A short text (a price's or a qty's, just
+ * written) goes a byte at a time through one table: each byte load is forwarded from the store
+ * that wrote it (slicing's word loads span several stores and stall), and one 1 KB table stays
+ * cached where eight would not. */
 static uint32_t crc_of(const char *p, int n) {
-    return crc_update(0xFFFFFFFFu, (const unsigned char *)p, (size_t)n) ^ 0xFFFFFFFFu;
+    const unsigned char *b = (const unsigned char *)p;
+    if (n >= CRC_PCLMUL_MIN) return crc_update(0xFFFFFFFFu, b, (size_t)n) ^ 0xFFFFFFFFu;
+    uint32_t c = 0xFFFFFFFFu;
+    while (n--) c = CRC[0][(c ^ *b++) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
 }
 
 /* the powers of x the combine multiplies by (after the tables) */
