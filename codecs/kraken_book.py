@@ -129,7 +129,8 @@ def _checksum(
 #: ``book`` as Kraken computes it at the instrument's precision.  ``bids, asks``, when given,
 #: must be the levels the book's last :meth:`Book.apply` set (the diff just applied): with the
 #: book's memo of the version before, only those levels are read again.  Where
-#: ``engine._cksum`` is built this is its ``BookChecksum``: it reads the book's top in place
+#: ``engine._cksum`` is built this is a ``BookChecksum``'s ``checksum`` method (a builtin, whose
+#: calls CPython 3.11 specializes, as it does not other callables'): it reads the book's top in place
 #: (its rendered top kept in ``book.memo``), answers exactly what :func:`checksum_of_levels`
 #: of ``book.top(10)`` answers, and hands whatever it does not fully handle to
 #: :func:`_checksum`, the same rule in Python.  Raises ValueError where a value has more
@@ -138,7 +139,7 @@ def _checksum(
 checksum: Callable[..., int] = (
     _checksum
     if _cksum is None
-    else _cksum.BookChecksum("kraken", CHECKSUM_LEVELS, num.SCALE, _checksum)
+    else _cksum.BookChecksum("kraken", CHECKSUM_LEVELS, num.SCALE, _checksum).checksum
 )
 
 

@@ -118,10 +118,12 @@ def _checksum(
 #: ``checksum(book[, bids, asks]) -> int``: the OKX checksum of ``book`` as it stands (its best
 #: 25 levels a side).  ``bids, asks``, when given, must be the levels the book's last
 #: :meth:`Book.apply` set (the diff just applied): with the book's memo of the version before,
-#: only those levels are read again.  Where ``engine._cksum`` is built this is its
-#: ``BookChecksum``: it reads the book's top in place (its rendered top kept in ``book.memo``),
+#: only those levels are read again.  Where ``engine._cksum`` is built this is a
+#: ``BookChecksum``'s ``checksum`` method (a builtin: CPython 3.11 specializes calls to it): it reads the book's top in place (its rendered top kept in ``book.memo``),
 #: answers exactly what :func:`checksum_of_levels` of ``book.top(25)`` answers, and hands
 #: whatever it does not fully handle to :func:`_checksum`, the same rule in Python.
 checksum: Callable[..., int] = (
-    _checksum if _cksum is None else _cksum.BookChecksum("okx", DEPTH, num.SCALE, _checksum)
+    _checksum
+    if _cksum is None
+    else _cksum.BookChecksum("okx", DEPTH, num.SCALE, _checksum).checksum
 )

@@ -192,6 +192,19 @@ static PyObject *Checksum_call(PyObject *self, PyObject *const *args, size_t nar
     return PyObject_Vectorcall(ck->fallback, args, nargsf, kwnames);
 }
 
+/* BookChecksum.checksum: the same call as a builtin method (what the codecs hand out: CPython
+ * 3.11 specializes calls to builtin methods, and not those to other callable objects) */
+static PyObject *Checksum_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames) {
+    return Checksum_call(self, args, (size_t)nargs, kwnames);
+}
+
+static PyMethodDef Checksum_methods[] = {
+    {"checksum", (PyCFunction)(void (*)(void))Checksum_method, METH_FASTCALL | METH_KEYWORDS,
+     "checksum(book, ...): the object called (the same answers), as a builtin method"},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyObject *Checksum_new(PyTypeObject *t, PyObject *args, PyObject *kw) {
     const char *rule;
     long n, scale;
@@ -248,6 +261,7 @@ static PyTypeObject ChecksumType = {
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(Checksum, vectorcall),
     .tp_members = Checksum_members,
+    .tp_methods = Checksum_methods,
     .tp_doc = "BookChecksum(rule, n, scale, fallback): a Book's checksum as the rule's Python "
               "function `fallback` computes it (Kraken: (book, pd, qd[, bids, asks]); OKX: "
               "(book[, bids, asks])), in C where it can, by `fallback` where it declines.",
