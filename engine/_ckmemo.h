@@ -2,11 +2,12 @@
  * engine._cksum.
  *
  * Owns: the Memo type (one per book, in Book.memo), the Spec of one call (rule, depth,
- * precision, and the hint: the levels the book's last apply set), the walk that makes a memo's
- * entries the book's best n levels a side (rendering only levels whose key or qty objects
- * changed), the checksum text's order of positions for each rule (Kraken: asks then bids;
- * OKX: bid/ask interleaved, ":" between), and compute(): the CRC of that text, summed from
- * the entries' own CRCs (crc_of_pieces).
+ * precision, and the hint: the levels the book's last apply set), the two ways a memo's entries
+ * are made the book's best n levels a side (patch(): the one rank a one-level change touched;
+ * walk(): any change, rendering only levels whose key or qty objects changed), the checksum
+ * text's order of positions for each rule (Kraken: asks then bids; OKX: bid/ask interleaved,
+ * ":" between), and compute(): the CRC of that text, summed from the entries' own CRCs
+ * (crc_of_pieces; Kraken's per side, kept).
  *
  * Must not: decide anything the Python rules decide beyond the text's order the rule's
  * docstring states (codecs/kraken_book.py, codecs/okx_checksum.py); change the book; raise on
@@ -237,6 +238,13 @@ static PyObject *hinted_qty(PyObject *lv) {
     return to_u128(q, &v) && v ? q : NULL;
 }
 
+/* The pool indexes side sd's ranks hold, as bits. */
+static uint64_t ranks_held(const Side *sd) {
+    uint64_t held = 0;
+    for (int i = 0; i < sd->count; i++) held |= (uint64_t)1 << sd->rank[i];
+    return held;
+}
+
 /* Side s's memo entries made the best cnt levels of keys/dict, best first: an entry whose key
  * and qty objects are the level's is kept as it is (hinted and not touched: without looking the
  * level up), a kept level whose qty changed is rendered again in place, a new level gets a free
@@ -248,8 +256,7 @@ __attribute__((noinline)) static int walk(Memo *m, const Spec *sp, int s, PyObje
                                           PyObject *dict, Py_ssize_t cnt) {
     Side *sd = &m->side[s];
     Entry *pool = sd->pool;
-    uint64_t busy = 0, used = 0; /* pool indexes of the old top, of the new one */
-    for (int i = 0; i < sd->count; i++) busy |= (uint64_t)1 << sd->rank[i];
+    uint64_t busy = ranks_held(sd), used = 0; /* pool indexes of the old top, of the new one */
     unsigned char nr[MAX_N];
     Py_ssize_t len = PyList_GET_SIZE(keys);
     int o = 0, tc = 0; /* cursors: the old top (best first, as the new one is), the hint */
@@ -326,9 +333,7 @@ __attribute__((noinline)) static int walk(Memo *m, const Spec *sp, int s, PyObje
 
 /* A free pool entry of side sd: one no rank holds. */
 static Entry *free_entry(Side *sd, int *j) {
-    uint64_t busy = 0;
-    for (int i = 0; i < sd->count; i++) busy |= (uint64_t)1 << sd->rank[i];
-    *j = __builtin_ctzll(~busy);
+    *j = __builtin_ctzll(~ranks_held(sd));
     return &sd->pool[*j];
 }
 
@@ -370,9 +375,9 @@ static int patch(Memo *m, const Spec *sp, int s, PyObject *keys, PyObject *dict)
                           RANK_KEY(items, len, c - 2) != pool[sd->rank[c - 1]].key))
             return -1;
         PyObject *k = NULL;
-        u128 kx = 0;
         if (cnt == c) { /* the joining level: worse than every one kept */
             int neg;
+            u128 kx;
             k = RANK_KEY(items, len, c - 1);
             if (!int_parts(k, &kx, &neg) || (s ? !neg && kx : neg)) return 0;
             if (c > 1 && !better(s, pool[sd->rank[c - 1]].px, kx)) return -1;
@@ -399,7 +404,6 @@ static int patch(Memo *m, const Spec *sp, int s, PyObject *keys, PyObject *dict)
         }
         f->qty = Py_NewRef(kq);
         if (!render_price(sp, f, price) || !render_qty(sp, f, kq)) return 0;
-        if (f->px != kx) return 0;
         sd->rank[c] = (unsigned char)j;
         sd->count = c + 1;
         return 1;
@@ -423,7 +427,7 @@ static int patch(Memo *m, const Spec *sp, int s, PyObject *keys, PyObject *dict)
     f->price = Py_NewRef(PyTuple_GET_ITEM(lv, 0));
     f->key = Py_NewRef(k);
     f->qty = Py_NewRef(q);
-    return render_price(sp, f, f->price) && render_qty(sp, f, q) && f->px == t;
+    return render_price(sp, f, f->price) && render_qty(sp, f, q);
 }
 
 /* The memo made ready for sp (emptied, and its pools made, if it was for another rule, depth or
@@ -467,6 +471,7 @@ static int prepare(Memo *m, Spec *sp, long long version, PyObject *hb, PyObject 
     return 1;
 }
 
+/* The CRC of side sd's levels' texts, best first, concatenated; *len their length. */
 static uint32_t side_crc(const Side *sd, int *len) {
     uint32_t piece[MAX_N];
     unsigned char plen[MAX_N];
@@ -480,6 +485,11 @@ static uint32_t side_crc(const Side *sd, int *len) {
     *len = total;
     return crc_of_pieces(piece, plen, sd->count);
 }
+
+/* The CRC of the memo's top as the rule writes it, from its levels' own CRCs.  Kraken: asks
+ * lowest first, then bids highest first, the combine of the sides' CRCs, each side's kept in
+ * the memo and summed again only where walked[s] (patched or walked).  OKX: the bid, then the
+ * ask, of each row (the longer side goes on alone), ":" between positions. */
 static uint32_t text_crc(Memo *m, const int *walked) {
     const Side *b = &m->side[0], *a = &m->side[1];
     if (m->kind == KRAKEN) {
@@ -501,6 +511,7 @@ static uint32_t text_crc(Memo *m, const int *walked) {
         }
     return crc_of_pieces(piece, plen, np);
 }
+
 /* The checksum of the book's lists (bk, bids, ak, asks) kept in memo m: a new int, Py_None
  * (a new reference) if declined, NULL on an error of our own (memory). */
 static PyObject *compute(Memo *m, Spec *sp, long long version, PyObject *hb, PyObject *ha,

@@ -194,7 +194,9 @@ static char *okx_piece(char *end, u128 v, int scale) {
         p = u64_back_fixed(p, frac, k);
         *--p = '.';
     }
-    return whole ? u128_back(p, whole) : (*--p = '0', p);
+    if (whole) return u128_back(p, whole);
+    *--p = '0';
+    return p;
 }
 
 static int small_int(PyObject *o, long lo, long hi, long *out) {

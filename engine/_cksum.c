@@ -13,9 +13,9 @@
  *       in its shortest decimal form, joined with ":"; CRC32 read as signed 32-bit.
  *   BookChecksum(rule, n, scale, fallback)
  *       the same read straight from an engine.book.Book's slots (its class handed
- *       over once by configure(Book)), the memo kept in the book's memo slot, called
- *       as the rule's Python function `fallback` is, which answers whatever this
- *       code declines: that object is the codecs' `checksum`.
+ *       over once by configure(Book)), the memo kept in the book's memo slot: its
+ *       checksum method, called as the rule's Python function `fallback` is (which
+ *       answers whatever this code declines), is the codecs' `checksum`.
  *   crc32(data, value=0, /, *, impl=None), crc32_impl()
  *       the CRC alone (engine/_crc32.h: zlib's CRC-32, table or PCLMULQDQ folding),
  *       as zlib.crc32 answers, for tests/test_crc32.py and bench/crc.py.
@@ -140,15 +140,14 @@ static PyObject *configure(PyObject *self, PyObject *cls) {
     Py_RETURN_NONE;
 }
 
-/* A BookChecksum: the checksum of a Book as one rule computes it, called like the rule's Python
- * function and answering exactly what that function answers, which it calls whenever this code
+/* A BookChecksum: the checksum of a Book as one rule computes it, its checksum method called like
+ * the rule's Python function and answering exactly what that function answers, which it calls whenever this code
  * declines (so Python's exceptions, ValueError among them, are the caller's to see):
  *   Kraken: checksum(book, price_decimals, qty_decimals[, bids, asks])
  *   OKX:    checksum(book[, bids, asks])
  * bids, asks: the levels the book's last Book.apply set (the diff just applied). */
 typedef struct {
-    PyObject_HEAD vectorcallfunc vectorcall;
-    int kind;
+    PyObject_HEAD int kind;
     long n, scale; /* the rule's depth and engine.num.SCALE, read once */
     PyObject *fallback;
 } Checksum;
@@ -181,27 +180,22 @@ static PyObject *checksum_fast(Checksum *ck, PyObject *const *args, Py_ssize_t n
     return compute((Memo *)s[0], &sp, v, hb, ha, s + 2);
 }
 
-static PyObject *Checksum_call(PyObject *self, PyObject *const *args, size_t nargsf,
-                               PyObject *kwnames) {
+/* BookChecksum.checksum(...): the call the codecs hand out, a builtin method (CPython 3.11
+ * specializes calls to builtin functions and methods, and not those to other callables) */
+static PyObject *Checksum_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames) {
     Checksum *ck = (Checksum *)self;
     if (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0) {
-        PyObject *r = checksum_fast(ck, args, PyVectorcall_NARGS(nargsf));
+        PyObject *r = checksum_fast(ck, args, nargs);
         if (r != Py_None) return r; /* the answer, or our own error */
         Py_DECREF(r);
     }
-    return PyObject_Vectorcall(ck->fallback, args, nargsf, kwnames);
-}
-
-/* BookChecksum.checksum: the same call as a builtin method (what the codecs hand out: CPython
- * 3.11 specializes calls to builtin methods, and not those to other callable objects) */
-static PyObject *Checksum_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                                 PyObject *kwnames) {
-    return Checksum_call(self, args, (size_t)nargs, kwnames);
+    return PyObject_Vectorcall(ck->fallback, args, (size_t)nargs, kwnames);
 }
 
 static PyMethodDef Checksum_methods[] = {
     {"checksum", (PyCFunction)(void (*)(void))Checksum_method, METH_FASTCALL | METH_KEYWORDS,
-     "checksum(book, ...): the object called (the same answers), as a builtin method"},
+     "checksum(book, ...): the rule's checksum of book, called as the rule's Python function is"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -220,7 +214,6 @@ static PyObject *Checksum_new(PyTypeObject *t, PyObject *args, PyObject *kw) {
     }
     Checksum *ck = (Checksum *)t->tp_alloc(t, 0);
     if (ck == NULL) return NULL;
-    ck->vectorcall = Checksum_call;
     ck->kind = kind;
     ck->n = n; /* (one this code does not render: every call declines, Python answers) */
     ck->scale = scale;
@@ -253,17 +246,15 @@ static PyMemberDef Checksum_members[] = {
 static PyTypeObject ChecksumType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "engine._cksum.BookChecksum",
     .tp_basicsize = sizeof(Checksum),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = Checksum_new,
     .tp_dealloc = (destructor)Checksum_dealloc,
     .tp_traverse = (traverseproc)Checksum_traverse,
     .tp_clear = (inquiry)Checksum_clear,
-    .tp_call = PyVectorcall_Call,
-    .tp_vectorcall_offset = offsetof(Checksum, vectorcall),
     .tp_members = Checksum_members,
     .tp_methods = Checksum_methods,
-    .tp_doc = "BookChecksum(rule, n, scale, fallback): a Book's checksum as the rule's Python "
-              "function `fallback` computes it (Kraken: (book, pd, qd[, bids, asks]); OKX: "
+    .tp_doc = "BookChecksum(rule, n, scale, fallback).checksum: a Book's checksum as the rule's "
+              "Python function `fallback` computes it (Kraken: (book, pd, qd[, bids, asks]); OKX: "
               "(book[, bids, asks])), in C where it can, by `fallback` where it declines.",
 };
 

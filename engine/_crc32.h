@@ -56,6 +56,11 @@
 static uint32_t CRC[8][256];
 static int crc_pclmul_on; /* crc_update folds with PCLMULQDQ */
 
+/* a byte at a time through one table: the running value c over p[0..n) */
+static inline uint32_t crc_update_bytes(uint32_t c, const unsigned char *p, size_t n) {
+    while (n--) c = CRC[0][(c ^ *p++) & 0xFF] ^ (c >> 8);
+    return c;
+}
 /* slicing by 8: the running value c over p[0..n) */
 static uint32_t crc_update_table(uint32_t c, const unsigned char *p, size_t n) {
     while (n >= 8) {
@@ -66,8 +71,7 @@ static uint32_t crc_update_table(uint32_t c, const unsigned char *p, size_t n) {
         p += 8;
         n -= 8;
     }
-    while (n--) c = CRC[0][(c ^ *p++) & 0xFF] ^ (c >> 8);
-    return c;
+    return crc_update_bytes(c, p, n);
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -193,8 +197,6 @@ CRC_TARGET static uint64_t clmul_hw(uint32_t a, uint32_t b) {
     __m128i x = _mm_cvtsi32_si128((int)a), y = _mm_cvtsi32_si128((int)b);
     return (uint64_t)_mm_cvtsi128_si64(_mm_clmulepi64_si128(x, y, 0));
 }
-#else
-static uint64_t clmul_hw(uint32_t a, uint32_t b) { return clmul_sw(a, b); }
 #endif
 
 /* a 64-bit product t (reflected, so shifted up one) mod P: its x^32..x^63 part times x^32 mod
@@ -204,22 +206,25 @@ static inline uint32_t reduce_sw(uint64_t t) {
     c = CRC[3][c & 0xFF] ^ CRC[2][(c >> 8) & 0xFF] ^ CRC[1][(c >> 16) & 0xFF] ^ CRC[0][c >> 24];
     return c ^ (uint32_t)(t >> 32);
 }
+/* a * b mod P (reflected 32-bit polynomials), in software */
+static uint32_t multmodp_sw(uint32_t a, uint32_t b) { return reduce_sw(clmul_sw(a, b) << 1); }
 #ifdef CRC_HAVE_PCLMUL
 /* the same by Barrett's reduction (no table read) */
 CRC_TARGET static inline uint32_t reduce_hw(uint64_t t) {
     return crc_barrett(_mm_cvtsi64_si128((long long)t));
 }
+/* a * b mod P by PCLMULQDQ (only where the CPU has it) */
 CRC_TARGET static uint32_t multmodp_hw(uint32_t a, uint32_t b) {
     return reduce_hw(clmul_hw(a, b) << 1);
 }
 #else
 #define reduce_hw reduce_sw
-static uint32_t multmodp_hw(uint32_t a, uint32_t b) { return reduce_sw(clmul_sw(a, b) << 1); }
+#define multmodp_hw multmodp_sw
 #endif
 
-/* a * b mod P (reflected 32-bit polynomials); hw: by PCLMULQDQ (only where the CPU has it) */
+/* a * b mod P; hw: by PCLMULQDQ */
 static uint32_t multmodp(uint32_t a, uint32_t b, int hw) {
-    return hw ? multmodp_hw(a, b) : reduce_sw(clmul_sw(a, b) << 1);
+    return hw ? multmodp_hw(a, b) : multmodp_sw(a, b);
 }
 
 /* crc32 of the text made of n pieces (crc32 crc[i] of len[i] bytes each): the combine rule
@@ -266,9 +271,8 @@ static uint32_t crc_combine(uint32_t crc1, uint32_t crc2, int len2) {
  * cached where eight would not. */
 static uint32_t crc_of(const char *p, int n) {
     const unsigned char *b = (const unsigned char *)p;
-    if (n >= CRC_PCLMUL_MIN) return crc_update(0xFFFFFFFFu, b, (size_t)n) ^ 0xFFFFFFFFu;
-    uint32_t c = 0xFFFFFFFFu;
-    while (n--) c = CRC[0][(c ^ *b++) & 0xFF] ^ (c >> 8);
+    uint32_t c = n >= CRC_PCLMUL_MIN ? crc_update(0xFFFFFFFFu, b, (size_t)n)
+                                     : crc_update_bytes(0xFFFFFFFFu, b, (size_t)n);
     return c ^ 0xFFFFFFFFu;
 }
 
