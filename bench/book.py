@@ -49,10 +49,13 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import math
 import re
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -319,6 +322,26 @@ def naive_fold(events: list[Any], sync_rule: str) -> tuple[float, dict[str, Naiv
             b.apply(ev)
         b.crossed()
     return time.process_time() - t0, books
+
+
+#: the fold-only comparisons (Kraken, OKX): at least this many rounds in a process, each variant's
+#: best time counting (best_interleaved), in each of this many fresh processes, the figures their
+#: medians (best_in_processes): one interpreter's memory layout and string hashes alone move a
+#: checksum's cost by several points on a shared machine
+FOLD_ROUNDS = 15
+FOLD_PROCESSES = 5
+
+
+def best_in_processes(script: str, argv: list[str]) -> list[dict[str, float]]:
+    """``script argv`` run in FOLD_PROCESSES fresh interpreters, one after the other: the JSON
+    object (each variant's best time) each one printed last."""
+    runs = []
+    for _ in range(FOLD_PROCESSES):
+        out = subprocess.run(
+            [sys.executable, script, *argv], capture_output=True, text=True, check=True
+        ).stdout
+        runs.append(json.loads(out.splitlines()[-1]))
+    return runs
 
 
 def best_interleaved(runs: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:

@@ -43,8 +43,6 @@ import gc
 import json
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import zlib
@@ -66,11 +64,6 @@ from engine.replay.replay import chunks
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "kraken" / "journal"
 UNCHECKED = "kraken-unchecked"
-#: the fold-only runs: at least this many rounds, each variant's best (bench/book.py's
-#: best_interleaved), in each of this many fresh processes (the figures are their medians: one
-#: interpreter's layout, its string hashes among them, moves the cost by several points)
-FOLD_ROUNDS = 15
-FOLD_PROCESSES = 5
 
 
 class UncheckedKraken(KrakenRule):
@@ -221,23 +214,19 @@ def bench(frames: int, repeat: int, naive_frames: int) -> None:
         n = min(naive_frames, frames)
         prefix = [events[i % len(events)] for i in range(n)]
         nd = sum(type(e) is DepthDiff for e in prefix)
-        runs = [fold_process(n, repeat) for _ in range(FOLD_PROCESSES)]
+        runs = book.best_in_processes(__file__, ["--fold-only", str(n), "--repeat", str(repeat)])
         t = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         naive = statistics.median(naive_fold(prefix) for _ in range(repeat))
-        for label, with_c, without, key in (
-            ("", t["with"], t["without"], ""),
-            (", inlined (as engine replay runs)", t["with inlined"], t["without inlined"], " inlined"),
+        naive_line = f"; naive dict+sort with checksum {nd / naive:>9,.0f}/s → "
+        naive_line += f"{naive / t['with']:.1f}× the naive"
+        for label, checked, unchecked, extra in (
+            ("", "with", "without", naive_line),
+            (", inlined (as engine replay runs)", "with inlined", "without inlined", ""),
         ):
-            costs = sorted(r["with" + key] / r["without" + key] - 1 for r in runs)
-            naive_part = (
-                f"; naive dict+sort with checksum {nd / naive:>9,.0f}/s → {naive / with_c:.1f}× the "
-                "naive"
-                if not key
-                else ""
-            )
+            costs = sorted(r[checked] / r[unchecked] - 1 for r in runs)
             print(
                 f"  fold only{label}, {nd:,} updates: BookReducer with checksum "
-                f"{nd / with_c:>9,.0f}/s, without {nd / without:>9,.0f}/s{naive_part}\n"
+                f"{nd / t[checked]:>9,.0f}/s, without {nd / t[unchecked]:>9,.0f}/s{extra}\n"
                 f"    checksum cost / fold = {statistics.median(costs):.0%} (target ≤ 30 %; median "
                 f"of {len(costs)} processes: {', '.join(f'{c:.0%}' for c in costs)})"
             )
@@ -246,20 +235,9 @@ def bench(frames: int, repeat: int, naive_frames: int) -> None:
         book_sync.RULES.pop(UNCHECKED, None)
 
 
-def fold_process(n: int, repeat: int) -> dict[str, float]:
-    """The four reducer folds of the capture's first ``n`` frames, in a fresh interpreter
-    (this script with ``--fold-only``): each variant's best CPU time."""
-    out = subprocess.run(
-        [sys.executable, __file__, "--fold-only", str(n), "--repeat", str(repeat)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return json.loads(out.splitlines()[-1])
-
-
 def fold_only(n: int, repeat: int) -> dict[str, float]:
-    """(The child of :func:`fold_process`.)"""
+    """The four reducer folds of the capture's first ``n`` frames, taking turns: each one's best
+    CPU time (run by ``--fold-only`` in each of bench/book.py's ``best_in_processes``)."""
     book_sync.RULES[UNCHECKED] = UncheckedKraken()
     metadata, captured, _ = load()
     codec = get_codec(metadata["exchange"])
@@ -273,7 +251,7 @@ def fold_only(n: int, repeat: int) -> dict[str, float]:
             "with inlined": lambda: reducer_fold(prefix, kraken, True),
             "without inlined": lambda: reducer_fold(prefix, UNCHECKED, True),
         },
-        max(repeat, FOLD_ROUNDS),
+        max(repeat, book.FOLD_ROUNDS),
     )
 
 

@@ -26,8 +26,9 @@ checksum on every message):
    for, with and without a naive checksum: sort, take 25, render, CRC32), and
    split the checksum's cost into computing it and the checked (not inlined)
    path (a rule whose checksum is free); those three runs take turns, at least
-   15 rounds, each one's best time counting (bench/book.py's
-   ``best_interleaved``).  The books must agree at the end.
+   15 rounds, each one's best time counting, in each of 5 fresh processes, the
+   figures their medians (bench/book.py's ``best_interleaved`` and
+   ``best_in_processes``).  The books must agree at the end.
    The line that matters: **checksum cost / fold**, the extra CPU time the
    checksum adds over the fold without it (target ≤ 30 %).
 
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import re
 import shutil
 import statistics
@@ -48,7 +50,12 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from book import best_interleaved, reducer_fold  # type: ignore[import-not-found]  # bench/book.py
+from book import (  # type: ignore[import-not-found]  # bench/book.py
+    FOLD_ROUNDS,
+    best_in_processes,
+    best_interleaved,
+    reducer_fold,
+)
 
 from engine import book_sync
 from engine.book_reducer import BookReducer
@@ -218,23 +225,19 @@ def bench(frames: int, repeat: int, naive_frames: int) -> None:
             f"{(cpu['checksums verified'] - cpu['no checksum']) / cpu['no checksum']:.0%}"
         )
 
-        reader = JournalReader(path)
-        codec = get_codec("okx")
-        events: list[Any] = []
-        for f in reader.frames():
-            events.extend(codec.decode(f.seq, f.recv_ns, f.kind, f.source, f.payload))
-            if len(events) >= naive_frames:
-                break
+        events = decoded(path, naive_frames)
         n = len(events)
-        best = best_interleaved(
-            {
-                "ours": lambda: reducer_fold(events, "okx")[0],
-                "bare": lambda: reducer_fold(events, NO_CHECKSUM)[0],
-                "free": lambda: reducer_fold(events, FREE_CHECKSUM)[0],
-            },
-            max(repeat, 15),
-        )
-        ours, bare, free = best["ours"], best["bare"], best["free"]
+        argv = [
+            "--fold-only",
+            str(path),
+            "--naive-frames",
+            str(naive_frames),
+            "--repeat",
+            str(repeat),
+        ]
+        runs = best_in_processes(__file__, argv)
+        ours, bare, free = (statistics.median(r[k] for r in runs) for k in ("ours", "bare", "free"))
+        costs = sorted(r["ours"] / r["bare"] - 1 for r in runs)
         naive = statistics.median(naive_fold(events, False)[0] for _ in range(repeat))
         naive_cs, books = naive_fold(events, True)
         _, reducer, state = reducer_fold(events, "okx")
@@ -245,7 +248,8 @@ def bench(frames: int, repeat: int, naive_frames: int) -> None:
               f"checksums, {n / bare:>9,.0f} without; naive dict+sort {n / naive:>9,.0f} without, "
               f"{n / naive_cs:>9,.0f} with (books equal)")  # fmt: skip
         print(
-            f"  fold only: checksum cost / fold {(ours - bare) / bare:.0%} (target ≤ 30 %): "
+            f"  fold only: checksum cost / fold {statistics.median(costs):.0%} (target ≤ 30 %; "
+            f"median of {len(costs)} processes: {', '.join(f'{c:.0%}' for c in costs)}): "
             f"computing the checksums {(ours - free) / bare:.0%}, the fold's checked (not "
             f"inlined) path {(free - bare) / bare:.0%}; BookReducer with checksums = "
             f"{naive_cs / ours:.1f}× the naive book with them"
@@ -254,12 +258,41 @@ def bench(frames: int, repeat: int, naive_frames: int) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def decoded(path: Path, n: int) -> list[Any]:
+    """The events of the journal's first frames, up to ``n`` of them (decoded, untimed)."""
+    codec = get_codec("okx")
+    events: list[Any] = []
+    for f in JournalReader(path).frames():
+        events.extend(codec.decode(f.seq, f.recv_ns, f.kind, f.source, f.payload))
+        if len(events) >= n:
+            break
+    return events
+
+
+def fold_only(path: Path, n: int, repeat: int) -> dict[str, float]:
+    """The three reducer folds of the journal's first ``n`` events, taking turns: each one's best
+    CPU time (run by ``--fold-only`` in each of bench/book.py's ``best_in_processes``)."""
+    events = decoded(path, n)
+    return best_interleaved(
+        {
+            "ours": lambda: reducer_fold(events, "okx")[0],
+            "bare": lambda: reducer_fold(events, NO_CHECKSUM)[0],
+            "free": lambda: reducer_fold(events, FREE_CHECKSUM)[0],
+        },
+        max(repeat, FOLD_ROUNDS),
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=200_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--naive-frames", type=int, default=50_000)
+    ap.add_argument("--fold-only", type=Path, metavar="JOURNAL", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.fold_only:
+        print(json.dumps(fold_only(args.fold_only, args.naive_frames, args.repeat)))
+        return
     bench(args.frames, args.repeat, args.naive_frames)
 
 
