@@ -15,8 +15,8 @@ with the book (:class:`engine.book_sync.KrakenRule`).
 The book path (:func:`checksum`, after every book message) runs the text and
 CRC in C where ``engine._cksum`` is built: the same rule, walked over the
 book's own sorted keys without copying its top, re-rendering only levels that
-changed (given the diff just applied, only those it set) and resuming the CRC
-from the first level that changed; a differential test holds it to
+changed (given the diff just applied, only those it set) and summing the text's
+CRC from each level's kept CRC; a differential test holds it to
 :func:`checksum_of_levels`, the rule's one definition here.
 
 Also what the two codecs share beyond frames: the depths Kraken accepts,
@@ -129,9 +129,9 @@ def _checksum(
 #: ``book`` as Kraken computes it at the instrument's precision.  ``bids, asks``, when given,
 #: must be the levels the book's last :meth:`Book.apply` set (the diff just applied): with the
 #: book's memo of the version before, only those levels are read again.  Where
-#: ``engine._cksum`` is built this is a ``BookChecksum``'s ``checksum`` method (a builtin, whose
-#: calls CPython 3.11 specializes, as it does not other callables'): it reads the book's top in place
-#: (its rendered top kept in ``book.memo``), answers exactly what :func:`checksum_of_levels`
+#: ``engine._cksum`` is built this is a ``BookChecksum``'s ``checksum`` method (a builtin: CPython
+#: 3.11 specializes calls to it): it reads the book's top in place (its rendered top kept in
+#: ``book.memo``), answers exactly what :func:`checksum_of_levels`
 #: of ``book.top(10)`` answers, and hands whatever it does not fully handle to
 #: :func:`_checksum`, the same rule in Python.  Raises ValueError where a value has more
 #: decimals than the precision given (not Kraken's book), or where the book has a level and the

@@ -11,8 +11,8 @@ The book path (:func:`checksum`, after every update) runs the text and CRC
 in C where ``engine._cksum`` is built, over the book's own sorted keys
 without copying its top, re-rendering only levels that changed (given the diff
 just applied, only those it set; what it keeps is the book's ``Book.memo``) and
-resuming the CRC from the first level that changed; a differential test holds it to :func:`checksum_of_levels`, the rule's one
-definition here.
+summing the text's CRC from each level's kept CRC; a differential test holds it
+to :func:`checksum_of_levels`, the rule's one definition here.
 
 The checksum (OKX v5 docs, "Checksum"): take the best 25 bids and the best
 25 asks, interleave ``bidPx:bidSz:askPx:askSz:...`` (when one side has fewer
@@ -119,9 +119,10 @@ def _checksum(
 #: 25 levels a side).  ``bids, asks``, when given, must be the levels the book's last
 #: :meth:`Book.apply` set (the diff just applied): with the book's memo of the version before,
 #: only those levels are read again.  Where ``engine._cksum`` is built this is a
-#: ``BookChecksum``'s ``checksum`` method (a builtin: CPython 3.11 specializes calls to it): it reads the book's top in place (its rendered top kept in ``book.memo``),
-#: answers exactly what :func:`checksum_of_levels` of ``book.top(25)`` answers, and hands
-#: whatever it does not fully handle to :func:`_checksum`, the same rule in Python.
+#: ``BookChecksum``'s ``checksum`` method (a builtin: CPython 3.11 specializes calls to it): it
+#: reads the book's top in place (its rendered top kept in ``book.memo``), answers exactly what
+#: :func:`checksum_of_levels` of ``book.top(25)`` answers, and hands whatever it does not fully
+#: handle to :func:`_checksum`, the same rule in Python.
 checksum: Callable[..., int] = (
     _checksum
     if _cksum is None

@@ -528,9 +528,9 @@ static PyObject *compute(Memo *m, Spec *sp, long long version, PyObject *hb, PyO
     for (int s = 0; s < 2; s++) {
         if (sp->unchanged[s]) continue;
         Py_ssize_t len = PyList_GET_SIZE(lists[2 * s]);
-        int done = sp->hinted ? patch(m, sp, s, lists[2 * s], lists[2 * s + 1]) : -1;
-        if (done == 0 ||
-            (done < 0 && !walk(m, sp, s, lists[2 * s], lists[2 * s + 1], len < sp->n ? len : sp->n))) {
+        PyObject *keys = lists[2 * s], *dict = lists[2 * s + 1];
+        int done = sp->hinted ? patch(m, sp, s, keys, dict) : -1;
+        if (done == 0 || (done < 0 && !walk(m, sp, s, keys, dict, len < sp->n ? len : sp->n))) {
             memo_clear(m);
             Py_RETURN_NONE;
         }

@@ -140,9 +140,9 @@ static PyObject *configure(PyObject *self, PyObject *cls) {
     Py_RETURN_NONE;
 }
 
-/* A BookChecksum: the checksum of a Book as one rule computes it, its checksum method called like
- * the rule's Python function and answering exactly what that function answers, which it calls whenever this code
- * declines (so Python's exceptions, ValueError among them, are the caller's to see):
+/* A BookChecksum: the checksum of a Book as one rule computes it.  Its checksum method is called
+ * like the rule's Python function and answers exactly what that function answers, calling it
+ * whenever this code declines (so Python's exceptions, ValueError among them, are the caller's):
  *   Kraken: checksum(book, price_decimals, qty_decimals[, bids, asks])
  *   OKX:    checksum(book[, bids, asks])
  * bids, asks: the levels the book's last Book.apply set (the diff just applied). */

@@ -113,8 +113,10 @@ def test_a_book_changed_message_after_message_keeps_answering_the_same(bids, ask
 def test_one_level_a_message_as_the_venues_send_it(bids, asks, data, pd, qd):
     """The steady case: each message sets or removes one level of one side (a qty changed, a
     level gone and the next one joining the top, a new level pushing the last one out, a level
-    below the top), the book truncated now and then to about the checksum's depth: the memo
-    patches the one rank the hint touched, and answers what the Python rule answers."""
+    below the top), the book truncated now and then to about the checksum's depth.  These are
+    the changes the C memo patches in place (its one touched rank) instead of walking the side;
+    it must answer what the Python rule answers.  (A patch that moves the ranks below a removed
+    level one too few fails here and passes the mixed-diff test above.)"""
     book, okx = Book.from_levels(1, bids, asks), Book.from_levels(1, bids, asks)
     _both(book, pd, qd, None, okx)
     for i in range(2, data.draw(st.integers(2, 60))):
