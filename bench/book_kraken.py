@@ -47,8 +47,9 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import attrs
 import book  # bench/book.py: its naive baseline book
 
 from engine import book_sync
@@ -66,11 +67,12 @@ FIX = Path(__file__).resolve().parent.parent / "fixtures" / "kraken" / "journal"
 UNCHECKED = "kraken-unchecked"
 
 
+@attrs.frozen
 class UncheckedKraken(KrakenRule):
     """The Kraken rule without its checksum: the bench's "without verification" run."""
 
-    name = UNCHECKED
-    has_checksum = False
+    name: ClassVar[str] = UNCHECKED
+    has_checksum: bool = False
 
 
 def load() -> tuple[dict[str, Any], list[tuple[int, str, bytes]], int]:

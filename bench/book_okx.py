@@ -48,8 +48,9 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import attrs
 from book import (  # type: ignore[import-not-found]  # bench/book.py
     FOLD_ROUNDS,
     best_in_processes,
@@ -74,19 +75,21 @@ NO_CHECKSUM = "okx-bench-no-checksum"
 FREE_CHECKSUM = "okx-bench-free-checksum"
 
 
+@attrs.frozen
 class OkxRuleNoChecksum(OkxRule):
     """The OKX chain rule without its checksum: what the fold costs when nothing is verified."""
 
-    name = NO_CHECKSUM
-    has_checksum = False
+    name: ClassVar[str] = NO_CHECKSUM
+    has_checksum: bool = False
 
 
+@attrs.frozen
 class OkxRuleFreeChecksum(OkxRule):
     """The OKX rule on the checksum path, with a checksum that costs nothing (always right)."""
 
-    name = FREE_CHECKSUM
+    name: ClassVar[str] = FREE_CHECKSUM
 
-    def checksum_ok(self, book: Any, diff: Any) -> bool:
+    def verify(self, sync: Any, diff: Any) -> bool:
         return True
 
 

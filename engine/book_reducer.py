@@ -42,7 +42,7 @@ copy) and, when the checksum rejects the book, hands that judgement to the
 driver (``book_sync.feed_judged``) exactly as a non-inlined diff would.
 
 Exchange checksums (rules with ``has_checksum``: Kraken, OKX): the table
-applies a chaining diff, then the rule's ``checksum_ok`` judges the book; a
+applies a chaining diff, then the rule's ``verify`` judges the book; a
 pass counts ``checksums_verified`` (diffs carrying a checksum only), a failure
 is the table's REJECT: a :class:`ChecksumMismatch`, the book dropped (nothing
 published until a fresh snapshot) and a sync request, which the runtime
@@ -335,11 +335,11 @@ class BookReducer(BookFeeds, BookChecks):
                 ):
                     if self._checked:  # the driver's own apply, truncation and checksum
                         book_id = main.book.last_id  # type: ignore[union-attr]
-                        if apply_checked(self._rule, main, event) != APPLY:
+                        verdict, crossed = apply_checked(self._rule, main, event)
+                        if verdict != APPLY:
                             out = []  # rejected: the table's step, as _main_diff takes it
                             self._diff_slow(sb, event, out, (BAD_CHECKSUM, book_id))
                             return state, out
-                        crossed = main.book.crossed()  # type: ignore[union-attr]
                         if event.checksum is not None and self._rule.has_checksum:
                             sb.counts.checksums_verified += 1
                     else:

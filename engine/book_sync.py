@@ -137,8 +137,9 @@ spot drops it.  Other exchanges implement :class:`ChainRule`: sequence
 numbers (OKX ``prevSeqId``/``seqId``, Coinbase ``sequence_num``) fit
 ``first``/``next``; in-stream snapshots that reset the book (Bybit, OKX,
 Kraken) set ``stream_snapshot_resets``; checksums (Kraken, OKX) implement
-``checksum_ok`` (or :meth:`ChainRule.verify`, when the test needs what the
-snapshot told: Kraken's precision).
+:meth:`ChainRule.verify`.  Rules are frozen slotted attrs classes whose flags
+are fields with the rule's defaults (a flag is read on every diff, and CPython
+3.11 specializes a slot read, not a class attribute read through an instance).
 
 Depth truncation (a rule with ``truncates``: Kraken).  The exchange keeps
 only the subscribed depth and sends no removal for a level an insert pushes
@@ -152,7 +153,7 @@ checkpoint verifies exactly as live did.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import ClassVar, Final
 
 import attrs
 
@@ -344,19 +345,23 @@ INLINE: Final = (SYNCED, APPLY)
 # ---------------------------------------------------------------- rules
 
 
+@attrs.frozen
 class ChainRule:
     """How diffs chain onto a book: the interface every exchange's sync rule implements.
 
     ``first(book_id, diff)`` judges the first diff after a snapshot,
     ``next(book_id, diff)`` every later one; both return STALE, APPLY or GAP
     and must never raise (bad exchange input is a GAP or STALE, never an
-    exception).  Rules are stateless: all state is in :class:`Sync`.
+    exception).  Rules are stateless: all state is in :class:`Sync`.  A rule
+    is a frozen attrs class; a subclass sets its flags by redeclaring the
+    fields with its own defaults (``has_checksum: bool = True``), and is
+    itself decorated ``@attrs.frozen``.
     """
 
-    name: str = "abstract"
+    name: ClassVar[str] = "abstract"
     #: An in-stream snapshot (``origin == "stream"``) replaces the book (Bybit, OKX, Kraken).
     stream_snapshot_resets: bool = False
-    #: Whether :meth:`checksum_ok` means anything (Kraken, OKX); the reducer skips it otherwise.
+    #: Whether :meth:`verify` means anything (Kraken, OKX); the driver skips it otherwise.
     has_checksum: bool = False
     #: Keep the book at the snapshot's depth after every message (Kraken; module docstring).
     truncates: bool = False
@@ -374,21 +379,17 @@ class ChainRule:
     def next(self, book_id: int, diff: DepthDiff) -> str:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def checksum_ok(self, book: Book, diff: DepthDiff | BookSnapshot) -> bool:
-        """After applying ``diff`` (or loading a snapshot): does the book match its checksum?"""
+    def verify(self, sync: Sync, diff: DepthDiff | BookSnapshot) -> bool:
+        """The rule's checksum test after ``diff`` was applied to ``sync.book`` (or the
+        snapshot ``diff`` loaded, when it carries a checksum): does the book match it?
+
+        Called only for a rule with ``has_checksum``; it reads ``sync`` (the book, and what
+        the snapshot told: Kraken's precision) and changes nothing.
+        """
         return True
 
-    def verify(self, sync: Sync, diff: DepthDiff | BookSnapshot) -> bool:
-        """The driver's checksum test after ``diff`` was applied to ``sync.book`` (or the
-        snapshot ``diff`` loaded, when it carries a checksum).
 
-        :meth:`checksum_ok` of the book; a rule whose checksum needs what the
-        snapshot told (Kraken: the instrument's precision) overrides this.
-        """
-        assert sync.book is not None
-        return self.checksum_ok(sync.book, diff)
-
-
+@attrs.frozen
 class BinanceSpotRule(ChainRule):
     """Binance spot: drop ``u ≤ id``; apply if ``U ≤ id+1`` (then ``U ≤ id+1 ≤ u``); else gap.
 
@@ -397,8 +398,8 @@ class BinanceSpotRule(ChainRule):
     ``u == lastUpdateId`` is dropped (it is already in the snapshot).
     """
 
-    name = SyncRule.BINANCE_SPOT
-    resumes_after_close = True
+    name: ClassVar[str] = SyncRule.BINANCE_SPOT
+    resumes_after_close: bool = True
 
     def first(self, book_id: int, diff: DepthDiff) -> str:
         if diff.last_id <= book_id:
@@ -408,6 +409,7 @@ class BinanceSpotRule(ChainRule):
     next = first
 
 
+@attrs.frozen
 class BinanceFuturesRule(ChainRule):
     """Binance USD-M: first diff drops ``u < lid``, applies ``U ≤ lid ≤ u``; then ``pu == prev u``.
 
@@ -419,8 +421,8 @@ class BinanceFuturesRule(ChainRule):
     malformed frame the codec still passed on) is a gap, never a guess.
     """
 
-    name = SyncRule.BINANCE_FUTURES
-    resumes_after_close = True
+    name: ClassVar[str] = SyncRule.BINANCE_FUTURES
+    resumes_after_close: bool = True
 
     def first(self, book_id: int, diff: DepthDiff) -> str:
         if diff.last_id < book_id:
@@ -433,6 +435,7 @@ class BinanceFuturesRule(ChainRule):
         return STALE if diff.last_id <= book_id else GAP
 
 
+@attrs.frozen
 class KrakenRule(ChainRule):
     """Kraken (v1 and v2): no update ids, a checksum after every book message, a bounded depth.
 
@@ -448,10 +451,10 @@ class KrakenRule(ChainRule):
     snapshot (a resubscription's answer) replaces the book.
     """
 
-    name = SyncRule.KRAKEN
-    stream_snapshot_resets = True
-    has_checksum = True
-    truncates = True
+    name: ClassVar[str] = SyncRule.KRAKEN
+    stream_snapshot_resets: bool = True
+    has_checksum: bool = True
+    truncates: bool = True
 
     def first(self, book_id: int, diff: DepthDiff) -> str:
         return APPLY if diff.last_id > book_id else STALE
@@ -477,6 +480,7 @@ class KrakenRule(ChainRule):
             return False
 
 
+@attrs.frozen
 class BybitRule(ChainRule):
     """Bybit v5 ``orderbook.N``: an in-stream snapshot resets the book; a delta chains if ``u == id + 1``.
 
@@ -490,10 +494,10 @@ class BybitRule(ChainRule):
     which verifies it (``same_id_snapshot_verifies``).
     """
 
-    name = SyncRule.BYBIT
-    stream_snapshot_resets = True
-    reset_drops_buffer = True
-    same_id_snapshot_verifies = True
+    name: ClassVar[str] = SyncRule.BYBIT
+    stream_snapshot_resets: bool = True
+    reset_drops_buffer: bool = True
+    same_id_snapshot_verifies: bool = True
 
     def first(self, book_id: int, diff: DepthDiff) -> str:
         u = diff.last_id
@@ -504,6 +508,7 @@ class BybitRule(ChainRule):
     next = first
 
 
+@attrs.frozen
 class BybitLegacyRule(ChainRule):
     """Bybit's legacy realtime ``orderBookL2_25`` (recordings before v5): ids are ``cross_seq``.
 
@@ -514,9 +519,9 @@ class BybitLegacyRule(ChainRule):
     never verified (nothing in it could verify them).
     """
 
-    name = SyncRule.BYBIT_LEGACY
-    stream_snapshot_resets = True
-    reset_drops_buffer = True
+    name: ClassVar[str] = SyncRule.BYBIT_LEGACY
+    stream_snapshot_resets: bool = True
+    reset_drops_buffer: bool = True
 
     def first(self, book_id: int, diff: DepthDiff) -> str:
         return STALE if diff.last_id <= book_id else APPLY
@@ -524,6 +529,7 @@ class BybitLegacyRule(ChainRule):
     next = first
 
 
+@attrs.frozen
 class OkxRule(ChainRule):
     """OKX v5 ``books``: ``prevSeqId`` chains onto the previous ``seqId``; the CRC32 checksum.
 
@@ -541,9 +547,9 @@ class OkxRule(ChainRule):
     is verified when OKX sent one (the codec maps OKX's 0, "none", to None).
     """
 
-    name = SyncRule.OKX
-    stream_snapshot_resets = True
-    has_checksum = True
+    name: ClassVar[str] = SyncRule.OKX
+    stream_snapshot_resets: bool = True
+    has_checksum: bool = True
 
     def first(self, book_id: int, diff: DepthDiff) -> str:
         prev = diff.prev_id
@@ -559,15 +565,16 @@ class OkxRule(ChainRule):
             return APPLY
         return STALE if diff.last_id <= book_id else GAP
 
-    def checksum_ok(self, book: Book, diff: DepthDiff | BookSnapshot) -> bool:
+    def verify(self, sync: Sync, diff: DepthDiff | BookSnapshot) -> bool:
         cs = diff.checksum
         if cs is None:
             return True
         if type(diff) is DepthDiff:  # the levels just applied: the checksum's hint
-            return okx_checksum(book, diff.bids, diff.asks) == cs
-        return okx_checksum(book) == cs
+            return okx_checksum(sync.book, diff.bids, diff.asks) == cs
+        return okx_checksum(sync.book) == cs
 
 
+@attrs.frozen
 class CoinbaseRule(ChainRule):
     """Coinbase (Exchange level2, Advanced Trade l2_data): snapshots in-stream, no chain to check.
 
@@ -584,8 +591,8 @@ class CoinbaseRule(ChainRule):
     connection (:class:`engine.sequence_gaps.StreamNumbers`, a break is :func:`feed_break`).
     """
 
-    name = SyncRule.COINBASE
-    stream_snapshot_resets = True
+    name: ClassVar[str] = SyncRule.COINBASE
+    stream_snapshot_resets: bool = True
 
     def first(self, book_id: int, diff: DepthDiff) -> str:
         return STALE if diff.last_id < book_id else APPLY
@@ -663,24 +670,30 @@ def feed_diff(rule: ChainRule, sync: Sync, diff: DepthDiff, limit: int) -> tuple
     """
     inp = classify(rule, sync, diff)
     if TABLE[sync.phase][inp][1] in _APPLIES:
-        inp = apply_checked(rule, sync, diff, inp)
+        inp = apply_checked(rule, sync, diff, inp)[0]
     return feed_judged(sync, diff, inp, limit)
 
 
-def apply_checked(rule: ChainRule, sync: Sync, diff: DepthDiff, inp: str = APPLY) -> str:
+def apply_checked(
+    rule: ChainRule, sync: Sync, diff: DepthDiff, inp: str = APPLY
+) -> tuple[str, bool]:
     """Apply ``diff`` to ``sync.book`` (the table applies it for ``inp``), truncate it to the
-    snapshot's depth (a rule with ``truncates``) and test the rule's checksum (``verify``):
-    ``inp`` if the book passes, BAD_CHECKSUM if it fails.  The phase is not changed: the
-    caller ends the step with :func:`feed_judged` (the reducer's inlined steady case skips
-    that when the answer is APPLY from SYNCED, the table's :data:`INLINE` no-op)."""
+    snapshot's depth (a rule with ``truncates``) and test the rule's checksum (``verify``).
+    Returns ``(inp, crossed)``: ``inp`` if the book passes, BAD_CHECKSUM if it fails, and
+    whether the book is crossed now (what :meth:`Book.apply` answered: the truncation keeps
+    each side's best levels, so it changes that only when it keeps none).  The phase is not
+    changed: the caller ends the step with :func:`feed_judged` (the reducer's inlined steady
+    case skips that when the answer is APPLY from SYNCED, the table's :data:`INLINE` no-op)."""
     book = sync.book
     assert book is not None
-    book.apply(diff.bids, diff.asks, diff.last_id)
+    crossed = book.apply(diff.bids, diff.asks, diff.last_id)
     if rule.truncates and sync.depth is not None:
         book.truncate(sync.depth)
+        if sync.depth < 1:
+            crossed = False
     if rule.has_checksum and not rule.verify(sync, diff):
-        return BAD_CHECKSUM
-    return inp
+        return BAD_CHECKSUM, crossed
+    return inp, crossed
 
 
 def feed_judged(sync: Sync, diff: DepthDiff, inp: str, limit: int) -> tuple[str, int]:

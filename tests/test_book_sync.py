@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import copy
 import itertools
+from typing import ClassVar
 
+import attrs
 import pytest
 
 from engine import book_sync
@@ -69,36 +71,39 @@ SEC = 1_000_000_000
 BAD = 666  # a bid at this price fails the test rule's checksum
 
 
+@attrs.frozen
 class ChecksumRule(BinanceSpotRule):
     """Spot chaining plus what other venues have: a checksum and resetting in-stream snapshots."""
 
-    name = "test-checksum"
-    has_checksum = True
-    stream_snapshot_resets = True
-    resumes_after_close = False  # a resubscribing venue: the new subscription's snapshot
+    name: ClassVar[str] = "test-checksum"
+    has_checksum: bool = True
+    stream_snapshot_resets: bool = True
+    resumes_after_close: bool = False  # a resubscribing venue: the new subscription's snapshot
 
-    def checksum_ok(self, book: Book, diff: DepthDiff) -> bool:
-        return BAD not in book.bids
+    def verify(self, sync: Sync, diff: DepthDiff | BookSnapshot) -> bool:
+        return sync.book is not None and BAD not in sync.book.bids
 
 
+@attrs.frozen
 class TruncatingChecksumRule(ChecksumRule):
     """ChecksumRule on a book kept at its snapshot's depth (Kraken): its verify (overridden,
     as Kraken's is) also fails a book holding more bids than that depth, so a diff applied
     without the driver's truncation, or without the verify, shows as a mismatch."""
 
-    name = "test-checksum-truncating"
-    truncates = True
+    name: ClassVar[str] = "test-checksum-truncating"
+    truncates: bool = True
 
     def verify(self, sync: Sync, diff: DepthDiff | BookSnapshot) -> bool:
         deep = sync.depth is not None and sync.book is not None and len(sync.book.bids) > sync.depth
         return not deep and super().verify(sync, diff)
 
 
+@attrs.frozen
 class TruncatingRule(BinanceSpotRule):
     """Spot chaining on a book kept at its snapshot's depth, no checksum (a diff's is ignored)."""
 
-    name = "test-truncating"
-    truncates = True
+    name: ClassVar[str] = "test-truncating"
+    truncates: bool = True
 
 
 TEST_RULES = (ChecksumRule(), TruncatingChecksumRule(), TruncatingRule())

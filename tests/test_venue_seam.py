@@ -17,8 +17,9 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import attrs
 import pytest
 import trio
 from hypothesis import given
@@ -221,14 +222,17 @@ def total(book: Book) -> int:
     return sum(book.bids.values()) + sum(book.asks.values())
 
 
+@attrs.frozen
 class SumRule(BinanceSpotRule):
     """Spot chaining, with a checksum: the sum of every quantity in the book."""
 
-    name = "test-sum-checksum"
-    has_checksum = True
+    name: ClassVar[str] = "test-sum-checksum"
+    has_checksum: bool = True
 
-    def checksum_ok(self, book: Book, diff: DepthDiff) -> bool:
-        return diff.checksum is None or diff.checksum == total(book)
+    def verify(self, sync: book_sync.Sync, diff: DepthDiff | BookSnapshot) -> bool:
+        return diff.checksum is None or (
+            sync.book is not None and diff.checksum == total(sync.book)
+        )
 
 
 @pytest.fixture(autouse=True)
