@@ -34,17 +34,17 @@
 #error "a whole text (OKX's separators included) must be one crc_of_pieces takes, a level's length a byte"
 #endif
 
-static uint32_t COLON; /* crc32(":"): OKX's separator, the first byte of every piece but one */
+static uint32_t COLON; /* crc32(":"): OKX's separator, the first byte of every OKX entry's text */
 
 typedef struct { /* 64 bytes, and the pool aligned to 64: one cache line an entry */
     u128 px;         /* the price's value */
     PyObject *key;   /* the book's key object (bids: the price; asks: the negated price); NULL: free */
     PyObject *price; /* the price as the side's dict keys it */
     PyObject *qty;   /* the qty object the dict held when the text was rendered */
-    uint32_t crc;    /* crc32 of its text (the text itself is not kept: only its CRC is read) */
-    uint32_t crc_sep; /* OKX: crc32 of ":" + text (the level's piece after the first) */
+    uint32_t crc;    /* crc32 of its text (the text itself is not kept: only its CRC is read);
+                      * OKX: of ":" + "px:sz", the level's piece after the first */
     int len;         /* the text's length */
-    uint32_t pcrc;   /* crc32 of the price's part of the text (OKX: with its ":") */
+    uint32_t pcrc;   /* crc32 of the price's part of the text (OKX: ":px:") */
     int plen;        /* its length: a new qty renders only the rest */
 } Entry;
 _Static_assert(sizeof(Entry) == 64, "an Entry is one cache line");
@@ -168,44 +168,57 @@ static int hint_side(Spec *sp, int s, PyObject *levels, const Side *sd) {
         }
         return 1;
     }
-    int kept = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
+    if (sd->count == 0) return 1; /* no entry to look up */
+    int kept = 0, sorted = 1;     /* sorted: each kept price worse than the one before */
+    u128 *t = sp->touched[s];
+    PyObject **tl = sp->tlevel[s];
+    for (Py_ssize_t i = 0; i < n; i++) { /* the kept prices, in the hint's order */
         PyObject *lv = items[i];
         u128 px;
         if (!PyTuple_CheckExact(lv) || PyTuple_GET_SIZE(lv) != 2) return 0;
         if (!to_u128(PyTuple_GET_ITEM(lv, 0), &px)) return 0;
-        if (sd->count == 0 || (s ? px > worst : px < worst)) continue;
+        if (s ? px > worst : px < worst) continue;
         if (kept == MAX_TOUCHED) return 0;
-        int j = kept++; /* insertion sort, best first, stable: a price set twice keeps its order */
-        while (j > 0 && better(s, px, sp->touched[s][j - 1])) {
-            sp->touched[s][j] = sp->touched[s][j - 1];
-            sp->tlevel[s][j] = sp->tlevel[s][j - 1];
-            j--;
+        if (kept && !better(s, t[kept - 1], px)) sorted = 0;
+        t[kept] = px;
+        tl[kept++] = lv;
+    }
+    sp->nt[s] = kept;
+    if (sorted) return 1; /* (the venues send a side best first: no price twice) */
+    for (int i = 1; i < kept; i++) { /* insertion sort, best first, stable: a price set twice
+                                      * keeps its order */
+        u128 px = t[i];
+        PyObject *lv = tl[i];
+        int j = i;
+        for (; j > 0 && better(s, px, t[j - 1]); j--) {
+            t[j] = t[j - 1];
+            tl[j] = tl[j - 1];
         }
-        sp->touched[s][j] = px;
-        sp->tlevel[s][j] = lv;
+        t[j] = px;
+        tl[j] = lv;
     }
     int n2 = 0; /* of a price set more than once, the last setting (what the book holds) */
     for (int i = 0; i < kept; i++) {
-        if (i + 1 < kept && sp->touched[s][i + 1] == sp->touched[s][i]) continue;
-        sp->touched[s][n2] = sp->touched[s][i];
-        sp->tlevel[s][n2++] = sp->tlevel[s][i];
+        if (i + 1 < kept && t[i + 1] == t[i]) continue;
+        t[n2] = t[i];
+        tl[n2++] = tl[i];
     }
     sp->nt[s] = n2;
     return 1;
 }
 
-/* The price's part of a level's text (Kraken: its digits; OKX: its text and ":") into e's px,
- * pcrc and plen; 0 if declined. */
+/* The price's part of a level's text (Kraken: its digits; OKX: ":", its text and ":") into e's
+ * px, pcrc and plen; 0 if declined. */
 static int render_price(const Spec *sp, Entry *e, PyObject *price) {
     u128 px;
-    char t[PIECE + 1], *end = t + sizeof t, *p;
+    char t[PIECE + 2], *end = t + sizeof t, *p;
     if (!to_u128(price, &px)) return 0;
     if (sp->kind == KRAKEN) {
         if ((p = kraken_piece(end, px, sp->pd, sp->scale)) == NULL) return 0;
     } else {
         *--end = ':';
         p = okx_piece(end, px, sp->scale);
+        *--p = ':';
         end++;
     }
     e->px = px;
@@ -214,8 +227,8 @@ static int render_price(const Spec *sp, Entry *e, PyObject *price) {
     return 1;
 }
 
-/* A level's text after its price part: the qty's, so e's crc, len (and OKX's crc_sep) are the
- * whole text's; 0 if declined. */
+/* A level's text after its price part: the qty's, so e's crc and len are the whole text's; 0
+ * if declined. */
 static int render_qty(const Spec *sp, Entry *e, PyObject *qty) {
     u128 q;
     char t[PIECE], *end = t + sizeof t, *p;
@@ -225,7 +238,6 @@ static int render_qty(const Spec *sp, Entry *e, PyObject *qty) {
     int k = (int)(end - p);
     e->crc = crc_combine(e->pcrc, crc_of(p, k), k);
     e->len = e->plen + k;
-    if (sp->kind == OKX) e->crc_sep = crc_combine(COLON, e->crc, e->len);
     return 1;
 }
 
@@ -499,17 +511,20 @@ static uint32_t text_crc(Memo *m, const int *walked) {
     }
     uint32_t piece[2 * MAX_N];
     unsigned char plen[2 * MAX_N];
-    int np = 0, rows = b->count > a->count ? b->count : a->count;
+    int np = 0, total = 0, rows = b->count > a->count ? b->count : a->count;
     for (int r = 0; r < rows; r++)
         for (int s = 0; s < 2; s++) {
             const Side *sd = &m->side[s];
             if (r >= sd->count) continue;
             const Entry *e = &sd->pool[sd->rank[r]];
-            piece[np] = np ? e->crc_sep : e->crc;
-            plen[np] = (unsigned char)(e->len + (np > 0));
-            np++;
+            piece[np] = e->crc;
+            plen[np++] = (unsigned char)e->len;
+            total += e->len;
         }
-    return crc_of_pieces(piece, plen, np);
+    if (np == 0) return 0; /* crc32 of "" */
+    /* every piece begins with ":", the text with its first level: crc32(":" + T) is
+     * x^(8 len T) crc32(":") + crc32(T), so crc32(T) is that sum again (+ is xor) */
+    return crc_combine(COLON, crc_of_pieces(piece, plen, np), total - 1);
 }
 
 /* The checksum of the book's lists (bk, bids, ak, asks) kept in memo m: a new int, Py_None
