@@ -336,8 +336,8 @@ __attribute__((noinline)) static int walk(Memo *m, const Spec *sp, int s, PyObje
         nr[i] = (unsigned char)j;
         used |= (uint64_t)1 << j;
     }
-    for (int i = 0; i < sd->count; i++) /* the entries that left the top */
-        if (!(used & ((uint64_t)1 << sd->rank[i]))) entry_clear(&pool[sd->rank[i]]);
+    for (uint64_t gone = busy & ~used; gone; gone &= gone - 1) /* the entries that left the top */
+        entry_clear(&pool[__builtin_ctzll(gone)]);
     memcpy(sd->rank, nr, (size_t)cnt);
     sd->count = (int)cnt;
     return 1;
