@@ -61,6 +61,7 @@ __all__ = [
     "DEPTHS",
     "checksum",
     "checksum_of_levels",
+    "matches",
     "normalized",
     "token_decimals",
     "max_decimals",
@@ -136,11 +137,21 @@ def _checksum(
 #: :func:`_checksum`, the same rule in Python.  Raises ValueError where a value has more
 #: decimals than the precision given (not Kraken's book), or where the book has a level and the
 #: precision is None (not known).
-checksum: Callable[..., int] = (
-    _checksum
-    if _cksum is None
-    else _cksum.BookChecksum("kraken", CHECKSUM_LEVELS, num.SCALE, _checksum).checksum
+_book_checksum = (
+    None if _cksum is None else _cksum.BookChecksum("kraken", CHECKSUM_LEVELS, num.SCALE, _checksum)
 )
+checksum: Callable[..., int] = _checksum if _book_checksum is None else _book_checksum.checksum
+
+
+def _matches(want: object, book: Book, *args: object) -> bool:
+    return bool(checksum(book, *args) == want)
+
+
+#: ``matches(want, book, price_decimals, qty_decimals[, bids, asks]) -> bool``:
+#: ``checksum(book, ...) == want``, the sync rule's test (:class:`engine.book_sync.KrakenRule`).
+#: In C (the same ``BookChecksum``'s ``matches`` method) no int is made for the checksum when
+#: ``want`` is one; it raises where :func:`checksum` raises.
+matches: Callable[..., bool] = _matches if _book_checksum is None else _book_checksum.matches
 
 
 def normalized(symbol: str) -> str:

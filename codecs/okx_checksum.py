@@ -45,7 +45,7 @@ try:  # the optional C text/CRC path (engine/_cksum.c); the Python rule below ru
 except ImportError:  # pragma: no cover - a build without a C compiler
     _cksum = None  # type: ignore[assignment]
 
-__all__ = ["DEPTH", "text", "checksum", "checksum_of_levels", "signed32"]
+__all__ = ["DEPTH", "text", "checksum", "checksum_of_levels", "matches", "signed32"]
 
 #: levels per side the checksum covers
 DEPTH = 25
@@ -123,8 +123,15 @@ def _checksum(
 #: reads the book's top in place (its rendered top kept in ``book.memo``), answers exactly what
 #: :func:`checksum_of_levels` of ``book.top(25)`` answers, and hands whatever it does not fully
 #: handle to :func:`_checksum`, the same rule in Python.
-checksum: Callable[..., int] = (
-    _checksum
-    if _cksum is None
-    else _cksum.BookChecksum("okx", DEPTH, num.SCALE, _checksum).checksum
-)
+_book_checksum = None if _cksum is None else _cksum.BookChecksum("okx", DEPTH, num.SCALE, _checksum)
+checksum: Callable[..., int] = _checksum if _book_checksum is None else _book_checksum.checksum
+
+
+def _matches(want: object, book: Book, *args: object) -> bool:
+    return bool(checksum(book, *args) == want)
+
+
+#: ``matches(want, book[, bids, asks]) -> bool``: ``checksum(book, ...) == want``, the sync
+#: rule's test (:class:`engine.book_sync.OkxRule`).  In C (the same ``BookChecksum``'s
+#: ``matches`` method) no int is made for the checksum when ``want`` is one.
+matches: Callable[..., bool] = _matches if _book_checksum is None else _book_checksum.matches

@@ -527,17 +527,18 @@ static uint32_t text_crc(Memo *m, const int *walked) {
     return crc_combine(COLON, crc_of_pieces(piece, plen, np), total - 1);
 }
 
-/* The checksum of the book's lists (bk, bids, ak, asks) kept in memo m: a new int, Py_None
- * (a new reference) if declined, NULL on an error of our own (memory). */
-static PyObject *compute(Memo *m, Spec *sp, long long version, PyObject *hb, PyObject *ha,
-                         PyObject *const *lists) {
+/* The checksum of the book's lists (bk, bids, ak, asks) kept in memo m into *crc: 1, or 0 if
+ * declined (Python answers). */
+static int compute(Memo *m, Spec *sp, long long version, PyObject *hb, PyObject *ha,
+                   PyObject *const *lists, long *crc) {
     if (!PyList_CheckExact(lists[0]) || !PyDict_CheckExact(lists[1]) ||
         !PyList_CheckExact(lists[2]) || !PyDict_CheckExact(lists[3]))
-        Py_RETURN_NONE;
-    if (!prepare(m, sp, version, hb, ha, lists)) Py_RETURN_NONE;
+        return 0;
+    if (!prepare(m, sp, version, hb, ha, lists)) return 0;
     if (m->version == version || (sp->unchanged[0] && sp->unchanged[1])) {
         m->version = version; /* the top is as it was */
-        return PyLong_FromLong(m->crc);
+        *crc = m->crc;
+        return 1;
     }
     int walked[2] = {0, 0};
     for (int s = 0; s < 2; s++) {
@@ -547,17 +548,17 @@ static PyObject *compute(Memo *m, Spec *sp, long long version, PyObject *hb, PyO
         int done = sp->hinted ? patch(m, sp, s, keys, dict) : -1;
         if (done == 0 || (done < 0 && !walk(m, sp, s, keys, dict, len < sp->n ? len : sp->n))) {
             memo_clear(m);
-            Py_RETURN_NONE;
+            return 0;
         }
         Side *sd = &m->side[s];
         sd->worst = sd->count ? sd->pool[sd->rank[sd->count - 1]].px : 0;
         walked[s] = 1;
     }
     uint32_t c = text_crc(m, walked);
-    long crc = sp->kind == OKX && c >= 0x80000000u ? (long)c - 0x100000000L : (long)c;
     m->version = version;
-    m->crc = crc;
-    return PyLong_FromLong(crc);
+    m->crc = sp->kind == OKX && c >= 0x80000000u ? (long)c - 0x100000000L : (long)c;
+    *crc = m->crc;
+    return 1;
 }
 
 

@@ -15,7 +15,9 @@
  *       the same read straight from an engine.book.Book's slots (its class handed
  *       over once by configure(Book)), the memo kept in the book's memo slot: its
  *       checksum method, called as the rule's Python function `fallback` is (which
- *       answers whatever this code declines), is the codecs' `checksum`.
+ *       answers whatever this code declines), is the codecs' `checksum`; its
+ *       matches(want, ...) method, checksum(...) == want, their `matches` (the sync
+ *       rules' test, with no int made for the checksum).
  *   crc32(data, value=0, /, *, impl=None), crc32_impl()
  *       the CRC alone (engine/_crc32.h: zlib's CRC-32, table or PCLMULQDQ folding),
  *       as zlib.crc32 answers, for tests/test_crc32.py and bench/crc.py.
@@ -75,15 +77,19 @@ static PyObject *generic(Spec *sp, PyObject *memo, PyObject *version, PyObject *
     long long v = version_of(version);
     if (v < 0) Py_RETURN_NONE;
     if (hb == Py_None || ha == Py_None) hb = ha = NULL;
+    long crc;
+    int done;
     if (memo != Py_None) {
         if (!Py_IS_TYPE(memo, &MemoType)) Py_RETURN_NONE;
-        return compute((Memo *)memo, sp, v, hb, ha, lists);
+        done = compute((Memo *)memo, sp, v, hb, ha, lists, &crc);
+    } else {
+        PyObject *tmp = Memo_new(&MemoType, NULL, NULL);
+        if (tmp == NULL) return NULL;
+        done = compute((Memo *)tmp, sp, v, hb, ha, lists, &crc);
+        Py_DECREF(tmp);
     }
-    PyObject *tmp = Memo_new(&MemoType, NULL, NULL);
-    if (tmp == NULL) return NULL;
-    PyObject *r = compute((Memo *)tmp, sp, v, hb, ha, lists);
-    Py_DECREF(tmp);
-    return r;
+    if (!done) Py_RETURN_NONE;
+    return PyLong_FromLong(crc);
 }
 
 /* kraken(memo, version, hint_bids, hint_asks, bk, bids, ak, asks, n, pd, qd, scale) */
@@ -145,39 +151,49 @@ static PyObject *configure(PyObject *self, PyObject *cls) {
  * whenever this code declines (so Python's exceptions, ValueError among them, are the caller's):
  *   Kraken: checksum(book, price_decimals, qty_decimals[, bids, asks])
  *   OKX:    checksum(book[, bids, asks])
- * bids, asks: the levels the book's last Book.apply set (the diff just applied). */
+ * bids, asks: the levels the book's last Book.apply set (the diff just applied).  Its matches
+ * method takes the checksum wanted first, then the same arguments: checksum(...) == want. */
 typedef struct {
     PyObject_HEAD int kind;
     long n, scale; /* the rule's depth and engine.num.SCALE, read once */
     PyObject *fallback;
 } Checksum;
 
-static PyObject *checksum_fast(Checksum *ck, PyObject *const *args, Py_ssize_t nargs) {
+/* The checksum of the book args[0] (the rest: the rule's other arguments) into *crc: 1, 0 if
+ * declined (the fallback answers), -1 on an error of our own (set). */
+static int checksum_fast(Checksum *ck, PyObject *const *args, Py_ssize_t nargs, long *crc) {
     Py_ssize_t base = ck->kind == KRAKEN ? 3 : 1;
     if ((nargs != base && nargs != base + 2) || book_type == NULL ||
         !Py_IS_TYPE(args[0], book_type))
-        Py_RETURN_NONE;
+        return 0;
     Spec sp;
     if (!spec_set(&sp, ck->kind, ck->n, ck->scale, ck->kind == KRAKEN ? args[1] : NULL,
                   ck->kind == KRAKEN ? args[2] : NULL))
-        Py_RETURN_NONE;
+        return 0;
     PyObject *s[NSLOTS];
     for (int i = 0; i < NSLOTS; i++) {
         s[i] = *(PyObject **)((char *)args[0] + slot_offsets[i]);
-        if (s[i] == NULL) Py_RETURN_NONE;
+        if (s[i] == NULL) return 0;
     }
     if (s[0] == Py_None) { /* the book's memo, kept in its slot from now on */
         PyObject *m = Memo_new(&MemoType, NULL, NULL);
-        if (m == NULL) return NULL;
+        if (m == NULL) return -1;
         Py_SETREF(*(PyObject **)((char *)args[0] + slot_offsets[0]), m);
         s[0] = m;
     }
-    if (!Py_IS_TYPE(s[0], &MemoType)) Py_RETURN_NONE;
+    if (!Py_IS_TYPE(s[0], &MemoType)) return 0;
     long long v = version_of(s[1]);
-    if (v < 0) Py_RETURN_NONE;
+    if (v < 0) return 0;
     PyObject *hb = nargs > base ? args[base] : NULL, *ha = nargs > base ? args[base + 1] : NULL;
     if (hb == Py_None || ha == Py_None) hb = ha = NULL;
-    return compute((Memo *)s[0], &sp, v, hb, ha, s + 2);
+    return compute((Memo *)s[0], &sp, v, hb, ha, s + 2, crc);
+}
+
+/* The fallback's answer for the call (the rule's Python function: its exceptions are the
+ * caller's). */
+static PyObject *fallback_call(Checksum *ck, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames) {
+    return PyObject_Vectorcall(ck->fallback, args, (size_t)nargs, kwnames);
 }
 
 /* BookChecksum.checksum(...): the call the codecs hand out, a builtin method (CPython 3.11
@@ -185,17 +201,46 @@ static PyObject *checksum_fast(Checksum *ck, PyObject *const *args, Py_ssize_t n
 static PyObject *Checksum_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                  PyObject *kwnames) {
     Checksum *ck = (Checksum *)self;
-    if (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0) {
-        PyObject *r = checksum_fast(ck, args, nargs);
-        if (r != Py_None) return r; /* the answer, or our own error */
-        Py_DECREF(r);
+    long crc;
+    int done = kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0
+                   ? checksum_fast(ck, args, nargs, &crc)
+                   : 0;
+    if (done < 0) return NULL;
+    return done ? PyLong_FromLong(crc) : fallback_call(ck, args, nargs, kwnames);
+}
+
+/* BookChecksum.matches(want, ...): checksum(...) == want, without making the checksum an int
+ * object where this code answers and want is an exact int (the sync rules' test) */
+static PyObject *Checksum_matches(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames) {
+    Checksum *ck = (Checksum *)self;
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "matches(want, book, ...) takes the checksum wanted first");
+        return NULL;
     }
-    return PyObject_Vectorcall(ck->fallback, args, (size_t)nargs, kwnames);
+    PyObject *want = args[0];
+    long crc;
+    int done = kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0
+                   ? checksum_fast(ck, args + 1, nargs - 1, &crc)
+                   : 0;
+    if (done < 0) return NULL;
+    if (done && PyLong_CheckExact(want)) {
+        int overflow;
+        long w = PyLong_AsLongAndOverflow(want, &overflow); /* (an exact int sets no error) */
+        return PyBool_FromLong(!overflow && w == crc);
+    }
+    PyObject *got = done ? PyLong_FromLong(crc) : fallback_call(ck, args + 1, nargs - 1, kwnames);
+    if (got == NULL) return NULL;
+    PyObject *r = PyObject_RichCompare(got, want, Py_EQ);
+    Py_DECREF(got);
+    return r;
 }
 
 static PyMethodDef Checksum_methods[] = {
     {"checksum", (PyCFunction)(void (*)(void))Checksum_method, METH_FASTCALL | METH_KEYWORDS,
      "checksum(book, ...): the rule's checksum of book, called as the rule's Python function is"},
+    {"matches", (PyCFunction)(void (*)(void))Checksum_matches, METH_FASTCALL | METH_KEYWORDS,
+     "matches(want, book, ...): checksum(book, ...) == want (the sync rules' test)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -160,8 +160,8 @@ import attrs
 from engine import serde
 from engine.book import Book
 from engine.codecs.base import SyncRule
-from engine.codecs.kraken_book import checksum as kraken_checksum
-from engine.codecs.okx_checksum import checksum as okx_checksum
+from engine.codecs.kraken_book import matches as kraken_matches
+from engine.codecs.okx_checksum import matches as okx_matches
 from engine.events import BookSnapshot, DepthDiff
 
 __all__ = [
@@ -469,13 +469,10 @@ class KrakenRule(ChainRule):
             return True
         try:
             if type(diff) is DepthDiff:  # the levels just applied: the checksum's hint
-                return (
-                    kraken_checksum(
-                        sync.book, sync.price_decimals, sync.qty_decimals, diff.bids, diff.asks
-                    )
-                    == want
+                return kraken_matches(
+                    want, sync.book, sync.price_decimals, sync.qty_decimals, diff.bids, diff.asks
                 )
-            return kraken_checksum(sync.book, sync.price_decimals, sync.qty_decimals) == want
+            return kraken_matches(want, sync.book, sync.price_decimals, sync.qty_decimals)
         except ValueError:  # a level finer than the precision (or at none known): not Kraken's
             return False
 
@@ -570,8 +567,8 @@ class OkxRule(ChainRule):
         if cs is None:
             return True
         if type(diff) is DepthDiff:  # the levels just applied: the checksum's hint
-            return okx_checksum(sync.book, diff.bids, diff.asks) == cs
-        return okx_checksum(sync.book) == cs
+            return okx_matches(cs, sync.book, diff.bids, diff.asks)
+        return okx_matches(cs, sync.book)
 
 
 @attrs.frozen

@@ -230,6 +230,43 @@ def test_what_c_declines_the_python_rule_answers_through_the_same_name():
         okx_checksum.checksum(book, 1, 2, 3)  # not the rule's signature: Python says so
 
 
+@given(
+    _levels,
+    _levels,
+    _diff,
+    _diff,
+    st.sampled_from(["same", "other", "huge", "float", "none"]),
+    _precision,
+)
+def test_matches_is_the_checksum_compared_with_what_is_wanted(bids, asks, b, a, how, pd):
+    """``matches(want, ...)`` (the sync rules' test) is ``checksum(...) == want``: in C (where it
+    makes no int), where C declines (a Book subclass: the Python rule, its ValueError included),
+    and in the Python definition used without C, for a want that is the checksum, another int,
+    one beyond 64 bits, an equal float or None."""
+
+    class Ledger(Book):  # not the class configured: C declines, the fallback answers
+        __slots__ = ()
+
+    def want_of(got: int | None) -> object:
+        if got is None or how == "none":
+            return None
+        return {"same": got, "other": got ^ 1, "huge": got + 2**70, "float": float(got)}[how]
+
+    for cls in (Book, Ledger):
+        book = cls.from_levels(1, bids, asks)
+        book.apply(b, a, 2)
+        okx = _okx_py(book)
+        assert okx_checksum.matches(want_of(okx), book, b, a) == (okx == want_of(okx))
+        assert okx_checksum._matches(want_of(okx), book) == (okx == want_of(okx))
+        kr = _kraken_py(book, pd, pd)
+        if kr is None:  # a value finer than the precision: raises as checksum does
+            with pytest.raises(ValueError):
+                kraken_book.matches(0, book, pd, pd, b, a)
+            continue
+        assert kraken_book.matches(want_of(kr), book, pd, pd, b, a) == (kr == want_of(kr))
+        assert kraken_book._matches(want_of(kr), book, pd, pd) == (kr == want_of(kr))
+
+
 @given(st.binary(max_size=200), st.binary(max_size=3300), st.booleans())
 def test_the_crc_of_a_text_is_the_fold_of_its_pieces_crcs(a, b, hw):
     """The checksum text's CRC is combined from its levels' own CRCs (zlib's crc32_combine rule),
