@@ -224,10 +224,11 @@ static PyObject *Checksum_matches(PyObject *self, PyObject *const *args, Py_ssiz
                    ? checksum_fast(ck, args + 1, nargs - 1, &crc)
                    : 0;
     if (done < 0) return NULL;
-    if (done && PyLong_CheckExact(want)) {
-        int overflow;
-        long w = PyLong_AsLongAndOverflow(want, &overflow); /* (an exact int sets no error) */
-        return PyBool_FromLong(!overflow && w == crc);
+    if (done && PyLong_CheckExact(want)) { /* (read from its digits: no call) */
+        u128 w;
+        int neg;
+        u128 mag = crc < 0 ? (u128)(-(crc + 1)) + 1 : (u128)crc;
+        return PyBool_FromLong(int_parts(want, &w, &neg) && neg == (crc < 0) && w == mag);
     }
     PyObject *got = done ? PyLong_FromLong(crc) : fallback_call(ck, args + 1, nargs - 1, kwnames);
     if (got == NULL) return NULL;
