@@ -89,7 +89,7 @@ class OkxRuleFreeChecksum(OkxRule):
 
     name: ClassVar[str] = FREE_CHECKSUM
 
-    def verify(self, sync: Any, diff: Any) -> bool:
+    def verify(self, sync: Any, msg: Any, bids: Any, asks: Any) -> bool:
         return True
 
 

@@ -153,6 +153,7 @@ checkpoint verifies exactly as live did.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar, Final
 
 import attrs
@@ -379,12 +380,20 @@ class ChainRule:
     def next(self, book_id: int, diff: DepthDiff) -> str:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def verify(self, sync: Sync, diff: DepthDiff | BookSnapshot) -> bool:
-        """The rule's checksum test after ``diff`` was applied to ``sync.book`` (or the
-        snapshot ``diff`` loaded, when it carries a checksum): does the book match it?
+    def verify(
+        self,
+        sync: Sync,
+        msg: DepthDiff | BookSnapshot,
+        bids: Sequence[tuple[int, int]] | None,
+        asks: Sequence[tuple[int, int]] | None,
+    ) -> bool:
+        """The rule's checksum test after the diff ``msg`` was applied to ``sync.book`` (or
+        the snapshot ``msg`` loaded, when it carries a checksum): does the book match it?
 
-        Called only for a rule with ``has_checksum``; it reads ``sync`` (the book, and what
-        the snapshot told: Kraken's precision) and changes nothing.
+        ``bids, asks``: the levels the diff's apply set (``msg.bids, msg.asks``), the hint a
+        book checksum reads only those again by; None after a snapshot was loaded.  Called
+        only for a rule with ``has_checksum``; it reads ``sync`` (the book, and what the
+        snapshot told: Kraken's precision) and changes nothing.
         """
         return True
 
@@ -461,18 +470,22 @@ class KrakenRule(ChainRule):
 
     next = first
 
-    def verify(self, sync: Sync, diff: DepthDiff | BookSnapshot) -> bool:
+    def verify(
+        self,
+        sync: Sync,
+        msg: DepthDiff | BookSnapshot,
+        bids: Sequence[tuple[int, int]] | None,
+        asks: Sequence[tuple[int, int]] | None,
+    ) -> bool:
         # (the engine's hottest rule: it runs after every Kraken book message, so it reads each
         # attribute once and leaves the unknown precision to the checksum's own definition)
-        want = diff.checksum
+        want = msg.checksum
         if want is None:
             return True
         try:
-            if type(diff) is DepthDiff:  # the levels just applied: the checksum's hint
-                return kraken_matches(
-                    want, sync.book, sync.price_decimals, sync.qty_decimals, diff.bids, diff.asks
-                )
-            return kraken_matches(want, sync.book, sync.price_decimals, sync.qty_decimals)
+            return kraken_matches(
+                want, sync.book, sync.price_decimals, sync.qty_decimals, bids, asks
+            )
         except ValueError:  # a level finer than the precision (or at none known): not Kraken's
             return False
 
@@ -562,13 +575,15 @@ class OkxRule(ChainRule):
             return APPLY
         return STALE if diff.last_id <= book_id else GAP
 
-    def verify(self, sync: Sync, diff: DepthDiff | BookSnapshot) -> bool:
-        cs = diff.checksum
-        if cs is None:
-            return True
-        if type(diff) is DepthDiff:  # the levels just applied: the checksum's hint
-            return okx_matches(cs, sync.book, diff.bids, diff.asks)
-        return okx_matches(cs, sync.book)
+    def verify(
+        self,
+        sync: Sync,
+        msg: DepthDiff | BookSnapshot,
+        bids: Sequence[tuple[int, int]] | None,
+        asks: Sequence[tuple[int, int]] | None,
+    ) -> bool:
+        cs = msg.checksum
+        return True if cs is None else okx_matches(cs, sync.book, bids, asks)
 
 
 @attrs.frozen
@@ -688,7 +703,7 @@ def apply_checked(
         book.truncate(sync.depth)
         if sync.depth < 1:
             crossed = False
-    if rule.has_checksum and not rule.verify(sync, diff):
+    if rule.has_checksum and not rule.verify(sync, diff, diff.bids, diff.asks):
         return BAD_CHECKSUM, crossed
     return inp, crossed
 
@@ -745,7 +760,7 @@ def feed_snapshot(rule: ChainRule, sync: Sync, snap: BookSnapshot) -> tuple[str,
     )
     if rule.truncates and snap.depth is not None:
         sync.book.truncate(snap.depth)
-    if rule.has_checksum and snap.checksum is not None and not rule.verify(sync, snap):
+    if rule.has_checksum and snap.checksum is not None and not rule.verify(sync, snap, None, None):
         # the exchange's own checksum rejects its snapshot as we read it: never load it
         sync.book = None
         return _step(sync, BAD_CHECKSUM), []

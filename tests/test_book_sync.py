@@ -80,7 +80,7 @@ class ChecksumRule(BinanceSpotRule):
     stream_snapshot_resets: bool = True
     resumes_after_close: bool = False  # a resubscribing venue: the new subscription's snapshot
 
-    def verify(self, sync: Sync, diff: DepthDiff | BookSnapshot) -> bool:
+    def verify(self, sync: Sync, msg: DepthDiff | BookSnapshot, bids: object, asks: object) -> bool:
         return sync.book is not None and BAD not in sync.book.bids
 
 
@@ -93,9 +93,9 @@ class TruncatingChecksumRule(ChecksumRule):
     name: ClassVar[str] = "test-checksum-truncating"
     truncates: bool = True
 
-    def verify(self, sync: Sync, diff: DepthDiff | BookSnapshot) -> bool:
+    def verify(self, sync: Sync, msg: DepthDiff | BookSnapshot, bids: object, asks: object) -> bool:
         deep = sync.depth is not None and sync.book is not None and len(sync.book.bids) > sync.depth
-        return not deep and super().verify(sync, diff)
+        return not deep and super().verify(sync, msg, bids, asks)
 
 
 @attrs.frozen

@@ -229,10 +229,10 @@ class SumRule(BinanceSpotRule):
     name: ClassVar[str] = "test-sum-checksum"
     has_checksum: bool = True
 
-    def verify(self, sync: book_sync.Sync, diff: DepthDiff | BookSnapshot) -> bool:
-        return diff.checksum is None or (
-            sync.book is not None and diff.checksum == total(sync.book)
-        )
+    def verify(
+        self, sync: book_sync.Sync, msg: DepthDiff | BookSnapshot, bids: object, asks: object
+    ) -> bool:
+        return msg.checksum is None or (sync.book is not None and msg.checksum == total(sync.book))
 
 
 @pytest.fixture(autouse=True)
