@@ -345,6 +345,9 @@ INLINE: Final = (SYNCED, APPLY)
 
 # ---------------------------------------------------------------- rules
 
+#: one side of the levels a diff's apply set (a book checksum's hint), None after a snapshot load
+Hint = Sequence[tuple[int, int]] | None
+
 
 @attrs.frozen
 class ChainRule:
@@ -380,13 +383,7 @@ class ChainRule:
     def next(self, book_id: int, diff: DepthDiff) -> str:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def verify(
-        self,
-        sync: Sync,
-        msg: DepthDiff | BookSnapshot,
-        bids: Sequence[tuple[int, int]] | None,
-        asks: Sequence[tuple[int, int]] | None,
-    ) -> bool:
+    def verify(self, sync: Sync, msg: DepthDiff | BookSnapshot, bids: Hint, asks: Hint) -> bool:
         """The rule's checksum test after the diff ``msg`` was applied to ``sync.book`` (or
         the snapshot ``msg`` loaded, when it carries a checksum): does the book match it?
 
@@ -470,13 +467,7 @@ class KrakenRule(ChainRule):
 
     next = first
 
-    def verify(
-        self,
-        sync: Sync,
-        msg: DepthDiff | BookSnapshot,
-        bids: Sequence[tuple[int, int]] | None,
-        asks: Sequence[tuple[int, int]] | None,
-    ) -> bool:
+    def verify(self, sync: Sync, msg: DepthDiff | BookSnapshot, bids: Hint, asks: Hint) -> bool:
         # (the engine's hottest rule: it runs after every Kraken book message, so it reads each
         # attribute once and leaves the unknown precision to the checksum's own definition)
         want = msg.checksum
@@ -575,13 +566,7 @@ class OkxRule(ChainRule):
             return APPLY
         return STALE if diff.last_id <= book_id else GAP
 
-    def verify(
-        self,
-        sync: Sync,
-        msg: DepthDiff | BookSnapshot,
-        bids: Sequence[tuple[int, int]] | None,
-        asks: Sequence[tuple[int, int]] | None,
-    ) -> bool:
+    def verify(self, sync: Sync, msg: DepthDiff | BookSnapshot, bids: Hint, asks: Hint) -> bool:
         cs = msg.checksum
         return True if cs is None else okx_matches(cs, sync.book, bids, asks)
 
