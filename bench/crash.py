@@ -61,7 +61,9 @@ def journaled(journal: Path) -> tuple[int | None, int]:
             if batch.num_rows:
                 last = batch.column(1)[-1].as_py()
                 dirs, kinds = batch.column(3).to_pylist(), batch.column(4).to_pylist()
-                inbound += sum(d == Dir.IN and k == Kind.TEXT for d, k in zip(dirs, kinds))
+                inbound += sum(
+                    d == Dir.IN and k == Kind.TEXT for d, k in zip(dirs, kinds, strict=True)
+                )
     return last, inbound
 
 
