@@ -23,6 +23,9 @@
 #include "_cknum.h"
 #include "_crc32.h"
 
+/* a decline (not what this code renders): laid out off the steady path */
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+
 /* ------------------------------------------------------------------ the walk over a book's top */
 
 #define KRAKEN 1
@@ -159,8 +162,8 @@ static int hint_side(Spec *sp, int s, PyObject *levels, const Side *sd) {
     if (n == 1) { /* the venues' usual change: one level */
         PyObject *lv = items[0];
         u128 px;
-        if (!PyTuple_CheckExact(lv) || PyTuple_GET_SIZE(lv) != 2) return 0;
-        if (!to_u128(PyTuple_GET_ITEM(lv, 0), &px)) return 0;
+        if (UNLIKELY(!PyTuple_CheckExact(lv) || PyTuple_GET_SIZE(lv) != 2)) return 0;
+        if (UNLIKELY(!to_u128(PyTuple_GET_ITEM(lv, 0), &px))) return 0;
         if (sd->count && !(s ? px > worst : px < worst)) {
             sp->touched[s][0] = px;
             sp->tlevel[s][0] = lv;
@@ -175,8 +178,8 @@ static int hint_side(Spec *sp, int s, PyObject *levels, const Side *sd) {
     for (Py_ssize_t i = 0; i < n; i++) { /* the kept prices, in the hint's order */
         PyObject *lv = items[i];
         u128 px;
-        if (!PyTuple_CheckExact(lv) || PyTuple_GET_SIZE(lv) != 2) return 0;
-        if (!to_u128(PyTuple_GET_ITEM(lv, 0), &px)) return 0;
+        if (UNLIKELY(!PyTuple_CheckExact(lv) || PyTuple_GET_SIZE(lv) != 2)) return 0;
+        if (UNLIKELY(!to_u128(PyTuple_GET_ITEM(lv, 0), &px))) return 0;
         if (s ? px > worst : px < worst) continue;
         if (kept == MAX_TOUCHED) return 0;
         if (kept && !better(s, t[kept - 1], px)) sorted = 0;
@@ -448,8 +451,8 @@ static int patch(Memo *m, const Spec *sp, int s, PyObject *keys, PyObject *dict)
 static int prepare(Memo *m, Spec *sp, long long version, PyObject *hb, PyObject *ha,
                    PyObject *const *lists) {
     sp->hinted = sp->unchanged[0] = sp->unchanged[1] = sp->nt[0] = sp->nt[1] = 0;
-    if (m->kind != sp->kind || m->n != sp->n || m->pd != sp->pd || m->qd != sp->qd ||
-        m->scale != sp->scale) {
+    if (UNLIKELY(m->kind != sp->kind || m->n != sp->n || m->pd != sp->pd || m->qd != sp->qd ||
+                 m->scale != sp->scale)) {
         if (m->n != sp->n || m->side[0].pool == NULL) {
             memo_free_pools(m);
             for (int s = 0; s < 2 && sp->n > 0; s++) {
@@ -531,10 +534,10 @@ static uint32_t text_crc(Memo *m, const int *walked) {
  * declined (Python answers). */
 static int compute(Memo *m, Spec *sp, long long version, PyObject *hb, PyObject *ha,
                    PyObject *const *lists, long *crc) {
-    if (!PyList_CheckExact(lists[0]) || !PyDict_CheckExact(lists[1]) ||
-        !PyList_CheckExact(lists[2]) || !PyDict_CheckExact(lists[3]))
+    if (UNLIKELY(!PyList_CheckExact(lists[0]) || !PyDict_CheckExact(lists[1]) ||
+                 !PyList_CheckExact(lists[2]) || !PyDict_CheckExact(lists[3])))
         return 0;
-    if (!prepare(m, sp, version, hb, ha, lists)) return 0;
+    if (UNLIKELY(!prepare(m, sp, version, hb, ha, lists))) return 0;
     if (m->version == version || (sp->unchanged[0] && sp->unchanged[1])) {
         m->version = version; /* the top is as it was */
         *crc = m->crc;
@@ -546,7 +549,8 @@ static int compute(Memo *m, Spec *sp, long long version, PyObject *hb, PyObject 
         Py_ssize_t len = PyList_GET_SIZE(lists[2 * s]);
         PyObject *keys = lists[2 * s], *dict = lists[2 * s + 1];
         int done = sp->hinted ? patch(m, sp, s, keys, dict) : -1;
-        if (done == 0 || (done < 0 && !walk(m, sp, s, keys, dict, len < sp->n ? len : sp->n))) {
+        Py_ssize_t cnt = len < sp->n ? len : sp->n;
+        if (UNLIKELY(done == 0 || (done < 0 && !walk(m, sp, s, keys, dict, cnt)))) {
             memo_clear(m);
             return 0;
         }

@@ -163,27 +163,27 @@ typedef struct {
  * declined (the fallback answers), -1 on an error of our own (set). */
 static int checksum_fast(Checksum *ck, PyObject *const *args, Py_ssize_t nargs, long *crc) {
     Py_ssize_t base = ck->kind == KRAKEN ? 3 : 1;
-    if ((nargs != base && nargs != base + 2) || book_type == NULL ||
-        !Py_IS_TYPE(args[0], book_type))
+    if (UNLIKELY((nargs != base && nargs != base + 2) || book_type == NULL ||
+                 !Py_IS_TYPE(args[0], book_type)))
         return 0;
     Spec sp;
-    if (!spec_set(&sp, ck->kind, ck->n, ck->scale, ck->kind == KRAKEN ? args[1] : NULL,
-                  ck->kind == KRAKEN ? args[2] : NULL))
+    PyObject *pd = ck->kind == KRAKEN ? args[1] : NULL, *qd = ck->kind == KRAKEN ? args[2] : NULL;
+    if (UNLIKELY(!spec_set(&sp, ck->kind, ck->n, ck->scale, pd, qd)))
         return 0;
     PyObject *s[NSLOTS];
     for (int i = 0; i < NSLOTS; i++) {
         s[i] = *(PyObject **)((char *)args[0] + slot_offsets[i]);
-        if (s[i] == NULL) return 0;
+        if (UNLIKELY(s[i] == NULL)) return 0;
     }
-    if (s[0] == Py_None) { /* the book's memo, kept in its slot from now on */
+    if (UNLIKELY(s[0] == Py_None)) { /* the book's memo, kept in its slot from now on */
         PyObject *m = Memo_new(&MemoType, NULL, NULL);
         if (m == NULL) return -1;
         Py_SETREF(*(PyObject **)((char *)args[0] + slot_offsets[0]), m);
         s[0] = m;
     }
-    if (!Py_IS_TYPE(s[0], &MemoType)) return 0;
+    if (UNLIKELY(!Py_IS_TYPE(s[0], &MemoType))) return 0;
     long long v = version_of(s[1]);
-    if (v < 0) return 0;
+    if (UNLIKELY(v < 0)) return 0;
     PyObject *hb = nargs > base ? args[base] : NULL, *ha = nargs > base ? args[base + 1] : NULL;
     if (hb == Py_None || ha == Py_None) hb = ha = NULL;
     return compute((Memo *)s[0], &sp, v, hb, ha, s + 2, crc);
