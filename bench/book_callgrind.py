@@ -13,14 +13,17 @@ one fold with the start-up (imports, decoding, the first fold's warming) taken o
 it prints instructions (Ir), simulated L1 instruction and data misses, mispredicted branches
 and one weighted sum, ``Ir + 10 x (I1 + D1 read + D1 write misses) + 15 x mispredicts``, a
 cycle estimate for a CPU like this machine's; the line that matters is **checksum cost /
-fold** on that sum (target ≤ 30 %).  The counts are the same on every run of one tree on one
-machine, busy or not: the way to judge a change to ``engine._cksum`` or to the sync rules
-when wall-clock figures move by several points from process to process.
+fold** on that sum (target ≤ 30 %).  The counts do not depend on the load, and the children
+run with one hash seed (``--hash-seed``, default 0), which otherwise moves the simulated misses
+from run to run (the dicts' layout), the ratio by a few tenths of a point: the way to
+judge a change to ``engine._cksum`` or to the sync rules when wall-clock figures move by
+several points from process to process.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -85,7 +88,7 @@ def totals(path: Path) -> dict[str, int]:
     raise ValueError(f"{path}: no totals line")
 
 
-def counts(venue: str, n: int, tmp: Path) -> dict[bool, dict[str, float]]:
+def counts(venue: str, n: int, tmp: Path, seed: str) -> dict[bool, dict[str, float]]:
     """Per event of one fold, with the checksum (True) and without (False): each count, and
     the weighted sum as "cycles".  The four callgrind runs go side by side (the counts do not
     depend on what else runs)."""
@@ -98,7 +101,8 @@ def counts(venue: str, n: int, tmp: Path) -> dict[bool, dict[str, float]]:
                 f"--callgrind-out-file={out}", sys.executable, str(Path(__file__).resolve()),
                 "--child", venue, "1" if checked else "0", str(n), str(folds),
             ]  # fmt: skip
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            env = {**os.environ, "PYTHONHASHSEED": seed}
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
             runs[checked, folds] = (proc, out)
     got = {}
     for checked in (True, False):
@@ -122,6 +126,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--venue", choices=["kraken", "okx", "both"], default="both")
     ap.add_argument("--events", type=int, help="events folded (default: kraken 20000, okx 3000)")
+    ap.add_argument("--hash-seed", default="0", help="PYTHONHASHSEED of the folds (default 0)")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -134,7 +139,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for venue in venues:
             n = args.events or EVENTS[venue]
-            got = counts(venue, n, Path(tmp))
+            got = counts(venue, n, Path(tmp), args.hash_seed)
             print(f"{venue}: {n:,} events, the steady case inlined; per event of one fold:")
             for c, label in ((True, "with checksum"), (False, "without")):
                 g = got[c]
