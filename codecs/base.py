@@ -51,7 +51,7 @@ REST resync through ``snapshot_url``, quote-suffix normalization of spot names).
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import attrs
@@ -397,3 +397,14 @@ def decode_error(seq: int, recv_ns: int, source: str, reason: str, payload: Any)
 def internal_reason(exc: BaseException) -> str:
     """The DecodeError reason for a bug met while decoding (a codec never raises: it is an event)."""
     return f"internal error {type(exc).__name__}: {exc}"
+
+
+def matcher(checksum: Callable[..., int]) -> Callable[..., bool]:
+    """``matches(want, *args)``: ``checksum(*args) == want``, a book checksum's test by the sync
+    rules, in Python (the Kraken and OKX codecs' ``matches`` where ``engine._cksum`` is not
+    built; where it is, its ``BookChecksum.matches`` answers the same)."""
+
+    def matches(want: object, *args: object) -> bool:
+        return bool(checksum(*args) == want)
+
+    return matches

@@ -44,6 +44,7 @@ from engine.codecs.base import (
     decode_error,
     instrument_name,
     internal_reason,
+    matcher,
     split_pair,
 )
 from engine.num import decimals_of, render
@@ -143,15 +144,13 @@ _book_checksum = (
 checksum: Callable[..., int] = _checksum if _book_checksum is None else _book_checksum.checksum
 
 
-def _matches(want: object, book: Book, *args: object) -> bool:
-    return bool(checksum(book, *args) == want)
-
-
 #: ``matches(want, book, price_decimals, qty_decimals[, bids, asks]) -> bool``:
 #: ``checksum(book, ...) == want``, the sync rule's test (:class:`engine.book_sync.KrakenRule`).
 #: In C (the same ``BookChecksum``'s ``matches`` method) no int is made for the checksum when
 #: ``want`` is one; it raises where :func:`checksum` raises.
-matches: Callable[..., bool] = _matches if _book_checksum is None else _book_checksum.matches
+matches: Callable[..., bool] = (
+    matcher(checksum) if _book_checksum is None else _book_checksum.matches
+)
 
 
 def normalized(symbol: str) -> str:

@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 
 from engine import num
 from engine.book import Book
+from engine.codecs.base import matcher
 
 try:  # the optional C text/CRC path (engine/_cksum.c); the Python rule below runs without it
     from engine import _cksum
@@ -127,11 +128,9 @@ _book_checksum = None if _cksum is None else _cksum.BookChecksum("okx", DEPTH, n
 checksum: Callable[..., int] = _checksum if _book_checksum is None else _book_checksum.checksum
 
 
-def _matches(want: object, book: Book, *args: object) -> bool:
-    return bool(checksum(book, *args) == want)
-
-
 #: ``matches(want, book[, bids, asks]) -> bool``: ``checksum(book, ...) == want``, the sync
 #: rule's test (:class:`engine.book_sync.OkxRule`).  In C (the same ``BookChecksum``'s
 #: ``matches`` method) no int is made for the checksum when ``want`` is one.
-matches: Callable[..., bool] = _matches if _book_checksum is None else _book_checksum.matches
+matches: Callable[..., bool] = (
+    matcher(checksum) if _book_checksum is None else _book_checksum.matches
+)

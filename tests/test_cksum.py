@@ -23,6 +23,7 @@ from engine import num, serde
 from engine.book import Book
 from engine.book_sync import SYNCED, Sync
 from engine.codecs import kraken_book, okx_checksum
+from engine.codecs.base import matcher
 
 cksum = pytest.importorskip("engine._cksum", reason="the optional C checksum helper is not built")
 
@@ -123,7 +124,9 @@ def test_one_level_a_message_as_the_venues_send_it(bids, asks, data, pd, qd):
         bid = data.draw(st.booleans())
         side = sorted(book.bids, reverse=True) if bid else sorted(book.asks)
         near = side[:12]  # mostly a level of the top (or just below it): the venues' case
-        price = data.draw(st.sampled_from(near) if near and data.draw(st.integers(0, 3)) else _price)
+        price = data.draw(
+            st.sampled_from(near) if near and data.draw(st.integers(0, 3)) else _price
+        )
         level = (price, data.draw(st.one_of(st.just(0), _value)))
         change = ([level], []) if bid else ([], [level])
         depth = data.draw(st.sampled_from([None, None, 10, 11, 25]))
@@ -202,7 +205,9 @@ def test_one_book_asked_by_both_rules_in_turn_answers_each_right(bids, asks, dif
     """A memo is of one rule and depth: asked by the other, it starts again (never mixes them)."""
     book = Book.from_levels(1, bids, asks)
     for i, (b, a) in enumerate(diffs, 2):
-        assert _kraken_book_path(book, num.SCALE, num.SCALE) == _kraken_py(book, num.SCALE, num.SCALE)
+        assert _kraken_book_path(book, num.SCALE, num.SCALE) == _kraken_py(
+            book, num.SCALE, num.SCALE
+        )
         assert okx_checksum.checksum(book) == _okx_py(book)
         book.apply(b, a, i)
         assert okx_checksum.checksum(book, b, a) == _okx_py(book)
@@ -257,14 +262,14 @@ def test_matches_is_the_checksum_compared_with_what_is_wanted(bids, asks, b, a, 
         book.apply(b, a, 2)
         okx = _okx_py(book)
         assert okx_checksum.matches(want_of(okx), book, b, a) == (okx == want_of(okx))
-        assert okx_checksum._matches(want_of(okx), book) == (okx == want_of(okx))
+        assert matcher(okx_checksum.checksum)(want_of(okx), book) == (okx == want_of(okx))
         kr = _kraken_py(book, pd, pd)
         if kr is None:  # a value finer than the precision: raises as checksum does
             with pytest.raises(ValueError):
                 kraken_book.matches(0, book, pd, pd, b, a)
             continue
         assert kraken_book.matches(want_of(kr), book, pd, pd, b, a) == (kr == want_of(kr))
-        assert kraken_book._matches(want_of(kr), book, pd, pd) == (kr == want_of(kr))
+        assert matcher(kraken_book.checksum)(want_of(kr), book, pd, pd) == (kr == want_of(kr))
 
 
 @given(st.binary(max_size=200), st.binary(max_size=3300), st.booleans())
