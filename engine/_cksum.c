@@ -160,10 +160,13 @@ typedef struct {
 } Checksum;
 
 /* The checksum of the book args[0] (the rest: the rule's other arguments) into *crc: 1, 0 if
- * declined (the fallback answers), -1 on an error of our own (set). */
-static int checksum_fast(Checksum *ck, PyObject *const *args, Py_ssize_t nargs, long *crc) {
+ * declined (keyword arguments, or anything this code does not render: the fallback answers),
+ * -1 on an error of our own (set). */
+static int checksum_fast(Checksum *ck, PyObject *const *args, Py_ssize_t nargs,
+                         PyObject *kwnames, long *crc) {
     Py_ssize_t base = ck->kind == KRAKEN ? 3 : 1;
-    if (UNLIKELY((nargs != base && nargs != base + 2) || book_type == NULL ||
+    if (UNLIKELY((kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0) ||
+                 (nargs != base && nargs != base + 2) || book_type == NULL ||
                  !Py_IS_TYPE(args[0], book_type)))
         return 0;
     Spec sp;
@@ -189,24 +192,17 @@ static int checksum_fast(Checksum *ck, PyObject *const *args, Py_ssize_t nargs, 
     return compute((Memo *)s[0], &sp, v, hb, ha, s + 2, crc);
 }
 
-/* The fallback's answer for the call (the rule's Python function: its exceptions are the
- * caller's). */
-static PyObject *fallback_call(Checksum *ck, PyObject *const *args, Py_ssize_t nargs,
-                               PyObject *kwnames) {
-    return PyObject_Vectorcall(ck->fallback, args, (size_t)nargs, kwnames);
-}
-
 /* BookChecksum.checksum(...): the call the codecs hand out, a builtin method (CPython 3.11
  * specializes calls to builtin functions and methods, and not those to other callables) */
 static PyObject *Checksum_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                  PyObject *kwnames) {
     Checksum *ck = (Checksum *)self;
     long crc;
-    int done = kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0
-                   ? checksum_fast(ck, args, nargs, &crc)
-                   : 0;
+    int done = checksum_fast(ck, args, nargs, kwnames, &crc);
     if (done < 0) return NULL;
-    return done ? PyLong_FromLong(crc) : fallback_call(ck, args, nargs, kwnames);
+    /* (declined: the rule's Python function answers, its exceptions the caller's) */
+    return done ? PyLong_FromLong(crc)
+                : PyObject_Vectorcall(ck->fallback, args, (size_t)nargs, kwnames);
 }
 
 /* BookChecksum.matches(want, ...): checksum(...) == want, without making the checksum an int
@@ -220,9 +216,7 @@ static PyObject *Checksum_matches(PyObject *self, PyObject *const *args, Py_ssiz
     }
     PyObject *want = args[0];
     long crc;
-    int done = kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0
-                   ? checksum_fast(ck, args + 1, nargs - 1, &crc)
-                   : 0;
+    int done = checksum_fast(ck, args + 1, nargs - 1, kwnames, &crc);
     if (done < 0) return NULL;
     if (done && PyLong_CheckExact(want)) { /* (read from its digits: no call) */
         u128 w;
@@ -230,7 +224,9 @@ static PyObject *Checksum_matches(PyObject *self, PyObject *const *args, Py_ssiz
         u128 mag = crc < 0 ? (u128)(-(crc + 1)) + 1 : (u128)crc;
         return PyBool_FromLong(int_parts(want, &w, &neg) && neg == (crc < 0) && w == mag);
     }
-    PyObject *got = done ? PyLong_FromLong(crc) : fallback_call(ck, args + 1, nargs - 1, kwnames);
+    PyObject *const *rest = args + 1;
+    PyObject *got = done ? PyLong_FromLong(crc)
+                         : PyObject_Vectorcall(ck->fallback, rest, (size_t)(nargs - 1), kwnames);
     if (got == NULL) return NULL;
     PyObject *r = PyObject_RichCompare(got, want, Py_EQ);
     Py_DECREF(got);
