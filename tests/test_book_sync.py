@@ -459,3 +459,17 @@ def test_without_connection_frames_a_close_changes_no_book():
     f.snap(100)
     f.diff(100, 101)
     assert f.close(1) == [] and f.r.sync_state(f.state, S) == SYNCED
+
+
+@pytest.mark.parametrize("depth", [0, 1, 3])
+def test_apply_checked_answers_whether_the_book_is_crossed_after_its_truncation(depth: int) -> None:
+    """``apply_checked`` answers ``(inp, crossed)``: Book.apply's crossed, which the
+    truncation to the snapshot's depth keeps (it keeps each side's best levels), unless it
+    keeps none (depth 0: an empty book is not crossed)."""
+    rule = TruncatingRule()
+    book = Book.from_levels(1, [(10, 1), (9, 1)], [(12, 1), (13, 1)])
+    sync = Sync(SYNCED, book, depth=depth)
+    verdict, crossed = book_sync.apply_checked(rule, sync, diff(2, 2, bids=[(12, 5)]))
+    assert verdict == APPLY
+    assert crossed is (depth > 0) and crossed is book.crossed()
+    assert len(book.bids) <= depth and len(book.asks) <= depth
