@@ -149,15 +149,23 @@ SECOND_NS = 1_000_000_000
 @serde.register
 @attrs.define(slots=True, eq=True)
 class BookCounts:
-    """Per-symbol counters (all monotonic)."""
+    """Per-symbol counters (all monotonic).
 
-    diffs_applied: int = 0
+    An applied diff is counted once, in the one of two counts that says whether an exchange
+    checksum vouched for it (:attr:`diffs_applied` and :attr:`checksums_verified` are their
+    sums): the steady path pays one increment a diff, checksum or not.
+    """
+
+    #: applied diffs whose exchange checksum the book then matched (rules with a checksum,
+    #: diffs carrying one); every diff, also those replayed from the buffer after a snapshot
+    diffs_verified: int = 0
+    #: applied diffs no checksum tested (the rule has none, or the diff carried none)
+    diffs_untested: int = 0
+    #: loaded snapshots whose own checksum the book matched (rules with a checksum)
+    snapshots_verified: int = 0
     stale_diffs: int = 0
     #: sequence breaks (the diff did not chain onto the book), GapDetected
     gaps: int = 0
-    #: applied diffs whose exchange checksum the book matched (rules with a checksum, diffs
-    #: carrying one); every diff, also those replayed from the buffer after a snapshot
-    checksums_verified: int = 0
     #: applied diffs the book then failed the checksum of: ChecksumMismatch, then a resync
     checksum_mismatches: int = 0
     syncs: int = 0
@@ -180,6 +188,16 @@ class BookCounts:
     withdrawn: int = 0
     #: suspended books published again by the next connection's chaining diff (BookResumed)
     resumed: int = 0
+
+    @property
+    def diffs_applied(self) -> int:
+        """Diffs applied to the main book (verified or untested)."""
+        return self.diffs_verified + self.diffs_untested
+
+    @property
+    def checksums_verified(self) -> int:
+        """Exchange checksums the book matched: applied diffs' and loaded snapshots'."""
+        return self.diffs_verified + self.snapshots_verified
 
 
 @serde.register
@@ -341,10 +359,12 @@ class BookReducer(BookFeeds, BookChecks):
                             self._diff_slow(sb, event, out, (BAD_CHECKSUM, book_id))
                             return state, out
                         if event.checksum is not None and self._rule.has_checksum:
-                            sb.counts.checksums_verified += 1
+                            sb.counts.diffs_verified += 1
+                        else:
+                            sb.counts.diffs_untested += 1
                     else:
                         crossed = main.book.apply(event.bids, event.asks, event.last_id)  # type: ignore[union-attr]
-                    sb.counts.diffs_applied += 1
+                        sb.counts.diffs_untested += 1
                     v = self._verify_ns
                     due = v is not None and event.recv_ns - sb.last_verify_ns >= v  # type: ignore[operator]
                     if crossed is sb.crossed and not due:
@@ -446,9 +466,10 @@ class BookReducer(BookFeeds, BookChecks):
             action, dropped = feed_judged(main, ev, inp, self.max_buffer)
         c = sb.counts
         if action == A_APPLY or action == A_RESUME:
-            c.diffs_applied += 1
             if ev.checksum is not None and self._rule.has_checksum:
-                c.checksums_verified += 1
+                c.diffs_verified += 1
+            else:
+                c.diffs_untested += 1
             if action == A_RESUME:
                 c.resumed += 1
                 out.append(
@@ -540,7 +561,7 @@ class BookReducer(BookFeeds, BookChecks):
             self._request_sync(sb, ev, "snapshot checksum mismatch", out)
             return out
         if ev.checksum is not None and self._rule.has_checksum:
-            sb.counts.checksums_verified += 1
+            sb.counts.snapshots_verified += 1
         # A_LOAD: the snapshot is the main book; replay the buffer onto it
         resync = main.phase == RELOADED
         if sb.shadow is not None:

@@ -73,7 +73,8 @@ __all__ = [
 
 CHECKPOINTS_DIR = "checkpoints"
 #: 2: JSON through engine.serde.dumps_json (its ``bigints`` marker); format-1 files are skipped.
-FORMAT = 2
+#: 3: a book's applied diffs counted as verified or untested (BookCounts); older files skipped.
+FORMAT = 3
 _NAME_RE = re.compile(r"^ckpt-(\d{12,})-(-?\d+)\.json(\.zst)?$")
 
 

@@ -9,6 +9,9 @@ message, the checksum rendered through :class:`decimal.Decimal`.  After every
 step both agree on the sync state and on the published book; a checksum that
 failed is a ChecksumMismatch plus a sync SnapshotRequest, and no book is published
 until the next snapshot; a published book's top 10 levels are the exchange's.
+Some updates carry no checksum (they pass untested).  The counts are the model's: applied
+diffs, the checksums verified (diffs' and snapshots'), the mismatches; a second reducer with
+``inline=False`` (every diff through the table's driver) agrees on every count.
 """
 
 from __future__ import annotations
@@ -72,6 +75,10 @@ class KrakenFeed(RuleBasedStateMachine):
         self.lot = 10 ** (num.SCALE - qd)
         self.reducer = BookReducer(SyncRule.KRAKEN, verify_interval_s=None)
         self.state = self.reducer.initial()
+        self.table_driven = BookReducer(SyncRule.KRAKEN, verify_interval_s=None, inline=False)
+        self.twin = self.table_driven.initial()
+        # the counts the model expects: applied diffs, checksums verified, mismatches
+        self.applied = self.verified = self.mismatches = 0
         self.seq = 0
         self.exchange: tuple[dict[int, int], dict[int, int]] = ({}, {})
         # the naive model of what the reducer must hold
@@ -95,6 +102,8 @@ class KrakenFeed(RuleBasedStateMachine):
 
     def _step(self, ev):
         self.state, outs = self.reducer.step(self.state, ev)
+        self.twin, twin_outs = self.table_driven.step(self.twin, ev)
+        assert list(twin_outs) == list(outs)
         return list(outs)
 
     # ------------------------------------------------------------- rules
@@ -119,17 +128,23 @@ class KrakenFeed(RuleBasedStateMachine):
             assert [o.last_id for o in bad] == [self.seq]
             assert [o.purpose for o in outs if isinstance(o, SnapshotRequest)] == ["sync"]
             self.book, self.phase = None, "resyncing"
+            self.mismatches += 1
             return
         assert not bad
+        self.verified += 1
         self.book = (dict(self.exchange[0]), dict(self.exchange[1]))
         self.phase = "primed"
         self.precision_known = known  # an empty snapshot says nothing of the precision
 
-    @rule(changes=level_changes, wrong=st.booleans())
-    def update(self, changes, wrong):
+    @rule(changes=level_changes, wrong=st.booleans(), carried=st.integers(0, 3))
+    def update(self, changes, wrong, carried):
+        """An update with the exchange's checksum (``wrong``: one that does not match), or
+        (``carried`` 0) with none: it passes untested."""
         bids, asks, check = self._exchange_update(changes)
         if wrong:
             check = (check + 1) % 2**32
+        if not carried:
+            check = None
         self.seq += 1
         outs = self._step(DepthDiff(self.seq, self.seq, S, self.seq, self.seq, None, None, None,
                                     bids, asks, check))  # fmt: skip
@@ -140,11 +155,14 @@ class KrakenFeed(RuleBasedStateMachine):
         naive_apply(self.book, bids, asks)
         naive_truncate(*self.book, DEPTH)
         checkable = self.precision_known or not (self.book[0] or self.book[1])
-        if checkable and naive_checksum(*self.book, self.pd, self.qd) == check:
+        if check is None or (checkable and naive_checksum(*self.book, self.pd, self.qd) == check):
             self.phase = "synced"
             assert not [o for o in outs if isinstance(o, ChecksumMismatch | GapDetected)]
+            self.applied += 1
+            self.verified += check is not None
         else:
             self.phase, self.book = "resyncing", None
+            self.mismatches += 1
             bad = [o for o in outs if isinstance(o, ChecksumMismatch)]
             assert [(o.last_id, o.checksum) for o in bad] == [(self.seq, check)]
             assert [o.purpose for o in outs if isinstance(o, SnapshotRequest)] == ["sync"]
@@ -157,6 +175,7 @@ class KrakenFeed(RuleBasedStateMachine):
     @rule()
     def checkpoint(self):
         self.state = self.reducer.restore(self.reducer.snapshot(self.state))
+        self.twin = self.table_driven.restore(self.table_driven.snapshot(self.twin))
 
     # ------------------------------------------------------------- invariants
 
@@ -170,6 +189,14 @@ class KrakenFeed(RuleBasedStateMachine):
         assert book is not None
         assert (book.bids, book.asks) == self.book
         assert len(book.bids) <= DEPTH and len(book.asks) <= DEPTH
+
+    @invariant()
+    def the_counts_are_the_models(self):
+        c = self.reducer.totals(self.state)
+        assert (c.diffs_applied, c.checksums_verified, c.checksum_mismatches) == (
+            self.applied, self.verified, self.mismatches
+        )
+        assert c == self.table_driven.totals(self.twin)
 
     @invariant()
     def a_published_book_shows_the_exchanges_top(self):
