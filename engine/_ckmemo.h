@@ -57,6 +57,7 @@ typedef struct {
     void *mem;                  /* the pool's allocation (the pool is mem aligned to 64) */
     unsigned char rank[MAX_N];  /* the pool index of each rank, best first */
     int count;
+    uint64_t held;              /* the pool indexes rank[0..count) hold, as bits */
     u128 worst;                 /* (count > 0) the px of the last rank: a hint's bound */
 } Side;
 
@@ -89,6 +90,7 @@ static void memo_clear(Memo *m) {
         if (m->side[s].pool != NULL)
             for (long i = 0; i < 2 * m->n; i++) entry_clear(&m->side[s].pool[i]);
         m->side[s].count = 0;
+        m->side[s].held = 0;
     }
     m->version = -1;
 }
@@ -253,13 +255,6 @@ static PyObject *hinted_qty(PyObject *lv) {
     return to_u128(q, &v) && v ? q : NULL;
 }
 
-/* The pool indexes side sd's ranks hold, as bits. */
-static uint64_t ranks_held(const Side *sd) {
-    uint64_t held = 0;
-    for (int i = 0; i < sd->count; i++) held |= (uint64_t)1 << sd->rank[i];
-    return held;
-}
-
 /* Side s's memo entries made the best cnt levels of keys/dict, best first: an entry whose key
  * and qty objects are the level's is kept as it is (hinted and not touched: without looking the
  * level up), a kept level whose qty changed is rendered again in place, a new level gets a free
@@ -271,7 +266,7 @@ __attribute__((noinline)) static int walk(Memo *m, const Spec *sp, int s, PyObje
                                           PyObject *dict, Py_ssize_t cnt) {
     Side *sd = &m->side[s];
     Entry *pool = sd->pool;
-    uint64_t busy = ranks_held(sd), used = 0; /* pool indexes of the old top, of the new one */
+    uint64_t busy = sd->held, used = 0; /* pool indexes of the old top, of the new one */
     unsigned char nr[MAX_N];
     Py_ssize_t len = PyList_GET_SIZE(keys);
     int o = 0, tc = 0; /* cursors: the old top (best first, as the new one is), the hint */
@@ -293,6 +288,11 @@ __attribute__((noinline)) static int walk(Memo *m, const Spec *sp, int s, PyObje
         }
         PyObject *lv = NULL, *q = NULL;
         if (sp->hinted) {
+            if (j >= 0 && (tc == sp->nt[s] || better(s, px, sp->touched[s][tc]))) {
+                nr[i] = (unsigned char)j; /* better than the next touched price: as it was */
+                used |= (uint64_t)1 << j;
+                continue;
+            }
             lv = touched(sp, s, &tc, px);
             if (lv == NULL && j >= 0) { /* unchanged: as it was */
                 nr[i] = (unsigned char)j;
@@ -343,12 +343,13 @@ __attribute__((noinline)) static int walk(Memo *m, const Spec *sp, int s, PyObje
         entry_clear(&pool[__builtin_ctzll(gone)]);
     memcpy(sd->rank, nr, (size_t)cnt);
     sd->count = (int)cnt;
+    sd->held = used;
     return 1;
 }
 
 /* A free pool entry of side sd: one no rank holds. */
 static Entry *free_entry(Side *sd, int *j) {
-    *j = __builtin_ctzll(~ranks_held(sd));
+    *j = __builtin_ctzll(~sd->held);
     return &sd->pool[*j];
 }
 
@@ -398,6 +399,7 @@ static int patch(Memo *m, const Spec *sp, int s, PyObject *keys, PyObject *dict)
             if (c > 1 && !better(s, pool[sd->rank[c - 1]].px, kx)) return -1;
         }
         entry_clear(e);
+        sd->held &= ~((uint64_t)1 << sd->rank[r]);
         memmove(&sd->rank[r], &sd->rank[r + 1], (size_t)(c - r - 1));
         sd->count = --c;
         if (k == NULL) return 1;
@@ -420,6 +422,7 @@ static int patch(Memo *m, const Spec *sp, int s, PyObject *keys, PyObject *dict)
         f->qty = Py_NewRef(kq);
         if (!render_price(sp, f, price) || !render_qty(sp, f, kq)) return 0;
         sd->rank[c] = (unsigned char)j;
+        sd->held |= (uint64_t)1 << j;
         sd->count = c + 1;
         return 1;
     }
@@ -432,12 +435,14 @@ static int patch(Memo *m, const Spec *sp, int s, PyObject *keys, PyObject *dict)
     if (r < c && r + 1 < len && RANK_KEY(items, len, r + 1) != pool[sd->rank[r]].key) return -1;
     if (cnt == c) { /* the last level leaves */
         entry_clear(&pool[sd->rank[c - 1]]);
+        sd->held &= ~((uint64_t)1 << sd->rank[c - 1]);
         sd->count = --c;
     }
     int j;
     Entry *f = free_entry(sd, &j);
     memmove(&sd->rank[r + 1], &sd->rank[r], (size_t)(c - r));
     sd->rank[r] = (unsigned char)j;
+    sd->held |= (uint64_t)1 << j;
     sd->count = c + 1;
     f->price = Py_NewRef(PyTuple_GET_ITEM(lv, 0));
     f->key = Py_NewRef(k);
