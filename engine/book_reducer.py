@@ -349,10 +349,9 @@ class BookReducer(BookFeeds, BookChecks):
                     and sb.feed == state.conn
                     and sb.shadow is None
                     and not sb.pending
-                    and self._rule.next(main.book.last_id, event) == APPLY  # type: ignore[union-attr]
+                    and self._rule.next(book_id := main.book.last_id, event) == APPLY  # type: ignore[union-attr]
                 ):
                     if self._checked:  # the driver's own apply, truncation and checksum
-                        book_id = main.book.last_id  # type: ignore[union-attr]
                         verdict, crossed = apply_checked(self._rule, main, event)
                         if verdict != APPLY:
                             out = []  # rejected: the table's step, as _main_diff takes it
