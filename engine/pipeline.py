@@ -70,7 +70,8 @@ __all__ = ["Pipeline", "Counters", "SNAPSHOT_VERSION", "Listener", "decoded"]
 
 #: 2: the trade-selection state moved from each consumer's state to the pipeline's
 #: 3: prices and quantities in units of 1e-18 (engine.num.SCALE 18), no longer 1e-8
-SNAPSHOT_VERSION = 3
+#: 4: a book's applied diffs counted as verified or untested (engine.book_reducer.BookCounts)
+SNAPSHOT_VERSION = 4
 _DECODED_KINDS = frozenset({Kind.TEXT, Kind.BINARY, Kind.REST})
 
 #: ``f(seq, events)``: sees every frame's decoded events (module docstring)

@@ -73,8 +73,7 @@ __all__ = [
 
 CHECKPOINTS_DIR = "checkpoints"
 #: 2: JSON through engine.serde.dumps_json (its ``bigints`` marker); format-1 files are skipped.
-#: 3: a book's applied diffs counted as verified or untested (BookCounts); older files skipped.
-FORMAT = 3
+FORMAT = 2
 _NAME_RE = re.compile(r"^ckpt-(\d{12,})-(-?\d+)\.json(\.zst)?$")
 
 
