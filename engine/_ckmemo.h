@@ -288,12 +288,9 @@ __attribute__((noinline)) static int walk(Memo *m, const Spec *sp, int s, PyObje
         }
         PyObject *lv = NULL, *q = NULL;
         if (sp->hinted) {
-            if (j >= 0 && (tc == sp->nt[s] || better(s, px, sp->touched[s][tc]))) {
-                nr[i] = (unsigned char)j; /* better than the next touched price: as it was */
-                used |= (uint64_t)1 << j;
-                continue;
-            }
-            lv = touched(sp, s, &tc, px);
+            /* (a level before the next touched price is not touched: no search) */
+            if (j < 0 || (tc < sp->nt[s] && !better(s, px, sp->touched[s][tc])))
+                lv = touched(sp, s, &tc, px);
             if (lv == NULL && j >= 0) { /* unchanged: as it was */
                 nr[i] = (unsigned char)j;
                 used |= (uint64_t)1 << j;
