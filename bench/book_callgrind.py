@@ -1,6 +1,7 @@
 """The Kraken and OKX checksum cost counted by callgrind: a view that does not move with the load.
 
 Usage:  python bench/book_callgrind.py [--venue kraken|okx|both] [--events N]
+                                      [--hash-seed 0] [--cache fixed|host]
         (needs valgrind; a few minutes a venue: callgrind runs the fold ~50x slower)
 
 What it counts (issue 14): the book fold of bench/book.py's fold-only figures, the real
@@ -13,12 +14,12 @@ one fold with the start-up (imports, decoding, the first fold's warming) taken o
 it prints instructions (Ir), simulated L1 instruction and data misses, mispredicted branches
 and one weighted sum, ``Ir + 10 x (I1 + D1 read + D1 write misses) + 15 x mispredicts``, a
 cycle estimate; the line that matters is **checksum cost / fold** on that sum (target
-≤ 30 %).  The counts do not depend on the load.  Nor on the machine: the simulated caches are
-fixed (32 KiB 8-way L1s, ``CACHE``), where callgrind would take the host CPU's, and a 64 KiB
-instruction cache misses so much less that the Kraken ratio falls by some 9 points
-(``--cache host`` shows this CPU's).  The children run with one hash seed (``--hash-seed``, default 0), which otherwise moves the simulated misses
-from run to run (the dicts' layout), the ratio by a few tenths of a point: the way to
-judge a change to ``engine._cksum`` or to the sync rules when wall-clock figures move by
+≤ 30 %).  The counts do not depend on the load, nor on the CPU's cache sizes: the simulated
+caches are fixed (``CACHE``: 32 KiB 8-way L1s), where callgrind would take the host CPU's, and
+a 64 KiB instruction cache misses so much less that the Kraken ratio fell from 28.2 % to
+19.3 % (``--cache host`` shows this CPU's).  The children run with one hash seed
+(``--hash-seed``, default 0), which otherwise moves the simulated misses from run to run
+(the dicts' layout), the ratio by a few tenths of a point: the way to judge a change to ``engine._cksum`` or to the sync rules when wall-clock figures move by
 several points from process to process.
 """
 
@@ -35,9 +36,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 EVENTS = {"kraken": 20_000, "okx": 3_000}
-#: the simulated caches (size, associativity, line; callgrind's --I1/--D1/--LL): fixed, so the
-#: counts are one machine's as much as another's.  Callgrind's own default is the host CPU's,
-#: and the L1 size moves the misses, hence the ratio, by points (``--cache host`` to see it).
+#: the simulated caches (bytes, ways, line bytes; callgrind's --I1/--D1/--LL): see the docstring
 CACHE = {"I1": "32768,8,64", "D1": "32768,8,64", "LL": "8388608,16,64"}
 #: the callgrind events read, and the weighted sum's weights
 COUNTS = ("Ir", "I1mr", "D1mr", "D1mw", "Bcm", "Bim")
@@ -94,7 +93,9 @@ def totals(path: Path) -> dict[str, int]:
     raise ValueError(f"{path}: no totals line")
 
 
-def counts(venue: str, n: int, tmp: Path, seed: str, cache: bool) -> dict[bool, dict[str, float]]:
+def counts(
+    venue: str, n: int, tmp: Path, seed: str, cache: list[str]
+) -> dict[bool, dict[str, float]]:
     """Per event of one fold, with the checksum (True) and without (False): each count, and
     the weighted sum as "cycles".  The four callgrind runs go side by side (the counts do not
     depend on what else runs)."""
@@ -104,7 +105,7 @@ def counts(venue: str, n: int, tmp: Path, seed: str, cache: bool) -> dict[bool, 
             out = tmp / f"{venue}.{checked}.{folds}"
             cmd = [
                 "valgrind", "--tool=callgrind", "--cache-sim=yes", "--branch-sim=yes",
-                *([f"--{k}={v}" for k, v in CACHE.items()] if cache else []),
+                *cache,
                 f"--callgrind-out-file={out}", sys.executable, str(Path(__file__).resolve()),
                 "--child", venue, "1" if checked else "0", str(n), str(folds),
             ]  # fmt: skip
@@ -150,15 +151,13 @@ def main() -> None:
         sys.exit("bench/book_callgrind.py needs valgrind (apt install valgrind)")
     venues = ["kraken", "okx"] if args.venue == "both" else [args.venue]
     fixed = args.cache == "fixed"
-    print(
-        "simulated caches: "
-        + (", ".join(f"{k} {v}" for k, v in CACHE.items()) if fixed else "this CPU's")
-        + f"; PYTHONHASHSEED={args.hash_seed}"
-    )
+    cache = [f"--{k}={v}" for k, v in CACHE.items()] if fixed else []
+    shown = " ".join(cache) if fixed else "this CPU's"
+    print(f"simulated caches: {shown}; PYTHONHASHSEED={args.hash_seed}")
     with tempfile.TemporaryDirectory() as tmp:
         for venue in venues:
             n = args.events or EVENTS[venue]
-            got = counts(venue, n, Path(tmp), args.hash_seed, fixed)
+            got = counts(venue, n, Path(tmp), args.hash_seed, cache)
             print(f"{venue}: {n:,} events, the steady case inlined; per event of one fold:")
             for c, label in ((True, "with checksum"), (False, "without")):
                 g = got[c]
